@@ -1,0 +1,267 @@
+// Package lab builds throwaway networks of namespaces, veth pairs and bridges for privileged
+// tests, runs real servers and clients inside them, and removes everything when a test ends.
+package lab
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// Require skips the test unless it runs as root, the only way it can create namespaces.
+func Require(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("privileged test: needs root to create network namespaces; run as root (sudo go test ./...)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("privileged test: needs the ip command (apt-get install iproute2)")
+	}
+}
+
+// Lab is one test's set of namespaces. Names are derived from the test name and the process id,
+// so that packages tested in parallel never collide.
+type Lab struct {
+	t      testing.TB
+	prefix string
+	mu     sync.Mutex
+	nss    []*NS
+}
+
+var labSeq atomic.Int64
+
+// New creates an empty lab whose namespaces are deleted when the test ends.
+func New(t testing.TB) *Lab {
+	t.Helper()
+	Require(t)
+	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d/%d/%d", t.Name(), os.Getpid(), labSeq.Add(1), time.Now().UnixNano()))
+	return &Lab{t: t, prefix: "rt" + hex.EncodeToString(sum[:])[:8]}
+}
+
+// NS is one network namespace of a lab: a host, router or switch of the test network.
+type NS struct {
+	Name string // the netns name (as in `ip netns list`)
+	lab  *Lab
+}
+
+// NS creates a namespace named after short (for readability in failures) with loopback up.
+func (l *Lab) NS(short string) *NS {
+	l.t.Helper()
+	name := l.prefix + "-" + short
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		l.t.Fatalf("creating namespace %s: %v: %s", name, err, out)
+	}
+	n := &NS{Name: name, lab: l}
+	l.t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			l.t.Errorf("deleting namespace %s: %v: %s", name, err, out)
+		}
+	})
+	l.mu.Lock()
+	l.nss = append(l.nss, n)
+	l.mu.Unlock()
+	n.IP("link", "set", "lo", "up")
+	return n
+}
+
+// Try runs a command inside the namespace and returns its combined output.
+func (n *NS) Try(name string, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("in %s: %s %s: %w: %s", n.Name, name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Run runs a command inside the namespace and fails the test if it fails.
+func (n *NS) Run(name string, args ...string) string {
+	n.lab.t.Helper()
+	out, err := n.Try(name, args...)
+	if err != nil {
+		n.lab.t.Fatal(err)
+	}
+	return out
+}
+
+// IP runs `ip -n NS args...` and fails the test on error.
+func (n *NS) IP(args ...string) string {
+	n.lab.t.Helper()
+	out, err := exec.Command("ip", append([]string{"-n", n.Name}, args...)...).CombinedOutput()
+	if err != nil {
+		n.lab.t.Fatalf("ip -n %s %s: %v: %s", n.Name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Sysctl sets a sysctl inside the namespace (for example net.ipv4.ip_forward=1).
+func (n *NS) Sysctl(key, value string) {
+	n.lab.t.Helper()
+	n.Run("sysctl", "-q", "-w", key+"="+value)
+}
+
+// Veth connects namespace a (interface aIf) with namespace b (interface bIf) and brings both
+// ends up. The pair is created directly inside a with its peer in b, so the host's own
+// namespace is never touched.
+func (l *Lab) Veth(a *NS, aIf string, b *NS, bIf string) {
+	l.t.Helper()
+	a.IP("link", "add", aIf, "type", "veth", "peer", "name", bIf, "netns", b.Name)
+	a.IP("link", "set", aIf, "up")
+	b.IP("link", "set", bIf, "up")
+}
+
+// Bridge creates a bridge in the namespace, enslaves the members and brings it up.
+func (n *NS) Bridge(name string, members ...string) {
+	n.lab.t.Helper()
+	n.IP("link", "add", name, "type", "bridge")
+	for _, m := range members {
+		n.IP("link", "set", m, "master", name)
+	}
+	n.IP("link", "set", name, "up")
+}
+
+// Addr adds an address (CIDR) to an interface.
+func (n *NS) Addr(iface, cidr string) {
+	n.lab.t.Helper()
+	n.IP("addr", "add", cidr, "dev", iface)
+}
+
+// Handle opens the namespace for code that must run inside it; the caller closes it.
+func (n *NS) Handle() (netns.NsHandle, error) {
+	h, err := netns.GetFromName(n.Name)
+	if err != nil {
+		return h, fmt.Errorf("opening namespace %s: %w", n.Name, err)
+	}
+	return h, nil
+}
+
+// Do runs fn on an OS thread switched into the namespace. Sockets created inside fn belong to
+// the namespace for their whole life, whichever goroutine uses them later.
+func (n *NS) Do(fn func() error) error {
+	h, err := n.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never unlocked: if switching back failed it would be left in the wrong
+		// namespace, so it is thrown away when the goroutine exits.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- fmt.Errorf("getting current namespace: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("entering namespace %s: %w", n.Name, err)
+			return
+		}
+		err = fn()
+		if serr := netns.Set(orig); serr != nil {
+			err = errors.Join(err, fmt.Errorf("leaving namespace %s: %w", n.Name, serr))
+			errc <- err
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	return <-errc
+}
+
+// Listen opens a TCP listener inside the namespace; it is closed when the test ends.
+func (n *NS) Listen(addr string) net.Listener {
+	n.lab.t.Helper()
+	var ln net.Listener
+	err := n.Do(func() error {
+		var err error
+		ln, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		n.lab.t.Fatalf("listening on %s in %s: %v", addr, n.Name, err)
+	}
+	n.lab.t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// ServeHTTP runs an HTTP server inside the namespace that answers every request with body.
+// It returns the listener's address.
+func (n *NS) ServeHTTP(addr, body string) string {
+	n.lab.t.Helper()
+	ln := n.Listen(addr)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, body)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	n.lab.t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// Dial connects to addr over TCP from inside the namespace, optionally from a local address,
+// and returns the open connection. A connection that is refused, reset or times out is an error.
+func (n *NS) Dial(addr, from string, timeout time.Duration) (net.Conn, error) {
+	var conn net.Conn
+	err := n.Do(func() error {
+		d := net.Dialer{Timeout: timeout}
+		if from != "" {
+			la, err := net.ResolveTCPAddr("tcp", from)
+			if err != nil {
+				return fmt.Errorf("bad local address %q: %w", from, err)
+			}
+			d.LocalAddr = la
+		}
+		// The socket is created here, inside the namespace; connecting may finish later.
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		c, err := d.DialContext(ctx, "tcp", addr)
+		conn = c
+		return err
+	})
+	return conn, err
+}
+
+// HTTPGet fetches http://addr/ from inside the namespace with a Go client and returns the body.
+func (n *NS) HTTPGet(addr string, timeout time.Duration) (string, error) {
+	conn, err := n.Dial(addr, "", timeout)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", addr); err != nil {
+		return "", fmt.Errorf("sending request to %s: %w", addr, err)
+	}
+	resp, err := io.ReadAll(conn)
+	if err != nil {
+		return string(resp), fmt.Errorf("reading response from %s: %w", addr, err)
+	}
+	_, body, ok := strings.Cut(string(resp), "\r\n\r\n")
+	if !ok {
+		return "", fmt.Errorf("malformed HTTP response from %s: %q", addr, resp)
+	}
+	return body, nil
+}
+
+// Curl fetches url with the real curl binary inside the namespace.
+func (n *NS) Curl(url string, timeout time.Duration) (string, error) {
+	secs := fmt.Sprintf("%.1f", timeout.Seconds())
+	return n.Try("curl", "-sS", "--max-time", secs, url)
+}

@@ -1,0 +1,203 @@
+package engine
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Rule actions (FR_ACT_* in include/uapi/linux/fib_rules.h), named as iproute2 prints them.
+const (
+	ActionTable       = "table"
+	ActionGoto        = "goto"
+	ActionNop         = "nop"
+	ActionBlackhole   = "blackhole"
+	ActionUnreachable = "unreachable"
+	ActionProhibit    = "prohibit"
+)
+
+// Rule is one policy routing rule (`ip rule`). Zero values mean "no selector": a zero Src
+// matches every source, a nil Mark matches every packet.
+type Rule struct {
+	Family   Family       `json:"family"`
+	Priority int          `json:"priority"`
+	Not      bool         `json:"not,omitempty"`
+	Src      netip.Prefix `json:"src,omitzero"`
+	Dst      netip.Prefix `json:"dst,omitzero"`
+	IIF      string       `json:"iif,omitempty"`
+	OIF      string       `json:"oif,omitempty"`
+	Mark     *MarkMatch   `json:"fwmark,omitempty"`
+	TOS      uint8        `json:"tos,omitempty"`
+	IPProto  int          `json:"ipproto,omitempty"`
+	SPort    *PortRange   `json:"sport,omitempty"`
+	DPort    *PortRange   `json:"dport,omitempty"`
+	UIDRange *UIDRange    `json:"uidrange,omitempty"`
+	// SuppressPrefixLen rejects a table's answer whose prefix is this long or shorter
+	// (nil: not set; the kernel stores -1).
+	SuppressPrefixLen *int   `json:"suppress_prefixlength,omitempty"`
+	SuppressIfGroup   *int   `json:"suppress_ifgroup,omitempty"`
+	Action            string `json:"action"`
+	Table             int    `json:"table,omitempty"`
+	Goto              int    `json:"goto,omitempty"`
+	Protocol          int    `json:"protocol,omitempty"` // RTPROT_* of the rule itself
+}
+
+// MarkMatch selects packets whose fwmark & Mask == Value.
+type MarkMatch struct {
+	Value uint32 `json:"value"`
+	Mask  uint32 `json:"mask"`
+}
+
+// PortRange is an inclusive range of ports.
+type PortRange struct {
+	Start uint16 `json:"start"`
+	End   uint16 `json:"end"`
+}
+
+// UIDRange is an inclusive range of user ids.
+type UIDRange struct {
+	Start uint32 `json:"start"`
+	End   uint32 `json:"end"`
+}
+
+func (p PortRange) String() string {
+	if p.Start == p.End {
+		return fmt.Sprint(p.Start)
+	}
+	return fmt.Sprintf("%d-%d", p.Start, p.End)
+}
+
+// Contains reports whether port is in the range.
+func (p PortRange) Contains(port uint16) bool { return port >= p.Start && port <= p.End }
+
+// Selectors renders the rule's match part in `ip rule` syntax (without priority and action).
+func (r Rule) Selectors() string {
+	var b strings.Builder
+	if r.Not {
+		b.WriteString("not ")
+	}
+	if r.Src.IsValid() {
+		fmt.Fprintf(&b, "from %s ", r.Src)
+	} else {
+		b.WriteString("from all ")
+	}
+	if r.Dst.IsValid() {
+		fmt.Fprintf(&b, "to %s ", r.Dst)
+	}
+	if r.TOS != 0 {
+		fmt.Fprintf(&b, "tos 0x%02x ", r.TOS)
+	}
+	if r.Mark != nil {
+		if r.Mark.Mask == 0xffffffff {
+			fmt.Fprintf(&b, "fwmark %#x ", r.Mark.Value)
+		} else {
+			fmt.Fprintf(&b, "fwmark %#x/%#x ", r.Mark.Value, r.Mark.Mask)
+		}
+	}
+	if r.IIF != "" {
+		fmt.Fprintf(&b, "iif %s ", r.IIF)
+	}
+	if r.OIF != "" {
+		fmt.Fprintf(&b, "oif %s ", r.OIF)
+	}
+	if r.UIDRange != nil {
+		fmt.Fprintf(&b, "uidrange %d-%d ", r.UIDRange.Start, r.UIDRange.End)
+	}
+	if r.IPProto != 0 {
+		fmt.Fprintf(&b, "ipproto %s ", ProtoName(r.IPProto))
+	}
+	if r.SPort != nil {
+		fmt.Fprintf(&b, "sport %s ", r.SPort)
+	}
+	if r.DPort != nil {
+		fmt.Fprintf(&b, "dport %s ", r.DPort)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// ActionString renders the rule's action in `ip rule` syntax, naming tables through names.
+func (r Rule) ActionString(names func(int) string) string {
+	var b strings.Builder
+	switch r.Action {
+	case ActionTable, "":
+		fmt.Fprintf(&b, "lookup %s", names(r.Table))
+	case ActionGoto:
+		fmt.Fprintf(&b, "goto %d", r.Goto)
+	default:
+		b.WriteString(r.Action)
+	}
+	if r.SuppressPrefixLen != nil {
+		fmt.Fprintf(&b, " suppress_prefixlength %d", *r.SuppressPrefixLen)
+	}
+	if r.SuppressIfGroup != nil {
+		fmt.Fprintf(&b, " suppress_ifgroup %d", *r.SuppressIfGroup)
+	}
+	return b.String()
+}
+
+// Args renders the rule as arguments of `ip rule add` (family flag not included).
+func (r Rule) Args(names func(int) string) string {
+	return fmt.Sprintf("priority %d %s %s", r.Priority, r.Selectors(), r.ActionString(names))
+}
+
+func (r Rule) String() string {
+	return fmt.Sprintf("ip %s rule add %s", r.Family.Flag(), r.Args(numericTable))
+}
+
+func numericTable(id int) string {
+	switch id {
+	case TableMain:
+		return "main"
+	case TableLocal:
+		return "local"
+	case TableDefault:
+		return "default"
+	}
+	return fmt.Sprint(id)
+}
+
+// ProtoName names an IP protocol number as iproute2 and iptables do.
+func ProtoName(p int) string {
+	switch p {
+	case 1:
+		return "icmp"
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	case 58:
+		return "ipv6-icmp"
+	case 132:
+		return "sctp"
+	case 47:
+		return "gre"
+	case 4:
+		return "ipip"
+	}
+	return fmt.Sprint(p)
+}
+
+// ProtoNumber parses a protocol name or number.
+func ProtoNumber(s string) (int, error) {
+	switch strings.ToLower(s) {
+	case "icmp":
+		return 1, nil
+	case "tcp":
+		return 6, nil
+	case "udp":
+		return 17, nil
+	case "ipv6-icmp", "icmpv6", "icmp6":
+		return 58, nil
+	case "sctp":
+		return 132, nil
+	case "gre":
+		return 47, nil
+	case "ipip", "ipencap":
+		return 4, nil
+	}
+	var n int
+	if _, err := fmt.Sscanf(s, "%d", &n); err != nil || fmt.Sprint(n) != s || n < 0 || n > 255 {
+		return 0, fmt.Errorf("unknown protocol %q: want tcp, udp, icmp or a number 0-255", s)
+	}
+	return n, nil
+}
