@@ -1,0 +1,216 @@
+package engine
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"time"
+)
+
+// SnapshotFormat and SnapshotVersion identify roundtrip's snapshot files. The version grows
+// when a field changes meaning; a loader refuses versions newer than its own.
+const (
+	SnapshotFormat  = "roundtrip-snapshot"
+	SnapshotVersion = 1
+)
+
+// Snapshot is a saved State with where and when it was taken.
+type Snapshot struct {
+	Format  string    `json:"format"`
+	Version int       `json:"version"`
+	Taken   time.Time `json:"taken"`
+	State   *State    `json:"state"`
+}
+
+// NewSnapshot wraps a state for saving.
+func NewSnapshot(s *State, taken time.Time) *Snapshot {
+	return &Snapshot{Format: SnapshotFormat, Version: SnapshotVersion, Taken: taken.UTC(), State: s}
+}
+
+// Marshal encodes the snapshot. The encoding is deterministic (map keys sorted, slices in
+// stored order), so load-then-save reproduces a file byte for byte.
+func (s *Snapshot) Marshal() ([]byte, error) {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encoding snapshot: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// ErrBadSnapshot is wrapped by every error about a snapshot's content.
+var ErrBadSnapshot = errors.New("bad snapshot")
+
+// ParseSnapshot decodes and validates a snapshot. Any problem is an error that names it;
+// nothing in the input can make it panic.
+func ParseSnapshot(data []byte) (*Snapshot, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, fmt.Errorf("%w: the file is empty", ErrBadSnapshot)
+	}
+	var head struct {
+		Format  string `json:"format"`
+		Version int    `json:"version"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrBadSnapshot, describeJSONError(data, err))
+	}
+	if head.Format != SnapshotFormat {
+		return nil, fmt.Errorf("%w: format is %q, want %q (was it written by roundtrip snapshot?)", ErrBadSnapshot, head.Format, SnapshotFormat)
+	}
+	if head.Version > SnapshotVersion {
+		return nil, fmt.Errorf("%w: version %d is newer than this roundtrip understands (%d): upgrade roundtrip", ErrBadSnapshot, head.Version, SnapshotVersion)
+	}
+	if head.Version < 1 {
+		return nil, fmt.Errorf("%w: version %d is invalid", ErrBadSnapshot, head.Version)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var s Snapshot
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrBadSnapshot, describeJSONError(data, err))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: unexpected data after the snapshot object", ErrBadSnapshot)
+	}
+	if s.State == nil {
+		return nil, fmt.Errorf("%w: no state in the file", ErrBadSnapshot)
+	}
+	if err := s.State.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadSnapshot, err)
+	}
+	return &s, nil
+}
+
+// LoadSnapshotFile reads and validates a snapshot file.
+func LoadSnapshotFile(path string) (*Snapshot, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading snapshot: %w", err)
+	}
+	s, err := ParseSnapshot(data)
+	if err != nil {
+		return nil, fmt.Errorf("loading snapshot %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// WriteTo writes the snapshot.
+func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
+	b, err := s.Marshal()
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.Write(b)
+	return int64(n), err
+}
+
+// describeJSONError turns a decoding error into a message with the line and column.
+func describeJSONError(data []byte, err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	var off int64 = -1
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || err.Error() == "unexpected end of JSON input":
+		return "the JSON ends early (truncated file?)"
+	case errors.As(err, &se):
+		off = se.Offset
+	case errors.As(err, &te):
+		off = te.Offset
+		if te.Field != "" {
+			return fmt.Sprintf("at %s: field %s: %v", lineCol(data, off), te.Field, err)
+		}
+	}
+	if off >= 0 {
+		return fmt.Sprintf("at %s: %v", lineCol(data, off), err)
+	}
+	return err.Error()
+}
+
+func lineCol(data []byte, off int64) string {
+	off = min(max(off, 0), int64(len(data)))
+	line := 1 + bytes.Count(data[:off], []byte("\n"))
+	// The offset points just past the offending byte; columns count from 1.
+	col := max(off-int64(bytes.LastIndexByte(data[:off], '\n'))-1, 1)
+	return fmt.Sprintf("line %d column %d", line, col)
+}
+
+var (
+	validRuleActions = map[string]bool{ActionTable: true, ActionGoto: true, ActionNop: true, ActionBlackhole: true, ActionUnreachable: true, ActionProhibit: true}
+	validRouteTypes  = map[string]bool{RouteUnicast: true, RouteLocal: true, RouteBroadcast: true, RouteAnycast: true, RouteMulticast: true, RouteBlackhole: true, RouteUnreachable: true, RouteProhibit: true, RouteThrow: true, RouteNAT: true}
+)
+
+// Validate checks that a state is internally consistent: the kind of mistakes a hand-edited or
+// corrupted snapshot has. It reports up to ten problems at once.
+func (s *State) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) {
+		if len(errs) < 10 {
+			errs = append(errs, fmt.Errorf(format, a...))
+		}
+	}
+	names := map[string]bool{}
+	for i, l := range s.Links {
+		if l.Name == "" {
+			add("link %d has no name", i)
+		}
+		if names[l.Name] {
+			add("link %s appears twice", l.Name)
+		}
+		names[l.Name] = true
+		for _, a := range l.Addrs {
+			if !a.Prefix.IsValid() {
+				add("link %s has an address without a prefix", l.Name)
+			}
+		}
+	}
+	known := func(dev string) bool { return dev == "" || names[dev] }
+	for i, r := range s.Rules {
+		if r.Family != V4 && r.Family != V6 {
+			add("rule %d (priority %d) has no family", i, r.Priority)
+		}
+		if !validRuleActions[r.Action] {
+			add("rule %d (priority %d) has unknown action %q", i, r.Priority, r.Action)
+		}
+		if r.Priority < 0 {
+			add("rule %d has negative priority %d", i, r.Priority)
+		}
+		for _, p := range []netip.Prefix{r.Src, r.Dst} {
+			if p.IsValid() && FamilyOf(p.Addr()) != r.Family {
+				add("rule %d (priority %d): %s is not %s", i, r.Priority, p, r.Family)
+			}
+		}
+	}
+	for i, r := range s.Routes {
+		if r.Family != V4 && r.Family != V6 {
+			add("route %d (%s) has no family", i, r.Dst)
+		}
+		if !validRouteTypes[r.Type] {
+			add("route %d (%s) has unknown type %q", i, r.Dst, r.Type)
+		}
+		if !r.Dst.IsValid() {
+			add("route %d has no destination", i)
+		} else if (r.Family == V4 || r.Family == V6) && FamilyOf(r.Dst.Addr()) != r.Family {
+			add("route %d: destination %s is not %s", i, r.Dst, r.Family)
+		}
+		if !known(r.Dev) {
+			add("route %d (%s) uses device %s, which is not among the links", i, r.Dst, r.Dev)
+		}
+		for _, nh := range r.Nexthops {
+			if !known(nh.Dev) {
+				add("route %d (%s) has a nexthop on device %s, which is not among the links", i, r.Dst, nh.Dev)
+			}
+		}
+	}
+	for ti, t := range s.Netfilter.Tables {
+		if t.Family != V4 && t.Family != V6 {
+			add("netfilter table %d (%s) has no family", ti, t.Name)
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return fmt.Errorf("invalid state: %w", errors.Join(errs...))
+}
