@@ -1,0 +1,200 @@
+// Package kernel is roundtrip's only access to the kernel: netlink, iptables tools, sysctls and conntrack.
+package kernel
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+
+	"roundtrip/engine"
+)
+
+// Runner runs a command-line tool and returns its standard output. It is the seam between
+// roundtrip and the iptables/nft tools, so that tests can replace the kernel with a fake
+// (after tailscale's wgengine/router/osrouter runner).
+type Runner interface {
+	Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error)
+}
+
+// ErrToolMissing is returned (wrapped) when a command-line tool is not installed.
+var ErrToolMissing = errors.New("tool missing")
+
+// toolPackages names the Debian package that installs each tool roundtrip runs.
+var toolPackages = map[string]string{
+	"iptables": "iptables", "iptables-save": "iptables", "iptables-restore": "iptables",
+	"ip6tables": "iptables", "ip6tables-save": "iptables", "ip6tables-restore": "iptables",
+	"iptables-legacy": "iptables", "iptables-legacy-save": "iptables", "iptables-legacy-restore": "iptables",
+	"ip6tables-legacy": "iptables", "ip6tables-legacy-save": "iptables", "ip6tables-legacy-restore": "iptables",
+	"iptables-nft": "iptables", "iptables-nft-save": "iptables", "iptables-nft-restore": "iptables",
+	"ip6tables-nft": "iptables", "ip6tables-nft-save": "iptables", "ip6tables-nft-restore": "iptables",
+	"nft": "nftables", "ip": "iproute2", "conntrack": "conntrack", "sysctl": "procps", "tcpdump": "tcpdump",
+}
+
+// missingToolError says which tool is missing and how to install it; errors.Is(err,
+// ErrToolMissing) holds for it.
+type missingToolError struct{ tool string }
+
+func (e *missingToolError) Error() string {
+	if pkg, ok := toolPackages[e.tool]; ok {
+		return fmt.Sprintf("%s not found: install the %s package (apt-get install %s)", e.tool, pkg, pkg)
+	}
+	return fmt.Sprintf("%s not found: install it or add its directory to PATH", e.tool)
+}
+
+func (e *missingToolError) Unwrap() error { return ErrToolMissing }
+
+// ExecRunner runs tools as processes, inside the network namespace NetNS (`ip netns exec`)
+// when it is set. It sets LC_ALL=C so that output and error messages are the untranslated
+// ones that roundtrip parses and users search for.
+type ExecRunner struct {
+	NetNS string
+}
+
+// Run runs name with args and stdin (if not nil) and returns its standard output (warnings on
+// standard error, such as iptables-nft-save's about legacy tables, are not part of it). A
+// failure names the command line and carries both outputs.
+func (e ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	cmdline := strings.Join(append([]string{name}, args...), " ")
+	where := ""
+	argv := append([]string{name}, args...)
+	if e.NetNS != "" {
+		where = " in network namespace " + e.NetNS
+		argv = append([]string{"ip", "netns", "exec", e.NetNS}, argv...)
+	}
+	// Look the tools up first: under `ip netns exec` a missing tool would only show as
+	// "exec of ... failed" with exit status 255.
+	for _, tool := range []string{argv[0], name} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, &missingToolError{tool: tool}
+		}
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = append(os.Environ(), "LC_ALL=C")
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, fmt.Errorf("running %q%s: %w", cmdline, where, ctxErr)
+		}
+		// Both streams, the error messages first: they come through separate pipes, so the
+		// order they were written in is lost anyway.
+		out := strings.TrimSpace(strings.TrimSpace(stderr.String()) + "\n" + strings.TrimSpace(stdout.String()))
+		if out != "" {
+			return nil, fmt.Errorf("running %q%s: %w: %s", cmdline, where, err, out)
+		}
+		return nil, fmt.Errorf("running %q%s: %w", cmdline, where, err)
+	}
+	return stdout.Bytes(), nil
+}
+
+// ReadNetfilter reads the iptables rules of both families with iptables-save -c and
+// ip6tables-save -c, the iptables backend from `iptables -V`, and the native nftables tables
+// that iptables-save cannot show (from `nft -j list tables`, when nft is installed). When the
+// iptables tools are missing it returns a Netfilter whose Unavailable says so, and no error,
+// so that the rest of the state can still be read.
+func ReadNetfilter(ctx context.Context, r Runner) (engine.Netfilter, error) {
+	nf, err := readIPTables(ctx, r)
+	if errors.Is(err, ErrToolMissing) {
+		why := err.Error()
+		if missing := (*missingToolError)(nil); errors.As(err, &missing) {
+			why = missing.Error() // without the "finding the iptables backend" context
+		}
+		nf = engine.Netfilter{Unavailable: why + "; NAT and filter rules are not modelled"}
+	} else if err != nil {
+		return engine.Netfilter{}, err
+	}
+	if nf.Foreign, err = foreignNFTables(ctx, r, nf.Backend); err != nil {
+		return engine.Netfilter{}, err
+	}
+	return nf, nil
+}
+
+// readIPTables reads the backend and the tables of both families.
+func readIPTables(ctx context.Context, r Runner) (engine.Netfilter, error) {
+	var nf engine.Netfilter
+	ver, err := r.Run(ctx, nil, "iptables", "-V")
+	if err != nil {
+		return nf, fmt.Errorf("finding the iptables backend: %w", err)
+	}
+	if nf.Backend, err = iptablesBackend(ver); err != nil {
+		return nf, err
+	}
+	for _, fam := range []struct {
+		f    engine.Family
+		tool string
+	}{{engine.V4, "iptables-save"}, {engine.V6, "ip6tables-save"}} {
+		out, err := r.Run(ctx, nil, fam.tool, "-c")
+		if err != nil {
+			return nf, fmt.Errorf("reading %s netfilter rules: %w", fam.f, err)
+		}
+		tables, err := engine.ParseIPTablesSave(fam.f, out)
+		if err != nil {
+			return nf, fmt.Errorf("reading %s netfilter rules: %w", fam.f, err)
+		}
+		nf.Tables = append(nf.Tables, tables...)
+	}
+	return nf, nil
+}
+
+// iptablesBackend reads `iptables -V`: "iptables v1.8.9 (nf_tables)" or "(legacy)"; versions
+// before 1.8 have only the legacy backend and print no suffix.
+func iptablesBackend(version []byte) (string, error) {
+	v := strings.TrimSpace(string(version))
+	switch {
+	case strings.HasSuffix(v, "(nf_tables)"):
+		return "nf_tables", nil
+	case strings.HasSuffix(v, "(legacy)"), strings.HasPrefix(v, "iptables v1.") && !strings.Contains(v, "("):
+		return "legacy", nil
+	}
+	return "", fmt.Errorf("cannot tell the iptables backend from `iptables -V` output %q: want \"iptables vX.Y.Z (legacy)\" or \"(nf_tables)\"", v)
+}
+
+// iptablesNFTTables are the tables iptables-nft creates in the ip and ip6 families;
+// iptables-nft-save shows their rules.
+var iptablesNFTTables = map[string]bool{"filter": true, "nat": true, "mangle": true, "raw": true, "security": true}
+
+// foreignNFTables lists the nftables tables that iptables-save does not show, as "FAMILY NAME".
+// With the nf_tables backend those are every table but iptables-nft's own; with the legacy
+// backend (or no iptables at all) every nftables table is foreign. Without nft there is nothing
+// to list: a host without nft can still have nftables tables, but roundtrip cannot see them.
+func foreignNFTables(ctx context.Context, r Runner, backend string) ([]string, error) {
+	out, err := r.Run(ctx, nil, "nft", "-j", "list", "tables")
+	if errors.Is(err, ErrToolMissing) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing nftables tables: %w", err)
+	}
+	// nft -j prints {"nftables": [{"metainfo": {...}}, {"table": {"family": "ip", "name": "nat", "handle": 1}}, ...]}.
+	var doc struct {
+		Nftables []struct {
+			Table *struct {
+				Family string `json:"family"`
+				Name   string `json:"name"`
+			} `json:"table"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(out, &doc); err != nil {
+		return nil, fmt.Errorf("listing nftables tables: reading `nft -j list tables` output: %w", err)
+	}
+	var foreign []string
+	for _, o := range doc.Nftables {
+		t := o.Table
+		if t == nil {
+			continue
+		}
+		if backend == "nf_tables" && (t.Family == "ip" || t.Family == "ip6") && iptablesNFTTables[t.Name] {
+			continue
+		}
+		foreign = append(foreign, t.Family+" "+t.Name)
+	}
+	return foreign, nil
+}
