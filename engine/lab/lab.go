@@ -6,14 +6,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,6 +19,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"roundtrip/engine/kernel"
 )
 
 // Require skips the test unless it runs as root, the only way it can create namespaces.
@@ -153,38 +153,7 @@ func (n *NS) Handle() (netns.NsHandle, error) {
 
 // Do runs fn on an OS thread switched into the namespace. Sockets created inside fn belong to
 // the namespace for their whole life, whichever goroutine uses them later.
-func (n *NS) Do(fn func() error) error {
-	h, err := n.Handle()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	errc := make(chan error, 1)
-	go func() {
-		// The thread is never unlocked: if switching back failed it would be left in the wrong
-		// namespace, so it is thrown away when the goroutine exits.
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("getting current namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("entering namespace %s: %w", n.Name, err)
-			return
-		}
-		err = fn()
-		if serr := netns.Set(orig); serr != nil {
-			err = errors.Join(err, fmt.Errorf("leaving namespace %s: %w", n.Name, serr))
-			errc <- err
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
+func (n *NS) Do(fn func() error) error { return kernel.Namespace{Name: n.Name}.Do(fn) }
 
 // Listen opens a TCP listener inside the namespace; it is closed when the test ends.
 func (n *NS) Listen(addr string) net.Listener {

@@ -1,0 +1,82 @@
+package kernel
+
+import (
+	"context"
+	"fmt"
+	"os"
+
+	"roundtrip/engine"
+)
+
+// ReadOptions changes where Read looks for things outside the kernel.
+type ReadOptions struct {
+	// RTTablesDirs are the iproute2 configuration directories holding rt_tables and
+	// rt_tables.d, highest precedence first; empty means DefaultRTTablesDirs.
+	RTTablesDirs []string
+}
+
+// Read reads the network state of a namespace from the kernel: links and addresses, the policy
+// rules and the routes of every table of both families, netfilter, the path-deciding sysctls and
+// the routing table names.
+func Read(ctx context.Context, ns Namespace) (*engine.State, error) {
+	return ReadWith(ctx, ns, ReadOptions{})
+}
+
+// ReadWith is Read with options.
+func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*engine.State, error) {
+	host, err := os.Hostname()
+	if err != nil {
+		return nil, fmt.Errorf("getting the host name: %w", err)
+	}
+	st := &engine.State{Host: host, Namespace: ns.Name}
+
+	h, err := ns.Handle()
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+
+	if st.Links, err = readLinks(h); err != nil {
+		return nil, fmt.Errorf("reading links of %s: %w", ns, err)
+	}
+	names := make(map[int]string, len(st.Links))
+	for _, l := range st.Links {
+		names[l.Index] = l.Name
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", ns, err)
+	}
+
+	for _, fam := range []engine.Family{engine.V4, engine.V6} {
+		rules, err := readRules(ns, fam)
+		if err != nil {
+			return nil, fmt.Errorf("reading %s rules of %s: %w", fam, ns, err)
+		}
+		st.Rules = append(st.Rules, rules...)
+	}
+	for _, fam := range []engine.Family{engine.V4, engine.V6} {
+		if err := readRoutes(ctx, h, fam, names, st); err != nil {
+			return nil, fmt.Errorf("reading %s routes of %s: %w", fam, ns, err)
+		}
+	}
+
+	if st.Sysctls, err = readSysctls(ns, st.Links); err != nil {
+		return nil, fmt.Errorf("reading sysctls of %s: %w", ns, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("reading %s: %w", ns, err)
+	}
+
+	// Without iptables tools ReadNetfilter says so in Netfilter.Unavailable rather than failing.
+	if st.Netfilter, err = ReadNetfilter(ctx, ns.Runner()); err != nil {
+		return nil, fmt.Errorf("reading netfilter of %s: %w", ns, err)
+	}
+
+	if st.TableNames, err = ReadTableNames(opts.RTTablesDirs); err != nil {
+		return nil, err
+	}
+	if len(st.TableNames) == 0 {
+		st.TableNames = nil // omitted from snapshots rather than written as {}
+	}
+	return st, nil
+}

@@ -1,0 +1,72 @@
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"roundtrip/engine"
+)
+
+// confSettings are the per-interface net.ipv4.conf settings that decide paths.
+var confSettings = []string{"rp_filter", "src_valid_mark", "accept_local", "forwarding"}
+
+// SysctlPath returns the /proc/sys file of a dotted sysctl name. In the dotted form an
+// interface name's dots are written as slashes (engine.ConfKey), so the two are swapped back:
+// net.ipv4.conf.eth0/100.rp_filter is /proc/sys/net/ipv4/conf/eth0.100/rp_filter.
+func SysctlPath(key string) string {
+	return "/proc/sys/" + strings.Map(func(r rune) rune {
+		switch r {
+		case '.':
+			return '/'
+		case '/':
+			return '.'
+		}
+		return r
+	}, key)
+}
+
+// sysctlKeys lists the sysctls a State holds for a namespace with these links.
+func sysctlKeys(links []engine.Link) []string {
+	keys := []string{engine.SysctlIPForward, engine.SysctlIPv6Forward}
+	ifaces := []string{"all", "default"}
+	for _, l := range links {
+		ifaces = append(ifaces, l.Name)
+	}
+	for _, iface := range ifaces {
+		for _, s := range confSettings {
+			keys = append(keys, engine.ConfKey(iface, s))
+		}
+	}
+	return append(keys, engine.SysctlConntrackCount, engine.SysctlConntrackMax)
+}
+
+// readSysctls reads the path-deciding sysctls inside the namespace. Settings the kernel does not
+// have are left out: conntrack's before nf_conntrack is loaded, IPv6's when IPv6 is disabled,
+// a link's when it went away after the link dump.
+func readSysctls(ns Namespace, links []engine.Link) (engine.Sysctls, error) {
+	keys := sysctlKeys(links)
+	out := make(engine.Sysctls, len(keys))
+	err := ns.Do(func() error {
+		for _, k := range keys {
+			b, err := os.ReadFile(SysctlPath(k))
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("reading sysctl %s: %w", k, err)
+			}
+			out[k] = strings.TrimSpace(string(b))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := out[engine.SysctlIPForward]; !ok {
+		return nil, fmt.Errorf("reading sysctl %s: %s is missing; is /proc mounted?", engine.SysctlIPForward, SysctlPath(engine.SysctlIPForward))
+	}
+	return out, nil
+}
