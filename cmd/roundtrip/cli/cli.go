@@ -1,0 +1,269 @@
+// Package cli parses roundtrip's command line, dispatches to the commands and maps their
+// outcome to the process exit code: the one place where exit codes and --json are decided.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+)
+
+// Exit codes. Scripts rely on them, so they only ever grow.
+const (
+	ExitOK       = 0 // success; for trace/doctor: nothing found
+	ExitError    = 1 // the command failed
+	ExitUsage    = 2 // bad command line
+	ExitFindings = 3 // trace/doctor/diagnose ran and found problems of severity error
+)
+
+// Version is set at build time with -ldflags "-X roundtrip/cmd/roundtrip/cli.Version=...".
+var Version = "dev"
+
+// Command is one subcommand. Commands declare their flags in Flags and read them from the
+// variables those flags were bound to when Run is called.
+type Command struct {
+	Name    string
+	Usage   string // arguments after the name, e.g. "PROTO SRC[:PORT] DST[:PORT]"
+	Summary string // one line for the command list
+	Help    string // paragraphs shown by `roundtrip help NAME`
+	// Offline marks read-only commands, which accept --snapshot FILE to work on a saved state.
+	Offline bool
+	// NoJSON marks commands without machine-readable output.
+	NoJSON bool
+	Flags  func(fs *flag.FlagSet)
+	Run    func(inv *Invocation) error
+}
+
+// Invocation is what a running command sees: its arguments, output streams and the common
+// options.
+type Invocation struct {
+	Ctx      context.Context
+	Args     []string
+	Stdout   io.Writer
+	Stderr   io.Writer
+	Stdin    io.Reader
+	JSON     bool
+	Snapshot string // --snapshot FILE: work on a saved state instead of the live host
+	NetNS    string // --netns NAME: work on a named network namespace (like ip -n)
+}
+
+// Namespace is the network namespace the invocation works on.
+func (inv *Invocation) Namespace() kernel.Namespace { return kernel.Namespace{Name: inv.NetNS} }
+
+// State returns the host state: loaded from --snapshot, or read live from the kernel.
+func (inv *Invocation) State() (*engine.State, error) {
+	if inv.Snapshot != "" {
+		snap, err := engine.LoadSnapshotFile(inv.Snapshot)
+		if err != nil {
+			return nil, err
+		}
+		return snap.State, nil
+	}
+	return kernel.Read(inv.Ctx, inv.Namespace())
+}
+
+// Live reports whether the invocation works on the live host rather than a snapshot.
+func (inv *Invocation) Live() bool { return inv.Snapshot == "" }
+
+// PrintJSON writes v as indented JSON.
+func (inv *Invocation) PrintJSON(v any) error {
+	enc := json.NewEncoder(inv.Stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// UsageError is a mistake on the command line; it exits with ExitUsage and shows the usage.
+type UsageError struct{ Msg string }
+
+func (e *UsageError) Error() string { return e.Msg }
+
+// Usagef returns a UsageError.
+func Usagef(format string, a ...any) error { return &UsageError{fmt.Sprintf(format, a...)} }
+
+// FindingsError reports that a diagnostic command completed and found problems. The command
+// has already printed them; the error only selects the exit code.
+type FindingsError struct{ Count int }
+
+func (e *FindingsError) Error() string { return fmt.Sprintf("%d problem(s) found", e.Count) }
+
+var commands = map[string]*Command{}
+
+// Register adds a command; called from init functions of the files that implement them.
+func Register(c *Command) {
+	if _, dup := commands[c.Name]; dup {
+		panic("cli: command registered twice: " + c.Name)
+	}
+	commands[c.Name] = c
+}
+
+// Main runs roundtrip with the process's arguments and returns the exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+}
+
+// Run runs one command line; it is Main without the process around it, for tests.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		if c, ok := commands["tui"]; ok && isTerminal(stdout) {
+			return run(ctx, c, nil, stdin, stdout, stderr)
+		}
+		printCommands(stderr)
+		return ExitUsage
+	}
+	name := args[0]
+	switch name {
+	case "-h", "--help", "help":
+		if len(args) > 1 {
+			if c, ok := commands[args[1]]; ok {
+				printHelp(stdout, c, nil)
+				return ExitOK
+			}
+			fmt.Fprintf(stderr, "roundtrip: unknown command %q\n", args[1])
+			return ExitUsage
+		}
+		printCommands(stdout)
+		return ExitOK
+	case "-v", "--version", "version":
+		fmt.Fprintf(stdout, "roundtrip %s\n", Version)
+		return ExitOK
+	}
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "roundtrip: unknown command %q\n\n", name)
+		printCommands(stderr)
+		return ExitUsage
+	}
+	return run(ctx, c, args[1:], stdin, stdout, stderr)
+}
+
+func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	inv := &Invocation{Ctx: ctx, Stdout: stdout, Stderr: stderr, Stdin: stdin}
+	fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	if !c.NoJSON {
+		fs.BoolVar(&inv.JSON, "json", false, "print machine-readable JSON")
+	}
+	if c.Offline {
+		fs.StringVar(&inv.Snapshot, "snapshot", "", "work offline on a snapshot `FILE` (from roundtrip snapshot)")
+	}
+	fs.StringVar(&inv.NetNS, "netns", "", "work on the named network namespace `NAME` (as ip -n)")
+	if c.Flags != nil {
+		c.Flags(fs)
+	}
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		printHelp(stdout, c, fs)
+		return ExitOK
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		printUsageLine(stderr, c)
+		return ExitUsage
+	}
+	if inv.Snapshot != "" && inv.NetNS != "" {
+		fmt.Fprintf(stderr, "roundtrip %s: --snapshot and --netns exclude each other: a snapshot is already one namespace's state\n", c.Name)
+		return ExitUsage
+	}
+	inv.Args = pos
+	err = c.Run(inv)
+	var ue *UsageError
+	var fe *FindingsError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		printUsageLine(stderr, c)
+		return ExitUsage
+	case errors.As(err, &fe):
+		return ExitFindings
+	default:
+		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		return ExitError
+	}
+}
+
+// parseInterspersed lets flags follow positional arguments (`trace tcp A B --iif eth0`), as
+// operators type them; "--" ends flag parsing.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// flag stops at "--" and drops it; everything after it is positional.
+		if len(args) >= len(rest)+1 && args[len(args)-len(rest)-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+func printCommands(w io.Writer) {
+	fmt.Fprint(w, "roundtrip: policy routing, NAT and tunnels, and why a flow does not come back\n\nUsage:\n  roundtrip                 open the console (on a terminal)\n  roundtrip COMMAND [ARGS]  run one command; every command takes --help\n\nCommands:\n")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].Summary)
+	}
+	fmt.Fprint(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 problems found (trace, doctor, diagnose).\n")
+}
+
+func printUsageLine(w io.Writer, c *Command) {
+	fmt.Fprintf(w, "usage: roundtrip %s %s (see roundtrip %s --help)\n", c.Name, c.Usage, c.Name)
+}
+
+func printHelp(w io.Writer, c *Command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: roundtrip %s %s\n\n%s\n", c.Name, c.Usage, c.Summary)
+	if c.Help != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.Help))
+	}
+	if fs == nil {
+		fs = flag.NewFlagSet(c.Name, flag.ContinueOnError)
+		if c.Flags != nil {
+			c.Flags(fs)
+		}
+	}
+	fmt.Fprint(w, "\nFlags:\n")
+	fs.VisitAll(func(f *flag.Flag) {
+		name, usage := flag.UnquoteUsage(f)
+		line := "  --" + f.Name
+		if name != "" {
+			line += " " + name
+		}
+		if f.DefValue != "" && f.DefValue != "false" {
+			usage += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "%-28s %s\n", line, usage)
+	})
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,317 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"roundtrip/engine"
+)
+
+func init() {
+	Register(showCommand())
+	Register(snapshotCommand())
+}
+
+func showCommand() *Command {
+	var (
+		table string
+		all   bool
+		limit int
+	)
+	return &Command{
+		Name:    "show",
+		Usage:   "[--table NAME] [--all] [--json] [--snapshot FILE]",
+		Summary: "show interfaces, rules, routes of every table, NAT rules and key sysctls",
+		Help: `Prints the host's network state as roundtrip models it. Tables with many routes are
+summarised; --all prints every route, --table shows one table only.
+--json prints the complete state (the same object a snapshot holds).`,
+		Offline: true,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&table, "table", "", "show only the routing table `NAME` (name or number)")
+			fs.BoolVar(&all, "all", false, "print every route, even of huge tables")
+			fs.IntVar(&limit, "limit", 20, "routes shown per table before summarising")
+		},
+		Run: func(inv *Invocation) error {
+			if len(inv.Args) > 0 {
+				return Usagef("show takes no arguments, got %q", inv.Args[0])
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			only := -1
+			if table != "" {
+				if only, err = s.TableID(table); err != nil {
+					return Usagef("%v", err)
+				}
+			}
+			if inv.JSON {
+				if only >= 0 {
+					routes := []engine.Route{}
+					for _, r := range s.Routes {
+						if r.Table == only {
+							routes = append(routes, r)
+						}
+					}
+					return inv.PrintJSON(routes)
+				}
+				return inv.PrintJSON(s)
+			}
+			if all {
+				limit = -1
+			}
+			renderShow(inv.Stdout, s, only, limit)
+			return nil
+		},
+	}
+}
+
+// renderShow prints a state for a person at 80 columns.
+func renderShow(w io.Writer, s *engine.State, onlyTable, limit int) {
+	if onlyTable < 0 {
+		renderHeader(w, s)
+		renderLinks(w, s)
+		renderGateways(w, s)
+		renderRules(w, s)
+	}
+	renderRoutes(w, s, onlyTable, limit)
+	if onlyTable < 0 {
+		renderNetfilter(w, s)
+	}
+}
+
+func renderHeader(w io.Writer, s *engine.State) {
+	where := s.Host
+	if s.Namespace != "" {
+		where += " (netns " + s.Namespace + ")"
+	}
+	fmt.Fprintf(w, "%s\n", where)
+	fw := "off"
+	if s.Sysctls.IPForward() {
+		fw = "on"
+	}
+	fmt.Fprintf(w, "  ip_forward %s   rp_filter all=%d default=%d", fw,
+		s.Sysctls.Int(engine.ConfKey("all", "rp_filter"), 0), s.Sysctls.Int(engine.ConfKey("default", "rp_filter"), 0))
+	if v, ok := s.Sysctls[engine.SysctlSrcValidMark]; ok {
+		fmt.Fprintf(w, "   src_valid_mark %s", v)
+	}
+	if maxc := s.Sysctls.Int(engine.SysctlConntrackMax, 0); maxc > 0 {
+		fmt.Fprintf(w, "   conntrack %d/%d", s.Sysctls.Int(engine.SysctlConntrackCount, 0), maxc)
+	}
+	fmt.Fprintln(w)
+}
+
+func renderLinks(w io.Writer, s *engine.State) {
+	fmt.Fprintf(w, "\nINTERFACES\n")
+	for _, l := range s.Links {
+		state := "down"
+		if l.Up {
+			state = "up"
+			switch strings.ToLower(l.OperState) {
+			case "", "up", "unknown":
+			case "lowerlayerdown", "down":
+				// Admin up but no carrier: for a veth, the peer is down.
+				state = "no-carrier"
+			default:
+				state = strings.ToLower(l.OperState)
+			}
+		}
+		extra := l.Kind
+		if l.Master != "" {
+			extra += " master " + l.Master
+		}
+		if l.Peer != "" {
+			extra += " peer " + l.Peer
+		}
+		if t := l.Tunnel; t != nil {
+			if t.VNI != 0 {
+				extra += fmt.Sprintf(" vni %d", t.VNI)
+			}
+			if t.Remote.IsValid() {
+				extra += fmt.Sprintf(" %s->%s", t.Local, t.Remote)
+			}
+		}
+		rp := s.Sysctls.RPFilter(l.Name)
+		if rp != 0 {
+			extra += []string{"", " rp_filter=strict", " rp_filter=loose"}[min(rp, 2)]
+		}
+		fmt.Fprintf(w, "  %-12s %-10s mtu %-5d %s\n", l.Name, state, l.MTU, extra)
+		for _, a := range l.Addrs {
+			scope := ""
+			if a.Scope != "" && a.Scope != "global" {
+				scope = " (" + a.Scope + ")"
+			}
+			fmt.Fprintf(w, "  %-12s   %s%s\n", "", a.Prefix, scope)
+		}
+	}
+}
+
+// renderGateways lists default routes of every table: the uplinks, which is what an operator
+// looks for first on a multi-homed box.
+func renderGateways(w io.Writer, s *engine.State) {
+	var lines []string
+	for _, r := range s.Routes {
+		if r.Dst.Bits() != 0 || r.Type != engine.RouteUnicast {
+			continue
+		}
+		table := s.TableName(r.Table)
+		r.Table = engine.TableMain // named in the first column already
+		lines = append(lines, fmt.Sprintf("  %-10s %s", table, strings.TrimPrefix(r.Args(s.TableName), "default ")))
+	}
+	if len(lines) == 0 {
+		fmt.Fprintf(w, "\nGATEWAYS\n  (no default route in any table)\n")
+		return
+	}
+	fmt.Fprintf(w, "\nGATEWAYS (default routes by table)\n%s\n", strings.Join(lines, "\n"))
+}
+
+func renderRules(w io.Writer, s *engine.State) {
+	fmt.Fprintf(w, "\nRULES\n")
+	for _, f := range []engine.Family{engine.V4, engine.V6} {
+		for _, r := range s.Rules {
+			if r.Family != f {
+				continue
+			}
+			fam := ""
+			if f == engine.V6 {
+				fam = "v6 "
+			}
+			fmt.Fprintf(w, "  %s%-6d %s %s\n", fam, r.Priority, r.Selectors(), r.ActionString(s.TableName))
+		}
+	}
+}
+
+func renderRoutes(w io.Writer, s *engine.State, onlyTable, limit int) {
+	ids := s.Tables()
+	// main first, then the numbered and named tables, local last: the order of interest.
+	slices.SortStableFunc(ids, func(a, b int) int { return tableRank(a) - tableRank(b) })
+	for _, id := range ids {
+		if onlyTable >= 0 && id != onlyTable {
+			continue
+		}
+		for _, f := range []engine.Family{engine.V4, engine.V6} {
+			routes := s.RoutesOf(f, id)
+			if len(routes) == 0 {
+				continue
+			}
+			fam := ""
+			if f == engine.V6 {
+				fam = " (IPv6)"
+			}
+			fmt.Fprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, len(routes))
+			shown := routes
+			if limit >= 0 && len(routes) > limit {
+				shown = routes[:limit]
+			}
+			for _, r := range shown {
+				r.Table = engine.TableMain // the heading names the table already
+				fmt.Fprintf(w, "  %s\n", r.Args(s.TableName))
+			}
+			if len(shown) < len(routes) {
+				fmt.Fprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", len(routes)-len(shown), s.TableName(id))
+			}
+		}
+	}
+}
+
+func tableRank(id int) int {
+	switch id {
+	case engine.TableMain:
+		return 0
+	case engine.TableLocal:
+		return 2
+	}
+	return 1
+}
+
+func renderNetfilter(w io.Writer, s *engine.State) {
+	nf := s.Netfilter
+	fmt.Fprintf(w, "\nNETFILTER")
+	if nf.Backend != "" {
+		fmt.Fprintf(w, " (iptables %s)", nf.Backend)
+	}
+	fmt.Fprintln(w)
+	if nf.Unavailable != "" {
+		fmt.Fprintf(w, "  not read: %s\n", nf.Unavailable)
+	}
+	any := false
+	for _, t := range nf.Tables {
+		if t.Name != "nat" && t.Name != "mangle" && t.Name != "raw" && t.Name != "filter" {
+			continue
+		}
+		for _, c := range t.Chains {
+			if len(c.Rules) == 0 && (c.Policy == "" || c.Policy == "ACCEPT") {
+				continue
+			}
+			any = true
+			fam := ""
+			if t.Family == engine.V6 {
+				fam = "v6 "
+			}
+			pol := ""
+			if c.Policy != "" {
+				pol = " policy " + c.Policy
+			}
+			fmt.Fprintf(w, "  %s%s %s%s\n", fam, t.Name, c.Name, pol)
+			for _, r := range c.Rules {
+				fmt.Fprintf(w, "    %s\n", r.Spec)
+			}
+		}
+	}
+	if !any && nf.Unavailable == "" {
+		fmt.Fprintf(w, "  (no rules)\n")
+	}
+	for _, f := range nf.Foreign {
+		fmt.Fprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
+	}
+}
+
+func snapshotCommand() *Command {
+	var out string
+	return &Command{
+		Name:    "snapshot",
+		Usage:   "[-o FILE]",
+		Summary: "save the host's network state to a file, for work offline (--snapshot)",
+		Help: `Writes the complete state (links, addresses, rules, routes of every table, iptables,
+sysctls) as versioned JSON. Every read-only command accepts --snapshot FILE to work on it,
+on any machine. Without -o the snapshot goes to standard output.`,
+		NoJSON: true,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&out, "o", "", "write to `FILE` instead of standard output")
+		},
+		Run: func(inv *Invocation) error {
+			if len(inv.Args) > 0 {
+				return Usagef("snapshot takes no arguments, got %q (did you mean -o %s?)", inv.Args[0], inv.Args[0])
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			b, err := engine.NewSnapshot(s, time.Now()).Marshal()
+			if err != nil {
+				return err
+			}
+			if out == "" || out == "-" {
+				_, err = inv.Stdout.Write(b)
+				return err
+			}
+			// Write next to the target and rename, so an interrupted run never leaves a
+			// truncated snapshot under the requested name.
+			tmp := out + ".tmp"
+			if err := os.WriteFile(tmp, b, 0o600); err != nil {
+				return fmt.Errorf("writing snapshot: %w", err)
+			}
+			if err := os.Rename(tmp, out); err != nil {
+				os.Remove(tmp)
+				return fmt.Errorf("writing snapshot: %w", err)
+			}
+			fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, len(s.Routes), len(s.Rules))
+			return nil
+		},
+	}
+}
