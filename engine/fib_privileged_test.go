@@ -1,0 +1,911 @@
+package engine_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+	"roundtrip/engine/lab"
+)
+
+// fibSeeds are the seeds of the random rule sets; ROUNDTRIP_FIB_SEEDS overrides them with a
+// comma-separated list, or "random" for a few fresh ones.
+func fibSeeds(t *testing.T) []uint64 {
+	env := os.Getenv("ROUNDTRIP_FIB_SEEDS")
+	switch env {
+	case "":
+		return []uint64{1, 2, 3}
+	case "random":
+		n := uint64(time.Now().UnixNano())
+		return []uint64{n, n + 1, n + 2}
+	}
+	var seeds []uint64
+	for _, s := range strings.Split(env, ",") {
+		n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 64)
+		if err != nil {
+			t.Fatalf("ROUNDTRIP_FIB_SEEDS=%q: %v", env, err)
+		}
+		seeds = append(seeds, n)
+	}
+	return seeds
+}
+
+// TestPrivilegedFIBMatchesKernel builds random policy rules and routes (every selector, every
+// route type, multipath, TOS, metrics, suppress_prefixlength, goto) in a namespace, reads the
+// state back with the kernel reader and compares engine.FIB with the kernel's own answer
+// (RTM_GETROUTE, as `ip route get`) for thousands of random probes of both families, received
+// and locally generated.
+func TestPrivilegedFIBMatchesKernel(t *testing.T) {
+	lab.Require(t)
+	total := map[string]int{}
+	for _, seed := range fibSeeds(t) {
+		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
+			t.Logf("seed %d (rerun with ROUNDTRIP_FIB_SEEDS=%d)", seed, seed)
+			d := newFIBLab(t, seed)
+			d.randomConfig()
+			d.apply()
+			st := d.read()
+			fib := engine.NewFIB(st)
+			k := openKernelFIB(t, d.ns, st)
+			counts := map[string]int{}
+			var failures []string
+			for _, fam := range []engine.Family{engine.V4, engine.V6} {
+				for range 2000 {
+					fl := d.probe(fam, st)
+					want, desc := expectKernel(fib, fl)
+					got := k.get(t, fl)
+					counts[fmt.Sprintf("%s %s %s", fam, map[bool]string{true: "input", false: "output"}[fl.IIF != ""], want[0].kind())]++
+					if diff := compareKernel(fl, want, got); diff != "" {
+						failures = append(failures, fmt.Sprintf("probe: ip %s route get %s\nkernel: %s\nsimulator: %s\n%s\n%sroutes to the destination:\n%s",
+							fam.Flag(), probeArgs(fl), got, want[0], diff, desc, routesTo(st, fl.Dst)))
+					}
+				}
+			}
+			logCounts(t, counts)
+			for k, n := range counts {
+				total[k] += n
+			}
+			if len(failures) > 0 {
+				t.Errorf("%d of %d probes differ from the kernel; rules:\n%s\nfirst ones:\n%s",
+					len(failures), 4000, rulesText(st), strings.Join(failures[:min(len(failures), 5)], "\n\n"))
+			}
+		})
+	}
+	// A differential test that only ever saw one kind of answer would prove little.
+	for _, kind := range []string{"inet output unicast", "inet input unicast", "inet output local", "inet input local",
+		"inet6 output unicast", "inet6 input unicast", "inet output ENETUNREACH", "inet6 output ENETUNREACH", "inet input EINVAL",
+		"inet output broadcast", "inet6 output anycast"} {
+		if total[kind] == 0 {
+			t.Errorf("no probe answered %q: the random configurations are too narrow", kind)
+		}
+	}
+}
+
+// TestPrivilegedRPFCheckMatchesKernel compares RPFCheck with the kernel's input path under
+// strict and loose reverse-path filtering, with and without src_valid_mark.
+func TestPrivilegedRPFCheckMatchesKernel(t *testing.T) {
+	lab.Require(t)
+	d := newFIBLab(t, 7)
+	r := d.ns
+	// Replies to 192.168.0.0/16 leave by e2, except for marked packets, which table 7 sends by
+	// e1: with src_valid_mark the mark decides the reverse path.
+	d.v4 = append(d.v4,
+		"route add 192.168.0.0/16 via 10.2.0.254 dev e2",
+		"route add 172.16.0.0/12 via 10.3.0.254 dev e3",
+		"route add 192.168.0.0/16 via 10.1.0.254 dev e1 table 7",
+		"route add blackhole 198.51.100.0/24",
+		"route add 10.50.0.0/16 via 10.4.0.254 dev e4",
+		"rule add priority 100 fwmark 0x7 lookup 7",
+		"rule add priority 101 iif e3 lookup 7",
+	)
+	d.apply()
+	modes := map[string]string{"e1": "1", "e2": "2", "e3": "1", "e4": "0"}
+	for dev, m := range modes {
+		r.Sysctl("net.ipv4.conf."+dev+".rp_filter", m)
+	}
+	r.Sysctl("net.ipv4.conf.e1.src_valid_mark", "1")
+	st := d.read()
+	fib := engine.NewFIB(st)
+	k := openKernelFIB(t, r, st)
+	accepted, rejected := 0, 0
+	srcs := []string{"192.168.1.1", "172.16.5.5", "10.1.0.9", "10.2.0.9", "10.3.0.9", "10.4.0.9", "198.51.100.1", "203.0.113.5", "10.1.0.1", "127.0.0.1"}
+	dsts := []string{"10.1.0.1", "10.2.0.1", "10.50.1.1", "192.168.2.2", "172.16.9.9", "10.3.0.255"}
+	for _, iif := range []string{"e1", "e2", "e3", "e4"} {
+		for _, src := range srcs {
+			for _, dst := range dsts {
+				for _, mark := range []uint32{0, 7} {
+					fl := engine.Flow{Family: engine.V4, IIF: iif, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Mark: mark, Proto: 17}
+					ok, rev, why := fib.RPFCheck(fl)
+					got := k.get(t, fl)
+					want, _ := expectKernel(fib, fl)
+					if diff := compareKernel(fl, want, got); diff != "" {
+						t.Errorf("ip route get %s (rp_filter %s): kernel %s, simulator %s (rpf ok=%v: %s; reverse %s table %d dev %s)\n%s",
+							probeArgs(fl), modes[iif], got, want[0], ok, why, rev.Verdict, rev.Table, rev.OIF, diff)
+					}
+					if ok {
+						accepted++
+					} else {
+						rejected++
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d probes accepted, %d rejected by the source checks", accepted, rejected)
+	if accepted < 50 || rejected < 50 {
+		t.Errorf("accepted %d, rejected %d: the probes do not exercise both outcomes", accepted, rejected)
+	}
+}
+
+// fibLab is a namespace "fib" with five veth links to a peer namespace: e1..e3 plain, e4 without
+// carrier (its peer is down) and e5, which goes down after the routes are added, so that
+// multipath routes keep dead nexthops through it.
+type fibLab struct {
+	t      *testing.T
+	rng    *rand.Rand
+	ns     *lab.NS
+	peer   *lab.NS
+	v4, v6 []string // ip -batch lines
+}
+
+var fibLinks = []string{"e1", "e2", "e3", "e4", "e5"}
+
+func newFIBLab(t *testing.T, seed uint64) *fibLab {
+	l := lab.New(t)
+	r, p := l.NS("fib"), l.NS("peer")
+	// Addresses must be usable at once: no duplicate address detection anywhere.
+	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
+		r.Sysctl(k, "0")
+	}
+	for i, name := range fibLinks {
+		l.Veth(r, name, p, "p"+name[1:])
+		n := i + 1
+		r.IP("addr", "add", fmt.Sprintf("10.%d.0.1/24", n), "dev", name)
+		r.IP("addr", "add", fmt.Sprintf("10.%d.0.2/24", n), "dev", name) // secondary
+		r.IP("addr", "add", fmt.Sprintf("10.%d.1.1/24", n), "dev", name)
+		r.IP("-6", "addr", "add", fmt.Sprintf("2001:db8:%d::1/64", n), "dev", name, "nodad")
+		r.IP("-6", "addr", "add", fmt.Sprintf("fd00:%d::1/64", n), "dev", name, "nodad")
+	}
+	p.IP("link", "set", "p4", "down")
+	for _, kv := range [][2]string{
+		{"net.ipv4.ip_forward", "1"}, {"net.ipv6.conf.all.forwarding", "1"},
+		{"net.ipv4.conf.all.rp_filter", "0"}, {"net.ipv4.conf.default.rp_filter", "0"},
+	} {
+		r.Sysctl(kv[0], kv[1])
+	}
+	for _, name := range fibLinks {
+		r.Sysctl("net.ipv4.conf."+name+".rp_filter", "0")
+	}
+	return &fibLab{t: t, rng: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)), ns: r, peer: p}
+}
+
+// apply runs the batch lines (failures are expected: random routes may be refused, and the
+// state is read back from the kernel), then takes e5 down.
+func (d *fibLab) apply() {
+	d.t.Helper()
+	for fam, lines := range map[string][]string{"-4": d.v4, "-6": d.v6} {
+		if len(lines) == 0 {
+			continue
+		}
+		path := filepath.Join(d.t.TempDir(), "batch"+fam)
+		if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			d.t.Fatal(err)
+		}
+		out, _ := d.ns.Try("ip", fam, "-force", "-batch", path)
+		d.t.Logf("ip %s -batch: %d commands, %d refused", fam, len(lines), strings.Count(out, "Command failed"))
+	}
+	d.ns.IP("link", "set", "e5", "down")
+}
+
+func (d *fibLab) read() *engine.State {
+	d.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := kernel.Read(ctx, kernel.Namespace{Name: d.ns.Name})
+	if err != nil {
+		d.t.Fatalf("reading the namespace: %v", err)
+	}
+	// Settings the reader does not collect; the lab never changes them from their defaults
+	// except where randomConfig sets them.
+	for _, name := range append([]string{"all"}, fibLinks...) {
+		for _, k := range []string{
+			engine.ConfKey(name, "ignore_routes_with_linkdown"),
+			"net.ipv6.conf." + name + ".ignore_routes_with_linkdown",
+			engine.ConfKey(name, "send_redirects"),
+			engine.ConfKey(name, "route_localnet"),
+		} {
+			if _, ok := st.Sysctls[k]; !ok {
+				out, err := d.ns.Try("sysctl", "-n", k)
+				if err != nil {
+					d.t.Fatalf("reading %s: %v", k, err)
+				}
+				st.Sysctls[k] = strings.TrimSpace(out)
+			}
+		}
+	}
+	return st
+}
+
+func (d *fibLab) pick(xs ...string) string { return xs[d.rng.IntN(len(xs))] }
+func (d *fibLab) chance(p float64) bool    { return d.rng.Float64() < p }
+
+// v4Regions and v6Regions are where random prefixes and probes fall: the links' subnets and a
+// few /16 (/48) beyond them, so that prefixes overlap and probes hit the overlaps.
+var (
+	v4Regions = []string{"10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16", "10.50.0.0/16", "10.51.0.0/16", "192.168.0.0/16"}
+	v6Regions = []string{"2001:db8:1::/48", "2001:db8:2::/48", "2001:db8:50::/48", "2001:db8:51::/48", "fd00:1::/48", "fd00:60::/48"}
+)
+
+func (d *fibLab) randomAddr(region string) netip.Addr {
+	p := netip.MustParsePrefix(region)
+	b := p.Addr().AsSlice()
+	for i := p.Bits() / 8; i < len(b); i++ {
+		b[i] = byte(d.rng.IntN(256))
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func (d *fibLab) randomPrefix(fam engine.Family) netip.Prefix {
+	if fam == engine.V4 {
+		if d.chance(0.04) {
+			return netip.MustParsePrefix("0.0.0.0/0")
+		}
+		bitsLen := []int{8, 12, 16, 20, 22, 24, 24, 25, 26, 28, 30, 32}[d.rng.IntN(12)]
+		return netip.PrefixFrom(d.randomAddr(d.pick(v4Regions...)), bitsLen).Masked()
+	}
+	if d.chance(0.04) {
+		return netip.MustParsePrefix("::/0")
+	}
+	bitsLen := []int{16, 32, 40, 48, 52, 56, 60, 64, 64, 80, 120, 128}[d.rng.IntN(12)]
+	return netip.PrefixFrom(d.randomAddr(d.pick(v6Regions...)), bitsLen).Masked()
+}
+
+func (d *fibLab) gateway(fam engine.Family, link int) netip.Addr {
+	if fam == engine.V4 {
+		return netip.MustParseAddr(fmt.Sprintf("10.%d.%d.%d", link, d.rng.IntN(2), 10+d.rng.IntN(10)))
+	}
+	return netip.MustParseAddr(fmt.Sprintf("2001:db8:%d::%x", link, 0x10+d.rng.IntN(10)))
+}
+
+func (d *fibLab) localAddr(fam engine.Family) netip.Addr {
+	n := 1 + d.rng.IntN(len(fibLinks))
+	if fam == engine.V4 {
+		return netip.MustParseAddr(fmt.Sprintf("10.%d.%s", n, d.pick("0.1", "0.2", "1.1")))
+	}
+	return netip.MustParseAddr(fmt.Sprintf("%s:%d::1", d.pick("2001:db8", "fd00"), n))
+}
+
+var fibTables = []int{100, 200, 300, engine.TableMain, engine.TableDefault}
+
+func (d *fibLab) randomRoute(fam engine.Family) engine.Route {
+	r := engine.Route{Family: fam, Dst: d.randomPrefix(fam), Table: fibTables[d.rng.IntN(len(fibTables))]}
+	if d.chance(0.03) {
+		r.Table = engine.TableLocal
+	}
+	r.Metric = []int{0, 0, 10, 100}[d.rng.IntN(4)]
+	if fam == engine.V4 && d.chance(0.2) {
+		r.TOS = []uint8{0x04, 0x08, 0x10, 0x18}[d.rng.IntN(4)]
+	}
+	link := 1 + d.rng.IntN(len(fibLinks))
+	switch x := d.rng.Float64(); {
+	case x < 0.05:
+		r.Type = engine.RouteBlackhole
+	case x < 0.10:
+		r.Type = engine.RouteUnreachable
+	case x < 0.15:
+		r.Type = engine.RouteProhibit
+	case x < 0.22:
+		r.Type = engine.RouteThrow
+	case x < 0.26:
+		r.Type = engine.RouteLocal
+		r.Dev = d.pick("lo", fibLinks[link-1])
+	case x < 0.40:
+		for n := 2 + d.rng.IntN(2); len(r.Nexthops) < n; {
+			l := 1 + d.rng.IntN(len(fibLinks))
+			r.Nexthops = append(r.Nexthops, engine.Nexthop{Gateway: d.gateway(fam, l), Dev: fibLinks[l-1], Weight: 1 + d.rng.IntN(3), OnLink: fam == engine.V4 && d.chance(0.5)})
+		}
+	case x < 0.55:
+		r.Dev = fibLinks[link-1]
+	default:
+		r.Gateway, r.Dev = d.gateway(fam, link), fibLinks[link-1]
+		r.OnLink = fam == engine.V4 && d.chance(0.5)
+	}
+	if (r.Type == "" || r.Type == engine.RouteUnicast) && d.chance(0.1) {
+		r.Src = d.localAddr(fam)
+	}
+	return r
+}
+
+func (d *fibLab) randomRule(fam engine.Family, prios []int) engine.Rule {
+	r := engine.Rule{Family: fam, Priority: prios[d.rng.IntN(len(prios))], Not: d.chance(0.1)}
+	if d.chance(0.25) {
+		r.Src = d.randomPrefix(fam)
+		if d.chance(0.4) {
+			r.Src = netip.PrefixFrom(d.localAddr(fam), map[engine.Family]int{engine.V4: 24, engine.V6: 64}[fam]).Masked()
+		}
+	}
+	if d.chance(0.25) {
+		r.Dst = d.randomPrefix(fam)
+	}
+	if d.chance(0.15) {
+		r.IIF = d.pick("e1", "e2", "e3", "e4", "e5", "lo", "ghost0")
+	}
+	if d.chance(0.1) {
+		r.OIF = d.pick("e1", "e2", "e3", "e5", "ghost0")
+	}
+	if d.chance(0.25) {
+		r.Mark = &engine.MarkMatch{Value: []uint32{1, 2, 3, 0x10, 0xff}[d.rng.IntN(5)], Mask: []uint32{0xffffffff, 0x0f, 0xf0}[d.rng.IntN(3)]}
+		r.Mark.Value &= r.Mark.Mask
+	}
+	if d.chance(0.12) {
+		if fam == engine.V4 {
+			r.TOS = []uint8{0x04, 0x08, 0x10, 0x18}[d.rng.IntN(4)]
+		} else {
+			r.TOS = []uint8{0x10, 0x20, 0xb8}[d.rng.IntN(3)]
+		}
+	}
+	if d.chance(0.15) {
+		r.IPProto = []int{6, 17, 1}[d.rng.IntN(3)]
+		if fam == engine.V6 && r.IPProto == 1 {
+			r.IPProto = 58
+		}
+	}
+	if d.chance(0.1) {
+		lo := uint16(1000 + d.rng.IntN(100))
+		r.SPort = &engine.PortRange{Start: lo, End: lo + uint16(d.rng.IntN(50))}
+	}
+	if d.chance(0.1) {
+		lo := uint16(80 + d.rng.IntN(10))
+		r.DPort = &engine.PortRange{Start: lo, End: lo + uint16(d.rng.IntN(5))}
+	}
+	if d.chance(0.1) {
+		lo := uint32(d.rng.IntN(1500))
+		r.UIDRange = &engine.UIDRange{Start: lo, End: lo + uint32(d.rng.IntN(1000))}
+	}
+	switch x := d.rng.Float64(); {
+	case x < 0.08:
+		r.Action = engine.ActionGoto
+		r.Goto = prios[d.rng.IntN(len(prios))]
+		if r.Goto <= r.Priority {
+			r.Goto = r.Priority + 1 + d.rng.IntN(100) // most likely a missing target
+		}
+	case x < 0.12:
+		r.Action = engine.ActionNop
+	case x < 0.16:
+		r.Action = engine.ActionBlackhole
+	case x < 0.20:
+		r.Action = engine.ActionUnreachable
+	case x < 0.24:
+		r.Action = engine.ActionProhibit
+	default:
+		r.Action = engine.ActionTable
+		r.Table = append(fibTables, engine.TableLocal, 999)[d.rng.IntN(len(fibTables)+2)]
+		if d.chance(0.2) {
+			n := []int{0, 8, 16, 24, 32, 48, 64}[d.rng.IntN(7)]
+			r.SuppressPrefixLen = &n
+		}
+		if d.chance(0.05) {
+			g := d.pick("0", "7")
+			n, _ := strconv.Atoi(g)
+			r.SuppressIfGroup = &n
+		}
+	}
+	return r
+}
+
+func tableNumber(id int) string {
+	switch id {
+	case engine.TableMain:
+		return "main"
+	case engine.TableLocal:
+		return "local"
+	case engine.TableDefault:
+		return "default"
+	}
+	return strconv.Itoa(id)
+}
+
+func (d *fibLab) randomConfig() {
+	if d.chance(0.5) {
+		d.ns.Sysctl("net.ipv4.conf.e4.ignore_routes_with_linkdown", "1")
+		d.ns.Sysctl("net.ipv6.conf.e4.ignore_routes_with_linkdown", "1")
+	}
+	for _, fam := range []engine.Family{engine.V4, engine.V6} {
+		// The kernel resolves a route's gateway when the route is added, against the rules
+		// and routes of that moment, and the simulator against the final state: add rules
+		// first, then the routes without gateways, so that both see the same.
+		var lines, gatewayRoutes []string
+		prios := make([]int, 10+d.rng.IntN(8))
+		for i := range prios {
+			prios[i] = 100 + d.rng.IntN(32000)
+		}
+		for range len(prios) {
+			lines = append(lines, "rule add "+d.randomRule(fam, prios).Args(tableNumber))
+		}
+		for range 120 {
+			r := d.randomRoute(fam)
+			if r.Gateway.IsValid() || len(r.Nexthops) > 0 {
+				gatewayRoutes = append(gatewayRoutes, "route add "+r.Args(tableNumber))
+			} else {
+				lines = append(lines, "route add "+r.Args(tableNumber))
+			}
+		}
+		lines = append(lines, gatewayRoutes...)
+		if fam == engine.V4 {
+			d.v4 = lines
+		} else {
+			d.v6 = lines
+		}
+	}
+}
+
+// probe makes a random flow aimed at the configured prefixes, local addresses and subnets.
+func (d *fibLab) probe(fam engine.Family, st *engine.State) engine.Flow {
+	fl := engine.Flow{Family: fam}
+	regions := v4Regions
+	if fam == engine.V6 {
+		regions = v6Regions
+	}
+	switch x := d.rng.Float64(); {
+	case x < 0.5:
+		var rs []engine.Route
+		for _, r := range st.Routes {
+			if r.Family == fam && r.Dst.Bits() > 0 && r.Type != engine.RouteMulticast {
+				rs = append(rs, r)
+			}
+		}
+		p := rs[d.rng.IntN(len(rs))].Dst
+		a := d.randomAddr(netip.PrefixFrom(p.Addr(), p.Bits()/8*8).String())
+		// Keep the prefix's bits, randomise the rest.
+		pb, ab := p.Addr().AsSlice(), a.AsSlice()
+		for i := range pb {
+			keep := min(max(p.Bits()-8*i, 0), 8)
+			m := byte(0xff << (8 - keep))
+			ab[i] = pb[i]&m | ab[i]&^m
+		}
+		fl.Dst, _ = netip.AddrFromSlice(ab)
+	case x < 0.75:
+		fl.Dst = d.randomAddr(d.pick(regions...))
+	case x < 0.9:
+		fl.Dst = d.localAddr(fam)
+		if fam == engine.V4 && d.chance(0.3) {
+			fl.Dst = netip.MustParseAddr(fmt.Sprintf("10.%d.0.255", 1+d.rng.IntN(5)))
+		}
+	case x < 0.93:
+		// Loopback, limited broadcast and link-local destinations.
+		if fam == engine.V4 {
+			fl.Dst = netip.MustParseAddr(d.pick("127.0.0.1", "127.3.2.1", "255.255.255.255"))
+		} else {
+			fl.Dst = d.randomAddr("fe80::/64")
+		}
+	default:
+		if fam == engine.V4 {
+			fl.Dst = d.randomAddr(fmt.Sprintf("10.%d.%d.0/24", 1+d.rng.IntN(5), d.rng.IntN(2)))
+		} else {
+			fl.Dst = d.randomAddr(fmt.Sprintf("2001:db8:%d::/64", 1+d.rng.IntN(5)))
+		}
+	}
+	fl.Mark = []uint32{0, 0, 1, 2, 3, 0x10, 0x11, 0xff, d.rng.Uint32()}[d.rng.IntN(9)]
+	if fam == engine.V4 {
+		fl.TOS = []uint8{0, 0, 0x04, 0x08, 0x10, 0x18, 0x30, 0xb8}[d.rng.IntN(8)]
+	} else {
+		fl.TOS = []uint8{0, 0, 0x10, 0x20, 0xb8, 0x12}[d.rng.IntN(6)]
+	}
+	if fam == engine.V4 {
+		// RTM_GETROUTE looks up IPv4 flows without a protocol as UDP (inet_rtm_getroute):
+		// probes always name one so that the simulator sees what the kernel does.
+		fl.Proto = []int{6, 17, 1}[d.rng.IntN(3)]
+	} else {
+		fl.Proto = []int{0, 6, 17, 58}[d.rng.IntN(4)]
+	}
+	fl.UID = []uint32{0, 500, 1000, 1500, 65534}[d.rng.IntN(5)]
+	if d.chance(0.45) {
+		fl.IIF = d.pick("e1", "e2", "e3", "e4", "e5", "lo")
+		if d.chance(0.1) {
+			fl.Src = d.localAddr(fam)
+		} else {
+			fl.Src = d.randomAddr(d.pick(regions...))
+		}
+		// An input route lookup of `ip route get` sees ports only through the TCP or UDP
+		// header it builds (inet_rtm_getroute_build_skb).
+		if fam == engine.V4 && fl.Proto != 6 && fl.Proto != 17 {
+			return fl
+		}
+	} else {
+		switch x := d.rng.Float64(); {
+		case x < 0.4:
+			fl.Src = d.localAddr(fam)
+		case x < 0.5:
+			fl.Src = d.randomAddr(d.pick(regions...))
+		}
+		if d.chance(0.15) {
+			fl.OIF = d.pick(fibLinks...)
+		}
+	}
+	fl.SPort = uint16(990 + d.rng.IntN(200))
+	fl.DPort = uint16(78 + d.rng.IntN(15))
+	return fl
+}
+
+// kernelAnswer is the kernel's reply to RTM_GETROUTE.
+type kernelAnswer struct {
+	errno   syscall.Errno
+	typ     string
+	table   int
+	oif     string
+	gw      netip.Addr
+	prefsrc netip.Addr
+}
+
+func (a kernelAnswer) String() string {
+	if a.errno != 0 {
+		return errorName(a.errno)
+	}
+	s := fmt.Sprintf("%s table %d dev %s", a.typ, a.table, a.oif)
+	if a.gw.IsValid() {
+		s += " via " + a.gw.String()
+	}
+	if a.prefsrc.IsValid() {
+		s += " src " + a.prefsrc.String()
+	}
+	return s
+}
+
+func errorName(e syscall.Errno) string {
+	switch e {
+	case unix.ENETUNREACH:
+		return "ENETUNREACH"
+	case unix.EHOSTUNREACH:
+		return "EHOSTUNREACH"
+	case unix.EACCES:
+		return "EACCES"
+	case unix.EINVAL:
+		return "EINVAL"
+	case unix.ENODEV:
+		return "ENODEV"
+	}
+	return fmt.Sprintf("errno %d (%v)", int(e), e)
+}
+
+type kernelFIB struct {
+	sockets map[int]*nl.SocketHandle
+	index   map[string]int
+	names   map[int]string
+}
+
+// openKernelFIB opens a netlink socket inside the namespace for route queries.
+func openKernelFIB(t *testing.T, ns *lab.NS, st *engine.State) *kernelFIB {
+	h, err := ns.Handle()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	sock, err := nl.GetNetlinkSocketAt(h, netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatalf("opening netlink in %s: %v", ns.Name, err)
+	}
+	t.Cleanup(sock.Close)
+	k := &kernelFIB{sockets: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}, index: map[string]int{}, names: map[int]string{}}
+	for _, l := range st.Links {
+		k.index[l.Name], k.names[l.Index] = l.Index, l.Name
+	}
+	return k
+}
+
+var routeTypeNames = map[uint8]string{
+	unix.RTN_UNICAST: "unicast", unix.RTN_LOCAL: "local", unix.RTN_BROADCAST: "broadcast",
+	unix.RTN_ANYCAST: "anycast", unix.RTN_MULTICAST: "multicast",
+}
+
+// get asks the kernel as `ip route get` does, with every selector of the flow.
+func (k *kernelFIB) get(t *testing.T, fl engine.Flow) kernelAnswer {
+	t.Helper()
+	fam := fl.Family
+	if fam == 0 {
+		fam = engine.FamilyOf(fl.Dst)
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_REQUEST)
+	req.Sockets = k.sockets
+	bitsLen := uint8(fl.Dst.BitLen())
+	msg := &nl.RtMsg{RtMsg: unix.RtMsg{Family: uint8(fam), Dst_len: bitsLen, Tos: fl.TOS, Flags: unix.RTM_F_LOOKUP_TABLE}}
+	if fl.Src.IsValid() {
+		msg.Src_len = bitsLen
+	}
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(unix.RTA_DST, fl.Dst.AsSlice()))
+	if fl.Src.IsValid() {
+		req.AddData(nl.NewRtAttr(unix.RTA_SRC, fl.Src.AsSlice()))
+	}
+	if fl.IIF != "" {
+		req.AddData(nl.NewRtAttr(unix.RTA_IIF, nl.Uint32Attr(uint32(k.index[fl.IIF]))))
+	}
+	if fl.OIF != "" {
+		req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(k.index[fl.OIF]))))
+	}
+	if fl.Mark != 0 {
+		req.AddData(nl.NewRtAttr(unix.RTA_MARK, nl.Uint32Attr(fl.Mark)))
+	}
+	uid := fl.UID
+	if fl.IIF != "" && fam == engine.V6 {
+		// `ip -6 route get iif` looks up as the given uid (INVALID_UID when none); real
+		// received packets are looked up as uid 0, which the simulator models.
+		uid = 0
+	}
+	req.AddData(nl.NewRtAttr(unix.RTA_UID, nl.Uint32Attr(uid)))
+	if fl.Proto != 0 {
+		req.AddData(nl.NewRtAttr(unix.RTA_IP_PROTO, []byte{uint8(fl.Proto)}))
+	}
+	port := func(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p) }
+	if fl.SPort != 0 {
+		req.AddData(nl.NewRtAttr(unix.RTA_SPORT, port(fl.SPort)))
+	}
+	if fl.DPort != 0 {
+		req.AddData(nl.NewRtAttr(unix.RTA_DPORT, port(fl.DPort)))
+	}
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWROUTE)
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return kernelAnswer{errno: errno}
+	}
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("route get %s: %v (%d answers)", probeArgs(fl), err, len(msgs))
+	}
+	hdr := nl.DeserializeRtMsg(msgs[0])
+	attrs, err := nl.ParseRouteAttr(msgs[0][unix.SizeofRtMsg:])
+	if err != nil {
+		t.Fatalf("decoding the answer to route get %s: %v", probeArgs(fl), err)
+	}
+	a := kernelAnswer{typ: routeTypeNames[hdr.Type], table: int(hdr.Table)}
+	if a.typ == "" {
+		a.typ = fmt.Sprint(hdr.Type)
+	}
+	for _, at := range attrs {
+		v := at.Value
+		switch at.Attr.Type {
+		case unix.RTA_TABLE:
+			a.table = int(nl.NativeEndian().Uint32(v))
+		case unix.RTA_OIF:
+			a.oif = k.names[int(nl.NativeEndian().Uint32(v))]
+		case unix.RTA_GATEWAY:
+			a.gw, _ = netip.AddrFromSlice(v)
+		case unix.RTA_PREFSRC:
+			a.prefsrc, _ = netip.AddrFromSlice(v)
+		}
+	}
+	return a
+}
+
+// expectation is what the simulator predicts the kernel answers.
+type expectation struct {
+	errno syscall.Errno
+	res   engine.FIBResult
+	why   string
+}
+
+func (e expectation) kind() string {
+	if e.errno != 0 {
+		return errorName(e.errno)
+	}
+	return e.res.Verdict
+}
+
+func (e expectation) String() string {
+	if e.errno != 0 {
+		return errorName(e.errno) + " (" + e.res.Verdict + ")"
+	}
+	s := fmt.Sprintf("%s table %d dev %s", e.res.Verdict, e.res.Table, e.res.OIF)
+	if e.res.Gateway.IsValid() {
+		s += " via " + e.res.Gateway.String()
+	}
+	if e.res.Src.IsValid() {
+		s += " src " + e.res.Src.String()
+	}
+	if len(e.res.Candidates) > 0 {
+		s += fmt.Sprintf(" candidates %v", e.res.Candidates)
+	}
+	return s
+}
+
+// expectKernel turns the simulator's answer into the kernel's possible replies to `ip route get`:
+// the error it returns, or the route; one for each path of a multipath route the kernel may hash
+// the flow to. For IPv4 input lookups the source checks come first, from the chosen path; the
+// kernel reports any refusal of the input path as EINVAL.
+func expectKernel(f *engine.FIB, fl engine.Flow) ([]expectation, string) {
+	res := f.Lookup(fl)
+	desc := "simulator steps:\n" + stepsOf(res)
+	alts := []engine.FIBResult{res}
+	if len(res.Candidates) > 0 {
+		alts = alts[:0]
+		for _, c := range res.Candidates {
+			p, err := f.PickNexthop(fl, res, c)
+			if err != nil {
+				panic(err)
+			}
+			alts = append(alts, p)
+		}
+	}
+	var out []expectation
+	for _, res := range alts {
+		e := expectation{res: res}
+		out = append(out, e)
+		if fl.IIF != "" && fl.Family == engine.V4 {
+			ok, rev, why := f.RPFCheckFor(fl, res)
+			out[len(out)-1].why = why
+			if !ok {
+				out[len(out)-1].errno = unix.EINVAL
+				out[len(out)-1].res.Verdict = "refused: " + why
+				desc += fmt.Sprintf("source check via %s: %s\nreverse lookup:\n%s", res.OIF, why, stepsOf(rev))
+				continue
+			}
+		}
+		e = out[len(out)-1]
+		switch res.Verdict {
+		case engine.VerdictNoRoute:
+			e.errno = unix.ENETUNREACH
+		case engine.VerdictUnreachable:
+			e.errno = unix.ENETUNREACH // a rule's unreachable is ENETUNREACH (fib4_rule_action)
+			if res.Route != nil {
+				e.errno = unix.EHOSTUNREACH
+			}
+		case engine.VerdictProhibit:
+			e.errno = unix.EACCES
+		case engine.VerdictBlackhole, engine.VerdictInvalid:
+			e.errno = unix.EINVAL
+		case engine.VerdictUnicast, engine.VerdictLocal, engine.VerdictBroadcast:
+		case engine.RouteAnycast:
+			if fl.IIF != "" && fl.Family == engine.V4 {
+				e.errno = unix.EINVAL // martian destination
+			}
+		default:
+			e.errno = unix.EINVAL
+		}
+		out[len(out)-1] = e
+	}
+	return out, desc
+}
+
+func stepsOf(res engine.FIBResult) string {
+	var b strings.Builder
+	for _, s := range res.Steps {
+		fmt.Fprintf(&b, "  %s => %s\n", s.Rule.Args(tableNumber), s.Outcome)
+	}
+	if res.Note != "" {
+		b.WriteString("  note: " + res.Note + "\n")
+	}
+	return b.String()
+}
+
+// compareKernel says how the kernel's answer differs from every expectation, "" when it matches
+// one.
+func compareKernel(fl engine.Flow, alts []expectation, got kernelAnswer) string {
+	var diffs []string
+	for _, want := range alts {
+		d := compareOne(fl, want, got)
+		if d == "" {
+			return ""
+		}
+		diffs = append(diffs, d)
+	}
+	return strings.Join(diffs, "\nor ")
+}
+
+func compareOne(fl engine.Flow, want expectation, got kernelAnswer) string {
+	if want.errno != 0 || got.errno != 0 {
+		if want.errno != got.errno {
+			return fmt.Sprintf("errors differ: kernel %s, simulator %s", got, want)
+		}
+		return ""
+	}
+	res := want.res
+	var diffs []string
+	if got.typ != res.Verdict {
+		diffs = append(diffs, fmt.Sprintf("type %s, simulator %s", got.typ, res.Verdict))
+	}
+	if got.table != res.Table {
+		diffs = append(diffs, fmt.Sprintf("table %d, simulator %d", got.table, res.Table))
+	}
+	if got.oif != res.OIF {
+		diffs = append(diffs, fmt.Sprintf("dev %s, simulator %s", got.oif, res.OIF))
+	}
+	if got.gw != res.Gateway {
+		diffs = append(diffs, fmt.Sprintf("gateway %v, simulator %v", got.gw, res.Gateway))
+	}
+	if fl.IIF == "" {
+		// IPv4 reports the source only when it is not the one asked for; IPv6 always reports
+		// the source it would select.
+		src, wantSrc := got.prefsrc, res.PrefSrc
+		if fl.Family == engine.V4 {
+			wantSrc = res.Src
+			if !src.IsValid() && fl.Src.IsValid() {
+				src = fl.Src
+			}
+		}
+		if src != wantSrc {
+			diffs = append(diffs, fmt.Sprintf("source %v, simulator %v", src, wantSrc))
+		}
+	}
+	if len(diffs) > 0 {
+		return fmt.Sprintf("%s: %s", want, strings.Join(diffs, "; "))
+	}
+	return ""
+}
+
+func probeArgs(fl engine.Flow) string {
+	var b strings.Builder
+	b.WriteString(fl.Dst.String())
+	if fl.Src.IsValid() {
+		b.WriteString(" from " + fl.Src.String())
+	}
+	if fl.IIF != "" {
+		b.WriteString(" iif " + fl.IIF)
+	}
+	if fl.OIF != "" {
+		b.WriteString(" oif " + fl.OIF)
+	}
+	if fl.Mark != 0 {
+		fmt.Fprintf(&b, " mark %#x", fl.Mark)
+	}
+	if fl.Proto != 0 {
+		b.WriteString(" ipproto " + engine.ProtoName(fl.Proto))
+	}
+	if fl.SPort != 0 {
+		fmt.Fprintf(&b, " sport %d", fl.SPort)
+	}
+	if fl.DPort != 0 {
+		fmt.Fprintf(&b, " dport %d", fl.DPort)
+	}
+	if fl.TOS != 0 {
+		fmt.Fprintf(&b, " tos %#x", fl.TOS)
+	}
+	fmt.Fprintf(&b, " uid %d", fl.UID)
+	return b.String()
+}
+
+func routesTo(st *engine.State, dst netip.Addr) string {
+	var b strings.Builder
+	for _, r := range st.Routes {
+		if r.Dst.Contains(dst) {
+			fmt.Fprintf(&b, "  %s\n", r.Args(tableNumber))
+		}
+	}
+	return b.String()
+}
+
+func rulesText(st *engine.State) string {
+	var b strings.Builder
+	for _, r := range st.Rules {
+		fmt.Fprintf(&b, "  ip %s rule add %s\n", r.Family.Flag(), r.Args(tableNumber))
+	}
+	return b.String()
+}
+
+func logCounts(t *testing.T, counts map[string]int) {
+	keys := make([]string, 0, len(counts))
+	for k := range counts {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "  %-40s %d\n", k, counts[k])
+	}
+	t.Logf("probe answers:\n%s", b.String())
+}
