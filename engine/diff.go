@@ -51,7 +51,12 @@ func (s *State) Lines() []string {
 			cmd = "ip6tables"
 		}
 		for _, c := range t.Chains {
-			if c.Policy != "" {
+			if c.Policy == "ACCEPT" && len(c.Rules) == 0 {
+				// An empty built-in chain that accepts is what a table that was never loaded
+				// does: iptables-nft keeps a table once anything used it, so a rollback that
+				// removed everything it added still leaves one, and must compare equal.
+				continue
+			} else if c.Policy != "" {
 				out = append(out, fmt.Sprintf("%s -t %s -P %s %s", cmd, t.Name, c.Name, c.Policy))
 			} else {
 				out = append(out, fmt.Sprintf("%s -t %s -N %s", cmd, t.Name, c.Name))

@@ -13,20 +13,8 @@ import (
 // confSettings are the per-interface net.ipv4.conf settings that decide paths.
 var confSettings = []string{"rp_filter", "src_valid_mark", "accept_local", "forwarding"}
 
-// SysctlPath returns the /proc/sys file of a dotted sysctl name. In the dotted form an
-// interface name's dots are written as slashes (engine.ConfKey), so the two are swapped back:
-// net.ipv4.conf.eth0/100.rp_filter is /proc/sys/net/ipv4/conf/eth0.100/rp_filter.
-func SysctlPath(key string) string {
-	return "/proc/sys/" + strings.Map(func(r rune) rune {
-		switch r {
-		case '.':
-			return '/'
-		case '/':
-			return '.'
-		}
-		return r
-	}, key)
-}
+// SysctlPath maps a dotted sysctl name to its file under /proc/sys.
+func SysctlPath(key string) string { return engine.SysctlPath(key) }
 
 // sysctlKeys lists the sysctls a State holds for a namespace with these links.
 func sysctlKeys(links []engine.Link) []string {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"roundtrip/engine"
 	"roundtrip/engine/kernel"
 )
@@ -41,8 +43,13 @@ type Command struct {
 	Offline bool
 	// NoJSON marks commands without machine-readable output.
 	NoJSON bool
-	Flags  func(fs *flag.FlagSet)
-	Run    func(inv *Invocation) error
+	// Hidden commands are internal (the revert timer) and left out of the command list.
+	Hidden bool
+	// OwnFlags marks a command with subcommands that have flags of their own (wizard): it gets
+	// every argument after its name in Args, unparsed, and handles --json and --netns itself.
+	OwnFlags bool
+	Flags    func(fs *flag.FlagSet)
+	Run      func(inv *Invocation) error
 }
 
 // Invocation is what a running command sees: its arguments, output streams and the common
@@ -117,7 +124,7 @@ func Main() int {
 // Run runs one command line; it is Main without the process around it, for tests.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		if c, ok := commands["tui"]; ok && isTerminal(stdout) {
+		if c, ok := commands["tui"]; ok && isTerminal(stdout) && isTerminal(stdin) {
 			return run(ctx, c, nil, stdin, stdout, stderr)
 		}
 		printCommands(stderr)
@@ -163,7 +170,10 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 	if c.Flags != nil {
 		c.Flags(fs)
 	}
-	pos, err := parseInterspersed(fs, args)
+	pos, err := args, error(nil)
+	if !c.OwnFlags {
+		pos, err = parseInterspersed(fs, args)
+	}
 	if errors.Is(err, flag.ErrHelp) {
 		printHelp(stdout, c, fs)
 		return ExitOK
@@ -220,8 +230,10 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 func printCommands(w io.Writer) {
 	fmt.Fprint(w, "roundtrip: policy routing, NAT and tunnels, and why a flow does not come back\n\nUsage:\n  roundtrip                 open the console (on a terminal)\n  roundtrip COMMAND [ARGS]  run one command; every command takes --help\n\nCommands:\n")
 	names := make([]string, 0, len(commands))
-	for n := range commands {
-		names = append(names, n)
+	for n, c := range commands {
+		if !c.Hidden {
+			names = append(names, n)
+		}
 	}
 	sort.Strings(names)
 	for _, n := range names {
@@ -259,11 +271,13 @@ func printHelp(w io.Writer, c *Command, fs *flag.FlagSet) {
 	})
 }
 
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+// isTerminal reports whether v is a terminal (a tty, not just any character device such as
+// /dev/null).
+func isTerminal(v any) bool {
+	f, ok := v.(*os.File)
 	if !ok {
 		return false
 	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

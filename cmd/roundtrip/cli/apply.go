@@ -1,0 +1,549 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+)
+
+func init() {
+	Register(applyCommand())
+	Register(confirmCommand())
+	Register(rollbackCommand())
+	Register(historyCommand())
+	Register(planCommand())
+	Register(revertTimerCommand())
+}
+
+// defaultLockWait is how long apply, confirm and rollback wait for another roundtrip that is
+// changing the same namespace.
+const defaultLockWait = 10 * time.Second
+
+// netnsFlag repeats --netns in the commands roundtrip tells the user to run next.
+func netnsFlag(inv *Invocation) string {
+	if inv.NetNS == "" {
+		return ""
+	}
+	return " --netns " + inv.NetNS
+}
+
+func applyCommand() *Command {
+	var (
+		confirm  time.Duration
+		wait     bool
+		force    bool
+		dryRun   bool
+		lockWait time.Duration
+	)
+	return &Command{
+		Name:    "apply",
+		Usage:   "PLAN [--confirm DURATION] [--wait] [--dry-run] [--force]",
+		Summary: "apply a plan, journaled and reversible; with --confirm, revert unless confirmed",
+		Help: `Applies the changes of PLAN (a plan file written by a wizard) that are not yet in
+effect: applying a plan twice changes nothing. The plan is checked against the host first
+(unknown interfaces, gateways that are not on-link, table name clashes, rules iptables would
+refuse): a plan that does not fit changes nothing. Every step is journaled before the next;
+if one fails, the completed ones are undone and the host is left as it was.
+
+--confirm 2m starts a timer in a detached process that rolls the apply back after two
+minutes unless ` + "`roundtrip confirm`" + ` runs first: open a new SSH session to check that you can
+still get in, and confirm from there. The timer survives the end of this process and of the
+SSH session. On a terminal (or with --wait) apply shows the countdown and keeps the changes
+when you type yes.
+
+Over SSH (SSH_CONNECTION set), apply simulates the plan and refuses a plan that changes the
+route back to your SSH client, unless --confirm (or --force) is given.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.DurationVar(&confirm, "confirm", 0, "roll back after `DURATION` unless roundtrip confirm runs")
+			fs.BoolVar(&wait, "wait", false, "with --confirm: wait for the confirmation (the default on a terminal)")
+			fs.BoolVar(&force, "force", false, "apply even if the route back to your SSH session changes")
+			fs.BoolVar(&dryRun, "dry-run", false, "check the plan and show the steps without changing anything")
+			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+		},
+		Run: func(inv *Invocation) error {
+			if len(inv.Args) != 1 {
+				return Usagef("apply needs one plan file")
+			}
+			if err := checkConfirm(confirm); err != nil {
+				return err
+			}
+			p, err := engine.LoadPlanFile(inv.Args[0])
+			if err != nil {
+				return err
+			}
+			return applyPlan(inv, p, applyChoices{Confirm: confirm, Wait: wait, Force: force, DryRun: dryRun, LockWait: lockWait})
+		},
+	}
+}
+
+// applyChoices are the options of one apply, shared by `roundtrip apply` and the wizards'
+// --apply.
+type applyChoices struct {
+	Confirm             time.Duration
+	Wait, Force, DryRun bool
+	LockWait            time.Duration
+}
+
+// checkConfirm refuses a --confirm too short to act on.
+func checkConfirm(confirm time.Duration) error {
+	if confirm < 0 || confirm > 0 && confirm < time.Second {
+		return Usagef("--confirm %s: give at least 1s (for example 2m)", confirm)
+	}
+	return nil
+}
+
+// applyPlan applies a plan to the invocation's namespace: the SSH lockout guard, then a dry run
+// or the journaled apply (with its revert timer), and the report. `roundtrip apply` and every
+// wizard's --apply go through it.
+func applyPlan(inv *Invocation, p *engine.Plan, o applyChoices) error {
+	a := &kernel.Applier{NS: inv.Namespace(), LockWait: o.LockWait}
+	if !inv.JSON {
+		a.Log = inv.Stderr
+	}
+	if err := lockoutGuard(inv, p, o.Confirm, o.Force); err != nil {
+		return err
+	}
+	if o.DryRun {
+		return dryRunApply(inv, a, p)
+	}
+	// A dropped SSH session must not kill the apply between two steps; the journal and the
+	// revert timer cover a kill, but finishing is better.
+	signal.Ignore(syscall.SIGHUP)
+	res, err := a.Apply(inv.Ctx, p, kernel.ApplyOptions{Confirm: o.Confirm})
+	signal.Reset(syscall.SIGHUP)
+	if err != nil {
+		return err
+	}
+	return reportApply(inv, res, o.Confirm > 0 && (o.Wait || isTerminal(inv.Stdin)))
+}
+
+// lockoutGuard refuses, when run over SSH, a plan that would change how replies reach the
+// operator's SSH client, unless the apply can revert itself (--confirm) or --force is given.
+func lockoutGuard(inv *Invocation, p *engine.Plan, confirm time.Duration, force bool) error {
+	conn := os.Getenv("SSH_CONNECTION")
+	if conn == "" || force {
+		return nil
+	}
+	sess, err := engine.ParseSSHConnection(conn)
+	if err != nil {
+		fmt.Fprintf(inv.Stderr, "warning: cannot check the SSH lockout: %v\n", err)
+		return nil
+	}
+	before, err := inv.State()
+	if err != nil {
+		return err
+	}
+	lo := engine.CheckLockout(before, p.Expect(before), sess)
+	if !lo.Applies || !lo.Changed {
+		return nil
+	}
+	if confirm == 0 {
+		return fmt.Errorf("refusing to apply over SSH: %s, which may cut you off; apply with --confirm 2m (it reverts unless you run `roundtrip confirm%s` from a new SSH session), or with --force if you have another way in", lo.Reason, netnsFlag(inv))
+	}
+	fmt.Fprintf(inv.Stderr, "warning: %s; it reverts unless confirmed\n", lo.Reason)
+	return nil
+}
+
+func dryRunApply(inv *Invocation, a *kernel.Applier, p *engine.Plan) error {
+	_, pending, steps, err := a.Prepare(inv.Ctx, p)
+	if err != nil {
+		return err
+	}
+	if inv.JSON {
+		return inv.PrintJSON(struct {
+			Pending *engine.Plan  `json:"pending"`
+			Steps   []kernel.Step `json:"steps"`
+		}{pending, steps})
+	}
+	if len(steps) == 0 {
+		fmt.Fprintln(inv.Stdout, "nothing to do: every change of the plan is already in effect")
+		return nil
+	}
+	fmt.Fprintf(inv.Stdout, "would apply %d step(s) (%d of %d changes are not in effect yet):\n", len(steps), len(pending.Changes), len(p.Changes))
+	for i, s := range steps {
+		fmt.Fprintf(inv.Stdout, "  %d. %s\n", i+1, s.Summary())
+	}
+	return nil
+}
+
+type applyJSON struct {
+	NoOp      bool      `json:"noop"`
+	Journal   string    `json:"journal,omitempty"`
+	Steps     int       `json:"steps"`
+	Status    string    `json:"status,omitempty"`
+	ConfirmBy time.Time `json:"confirm_by,omitzero"`
+	Drift     []string  `json:"drift,omitempty"`
+}
+
+func reportApply(inv *Invocation, res *kernel.Result, wait bool) error {
+	if res.NoOp {
+		if inv.JSON {
+			return inv.PrintJSON(applyJSON{NoOp: true})
+		}
+		fmt.Fprintln(inv.Stdout, "nothing to do: every change of the plan is already in effect")
+		return nil
+	}
+	j := res.Journal
+	if inv.JSON {
+		if err := inv.PrintJSON(applyJSON{Journal: j.ID, Steps: len(j.Steps), Status: j.Status, ConfirmBy: j.ConfirmBy, Drift: res.Drift}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(inv.Stdout, "applied %d step(s) (journal %s); undo with: roundtrip rollback%s\n", len(j.Steps), j.ID, netnsFlag(inv))
+		if len(res.Drift) > 0 {
+			fmt.Fprintln(inv.Stdout, "warning: reading the state back, some changes are not as planned (changed meanwhile, or read back differently):")
+			for _, d := range res.Drift {
+				fmt.Fprintf(inv.Stdout, "  %s\n", d)
+			}
+		}
+		if !j.ConfirmBy.IsZero() {
+			fmt.Fprintf(inv.Stdout, "the changes revert at %s (in %s) unless you run: roundtrip confirm%s\n",
+				j.ConfirmBy.Local().Format("15:04:05"), time.Until(j.ConfirmBy).Round(time.Second), netnsFlag(inv))
+		}
+	}
+	if !wait || j.ConfirmBy.IsZero() {
+		return nil
+	}
+	return waitForConfirm(inv, j)
+}
+
+// waitForConfirm shows the countdown of a pending apply and confirms it when the operator types
+// yes. It returns when the apply is confirmed (here or by `roundtrip confirm` elsewhere), when
+// the timer rolls it back (an error), or when it is interrupted (the timer stays armed).
+func waitForConfirm(inv *Invocation, j *kernel.Journal) error {
+	store, err := kernel.OpenStore(inv.Namespace())
+	if err != nil {
+		return err
+	}
+	answers := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(inv.Stdin)
+		for sc.Scan() {
+			answers <- strings.TrimSpace(strings.ToLower(sc.Text()))
+		}
+		close(answers)
+	}()
+	term := isTerminal(inv.Stderr)
+	if !term {
+		fmt.Fprintf(inv.Stderr, "waiting for confirmation until %s: type yes and Enter, or run roundtrip confirm%s\n", j.ConfirmBy.Local().Format("15:04:05"), netnsFlag(inv))
+	}
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		cur, err := store.Load(j.ID)
+		if err != nil {
+			return err
+		}
+		switch cur.Status {
+		case kernel.StatusConfirmed:
+			if term {
+				fmt.Fprintln(inv.Stderr)
+			}
+			fmt.Fprintln(inv.Stdout, "confirmed: the changes stay")
+			return nil
+		case kernel.StatusRolledBack, kernel.StatusRollbackFailed:
+			if term {
+				fmt.Fprintln(inv.Stderr)
+			}
+			return fmt.Errorf("the changes were rolled back (%s)", cur.Reason)
+		}
+		if term {
+			left := max(time.Until(cur.ConfirmBy).Round(time.Second), 0)
+			fmt.Fprintf(inv.Stderr, "\rreverting in %s: type yes and Enter to keep the changes ", left)
+		}
+		select {
+		case a, ok := <-answers:
+			if !ok {
+				answers = nil // no more input; the timer or `roundtrip confirm` decides
+				continue
+			}
+			if a == "yes" || a == "y" {
+				if _, err := kernel.Confirm(inv.Ctx, inv.Namespace(), j.ID, defaultLockWait); err != nil {
+					return err
+				}
+			}
+		case <-tick.C:
+		case <-inv.Ctx.Done():
+			fmt.Fprintf(inv.Stderr, "\nstopped waiting: the changes still revert at %s unless you run roundtrip confirm%s\n", j.ConfirmBy.Local().Format("15:04:05"), netnsFlag(inv))
+			return nil
+		}
+	}
+}
+
+func confirmCommand() *Command {
+	var lockWait time.Duration
+	return &Command{
+		Name:    "confirm",
+		Usage:   "[JOURNAL]",
+		Summary: "keep the changes of an apply --confirm before its timer reverts them",
+		Flags: func(fs *flag.FlagSet) {
+			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+		},
+		Run: func(inv *Invocation) error {
+			if len(inv.Args) > 1 {
+				return Usagef("confirm takes at most one journal id")
+			}
+			id := ""
+			if len(inv.Args) == 1 {
+				id = inv.Args[0]
+			}
+			j, err := kernel.Confirm(inv.Ctx, inv.Namespace(), id, lockWait)
+			if err != nil {
+				return err
+			}
+			if inv.JSON {
+				return inv.PrintJSON(historyEntry(j))
+			}
+			fmt.Fprintf(inv.Stdout, "confirmed %s (%s): the changes stay\n", j.ID, j.Intent)
+			return nil
+		},
+	}
+}
+
+func rollbackCommand() *Command {
+	var lockWait time.Duration
+	return &Command{
+		Name:    "rollback",
+		Usage:   "[JOURNAL]",
+		Summary: "undo the last apply (or finish undoing an interrupted one)",
+		Help: `Undoes the most recent apply in this namespace, step by step in reverse, from its
+journal. An apply that was interrupted (the machine or the process died) is rolled back
+from the step it had reached. Only the most recent active apply can be rolled back; roll
+back later ones first. Journals are per network namespace: with --netns X (or under
+ip netns exec X) only X is touched.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+		},
+		Run: func(inv *Invocation) error {
+			if len(inv.Args) > 1 {
+				return Usagef("rollback takes at most one journal id")
+			}
+			id := ""
+			if len(inv.Args) == 1 {
+				id = inv.Args[0]
+			}
+			a := &kernel.Applier{NS: inv.Namespace(), LockWait: lockWait}
+			if !inv.JSON {
+				a.Log = inv.Stderr
+			}
+			j, err := a.Rollback(inv.Ctx, id, "roundtrip rollback")
+			if err != nil {
+				return err
+			}
+			if inv.JSON {
+				return inv.PrintJSON(historyEntry(j))
+			}
+			fmt.Fprintf(inv.Stdout, "rolled back %s (%s): %d step(s) undone\n", j.ID, j.Intent, len(j.Undone))
+			return nil
+		},
+	}
+}
+
+// historyJSON is one journal in `history --json`.
+type historyJSON struct {
+	ID        string    `json:"id"`
+	Started   time.Time `json:"started"`
+	Intent    string    `json:"intent"`
+	Status    string    `json:"status"`
+	Steps     int       `json:"steps"`
+	ConfirmBy time.Time `json:"confirm_by,omitzero"`
+	Reason    string    `json:"reason,omitempty"`
+	Errors    []string  `json:"errors,omitempty"`
+	Drift     []string  `json:"drift,omitempty"`
+}
+
+func historyEntry(j *kernel.Journal) historyJSON {
+	return historyJSON{ID: j.ID, Started: j.JournalHead.Started, Intent: j.Intent, Status: j.Status, Steps: len(j.Steps),
+		ConfirmBy: j.ConfirmBy, Reason: j.Reason, Errors: j.Errors, Drift: j.Drift}
+}
+
+func historyCommand() *Command {
+	return &Command{
+		Name:    "history",
+		Usage:   "",
+		Summary: "list the applies made in this namespace, with their status",
+		Run: func(inv *Invocation) error {
+			if len(inv.Args) > 0 {
+				return Usagef("history takes no arguments")
+			}
+			store, err := kernel.OpenStore(inv.Namespace())
+			if err != nil {
+				return err
+			}
+			js, err := store.List()
+			if err != nil {
+				return err
+			}
+			if inv.JSON {
+				out := []historyJSON{}
+				for _, j := range js {
+					out = append(out, historyEntry(j))
+				}
+				return inv.PrintJSON(out)
+			}
+			if len(js) == 0 {
+				fmt.Fprintln(inv.Stdout, "no applies in this namespace yet")
+				return nil
+			}
+			for _, j := range js {
+				fmt.Fprintln(inv.Stdout, j.String())
+				for _, e := range j.Errors {
+					fmt.Fprintf(inv.Stdout, "    %s\n", e)
+				}
+			}
+			return nil
+		},
+	}
+}
+
+// planFormats are the renderings of `plan render`.
+var planFormats = []string{"script", "iptables-restore", "ip6tables-restore", "nft", "systemd", "networkd", "json"}
+
+func planCommand() *Command {
+	var (
+		format     string
+		name       string
+		scriptPath string
+	)
+	return &Command{
+		Name:    "plan",
+		Usage:   "show PLAN | render PLAN --format " + strings.Join(planFormats, "|"),
+		Summary: "preview a plan: its changes against this host, or as a script, iptables-restore, nft or systemd file",
+		Help: `plan show PLAN checks the plan against the host (or --snapshot) and lists each change,
+marked with whether it is already in effect.
+plan render PLAN --format F prints one rendering of the same changes:
+  script             an idempotent POSIX shell script of ip, iptables and conntrack commands
+  iptables-restore   roundtrip's IPv4 chains as one iptables-restore --noflush transaction,
+                     computed against the current rules (ip6tables-restore: IPv6)
+  nft                roundtrip's chains as native nftables tables for nft -f
+  systemd            a service that re-applies the script at boot (--name, --script-path)
+  networkd           what systemd-networkd and sysctl.d can express, as file snippets
+  json               the plan file, normalized`,
+		Offline: true,
+		NoJSON:  true,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&format, "format", "script", "rendering `FORMAT`: "+strings.Join(planFormats, ", "))
+			fs.StringVar(&name, "name", "roundtrip-plan", "systemd: the service `NAME`")
+			fs.StringVar(&scriptPath, "script-path", "/etc/roundtrip/plan.sh", "systemd: where the script is installed (`PATH`)")
+		},
+		Run: func(inv *Invocation) error {
+			if len(inv.Args) != 2 || (inv.Args[0] != "show" && inv.Args[0] != "render") {
+				return Usagef("want plan show PLAN or plan render PLAN --format FORMAT")
+			}
+			p, err := engine.LoadPlanFile(inv.Args[1])
+			if err != nil {
+				return err
+			}
+			if inv.Args[0] == "show" {
+				return showPlan(inv, p)
+			}
+			var out []byte
+			switch format {
+			case "script":
+				out = p.Script()
+			case "iptables-restore", "ip6tables-restore":
+				st, err := inv.State()
+				if err != nil {
+					return err
+				}
+				f := engine.V4
+				if format == "ip6tables-restore" {
+					f = engine.V6
+				}
+				out = p.IPTablesRestore(f, st)
+			case "nft":
+				if out, err = p.NFT(); err != nil {
+					return err
+				}
+			case "systemd":
+				out = p.SystemdUnit(name, scriptPath)
+			case "networkd":
+				out = p.Networkd()
+			case "json":
+				if out, err = p.Marshal(); err != nil {
+					return err
+				}
+			default:
+				return Usagef("unknown format %q: want one of %s", format, strings.Join(planFormats, ", "))
+			}
+			_, err = inv.Stdout.Write(out)
+			return err
+		},
+	}
+}
+
+func showPlan(inv *Invocation, p *engine.Plan) error {
+	st, err := inv.State()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(inv.Stdout, "plan: %s (%d changes)\n", p.Intent, len(p.Changes))
+	if err := p.Validate(st); err != nil {
+		return err
+	}
+	pending := 0
+	for i, c := range p.Changes {
+		mark := "pending  "
+		if c.Kind != engine.KindConntrack && c.InEffect(st) {
+			mark = "in effect"
+		} else {
+			pending++
+		}
+		fmt.Fprintf(inv.Stdout, "  %2d. [%s] %s\n", i+1, mark, c.Summary())
+		if c.Why != "" {
+			fmt.Fprintf(inv.Stdout, "      why: %s\n", c.Why)
+		}
+	}
+	if pending == 0 {
+		fmt.Fprintln(inv.Stdout, "everything is in effect: applying it changes nothing")
+	}
+	if conn := os.Getenv("SSH_CONNECTION"); conn != "" {
+		if sess, err := engine.ParseSSHConnection(conn); err == nil {
+			lo := engine.CheckLockout(st, p.Expect(st), sess)
+			if lo.Applies {
+				fmt.Fprintf(inv.Stdout, "SSH: %s\n", lo.Reason)
+			}
+		}
+	}
+	return nil
+}
+
+func revertTimerCommand() *Command {
+	var (
+		id    string
+		after time.Duration
+	)
+	return &Command{
+		Name:    kernel.RevertTimerCommand,
+		Usage:   "--journal ID --after DURATION",
+		Summary: "internal: the detached timer of apply --confirm",
+		Hidden:  true,
+		NoJSON:  true,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&id, "journal", "", "the journal `ID` to revert")
+			fs.DurationVar(&after, "after", 0, "the confirmation `DURATION`")
+		},
+		Run: func(inv *Invocation) error {
+			if id == "" || after <= 0 {
+				return Usagef("want --journal ID --after DURATION")
+			}
+			// The session this timer protects may end at any time; its SIGHUP must not.
+			signal.Ignore(syscall.SIGHUP)
+			err := kernel.RunRevertTimer(inv.Ctx, inv.Namespace(), id, after)
+			if errors.Is(err, context.Canceled) {
+				return nil // stopped by roundtrip confirm
+			}
+			return err
+		},
+	}
+}
