@@ -1,0 +1,247 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"roundtrip/engine"
+)
+
+func init() { Register(traceCommand()) }
+
+func traceCommand() *Command {
+	var (
+		iif  string
+		mark string
+	)
+	return &Command{
+		Name:    "trace",
+		Usage:   "PROTO SRC[:PORT] DST[:PORT] [--iif IF] [--mark N] [--json] [--snapshot FILE]",
+		Summary: "follow a flow through this host and back, and say why it fails",
+		Help: `Follows the first packet of a flow through the host the way the kernel does
+(raw, mangle and nat PREROUTING, rp_filter, the policy rules and routes, INPUT or
+FORWARD, POSTROUTING), then the reply the far end sends back, as conntrack sees it.
+It names what breaks the round trip: a reply leaving by another interface
+(asymmetric-return), a DNAT whose reply bypasses this host (reply-bypasses-nat),
+forwarding off, rp_filter drops, no way back without SNAT, missing routes and
+filtering rules, each with its evidence and a fix.
+
+PROTO is tcp, udp, icmp or a protocol number. SRC and DST are addresses with an
+optional port (ADDR:PORT, [ADDR]:PORT for IPv6). --iif names the interface the
+packet arrives on; without it the flow starts on this host (SRC may be 0.0.0.0 to
+let routing choose the source), or, when SRC is another host's address, arrives
+where the route back to SRC points.
+
+On a live host the routing decision is also asked of the kernel (ip route get);
+when the kernel disagrees with the model, its answer is printed and the
+difference reported. Exit status 3 when a problem of severity error is found.
+
+Examples:
+  roundtrip trace tcp 198.18.100.10:40000 10.71.1.10:80 --iif eth0
+  roundtrip trace icmp 10.0.43.15 10.0.44.1 --iif eth1 --json
+  roundtrip trace tcp 0.0.0.0 192.0.2.80:443 --mark 0x2 --snapshot host.json`,
+		Offline: true,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&iif, "iif", "", "the interface `IF` the packet arrives on (default: it starts on this host)")
+			fs.StringVar(&mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
+		},
+		Run: func(inv *Invocation) error {
+			req, err := parseTraceArgs(inv.Args, mark)
+			if err != nil {
+				return err
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			if iif != "" && s.LinkByName(iif) == nil {
+				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
+			}
+			req.IIF = iif
+			fib := engine.NewFIB(s)
+			res := engine.Trace(s, fib, req)
+			if inv.Live() {
+				compareWithKernel(inv, res)
+			}
+			if inv.JSON {
+				if err := inv.PrintJSON(res); err != nil {
+					return err
+				}
+			} else {
+				res.Render(inv.Stdout, s)
+			}
+			if n := res.Errors(); n > 0 {
+				return &FindingsError{Count: n}
+			}
+			return nil
+		},
+	}
+}
+
+// parseTraceArgs checks the positional arguments and --mark; every mistake is a usage error
+// that says what is expected.
+func parseTraceArgs(args []string, mark string) (engine.TraceRequest, error) {
+	var req engine.TraceRequest
+	if len(args) != 3 {
+		return req, Usagef("want PROTO SRC[:PORT] DST[:PORT], got %d argument(s)", len(args))
+	}
+	proto, err := engine.ProtoNumber(args[0])
+	if err != nil {
+		return req, Usagef("%v", err)
+	}
+	src, err := parseEndpoint("source", args[1])
+	if err != nil {
+		return req, err
+	}
+	dst, err := parseEndpoint("destination", args[2])
+	if err != nil {
+		return req, err
+	}
+	if src.Addr().Is4() != dst.Addr().Is4() {
+		return req, Usagef("source %s and destination %s are not of one address family", src.Addr(), dst.Addr())
+	}
+	if dst.Addr().IsUnspecified() {
+		return req, Usagef("destination %s is unspecified: name the address the flow goes to", dst.Addr())
+	}
+	switch proto {
+	case 6, 17, 132, 33, 136:
+	default:
+		if src.Port() != 0 || dst.Port() != 0 {
+			return req, Usagef("%s has no ports: give addresses without :PORT", engine.ProtoName(proto))
+		}
+	}
+	req.Proto, req.Src, req.Dst = proto, src, dst
+	if mark != "" {
+		m, err := strconv.ParseUint(mark, 0, 32)
+		if err != nil {
+			return req, Usagef("--mark %q is not a 32-bit number (decimal or 0x-hex)", mark)
+		}
+		req.Mark = uint32(m)
+	}
+	return req, nil
+}
+
+// parseEndpoint reads ADDR, ADDR:PORT or [ADDR]:PORT.
+func parseEndpoint(what, s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return netip.AddrPort{}, Usagef("%s %q: zones are not supported", what, s)
+		}
+		return netip.AddrPortFrom(a.Unmap(), 0), nil
+	}
+	host, port, ok := cutPort(s)
+	if !ok {
+		return netip.AddrPort{}, Usagef("malformed %s address %q: want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)", what, s)
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.AddrPort{}, Usagef("malformed %s address %q: want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)", what, s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil {
+		return netip.AddrPort{}, Usagef("%s port %q is not a number", what, port)
+	}
+	if n < 0 || n > 65535 {
+		return netip.AddrPort{}, Usagef("%s port %d out of range 0-65535", what, n)
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(n)), nil
+}
+
+func cutPort(s string) (host, port string, ok bool) {
+	if strings.HasPrefix(s, "[") {
+		end := strings.Index(s, "]:")
+		if end < 0 {
+			return "", "", false
+		}
+		return s[1:end], s[end+2:], true
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 || strings.Count(s, ":") > 1 {
+		return "", "", false
+	}
+	return s[:i], s[i+1:], true
+}
+
+func linkNames(s *engine.State) string {
+	var names []string
+	for _, l := range s.Links {
+		names = append(names, l.Name)
+	}
+	return strings.Join(names, ", ")
+}
+
+// compareWithKernel asks the kernel the routing question the model answered for the request
+// and reports a disagreement; the kernel's answer wins for the printed output interface.
+func compareWithKernel(inv *Invocation, res *engine.TraceResult) {
+	fl, model, ok := res.ForwardLookup()
+	if !ok {
+		return
+	}
+	kern, err := inv.Namespace().RouteGet(fl)
+	if err != nil {
+		fmt.Fprintf(inv.Stderr, "roundtrip trace: could not ask the kernel for comparison: %v\n", err)
+		return
+	}
+	agree, kernText := kernelAgrees(res, model, kern)
+	if agree {
+		return
+	}
+	modelText := model.Verdict
+	if model.OIF != "" {
+		modelText += " out " + model.OIF
+		if model.Gateway.IsValid() {
+			modelText += " via " + model.Gateway.String()
+		}
+	}
+	f := engine.Finding{ID: engine.FindingKernelDisagrees, Severity: engine.SeverityWarning,
+		Summary: fmt.Sprintf("the kernel routes the request differently from the model: %s (the kernel) vs %s (the model); the kernel's interface is shown", kernText, modelText),
+		Evidence: []string{
+			fmt.Sprintf("ip route get %s from %s iif %s mark %#x: %s", fl.Dst, fl.Src, orDash(fl.IIF), fl.Mark, kernText),
+			"model: " + modelText,
+		},
+		Fix: engine.Fix{Summary: "the model misses something of this host (a native nftables table, a VRF, an unmodelled rule selector): trust the kernel, and please report it", Args: []string{}}}
+	res.Findings = append(res.Findings, f)
+	if kern.OIF != "" && (kern.Verdict == engine.VerdictUnicast) {
+		res.Forward.OIF = kern.OIF
+		res.Forward.Gateway = kern.Gateway
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// kernelAgrees compares the kernel's answer with the model's. A kernel refusal agrees with the
+// model's reason for stopping (forwarding off and unreachable routes both give EHOSTUNREACH,
+// rp_filter EXDEV).
+func kernelAgrees(res *engine.TraceResult, model, kern engine.FIBResult) (bool, string) {
+	text := kern.Verdict
+	if kern.OIF != "" {
+		text += " out " + kern.OIF
+		if kern.Gateway.IsValid() {
+			text += " via " + kern.Gateway.String()
+		}
+	}
+	switch kern.Verdict {
+	case engine.VerdictUnicast:
+		return model.Verdict == engine.VerdictUnicast && model.OIF == kern.OIF && model.Gateway == kern.Gateway &&
+			!res.Has(engine.FindingForwardingDisabled) && !res.Has(engine.FindingRPFilterDrop), text
+	case engine.VerdictLocal:
+		return model.Verdict == engine.VerdictLocal && !res.Has(engine.FindingRPFilterDrop), text
+	case "rp-filter":
+		return res.Has(engine.FindingRPFilterDrop), text
+	case engine.VerdictUnreachable:
+		return res.Has(engine.FindingForwardingDisabled) || model.Verdict == engine.VerdictUnreachable, text
+	case engine.VerdictNoRoute:
+		return model.Verdict == engine.VerdictNoRoute || model.Verdict == engine.VerdictUnreachable, text
+	case engine.VerdictInvalid:
+		return model.Verdict == engine.VerdictBlackhole || model.Verdict == engine.VerdictInvalid || res.Has(engine.FindingRPFilterDrop), text
+	}
+	return model.Verdict == kern.Verdict, text
+}

@@ -1,0 +1,976 @@
+package engine
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// This file follows one flow through a host in both directions: the request (the "forward
+// leg") through the netfilter hooks and the routing decisions in the kernel's order, then the
+// packet the far end sends back (the "reply leg") as conntrack sees it. Comparing the two legs
+// finds the failures of the field cases (SCENARIOS.md): a reply that leaves by another NIC
+// (case 1), forwarding off and no way back (case 4), a DNAT whose reply bypasses this host
+// (case 5).
+
+// Finding ids of trace. They are stable: scripts and the ui match on them.
+const (
+	FindingAsymmetricReturn   = "asymmetric-return"
+	FindingReplyBypassesNAT   = "reply-bypasses-nat"
+	FindingForwardingDisabled = "forwarding-disabled"
+	FindingRPFilterDrop       = "rp-filter-drop"
+	FindingNoReturnRoute      = "no-return-route"
+	FindingNoRoute            = "no-route"
+	FindingBlackhole          = "blackhole"
+	FindingUnreachable        = "unreachable"
+	FindingProhibit           = "prohibit"
+	FindingFiltered           = "filtered"
+	FindingUncertain          = "uncertain"
+	// FindingAssumedIngress says which interface the trace assumed a flow arrives on when the
+	// request named none and its source is not an address of this host.
+	FindingAssumedIngress = "assumed-ingress"
+	// FindingKernelDisagrees is added by the live trace command when the kernel's own route
+	// lookup (ip route get) differs from the model's.
+	FindingKernelDisagrees = "model-kernel-disagree"
+)
+
+// Leg verdicts: how a leg ends. The routing failures share the FIB's verdict names.
+const (
+	LegLocal       = VerdictLocal // delivered to a socket on this host
+	LegForward     = "forward"    // routed through this host and sent on
+	LegOutput      = "output"     // generated here and sent out
+	LegDrop        = "drop"
+	LegReject      = "reject"
+	LegUncertain   = "uncertain" // a rule the model cannot evaluate may change the path
+	LegNoRoute     = VerdictNoRoute
+	LegBlackhole   = VerdictBlackhole
+	LegUnreachable = VerdictUnreachable
+	LegProhibit    = VerdictProhibit
+)
+
+// TraceRequest is the flow to trace: its first packet as it reaches this host.
+type TraceRequest struct {
+	Proto    int            // IP protocol number (6 tcp, 17 udp, 1 icmp, ...)
+	Src, Dst netip.AddrPort // port 0: any (or no ports, as for icmp)
+	// IIF is the interface the packet arrives on; "" means the flow starts on this host (or,
+	// when Src is not an address of this host, arrives where the route back to Src points).
+	IIF  string
+	Mark uint32 // fwmark the packet carries when it arrives
+}
+
+// TraceResult is a traced flow: both legs and what is wrong with them. Its JSON form is
+// stable: the ui and diagnose build on it.
+type TraceResult struct {
+	Flow    TraceFlow `json:"flow"`
+	Forward Leg       `json:"forward"`
+	// Reply is nil when the request does not get through, so no reply can come.
+	Reply    *Leg      `json:"reply"`
+	Findings []Finding `json:"findings"`
+
+	// forwardLookup is the routing decision that chose where the request goes, for comparison
+	// with the kernel's own lookup.
+	forwardLookup *routingDecision
+}
+
+// TraceFlow is the request as it was asked for.
+type TraceFlow struct {
+	Proto string         `json:"proto"`
+	Src   netip.AddrPort `json:"src"`
+	Dst   netip.AddrPort `json:"dst"`
+	IIF   string         `json:"iif"`
+	Mark  uint32         `json:"mark"`
+}
+
+// Leg is one direction of a flow through the host.
+type Leg struct {
+	IIF       string     `json:"iif"` // "" when generated on this host
+	OIF       string     `json:"oif"` // "" when delivered locally or stopped
+	Table     int        `json:"table"`
+	TableName string     `json:"table_name"`
+	Rule      *int       `json:"rule"` // priority of the ip rule that chose the table
+	Gateway   netip.Addr `json:"gateway"`
+	Src       netip.Addr `json:"src"` // the source address routing prefers toward the destination
+	Verdict   string     `json:"verdict"`
+	Steps     []Step     `json:"steps"`
+	Packet    Packet     `json:"packet"` // the packet as it leaves or is delivered, after NAT
+
+	outcome   string // the verdict before uncertainty overrides it
+	uncertain bool
+	route     FIBResult
+}
+
+// Step is one thing that happened to a packet: a netfilter rule, a routing decision, a check.
+type Step struct {
+	Hook     string `json:"hook"` // "nat PREROUTING", "routing", "rp_filter", "conntrack", ...
+	What     string `json:"what"`
+	Rule     string `json:"rule"` // the rule or route that did it, as a command
+	Decisive bool   `json:"decisive"`
+}
+
+// Packet is a packet's addresses as it leaves (or is delivered).
+type Packet struct {
+	Proto string         `json:"proto"`
+	Src   netip.AddrPort `json:"src"`
+	Dst   netip.AddrPort `json:"dst"`
+	Mark  uint32         `json:"mark"`
+}
+
+// routingDecision is one FIB lookup with the flow it was asked for.
+type routingDecision struct {
+	Flow   Flow
+	Result FIBResult
+}
+
+// ForwardLookup returns the flow and the model's answer of the routing decision that chose
+// where the request goes, so that a live trace can ask the kernel the same question.
+func (r *TraceResult) ForwardLookup() (Flow, FIBResult, bool) {
+	if r.forwardLookup == nil {
+		return Flow{}, FIBResult{}, false
+	}
+	return r.forwardLookup.Flow, r.forwardLookup.Result, true
+}
+
+// Errors returns how many findings have severity error.
+func (r *TraceResult) Errors() int { return CountErrors(r.Findings) }
+
+// Has reports whether a finding with that id was made.
+func (r *TraceResult) Has(id string) bool { return r.Finding(id) != nil }
+
+// Finding returns the first finding with that id, or nil.
+func (r *TraceResult) Finding(id string) *Finding {
+	for i := range r.Findings {
+		if r.Findings[i].ID == id {
+			return &r.Findings[i]
+		}
+	}
+	return nil
+}
+
+type tracer struct {
+	s    *State
+	fib  *FIB
+	nf   *nfSim
+	res  *TraceResult
+	seen map[string]bool // uncertain rules already reported
+}
+
+// Trace follows a flow through the host and back. It only reads the state: no kernel.
+func Trace(s *State, f *FIB, req TraceRequest) *TraceResult {
+	t := &tracer{s: s, fib: f, nf: newNFSim(s, f), res: &TraceResult{}, seen: map[string]bool{}}
+	res := t.res
+	fam := FamilyOf(req.Dst.Addr())
+	res.Flow = TraceFlow{Proto: ProtoName(req.Proto), Src: req.Src, Dst: req.Dst, IIF: req.IIF, Mark: req.Mark}
+	res.Findings = []Finding{}
+	t.modelLimits()
+
+	p := &nfPacket{Family: fam, Proto: req.Proto, Src: req.Src.Addr(), Dst: req.Dst.Addr(),
+		SPort: req.Src.Port(), DPort: req.Dst.Port(), IIF: req.IIF, Mark: req.Mark, ICMPType: -1}
+	switch req.Proto {
+	case 6:
+		p.TCPFlags = tcpSYN
+	case 1:
+		p.ICMPType = 8
+	case 58:
+		p.ICMPType = 128
+	}
+	if p.IIF == "" && p.Src.IsValid() && !p.Src.IsUnspecified() && !t.isLocal(p.Src) {
+		// A flow from elsewhere that names no ingress: assume it comes in where this host's
+		// route to its source points, and say so, since asymmetric setups break exactly there.
+		back := f.Lookup(Flow{Family: fam, Dst: p.Src, Proto: req.Proto})
+		if back.OIF != "" {
+			p.IIF = back.OIF
+			t.add(Finding{ID: FindingAssumedIngress, Severity: SeverityInfo,
+				Summary:  fmt.Sprintf("assumed the flow arrives on %s, where this host routes %s; give --iif if it arrives elsewhere", back.OIF, p.Src),
+				Evidence: []string{t.lookupText(back)},
+				Fix:      Fix{Summary: "name the ingress interface with --iif", Args: []string{}}})
+		}
+	}
+	ct := &connTrack{State: ctNew, Orig: tuple{req.Src, req.Dst}}
+	fwd := &res.Forward
+	if p.IIF != "" {
+		t.receive(fwd, p, ct, true)
+	} else {
+		t.send(fwd, p, ct, true)
+	}
+	ct.NATed = tuple{netip.AddrPortFrom(p.Src, p.SPort), netip.AddrPortFrom(p.Dst, p.DPort)}
+	t.finishLeg(fwd, p)
+
+	switch fwd.outcome {
+	case LegLocal, LegForward, LegOutput:
+	default:
+		return res // no reply can come
+	}
+
+	// The reply: what the far end sends back, as conntrack sees it (ESTABLISHED, with the
+	// connmark of the request), entering where the request left.
+	rp := &nfPacket{Family: fam, Proto: req.Proto, Src: p.Dst, Dst: p.Src, SPort: p.DPort, DPort: p.SPort, ICMPType: -1}
+	switch req.Proto {
+	case 6:
+		rp.TCPFlags = tcpSYN | tcpACK
+	case 1:
+		rp.ICMPType = 0
+	case 58:
+		rp.ICMPType = 129
+	}
+	rct := &connTrack{State: ctEstablished, Reply: true, Mark: ct.Mark, Orig: ct.Orig, NATed: ct.NATed, DNAT: ct.DNAT, SNAT: ct.SNAT}
+	if ct.State == ctUntracked {
+		rct.State = ctUntracked
+	}
+	reply := &Leg{}
+	res.Reply = reply
+	bypass := t.checkReplyBypassesNAT(fwd, ct)
+	if bypass {
+		reply.Steps = append(reply.Steps, Step{Hook: "reply", What: fmt.Sprintf("%s answers %s directly on the shared link; this leg is what would happen if the reply came back through this host", ct.NATed.Dst.Addr(), ct.Orig.Src.Addr())})
+	}
+	switch fwd.outcome {
+	case LegForward, LegOutput:
+		rp.IIF = fwd.OIF
+		t.receive(reply, rp, rct, false)
+	case LegLocal:
+		// A socket of this host answers: the reply is locally generated.
+		t.send(reply, rp, rct, false)
+	}
+	t.finishLeg(reply, rp)
+	t.checkReplyDirectionNAT(reply, rp, rct)
+	t.checkAsymmetric(fwd, reply, ct)
+	if !bypass {
+		t.checkNoReturnRoute(fwd, ct)
+	}
+	return res
+}
+
+// modelLimits reports the parts of the state the trace cannot see.
+func (t *tracer) modelLimits() {
+	nf := t.s.Netfilter
+	if nf.Unavailable != "" {
+		t.add(Finding{ID: FindingUncertain, Severity: SeverityWarning,
+			Summary:  "netfilter was not read, so the trace ignores iptables rules and NAT",
+			Evidence: []string{nf.Unavailable},
+			Fix:      Fix{Summary: "install iptables (iptables-save) and trace again", Args: []string{}}})
+	}
+	if len(nf.Foreign) > 0 {
+		t.add(Finding{ID: FindingUncertain, Severity: SeverityWarning,
+			Summary:  "native nftables tables are loaded that the trace does not model; they may drop or rewrite this flow",
+			Evidence: []string{"nft tables: " + strings.Join(nf.Foreign, ", ")},
+			Fix:      Fix{Summary: "check those tables with `nft list ruleset`", Args: []string{}}})
+	}
+}
+
+func (t *tracer) add(f Finding) {
+	if f.Evidence == nil {
+		f.Evidence = []string{}
+	}
+	if f.Fix.Args == nil {
+		f.Fix.Args = []string{}
+	}
+	t.res.Findings = append(t.res.Findings, f)
+}
+
+// table runs one netfilter table at one hook and records what it did. It returns false when
+// the packet is dropped or rejected.
+func (t *tracer) table(leg *Leg, table, hook string, p *nfPacket, ct *connTrack) bool {
+	r := t.nf.run(table, hook, p, ct)
+	leg.Steps = append(leg.Steps, r.Steps...)
+	for _, u := range r.Uncertain {
+		leg.uncertain = true
+		if t.seen[u.Rule] {
+			continue
+		}
+		t.seen[u.Rule] = true
+		t.add(Finding{ID: FindingUncertain, Severity: SeverityWarning,
+			Summary:  fmt.Sprintf("a rule in %s %s cannot be evaluated (%s); the trace assumed it does not match", table, hook, u.Why),
+			Evidence: []string{u.Rule},
+			Fix:      Fix{Summary: "check by hand whether this rule matches the flow (iptables -t " + table + " -L " + hook + " -v -n shows its counters)"}})
+	}
+	switch r.Verdict {
+	case nfDrop, nfReject:
+		leg.outcome = LegDrop
+		if r.Verdict == nfReject {
+			leg.outcome = LegReject
+		}
+		dir := "request"
+		if ct.Reply {
+			dir = "reply"
+		}
+		t.add(Finding{ID: FindingFiltered, Severity: SeverityError,
+			Summary:  fmt.Sprintf("the %s is %s by %s %s", dir, map[string]string{nfDrop: "dropped", nfReject: "rejected"}[r.Verdict], table, hook),
+			Evidence: []string{r.Decider, "packet: " + packetText(p)},
+			Fix:      Fix{Summary: fmt.Sprintf("allow the flow in %s %s before that rule (or remove the rule) if it should pass", table, hook)}})
+		return false
+	}
+	return true
+}
+
+// receive follows a packet that arrives on p.IIF: PREROUTING, the routing decision, then
+// INPUT or FORWARD and POSTROUTING (net/ipv4/ip_input.c, ip_forward.c).
+func (t *tracer) receive(leg *Leg, p *nfPacket, ct *connTrack, request bool) {
+	leg.IIF = p.IIF
+	if t.s.LinkByName(p.IIF) == nil {
+		leg.Steps = append(leg.Steps, Step{Hook: "input", What: fmt.Sprintf("interface %s is not among this host's links", p.IIF)})
+	}
+	if !t.table(leg, "raw", "PREROUTING", p, ct) {
+		return
+	}
+	t.conntrackStep(leg, ct)
+	if !t.table(leg, "mangle", "PREROUTING", p, ct) {
+		return
+	}
+	switch {
+	case ct.State == ctNew:
+		if !t.table(leg, "nat", "PREROUTING", p, ct) {
+			return
+		}
+	case ct.Reply && ct.SNAT && ct.State != ctUntracked:
+		// The reply's destination is the address SNAT gave the request: conntrack puts the
+		// original source back at the nat hook, before routing (nf_nat_ipv4_pre_routing).
+		old := netip.AddrPortFrom(p.Dst, p.DPort)
+		p.Dst, p.DPort = ct.Orig.Src.Addr(), ct.Orig.Src.Port()
+		leg.Steps = append(leg.Steps, Step{Hook: "nat PREROUTING", What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
+	}
+	fl := Flow{Family: p.Family, Src: p.Src, Dst: p.Dst, IIF: p.IIF, Mark: p.Mark, Proto: p.Proto, SPort: p.SPort, DPort: p.DPort}
+	r := t.fib.Lookup(fl)
+	if request {
+		t.res.forwardLookup = &routingDecision{fl, r}
+	}
+	t.routingSteps(leg, "routing", r)
+	leg.route = r
+	switch r.Verdict {
+	case RouteLocal, RouteBroadcast:
+		if !t.rpFilter(leg, p, r) {
+			return
+		}
+		t.deliver(leg, p, ct)
+	case RouteUnicast:
+		if !t.forwarding(leg, p) {
+			return
+		}
+		if !t.rpFilter(leg, p, r) {
+			return
+		}
+		p.OIF, p.NextHop = r.OIF, nextHop(r, p.Dst)
+		leg.OIF, leg.Gateway = r.OIF, r.Gateway
+		if !t.table(leg, "mangle", "FORWARD", p, ct) || !t.table(leg, "filter", "FORWARD", p, ct) {
+			return
+		}
+		if !t.postrouting(leg, p, ct) {
+			return
+		}
+		leg.outcome = LegForward
+	default:
+		t.routeFailure(leg, p, r)
+	}
+}
+
+// deliver runs the INPUT hooks of a packet routed to this host.
+func (t *tracer) deliver(leg *Leg, p *nfPacket, ct *connTrack) {
+	p.OIF = ""
+	if !t.table(leg, "mangle", "INPUT", p, ct) || !t.table(leg, "filter", "INPUT", p, ct) {
+		return
+	}
+	switch {
+	case ct.State == ctNew && !ct.SNAT && !p.LocalOut:
+		// nat INPUT holds SNAT rules for local delivery; a packet that looped back from OUTPUT
+		// already had its source manipulation chosen at POSTROUTING.
+		if !t.table(leg, "nat", "INPUT", p, ct) {
+			return
+		}
+	case ct.Reply && ct.DNAT && ct.State != ctUntracked:
+		t.reverseDNAT(leg, "nat INPUT", p, ct)
+	}
+	leg.outcome = LegLocal
+}
+
+// send follows a packet generated on this host: the output route lookup (which picks the
+// source address), OUTPUT, re-routing when a hook changed the mark or the destination
+// (ip_route_me_harder), POSTROUTING, and loopback delivery for local destinations.
+func (t *tracer) send(leg *Leg, p *nfPacket, ct *connTrack, request bool) {
+	p.LocalOut = true
+	p.IIF = ""
+	fl := Flow{Family: p.Family, Src: p.Src, Dst: p.Dst, Mark: p.Mark, Proto: p.Proto, SPort: p.SPort, DPort: p.DPort}
+	if p.Src.IsValid() && p.Src.IsUnspecified() {
+		fl.Src = netip.Addr{}
+	}
+	r := t.fib.Lookup(fl)
+	if request {
+		t.res.forwardLookup = &routingDecision{fl, r}
+	}
+	t.routingSteps(leg, "routing", r)
+	leg.route = r
+	if !fl.Src.IsValid() && r.Src.IsValid() {
+		p.Src = r.Src
+		leg.Steps = append(leg.Steps, Step{Hook: "routing", What: fmt.Sprintf("source address %s chosen by the route", r.Src)})
+	}
+	if request {
+		ct.Orig.Src = netip.AddrPortFrom(p.Src, p.SPort)
+	}
+	if !t.outputRoute(leg, p, r) {
+		return
+	}
+	if !t.table(leg, "raw", "OUTPUT", p, ct) {
+		return
+	}
+	t.conntrackStep(leg, ct)
+	markBefore := p.Mark
+	if !t.table(leg, "mangle", "OUTPUT", p, ct) {
+		return
+	}
+	if p.Mark != markBefore && !t.reroute(leg, p, fmt.Sprintf("mark changed %#x -> %#x", markBefore, p.Mark)) {
+		return
+	}
+	dstBefore := p.Dst
+	switch {
+	case ct.State == ctNew:
+		if !t.table(leg, "nat", "OUTPUT", p, ct) {
+			return
+		}
+	case ct.Reply && ct.SNAT && ct.State != ctUntracked:
+		old := netip.AddrPortFrom(p.Dst, p.DPort)
+		p.Dst, p.DPort = ct.Orig.Src.Addr(), ct.Orig.Src.Port()
+		leg.Steps = append(leg.Steps, Step{Hook: "nat OUTPUT", What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
+	}
+	if p.Dst != dstBefore && !t.reroute(leg, p, fmt.Sprintf("destination changed %s -> %s", dstBefore, p.Dst)) {
+		return
+	}
+	if !t.table(leg, "filter", "OUTPUT", p, ct) {
+		return
+	}
+	if !t.postrouting(leg, p, ct) {
+		return
+	}
+	if leg.route.Verdict == RouteLocal || leg.route.Verdict == RouteBroadcast {
+		// Local destinations loop back through lo and come in again: PREROUTING (without nat,
+		// whose choices for this connection are made) and INPUT.
+		leg.OIF, leg.Gateway = "", netip.Addr{}
+		p.IIF, p.OIF = "lo", ""
+		leg.Steps = append(leg.Steps, Step{Hook: "loopback", What: "delivered to this host through lo"})
+		if !t.table(leg, "raw", "PREROUTING", p, ct) || !t.table(leg, "mangle", "PREROUTING", p, ct) {
+			return
+		}
+		t.deliver(leg, p, ct)
+		return
+	}
+	leg.outcome = LegOutput
+}
+
+// outputRoute applies an output route result to the packet; false when there is no way out.
+func (t *tracer) outputRoute(leg *Leg, p *nfPacket, r FIBResult) bool {
+	switch r.Verdict {
+	case RouteLocal, RouteBroadcast:
+		p.OIF, p.NextHop = "lo", p.Dst
+		leg.OIF, leg.Gateway = "", netip.Addr{}
+		return true
+	case RouteUnicast:
+		p.OIF, p.NextHop = r.OIF, nextHop(r, p.Dst)
+		leg.OIF, leg.Gateway = r.OIF, r.Gateway
+		return true
+	}
+	t.routeFailure(leg, p, r)
+	return false
+}
+
+// reroute repeats the output lookup after a hook changed the packet, as ip_route_me_harder does
+// (the source address stays as it is).
+func (t *tracer) reroute(leg *Leg, p *nfPacket, why string) bool {
+	fl := Flow{Family: p.Family, Src: p.Src, Dst: p.Dst, Mark: p.Mark, Proto: p.Proto, SPort: p.SPort, DPort: p.DPort}
+	r := t.fib.Lookup(fl)
+	leg.Steps = append(leg.Steps, Step{Hook: "routing", What: "routed again: " + why})
+	t.routingSteps(leg, "routing", r)
+	leg.route = r
+	return t.outputRoute(leg, p, r)
+}
+
+// postrouting runs mangle and nat POSTROUTING, or conntrack's reverse DNAT for a reply.
+func (t *tracer) postrouting(leg *Leg, p *nfPacket, ct *connTrack) bool {
+	if !t.table(leg, "mangle", "POSTROUTING", p, ct) {
+		return false
+	}
+	switch {
+	case ct.State == ctNew:
+		return t.table(leg, "nat", "POSTROUTING", p, ct)
+	case ct.Reply && ct.DNAT && ct.State != ctUntracked:
+		t.reverseDNAT(leg, "nat POSTROUTING", p, ct)
+	}
+	return true
+}
+
+// reverseDNAT puts back the address the client spoke to as the reply's source (conntrack does
+// it at the source-NAT hooks, after routing: the reply is routed from the backend's address).
+func (t *tracer) reverseDNAT(leg *Leg, hook string, p *nfPacket, ct *connTrack) {
+	old := netip.AddrPortFrom(p.Src, p.SPort)
+	p.Src, p.SPort = ct.Orig.Dst.Addr(), ct.Orig.Dst.Port()
+	leg.Steps = append(leg.Steps, Step{Hook: hook, What: fmt.Sprintf("conntrack reverses the DNAT: source %s -> %s", old, netip.AddrPortFrom(p.Src, p.SPort))})
+}
+
+func (t *tracer) conntrackStep(leg *Leg, ct *connTrack) {
+	switch {
+	case ct.State == ctUntracked:
+		leg.Steps = append(leg.Steps, Step{Hook: "conntrack", What: "untracked: no NAT"})
+	case ct.State == ctNew:
+		leg.Steps = append(leg.Steps, Step{Hook: "conntrack", What: "new connection (state NEW): the nat table is consulted"})
+	default:
+		what := "reply of a known connection (state ESTABLISHED): NAT is undone by conntrack, the nat table is not consulted"
+		if ct.Mark != 0 {
+			what += fmt.Sprintf("; connmark %#x", ct.Mark)
+		}
+		leg.Steps = append(leg.Steps, Step{Hook: "conntrack", What: what})
+	}
+}
+
+// forwarding checks that the ingress interface forwards. The kernel checks the ingress
+// device's forwarding flag (IN_DEV_FORWARD in ip_route_input_slow) and drops the packet
+// without an ICMP error when it is off.
+func (t *tracer) forwarding(leg *Leg, p *nfPacket) bool {
+	key, on := t.forwardingOn(p.IIF, p.Family)
+	if on {
+		return true
+	}
+	leg.outcome = LegDrop
+	leg.Steps = append(leg.Steps, Step{Hook: "forwarding", What: fmt.Sprintf("dropped: forwarding is off on %s", p.IIF), Rule: fmt.Sprintf("sysctl %s=%s", key, sysOr(t.s.Sysctls, key)), Decisive: true})
+	if t.res.Has(FindingForwardingDisabled) {
+		return false
+	}
+	cmd := "sysctl -w net.ipv4.ip_forward=1"
+	if p.Family == V6 {
+		cmd = "sysctl -w net.ipv6.conf.all.forwarding=1"
+	}
+	t.add(Finding{ID: FindingForwardingDisabled, Severity: SeverityError,
+		Summary: fmt.Sprintf("the request %s arrives on %s and is routed out %s, but forwarding is off: the kernel drops it", packetText(p), p.IIF, leg.route.OIF),
+		Evidence: []string{
+			fmt.Sprintf("%s = %s", key, sysOr(t.s.Sysctls, key)),
+			t.lookupText(leg.route),
+		},
+		Fix: Fix{Summary: "turn forwarding on (" + cmd + ", persisted in /etc/sysctl.d) and make sure replies can come back (SNAT here or a route on the far side)",
+			Wizard: WizardSNATGateway, Args: []string{"--in", p.IIF, "--out", leg.route.OIF}}})
+	return false
+}
+
+// forwardingOn returns the sysctl that decides forwarding for packets arriving on iface.
+func (t *tracer) forwardingOn(iface string, f Family) (string, bool) {
+	if f == V6 {
+		// IPv6 forwarding is decided by all.forwarding (ip6_forward checks devconf_all).
+		return SysctlIPv6Forward, t.s.Sysctls.Int(SysctlIPv6Forward, 0) == 1
+	}
+	key := ConfKey(iface, "forwarding")
+	if _, ok := t.s.Sysctls[key]; ok {
+		return key, t.s.Sysctls.Int(key, 0) == 1
+	}
+	return SysctlIPForward, t.s.Sysctls.IPForward()
+}
+
+// rpFilter runs the reverse-path check the kernel makes after the input route lookup
+// (fib_validate_source).
+func (t *tracer) rpFilter(leg *Leg, p *nfPacket, r FIBResult) bool {
+	fl := Flow{Family: p.Family, Src: p.Src, Dst: p.Dst, IIF: p.IIF, Proto: p.Proto, SPort: p.SPort, DPort: p.DPort}
+	if t.s.Sysctls.SrcValidMark(p.IIF) {
+		fl.Mark = p.Mark
+	}
+	ok, rev, why := t.fib.RPFCheck(fl)
+	mode := t.s.Sysctls.RPFilter(p.IIF)
+	modeText := fmt.Sprintf("rp_filter %s (%s=%s, %s=%s)", rpModeName(mode),
+		ConfKey("all", "rp_filter"), sysOr(t.s.Sysctls, ConfKey("all", "rp_filter")),
+		ConfKey(p.IIF, "rp_filter"), sysOr(t.s.Sysctls, ConfKey(p.IIF, "rp_filter")))
+	if ok {
+		if mode != 0 {
+			leg.Steps = append(leg.Steps, Step{Hook: "rp_filter", What: modeText + ": passes; " + why})
+		}
+		return true
+	}
+	leg.outcome = LegDrop
+	leg.Steps = append(leg.Steps, Step{Hook: "rp_filter", What: modeText + ": dropped; " + why, Rule: t.routeText(rev), Decisive: true})
+	dir := "request"
+	if leg != &t.res.Forward {
+		dir = "reply"
+	}
+	t.add(Finding{ID: FindingRPFilterDrop, Severity: SeverityError,
+		Summary: fmt.Sprintf("the %s from %s arriving on %s fails the reverse-path filter: the kernel drops it as a martian", dir, p.Src, p.IIF),
+		Evidence: []string{
+			modeText,
+			"reverse lookup: " + t.lookupText(rev),
+			why,
+		},
+		Fix: Fix{Summary: fmt.Sprintf("route %s back via %s (policy routing), or make rp_filter loose on %s: sysctl -w %s=2 and %s=2", p.Src, p.IIF, p.IIF, ConfKey("all", "rp_filter"), ConfKey(p.IIF, "rp_filter"))}})
+	return false
+}
+
+func rpModeName(m int) string {
+	switch m {
+	case 0:
+		return "off"
+	case 1:
+		return "strict"
+	case 2:
+		return "loose"
+	}
+	return fmt.Sprint(m)
+}
+
+func sysOr(s Sysctls, key string) string {
+	if v, ok := s[key]; ok {
+		return v
+	}
+	return "unset"
+}
+
+// routeFailure records a routing decision that ends the leg.
+func (t *tracer) routeFailure(leg *Leg, p *nfPacket, r FIBResult) {
+	id, verdict, what := FindingNoRoute, LegNoRoute, "no route"
+	switch r.Verdict {
+	case RouteBlackhole:
+		id, verdict, what = FindingBlackhole, LegBlackhole, "a blackhole route or rule discards it silently"
+	case RouteUnreachable:
+		id, verdict, what = FindingUnreachable, LegUnreachable, "an unreachable route or rule rejects it (ICMP host unreachable)"
+	case RouteProhibit:
+		id, verdict, what = FindingProhibit, LegProhibit, "a prohibit route or rule rejects it (ICMP administratively prohibited)"
+	case VerdictInvalid:
+		verdict, what = LegDrop, "the kernel refuses the lookup: "+r.Note
+	default:
+		what = fmt.Sprintf("no table has a route to %s", p.Dst)
+	}
+	leg.outcome = verdict
+	dir := "request"
+	if leg != &t.res.Forward {
+		dir = "reply"
+	}
+	t.add(Finding{ID: id, Severity: SeverityError,
+		Summary:  fmt.Sprintf("the %s %s cannot be routed: %s", dir, packetText(p), what),
+		Evidence: []string{t.lookupText(r)},
+		Fix:      Fix{Summary: fmt.Sprintf("add a route to %s (or remove the %s route/rule that catches it)", p.Dst, r.Verdict)}})
+}
+
+// routingSteps records a FIB lookup: the rules that matched but did not decide, then the
+// decision.
+func (t *tracer) routingSteps(leg *Leg, hook string, r FIBResult) {
+	for i, st := range r.Steps {
+		if !st.Matched || i == len(r.Steps)-1 || isDefaultRule(st.Rule) {
+			continue
+		}
+		leg.Steps = append(leg.Steps, Step{Hook: hook, What: fmt.Sprintf("rule %d matched: %s", st.Rule.Priority, st.Outcome), Rule: fmt.Sprintf("ip rule %s", st.Rule.Args(t.s.TableName))})
+	}
+	leg.Steps = append(leg.Steps, Step{Hook: hook, What: t.s.explainDecision(r), Rule: t.routeText(r), Decisive: true})
+	leg.Table, leg.TableName = r.Table, t.s.TableName(r.Table)
+	leg.Rule = nil
+	if r.Rule != nil {
+		prio := r.Rule.Priority
+		leg.Rule = &prio
+	}
+	leg.Src = r.PrefSrc
+	if r.Src.IsValid() && !r.Src.IsUnspecified() && leg.IIF == "" {
+		leg.Src = r.Src
+	}
+}
+
+func (t *tracer) lookupText(r FIBResult) string { return t.s.explainLookup(r) }
+
+// isDefaultRule reports whether a rule is one of the three the kernel installs (local, main,
+// default lookups from all), whose fall-through says nothing worth showing.
+func isDefaultRule(r Rule) bool {
+	return r.Selectors() == "from all" && (r.Action == ActionTable || r.Action == "") &&
+		(r.Table == TableLocal || r.Table == TableMain || r.Table == TableDefault)
+}
+
+// explainDecision is explainLookup without the route, for a step that shows the route apart.
+func (s *State) explainDecision(r FIBResult) string {
+	if r.Route == nil {
+		return s.explainLookup(r)
+	}
+	noRoute := r
+	noRoute.Route = nil
+	return s.explainLookup(noRoute)
+}
+
+// explainLookup explains a FIB decision in one line: rule, table, route, interface.
+func (s *State) explainLookup(r FIBResult) string {
+	var b strings.Builder
+	if r.Rule != nil {
+		fmt.Fprintf(&b, "rule %d (%s %s) -> table %s", r.Rule.Priority, r.Rule.Selectors(), r.Rule.ActionString(s.TableName), s.TableName(r.Table))
+	} else if r.Table != 0 {
+		fmt.Fprintf(&b, "table %s", s.TableName(r.Table))
+	}
+	if r.Route != nil {
+		if b.Len() > 0 {
+			b.WriteString(": ")
+		}
+		b.WriteString(r.Route.Args(s.TableName))
+	}
+	if b.Len() > 0 {
+		b.WriteString(" => ")
+	}
+	switch r.Verdict {
+	case RouteUnicast:
+		b.WriteString("out " + r.OIF)
+		if r.Gateway.IsValid() {
+			b.WriteString(" via " + r.Gateway.String())
+		}
+		if r.Src.IsValid() {
+			b.WriteString(" src " + r.Src.String())
+		}
+	case RouteLocal:
+		b.WriteString("local delivery")
+	case "":
+		b.WriteString("no route")
+	default:
+		b.WriteString(r.Verdict)
+	}
+	return b.String()
+}
+
+// routeText is the deciding route (or rule) as an ip command.
+func (t *tracer) routeText(r FIBResult) string {
+	if r.Route != nil {
+		return fmt.Sprintf("ip route %s", r.Route.Args(t.s.TableName))
+	}
+	if r.Rule != nil {
+		return fmt.Sprintf("ip rule %s", r.Rule.Args(t.s.TableName))
+	}
+	return ""
+}
+
+func nextHop(r FIBResult, dst netip.Addr) netip.Addr {
+	if r.Gateway.IsValid() {
+		return r.Gateway
+	}
+	return dst
+}
+
+func (t *tracer) finishLeg(leg *Leg, p *nfPacket) {
+	leg.Packet = Packet{Proto: ProtoName(p.Proto), Src: netip.AddrPortFrom(p.Src, p.SPort), Dst: netip.AddrPortFrom(p.Dst, p.DPort), Mark: p.Mark}
+	leg.Verdict = leg.outcome
+	if leg.uncertain {
+		leg.Verdict = LegUncertain
+	}
+	if leg.Steps == nil {
+		leg.Steps = []Step{}
+	}
+}
+
+func packetText(p *nfPacket) string {
+	return fmt.Sprintf("%s %s -> %s", ProtoName(p.Proto), fmtEndpoint(netip.AddrPortFrom(p.Src, p.SPort)), fmtEndpoint(netip.AddrPortFrom(p.Dst, p.DPort)))
+}
+
+// isLocal reports whether an address is one of this host's (a local route in table local).
+func (t *tracer) isLocal(a netip.Addr) bool { return t.nf.addrType(a, "") == "LOCAL" }
+
+// connectedOn returns the prefixes of the addresses on an interface (its on-link networks).
+func (s *State) connectedOn(iface string) []netip.Prefix {
+	l := s.LinkByName(iface)
+	if l == nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, a := range l.Addrs {
+		out = append(out, a.Prefix.Masked())
+		if a.Peer.IsValid() {
+			out = append(out, a.Peer.Masked())
+		}
+	}
+	return out
+}
+
+func prefixesContain(ps []netip.Prefix, a netip.Addr) (netip.Prefix, bool) {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return p, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// checkAsymmetric finds a reply that leaves by another interface than the request came in on
+// (case 1): the next hop there never saw the request, and the client sees a source it never
+// spoke to.
+func (t *tracer) checkAsymmetric(fwd, reply *Leg, ct *connTrack) {
+	if fwd.IIF == "" || fwd.IIF == "lo" || reply.OIF == "" || reply.OIF == fwd.IIF {
+		return
+	}
+	if reply.outcome != LegForward && reply.outcome != LegOutput {
+		return
+	}
+	ev := []string{
+		fmt.Sprintf("the request %s arrived on %s", tupleText(ct.Orig), fwd.IIF),
+		fmt.Sprintf("the reply %s -> %s leaves by %s: %s", fmtEndpoint(reply.Packet.Src), fmtEndpoint(reply.Packet.Dst), reply.OIF, t.lookupText(reply.route)),
+		t.replySourceText(reply, ct),
+	}
+	gw := t.gatewayOn(fwd.IIF)
+	args := []string{"--uplink", fwd.IIF}
+	fix := fmt.Sprintf("send replies back out %s: a table per uplink with its default route and an ip rule that selects it", fwd.IIF)
+	if fwd.outcome == LegLocal {
+		if gw.IsValid() {
+			fix += fmt.Sprintf(" (ip route add default via %s dev %s table T; ip rule add from %s table T)", gw, fwd.IIF, ct.NATed.Dst.Addr())
+			args = append(args, "--gateway", gw.String())
+		} else {
+			fix += fmt.Sprintf(" (ip route add ... dev %s table T; ip rule add from %s table T)", fwd.IIF, ct.NATed.Dst.Addr())
+		}
+	} else {
+		fix += fmt.Sprintf(", chosen by a connmark set on ingress (CONNMARK on %s, ip rule fwmark)", fwd.IIF)
+		if gw.IsValid() {
+			args = append(args, "--gateway", gw.String())
+		}
+	}
+	t.add(Finding{ID: FindingAsymmetricReturn, Severity: SeverityError,
+		Summary:  fmt.Sprintf("the request comes in on %s but the reply leaves by %s", fwd.IIF, reply.OIF),
+		Evidence: ev,
+		Fix:      Fix{Summary: fix, Wizard: WizardSourceReturn, Args: args}})
+}
+
+func tern(c bool, a, b string) string {
+	if c {
+		return a
+	}
+	return b
+}
+
+func tupleText(tu tuple) string {
+	return fmtEndpoint(tu.Src) + " -> " + fmtEndpoint(tu.Dst)
+}
+
+// gatewayOn returns a gateway this host uses on an interface (its default route's there first).
+func (t *tracer) gatewayOn(iface string) netip.Addr {
+	var any netip.Addr
+	for _, r := range t.s.Routes {
+		if r.Dev != iface || !r.Gateway.IsValid() {
+			continue
+		}
+		if r.Dst.Bits() == 0 {
+			return r.Gateway
+		}
+		if !any.IsValid() {
+			any = r.Gateway
+		}
+	}
+	return any
+}
+
+// checkReplyBypassesNAT finds a DNAT whose backend answers the client without passing through
+// this host (case 5, and hairpin NAT): the request was DNATed and forwarded without SNAT, and
+// the client is on the backend's link, so the backend replies straight to it from its own
+// address, which the client never spoke to; conntrack here never sees the reply to undo the
+// DNAT. The backend's routes cannot be seen from here; being on one link is what makes the
+// bypass certain (the backend does not use a gateway for an on-link client).
+func (t *tracer) checkReplyBypassesNAT(fwd *Leg, ct *connTrack) bool {
+	if fwd.outcome != LegForward || !ct.DNAT || ct.SNAT || ct.State == ctUntracked {
+		return false
+	}
+	backend, client := ct.NATed.Dst.Addr(), ct.Orig.Src.Addr()
+	onOIF := t.s.connectedOn(fwd.OIF)
+	pfx, backendOnLink := prefixesContain(onOIF, backend)
+	if !backendOnLink || fwd.Gateway.IsValid() {
+		return false
+	}
+	_, clientOnLink := prefixesContain(onOIF, client)
+	if !clientOnLink {
+		return false
+	}
+	self := fwd.Src
+	if !self.IsValid() {
+		self = t.fib.masqueradeAddr(fwd.OIF, backend, backend)
+	}
+	rule := fmt.Sprintf("%s -t nat -A POSTROUTING -d %s", iptablesCmd(FamilyOf(backend)), backend)
+	if ct.NATed.Dst.Port() != 0 {
+		rule += fmt.Sprintf(" -p %s --dport %d", ProtoName(t.protoOf()), ct.NATed.Dst.Port())
+	}
+	rule += " -j SNAT --to-source " + self.String()
+	ev := []string{
+		fmt.Sprintf("the request %s is DNATed to %s and sent out %s", tupleText(ct.Orig), fmtEndpoint(ct.NATed.Dst), fwd.OIF),
+		fmt.Sprintf("no SNAT: the backend sees the client's own address %s", client),
+		fmt.Sprintf("%s and %s are both on %s (%s), so %s answers %s directly from %s, an address the client never spoke to; the client resets or ignores it and conntrack here stays [UNREPLIED]", backend, client, fwd.OIF, pfx, backend, client, fmtEndpoint(ct.NATed.Dst)),
+	}
+	t.add(Finding{ID: FindingReplyBypassesNAT, Severity: SeverityError,
+		Summary:  fmt.Sprintf("the reply from %s bypasses this host, so the DNAT of %s is never undone", backend, fmtEndpoint(ct.Orig.Dst)),
+		Evidence: ev,
+		Fix: Fix{Summary: "also SNAT the forwarded traffic to this host's address so the backend answers through it: " + rule,
+			Wizard: WizardPortForward, Args: []string{"--snat", "auto"}}})
+	return true
+}
+
+func (t *tracer) protoOf() int {
+	n, err := ProtoNumber(t.res.Flow.Proto)
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// checkReplyDirectionNAT explains a NAT rule that matches the reply instead of the request:
+// the nat table only sees the first packet of a connection, so such a rule never fires (seed
+// case 5: `-s BACKEND -j SNAT` in POSTROUTING).
+func (t *tracer) checkReplyDirectionNAT(reply *Leg, rp *nfPacket, rct *connTrack) {
+	if rct.State != ctEstablished {
+		return
+	}
+	for _, hook := range []string{"PREROUTING", "POSTROUTING"} {
+		// Evaluate the chain as if the reply were a new connection, on a copy: only to find
+		// the rule, never to change the packet.
+		// The reply as the far end sends it, before conntrack undoes any NAT.
+		p := *rp
+		p.Src, p.SPort = rct.NATed.Dst.Addr(), rct.NATed.Dst.Port()
+		p.Dst, p.DPort = rct.NATed.Src.Addr(), rct.NATed.Src.Port()
+		p.IIF, p.OIF = reply.IIF, reply.OIF
+		if hook == "PREROUTING" {
+			p.OIF = ""
+		}
+		ct := &connTrack{State: ctNew}
+		r := t.nf.run("nat", hook, &p, ct)
+		for _, st := range r.Steps {
+			if !st.Decisive || st.Rule == "" || !strings.Contains(st.What, "NAT") && !strings.Contains(st.What, "MASQUERADE") {
+				continue
+			}
+			reply.Steps = append(reply.Steps, Step{Hook: "nat " + hook, What: "not consulted for replies: this rule matches the reply but the nat table only sees a connection's first packet, so it never fires", Rule: st.Rule})
+			if f := t.res.Finding(FindingReplyBypassesNAT); f != nil {
+				f.Evidence = append(f.Evidence, "this rule matches the reply direction and never fires: "+st.Rule)
+			}
+		}
+	}
+}
+
+// checkNoReturnRoute warns about a forwarded, un-SNATed request whose reply depends on routes
+// this host cannot see (case 4). The heuristic, chosen to be explainable:
+//   - the request is forwarded without SNAT, so the far host answers the original source;
+//   - the destination is on-link on the egress interface (a neighbour on that network), and
+//     the source is not on that network;
+//   - this host itself routes via another router on that interface (a gateway on it), so the
+//     network has its own router, which its hosts use for networks they do not know.
+//
+// Then the neighbour's reply most likely goes to that router, not back here. When this host
+// has no gateway on the egress network it is most likely that network's gateway, and nothing
+// is said.
+func (t *tracer) checkNoReturnRoute(fwd *Leg, ct *connTrack) {
+	if fwd.outcome != LegForward || ct.SNAT || fwd.Gateway.IsValid() {
+		return
+	}
+	src, dst := ct.Orig.Src.Addr(), ct.NATed.Dst.Addr()
+	if _, ok := prefixesContain(t.s.connectedOn(fwd.OIF), src); ok {
+		return
+	}
+	other := t.gatewayOn(fwd.OIF)
+	if !other.IsValid() {
+		return
+	}
+	srcNet := netip.PrefixFrom(src, src.BitLen())
+	back := t.fib.Lookup(Flow{Family: FamilyOf(src), Dst: src})
+	if back.Route != nil && back.Route.Dst.Bits() > 0 {
+		srcNet = back.Route.Dst
+	}
+	self := fwd.Src
+	if !self.IsValid() {
+		self = t.fib.masqueradeAddr(fwd.OIF, dst, dst)
+	}
+	rule := fmt.Sprintf("%s -t nat -A POSTROUTING -s %s -o %s -j SNAT --to-source %s", iptablesCmd(FamilyOf(dst)), srcNet, fwd.OIF, self)
+	t.add(Finding{ID: FindingNoReturnRoute, Severity: SeverityWarning,
+		Summary: fmt.Sprintf("%s is forwarded to %s on %s without SNAT; the hosts there must route %s back via this host (%s), or the reply is lost", fmtEndpoint(ct.Orig.Src), dst, fwd.OIF, srcNet, self),
+		Evidence: []string{
+			fmt.Sprintf("the request leaves %s with its original source %s (no SNAT)", fwd.OIF, src),
+			fmt.Sprintf("%s is on-link on %s; %s is not on that network", dst, fwd.OIF, src),
+			fmt.Sprintf("the network on %s has its own router %s (this host routes via it), which its hosts use for networks they do not know", fwd.OIF, other),
+		},
+		Fix: Fix{Summary: fmt.Sprintf("SNAT here (%s) or add a route to %s via %s on the hosts of %s's network", rule, srcNet, self, fwd.OIF),
+			Wizard: WizardSNATGateway, Args: []string{"--in", fwd.IIF, "--out", fwd.OIF}}})
+}
+
+// replySourceText says what the client makes of the reply's source address.
+func (t *tracer) replySourceText(reply *Leg, ct *connTrack) string {
+	src := fmtEndpoint(reply.Packet.Src)
+	if reply.Packet.Src == ct.Orig.Dst {
+		return fmt.Sprintf("the reply's source %s is the address the request was sent to, but the reply takes another path: the next hop on %s never saw the request, so a NAT or stateful firewall that forwarded the request (and would undo its NAT) never sees the reply", src, reply.OIF)
+	}
+	return fmt.Sprintf("the reply's source is %s but the request was sent to %s: the client does not recognise the reply", src, fmtEndpoint(ct.Orig.Dst))
+}
