@@ -1,0 +1,207 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"roundtrip/diagnose"
+	"roundtrip/engine/kernel"
+)
+
+func init() { Register(captureCommand()) }
+
+// captureFlags are the capture settings shared by capture and diagnose.
+type captureFlags struct {
+	ifaces string
+	pcap   string
+}
+
+func (c *captureFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.ifaces, "iface", "", "capture on these interfaces only (`LIST`, comma-separated; default: all)")
+	fs.StringVar(&c.pcap, "pcap", "", "also write the captured packets to `FILE` (pcapng: Wireshark keeps interfaces and directions)")
+}
+
+func (c *captureFlags) ifaceList() []string {
+	var out []string
+	for _, s := range strings.Split(c.ifaces, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// openPcap creates the pcap file, or returns nil when none was asked for.
+func (c *captureFlags) openPcap() (*os.File, error) {
+	if c.pcap == "" {
+		return nil, nil
+	}
+	f, err := os.Create(c.pcap)
+	if err != nil {
+		return nil, fmt.Errorf("creating the pcap file: %w", err)
+	}
+	return f, nil
+}
+
+// capabilityHint adds what still works to a missing-capability error.
+func capabilityHint(err error) error {
+	var ce *kernel.CapabilityError
+	if errors.As(err, &ce) {
+		return fmt.Errorf("%w; without it, trace, show and doctor still work", err)
+	}
+	return err
+}
+
+// eventPrinter writes capture events: one JSON object per line, or one text line each.
+type eventPrinter struct {
+	inv *Invocation
+	enc *json.Encoder
+}
+
+func newEventPrinter(inv *Invocation) *eventPrinter {
+	return &eventPrinter{inv: inv, enc: json.NewEncoder(inv.Stdout)}
+}
+
+func (p *eventPrinter) emit(ev diagnose.Event) error {
+	if p.inv.JSON {
+		return p.enc.Encode(ev)
+	}
+	w := p.inv.Stdout
+	var err error
+	switch ev.Type {
+	case diagnose.EventPacket:
+		pk := ev.Packet
+		if pk.Conn != 0 {
+			_, err = fmt.Fprintf(w, "%s  [conn %d %s]\n", pk, pk.Conn, pk.Role)
+		} else {
+			_, err = fmt.Fprintln(w, pk)
+		}
+	case diagnose.EventFinding:
+		ev.Finding.Render(w)
+	case diagnose.EventConntrack:
+		_, err = fmt.Fprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
+	case diagnose.EventNotice:
+		_, err = fmt.Fprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
+	}
+	return err
+}
+
+func (p *eventPrinter) final(kind string, v any) error {
+	return p.enc.Encode(map[string]any{"type": kind, kind: v})
+}
+
+func captureCommand() *Command {
+	var (
+		cf       captureFlags
+		filter   string
+		duration time.Duration
+		count    int
+		snaplen  int
+		bufMiB   int
+	)
+	return &Command{
+		Name:    "capture",
+		Usage:   "[--iface LIST] [--filter EXPR | EXPR] [--duration D] [--count N] [--pcap FILE] [--json]",
+		Summary: "watch packets on every interface, tie them together across NAT, say what goes wrong",
+		Help: `Captures packets on all interfaces (or --iface LIST) at once, each with the
+interface it was seen on and its direction (in or out), and ties them into
+connections: across interfaces, and across NAT by the host's conntrack entries, so
+that both sides of a NAT box line up. As it goes it reports, with the packets as
+evidence:
+  asymmetric-return    a request came in on one NIC and its reply left by another
+  reply-not-seen       a request was forwarded and no reply came back (conntrack UNREPLIED)
+  reply-bypasses-nat   a reply came from an address the client never spoke to
+  forwarded-not-seen   a packet for another host came in and never left; the trace
+                       engine names the cause (forwarding-disabled, rp-filter-drop, ...)
+  reset-by-peer        a TCP reset
+  retransmits          a segment sent again
+
+The filter (--filter, or the words after the flags) is a small tcpdump subset,
+compiled to a kernel BPF program: [src|dst] host ADDR, [src|dst] net CIDR,
+[src|dst] port N, proto tcp|udp|icmp, tcp, udp, icmp, ip, ip6, joined by "and"
+and "or" ("and" binds tighter; no parentheses). A flow as trace takes it,
+"tcp 10.0.0.1:5000 10.0.0.2:80", selects that flow both ways.
+
+The capture runs until interrupted, --duration or --count. The kernel's counters
+(packets matched, dropped because the ring was full) are always shown at the end,
+with the conntrack table's fill level and drop counters. --pcap writes a pcapng
+file that Wireshark opens with each packet's interface and direction.
+--json prints one JSON object per line: {"type":"packet"|"finding"|"conntrack"|
+"notice", ...}, then {"type":"summary", ...}.
+
+Needs root or CAP_NET_RAW (and CAP_NET_ADMIN for conntrack). Exit status 3 when a
+problem of severity error was found.
+
+Examples:
+  roundtrip capture tcp and port 80
+  roundtrip capture --iface eth0,em1 --filter "host 198.51.100.7" --pcap case.pcapng
+  roundtrip capture --filter "tcp 198.51.100.7 192.0.2.10:80" --duration 30s --json`,
+		Flags: func(fs *flag.FlagSet) {
+			cf.register(fs)
+			fs.StringVar(&filter, "filter", "", "capture only packets matching `EXPR` (see above)")
+			fs.DurationVar(&duration, "duration", 0, "stop after `D` (e.g. 30s; default: until interrupted)")
+			fs.IntVar(&count, "count", 0, "stop after `N` packets")
+			fs.IntVar(&snaplen, "snaplen", kernel.DefaultSnapLen, "keep at most `N` bytes of each packet")
+			fs.IntVar(&bufMiB, "buffer", kernel.DefaultCaptureBuffer>>20, "kernel ring size in `MiB`, for each direction")
+		},
+		Run: func(inv *Invocation) error {
+			expr := filter
+			if len(inv.Args) > 0 {
+				if filter != "" {
+					return Usagef("give the filter either with --filter or after the flags, not both")
+				}
+				expr = strings.Join(inv.Args, " ")
+			}
+			f, err := kernel.ParseCaptureFilter(expr)
+			if err != nil {
+				return Usagef("%v", err)
+			}
+			if duration < 0 || count < 0 || snaplen <= 0 || bufMiB <= 0 {
+				return Usagef("--duration, --count, --snaplen and --buffer must not be negative (snaplen and buffer above 0)")
+			}
+			pcap, err := cf.openPcap()
+			if err != nil {
+				return err
+			}
+			opts := diagnose.CaptureOptions{
+				Namespace: inv.Namespace(), Ifaces: cf.ifaceList(), Filter: f, Duration: duration, Count: count,
+				SnapLen: snaplen, BufferSize: bufMiB << 20,
+			}
+			if pcap != nil {
+				opts.Pcap = pcap
+			}
+			pr := newEventPrinter(inv)
+			sum, err := diagnose.Capture(inv.Ctx, opts, pr.emit)
+			if pcap != nil {
+				if cerr := pcap.Close(); err == nil && cerr != nil {
+					err = fmt.Errorf("writing the pcap file: %w", cerr)
+				}
+				if sum == nil {
+					os.Remove(cf.pcap) // nothing was captured into it
+				}
+			}
+			if sum == nil {
+				return capabilityHint(err)
+			}
+			if inv.JSON {
+				if perr := pr.final("summary", sum); err == nil {
+					err = perr
+				}
+			} else {
+				diagnose.RenderSummary(inv.Stdout, sum)
+			}
+			if err != nil {
+				return err
+			}
+			if n := sum.Errors(); n > 0 {
+				return &FindingsError{Count: n}
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,98 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"roundtrip/diagnose"
+)
+
+func init() { Register(diagnoseCommand()) }
+
+func diagnoseCommand() *Command {
+	var (
+		cf      captureFlags
+		iif     string
+		mark    string
+		timeout time.Duration
+	)
+	return &Command{
+		Name:    "diagnose",
+		Usage:   "PROTO SRC[:PORT] DST[:PORT] [--iif IF] [--mark N] [--timeout D] [--iface LIST] [--pcap FILE] [--json]",
+		Summary: "trace a flow, then watch it live (capture and conntrack) and give a verdict",
+		Help: `Traces the flow with the model of this host (as trace does), then watches it on
+the wire: captures its packets on every interface, before and after the NAT the
+model predicts, and follows its conntrack entries, until the flow completes, fails
+or --timeout passes. Start the real client while it watches (a zero or missing
+source port matches any client port). It ends with a verdict: completed, failed
+(with the live findings: asymmetric-return, reply-not-seen, reply-bypasses-nat,
+forwarded-not-seen, reset-by-peer, retransmits), incomplete, or not seen (with
+what the model says).
+
+Without the capabilities to capture (root or CAP_NET_RAW) the verdict rests on the
+model alone and says so. --json prints one JSON object per line: the trace, the
+live events, then {"type":"verdict", ...}. Exit status 3 when the flow is broken.
+
+Examples:
+  roundtrip diagnose tcp 198.51.100.7 192.0.2.10:80 --iif eth0
+  roundtrip diagnose tcp 10.0.43.15 10.0.44.1:80 --timeout 30s --pcap flow.pcapng`,
+		Flags: func(fs *flag.FlagSet) {
+			cf.register(fs)
+			fs.StringVar(&iif, "iif", "", "the interface `IF` the flow arrives on (default: it starts on this host)")
+			fs.StringVar(&mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
+			fs.DurationVar(&timeout, "timeout", 10*time.Second, "give up watching after `D`")
+		},
+		Run: func(inv *Invocation) error {
+			req, err := parseTraceArgs(inv.Args, mark)
+			if err != nil {
+				return err
+			}
+			if timeout <= 0 {
+				return Usagef("--timeout must be positive")
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			if iif != "" && s.LinkByName(iif) == nil {
+				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
+			}
+			req.IIF = iif
+			pcap, err := cf.openPcap()
+			if err != nil {
+				return err
+			}
+			opts := diagnose.DiagnoseOptions{Namespace: inv.Namespace(), Request: req, Timeout: timeout, Ifaces: cf.ifaceList(), State: s}
+			if pcap != nil {
+				opts.Pcap = pcap
+				defer pcap.Close()
+			}
+			pr := newEventPrinter(inv)
+			if !inv.JSON {
+				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: watching the flow for up to %s; start the client now\n", timeout)
+			}
+			v, err := diagnose.Diagnose(inv.Ctx, opts, pr.emit)
+			if err != nil {
+				return capabilityHint(err)
+			}
+			if v.Notice != "" {
+				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
+			}
+			if inv.JSON {
+				if err := pr.final("verdict", v); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(inv.Stdout, "model:")
+				v.Trace.Render(inv.Stdout, s)
+				fmt.Fprintln(inv.Stdout)
+				diagnose.RenderVerdict(inv.Stdout, v)
+			}
+			if n := v.Errors(); n > 0 {
+				return &FindingsError{Count: n}
+			}
+			return nil
+		},
+	}
+}

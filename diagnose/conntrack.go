@@ -1,0 +1,175 @@
+package diagnose
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+)
+
+// ConntrackOptions says which entries to show and how.
+type ConntrackOptions struct {
+	Namespace kernel.Namespace
+	Filter    kernel.ConntrackFilter
+	// Watch shows changes as they happen instead of the table.
+	Watch bool
+	// JSON writes one JSON object per line: the statistics, then each entry or event.
+	JSON bool
+}
+
+// ConntrackResult is what a listing found.
+type ConntrackResult struct {
+	Stats   kernel.ConntrackStats `json:"stats"`
+	Entries int                   `json:"entries"` // entries shown (after the filter)
+	// Err is why entries could not be read (typically no CAP_NET_ADMIN); the statistics
+	// from sysctls are still there.
+	Err error `json:"-"`
+}
+
+// Problem says what is wrong with the table as a whole, or "".
+func (r *ConntrackResult) Problem() string {
+	s := r.Stats
+	switch {
+	case s.Full():
+		return fmt.Sprintf("the conntrack table is full (%d of %d entries): new connections are dropped; raise net.netfilter.nf_conntrack_max or shorten timeouts", s.Count, s.Max)
+	case s.Total.Drop > 0 || s.Total.EarlyDrop > 0:
+		return fmt.Sprintf("conntrack dropped packets (drop %d, early_drop %d): the table was full at some point; raise net.netfilter.nf_conntrack_max", s.Total.Drop, s.Total.EarlyDrop)
+	}
+	return ""
+}
+
+// ListConntrack writes the table's statistics and then its entries (or, with Watch, its
+// changes until ctx ends), streaming: a table of any size is written in constant memory.
+// Without CAP_NET_ADMIN it still writes the count and maximum, and says why the rest is
+// missing in the result's Err.
+func ListConntrack(ctx context.Context, opts ConntrackOptions, w io.Writer) (*ConntrackResult, error) {
+	st, err := kernel.ReadConntrackStats(opts.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	res := &ConntrackResult{Stats: st}
+	enc := json.NewEncoder(w)
+	if opts.JSON {
+		if err := enc.Encode(struct {
+			Type  string                `json:"type"`
+			Stats kernel.ConntrackStats `json:"stats"`
+		}{"stats", st}); err != nil {
+			return nil, err
+		}
+	} else {
+		RenderConntrackStats(w, &st)
+	}
+	if opts.Watch {
+		err = kernel.WatchConntrack(ctx, opts.Namespace, &opts.Filter, func(ev kernel.ConntrackEvent) error {
+			res.Entries++
+			if opts.JSON {
+				return enc.Encode(struct {
+					Type  string                `json:"type"`
+					Event kernel.ConntrackEvent `json:"event"`
+				}{"event", ev})
+			}
+			if ev.Type == kernel.EventLost {
+				_, err := fmt.Fprintf(w, "%s [LOST] the kernel dropped events: roundtrip read them too slowly\n", ev.Time.Format("15:04:05.000000"))
+				return err
+			}
+			_, err := fmt.Fprintf(w, "%s %-8s %s\n", ev.Time.Format("15:04:05.000000"), "["+strings.ToUpper(ev.Type)+"]", EntryLine(&ev.Entry))
+			return err
+		})
+	} else {
+		c, oerr := kernel.OpenConntrack(opts.Namespace)
+		if oerr != nil {
+			err = oerr
+		} else {
+			defer c.Close()
+			err = c.Dump(ctx, &opts.Filter, func(e *kernel.ConntrackEntry) error {
+				res.Entries++
+				if opts.JSON {
+					return enc.Encode(struct {
+						Type  string                 `json:"type"`
+						Entry *kernel.ConntrackEntry `json:"entry"`
+					}{"entry", e})
+				}
+				_, err := fmt.Fprintln(w, EntryLine(e))
+				return err
+			})
+		}
+	}
+	var ce *kernel.CapabilityError
+	if errors.As(err, &ce) {
+		res.Err = err
+		return res, nil
+	}
+	if err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// RenderConntrackStats writes the table's fill level and drop counters.
+func RenderConntrackStats(w io.Writer, s *kernel.ConntrackStats) {
+	pct := 0.0
+	if s.Max > 0 {
+		pct = 100 * float64(s.Count) / float64(s.Max)
+	}
+	fmt.Fprintf(w, "conntrack: %d of %d entries (%.1f%%)", s.Count, s.Max, pct)
+	if s.Buckets > 0 {
+		fmt.Fprintf(w, ", %d buckets", s.Buckets)
+	}
+	if s.Full() {
+		fmt.Fprint(w, " FULL: new connections are dropped")
+	}
+	fmt.Fprintln(w)
+	if s.Unavailable != "" {
+		fmt.Fprintf(w, "  drop counters unavailable: %s\n", s.Unavailable)
+		return
+	}
+	t := s.Total
+	fmt.Fprintf(w, "  drops: drop %d, early_drop %d, insert_failed %d, invalid %d, error %d (all CPUs)\n",
+		t.Drop, t.EarlyDrop, t.InsertFailed, t.Invalid, t.Error)
+}
+
+// EntryLine renders an entry on one line: the original tuple, then the reply tuple, then
+// what NAT did and the state.
+func EntryLine(e *kernel.ConntrackEntry) string {
+	var b strings.Builder
+	state := e.TCPState
+	if state == "" {
+		state = "-"
+	}
+	fmt.Fprintf(&b, "%-5s %-11s %6ds  %s -> %s  reply %s -> %s",
+		engine.ProtoName(int(e.Orig.Proto)), state, e.Timeout,
+		endpoint(e.Orig.Proto, e.Orig.Src), endpoint(e.Orig.Proto, e.Orig.Dst),
+		endpoint(e.Orig.Proto, e.Reply.Src), endpoint(e.Orig.Proto, e.Reply.Dst))
+	var nat []string
+	if e.DNAT() {
+		nat = append(nat, "DNAT")
+	}
+	if e.SNAT() {
+		nat = append(nat, "SNAT")
+	}
+	if len(nat) > 0 {
+		fmt.Fprintf(&b, "  %s", strings.Join(nat, "+"))
+	}
+	var flags []string
+	if e.Unreplied() {
+		flags = append(flags, "UNREPLIED")
+	}
+	if e.Status&kernel.CTStatusAssured != 0 {
+		flags = append(flags, "ASSURED")
+	}
+	if len(flags) > 0 {
+		fmt.Fprintf(&b, "  [%s]", strings.Join(flags, " "))
+	}
+	if e.Mark != 0 {
+		fmt.Fprintf(&b, "  mark 0x%x", e.Mark)
+	}
+	if e.Zone != 0 {
+		fmt.Fprintf(&b, "  zone %d", e.Zone)
+	}
+	return b.String()
+}

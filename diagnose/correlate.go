@@ -1,0 +1,821 @@
+package diagnose
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+)
+
+// Packet roles within a connection.
+const (
+	RoleRequest = "request" // travels from the client to the server (either side of a NAT)
+	RoleReply   = "reply"
+)
+
+// CorrelateConfig tunes the correlator and gives it what it needs to know about the host.
+type CorrelateConfig struct {
+	// ForwardWait is how long a packet for another host may take to leave before it counts as
+	// not forwarded (default 500 ms).
+	ForwardWait time.Duration
+	// ReplyWait is how long a forwarded request may wait for its reply (default 2 s: a TCP
+	// client retransmits its SYN after 1 s).
+	ReplyWait time.Duration
+	// Local reports whether an address belongs to this host; nil disables forwarded-not-seen.
+	Local func(netip.Addr) bool
+	// L3 maps an interface to the one routing sees (a bridge port to its bridge), so that a
+	// packet switched through a bridge is not taken for one that changed interfaces.
+	L3 func(iface string) string
+	// Lookup finds the conntrack entry of a tuple; nil when conntrack cannot be read.
+	Lookup func(kernel.ConntrackTuple) (*kernel.ConntrackEntry, bool)
+	// Explain says why a packet that came in on iif was not forwarded (the trace engine).
+	Explain func(t kernel.ConntrackTuple, iif string) (Explanation, bool)
+	// MaxConns bounds the connections kept (default 16384, a few KiB each); the oldest are
+	// forgotten first.
+	MaxConns int
+}
+
+// Correlator ties captured packets into connections, across interfaces and across NAT (by the
+// conntrack entries it is given), and reports what goes wrong with them. It is not safe for
+// concurrent use.
+type Correlator struct {
+	cfg        CorrelateConfig
+	conns      map[kernel.ConntrackTuple]*conn // by canonical tuple: both directions, each NAT side
+	byEndpoint map[kernel.ConntrackTuple][]*conn
+	pending    map[kernel.ConntrackTuple]*kernel.ConntrackEntry // entries that no packet matched yet
+	pendingQ   []kernel.ConntrackTuple
+	waiting    map[*conn]bool // connections with a timed check still open
+	order      []*conn
+	nextID     int
+	findings   []Finding
+	counts     map[string]int // findings made, by severity (the list keeps the first maxFindings)
+	lookupAt   time.Time
+	lookupN    int
+}
+
+// conn is one connection: all packets of a flow, on every interface, on both sides of a NAT.
+type conn struct {
+	id       int
+	proto    uint8
+	keys     []kernel.ConntrackTuple
+	ct       *kernel.ConntrackEntry
+	client   netip.AddrPort // in tuple terms (ICMP echo ids as ports)
+	server   netip.AddrPort
+	pinned   bool // client known for sure (conntrack, SYN, echo request) rather than guessed
+	first    time.Time
+	last     time.Time
+	obs      []Packet
+	count    int
+	segs     map[segment]int
+	retx     []Packet
+	reported map[string]bool
+	// legKeys are the (role, direction, layer-3 interface) combinations seen so far: a packet
+	// that adds none, is no reset and no retransmission cannot change a finding, so the
+	// connection is only evaluated again when one of those comes (most packets of a busy
+	// connection do not).
+	legKeys []legKey
+}
+
+type legKey struct {
+	role  string
+	dir   kernel.Direction
+	iface string
+}
+
+// segment identifies a TCP segment on one interface and direction, to spot retransmissions.
+type segment struct {
+	iface    string
+	dir      kernel.Direction
+	src, dst netip.AddrPort
+	seq      uint32
+	payload  int
+	synFin   uint8
+}
+
+const (
+	maxObs      = 12   // packets kept per connection for evidence and analysis
+	maxObsHard  = 24   // with the first packets of later legs and resets
+	maxSegments = 64   // segments remembered per connection to spot retransmissions
+	maxPending  = 4096 // conntrack entries waiting for their first packet
+	maxFindings = 10000
+)
+
+// NewCorrelator returns a correlator.
+func NewCorrelator(cfg CorrelateConfig) *Correlator {
+	if cfg.ForwardWait <= 0 {
+		cfg.ForwardWait = 500 * time.Millisecond
+	}
+	if cfg.ReplyWait <= 0 {
+		cfg.ReplyWait = 2 * time.Second
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = 16384
+	}
+	if cfg.L3 == nil {
+		cfg.L3 = func(s string) string { return s }
+	}
+	return &Correlator{
+		cfg: cfg, conns: map[kernel.ConntrackTuple]*conn{}, byEndpoint: map[kernel.ConntrackTuple][]*conn{},
+		pending: map[kernel.ConntrackTuple]*kernel.ConntrackEntry{}, waiting: map[*conn]bool{},
+		counts: map[string]int{},
+	}
+}
+
+// canon orders a tuple's endpoints so that both directions of a flow share one key.
+func canon(t kernel.ConntrackTuple) kernel.ConntrackTuple {
+	if t.Dst.Compare(t.Src) < 0 {
+		return t.Reverse()
+	}
+	return t
+}
+
+// endpointKey names one endpoint of a protocol, for finding connections that share it.
+func endpointKey(proto uint8, ap netip.AddrPort) kernel.ConntrackTuple {
+	return kernel.ConntrackTuple{Proto: proto, Src: ap}
+}
+
+// Packet adds a captured packet. It sets p.Conn and p.Role and returns the findings the
+// packet completes.
+func (c *Correlator) Packet(p *Packet) []Finding {
+	if p.Proto == 0 || (p.Proto == unix.IPPROTO_ICMP || p.Proto == unix.IPPROTO_ICMPV6) && !p.isEcho() {
+		return nil // not part of a connection (ARP, ICMP errors)
+	}
+	if p.Proto != unix.IPPROTO_TCP && p.Proto != unix.IPPROTO_UDP && p.Proto != unix.IPPROTO_SCTP && !p.isEcho() {
+		return nil
+	}
+	t := p.Tuple()
+	k := canon(t)
+	cn := c.conns[k]
+	created := cn == nil
+	if created {
+		cn = c.newConn(k, p)
+	}
+	retx := len(cn.retx)
+	cn.note(p, t)
+	p.Conn, p.Role = cn.id, cn.role(t)
+	key := legKey{role: p.Role, dir: p.Dir, iface: c.cfg.L3(p.Iface)}
+	newLeg := p.Type != kernel.PacketOtherHost && !slices.Contains(cn.legKeys, key)
+	// The first packets are kept as evidence, and after them the first of every new leg and
+	// every reset, up to a bound: a long connection costs no more than a short one.
+	if len(cn.obs) < maxObs || (newLeg || p.Flags&tcpRST != 0) && len(cn.obs) < maxObsHard {
+		cn.obs = append(cn.obs, *p)
+	}
+	var out []Finding
+	if created {
+		// Link the connection to its conntrack entry, if it is known already.
+		if e, ok := c.pending[k]; ok {
+			out = append(out, c.link(e, p.Time)...)
+		} else if e, ok := c.lookup(t, p.Time); ok {
+			out = append(out, c.link(e, p.Time)...)
+		}
+		cn = c.conns[k] // linking may have merged it into another connection
+		p.Conn, p.Role = cn.id, cn.role(t)
+		out = append(out, c.checkBypass(cn, p.Time)...)
+		key.role = p.Role
+		newLeg = p.Type != kernel.PacketOtherHost && !slices.Contains(cn.legKeys, key)
+	}
+	if newLeg {
+		cn.legKeys = append(cn.legKeys, key)
+		c.waiting[cn] = true
+	}
+	if created || newLeg || len(cn.retx) != retx || p.Flags&tcpRST != 0 {
+		out = append(out, c.evaluate(cn, p.Time)...)
+	}
+	return out
+}
+
+func (c *Correlator) newConn(k kernel.ConntrackTuple, p *Packet) *conn {
+	if len(c.conns) >= c.cfg.MaxConns {
+		c.evict()
+	}
+	c.nextID++
+	cn := &conn{id: c.nextID, proto: p.Proto, keys: []kernel.ConntrackTuple{k}, first: p.Time, segs: map[segment]int{}, reported: map[string]bool{}}
+	c.conns[k] = cn
+	c.order = append(c.order, cn)
+	for _, ep := range []netip.AddrPort{k.Src, k.Dst} {
+		ek := endpointKey(k.Proto, ep)
+		c.byEndpoint[ek] = append(c.byEndpoint[ek], cn)
+	}
+	return cn
+}
+
+// evict forgets the oldest tenth of the connections.
+func (c *Correlator) evict() {
+	n := max(len(c.order)/10, 1)
+	for _, cn := range c.order[:n] {
+		c.forget(cn)
+	}
+	c.order = slices.Delete(c.order, 0, n)
+}
+
+func (c *Correlator) forget(cn *conn) {
+	for _, k := range cn.keys {
+		if c.conns[k] == cn {
+			delete(c.conns, k)
+		}
+		for _, ep := range []netip.AddrPort{k.Src, k.Dst} {
+			ek := endpointKey(k.Proto, ep)
+			c.byEndpoint[ek] = slices.DeleteFunc(c.byEndpoint[ek], func(x *conn) bool { return x == cn })
+			if len(c.byEndpoint[ek]) == 0 {
+				delete(c.byEndpoint, ek)
+			}
+		}
+	}
+	delete(c.waiting, cn)
+}
+
+// lookup asks conntrack for a tuple's entry, at most 200 times a second so that a flood of new
+// flows does not turn into a flood of netlink requests.
+func (c *Correlator) lookup(t kernel.ConntrackTuple, now time.Time) (*kernel.ConntrackEntry, bool) {
+	if c.cfg.Lookup == nil {
+		return nil, false
+	}
+	if now.Sub(c.lookupAt) > time.Second {
+		c.lookupAt, c.lookupN = now, 0
+	}
+	if c.lookupN >= 200 {
+		return nil, false
+	}
+	c.lookupN++
+	return c.cfg.Lookup(t)
+}
+
+// Conntrack adds a conntrack entry (from an event or a lookup): packets of its original and
+// reply tuples become one connection.
+func (c *Correlator) Conntrack(e kernel.ConntrackEntry, now time.Time) []Finding {
+	return c.link(&e, now)
+}
+
+func (c *Correlator) link(e *kernel.ConntrackEntry, now time.Time) []Finding {
+	k1, k2 := canon(e.Orig), canon(e.Reply)
+	c1, c2 := c.conns[k1], c.conns[k2]
+	if c1 == nil && c2 == nil {
+		// No packet yet: keep the entry for when one comes.
+		if _, ok := c.pending[k1]; !ok {
+			if len(c.pendingQ) >= maxPending {
+				if old := c.pending[c.pendingQ[0]]; old != nil {
+					delete(c.pending, canon(old.Orig))
+					delete(c.pending, canon(old.Reply))
+				}
+				c.pendingQ = c.pendingQ[1:]
+			}
+			c.pendingQ = append(c.pendingQ, k1)
+		}
+		c.pending[k1], c.pending[k2] = e, e
+		return nil
+	}
+	delete(c.pending, k1)
+	delete(c.pending, k2)
+	cn := c1
+	switch {
+	case cn == nil:
+		cn = c2
+	case c2 != nil && c2 != c1:
+		cn = c.merge(c1, c2)
+	}
+	for _, k := range []kernel.ConntrackTuple{k1, k2} {
+		if c.conns[k] == nil {
+			c.conns[k] = cn
+			cn.keys = append(cn.keys, k)
+		}
+	}
+	cn.ct = e
+	cn.client, cn.server, cn.pinned = e.Orig.Src, e.Orig.Dst, true
+	cn.legKeys = cn.legKeys[:0]
+	for i := range cn.obs {
+		o := &cn.obs[i]
+		o.Conn, o.Role = cn.id, cn.role(o.Tuple())
+		if key := (legKey{role: o.Role, dir: o.Dir, iface: c.cfg.L3(o.Iface)}); o.Type != kernel.PacketOtherHost && !slices.Contains(cn.legKeys, key) {
+			cn.legKeys = append(cn.legKeys, key)
+		}
+	}
+	c.waiting[cn] = true
+	return c.evaluate(cn, now)
+}
+
+// merge moves b's packets into a (the older connection) and forgets b.
+func (c *Correlator) merge(a, b *conn) *conn {
+	if b.id < a.id {
+		a, b = b, a
+	}
+	a.obs = append(a.obs, b.obs...)
+	slices.SortStableFunc(a.obs, func(x, y Packet) int { return x.Time.Compare(y.Time) })
+	if len(a.obs) > maxObsHard {
+		a.obs = a.obs[:maxObsHard]
+	}
+	a.count += b.count
+	a.retx = append(a.retx, b.retx...)
+	for s, n := range b.segs {
+		a.segs[s] += n
+	}
+	if b.first.Before(a.first) {
+		a.first = b.first
+	}
+	if b.last.After(a.last) {
+		a.last = b.last
+	}
+	for id := range b.reported {
+		a.reported[id] = true
+	}
+	for _, k := range b.keys {
+		c.conns[k] = a
+		if !slices.Contains(a.keys, k) {
+			a.keys = append(a.keys, k)
+		}
+	}
+	for ek, list := range c.byEndpoint {
+		if i := slices.Index(list, b); i >= 0 {
+			if slices.Contains(list, a) {
+				c.byEndpoint[ek] = slices.Delete(list, i, i+1)
+			} else {
+				list[i] = a
+			}
+		}
+	}
+	c.order = slices.DeleteFunc(c.order, func(x *conn) bool { return x == b })
+	delete(c.waiting, b)
+	c.waiting[a] = true
+	return a
+}
+
+// note counts a packet, learns the client from it and spots retransmissions.
+func (cn *conn) note(p *Packet, t kernel.ConntrackTuple) {
+	cn.count++
+	if p.Time.After(cn.last) {
+		cn.last = p.Time
+	}
+	if p.Time.Before(cn.first) {
+		cn.first = p.Time
+	}
+	if !cn.pinned {
+		switch {
+		case p.Proto == unix.IPPROTO_TCP && p.Flags&(tcpSYN|tcpACK) == tcpSYN,
+			p.isEcho() && t.Src.Port() != 0:
+			cn.client, cn.server, cn.pinned = t.Src, t.Dst, true
+		case p.Proto == unix.IPPROTO_TCP && p.Flags&(tcpSYN|tcpACK) == tcpSYN|tcpACK,
+			p.isEcho() && t.Dst.Port() != 0:
+			cn.client, cn.server, cn.pinned = t.Dst, t.Src, true
+		case !cn.client.IsValid() || !p.Time.After(cn.first):
+			// Guess: the earliest packet comes from the client.
+			cn.client, cn.server = t.Src, t.Dst
+		}
+	}
+	if p.Proto == unix.IPPROTO_TCP && (p.Payload > 0 || p.Flags&(tcpSYN|tcpFIN) != 0) {
+		s := segment{iface: p.Iface, dir: p.Dir, src: p.Src, dst: p.Dst, seq: p.Seq, payload: p.Payload, synFin: p.Flags & (tcpSYN | tcpFIN | tcpACK)}
+		if n, seen := cn.segs[s]; seen {
+			cn.segs[s] = n + 1
+			if len(cn.retx) < 8 {
+				cn.retx = append(cn.retx, *p)
+			}
+		} else {
+			if len(cn.segs) >= maxSegments {
+				// Retransmissions come soon after the original: an old window can go.
+				clear(cn.segs)
+			}
+			cn.segs[s] = 1
+		}
+	}
+}
+
+// role says whether a tuple travels as the connection's request or its reply.
+func (cn *conn) role(t kernel.ConntrackTuple) string {
+	if e := cn.ct; e != nil {
+		switch t {
+		case e.Orig, e.Reply.Reverse():
+			return RoleRequest
+		case e.Reply, e.Orig.Reverse():
+			return RoleReply
+		}
+	}
+	switch {
+	case t.Src == cn.client:
+		return RoleRequest
+	case t.Dst == cn.client:
+		return RoleReply
+	}
+	return ""
+}
+
+// flow is the connection as the client opened it.
+func (cn *conn) flow() kernel.ConntrackTuple {
+	if cn.ct != nil {
+		return cn.ct.Orig
+	}
+	return kernel.ConntrackTuple{Proto: cn.proto, Src: cn.client, Dst: cn.server}
+}
+
+// legs sorts the connection's packets by role and direction: the first packet of each
+// (role, direction, layer-3 interface), in time order. Packets to other hosts that a
+// promiscuous interface picked up are left out: the host's stack never handled them.
+type legs struct {
+	reqIn, reqOut, repIn, repOut []Packet
+	request, reply               bool // roles seen
+}
+
+func (c *Correlator) legsOf(cn *conn) legs {
+	var l legs
+	var seen [8]legKey
+	keys := seen[:0]
+	for i := range cn.obs {
+		p := &cn.obs[i]
+		if p.Type == kernel.PacketOtherHost {
+			continue
+		}
+		role := cn.role(p.Tuple())
+		if role == "" {
+			continue
+		}
+		if role == RoleRequest {
+			l.request = true
+		} else {
+			l.reply = true
+		}
+		key := legKey{role: role, dir: p.Dir, iface: c.cfg.L3(p.Iface)}
+		if slices.Contains(keys, key) {
+			continue
+		}
+		keys = append(keys, key)
+		switch {
+		case role == RoleRequest && p.Dir == kernel.In:
+			l.reqIn = append(l.reqIn, *p)
+		case role == RoleRequest:
+			l.reqOut = append(l.reqOut, *p)
+		case p.Dir == kernel.In:
+			l.repIn = append(l.repIn, *p)
+		default:
+			l.repOut = append(l.repOut, *p)
+		}
+	}
+	return l
+}
+
+// sharesIface reports whether two packet lists were seen on a common layer-3 interface.
+func (c *Correlator) sharesIface(a, b []Packet) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if c.cfg.L3(x.Iface) == c.cfg.L3(y.Iface) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// evaluate makes the findings that need no waiting.
+func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
+	var out []Finding
+	l := c.legsOf(cn)
+	if !cn.reported[FindingAsymmetricReturn] {
+		switch {
+		case len(l.reqIn) > 0 && len(l.repOut) > 0 && !c.sharesIface(l.reqIn, l.repOut):
+			in, out2 := l.reqIn[0], l.repOut[0]
+			f := c.finding(cn, FindingAsymmetricReturn, engine.SeverityError, now,
+				fmt.Sprintf("the request came in on %s but the reply left by %s", c.cfg.L3(in.Iface), c.cfg.L3(out2.Iface)),
+				[]Packet{in, out2})
+			f.Ingress, f.Egress = c.cfg.L3(in.Iface), c.cfg.L3(out2.Iface)
+			f.Evidence = append(f.Evidence,
+				fmt.Sprintf("%s came in on %s", in.What(), in.Iface),
+				fmt.Sprintf("%s left by %s", out2.What(), out2.Iface),
+				fmt.Sprintf("the reply's source %s is what the client sees; a NAT or stateful firewall in front of %s never sees the reply and the client drops or resets it", endpoint(out2.Proto, out2.Src), f.Ingress))
+			f.Fix = engine.Fix{
+				Summary: fmt.Sprintf("route replies back out of the interface the request came in on: a routing table per uplink and `ip rule add from <address on %s> table <its table>`, or mark connections by ingress (CONNMARK) and route by fwmark", f.Egress),
+				Wizard:  engine.WizardSourceReturn,
+			}
+			out = append(out, f)
+		case len(l.reqOut) > 0 && len(l.repIn) > 0 && !c.sharesIface(l.reqOut, l.repIn):
+			o, in := l.reqOut[0], l.repIn[0]
+			f := c.finding(cn, FindingAsymmetricReturn, engine.SeverityError, now,
+				fmt.Sprintf("the request left by %s but the reply came back on %s", c.cfg.L3(o.Iface), c.cfg.L3(in.Iface)),
+				[]Packet{o, in})
+			f.Ingress, f.Egress = c.cfg.L3(in.Iface), c.cfg.L3(o.Iface)
+			f.Evidence = append(f.Evidence,
+				fmt.Sprintf("%s left by %s", o.What(), o.Iface),
+				fmt.Sprintf("%s came in on %s", in.What(), in.Iface),
+				fmt.Sprintf("strict rp_filter on %s drops such replies; a stateful firewall on the way may too", f.Ingress))
+			f.Fix = engine.Fix{Summary: "make the request leave by the interface its replies come back on (policy routing by source), or loosen rp_filter on " + f.Ingress, Wizard: engine.WizardSourceReturn}
+			out = append(out, f)
+		}
+	}
+	if !cn.reported[FindingResetByPeer] {
+		for _, p := range cn.obs {
+			if p.Proto != unix.IPPROTO_TCP || p.Flags&tcpRST == 0 || p.Type == kernel.PacketOtherHost {
+				continue
+			}
+			role := cn.role(p.Tuple())
+			who := "the server " + endpoint(p.Proto, p.Src)
+			if role == RoleRequest {
+				who = "the client " + endpoint(p.Proto, p.Src)
+			}
+			sev, summary := engine.SeverityWarning, who+" reset the connection"
+			if role == RoleReply && !cn.handshake(c).synAck {
+				sev, summary = engine.SeverityError, who+" refused the connection: it answered with a reset (nothing listens, or a REJECT rule)"
+			}
+			f := c.finding(cn, FindingResetByPeer, sev, now, summary, []Packet{p})
+			f.Evidence = append(f.Evidence, fmt.Sprintf("%s on %s %s", p.What(), p.Iface, p.Dir))
+			f.Fix.Summary = "a reset ends a connection at once: look at the other findings of this connection for why it was sent"
+			if sev == engine.SeverityError {
+				f.Fix.Summary = fmt.Sprintf("check that a server listens on %s and that no REJECT rule matches the flow", endpoint(p.Proto, p.Src))
+			}
+			if l.request && role == RoleRequest && !cn.handshake(c).synAck {
+				f.Evidence = append(f.Evidence, "the client resets what it did not ask for: a reply from an unexpected address or port gets a reset")
+			}
+			out = append(out, f)
+			break
+		}
+	}
+	if len(cn.retx) > 0 && !cn.reported[FindingRetransmits] {
+		r := cn.retx[0]
+		f := c.finding(cn, FindingRetransmits, engine.SeverityWarning, now,
+			fmt.Sprintf("%s sent a segment again: what should answer it did not arrive", endpoint(r.Proto, r.Src)),
+			append([]Packet{}, cn.retx...))
+		for _, x := range cn.retx {
+			f.Evidence = append(f.Evidence, fmt.Sprintf("again at %s on %s %s: %s", x.Time.Format("15:04:05.000000"), x.Iface, x.Dir, x.What()))
+		}
+		f.Fix.Summary = "find where the answer is lost: the other findings of this connection, or `roundtrip trace` of the flow on each host on the way"
+		out = append(out, f)
+	}
+	return out
+}
+
+// handshakeState is how far a TCP connection got.
+type handshakeState struct{ syn, synAck, ack bool }
+
+func (cn *conn) handshake(c *Correlator) handshakeState {
+	var h handshakeState
+	for _, p := range cn.obs {
+		if p.Proto != unix.IPPROTO_TCP || p.Type == kernel.PacketOtherHost {
+			continue
+		}
+		role := cn.role(p.Tuple())
+		switch {
+		case role == RoleRequest && p.Flags&(tcpSYN|tcpACK) == tcpSYN:
+			h.syn = true
+		case role == RoleReply && p.Flags&(tcpSYN|tcpACK) == tcpSYN|tcpACK:
+			h.synAck = true
+		case role == RoleRequest && h.synAck && p.Flags&(tcpSYN|tcpACK|tcpRST) == tcpACK:
+			h.ack = true
+		}
+	}
+	return h
+}
+
+// Completed reports whether the connection went through this host both ways: a TCP handshake
+// that finished, or for other protocols a reply to a request.
+func (cn *conn) completed(c *Correlator) bool {
+	if cn.proto == unix.IPPROTO_TCP {
+		h := cn.handshake(c)
+		return h.syn && h.synAck && h.ack
+	}
+	l := c.legsOf(cn)
+	return l.request && l.reply
+}
+
+// Tick makes the findings that are due by now: packets that were not forwarded in time and
+// forwarded requests whose reply did not come.
+func (c *Correlator) Tick(now time.Time) []Finding {
+	var out []Finding
+	for cn := range c.waiting {
+		if cn.reported[FindingForwardedNotSeen] && cn.reported[FindingReplyNotSeen] || now.Sub(cn.last) > 5*time.Minute {
+			delete(c.waiting, cn)
+			continue
+		}
+		out = append(out, c.checkTimed(cn, now)...)
+	}
+	slices.SortFunc(out, func(a, b Finding) int { return a.Conn - b.Conn })
+	return out
+}
+
+func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
+	l := c.legsOf(cn)
+	if len(l.reqIn) == 0 || l.reply {
+		// Nothing to wait for: nothing came in to forward, or the reply came. A new leg
+		// puts the connection back on the list.
+		delete(c.waiting, cn)
+		return nil
+	}
+	in := l.reqIn[0]
+	switch {
+	case len(l.reqOut) == 0 && !cn.reported[FindingForwardedNotSeen] && now.Sub(in.Time) >= c.cfg.ForwardWait:
+		if in.Type != kernel.PacketHost || c.cfg.Local == nil {
+			delete(c.waiting, cn)
+			return nil
+		}
+		// Ask conntrack before deciding: the packet may have left NATed, as another tuple.
+		if cn.ct == nil {
+			if e, ok := c.lookup(in.Tuple(), now); ok {
+				out := c.link(e, now)
+				cn = c.conns[canon(in.Tuple())]
+				if len(c.legsOf(cn).reqOut) > 0 {
+					return out
+				}
+			}
+		}
+		dst := in.Dst.Addr()
+		if cn.ct != nil {
+			dst = cn.ct.Reply.Src.Addr() // where the packet goes after DNAT
+		}
+		if c.cfg.Local(dst) || !dst.IsGlobalUnicast() {
+			delete(c.waiting, cn)
+			return nil // delivered here, or not forwardable anyway
+		}
+		delete(c.waiting, cn)
+		f := c.finding(cn, FindingForwardedNotSeen, engine.SeverityError, now,
+			fmt.Sprintf("the %s packet from %s to %s came in on %s and never left", engine.ProtoName(int(in.Proto)), endpoint(in.Proto, in.Src), endpoint(in.Proto, in.Dst), in.Iface), []Packet{in})
+		f.Evidence = append(f.Evidence, fmt.Sprintf("%s came in on %s", in.What(), in.Iface))
+		f.Ingress = c.cfg.L3(in.Iface)
+		f.Evidence = append(f.Evidence, fmt.Sprintf("no copy of it left by any captured interface within %s", c.cfg.ForwardWait))
+		if c.cfg.Explain != nil {
+			// Routing sees the bridge, not the port a frame came in by.
+			if x, ok := c.cfg.Explain(in.Tuple(), c.cfg.L3(in.Iface)); ok {
+				f.Cause = x.Cause
+				f.Summary += ": " + x.Summary
+				f.Evidence = append(f.Evidence, x.Evidence...)
+				f.Fix = x.Fix
+			}
+		}
+		if f.Cause == "" {
+			f.Evidence = append(f.Evidence, "the model of this host finds no reason: a rule it cannot evaluate (nftables, ebtables, tc) or a bridge netfilter setting may drop it")
+		}
+		return []Finding{f}
+	case len(l.reqOut) > 0 && !cn.reported[FindingReplyNotSeen] && now.Sub(l.reqOut[0].Time) >= c.cfg.ReplyWait:
+		o := l.reqOut[0]
+		// conntrack has the last word: a reply that passed on an interface not captured.
+		delete(c.waiting, cn)
+		if e, ok := c.lookup(o.Tuple(), now); ok {
+			cn.ct = e
+			if !e.Unreplied() {
+				return nil
+			}
+		}
+		f := c.finding(cn, FindingReplyNotSeen, engine.SeverityError, now,
+			fmt.Sprintf("the request was forwarded by %s to %s and no reply came back through this host", o.Iface, endpoint(o.Proto, o.Dst)),
+			[]Packet{in, o})
+		f.Ingress, f.Egress = c.cfg.L3(in.Iface), c.cfg.L3(o.Iface)
+		f.Evidence = append(f.Evidence,
+			fmt.Sprintf("%s came in on %s", in.What(), in.Iface),
+			fmt.Sprintf("%s left by %s", o.What(), o.Iface),
+			fmt.Sprintf("no reply within %s", c.cfg.ReplyWait))
+		if cn.ct != nil {
+			f.Conntrack = cn.ct
+			if cn.ct.Unreplied() {
+				f.Evidence = append(f.Evidence, "conntrack has the connection as [UNREPLIED]: no reply passed through this host")
+			}
+		}
+		client := in.Src.Addr()
+		if f.Ingress == f.Egress {
+			f.Summary += fmt.Sprintf(": the backend %s is on the same link as the client %s", o.Dst.Addr(), client)
+			f.Evidence = append(f.Evidence, fmt.Sprintf("the request left by %s, the interface it came in on: the backend answers the client %s directly, not through this host", o.Iface, client))
+		}
+		if cn.ct != nil && cn.ct.DNAT() && !cn.ct.SNAT() {
+			f.Evidence = append(f.Evidence, fmt.Sprintf("the connection is DNATed (to %s) but not SNATed: the reply goes from %s straight to %s, which expects %s and drops or resets it (reply bypasses NAT)",
+				endpoint(o.Proto, cn.ct.Reply.Src), endpoint(o.Proto, cn.ct.Reply.Src), client, endpoint(o.Proto, cn.ct.Orig.Dst)))
+			f.Fix = engine.Fix{
+				Summary: fmt.Sprintf("also SNAT the forwarded traffic to this host's address so the reply comes back through it: iptables -t nat -A POSTROUTING -d %s -p %s --dport %d -j SNAT --to-source %s",
+					cn.ct.Reply.Src.Addr(), engine.ProtoName(int(o.Proto)), cn.ct.Reply.Src.Port(), cn.ct.Orig.Dst.Addr()),
+				Wizard: engine.WizardPortForward,
+			}
+		} else {
+			f.Fix = engine.Fix{Summary: fmt.Sprintf("check that %s answers and that its route back to %s points at this host; otherwise SNAT the forwarded traffic to this host's address", o.Dst.Addr(), o.Src.Addr()), Wizard: engine.WizardSNATGateway}
+		}
+		return []Finding{f}
+	}
+	return nil
+}
+
+// checkBypass pairs a client's request with a "reply" that came from an address or port the
+// client never spoke to (seed 004: the backend answers the client directly around the DNAT).
+func (c *Correlator) checkBypass(cn *conn, now time.Time) []Finding {
+	var out []Finding
+	for _, ep := range []netip.AddrPort{cn.keys[0].Src, cn.keys[0].Dst} {
+		for _, other := range c.byEndpoint[endpointKey(cn.proto, ep)] {
+			if other == cn {
+				continue
+			}
+			for _, pair := range [2][2]*conn{{cn, other}, {other, cn}} {
+				if f, ok := c.bypass(pair[0], pair[1], ep, now); ok {
+					out = append(out, f)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// bypass reports whether req is a client's connection from ep and stray holds only packets
+// to ep from elsewhere: replies that bypassed the NAT the client spoke through.
+func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) (Finding, bool) {
+	if req.reported[FindingReplyBypassesNAT] || req.client != ep || !req.pinned && req.proto == unix.IPPROTO_TCP {
+		return Finding{}, false
+	}
+	var request *Packet
+	for i := range req.obs {
+		if req.obs[i].Tuple().Src == ep {
+			request = &req.obs[i]
+			break
+		}
+	}
+	if request == nil {
+		return Finding{}, false
+	}
+	var reply *Packet
+	for i := range stray.obs {
+		p := &stray.obs[i]
+		t := p.Tuple()
+		if t.Src == ep {
+			return Finding{}, false // the client spoke to this peer itself
+		}
+		if t.Dst != ep || t.Src == req.server {
+			continue
+		}
+		if p.Proto == unix.IPPROTO_TCP && p.Flags&(tcpSYN|tcpACK) == tcpSYN {
+			continue // a new connection to the client, not a reply
+		}
+		if req.ct != nil && req.ct.Has(t) {
+			return Finding{}, false
+		}
+		reply = p
+		break
+	}
+	if reply == nil {
+		return Finding{}, false
+	}
+	f := c.finding(req, FindingReplyBypassesNAT, engine.SeverityError, now,
+		fmt.Sprintf("the reply came from %s but the client %s spoke to %s", endpoint(reply.Proto, reply.Src), endpoint(request.Proto, ep), endpoint(request.Proto, request.Dst)),
+		[]Packet{*request, *reply})
+	f.Ingress, f.Egress = request.Iface, reply.Iface
+	f.Evidence = append(f.Evidence,
+		fmt.Sprintf("%s on %s %s", request.What(), request.Iface, request.Dir),
+		fmt.Sprintf("%s on %s %s", reply.What(), reply.Iface, reply.Dir),
+		"the server behind a DNAT answered the client directly: its reply never went back through the NAT, so its source was never rewritten")
+	f.Fix = engine.Fix{
+		Summary: fmt.Sprintf("on the host that DNATs %s, also SNAT the forwarded traffic to its own address so that replies return through it", endpoint(request.Proto, request.Dst)),
+		Wizard:  engine.WizardPortForward,
+	}
+	return f, true
+}
+
+// finding starts a finding about a connection and marks it reported.
+func (c *Correlator) finding(cn *conn, id, severity string, now time.Time, summary string, pkts []Packet) Finding {
+	cn.reported[id] = true
+	for i := range pkts {
+		pkts[i].Conn, pkts[i].Role = cn.id, cn.role(pkts[i].Tuple())
+	}
+	f := Finding{
+		Finding:   engine.Finding{ID: id, Severity: severity, Summary: summary, Evidence: []string{}, Fix: engine.Fix{Args: []string{}}},
+		Time:      now,
+		Conn:      cn.id,
+		Flow:      cn.flow(),
+		Packets:   pkts,
+		Conntrack: cn.ct,
+	}
+	c.counts[severity]++
+	if len(c.findings) < maxFindings {
+		c.findings = append(c.findings, f)
+	}
+	return f
+}
+
+// Findings returns the findings made so far (the first 10000 of them).
+func (c *Correlator) Findings() []Finding { return c.findings }
+
+// Counts returns how many findings were made, by severity.
+func (c *Correlator) Counts() map[string]int { return c.counts }
+
+// ConnSummary describes one connection at the end of a capture.
+type ConnSummary struct {
+	ID        int                    `json:"id"`
+	Flow      kernel.ConntrackTuple  `json:"flow"`
+	Packets   int                    `json:"packets"`
+	Path      []string               `json:"path"` // "eth0 in request", ... in time order
+	Completed bool                   `json:"completed"`
+	Conntrack *kernel.ConntrackEntry `json:"conntrack,omitempty"`
+	Findings  []string               `json:"findings,omitempty"`
+}
+
+// Conns summarises the connections, oldest first.
+func (c *Correlator) Conns() []ConnSummary {
+	out := make([]ConnSummary, 0, len(c.order))
+	for _, cn := range c.order {
+		s := ConnSummary{ID: cn.id, Flow: cn.flow(), Packets: cn.count, Completed: cn.completed(c), Conntrack: cn.ct}
+		seen := map[string]bool{}
+		for _, p := range cn.obs {
+			step := fmt.Sprintf("%s %s %s", p.Iface, p.Dir, cn.role(p.Tuple()))
+			if !seen[step] {
+				seen[step] = true
+				s.Path = append(s.Path, strings.TrimSpace(step))
+			}
+		}
+		for id := range cn.reported {
+			s.Findings = append(s.Findings, id)
+		}
+		slices.Sort(s.Findings)
+		out = append(out, s)
+	}
+	return out
+}

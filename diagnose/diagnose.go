@@ -1,0 +1,312 @@
+// Package diagnose watches flows live: it captures their packets on every interface, ties them
+// together across NAT with conntrack, and says what went wrong, with the packets as evidence.
+package diagnose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+)
+
+// DiagnoseOptions names the flow to diagnose and where.
+type DiagnoseOptions struct {
+	Namespace kernel.Namespace
+	// Request is the flow as trace takes it (a zero source port matches any client port).
+	Request engine.TraceRequest
+	// Timeout ends the watch when the flow neither completes nor fails (default 10 s).
+	Timeout time.Duration
+	// Ifaces limits the capture (empty: every interface).
+	Ifaces []string
+	// Pcap, when set, receives the captured packets as pcapng.
+	Pcap io.Writer
+	// ForwardWait and ReplyWait tune the correlator (0: defaults).
+	ForwardWait, ReplyWait time.Duration
+	// State is the namespace's state to trace with; nil reads it from the kernel.
+	State *engine.State
+}
+
+// Outcomes of a diagnosis.
+const (
+	OutcomeCompleted  = "completed"  // the flow went through this host both ways
+	OutcomeFailed     = "failed"     // live findings say what broke it
+	OutcomeIncomplete = "incomplete" // packets seen, not completed, no finding
+	OutcomeNotSeen    = "not-seen"   // no packet of the flow was seen
+	OutcomeModelOnly  = "model-only" // no live capture possible: the trace's word only
+	verdictGrace      = 300 * time.Millisecond
+)
+
+// Verdict is the end of a diagnosis: what the model predicts, what the wire showed, and the
+// conclusion.
+type Verdict struct {
+	Outcome string `json:"outcome"`
+	Summary string `json:"summary"`
+	// Trace is the model's view of the flow (engine.Trace).
+	Trace *engine.TraceResult `json:"trace"`
+	// Capture is what the live capture saw; nil when it was not possible (see Notice).
+	Capture *CaptureSummary `json:"capture"`
+	// Conntrack holds the flow's conntrack entries at the end: the NAT tuples.
+	Conntrack []kernel.ConntrackEntry `json:"conntrack"`
+	// Notice says why the live part was missing, when it was.
+	Notice string `json:"notice,omitempty"`
+}
+
+// Errors counts the problems of severity error: live ones, or the model's when the flow was
+// not seen live.
+func (v *Verdict) Errors() int {
+	switch v.Outcome {
+	case OutcomeFailed:
+		return v.Capture.Errors()
+	case OutcomeNotSeen, OutcomeModelOnly, OutcomeIncomplete:
+		return v.Trace.Errors()
+	}
+	return 0
+}
+
+// matcher selects the connections of the requested flow: the client (when given) and the
+// server the client spoke to.
+func matcher(req engine.TraceRequest) func(kernel.ConntrackTuple) bool {
+	return func(t kernel.ConntrackTuple) bool {
+		if int(t.Proto) != req.Proto {
+			return false
+		}
+		ports := hasPortsProto(t.Proto)
+		if a := req.Src.Addr(); a.IsValid() && !a.IsUnspecified() && t.Src.Addr() != a {
+			return false
+		}
+		if ports && req.Src.Port() != 0 && t.Src.Port() != req.Src.Port() {
+			return false
+		}
+		if t.Dst.Addr() != req.Dst.Addr() {
+			return false
+		}
+		return !ports || req.Dst.Port() == 0 || t.Dst.Port() == req.Dst.Port()
+	}
+}
+
+// Diagnose traces a flow with the model, then watches it live (capture and conntrack) until it
+// completes, fails or the timeout passes, and ends with a verdict. Events of the watch are
+// passed to emit as they happen. Without the capabilities to capture, the verdict rests on the
+// model alone and says so.
+func Diagnose(ctx context.Context, opts DiagnoseOptions, emit func(Event) error) (*Verdict, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = 10 * time.Second
+	}
+	st := opts.State
+	if st == nil {
+		var err error
+		if st, err = kernel.Read(ctx, opts.Namespace); err != nil {
+			return nil, err
+		}
+	}
+	req := opts.Request
+	tr := engine.Trace(st, engine.NewFIB(st), req)
+	v := &Verdict{Trace: tr, Conntrack: []kernel.ConntrackEntry{}}
+
+	// Capture the flow as the client sends it and as the model says it leaves after NAT, in
+	// both directions.
+	proto := uint8(req.Proto)
+	filter := kernel.FlowFilter(proto, unspecifiedAsAny(req.Src), req.Dst)
+	for _, leg := range []*engine.Leg{&tr.Forward, tr.Reply} {
+		if leg != nil && leg.Packet.Dst.Addr().IsValid() {
+			filter.AddFlow(proto, unspecifiedAsAny(leg.Packet.Src), unspecifiedAsAny(leg.Packet.Dst))
+		}
+	}
+	match := matcher(req)
+	var doneAt time.Time
+	sum, err := Capture(ctx, CaptureOptions{
+		Namespace: opts.Namespace, Ifaces: opts.Ifaces, Filter: filter, Duration: opts.Timeout,
+		Pcap: opts.Pcap, ForwardWait: opts.ForwardWait, ReplyWait: opts.ReplyWait,
+		Done: func(c *Correlator, now time.Time) bool {
+			completed, failed := c.state(match)
+			if (completed || failed) && doneAt.IsZero() {
+				// A little longer, for the packets and findings that follow.
+				doneAt = now.Add(verdictGrace)
+				if failed {
+					doneAt = now.Add(time.Second)
+				}
+			}
+			return !doneAt.IsZero() && now.After(doneAt)
+		},
+	}, emit)
+	var ce *kernel.CapabilityError
+	switch {
+	case errors.As(err, &ce):
+		v.Outcome, v.Notice = OutcomeModelOnly, err.Error()
+		v.Summary = "no live capture: " + err.Error() + "; the model says: " + traceSummary(tr)
+		return v, nil
+	case err != nil:
+		return nil, err
+	}
+	v.Capture = sum
+	v.Conntrack = flowEntries(ctx, opts.Namespace, req, seenFlows(sum, match))
+	v.conclude(match, opts.Timeout)
+	return v, nil
+}
+
+func unspecifiedAsAny(ap netip.AddrPort) netip.AddrPort {
+	if ap.Addr().IsUnspecified() {
+		return netip.AddrPortFrom(netip.Addr{}, ap.Port())
+	}
+	return ap
+}
+
+// state reports whether a connection of the flow completed, and whether one has an error
+// finding.
+func (c *Correlator) state(match func(kernel.ConntrackTuple) bool) (completed, failed bool) {
+	for _, cn := range c.order {
+		if !match(cn.flow()) {
+			continue
+		}
+		if cn.completed(c) {
+			completed = true
+		}
+		for _, f := range c.findings {
+			if f.Conn == cn.id && f.Severity == engine.SeverityError {
+				failed = true
+			}
+		}
+	}
+	return completed, failed
+}
+
+// seenFlows narrows a flow match to the connections the capture saw, when it saw any: entries
+// of earlier attempts stay out of the verdict.
+func seenFlows(sum *CaptureSummary, match func(kernel.ConntrackTuple) bool) func(kernel.ConntrackTuple) bool {
+	seen := map[kernel.ConntrackTuple]bool{}
+	for _, c := range sum.Conns {
+		if match(c.Flow) {
+			seen[c.Flow] = true
+		}
+	}
+	if len(seen) == 0 {
+		return match
+	}
+	return func(t kernel.ConntrackTuple) bool { return seen[t] }
+}
+
+// flowEntries lists the conntrack entries of the flow (nil when conntrack cannot be read).
+func flowEntries(ctx context.Context, ns kernel.Namespace, req engine.TraceRequest, match func(kernel.ConntrackTuple) bool) []kernel.ConntrackEntry {
+	out := []kernel.ConntrackEntry{}
+	c, err := kernel.OpenConntrack(ns)
+	if err != nil {
+		return out
+	}
+	defer c.Close()
+	_ = c.Dump(ctx, &kernel.ConntrackFilter{Proto: uint8(req.Proto), Addr: req.Dst.Addr()}, func(e *kernel.ConntrackEntry) error {
+		if match(e.Orig) {
+			out = append(out, *e)
+		}
+		return nil
+	})
+	return out
+}
+
+func (v *Verdict) conclude(match func(kernel.ConntrackTuple) bool, timeout time.Duration) {
+	var conns []ConnSummary
+	for _, cs := range v.Capture.Conns {
+		if match(cs.Flow) {
+			conns = append(conns, cs)
+		}
+	}
+	var errs []string
+	for _, f := range v.Capture.Findings {
+		if f.Severity == engine.SeverityError && match(f.Flow) {
+			errs = append(errs, f.ID+": "+f.Summary)
+		}
+	}
+	completed := false
+	for _, cs := range conns {
+		completed = completed || cs.Completed
+	}
+	switch {
+	case len(errs) > 0:
+		v.Outcome = OutcomeFailed
+		v.Summary = "the flow is broken: " + strings.Join(errs, "; ")
+	case completed:
+		v.Outcome = OutcomeCompleted
+		v.Summary = "the flow completed through this host"
+		for _, cs := range conns {
+			if cs.Completed {
+				v.Summary += ": " + strings.Join(cs.Path, ", ")
+				break
+			}
+		}
+	case len(conns) > 0:
+		v.Outcome = OutcomeIncomplete
+		v.Summary = fmt.Sprintf("packets of the flow were seen but it did not complete within %s and nothing explains it on the wire; the model says: %s", timeout, traceSummary(v.Trace))
+	default:
+		v.Outcome = OutcomeNotSeen
+		v.Summary = fmt.Sprintf("no packet of the flow was seen within %s (is the client sending? is it reaching this host?); the model says: %s", timeout, traceSummary(v.Trace))
+	}
+}
+
+// traceSummary is the model's conclusion in a sentence.
+func traceSummary(tr *engine.TraceResult) string {
+	var errs []string
+	for _, f := range tr.Findings {
+		if f.Severity == engine.SeverityError {
+			errs = append(errs, f.ID+": "+f.Summary)
+		}
+	}
+	if len(errs) == 0 {
+		return "the flow should work (forward leg " + tr.Forward.Verdict + ")"
+	}
+	return strings.Join(errs, "; ")
+}
+
+// RenderVerdict writes a verdict for a person (the trace itself is rendered by the caller).
+func RenderVerdict(w io.Writer, v *Verdict) {
+	if v.Capture != nil {
+		RenderSummary(w, v.Capture)
+	}
+	if len(v.Conntrack) > 0 {
+		fmt.Fprintln(w, "conntrack entries of the flow:")
+		for i := range v.Conntrack {
+			fmt.Fprintf(w, "  %s\n", EntryLine(&v.Conntrack[i]))
+		}
+	}
+	fmt.Fprintf(w, "verdict: %s: %s\n", v.Outcome, v.Summary)
+}
+
+// RenderSummary writes the end of a capture: the connections, the kernel's counters and the
+// conntrack table's state.
+func RenderSummary(w io.Writer, s *CaptureSummary) {
+	const maxShown = 50
+	if len(s.Conns) > 0 {
+		fmt.Fprintf(w, "connections (%d):\n", len(s.Conns))
+	}
+	for i, c := range s.Conns {
+		if i == maxShown {
+			fmt.Fprintf(w, "  ... and %d more (--json lists all)\n", len(s.Conns)-maxShown)
+			break
+		}
+		state := "incomplete"
+		if c.Completed {
+			state = "completed"
+		}
+		fmt.Fprintf(w, "  conn %d %s: %d packets, %s; path %s\n", c.ID, c.Flow, c.Packets, state, strings.Join(c.Path, ", "))
+		if c.Conntrack != nil {
+			fmt.Fprintf(w, "    conntrack %s\n", EntryLine(c.Conntrack))
+		}
+		if len(c.Findings) > 0 {
+			fmt.Fprintf(w, "    findings: %s\n", strings.Join(c.Findings, ", "))
+		}
+	}
+	k := s.Kernel
+	fmt.Fprintf(w, "captured %d packets on %d interfaces; kernel: %d matched the filter, %d dropped (ring full), %d ring freezes\n",
+		s.Packets, len(s.Interfaces), k.KernelPackets, k.KernelDrops, k.QueueFreezes)
+	if s.ConntrackEventsLost > 0 {
+		fmt.Fprintf(w, "conntrack events lost %d times (socket buffer overrun): correlation may miss NAT links\n", s.ConntrackEventsLost)
+	}
+	if s.Conntrack != nil {
+		RenderConntrackStats(w, s.Conntrack)
+	}
+	fmt.Fprintf(w, "findings: %d error(s), %d warning(s)\n", s.Counts[engine.SeverityError], s.Counts[engine.SeverityWarning])
+}

@@ -1,0 +1,113 @@
+package diagnose
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+)
+
+// Live finding ids. The ones trace can also make share its ids, so that a script matches one
+// name whether the model or the wire found the problem.
+const (
+	// FindingAsymmetricReturn: the request came in on one NIC and the reply left by another.
+	FindingAsymmetricReturn = engine.FindingAsymmetricReturn
+	// FindingReplyNotSeen: the request was forwarded and no reply came back through this host.
+	FindingReplyNotSeen = "reply-not-seen"
+	// FindingReplyBypassesNAT: a reply came from an address the client never spoke to.
+	FindingReplyBypassesNAT = engine.FindingReplyBypassesNAT
+	// FindingForwardedNotSeen: a packet for another host came in and never went out.
+	FindingForwardedNotSeen = "forwarded-not-seen"
+	// FindingResetByPeer: a TCP reset ended the connection.
+	FindingResetByPeer = "reset-by-peer"
+	// FindingRetransmits: the same segment was sent again: what it answers never arrived.
+	FindingRetransmits = "retransmits"
+)
+
+// Finding is a problem seen on the wire, with the packets that show it.
+type Finding struct {
+	engine.Finding
+	Time time.Time `json:"time"`
+	// Conn is the correlator's id of the connection, as in packet events.
+	Conn int `json:"conn"`
+	// Flow is the connection as the client opened it.
+	Flow kernel.ConntrackTuple `json:"flow"`
+	// Ingress and Egress are the interfaces the finding is about (asymmetric-return: where
+	// the request came in, where the reply left; forwarded-not-seen: where the packet came in).
+	Ingress string `json:"ingress,omitempty"`
+	Egress  string `json:"egress,omitempty"`
+	// Cause explains forwarded-not-seen with the trace engine's finding id
+	// (forwarding-disabled, rp-filter-drop, filtered, no-route, ...).
+	Cause     string                 `json:"cause,omitempty"`
+	Packets   []Packet               `json:"packets"`
+	Conntrack *kernel.ConntrackEntry `json:"conntrack,omitempty"`
+}
+
+// Render writes the finding for a person.
+func (f *Finding) Render(w io.Writer) {
+	fmt.Fprintf(w, "FINDING %s (%s) conn %d: %s\n", f.ID, f.Severity, f.Conn, f.Summary)
+	if f.Cause != "" {
+		fmt.Fprintf(w, "  cause: %s\n", f.Cause)
+	}
+	for _, e := range f.Evidence {
+		fmt.Fprintf(w, "  evidence: %s\n", e)
+	}
+	if f.Conntrack != nil {
+		fmt.Fprintf(w, "  conntrack: %s\n", f.Conntrack)
+	}
+	for i := range f.Packets {
+		fmt.Fprintf(w, "    %s\n", f.Packets[i].String())
+	}
+	if f.Fix.Summary != "" {
+		fmt.Fprintf(w, "  fix: %s\n", f.Fix.Summary)
+		if f.Fix.Wizard != "" {
+			fmt.Fprintf(w, "  wizard: %s\n", strings.TrimSpace("roundtrip "+f.Fix.Wizard+" "+strings.Join(f.Fix.Args, " ")))
+		}
+	}
+}
+
+// Explanation is why a packet that came in was not forwarded, as the trace engine sees it.
+type Explanation struct {
+	Cause    string // a trace finding id: forwarding-disabled, rp-filter-drop, filtered, ...
+	Summary  string
+	Evidence []string
+	Fix      engine.Fix
+}
+
+// causeOrder ranks trace findings as causes of a packet that came in and never left: the
+// first one the trace made is the one reported.
+var causeOrder = []string{
+	engine.FindingForwardingDisabled, engine.FindingRPFilterDrop, engine.FindingFiltered,
+	engine.FindingNoRoute, engine.FindingBlackhole, engine.FindingUnreachable, engine.FindingProhibit,
+	engine.FindingUncertain,
+}
+
+// ExplainWithTrace asks the trace engine why a packet arriving on iif with tuple t is not
+// forwarded. ok is false when the model finds no reason (it thinks the packet leaves).
+func ExplainWithTrace(s *engine.State, t kernel.ConntrackTuple, iif string) (Explanation, bool) {
+	res := engine.Trace(s, engine.NewFIB(s), engine.TraceRequest{Proto: int(t.Proto), Src: portsOnly(t.Proto, t.Src), Dst: portsOnly(t.Proto, t.Dst), IIF: iif})
+	for _, id := range causeOrder {
+		if f := res.Finding(id); f != nil {
+			return Explanation{Cause: f.ID, Summary: f.Summary, Evidence: f.Evidence, Fix: f.Fix}, true
+		}
+	}
+	return Explanation{}, false
+}
+
+// portsOnly drops the ICMP echo id that conntrack tuples carry as ports: trace wants none.
+func portsOnly(proto uint8, ap netip.AddrPort) netip.AddrPort {
+	if hasPortsProto(proto) {
+		return ap
+	}
+	return netip.AddrPortFrom(ap.Addr(), 0)
+}
+
+func hasPortsProto(p uint8) bool {
+	return p == unix.IPPROTO_TCP || p == unix.IPPROTO_UDP || p == unix.IPPROTO_SCTP
+}
