@@ -1,0 +1,47 @@
+package common
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"roundtrip/diagnose"
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+)
+
+// Backend is everything the console asks of the host. The app and the pages call it only
+// inside tea.Cmds, so the kernel never holds up the screen. The live backend talks to a
+// network namespace through engine/kernel; the snapshot backend answers from a file and
+// refuses every change; tests use fakes.
+type Backend interface {
+	// Where names what the console looks at: "this host", "netns lab1", "snapshot host.json".
+	Where() string
+	// Live reports whether the backend looks at a running kernel (false for a snapshot).
+	Live() bool
+	// ReadOnly says why changes cannot be made here ("" when they can).
+	ReadOnly() string
+	// ReadState reads links, rules, routes, netfilter and sysctls.
+	ReadState(ctx context.Context) (*engine.State, error)
+
+	// Apply applies a plan; confirm > 0 starts a revert timer that undoes it unless Confirm
+	// comes first. progress receives one line per step as the apply goes.
+	Apply(ctx context.Context, p *engine.Plan, confirm time.Duration, progress func(string)) (*kernel.Result, error)
+	// Confirm keeps the apply waiting for confirmation.
+	Confirm(ctx context.Context) (*kernel.Journal, error)
+	// Rollback undoes the journal with that id (the latest active one when id is "").
+	Rollback(ctx context.Context, id string) (*kernel.Journal, error)
+	// History lists the journals of applies, oldest first.
+	History(ctx context.Context) ([]*kernel.Journal, error)
+	// Pending returns the apply waiting for confirmation, or nil.
+	Pending(ctx context.Context) (*kernel.Journal, error)
+
+	// Conntrack lists up to max entries of the connection tracking table, with its size.
+	Conntrack(ctx context.Context, max int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error)
+	// Capture watches the packets that pass filter on every interface, correlated into
+	// connections, until ctx ends; emit gets every packet and finding as it happens.
+	Capture(ctx context.Context, filter *kernel.CaptureFilter, emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error)
+}
+
+// ErrReadOnly is returned by a backend that cannot change anything.
+var ErrReadOnly = errors.New("read-only")

@@ -1,0 +1,106 @@
+package common
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+)
+
+// Common is the context every page and component shares.
+type Common struct {
+	Ctx     context.Context
+	Styles  *Styles
+	Backend Backend
+	// Now is the clock (tests fix it so that countdowns render the same every time).
+	Now func() time.Time
+	// After returns a command that delivers msg after d. Every timer of the console goes
+	// through it, so tests can leave time out and send the messages themselves.
+	After func(d time.Duration, msg tea.Msg) tea.Cmd
+	// SSH is the operator's SSH_CONNECTION ("" when not logged in over SSH): an apply that
+	// would change the route back to it is warned about and must keep a confirmation window.
+	SSH string
+}
+
+// New returns a Common on the real clock.
+func New(ctx context.Context, st *Styles, b Backend) *Common {
+	return &Common{Ctx: ctx, Styles: st, Backend: b, Now: time.Now,
+		After: func(d time.Duration, msg tea.Msg) tea.Cmd {
+			return tea.Tick(d, func(time.Time) tea.Msg { return msg })
+		}}
+}
+
+// StateMsg delivers a state read (or its failure). Seq tells reads apart, so that the answer
+// of a read that was superseded is dropped.
+type StateMsg struct {
+	Seq    int
+	State  *engine.State
+	Routes *RouteIndex
+	Err    error
+	Took   time.Duration
+}
+
+// AnalysisMsg delivers what is computed from a state after it arrives: the FIB that trace
+// needs and the doctor's findings. It is computed in the background because a FIB of a
+// million routes takes a while to build.
+type AnalysisMsg struct {
+	Seq      int
+	State    *engine.State
+	FIB      *engine.FIB
+	Findings []engine.Finding
+}
+
+// OpenWizardMsg asks the app to open a wizard, filled from a finding's fix.
+type OpenWizardMsg struct {
+	Wizard string
+	Args   []string
+	From   string // the finding it came from, for the title
+}
+
+// ReloadMsg asks the app to read the state again (after an apply or rollback).
+type ReloadMsg struct{}
+
+// StatusMsg shows a line in the status bar until the next one.
+type StatusMsg struct {
+	Text  string
+	Error bool
+}
+
+// PendingMsg tells the app which apply waits for confirmation (nil: none), so that the
+// countdown shows on every page.
+type PendingMsg struct {
+	Journal *kernel.Journal
+	Err     error
+}
+
+// Status returns a command that shows a status line.
+func Status(text string) tea.Cmd {
+	return func() tea.Msg { return StatusMsg{Text: text} }
+}
+
+// StatusError returns a command that shows an error in the status line.
+func StatusError(err error) tea.Cmd {
+	return func() tea.Msg { return StatusMsg{Text: err.Error(), Error: true} }
+}
+
+// Countdown writes the time left as m:ss (0:00 once it is over).
+func Countdown(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	secs := int((d + time.Second - 1) / time.Second)
+	return fmt.Sprintf("%d:%02d", secs/60, secs%60)
+}
+
+// Duration writes a duration the way people say it: 30s, 1m, 2m30s.
+func Duration(d time.Duration) string {
+	if d >= time.Minute && d%time.Minute == 0 {
+		return strings.TrimSuffix(d.String(), "0s")
+	}
+	return d.String()
+}

@@ -1,0 +1,147 @@
+package common
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"roundtrip/engine"
+)
+
+// RouteIndex groups the positions of a state's routes by table, so that the Routing page can
+// show one table of a million routes without copying or formatting them: rows are formatted
+// from the state by position, and only the visible ones.
+type RouteIndex struct {
+	// Tables are the ids of the tables that hold routes: main, local and default first (the
+	// ones people look at), then the others in ascending order.
+	Tables  []int
+	ByTable map[int][]int32
+	// Defaults are the positions of the default routes (0.0.0.0/0, ::/0) of every table: the
+	// gateways the Overview lists.
+	Defaults []int32
+}
+
+// IndexRoutes builds the index in two passes over the routes (count, then fill), so each
+// table's slice is allocated once at its final size.
+func IndexRoutes(s *engine.State) *RouteIndex {
+	counts := map[int]int{}
+	for i := range s.Routes {
+		counts[s.Routes[i].Table]++
+	}
+	ix := &RouteIndex{ByTable: make(map[int][]int32, len(counts))}
+	for t, n := range counts {
+		ix.ByTable[t] = make([]int32, 0, n)
+		ix.Tables = append(ix.Tables, t)
+	}
+	for i := range s.Routes {
+		r := &s.Routes[i]
+		ix.ByTable[r.Table] = append(ix.ByTable[r.Table], int32(i))
+		if r.Dst.Bits() == 0 && r.Type != engine.RouteLocal && r.Type != engine.RouteBroadcast {
+			ix.Defaults = append(ix.Defaults, int32(i))
+		}
+	}
+	rank := func(t int) int {
+		switch t {
+		case engine.TableMain:
+			return 0
+		case engine.TableLocal:
+			return 2
+		case engine.TableDefault:
+			return 3
+		}
+		return 1
+	}
+	slices.SortFunc(ix.Tables, func(a, b int) int {
+		if ra, rb := rank(a), rank(b); ra != rb {
+			return ra - rb
+		}
+		return a - b
+	})
+	return ix
+}
+
+// RouteFilter selects routes by what an operator types: an address (routes whose destination
+// contains it, as a lookup would consider them), a prefix (routes inside or covering it), or
+// words matched against the device, gateway, type and protocol ("dev eth0", "via 10.0.0.1",
+// "blackhole", "eth0").
+type RouteFilter struct {
+	addr   netip.Addr
+	prefix netip.Prefix
+	words  []string
+}
+
+// ParseRouteFilter reads a filter; the empty string selects everything.
+func ParseRouteFilter(text string) RouteFilter {
+	var f RouteFilter
+	for _, w := range strings.Fields(text) {
+		if a, err := netip.ParseAddr(w); err == nil && !f.addr.IsValid() && !f.prefix.IsValid() {
+			f.addr = a.Unmap()
+			continue
+		}
+		if p, err := netip.ParsePrefix(w); err == nil && !f.addr.IsValid() && !f.prefix.IsValid() {
+			f.prefix = p.Masked()
+			continue
+		}
+		if w == "dev" || w == "via" || w == "proto" {
+			continue
+		}
+		f.words = append(f.words, strings.ToLower(w))
+	}
+	return f
+}
+
+// Empty reports whether the filter selects everything.
+func (f RouteFilter) Empty() bool {
+	return !f.addr.IsValid() && !f.prefix.IsValid() && len(f.words) == 0
+}
+
+// Match reports whether a route passes the filter. It formats nothing, so it can run over a
+// million routes per keystroke.
+func (f RouteFilter) Match(r *engine.Route) bool {
+	if f.addr.IsValid() && !r.Dst.Contains(f.addr) {
+		return false
+	}
+	if f.prefix.IsValid() && !r.Dst.Overlaps(f.prefix) {
+		return false
+	}
+	for _, w := range f.words {
+		if !routeHasWord(r, w) {
+			return false
+		}
+	}
+	return true
+}
+
+func routeHasWord(r *engine.Route, w string) bool {
+	if strings.EqualFold(r.Dev, w) || r.Type == w || r.Protocol == w || r.Scope == w {
+		return true
+	}
+	if r.Gateway.IsValid() && r.Gateway.String() == w {
+		return true
+	}
+	for _, nh := range r.Nexthops {
+		if strings.EqualFold(nh.Dev, w) || (nh.Gateway.IsValid() && nh.Gateway.String() == w) {
+			return true
+		}
+	}
+	return w == "default" && r.Dst.Bits() == 0
+}
+
+// FilterRoutes returns the positions in rows whose routes pass the filter. It checks ctx
+// every 64k routes so that a filter replaced by the next keystroke stops early.
+func FilterRoutes(ctx context.Context, s *engine.State, rows []int32, f RouteFilter) ([]int32, error) {
+	if f.Empty() {
+		return rows, nil
+	}
+	var out []int32
+	for i, ri := range rows {
+		if i&0xffff == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		if f.Match(&s.Routes[ri]) {
+			out = append(out, ri)
+		}
+	}
+	return out, nil
+}

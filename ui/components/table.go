@@ -1,0 +1,245 @@
+package components
+
+import (
+	"fmt"
+	"strings"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+
+	"roundtrip/ui/common"
+)
+
+// Column is one column of a Table.
+type Column struct {
+	Title string
+	Width int // preferred width in cells
+	// Flex columns share the width left over (and give it up first when the screen is narrow,
+	// down to Min).
+	Flex bool
+	Min  int
+	// Drop is the order in which columns are left out when even the minimum widths do not fit:
+	// the highest goes first; 0 is never dropped.
+	Drop int
+}
+
+// Table shows rows of a source of any size, formatting only the rows on screen: Cell is asked
+// for row i only when row i is visible, so a table of a million routes costs what a screenful
+// costs. The source is the page's: typically a slice of positions into the state.
+type Table struct {
+	Columns []Column
+	// Rows is how many rows the source has.
+	Rows int
+	// Cell formats the cells of row i.
+	Cell func(i int) []string
+	// RowStyle, when set, styles row i (the cursor row is always shown selected).
+	RowStyle func(i int) lipgloss.Style
+	// Empty is shown when there are no rows.
+	Empty string
+
+	Cursor  int
+	Offset  int
+	Focused bool
+
+	styles *common.Styles
+	height int // rows of data shown (without the header)
+}
+
+// NewTable returns a focused table.
+func NewTable(st *common.Styles, cols ...Column) *Table {
+	return &Table{Columns: cols, styles: st, Focused: true}
+}
+
+// SetRows changes the row count, keeping the cursor in range.
+func (t *Table) SetRows(n int) {
+	t.Rows = n
+	t.clamp()
+}
+
+func (t *Table) clamp() {
+	if t.Cursor >= t.Rows {
+		t.Cursor = t.Rows - 1
+	}
+	if t.Cursor < 0 {
+		t.Cursor = 0
+	}
+	h := max(t.height, 1)
+	if t.Offset > t.Cursor {
+		t.Offset = t.Cursor
+	}
+	if t.Cursor >= t.Offset+h {
+		t.Offset = t.Cursor - h + 1
+	}
+	if t.Offset > max(t.Rows-h, 0) {
+		t.Offset = max(t.Rows-h, 0)
+	}
+	if t.Offset < 0 {
+		t.Offset = 0
+	}
+}
+
+// MoveTo puts the cursor on row i.
+func (t *Table) MoveTo(i int) {
+	t.Cursor = i
+	t.clamp()
+}
+
+// Update moves the cursor on navigation keys and the mouse wheel; it reports whether it used
+// the message.
+func (t *Table) Update(msg tea.Msg) bool {
+	page := max(t.height-1, 1)
+	switch msg := msg.(type) {
+	case tea.KeyPressMsg:
+		k := common.Keys
+		switch {
+		case key.Matches(msg, k.Up):
+			t.MoveTo(t.Cursor - 1)
+		case key.Matches(msg, k.Down):
+			t.MoveTo(t.Cursor + 1)
+		case key.Matches(msg, k.PageUp):
+			t.Offset = max(t.Offset-page, 0)
+			t.MoveTo(t.Cursor - page)
+		case key.Matches(msg, k.PageDown):
+			t.Offset += page
+			t.MoveTo(t.Cursor + page)
+		case key.Matches(msg, k.Home):
+			t.MoveTo(0)
+		case key.Matches(msg, k.End):
+			t.MoveTo(t.Rows - 1)
+		default:
+			return false
+		}
+		return true
+	case tea.MouseWheelMsg:
+		switch msg.Mouse().Button {
+		case tea.MouseWheelUp:
+			t.MoveTo(t.Cursor - 3)
+		case tea.MouseWheelDown:
+			t.MoveTo(t.Cursor + 3)
+		default:
+			return false
+		}
+		return true
+	}
+	return false
+}
+
+// Click selects the row shown y lines below the table's header.
+func (t *Table) Click(y int) {
+	if y >= 0 && t.Offset+y < t.Rows {
+		t.MoveTo(t.Offset + y)
+	}
+}
+
+// layout decides which columns are shown and how wide.
+func (t *Table) layout(width int) ([]int, []int) {
+	idx := make([]int, 0, len(t.Columns))
+	for i := range t.Columns {
+		idx = append(idx, i)
+	}
+	avail := width - 2 // the cursor marker
+	need := func(ix []int, minimum bool) int {
+		n := 0
+		for k, i := range ix {
+			c := t.Columns[i]
+			w := c.Width
+			if minimum && c.Flex {
+				w = max(c.Min, 1)
+			}
+			n += w
+			if k > 0 {
+				n++
+			}
+		}
+		return n
+	}
+	for need(idx, true) > avail {
+		worst, at := 0, -1
+		for k, i := range idx {
+			if d := t.Columns[i].Drop; d > worst {
+				worst, at = d, k
+			}
+		}
+		if at < 0 {
+			break
+		}
+		idx = append(idx[:at], idx[at+1:]...)
+	}
+	widths := make([]int, len(idx))
+	flex := 0
+	for k, i := range idx {
+		widths[k] = t.Columns[i].Width
+		if t.Columns[i].Flex {
+			flex++
+		}
+	}
+	extra := avail - need(idx, false)
+	if flex > 0 {
+		share := extra / flex
+		rest := extra - share*flex
+		for k, i := range idx {
+			if !t.Columns[i].Flex {
+				continue
+			}
+			widths[k] = max(widths[k]+share+rest, max(t.Columns[i].Min, 1))
+			rest = 0
+		}
+	}
+	return idx, widths
+}
+
+// View renders the header and the visible rows in exactly height lines.
+func (t *Table) View(width, height int) string {
+	st := t.styles
+	t.height = max(height-1, 1)
+	t.clamp()
+	idx, widths := t.layout(width)
+	var b strings.Builder
+	head := make([]string, len(idx))
+	for k, i := range idx {
+		head[k] = Fit(t.Columns[i].Title, widths[k])
+	}
+	b.WriteString(st.Header.Render(Fit("  "+strings.Join(head, " "), width)))
+	if t.Rows == 0 {
+		empty := t.Empty
+		if empty == "" {
+			empty = "(none)"
+		}
+		b.WriteString("\n" + st.Dim.Render(Fit("  "+empty, width)))
+		return Lines(b.String(), width, height)
+	}
+	end := min(t.Offset+t.height, t.Rows)
+	for r := t.Offset; r < end; r++ {
+		cells := t.Cell(r)
+		parts := make([]string, len(idx))
+		for k, i := range idx {
+			c := ""
+			if i < len(cells) {
+				c = cells[i]
+			}
+			parts[k] = Fit(c, widths[k])
+		}
+		marker := "  "
+		if r == t.Cursor && t.Focused {
+			marker = "▸ "
+		}
+		line := Fit(marker+strings.Join(parts, " "), width)
+		switch {
+		case r == t.Cursor && t.Focused:
+			line = st.Selected.Render(line)
+		case t.RowStyle != nil:
+			line = t.RowStyle(r).Render(line)
+		}
+		b.WriteString("\n" + line)
+	}
+	return Lines(b.String(), width, height)
+}
+
+// Position describes where the cursor is: "row 12 of 1000000".
+func (t *Table) Position() string {
+	if t.Rows == 0 {
+		return "0 rows"
+	}
+	return fmt.Sprintf("%d/%d", t.Cursor+1, t.Rows)
+}

@@ -1,0 +1,85 @@
+// Package components holds the console's building blocks: a virtualised table, a pager, the
+// tab bar, the help bar and form fields.
+package components
+
+import (
+	"strings"
+
+	"github.com/charmbracelet/x/ansi"
+)
+
+// Fit cuts or pads a (possibly styled) string to exactly w cells.
+func Fit(s string, w int) string {
+	if w <= 0 {
+		return ""
+	}
+	n := ansi.StringWidth(s)
+	if n > w {
+		return ansi.Truncate(s, w, "…")
+	}
+	return s + strings.Repeat(" ", w-n)
+}
+
+// Cut shortens a string to at most w cells, marking the cut with an ellipsis.
+func Cut(s string, w int) string {
+	if w <= 0 {
+		return ""
+	}
+	if ansi.StringWidth(s) > w {
+		return ansi.Truncate(s, w, "…")
+	}
+	return s
+}
+
+// Lines cuts every line of s to w cells and pads or trims the block to exactly h lines, so
+// that pages always fill their area and never push the help bar off the screen.
+func Lines(s string, w, h int) string {
+	if h <= 0 {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSuffix(s, "\n"), "\n")
+	if len(lines) > h {
+		lines = lines[:h]
+	}
+	for i, l := range lines {
+		lines[i] = Fit(l, w)
+	}
+	for len(lines) < h {
+		lines = append(lines, strings.Repeat(" ", w))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Wrap breaks plain text into lines of at most w cells at spaces; continuation lines start
+// with indent. A word longer than a line is cut.
+func Wrap(text string, w int, indent string) []string {
+	var out []string
+	line := ""
+	limit := w
+	flush := func() {
+		out = append(out, line)
+		line = indent
+		limit = w
+	}
+	for _, word := range strings.Fields(text) {
+		sep := " "
+		if line == "" || line == indent {
+			sep = ""
+		}
+		if ansi.StringWidth(line)+len(sep)+ansi.StringWidth(word) > limit && line != "" && line != indent {
+			flush()
+			sep = ""
+		}
+		line += sep + word
+		if ansi.StringWidth(line) > limit {
+			line = Cut(line, limit)
+		}
+	}
+	if line != "" && line != indent {
+		out = append(out, line)
+	}
+	if len(out) == 0 {
+		out = []string{""}
+	}
+	return out
+}

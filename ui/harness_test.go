@@ -1,0 +1,381 @@
+package ui
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/google/go-cmp/cmp"
+
+	"roundtrip/diagnose"
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+	"roundtrip/ui/common"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata")
+
+// testNow is the fixed clock of the tests: countdowns render the same every run.
+var testNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// case1Host is the web server of field case 1 (SCENARIOS.md) as engine/lab builds it: a LAN
+// NIC eth0 behind a firewall that DNATs its port 80 to the server, and a public NIC em1 with
+// the "national route" toward the client's network.
+func case1Host(t testing.TB) *engine.State {
+	t.Helper()
+	s := &engine.State{Host: "server", Sysctls: engine.Sysctls{
+		engine.SysctlIPForward: "0", engine.ConfKey("all", "rp_filter"): "0", engine.ConfKey("default", "rp_filter"): "0",
+		engine.SysctlConntrackCount: "3", engine.SysctlConntrackMax: "262144",
+	}}
+	link := func(i int, name, kind string, mtu int, addrs ...string) {
+		l := engine.Link{Index: i, Name: name, Kind: kind, Up: true, OperState: "up", MTU: mtu}
+		for _, a := range addrs {
+			p := netip.MustParsePrefix(a)
+			l.Addrs = append(l.Addrs, engine.Address{Prefix: p, Scope: "global"})
+			s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: engine.TableLocal, Type: engine.RouteLocal,
+				Dst: netip.PrefixFrom(p.Addr(), 32), Dev: name, Src: p.Addr(), Scope: "host", Protocol: "kernel"})
+			if name != "lo" {
+				s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast,
+					Dst: p.Masked(), Dev: name, Src: p.Addr(), Scope: "link", Protocol: "kernel"})
+			}
+		}
+		s.Links = append(s.Links, l)
+	}
+	link(1, "lo", "loopback", 65536, "127.0.0.1/8")
+	s.Links[0].OperState = "unknown"
+	link(2, "eth0", "veth", 1500, "10.72.1.2/24")
+	link(3, "em1", "veth", 1500, "192.168.72.254/30")
+	s.Routes = append(s.Routes,
+		engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"),
+			Gateway: netip.MustParseAddr("10.72.1.1"), Dev: "eth0", Protocol: "boot"},
+		engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("198.18.72.0/24"),
+			Gateway: netip.MustParseAddr("192.168.72.253"), Dev: "em1", Protocol: "boot"},
+	)
+	s.Rules = []engine.Rule{
+		{Family: engine.V4, Priority: 0, Action: engine.ActionTable, Table: engine.TableLocal},
+		{Family: engine.V4, Priority: 32766, Action: engine.ActionTable, Table: engine.TableMain},
+		{Family: engine.V4, Priority: 32767, Action: engine.ActionTable, Table: engine.TableDefault},
+	}
+	tables, err := engine.ParseIPTablesSave(engine.V4, []byte(`*nat
+:PREROUTING ACCEPT [120:7200]
+:INPUT ACCEPT [40:2400]
+:OUTPUT ACCEPT [12:720]
+:POSTROUTING ACCEPT [12:720]
+:RT-PF-POST - [0:0]
+[3:180] -A PREROUTING -i em1 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.72.1.5:80
+[0:0] -A POSTROUTING -j RT-PF-POST
+[5:300] -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+[0:0] -A RT-PF-POST -d 10.72.1.5/32 -p tcp -m tcp --dport 80 -j SNAT --to-source 10.72.1.2
+COMMIT
+*filter
+:INPUT ACCEPT [900:54000]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [800:48000]
+COMMIT
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Netfilter = engine.Netfilter{Backend: "nf_tables", Tables: tables}
+	if err := s.Validate(); err != nil {
+		t.Fatalf("fixture: %v", err)
+	}
+	return s
+}
+
+// fakeBackend is a host in memory: it answers reads with its state, applies plans to its
+// model (as the kernel would leave it), journals them, and fails calls a test did not expect.
+type fakeBackend struct {
+	t        testing.TB
+	mu       sync.Mutex
+	state    *engine.State
+	readErr  error
+	block    chan struct{} // when set, ReadState waits for it or for ctx
+	readOnly string
+	live     bool
+	reads    int
+
+	applied   []*engine.Plan
+	confirms  []time.Duration
+	journals  []*kernel.Journal
+	pending   *kernel.Journal
+	confirmed int
+	rollbacks []string
+
+	conntrack      []kernel.ConntrackEntry
+	conntrackCalls int
+	events         []diagnose.Event
+}
+
+func newFake(t testing.TB, s *engine.State) *fakeBackend {
+	return &fakeBackend{t: t, state: s, live: true}
+}
+
+func (f *fakeBackend) Where() string {
+	if !f.live {
+		return "snapshot host.json"
+	}
+	return "netns lab"
+}
+func (f *fakeBackend) Live() bool       { return f.live }
+func (f *fakeBackend) ReadOnly() string { return f.readOnly }
+
+func (f *fakeBackend) ReadState(ctx context.Context) (*engine.State, error) {
+	f.mu.Lock()
+	f.reads++
+	block := f.block
+	f.mu.Unlock()
+	if block != nil {
+		select {
+		case <-block:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.readErr != nil {
+		return nil, f.readErr
+	}
+	return f.state, nil
+}
+
+func (f *fakeBackend) Apply(ctx context.Context, p *engine.Plan, confirm time.Duration, progress func(string)) (*kernel.Result, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.readOnly != "" {
+		f.t.Errorf("Apply called on a read-only backend")
+		return nil, common.ErrReadOnly
+	}
+	before := f.state
+	for i, c := range p.Changes {
+		progress(fmt.Sprintf("step %d/%d: %s", i+1, len(p.Changes), c.Summary()))
+	}
+	f.state = p.Expect(before)
+	f.applied = append(f.applied, p)
+	f.confirms = append(f.confirms, confirm)
+	j := &kernel.Journal{JournalHead: kernel.JournalHead{ID: fmt.Sprintf("20250301-120000-%04d", len(f.journals)), Intent: p.Intent, Plan: p, Steps: make([]kernel.Step, len(p.Changes))}, Status: kernel.StatusApplied}
+	if confirm > 0 {
+		j.Status, j.ConfirmBy = kernel.StatusPending, testNow.Add(confirm)
+		f.pending = j
+	}
+	f.journals = append(f.journals, j)
+	return &kernel.Result{Journal: j, Pending: p, Before: before, After: f.state}, nil
+}
+
+func (f *fakeBackend) Confirm(ctx context.Context) (*kernel.Journal, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pending == nil {
+		return nil, kernel.ErrNothingToConfirm
+	}
+	j := f.pending
+	j.Status, f.pending = kernel.StatusConfirmed, nil
+	f.confirmed++
+	return j, nil
+}
+
+func (f *fakeBackend) Rollback(ctx context.Context, id string) (*kernel.Journal, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.rollbacks = append(f.rollbacks, id)
+	for i := len(f.journals) - 1; i >= 0; i-- {
+		if j := f.journals[i]; j.Active() && (id == "" || id == j.ID) {
+			j.Status = kernel.StatusRolledBack
+			if f.pending == j {
+				f.pending = nil
+			}
+			return j, nil
+		}
+	}
+	return nil, kernel.ErrNothingToRollBack
+}
+
+func (f *fakeBackend) History(ctx context.Context) ([]*kernel.Journal, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]*kernel.Journal(nil), f.journals...), nil
+}
+
+func (f *fakeBackend) Pending(ctx context.Context) (*kernel.Journal, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending, nil
+}
+
+func (f *fakeBackend) Conntrack(ctx context.Context, max int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error) {
+	if !f.live {
+		f.t.Errorf("Conntrack called on a snapshot")
+		return nil, kernel.ConntrackStats{}, errors.New("snapshot")
+	}
+	f.mu.Lock()
+	f.conntrackCalls++
+	f.mu.Unlock()
+	return append([]kernel.ConntrackEntry(nil), f.conntrack...), kernel.ConntrackStats{Count: len(f.conntrack), Max: 262144}, nil
+}
+
+func (f *fakeBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+	if !f.live {
+		f.t.Errorf("Capture called on a snapshot")
+	}
+	for _, ev := range f.events {
+		if err := emit(ev); err != nil {
+			return nil, err
+		}
+	}
+	return &diagnose.CaptureSummary{Packets: len(f.events)}, nil
+}
+
+// harness drives an App the way the bubbletea loop would, synchronously: it runs the
+// commands a message returns and feeds their messages back, and leaves timers out (time
+// does not pass in these tests; a test sends a timer's message itself).
+type harness struct {
+	t      testing.TB
+	app    *App
+	be     *fakeBackend
+	timers []tea.Msg // messages of timers set, waiting for fire
+}
+
+func newHarness(t testing.TB, be *fakeBackend, w, h int) *harness {
+	t.Helper()
+	c := common.New(context.Background(), common.NewStyles(common.ModePlain), be)
+	c.Now = func() time.Time { return testNow }
+	hs := &harness{t: t, be: be}
+	c.After = func(_ time.Duration, msg tea.Msg) tea.Cmd {
+		hs.timers = append(hs.timers, msg)
+		return nil
+	}
+	hs.app = NewApp(c, true)
+	hs.send(tea.WindowSizeMsg{Width: w, Height: h})
+	hs.run(hs.app.Init())
+	return hs
+}
+
+// send delivers a message and everything that follows from it.
+func (h *harness) send(msg tea.Msg) {
+	h.t.Helper()
+	_, cmd := h.app.Update(msg)
+	h.run(cmd)
+}
+
+func (h *harness) run(cmd tea.Cmd) {
+	h.t.Helper()
+	queue := []tea.Cmd{cmd}
+	for steps := 0; len(queue) > 0; steps++ {
+		if steps > 10000 {
+			h.t.Fatal("the app does not settle: commands keep coming")
+		}
+		c := queue[0]
+		queue = queue[1:]
+		if c == nil {
+			continue
+		}
+		msg := c()
+		switch m := msg.(type) {
+		case nil:
+		case tea.BatchMsg:
+			queue = append(queue, m...)
+		default:
+			if _, isQuit := msg.(tea.QuitMsg); isQuit {
+				continue
+			}
+			_, next := h.app.Update(msg)
+			queue = append(queue, next)
+		}
+	}
+}
+
+// fire delivers the messages of every timer set so far, as if their time had come.
+func (h *harness) fire() {
+	h.t.Helper()
+	ts := h.timers
+	h.timers = nil
+	for _, m := range ts {
+		h.send(m)
+	}
+}
+
+// keyMsg turns a key name ("enter", "shift+tab", "a") into the message a terminal sends.
+func keyMsg(k string) tea.KeyPressMsg {
+	special := map[string]tea.Key{
+		"enter": {Code: tea.KeyEnter}, "tab": {Code: tea.KeyTab}, "shift+tab": {Code: tea.KeyTab, Mod: tea.ModShift},
+		"esc": {Code: tea.KeyEscape}, "up": {Code: tea.KeyUp}, "down": {Code: tea.KeyDown}, "left": {Code: tea.KeyLeft},
+		"right": {Code: tea.KeyRight}, "pgdown": {Code: tea.KeyPgDown}, "pgup": {Code: tea.KeyPgUp}, "home": {Code: tea.KeyHome},
+		"end": {Code: tea.KeyEnd}, "backspace": {Code: tea.KeyBackspace}, "space": {Code: tea.KeySpace, Text: " "},
+		"ctrl+c": {Code: 'c', Mod: tea.ModCtrl}, "ctrl+u": {Code: 'u', Mod: tea.ModCtrl}, "ctrl+r": {Code: 'r', Mod: tea.ModCtrl},
+	}
+	if k, ok := special[k]; ok {
+		return tea.KeyPressMsg(k)
+	}
+	r := []rune(k)[0]
+	return tea.KeyPressMsg{Code: r, Text: k}
+}
+
+// press sends keys; a key longer than one rune that is not a key name is typed rune by rune.
+func (h *harness) press(keys ...string) {
+	h.t.Helper()
+	for _, k := range keys {
+		if len([]rune(k)) > 1 && keyMsg(k).Text == k {
+			for _, r := range k {
+				h.send(keyMsg(string(r)))
+			}
+			continue
+		}
+		h.send(keyMsg(k))
+	}
+}
+
+// screen is the frame as a terminal shows it, without styling.
+func (h *harness) screen() string { return ansi.Strip(h.app.View().Content) }
+
+func (h *harness) mustShow(want ...string) {
+	h.t.Helper()
+	s := h.screen()
+	for _, w := range want {
+		if !strings.Contains(s, w) {
+			h.t.Fatalf("the screen lacks %q:\n%s", w, s)
+		}
+	}
+}
+
+// golden compares the screen with testdata/NAME.golden (rewritten with -update). Every line
+// must be exactly as wide as the terminal and the frame exactly as high: the app pads, so a
+// frame that does not fill the screen is a bug.
+func (h *harness) golden(name string) {
+	h.t.Helper()
+	got := h.screen()
+	w, hh := h.app.size()
+	lines := strings.Split(got, "\n")
+	if len(lines) != hh {
+		h.t.Errorf("%s: %d lines, want %d", name, len(lines), hh)
+	}
+	for i, l := range lines {
+		if n := ansi.StringWidth(l); n != w {
+			h.t.Errorf("%s: line %d is %d cells wide, want %d: %q", name, i+1, n, w, l)
+		}
+	}
+	path := filepath.Join("testdata", name+".golden")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			h.t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		h.t.Fatalf("%v (run go test ./ui -update to write it)", err)
+	}
+	if d := cmp.Diff(string(want), got); d != "" {
+		h.t.Errorf("%s differs from the golden file (-want +got):\n%s", name, d)
+	}
+}

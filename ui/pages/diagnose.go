@@ -1,0 +1,764 @@
+package pages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
+
+	"roundtrip/diagnose"
+	"roundtrip/engine"
+	"roundtrip/engine/kernel"
+	"roundtrip/ui/common"
+	"roundtrip/ui/components"
+)
+
+// captureLines is how many decoded packets the capture pane keeps.
+const captureLines = 200
+
+// Diagnose traces one flow through the host: the request and the reply drawn side by side,
+// the rule or route that decided each leg highlighted, the point where the reply parts from
+// the request marked, and the findings with their fixes. A live capture of the flow shows
+// packets per interface and the findings the wire confirms.
+type Diagnose struct {
+	c     *common.Common
+	state *engine.State
+	fib   *engine.FIB
+
+	form    *components.Form
+	editing bool
+	formErr string
+
+	gen      int
+	busy     bool
+	req      engine.TraceRequest
+	res      *engine.TraceResult
+	findings []engine.Finding // the trace's, then the live capture's
+	live     int              // how many of findings came from the capture
+	selected int
+	evidence bool
+	diagram  components.Pager
+
+	capture capturePane
+	keys    struct{ Edit, Run, Wizard, Evidence, Capture key.Binding }
+}
+
+// capturePane is the state of the live capture.
+type capturePane struct {
+	on      bool
+	gen     int
+	cancel  context.CancelFunc
+	started time.Time
+	lines   []string
+	counts  map[string]*[2]int // interface -> packets in, out
+	order   []string
+	total   int
+	dropped int
+	err     error
+	done    bool
+	ch      chan tea.Msg
+}
+
+type traceMsg struct {
+	gen   int
+	state *engine.State
+	fib   *engine.FIB
+	res   *engine.TraceResult
+}
+
+type captureEventMsg struct {
+	gen int
+	ch  chan tea.Msg
+	ev  diagnose.Event
+}
+
+type captureDoneMsg struct {
+	gen int
+	sum *diagnose.CaptureSummary
+	err error
+}
+
+// NewDiagnose returns the Diagnose page.
+func NewDiagnose(c *common.Common) *Diagnose {
+	p := &Diagnose{c: c}
+	p.keys.Edit = common.Bind("e", "edit the flow", "e", "/")
+	p.keys.Run = common.Bind("enter", "trace", "enter")
+	p.keys.Wizard = common.Bind("w", "fix with the wizard", "w")
+	p.keys.Evidence = common.Bind("v", "evidence ⇄ diagram", "v")
+	p.keys.Capture = common.Bind("c", "live capture on/off", "c")
+	proto := components.NewChoice("proto", "Protocol", []string{"tcp", "udp", "icmp"}, "tcp", "←/→ changes")
+	src := components.NewText(c.Styles, "src", "Source", "", "the client: ADDR[:PORT] (0.0.0.0 for this host)", requiredEndpoint)
+	src.SetPlaceholder("198.18.7.7:40000")
+	dst := components.NewText(c.Styles, "dst", "Destination", "", "where it goes: ADDR[:PORT]", requiredEndpoint)
+	dst.SetPlaceholder("192.168.10.2:80")
+	iif := components.NewText(c.Styles, "iif", "Arrives on", "", "the interface the request comes in on (empty: decide)", p.validIface)
+	iif.SetPlaceholder("eth0")
+	mark := components.NewText(c.Styles, "mark", "Fwmark", "", "the mark it carries, decimal or 0x-hex (optional)", validMark)
+	p.form = components.NewForm(c.Styles, proto, src, dst, iif, mark)
+	p.form.FocusKey("src")
+	return p
+}
+
+// Title implements Page.
+func (p *Diagnose) Title() string { return "Diagnose" }
+
+// Capturing implements Page.
+func (p *Diagnose) Capturing() bool { return p.editing }
+
+// ShortHelp implements Page.
+func (p *Diagnose) ShortHelp() []key.Binding {
+	if p.editing {
+		b := []key.Binding{p.keys.Run, common.Bind("tab/↓", "next field", "tab")}
+		return append(b, common.Bind("esc", "leave the form", "esc"))
+	}
+	return []key.Binding{p.keys.Edit, common.Keys.Down, p.keys.Wizard, p.keys.Evidence, p.keys.Capture}
+}
+
+// FullHelp implements Page.
+func (p *Diagnose) FullHelp() [][]key.Binding {
+	return [][]key.Binding{
+		{p.keys.Edit, p.keys.Run, common.Bind("tab", "next field", "tab"), common.Bind("esc", "leave the form", "esc")},
+		{common.Keys.Up, common.Keys.Down, p.keys.Wizard, p.keys.Evidence},
+		{common.Keys.PageUp, common.Keys.PageDown, p.keys.Capture},
+	}
+}
+
+// Result returns the last trace, or nil.
+func (p *Diagnose) Result() *engine.TraceResult { return p.res }
+
+// Findings returns the findings listed: the trace's, then the live ones.
+func (p *Diagnose) Findings() []engine.Finding { return p.findings }
+
+// Editing reports whether the flow form has the keyboard.
+func (p *Diagnose) Editing() bool { return p.editing }
+
+// SetFlow fills the form (from a finding, or a test).
+func (p *Diagnose) SetFlow(proto, src, dst, iif string) {
+	p.form.Field("proto").SetValue(proto)
+	p.form.Field("src").SetValue(src)
+	p.form.Field("dst").SetValue(dst)
+	p.form.Field("iif").SetValue(iif)
+}
+
+func parseEndpoint(s string) (netip.AddrPort, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return netip.AddrPort{}, errors.New("zones are not supported")
+		}
+		return netip.AddrPortFrom(a.Unmap(), 0), nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, errors.New("want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)")
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+func requiredEndpoint(s string) error {
+	if s == "" {
+		return errors.New("required")
+	}
+	_, err := parseEndpoint(s)
+	return err
+}
+
+func validMark(s string) error {
+	if s == "" {
+		return nil
+	}
+	if _, err := strconv.ParseUint(s, 0, 32); err != nil {
+		return errors.New("not a 32-bit number")
+	}
+	return nil
+}
+
+func (p *Diagnose) validIface(s string) error {
+	if s == "" || p.state == nil || p.state.LinkByName(s) != nil {
+		return nil
+	}
+	var names []string
+	for _, l := range p.state.Links {
+		names = append(names, l.Name)
+	}
+	return fmt.Errorf("no such interface; there are %s", strings.Join(names, ", "))
+}
+
+// request checks the form as a whole and returns the trace request.
+func (p *Diagnose) request() (engine.TraceRequest, error) {
+	var req engine.TraceRequest
+	for _, f := range p.form.Fields {
+		if f.Err != nil {
+			return req, fmt.Errorf("%s: %v", strings.ToLower(f.Label), f.Err)
+		}
+	}
+	proto, err := engine.ProtoNumber(p.form.Get("proto"))
+	if err != nil {
+		return req, err
+	}
+	src, _ := parseEndpoint(p.form.Get("src"))
+	dst, _ := parseEndpoint(p.form.Get("dst"))
+	if src.Addr().Is4() != dst.Addr().Is4() {
+		return req, fmt.Errorf("source %s and destination %s are not of one address family", src.Addr(), dst.Addr())
+	}
+	if dst.Addr().IsUnspecified() {
+		return req, errors.New("the destination is unspecified: name the address the flow goes to")
+	}
+	if proto == 1 && (src.Port() != 0 || dst.Port() != 0) {
+		return req, errors.New("icmp has no ports: give addresses without :PORT")
+	}
+	req = engine.TraceRequest{Proto: proto, Src: src, Dst: dst, IIF: p.form.Get("iif")}
+	if m := p.form.Get("mark"); m != "" {
+		v, _ := strconv.ParseUint(m, 0, 32)
+		req.Mark = uint32(v)
+	}
+	return req, nil
+}
+
+func (p *Diagnose) runTrace() tea.Cmd {
+	p.form.Submitted = true
+	req, err := p.request()
+	if err != nil {
+		p.formErr = err.Error()
+		return nil
+	}
+	if p.state == nil {
+		p.formErr = "the state is still being read"
+		return nil
+	}
+	p.formErr = ""
+	p.editing, p.form.Active = false, false
+	p.gen++
+	p.busy = true
+	p.req = req
+	gen, s, fib := p.gen, p.state, p.fib
+	return func() tea.Msg {
+		if fib == nil {
+			fib = engine.NewFIB(s)
+		}
+		return traceMsg{gen: gen, state: s, fib: fib, res: engine.Trace(s, fib, req)}
+	}
+}
+
+// Update implements Page.
+func (p *Diagnose) Update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case common.StateMsg:
+		if msg.Err == nil {
+			p.state, p.fib = msg.State, nil
+			// Interface names may have changed: check the field again.
+			if f := p.form.Field("iif"); f != nil {
+				f.SetValue(f.Value())
+			}
+			if p.res != nil && !p.editing {
+				return p.runTrace()
+			}
+		}
+	case common.AnalysisMsg:
+		if msg.State == p.state {
+			p.fib = msg.FIB
+		}
+	case traceMsg:
+		if msg.gen != p.gen {
+			return nil
+		}
+		p.busy = false
+		p.res = msg.res
+		if msg.state == p.state {
+			p.fib = msg.fib
+		}
+		p.findings = append([]engine.Finding(nil), msg.res.Findings...)
+		p.live = 0
+		p.selected = 0
+		for i, f := range p.findings {
+			if f.Severity == engine.SeverityError {
+				p.selected = i
+				break
+			}
+		}
+		p.diagram.Offset = 0
+		if p.capture.on {
+			// The flow changed: watch the new one.
+			p.stopCapture()
+			return p.startCapture()
+		}
+	case captureEventMsg:
+		if msg.gen != p.capture.gen {
+			// A stopped capture still delivers what it had: read its channel to the end so
+			// that its goroutine can finish.
+			return waitOn(msg.ch)
+		}
+		p.captureEvent(msg.ev)
+		return waitOn(msg.ch)
+	case captureDoneMsg:
+		if msg.gen != p.capture.gen {
+			return nil
+		}
+		p.capture.done = true
+		p.capture.err = msg.err
+		p.capture.on = false
+		if msg.err != nil {
+			return common.StatusError(fmt.Errorf("live capture: %w", msg.err))
+		}
+	case tea.KeyPressMsg:
+		return p.key(msg)
+	case tea.MouseWheelMsg:
+		p.diagram.Update(msg)
+	}
+	return nil
+}
+
+func (p *Diagnose) key(msg tea.KeyPressMsg) tea.Cmd {
+	if p.editing {
+		switch msg.String() {
+		case "enter":
+			return p.runTrace()
+		case "esc":
+			p.editing, p.form.Active = false, false
+			return nil
+		}
+		_, cmd := p.form.Update(msg)
+		p.formErr = ""
+		return cmd
+	}
+	switch {
+	case key.Matches(msg, p.keys.Edit), p.res == nil && key.Matches(msg, p.keys.Run):
+		p.editing, p.form.Active = true, true
+	case key.Matches(msg, common.Keys.Up):
+		if p.selected > 0 {
+			p.selected--
+		}
+	case key.Matches(msg, common.Keys.Down):
+		if p.selected < len(p.findings)-1 {
+			p.selected++
+		}
+	case key.Matches(msg, p.keys.Evidence), key.Matches(msg, p.keys.Run):
+		p.evidence = !p.evidence
+		p.diagram.Offset = 0
+	case key.Matches(msg, p.keys.Wizard):
+		if p.selected < len(p.findings) {
+			f := p.findings[p.selected]
+			if f.Fix.Wizard == "" {
+				return common.Status("no wizard fixes " + f.ID + ": " + f.Fix.Summary)
+			}
+			return func() tea.Msg { return common.OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, From: f.ID} }
+		}
+	case key.Matches(msg, p.keys.Capture):
+		if p.capture.on {
+			p.stopCapture()
+			return nil
+		}
+		return p.startCapture()
+	default:
+		p.diagram.Update(msg)
+	}
+	return nil
+}
+
+// captureFilter selects the flow as the client sends it and as each leg leaves after NAT, in
+// both directions, so that both sides of a NAT are captured.
+func captureFilter(req engine.TraceRequest, res *engine.TraceResult) *kernel.CaptureFilter {
+	anyAddr := func(ap netip.AddrPort) netip.AddrPort {
+		if ap.Addr().IsUnspecified() {
+			return netip.AddrPortFrom(netip.Addr{}, ap.Port())
+		}
+		return ap
+	}
+	proto := uint8(req.Proto)
+	f := kernel.FlowFilter(proto, anyAddr(req.Src), req.Dst)
+	if res != nil {
+		for _, l := range []*engine.Leg{&res.Forward, res.Reply} {
+			if l != nil && l.Packet.Dst.Addr().IsValid() {
+				f.AddFlow(proto, anyAddr(l.Packet.Src), anyAddr(l.Packet.Dst))
+			}
+		}
+	}
+	return f
+}
+
+func (p *Diagnose) startCapture() tea.Cmd {
+	if !p.c.Backend.Live() {
+		return common.Status("live capture needs the live host: a snapshot has no packets")
+	}
+	if p.res == nil {
+		return common.Status("trace a flow first (e), then capture it")
+	}
+	ctx, cancel := context.WithCancel(p.c.Ctx)
+	p.capture = capturePane{on: true, gen: p.capture.gen + 1, cancel: cancel, started: p.c.Now(),
+		counts: map[string]*[2]int{}, ch: make(chan tea.Msg, 1024)}
+	gen, ch, b := p.capture.gen, p.capture.ch, p.c.Backend
+	filter := captureFilter(p.req, p.res)
+	go func() {
+		var dropped int
+		sum, err := b.Capture(ctx, filter, func(ev diagnose.Event) error {
+			select {
+			case ch <- captureEventMsg{gen: gen, ch: ch, ev: ev}:
+			default:
+				// The screen cannot keep up: drop packet lines, never findings.
+				if ev.Type == diagnose.EventFinding {
+					ch <- captureEventMsg{gen: gen, ch: ch, ev: ev}
+				} else {
+					dropped++
+				}
+			}
+			return nil
+		})
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		if dropped > 0 {
+			ch <- captureEventMsg{gen: gen, ch: ch, ev: diagnose.Event{Type: diagnose.EventNotice, Notice: fmt.Sprintf("%d packets were not shown: the screen could not keep up", dropped)}}
+		}
+		ch <- captureDoneMsg{gen: gen, sum: sum, err: err}
+		close(ch)
+	}()
+	return waitOn(ch)
+}
+
+// waitOn delivers the next message of a capture's channel; it is issued again after each
+// event, until the channel closes.
+func waitOn(ch chan tea.Msg) tea.Cmd {
+	return func() tea.Msg {
+		m, ok := <-ch
+		if !ok {
+			return nil
+		}
+		return m
+	}
+}
+
+func (p *Diagnose) stopCapture() {
+	if p.capture.cancel != nil {
+		p.capture.cancel()
+	}
+	p.capture.on = false
+}
+
+func (p *Diagnose) captureEvent(ev diagnose.Event) {
+	cp := &p.capture
+	switch ev.Type {
+	case diagnose.EventPacket:
+		pk := ev.Packet
+		cp.total++
+		n := cp.counts[pk.Iface]
+		if n == nil {
+			n = &[2]int{}
+			cp.counts[pk.Iface] = n
+			cp.order = append(cp.order, pk.Iface)
+		}
+		if pk.Dir == kernel.Out {
+			n[1]++
+		} else {
+			n[0]++
+		}
+		cp.add(pk.String())
+	case diagnose.EventFinding:
+		f := ev.Finding
+		cp.add(fmt.Sprintf("%s %s: %s", sevMark(f.Severity), f.ID, f.Summary))
+		live := f.Finding
+		live.Summary = "live: " + live.Summary
+		p.findings = append(p.findings, live)
+		p.live++
+	case diagnose.EventNotice:
+		cp.add("note: " + ev.Notice)
+	}
+}
+
+func (cp *capturePane) add(line string) {
+	cp.lines = append(cp.lines, line)
+	if len(cp.lines) > captureLines {
+		cp.lines = cp.lines[len(cp.lines)-captureLines:]
+	}
+}
+
+// View implements Page.
+func (p *Diagnose) View(width, height int) string {
+	st := p.c.Styles
+	var top []string
+	if p.editing || p.res == nil {
+		top = append(top, st.Header.Render(components.Fit(" Flow to trace", width)))
+		top = append(top, strings.Split(p.form.View(width), "\n")...)
+		if n := p.form.FocusNote(width); n != "" {
+			top = append(top, strings.Split(n, "\n")...)
+		}
+		switch {
+		case p.formErr != "":
+			top = append(top, st.Error.Render(components.Fit("  ✗ "+p.formErr, width)))
+		case p.editing:
+			top = append(top, st.Dim.Render(components.Fit("  enter traces the flow; tab moves between fields; esc leaves the form", width)))
+		default:
+			top = append(top, st.Dim.Render(components.Fit("  e (or enter) edits the flow", width)))
+		}
+	} else {
+		top = append(top, st.Header.Render(components.Fit(" Flow "+flowText(p.req)+"   (e edits)", width)))
+	}
+	if p.res == nil {
+		if p.busy {
+			top = append(top, st.Dim.Render("  tracing…"))
+		}
+		return components.Lines(strings.Join(top, "\n"), width, height)
+	}
+	if p.busy {
+		top = append(top, st.Dim.Render("  tracing…"))
+	}
+
+	// Findings: a short list, the selected one kept in view.
+	top = append(top, st.Header.Render(components.Fit(fmt.Sprintf(" Findings %s", verdictText(p.res, p.findings)), width)))
+	if len(p.findings) == 0 {
+		top = append(top, st.OK.Render(components.Fit("  ✓ the flow should make the round trip", width)))
+	}
+	show := min(len(p.findings), 4)
+	first := max(min(p.selected-show+1, len(p.findings)-show), 0)
+	if p.selected < first {
+		first = p.selected
+	}
+	for i := first; i < first+show && i < len(p.findings); i++ {
+		f := p.findings[i]
+		marker := "  "
+		if i == p.selected && !p.editing {
+			marker = "▸ "
+		}
+		text := fmt.Sprintf("%s%s %-18s %s", marker, sevMark(f.Severity), f.ID, f.Summary)
+		line := components.Fit(text, width)
+		switch {
+		case i == p.selected && !p.editing:
+			line = st.Selected.Render(line)
+		default:
+			line = st.Severity(f.Severity).Render(line)
+		}
+		top = append(top, line)
+	}
+	if f := p.current(); f != nil && f.Fix.Wizard != "" && !p.editing {
+		top = append(top, st.Dim.Render(components.Fit(fmt.Sprintf("  w: fix with the %s wizard (%s)", f.Fix.Wizard, strings.Join(f.Fix.Args, " ")), width)))
+	}
+
+	rest := height - len(top)
+	captureH := 0
+	if p.capture.on || p.capture.done {
+		captureH = min(max(rest/3, 6), rest-4)
+	}
+	diagH := rest - captureH
+	var body string
+	if p.evidence {
+		p.diagram.SetLines(p.evidenceLines(width))
+	} else {
+		p.diagram.SetLines(p.diagramLines(width))
+	}
+	body = p.diagram.View(width, max(diagH, 1))
+	out := strings.Join(top, "\n") + "\n" + body
+	if captureH > 0 {
+		out += "\n" + p.captureView(width, captureH)
+	}
+	return components.Lines(out, width, height)
+}
+
+func (p *Diagnose) current() *engine.Finding {
+	if p.selected < 0 || p.selected >= len(p.findings) {
+		return nil
+	}
+	return &p.findings[p.selected]
+}
+
+func flowText(r engine.TraceRequest) string {
+	s := fmt.Sprintf("%s %s → %s", engine.ProtoName(r.Proto), endpointText(r.Src), endpointText(r.Dst))
+	if r.IIF != "" {
+		s += " in " + r.IIF
+	}
+	if r.Mark != 0 {
+		s += fmt.Sprintf(" mark %#x", r.Mark)
+	}
+	return s
+}
+
+func endpointText(ap netip.AddrPort) string {
+	if ap.Port() == 0 {
+		return ap.Addr().String()
+	}
+	return ap.String()
+}
+
+func verdictText(res *engine.TraceResult, fs []engine.Finding) string {
+	n := engine.CountErrors(fs)
+	switch {
+	case n > 0:
+		return fmt.Sprintf("(%d error(s): the round trip fails)", n)
+	case len(fs) > 0:
+		return "(no errors)"
+	}
+	return ""
+}
+
+func (p *Diagnose) evidenceLines(width int) []string {
+	st := p.c.Styles
+	f := p.current()
+	if f == nil {
+		return []string{st.Dim.Render("  no finding selected")}
+	}
+	out := []string{st.Bold.Render(" " + f.ID + " (" + f.Severity + ")")}
+	for _, l := range components.Wrap(f.Summary, width-2, "") {
+		out = append(out, " "+l)
+	}
+	out = append(out, "", st.Header.Render(" Evidence"))
+	for _, e := range f.Evidence {
+		for _, l := range components.Wrap("• "+e, width-2, "  ") {
+			out = append(out, " "+l)
+		}
+	}
+	if f.Fix.Summary != "" {
+		out = append(out, "", st.Header.Render(" Fix"))
+		for _, l := range components.Wrap(f.Fix.Summary, width-2, "") {
+			out = append(out, " "+st.OK.Render(l))
+		}
+		if f.Fix.Wizard != "" {
+			out = append(out, " roundtrip wizard "+f.Fix.Wizard+" "+strings.Join(f.Fix.Args, " "))
+		}
+	}
+	return out
+}
+
+// diagramLines draws the two legs side by side (stacked on narrow screens).
+func (p *Diagnose) diagramLines(width int) []string {
+	fwd := &p.res.Forward
+	if width < 70 {
+		l := p.legLines("REQUEST", fwd, nil, width)
+		l = append(l, "")
+		return append(l, p.legLines("REPLY", p.res.Reply, fwd, width)...)
+	}
+	cw := (width - 3) / 2
+	left := p.legLines("REQUEST", fwd, nil, cw)
+	right := p.legLines("REPLY", p.res.Reply, fwd, cw)
+	n := max(len(left), len(right))
+	out := make([]string, n)
+	for i := range n {
+		var l, r string
+		if i < len(left) {
+			l = left[i]
+		}
+		if i < len(right) {
+			r = right[i]
+		}
+		out[i] = components.Fit(l, cw) + " " + p.c.Styles.Dim.Render("│") + " " + r
+	}
+	return out
+}
+
+// legLines draws one leg as a column: where it starts, each step (the decisive ones marked
+// ▶), and where it ends. For the reply, request is the forward leg: a reply that leaves by
+// another interface than the request came in on is the mismatch drawn in red.
+func (p *Diagnose) legLines(title string, l *engine.Leg, request *engine.Leg, w int) []string {
+	st := p.c.Styles
+	out := []string{st.Header.Render(title)}
+	if l == nil {
+		out = append(out, st.Mismatch.Render(components.Cut("✗ no reply: the request does not get through", w)))
+		return out
+	}
+	out = append(out, components.Cut(fmt.Sprintf("%s → %s", endpointText(l.Packet.Src), endpointText(l.Packet.Dst)), w))
+	if l.IIF != "" {
+		out = append(out, "● in "+l.IIF)
+	} else {
+		out = append(out, "● from this host")
+	}
+	for _, s := range l.Steps {
+		marker, style := "│ ", lipgloss.NewStyle()
+		if s.Decisive {
+			marker, style = "▶ ", st.Decisive
+		}
+		text := s.Hook + ": " + s.What
+		for i, line := range components.Wrap(text, w-2, "  ") {
+			m := marker
+			if i > 0 {
+				m = "│ "
+				if s.Decisive {
+					m = "  "
+				}
+			}
+			out = append(out, m+style.Render(line))
+		}
+		if s.Rule != "" {
+			for _, line := range components.Wrap(s.Rule, w-4, "  ") {
+				out = append(out, "│   "+st.Dim.Render(line))
+			}
+		}
+	}
+	end := legEnd(l)
+	mismatch := request != nil && request.IIF != "" && request.IIF != "lo" && l.OIF != "" && l.OIF != request.IIF
+	failed := l.Verdict != engine.LegLocal && l.Verdict != engine.LegForward && l.Verdict != engine.LegOutput
+	switch {
+	case mismatch:
+		for _, line := range components.Wrap(fmt.Sprintf("✗ %s, but the request came in on %s", end, request.IIF), w, "  ") {
+			out = append(out, st.Mismatch.Render(line))
+		}
+	case failed:
+		for _, line := range components.Wrap("✗ "+end, w, "  ") {
+			out = append(out, st.Mismatch.Render(line))
+		}
+	default:
+		out = append(out, st.OK.Render(components.Cut("● "+end, w)))
+	}
+	return out
+}
+
+func legEnd(l *engine.Leg) string {
+	var s string
+	switch l.Verdict {
+	case engine.LegLocal:
+		s = "delivered to this host"
+	case engine.LegForward, engine.LegOutput:
+		s = "out " + l.OIF
+		if l.Gateway.IsValid() {
+			s += " via " + l.Gateway.String()
+		}
+	default:
+		s = l.Verdict
+	}
+	if l.TableName != "" && (l.Verdict == engine.LegForward || l.Verdict == engine.LegOutput || l.Verdict == engine.LegLocal) {
+		s += " (table " + l.TableName
+		if l.Rule != nil {
+			s += fmt.Sprintf(", rule %d", *l.Rule)
+		}
+		s += ")"
+	}
+	return s
+}
+
+func (p *Diagnose) captureView(width, height int) string {
+	st := p.c.Styles
+	cp := &p.capture
+	state := "stopped (c starts again)"
+	if cp.on {
+		state = fmt.Sprintf("running %s (c stops)", p.c.Now().Sub(cp.started).Truncate(time.Second))
+	}
+	head := fmt.Sprintf(" Live capture  %s", state)
+	right := fmt.Sprintf("%d packets", cp.total)
+	lines := []string{st.Header.Render(components.Fit(head+strings.Repeat(" ", max(width-len([]rune(head))-len(right)-1, 1))+right, width))}
+	var counts []string
+	for _, i := range cp.order {
+		n := cp.counts[i]
+		counts = append(counts, fmt.Sprintf("%s in %d out %d", i, n[0], n[1]))
+	}
+	if len(counts) == 0 {
+		counts = []string{"no packets of the flow yet: start the client"}
+	}
+	lines = append(lines, components.Cut("  "+strings.Join(counts, "   "), width))
+	if cp.err != nil {
+		lines = append(lines, st.Error.Render(components.Cut("  "+cp.err.Error(), width)))
+	}
+	room := height - len(lines)
+	from := max(len(cp.lines)-room, 0)
+	for _, l := range cp.lines[from:] {
+		style := lipgloss.NewStyle()
+		if strings.HasPrefix(l, "✗") {
+			style = st.Error
+		} else if strings.HasPrefix(l, "!") {
+			style = st.Warning
+		}
+		lines = append(lines, style.Render(components.Cut("  "+l, width)))
+	}
+	return components.Lines(strings.Join(lines, "\n"), width, height)
+}

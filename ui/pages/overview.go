@@ -1,0 +1,296 @@
+package pages
+
+import (
+	"fmt"
+	"strings"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+
+	"roundtrip/engine"
+	"roundtrip/ui/common"
+	"roundtrip/ui/components"
+)
+
+// Overview shows the host at a glance: the doctor's findings first, then interfaces and
+// addresses, gateways, and the kernel settings that decide paths.
+type Overview struct {
+	c        *common.Common
+	state    *engine.State
+	routes   *common.RouteIndex
+	findings []engine.Finding
+	analysed bool
+	selected int
+	follow   bool // the selection moved: scroll it into view
+	expanded bool
+	offset   int
+	height   int
+
+	keys struct{ Expand, Wizard key.Binding }
+}
+
+// NewOverview returns the Overview page.
+func NewOverview(c *common.Common) *Overview {
+	o := &Overview{c: c}
+	o.keys.Expand = common.Bind("enter", "show evidence", "enter")
+	o.keys.Wizard = common.Bind("w", "open the fix's wizard", "w")
+	return o
+}
+
+// Title implements Page.
+func (o *Overview) Title() string { return "Overview" }
+
+// Capturing implements Page.
+func (o *Overview) Capturing() bool { return false }
+
+// ShortHelp implements Page.
+func (o *Overview) ShortHelp() []key.Binding {
+	return []key.Binding{common.Keys.Up, common.Keys.Down, o.keys.Expand, o.keys.Wizard}
+}
+
+// FullHelp implements Page.
+func (o *Overview) FullHelp() [][]key.Binding {
+	k := common.Keys
+	return [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown}, {o.keys.Expand, o.keys.Wizard}}
+}
+
+// Update implements Page.
+func (o *Overview) Update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case common.StateMsg:
+		if msg.Err == nil {
+			o.state, o.routes = msg.State, msg.Routes
+			o.analysed = false
+		}
+	case common.AnalysisMsg:
+		if msg.State == o.state {
+			o.findings, o.analysed = msg.Findings, true
+			o.selected = min(o.selected, max(len(o.findings)-1, 0))
+		}
+	case tea.KeyPressMsg:
+		k := common.Keys
+		switch {
+		case key.Matches(msg, k.Up):
+			if o.selected > 0 {
+				o.selected--
+				o.follow = true
+			} else {
+				o.offset--
+			}
+		case key.Matches(msg, k.Down):
+			if o.selected < len(o.findings)-1 {
+				o.selected++
+				o.follow = true
+			} else {
+				o.offset++
+			}
+		case key.Matches(msg, k.PageUp):
+			o.offset -= max(o.height-1, 1)
+		case key.Matches(msg, k.PageDown):
+			o.offset += max(o.height-1, 1)
+		case key.Matches(msg, k.Home):
+			o.selected, o.offset = 0, 0
+		case key.Matches(msg, o.keys.Expand):
+			o.expanded = !o.expanded
+		case key.Matches(msg, o.keys.Wizard):
+			if f := o.current(); f != nil && f.Fix.Wizard != "" {
+				return func() tea.Msg {
+					return common.OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, From: f.ID}
+				}
+			} else if f != nil {
+				return common.Status("this finding has no wizard: " + f.Fix.Summary)
+			}
+		}
+	case tea.MouseWheelMsg:
+		if msg.Mouse().Button == tea.MouseWheelUp {
+			o.offset -= 3
+		} else if msg.Mouse().Button == tea.MouseWheelDown {
+			o.offset += 3
+		}
+	}
+	return nil
+}
+
+func (o *Overview) current() *engine.Finding {
+	if o.selected < 0 || o.selected >= len(o.findings) {
+		return nil
+	}
+	return &o.findings[o.selected]
+}
+
+// SelectedFinding returns the finding under the cursor, or nil.
+func (o *Overview) SelectedFinding() *engine.Finding { return o.current() }
+
+func sevMark(sev string) string {
+	switch sev {
+	case engine.SeverityError:
+		return "✗"
+	case engine.SeverityWarning:
+		return "!"
+	}
+	return "i"
+}
+
+// View implements Page.
+func (o *Overview) View(width, height int) string {
+	st := o.c.Styles
+	o.height = height
+	if o.state == nil {
+		return components.Lines(st.Dim.Render("  reading state…"), width, height)
+	}
+	var lines []string
+	add := func(s string) { lines = append(lines, s) }
+	section := func(title, right string) {
+		gap := width - len(title) - len(right) - 2
+		add(st.Header.Render(" " + title + strings.Repeat(" ", max(gap, 1)) + right))
+	}
+
+	// Findings first: they are why an operator opens the console.
+	selLine := 0
+	switch {
+	case !o.analysed:
+		section("Findings", "")
+		add(st.Dim.Render("  checking the host…"))
+	case len(o.findings) == 0:
+		section("Findings", "")
+		add(st.OK.Render("  ✓ the doctor found no problems"))
+	default:
+		section("Findings", findingCounts(o.findings))
+		for i, f := range o.findings {
+			marker := "  "
+			if i == o.selected {
+				marker = "▸ "
+				selLine = len(lines)
+			}
+			sev := st.Severity(f.Severity).Render(fmt.Sprintf("%s %-7s", sevMark(f.Severity), f.Severity))
+			line := components.Fit(marker+sev+" "+f.Summary, width)
+			if i == o.selected {
+				line = st.Selected.Render(components.Fit(marker+fmt.Sprintf("%s %-7s", sevMark(f.Severity), f.Severity)+" "+f.Summary, width))
+			}
+			add(line)
+			if i == o.selected && o.expanded {
+				add(st.Dim.Render("    id: " + f.ID))
+				for _, e := range f.Evidence {
+					for _, l := range components.Wrap("• "+e, width-4, "  ") {
+						add("    " + l)
+					}
+				}
+				if f.Fix.Summary != "" {
+					for _, l := range components.Wrap("fix: "+f.Fix.Summary, width-4, "     ") {
+						add("    " + st.OK.Render(l))
+					}
+				}
+				if f.Fix.Wizard != "" {
+					add("    " + st.Bold.Render("w") + " opens the " + f.Fix.Wizard + " wizard: " + strings.Join(f.Fix.Args, " "))
+				}
+			}
+		}
+	}
+
+	add("")
+	section("Interfaces", fmt.Sprintf("%d links", len(o.state.Links)))
+	for _, l := range o.state.Links {
+		state := "down"
+		if l.Up {
+			state = "up"
+			// UNKNOWN is what loopback and tunnels report: nothing to say about them.
+			if l.OperState != "" && !strings.EqualFold(l.OperState, "up") && !strings.EqualFold(l.OperState, "unknown") {
+				state = "up/" + strings.ToLower(l.OperState)
+			}
+		}
+		var addrs []string
+		for _, a := range l.Addrs {
+			addrs = append(addrs, a.Prefix.String())
+		}
+		kind := l.Kind
+		if l.Master != "" {
+			kind += "@" + l.Master
+		}
+		row := fmt.Sprintf("  %-12s %-10s %-8s %s", components.Cut(l.Name, 12), components.Cut(kind, 10), state, strings.Join(addrs, " "))
+		if !l.Up {
+			row = st.Dim.Render(row)
+		}
+		add(row)
+	}
+
+	add("")
+	section("Gateways", "")
+	if len(o.routes.Defaults) == 0 {
+		add(st.Warning.Render("  no default route in any table"))
+	}
+	for _, ri := range o.routes.Defaults {
+		r := &o.state.Routes[ri]
+		add(fmt.Sprintf("  %-10s %s", components.Cut(o.state.TableName(r.Table), 10), gatewayText(r)))
+	}
+
+	add("")
+	section("Kernel", o.state.Netfilter.Backend)
+	sc := o.state.Sysctls
+	fwd := "off"
+	if sc.IPForward() {
+		fwd = "on"
+	}
+	add(fmt.Sprintf("  forwarding %s   rp_filter all=%d default=%d   src_valid_mark %d", fwd,
+		sc.Int(engine.ConfKey("all", "rp_filter"), 0), sc.Int(engine.ConfKey("default", "rp_filter"), 0),
+		sc.Int(engine.SysctlSrcValidMark, 0)))
+	if mx := sc.Int(engine.SysctlConntrackMax, 0); mx > 0 {
+		add(fmt.Sprintf("  conntrack %d of %d entries", sc.Int(engine.SysctlConntrackCount, 0), mx))
+	}
+	add(fmt.Sprintf("  %d rules, %d routes in %d tables", len(o.state.Rules), len(o.state.Routes), len(o.routes.Tables)))
+	if o.state.Netfilter.Unavailable != "" {
+		add(st.Warning.Render("  netfilter: " + o.state.Netfilter.Unavailable))
+	}
+	for _, f := range o.state.Netfilter.Foreign {
+		add(st.Warning.Render("  nftables table " + f + " is not modelled: paths through it may differ"))
+	}
+
+	if o.follow {
+		if selLine < o.offset {
+			o.offset = selLine
+		}
+		if selLine >= o.offset+height {
+			o.offset = selLine - height + 1
+		}
+		o.follow = false
+	}
+	o.offset = max(min(o.offset, len(lines)-height), 0)
+	return components.Lines(strings.Join(lines[o.offset:], "\n"), width, height)
+}
+
+func findingCounts(fs []engine.Finding) string {
+	n := map[string]int{}
+	for _, f := range fs {
+		n[f.Severity]++
+	}
+	var parts []string
+	for _, s := range []string{engine.SeverityError, engine.SeverityWarning, engine.SeverityInfo} {
+		switch {
+		case n[s] == 1:
+			parts = append(parts, "1 "+s)
+		case n[s] > 1:
+			parts = append(parts, fmt.Sprintf("%d %ss", n[s], s))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// gatewayText describes a default route without its table: "default via GW dev D metric M".
+func gatewayText(r *engine.Route) string {
+	s := "default"
+	if r.Type != "" && r.Type != engine.RouteUnicast {
+		s = r.Type + " " + s
+	}
+	if r.Gateway.IsValid() {
+		s += " via " + r.Gateway.String()
+	}
+	if r.Dev != "" {
+		s += " dev " + r.Dev
+	}
+	for _, nh := range r.Nexthops {
+		s += " nexthop via " + nh.Gateway.String() + " dev " + nh.Dev
+	}
+	if r.Metric != 0 {
+		s += fmt.Sprintf(" metric %d", r.Metric)
+	}
+	return s
+}

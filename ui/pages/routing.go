@@ -1,0 +1,366 @@
+package pages
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"charm.land/bubbles/v2/key"
+	tea "charm.land/bubbletea/v2"
+
+	"roundtrip/engine"
+	"roundtrip/ui/common"
+	"roundtrip/ui/components"
+)
+
+// syncFilterLimit is the table size up to which a filter runs in Update: below it a filter
+// takes well under a millisecond, so the result shows in the same frame as the keystroke.
+// Bigger tables are filtered in a command, and a newer keystroke cancels an older filter.
+const syncFilterLimit = 50000
+
+// Routing shows the policy rules in order and the routes of one table at a time, filtered by
+// address, prefix or device.
+type Routing struct {
+	c      *common.Common
+	state  *engine.State
+	index  *common.RouteIndex
+	table  int // position in index.Tables
+	rows   []int32
+	rules  *components.Table
+	routes *components.Table
+	// rulesFocus says the rules list has the cursor rather than the routes.
+	rulesFocus bool
+
+	filter       *components.Form
+	filtering    bool // the filter field has the keyboard
+	filterGen    int
+	filterBusy   bool
+	filterCancel context.CancelFunc
+	// rulesTop and routesTop are the lines of the two lists' headers, as last drawn.
+	rulesTop, routesTop int
+
+	keys struct{ NextTable, PrevTable, Focus, Filter, ClearFilter key.Binding }
+}
+
+type routeFilterMsg struct {
+	gen  int
+	rows []int32
+	err  error
+}
+
+// NewRouting returns the Routing page.
+func NewRouting(c *common.Common) *Routing {
+	p := &Routing{c: c}
+	p.keys.NextTable = common.Bind("]/→", "next table", "]", "right", "l")
+	p.keys.PrevTable = common.Bind("[/←", "previous table", "[", "left", "h")
+	p.keys.Focus = common.Bind("s", "rules ⇄ routes", "s")
+	p.keys.Filter = common.Bind("/", "filter by address, prefix, dev", "/")
+	p.keys.ClearFilter = common.Bind("esc", "clear filter", "esc")
+	p.rules = components.NewTable(c.Styles,
+		components.Column{Title: "PRIO", Width: 6},
+		components.Column{Title: "FAM", Width: 4, Drop: 1},
+		components.Column{Title: "SELECTOR", Width: 24, Flex: true, Min: 12},
+		components.Column{Title: "ACTION", Width: 22, Flex: true, Min: 12},
+	)
+	p.rules.Focused = false
+	p.rules.Empty = "no rules"
+	p.rules.Cell = p.ruleCells
+	p.routes = components.NewTable(c.Styles,
+		components.Column{Title: "DESTINATION", Width: 18, Flex: true, Min: 14},
+		components.Column{Title: "GATEWAY", Width: 15},
+		components.Column{Title: "DEV", Width: 10},
+		components.Column{Title: "SRC", Width: 15, Drop: 3},
+		components.Column{Title: "METRIC", Width: 6, Drop: 2},
+		components.Column{Title: "PROTO", Width: 7, Drop: 4},
+		components.Column{Title: "SCOPE", Width: 6, Drop: 5},
+	)
+	p.routes.Cell = p.routeCells
+	p.routes.Empty = "no routes"
+	filter := components.NewText(c.Styles, "filter", "Filter", "", "address, prefix, dev NAME, via GW, type; enter keeps, esc clears", nil)
+	filter.SetPlaceholder("10.1.2.3, 10.0.0.0/8, dev eth0 …")
+	p.filter = components.NewForm(c.Styles, filter)
+	return p
+}
+
+// Title implements Page.
+func (p *Routing) Title() string { return "Routing" }
+
+// Capturing implements Page.
+func (p *Routing) Capturing() bool { return p.filtering }
+
+// ShortHelp implements Page.
+func (p *Routing) ShortHelp() []key.Binding {
+	if p.filtering {
+		return []key.Binding{common.Bind("enter", "keep filter", "enter"), p.keys.ClearFilter}
+	}
+	return []key.Binding{p.keys.Filter, p.keys.PrevTable, p.keys.NextTable, p.keys.Focus}
+}
+
+// FullHelp implements Page.
+func (p *Routing) FullHelp() [][]key.Binding {
+	k := common.Keys
+	return [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown, k.Home, k.End},
+		{p.keys.PrevTable, p.keys.NextTable, p.keys.Focus, common.Bind("enter", "rule: show its table", "enter")},
+		{p.keys.Filter, p.keys.ClearFilter}}
+}
+
+// TableID returns the id of the table shown.
+func (p *Routing) TableID() int {
+	if p.index == nil || len(p.index.Tables) == 0 {
+		return engine.TableMain
+	}
+	return p.index.Tables[p.table]
+}
+
+// Rows returns the positions (in State.Routes) of the routes listed, after the filter.
+func (p *Routing) Rows() []int32 { return p.rows }
+
+// FilterText returns the filter as typed.
+func (p *Routing) FilterText() string { return p.filter.Get("filter") }
+
+// Update implements Page.
+func (p *Routing) Update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case common.StateMsg:
+		if msg.Err != nil {
+			return nil
+		}
+		cur := p.TableID()
+		p.state, p.index = msg.State, msg.Routes
+		p.table = 0
+		for i, t := range p.index.Tables {
+			if t == cur {
+				p.table = i
+			}
+		}
+		p.rules.SetRows(len(p.state.Rules))
+		return p.refilter()
+	case routeFilterMsg:
+		if msg.gen == p.filterGen {
+			p.filterBusy = false
+			if msg.err == nil {
+				p.setRows(msg.rows)
+			}
+		}
+		return nil
+	case tea.KeyPressMsg:
+		return p.key(msg)
+	case tea.MouseWheelMsg:
+		if p.rulesFocus {
+			p.rules.Update(msg)
+		} else {
+			p.routes.Update(msg)
+		}
+	}
+	return nil
+}
+
+func (p *Routing) key(msg tea.KeyPressMsg) tea.Cmd {
+	if p.filtering {
+		switch msg.String() {
+		case "enter":
+			p.filtering = false
+			p.filter.Active = false
+			return nil
+		case "esc":
+			p.filtering = false
+			p.filter.Active = false
+			p.filter.Fields[0].SetValue("")
+			return p.refilter()
+		}
+		changed, cmd := p.filter.Update(msg)
+		if changed {
+			return tea.Batch(cmd, p.refilter())
+		}
+		return cmd
+	}
+	switch {
+	case key.Matches(msg, p.keys.Filter):
+		p.filtering = true
+		p.filter.Active = true
+		return nil
+	case key.Matches(msg, p.keys.ClearFilter):
+		if p.FilterText() != "" {
+			p.filter.Fields[0].SetValue("")
+			return p.refilter()
+		}
+	case key.Matches(msg, p.keys.Focus):
+		p.rulesFocus = !p.rulesFocus
+		p.rules.Focused, p.routes.Focused = p.rulesFocus, !p.rulesFocus
+	case key.Matches(msg, p.keys.NextTable):
+		return p.switchTable(+1)
+	case key.Matches(msg, p.keys.PrevTable):
+		return p.switchTable(-1)
+	case key.Matches(msg, common.Keys.Enter):
+		if p.rulesFocus && p.state != nil && p.rules.Cursor < len(p.state.Rules) {
+			r := p.state.Rules[p.rules.Cursor]
+			if r.Action == engine.ActionTable || r.Action == "" {
+				for i, t := range p.index.Tables {
+					if t == r.Table {
+						p.table = i
+						p.rulesFocus = false
+						p.rules.Focused, p.routes.Focused = false, true
+						p.routes.MoveTo(0)
+						return p.refilter()
+					}
+				}
+				return common.Status(fmt.Sprintf("table %s holds no routes", p.state.TableName(r.Table)))
+			}
+		}
+	default:
+		if p.rulesFocus {
+			p.rules.Update(msg)
+		} else {
+			p.routes.Update(msg)
+		}
+	}
+	return nil
+}
+
+func (p *Routing) switchTable(d int) tea.Cmd {
+	if p.index == nil || len(p.index.Tables) == 0 {
+		return nil
+	}
+	p.table = (p.table + d + len(p.index.Tables)) % len(p.index.Tables)
+	p.routes.MoveTo(0)
+	return p.refilter()
+}
+
+func (p *Routing) setRows(rows []int32) {
+	p.rows = rows
+	p.routes.SetRows(len(rows))
+}
+
+// refilter applies the filter to the current table: at once for small tables, in a command
+// for big ones (the old command is cancelled).
+func (p *Routing) refilter() tea.Cmd {
+	if p.index == nil {
+		return nil
+	}
+	p.filterGen++
+	if p.filterCancel != nil {
+		p.filterCancel()
+		p.filterCancel = nil
+	}
+	all := p.index.ByTable[p.TableID()]
+	f := common.ParseRouteFilter(p.FilterText())
+	if f.Empty() || len(all) <= syncFilterLimit {
+		rows, _ := common.FilterRoutes(context.Background(), p.state, all, f)
+		p.filterBusy = false
+		p.setRows(rows)
+		return nil
+	}
+	ctx, cancel := context.WithCancel(p.c.Ctx)
+	p.filterCancel = cancel
+	p.filterBusy = true
+	gen, s := p.filterGen, p.state
+	return func() tea.Msg {
+		rows, err := common.FilterRoutes(ctx, s, all, f)
+		return routeFilterMsg{gen: gen, rows: rows, err: err}
+	}
+}
+
+func (p *Routing) ruleCells(i int) []string {
+	r := &p.state.Rules[i]
+	fam := "v4"
+	if r.Family == engine.V6 {
+		fam = "v6"
+	}
+	return []string{fmt.Sprint(r.Priority), fam, r.Selectors(), r.ActionString(p.state.TableName)}
+}
+
+func (p *Routing) routeCells(i int) []string {
+	r := &p.state.Routes[p.rows[i]]
+	dst := "default"
+	if r.Dst.Bits() != 0 {
+		dst = r.Dst.String()
+	}
+	if r.Type != "" && r.Type != engine.RouteUnicast {
+		dst = r.Type + " " + dst
+	}
+	gw, dev := "", r.Dev
+	if r.Gateway.IsValid() {
+		gw = r.Gateway.String()
+	}
+	if len(r.Nexthops) > 0 {
+		var gws, devs []string
+		for _, nh := range r.Nexthops {
+			if nh.Gateway.IsValid() {
+				gws = append(gws, nh.Gateway.String())
+			}
+			devs = append(devs, nh.Dev)
+		}
+		gw, dev = strings.Join(gws, ","), strings.Join(devs, ",")
+	}
+	if r.OnLink {
+		gw += " onlink"
+	}
+	src, metric := "", ""
+	if r.Src.IsValid() {
+		src = r.Src.String()
+	}
+	if r.Metric != 0 {
+		metric = fmt.Sprint(r.Metric)
+	}
+	scope := r.Scope
+	if scope == "universe" {
+		scope = "" // the default: ip route does not print it either
+	}
+	return []string{dst, gw, dev, src, metric, r.Protocol, scope}
+}
+
+// View implements Page.
+func (p *Routing) View(width, height int) string {
+	st := p.c.Styles
+	if p.state == nil {
+		return components.Lines(st.Dim.Render("  reading state…"), width, height)
+	}
+	// Rules get up to a third of the page: they are few but decide everything.
+	rulesH := min(len(p.state.Rules)+1, max(height/3, 3))
+	var b strings.Builder
+	b.WriteString(st.Header.Render(components.Fit(fmt.Sprintf(" Rules (%d, in order)", len(p.state.Rules)), width)) + "\n")
+	p.rulesTop = 1
+	b.WriteString(p.rules.View(width, rulesH) + "\n")
+
+	id := p.TableID()
+	all := len(p.index.ByTable[id])
+	title := fmt.Sprintf(" Table ‹ %s › %d of %d", p.state.TableName(id), p.table+1, max(len(p.index.Tables), 1))
+	count := fmt.Sprintf("%d routes", all)
+	if ft := p.FilterText(); ft != "" {
+		count = fmt.Sprintf("%d of %d routes match", len(p.rows), all)
+		if p.filterBusy {
+			count = "filtering…"
+		}
+	}
+	if all > 0 {
+		count += "  " + p.routes.Position()
+	}
+	gap := width - len([]rune(title)) - len([]rune(count)) - 1
+	b.WriteString(st.Header.Render(components.Fit(title+strings.Repeat(" ", max(gap, 1))+count, width)) + "\n")
+	used := rulesH + 2
+	if p.filtering || p.FilterText() != "" {
+		b.WriteString(p.filter.View(width) + "\n")
+		used++
+		if n := p.filter.FocusNote(width); n != "" {
+			b.WriteString(n + "\n")
+			used += strings.Count(n, "\n") + 1
+		}
+	}
+	p.routesTop = used
+	b.WriteString(p.routes.View(width, max(height-used, 2)))
+	return components.Lines(b.String(), width, height)
+}
+
+// Click implements Clicker: a click on a rule or a route selects it and its list.
+func (p *Routing) Click(x, y int) tea.Cmd {
+	switch {
+	case y > p.routesTop:
+		p.rulesFocus = false
+		p.routes.Click(y - p.routesTop - 1)
+	case y > p.rulesTop && y < p.routesTop-1:
+		p.rulesFocus = true
+		p.rules.Click(y - p.rulesTop - 1)
+	}
+	p.rules.Focused, p.routes.Focused = p.rulesFocus, !p.rulesFocus
+	return nil
+}
