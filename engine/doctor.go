@@ -288,10 +288,11 @@ func (d *doctor) uplinkReturn(ups []uplink) {
 			continue
 		}
 		ev = append([]string{fmt.Sprintf("%s is an uplink: %s", u.Name, u.Routes[0])}, limit(ev, 4)...)
-		args := []string{"--uplink", u.Name}
+		uplink := u.Name
 		if u.Gateway.IsValid() {
-			args = append(args, "--gateway", u.Gateway.String())
+			uplink += ":" + u.Gateway.String()
 		}
+		args := []string{"--uplink", uplink}
 		d.add(Finding{ID: DoctorUplinkNoReturn, Severity: SeverityWarning,
 			Summary:  fmt.Sprintf("connections that come in on uplink %s (to %s) are answered through another uplink: no ip rule sends them back the way they came", u.Name, from),
 			Evidence: ev,
@@ -411,8 +412,9 @@ func (d *doctor) dnatWithoutSNAT() {
 				proto = n
 			}
 		}
+		listenPort := ruleDPort(r)
 		if port == 0 {
-			port = ruleDPort(r)
+			port = listenPort
 		}
 		p := &nfPacket{Family: t.Family, Proto: proto, Src: client, Dst: backend, SPort: 40000, DPort: port,
 			IIF: in, OIF: out, NextHop: backend, ICMPType: -1, TCPFlags: tcpSYN}
@@ -432,7 +434,8 @@ func (d *doctor) dnatWithoutSNAT() {
 			Evidence: []string{text,
 				fmt.Sprintf("%s is on %s (%s); requests arrive on %s", backend, out, pfx, in),
 				fmt.Sprintf("no SNAT or MASQUERADE in nat POSTROUTING catches %s -> %s out %s", client, backend, out)},
-			Fix: Fix{Summary: "SNAT the forwarded traffic to this host's address: " + fix, Wizard: WizardPortForward, Args: []string{"--snat", "auto"}}})
+			Fix: Fix{Summary: "SNAT the forwarded traffic to this host's address: " + fix, Wizard: WizardPortForward,
+				Args: portForwardArgs(ruleIn(*r), netip.AddrPortFrom(ruleDstAddr(*r), listenPort), netip.AddrPortFrom(backend, port))}})
 	})
 }
 
@@ -650,4 +653,31 @@ func (d *doctor) conntrackFull() {
 		Summary:  fmt.Sprintf("the conntrack table is %s: %d of %d entries", what, count, maxN),
 		Evidence: []string{fmt.Sprintf("%s = %d", SysctlConntrackCount, count), fmt.Sprintf("%s = %d", SysctlConntrackMax, maxN)},
 		Fix:      Fix{Summary: fmt.Sprintf("raise %s (sysctl -w %s=%d) or find what opens so many connections (conntrack -L)", SysctlConntrackMax, SysctlConntrackMax, maxN*2)}})
+}
+
+// ruleIn is the rule's positive -i interface, or "".
+func ruleIn(r NFRule) string {
+	if r.In == nil || r.In.Not {
+		return ""
+	}
+	return r.In.Value
+}
+
+// ruleDstAddr is the single address a rule's positive -d matches, or the zero address.
+func ruleDstAddr(r NFRule) netip.Addr {
+	if r.Dst == nil || r.Dst.Not {
+		return netip.Addr{}
+	}
+	p, err := netip.ParsePrefix(r.Dst.Prefix)
+	if err != nil {
+		a, err := netip.ParseAddr(r.Dst.Prefix)
+		if err != nil {
+			return netip.Addr{}
+		}
+		return a
+	}
+	if !p.IsSingleIP() {
+		return netip.Addr{}
+	}
+	return p.Addr()
 }

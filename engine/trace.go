@@ -791,20 +791,24 @@ func (t *tracer) checkAsymmetric(fwd, reply *Leg, ct *connTrack) {
 		t.replySourceText(reply, ct),
 	}
 	gw := t.gatewayOn(fwd.IIF)
-	args := []string{"--uplink", fwd.IIF}
+	// The wizard's --uplink is IFACE[:GATEWAY]; the gateway is left out when it is not known
+	// so the wizard detects it or asks.
+	uplink := fwd.IIF
+	if gw.IsValid() {
+		uplink += ":" + gw.String()
+	}
+	args := []string{"--uplink", uplink}
 	fix := fmt.Sprintf("send replies back out %s: a table per uplink with its default route and an ip rule that selects it", fwd.IIF)
 	if fwd.outcome == LegLocal {
 		if gw.IsValid() {
 			fix += fmt.Sprintf(" (ip route add default via %s dev %s table T; ip rule add from %s table T)", gw, fwd.IIF, ct.NATed.Dst.Addr())
-			args = append(args, "--gateway", gw.String())
 		} else {
 			fix += fmt.Sprintf(" (ip route add ... dev %s table T; ip rule add from %s table T)", fwd.IIF, ct.NATed.Dst.Addr())
 		}
 	} else {
+		// A forwarded flow's reply has no local source address to select a table by.
 		fix += fmt.Sprintf(", chosen by a connmark set on ingress (CONNMARK on %s, ip rule fwmark)", fwd.IIF)
-		if gw.IsValid() {
-			args = append(args, "--gateway", gw.String())
-		}
+		args = append(args, "--mode", "connmark")
 	}
 	t.add(Finding{ID: FindingAsymmetricReturn, Severity: SeverityError,
 		Summary:  fmt.Sprintf("the request comes in on %s but the reply leaves by %s", fwd.IIF, reply.OIF),
@@ -878,7 +882,7 @@ func (t *tracer) checkReplyBypassesNAT(fwd *Leg, ct *connTrack) bool {
 		Summary:  fmt.Sprintf("the reply from %s bypasses this host, so the DNAT of %s is never undone", backend, fmtEndpoint(ct.Orig.Dst)),
 		Evidence: ev,
 		Fix: Fix{Summary: "also SNAT the forwarded traffic to this host's address so the backend answers through it: " + rule,
-			Wizard: WizardPortForward, Args: []string{"--snat", "auto"}}})
+			Wizard: WizardPortForward, Args: portForwardArgs(fwd.IIF, ct.Orig.Dst, ct.NATed.Dst)}})
 	return true
 }
 
@@ -973,4 +977,18 @@ func (t *tracer) replySourceText(reply *Leg, ct *connTrack) string {
 		return fmt.Sprintf("the reply's source %s is the address the request was sent to, but the reply takes another path: the next hop on %s never saw the request, so a NAT or stateful firewall that forwarded the request (and would undo its NAT) never sees the reply", src, reply.OIF)
 	}
 	return fmt.Sprintf("the reply's source is %s but the request was sent to %s: the client does not recognise the reply", src, fmtEndpoint(ct.Orig.Dst))
+}
+
+// portForwardArgs are the port-forward wizard's flags that rebuild a DNAT from listen to
+// backend, entering on iif, with the SNAT the wizard decides is needed.
+func portForwardArgs(iif string, listen, backend netip.AddrPort) []string {
+	l := listen.String()
+	if !listen.Addr().IsValid() {
+		l = fmt.Sprint(listen.Port()) // any address of this host
+	}
+	args := []string{"--listen", l}
+	if iif != "" {
+		args = append(args, "--in", iif)
+	}
+	return append(args, "--to", backend.String(), "--snat", "auto")
 }

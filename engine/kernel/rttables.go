@@ -17,6 +17,21 @@ import (
 // distributions build it with /usr/lib/iproute2).
 var DefaultRTTablesDirs = []string{"/etc/iproute2", "/usr/share/iproute2", "/usr/lib/iproute2"}
 
+// IPRoute2DirEnv names a directory that replaces /etc/iproute2 for roundtrip, as it does for
+// the scripts roundtrip renders: the administrator's rt_tables is read from it and roundtrip's
+// table names are written there. Tests and staged setups use it to keep off the host's /etc.
+const IPRoute2DirEnv = "ROUNDTRIP_IPROUTE2_DIR"
+
+// RTTablesDirs returns the directories in effect: DefaultRTTablesDirs, with the first
+// replaced by $ROUNDTRIP_IPROUTE2_DIR when it is set.
+func RTTablesDirs() []string {
+	dirs := slices.Clone(DefaultRTTablesDirs)
+	if d := os.Getenv(IPRoute2DirEnv); d != "" {
+		dirs[0] = d
+	}
+	return dirs
+}
+
 // builtinTables are the names iproute2 knows without any file; engine.State.TableName supplies
 // them, so TableNames only holds the site's own names.
 var builtinTables = map[int]string{
@@ -33,7 +48,7 @@ var builtinTables = map[int]string{
 // last, win over the distribution's. The built-in names are left out.
 func ReadTableNames(dirs []string) (map[int]string, error) {
 	if len(dirs) == 0 {
-		dirs = DefaultRTTablesDirs
+		dirs = RTTablesDirs()
 	}
 	var files []string
 	for _, d := range dirs {

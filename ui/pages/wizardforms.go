@@ -14,7 +14,7 @@ import (
 )
 
 // This file describes the form of each wizard: its fields, named like the wizard's flags so
-// that a finding's fix (`--uplink eth0 --gateway 10.0.0.1`) fills the form, and how the
+// that a finding's fix (`--uplink eth0:10.0.0.1`) fills the form, and how the
 // fields become the wizard's options. Fields check their syntax as they are typed; the
 // wizard's own Validate checks them against the host.
 
@@ -26,9 +26,6 @@ type wizardSpec struct {
 	summary string
 	fields  func(st *common.Styles) []*components.Field
 	build   func(f *components.Form) (wizards.Wizard, error)
-	// extra takes a flag that has no field of its own (a finding's --gateway for an uplink);
-	// it reports whether it used it.
-	extra func(f *components.Form, flag, value string) bool
 }
 
 // specs are the wizards in the order of the field cases they fix (wizards.Names).
@@ -55,20 +52,6 @@ var specs = []wizardSpec{
 				o.Uplinks = append(o.Uplinks, u)
 			}
 			return o, nil
-		},
-		extra: func(f *components.Form, flag, value string) bool {
-			// trace names the gateway of the uplink it suggests as --gateway: it belongs to the
-			// last uplink given.
-			if flag != "gateway" {
-				return false
-			}
-			ups := strings.Fields(f.Get("uplink"))
-			if len(ups) == 0 || strings.Contains(ups[len(ups)-1], ":") {
-				return false
-			}
-			ups[len(ups)-1] += ":" + value
-			f.Field("uplink").SetValue(strings.Join(ups, " "))
-			return true
 		},
 	},
 	{
@@ -270,8 +253,7 @@ func fill(spec wizardSpec, f *components.Form, args []string) error {
 			value = args[i]
 		}
 		if fl == nil {
-			// Flags without a field of their own are applied once the fields are set.
-			order = append(order, "\x00"+name+"\x00"+value)
+			errs = append(errs, fmt.Errorf("the %s wizard has no option --%s", spec.name, name))
 			continue
 		}
 		if _, seen := collected[name]; !seen {
@@ -280,13 +262,6 @@ func fill(spec wizardSpec, f *components.Form, args []string) error {
 		collected[name] = append(collected[name], value)
 	}
 	for _, k := range order {
-		if rest, ok := strings.CutPrefix(k, "\x00"); ok {
-			name, value, _ := strings.Cut(rest, "\x00")
-			if spec.extra == nil || !spec.extra(f, name, value) {
-				errs = append(errs, fmt.Errorf("the %s wizard has no option --%s", spec.name, name))
-			}
-			continue
-		}
 		f.Field(k).SetValue(strings.Join(collected[k], " "))
 	}
 	return errors.Join(errs...)
