@@ -143,8 +143,8 @@ func EntryLine(e *kernel.ConntrackEntry) string {
 	}
 	fmt.Fprintf(&b, "%-5s %-11s %6ds  %s -> %s  reply %s -> %s",
 		engine.ProtoName(int(e.Orig.Proto)), state, e.Timeout,
-		endpoint(e.Orig.Proto, e.Orig.Src), endpoint(e.Orig.Proto, e.Orig.Dst),
-		endpoint(e.Orig.Proto, e.Reply.Src), endpoint(e.Orig.Proto, e.Reply.Dst))
+		kernel.Endpoint(e.Orig.Proto, e.Orig.Src), kernel.Endpoint(e.Orig.Proto, e.Orig.Dst),
+		kernel.Endpoint(e.Orig.Proto, e.Reply.Src), kernel.Endpoint(e.Orig.Proto, e.Reply.Dst))
 	var nat []string
 	if e.DNAT() {
 		nat = append(nat, "DNAT")

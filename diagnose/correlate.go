@@ -482,7 +482,7 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 			f.Evidence = append(f.Evidence,
 				fmt.Sprintf("%s came in on %s", in.What(), in.Iface),
 				fmt.Sprintf("%s left by %s", out2.What(), out2.Iface),
-				fmt.Sprintf("the reply's source %s is what the client sees; a NAT or stateful firewall in front of %s never sees the reply and the client drops or resets it", endpoint(out2.Proto, out2.Src), f.Ingress))
+				fmt.Sprintf("the reply's source %s is what the client sees; a NAT or stateful firewall in front of %s never sees the reply and the client drops or resets it", kernel.Endpoint(out2.Proto, out2.Src), f.Ingress))
 			f.Fix = engine.Fix{
 				Summary: fmt.Sprintf("route replies back out of the interface the request came in on: a routing table per uplink and `ip rule add from <address on %s> table <its table>`, or mark connections by ingress (CONNMARK) and route by fwmark", f.Egress),
 				Wizard:  engine.WizardSourceReturn,
@@ -508,9 +508,9 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 				continue
 			}
 			role := cn.role(p.Tuple())
-			who := "the server " + endpoint(p.Proto, p.Src)
+			who := "the server " + kernel.Endpoint(p.Proto, p.Src)
 			if role == RoleRequest {
-				who = "the client " + endpoint(p.Proto, p.Src)
+				who = "the client " + kernel.Endpoint(p.Proto, p.Src)
 			}
 			sev, summary := engine.SeverityWarning, who+" reset the connection"
 			if role == RoleReply && !cn.handshake(c).synAck {
@@ -520,7 +520,7 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("%s on %s %s", p.What(), p.Iface, p.Dir))
 			f.Fix.Summary = "a reset ends a connection at once: look at the other findings of this connection for why it was sent"
 			if sev == engine.SeverityError {
-				f.Fix.Summary = fmt.Sprintf("check that a server listens on %s and that no REJECT rule matches the flow", endpoint(p.Proto, p.Src))
+				f.Fix.Summary = fmt.Sprintf("check that a server listens on %s and that no REJECT rule matches the flow", kernel.Endpoint(p.Proto, p.Src))
 			}
 			if l.request && role == RoleRequest && !cn.handshake(c).synAck {
 				f.Evidence = append(f.Evidence, "the client resets what it did not ask for: a reply from an unexpected address or port gets a reset")
@@ -532,7 +532,7 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 	if len(cn.retx) > 0 && !cn.reported[FindingRetransmits] {
 		r := cn.retx[0]
 		f := c.finding(cn, FindingRetransmits, engine.SeverityWarning, now,
-			fmt.Sprintf("%s sent a segment again: what should answer it did not arrive", endpoint(r.Proto, r.Src)),
+			fmt.Sprintf("%s sent a segment again: what should answer it did not arrive", kernel.Endpoint(r.Proto, r.Src)),
 			append([]Packet{}, cn.retx...))
 		for _, x := range cn.retx {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("again at %s on %s %s: %s", x.Time.Format("15:04:05.000000"), x.Iface, x.Dir, x.What()))
@@ -626,7 +626,7 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 		}
 		delete(c.waiting, cn)
 		f := c.finding(cn, FindingForwardedNotSeen, engine.SeverityError, now,
-			fmt.Sprintf("the %s packet from %s to %s came in on %s and never left", engine.ProtoName(int(in.Proto)), endpoint(in.Proto, in.Src), endpoint(in.Proto, in.Dst), in.Iface), []Packet{in})
+			fmt.Sprintf("the %s packet from %s to %s came in on %s and never left", engine.ProtoName(int(in.Proto)), kernel.Endpoint(in.Proto, in.Src), kernel.Endpoint(in.Proto, in.Dst), in.Iface), []Packet{in})
 		f.Evidence = append(f.Evidence, fmt.Sprintf("%s came in on %s", in.What(), in.Iface))
 		f.Ingress = c.cfg.L3(in.Iface)
 		f.Evidence = append(f.Evidence, fmt.Sprintf("no copy of it left by any captured interface within %s", c.cfg.ForwardWait))
@@ -654,7 +654,7 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 			}
 		}
 		f := c.finding(cn, FindingReplyNotSeen, engine.SeverityError, now,
-			fmt.Sprintf("the request was forwarded by %s to %s and no reply came back through this host", o.Iface, endpoint(o.Proto, o.Dst)),
+			fmt.Sprintf("the request was forwarded by %s to %s and no reply came back through this host", o.Iface, kernel.Endpoint(o.Proto, o.Dst)),
 			[]Packet{in, o})
 		f.Ingress, f.Egress = c.cfg.L3(in.Iface), c.cfg.L3(o.Iface)
 		f.Evidence = append(f.Evidence,
@@ -674,7 +674,7 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 		}
 		if cn.ct != nil && cn.ct.DNAT() && !cn.ct.SNAT() {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("the connection is DNATed (to %s) but not SNATed: the reply goes from %s straight to %s, which expects %s and drops or resets it (reply bypasses NAT)",
-				endpoint(o.Proto, cn.ct.Reply.Src), endpoint(o.Proto, cn.ct.Reply.Src), client, endpoint(o.Proto, cn.ct.Orig.Dst)))
+				kernel.Endpoint(o.Proto, cn.ct.Reply.Src), kernel.Endpoint(o.Proto, cn.ct.Reply.Src), client, kernel.Endpoint(o.Proto, cn.ct.Orig.Dst)))
 			f.Fix = engine.Fix{
 				Summary: fmt.Sprintf("also SNAT the forwarded traffic to this host's address so the reply comes back through it: iptables -t nat -A POSTROUTING -d %s -p %s --dport %d -j SNAT --to-source %s",
 					cn.ct.Reply.Src.Addr(), engine.ProtoName(int(o.Proto)), cn.ct.Reply.Src.Port(), cn.ct.Orig.Dst.Addr()),
@@ -746,7 +746,7 @@ func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) 
 		return Finding{}, false
 	}
 	f := c.finding(req, FindingReplyBypassesNAT, engine.SeverityError, now,
-		fmt.Sprintf("the reply came from %s but the client %s spoke to %s", endpoint(reply.Proto, reply.Src), endpoint(request.Proto, ep), endpoint(request.Proto, request.Dst)),
+		fmt.Sprintf("the reply came from %s but the client %s spoke to %s", kernel.Endpoint(reply.Proto, reply.Src), kernel.Endpoint(request.Proto, ep), kernel.Endpoint(request.Proto, request.Dst)),
 		[]Packet{*request, *reply})
 	f.Ingress, f.Egress = request.Iface, reply.Iface
 	f.Evidence = append(f.Evidence,
@@ -754,7 +754,7 @@ func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) 
 		fmt.Sprintf("%s on %s %s", reply.What(), reply.Iface, reply.Dir),
 		"the server behind a DNAT answered the client directly: its reply never went back through the NAT, so its source was never rewritten")
 	f.Fix = engine.Fix{
-		Summary: fmt.Sprintf("on the host that DNATs %s, also SNAT the forwarded traffic to its own address so that replies return through it", endpoint(request.Proto, request.Dst)),
+		Summary: fmt.Sprintf("on the host that DNATs %s, also SNAT the forwarded traffic to its own address so that replies return through it", kernel.Endpoint(request.Proto, request.Dst)),
 		Wizard:  engine.WizardPortForward,
 	}
 	return f, true

@@ -89,14 +89,6 @@ func flagString(f uint8) string {
 	return b.String()
 }
 
-func endpoint(proto uint8, ap netip.AddrPort) string {
-	switch proto {
-	case unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_SCTP:
-		return ap.String()
-	}
-	return ap.Addr().String()
-}
-
 // What describes the packet's content: "tcp 10.0.0.1:5000 > 10.0.0.2:80 [S] seq 1 len 0".
 func (p *Packet) What() string {
 	if p.Proto == 0 && p.Src.Addr().IsValid() {
@@ -106,7 +98,7 @@ func (p *Packet) What() string {
 	if p.Proto == 0 {
 		return p.Info
 	}
-	s := fmt.Sprintf("%s %s > %s", engine.ProtoName(int(p.Proto)), endpoint(p.Proto, p.Src), endpoint(p.Proto, p.Dst))
+	s := fmt.Sprintf("%s %s > %s", engine.ProtoName(int(p.Proto)), kernel.Endpoint(p.Proto, p.Src), kernel.Endpoint(p.Proto, p.Dst))
 	switch p.Proto {
 	case unix.IPPROTO_TCP:
 		s += fmt.Sprintf(" [%s] seq %d", flagString(p.Flags), p.Seq)
@@ -183,7 +175,7 @@ func (p Packet) MarshalJSON() ([]byte, error) {
 		Payload: p.Payload, Info: p.Info, Conn: p.Conn, Role: p.Role, Proto: p.L3}
 	if p.Proto != 0 {
 		j.Proto = engine.ProtoName(int(p.Proto))
-		j.Src, j.Dst = endpoint(p.Proto, p.Src), endpoint(p.Proto, p.Dst)
+		j.Src, j.Dst = kernel.Endpoint(p.Proto, p.Src), kernel.Endpoint(p.Proto, p.Dst)
 	}
 	switch p.Proto {
 	case unix.IPPROTO_TCP:

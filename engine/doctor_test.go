@@ -72,7 +72,7 @@ func TestDoctorUplinkWithoutReturnRouting(t *testing.T) {
 	fs := doctorOn(t, twoUplinks)
 	wantDoctor(t, fs, DoctorUplinkNoReturn)
 	f := fs[0]
-	if !strings.Contains(f.Summary, "em1") || f.Fix.Wizard != WizardSourceReturn || !slices.Equal(f.Fix.Args, []string{"--uplink", "em1", "--gateway", "192.168.1.253"}) {
+	if !strings.Contains(f.Summary, "em1") || f.Fix.Wizard != WizardSourceReturn || !slices.Equal(f.Fix.Args, []string{"--uplink", "em1:192.168.1.253"}) {
 		t.Errorf("finding %+v", f)
 	}
 	if !strings.Contains(strings.Join(f.Evidence, "\n"), "leaves by eth0") {

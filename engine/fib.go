@@ -248,11 +248,8 @@ func NewFIB(s *State) *FIB {
 			return sy.Int(ConfKey("all", setting), def) == 1 || sy.Int(ConfKey(l.Name, setting), def) == 1
 		}
 		fl.ignoreLinkdown4 = orConf("ignore_routes_with_linkdown", 0)
-		// The IPv6 setting lives in net.ipv6.conf, named like ConfKey's.
-		v6Key := func(iface string) string {
-			return "net.ipv6" + strings.TrimPrefix(ConfKey(iface, "ignore_routes_with_linkdown"), "net.ipv4")
-		}
-		fl.ignoreLinkdown6 = sy.Int(v6Key("all"), 0) == 1 || sy.Int(v6Key(l.Name), 0) == 1
+		fl.ignoreLinkdown6 = sy.Int(ConfKey6("all", "ignore_routes_with_linkdown"), 0) == 1 ||
+			sy.Int(ConfKey6(l.Name, "ignore_routes_with_linkdown"), 0) == 1
 		fl.rpFilter = sy.RPFilter(l.Name)
 		fl.srcValidMark = sy.SrcValidMark(l.Name)
 		fl.acceptLocal = sy.AcceptLocal(l.Name)
@@ -593,6 +590,28 @@ type walkResult struct {
 	route   *fibRoute
 	nh      int // index into route.nhs
 	steps   []FIBStep
+}
+
+// walk runs the policy rules for q and records in res the steps and the deciding rule. When
+// the walk ends without a route or at a reject route, res gets the verdict and walk reports
+// that the lookup stops there.
+func (f *FIB) walk(q *query, res *FIBResult) (walkResult, bool) {
+	w := f.walkRules(q)
+	res.Steps = w.steps
+	if w.rule != nil {
+		res.Rule = w.rule.r
+	}
+	if w.route != nil && !w.route.reject {
+		return w, false
+	}
+	res.Verdict = w.verdict
+	if w.route != nil {
+		res.Route, res.Table = w.route.r, w.table
+		if w.route.typ == RouteNAT || w.route.typ == "xresolve" {
+			res.Verdict = VerdictBlackhole
+		}
+	}
+	return w, true
 }
 
 func (f *FIB) loName() string {
@@ -987,19 +1006,8 @@ func (f *FIB) lookup4(q *query) FIBResult {
 		return res
 	}
 
-	w := f.walkRules(q)
-	res.Steps = w.steps
-	if w.rule != nil {
-		res.Rule = w.rule.r
-	}
-	if w.route == nil || w.route.reject {
-		res.Verdict = w.verdict
-		if w.route != nil {
-			res.Route, res.Table = w.route.r, w.table
-			if w.route.typ == RouteNAT || w.route.typ == "xresolve" {
-				res.Verdict = VerdictBlackhole
-			}
-		}
+	w, stopped := f.walk(q, &res)
+	if stopped {
 		if !q.input && q.oifLink != nil {
 			// "Apparently, routing tables are wrong. Assume, that the destination is on
 			// link." (ip_route_output_key_hash_rcu): a bound lookup that fails sends out of
@@ -1461,19 +1469,8 @@ func (f *FIB) lookup6(q *query) FIBResult {
 		q.v6oif = q.oif
 		q.strict = needStrict || q.oif != "" && !q.hasSrc
 	}
-	w := f.walkRules(q)
-	res.Steps = w.steps
-	if w.rule != nil {
-		res.Rule = w.rule.r
-	}
-	if w.route == nil || w.route.reject {
-		res.Verdict = w.verdict
-		if w.route != nil {
-			res.Route, res.Table = w.route.r, w.table
-			if w.route.typ == RouteNAT || w.route.typ == "xresolve" {
-				res.Verdict = VerdictBlackhole
-			}
-		}
+	w, stopped := f.walk(q, &res)
+	if stopped {
 		return res
 	}
 	r := w.route

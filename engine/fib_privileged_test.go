@@ -2,8 +2,6 @@ package engine_test
 
 import (
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -16,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"roundtrip/engine"
@@ -63,18 +59,18 @@ func TestPrivilegedFIBMatchesKernel(t *testing.T) {
 			d.apply()
 			st := d.read()
 			fib := engine.NewFIB(st)
-			k := openKernelFIB(t, d.ns, st)
+			k := openKernelFIB(t, d.ns)
 			counts := map[string]int{}
 			var failures []string
 			for _, fam := range []engine.Family{engine.V4, engine.V6} {
 				for range 2000 {
 					fl := d.probe(fam, st)
 					want, desc := expectKernel(fib, fl)
-					got := k.get(t, fl)
+					got := kernelGet(t, k, fl)
 					counts[fmt.Sprintf("%s %s %s", fam, map[bool]string{true: "input", false: "output"}[fl.IIF != ""], want[0].kind())]++
 					if diff := compareKernel(fl, want, got); diff != "" {
 						failures = append(failures, fmt.Sprintf("probe: ip %s route get %s\nkernel: %s\nsimulator: %s\n%s\n%sroutes to the destination:\n%s",
-							fam.Flag(), probeArgs(fl), got, want[0], diff, desc, routesTo(st, fl.Dst)))
+							fam.Flag(), kernel.RouteGetArgs(fl), got, want[0], diff, desc, routesTo(st, fl.Dst)))
 					}
 				}
 			}
@@ -123,7 +119,7 @@ func TestPrivilegedRPFCheckMatchesKernel(t *testing.T) {
 	r.Sysctl("net.ipv4.conf.e1.src_valid_mark", "1")
 	st := d.read()
 	fib := engine.NewFIB(st)
-	k := openKernelFIB(t, r, st)
+	k := openKernelFIB(t, r)
 	accepted, rejected := 0, 0
 	srcs := []string{"192.168.1.1", "172.16.5.5", "10.1.0.9", "10.2.0.9", "10.3.0.9", "10.4.0.9", "198.51.100.1", "203.0.113.5", "10.1.0.1", "127.0.0.1"}
 	dsts := []string{"10.1.0.1", "10.2.0.1", "10.50.1.1", "192.168.2.2", "172.16.9.9", "10.3.0.255"}
@@ -133,11 +129,11 @@ func TestPrivilegedRPFCheckMatchesKernel(t *testing.T) {
 				for _, mark := range []uint32{0, 7} {
 					fl := engine.Flow{Family: engine.V4, IIF: iif, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Mark: mark, Proto: 17}
 					ok, rev, why := fib.RPFCheck(fl)
-					got := k.get(t, fl)
+					got := kernelGet(t, k, fl)
 					want, _ := expectKernel(fib, fl)
 					if diff := compareKernel(fl, want, got); diff != "" {
 						t.Errorf("ip route get %s (rp_filter %s): kernel %s, simulator %s (rpf ok=%v: %s; reverse %s table %d dev %s)\n%s",
-							probeArgs(fl), modes[iif], got, want[0], ok, why, rev.Verdict, rev.Table, rev.OIF, diff)
+							kernel.RouteGetArgs(fl), modes[iif], got, want[0], ok, why, rev.Verdict, rev.Table, rev.OIF, diff)
 					}
 					if ok {
 						accepted++
@@ -171,9 +167,7 @@ func newFIBLab(t *testing.T, seed uint64) *fibLab {
 	l := lab.New(t)
 	r, p := l.NS("fib"), l.NS("peer")
 	// Addresses must be usable at once: no duplicate address detection anywhere.
-	for _, k := range []string{"net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"} {
-		r.Sysctl(k, "0")
-	}
+	r.NoDAD()
 	for i, name := range fibLinks {
 		l.Veth(r, name, p, "p"+name[1:])
 		n := i + 1
@@ -221,24 +215,6 @@ func (d *fibLab) read() *engine.State {
 	st, err := kernel.Read(ctx, kernel.Namespace{Name: d.ns.Name})
 	if err != nil {
 		d.t.Fatalf("reading the namespace: %v", err)
-	}
-	// Settings the reader does not collect; the lab never changes them from their defaults
-	// except where randomConfig sets them.
-	for _, name := range append([]string{"all"}, fibLinks...) {
-		for _, k := range []string{
-			engine.ConfKey(name, "ignore_routes_with_linkdown"),
-			"net.ipv6.conf." + name + ".ignore_routes_with_linkdown",
-			engine.ConfKey(name, "send_redirects"),
-			engine.ConfKey(name, "route_localnet"),
-		} {
-			if _, ok := st.Sysctls[k]; !ok {
-				out, err := d.ns.Try("sysctl", "-n", k)
-				if err != nil {
-					d.t.Fatalf("reading %s: %v", k, err)
-				}
-				st.Sysctls[k] = strings.TrimSpace(out)
-			}
-		}
 	}
 	return st
 }
@@ -411,17 +387,8 @@ func (d *fibLab) randomRule(fam engine.Family, prios []int) engine.Rule {
 	return r
 }
 
-func tableNumber(id int) string {
-	switch id {
-	case engine.TableMain:
-		return "main"
-	case engine.TableLocal:
-		return "local"
-	case engine.TableDefault:
-		return "default"
-	}
-	return strconv.Itoa(id)
-}
+// tableNumber names tables as `ip` does without an rt_tables file.
+var tableNumber = (&engine.State{}).TableName
 
 func (d *fibLab) randomConfig() {
 	if d.chance(0.5) {
@@ -545,150 +512,22 @@ func (d *fibLab) probe(fam engine.Family, st *engine.State) engine.Flow {
 	return fl
 }
 
-// kernelAnswer is the kernel's reply to RTM_GETROUTE.
-type kernelAnswer struct {
-	errno   syscall.Errno
-	typ     string
-	table   int
-	oif     string
-	gw      netip.Addr
-	prefsrc netip.Addr
-}
-
-func (a kernelAnswer) String() string {
-	if a.errno != 0 {
-		return errorName(a.errno)
-	}
-	s := fmt.Sprintf("%s table %d dev %s", a.typ, a.table, a.oif)
-	if a.gw.IsValid() {
-		s += " via " + a.gw.String()
-	}
-	if a.prefsrc.IsValid() {
-		s += " src " + a.prefsrc.String()
-	}
-	return s
-}
-
-func errorName(e syscall.Errno) string {
-	switch e {
-	case unix.ENETUNREACH:
-		return "ENETUNREACH"
-	case unix.EHOSTUNREACH:
-		return "EHOSTUNREACH"
-	case unix.EACCES:
-		return "EACCES"
-	case unix.EINVAL:
-		return "EINVAL"
-	case unix.ENODEV:
-		return "ENODEV"
-	}
-	return fmt.Sprintf("errno %d (%v)", int(e), e)
-}
-
-type kernelFIB struct {
-	sockets map[int]*nl.SocketHandle
-	index   map[string]int
-	names   map[int]string
-}
-
-// openKernelFIB opens a netlink socket inside the namespace for route queries.
-func openKernelFIB(t *testing.T, ns *lab.NS, st *engine.State) *kernelFIB {
-	h, err := ns.Handle()
+// openKernelFIB opens a route prober (RTM_GETROUTE, as `ip route get`) inside the namespace.
+func openKernelFIB(t *testing.T, ns *lab.NS) *kernel.RouteProber {
+	p, err := kernel.Namespace{Name: ns.Name}.OpenRouteProber()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	sock, err := nl.GetNetlinkSocketAt(h, netns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		t.Fatalf("opening netlink in %s: %v", ns.Name, err)
-	}
-	t.Cleanup(sock.Close)
-	k := &kernelFIB{sockets: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}, index: map[string]int{}, names: map[int]string{}}
-	for _, l := range st.Links {
-		k.index[l.Name], k.names[l.Index] = l.Index, l.Name
-	}
-	return k
+	t.Cleanup(p.Close)
+	return p
 }
 
-var routeTypeNames = map[uint8]string{
-	unix.RTN_UNICAST: "unicast", unix.RTN_LOCAL: "local", unix.RTN_BROADCAST: "broadcast",
-	unix.RTN_ANYCAST: "anycast", unix.RTN_MULTICAST: "multicast",
-}
-
-// get asks the kernel as `ip route get` does, with every selector of the flow.
-func (k *kernelFIB) get(t *testing.T, fl engine.Flow) kernelAnswer {
+// kernelGet asks the kernel with every selector of the flow.
+func kernelGet(t *testing.T, p *kernel.RouteProber, fl engine.Flow) kernel.RouteAnswer {
 	t.Helper()
-	fam := fl.Family
-	if fam == 0 {
-		fam = engine.FamilyOf(fl.Dst)
-	}
-	req := nl.NewNetlinkRequest(unix.RTM_GETROUTE, unix.NLM_F_REQUEST)
-	req.Sockets = k.sockets
-	bitsLen := uint8(fl.Dst.BitLen())
-	msg := &nl.RtMsg{RtMsg: unix.RtMsg{Family: uint8(fam), Dst_len: bitsLen, Tos: fl.TOS, Flags: unix.RTM_F_LOOKUP_TABLE}}
-	if fl.Src.IsValid() {
-		msg.Src_len = bitsLen
-	}
-	req.AddData(msg)
-	req.AddData(nl.NewRtAttr(unix.RTA_DST, fl.Dst.AsSlice()))
-	if fl.Src.IsValid() {
-		req.AddData(nl.NewRtAttr(unix.RTA_SRC, fl.Src.AsSlice()))
-	}
-	if fl.IIF != "" {
-		req.AddData(nl.NewRtAttr(unix.RTA_IIF, nl.Uint32Attr(uint32(k.index[fl.IIF]))))
-	}
-	if fl.OIF != "" {
-		req.AddData(nl.NewRtAttr(unix.RTA_OIF, nl.Uint32Attr(uint32(k.index[fl.OIF]))))
-	}
-	if fl.Mark != 0 {
-		req.AddData(nl.NewRtAttr(unix.RTA_MARK, nl.Uint32Attr(fl.Mark)))
-	}
-	uid := fl.UID
-	if fl.IIF != "" && fam == engine.V6 {
-		// `ip -6 route get iif` looks up as the given uid (INVALID_UID when none); real
-		// received packets are looked up as uid 0, which the simulator models.
-		uid = 0
-	}
-	req.AddData(nl.NewRtAttr(unix.RTA_UID, nl.Uint32Attr(uid)))
-	if fl.Proto != 0 {
-		req.AddData(nl.NewRtAttr(unix.RTA_IP_PROTO, []byte{uint8(fl.Proto)}))
-	}
-	port := func(p uint16) []byte { return binary.BigEndian.AppendUint16(nil, p) }
-	if fl.SPort != 0 {
-		req.AddData(nl.NewRtAttr(unix.RTA_SPORT, port(fl.SPort)))
-	}
-	if fl.DPort != 0 {
-		req.AddData(nl.NewRtAttr(unix.RTA_DPORT, port(fl.DPort)))
-	}
-	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWROUTE)
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return kernelAnswer{errno: errno}
-	}
-	if err != nil || len(msgs) != 1 {
-		t.Fatalf("route get %s: %v (%d answers)", probeArgs(fl), err, len(msgs))
-	}
-	hdr := nl.DeserializeRtMsg(msgs[0])
-	attrs, err := nl.ParseRouteAttr(msgs[0][unix.SizeofRtMsg:])
+	a, err := p.RouteGet(fl)
 	if err != nil {
-		t.Fatalf("decoding the answer to route get %s: %v", probeArgs(fl), err)
-	}
-	a := kernelAnswer{typ: routeTypeNames[hdr.Type], table: int(hdr.Table)}
-	if a.typ == "" {
-		a.typ = fmt.Sprint(hdr.Type)
-	}
-	for _, at := range attrs {
-		v := at.Value
-		switch at.Attr.Type {
-		case unix.RTA_TABLE:
-			a.table = int(nl.NativeEndian().Uint32(v))
-		case unix.RTA_OIF:
-			a.oif = k.names[int(nl.NativeEndian().Uint32(v))]
-		case unix.RTA_GATEWAY:
-			a.gw, _ = netip.AddrFromSlice(v)
-		case unix.RTA_PREFSRC:
-			a.prefsrc, _ = netip.AddrFromSlice(v)
-		}
+		t.Fatal(err)
 	}
 	return a
 }
@@ -702,14 +541,14 @@ type expectation struct {
 
 func (e expectation) kind() string {
 	if e.errno != 0 {
-		return errorName(e.errno)
+		return unix.ErrnoName(e.errno)
 	}
 	return e.res.Verdict
 }
 
 func (e expectation) String() string {
 	if e.errno != 0 {
-		return errorName(e.errno) + " (" + e.res.Verdict + ")"
+		return unix.ErrnoName(e.errno) + " (" + e.res.Verdict + ")"
 	}
 	s := fmt.Sprintf("%s table %d dev %s", e.res.Verdict, e.res.Table, e.res.OIF)
 	if e.res.Gateway.IsValid() {
@@ -795,7 +634,7 @@ func stepsOf(res engine.FIBResult) string {
 
 // compareKernel says how the kernel's answer differs from every expectation, "" when it matches
 // one.
-func compareKernel(fl engine.Flow, alts []expectation, got kernelAnswer) string {
+func compareKernel(fl engine.Flow, alts []expectation, got kernel.RouteAnswer) string {
 	var diffs []string
 	for _, want := range alts {
 		d := compareOne(fl, want, got)
@@ -807,36 +646,33 @@ func compareKernel(fl engine.Flow, alts []expectation, got kernelAnswer) string 
 	return strings.Join(diffs, "\nor ")
 }
 
-func compareOne(fl engine.Flow, want expectation, got kernelAnswer) string {
-	if want.errno != 0 || got.errno != 0 {
-		if want.errno != got.errno {
+func compareOne(fl engine.Flow, want expectation, got kernel.RouteAnswer) string {
+	if want.errno != 0 || got.Errno != 0 {
+		if want.errno != got.Errno {
 			return fmt.Sprintf("errors differ: kernel %s, simulator %s", got, want)
 		}
 		return ""
 	}
 	res := want.res
 	var diffs []string
-	if got.typ != res.Verdict {
-		diffs = append(diffs, fmt.Sprintf("type %s, simulator %s", got.typ, res.Verdict))
+	if got.Verdict != res.Verdict {
+		diffs = append(diffs, fmt.Sprintf("type %s, simulator %s", got.Verdict, res.Verdict))
 	}
-	if got.table != res.Table {
-		diffs = append(diffs, fmt.Sprintf("table %d, simulator %d", got.table, res.Table))
+	if got.Table != res.Table {
+		diffs = append(diffs, fmt.Sprintf("table %d, simulator %d", got.Table, res.Table))
 	}
-	if got.oif != res.OIF {
-		diffs = append(diffs, fmt.Sprintf("dev %s, simulator %s", got.oif, res.OIF))
+	if got.OIF != res.OIF {
+		diffs = append(diffs, fmt.Sprintf("dev %s, simulator %s", got.OIF, res.OIF))
 	}
-	if got.gw != res.Gateway {
-		diffs = append(diffs, fmt.Sprintf("gateway %v, simulator %v", got.gw, res.Gateway))
+	if got.Gateway != res.Gateway {
+		diffs = append(diffs, fmt.Sprintf("gateway %v, simulator %v", got.Gateway, res.Gateway))
 	}
 	if fl.IIF == "" {
-		// IPv4 reports the source only when it is not the one asked for; IPv6 always reports
-		// the source it would select.
-		src, wantSrc := got.prefsrc, res.PrefSrc
+		// IPv4 reports the source only when it is not the one asked for (RouteAnswer.Src is
+		// then the flow's); IPv6 always reports the source it would select for the route.
+		src, wantSrc := got.PrefSrc, res.PrefSrc
 		if fl.Family == engine.V4 {
-			wantSrc = res.Src
-			if !src.IsValid() && fl.Src.IsValid() {
-				src = fl.Src
-			}
+			src, wantSrc = got.Src, res.Src
 		}
 		if src != wantSrc {
 			diffs = append(diffs, fmt.Sprintf("source %v, simulator %v", src, wantSrc))
@@ -846,37 +682,6 @@ func compareOne(fl engine.Flow, want expectation, got kernelAnswer) string {
 		return fmt.Sprintf("%s: %s", want, strings.Join(diffs, "; "))
 	}
 	return ""
-}
-
-func probeArgs(fl engine.Flow) string {
-	var b strings.Builder
-	b.WriteString(fl.Dst.String())
-	if fl.Src.IsValid() {
-		b.WriteString(" from " + fl.Src.String())
-	}
-	if fl.IIF != "" {
-		b.WriteString(" iif " + fl.IIF)
-	}
-	if fl.OIF != "" {
-		b.WriteString(" oif " + fl.OIF)
-	}
-	if fl.Mark != 0 {
-		fmt.Fprintf(&b, " mark %#x", fl.Mark)
-	}
-	if fl.Proto != 0 {
-		b.WriteString(" ipproto " + engine.ProtoName(fl.Proto))
-	}
-	if fl.SPort != 0 {
-		fmt.Fprintf(&b, " sport %d", fl.SPort)
-	}
-	if fl.DPort != 0 {
-		fmt.Fprintf(&b, " dport %d", fl.DPort)
-	}
-	if fl.TOS != 0 {
-		fmt.Fprintf(&b, " tos %#x", fl.TOS)
-	}
-	fmt.Fprintf(&b, " uid %d", fl.UID)
-	return b.String()
 }
 
 func routesTo(st *engine.State, dst netip.Addr) string {

@@ -144,6 +144,8 @@ func (r Rule) String() string {
 	return fmt.Sprintf("ip %s rule add %s", r.Family.Flag(), r.Args(numericTable))
 }
 
+// numericTable names a table as `ip` does without an rt_tables file: the reserved names, else
+// the number.
 func numericTable(id int) string {
 	switch id {
 	case TableMain:

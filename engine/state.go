@@ -148,15 +148,7 @@ func (s *State) TableName(id int) string {
 	if n, ok := s.TableNames[id]; ok && n != "" {
 		return n
 	}
-	switch id {
-	case TableDefault:
-		return "default"
-	case TableMain:
-		return "main"
-	case TableLocal:
-		return "local"
-	}
-	return fmt.Sprint(id)
+	return numericTable(id)
 }
 
 // TableID resolves a table name or number.
@@ -198,6 +190,11 @@ const (
 func ConfKey(iface, setting string) string {
 	// Interface names with dots are written with slashes in sysctl's dotted notation.
 	return "net.ipv4.conf." + strings.ReplaceAll(iface, ".", "/") + "." + setting
+}
+
+// ConfKey6 returns the name of a per-interface net.ipv6.conf setting, written as ConfKey's.
+func ConfKey6(iface, setting string) string {
+	return "net.ipv6.conf." + strings.ReplaceAll(iface, ".", "/") + "." + setting
 }
 
 // Int returns a sysctl as an integer, or def when it is absent or not a number.

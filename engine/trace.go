@@ -301,6 +301,34 @@ func (t *tracer) table(leg *Leg, table, hook string, p *nfPacket, ct *connTrack)
 	return true
 }
 
+// natBeforeRouting runs the nat table of PREROUTING or OUTPUT for a connection's first packet.
+// For a reply of an SNATed connection, conntrack instead puts the request's original source
+// back as the destination at that hook, before routing (nf_nat_ipv4_pre_routing,
+// nf_nat_ipv4_local_fn). It reports whether the packet goes on.
+func (t *tracer) natBeforeRouting(leg *Leg, hook string, p *nfPacket, ct *connTrack) bool {
+	switch {
+	case ct.State == ctNew:
+		return t.table(leg, "nat", hook, p, ct)
+	case ct.Reply && ct.SNAT && ct.State != ctUntracked:
+		old := netip.AddrPortFrom(p.Dst, p.DPort)
+		p.Dst, p.DPort = ct.Orig.Src.Addr(), ct.Orig.Src.Port()
+		leg.Steps = append(leg.Steps, Step{Hook: "nat " + hook, What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
+	}
+	return true
+}
+
+// route makes the routing decision of a leg and records it; the request's is kept for
+// comparison with the kernel (ForwardLookup).
+func (t *tracer) route(leg *Leg, fl Flow, request bool) FIBResult {
+	r := t.fib.Lookup(fl)
+	if request {
+		t.res.forwardLookup = &routingDecision{fl, r}
+	}
+	t.routingSteps(leg, "routing", r)
+	leg.route = r
+	return r
+}
+
 // receive follows a packet that arrives on p.IIF: PREROUTING, the routing decision, then
 // INPUT or FORWARD and POSTROUTING (net/ipv4/ip_input.c, ip_forward.c).
 func (t *tracer) receive(leg *Leg, p *nfPacket, ct *connTrack, request bool) {
@@ -315,25 +343,11 @@ func (t *tracer) receive(leg *Leg, p *nfPacket, ct *connTrack, request bool) {
 	if !t.table(leg, "mangle", "PREROUTING", p, ct) {
 		return
 	}
-	switch {
-	case ct.State == ctNew:
-		if !t.table(leg, "nat", "PREROUTING", p, ct) {
-			return
-		}
-	case ct.Reply && ct.SNAT && ct.State != ctUntracked:
-		// The reply's destination is the address SNAT gave the request: conntrack puts the
-		// original source back at the nat hook, before routing (nf_nat_ipv4_pre_routing).
-		old := netip.AddrPortFrom(p.Dst, p.DPort)
-		p.Dst, p.DPort = ct.Orig.Src.Addr(), ct.Orig.Src.Port()
-		leg.Steps = append(leg.Steps, Step{Hook: "nat PREROUTING", What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
+	if !t.natBeforeRouting(leg, "PREROUTING", p, ct) {
+		return
 	}
 	fl := Flow{Family: p.Family, Src: p.Src, Dst: p.Dst, IIF: p.IIF, Mark: p.Mark, Proto: p.Proto, SPort: p.SPort, DPort: p.DPort}
-	r := t.fib.Lookup(fl)
-	if request {
-		t.res.forwardLookup = &routingDecision{fl, r}
-	}
-	t.routingSteps(leg, "routing", r)
-	leg.route = r
+	r := t.route(leg, fl, request)
 	switch r.Verdict {
 	case RouteLocal, RouteBroadcast:
 		if !t.rpFilter(leg, p, r) {
@@ -390,12 +404,7 @@ func (t *tracer) send(leg *Leg, p *nfPacket, ct *connTrack, request bool) {
 	if p.Src.IsValid() && p.Src.IsUnspecified() {
 		fl.Src = netip.Addr{}
 	}
-	r := t.fib.Lookup(fl)
-	if request {
-		t.res.forwardLookup = &routingDecision{fl, r}
-	}
-	t.routingSteps(leg, "routing", r)
-	leg.route = r
+	r := t.route(leg, fl, request)
 	if !fl.Src.IsValid() && r.Src.IsValid() {
 		p.Src = r.Src
 		leg.Steps = append(leg.Steps, Step{Hook: "routing", What: fmt.Sprintf("source address %s chosen by the route", r.Src)})
@@ -418,15 +427,8 @@ func (t *tracer) send(leg *Leg, p *nfPacket, ct *connTrack, request bool) {
 		return
 	}
 	dstBefore := p.Dst
-	switch {
-	case ct.State == ctNew:
-		if !t.table(leg, "nat", "OUTPUT", p, ct) {
-			return
-		}
-	case ct.Reply && ct.SNAT && ct.State != ctUntracked:
-		old := netip.AddrPortFrom(p.Dst, p.DPort)
-		p.Dst, p.DPort = ct.Orig.Src.Addr(), ct.Orig.Src.Port()
-		leg.Steps = append(leg.Steps, Step{Hook: "nat OUTPUT", What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
+	if !t.natBeforeRouting(leg, "OUTPUT", p, ct) {
+		return
 	}
 	if p.Dst != dstBefore && !t.reroute(leg, p, fmt.Sprintf("destination changed %s -> %s", dstBefore, p.Dst)) {
 		return

@@ -239,7 +239,7 @@ route 198.18.0.0/15 via 192.168.1.253 dev em1
 			t.Errorf("evidence lacks %q:\n%s", want, ev)
 		}
 	}
-	if f.Severity != SeverityError || f.Fix.Wizard != WizardSourceReturn || !slices.Equal(f.Fix.Args, []string{"--uplink", "eth0", "--gateway", "192.168.10.1"}) {
+	if f.Severity != SeverityError || f.Fix.Wizard != WizardSourceReturn || !slices.Equal(f.Fix.Args, []string{"--uplink", "eth0:192.168.10.1"}) {
 		t.Errorf("finding %+v", f)
 	}
 
@@ -513,7 +513,7 @@ ipt nat -A POSTROUTING -s 192.168.1.32/32 -j SNAT --to-source 192.168.1.34
 			t.Errorf("line of %d columns: %q", n, line)
 		}
 	}
-	for _, want := range []string{"REQUEST", "REPLY", "▶", "reply-bypasses-nat", "fix:", "wizard: port-forward --snat auto", "DNAT 192.168.1.34:81 -> 192.168.1.32:80"} {
+	for _, want := range []string{"REQUEST", "REPLY", "▶", "reply-bypasses-nat", "fix:", "wizard: port-forward --listen 192.168.1.34:81 --in eth0 --to", "DNAT 192.168.1.34:81 -> 192.168.1.32:80"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}

@@ -17,12 +17,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/mdlayher/netlink"
 	"github.com/ti-mo/conntrack"
-	"github.com/ti-mo/netfilter"
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"roundtrip/engine"
@@ -90,13 +87,27 @@ func (a *Applier) store() (*Store, error) {
 	return s, nil
 }
 
+// lock opens the namespace's journal store and takes its lock, waiting up to LockWait for
+// another apply; the caller releases it.
+func (a *Applier) lock(ctx context.Context) (*Store, func(), error) {
+	store, err := a.store()
+	if err != nil {
+		return nil, nil, err
+	}
+	release, err := store.Lock(ctx, a.LockWait)
+	if err != nil {
+		return nil, nil, err
+	}
+	return store, release, nil
+}
+
 func (a *Applier) read(ctx context.Context) (*engine.State, error) {
 	return ReadWith(ctx, a.NS, ReadOptions{RTTablesDirs: a.RTTablesDirs})
 }
 
 // tablesFile is where roundtrip writes routing table names.
 func (a *Applier) tablesFile() string {
-	dir := DefaultRTTablesDirs[0]
+	dir := RTTablesDirs()[0]
 	if len(a.RTTablesDirs) > 0 {
 		dir = a.RTTablesDirs[0]
 	}
@@ -282,11 +293,7 @@ func (a *Applier) tableFileUndo(changes []engine.Change) (*FileUndo, error) {
 // reverse. After a successful apply it reads the state back and reports drift. An apply of a
 // plan that is already in effect does nothing and writes no journal.
 func (a *Applier) Apply(ctx context.Context, p *engine.Plan, opts ApplyOptions) (*Result, error) {
-	store, err := a.store()
-	if err != nil {
-		return nil, err
-	}
-	release, err := store.Lock(ctx, a.LockWait)
+	store, release, err := a.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -441,11 +448,7 @@ var ErrNothingToRollBack = errors.New("nothing to roll back")
 // is empty. Only the most recent active journal can be rolled back, since later applies may
 // build on it. Steps are undone in reverse, including one that an interrupted apply started.
 func (a *Applier) Rollback(ctx context.Context, id, reason string) (*Journal, error) {
-	store, err := a.store()
-	if err != nil {
-		return nil, err
-	}
-	release, err := store.Lock(ctx, a.LockWait)
+	store, release, err := a.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -628,7 +631,7 @@ func (e *executor) change(ctx context.Context, c engine.Change) error {
 	case engine.KindChain:
 		err = e.netfilter(ctx, []engine.Change{c})
 	case engine.KindConntrack:
-		err = e.conntrack(*c.Conntrack)
+		err = e.conntrack(ctx, *c.Conntrack)
 	case engine.KindTable:
 		return fmt.Errorf("table names are written as one file step, not one by one")
 	}
@@ -994,16 +997,9 @@ func (e *executor) routeSocket() (map[int]*nl.SocketHandle, error) {
 	if e.sock != nil {
 		return map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: e.sock}}, nil
 	}
-	nsh, err := e.ns.open()
+	sock, err := e.ns.socket(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
-	}
-	if nsh.IsOpen() {
-		defer nsh.Close()
-	}
-	sock, err := nl.GetNetlinkSocketAt(nsh, netns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink in %s: %w", e.ns, err)
 	}
 	e.sock = sock
 	return map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}, nil
@@ -1035,49 +1031,34 @@ func (e *executor) rule(c engine.Change) error {
 	return err
 }
 
-// conntrack deletes the conntrack entries of the flush's family whose original tuple matches.
-// A kernel without conntrack has no entries to delete.
-func (e *executor) conntrack(f engine.ConntrackFlush) error {
-	cfg := &netlink.Config{}
-	if e.ns.Name != "" {
-		h, err := netns.GetFromName(e.ns.Name)
-		if err != nil {
-			return fmt.Errorf("opening network namespace %s: %w", e.ns.Name, err)
-		}
-		defer h.Close()
-		cfg.NetNS = int(h)
-	}
-	c, err := conntrack.Dial(cfg)
+// conntrack deletes the conntrack entries of the flush's family whose original tuple matches,
+// each as the streamed dump brings it, so memory does not grow with the table (the kernel
+// filters the family and the mark). A kernel without conntrack has no entries to delete.
+func (e *executor) conntrack(ctx context.Context, f engine.ConntrackFlush) error {
+	c, err := OpenConntrack(e.ns)
 	if err != nil {
-		return fmt.Errorf("opening ctnetlink: %w", err)
+		return err
 	}
 	defer c.Close()
-	fam := netfilter.ProtoIPv4
-	if f.Family == engine.V6 {
-		fam = netfilter.ProtoIPv6
-	}
-	filter := conntrack.NewFilter().Family(fam)
-	if f.Mark != nil {
-		filter = filter.Mark(f.Mark.Value).MarkMask(f.Mark.Mask)
-	}
-	flows, err := c.DumpFilter(filter, nil)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP) {
-			return nil
-		}
-		return fmt.Errorf("listing conntrack entries: %w", err)
-	}
-	for _, fl := range flows {
+	var deleteErr error
+	err = c.dump(ctx, &ConntrackFilter{Family: f.Family, Mark: f.Mark}, func(fl *conntrack.Flow, _ *ConntrackEntry) error {
 		t := fl.TupleOrig
 		if f.Proto != 0 && int(t.Proto.Protocol) != f.Proto ||
 			f.Src.IsValid() && !f.Src.Contains(t.IP.SourceAddress.Unmap()) ||
 			f.Dst.IsValid() && !f.Dst.Contains(t.IP.DestinationAddress.Unmap()) ||
 			f.DPort != 0 && t.Proto.DestinationPort != f.DPort {
-			continue
+			return nil
 		}
-		if err := c.Delete(fl); err != nil && !errors.Is(err, unix.ENOENT) {
-			return fmt.Errorf("deleting conntrack entry %s: %w", t, err)
+		// An entry may be gone by now: it expired, or the dump sent it again (ctnetlink restarts
+		// a hash bucket when the entry it stopped at was deleted meanwhile).
+		if err := c.conn.Delete(*fl); err != nil && !errors.Is(err, unix.ENOENT) {
+			deleteErr = fmt.Errorf("deleting conntrack entry %s: %w", t, err)
+			return deleteErr
 		}
+		return nil
+	})
+	if deleteErr == nil && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP)) {
+		return nil
 	}
-	return nil
+	return err
 }

@@ -32,12 +32,8 @@ type applyHost struct {
 func newApplyHost(t *testing.T, l *lab.Lab, name string) *applyHost {
 	t.Helper()
 	a, b := l.NS(name), l.NS(name+"p")
-	for _, ns := range []*lab.NS{a, b} {
-		// Without DAD, IPv6 link-local addresses exist as soon as links are up, so reading the
-		// state right after a change sees them.
-		ns.Sysctl("net.ipv6.conf.default.accept_dad", "0")
-		ns.Sysctl("net.ipv6.conf.all.accept_dad", "0")
-	}
+	a.NoDAD()
+	b.NoDAD()
 	// Fixed hardware addresses, so that two hosts built alike have the same IPv6 link-local
 	// addresses and compare equal.
 	a.IP("link", "add", "a0", "address", "02:00:00:00:88:01", "type", "veth", "peer", "name", "b0", "address", "02:00:00:00:88:02", "netns", b.Name)
@@ -449,6 +445,9 @@ func TestPrivilegedConntrackFlush(t *testing.T) {
 		h.ns.Run("conntrack", "-I", "-s", "10.88.0.2", "-d", "10.88.0.1", "-p", "tcp", "--sport", "5555", "--dport", port,
 			"--state", "ESTABLISHED", "-t", "100", "-u", "SEEN_REPLY")
 	}
+	// The flush is of IPv4 only: an IPv6 entry of the same port stays.
+	h.ns.Run("conntrack", "-I", "-s", "2001:db8:88::2", "-d", "2001:db8:88::1", "-p", "tcp", "--sport", "5555", "--dport", "8080",
+		"--state", "ESTABLISHED", "-t", "100", "-u", "SEEN_REPLY")
 	p := engine.NewPlan("flush port 8080")
 	p.Changes = []engine.Change{
 		{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}},
@@ -458,8 +457,12 @@ func TestPrivilegedConntrackFlush(t *testing.T) {
 		t.Fatal(err)
 	}
 	out, _ := h.ns.Try("conntrack", "-L")
-	if strings.Contains(out, "dport=8080") || !strings.Contains(out, "dport=9999") {
+	if strings.Contains(out, "dst=10.88.0.1 sport=5555 dport=8080") || !strings.Contains(out, "dport=9999") {
 		t.Errorf("after the flush of port 8080:\n%s", out)
+	}
+	out6, _ := h.ns.Try("conntrack", "-L", "-f", "ipv6")
+	if !strings.Contains(out6, "dport=8080") {
+		t.Errorf("the IPv4 flush deleted the IPv6 entry:\n%s", out6)
 	}
 }
 

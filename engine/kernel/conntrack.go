@@ -15,7 +15,6 @@ import (
 	"github.com/ti-mo/conntrack"
 	"github.com/ti-mo/netfilter"
 	"github.com/vishvananda/netlink/nl"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"roundtrip/engine"
@@ -39,13 +38,13 @@ func (t ConntrackTuple) Reverse() ConntrackTuple {
 func (t ConntrackTuple) IsZero() bool { return t == ConntrackTuple{} }
 
 func (t ConntrackTuple) String() string {
-	return fmt.Sprintf("%s %s -> %s", engine.ProtoName(int(t.Proto)), endpointString(t.Proto, t.Src), endpointString(t.Proto, t.Dst))
+	return fmt.Sprintf("%s %s -> %s", engine.ProtoName(int(t.Proto)), Endpoint(t.Proto, t.Src), Endpoint(t.Proto, t.Dst))
 }
 
-// endpointString writes an address with its port for protocols that have ports.
-func endpointString(proto uint8, ap netip.AddrPort) string {
-	switch proto {
-	case unix.IPPROTO_TCP, unix.IPPROTO_UDP, unix.IPPROTO_SCTP, unix.IPPROTO_UDPLITE, unix.IPPROTO_DCCP:
+// Endpoint writes an address with its port for protocols that have ports, the address alone
+// for the others (ICMP's echo identifier is not a port to show).
+func Endpoint(proto uint8, ap netip.AddrPort) string {
+	if hasPorts(proto) {
 		return ap.String()
 	}
 	return ap.Addr().String()
@@ -425,16 +424,15 @@ func (m nfgenmsg) Serialize() []byte {
 // The family and a mark are filtered by the kernel (CTA_MARK and CTA_MARK_MASK, Linux 4.x),
 // the rest here.
 func (c *Conntrack) Dump(ctx context.Context, f *ConntrackFilter, fn func(*ConntrackEntry) error) error {
-	nsh, err := c.ns.open()
+	return c.dump(ctx, f, func(_ *conntrack.Flow, e *ConntrackEntry) error { return fn(e) })
+}
+
+// dump is Dump that also hands fn the library's flow, which goes back to the library (to
+// delete the entry) with all the entry leaves out, such as the type of an ICMP tuple.
+func (c *Conntrack) dump(ctx context.Context, f *ConntrackFilter, fn func(*conntrack.Flow, *ConntrackEntry) error) error {
+	sock, err := c.ns.socket(unix.NETLINK_NETFILTER)
 	if err != nil {
 		return err
-	}
-	if nsh.IsOpen() {
-		defer nsh.Close()
-	}
-	sock, err := nl.GetNetlinkSocketAt(nsh, netns.None(), unix.NETLINK_NETFILTER)
-	if err != nil {
-		return fmt.Errorf("opening netlink in %s: %w", c.ns, err)
 	}
 	defer sock.Close()
 	// The dump is only as fast as its reader; a larger buffer lets the kernel run ahead.
@@ -458,15 +456,16 @@ func (c *Conntrack) Dump(ctx context.Context, f *ConntrackFilter, fn func(*Connt
 			cbErr = ctx.Err()
 			return false
 		}
-		e, err := decodeFlow(m, 0)
+		ev, err := decodeEvent(m, 0)
 		if err != nil {
 			cbErr = fmt.Errorf("decoding a conntrack entry: %w", err)
 			return false
 		}
-		if !f.Match(&e.Entry) {
+		e := convertFlow(ev.Flow)
+		if !f.Match(&e) {
 			return true
 		}
-		if err := fn(&e.Entry); err != nil {
+		if err := fn(ev.Flow, &e); err != nil {
 			cbErr = err
 			return false
 		}
@@ -481,18 +480,28 @@ func (c *Conntrack) Dump(ctx context.Context, f *ConntrackFilter, fn func(*Connt
 	return nil
 }
 
-// decodeFlow decodes the payload of a ctnetlink message (after nlmsghdr) with ti-mo's decoder.
-func decodeFlow(data []byte, flags uint16) (ConntrackEvent, error) {
+// decodeEvent decodes the payload of a ctnetlink message (after nlmsghdr) with ti-mo's decoder;
+// the event it returns carries a flow.
+func decodeEvent(data []byte, flags uint16) (conntrack.Event, error) {
 	msg := mdnetlink.Message{
 		Header: mdnetlink.Header{Type: mdnetlink.HeaderType(nfnlSubsysCTNetlink<<8 | ipctnlMsgCTNew), Flags: mdnetlink.HeaderFlags(flags)},
 		Data:   data,
 	}
 	var ev conntrack.Event
 	if err := ev.Unmarshal(msg); err != nil {
-		return ConntrackEvent{}, err
+		return ev, err
 	}
 	if ev.Flow == nil {
-		return ConntrackEvent{}, errors.New("message carries no flow")
+		return ev, errors.New("message carries no flow")
+	}
+	return ev, nil
+}
+
+// decodeFlow decodes a ctnetlink message into an event of the table.
+func decodeFlow(data []byte, flags uint16) (ConntrackEvent, error) {
+	ev, err := decodeEvent(data, flags)
+	if err != nil {
+		return ConntrackEvent{}, err
 	}
 	out := ConntrackEvent{Entry: convertFlow(ev.Flow)}
 	switch ev.Type {

@@ -67,6 +67,23 @@ func (ns Namespace) Handle() (*netlink.Handle, error) {
 	return h, nil
 }
 
+// socket opens a netlink socket of the protocol (unix.NETLINK_ROUTE, ...) inside the
+// namespace, for the requests the library cannot make; the caller closes it.
+func (ns Namespace) socket(proto int) (*nl.NetlinkSocket, error) {
+	nsh, err := ns.open()
+	if err != nil {
+		return nil, err
+	}
+	if nsh.IsOpen() {
+		defer nsh.Close()
+	}
+	sock, err := nl.GetNetlinkSocketAt(nsh, netns.None(), proto)
+	if err != nil {
+		return nil, fmt.Errorf("opening netlink in %s: %w", ns, err)
+	}
+	return sock, nil
+}
+
 // Runner returns the command runner that runs tools (iptables-save, ...) inside the namespace.
 func (ns Namespace) Runner() Runner { return ExecRunner{NetNS: ns.Name} }
 
@@ -437,16 +454,9 @@ var ruleActions = map[uint8]string{
 // FIB rule dump request"). So the dump is done here with the library's message plumbing, on a
 // socket of its own in the namespace.
 func readRules(ns Namespace, fam engine.Family) ([]engine.Rule, error) {
-	nsh, err := ns.open()
+	sock, err := ns.socket(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
-	}
-	if nsh.IsOpen() {
-		defer nsh.Close()
-	}
-	sock, err := nl.GetNetlinkSocketAt(nsh, netns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, fmt.Errorf("opening netlink in %s: %w", ns, err)
 	}
 	defer sock.Close()
 	if err := unix.SetsockoptInt(int(sock.GetFd()), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {

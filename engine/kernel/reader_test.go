@@ -32,8 +32,7 @@ func TestPrivilegedReadMatchesKernel(t *testing.T) {
 	a, b := l.NS("a"), l.NS("b")
 	// Without DAD, IPv6 addresses and their local routes exist as soon as links are up, so
 	// nothing changes between Read and the iproute2 dumps it is compared with.
-	a.Sysctl("net.ipv6.conf.default.accept_dad", "0")
-	a.Sysctl("net.ipv6.conf.all.accept_dad", "0")
+	a.NoDAD()
 	l.Veth(a, "v1", b, "eth0")
 	l.Veth(a, "v2", b, "eth1")
 	// A veth pair inside a (so the peer resolves by name) with one end in a bridge.
@@ -102,6 +101,10 @@ func TestPrivilegedReadMatchesKernel(t *testing.T) {
 	a.Sysctl("net.ipv4.ip_forward", "1")
 	a.Sysctl("net.ipv4.conf.v1.rp_filter", "2")
 	a.Sysctl("net.ipv4.conf.all.src_valid_mark", "1")
+	a.Sysctl("net.ipv4.conf.v2.route_localnet", "1")
+	a.Sysctl("net.ipv4.conf.v1.ignore_routes_with_linkdown", "1")
+	a.Sysctl("net.ipv6.conf.v2.ignore_routes_with_linkdown", "1")
+	a.Sysctl("net.ipv4.conf.all.send_redirects", "0")
 
 	ctx := t.Context()
 	st, err := kernel.Read(ctx, kernel.Namespace{Name: a.Name})
@@ -340,6 +343,15 @@ func checkConfigured(t *testing.T, st *engine.State) {
 		engine.ConfKey("all", "src_valid_mark"): "1",
 		engine.ConfKey("default", "forwarding"): "1",
 		engine.ConfKey("br0", "accept_local"):   "0",
+		// What engine.FIB reads besides (with the kernel's defaults when absent).
+		engine.ConfKey("v2", "route_localnet"):                "1",
+		engine.ConfKey("v1", "route_localnet"):                "0",
+		engine.ConfKey("v1", "ignore_routes_with_linkdown"):   "1",
+		engine.ConfKey("all", "ignore_routes_with_linkdown"):  "0",
+		engine.ConfKey6("v2", "ignore_routes_with_linkdown"):  "1",
+		engine.ConfKey6("all", "ignore_routes_with_linkdown"): "0",
+		engine.ConfKey("all", "send_redirects"):               "0",
+		engine.ConfKey("v1", "send_redirects"):                "1",
 	} {
 		if got, ok := st.Sysctls[key]; !ok || got != want {
 			t.Errorf("sysctl %s = %q (present %v), want %q", key, got, ok, want)

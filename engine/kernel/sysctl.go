@@ -10,8 +10,13 @@ import (
 	"roundtrip/engine"
 )
 
-// confSettings are the per-interface net.ipv4.conf settings that decide paths.
-var confSettings = []string{"rp_filter", "src_valid_mark", "accept_local", "forwarding"}
+// confSettings are the per-interface net.ipv4.conf settings that decide paths (engine.FIB reads
+// them, with the kernel's defaults when absent).
+var confSettings = []string{"rp_filter", "src_valid_mark", "accept_local", "forwarding",
+	"ignore_routes_with_linkdown", "send_redirects", "route_localnet"}
+
+// conf6Settings are the per-interface net.ipv6.conf settings that decide paths.
+var conf6Settings = []string{"ignore_routes_with_linkdown"}
 
 // SysctlPath maps a dotted sysctl name to its file under /proc/sys.
 func SysctlPath(key string) string { return engine.SysctlPath(key) }
@@ -26,6 +31,9 @@ func sysctlKeys(links []engine.Link) []string {
 	for _, iface := range ifaces {
 		for _, s := range confSettings {
 			keys = append(keys, engine.ConfKey(iface, s))
+		}
+		for _, s := range conf6Settings {
+			keys = append(keys, engine.ConfKey6(iface, s))
 		}
 	}
 	return append(keys, engine.SysctlConntrackCount, engine.SysctlConntrackMax)

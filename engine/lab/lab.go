@@ -116,6 +116,15 @@ func (n *NS) Sysctl(key, value string) {
 	n.Run("sysctl", "-q", "-w", key+"="+value)
 }
 
+// NoDAD turns IPv6 duplicate address detection off in the namespace, for links created
+// afterwards: their addresses, link-local ones and their routes included, exist as soon as
+// the links are up, so a state read right away is the settled one.
+func (n *NS) NoDAD() {
+	n.lab.t.Helper()
+	n.Sysctl("net.ipv6.conf.all.accept_dad", "0")
+	n.Sysctl("net.ipv6.conf.default.accept_dad", "0")
+}
+
 // Veth connects namespace a (interface aIf) with namespace b (interface bIf) and brings both
 // ends up. The pair is created directly inside a with its peer in b, so the host's own
 // namespace is never touched.

@@ -92,9 +92,12 @@ func (c *Case1Net) Fix() {
 
 // Case4Net is case 4 (seeds/003, reaching another network through a neighbour): host A in the
 // management network reaches the business network through B, which has a NIC in each; B does
-// not forward, and the business network has no route back to the management network.
+// not forward, and the business network has no route back to the management network. D is
+// also the business network's router, B's default gateway, which knows nothing of the
+// management network.
 //
 //	A eth0 10.72.43.15/24 -- B eth1 10.72.43.101/24 | B eth0 10.72.44.63/24 -- D eth0 10.72.44.10/24
+//	                                                   (default via 10.72.44.1)   and 10.72.44.1/24
 type Case4Net struct {
 	Lab       *Lab
 	A, B, D   *NS
@@ -102,6 +105,7 @@ type Case4Net struct {
 	Service   string // what A dials: the web server on D
 	BIn, BOut string // B's interfaces: "eth1" (management side), "eth0" (business side)
 	BBusiness string // B's address in the business network
+	Router    string // the business network's router (D), B's default gateway
 	Body      string
 }
 
@@ -109,7 +113,8 @@ type Case4Net struct {
 func Case4(t testing.TB) *Case4Net {
 	t.Helper()
 	l := New(t)
-	c := &Case4Net{Lab: l, AAddr: "10.72.43.15", Service: "10.72.44.10:80", BIn: "eth1", BOut: "eth0", BBusiness: "10.72.44.63", Body: "business web"}
+	c := &Case4Net{Lab: l, AAddr: "10.72.43.15", Service: "10.72.44.10:80", BIn: "eth1", BOut: "eth0", BBusiness: "10.72.44.63",
+		Router: "10.72.44.1", Body: "business web"}
 	c.A = Host(l, "a", false)
 	c.B = Host(l, "b", false)
 	c.D = Host(l, "d", false)
@@ -119,7 +124,9 @@ func Case4(t testing.TB) *Case4Net {
 	c.A.IP("route", "add", "10.72.44.0/24", "via", "10.72.43.101")
 	c.B.Addr("eth1", "10.72.43.101/24")
 	c.B.Addr("eth0", "10.72.44.63/24")
+	c.B.IP("route", "add", "default", "via", "10.72.44.1", "dev", "eth0")
 	c.D.Addr("eth0", "10.72.44.10/24")
+	c.D.Addr("eth0", "10.72.44.1/24")
 	c.D.ServeHTTP("0.0.0.0:80", c.Body)
 	return c
 }

@@ -28,12 +28,8 @@ const sshConnection = "198.51.100.7 40000 10.89.0.1 22"
 func applyTestHost(t *testing.T, l *lab.Lab, name string) *lab.NS {
 	t.Helper()
 	a, b := l.NS(name), l.NS(name+"p")
-	for _, ns := range []*lab.NS{a, b} {
-		// Without DAD the IPv6 link-local address and its route exist as soon as the link is
-		// up, so a state read right away is the settled one.
-		ns.Sysctl("net.ipv6.conf.default.accept_dad", "0")
-		ns.Sysctl("net.ipv6.conf.all.accept_dad", "0")
-	}
+	a.NoDAD()
+	b.NoDAD()
 	l.Veth(a, "a0", b, "b0")
 	a.Addr("a0", "10.89.0.1/24")
 	b.Addr("b0", "10.89.0.2/24")

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -202,18 +201,7 @@ func TestPrivilegedCaptureWithoutCapabilities(t *testing.T) {
 	}
 	bin := roundtripBinary(t)
 	run := func(args ...string) (int, string, string) {
-		cmd := exec.Command(setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", bin}, args...)...)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		code := 0
-		if err := cmd.Run(); err != nil {
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) {
-				t.Fatalf("running %v: %v", args, err)
-			}
-			code = ee.ExitCode()
-		}
-		return code, out.String(), errb.String()
+		return runCommand(t, setpriv, append([]string{"--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", bin}, args...)...)
 	}
 	code, _, errs := run("capture", "--count", "1")
 	if code != ExitError || !strings.Contains(errs, "capturing packets needs root or CAP_NET_RAW (try sudo)") {

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +43,24 @@ func roundtripBinary(t *testing.T) string {
 		t.Fatalf("building roundtrip: %v: %s", binErr, binPath)
 	}
 	return binPath
+}
+
+// runCommand runs a program (the binary, under ip netns exec or setpriv) and returns its exit
+// status, stdout and stderr; a program that cannot be started fails the test.
+func runCommand(t *testing.T, name string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	code := 0
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("running %s %s: %v", name, strings.Join(args, " "), err)
+		}
+		code = ee.ExitCode()
+	}
+	return code, out.String(), errb.String()
 }
 
 // TestPrivilegedShowJSONInNamespace runs the real binary under `ip netns exec` and checks that

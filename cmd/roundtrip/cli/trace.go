@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"roundtrip/engine"
+	"roundtrip/engine/kernel"
 )
 
 func init() { Register(traceCommand()) }
@@ -185,21 +186,14 @@ func compareWithKernel(inv *Invocation, res *engine.TraceResult) {
 		fmt.Fprintf(inv.Stderr, "roundtrip trace: could not ask the kernel for comparison: %v\n", err)
 		return
 	}
-	agree, kernText := kernelAgrees(res, model, kern)
-	if agree {
+	if kernelAgrees(res, model, kern.FIBResult) {
 		return
 	}
-	modelText := model.Verdict
-	if model.OIF != "" {
-		modelText += " out " + model.OIF
-		if model.Gateway.IsValid() {
-			modelText += " via " + model.Gateway.String()
-		}
-	}
+	kernText, modelText := routeText(kern.FIBResult), routeText(model)
 	f := engine.Finding{ID: engine.FindingKernelDisagrees, Severity: engine.SeverityWarning,
 		Summary: fmt.Sprintf("the kernel routes the request differently from the model: %s (the kernel) vs %s (the model); the kernel's interface is shown", kernText, modelText),
 		Evidence: []string{
-			fmt.Sprintf("ip route get %s from %s iif %s mark %#x: %s", fl.Dst, fl.Src, orDash(fl.IIF), fl.Mark, kernText),
+			fmt.Sprintf("ip route get %s: %s", kernel.RouteGetArgs(fl), kernText),
 			"model: " + modelText,
 		},
 		Fix: engine.Fix{Summary: "the model misses something of this host (a native nftables table, a VRF, an unmodelled rule selector): trust the kernel, and please report it", Args: []string{}}}
@@ -210,38 +204,51 @@ func compareWithKernel(inv *Invocation, res *engine.TraceResult) {
 	}
 }
 
-func orDash(s string) string {
-	if s == "" {
-		return "-"
+// routeText says where a lookup sends the request: "unicast out eth0 via 10.0.0.1".
+func routeText(r engine.FIBResult) string {
+	text := r.Verdict
+	if r.OIF != "" {
+		text += " out " + r.OIF
+		if r.Gateway.IsValid() {
+			text += " via " + r.Gateway.String()
+		}
 	}
-	return s
+	return text
 }
 
 // kernelAgrees compares the kernel's answer with the model's. A kernel refusal agrees with the
-// model's reason for stopping (forwarding off and unreachable routes both give EHOSTUNREACH,
-// rp_filter EXDEV).
-func kernelAgrees(res *engine.TraceResult, model, kern engine.FIBResult) (bool, string) {
-	text := kern.Verdict
-	if kern.OIF != "" {
-		text += " out " + kern.OIF
-		if kern.Gateway.IsValid() {
-			text += " via " + kern.Gateway.String()
-		}
-	}
+// model's reason for stopping: forwarding off and unreachable routes both give EHOSTUNREACH,
+// and every refusal of the input path (rp_filter, martians) EINVAL, as a blackhole route does.
+func kernelAgrees(res *engine.TraceResult, model, kern engine.FIBResult) bool {
 	switch kern.Verdict {
 	case engine.VerdictUnicast:
-		return model.Verdict == engine.VerdictUnicast && model.OIF == kern.OIF && model.Gateway == kern.Gateway &&
-			!res.Has(engine.FindingForwardingDisabled) && !res.Has(engine.FindingRPFilterDrop), text
+		return model.Verdict == engine.VerdictUnicast && mayChoose(model, kern) &&
+			!res.Has(engine.FindingForwardingDisabled) && !res.Has(engine.FindingRPFilterDrop)
 	case engine.VerdictLocal:
-		return model.Verdict == engine.VerdictLocal && !res.Has(engine.FindingRPFilterDrop), text
-	case "rp-filter":
-		return res.Has(engine.FindingRPFilterDrop), text
+		return model.Verdict == engine.VerdictLocal && !res.Has(engine.FindingRPFilterDrop)
 	case engine.VerdictUnreachable:
-		return res.Has(engine.FindingForwardingDisabled) || model.Verdict == engine.VerdictUnreachable, text
+		return res.Has(engine.FindingForwardingDisabled) || model.Verdict == engine.VerdictUnreachable
 	case engine.VerdictNoRoute:
-		return model.Verdict == engine.VerdictNoRoute || model.Verdict == engine.VerdictUnreachable, text
+		return model.Verdict == engine.VerdictNoRoute || model.Verdict == engine.VerdictUnreachable
 	case engine.VerdictInvalid:
-		return model.Verdict == engine.VerdictBlackhole || model.Verdict == engine.VerdictInvalid || res.Has(engine.FindingRPFilterDrop), text
+		return model.Verdict == engine.VerdictBlackhole || model.Verdict == engine.VerdictInvalid || res.Has(engine.FindingRPFilterDrop)
 	}
-	return model.Verdict == kern.Verdict, text
+	return model.Verdict == kern.Verdict
+}
+
+// mayChoose reports whether the kernel's output device and gateway are the model's, or, for a
+// multipath route, those of any path the kernel may hash the flow to: the hash seed is random
+// per boot (fib_multipath_hash_seed), so the model cannot know which one it takes.
+func mayChoose(model, kern engine.FIBResult) bool {
+	if model.OIF == kern.OIF && model.Gateway == kern.Gateway {
+		return true
+	}
+	for _, c := range model.Candidates {
+		if model.Route != nil && c < len(model.Route.Nexthops) {
+			if nh := model.Route.Nexthops[c]; nh.Dev == kern.OIF && nh.Gateway == kern.Gateway {
+				return true
+			}
+		}
+	}
+	return false
 }

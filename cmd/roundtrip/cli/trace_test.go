@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -80,5 +81,35 @@ func TestDoctorSnapshot(t *testing.T) {
 	code, _, errs = runCLI(t, "doctor", "extra", "--snapshot", p)
 	if code != ExitUsage || !strings.Contains(errs, "doctor takes no arguments") {
 		t.Errorf("doctor extra = %d %q", code, errs)
+	}
+}
+
+// TestKernelAgrees checks how the live comparison reads the kernel's answers: a refusal of
+// the input path (EINVAL) agrees with an rp_filter drop, any live path of a multipath route
+// agrees with the model's pick, and another device does not.
+func TestKernelAgrees(t *testing.T) {
+	gw := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	multipath := &engine.Route{Nexthops: []engine.Nexthop{{Gateway: gw("10.1.0.254"), Dev: "wan1"}, {Gateway: gw("10.2.0.254"), Dev: "wan2"}}}
+	rpDrop := &engine.TraceResult{Findings: []engine.Finding{{ID: engine.FindingRPFilterDrop}}}
+	for _, c := range []struct {
+		name        string
+		res         *engine.TraceResult
+		model, kern engine.FIBResult
+		want        bool
+	}{
+		{"rp_filter refusal", rpDrop, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, engine.FIBResult{Verdict: engine.VerdictInvalid}, true},
+		{"refusal the model does not see", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, engine.FIBResult{Verdict: engine.VerdictInvalid}, false},
+		{"multipath, the model's pick", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, Route: multipath, Candidates: []int{0, 1}, OIF: "wan1", Gateway: gw("10.1.0.254")},
+			engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "wan1", Gateway: gw("10.1.0.254")}, true},
+		{"multipath, another live path", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, Route: multipath, Candidates: []int{0, 1}, OIF: "wan1", Gateway: gw("10.1.0.254")},
+			engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "wan2", Gateway: gw("10.2.0.254")}, true},
+		{"multipath, a dead path", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, Route: multipath, Candidates: []int{0}, OIF: "wan1", Gateway: gw("10.1.0.254")},
+			engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "wan2", Gateway: gw("10.2.0.254")}, false},
+		{"another device", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "wan1"}, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, false},
+		{"unicast while the model drops for rp_filter", rpDrop, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, false},
+	} {
+		if got := kernelAgrees(c.res, c.model, c.kern); got != c.want {
+			t.Errorf("%s: kernelAgrees = %v, want %v", c.name, got, c.want)
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"roundtrip/engine"
 	"roundtrip/engine/kernel"
@@ -112,8 +111,6 @@ func TestWizardOutputs(t *testing.T) {
 	}
 }
 
-const clientTimeoutCLI = 1500 * time.Millisecond
-
 // TestPrivilegedWizardApply runs case 5's fix through the command line, as an operator would:
 // the wizard applies its plan in the namespace, the client gets through, and
 // `roundtrip rollback` brings the failure back.
@@ -121,14 +118,14 @@ func TestPrivilegedWizardApply(t *testing.T) {
 	lab.Require(t)
 	t.Setenv(kernel.StateDirEnv, t.TempDir())
 	c := lab.Case5(t)
-	if _, err := c.Client.HTTPGet(c.Service, clientTimeoutCLI); err == nil {
+	if _, err := c.Client.HTTPGet(c.Service, clientTimeout); err == nil {
 		t.Fatal("case 5 works before the wizard")
 	}
 	code, out, errOut := runCLI(t, "wizard", "port-forward", "--netns", c.A.Name, "--listen", c.Service, "--to", c.Backend, "--apply")
 	if code != ExitOK || !strings.Contains(out, "applied") || !strings.Contains(errOut, "note: SNAT to "+c.AAddr) {
 		t.Fatalf("wizard --apply: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
 	}
-	if body, err := c.Client.HTTPGet(c.Service, clientTimeoutCLI); err != nil || body != c.Body {
+	if body, err := c.Client.HTTPGet(c.Service, clientTimeout); err != nil || body != c.Body {
 		t.Errorf("after the wizard: %q, %v", body, err)
 	}
 	code, out, _ = runCLI(t, "wizard", "port-forward", "--netns", c.A.Name, "--listen", c.Service, "--to", c.Backend)
@@ -138,7 +135,7 @@ func TestPrivilegedWizardApply(t *testing.T) {
 	if code, out, errOut := runCLI(t, "rollback", "--netns", c.A.Name); code != ExitOK {
 		t.Fatalf("rollback: exit %d %s %s", code, out, errOut)
 	}
-	if _, err := c.Client.HTTPGet(c.Service, clientTimeoutCLI); err == nil {
+	if _, err := c.Client.HTTPGet(c.Service, clientTimeout); err == nil {
 		t.Error("case 5 still works after rollback")
 	}
 }
