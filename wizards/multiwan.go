@@ -255,9 +255,25 @@ func (o *MultiWANOptions) resolve(s *engine.State) (*mwPlan, error) {
 
 // Plan implements Wizard.
 func (o *MultiWANOptions) Plan(s *engine.State) (*Result, error) {
-	mp, err := o.resolve(s)
+	b, _, err := o.build(s, nil)
 	if err != nil {
 		return nil, err
+	}
+	return b.result(o.Name())
+}
+
+// build collects the desired state of the multi-wan setup with the WANs of down (by name or
+// interface) routed around: what they would carry (the default route, their destination lists)
+// goes to the surviving default WAN instead (see PlanWithDown). With down empty it is the
+// wizard's plan.
+func (o *MultiWANOptions) build(s *engine.State, down []string) (*builder, *mwPlan, error) {
+	mp, err := o.resolve(s)
+	if err != nil {
+		return nil, nil, err
+	}
+	dead, err := mp.downSet(o, down)
+	if err != nil {
+		return nil, nil, err
 	}
 	b := newBuilder(s, engine.ChainPrefix+"MW-", intent(o))
 	if len(o.LANs) == 0 {
@@ -277,32 +293,30 @@ func (o *MultiWANOptions) Plan(s *engine.State) (*Result, error) {
 		}
 	}
 	if err := b.returnRouting(mp.wans, true, o.Connmark, engine.ChainPrefix+"MW-"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	b.leaveTables(mp, dead)
 	if !o.Connmark {
 		b.notef("without --connmark only connections to this host's own WAN addresses are answered through the WAN they came in on; forwarded ones (port forwards to the LAN) follow the routes to the client")
 	}
 
-	// Everything no list claims leaves by the default WAN. A default route that already goes
-	// there, whatever its metric, is kept.
-	def := mp.wans[mp.def]
-	keep := false
-	for _, r := range s.RoutesOf(engine.V4, engine.TableMain) {
-		if r.Dst.Bits() == 0 && r.Gateway == def.gateway && r.Dev == def.link.Name && (r.Type == "" || r.Type == engine.RouteUnicast) {
-			keep = true
-		}
-	}
-	if !keep {
-		b.route(engine.Route{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: def.gateway, Dev: def.link.Name},
-			fmt.Sprintf("everything no destination list claims leaves by %s (the default WAN)", def.table))
-	}
+	// Everything no list claims leaves by the default WAN, or by the first surviving one.
+	target := mp.carrier(dead)
+	b.defaultRoute(mp, target)
 	for i, ps := range mp.lists {
 		w := mp.wans[i]
+		if dead[i] {
+			w = mp.wans[target]
+		}
 		for _, p := range ps {
 			b.route(engine.Route{Dst: p, Gateway: w.gateway, Dev: w.link.Name}, "")
 		}
 		if len(ps) > 0 {
-			b.notef("%d destination networks leave by %s (%s via %s)", len(ps), w.table, w.link.Name, w.gateway)
+			if dead[i] {
+				b.notef("%s is down: its %d destination networks leave by %s (%s via %s)", mp.wans[i].table, len(ps), w.table, w.link.Name, w.gateway)
+			} else {
+				b.notef("%d destination networks leave by %s (%s via %s)", len(ps), w.table, w.link.Name, w.gateway)
+			}
 		}
 	}
 
@@ -344,5 +358,5 @@ func (o *MultiWANOptions) Plan(s *engine.State) (*Result, error) {
 			"the LAN's connections leave with the address of the WAN they leave by, so that each ISP sees its own address")
 	}
 	b.sweep()
-	return b.result(o.Name())
+	return b, mp, nil
 }

@@ -3,6 +3,7 @@ package pages
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
@@ -10,6 +11,7 @@ import (
 	"roundtrip/engine"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
+	"roundtrip/wizards"
 )
 
 // Overview shows the host at a glance: the doctor's findings first, then interfaces and
@@ -25,9 +27,16 @@ type Overview struct {
 	expanded bool
 	offset   int
 	height   int
+	// watch is what `roundtrip watch` last reported (nil: no watcher here); watchSeq drops
+	// the answers and refreshes of superseded reads.
+	watch    *wizards.WatchStatus
+	watchSeq int
 
 	keys struct{ Expand, Wizard key.Binding }
 }
+
+// watchTick reads the watcher's status again.
+type watchTick struct{ seq int }
 
 // NewOverview returns the Overview page.
 func NewOverview(c *common.Common) *Overview {
@@ -61,6 +70,19 @@ func (o *Overview) Update(msg tea.Msg) tea.Cmd {
 		if msg.Err == nil {
 			o.state, o.routes = msg.State, msg.Routes
 			o.analysed = false
+			o.watchSeq++
+			return common.LoadWatch(o.c, o.watchSeq)
+		}
+	case common.WatchMsg:
+		if msg.Seq == o.watchSeq && msg.Err == nil {
+			o.watch = msg.Status
+			if o.watch != nil && o.watch.Running {
+				return o.c.After(common.WatchRefresh, watchTick{o.watchSeq})
+			}
+		}
+	case watchTick:
+		if msg.seq == o.watchSeq {
+			return common.LoadWatch(o.c, o.watchSeq)
 		}
 	case common.AnalysisMsg:
 		if msg.State == o.state {
@@ -223,6 +245,11 @@ func (o *Overview) View(width, height int) string {
 		add(fmt.Sprintf("  %-10s %s", components.Cut(o.state.TableName(r.Table), 10), gatewayText(r)))
 	}
 
+	if o.watch != nil {
+		add("")
+		o.watchView(add, section, width)
+	}
+
 	add("")
 	section("Kernel", o.state.Netfilter.Backend)
 	sc := o.state.Sysctls
@@ -293,4 +320,45 @@ func gatewayText(r *engine.Route) string {
 		s += fmt.Sprintf(" metric %d", r.Metric)
 	}
 	return s
+}
+
+// watchView shows what `roundtrip watch` sees: each WAN's health and where the default route
+// goes now.
+func (o *Overview) watchView(add func(string), section func(title, right string), width int) {
+	st, w := o.c.Styles, o.watch
+	state := "running, failback " + w.Failback
+	if !w.Running {
+		state = "not running since " + w.Updated.Local().Format("15:04:05")
+	}
+	section("WAN failover", state)
+	for _, h := range w.WANs {
+		health := string(h.Health)
+		switch h.Health {
+		case wizards.HealthUp:
+			health = st.OK.Render(fmt.Sprintf("%-7s", health))
+		case wizards.HealthDown:
+			health = st.Severity(engine.SeverityError).Render(fmt.Sprintf("%-7s", health))
+		default:
+			health = fmt.Sprintf("%-7s", health)
+		}
+		rtt := "-"
+		if h.RTT > 0 {
+			rtt = h.RTT.Round(10 * time.Microsecond).String()
+		}
+		add(fmt.Sprintf("  %-10s %-10s %s since %s  loss %3.0f%%  rtt %s", components.Cut(h.Name, 10), components.Cut(h.Iface, 10),
+			health, h.Since.Local().Format("15:04:05"), h.Loss*100, rtt))
+	}
+	switch {
+	case len(w.RoutedAround) > 0:
+		add(st.Warning.Render(components.Fit(fmt.Sprintf("  default via %s; routed around %s", w.Default, strings.Join(w.RoutedAround, ", ")), width)))
+	case w.Default != "":
+		add(fmt.Sprintf("  default via %s; every WAN in use", w.Default))
+	}
+	if w.Error != "" {
+		add(st.Warning.Render(components.Fit("  last error: "+w.Error, width)))
+	}
+	if n := len(w.Events); n > 0 {
+		e := w.Events[n-1]
+		add(st.Dim.Render(components.Fit("  last: "+e.At.Local().Format("15:04:05")+" "+e.String(), width)))
+	}
 }
