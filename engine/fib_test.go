@@ -76,10 +76,6 @@ func typed(table int, typ, dst string) Route {
 	return r
 }
 
-func lookupTable(s *State, id int) Rule {
-	return Rule{Family: V4, Action: ActionTable, Table: id}
-}
-
 // check asserts the verdict, table, output device and gateway of a lookup.
 func check(t *testing.T, f *FIB, fl Flow, verdict string, table int, oif, gw string) FIBResult {
 	t.Helper()

@@ -162,7 +162,7 @@ func parseRuleLine(f Family, line string) (string, NFRule, error) {
 	if line[0] == '[' {
 		end := strings.IndexByte(line, ']')
 		if end < 0 {
-			return "", r, fmt.Errorf("bad counters in %q: want [packets:bytes] -A CHAIN ...", line)
+			return "", r, fmt.Errorf("bad counters in %q: want [packets:bytes] before -A CHAIN", line)
 		}
 		var err error
 		if r.Packets, r.Bytes, err = parseCounters(line[:end+1]); err != nil {

@@ -125,16 +125,6 @@ func (t *lpmTrie) entry(p netip.Prefix, add bool) *lpmEntry {
 	return &n.entries[r] // valid until the next insertion into this node
 }
 
-// each calls fn for every entry under the node.
-func (n *lpmNode) each(fn func(*lpmEntry)) {
-	for i := range n.entries {
-		fn(&n.entries[i])
-	}
-	for _, c := range n.children {
-		c.each(fn)
-	}
-}
-
 // lpmCursor walks the prefixes that contain one address, longest first.
 type lpmCursor struct {
 	nodes [16]*lpmNode

@@ -776,31 +776,33 @@ func matchCTState(values []string, ct *connTrack) bool {
 // applyMark does what the MARK target does (net/netfilter/xt_mark.c: mark = (mark & ~mask) ^
 // value; iptables translates --set-mark, --and-mark, --or-mark and --xor-mark into that).
 func applyMark(mark *uint32, r *NFRule) string {
-	for _, o := range r.TargetOpts {
-		if len(o.Values) != 1 {
-			return fmt.Sprintf("MARK --%s needs one value", o.Name)
-		}
-		v, m, err := parseMarkMask(o.Values[0])
-		if err != nil {
-			return "MARK: " + err.Error()
-		}
-		switch o.Name {
-		case "set-xmark":
-			*mark = (*mark &^ m) ^ v
-		case "set-mark":
-			*mark = (*mark &^ m) | v
-		case "and-mark":
-			*mark &= v
-		case "or-mark":
-			*mark |= v
-		case "xor-mark":
-			*mark ^= v
-		default:
-			return fmt.Sprintf("MARK --%s is not modelled", o.Name)
-		}
-		return ""
+	// The MARK target takes exactly one operation.
+	if len(r.TargetOpts) == 0 {
+		return "MARK without an option"
 	}
-	return "MARK without an option"
+	o := r.TargetOpts[0]
+	if len(o.Values) != 1 {
+		return fmt.Sprintf("MARK --%s needs one value", o.Name)
+	}
+	v, m, err := parseMarkMask(o.Values[0])
+	if err != nil {
+		return "MARK: " + err.Error()
+	}
+	switch o.Name {
+	case "set-xmark":
+		*mark = (*mark &^ m) ^ v
+	case "set-mark":
+		*mark = (*mark &^ m) | v
+	case "and-mark":
+		*mark &= v
+	case "or-mark":
+		*mark |= v
+	case "xor-mark":
+		*mark ^= v
+	default:
+		return fmt.Sprintf("MARK --%s is not modelled", o.Name)
+	}
+	return ""
 }
 
 // applyConnmark does what the CONNMARK target does (net/netfilter/xt_connmark.c, revision 1):

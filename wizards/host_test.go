@@ -89,11 +89,6 @@ func (h *testHost) route(args string) *testHost {
 	return h
 }
 
-func (h *testHost) sysctl(k, v string) *testHost {
-	h.s.Sysctls[k] = v
-	return h
-}
-
 // iptables adds iptables-save rules ("-A CHAIN ...") to a table, creating built-in chains.
 func (h *testHost) iptables(table string, lines ...string) *testHost {
 	h.t.Helper()
@@ -120,12 +115,6 @@ func (h *testHost) iptables(table string, lines ...string) *testHost {
 		}
 		c.Rules = append(c.Rules, r)
 	}
-	return h
-}
-
-func (h *testHost) policy(table, chain, policy string) *testHost {
-	h.iptables(table)
-	h.s.Netfilter.Table(engine.V4, table).Chain(chain).Policy = policy
 	return h
 }
 

@@ -53,7 +53,6 @@ func (p *fakeProber) Probe(_ context.Context, s ProbeSpec) ProbeResult {
 // fakeHost is a host modelled by its state: plans are validated and applied to the model, and
 // the conntrack table is a list of flows.
 type fakeHost struct {
-	mu      sync.Mutex
 	s       *engine.State
 	flows   []TrackedFlow
 	applied []*engine.Plan

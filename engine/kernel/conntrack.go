@@ -125,7 +125,7 @@ func ParseConntrackStatus(name string) (set, clear ConntrackStatus, err error) {
 			return s.bit, 0, nil
 		}
 	}
-	return 0, 0, fmt.Errorf("unknown conntrack status %q: want UNREPLIED, SEEN_REPLY, ASSURED, CONFIRMED, SRC_NAT, DST_NAT, DYING, OFFLOAD, ...", name)
+	return 0, 0, fmt.Errorf("unknown conntrack status %q: want UNREPLIED, SEEN_REPLY, ASSURED, CONFIRMED, SRC_NAT, DST_NAT, DYING or OFFLOAD", name)
 }
 
 // tcpStates names the conntrack TCP states (enum tcp_conntrack).

@@ -268,7 +268,7 @@ func fillConntrack(t testing.TB, ns Namespace, n int) {
 			src := [4]byte{10, 73, byte(i >> 8), byte(i)}
 			sport := uint16(1024 + i>>16)
 			// IPCTNL_MSG_CT_NEW of NFNL_SUBSYS_CTNETLINK, after an nfgenmsg for AF_INET.
-			req := nl.NewNetlinkRequest(1<<8|0, unix.NLM_F_CREATE|unix.NLM_F_EXCL)
+			req := nl.NewNetlinkRequest(1<<8 /* | IPCTNL_MSG_CT_NEW (0) */, unix.NLM_F_CREATE|unix.NLM_F_EXCL)
 			req.AddData(rawData{unix.AF_INET, 0, 0, 0})
 			req.AddData(tuple(1, src, dst, sport, 53)) // CTA_TUPLE_ORIG
 			req.AddData(tuple(2, dst, src, 53, sport)) // CTA_TUPLE_REPLY

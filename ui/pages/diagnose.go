@@ -60,7 +60,6 @@ type capturePane struct {
 	counts  map[string]*[2]int // interface -> packets in, out
 	order   []string
 	total   int
-	dropped int
 	err     error
 	done    bool
 	ch      chan tea.Msg

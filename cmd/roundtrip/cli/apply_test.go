@@ -313,7 +313,7 @@ func TestPlanRender(t *testing.T) {
 	if code, _, _ = runCLI(t, "plan", "render", plan, "--format", "bogus"); code != ExitUsage {
 		t.Errorf("unknown format: exit %d", code)
 	}
-	code, out, _ = runCLI(t, "help")
+	_, out, _ = runCLI(t, "help")
 	if strings.Contains(out, kernel.RevertTimerCommand) || !strings.Contains(out, "rollback") {
 		t.Errorf("command list shows the hidden timer or lacks rollback:\n%s", out)
 	}

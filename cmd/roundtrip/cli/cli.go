@@ -264,7 +264,10 @@ func printHelp(w io.Writer, c *Command, fs *flag.FlagSet) {
 		if name != "" {
 			line += " " + name
 		}
-		if f.DefValue != "" && f.DefValue != "false" {
+		switch f.DefValue {
+		case "", "false", "0", "0s", "[]":
+			// Zero values are not worth a "(default ...)".
+		default:
 			usage += fmt.Sprintf(" (default %s)", f.DefValue)
 		}
 		fmt.Fprintf(w, "%-28s %s\n", line, usage)

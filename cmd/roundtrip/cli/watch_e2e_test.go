@@ -297,7 +297,7 @@ func TestPrivilegedWatchFailover(t *testing.T) {
 					c.ISPA.Run("iptables", "-w", "-D", chain[0], chain[1], "cust", "-j", "DROP")
 				}
 			}
-			s = l.waitStatus("the failback", func(s *wizards.WatchStatus) bool {
+			l.waitStatus("the failback", func(s *wizards.WatchStatus) bool {
 				return len(s.RoutedAround) == 0 && s.Default == "isp_a" && l.wan(s, "isp_a").Health == wizards.HealthUp
 			})
 			if got := l.seenAs(c.ServerAAddr); !strings.HasPrefix(got, c.PublicA+":") {
