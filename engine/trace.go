@@ -246,7 +246,7 @@ func (t *tracer) modelLimits() {
 		t.add(Finding{ID: FindingUncertain, Severity: SeverityWarning,
 			Summary:  "netfilter was not read, so the trace ignores iptables rules and NAT",
 			Evidence: []string{nf.Unavailable},
-			Fix:      Fix{Summary: "install iptables (iptables-save) and trace again", Args: []string{}}})
+			Fix:      Fix{Summary: "make netfilter readable as the reason says (install iptables, or run as root) and trace again", Args: []string{}}})
 	}
 	if len(nf.Foreign) > 0 {
 		t.add(Finding{ID: FindingUncertain, Severity: SeverityWarning,

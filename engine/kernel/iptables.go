@@ -108,13 +108,29 @@ func ReadNetfilter(ctx context.Context, r Runner) (engine.Netfilter, error) {
 			why = missing.Error() // without the "finding the iptables backend" context
 		}
 		nf = engine.Netfilter{Unavailable: why + "; NAT and filter rules are not modelled"}
+	} else if isPermissionDenied(err) {
+		// Reading netfilter needs CAP_NET_ADMIN; routing does not. Say so and go on, so that
+		// an unprivileged `show` or `trace` still explains the routing.
+		nf = engine.Netfilter{Unavailable: "reading netfilter needs root (iptables-save: permission denied): run as root to see NAT and filter rules; they are not modelled"}
 	} else if err != nil {
 		return engine.Netfilter{}, err
 	}
-	if nf.Foreign, err = foreignNFTables(ctx, r, nf.Backend); err != nil {
+	if nf.Foreign, err = foreignNFTables(ctx, r, nf.Backend); isPermissionDenied(err) {
+		nf.Foreign = nil // already said: netfilter is not readable without root
+	} else if err != nil {
 		return engine.Netfilter{}, err
 	}
 	return nf, nil
+}
+
+// isPermissionDenied reports whether a netfilter tool failed for lack of privilege, which
+// iptables and nft only say in their output.
+func isPermissionDenied(err error) bool {
+	if err == nil {
+		return false
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "Permission denied") || strings.Contains(msg, "Operation not permitted") || strings.Contains(msg, "you must be root")
 }
 
 // readIPTables reads the backend and the tables of both families.

@@ -162,6 +162,23 @@ func TestReadNetfilterToolsMissing(t *testing.T) {
 	}
 }
 
+// TestReadNetfilterWithoutPrivilege: an unprivileged user can read routing but not netfilter;
+// the read says why instead of failing, so show and trace still work.
+func TestReadNetfilterWithoutPrivilege(t *testing.T) {
+	r := &fakeRunner{t: t, answers: map[string]fakeAnswer{
+		"iptables -V":        {out: "iptables v1.8.9 (nf_tables)"},
+		"iptables-save -c":   {err: errors.New(`running "iptables-save -c": exit status 4: iptables-save v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)`)},
+		"nft -j list tables": {err: errors.New(`running "nft -j list tables": exit status 1: Error: Operation not permitted`)},
+	}}
+	got, err := kernel.ReadNetfilter(context.Background(), r)
+	if err != nil {
+		t.Fatalf("ReadNetfilter without privilege: %v, want no error", err)
+	}
+	if !strings.Contains(got.Unavailable, "needs root") || len(got.Tables) != 0 || len(got.Foreign) != 0 {
+		t.Errorf("ReadNetfilter without privilege = %+v, want only Unavailable saying it needs root", got)
+	}
+}
+
 func TestReadNetfilterErrors(t *testing.T) {
 	ok := func(out string) fakeAnswer { return fakeAnswer{out: out} }
 	for _, c := range []struct {
@@ -177,8 +194,8 @@ func TestReadNetfilterErrors(t *testing.T) {
 		}, "cannot tell the iptables backend from `iptables -V` output \"iptables v1.8.9 (bpf)\""},
 		{"iptables-save fails", map[string]fakeAnswer{
 			"iptables -V":      ok("iptables v1.8.9 (legacy)"),
-			"iptables-save -c": {err: errors.New(`running "iptables-save -c": exit status 1: iptables-save v1.8.9 (legacy): Cannot initialize: Permission denied (you must be root)`)},
-		}, "reading inet netfilter rules: running \"iptables-save -c\": exit status 1: iptables-save v1.8.9 (legacy): Cannot initialize: Permission denied (you must be root)"},
+			"iptables-save -c": {err: errors.New(`running "iptables-save -c": exit status 1: iptables-save v1.8.9 (legacy): Cannot initialize: Protocol not supported`)},
+		}, "reading inet netfilter rules: running \"iptables-save -c\": exit status 1: iptables-save v1.8.9 (legacy): Cannot initialize: Protocol not supported"},
 		{"truncated ip6tables-save", map[string]fakeAnswer{
 			"iptables -V":       ok("iptables v1.8.9 (legacy)"),
 			"iptables-save -c":  ok(saveV4),
@@ -188,8 +205,8 @@ func TestReadNetfilterErrors(t *testing.T) {
 			"iptables -V":        ok("iptables v1.8.9 (legacy)"),
 			"iptables-save -c":   ok(saveV4),
 			"ip6tables-save -c":  ok(saveV6),
-			"nft -j list tables": {err: errors.New(`running "nft -j list tables": exit status 1: Operation not permitted`)},
-		}, `listing nftables tables: running "nft -j list tables": exit status 1: Operation not permitted`},
+			"nft -j list tables": {err: errors.New(`running "nft -j list tables": exit status 1: Error: No such file or directory`)},
+		}, `listing nftables tables: running "nft -j list tables": exit status 1: Error: No such file or directory`},
 		{"nft prints no JSON", map[string]fakeAnswer{
 			"iptables -V":        ok("iptables v1.8.9 (legacy)"),
 			"iptables-save -c":   ok(saveV4),
