@@ -3,8 +3,8 @@ package diagnose
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"net"
+	"net/netip"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -12,12 +12,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/lab/pktgen"
 )
 
 // BenchmarkPrivilegedCaptureBurst sends bursts of small UDP datagrams over a veth pair between
@@ -50,7 +48,7 @@ func BenchmarkPrivilegedCaptureBurst(b *testing.B) {
 	}
 	defer sink.Close()
 	send := rawSender(b, src, dst)
-	defer send.close()
+	defer send.Close()
 
 	// tcpdump, as an operator would run it, with the same buffer size as ours.
 	td := exec.Command("ip", "netns", "exec", dst.Name, tcpdump, "-i", "eth1", "-n", "-B", "8192", "-w", "/dev/null", filter)
@@ -81,7 +79,10 @@ func BenchmarkPrivilegedCaptureBurst(b *testing.B) {
 	b.ResetTimer()
 	for b.Loop() {
 		for n := 0; n < burst; {
-			k := send.batch(b)
+			k, err := send.Batch()
+			if err != nil {
+				b.Fatal(err)
+			}
 			n += k
 			sent += k
 		}
@@ -133,92 +134,20 @@ func tcpdumpCount(b *testing.B, text, what string) int {
 	return 0
 }
 
-// frameSender writes ready-made Ethernet frames on a packet socket.
-type frameSender struct {
-	fd    int
-	frame []byte
-	iov   unix.Iovec
-	msgs  []mmsghdr
-}
-
-// mmsghdr is struct mmsghdr of sendmmsg(2).
-type mmsghdr struct {
-	hdr unix.Msghdr
-	len uint32
-	_   [4]byte
-}
-
-// rawSender opens a packet socket on src's eth0 that sends UDP datagrams to dst's eth1
-// (10.72.250.2:9999), bypassing the qdisc layer.
-func rawSender(b *testing.B, src, dst *lab.NS) *frameSender {
-	var dstMAC, srcMAC net.HardwareAddr
-	if err := dst.Do(func() error {
-		i, err := net.InterfaceByName("eth1")
-		if err == nil {
-			dstMAC = i.HardwareAddr
-		}
-		return err
-	}); err != nil {
-		b.Fatal(err)
-	}
-	s := &frameSender{}
-	err := src.Do(func() error {
-		i, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		srcMAC = i.HardwareAddr
-		if s.fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(s.fd, unix.SOL_PACKET, unix.PACKET_QDISC_BYPASS, 1); err != nil {
-			return err
-		}
-		return unix.Bind(s.fd, &unix.SockaddrLinklayer{Protocol: 0x0008 /* htons(ETH_P_IP) */, Ifindex: i.Index})
-	})
+// rawSender opens a sender on src's eth0 of frames to dst's eth1 (10.72.250.2:9999).
+func rawSender(b *testing.B, src, dst *lab.NS) *pktgen.Sender {
+	dstMAC, err := pktgen.InterfaceMAC(dst.Name, "eth1")
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Ethernet + IPv4 + UDP + 18 bytes: a 60-byte frame, the smallest, the worst case for a capture.
-	f := make([]byte, 60)
-	copy(f[0:], dstMAC)
-	copy(f[6:], srcMAC)
-	binary.BigEndian.PutUint16(f[12:], 0x0800)
-	ip := f[14:34]
-	ip[0], ip[8], ip[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(ip[2:], 46)
-	copy(ip[12:], []byte{10, 72, 250, 1})
-	copy(ip[16:], []byte{10, 72, 250, 2})
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(ip[i:]))
+	srcMAC, err := pktgen.InterfaceMAC(src.Name, "eth0")
+	if err != nil {
+		b.Fatal(err)
 	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(ip[10:], ^uint16(sum))
-	udp := f[34:42]
-	binary.BigEndian.PutUint16(udp[0:], 40000)
-	binary.BigEndian.PutUint16(udp[2:], 9999)
-	binary.BigEndian.PutUint16(udp[4:], 26) // checksum 0: none, allowed over IPv4
-	s.frame = f
-	s.iov = unix.Iovec{Base: &s.frame[0]}
-	s.iov.SetLen(len(f))
-	s.msgs = make([]mmsghdr, 64)
-	for i := range s.msgs {
-		s.msgs[i].hdr.Iov = &s.iov
-		s.msgs[i].hdr.SetIovlen(1)
+	f := pktgen.UDPv4Frame(dstMAC, srcMAC, netip.MustParseAddrPort("10.72.250.1:40000"), netip.MustParseAddrPort("10.72.250.2:9999"))
+	s, err := pktgen.Open(src.Name, "eth0", [][]byte{f})
+	if err != nil {
+		b.Fatal(err)
 	}
 	return s
 }
-
-// batch sends one batch and returns how many frames went out.
-func (s *frameSender) batch(b *testing.B) int {
-	n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(s.fd), uintptr(unsafe.Pointer(&s.msgs[0])), uintptr(len(s.msgs)), 0, 0, 0)
-	if errno != 0 {
-		b.Fatalf("sendmmsg: %v", errno)
-	}
-	return int(n)
-}
-
-func (s *frameSender) close() { unix.Close(s.fd) }

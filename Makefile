@@ -1,0 +1,23 @@
+# Benchmarks: roundtrip against ip -batch, ip route add, ip -j, ip route get, conntrack -L and
+# tcpdump at real sizes, in network namespaces the benchmark creates and deletes itself (also on
+# Ctrl-C). Run as root. Add flags of the bench command with BENCHFLAGS, for example
+#   make bench BENCHFLAGS='-runs 5 -only load,snapshot'
+# (go run ./cmd/roundtrip-bench -h lists them).
+.PHONY: bench bench-quick bench-dualwan
+
+# The full run, written into BENCHMARKS.md (between its generated-block markers): route loads
+# of 10k, 100k and 1M routes, a 1M-route snapshot and lookups, 262144 conntrack entries,
+# capture at 100-300k pps and the dual-WAN comparison with a 10k-CIDR list. About 15-20 minutes;
+# the 1M loads need ~5 GB of memory each.
+bench:
+	go run ./cmd/roundtrip-bench -o BENCHMARKS.md $(BENCHFLAGS)
+
+# Smaller sizes, one run each, printed rather than written to BENCHMARKS.md: about a minute.
+bench-quick:
+	go run ./cmd/roundtrip-bench -o - -runs 1 -routes 10000,100000 -perline-max 10000 -probes 20000 \
+		-conntrack 20000 -capture-rates 100000 -capture-time 1s \
+		-dualwan-cidrs 1000 -dualwan-time 1s -dualwan-probes 200 $(BENCHFLAGS)
+
+# Only seed case 2's question: which dual-WAN method forwards fastest, with a 10k-CIDR list.
+bench-dualwan:
+	go run ./cmd/roundtrip-bench -o - -only dualwan $(BENCHFLAGS)
