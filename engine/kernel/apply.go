@@ -182,6 +182,9 @@ func (a *Applier) steps(ctx context.Context, p *engine.Plan, before *engine.Stat
 	var steps []Step
 	nfStep := map[engine.Family]int{}
 	tableStep := -1
+	// batchUndo collects a batch's undos in apply order; they are laid out in reverse once the
+	// batch is complete (prepending per change copied the list every time: quadratic at 1M).
+	batchUndo := map[int][][]engine.Change{}
 	for ci, c := range p.Changes {
 		undo := undos[ci]
 		switch {
@@ -207,10 +210,20 @@ func (a *Applier) steps(ctx context.Context, p *engine.Plan, before *engine.Stat
 			// batch undoes in reverse all the same.
 			last := &steps[len(steps)-1]
 			last.Changes = append(last.Changes, c)
-			last.Undo = append(slices.Clone(undo), last.Undo...)
+			batchUndo[len(steps)-1] = append(batchUndo[len(steps)-1], undo)
 		default:
 			steps = append(steps, Step{Changes: []engine.Change{c}, Undo: undo})
+			if batchable(c) {
+				batchUndo[len(steps)-1] = [][]engine.Change{undo}
+			}
 		}
+	}
+	for i, chunks := range batchUndo {
+		var u []engine.Change
+		for j := len(chunks) - 1; j >= 0; j-- {
+			u = append(u, chunks[j]...)
+		}
+		steps[i].Undo = u
 	}
 	if tableStep >= 0 {
 		fu, err := a.tableFileUndo(steps[tableStep].Changes)
@@ -507,6 +520,7 @@ func (a *Applier) rollbackLocked(ctx context.Context, store *Store, id, reason s
 type executor struct {
 	ns       Namespace
 	h        *vnl.Handle
+	links    map[string]int // ifindex by name, cached for the apply: routes come by the thousand
 	runner   Runner
 	tolerant bool
 	sock     *nl.NetlinkSocket // for rule requests; see ruleRequest
@@ -642,10 +656,17 @@ func (e *executor) change(ctx context.Context, c engine.Change) error {
 }
 
 func (e *executor) linkIndex(name string) (int, error) {
+	if i, ok := e.links[name]; ok {
+		return i, nil
+	}
 	l, err := e.h.LinkByName(name)
 	if err != nil {
 		return 0, fmt.Errorf("finding link %s: %w", name, err)
 	}
+	if e.links == nil {
+		e.links = map[string]int{}
+	}
+	e.links[name] = l.Attrs().Index
 	return l.Attrs().Index, nil
 }
 
@@ -661,6 +682,8 @@ func ipNet(p netip.Prefix) *net.IPNet {
 }
 
 func (e *executor) link(c engine.Change) error {
+	// A link added, deleted or re-created changes ifindexes: forget the cached ones.
+	e.links = nil
 	l := c.Link
 	existing, lerr := e.h.LinkByName(l.Name)
 	if c.Op == engine.OpDelete {
