@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"flag"
 	"fmt"
 	"net/netip"
@@ -108,7 +109,20 @@ dropped packets.`,
 			default:
 				return Usagef("--family %q: want inet or inet6", family)
 			}
-			res, err := diagnose.ListConntrack(inv.Ctx, diagnose.ConntrackOptions{Namespace: inv.Namespace(), Filter: f, Watch: watch, JSON: inv.JSON}, inv.Stdout)
+			// A listing of 262k entries is one write(2) per entry unbuffered; --watch must show
+			// each event as it happens, so only the listing is buffered.
+			out := inv.Stdout
+			var buf *bufio.Writer
+			if !watch {
+				buf = bufio.NewWriterSize(inv.Stdout, 64<<10)
+				out = buf
+			}
+			res, err := diagnose.ListConntrack(inv.Ctx, diagnose.ConntrackOptions{Namespace: inv.Namespace(), Filter: f, Watch: watch, JSON: inv.JSON}, out)
+			if buf != nil {
+				if ferr := buf.Flush(); err == nil && ferr != nil {
+					err = fmt.Errorf("writing the listing: %w", ferr)
+				}
+			}
 			if err != nil {
 				return err
 			}
