@@ -158,7 +158,12 @@ func (b *bench) dwConfigs(listFile string) []dwConfig {
 			if connmark {
 				args = append(args, "--connmark")
 			}
-			_, err := b.measure(child{Args: args, Env: []string{kernel.StateDirEnv + "=" + filepath.Join(b.work, "dwstate")}})
+			// The wizard names its tables; keep those names in the bench's scratch directory,
+			// not in the host's /etc/iproute2.
+			_, err := b.measure(child{Args: args, Env: []string{
+				kernel.StateDirEnv + "=" + filepath.Join(b.work, "dwstate"),
+				kernel.IPRoute2DirEnv + "=" + filepath.Join(b.work, "iproute2"),
+			}})
 			return err
 		}
 	}
