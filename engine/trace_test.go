@@ -159,10 +159,9 @@ ipt mangle -A PREROUTING -i eth2 -m conntrack --ctstate NEW -j CONNMARK --set-xm
 	}
 }
 
-// The same on a router: CONNMARK saved on the forward leg, restored in mangle PREROUTING for
-// the reply, which then routes by fwmark.
-func TestTraceConnmarkForwarded(t *testing.T) {
-	s := newHost(t, `
+// connmarkRouter is a dual-WAN router that marks connections by their ingress WAN and routes
+// marked replies through wan2's table (the CONNMARK method of seed case 2).
+const connmarkRouter = `
 link lan 10.0.0.1/24
 link wan1 192.0.2.2/30
 link wan2 198.51.100.2/30
@@ -173,7 +172,12 @@ route table 2 10.0.0.0/24 dev lan
 rule 100 fwmark 0x2 table 2
 ipt mangle -A PREROUTING -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
 ipt mangle -A PREROUTING -i wan2 -m conntrack --ctstate NEW -j MARK --set-xmark 0x2/0xffffffff
-ipt mangle -A PREROUTING -m conntrack --ctstate NEW -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff
+ipt mangle -A PREROUTING -m conntrack --ctstate NEW -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff`
+
+// The same on a router: CONNMARK saved on the forward leg, restored in mangle PREROUTING for
+// the reply, which then routes by fwmark.
+func TestTraceConnmarkForwarded(t *testing.T) {
+	s := newHost(t, connmarkRouter+`
 ipt nat -A PREROUTING -i wan2 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.100
 `)
 	r := trace(t, s, "tcp 203.0.113.50:40000 198.51.100.2:80 wan2")
@@ -604,18 +608,7 @@ func TestTraceOddRequests(t *testing.T) {
 // iptables rules and a thousand routes.
 func BenchmarkTrace(b *testing.B) {
 	var host strings.Builder
-	host.WriteString(`
-link lan 10.0.0.1/24
-link wan1 192.0.2.2/30
-link wan2 198.51.100.2/30
-sysctl net.ipv4.ip_forward=1
-route default via 192.0.2.1 dev wan1
-route table 2 default via 198.51.100.1 dev wan2
-route table 2 10.0.0.0/24 dev lan
-rule 100 fwmark 0x2 table 2
-ipt mangle -A PREROUTING -j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
-ipt mangle -A PREROUTING -i wan2 -m conntrack --ctstate NEW -j MARK --set-xmark 0x2/0xffffffff
-ipt mangle -A PREROUTING -m conntrack --ctstate NEW -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff
+	host.WriteString(connmarkRouter + `
 ipt nat -A POSTROUTING -o wan1 -j MASQUERADE
 `)
 	for i := range 300 {
