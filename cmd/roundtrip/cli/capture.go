@@ -183,8 +183,8 @@ Examples:
 			fs.StringVar(&filter, "filter", "", "capture only packets matching `EXPR` (see above)")
 			fs.DurationVar(&duration, "duration", 0, "stop after `D` (e.g. 30s; default: until interrupted)")
 			fs.IntVar(&count, "count", 0, "stop after `N` packets")
-			fs.IntVar(&snaplen, "snaplen", kernel.DefaultSnapLen, "keep at most `N` bytes of each packet")
-			fs.IntVar(&bufMiB, "buffer", kernel.DefaultCaptureBuffer>>20, "kernel ring size in `MiB`, for each direction")
+			fs.IntVar(&snaplen, "snaplen", kernel.DefaultSnapLen, "keep at most `N` bytes of each packet (1-262144)")
+			fs.IntVar(&bufMiB, "buffer", kernel.DefaultCaptureBuffer>>20, "kernel ring size in `MiB`, for each direction (1-1024; both rings at most half the free memory)")
 		},
 		Run: func(inv *Invocation) error {
 			expr := filter

@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -47,7 +46,7 @@ func TestPrivilegedOutputsReplacePlantedLinks(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan int, 1)
-	var out, errb lockedBuffer
+	var out, errb syncBuffer
 	go func() {
 		done <- Run(ctx, []string{"capture", "--netns", a.Name, "--json", "--pcap", pcap, "tcp", "and", "port", "80"}, strings.NewReader(""), &out, &errb)
 	}()
@@ -105,24 +104,6 @@ func TestPrivilegedOutputsReplacePlantedLinks(t *testing.T) {
 	if _, err := pcapgo.NewNgReader(bytes.NewReader(check(0o600)), pcapgo.DefaultNgReaderOptions); err != nil {
 		t.Errorf("diagnose's capture is no pcapng file: %v", err)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer a command writes to while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestPrivilegedApplyWarnsAboutPlansOthersCanChange: whoever can write a plan decides what
