@@ -50,9 +50,9 @@ func applyCommand() *Command {
 		Usage:   "PLAN|- [--confirm DURATION] [--wait] [--dry-run] [--force]",
 		Summary: "apply a plan, journaled and reversible; with --confirm, revert unless confirmed",
 		Help: `Applies the changes of PLAN (a plan file written by a wizard, or - for standard
-input) that are not yet in effect: applying a plan twice changes nothing. The plan is checked against the host first
-(unknown interfaces, gateways that are not on-link, table name clashes, rules iptables would
-refuse): a plan that does not fit changes nothing. Every step is journaled before the next;
+input) that are not yet in effect: applying a plan twice changes nothing. The plan is
+checked against the host first (unknown interfaces, gateways that are not on-link, table
+name clashes, rules iptables would refuse): a plan that does not fit changes nothing. Every step is journaled before the next;
 if one fails, the completed ones are undone and the host is left as it was.
 
 --confirm 2m starts a timer in a detached process that rolls the apply back after two
