@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
+
+	"roundtrip/engine/safefile"
 )
 
 // PlanFormat and PlanVersion identify roundtrip's plan files; a loader refuses newer versions.
@@ -195,7 +196,7 @@ func ParsePlan(data []byte) (*Plan, error) {
 
 // LoadPlanFile reads and checks a plan file.
 func LoadPlanFile(path string) (*Plan, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path, MaxPlanFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading plan: %w", err)
 	}
