@@ -127,12 +127,16 @@ func wizardSpecs() []wizardSpec {
 		},
 		{
 			name:    "tunnel",
-			usage:   "--type ipip|gre|vxlan --local ADDR --remote ADDR --address CIDR [--route CIDR ...] [--uplink-only]",
+			usage:   "--type ipip|gre|vxlan --local ADDR --remote ADDR --address CIDR --route CIDR ... [--uplink-only] | (receiving end) --uplink-only without --route",
 			summary: "an IP tunnel to a peer, routes into it, and the peer's side as a script (case 3)",
 			examples: `  # Relay 1 sends client traffic for 61.135.169.121 through an ipip tunnel to relay 2; the
   # answers come back directly (case 3); the peer script is relay 2's side:
   roundtrip wizard tunnel --type ipip --local 10.0.2.201 --remote 10.0.3.29 \
       --address 10.255.0.1/30 --route 61.135.169.121/32 --uplink-only
+  # Relay 2's side is that run's peer script (--peer-out FILE saves it); or, planned on relay 2
+  # itself (the receiving end: --uplink-only and no --route), applied with rollback there:
+  roundtrip wizard tunnel --type ipip --local 10.0.3.29 --remote 10.0.2.201 \
+      --address 10.255.0.2/30 --uplink-only --apply --confirm 2m
   # Both directions through a vxlan:
   roundtrip wizard tunnel --type vxlan --local 10.0.2.201 --remote 10.0.3.29 --address 10.255.0.1/30 --route 10.0.9.0/24`,
 			bind: func(fs *flag.FlagSet) func() (wizards.Wizard, error) {
@@ -150,7 +154,7 @@ func wizardSpecs() []wizardSpec {
 					return nil
 				})
 				fs.Func("peer-address", "the other end's `ADDR` inside the tunnel (default: the other address of --address's network)", addr("--peer-address", &o.PeerAddress))
-				repeated(fs, "route", "a destination `CIDR` to send through the tunnel (repeat)", prefixes("--route", &o.Routes))
+				repeated(fs, "route", "a destination `CIDR` to send through the tunnel (repeat; none on the receiving end of an --uplink-only tunnel)", prefixes("--route", &o.Routes))
 				repeated(fs, "peer-route", "a `CIDR` the peer sends back through the tunnel (repeat; default: this host's networks)", prefixes("--peer-route", &o.PeerRoutes))
 				fs.BoolVar(&o.UplinkOnly, "uplink-only", false, "only the upstream goes through the tunnel; the answers come back directly")
 				fs.StringVar(&o.Iface, "name", "", "the tunnel interface `NAME` (default rt-TYPE)")
@@ -348,6 +352,9 @@ func runWizard(inv *Invocation) error {
 		res.Plan.Namespace = inv.NetNS
 	}
 	if common.peerOut != "" && res.Peer == nil {
+		if res.NoPeer != "" {
+			return Usagef("--peer-out: no script for the other end: %s", res.NoPeer)
+		}
 		return Usagef("--peer-out: the %s wizard has no other end", spec.name)
 	}
 	if common.out != "" {
