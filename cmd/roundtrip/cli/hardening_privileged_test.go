@@ -62,11 +62,18 @@ func TestPrivilegedOutputsReplacePlantedLinks(t *testing.T) {
 		return len(m) == 1
 	})
 	srv := a.ServeHTTP("10.97.0.1:80", "hello")
-	if body, err := b.HTTPGet(srv, 5*time.Second); err != nil || body != "hello" {
-		t.Fatalf("GET: %q %v", body, err)
-	}
-	// Each packet is written to the file before it is printed.
-	waitFor(t, "six packets printed", 20*time.Second, func() bool { return strings.Count(out.String(), `"type":"packet"`) >= 6 })
+	// The temporary file exists before every ring is attached, so a request made right away
+	// may go unseen on a loaded machine: keep asking until six packets are printed. Each
+	// packet is written to the file before it is printed.
+	waitFor(t, "six packets printed", 30*time.Second, func() bool {
+		if strings.Count(out.String(), `"type":"packet"`) >= 6 {
+			return true
+		}
+		if body, err := b.HTTPGet(srv, 5*time.Second); err != nil || body != "hello" {
+			t.Fatalf("GET: %q %v", body, err)
+		}
+		return strings.Count(out.String(), `"type":"packet"`) >= 6
+	})
 	if fi, err := os.Lstat(pcap); err != nil || fi.Mode()&os.ModeSymlink == 0 {
 		t.Errorf("during the capture the target changed: %v %v", fi.Mode(), err)
 	}
