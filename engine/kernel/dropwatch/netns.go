@@ -1,0 +1,105 @@
+package dropwatch
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// netnsDir is where `ip netns` keeps its named namespaces.
+const netnsDir = "/run/netns"
+
+// netnsPath is the file of a namespace: a name of `ip netns list`, or "" for the one the
+// process runs in.
+func netnsPath(name string) string {
+	if name == "" {
+		return "/proc/self/ns/net"
+	}
+	return filepath.Join(netnsDir, name)
+}
+
+// NetnsInode returns the inode number that identifies a namespace in the kernel (what the
+// BPF program sees as net->ns.inum): of a name of `ip netns list`, or "" for the current one.
+func NetnsInode(name string) (uint32, error) {
+	if name != "" && (name == "." || name == ".." || filepath.Base(name) != name) {
+		return 0, fmt.Errorf("bad namespace name %q", name)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(netnsPath(name), &st); err != nil {
+		return 0, fmt.Errorf("finding network namespace %q: %w (is it listed by `ip netns list`?)", name, err)
+	}
+	return uint32(st.Ino), nil
+}
+
+// ifaces names interfaces by namespace inode and index, remembering what it found.
+type ifaces struct {
+	mu    sync.Mutex
+	ns    map[uint32]string // inode → namespace name ("" the current one)
+	links map[[2]uint32]string
+}
+
+func newIfaces() *ifaces {
+	return &ifaces{ns: map[uint32]string{}, links: map[[2]uint32]string{}}
+}
+
+// netnsName finds the name of the namespace with the inode: the current one, or one of
+// `ip netns list`.
+func (c *ifaces) netnsName(inode uint32) (string, bool) {
+	if name, ok := c.ns[inode]; ok {
+		return name, true
+	}
+	if ino, err := NetnsInode(""); err == nil && ino == inode {
+		c.ns[inode] = ""
+		return "", true
+	}
+	ents, _ := os.ReadDir(netnsDir)
+	for _, e := range ents {
+		if ino, err := NetnsInode(e.Name()); err == nil && ino == inode {
+			c.ns[inode] = e.Name()
+			return e.Name(), true
+		}
+	}
+	return "", false
+}
+
+// name returns the namespace's name and the interface's, "" where not found.
+func (c *ifaces) name(inode uint32, ifindex uint32) (netnsName, iface string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	nsName, ok := c.netnsName(inode)
+	if !ok || ifindex == 0 {
+		return nsName, ""
+	}
+	key := [2]uint32{inode, ifindex}
+	if n, ok := c.links[key]; ok {
+		return nsName, n
+	}
+	n := linkName(nsName, int(ifindex))
+	if n != "" {
+		c.links[key] = n
+	}
+	return nsName, n
+}
+
+func linkName(nsName string, ifindex int) string {
+	h, err := netns.GetFromPath(netnsPath(nsName))
+	if err != nil {
+		return ""
+	}
+	defer h.Close()
+	nl, err := netlink.NewHandleAt(h)
+	if err != nil {
+		return ""
+	}
+	defer nl.Close()
+	l, err := nl.LinkByIndex(ifindex)
+	if err != nil {
+		return ""
+	}
+	return l.Attrs().Name
+}
