@@ -34,8 +34,16 @@ type Drop struct {
 	Packet     Packet
 }
 
-// Words says the reason in an operator's words.
-func (d Drop) Words() string { return Describe(d.Reason) }
+// Words says the reason in an operator's words, with the location's help where the kernel
+// gives no specific reason.
+func (d Drop) Words() string {
+	if d.Reason == "NOT_SPECIFIED" {
+		if w, ok := unspecifiedAt[d.Location.Symbol]; ok {
+			return w
+		}
+	}
+	return Describe(d.Reason)
+}
 
 // String is the drop on one line: "IP_RPFILTER (reverse-path filter ...) on eth1 in
 // ip_rcv_finish_core+0x1a3: tcp 10.0.0.1:5000 > 10.0.0.2:80 [S] len 60".
@@ -319,7 +327,12 @@ func loadError(err error) error {
 	}
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
-		return unsupported("this kernel's BPF verifier rejected the drop watcher", err)
+		return unsupported("this kernel's BPF verifier rejected the drop watcher ("+firstLine(ve.Error())+")", err)
 	}
-	return unsupported("loading the drop watcher failed", err)
+	return unsupported("loading the drop watcher failed ("+firstLine(err.Error())+")", err)
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return s
 }

@@ -150,6 +150,16 @@ var words = map[string]string{
 	"RECURSION_LIMIT":          "too many nested devices (recursion limit)",
 }
 
+// unspecifiedAt says what a NOT_SPECIFIED drop means by the function that dropped it, where
+// kernels still drop without a reason.
+var unspecifiedAt = map[string]string{
+	"ip_error":        "the route refused it: an unreachable, prohibit or blackhole route, or no route (ip_error)",
+	"ip6_pkt_drop":    "the IPv6 route refused it: an unreachable or prohibit route, or no route",
+	"dst_discard_out": "a blackhole route or a dead route discarded it on the way out",
+	"ip6_mc_input":    "IPv6 multicast for a group no one on this host joined",
+	"dst_discard":     "a blackhole route or a dead route discarded it",
+}
+
 // Describe says what a reason means to an operator: a phrase for the common ones, the
 // kernel's name made readable for the rest ("TCP_AO_FAILURE" → "tcp ao failure").
 func Describe(name string) string {

@@ -1,0 +1,132 @@
+// Package dwtest holds the lab network and helpers shared by the privileged tests of the
+// drop watcher and the rule tracer.
+package dwtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"roundtrip/engine/kernel/dropwatch"
+	"roundtrip/engine/lab"
+)
+
+// Addresses of Net.
+var (
+	ClientAddr = netip.MustParseAddr("10.71.1.2")
+	RouterLAN  = netip.MustParseAddr("10.71.1.1")
+	RouterWAN  = netip.MustParseAddr("10.71.2.1")
+	ServerAddr = netip.MustParseAddr("10.71.2.2")
+)
+
+// Net is a client, a router and a server in their own namespaces:
+//
+//	client eth0 10.71.1.2 -- lan 10.71.1.1 [router] wan 10.71.2.1 -- eth0 10.71.2.2 server
+//
+// The router forwards; client and server route everything through it.
+type Net struct {
+	Lab                    *lab.Lab
+	Client, Router, Server *lab.NS
+}
+
+// NewNet builds the network.
+func NewNet(t testing.TB) *Net {
+	t.Helper()
+	l := lab.New(t)
+	n := &Net{Lab: l, Client: l.NS("cli"), Router: l.NS("rtr"), Server: l.NS("srv")}
+	l.Veth(n.Client, "eth0", n.Router, "lan")
+	l.Veth(n.Router, "wan", n.Server, "eth0")
+	n.Client.Addr("eth0", ClientAddr.String()+"/24")
+	n.Router.Addr("lan", RouterLAN.String()+"/24")
+	n.Router.Addr("wan", RouterWAN.String()+"/24")
+	n.Server.Addr("eth0", ServerAddr.String()+"/24")
+	n.Client.IP("route", "add", "default", "via", RouterLAN.String())
+	n.Server.IP("route", "add", "default", "via", RouterWAN.String())
+	n.Router.Sysctl("net.ipv4.ip_forward", "1")
+	return n
+}
+
+// Watch starts a drop watcher on the namespace for the flows, closed when the test ends. It
+// skips the test where the kernel cannot watch drops, saying why.
+func Watch(t testing.TB, ns *lab.NS, flows ...dropwatch.Flow) *dropwatch.Watcher {
+	t.Helper()
+	w, err := dropwatch.Start(context.Background(), dropwatch.Options{Netns: ns.Name, Flows: flows})
+	if errors.Is(err, dropwatch.ErrUnsupported) {
+		t.Skipf("privileged test: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	return w
+}
+
+// WaitDrop returns the first drop that satisfies match, failing the test (with every drop
+// seen) when none comes within 15 seconds. The drops seen before it are returned too.
+func WaitDrop(t testing.TB, w *dropwatch.Watcher, what string, match func(dropwatch.Drop) bool) (dropwatch.Drop, []dropwatch.Drop) {
+	t.Helper()
+	var seen []dropwatch.Drop
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case d, ok := <-w.Events():
+			if !ok {
+				t.Fatalf("waiting for %s: the watcher stopped: %v; seen: %s", what, w.Err(), List(seen))
+			}
+			t.Logf("drop: %s", d)
+			if match(d) {
+				return d, seen
+			}
+			seen = append(seen, d)
+		case <-deadline:
+			t.Fatalf("no drop of %s reported within 15s; seen: %s", what, List(seen))
+		}
+	}
+}
+
+// List writes drops for a failure message.
+func List(ds []dropwatch.Drop) string {
+	if len(ds) == 0 {
+		return "none"
+	}
+	var b strings.Builder
+	for _, d := range ds {
+		fmt.Fprintf(&b, "\n\t%s", d)
+	}
+	return b.String()
+}
+
+// To is a match for a drop of a packet to dst (any protocol, any source).
+func To(dst netip.AddrPort) func(dropwatch.Drop) bool {
+	return func(d dropwatch.Drop) bool {
+		return d.Packet.Dst.Addr() == dst.Addr() && (dst.Port() == 0 || d.Packet.Dst.Port() == dst.Port())
+	}
+}
+
+// DialTCP connects from the namespace to dst with a Go dialer and returns the error (the
+// connection, if any, is closed): the real client whose packets the kernel drops.
+func DialTCP(ns *lab.NS, dst netip.AddrPort, from string, timeout time.Duration) error {
+	c, err := ns.Dial(dst.String(), from, timeout)
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
+
+// SendUDP sends one datagram from the namespace to dst.
+func SendUDP(ns *lab.NS, dst netip.AddrPort) error {
+	return ns.Do(func() error {
+		c, err := net.Dial("udp4", dst.String())
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("roundtrip dropwatch test"))
+		return err
+	})
+}
