@@ -49,7 +49,7 @@ func TestPrivilegedDropRPFilter(t *testing.T) {
 	if err := dwtest.DialTCP(n.Client, dst, dwtest.ClientAddr.String()+":0", time.Second); err == nil {
 		t.Fatal("the client connected through the wrong interface despite strict rp_filter")
 	}
-	d, _ := dwtest.WaitDrop(t, w, "the SYN to "+dst.String(), dwtest.To(dst))
+	d, _ := dwtest.WaitDrop(t, w, "SYN to "+dst.String(), dwtest.To(dst))
 	expect(t, d, "IP_RPFILTER", "alt")
 	if d.Packet.Proto != unix.IPPROTO_TCP || d.Packet.Src.Addr() != dwtest.ClientAddr || d.Packet.Flags&0x02 == 0 {
 		t.Errorf("packet = %s; want the client's SYN from %s", d.Packet, dwtest.ClientAddr)
@@ -70,7 +70,7 @@ func TestPrivilegedDropUnreachableRoute(t *testing.T) {
 	if err := dwtest.DialTCP(n.Client, dst, "", time.Second); err == nil {
 		t.Fatal("the client connected through an unreachable route")
 	}
-	d, _ := dwtest.WaitDrop(t, w, "the SYN to "+dst.String(), dwtest.To(dst))
+	d, _ := dwtest.WaitDrop(t, w, "SYN to "+dst.String(), dwtest.To(dst))
 	expect(t, d, "NOT_SPECIFIED", "lan")
 	if d.Location.Symbol != "ip_error" {
 		t.Errorf("location = %s; want ip_error", d.Location)
@@ -90,7 +90,7 @@ func TestPrivilegedDropForwardingOff(t *testing.T) {
 	if err := dwtest.DialTCP(n.Client, dst, "", time.Second); err == nil {
 		t.Fatal("the client connected through a router that does not forward")
 	}
-	d, _ := dwtest.WaitDrop(t, w, "the SYN to "+dst.String(), dwtest.To(dst))
+	d, _ := dwtest.WaitDrop(t, w, "SYN to "+dst.String(), dwtest.To(dst))
 	expect(t, d, "IP_INADDRERRORS", "lan")
 }
 
@@ -107,7 +107,7 @@ func TestPrivilegedDropNeighFailed(t *testing.T) {
 	if err := dwtest.SendUDP(n.Client, dst); err != nil {
 		t.Fatal(err)
 	}
-	d, _ := dwtest.WaitDrop(t, w, "the datagram to "+dst.String(), dwtest.To(dst))
+	d, _ := dwtest.WaitDrop(t, w, "datagram to "+dst.String(), dwtest.To(dst))
 	expect(t, d, "NEIGH_FAILED", "wan")
 }
 
@@ -119,7 +119,7 @@ func TestPrivilegedDropClosedPort(t *testing.T) {
 	if err := dwtest.DialTCP(n.Client, dst, "", 3*time.Second); err == nil {
 		t.Fatal("the client connected to a closed port")
 	}
-	d, _ := dwtest.WaitDrop(t, w, "the SYN to "+dst.String(), dwtest.To(dst))
+	d, _ := dwtest.WaitDrop(t, w, "SYN to "+dst.String(), dwtest.To(dst))
 	expect(t, d, "NO_SOCKET", "eth0")
 }
 
@@ -135,7 +135,7 @@ func TestPrivilegedDropFilterNamespace(t *testing.T) {
 	if err := dwtest.DialTCP(n.Client, routerPort, "", 3*time.Second); err == nil {
 		t.Fatal("the client connected to the router's closed port")
 	}
-	d, before := dwtest.WaitDrop(t, w, "the SYN to the router's closed port", dwtest.To(routerPort))
+	d, before := dwtest.WaitDrop(t, w, "SYN to the router's closed port", dwtest.To(routerPort))
 	expect(t, d, "NO_SOCKET", "lan")
 	for _, b := range before {
 		if b.Packet.Dst.Addr() == dwtest.ServerAddr || b.NetnsInode != w.NetnsInode() {
@@ -155,7 +155,7 @@ func TestPrivilegedDropFilterFlows(t *testing.T) {
 			t.Fatalf("the client connected to closed port %d", p)
 		}
 	}
-	d, before := dwtest.WaitDrop(t, w, "the SYN to port 83", dwtest.To(port(83)))
+	d, before := dwtest.WaitDrop(t, w, "SYN to port 83", dwtest.To(port(83)))
 	expect(t, d, "NO_SOCKET", "eth0")
 	if len(before) != 0 {
 		t.Errorf("reported drops of unwatched flows: %s", dwtest.List(before))
@@ -170,7 +170,7 @@ func TestPrivilegedDropFilterFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d, before = dwtest.WaitDrop(t, w, "the datagram to port 85", dwtest.To(port(85)))
+	d, before = dwtest.WaitDrop(t, w, "datagram to port 85", dwtest.To(port(85)))
 	expect(t, d, "NO_SOCKET", "eth0")
 	if d.Packet.Proto != unix.IPPROTO_UDP || len(before) != 0 {
 		t.Errorf("got %s after %s; want only the UDP datagram to port 85", d.Packet, dwtest.List(before))
@@ -199,7 +199,7 @@ func TestPrivilegedDropIPv6(t *testing.T) {
 	if err := dwtest.DialTCP(n.Client, dst, "", 3*time.Second); err == nil {
 		t.Fatal("the client connected to a closed port")
 	}
-	d, _ := dwtest.WaitDrop(t, w, "the SYN to "+dst.String(), dwtest.To(dst))
+	d, _ := dwtest.WaitDrop(t, w, "SYN to "+dst.String(), dwtest.To(dst))
 	expect(t, d, "NO_SOCKET", "eth0")
 	if d.Packet.L3 != "ipv6" || d.Packet.Src.Addr() != netip.MustParseAddr("fd71:1::2") {
 		t.Errorf("packet = %s; want IPv6 from fd71:1::2", d.Packet)

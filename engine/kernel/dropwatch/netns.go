@@ -14,23 +14,27 @@ import (
 // netnsDir is where `ip netns` keeps its named namespaces.
 const netnsDir = "/run/netns"
 
-// netnsPath is the file of a namespace: a name of `ip netns list`, or "" for the one the
-// process runs in.
-func netnsPath(name string) string {
+// NetnsPath returns the file of a namespace: of a name of `ip netns list`, or of the
+// namespace the process runs in for "".
+func NetnsPath(name string) (string, error) {
 	if name == "" {
-		return "/proc/self/ns/net"
+		return "/proc/self/ns/net", nil
 	}
-	return filepath.Join(netnsDir, name)
+	if name == "." || name == ".." || filepath.Base(name) != name {
+		return "", fmt.Errorf("bad namespace name %q: a name of `ip netns list` is a plain file name", name)
+	}
+	return filepath.Join(netnsDir, name), nil
 }
 
 // NetnsInode returns the inode number that identifies a namespace in the kernel (what the
 // BPF program sees as net->ns.inum): of a name of `ip netns list`, or "" for the current one.
 func NetnsInode(name string) (uint32, error) {
-	if name != "" && (name == "." || name == ".." || filepath.Base(name) != name) {
-		return 0, fmt.Errorf("bad namespace name %q", name)
+	path, err := NetnsPath(name)
+	if err != nil {
+		return 0, err
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(netnsPath(name), &st); err != nil {
+	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("finding network namespace %q: %w (is it listed by `ip netns list`?)", name, err)
 	}
 	return uint32(st.Ino), nil
@@ -79,15 +83,21 @@ func (c *ifaces) name(inode uint32, ifindex uint32) (netnsName, iface string) {
 	if n, ok := c.links[key]; ok {
 		return nsName, n
 	}
-	n := linkName(nsName, int(ifindex))
+	n := LinkName(nsName, int(ifindex))
 	if n != "" {
 		c.links[key] = n
 	}
 	return nsName, n
 }
 
-func linkName(nsName string, ifindex int) string {
-	h, err := netns.GetFromPath(netnsPath(nsName))
+// LinkName returns the name of the interface with the index in the namespace ("" for the
+// current one); "" when there is none.
+func LinkName(nsName string, ifindex int) string {
+	path, err := NetnsPath(nsName)
+	if err != nil {
+		return ""
+	}
+	h, err := netns.GetFromPath(path)
 	if err != nil {
 		return ""
 	}

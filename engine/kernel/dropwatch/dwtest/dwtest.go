@@ -66,46 +66,56 @@ func Watch(t testing.TB, ns *lab.NS, flows ...dropwatch.Flow) *dropwatch.Watcher
 	return w
 }
 
-// WaitDrop returns the first drop that satisfies match, failing the test (with every drop
-// seen) when none comes within 15 seconds. The drops seen before it are returned too.
-func WaitDrop(t testing.TB, w *dropwatch.Watcher, what string, match func(dropwatch.Drop) bool) (dropwatch.Drop, []dropwatch.Drop) {
+// Wait returns the first event that satisfies match, failing the test (listing every event
+// seen) when none comes within 15 seconds or the source stops (err says why). The events
+// seen before it are returned too.
+func Wait[T fmt.Stringer](t testing.TB, events <-chan T, err func() error, what string, match func(T) bool) (T, []T) {
 	t.Helper()
-	var seen []dropwatch.Drop
+	var seen []T
 	deadline := time.After(15 * time.Second)
 	for {
 		select {
-		case d, ok := <-w.Events():
+		case e, ok := <-events:
 			if !ok {
-				t.Fatalf("waiting for %s: the watcher stopped: %v; seen: %s", what, w.Err(), List(seen))
+				t.Fatalf("waiting for %s: the events stopped: %v; seen: %s", what, err(), List(seen))
 			}
-			t.Logf("drop: %s", d)
-			if match(d) {
-				return d, seen
+			t.Logf("%T: %s", e, e)
+			if match(e) {
+				return e, seen
 			}
-			seen = append(seen, d)
+			seen = append(seen, e)
 		case <-deadline:
-			t.Fatalf("no drop of %s reported within 15s; seen: %s", what, List(seen))
+			t.Fatalf("no %s reported within 15s; seen: %s", what, List(seen))
 		}
 	}
 }
 
-// List writes drops for a failure message.
-func List(ds []dropwatch.Drop) string {
-	if len(ds) == 0 {
+// WaitDrop waits for a drop as Wait does.
+func WaitDrop(t testing.TB, w *dropwatch.Watcher, what string, match func(dropwatch.Drop) bool) (dropwatch.Drop, []dropwatch.Drop) {
+	t.Helper()
+	return Wait(t, w.Events(), w.Err, "drop of "+what, match)
+}
+
+// List writes events for a failure message.
+func List[T fmt.Stringer](es []T) string {
+	if len(es) == 0 {
 		return "none"
 	}
 	var b strings.Builder
-	for _, d := range ds {
-		fmt.Fprintf(&b, "\n\t%s", d)
+	for _, e := range es {
+		fmt.Fprintf(&b, "\n\t%s", e)
 	}
 	return b.String()
 }
 
+// PacketTo is a match for a packet to dst (any protocol, any source; any port for port 0).
+func PacketTo(p dropwatch.Packet, dst netip.AddrPort) bool {
+	return p.Dst.Addr() == dst.Addr() && (dst.Port() == 0 || p.Dst.Port() == dst.Port())
+}
+
 // To is a match for a drop of a packet to dst (any protocol, any source).
 func To(dst netip.AddrPort) func(dropwatch.Drop) bool {
-	return func(d dropwatch.Drop) bool {
-		return d.Packet.Dst.Addr() == dst.Addr() && (dst.Port() == 0 || d.Packet.Dst.Port() == dst.Port())
-	}
+	return func(d dropwatch.Drop) bool { return PacketTo(d.Packet, dst) }
 }
 
 // DialTCP connects from the namespace to dst with a Go dialer and returns the error (the
