@@ -2,13 +2,13 @@ package dropwatch
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
@@ -230,6 +230,20 @@ func (w *Watcher) Lost() (uint64, error) {
 	return n, nil
 }
 
+// Cost returns how often the program ran (every drop in any namespace, filtered or not)
+// and its average run time. The kernel only counts while BPF run-time statistics are on
+// (sysctl kernel.bpf_stats_enabled=1, or ebpf.EnableStats); otherwise both are zero.
+func (w *Watcher) Cost() (runs uint64, perRun time.Duration, err error) {
+	st, err := w.objs.OnKfreeSkb.Stats()
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the drop watcher's run statistics: %w", err)
+	}
+	if st.RunCount == 0 {
+		return 0, 0, nil
+	}
+	return st.RunCount, st.Runtime / time.Duration(st.RunCount), nil
+}
+
 // Err returns why the watcher stopped on its own, if it did.
 func (w *Watcher) Err() error {
 	select {
@@ -287,10 +301,12 @@ func (w *Watcher) read() {
 }
 
 func (w *Watcher) decode(raw []byte) (Drop, error) {
-	var e bpfEvent
-	if _, err := binary.Decode(raw, binary.NativeEndian, &e); err != nil {
-		return Drop{}, fmt.Errorf("decoding a dropped packet's record (%d bytes): %w", len(raw), err)
+	if len(raw) < int(unsafe.Sizeof(bpfEvent{})) {
+		return Drop{}, fmt.Errorf("a dropped packet's record of %d bytes, want %d", len(raw), unsafe.Sizeof(bpfEvent{}))
 	}
+	// The record is the program's struct event, in this host's layout (bpf2go's twin says
+	// so): copied as is, which is much cheaper than decoding field by field at 100k/s.
+	e := *(*bpfEvent)(unsafe.Pointer(&raw[0]))
 	d := Drop{
 		Time:       w.mono.Add(time.Duration(e.TimeNs)),
 		NetnsInode: e.Netns,

@@ -3,6 +3,7 @@ package nftrace_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os/exec"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"roundtrip/engine/kernel/dropwatch"
@@ -65,7 +67,9 @@ func TestPrivilegedTraceIptablesDrop(t *testing.T) {
 	other := netip.AddrPortFrom(dwtest.ServerAddr, 8080)
 	n.Server.Listen(dst.String())
 	n.Server.Listen(other.String())
-	n.Router.Run("iptables-nft", "-A", "FORWARD", "-d", dwtest.ServerAddr.String(), "-p", "tcp", "-m", "multiport", "--dports", "80,8080", "-j", "DROP")
+	// The conntrack match turns conntrack on in the namespace: the steps carry the entry's id.
+	n.Router.Run("iptables-nft", "-A", "FORWARD", "-d", dwtest.ServerAddr.String(), "-p", "tcp", "-m", "multiport", "--dports", "80,8080",
+		"-m", "conntrack", "--ctstate", "NEW", "-j", "DROP")
 	flow := dropwatch.Flow{Proto: unix.IPPROTO_TCP, Dst: dst.Addr(), DstPort: dst.Port()}
 	tr := trace(t, n.Router, flow)
 	w := dwtest.Watch(t, n.Router, flow)
@@ -86,8 +90,12 @@ func TestPrivilegedTraceIptablesDrop(t *testing.T) {
 	if s.Family != "ip" || s.Table != "filter" || s.Chain != "FORWARD" || s.Type != "rule" || s.Handle == 0 {
 		t.Errorf("step = %s; want rule in ip filter FORWARD with a handle", s)
 	}
-	if !strings.HasPrefix(s.Rule.Iptables, "-A FORWARD ") || !strings.Contains(s.Rule.Iptables, "--dports 80,8080") || !strings.HasSuffix(s.Rule.Iptables, "-j DROP") {
+	if !strings.HasPrefix(s.Rule.Iptables, "-A FORWARD ") || !strings.Contains(s.Rule.Iptables, "--dports 80,8080") ||
+		!strings.Contains(s.Rule.Iptables, "--ctstate NEW") || !strings.HasSuffix(s.Rule.Iptables, "-j DROP") {
 		t.Errorf("iptables text = %q; want the rule as written", s.Rule.Iptables)
+	}
+	if traceHasConntrack(t) && (s.Conntrack == 0 || s.CtDirection != "original") {
+		t.Errorf("step conntrack = %d %q; want the SYN's entry, original direction", s.Conntrack, s.CtDirection)
 	}
 	if s.IifName != "lan" || s.Packet.Flags&0x02 == 0 || s.Packet.Src.Addr() != dwtest.ClientAddr {
 		t.Errorf("step packet = %s in on %q; want the client's SYN in on lan", s.Packet, s.IifName)
@@ -150,5 +158,47 @@ func TestPrivilegedTraceNftDrop(t *testing.T) {
 	// come first.
 	if len(before) != 0 {
 		t.Errorf("steps before the drop (the first datagram was traced before AddFlow?): %s", dwtest.List(before))
+	}
+}
+
+// traceHasConntrack says whether this kernel's trace events carry the conntrack entry
+// (NFTA_TRACE_CT_ID, Linux 6.16).
+func traceHasConntrack(t *testing.T) bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e *btf.Enum
+	if err := spec.TypeByName("nft_trace_attributes", &e); err != nil {
+		return false
+	}
+	for _, v := range e.Values {
+		if v.Name == "NFTA_TRACE_CT_ID" {
+			return true
+		}
+	}
+	return false
+}
+
+// The steps of an accepted connection carry its conntrack id, the one `conntrack -L -o id`
+// shows: how a rule step joins the conntrack entry (and so diagnose's connection).
+func TestPrivilegedTraceConntrackID(t *testing.T) {
+	t.Setenv(nftrace.StateDirEnv, t.TempDir())
+	requireTool(t, "conntrack", "conntrack")
+	if !traceHasConntrack(t) {
+		t.Skip("privileged test: this kernel's nf_tables traces carry no conntrack id (needs Linux 6.16)")
+	}
+	n := dwtest.NewNet(t)
+	dst := netip.AddrPortFrom(dwtest.ServerAddr, 80)
+	n.Server.ServeHTTP(dst.String(), "hello")
+	n.Router.Run("iptables-nft", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "NEW", "-j", "ACCEPT")
+	tr := trace(t, n.Router, dropwatch.Flow{Proto: unix.IPPROTO_TCP, Dst: dst.Addr(), DstPort: dst.Port()})
+	if body, err := n.Client.HTTPGet(dst.String(), 3*time.Second); err != nil || body != "hello" {
+		t.Fatalf("GET through the router: %q, %v", body, err)
+	}
+	s, _ := waitStep(t, tr, "the SYN's accept", func(s nftrace.Step) bool { return s.Verdict == "accept" && s.Packet.Flags == 0x02 })
+	out := n.Router.Run("conntrack", "-L", "-p", "tcp", "--dport", "80", "-o", "id")
+	if s.Conntrack == 0 || !strings.Contains(out, fmt.Sprintf(" id=%d\n", s.Conntrack)) {
+		t.Errorf("step's conntrack id %d is not in the router's table:\n%s", s.Conntrack, out)
 	}
 }

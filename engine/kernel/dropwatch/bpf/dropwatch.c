@@ -130,52 +130,59 @@ struct ipv6hdr_min {
 	__u32 daddr[4];
 };
 
+// The kernel's structures are read by direct loads: in a tp_btf program the arguments are
+// typed (BTF) pointers, which the verifier lets the program follow with loads that fault
+// safely, much cheaper than a bpf_probe_read_kernel call per field. Field offsets are CO-RE
+// relocations (kernel_types.h).
+
 // skb_netns returns the namespace inode of the packet: its device's, or (on the way out,
 // before a device is chosen) its socket's; 0 when it has neither.
 static __always_inline __u32 skb_netns(struct sk_buff *skb)
 {
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
+	struct net_device *dev = skb->dev;
 	if (dev)
-		return BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	struct sock *sk = BPF_CORE_READ(skb, sk);
+		return dev->nd_net.net->ns.inum;
+	struct sock *sk = skb->sk;
 	if (sk)
-		return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+		return sk->__sk_common.skc_net.net->ns.inum;
 	return 0;
 }
 
 // parse fills the packet fields of e from the headers in the skb's linear data.
 static __always_inline void parse(struct sk_buff *skb, struct event *e)
 {
-	unsigned char *head = BPF_CORE_READ(skb, head);
-	__u16 nh = BPF_CORE_READ(skb, network_header);
+	unsigned char *head = skb->head;
+	__u16 nh = skb->network_header;
 	if (!head || nh == (__u16)~0U)
 		return;
 	unsigned char *l3 = head + nh;
-	__u8 ver;
-	if (bpf_probe_read_kernel(&ver, 1, l3))
+	// One read covers an IPv6 header or an IPv4 header with its first options; a short
+	// packet's buffer extends past it (the skb's shared info follows the data), and the read
+	// is fault-safe anyway.
+	union {
+		struct iphdr_min v4;
+		struct ipv6hdr_min v6;
+	} ip;
+	if (bpf_probe_read_kernel(&ip, sizeof(ip), l3))
 		return;
 	unsigned char *l4;
 	__u8 proto;
-	if (ver >> 4 == 4) {
-		struct iphdr_min ip;
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), l3) || (ip.ver_ihl & 0xf) < 5)
+	if (ip.v4.ver_ihl >> 4 == 4) {
+		if ((ip.v4.ver_ihl & 0xf) < 5)
 			return;
 		e->family = 4;
-		e->proto = proto = ip.protocol;
-		e->saddr[0] = ip.saddr;
-		e->daddr[0] = ip.daddr;
-		if (bpf_ntohs(ip.frag_off) & 0x1fff)
+		e->proto = proto = ip.v4.protocol;
+		e->saddr[0] = ip.v4.saddr;
+		e->daddr[0] = ip.v4.daddr;
+		if (bpf_ntohs(ip.v4.frag_off) & 0x1fff)
 			return; // a later fragment: no transport header
-		l4 = l3 + (ip.ver_ihl & 0xf) * 4;
-	} else if (ver >> 4 == 6) {
-		struct ipv6hdr_min ip6;
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l3))
-			return;
+		l4 = l3 + (ip.v4.ver_ihl & 0xf) * 4;
+	} else if (ip.v4.ver_ihl >> 4 == 6) {
 		e->family = 6;
-		__builtin_memcpy(e->saddr, ip6.saddr, 16);
-		__builtin_memcpy(e->daddr, ip6.daddr, 16);
-		proto = ip6.nexthdr;
-		l4 = l3 + sizeof(ip6);
+		__builtin_memcpy(e->saddr, ip.v6.saddr, 16);
+		__builtin_memcpy(e->daddr, ip.v6.daddr, 16);
+		proto = ip.v6.nexthdr;
+		l4 = l3 + sizeof(ip.v6);
 		// Skip a few extension headers to reach the transport header.
 		for (int i = 0; i < 4; i++) {
 			__u8 ext[2];
@@ -235,31 +242,34 @@ static __always_inline void parse(struct sk_buff *skb, struct event *e)
 }
 
 // flow_match says whether the packet belongs to a watched flow, in either direction: it looks
-// the packet's tuple up once per shape present, with that shape's open fields zeroed.
+// the packet's tuple up once per shape present (and direction), with that shape's open
+// fields zeroed. Shapes are tried in order and the loop ends after the highest present.
 static __always_inline int flow_match(const struct event *e, __u32 shapes)
 {
 	struct flow_key k;
-	for (__u32 i = 0; i < 2 * NUM_SHAPES; i++) {
-		__u32 s = i % NUM_SHAPES;
+	for (__u32 s = 0; s < NUM_SHAPES; s++) {
+		if (!(shapes >> s))
+			break;
 		if (!(shapes & (1u << s)))
 			continue;
-		int rev = i >= NUM_SHAPES;
-		__builtin_memset(&k, 0, sizeof(k));
-		k.family = e->family;
-		if (!(s & WILD_PROTO))
-			k.proto = e->proto;
-		if (!(s & WILD_SADDR))
-			__builtin_memcpy(k.saddr, rev ? e->daddr : e->saddr, 16);
-		if (!(s & WILD_DADDR))
-			__builtin_memcpy(k.daddr, rev ? e->saddr : e->daddr, 16);
-		if (!(s & WILD_SPORT))
-			k.sport = rev ? e->dport : e->sport;
-		if (!(s & WILD_DPORT))
-			k.dport = rev ? e->sport : e->dport;
-		if ((s & (WILD_SADDR | WILD_DADDR)) == (WILD_SADDR | WILD_DADDR))
-			k.family = 0;
-		if (bpf_map_lookup_elem(&flows, &k))
-			return 1;
+		for (int rev = 0; rev < 2; rev++) {
+			__builtin_memset(&k, 0, sizeof(k));
+			k.family = e->family;
+			if (!(s & WILD_PROTO))
+				k.proto = e->proto;
+			if (!(s & WILD_SADDR))
+				__builtin_memcpy(k.saddr, rev ? e->daddr : e->saddr, 16);
+			if (!(s & WILD_DADDR))
+				__builtin_memcpy(k.daddr, rev ? e->saddr : e->daddr, 16);
+			if (!(s & WILD_SPORT))
+				k.sport = rev ? e->dport : e->sport;
+			if (!(s & WILD_DPORT))
+				k.dport = rev ? e->sport : e->dport;
+			if ((s & (WILD_SADDR | WILD_DADDR)) == (WILD_SADDR | WILD_DADDR))
+				k.family = 0;
+			if (bpf_map_lookup_elem(&flows, &k))
+				return 1;
+		}
 	}
 	return 0;
 }
@@ -297,11 +307,11 @@ int BPF_PROG(on_kfree_skb, struct sk_buff *skb, void *location, unsigned int rea
 	e->location = (__u64)location;
 	e->netns = netns;
 	e->reason = reason;
-	e->len = BPF_CORE_READ(skb, len);
-	e->mark = BPF_CORE_READ(skb, mark);
-	e->l3proto = bpf_ntohs(BPF_CORE_READ(skb, protocol));
-	struct net_device *dev = BPF_CORE_READ(skb, dev);
-	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : BPF_CORE_READ(skb, skb_iif);
+	e->len = skb->len;
+	e->mark = skb->mark;
+	e->l3proto = bpf_ntohs(skb->protocol);
+	struct net_device *dev = skb->dev;
+	e->ifindex = dev ? dev->ifindex : skb->skb_iif;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
