@@ -101,6 +101,7 @@ func Start(ctx context.Context, o Options) (*Watcher, error) {
 		}
 		w.inode = ino
 		w.cfg.Netns, w.cfg.Flags = ino, cfgNetns
+		w.ifaces.ns[ino] = o.Netns
 	}
 	keys := make(map[bpfFlowKey]bool)
 	for _, f := range o.Flows {

@@ -1,6 +1,8 @@
 package dropwatch_test
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -203,5 +205,28 @@ func TestPrivilegedDropIPv6(t *testing.T) {
 	expect(t, d, "NO_SOCKET", "eth0")
 	if d.Packet.L3 != "ipv6" || d.Packet.Src.Addr() != netip.MustParseAddr("fd71:1::2") {
 		t.Errorf("packet = %s; want IPv6 from fd71:1::2", d.Packet)
+	}
+}
+
+// The watcher stops when its context ends: Events is closed and AddFlow refuses.
+func TestPrivilegedDropContextEnds(t *testing.T) {
+	n := dwtest.NewNet(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := dropwatch.Start(ctx, dropwatch.Options{Netns: n.Router.Name})
+	if errors.Is(err, dropwatch.ErrUnsupported) {
+		t.Skipf("privileged test: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	cancel()
+	for range w.Events() {
+	}
+	if err := w.AddFlow(dropwatch.Flow{Proto: unix.IPPROTO_UDP}); err == nil {
+		t.Error("AddFlow after the context ended succeeded")
+	}
+	if err := w.Err(); err != nil {
+		t.Errorf("Err after the context ended = %v; want nil (a normal stop)", err)
 	}
 }

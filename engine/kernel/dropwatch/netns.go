@@ -42,13 +42,14 @@ func NetnsInode(name string) (uint32, error) {
 
 // ifaces names interfaces by namespace inode and index, remembering what it found.
 type ifaces struct {
-	mu    sync.Mutex
-	ns    map[uint32]string // inode → namespace name ("" the current one)
-	links map[[2]uint32]string
+	mu      sync.Mutex
+	ns      map[uint32]string // inode → namespace name ("" the current one)
+	unnamed map[uint32]bool   // namespaces not found by name (a container's, say)
+	links   map[[2]uint32]string
 }
 
 func newIfaces() *ifaces {
-	return &ifaces{ns: map[uint32]string{}, links: map[[2]uint32]string{}}
+	return &ifaces{ns: map[uint32]string{}, unnamed: map[uint32]bool{}, links: map[[2]uint32]string{}}
 }
 
 // netnsName finds the name of the namespace with the inode: the current one, or one of
@@ -56,6 +57,9 @@ func newIfaces() *ifaces {
 func (c *ifaces) netnsName(inode uint32) (string, bool) {
 	if name, ok := c.ns[inode]; ok {
 		return name, true
+	}
+	if c.unnamed[inode] {
+		return "", false
 	}
 	if ino, err := NetnsInode(""); err == nil && ino == inode {
 		c.ns[inode] = ""
@@ -68,6 +72,7 @@ func (c *ifaces) netnsName(inode uint32) (string, bool) {
 			return e.Name(), true
 		}
 	}
+	c.unnamed[inode] = true
 	return "", false
 }
 

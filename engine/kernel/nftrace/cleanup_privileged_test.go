@@ -160,3 +160,30 @@ func TestPrivilegedTraceTableGoneAfterKill(t *testing.T) {
 		t.Errorf("after Close: tables %v, marker there: %v", tables(t, n.Router), markerExists(t, mine.Table()))
 	}
 }
+
+// The tracer stops when its context ends, and removes its table and marker.
+func TestPrivilegedTraceContextEnds(t *testing.T) {
+	requireTool(t, "nft", "nftables")
+	t.Setenv(nftrace.StateDirEnv, t.TempDir())
+	n := dwtest.NewNet(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	tr, err := nftrace.Start(ctx, nftrace.Options{Netns: n.Router.Name})
+	if errors.Is(err, nftrace.ErrUnsupported) {
+		t.Skipf("privileged test: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(tables(t, n.Router), tr.Table()) {
+		t.Fatalf("table %s not created", tr.Table())
+	}
+	cancel()
+	for range tr.Events() {
+	}
+	if slices.Contains(tables(t, n.Router), tr.Table()) || markerExists(t, tr.Table()) {
+		t.Errorf("after the context ended: tables %v, marker there: %v", tables(t, n.Router), markerExists(t, tr.Table()))
+	}
+	if err := tr.AddFlow(dropwatch.Flow{Proto: unix.IPPROTO_UDP}); err == nil {
+		t.Error("AddFlow after the context ended succeeded")
+	}
+}
