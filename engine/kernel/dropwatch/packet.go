@@ -104,6 +104,13 @@ func (p Packet) MarshalJSON() ([]byte, error) {
 	return json.Marshal(v)
 }
 
+// IsEcho says whether an ICMP or ICMPv6 message is an echo request or reply: the only ones
+// with an id, which conntrack uses as the flow's port.
+func IsEcho(proto, icmpType uint8) bool {
+	return proto == unix.IPPROTO_ICMP && (icmpType == 0 || icmpType == 8) ||
+		proto == unix.IPPROTO_ICMPV6 && (icmpType == 128 || icmpType == 129)
+}
+
 // l3Name names an ethertype.
 func l3Name(ethertype uint16) string {
 	switch ethertype {
@@ -140,8 +147,7 @@ func packetOf(e *bpfEvent) Packet {
 		p.Flags = e.TcpFlags
 	case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
 		p.ICMPType, p.ICMPCode = e.IcmpType, e.IcmpCode
-		if echo := (e.Proto == unix.IPPROTO_ICMP && (p.ICMPType == 0 || p.ICMPType == 8)) ||
-			(e.Proto == unix.IPPROTO_ICMPV6 && (p.ICMPType == 128 || p.ICMPType == 129)); echo {
+		if IsEcho(e.Proto, p.ICMPType) {
 			p.ICMPID = e.IcmpId
 		}
 	}

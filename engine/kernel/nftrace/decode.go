@@ -225,9 +225,7 @@ func decodePacket(network, transport []byte) dropwatch.Packet {
 		if len(transport) >= 2 {
 			p.ICMPType, p.ICMPCode = transport[0], transport[1]
 		}
-		echo := (p.Proto == unix.IPPROTO_ICMP && (p.ICMPType == 0 || p.ICMPType == 8)) ||
-			(p.Proto == unix.IPPROTO_ICMPV6 && (p.ICMPType == 128 || p.ICMPType == 129))
-		if echo && len(transport) >= 6 {
+		if dropwatch.IsEcho(p.Proto, p.ICMPType) && len(transport) >= 6 {
 			p.ICMPID = binary.BigEndian.Uint16(transport[4:])
 		}
 	}

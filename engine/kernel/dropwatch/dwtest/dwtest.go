@@ -6,9 +6,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -139,4 +144,48 @@ func SendUDP(ns *lab.NS, dst netip.AddrPort) error {
 		_, err = c.Write([]byte("roundtrip dropwatch test"))
 		return err
 	})
+}
+
+// RunAsNobody runs a copy of the test binary as the unprivileged user nobody (65534) with
+// the extra environment, and returns its output: for a TestMain that acts as a small program
+// when an environment variable says so.
+func RunAsNobody(t testing.TB, env ...string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "roundtrip-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	// The temporary directory is private (0700): nobody could not run what is inside.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, filepath.Base(self))
+	in, err := os.Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.OpenFile(bin, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	b, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("running the test binary as nobody: %v: %s", err, b)
+	}
+	return string(b)
 }
