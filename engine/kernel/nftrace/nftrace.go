@@ -1,5 +1,14 @@
 // Package nftrace names the netfilter rules that see a watched flow's packets: it marks the
 // flow for nf_tables tracing from a temporary table and reports the kernel's trace events.
+//
+// The table, inet roundtrip_trace_PID_START_SEQ, has a chain on prerouting and one on
+// output at priority raw - 1 whose rules set `meta nftrace 1` for the flows (both
+// directions); every nf_tables chain the packet then meets, iptables-nft's included, emits
+// NFT_MSG_TRACE events on NFNLGRP_NFTRACE, decoded here into Steps. The table is owned by its
+// netlink socket (NFT_TABLE_F_OWNER, Linux 5.12), so the kernel removes it when the process
+// dies however it dies; it is also recorded in STATE_DIR/nftrace/TABLE.json until Close, and
+// Cleanup / CleanupRecorded remove tables (and markers) of processes that no longer run.
+// Rules of iptables-legacy live outside nf_tables and are not traced (Warnings says so).
 package nftrace
 
 import (
