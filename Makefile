@@ -26,8 +26,8 @@ bench-dualwan:
 # bpf2go into objects and Go wrappers that are committed, so `go build` needs no clang. Rerun
 # after changing engine/kernel/dropwatch/bpf/*. Needs clang and libbpf's headers:
 #   apt-get install -y clang llvm libbpf-dev
-# Debian 12's clang-14 (the `clang` package) is what compiled the committed objects; clang-19
-# works too: make generate BPF2GO_CC=clang-19.
+# Debian 12's clang-14 (the `clang` package) compiled the committed objects; another clang is
+# chosen with BPF2GO_CC, for example: make generate BPF2GO_CC=clang-19.
 BPF2GO_CC ?= clang
 generate:
 	BPF2GO_CC=$(BPF2GO_CC) go generate ./engine/kernel/dropwatch/...
