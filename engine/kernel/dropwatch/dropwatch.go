@@ -18,31 +18,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Drop is one packet the kernel dropped, in its own words.
+// Drop is one packet the kernel dropped, in its own words. The JSON names are those of the
+// `{"type":"drop",...}` events (the caller adds type and the connection).
 type Drop struct {
-	Time       time.Time
-	NetnsInode uint32
-	Netns      string // the namespace's name in `ip netns list`; "" for roundtrip's own or unknown
-	Ifindex    int
-	Iface      string // "" when the interface is gone or the namespace unnamed
+	Time       time.Time `json:"time"`
+	NetnsInode uint32    `json:"netns_inode"`
+	Netns      string    `json:"netns"` // the name in `ip netns list`; "" for roundtrip's own or unknown
+	Ifindex    int       `json:"ifindex"`
+	Iface      string    `json:"iface"` // "" when the interface is gone or the namespace unnamed
 	// Reason is the kernel's name of the reason, without SKB_DROP_REASON_ ("IP_RPFILTER");
-	// Describe(Reason) says it in an operator's words.
-	Reason     string
-	ReasonCode uint32 // this kernel's number for it
-	Location   Location
-	Mark       uint32 // the packet's fwmark at the drop
-	Packet     Packet
+	// Words says it in an operator's words.
+	Reason     string   `json:"reason"`
+	ReasonCode uint32   `json:"-"` // this kernel's number for it
+	Words      string   `json:"words"`
+	Location   Location `json:"location"`
+	Mark       uint32   `json:"mark,omitempty"` // the packet's fwmark at the drop
+	Packet     Packet   `json:"packet"`
 }
 
-// Words says the reason in an operator's words, with the location's help where the kernel
-// gives no specific reason.
-func (d Drop) Words() string {
-	if d.Reason == "NOT_SPECIFIED" {
-		if w, ok := unspecifiedAt[d.Location.Symbol]; ok {
+// Explain says a drop's reason in an operator's words, with the location's help where the
+// kernel gives no specific reason.
+func Explain(reason string, loc Location) string {
+	if reason == "NOT_SPECIFIED" {
+		if w, ok := unspecifiedAt[loc.Symbol]; ok {
 			return w
 		}
 	}
-	return Describe(d.Reason)
+	return Describe(reason)
 }
 
 // String is the drop on one line: "IP_RPFILTER (reverse-path filter ...) on eth1 in
@@ -52,7 +54,7 @@ func (d Drop) String() string {
 	if where == "" {
 		where = fmt.Sprintf("ifindex %d", d.Ifindex)
 	}
-	return fmt.Sprintf("%s (%s) on %s in %s: %s", d.Reason, d.Words(), where, d.Location, d.Packet)
+	return fmt.Sprintf("%s (%s) on %s in %s: %s", d.Reason, d.Words, where, d.Location, d.Packet)
 }
 
 // Options says what to watch.
@@ -318,6 +320,7 @@ func (w *Watcher) decode(raw []byte) (Drop, error) {
 		Mark:       e.Mark,
 		Packet:     packetOf(&e),
 	}
+	d.Words = Explain(d.Reason, d.Location)
 	d.Netns, d.Iface = w.ifaces.name(e.Netns, e.Ifindex)
 	return d, nil
 }

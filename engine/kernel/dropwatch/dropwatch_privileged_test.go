@@ -77,7 +77,7 @@ func TestPrivilegedDropUnreachableRoute(t *testing.T) {
 	if d.Location.Symbol != "ip_error" {
 		t.Errorf("location = %s; want ip_error", d.Location)
 	}
-	if w := d.Words(); !strings.Contains(w, "route") {
+	if w := d.Words; !strings.Contains(w, "route") {
 		t.Errorf("words for NOT_SPECIFIED in ip_error = %q; want them to name the route", w)
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
@@ -182,9 +184,11 @@ func TestDescribe(t *testing.T) {
 	if got := Describe("IP_RPFILTER"); !strings.Contains(got, "rp_filter") {
 		t.Errorf("Describe(IP_RPFILTER) = %q", got)
 	}
-	d := Drop{Reason: "NOT_SPECIFIED", Location: Location{Symbol: "ip_error"}}
-	if !strings.Contains(d.Words(), "route") {
-		t.Errorf("Words of NOT_SPECIFIED in ip_error = %q", d.Words())
+	if w := Explain("NOT_SPECIFIED", Location{Symbol: "ip_error"}); !strings.Contains(w, "route") {
+		t.Errorf("Explain(NOT_SPECIFIED in ip_error) = %q", w)
+	}
+	if w := Explain("NOT_SPECIFIED", Location{Symbol: "tcp_v4_rcv"}); w != Describe("NOT_SPECIFIED") {
+		t.Errorf("Explain(NOT_SPECIFIED elsewhere) = %q", w)
 	}
 }
 
@@ -210,6 +214,25 @@ func TestPacketOf(t *testing.T) {
 	}
 	if p := packetOf(&bpfEvent{L3proto: unix.ETH_P_ARP, Len: 28}); p.String() != "arp len 28" {
 		t.Errorf("ARP = %s", p)
+	}
+}
+
+func TestDropJSON(t *testing.T) {
+	d := Drop{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), NetnsInode: 4026532000, Netns: "rtr", Ifindex: 2, Iface: "lan",
+		Reason: "IP_RPFILTER", ReasonCode: 16, Words: Describe("IP_RPFILTER"), Location: Location{Symbol: "ip_rcv_finish_core", Offset: 0x260},
+		Packet: Packet{L3: "ipv4", Proto: unix.IPPROTO_UDP, Src: netip.MustParseAddrPort("10.0.0.1:5000"), Dst: netip.MustParseAddrPort("10.0.0.2:53"), Length: 40}}
+	j, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"time":"2026-01-02T03:04:05Z","netns_inode":4026532000,"netns":"rtr","ifindex":2,"iface":"lan","reason":"IP_RPFILTER",` +
+		`"words":` + strconv.Quote(Describe("IP_RPFILTER")) + `,"location":"ip_rcv_finish_core",` +
+		`"packet":{"l3":"ipv4","proto":"udp","src":"10.0.0.1:5000","dst":"10.0.0.2:53","len":40}}`
+	if string(j) != want {
+		t.Errorf("JSON\n%s\nwant\n%s", j, want)
+	}
+	if d.Location.String() != "ip_rcv_finish_core+0x260" {
+		t.Errorf("location = %s", d.Location)
 	}
 }
 

@@ -31,6 +31,6 @@ func Example() {
 	// Later, from conntrack: the reply tuple after SNAT.
 	_ = w.AddFlow(dropwatch.Flow{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddr("203.0.113.5"), SrcPort: 443, Dst: netip.MustParseAddr("198.51.100.2"), DstPort: 40000})
 	for d := range w.Events() {
-		fmt.Printf("kernel: %s on %s in %s (%s): %s\n", d.Reason, d.Iface, d.Location.Symbol, d.Words(), d.Packet)
+		fmt.Printf("kernel: %s on %s in %s (%s): %s\n", d.Reason, d.Iface, d.Location.Symbol, d.Words, d.Packet)
 	}
 }

@@ -25,8 +25,14 @@ func (l Location) String() string {
 	return fmt.Sprintf("%s+0x%x", l.Symbol, l.Offset)
 }
 
-// MarshalText writes the location as String does, for JSON.
-func (l Location) MarshalText() ([]byte, error) { return []byte(l.String()), nil }
+// MarshalText writes the function's name (String adds the offset), or the address when
+// the symbol is unknown: "location":"ip_rcv_finish_core" in JSON.
+func (l Location) MarshalText() ([]byte, error) {
+	if l.Symbol == "" {
+		return []byte(l.String()), nil
+	}
+	return []byte(l.Symbol), nil
+}
 
 // symbols is the kernel's text symbols sorted by address, read once from /proc/kallsyms.
 type symbols struct {

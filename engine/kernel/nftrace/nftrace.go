@@ -29,30 +29,31 @@ import (
 )
 
 // Step is one step of a traced packet through the ruleset: a rule that matched (and its
-// verdict), a chain's policy, or a return from a chain.
+// verdict), a chain's policy, or a return from a chain. The JSON names are those of the
+// `{"type":"rule",...}` events (the caller adds type and the connection).
 type Step struct {
-	Time time.Time
+	Time time.Time `json:"time"` // when roundtrip received it
 	// ID is the kernel's trace id: the same for every step of one packet in one hook.
-	ID      uint32
-	Family  string // "ip", "ip6", "inet", "bridge", ...
-	Table   string
-	Chain   string
-	Handle  uint64 // the rule's handle; 0 for a policy
-	Type    string // "rule", "policy" or "return"
-	Verdict string // "accept", "drop", "continue", "jump", "goto", "return", "queue", ...
-	Target  string // the chain of a jump or goto
+	ID      uint32 `json:"trace_id"`
+	Family  string `json:"family"` // "ip", "ip6", "inet", "bridge", ...
+	Table   string `json:"table"`
+	Chain   string `json:"chain"`
+	Handle  uint64 `json:"handle,omitempty"` // the rule's handle; 0 for a policy
+	Kind    string `json:"kind"`             // "rule", "policy" or "return"
+	Verdict string `json:"verdict"`          // "accept", "drop", "continue", "jump", "goto", "return", "queue", ...
+	Target  string `json:"target,omitempty"` // the chain of a jump or goto
 	// Rule is the rule's text, when it could be read (nft, and iptables for iptables-nft).
-	Rule    RuleText
-	Iif     int
-	Oif     int
-	IifName string
-	OifName string
-	Mark    uint32
+	Rule    RuleText `json:"rule,omitzero"`
+	Iif     int      `json:"-"`
+	Oif     int      `json:"-"`
+	IifName string   `json:"iif,omitempty"`
+	OifName string   `json:"oif,omitempty"`
+	Mark    uint32   `json:"mark,omitempty"`
 	// Conntrack is the id of the packet's conntrack entry (as in `conntrack -L -o id`), when
 	// the kernel reports it (Linux 6.16 and later) and the packet has one.
-	Conntrack   uint32
-	CtDirection string // "original" or "reply"
-	Packet      dropwatch.Packet
+	Conntrack   uint32           `json:"conntrack_id,omitempty"`
+	CtDirection string           `json:"ct_direction,omitempty"` // "original" or "reply"
+	Packet      dropwatch.Packet `json:"packet"`
 }
 
 // String is the step on one line: "ip filter FORWARD handle 2: drop (-A FORWARD ... -j
@@ -62,17 +63,13 @@ func (s Step) String() string {
 	if s.Handle != 0 {
 		where += fmt.Sprintf(" handle %d", s.Handle)
 	} else {
-		where += " " + s.Type
+		where += " " + s.Kind
 	}
 	v := s.Verdict
 	if s.Target != "" {
 		v += " " + s.Target
 	}
-	text := s.Rule.Iptables
-	if text == "" {
-		text = s.Rule.Nft
-	}
-	if text != "" {
+	if text := s.Rule.String(); text != "" {
 		v += " (" + text + ")"
 	}
 	return fmt.Sprintf("%s: %s %s", where, v, s.Packet)
@@ -336,7 +333,7 @@ func (t *Tracer) read() {
 func (t *Tracer) step(tr trace, now time.Time) Step {
 	s := Step{
 		Time: now, ID: tr.id, Family: familyName(tr.family), Table: tr.table, Chain: tr.chain,
-		Handle: tr.handle, Type: typeName(tr.typ), Target: tr.target,
+		Handle: tr.handle, Kind: typeName(tr.typ), Target: tr.target,
 		Iif: int(tr.iif), Oif: int(tr.oif), Mark: tr.mark,
 		Packet: decodePacket(tr.network, tr.transport),
 	}
@@ -354,7 +351,7 @@ func (t *Tracer) step(tr trace, now time.Time) Step {
 		}
 	}
 	s.IifName, s.OifName = t.linkName(s.Iif), t.linkName(s.Oif)
-	if s.Type == "rule" {
+	if s.Kind == "rule" {
 		s.Rule = t.texts.lookup(s.Family, s.Table, s.Chain, s.Handle)
 	}
 	return s

@@ -87,7 +87,7 @@ func TestPrivilegedTraceIptablesDrop(t *testing.T) {
 		t.Errorf("drops of the unwatched flow reported: %s", dwtest.List(before))
 	}
 	s, steps := waitStep(t, tr, "the SYN's drop", dropStep(dst))
-	if s.Family != "ip" || s.Table != "filter" || s.Chain != "FORWARD" || s.Type != "rule" || s.Handle == 0 {
+	if s.Family != "ip" || s.Table != "filter" || s.Chain != "FORWARD" || s.Kind != "rule" || s.Handle == 0 {
 		t.Errorf("step = %s; want rule in ip filter FORWARD with a handle", s)
 	}
 	if !strings.HasPrefix(s.Rule.Iptables, "-A FORWARD ") || !strings.Contains(s.Rule.Iptables, "--dports 80,8080") ||

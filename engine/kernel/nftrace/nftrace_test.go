@@ -2,6 +2,7 @@ package nftrace
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -218,5 +219,27 @@ func TestMarkers(t *testing.T) {
 	}
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Errorf("marker still there: %v", err)
+	}
+}
+
+func TestStepJSON(t *testing.T) {
+	network, transport := ipv4TCP()
+	s := Step{Time: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), ID: 9, Family: "ip", Table: "filter", Chain: "FORWARD", Handle: 2,
+		Kind: "rule", Verdict: "drop", Rule: RuleText{Nft: "tcp dport 80 counter drop", Iptables: "-A FORWARD -p tcp -m tcp --dport 80 -j DROP"},
+		Iif: 3, IifName: "lan", Conntrack: 42, CtDirection: "original", Packet: decodePacket(network, transport)}
+	j, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"time":"2026-01-02T03:04:05Z","trace_id":9,"family":"ip","table":"filter","chain":"FORWARD","handle":2,"kind":"rule",` +
+		`"verdict":"drop","rule":"-A FORWARD -p tcp -m tcp --dport 80 -j DROP","iif":"lan","conntrack_id":42,"ct_direction":"original",` +
+		`"packet":{"l3":"ipv4","proto":"tcp","src":"10.0.0.1:5000","dst":"10.0.0.2:80","flags":"S","len":60}}`
+	if string(j) != want {
+		t.Errorf("JSON\n%s\nwant\n%s", j, want)
+	}
+	// A policy step has no rule.
+	j, _ = json.Marshal(Step{Family: "inet", Table: "t", Chain: "c", Kind: "policy", Verdict: "accept"})
+	if strings.Contains(string(j), `"rule"`) || strings.Contains(string(j), `"handle"`) {
+		t.Errorf("policy step JSON = %s", j)
 	}
 }

@@ -18,6 +18,18 @@ type RuleText struct {
 	Iptables string
 }
 
+// String is the rule as the operator wrote it: iptables' text for an iptables-nft rule,
+// else nft's.
+func (r RuleText) String() string {
+	if r.Iptables != "" {
+		return r.Iptables
+	}
+	return r.Nft
+}
+
+// MarshalText writes String, for "rule":"..." in JSON.
+func (r RuleText) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
 type chainKey struct{ family, table, chain string }
 
 // ruleTexts finds the text of rules by handle, from `nft -a list chain` (and `iptables-nft
