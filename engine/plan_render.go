@@ -284,20 +284,6 @@ func linkAddArgs(l Link) string {
 	return s
 }
 
-// SysctlPath returns the /proc/sys file of a dotted sysctl name. In the dotted form an
-// interface name's dots are written as slashes (ConfKey), so the two are swapped back.
-func SysctlPath(key string) string {
-	return "/proc/sys/" + strings.Map(func(r rune) rune {
-		switch r {
-		case '.':
-			return '/'
-		case '/':
-			return '.'
-		}
-		return r
-	}, key)
-}
-
 // scriptChains renders all chain changes together: chains are created or emptied first, so
 // that rules can jump between roundtrip's chains, then filled, then hooked; deleted chains go
 // last.
