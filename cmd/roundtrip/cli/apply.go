@@ -466,9 +466,13 @@ plan render PLAN --format F prints one rendering of the same changes:
 					return err
 				}
 			case "systemd":
-				out = p.SystemdUnit(name, scriptPath)
+				if out, err = p.SystemdUnit(name, scriptPath); err != nil {
+					return err
+				}
 			case "networkd":
-				out = p.Networkd()
+				if out, err = p.Networkd(); err != nil {
+					return err
+				}
 			case "json":
 				if out, err = p.Marshal(); err != nil {
 					return err
