@@ -84,6 +84,19 @@ func TermSafe(s string) string {
 	return b.String()
 }
 
+// TermSafeLines is TermSafe for text of several lines (an error that joins several problems):
+// each line is escaped, the line breaks between them are kept.
+func TermSafeLines(s string) string {
+	if !HasControl(s) {
+		return s
+	}
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		lines[i] = TermSafe(l)
+	}
+	return strings.Join(lines, "\n")
+}
+
 // termArg formats one argument as its usual verb would and escapes the result (TermSafe).
 type termArg struct{ v any }
 
@@ -119,11 +132,12 @@ func shellSafe(c byte) bool {
 }
 
 // ShellQuote quotes one word for a POSIX shell: plainly safe words are left as they are, the
-// rest go in single quotes (a single quote as '\''). Characters that must not appear raw in a
-// script (control characters, bytes that are not UTF-8, bidirectional controls; see TermSafe)
-// are written as "$(printf '\ooo')" so that the script stays printable text; a newline stays a
-// newline inside the quotes. Trailing newlines of a word written with printf would be lost
-// (command substitution drops them), which is why plans refuse control characters anyway.
+// rest go in single quotes (a single quote itself as \' outside them). Characters that must
+// not appear raw in a script (control characters, bytes that are not UTF-8, bidirectional
+// controls; see TermSafe) are written as "$(printf '\ooo')" so that the script stays
+// printable text; a newline stays a newline inside the quotes. Trailing newlines of a word
+// written with printf would be lost (command substitution drops them), which is one more
+// reason plans refuse control characters.
 func ShellQuote(s string) string {
 	if s == "" {
 		return "''"

@@ -491,7 +491,7 @@ func showPlan(inv *Invocation, p *engine.Plan) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(inv.Stdout, "plan: %s (%d changes)\n", p.Intent, len(p.Changes))
+	engine.TermFprintf(inv.Stdout, "plan: %s (%d changes)\n", p.Intent, len(p.Changes))
 	if err := p.Validate(st); err != nil {
 		return err
 	}
@@ -503,9 +503,9 @@ func showPlan(inv *Invocation, p *engine.Plan) error {
 		} else {
 			pending++
 		}
-		fmt.Fprintf(inv.Stdout, "  %2d. [%s] %s\n", i+1, mark, c.Summary())
+		engine.TermFprintf(inv.Stdout, "  %2d. [%s] %s\n", i+1, mark, c.Summary())
 		if c.Why != "" {
-			fmt.Fprintf(inv.Stdout, "      why: %s\n", c.Why)
+			engine.TermFprintf(inv.Stdout, "      why: %s\n", c.Why)
 		}
 	}
 	if pending == 0 {
@@ -515,7 +515,7 @@ func showPlan(inv *Invocation, p *engine.Plan) error {
 		if sess, err := engine.ParseSSHConnection(conn); err == nil {
 			lo := engine.CheckLockout(st, p.Expect(st), sess)
 			if lo.Applies {
-				fmt.Fprintf(inv.Stdout, "SSH: %s\n", lo.Reason)
+				engine.TermFprintf(inv.Stdout, "SSH: %s\n", lo.Reason)
 			}
 		}
 	}

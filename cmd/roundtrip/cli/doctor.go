@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"fmt"
-
 	"roundtrip/engine"
 )
 
@@ -43,7 +41,7 @@ Exit status 3 when a problem of severity error is found.`,
 					where += " netns " + s.Namespace
 				}
 				if where != "" {
-					fmt.Fprintf(inv.Stdout, "doctor: %s\n\n", where)
+					engine.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
 				}
 				engine.RenderFindings(inv.Stdout, findings)
 			}
