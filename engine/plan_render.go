@@ -1006,13 +1006,13 @@ func (p *Plan) SystemdUnit(name, scriptPath string) ([]byte, error) {
 		}
 	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# roundtrip plan: %s\n", systemdText(p.Intent))
+	fmt.Fprintf(&b, "# roundtrip plan: %s\n", SystemdText(p.Intent))
 	b.WriteString("# Re-applies the plan at boot by running its idempotent shell script. Install with:\n")
-	fmt.Fprintf(&b, "#   roundtrip plan render PLAN --format script > %s\n", systemdText(ShellQuote(scriptPath)))
+	fmt.Fprintf(&b, "#   roundtrip plan render PLAN --format script > %s\n", SystemdText(ShellQuote(scriptPath)))
 	fmt.Fprintf(&b, "#   cp THIS-FILE /etc/systemd/system/%s.service\n", name)
 	fmt.Fprintf(&b, "#   systemctl daemon-reload && systemctl enable %s.service\n", name)
 	b.WriteString("[Unit]\n")
-	fmt.Fprintf(&b, "Description=roundtrip: %s\n", systemdText(p.Intent))
+	fmt.Fprintf(&b, "Description=roundtrip: %s\n", SystemdText(p.Intent))
 	b.WriteString("Wants=network-online.target\n")
 	// Firewall services load their rules first, so that roundtrip's jumps land on top of them.
 	b.WriteString("After=network-online.target netfilter-persistent.service iptables.service firewalld.service docker.service\n")

@@ -202,13 +202,13 @@ func SystemdQuote(s string) string {
 	if s != "" {
 		safe := true
 		for i := 0; i < len(s); i++ {
-			if c := s[i]; !shellSafe(c) || c == '%' {
+			if !shellSafe(s[i]) {
 				safe = false
 				break
 			}
 		}
 		if safe {
-			return s
+			return strings.ReplaceAll(s, "%", "%%")
 		}
 	}
 	var b strings.Builder
@@ -236,10 +236,10 @@ func SystemdQuote(s string) string {
 	return b.String()
 }
 
-// systemdText makes free text (a description, a comment) fit one line of a unit file: white
+// SystemdText makes free text (a description, a comment) fit one line of a unit file: white
 // space runs become one space, control characters are escaped, '%' is doubled (specifiers are
 // expanded in Description=) and trailing backslashes, which would continue the line, go.
-func systemdText(s string) string {
+func SystemdText(s string) string {
 	return strings.TrimRight(strings.ReplaceAll(oneLine(s), "%", "%%"), `\`)
 }
 
