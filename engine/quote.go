@@ -97,6 +97,38 @@ func TermSafeLines(s string) string {
 	return strings.Join(lines, "\n")
 }
 
+// TermSafeStyled is TermSafe for a whole screen of styled text (the console's frame): line
+// breaks are kept, and so are SGR sequences (ESC [ digits ; : m: colours and attributes, which
+// only change how text looks); every other escape sequence and control character is escaped.
+// It is the backstop behind the escaping of each value, which is what keeps a value's own SGR
+// sequences out.
+func TermSafeStyled(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	for i := 0; i < len(s); {
+		if s[i] == '\n' {
+			b.WriteByte('\n')
+			i++
+			continue
+		}
+		if s[i] == 0x1b && i+1 < len(s) && s[i+1] == '[' {
+			j := i + 2
+			for j < len(s) && (s[j] >= '0' && s[j] <= '9' || s[j] == ';' || s[j] == ':') {
+				j++
+			}
+			if j < len(s) && s[j] == 'm' {
+				b.WriteString(s[i : j+1])
+				i = j + 1
+				continue
+			}
+		}
+		_, n := utf8.DecodeRuneInString(s[i:])
+		b.WriteString(TermSafe(s[i : i+n]))
+		i += n
+	}
+	return b.String()
+}
+
 // termArg formats one argument as its usual verb would and escapes the result (TermSafe).
 type termArg struct{ v any }
 
