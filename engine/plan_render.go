@@ -166,7 +166,7 @@ func scriptChange(b *bytes.Buffer, c Change, used map[string]bool) {
 	case KindLink:
 		l := c.Link
 		if c.Op == OpDelete {
-			try(b, used, "Cannot find device", "ip", "link", "del", l.Name)
+			try(b, used, "Cannot find device", "ip", "link", "del", "dev", l.Name)
 			return
 		}
 		if c.Op == OpAdd {
@@ -249,9 +249,10 @@ func addrArgv(dev string, a Address) []string {
 	return out
 }
 
-// linkAddArgv renders `ip link add` arguments for a tunnel link.
+// linkAddArgv renders `ip link add` arguments for a tunnel link. The name follows the "name"
+// keyword, so that a link called "type" or "mtu" is not read as one.
 func linkAddArgv(l Link) []string {
-	a := []string{l.Name}
+	a := []string{"name", l.Name}
 	if l.HardwareAddr != "" {
 		a = append(a, "address", l.HardwareAddr)
 	}
