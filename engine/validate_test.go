@@ -67,7 +67,7 @@ func TestParsePlanRefusesHostileFields(t *testing.T) {
 		}), "nexthop 1: field dev"},
 		{"rule iif with a space", rule(func(r *Rule) { r.IIF = "eth0 x" }), "field iif"},
 		{"rule priority of 2^32", rule(func(r *Rule) { r.Priority = 1 << 32 }), "priority"},
-		{"rule goto beyond 32 bits", rule(func(r *Rule) { r.Action, r.Goto = ActionGoto, 1<<32 + 5 }), "field goto"},
+		{"rule goto beyond 32 bits", rule(func(r *Rule) { r.Action, r.Goto = ActionGoto, 1<<32+5 }), "field goto"},
 		{"rule ipproto", rule(func(r *Rule) { r.IPProto = 300 }), "field ipproto"},
 		{"rule port range backwards", rule(func(r *Rule) { r.DPort = &PortRange{Start: 90, End: 80} }), "field dport"},
 		{"link hwaddr", link(func(l *Link) { l.HardwareAddr = "02:00:00:00:00:01; id" }), "field hwaddr"},
