@@ -664,8 +664,9 @@ var iptablesCommands = map[string]bool{
 
 // checkRuleSpec checks one rule of a chain as iptables-restore will read it: one line of
 // printable text, no double quote inside a value (nft and iptables-nft's listings cannot write
-// one back), no word that iptables-restore takes for a table switch, no iptables command
-// option, and a rule that parses.
+// one back, iptables-save prints interfaces unquoted), interfaces by the kernel's rules, no word that
+// iptables-restore takes for a table switch, no iptables command option, and a rule that
+// parses.
 func checkRuleSpec(f Family, spec string) error {
 	if len(spec) > maxText {
 		return fmt.Errorf("the rule is %d bytes long: at most %d", len(spec), maxText)
@@ -678,9 +679,6 @@ func checkRuleSpec(f Family, spec string) error {
 		return err
 	}
 	for _, t := range toks {
-		if strings.Contains(t.text, `"`) {
-			return fmt.Errorf("value %q holds a double quote: roundtrip does not write those into rules", t.text)
-		}
 		// iptables-restore refuses any word that starts with one dash and holds a 't', and
 		// any prefix of --table (add_param_to_argv): catch it here, before an apply.
 		if len(t.text) > 1 && t.text[0] == '-' && t.text[1] != '-' && strings.Contains(t.text, "t") ||
@@ -698,9 +696,44 @@ func checkRuleSpec(f Family, spec string) error {
 	if err != nil {
 		return err
 	}
+	// A value with a double quote cannot be written back by nft or iptables-nft's listings,
+	// nor, in an interface name, read back from iptables-save.
+	var values []string
+	for _, a := range []*NegAddr{r.Src, r.Dst} {
+		if a != nil {
+			values = append(values, a.Prefix)
+		}
+	}
+	if r.Proto != nil {
+		values = append(values, r.Proto.Value)
+	}
 	for _, m := range r.Matches {
 		if err := iptablesWordOK("match", m.Name); err != nil {
 			return err
+		}
+		for _, o := range m.Options {
+			values = append(values, o.Values...)
+		}
+	}
+	for _, o := range r.TargetOpts {
+		values = append(values, o.Values...)
+	}
+	for _, v := range values {
+		if strings.Contains(v, `"`) {
+			return fmt.Errorf("value %q holds a double quote: roundtrip does not write those into rules", v)
+		}
+	}
+	for _, i := range []*NegStr{r.In, r.Out} {
+		if i == nil {
+			continue
+		}
+		if name := strings.TrimSuffix(i.Value, "+"); name != "" {
+			if err := ifNameOK(name); err != nil {
+				return err
+			}
+		}
+		if strings.Contains(i.Value, `"`) {
+			return fmt.Errorf("interface %q holds a double quote: iptables-save prints interfaces unquoted, so the rule would not read back; rename the interface", i.Value)
 		}
 	}
 	if r.Target != "" {
@@ -786,7 +819,7 @@ func (c Change) object() string {
 
 // NormalizeRoute fills in what iproute2 and the kernel fill in for a route added without them,
 // so that a planned route compares equal to the route read back: table main, type unicast,
-// protocol boot, iproute2's scope choice (ip/iproute.c: host for local and nat, link for a
+// protocol boot (and a protocol number with a name by its name), iproute2's scope choice (ip/iproute.c: host for local and nat, link for a
 // unicast route without a gateway, universe otherwise), IPv6's scope (always universe) and
 // metric (IP6_RT_PRIO_USER, 1024, when 0), and nexthop weight 1.
 func NormalizeRoute(r Route) Route {
@@ -798,6 +831,12 @@ func NormalizeRoute(r Route) Route {
 	}
 	if r.Protocol == "" {
 		r.Protocol = "boot"
+	}
+	// The kernel reads a protocol back by its number, named where rt_protos has a name.
+	if n, err := strconv.ParseUint(r.Protocol, 10, 8); err == nil {
+		if name, ok := RouteProtocolNames[int(n)]; ok {
+			r.Protocol = name
+		}
 	}
 	if r.Dst.IsValid() {
 		r.Dst = r.Dst.Masked()
