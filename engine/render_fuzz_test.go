@@ -110,6 +110,22 @@ func (f fuzzFields) jsonNormal() fuzzFields {
 	return fuzzFields{n(f.Up), n(f.Tun), n(f.Proto), n(f.Table), n(f.Text), n(f.Val), n(f.NS)}
 }
 
+// usable keeps the fields that build a loadable plan on their own (the others set to their
+// placeholders) and puts the placeholder back for the rest, so that a fuzzer's input always
+// reaches a renderer with as many of its strings as validation lets through.
+func (f fuzzFields) usable(build func(fuzzFields) *engine.Plan) fuzzFields {
+	out := placeholders
+	src, dst := reflect.ValueOf(f), reflect.ValueOf(&out).Elem()
+	for i := range src.NumField() {
+		try := placeholders
+		reflect.ValueOf(&try).Elem().Field(i).Set(src.Field(i))
+		if load(build(try)) != nil {
+			dst.Field(i).Set(src.Field(i))
+		}
+	}
+	return out
+}
+
 // placeholders are plain values for every field: the plan they make is the reference.
 var placeholders = fuzzFields{Up: "fzup0", Tun: "fztun0", Proto: "bird", Table: "fztable", Text: "fztext", Val: "fzval", NS: "fzns"}
 
@@ -212,8 +228,9 @@ type stubbedRun struct {
 }
 
 // runStubbed runs a script with the stubs, in a directory of its own with a PATH of only the
-// tools its helpers use (and, as root, in a network namespace of its own), its sysctl files
-// redirected into the directory. The canary and the working directory must stay untouched.
+// tools its helpers use (mkdir, touch, grep, mv: ip and iptables are only the stubs), its
+// sysctl files redirected into the directory. The canary and the working directory must stay
+// untouched.
 func runStubbed(t testing.TB, script []byte, up string) stubbedRun {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "rtfuzz")
@@ -254,11 +271,6 @@ func runStubbed(t testing.TB, script []byte, up string) stubbedRun {
 		t.Skip("needs sh")
 	}
 	args := []string{sh, "-c", `. "$1"; . "$2"`, "sh", filepath.Join(dir, "stubs"), filepath.Join(dir, "script")}
-	if os.Geteuid() == 0 {
-		if _, err := exec.LookPath("unshare"); err == nil {
-			args = append([]string{"unshare", "--net", "--"}, args...)
-		}
-	}
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = cwd
 	cmd.Env = []string{"PATH=" + bin, "LC_ALL=C", "HOME=" + cwd, "RT_LOG=" + log, "CANARY=" + canary, engineIPRoute2Env + "=" + filepath.Join(root, "etc")}
@@ -324,7 +336,7 @@ func FuzzRenderScript(f *testing.F) {
 	}
 	addSeeds(f)
 	f.Fuzz(func(t *testing.T, up, tun, proto, table, text, val, ns string) {
-		in := fuzzFields{up, tun, proto, table, text, val, ns}.jsonNormal()
+		in := fuzzFields{up, tun, proto, table, text, val, ns}.jsonNormal().usable(scriptPlan)
 		up, tun, proto, table, text, val, ns = in.Up, in.Tun, in.Proto, in.Table, in.Text, in.Val, in.NS
 		p := load(scriptPlan(in))
 		if p == nil {
@@ -481,6 +493,9 @@ func nftPlan(iface, comment, prefix string) *engine.Plan {
 	return p
 }
 
+// nftFields is nftPlan of the fields it uses (interface, comment, log prefix).
+func nftFields(f fuzzFields) *engine.Plan { return nftPlan(f.Up, f.Text, f.Val) }
+
 // nftSkeleton splits an nft file into its text outside strings (every line, comments
 // dropped) and its strings. nft's strings end at the next '"' and know no escapes.
 func nftSkeleton(t *testing.T, text string) (skeleton string, strs []string) {
@@ -529,7 +544,7 @@ func FuzzRenderNFT(f *testing.F) {
 		nftNS = lab.New(f).NS("nft")
 	}
 	f.Fuzz(func(t *testing.T, iface, comment, prefix string) {
-		n := fuzzFields{Up: iface, Text: comment, Val: prefix}.jsonNormal()
+		n := fuzzFields{Up: iface, Text: comment, Val: prefix}.jsonNormal().usable(nftFields)
 		iface, comment, prefix = n.Up, n.Text, n.Val
 		p := load(nftPlan(iface, comment, prefix))
 		if p == nil {
@@ -822,7 +837,7 @@ func FuzzRenderNetworkd(f *testing.F) {
 	}
 	refComments, refLines := networkdLines(&testing.T{}, string(ref))
 	f.Fuzz(func(t *testing.T, up, tun, proto, table, text, val, ns string) {
-		in := fuzzFields{up, tun, proto, table, text, val, ns}.jsonNormal()
+		in := fuzzFields{up, tun, proto, table, text, val, ns}.jsonNormal().usable(networkdPlan)
 		up, tun = in.Up, in.Tun
 		p := load(networkdPlan(in))
 		if p == nil {
@@ -888,7 +903,7 @@ func FuzzRenderIPTablesRestore(f *testing.F) {
 	}
 	empty := &engine.State{}
 	f.Fuzz(func(t *testing.T, iface, comment, prefix string) {
-		n := fuzzFields{Up: iface, Text: comment, Val: prefix}.jsonNormal()
+		n := fuzzFields{Up: iface, Text: comment, Val: prefix}.jsonNormal().usable(nftFields)
 		iface, comment, prefix = n.Up, n.Text, n.Val
 		p := load(nftPlan(iface, comment, prefix))
 		if p == nil {
