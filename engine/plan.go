@@ -719,6 +719,9 @@ func checkRuleSpec(f Family, spec string) error {
 		values = append(values, o.Values...)
 	}
 	for _, v := range values {
+		if v == "" {
+			return errors.New("an option has an empty value: iptables refuses most of them (--log-prefix \"\")")
+		}
 		if strings.Contains(v, `"`) {
 			return fmt.Errorf("value %q holds a double quote: roundtrip does not write those into rules", v)
 		}

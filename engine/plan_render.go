@@ -950,6 +950,10 @@ func nftTarget(f Family, r NFRule) (string, error) {
 		}
 	case "LOG":
 		if p := opt("log-prefix"); p != "" {
+			// nft expands $NAME inside a log prefix (a variable), even in quotes.
+			if strings.Contains(p, "$") {
+				return "", fmt.Errorf("log prefix %q: nft reads '$' in a log prefix as a variable", p)
+			}
 			s, err := nftString(p)
 			if err != nil {
 				return "", fmt.Errorf("log prefix: %w", err)

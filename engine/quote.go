@@ -163,6 +163,16 @@ func shellSafe(c byte) bool {
 		c == '_' || c == '-' || c == '.' || c == '/' || c == ':' || c == ',' || c == '=' || c == '+' || c == '@' || c == '%'
 }
 
+// allShellSafe reports whether every byte of s is shellSafe.
+func allShellSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !shellSafe(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
 // ShellQuote quotes one word for a POSIX shell: plainly safe words are left as they are, the
 // rest go in single quotes (a single quote itself as \' outside them). Characters that must
 // not appear raw in a script (control characters, bytes that are not UTF-8, bidirectional
@@ -174,14 +184,7 @@ func ShellQuote(s string) string {
 	if s == "" {
 		return "''"
 	}
-	safe := true
-	for i := 0; i < len(s); i++ {
-		if !shellSafe(s[i]) {
-			safe = false
-			break
-		}
-	}
-	if safe {
+	if allShellSafe(s) {
 		return s
 	}
 	var b strings.Builder
@@ -231,17 +234,8 @@ func ShellJoin(words ...string) string {
 // printable, "%%" for a literal '%' (specifiers are expanded in each word) and "$$" for a
 // literal '$' (environment variables are). The result never holds a line break.
 func SystemdQuote(s string) string {
-	if s != "" {
-		safe := true
-		for i := 0; i < len(s); i++ {
-			if !shellSafe(s[i]) {
-				safe = false
-				break
-			}
-		}
-		if safe {
-			return strings.ReplaceAll(s, "%", "%%")
-		}
+	if s != "" && allShellSafe(s) {
+		return strings.ReplaceAll(s, "%", "%%")
 	}
 	var b strings.Builder
 	b.WriteByte('"')
