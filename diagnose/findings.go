@@ -1,8 +1,11 @@
 package diagnose
 
 import (
+	"fmt"
 	"io"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -64,8 +67,11 @@ func (f *Finding) Render(w io.Writer) {
 	}
 	if f.Fix.Summary != "" {
 		engine.TermFprintf(w, "  fix: %s\n", f.Fix.Summary)
-		if f.Fix.Wizard != "" {
-			engine.TermFprintf(w, "  wizard: %s\n", engine.ShellJoin(append([]string{"roundtrip", "wizard", f.Fix.Wizard}, f.Fix.Args...)...))
+	}
+	if lines := f.Fix.CommandLines("  run: ", "         ", 80); len(lines) > 0 {
+		fmt.Fprintln(w, engine.TermSafeLines(strings.Join(lines, "\n")))
+		if f.Fix.Missing != "" {
+			engine.TermFprintf(w, "       missing: %s\n", f.Fix.Missing)
 		}
 	}
 }
@@ -96,6 +102,34 @@ func ExplainWithTrace(s *engine.State, t kernel.ConntrackTuple, iif string) (Exp
 		}
 	}
 	return Explanation{}, false
+}
+
+// modelTwins are the trace findings that see, in the model, what a live finding saw on the wire.
+var modelTwins = map[string][]string{
+	FindingAsymmetricReturn: {engine.FindingAsymmetricReturn},
+	FindingReplyNotSeen:     {engine.FindingNoReturnRoute, engine.FindingReplyBypassesNAT, engine.FindingForwardingDisabled},
+	FindingReplyBypassesNAT: {engine.FindingReplyBypassesNAT},
+}
+
+// CompleteFix gives a live finding the trace engine's fix for the same flow when the model sees
+// the same problem and suggests the same wizard: the model knows what the packets do not (the
+// gateway of an uplink, whether a flow is forwarded and so needs connmark). The trace starts
+// where the request came in, so only findings whose first packet is that request qualify; the
+// others keep the fix made from the packets, which is already a whole command.
+func CompleteFix(st *engine.State, f *Finding) {
+	if st == nil || f.Fix.Wizard == "" || len(f.Packets) == 0 || f.Ingress == "" {
+		return
+	}
+	if first := f.Packets[0]; first.Role != RoleRequest || first.Dir != kernel.In {
+		return
+	}
+	res := engine.Trace(st, engine.NewFIB(st), engine.TraceRequest{Proto: int(f.Flow.Proto), Src: portsOnly(f.Flow.Proto, f.Flow.Src), Dst: portsOnly(f.Flow.Proto, f.Flow.Dst), IIF: f.Ingress})
+	for _, id := range modelTwins[f.ID] {
+		if tf := res.Finding(id); tf != nil && tf.Fix.Wizard == f.Fix.Wizard && len(tf.Fix.Args) > 0 {
+			f.Fix.Args, f.Fix.Missing = slices.Clone(tf.Fix.Args), tf.Fix.Missing
+			return
+		}
+	}
 }
 
 // portsOnly drops the ICMP echo id that conntrack tuples carry as ports: trace wants none.

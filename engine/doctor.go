@@ -139,7 +139,29 @@ func (d *doctor) forwardingOff() {
 	d.add(Finding{ID: DoctorForwardingOff, Severity: SeverityWarning,
 		Summary:  "IPv4 forwarding is off, but this host is configured to forward (NAT, FORWARD rules or rules for incoming interfaces): forwarded packets are dropped",
 		Evidence: ev,
-		Fix:      Fix{Summary: "sysctl -w net.ipv4.ip_forward=1, persisted in /etc/sysctl.d", Wizard: WizardSNATGateway}})
+		// No wizard: they set up more than forwarding (SNAT, tables), and this host's own
+		// configuration already says what it forwards; the commands are the whole fix.
+		Fix: Fix{Summary: "turn IPv4 forwarding on: sysctl -w net.ipv4.ip_forward=1 (or echo 1 > /proc/sys/net/ipv4/ip_forward), and keep it across reboots: echo net.ipv4.ip_forward=1 > /etc/sysctl.d/90-forwarding.conf"}})
+}
+
+// multiWANFix is the multi-wan wizard over the uplinks, each --wan IFACE:GATEWAY; an uplink
+// whose gateway no route names gets a placeholder, and Missing says so.
+func multiWANFix(summary string, ups []uplink) Fix {
+	f := Fix{Summary: summary, Wizard: WizardMultiWAN}
+	var unknown []string
+	for _, u := range ups {
+		gw := Placeholder("GATEWAY")
+		if u.Gateway.IsValid() {
+			gw = u.Gateway.String()
+		} else {
+			unknown = append(unknown, u.Name)
+		}
+		f.Args = append(f.Args, "--wan", u.Name+":"+gw)
+	}
+	if len(unknown) > 0 {
+		f.Missing = fmt.Sprintf("the gateway of %s: no route of this host names one; put the router's address on that link in place of <GATEWAY>", strings.Join(unknown, " and "))
+	}
+	return f
 }
 
 // limit keeps the first n lines and says how many more there are.
@@ -244,7 +266,7 @@ func (d *doctor) rpFilterStrict(ups []uplink) {
 	d.add(Finding{ID: DoctorRPFilterStrict, Severity: SeverityWarning,
 		Summary:  fmt.Sprintf("strict reverse-path filtering on %s of a host with %d uplinks: packets arriving on one uplink from addresses routed via another are dropped", strings.Join(strict, ", "), len(ups)),
 		Evidence: ev,
-		Fix:      Fix{Summary: "use loose mode: " + strings.Join(cmds, "; "), Wizard: WizardMultiWAN}})
+		Fix:      multiWANFix("use loose mode: "+strings.Join(cmds, "; ")+"; or set the uplinks up as a multi-WAN host (which loosens it where needed)", ups)})
 }
 
 // snatCommand is the iptables command line that SNATs forwarded traffic to backend (of one
@@ -445,8 +467,8 @@ func (d *doctor) dnatWithoutSNAT() {
 			Evidence: []string{text,
 				fmt.Sprintf("%s is on %s (%s); requests arrive on %s", backend, out, pfx, in),
 				fmt.Sprintf("no SNAT or MASQUERADE in nat POSTROUTING catches %s -> %s out %s", client, backend, out)},
-			Fix: Fix{Summary: "SNAT the forwarded traffic to this host's address: " + fix, Wizard: WizardPortForward,
-				Args: portForwardArgs(ruleIn(*r), netip.AddrPortFrom(ruleDstAddr(*r), listenPort), netip.AddrPortFrom(backend, port))}})
+			Fix: PortForwardFix("SNAT the forwarded traffic to this host's address: "+fix,
+				PortForwardArgs(proto, ruleIn(*r), netip.AddrPortFrom(ruleDstAddr(*r), listenPort), netip.AddrPortFrom(backend, port)))})
 	})
 }
 
@@ -541,7 +563,9 @@ func (d *doctor) tablesMissingConnected() {
 			d.add(Finding{ID: DoctorTableMissingConnected, Severity: SeverityWarning,
 				Summary:  fmt.Sprintf("table %s sends everything out %s but lacks this host's networks %s: LAN traffic selected into it (replies to LAN clients, hairpin) leaves by the uplink", d.s.TableName(id), defDev, strings.Join(missing, ", ")),
 				Evidence: append([]string{fmt.Sprintf("table %s has a default route via %s and no route for:", d.s.TableName(id), defDev)}, missing...),
-				Fix:      Fix{Summary: strings.Join(cmds, "; "), Wizard: WizardMultiWAN}})
+				// No wizard: the routes are the whole fix; the multi-wan wizard would build
+				// tables of its own beside this one.
+				Fix: Fix{Summary: strings.Join(cmds, "; ")}})
 		}
 	}
 }

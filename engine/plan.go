@@ -6,12 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"roundtrip/engine/safefile"
 )
 
 // PlanFormat and PlanVersion identify roundtrip's plan files; a loader refuses newer versions.
@@ -197,7 +198,7 @@ func ParsePlan(data []byte) (*Plan, error) {
 
 // LoadPlanFile reads and checks a plan file.
 func LoadPlanFile(path string) (*Plan, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path, MaxPlanFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading plan: %w", err)
 	}

@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
+
+	"roundtrip/engine/safefile"
 )
 
 // SnapshotFormat and SnapshotVersion identify roundtrip's snapshot files. The version grows
@@ -86,7 +87,7 @@ func ParseSnapshot(data []byte) (*Snapshot, error) {
 
 // LoadSnapshotFile reads and validates a snapshot file.
 func LoadSnapshotFile(path string) (*Snapshot, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path, MaxSnapshotFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading snapshot: %w", err)
 	}

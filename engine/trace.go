@@ -29,6 +29,9 @@ const (
 	// FindingAssumedIngress says which interface the trace assumed a flow arrives on when the
 	// request named none and its source is not an address of this host.
 	FindingAssumedIngress = "assumed-ingress"
+	// FindingAssumedReturnRoute says what a forwarded flow without SNAT relies on when nothing
+	// else is wrong: hosts this one cannot see must route the client back through it.
+	FindingAssumedReturnRoute = "assumed-return-route"
 	// FindingKernelDisagrees is added by the live trace command when the kernel's own route
 	// lookup (ip route get) differs from the model's.
 	FindingKernelDisagrees = "model-kernel-disagree"
@@ -235,6 +238,7 @@ func Trace(s *State, f *FIB, req TraceRequest) *TraceResult {
 	t.checkAsymmetric(fwd, reply, ct)
 	if !bypass {
 		t.checkNoReturnRoute(fwd, ct)
+		t.checkAssumedReturn(fwd, reply, ct)
 	}
 	return res
 }
@@ -880,8 +884,8 @@ func (t *tracer) checkReplyBypassesNAT(fwd *Leg, ct *connTrack) bool {
 	t.add(Finding{ID: FindingReplyBypassesNAT, Severity: SeverityError,
 		Summary:  fmt.Sprintf("the reply from %s bypasses this host, so the DNAT of %s is never undone", backend, fmtEndpoint(ct.Orig.Dst)),
 		Evidence: ev,
-		Fix: Fix{Summary: "also SNAT the forwarded traffic to this host's address so the backend answers through it: " + rule,
-			Wizard: WizardPortForward, Args: portForwardArgs(fwd.IIF, ct.Orig.Dst, ct.NATed.Dst)}})
+		Fix: PortForwardFix("also SNAT the forwarded traffic to this host's address so the backend answers through it: "+rule,
+			PortForwardArgs(t.protoOf(), fwd.IIF, ct.Orig.Dst, ct.NATed.Dst))})
 	return true
 }
 
@@ -969,6 +973,49 @@ func (t *tracer) checkNoReturnRoute(fwd *Leg, ct *connTrack) {
 			Wizard: WizardSNATGateway, Args: []string{"--in", fwd.IIF, "--out", fwd.OIF}}})
 }
 
+// checkAssumedReturn names the assumption behind "no problems" for a forwarded request without
+// SNAT: the far host answers the client's own address, so the reply comes back here only if
+// that host (or the router the request goes on to) routes the client's network via this host,
+// and those routes are on hosts roundtrip cannot see. diagnose checks it on the wire.
+func (t *tracer) checkAssumedReturn(fwd, reply *Leg, ct *connTrack) {
+	if fwd.outcome != LegForward || ct.SNAT || reply == nil || reply.outcome != LegForward ||
+		CountErrors(t.res.Findings) > 0 || t.res.Has(FindingNoReturnRoute) {
+		return
+	}
+	src, dst := ct.Orig.Src.Addr(), ct.NATed.Dst.Addr()
+	srcNet := netip.PrefixFrom(src, src.BitLen())
+	if back := t.fib.Lookup(Flow{Family: FamilyOf(src), Dst: src}); back.Route != nil && back.Route.Dst.Bits() > 0 {
+		srcNet = back.Route.Dst
+	}
+	self := fwd.Src
+	if !self.IsValid() {
+		self = t.fib.masqueradeAddr(fwd.OIF, dst, dst)
+	}
+	who := fmt.Sprintf("%s (on %s)", dst, fwd.OIF)
+	where := fmt.Sprintf("%s is on-link on %s and this host has no other router there, so it is taken for that network's gateway", dst, fwd.OIF)
+	if fwd.Gateway.IsValid() {
+		who = fmt.Sprintf("the router %s on %s, and the hosts behind it,", fwd.Gateway, fwd.OIF)
+		where = fmt.Sprintf("%s is reached via the router %s on %s", dst, fwd.Gateway, fwd.OIF)
+	}
+	fl := t.res.Flow
+	check := fmt.Sprintf("roundtrip diagnose %s %s %s --iif %s", fl.Proto, src, fmtEndpoint(ct.Orig.Dst), fwd.IIF)
+	if fl.Mark != 0 {
+		check += fmt.Sprintf(" --mark %#x", fl.Mark)
+	}
+	snat := "" // the snat-gateway wizard is IPv4 only
+	if src.Is4() && fwd.IIF != fwd.OIF {
+		snat = fmt.Sprintf(" (roundtrip wizard snat-gateway --in %s --out %s)", fwd.IIF, fwd.OIF)
+	}
+	t.add(Finding{ID: FindingAssumedReturnRoute, Severity: SeverityInfo,
+		Summary: fmt.Sprintf("assumed that %s routes %s back via this host (%s): roundtrip cannot see that host's routes; diagnose checks it live", who, srcNet, self),
+		Evidence: []string{
+			fmt.Sprintf("the request leaves %s with its original source %s (no SNAT), so the answer goes to %s itself", fwd.OIF, src, src),
+			where,
+		},
+		Fix: Fix{Summary: fmt.Sprintf("check it on the wire: %s, then start the client; if no reply comes back, SNAT here%s or route %s via %s there", check, snat, srcNet, self),
+			Args: []string{}}})
+}
+
 // replySourceText says what the client makes of the reply's source address.
 func (t *tracer) replySourceText(reply *Leg, ct *connTrack) string {
 	src := fmtEndpoint(reply.Packet.Src)
@@ -978,9 +1025,14 @@ func (t *tracer) replySourceText(reply *Leg, ct *connTrack) string {
 	return fmt.Sprintf("the reply's source is %s but the request was sent to %s: the client does not recognise the reply", src, fmtEndpoint(ct.Orig.Dst))
 }
 
-// portForwardArgs are the port-forward wizard's flags that rebuild a DNAT from listen to
-// backend, entering on iif, with the SNAT the wizard decides is needed.
-func portForwardArgs(iif string, listen, backend netip.AddrPort) []string {
+// PortForwardArgs are the port-forward wizard's flags that rebuild a DNAT of proto from listen
+// to backend, entering on iif (any interface when ""), with the SNAT the wizard decides is
+// needed. It is nil for what the wizard does not forward: protocols other than tcp and udp,
+// a DNAT of a whole address (no port), IPv6.
+func PortForwardArgs(proto int, iif string, listen, backend netip.AddrPort) []string {
+	if proto != 6 && proto != 17 || listen.Port() == 0 || listen.Addr().IsValid() && !listen.Addr().Is4() || !backend.Addr().Is4() {
+		return nil
+	}
 	l := listen.String()
 	if !listen.Addr().IsValid() {
 		l = fmt.Sprint(listen.Port()) // any address of this host
@@ -989,5 +1041,18 @@ func portForwardArgs(iif string, listen, backend netip.AddrPort) []string {
 	if iif != "" {
 		args = append(args, "--in", iif)
 	}
-	return append(args, "--to", backend.String(), "--snat", "auto")
+	args = append(args, "--to", backend.String())
+	if proto == 17 {
+		args = append(args, "--proto", "udp")
+	}
+	return append(args, "--snat", "auto")
+}
+
+// PortForwardFix is a fix by the port-forward wizard with args, or without a wizard when the
+// wizard cannot rebuild the forward (args nil): then summary, a command, is the whole fix.
+func PortForwardFix(summary string, args []string) Fix {
+	if args == nil {
+		return Fix{Summary: summary, Args: []string{}}
+	}
+	return Fix{Summary: summary, Wizard: WizardPortForward, Args: args}
 }

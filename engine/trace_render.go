@@ -140,15 +140,27 @@ func legSummary(l *Leg) string {
 	return in + " -> " + out
 }
 
-// RenderFindings writes findings for a person: severity, id, summary, evidence and fix.
+// RenderFindings writes findings for a person: severity, id, summary, evidence and fix. The
+// fix's command is written whole on one line, to be copied. When every finding is of severity
+// info, nothing is wrong as far as the model sees: it says so, and lists the assumptions that
+// conclusion rests on.
 func RenderFindings(w io.Writer, fs []Finding) {
 	st := styleFor(w)
 	if len(fs) == 0 {
 		fmt.Fprintln(w, "No problems found.")
 		return
 	}
-	errs := CountErrors(fs)
-	fmt.Fprintln(w, st.bold(fmt.Sprintf("FINDINGS (%d, %d error%s)", len(fs), errs, tern(errs == 1, "", "s"))))
+	errs, infos := CountErrors(fs), 0
+	for _, f := range fs {
+		if f.Severity == SeverityInfo {
+			infos++
+		}
+	}
+	if infos == len(fs) {
+		fmt.Fprintln(w, st.bold(fmt.Sprintf("No problems found, assuming what follows (%d):", infos)))
+	} else {
+		fmt.Fprintln(w, st.bold(fmt.Sprintf("FINDINGS (%d, %d error%s)", len(fs), errs, tern(errs == 1, "", "s"))))
+	}
 	for _, f := range fs {
 		fmt.Fprintln(w)
 		fmt.Fprintf(w, "%s %s\n", st.severity(TermSafe(strings.ToUpper(f.Severity))), st.bold(TermSafe(f.ID)))
@@ -159,8 +171,11 @@ func RenderFindings(w io.Writer, fs []Finding) {
 		if f.Fix.Summary != "" {
 			fmt.Fprintln(w, wrapText("  fix: ", f.Fix.Summary, renderWidth, "       "))
 		}
-		if f.Fix.Wizard != "" {
-			fmt.Fprintln(w, wrapText("       ", "wizard: "+ShellJoin(append([]string{f.Fix.Wizard}, f.Fix.Args...)...), renderWidth, "         "))
+		if lines := f.Fix.CommandLines("  run: ", "         ", renderWidth); len(lines) > 0 {
+			fmt.Fprintln(w, TermSafeLines(strings.Join(lines, "\n")))
+			if f.Fix.Missing != "" {
+				fmt.Fprintln(w, wrapText("       missing: ", f.Fix.Missing, renderWidth, "       "))
+			}
 		}
 	}
 }

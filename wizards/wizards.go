@@ -42,8 +42,11 @@ type Result struct {
 	// operator to run there. Nil when the setup has no other end.
 	Peer *engine.Plan `json:"peer,omitempty"`
 	// PeerHost says in words where Peer must run.
-	PeerHost string   `json:"peer_host,omitempty"`
-	Notes    []string `json:"notes"`
+	PeerHost string `json:"peer_host,omitempty"`
+	// NoPeer says why a wizard that has another end planned none (the receiving end of an
+	// uplink-only tunnel does not know the sending end's routes).
+	NoPeer string   `json:"no_peer,omitempty"`
+	Notes  []string `json:"notes"`
 }
 
 // PeerScript renders the peer's plan as a shell script, or "" when there is no peer.

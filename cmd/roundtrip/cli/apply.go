@@ -47,12 +47,12 @@ func applyCommand() *Command {
 	)
 	return &Command{
 		Name:    "apply",
-		Usage:   "PLAN [--confirm DURATION] [--wait] [--dry-run] [--force]",
+		Usage:   "PLAN|- [--confirm DURATION] [--wait] [--dry-run] [--force]",
 		Summary: "apply a plan, journaled and reversible; with --confirm, revert unless confirmed",
-		Help: `Applies the changes of PLAN (a plan file written by a wizard) that are not yet in
-effect: applying a plan twice changes nothing. The plan is checked against the host first
-(unknown interfaces, gateways that are not on-link, table name clashes, rules iptables would
-refuse): a plan that does not fit changes nothing. Every step is journaled before the next;
+		Help: `Applies the changes of PLAN (a plan file written by a wizard, or - for standard
+input) that are not yet in effect: applying a plan twice changes nothing. The plan is
+checked against the host first (unknown interfaces, gateways that are not on-link, table
+name clashes, rules iptables would refuse): a plan that does not fit changes nothing. Every step is journaled before the next;
 if one fails, the completed ones are undone and the host is left as it was.
 
 --confirm 2m starts a timer in a detached process that rolls the apply back after two
@@ -77,7 +77,7 @@ route back to your SSH client, unless --confirm (or --force) is given.`,
 			if err := checkConfirm(confirm); err != nil {
 				return err
 			}
-			p, err := engine.LoadPlanFile(inv.Args[0])
+			p, err := loadPlan(inv, inv.Args[0], true)
 			if err != nil {
 				return err
 			}
@@ -440,7 +440,7 @@ plan render PLAN --format F prints one rendering of the same changes:
 			if len(inv.Args) != 2 || (inv.Args[0] != "show" && inv.Args[0] != "render") {
 				return Usagef("want plan show PLAN or plan render PLAN --format FORMAT")
 			}
-			p, err := engine.LoadPlanFile(inv.Args[1])
+			p, err := loadPlan(inv, inv.Args[1], false)
 			if err != nil {
 				return err
 			}

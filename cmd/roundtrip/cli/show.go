@@ -4,12 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"roundtrip/engine"
+	"roundtrip/engine/safefile"
 )
 
 func init() {
@@ -39,6 +39,9 @@ summarised; --all prints every route, --table shows one table only.
 		Run: func(inv *Invocation) error {
 			if len(inv.Args) > 0 {
 				return Usagef("show takes no arguments, got %q", inv.Args[0])
+			}
+			if limit < 0 {
+				return Usagef("--limit %d: want a number of routes (--all shows every route)", limit)
 			}
 			s, err := inv.State()
 			if err != nil {
@@ -303,14 +306,9 @@ on any machine. Without -o the snapshot goes to standard output.`,
 				_, err = inv.Stdout.Write(b)
 				return err
 			}
-			// Write next to the target and rename, so an interrupted run never leaves a
-			// truncated snapshot under the requested name.
-			tmp := out + ".tmp"
-			if err := os.WriteFile(tmp, b, 0o600); err != nil {
-				return fmt.Errorf("writing snapshot: %w", err)
-			}
-			if err := os.Rename(tmp, out); err != nil {
-				os.Remove(tmp)
+			// A new file renamed over the target: an interrupted run never leaves a truncated
+			// snapshot under the requested name, and a link planted there is not followed.
+			if err := safefile.WriteFile(out, b, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
 				return fmt.Errorf("writing snapshot: %w", err)
 			}
 			fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, len(s.Routes), len(s.Rules))

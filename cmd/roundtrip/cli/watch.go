@@ -95,6 +95,20 @@ func watchCommand() *Command {
 			if inv.JSON {
 				return Usagef("--json goes with --status (the watcher logs its events to stderr)")
 			}
+			// Zero would silently mean the default (WatchConfig fills zeros in): a 0 given on
+			// the command line is refused instead.
+			if err := checkRange("down-after", cfg.Health.DownAfter, 1, 1000, "failed rounds"); err != nil {
+				return err
+			}
+			if err := checkRange("up-after", cfg.Health.UpAfter, 1, 1000, "good rounds"); err != nil {
+				return err
+			}
+			if !(maxLoss > 0 && maxLoss <= 100) { // NaN included
+				return Usagef("--max-loss %g: want a percentage above 0 and at most 100", maxLoss)
+			}
+			if cfg.Interval < 10*time.Millisecond {
+				return Usagef("--interval %s: want at least 10ms", cfg.Interval)
+			}
 			w, err := build()
 			if err != nil {
 				return err
