@@ -496,9 +496,16 @@ func nftPlan(iface, comment, prefix string) *engine.Plan {
 // nftFields is nftPlan of the fields it uses (interface, comment, log prefix).
 func nftFields(f fuzzFields) *engine.Plan { return nftPlan(f.Up, f.Text, f.Val) }
 
+// nftInput is the fuzzers' input as the plan holds it, and the plan (nil when it does not
+// load even with placeholders for the fields that fail alone).
+func nftInput(iface, comment, prefix string) (string, string, string, *engine.Plan) {
+	n := fuzzFields{Up: iface, Text: comment, Val: prefix}.jsonNormal().usable(nftFields)
+	return n.Up, n.Text, n.Val, load(nftFields(n))
+}
+
 // nftSkeleton splits an nft file into its text outside strings (every line, comments
 // dropped) and its strings. nft's strings end at the next '"' and know no escapes.
-func nftSkeleton(t *testing.T, text string) (skeleton string, strs []string) {
+func nftSkeleton(t testing.TB, text string) (skeleton string, strs []string) {
 	t.Helper()
 	var b strings.Builder
 	for _, line := range strings.Split(text, "\n") {
@@ -549,13 +556,11 @@ func FuzzRenderNFT(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	refSkel, refStrs := nftSkeleton(&testing.T{}, string(ref))
+	refSkel, refStrs := nftSkeleton(f, string(ref))
 	nftNS = toolNamespace(f, "nft", "nftables")
 	privileged := nftNS != nil
 	f.Fuzz(func(t *testing.T, iface, comment, prefix string) {
-		n := fuzzFields{Up: iface, Text: comment, Val: prefix}.jsonNormal().usable(nftFields)
-		iface, comment, prefix = n.Up, n.Text, n.Val
-		p := load(nftPlan(iface, comment, prefix))
+		iface, comment, prefix, p := nftInput(iface, comment, prefix)
 		if p == nil {
 			return
 		}
@@ -823,7 +828,7 @@ func networkdPlan(f fuzzFields) *engine.Plan {
 }
 
 // networkdLines splits a rendering into its comment lines (count) and its other lines.
-func networkdLines(t *testing.T, out string) (comments int, lines []string) {
+func networkdLines(t testing.TB, out string) (comments int, lines []string) {
 	t.Helper()
 	for _, l := range strings.Split(out, "\n") {
 		if engine.HasControl(l) {
@@ -844,7 +849,7 @@ func FuzzRenderNetworkd(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	refComments, refLines := networkdLines(&testing.T{}, string(ref))
+	refComments, refLines := networkdLines(f, string(ref))
 	f.Fuzz(func(t *testing.T, up, tun, proto, table, text, val, ns string) {
 		in := fuzzFields{up, tun, proto, table, text, val, ns}.jsonNormal().usable(networkdPlan)
 		up, tun = in.Up, in.Tun
@@ -906,9 +911,7 @@ func FuzzRenderIPTablesRestore(f *testing.F) {
 	privileged := iptNS != nil
 	empty := &engine.State{}
 	f.Fuzz(func(t *testing.T, iface, comment, prefix string) {
-		n := fuzzFields{Up: iface, Text: comment, Val: prefix}.jsonNormal().usable(nftFields)
-		iface, comment, prefix = n.Up, n.Text, n.Val
-		p := load(nftPlan(iface, comment, prefix))
+		iface, comment, prefix, p := nftInput(iface, comment, prefix)
 		if p == nil {
 			return
 		}
