@@ -52,26 +52,26 @@ type Finding struct {
 
 // Render writes the finding for a person.
 func (f *Finding) Render(w io.Writer) {
-	fmt.Fprintf(w, "FINDING %s (%s) conn %d: %s\n", f.ID, f.Severity, f.Conn, f.Summary)
+	engine.TermFprintf(w, "FINDING %s (%s) conn %d: %s\n", f.ID, f.Severity, f.Conn, f.Summary)
 	if f.Cause != "" {
-		fmt.Fprintf(w, "  cause: %s\n", f.Cause)
+		engine.TermFprintf(w, "  cause: %s\n", f.Cause)
 	}
 	for _, e := range f.Evidence {
-		fmt.Fprintf(w, "  evidence: %s\n", e)
+		engine.TermFprintf(w, "  evidence: %s\n", e)
 	}
 	if f.Conntrack != nil {
-		fmt.Fprintf(w, "  conntrack: %s\n", f.Conntrack)
+		engine.TermFprintf(w, "  conntrack: %s\n", f.Conntrack)
 	}
 	for i := range f.Packets {
-		fmt.Fprintf(w, "    %s\n", f.Packets[i].String())
+		engine.TermFprintf(w, "    %s\n", f.Packets[i].String())
 	}
 	if f.Fix.Summary != "" {
-		fmt.Fprintf(w, "  fix: %s\n", f.Fix.Summary)
+		engine.TermFprintf(w, "  fix: %s\n", f.Fix.Summary)
 	}
 	if lines := f.Fix.CommandLines("  run: ", "         ", 80); len(lines) > 0 {
-		fmt.Fprintln(w, strings.Join(lines, "\n"))
+		fmt.Fprintln(w, engine.TermSafeLines(strings.Join(lines, "\n")))
 		if f.Fix.Missing != "" {
-			fmt.Fprintf(w, "       missing: %s\n", f.Fix.Missing)
+			engine.TermFprintf(w, "       missing: %s\n", f.Fix.Missing)
 		}
 	}
 }

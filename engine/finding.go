@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"fmt"
 	"strings"
 )
 
@@ -75,12 +74,12 @@ func (f Fix) commandWords() []string {
 	if f.Wizard == "" {
 		return nil
 	}
-	words := []string{"roundtrip", "wizard", shellWord(f.Wizard)}
+	words := []string{"roundtrip", "wizard", ShellQuote(f.Wizard)}
 	for _, a := range f.Args {
-		if w := withoutPlaceholders(a); HasPlaceholder(a) && (w == "" || shellQuote(w) == w) {
+		if w := withoutPlaceholders(a); HasPlaceholder(a) && (w == "" || ShellQuote(w) == w) {
 			words = append(words, a)
 		} else {
-			words = append(words, shellWord(a))
+			words = append(words, ShellQuote(a))
 		}
 	}
 	return words
@@ -115,28 +114,6 @@ func (f Fix) CommandLines(prefix, indent string, width int) []string {
 		line += " " + u
 	}
 	return append(lines, line)
-}
-
-// shellWord quotes s for a shell, and spells control characters out ($'\x1b') so that printing
-// the command never sends them to a terminal.
-func shellWord(s string) string {
-	if !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return shellQuote(s)
-	}
-	var b strings.Builder
-	b.WriteString("$'")
-	for _, r := range s {
-		switch {
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, "\\x%02x", r)
-		case r == '\'' || r == '\\':
-			b.WriteString("\\" + string(r))
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteString("'")
-	return b.String()
 }
 
 // CountErrors returns how many findings have severity error.

@@ -284,7 +284,7 @@ func (t *tracer) table(leg *Leg, table, hook string, p *nfPacket, ct *connTrack)
 		t.add(Finding{ID: FindingUncertain, Severity: SeverityWarning,
 			Summary:  fmt.Sprintf("a rule in %s %s cannot be evaluated (%s); the trace assumed it does not match", table, hook, u.Why),
 			Evidence: []string{u.Rule},
-			Fix:      Fix{Summary: "check by hand whether this rule matches the flow (iptables -t " + table + " -L " + hook + " -v -n shows its counters)"}})
+			Fix:      Fix{Summary: "check by hand whether this rule matches the flow (" + ShellJoin(iptablesCmd(p.Family), "-t", table, "-L", hook, "-v", "-n") + " shows its counters)"}})
 	}
 	switch r.Verdict {
 	case nfDrop, nfReject:
@@ -535,9 +535,9 @@ func (t *tracer) forwarding(leg *Leg, p *nfPacket) bool {
 	if t.res.Has(FindingForwardingDisabled) {
 		return false
 	}
-	cmd := "sysctl -w net.ipv4.ip_forward=1"
+	cmd := ShellJoin("sysctl", "-w", SysctlIPForward+"=1")
 	if p.Family == V6 {
-		cmd = "sysctl -w net.ipv6.conf.all.forwarding=1"
+		cmd = ShellJoin("sysctl", "-w", SysctlIPv6Forward+"=1")
 	}
 	t.add(Finding{ID: FindingForwardingDisabled, Severity: SeverityError,
 		Summary: fmt.Sprintf("the request %s arrives on %s and is routed out %s, but forwarding is off: the kernel drops it", packetText(p), p.IIF, leg.route.OIF),
@@ -594,7 +594,8 @@ func (t *tracer) rpFilter(leg *Leg, p *nfPacket, r FIBResult) bool {
 			"reverse lookup: " + t.lookupText(rev),
 			why,
 		},
-		Fix: Fix{Summary: fmt.Sprintf("route %s back via %s (policy routing), or make rp_filter loose on %s: sysctl -w %s=2 and %s=2", p.Src, p.IIF, p.IIF, ConfKey("all", "rp_filter"), ConfKey(p.IIF, "rp_filter"))}})
+		Fix: Fix{Summary: fmt.Sprintf("route %s back via %s (policy routing), or make rp_filter loose on %s: %s and %s", p.Src, p.IIF, p.IIF,
+			ShellJoin("sysctl", "-w", ConfKey("all", "rp_filter")+"=2"), ShellJoin("sysctl", "-w", ConfKey(p.IIF, "rp_filter")+"=2"))}})
 	return false
 }
 
@@ -807,9 +808,9 @@ func (t *tracer) checkAsymmetric(fwd, reply *Leg, ct *connTrack) {
 	fix := fmt.Sprintf("send replies back out %s: a table per uplink with its default route and an ip rule that selects it", fwd.IIF)
 	if fwd.outcome == LegLocal {
 		if gw.IsValid() {
-			fix += fmt.Sprintf(" (ip route add default via %s dev %s table T; ip rule add from %s table T)", gw, fwd.IIF, ct.NATed.Dst.Addr())
+			fix += fmt.Sprintf(" (%s table T; ip rule add from %s table T)", ShellJoin("ip", "route", "add", "default", "via", gw.String(), "dev", fwd.IIF), ct.NATed.Dst.Addr())
 		} else {
-			fix += fmt.Sprintf(" (ip route add ... dev %s table T; ip rule add from %s table T)", fwd.IIF, ct.NATed.Dst.Addr())
+			fix += fmt.Sprintf(" (ip route add ... dev %s table T; ip rule add from %s table T)", ShellQuote(fwd.IIF), ct.NATed.Dst.Addr())
 		}
 	} else {
 		// A forwarded flow's reply has no local source address to select a table by.
@@ -874,11 +875,7 @@ func (t *tracer) checkReplyBypassesNAT(fwd *Leg, ct *connTrack) bool {
 	if !self.IsValid() {
 		self = t.fib.masqueradeAddr(fwd.OIF, backend, backend)
 	}
-	rule := fmt.Sprintf("%s -t nat -A POSTROUTING -d %s", iptablesCmd(FamilyOf(backend)), backend)
-	if ct.NATed.Dst.Port() != 0 {
-		rule += fmt.Sprintf(" -p %s --dport %d", ProtoName(t.protoOf()), ct.NATed.Dst.Port())
-	}
-	rule += " -j SNAT --to-source " + self.String()
+	rule := snatCommand(FamilyOf(backend), backend, ProtoName(t.protoOf()), ct.NATed.Dst.Port(), self)
 	ev := []string{
 		fmt.Sprintf("the request %s is DNATed to %s and sent out %s", tupleText(ct.Orig), fmtEndpoint(ct.NATed.Dst), fwd.OIF),
 		fmt.Sprintf("no SNAT: the backend sees the client's own address %s", client),
@@ -964,7 +961,7 @@ func (t *tracer) checkNoReturnRoute(fwd *Leg, ct *connTrack) {
 	if !self.IsValid() {
 		self = t.fib.masqueradeAddr(fwd.OIF, dst, dst)
 	}
-	rule := fmt.Sprintf("%s -t nat -A POSTROUTING -s %s -o %s -j SNAT --to-source %s", iptablesCmd(FamilyOf(dst)), srcNet, fwd.OIF, self)
+	rule := ShellJoin(iptablesCmd(FamilyOf(dst)), "-t", "nat", "-A", "POSTROUTING", "-s", srcNet.String(), "-o", fwd.OIF, "-j", "SNAT", "--to-source", self.String())
 	t.add(Finding{ID: FindingNoReturnRoute, Severity: SeverityWarning,
 		Summary: fmt.Sprintf("%s is forwarded to %s on %s without SNAT; the hosts there must route %s back via this host (%s), or the reply is lost", fmtEndpoint(ct.Orig.Src), dst, fwd.OIF, srcNet, self),
 		Evidence: []string{

@@ -456,7 +456,7 @@ func TestStrictRPFilter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Contains(res.Plan.Script(), []byte("echo 2 >/proc/sys/net/ipv4/conf/wan2/rp_filter")) {
+	if !bytes.Contains(res.Plan.Script(), []byte("printf '%s\\n' 2 >/proc/sys/net/ipv4/conf/wan2/rp_filter")) {
 		t.Errorf("without connmark, strict rp_filter should become loose:\n%s", res.Plan.Script())
 	}
 	res, err = w(true).Plan(s)
@@ -464,7 +464,7 @@ func TestStrictRPFilter(t *testing.T) {
 		t.Fatal(err)
 	}
 	script := string(res.Plan.Script())
-	if !strings.Contains(script, "echo 1 >/proc/sys/net/ipv4/conf/wan2/src_valid_mark") || strings.Contains(script, "/rp_filter") {
+	if !strings.Contains(script, "printf '%s\\n' 1 >/proc/sys/net/ipv4/conf/wan2/src_valid_mark") || strings.Contains(script, "/rp_filter") {
 		t.Errorf("with connmark, strict rp_filter should stay and src_valid_mark be set:\n%s", script)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/charmbracelet/x/ansi"
+
+	"roundtrip/engine"
 )
 
 // Fit cuts or pads a (possibly styled) string to exactly w cells.
@@ -51,7 +53,8 @@ func Lines(s string, w, h int) string {
 }
 
 // Wrap breaks plain text into lines of at most w cells at spaces; continuation lines start
-// with indent. A word longer than a line is cut.
+// with indent. A word longer than a line is cut. The text's words are escaped for the terminal
+// (engine.TermSafe): it holds names from the host or a snapshot.
 func Wrap(text string, w int, indent string) []string {
 	var out []string
 	line := ""
@@ -62,6 +65,7 @@ func Wrap(text string, w int, indent string) []string {
 		limit = w
 	}
 	for _, word := range strings.Fields(text) {
+		word = engine.TermSafe(word)
 		sep := " "
 		if line == "" || line == indent {
 			sep = ""

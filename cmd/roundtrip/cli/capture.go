@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/safefile"
 )
@@ -114,16 +115,16 @@ func (p *eventPrinter) emit(ev diagnose.Event) error {
 	case diagnose.EventPacket:
 		pk := ev.Packet
 		if pk.Conn != 0 {
-			_, err = fmt.Fprintf(w, "%s  [conn %d %s]\n", pk, pk.Conn, pk.Role)
+			_, err = engine.TermFprintf(w, "%s  [conn %d %s]\n", pk, pk.Conn, pk.Role)
 		} else {
-			_, err = fmt.Fprintln(w, pk)
+			_, err = engine.TermFprintf(w, "%s\n", pk)
 		}
 	case diagnose.EventFinding:
 		ev.Finding.Render(w)
 	case diagnose.EventConntrack:
-		_, err = fmt.Fprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
+		_, err = engine.TermFprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
 	case diagnose.EventNotice:
-		_, err = fmt.Fprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
+		_, err = engine.TermFprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
 	}
 	return err
 }

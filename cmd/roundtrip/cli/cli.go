@@ -150,7 +150,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 				printHelp(stdout, c, nil)
 				return ExitOK
 			}
-			fmt.Fprintf(stderr, "roundtrip: unknown command %q\n", args[1])
+			engine.TermFprintf(stderr, "roundtrip: unknown command %q\n", args[1])
 			return ExitUsage
 		}
 		printCommands(stdout)
@@ -161,7 +161,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	c, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(stderr, "roundtrip: unknown command %q\n\n", name)
+		engine.TermFprintf(stderr, "roundtrip: unknown command %q\n\n", name)
 		printCommands(stderr)
 		return ExitUsage
 	}
@@ -191,7 +191,7 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 		return ExitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
 		printUsageLine(stderr, c)
 		return ExitUsage
 	}
@@ -200,7 +200,7 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 		return ExitUsage
 	}
 	if err := checkNetNSName(inv.NetNS); err != nil {
-		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
 		printUsageLine(stderr, c)
 		return ExitUsage
 	}
@@ -213,7 +213,7 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
 		printUsageLine(stderr, c)
 		return ExitUsage
 	case errors.As(err, &fe):
@@ -221,7 +221,8 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 	case errors.As(err, &ie):
 		return ExitIncomplete
 	default:
-		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		// Errors quote names from plans, snapshots and the host: escape them for the terminal.
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
 		return ExitError
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine"
 )
 
 func init() { Register(diagnoseCommand()) }
@@ -78,7 +79,7 @@ Examples:
 				return capabilityHint(err)
 			}
 			if v.Notice != "" {
-				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
+				engine.TermFprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
 			}
 			if inv.JSON {
 				if err := pr.final("verdict", v); err != nil {

@@ -58,7 +58,7 @@ found there is not the same as none.`,
 					where += " netns " + s.Namespace
 				}
 				if where != "" {
-					fmt.Fprintf(inv.Stdout, "doctor: %s\n\n", where)
+					engine.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
 				}
 				if len(findings) > 0 || len(notRead) == 0 {
 					engine.RenderFindings(inv.Stdout, findings)
@@ -70,7 +70,7 @@ found there is not the same as none.`,
 						fmt.Fprintln(inv.Stdout, "\nThe check is incomplete:")
 					}
 					for _, n := range notRead {
-						fmt.Fprintf(inv.Stdout, "  not read: %s\n", n)
+						engine.TermFprintf(inv.Stdout, "  not read: %s\n", n)
 					}
 				}
 			}

@@ -4,6 +4,8 @@ import (
 	"flag"
 	"strings"
 	"time"
+
+	"roundtrip/engine"
 )
 
 // repeatable is the value of a flag that may be given several times (--wan, --route, ...):
@@ -103,6 +105,10 @@ func checkNetNSName(name string) error {
 		return Usagef("--netns %q is not a namespace name: a name has no '/' or NUL and is not . or .. (see ip netns list)", name)
 	case len(name) > nameMax:
 		return Usagef("--netns: a namespace name has at most %d bytes, this one %d", nameMax, len(name))
+	}
+	// The rest of the rules plans and snapshots follow (no control characters).
+	if err := engine.CheckNetnsName(name); err != nil {
+		return Usagef("--netns: %v", err)
 	}
 	return nil
 }

@@ -119,7 +119,7 @@ func watchCommand() *Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, strings.Join(o.Args(), " "))
+				engine.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, engine.ShellJoin(o.Args()...))
 				cfg.MultiWAN = o
 			}
 			cfg.Targets = targets
@@ -220,7 +220,7 @@ func runWatch(ctx context.Context, r watchRun) error {
 	w.OnStatus = func(s *wizards.WatchStatus) {
 		err := wizards.WriteWatchStatus(store.Dir, s)
 		if err != nil && err.Error() != statusErr {
-			fmt.Fprintf(r.log, "warning: %v\n", err)
+			engine.TermFprintf(r.log, "warning: %v\n", err)
 		}
 		statusErr = fmt.Sprint(err)
 	}

@@ -365,13 +365,13 @@ func runWizard(inv *Invocation) error {
 		if err := safefile.WriteFile(common.out, data, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
 			return fmt.Errorf("saving the plan: %w", err)
 		}
-		fmt.Fprintf(inv.Stderr, "plan saved to %s: apply it with roundtrip apply %s%s\n", common.out, common.out, netnsFlag(inv))
+		engine.TermFprintf(inv.Stderr, "plan saved to %s: apply it with roundtrip apply %s%s\n", common.out, engine.ShellQuote(common.out), netnsFlag(inv))
 	}
 	if common.peerOut != "" {
 		if err := safefile.WriteFile(common.peerOut, []byte(res.PeerScript()), safefile.ModeScript, safefile.ToWriter(inv.Stderr)); err != nil {
 			return fmt.Errorf("saving the other end's script: %w", err)
 		}
-		fmt.Fprintf(inv.Stderr, "the other end's script is in %s: run it on %s\n", common.peerOut, res.PeerHost)
+		engine.TermFprintf(inv.Stderr, "the other end's script is in %s: run it on %s\n", common.peerOut, res.PeerHost)
 	}
 	if !common.apply {
 		if inv.JSON {
@@ -382,10 +382,11 @@ func runWizard(inv *Invocation) error {
 	}
 	if !inv.JSON {
 		for _, n := range res.Notes {
-			fmt.Fprintf(inv.Stderr, "note: %s\n", n)
+			engine.TermFprintf(inv.Stderr, "note: %s\n", n)
 		}
 		if res.Peer != nil && common.peerOut == "" {
-			fmt.Fprintf(inv.Stdout, "# the other end: run this on %s\n%s", res.PeerHost, res.PeerScript())
+			engine.TermFprintf(inv.Stdout, "# the other end: run this on %s\n", strings.Join(strings.Fields(res.PeerHost), " "))
+			io.WriteString(inv.Stdout, res.PeerScript())
 		}
 	}
 	return applyPlan(inv, res.Plan, applyChoices{Confirm: common.confirm, Wait: common.wait, Force: common.force, LockWait: common.lockWait})
@@ -405,14 +406,14 @@ func planAsking(inv *Invocation, w wizards.Wizard, st *engine.State) (*wizards.R
 		if in == nil {
 			in = bufio.NewReader(inv.Stdin)
 		}
-		fmt.Fprintf(inv.Stderr, "%v\ngateway of %s: ", err, ge.Iface)
+		fmt.Fprintf(inv.Stderr, "%s\ngateway of %s: ", engine.TermSafeLines(err.Error()), engine.TermSafe(ge.Iface))
 		line, rerr := in.ReadString('\n')
 		if line = strings.TrimSpace(line); line == "" && rerr != nil {
 			return nil, err
 		}
 		gw, perr := wizards.ParseAddr(line, "gateway of "+ge.Iface)
 		if perr != nil {
-			fmt.Fprintln(inv.Stderr, perr)
+			fmt.Fprintln(inv.Stderr, engine.TermSafeLines(perr.Error()))
 			continue
 		}
 		gs.SetGateway(ge.Iface, gw)
