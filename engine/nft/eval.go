@@ -170,7 +170,11 @@ type machine struct {
 
 	outcome Outcome
 	payload []payloadWrite
+	steps   int
 }
+
+// maxRuleRuns bounds the rules one run may evaluate.
+const maxRuleRuns = 1 << 20
 
 type payloadWrite struct {
 	base      string
@@ -256,6 +260,11 @@ func (m *machine) runChain(t *Table, base *Chain) string {
 	ri := 0
 	for {
 		for ri < len(chain.Rules) {
+			// Validate refuses loops as the kernel does; this bounds a run all the same.
+			if m.steps++; m.steps > maxRuleRuns {
+				m.other("evaluation stopped after too many rules (a jump loop?)")
+				return "drop"
+			}
 			m.chain, m.rule = chain, chain.Rules[ri]
 			v, target := m.runRule(t)
 			ri++

@@ -70,6 +70,9 @@ func (m *machine) buildHeaders(t *Table) {
 		if l, ok := p.Length(); ok {
 			nh.set(protoIP, "length", be16(uint16(l)))
 		}
+		// Flows are traced unfragmented: the fragment offset and MF are known zero, DF is
+		// not known (Linux sets it on TCP, not always on UDP).
+		nh.know[6], nh.know[7] = 0xbf, 0xff
 	case 10:
 		nh = &header{val: make([]byte, 40), know: make([]byte, 40), present: true, proto: protoIP6}
 		nh.set(protoIP6, "version", []byte{6})

@@ -1,6 +1,9 @@
 package nft
 
 import (
+	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -29,33 +32,36 @@ func natDone(h Hook) uint32 {
 // slot (chains before it see none); the NAT core running the nat chains only for a new
 // connection without NAT yet, stopping at the first that sets NAT up, and the translated
 // address being what later slots see. The result's effects are the packet's at the end of the
-// hook; an undefined order between tied slots that both acted becomes a condition.
+// hook.
+//
+// Where slots tie at a priority in an order the kernel does not define, every order of the
+// tied slots (up to 3 of them) is evaluated; when the orders lead to different verdicts or
+// effects, each outcome carries the order it assumed as a condition, otherwise the orders are
+// folded into one outcome.
 func (rs *Ruleset) EvalHook(o *Order, pkt Packet, opts *HookEvalOptions) *Result {
 	if opts == nil {
 		opts = &HookEvalOptions{}
 	}
-	ctSlot := -1
-	for i := range o.Slots {
-		if o.Slots[i].Kind == SlotConntrack && o.Slots[i].Stage == "in" {
-			ctSlot = i
-		}
-	}
-	return explore(&opts.EvalOptions, func(m *machine) {
+	res := explore(&opts.EvalOptions, func(m *machine) {
 		m.init(rs, pkt)
+		order := m.tieOrder(o)
+		ctSlot := -1
+		for pos, i := range order {
+			if o.Slots[i].Kind == SlotConntrack && o.Slots[i].Stage == "in" {
+				ctSlot = pos
+			}
+		}
 		real := m.pkt.Packet
-		acted := map[int]bool{}
 		verdict := "accept"
-	slots:
-		for i := range o.Slots {
+		for pos, i := range order {
 			s := &o.Slots[i]
 			// Before conntrack's slot a packet has no conntrack entry yet.
-			if ctSlot >= 0 && i < ctSlot {
+			if ctSlot >= 0 && pos < ctSlot {
 				m.pkt.Packet = beforeConntrack{real}
 			} else {
 				m.pkt.Packet = real
 			}
-			before := len(m.outcome.Path)
-			var v string
+			v := "accept"
 			switch s.Kind {
 			case SlotChain:
 				if opts.Skip != nil && opts.Skip(s.Table) {
@@ -68,49 +74,109 @@ func (rs *Ruleset) EvalHook(o *Order, pkt Packet, opts *HookEvalOptions) *Result
 				v = m.legacy(s.Legacy, o.Hook, opts)
 			case SlotNAT:
 				v = m.natCore(s, o.Hook, opts)
-			default:
-				continue
-			}
-			if len(m.outcome.Path) > before && !onlyPolicyAccept(m.outcome.Path[before:]) {
-				acted[i] = true
 			}
 			if v != "accept" {
 				verdict = v
-				break slots
+				break
 			}
 		}
 		m.pkt.Packet = real
-		m.undefinedTies(o, acted)
 		m.finish(verdict)
 	})
+	foldTieOrders(res)
+	return res
 }
 
-func onlyPolicyAccept(steps []Step) bool {
-	return len(steps) == 1 && steps[0].Action == "policy" && steps[0].Text == "policy accept"
-}
+// tieReason marks the conditions that record an assumed order of tied slots.
+const tieReason = "the kernel's order between them is not defined"
 
-// undefinedTies adds a condition for each tie of undefined order in which two or more slots
-// did something: the result assumed the probable order.
-func (m *machine) undefinedTies(o *Order, acted map[int]bool) {
+// tieOrder returns the order to run the slots in: the given one, with each undefined tie of
+// up to 3 slots permuted by a choice.
+func (m *machine) tieOrder(o *Order) []int {
+	order := make([]int, len(o.Slots))
+	for i := range order {
+		order[i] = i
+	}
 	for _, t := range o.Ties {
-		if t.Defined {
+		if t.Defined || len(t.Slots) > 3 {
 			continue
 		}
+		perms := permutations(t.Slots)
+		c := m.choose(len(perms))
 		var names []string
-		for _, i := range t.Slots {
-			if acted[i] {
-				names = append(names, o.Slots[i].Name())
-			}
-		}
-		if len(names) < 2 {
-			continue
+		for k, i := range perms[c] {
+			order[t.Slots[k]] = i
+			names = append(names, o.Slots[i].Name())
 		}
 		m.cond = append(m.cond, Condition{
 			Expr:   strings.Join(names, " and "),
-			Reason: "the kernel's order between them (all at priority " + PriorityName(FamilyIP, o.Hook, t.Priority) + ") is not defined",
-			Branch: "evaluated in the order " + strings.Join(names, ", "),
+			Reason: tieReason,
+			Branch: "in the order " + strings.Join(names, ", ") + " (priority " + fmt.Sprint(t.Priority) + ")",
 		})
 	}
+	return order
+}
+
+func permutations(s []int) [][]int {
+	if len(s) <= 1 {
+		return [][]int{append([]int(nil), s...)}
+	}
+	var out [][]int
+	for i := range s {
+		rest := append(append([]int(nil), s[:i]...), s[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]int{s[i]}, p...))
+		}
+	}
+	return out
+}
+
+// foldTieOrders drops the order conditions where the order made no difference: outcomes
+// that agree on everything else and end the same way are one outcome.
+func foldTieOrders(res *Result) {
+	type group struct {
+		first   int
+		results map[string]bool
+		members []int
+	}
+	groups := map[string]*group{}
+	var keys []string
+	for i := range res.Outcomes {
+		o := &res.Outcomes[i]
+		var rest []Condition
+		for _, c := range o.Conditions {
+			if c.Reason != tieReason {
+				rest = append(rest, c)
+			}
+		}
+		k, _ := json.Marshal(rest)
+		g := groups[string(k)]
+		if g == nil {
+			g = &group{first: i, results: map[string]bool{}}
+			groups[string(k)] = g
+			keys = append(keys, string(k))
+		}
+		r, _ := json.Marshal(struct {
+			V string
+			E Effects
+		}{o.Verdict, o.Effects})
+		g.results[string(r)] = true
+		g.members = append(g.members, i)
+	}
+	var out []Outcome
+	for _, k := range keys {
+		g := groups[k]
+		if len(g.results) > 1 {
+			for _, i := range g.members {
+				out = append(out, res.Outcomes[i])
+			}
+			continue
+		}
+		o := res.Outcomes[g.first]
+		o.Conditions = slices.DeleteFunc(slices.Clone(o.Conditions), func(c Condition) bool { return c.Reason == tieReason })
+		out = append(out, o)
+	}
+	res.Outcomes = out
 }
 
 func (m *machine) legacy(table string, hook Hook, opts *HookEvalOptions) string {

@@ -156,7 +156,8 @@ func (c *renderCtx) getN(reg uint32, n uint32) *hexpr {
 			return nil
 		}
 		parts = append(parts, e)
-		total += (e.length + 3) &^ 3
+		// a part takes at least one 32-bit register (ct saddr has no fixed length)
+		total += max((e.length+3)&^3, 4)
 	}
 	return &hexpr{kind: "concat", parts: parts, length: n}
 }

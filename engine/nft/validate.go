@@ -109,6 +109,9 @@ func (t *Table) validate() error {
 			return fmt.Errorf("chain %s: %v", quoteForError(c.Name), err)
 		}
 	}
+	if err := checkLoops(t); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for i, f := range t.Flowtables {
 		if f == nil {
@@ -733,4 +736,77 @@ func quoteForError(s string) string {
 		s = s[:64] + "..."
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// checkLoops refuses jump/goto loops and chains nested deeper than the jump stack, as the
+// kernel does when a ruleset is loaded (nf_tables_check_loops): the evaluator relies on it.
+func checkLoops(t *Table) error {
+	targets := map[string][]string{}
+	for _, c := range t.Chains {
+		for _, r := range c.Rules {
+			for i := range r.Exprs {
+				targets[c.Name] = append(targets[c.Name], exprTargets(t, &r.Exprs[i])...)
+			}
+		}
+	}
+	const (
+		unvisited = iota
+		active
+		done
+	)
+	state := map[string]int{}
+	depth := map[string]int{}
+	var visit func(name string) error
+	visit = func(name string) error {
+		switch state[name] {
+		case active:
+			return fmt.Errorf("chain %s jumps back to itself (a loop the kernel refuses)", quoteForError(name))
+		case done:
+			return nil
+		}
+		state[name] = active
+		d := 0
+		for _, next := range targets[name] {
+			if err := visit(next); err != nil {
+				return err
+			}
+			d = max(d, depth[next]+1)
+		}
+		if d > maxJumpStack {
+			return fmt.Errorf("chain %s leads to jumps nested %d deep, more than the kernel's %d", quoteForError(name), d, maxJumpStack)
+		}
+		depth[name] = d
+		state[name] = done
+		return nil
+	}
+	for _, c := range t.Chains {
+		if err := visit(c.Name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// exprTargets lists the chains an expression may jump or go to: its verdict, or the verdicts
+// of the verdict map it looks up.
+func exprTargets(t *Table, e *Expr) []string {
+	var out []string
+	if v := e.Verdict; v != nil && (v.Kind == "jump" || v.Kind == "goto") {
+		out = append(out, v.Chain)
+	}
+	if l := e.Lookup; l != nil && l.HasDreg {
+		if s := t.Set(l.Set); s != nil {
+			for _, el := range s.Elements {
+				if v := el.Verdict; v != nil && (v.Kind == "jump" || v.Kind == "goto") {
+					out = append(out, v.Chain)
+				}
+			}
+		}
+	}
+	if d := e.Dynset; d != nil {
+		for i := range d.Exprs {
+			out = append(out, exprTargets(t, &d.Exprs[i])...)
+		}
+	}
+	return out
 }
