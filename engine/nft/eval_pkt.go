@@ -544,25 +544,38 @@ func (m *machine) evalXt(x *Xt) (string, string) {
 		}
 		return match(mask&bit != 0)
 	case "match conntrack":
-		flags, ok1 := u16(148)
-		inv, ok2 := u16(150)
+		// struct xt_conntrack_mtinfo{1,2,3}: eight nf_inet_addr (128 bytes), expires (8),
+		// l4proto and four ports (10), then match_flags at 146, invert_flags at 148 and the
+		// state mask at 150 (u8 in revision 1, u16 after).
+		flags, ok1 := u16(146)
+		inv, ok2 := u16(148)
 		if !ok1 || !ok2 || flags&^1 != 0 || x.Rev < 1 || x.Rev > 3 {
 			break // only --ctstate is modelled
 		}
 		var mask uint32
 		if x.Rev == 1 {
-			if len(info) < 153 {
+			if len(info) < 151 {
 				break
 			}
-			mask = uint32(info[152])
+			mask = uint32(info[150])
 		} else {
-			v, ok := u16(152)
+			v, ok := u16(150)
 			if !ok {
 				break
 			}
 			mask = uint32(v)
 		}
-		return match((mask&stateBit() != 0) != (inv&1 != 0))
+		bit := stateBit()
+		if attached {
+			// the virtual SNAT and DNAT states (XT_CONNTRACK_STATE_SNAT/DNAT)
+			if ct.Status&16 != 0 {
+				bit |= 64
+			}
+			if ct.Status&32 != 0 {
+				bit |= 128
+			}
+		}
+		return match((mask&bit != 0) != (inv&1 != 0))
 	case "match mark":
 		mark, ok1 := u32(0)
 		mask, ok2 := u32(4)

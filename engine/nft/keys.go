@@ -94,9 +94,9 @@ var rtKeys = []keyInfo{
 
 // socketKeys follows enum nft_socket_keys.
 var socketKeys = []keyInfo{
-	{num: 0, name: "transparent", dtype: "boolean", len: 1, host: true},
+	{num: 0, name: "transparent", dtype: "integer", len: 1, host: true},
 	{num: 1, name: "mark", dtype: "mark", len: 4, host: true},
-	{num: 2, name: "wildcard", dtype: "boolean", len: 1, host: true},
+	{num: 2, name: "wildcard", dtype: "integer", len: 1, host: true},
 	{num: 3, name: "cgroupv2", dtype: "cgroupsv2", len: 8, host: true},
 }
 
@@ -159,7 +159,7 @@ var fibFlagNames = []string{"saddr", "daddr", "mark", "iif", "oif", "present"}
 func FibFlagNames(flags uint32) ([]string, uint32) { return bitNames(fibFlagNames, flags) }
 
 // logFlagNames are NF_LOG_* bits in order.
-var logFlagNames = []string{"tcp sequence", "tcp options", "ip options", "skuid", "ether", "macdecode"}
+var logFlagNames = []string{"tcp sequence", "tcp options", "ip options", "skuid", "nflog", "ether"}
 
 // LogFlagNames names NF_LOG_* bits.
 func LogFlagNames(flags uint32) ([]string, uint32) { return bitNames(logFlagNames, flags) }

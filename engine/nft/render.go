@@ -340,13 +340,19 @@ func (c *renderCtx) payload(base string, off, bits uint32) *hexpr {
 }
 
 // resolved records that a header at base was used; a protocol dependency that made it known
-// is implied by the use and is not printed (nft's payload_dependency_kill).
+// is implied by the use and is not printed (nft's payload_dependency_kill). In inet, bridge
+// and netdev tables an `ip protocol`/`ip6 nexthdr` match also asserts the layer-3 protocol,
+// so nft keeps it; only `meta l4proto` goes.
 func (c *renderCtx) resolved(base string, p *proto) {
 	if p == protoTH {
 		return
 	}
 	if d := c.depAt[base]; d != nil {
-		d.killed = true
+		keep := base == "transport" && d.left != nil && d.left.kind == "payload" &&
+			(c.family == FamilyInet || c.family == FamilyBridge || c.family == FamilyNetdev)
+		if !keep {
+			d.killed = true
+		}
 		delete(c.depAt, base)
 	}
 	// ICMP implies IPv4 and ICMPv6 IPv6: the family dependency goes too.
@@ -410,33 +416,47 @@ func (c *renderCtx) binopText(h *hexpr) string {
 	case "rshift":
 		return fmt.Sprintf("%s >> %d", l, h.shift)
 	}
-	allOnes, zero := true, true
-	for i := range h.mask {
-		if h.mask[i] != 0xff {
-			allOnes = false
-		}
-		if h.xor[i] != 0 {
-			zero = false
-		}
-	}
+	and, xor, or := bitwiseParts(h.mask, h.xor)
 	v := func(b []byte) string { return c.f.value(h.dtype, b, h.host) }
-	switch {
-	case zero:
-		return l + " & " + v(h.mask)
-	case allOnes:
-		return l + " ^ " + v(h.xor)
+	s := l
+	if and != nil {
+		s += " & " + v(and)
 	}
-	// mask == ^xor is an OR (nft linearizes `x | v` as (x & ~v) ^ v).
-	or := true
-	for i := range h.mask {
-		if h.mask[i] != ^h.xor[i] {
-			or = false
-		}
+	if xor != nil {
+		s += " ^ " + v(xor)
 	}
-	if or {
-		return l + " | " + v(h.xor)
+	if or != nil {
+		s += " | " + v(or)
 	}
-	return "(" + l + " & " + v(h.mask) + ") ^ " + v(h.xor)
+	return s
+}
+
+// bitwiseParts splits (x & mask) ^ xor into the AND, XOR and OR nft prints, as
+// netlink_parse_bitwise_bool does: or = xor & ^mask, xor &= mask, mask |= or; parts that
+// are all ones (AND) or zero (XOR, OR) are nil.
+func bitwiseParts(mask, xor []byte) (and, x, or []byte) {
+	and = make([]byte, len(mask))
+	x = make([]byte, len(mask))
+	or = make([]byte, len(mask))
+	allOnes, xZero, orZero := true, true, true
+	for i := range mask {
+		or[i] = xor[i] &^ mask[i]
+		x[i] = xor[i] & mask[i]
+		and[i] = mask[i] | or[i]
+		allOnes = allOnes && and[i] == 0xff
+		xZero = xZero && x[i] == 0
+		orZero = orZero && or[i] == 0
+	}
+	if allOnes {
+		and = nil
+	}
+	if xZero {
+		x = nil
+	}
+	if orZero {
+		or = nil
+	}
+	return and, x, or
 }
 
 // valueOf prints the value of a register used as the source of a statement: a constant in
@@ -608,7 +628,7 @@ func (c *renderCtx) binopMatch(s *stmt, b *hexpr, op string, data []byte) {
 	xorZero := !slices.ContainsFunc(b.xor, func(x byte) bool { return x != 0 })
 	// Sub-byte header fields (ip dscp, tcp doff): the mask selects the field's bits.
 	if inner.kind == "payload" && inner.proto != nil && xorZero {
-		if f, shift, ok := maskedField(inner, b.mask); ok {
+		if f, shift, ok := maskedField(inner, b.mask, false); ok {
 			v := new(big.Int).SetBytes(data)
 			v.Rsh(v, shift)
 			w := (f.bits + 7) / 8
@@ -620,15 +640,21 @@ func (c *renderCtx) binopMatch(s *stmt, b *hexpr, op string, data []byte) {
 		}
 	}
 	prefixField := inner.kind == "payload" && inner.field != nil && inner.field.prefix ||
-		inner.kind == "ct" && (inner.dtype == "ipv4_addr" || inner.dtype == "ipv6_addr" || inner.key.name == "saddr" || inner.key.name == "daddr")
-	if xorZero && prefixField && isPrefixMask(b.mask) && (op == "eq" || op == "neq") {
-		ones := prefixLen(b.mask)
+		inner.kind == "ct" && (inner.key.name == "saddr" || inner.key.name == "daddr") || prefixTypes[inner.dtype]
+	// Host-order values (marks) are masks in numeric order, not byte order.
+	numMask := b.mask
+	if inner.host && c.f.host == binary.LittleEndian {
+		numMask = slices.Clone(b.mask)
+		slices.Reverse(numMask)
+	}
+	if xorZero && prefixField && isPrefixMask(numMask) && (op == "eq" || op == "neq") {
+		ones := prefixLen(numMask)
 		dtype := inner.dtype
 		if dtype == "" {
 			dtype = map[int]string{4: "ipv4_addr", 16: "ipv6_addr"}[len(data)]
 		}
 		s.left = inner
-		s.right = c.f.value(dtype, data, false) + "/" + strconv.Itoa(ones)
+		s.right = c.f.value(dtype, data, inner.host) + "/" + strconv.Itoa(ones)
 		return
 	}
 	flagType := inner.dtype == "ct_state" || inner.dtype == "ct_status" || inner.dtype == "tcp_flag" || inner.dtype == "ct_event"
@@ -659,7 +685,7 @@ func (c *renderCtx) binopMatch(s *stmt, b *hexpr, op string, data []byte) {
 
 // maskedField finds the field whose bits a mask over a payload load selects, and the shift
 // that brings the value down to bit 0.
-func maskedField(p *hexpr, mask []byte) (*field, uint, bool) {
+func maskedField(p *hexpr, mask []byte, aligned bool) (*field, uint, bool) {
 	first, last := -1, -1
 	for i := 0; i < len(mask)*8; i++ {
 		if mask[i/8]&(0x80>>(i%8)) != 0 {
@@ -676,7 +702,7 @@ func maskedField(p *hexpr, mask []byte) (*field, uint, bool) {
 		return nil, 0, false
 	}
 	width := uint32(last - first + 1)
-	if width%8 == 0 && first%8 == 0 {
+	if !aligned && width%8 == 0 && first%8 == 0 {
 		return nil, 0, false
 	}
 	f := p.proto.fieldAt(p.off+uint32(first), width)
@@ -685,6 +711,9 @@ func maskedField(p *hexpr, mask []byte) (*field, uint, bool) {
 	}
 	return f, uint(len(mask)*8 - 1 - last), true
 }
+
+// prefixTypes are the datatypes nft prints masked matches of as prefixes (DTYPE_F_PREFIX).
+var prefixTypes = map[string]bool{"ipv4_addr": true, "ipv6_addr": true, "mark": true}
 
 func isPrefixMask(m []byte) bool {
 	seenZero := false
@@ -878,6 +907,11 @@ func (c *renderCtx) elementsText(set *Set, key *hexpr, sep string) string {
 func (c *renderCtx) dataText(set *Set, data []byte) string {
 	types := strings.Split(set.DataType, " . ")
 	if len(types) == 1 {
+		n := int(datatypeLen(types[0]))
+		if len(data) == 2*n && (types[0] == "ipv4_addr" || types[0] == "ipv6_addr") {
+			// interval data (`snat ip prefix to ip saddr map { a/16 : b/16 }`): start and end
+			return c.intervalText(data[:n], data[n:], types[0], false)
+		}
 		return c.f.value(types[0], data, hostEndianTypes[types[0]])
 	}
 	var parts []string
@@ -1030,7 +1064,11 @@ func (c *renderCtx) nat(n *Nat) string {
 	}
 	_ = alen
 	if addr != "" || port != "" {
-		if c.family == FamilyInet && (n.Type == "dnat" || n.Type == "snat") && n.Family != "" {
+		// nft names the family in inet tables, and wherever the address comes with a port or
+		// a prefix from a map, or is a prefix (netmap).
+		withFamily := c.family == FamilyInet || slices.Contains(n.Flags, "netmap") ||
+			addrMap != nil && (port == "" && n.RegProtoMin != 0 || int(addrMap.length) == 2*int(alen))
+		if withFamily && (n.Type == "dnat" || n.Type == "snat") && n.Family != "" {
 			s += " " + n.Family
 		}
 		if slices.Contains(n.Flags, "netmap") && addr != "" {
@@ -1163,17 +1201,16 @@ func logText(l *Log) string {
 		s += " level " + logLevels[*l.Level]
 	}
 	if len(l.Flags) > 0 {
-		all := []string{"tcp sequence", "tcp options", "ip options", "skuid", "ether"}
-		hasAll := true
-		for _, f := range all {
+		// NF_LOG_MASK is every flag but nflog: nft prints it as "all".
+		all := true
+		for _, f := range []string{"tcp sequence", "tcp options", "ip options", "skuid", "ether"} {
 			if !slices.Contains(l.Flags, f) {
-				hasAll = false
+				all = false
 			}
 		}
-		switch {
-		case hasAll:
+		if all {
 			s += " flags all"
-		default:
+		} else {
 			var tcp []string
 			for _, f := range []string{"tcp sequence", "tcp options"} {
 				if slices.Contains(l.Flags, f) {
@@ -1362,7 +1399,7 @@ func (c *renderCtx) payloadSet(p *Payload) string {
 		for i := range src.mask {
 			inv[i] = ^src.mask[i]
 		}
-		if f, shift, ok := maskedField(dst, inv); ok {
+		if f, shift, ok := maskedField(dst, inv, true); ok {
 			v := new(big.Int).SetBytes(src.xor)
 			v.Rsh(v, shift)
 			w := (f.bits + 7) / 8
@@ -1378,4 +1415,11 @@ func objrefStmt(set *Set) string {
 		return set.ObjType
 	}
 	return "counter"
+}
+
+// SetElements prints a set's elements as `{ a, b-c : v }`, sorted as nft sorts them, with
+// the set's declared key and data types.
+func (r *Renderer) SetElements(t *Table, s *Set) string {
+	c := &renderCtx{r: r, f: r.fmt(), family: t.Family, table: t}
+	return c.elementsText(s, nil, " ")
 }

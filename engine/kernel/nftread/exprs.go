@@ -33,7 +33,7 @@ var exprAttrs = map[string][]uint16{
 	"reject":       {1, 2},
 	"queue":        {1, 2, 3},
 	"exthdr":       {1, 2, 3, 4, 5, 6, 7},
-	"numgen":       {1, 2, 3, 6},
+	"numgen":       {1, 2, 3, 4},
 	"hash":         {1, 2, 3, 4, 5, 6, 7},
 	"connlimit":    {1, 2},
 	"flow_offload": {1},
