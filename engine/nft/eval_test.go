@@ -345,3 +345,39 @@ func TestEvalOutcomesAreCapped(t *testing.T) {
 		t.Errorf("want 5 outcomes and truncated, got %d, %v", len(r.Outcomes), r.Truncated)
 	}
 }
+
+func TestEvalIPv6(t *testing.T) {
+	// ip6 saddr 2001:db8::/32 tcp dport 443 accept; icmpv6 type echo-request accept; policy drop
+	in := base("input", TypeFilter, HookInput, 0, "drop",
+		rule(nfproto(10), load("network", 8, 16, 1), mask(1, 1, append([]byte{0xff, 0xff, 0xff, 0xff}, make([]byte, 12)...)),
+			eq(1, ip6("2001:db8::")), dport(6, 443), verdict("accept")),
+		rule(nfproto(10), l4(58), load("transport", 0, 1, 1), eq(1, []byte{128}), verdict("accept")),
+	)
+	tbl := &Table{Family: FamilyInet, Name: "f", Chains: []*Chain{in}}
+	rs := &Ruleset{HostOrder: "little", Tables: []*Table{tbl}}
+	r := NewRenderer("little")
+	for i, want := range []string{"ip6 saddr 2001:db8::/32 tcp dport 443 accept", "icmpv6 type echo-request accept"} {
+		if got := r.Rule(tbl, in.Rules[i]); got != want {
+			t.Errorf("rule %d: %q, want %q", i, got, want)
+		}
+	}
+	if o := only(t, rs.EvalChain(tbl, in, tcpPkt("2001:db8:1::5", "2001:db8:2::1", 40000, 443, "new", "eth0", ""), nil)); o.Verdict != "accept" {
+		t.Errorf("inside the prefix: %s", o.Verdict)
+	}
+	if o := only(t, rs.EvalChain(tbl, in, tcpPkt("2001:db9::5", "2001:db8:2::1", 40000, 443, "new", "eth0", ""), nil)); o.Verdict != "drop" {
+		t.Errorf("outside the prefix: %s", o.Verdict)
+	}
+	// An IPv4 packet never matches the IPv6 rules (the nfproto dependency).
+	if o := only(t, rs.EvalChain(tbl, in, tcpPkt("32.1.13.184", "10.0.0.1", 40000, 443, "new", "eth0", ""), nil)); o.Verdict != "drop" {
+		t.Errorf("IPv4 packet: %s", o.Verdict)
+	}
+	ping := &PacketInfo{Proto: 10, L4: 58, Src: netip.MustParseAddr("2001:db8::1"), Dst: netip.MustParseAddr("2001:db8::2"),
+		ICMPType: 128, HasICMP: true, In: &Iface{Name: "eth0", Index: 2}, CTEntry: &CT{State: "new"}}
+	if o := only(t, rs.EvalChain(tbl, in, ping, nil)); o.Verdict != "accept" {
+		t.Errorf("echo request: %s", o.Verdict)
+	}
+	ping.ICMPType = 129
+	if o := only(t, rs.EvalChain(tbl, in, ping, nil)); o.Verdict != "drop" {
+		t.Errorf("echo reply: %s", o.Verdict)
+	}
+}

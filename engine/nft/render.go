@@ -71,6 +71,7 @@ type stmt struct {
 	// dependency bookkeeping: a protocol match that selects the header at depBase
 	depBase string
 	killed  bool
+	xt      bool // an iptables-nft compat expression, printed translated
 }
 
 type renderCtx struct {
@@ -110,7 +111,7 @@ func (r *Renderer) Rule(t *Table, rule *Rule) string {
 		}
 		if s.left != nil {
 			parts = append(parts, c.matchText(s))
-		} else if s.text != "" {
+		} else if s.text != "" || s.xt {
 			parts = append(parts, s.text)
 		}
 	}
@@ -302,6 +303,12 @@ func (c *renderCtx) expr(exprs []Expr, i int) int {
 		}
 		c.set(e.Socket.Dreg, &hexpr{kind: "text", text: text, dtype: k.dtype, host: k.host, length: k.len})
 	case e.Xt != nil:
+		if text, ok := c.xtText(e.Xt); ok {
+			// nft prints what libxtables translates; an empty translation (the comment
+			// match) still takes its place, which is why nft's line then starts with a space.
+			c.stmts = append(c.stmts, &stmt{text: text, xt: true})
+			return 0
+		}
 		c.emit(fmt.Sprintf("xt %s %s", e.Xt.Kind, quoteString(e.Xt.Name)))
 	case e.Unknown != nil:
 		if e.Unknown.Text != "" {
@@ -1422,4 +1429,140 @@ func objrefStmt(set *Set) string {
 func (r *Renderer) SetElements(t *Table, s *Set) string {
 	c := &renderCtx{r: r, f: r.fmt(), family: t.Family, table: t}
 	return c.elementsText(s, nil, " ")
+}
+
+// xtText prints the iptables-nft compat expressions nft shows translated (through
+// libxtables' xlate, as nft 1.0 does): the conntrack/state matches, comment, and the NAT,
+// MARK, CONNMARK and LOG targets in their usual forms. ok is false for the others.
+func (c *renderCtx) xtText(x *Xt) (string, bool) {
+	info := x.Info
+	u32 := func(off int) (uint32, bool) {
+		if off+4 > len(info) {
+			return 0, false
+		}
+		return c.f.host.Uint32(info[off:]), true
+	}
+	u16 := func(off int) (uint16, bool) {
+		if off+2 > len(info) {
+			return 0, false
+		}
+		return c.f.host.Uint16(info[off:]), true
+	}
+	states := func(mask uint32) (string, bool) {
+		// libxt_conntrack's state_xlate_print order
+		var names []string
+		for _, st := range []struct {
+			bit  uint32
+			name string
+		}{{1, "invalid"}, {8, "new"}, {4, "related"}, {2, "established"}, {256, "untracked"}} {
+			if mask&st.bit != 0 {
+				names = append(names, st.name)
+				mask &^= st.bit
+			}
+		}
+		return "ct state " + strings.Join(names, ","), mask == 0 && len(names) > 0
+	}
+	switch x.Kind + " " + x.Name {
+	case "match comment":
+		return "", true
+	case "match state":
+		mask, ok := u32(0)
+		if !ok {
+			return "", false
+		}
+		if mask&64 != 0 { // XT_STATE_UNTRACKED
+			mask = mask&^64 | 256
+		}
+		return states(mask)
+	case "match conntrack":
+		flags, ok1 := u16(146)
+		inv, ok2 := u16(148)
+		if !ok1 || !ok2 || flags != 1 || inv != 0 || x.Rev < 2 {
+			return "", false
+		}
+		mask, ok := u16(150)
+		if !ok {
+			return "", false
+		}
+		switch uint32(mask) {
+		case 128:
+			return "ct status dnat", true
+		case 64:
+			return "ct status snat", true
+		}
+		return states(uint32(mask))
+	case "target DNAT", "target SNAT", "target MASQUERADE", "target REDIRECT":
+		a, ok := xtNat(x, c.f.host, c.family == FamilyIP6)
+		if !ok {
+			return "", false
+		}
+		s := a.Type
+		to := ""
+		if a.AddrMin.IsValid() {
+			to = a.AddrMin.String()
+			if a.AddrMax != a.AddrMin {
+				to += "-" + a.AddrMax.String()
+			}
+		}
+		if a.ProtoMin != 0 {
+			to += fmt.Sprintf(":%d", a.ProtoMin)
+			if a.ProtoMax != a.ProtoMin {
+				to += fmt.Sprintf("-%d", a.ProtoMax)
+			}
+		}
+		if to != "" {
+			s += " to " + to
+		}
+		for _, f := range []string{"random", "fully-random", "persistent"} {
+			if slices.Contains(a.Flags, f) {
+				s += " " + f
+			}
+		}
+		return s, true
+	case "target MARK":
+		mark, ok1 := u32(0)
+		mask, ok2 := u32(4)
+		if x.Rev != 2 || !ok1 || !ok2 || mask != 0xffffffff {
+			return "", false
+		}
+		return fmt.Sprintf("meta mark set 0x%x", mark), true
+	case "target CONNMARK":
+		ctmark, _ := u32(0)
+		ctmask, _ := u32(4)
+		nfmask, ok := u32(8)
+		if !ok || ctmask != 0xffffffff || nfmask != 0xffffffff {
+			return "", false
+		}
+		mode := byte(0)
+		switch {
+		case x.Rev == 1 && len(info) >= 13:
+			mode = info[12]
+		case x.Rev == 2 && len(info) >= 15 && info[13] == 0:
+			mode = info[14]
+		default:
+			return "", false
+		}
+		switch mode {
+		case 0:
+			return fmt.Sprintf("ct mark set 0x%x", ctmark), true
+		case 1:
+			return "ct mark set mark", true
+		case 2:
+			return "meta mark set ct mark", true
+		}
+	case "target LOG":
+		// struct xt_log_info: level, logflags, prefix[30]
+		if len(info) < 32 || info[1] != 0 {
+			return "", false
+		}
+		s := "log"
+		if p := trimNUL(info[2:32]); p != "" {
+			s += " prefix " + quoteString(p)
+		}
+		if info[0] != 4 && int(info[0]) < len(logLevels) {
+			s += " level " + logLevels[info[0]]
+		}
+		return s, true
+	}
+	return "", false
 }
