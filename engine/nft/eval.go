@@ -361,14 +361,7 @@ func (m *machine) eval(t *Table, e *Expr) (string, string) {
 	case e.Immediate != nil:
 		m.store(e.Immediate.Dreg, e.Immediate.Data, nil, "")
 	case e.Verdict != nil:
-		v := e.Verdict
-		switch v.Kind {
-		case "continue":
-			return vContinue, ""
-		case "break":
-			return vBreak, ""
-		}
-		return v.Kind, v.Chain
+		return verdictResult(e.Verdict)
 	case e.Nat != nil:
 		return m.evalNat(e.Nat)
 	case e.Fib != nil:
@@ -436,37 +429,43 @@ func (m *machine) eval(t *Table, e *Expr) (string, string) {
 	return vContinue, ""
 }
 
+// verdictResult turns a verdict into what ends (or continues) a rule.
+func verdictResult(v *Verdict) (string, string) {
+	switch v.Kind {
+	case "continue":
+		return vContinue, ""
+	case "break":
+		return vBreak, ""
+	}
+	return v.Kind, v.Chain
+}
+
 func (m *machine) other(s string) {
 	m.outcome.Effects.Other = append(m.outcome.Effects.Other, s)
 }
 
 // rate handles a rate- or quota-dependent match: both outcomes are explored.
 func (m *machine) rate(expr string) (string, string) {
-	c := m.choose(2)
-	branch := "matched (under the rate or quota)"
-	if c == 1 {
-		branch = "did not match (over the rate or quota)"
-	}
-	m.cond = append(m.cond, Condition{Step: m.step(""), Expr: expr, Reason: "depends on rate", Branch: branch})
-	if c == 0 {
-		return vContinue, ""
-	}
-	return vBreak, ""
+	return m.fork(expr, "depends on rate", "matched (under the rate or quota)", "did not match (over the rate or quota)")
 }
 
 // notModelled handles an expression the evaluator cannot run: whether the rule goes on is
 // explored both ways.
 func (m *machine) notModelled(name, text string) (string, string) {
-	expr := text
-	if expr == "" {
-		expr = name
+	if text == "" {
+		text = name
 	}
+	return m.fork(text, "not modelled", "matched", "did not match")
+}
+
+// fork explores both ways of an undecidable expression: the rule goes on, or ends there.
+func (m *machine) fork(expr, reason, yes, no string) (string, string) {
 	c := m.choose(2)
-	branch := "matched"
+	branch := yes
 	if c == 1 {
-		branch = "did not match"
+		branch = no
 	}
-	m.cond = append(m.cond, Condition{Step: m.step(""), Expr: expr, Reason: "not modelled", Branch: branch})
+	m.cond = append(m.cond, Condition{Step: m.step(""), Expr: expr, Reason: reason, Branch: branch})
 	if c == 0 {
 		return vContinue, ""
 	}
@@ -755,14 +754,7 @@ func (m *machine) evalLookup(t *Table, l *Lookup) (string, string) {
 		return vBreak, ""
 	}
 	if s.DataType == "verdict" {
-		v := el.Verdict
-		switch v.Kind {
-		case "continue":
-			return vContinue, ""
-		case "break":
-			return vBreak, ""
-		}
-		return v.Kind, v.Chain
+		return verdictResult(el.Verdict)
 	}
 	m.store(l.Dreg, el.Data, nil, "")
 	return vContinue, ""

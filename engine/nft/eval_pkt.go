@@ -501,18 +501,8 @@ func (m *machine) evalCt(e *Ct) (string, string) {
 // and the iptables model; this covers what shows up in native listings.)
 func (m *machine) evalXt(x *Xt) (string, string) {
 	info := x.Info
-	u32 := func(off int) (uint32, bool) {
-		if off+4 > len(info) {
-			return 0, false
-		}
-		return m.host.Uint32(info[off:]), true
-	}
-	u16 := func(off int) (uint16, bool) {
-		if off+2 > len(info) {
-			return 0, false
-		}
-		return m.host.Uint16(info[off:]), true
-	}
+	xi := xtInfo{info, m.host}
+	u32 := xi.u32
 	match := func(ok bool) (string, string) {
 		if ok {
 			return vContinue, ""
@@ -544,26 +534,9 @@ func (m *machine) evalXt(x *Xt) (string, string) {
 		}
 		return match(mask&bit != 0)
 	case "match conntrack":
-		// struct xt_conntrack_mtinfo{1,2,3}: eight nf_inet_addr (128 bytes), expires (8),
-		// l4proto and four ports (10), then match_flags at 146, invert_flags at 148 and the
-		// state mask at 150 (u8 in revision 1, u16 after).
-		flags, ok1 := u16(146)
-		inv, ok2 := u16(148)
-		if !ok1 || !ok2 || flags&^1 != 0 || x.Rev < 1 || x.Rev > 3 {
+		mask, inv, ok := xi.conntrackState(x.Rev)
+		if !ok {
 			break // only --ctstate is modelled
-		}
-		var mask uint32
-		if x.Rev == 1 {
-			if len(info) < 151 {
-				break
-			}
-			mask = uint32(info[150])
-		} else {
-			v, ok := u16(150)
-			if !ok {
-				break
-			}
-			mask = uint32(v)
 		}
 		bit := stateBit()
 		if attached {
@@ -575,7 +548,7 @@ func (m *machine) evalXt(x *Xt) (string, string) {
 				bit |= 128
 			}
 		}
-		return match((mask&bit != 0) != (inv&1 != 0))
+		return match((mask&bit != 0) != inv)
 	case "match mark":
 		mark, ok1 := u32(0)
 		mask, ok2 := u32(4)
@@ -675,33 +648,23 @@ func xtNat(x *Xt, host binary.ByteOrder, v6 bool) (*NatAction, bool) {
 	typ := map[string]string{"DNAT": "dnat", "SNAT": "snat", "MASQUERADE": "masquerade", "REDIRECT": "redirect"}[x.Name]
 	a := &NatAction{Type: typ}
 	info := x.Info
-	var flags uint32
+	// nf_nat_ipv4_multi_range_compat (revision 0): rangesize, then flags, two IPv4
+	// addresses and two ports; nf_nat_range(2): flags, two nf_inet_addr and two ports.
+	flagsAt, addrAt, alen, portAt, size := 0, 4, 16, 36, 40
 	if x.Rev == 0 {
-		if len(info) < 20 {
-			return nil, false
-		}
-		flags = host.Uint32(info[4:])
-		if flags&1 != 0 {
-			a.AddrMin = addrFrom(info[8:12], false)
-			a.AddrMax = addrFrom(info[12:16], false)
-		}
-		if flags&2 != 0 {
-			a.ProtoMin = binary.BigEndian.Uint16(info[16:])
-			a.ProtoMax = binary.BigEndian.Uint16(info[18:])
-		}
-	} else {
-		if len(info) < 40 {
-			return nil, false
-		}
-		flags = host.Uint32(info[0:])
-		if flags&1 != 0 {
-			a.AddrMin = addrFrom(info[4:20], v6)
-			a.AddrMax = addrFrom(info[20:36], v6)
-		}
-		if flags&2 != 0 {
-			a.ProtoMin = binary.BigEndian.Uint16(info[36:])
-			a.ProtoMax = binary.BigEndian.Uint16(info[38:])
-		}
+		flagsAt, addrAt, alen, portAt, size = 4, 8, 4, 16, 20
+	}
+	if len(info) < size {
+		return nil, false
+	}
+	flags := host.Uint32(info[flagsAt:])
+	if flags&1 != 0 {
+		a.AddrMin = addrFrom(info[addrAt:addrAt+alen], v6)
+		a.AddrMax = addrFrom(info[addrAt+alen:addrAt+2*alen], v6)
+	}
+	if flags&2 != 0 {
+		a.ProtoMin = binary.BigEndian.Uint16(info[portAt:])
+		a.ProtoMax = binary.BigEndian.Uint16(info[portAt+2:])
 	}
 	names, _ := NatFlagNames(flags)
 	a.Flags = slices.DeleteFunc(names, func(s string) bool { return s == "map-ips" || s == "proto-specified" })
@@ -716,4 +679,43 @@ func addrFrom(b []byte, v6 bool) netip.Addr {
 	}
 	a, _ := netip.AddrFromSlice(b)
 	return a
+}
+
+// xtInfo reads an xt match's or target's info structure, which is in host byte order.
+type xtInfo struct {
+	b    []byte
+	host binary.ByteOrder
+}
+
+func (x xtInfo) u32(off int) (uint32, bool) {
+	if off+4 > len(x.b) {
+		return 0, false
+	}
+	return x.host.Uint32(x.b[off:]), true
+}
+
+func (x xtInfo) u16(off int) (uint16, bool) {
+	if off+2 > len(x.b) {
+		return 0, false
+	}
+	return x.host.Uint16(x.b[off:]), true
+}
+
+// conntrackState reads an xt_conntrack_mtinfo{1,2,3} that matches on --ctstate only: eight
+// nf_inet_addr (128 bytes), expires (8), l4proto and four ports (10), then match_flags at
+// 146, invert_flags at 148 and the state mask at 150 (u8 in revision 1, u16 after).
+func (x xtInfo) conntrackState(rev uint32) (mask uint32, inverted, ok bool) {
+	flags, ok1 := x.u16(146)
+	inv, ok2 := x.u16(148)
+	if !ok1 || !ok2 || flags != 1 || rev < 1 || rev > 3 {
+		return 0, false, false
+	}
+	if rev == 1 {
+		if len(x.b) < 151 {
+			return 0, false, false
+		}
+		return uint32(x.b[150]), inv&1 != 0, true
+	}
+	v, ok := x.u16(150)
+	return uint32(v), inv&1 != 0, ok
 }

@@ -258,25 +258,17 @@ func (m *machine) applyNat(a *NatAction, hook Hook) {
 	if a.Unknown != "" {
 		return
 	}
-	switch a.Type {
-	case "dnat", "redirect":
-		if a.AddrMin.IsValid() && a.AddrMin == a.AddrMax {
-			v := a.AddrMin
-			m.pkt.dst = &v
-		}
-		if a.ProtoMin != 0 && a.ProtoMin == a.ProtoMax {
-			v := a.ProtoMin
-			m.pkt.dport = &v
-		}
-	case "snat", "masquerade":
-		if a.AddrMin.IsValid() && a.AddrMin == a.AddrMax {
-			v := a.AddrMin
-			m.pkt.src = &v
-		}
-		if a.ProtoMin != 0 && a.ProtoMin == a.ProtoMax {
-			v := a.ProtoMin
-			m.pkt.sport = &v
-		}
+	addr, port := &m.pkt.src, &m.pkt.sport
+	if a.Type == "dnat" || a.Type == "redirect" {
+		addr, port = &m.pkt.dst, &m.pkt.dport
+	}
+	if a.AddrMin.IsValid() && a.AddrMin == a.AddrMax {
+		v := a.AddrMin
+		*addr = &v
+	}
+	if a.ProtoMin != 0 && a.ProtoMin == a.ProtoMax {
+		v := a.ProtoMin
+		*port = &v
 	}
 }
 

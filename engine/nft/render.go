@@ -1436,18 +1436,8 @@ func (r *Renderer) SetElements(t *Table, s *Set) string {
 // MARK, CONNMARK and LOG targets in their usual forms. ok is false for the others.
 func (c *renderCtx) xtText(x *Xt) (string, bool) {
 	info := x.Info
-	u32 := func(off int) (uint32, bool) {
-		if off+4 > len(info) {
-			return 0, false
-		}
-		return c.f.host.Uint32(info[off:]), true
-	}
-	u16 := func(off int) (uint16, bool) {
-		if off+2 > len(info) {
-			return 0, false
-		}
-		return c.f.host.Uint16(info[off:]), true
-	}
+	xi := xtInfo{info, c.f.host}
+	u32 := xi.u32
 	states := func(mask uint32) (string, bool) {
 		// libxt_conntrack's state_xlate_print order
 		var names []string
@@ -1475,22 +1465,17 @@ func (c *renderCtx) xtText(x *Xt) (string, bool) {
 		}
 		return states(mask)
 	case "match conntrack":
-		flags, ok1 := u16(146)
-		inv, ok2 := u16(148)
-		if !ok1 || !ok2 || flags != 1 || inv != 0 || x.Rev < 2 {
+		mask, inv, ok := xi.conntrackState(x.Rev)
+		if !ok || inv {
 			return "", false
 		}
-		mask, ok := u16(150)
-		if !ok {
-			return "", false
-		}
-		switch uint32(mask) {
+		switch mask {
 		case 128:
 			return "ct status dnat", true
 		case 64:
 			return "ct status snat", true
 		}
-		return states(uint32(mask))
+		return states(mask)
 	case "target DNAT", "target SNAT", "target MASQUERADE", "target REDIRECT":
 		a, ok := xtNat(x, c.f.host, c.family == FamilyIP6)
 		if !ok {

@@ -302,32 +302,13 @@ func convert(name string, e expr.Any, attrs map[uint16][]byte) (nft.Expr, error)
 			n.Family = "ip6"
 		}
 		// The library folds the flags into booleans and drops some; keep them all.
-		if f, ok := attrs[unix.NFTA_NAT_FLAGS]; ok {
-			names, rest := nft.NatFlagNames(be32(f))
-			if rest != 0 {
-				return unknownExpr(name, nil), nil
-			}
-			n.Flags = names
-		}
-		return nft.Expr{Nat: n}, nil
+		return natFlags(name, n, attrs[unix.NFTA_NAT_FLAGS])
 	case *expr.Masq:
 		n := &nft.Nat{Type: "masquerade", RegProtoMin: x.RegProtoMin, RegProtoMax: x.RegProtoMax}
-		if f, ok := attrs[unix.NFTA_MASQ_FLAGS]; ok {
-			names, rest := nft.NatFlagNames(be32(f))
-			if rest != 0 {
-				return unknownExpr(name, nil), nil
-			}
-			n.Flags = names
-		}
-		return nft.Expr{Nat: n}, nil
+		return natFlags(name, n, attrs[unix.NFTA_MASQ_FLAGS])
 	case *expr.Redir:
 		n := &nft.Nat{Type: "redirect", RegProtoMin: x.RegisterProtoMin, RegProtoMax: x.RegisterProtoMax}
-		names, rest := nft.NatFlagNames(x.Flags)
-		if rest != 0 {
-			return unknownExpr(name, nil), nil
-		}
-		n.Flags = names
-		return nft.Expr{Nat: n}, nil
+		return natFlags(name, n, attrs[unix.NFTA_REDIR_FLAGS])
 	case *expr.Fib:
 		f := &nft.Fib{Dreg: x.Register}
 		switch {
@@ -432,6 +413,19 @@ func convert(name string, e expr.Any, attrs map[uint16][]byte) (nft.Expr, error)
 		return nft.Expr{Socket: &nft.Socket{Key: k, Level: x.Level, Dreg: x.Register}}, nil
 	}
 	return unknownExpr(name, nil), nil
+}
+
+// natFlags names a NAT expression's NF_NAT_RANGE_* flags (raw: the attribute, if any); a bit
+// the model does not know makes the expression unknown.
+func natFlags(name string, n *nft.Nat, raw []byte) (nft.Expr, error) {
+	if raw != nil {
+		names, rest := nft.NatFlagNames(be32(raw))
+		if rest != 0 {
+			return unknownExpr(name, nil), nil
+		}
+		n.Flags = names
+	}
+	return nft.Expr{Nat: n}, nil
 }
 
 // verdictFromLib names a verdict code with its chain.
