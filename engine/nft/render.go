@@ -1551,3 +1551,24 @@ func (c *renderCtx) xtText(x *Xt) (string, bool) {
 	}
 	return "", false
 }
+
+// ChainHeader prints a base chain's declaration line as `nft list` does ("type filter hook
+// input priority filter; policy drop;"), or "" for a regular chain.
+func (r *Renderer) ChainHeader(t *Table, c *Chain) string {
+	if !c.Base() {
+		return ""
+	}
+	s := fmt.Sprintf("type %s hook %s", c.Type, c.Hook)
+	switch len(c.Devices) {
+	case 0:
+	case 1:
+		s += " device " + quoteString(c.Devices[0])
+	default:
+		quoted := make([]string, len(c.Devices))
+		for i, d := range c.Devices {
+			quoted[i] = quoteString(d)
+		}
+		s += " devices = { " + strings.Join(quoted, ", ") + " }"
+	}
+	return s + " priority " + PriorityName(t.Family, c.Hook, c.Priority) + "; policy " + c.Policy + ";"
+}

@@ -66,7 +66,11 @@ func nftTexts(t *testing.T, out string) map[ruleKey]string {
 		if chain == "" {
 			continue
 		}
-		if m := ruleLine.FindStringSubmatch(line); m != nil && !strings.HasPrefix(m[1], "type ") {
+		if t := strings.TrimPrefix(line, "\t\t"); strings.HasPrefix(t, "type ") {
+			texts[ruleKey{family, table, chain, 0}] = t
+			continue
+		}
+		if m := ruleLine.FindStringSubmatch(line); m != nil {
 			h, _ := strconv.ParseUint(m[2], 10, 64)
 			texts[ruleKey{family, table, chain, h}] = m[1]
 		}
@@ -105,8 +109,13 @@ func oracle(t *testing.T, ns *lab.NS) *nft.Ruleset {
 	want := nftTexts(t, ns.Run("nft", "-a", "list", "ruleset"))
 	got := map[ruleKey]string{}
 	origin := map[ruleKey]string{}
+	render := nft.NewRenderer(rs.HostOrder)
 	for _, tb := range rs.Tables {
 		for _, c := range tb.Chains {
+			if c.Base() {
+				// handle 0: the chain's declaration line
+				got[ruleKey{string(tb.Family), tb.Name, c.Name, 0}] = render.ChainHeader(tb, c)
+			}
 			for _, r := range c.Rules {
 				k := ruleKey{string(tb.Family), tb.Name, c.Name, r.Handle}
 				got[k] = r.Text
