@@ -197,7 +197,8 @@ func dump(conn *netlink.Conn, t uint16, family uint8, attrs []netlink.Attribute)
 		var rerr error
 		if err := raw.Read(func(fd uintptr) bool {
 			n, _, _, _, rerr = unix.Recvmsg(int(fd), buf, nil, 0)
-			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
+			// a signal (EINTR) or no data yet: wait for the socket and read again
+			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK && rerr != unix.EINTR
 		}); err != nil {
 			return nil, err
 		}
@@ -253,7 +254,7 @@ func drainDump(raw syscall.RawConn, buf []byte, seq uint32, err error) ([]msg, e
 		var rerr error
 		if e := raw.Read(func(fd uintptr) bool {
 			n, _, _, _, rerr = unix.Recvmsg(int(fd), buf, nil, 0)
-			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK
+			return rerr != unix.EAGAIN && rerr != unix.EWOULDBLOCK && rerr != unix.EINTR
 		}); e != nil || rerr != nil {
 			return nil, err
 		}
