@@ -78,6 +78,12 @@ type PendingMsg struct {
 	Err     error
 }
 
+// JournalMsg delivers a journal as it is now (confirmed, rolled back by the revert timer, ...),
+// so that every page shows the apply's state as it is, not as it was when it was made.
+type JournalMsg struct {
+	Journal *kernel.Journal
+}
+
 // Status returns a command that shows a status line.
 func Status(text string) tea.Cmd {
 	return func() tea.Msg { return StatusMsg{Text: text} }

@@ -86,8 +86,18 @@ func (o *Overview) Update(msg tea.Msg) tea.Cmd {
 		}
 	case common.AnalysisMsg:
 		if msg.State == o.state {
+			// The selection stays on its finding when the list changes around it.
+			var sel string
+			if f := o.current(); f != nil {
+				sel = f.ID + "|" + f.Summary
+			}
 			o.findings, o.analysed = msg.Findings, true
 			o.selected = min(o.selected, max(len(o.findings)-1, 0))
+			for i, f := range o.findings {
+				if f.ID+"|"+f.Summary == sel {
+					o.selected = i
+				}
+			}
 		}
 	case tea.KeyPressMsg:
 		k := common.Keys
@@ -203,7 +213,13 @@ func (o *Overview) View(width, height int) string {
 					}
 				}
 				if f.Fix.Wizard != "" {
-					add("    " + st.Bold.Render("w") + " opens the " + f.Fix.Wizard + " wizard: " + strings.Join(f.Fix.Args, " "))
+					fp := planFix(st, f.Fix)
+					for i, l := range components.Wrap("w opens "+fp.Opens(), width-4, "  ") {
+						if i == 0 {
+							l = st.Bold.Render("w") + strings.TrimPrefix(l, "w")
+						}
+						add("    " + l)
+					}
 				}
 			}
 		}
