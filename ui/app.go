@@ -10,6 +10,7 @@ import (
 	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 
 	"roundtrip/engine"
 	"roundtrip/engine/kernel"
@@ -405,13 +406,13 @@ func (a *App) statusLine(width int) string {
 		case left < 0:
 			text = fmt.Sprintf("⚠ not confirmed in time: journal %s is being rolled back…", a.pending.ID)
 		}
-		return st.Warning.Render(components.Fit(" "+text, width))
+		return statusLines(st.Warning, text, width)
 	case a.loading:
 		return st.Dim.Render(components.Fit(fmt.Sprintf(" reading state of %s… %.1fs (esc cancels)", a.c.Backend.Where(), a.c.Now().Sub(a.loadStart).Seconds()), width))
 	case a.status != "" && a.statusErr:
-		return st.Error.Render(components.Fit(" "+a.status, width))
+		return statusLines(st.Error, a.status, width)
 	case a.status != "":
-		return st.Status.Render(components.Fit(" "+a.status, width))
+		return statusLines(st.Status, a.status, width)
 	case a.analysing:
 		return st.Dim.Render(components.Fit(" indexing routes and checking the host…", width))
 	}
@@ -421,6 +422,23 @@ func (a *App) statusLine(width int) string {
 		where += " · " + ro
 	}
 	return st.Dim.Render(components.Fit(" "+where, width))
+}
+
+// statusMax is how many lines a long status message may take (a path, an error with its
+// context): it is read whole rather than cut.
+const statusMax = 3
+
+// statusLines wraps a status message to the width, in up to statusMax lines.
+func statusLines(style lipgloss.Style, text string, width int) string {
+	lines := components.Wrap(text, width-1, "  ")
+	if len(lines) > statusMax {
+		lines = lines[:statusMax]
+		lines[statusMax-1] = components.Cut(lines[statusMax-1]+" …", width-1)
+	}
+	for i, l := range lines {
+		lines[i] = style.Render(components.Fit(" "+l, width))
+	}
+	return strings.Join(lines, "\n")
 }
 
 // Render draws the whole screen as text (View wraps it; tests compare it with golden files).
@@ -434,7 +452,8 @@ func (a *App) Render() string {
 	bar := a.tabs.View(st, w, right)
 	a.help.SetWidth(w - 1)
 	helpLines := strings.Split(a.help.ShortHelpView(a.ShortHelp()), "\n")
-	pageH := max(h-2-len(helpLines), 1)
+	status := a.statusLine(w)
+	pageH := max(h-1-strings.Count(status, "\n")-1-len(helpLines), 1)
 	var body string
 	switch {
 	case a.showHelp:
@@ -451,7 +470,7 @@ func (a *App) Render() string {
 	for i, l := range helpLines {
 		helpLines[i] = components.Fit(" "+l, w)
 	}
-	return bar + "\n" + body + "\n" + a.statusLine(w) + "\n" + strings.Join(helpLines, "\n")
+	return bar + "\n" + body + "\n" + status + "\n" + strings.Join(helpLines, "\n")
 }
 
 // View implements tea.Model.

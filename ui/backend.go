@@ -144,8 +144,8 @@ func (b *LiveBackend) Conntrack(ctx context.Context, max int) ([]kernel.Conntrac
 }
 
 // Capture implements common.Backend.
-func (b *LiveBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
-	return diagnose.Capture(ctx, diagnose.CaptureOptions{Namespace: b.NS, Filter: filter}, emit)
+func (b *LiveBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+	return diagnose.Capture(ctx, diagnose.CaptureOptions{Namespace: b.NS, Filter: filter, Ready: ready}, emit)
 }
 
 // SnapshotBackend answers from a snapshot file: everything can be looked at, nothing changed.
@@ -219,6 +219,6 @@ func (b *SnapshotBackend) Conntrack(context.Context, int) ([]kernel.ConntrackEnt
 }
 
 // Capture implements common.Backend.
-func (b *SnapshotBackend) Capture(context.Context, *kernel.CaptureFilter, func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (b *SnapshotBackend) Capture(context.Context, *kernel.CaptureFilter, func(), func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	return nil, errors.New("a snapshot has no packets to capture: run roundtrip on the host")
 }

@@ -269,13 +269,14 @@ func (f *fakeBackend) Conntrack(ctx context.Context, max int) ([]kernel.Conntrac
 	return append([]kernel.ConntrackEntry(nil), f.conntrack...), kernel.ConntrackStats{Count: len(f.conntrack), Max: 262144}, nil
 }
 
-func (f *fakeBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (f *fakeBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	if !f.live {
 		f.t.Errorf("Capture called on a snapshot")
 	}
 	f.mu.Lock()
 	f.filters = append(f.filters, filter)
 	f.mu.Unlock()
+	ready()
 	for _, ev := range f.events {
 		if err := emit(ev); err != nil {
 			return nil, err

@@ -50,8 +50,9 @@ type Backend interface {
 	// Conntrack lists up to max entries of the connection tracking table, with its size.
 	Conntrack(ctx context.Context, max int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error)
 	// Capture watches the packets that pass filter on every interface, correlated into
-	// connections, until ctx ends; emit gets every packet and finding as it happens.
-	Capture(ctx context.Context, filter *kernel.CaptureFilter, emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error)
+	// connections, until ctx ends; ready is called once packets are kept (the capture runs),
+	// and emit gets every packet and finding as it happens.
+	Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error)
 }
 
 // ErrReadOnly is returned by a backend that cannot change anything.

@@ -70,6 +70,7 @@ func rowKey(id string, proto int, client netip.Addr, dst netip.AddrPort) string 
 // capturePane is the state of the live capture.
 type capturePane struct {
 	on      bool
+	running bool // the kernel keeps the packets: a client started now is seen whole
 	gen     int
 	cancel  context.CancelFunc
 	started time.Time
@@ -88,6 +89,13 @@ type capturePane struct {
 
 // captureTick redraws the running capture's clock.
 type captureTick struct{ gen int }
+
+// captureReadyMsg says that the capture runs: from now on its packets are kept.
+type captureReadyMsg struct {
+	gen int
+	ch  chan tea.Msg
+	at  time.Time
+}
 
 type traceMsg struct {
 	gen   int
@@ -354,6 +362,11 @@ func (p *Diagnose) Update(msg tea.Msg) tea.Cmd {
 		p.captureEvent(msg.ev)
 		p.capture.setProgress(msg.progress)
 		return waitOn(msg.ch)
+	case captureReadyMsg:
+		if msg.gen == p.capture.gen && p.capture.on {
+			p.capture.running, p.capture.started = true, msg.at
+		}
+		return waitOn(msg.ch)
 	case captureTick:
 		if msg.gen == p.capture.gen && p.capture.on {
 			return p.c.After(time.Second, captureTick{gen: msg.gen})
@@ -441,7 +454,7 @@ func (p *Diagnose) startCapture() tea.Cmd {
 	ctx, cancel := context.WithCancel(p.c.Ctx)
 	p.capture = capturePane{on: true, gen: p.capture.gen + 1, cancel: cancel, started: p.c.Now(),
 		counts: map[string]*[2]int{}, ch: make(chan tea.Msg, 1024)}
-	gen, ch, b := p.capture.gen, p.capture.ch, p.c.Backend
+	gen, ch, b, now := p.capture.gen, p.capture.ch, p.c.Backend, p.c.Now
 	filter := captureFilter(p.req, p.res)
 	go func() {
 		var dropped int
@@ -449,7 +462,8 @@ func (p *Diagnose) startCapture() tea.Cmd {
 		count := func() captureProgress {
 			return captureProgress{completed: prog.Completed(), failed: prog.Failed(), tcp: prog.TCP()}
 		}
-		sum, err := b.Capture(ctx, filter, func(ev diagnose.Event) error {
+		ready := func() { ch <- captureReadyMsg{gen: gen, ch: ch, at: now()} }
+		sum, err := b.Capture(ctx, filter, ready, func(ev diagnose.Event) error {
 			// Counted before anything is dropped, so that the verdict holds every packet.
 			prog.Observe(ev)
 			m := captureEventMsg{gen: gen, ch: ch, ev: ev, progress: count()}
@@ -869,7 +883,10 @@ func (p *Diagnose) captureView(width, height int) string {
 	st := p.c.Styles
 	cp := &p.capture
 	state := "stopped (c starts again)"
-	if cp.on {
+	switch {
+	case cp.on && !cp.running:
+		state = "starting: opening the capture… (c stops)"
+	case cp.on:
 		state = fmt.Sprintf("running %s (c stops)", p.c.Now().Sub(cp.started).Truncate(time.Second))
 	}
 	head := fmt.Sprintf(" Live capture  %s", state)
@@ -883,7 +900,10 @@ func (p *Diagnose) captureView(width, height int) string {
 		n := cp.counts[i]
 		counts = append(counts, fmt.Sprintf("%s in %d out %d", i, n[0], n[1]))
 	}
-	if len(counts) == 0 {
+	switch {
+	case len(counts) == 0 && cp.on && !cp.running:
+		counts = []string{"start the client once the capture runs: packets before are not seen"}
+	case len(counts) == 0:
 		counts = []string{"no packets of the flow yet: start the client"}
 	}
 	lines = append(lines, components.Cut("  "+strings.Join(counts, "   "), width))

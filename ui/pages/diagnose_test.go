@@ -17,7 +17,8 @@ import (
 // waitingBackend captures nothing until its context ends: a client that has not started yet.
 type waitingBackend struct{ nopBackend }
 
-func (waitingBackend) Capture(ctx context.Context, _ *kernel.CaptureFilter, _ func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (waitingBackend) Capture(ctx context.Context, _ *kernel.CaptureFilter, ready func(), _ func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+	ready()
 	<-ctx.Done()
 	return &diagnose.CaptureSummary{}, nil
 }
@@ -43,8 +44,23 @@ func TestCaptureClockRunsWithoutPackets(t *testing.T) {
 	if p.Result() == nil {
 		t.Fatal("no trace")
 	}
-	p.Update(tea.KeyPressMsg{Code: 'c', Text: "c"}) // the wait on the capture's channel is not run
+	start := p.Update(tea.KeyPressMsg{Code: 'c', Text: "c"})
 	defer p.stopCapture()
+	if v := p.View(80, 24); !strings.Contains(v, "starting") {
+		t.Fatalf("before the kernel keeps packets the capture says it runs:\n%s", v)
+	}
+	// The first message of the capture's channel: it runs. (The next wait would block: the
+	// capture sees nothing.)
+	switch m := start().(type) {
+	case tea.BatchMsg:
+		for _, cmd := range m {
+			if cmd != nil {
+				p.Update(cmd())
+			}
+		}
+	default:
+		p.Update(m)
+	}
 	for sec := 1; sec <= 3; sec++ {
 		var tick tea.Msg
 		for _, m := range timers {
