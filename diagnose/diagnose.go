@@ -158,15 +158,24 @@ func FlowCaptureFilter(req engine.TraceRequest, tr *engine.TraceResult, anyClien
 	}
 	proto := uint8(req.Proto)
 	filter := kernel.FlowFilter(proto, client(req.Src), req.Dst)
+	// A flow is added in both directions: one that is already there either way (a leg
+	// without NAT is the request itself) only makes the kernel's program longer.
+	seen := map[[2]netip.AddrPort]bool{{client(req.Src), req.Dst}: true}
+	add := func(src, dst netip.AddrPort) {
+		if !seen[[2]netip.AddrPort{src, dst}] && !seen[[2]netip.AddrPort{dst, src}] {
+			seen[[2]netip.AddrPort{src, dst}] = true
+			filter.AddFlow(proto, src, dst)
+		}
+	}
 	if tr == nil {
 		return filter
 	}
 	// The client is the forward leg's source and the reply leg's destination.
 	if l := tr.Forward; l.Packet.Dst.Addr().IsValid() {
-		filter.AddFlow(proto, client(l.Packet.Src), unspecifiedAsAny(l.Packet.Dst))
+		add(client(l.Packet.Src), unspecifiedAsAny(l.Packet.Dst))
 	}
 	if l := tr.Reply; l != nil && l.Packet.Dst.Addr().IsValid() {
-		filter.AddFlow(proto, unspecifiedAsAny(l.Packet.Src), client(l.Packet.Dst))
+		add(unspecifiedAsAny(l.Packet.Src), client(l.Packet.Dst))
 	}
 	return filter
 }

@@ -52,8 +52,9 @@ type Table struct {
 }
 
 // keySearch bounds how far from the old position SetRows looks for the selected row: a
-// refresh moves rows by a few places, and a million-row table must not be walked per frame.
-const keySearch = 50000
+// refresh moves rows by a few places, and a million-row table must not be walked per
+// keystroke of a filter that left the row out.
+const keySearch = 10000
 
 // NewTable returns a focused table.
 func NewTable(st *common.Styles, cols ...Column) *Table {

@@ -3,6 +3,7 @@ package pages
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -81,8 +82,16 @@ func NewRouting(c *common.Common) *Routing {
 	)
 	p.routes.Cell = p.routeCells
 	p.routes.Key = func(i int) string {
+		// What tells routes of a table apart, formatted cheaply: SetRows may ask thousands.
 		r := &p.state.Routes[p.rows[i]]
-		return fmt.Sprintf("%d %s %s %d %d", r.Table, r.Type, r.Dst, r.TOS, r.Metric)
+		b := r.Dst.AppendTo(make([]byte, 0, 48))
+		b = append(b, ' ')
+		b = append(b, r.Type...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(r.Metric), 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(r.TOS), 10)
+		return string(b)
 	}
 	p.routes.Empty = "no routes"
 	filter := components.NewText(c.Styles, "filter", "Filter", "", "address, prefix, dev NAME, via GW, type; enter keeps, esc clears", nil)
