@@ -24,6 +24,20 @@ func line(screen, s string) string {
 	return ""
 }
 
+// startTUI runs script (the console and what follows it) in an 80×24 tmux session on a tmux
+// server of the test's own, ended with the test along with anything left of bin.
+func startTUI(t *testing.T, name, bin, script string) *tmuxSession {
+	s := &tmuxSession{t: t, socket: fmt.Sprintf("%s-%d", name, os.Getpid())}
+	t.Cleanup(func() {
+		s.tmux("kill-server")
+		killStrays(t, bin)
+	})
+	if out, err := s.tmux("new-session", "-d", "-s", "tui", "-x", "80", "-y", "24", "sh", "-c", script); err != nil {
+		t.Fatalf("starting tmux: %v: %s", err, out)
+	}
+	return s
+}
+
 // escape sends Escape and waits until gone is off the screen: an escape followed at once by
 // another key reads as alt+that key, as in any terminal program.
 func (s *tmuxSession) escape(gone string) {
@@ -77,14 +91,7 @@ func TestPrivilegedTUIOperatorDay(t *testing.T) {
 	stateDir, saveDir := t.TempDir(), t.TempDir()
 	script := fmt.Sprintf("cd %s && env %s=%s %s=%s ip netns exec %s %s; echo console exited $?; sleep 60",
 		saveDir, kernel.StateDirEnv, stateDir, kernel.IPRoute2DirEnv, t.TempDir(), c.Server.Name, bin)
-	s := &tmuxSession{t: t, socket: fmt.Sprintf("rt-day-%d", os.Getpid())}
-	t.Cleanup(func() {
-		s.tmux("kill-server")
-		killStrays(t, bin)
-	})
-	if out, err := s.tmux("new-session", "-d", "-s", "tui", "-x", "80", "-y", "24", "sh", "-c", script); err != nil {
-		t.Fatalf("starting tmux: %v: %s", err, out)
-	}
+	s := startTUI(t, "rt-day", bin, script)
 	// OSC 52 from the console lands in tmux's paste buffers.
 	if out, err := s.tmux("set-option", "-s", "set-clipboard", "on"); err != nil {
 		t.Fatalf("tmux set-clipboard: %v: %s", err, out)
@@ -277,14 +284,7 @@ func TestPrivilegedTUINoColorFields(t *testing.T) {
 	ns := lab.New(t).NS("nocolor")
 	script := fmt.Sprintf("env NO_COLOR=1 %s=%s ip netns exec %s %s; echo console exited $?; sleep 60",
 		kernel.StateDirEnv, t.TempDir(), ns.Name, bin)
-	s := &tmuxSession{t: t, socket: fmt.Sprintf("rt-nocolor-%d", os.Getpid())}
-	t.Cleanup(func() {
-		s.tmux("kill-server")
-		killStrays(t, bin)
-	})
-	if out, err := s.tmux("new-session", "-d", "-s", "tui", "-x", "80", "-y", "24", "sh", "-c", script); err != nil {
-		t.Fatalf("starting tmux: %v: %s", err, out)
-	}
+	s := startTUI(t, "rt-nocolor", bin, script)
 	s.waitFor("state read", 20*time.Second, "1 Overview", "127.0.0.1/8")
 	s.keys(false, "2", "/")
 	s.keys(true, "127.0")
