@@ -610,7 +610,6 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 		// OSC 52 puts it in the terminal's clipboard, through SSH and tmux; terminals that do
 		// not take it leave the box to copy from.
 		return tea.Batch(tea.SetClipboard(p.copyText), common.Status("copied to the clipboard (OSC 52): "+p.copyText))
-
 	case p.pane == paneHistory && key.Matches(msg, common.Keys.Up):
 		p.histSel = max(p.histSel-1, 0)
 	case p.pane == paneHistory && key.Matches(msg, common.Keys.Down):
