@@ -185,7 +185,6 @@ func (p *Diagnose) Findings() []engine.Finding {
 // LiveCount returns how many connections the capture saw the listed finding i in.
 func (p *Diagnose) LiveCount(i int) int { return p.findings[i].live }
 
-
 // Editing reports whether the flow form has the keyboard.
 func (p *Diagnose) Editing() bool { return p.editing }
 
