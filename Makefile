@@ -1,10 +1,16 @@
+.PHONY: test bench bench-quick bench-dualwan generate
+
+# The README's test command (installs what the tests need when run as root, runs every test and
+# lists the skipped ones); ./test.sh works without make, which a fresh machine lacks.
+test:
+	./test.sh $(TESTFLAGS)
+
 # Benchmarks: roundtrip against ip -batch, ip route add, ip -j, ip route get, conntrack -L and
 # tcpdump at real sizes, in network namespaces the benchmark creates and deletes itself (also on
 # Ctrl-C). Run as root. Add flags of the bench command with BENCHFLAGS, for example
 #   make bench BENCHFLAGS='-runs 5 -only load,snapshot'
 # (go run ./cmd/roundtrip-bench -h lists them).
-.PHONY: bench bench-quick bench-dualwan
-
+#
 # The full run, written into BENCHMARKS.md (between its generated-block markers): route loads
 # of 10k, 100k and 1M routes, a 1M-route snapshot and lookups, 262144 conntrack entries,
 # capture at 100-300k pps and the dual-WAN comparison with a 10k-CIDR list. About 15-20 minutes;
@@ -21,3 +27,13 @@ bench-quick:
 # Only seed case 2's question: which dual-WAN method forwards fastest, with a 10k-CIDR list.
 bench-dualwan:
 	go run ./cmd/roundtrip-bench -o - -only dualwan $(BENCHFLAGS)
+
+# The BPF program of engine/kernel/dropwatch (skb:kfree_skb drop reasons), compiled from C by
+# bpf2go into objects and Go wrappers that are committed, so `go build` needs no clang. Rerun
+# after changing engine/kernel/dropwatch/bpf/*. Needs clang and libbpf's headers:
+#   apt-get install -y clang llvm libbpf-dev
+# Debian 12's clang-14 (the `clang` package) compiled the committed objects; another clang is
+# chosen with BPF2GO_CC, for example: make generate BPF2GO_CC=clang-19.
+BPF2GO_CC ?= clang
+generate:
+	BPF2GO_CC=$(BPF2GO_CC) go generate ./engine/kernel/dropwatch/...

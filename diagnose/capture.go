@@ -246,6 +246,13 @@ func (s *session) hostConfig(ctx context.Context, cfg *CorrelateConfig) {
 		}
 		return ExplainWithTrace(st, t, iif)
 	}
+	cfg.Complete = func(f *Finding) {
+		st, err := s.hostState(ctx)
+		if err != nil {
+			return // the fix made from the packets stands
+		}
+		CompleteFix(st, f)
+	}
 }
 
 // hostState reads the namespace's state, at most once a second.

@@ -32,9 +32,10 @@ func BenchmarkPrivilegedCaptureBurst(b *testing.B) {
 		burst  = 300000
 		filter = "udp and port 9999"
 	)
+	lab.RequireTool(b, "tcpdump") // to compare with
 	tcpdump, err := exec.LookPath("tcpdump")
 	if err != nil {
-		b.Skip("needs tcpdump (apt-get install tcpdump) to compare with")
+		b.Fatal(err)
 	}
 	l := lab.New(b)
 	src, dst := lab.Host(l, "src", false), lab.Host(l, "dst", false)

@@ -74,10 +74,10 @@ func ListConntrack(ctx context.Context, opts ConntrackOptions, w io.Writer) (*Co
 				}{"event", ev})
 			}
 			if ev.Type == kernel.EventLost {
-				_, err := fmt.Fprintf(w, "%s [LOST] the kernel dropped events: roundtrip read them too slowly\n", ev.Time.Format("15:04:05.000000"))
+				_, err := engine.TermFprintf(w, "%s [LOST] the kernel dropped events: roundtrip read them too slowly\n", ev.Time.Format("15:04:05.000000"))
 				return err
 			}
-			_, err := fmt.Fprintf(w, "%s %-8s %s\n", ev.Time.Format("15:04:05.000000"), "["+strings.ToUpper(ev.Type)+"]", EntryLine(&ev.Entry))
+			_, err := engine.TermFprintf(w, "%s %-8s %s\n", ev.Time.Format("15:04:05.000000"), "["+strings.ToUpper(ev.Type)+"]", EntryLine(&ev.Entry))
 			return err
 		})
 	} else {
@@ -94,7 +94,7 @@ func ListConntrack(ctx context.Context, opts ConntrackOptions, w io.Writer) (*Co
 						Entry *kernel.ConntrackEntry `json:"entry"`
 					}{"entry", e})
 				}
-				_, err := fmt.Fprintln(w, EntryLine(e))
+				_, err := fmt.Fprintln(w, engine.TermSafe(EntryLine(e)))
 				return err
 			})
 		}
@@ -116,20 +116,20 @@ func RenderConntrackStats(w io.Writer, s *kernel.ConntrackStats) {
 	if s.Max > 0 {
 		pct = 100 * float64(s.Count) / float64(s.Max)
 	}
-	fmt.Fprintf(w, "conntrack: %d of %d entries (%.1f%%)", s.Count, s.Max, pct)
+	engine.TermFprintf(w, "conntrack: %d of %d entries (%.1f%%)", s.Count, s.Max, pct)
 	if s.Buckets > 0 {
-		fmt.Fprintf(w, ", %d buckets", s.Buckets)
+		engine.TermFprintf(w, ", %d buckets", s.Buckets)
 	}
 	if s.Full() {
 		fmt.Fprint(w, " FULL: new connections are dropped")
 	}
 	fmt.Fprintln(w)
 	if s.Unavailable != "" {
-		fmt.Fprintf(w, "  drop counters unavailable: %s\n", s.Unavailable)
+		engine.TermFprintf(w, "  drop counters unavailable: %s\n", s.Unavailable)
 		return
 	}
 	t := s.Total
-	fmt.Fprintf(w, "  drops: drop %d, early_drop %d, insert_failed %d, invalid %d, error %d (all CPUs)\n",
+	engine.TermFprintf(w, "  drops: drop %d, early_drop %d, insert_failed %d, invalid %d, error %d (all CPUs)\n",
 		t.Drop, t.EarlyDrop, t.InsertFailed, t.Invalid, t.Error)
 }
 

@@ -36,6 +36,9 @@ type CorrelateConfig struct {
 	Lookup func(kernel.ConntrackTuple) (*kernel.ConntrackEntry, bool)
 	// Explain says why a packet that came in on iif was not forwarded (the trace engine).
 	Explain func(t kernel.ConntrackTuple, iif string) (Explanation, bool)
+	// Complete, when set, completes a finding's fix with what the host's state knows (the
+	// gateway of an uplink, connmark for forwarded flows) before the finding is reported.
+	Complete func(f *Finding)
 	// MaxConns bounds the connections kept (default 16384, a few KiB each); the oldest are
 	// forgotten first.
 	MaxConns int
@@ -187,7 +190,7 @@ func (c *Correlator) Packet(p *Packet) []Finding {
 	if created || newLeg || len(cn.retx) != retx || p.Flags&tcpRST != 0 {
 		out = append(out, c.evaluate(cn, p.Time)...)
 	}
-	return out
+	return c.record(out)
 }
 
 func (c *Correlator) newConn(k kernel.ConntrackTuple, p *Packet) *conn {
@@ -249,7 +252,7 @@ func (c *Correlator) lookup(t kernel.ConntrackTuple, now time.Time) (*kernel.Con
 // Conntrack adds a conntrack entry (from an event or a lookup): packets of its original and
 // reply tuples become one connection.
 func (c *Correlator) Conntrack(e kernel.ConntrackEntry, now time.Time) []Finding {
-	return c.link(&e, now)
+	return c.record(c.link(&e, now))
 }
 
 func (c *Correlator) link(e *kernel.ConntrackEntry, now time.Time) []Finding {
@@ -483,9 +486,15 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 				fmt.Sprintf("%s came in on %s", in.What(), in.Iface),
 				fmt.Sprintf("%s left by %s", out2.What(), out2.Iface),
 				fmt.Sprintf("the reply's source %s is what the client sees; a NAT or stateful firewall in front of %s never sees the reply and the client drops or resets it", kernel.Endpoint(out2.Proto, out2.Src), f.Ingress))
+			// The gateway of the uplink is the wizard's to find (or the trace's, in Complete);
+			// a forwarded reply has no local address to choose a table by: connmark.
+			args := []string{"--uplink", f.Ingress}
+			if len(l.reqOut) > 0 {
+				args = append(args, "--mode", "connmark")
+			}
 			f.Fix = engine.Fix{
-				Summary: fmt.Sprintf("route replies back out of the interface the request came in on: a routing table per uplink and `ip rule add from <address on %s> table <its table>`, or mark connections by ingress (CONNMARK) and route by fwmark", f.Egress),
-				Wizard:  engine.WizardSourceReturn,
+				Summary: fmt.Sprintf("route replies back out of the interface the request came in on: a routing table per uplink and `ip rule add from <address on %s> table <its table>`, or mark connections by ingress (CONNMARK) and route by fwmark", f.Ingress),
+				Wizard:  engine.WizardSourceReturn, Args: args,
 			}
 			out = append(out, f)
 		case len(l.reqOut) > 0 && len(l.repIn) > 0 && !c.sharesIface(l.reqOut, l.repIn):
@@ -498,7 +507,8 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 				fmt.Sprintf("%s left by %s", o.What(), o.Iface),
 				fmt.Sprintf("%s came in on %s", in.What(), in.Iface),
 				fmt.Sprintf("strict rp_filter on %s drops such replies; a stateful firewall on the way may too", f.Ingress))
-			f.Fix = engine.Fix{Summary: "make the request leave by the interface its replies come back on (policy routing by source), or loosen rp_filter on " + f.Ingress, Wizard: engine.WizardSourceReturn}
+			f.Fix = engine.Fix{Summary: "make the request leave by the interface its replies come back on (policy routing by source), or loosen rp_filter on " + f.Ingress,
+				Wizard: engine.WizardSourceReturn, Args: []string{"--uplink", f.Ingress}}
 			out = append(out, f)
 		}
 	}
@@ -594,7 +604,7 @@ func (c *Correlator) Tick(now time.Time) []Finding {
 		out = append(out, c.checkTimed(cn, now)...)
 	}
 	slices.SortFunc(out, func(a, b Finding) int { return a.Conn - b.Conn })
-	return out
+	return c.record(out)
 }
 
 func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
@@ -681,13 +691,17 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 		if cn.ct != nil && cn.ct.DNAT() && !cn.ct.SNAT() {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("the connection is DNATed (to %s) but not SNATed: the reply goes from %s straight to %s, which expects %s and drops or resets it (reply bypasses NAT)",
 				kernel.Endpoint(o.Proto, cn.ct.Reply.Src), kernel.Endpoint(o.Proto, cn.ct.Reply.Src), client, kernel.Endpoint(o.Proto, cn.ct.Orig.Dst)))
-			f.Fix = engine.Fix{
-				Summary: fmt.Sprintf("also SNAT the forwarded traffic to this host's address so the reply comes back through it: iptables -t nat -A POSTROUTING -d %s -p %s --dport %d -j SNAT --to-source %s",
-					cn.ct.Reply.Src.Addr(), engine.ProtoName(int(o.Proto)), cn.ct.Reply.Src.Port(), cn.ct.Orig.Dst.Addr()),
-				Wizard: engine.WizardPortForward,
-			}
+			f.Fix = engine.PortForwardFix(fmt.Sprintf("also SNAT the forwarded traffic to this host's address so the reply comes back through it: %s -t nat -A POSTROUTING -d %s -p %s --dport %d -j SNAT --to-source %s",
+				iptablesCmd(cn.ct.Orig.Dst.Addr()), cn.ct.Reply.Src.Addr(), engine.ProtoName(int(o.Proto)), cn.ct.Reply.Src.Port(), cn.ct.Orig.Dst.Addr()),
+				engine.PortForwardArgs(int(o.Proto), f.Ingress, cn.ct.Orig.Dst, cn.ct.Reply.Src))
 		} else {
-			f.Fix = engine.Fix{Summary: fmt.Sprintf("check that %s answers and that its route back to %s points at this host; otherwise SNAT the forwarded traffic to this host's address", o.Dst.Addr(), o.Src.Addr()), Wizard: engine.WizardSNATGateway}
+			f.Fix = engine.Fix{Summary: fmt.Sprintf("check that %s answers and that its route back to %s points at this host; otherwise SNAT the forwarded traffic to this host's address", o.Dst.Addr(), o.Src.Addr()), Args: []string{}}
+			if f.Ingress != f.Egress && o.Dst.Addr().Is4() {
+				f.Fix.Wizard, f.Fix.Args = engine.WizardSNATGateway, []string{"--in", f.Ingress, "--out", f.Egress}
+			} else {
+				// One arm, or IPv6: no gateway for the wizard to set up; the rule is the fix.
+				f.Fix.Summary += fmt.Sprintf(": %s -t nat -A POSTROUTING -s %s -d %s -o %s -j MASQUERADE", iptablesCmd(o.Dst.Addr()), o.Src.Addr(), o.Dst.Addr(), f.Egress)
+			}
 		}
 		return []Finding{f}
 	}
@@ -759,11 +773,22 @@ func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) 
 		fmt.Sprintf("%s on %s %s", request.What(), request.Iface, request.Dir),
 		fmt.Sprintf("%s on %s %s", reply.What(), reply.Iface, reply.Dir),
 		"the server behind a DNAT answered the client directly: its reply never went back through the NAT, so its source was never rewritten")
-	f.Fix = engine.Fix{
-		Summary: fmt.Sprintf("on the host that DNATs %s, also SNAT the forwarded traffic to its own address so that replies return through it", kernel.Endpoint(request.Proto, request.Dst)),
-		Wizard:  engine.WizardPortForward,
+	// This host DNATs when conntrack says so; otherwise the NAT is another host's, and the
+	// wizard runs there: the client spoke to request.Dst, the backend answered from reply.Src.
+	listen, backend, in, where := request.Dst, reply.Src, "", "on the host that DNATs "+kernel.Endpoint(request.Proto, request.Dst)
+	if req.ct != nil && req.ct.DNAT() {
+		listen, backend, in, where = req.ct.Orig.Dst, req.ct.Reply.Src, c.cfg.L3(request.Iface), "on this host, which DNATs "+kernel.Endpoint(request.Proto, request.Dst)
 	}
+	f.Fix = engine.PortForwardFix(where+": also SNAT the forwarded traffic to its own address so that replies return through it",
+		engine.PortForwardArgs(int(request.Proto), in, listen, backend))
 	return f, true
+}
+
+func iptablesCmd(a netip.Addr) string {
+	if a.Is4() {
+		return "iptables"
+	}
+	return "ip6tables"
 }
 
 // finding starts a finding about a connection and marks it reported.
@@ -781,10 +806,22 @@ func (c *Correlator) finding(cn *conn, id, severity string, now time.Time, summa
 		Conntrack: cn.ct,
 	}
 	c.counts[severity]++
-	if len(c.findings) < maxFindings {
-		c.findings = append(c.findings, f)
-	}
 	return f
+}
+
+// record completes the findings that are about to be reported and keeps them for Findings. A
+// finding is only kept once it is whole: the evidence and the fix are added after finding()
+// starts it.
+func (c *Correlator) record(out []Finding) []Finding {
+	for i := range out {
+		if c.cfg.Complete != nil {
+			c.cfg.Complete(&out[i])
+		}
+		if len(c.findings) < maxFindings {
+			c.findings = append(c.findings, out[i])
+		}
+	}
+	return out
 }
 
 // Findings returns the findings made so far (the first 10000 of them).

@@ -299,10 +299,10 @@ func RenderVerdict(w io.Writer, v *Verdict) {
 	if len(v.Conntrack) > 0 {
 		fmt.Fprintln(w, "conntrack entries of the flow:")
 		for i := range v.Conntrack {
-			fmt.Fprintf(w, "  %s\n", EntryLine(&v.Conntrack[i]))
+			engine.TermFprintf(w, "  %s\n", EntryLine(&v.Conntrack[i]))
 		}
 	}
-	fmt.Fprintf(w, "verdict: %s: %s\n", v.Outcome, v.Summary)
+	engine.TermFprintf(w, "verdict: %s: %s\n", v.Outcome, v.Summary)
 }
 
 // RenderSummary writes the end of a capture: the connections, the kernel's counters and the
@@ -310,33 +310,33 @@ func RenderVerdict(w io.Writer, v *Verdict) {
 func RenderSummary(w io.Writer, s *CaptureSummary) {
 	const maxShown = 50
 	if len(s.Conns) > 0 {
-		fmt.Fprintf(w, "connections (%d):\n", len(s.Conns))
+		engine.TermFprintf(w, "connections (%d):\n", len(s.Conns))
 	}
 	for i, c := range s.Conns {
 		if i == maxShown {
-			fmt.Fprintf(w, "  ... and %d more (--json lists all)\n", len(s.Conns)-maxShown)
+			engine.TermFprintf(w, "  ... and %d more (--json lists all)\n", len(s.Conns)-maxShown)
 			break
 		}
 		state := "incomplete"
 		if c.Completed {
 			state = "completed"
 		}
-		fmt.Fprintf(w, "  conn %d %s: %d packets, %s; path %s\n", c.ID, c.Flow, c.Packets, state, strings.Join(c.Path, ", "))
+		engine.TermFprintf(w, "  conn %d %s: %d packets, %s; path %s\n", c.ID, c.Flow, c.Packets, state, strings.Join(c.Path, ", "))
 		if c.Conntrack != nil {
-			fmt.Fprintf(w, "    conntrack %s\n", EntryLine(c.Conntrack))
+			engine.TermFprintf(w, "    conntrack %s\n", EntryLine(c.Conntrack))
 		}
 		if len(c.Findings) > 0 {
-			fmt.Fprintf(w, "    findings: %s\n", strings.Join(c.Findings, ", "))
+			engine.TermFprintf(w, "    findings: %s\n", strings.Join(c.Findings, ", "))
 		}
 	}
 	k := s.Kernel
-	fmt.Fprintf(w, "captured %d packets on %d interfaces; kernel: %d matched the filter, %d dropped (ring full), %d ring freezes\n",
+	engine.TermFprintf(w, "captured %d packets on %d interfaces; kernel: %d matched the filter, %d dropped (ring full), %d ring freezes\n",
 		s.Packets, len(s.Interfaces), k.KernelPackets, k.KernelDrops, k.QueueFreezes)
 	if s.ConntrackEventsLost > 0 {
-		fmt.Fprintf(w, "conntrack events lost %d times (socket buffer overrun): correlation may miss NAT links\n", s.ConntrackEventsLost)
+		engine.TermFprintf(w, "conntrack events lost %d times (socket buffer overrun): correlation may miss NAT links\n", s.ConntrackEventsLost)
 	}
 	if s.Conntrack != nil {
 		RenderConntrackStats(w, s.Conntrack)
 	}
-	fmt.Fprintf(w, "findings: %d error(s), %d warning(s)\n", s.Counts[engine.SeverityError], s.Counts[engine.SeverityWarning])
+	engine.TermFprintf(w, "findings: %d error(s), %d warning(s)\n", s.Counts[engine.SeverityError], s.Counts[engine.SeverityWarning])
 }

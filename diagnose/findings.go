@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,23 +52,26 @@ type Finding struct {
 
 // Render writes the finding for a person.
 func (f *Finding) Render(w io.Writer) {
-	fmt.Fprintf(w, "FINDING %s (%s) conn %d: %s\n", f.ID, f.Severity, f.Conn, f.Summary)
+	engine.TermFprintf(w, "FINDING %s (%s) conn %d: %s\n", f.ID, f.Severity, f.Conn, f.Summary)
 	if f.Cause != "" {
-		fmt.Fprintf(w, "  cause: %s\n", f.Cause)
+		engine.TermFprintf(w, "  cause: %s\n", f.Cause)
 	}
 	for _, e := range f.Evidence {
-		fmt.Fprintf(w, "  evidence: %s\n", e)
+		engine.TermFprintf(w, "  evidence: %s\n", e)
 	}
 	if f.Conntrack != nil {
-		fmt.Fprintf(w, "  conntrack: %s\n", f.Conntrack)
+		engine.TermFprintf(w, "  conntrack: %s\n", f.Conntrack)
 	}
 	for i := range f.Packets {
-		fmt.Fprintf(w, "    %s\n", f.Packets[i].String())
+		engine.TermFprintf(w, "    %s\n", f.Packets[i].String())
 	}
 	if f.Fix.Summary != "" {
-		fmt.Fprintf(w, "  fix: %s\n", f.Fix.Summary)
-		if f.Fix.Wizard != "" {
-			fmt.Fprintf(w, "  wizard: %s\n", strings.TrimSpace("roundtrip "+f.Fix.Wizard+" "+strings.Join(f.Fix.Args, " ")))
+		engine.TermFprintf(w, "  fix: %s\n", f.Fix.Summary)
+	}
+	if lines := f.Fix.CommandLines("  run: ", "         ", 80); len(lines) > 0 {
+		fmt.Fprintln(w, engine.TermSafeLines(strings.Join(lines, "\n")))
+		if f.Fix.Missing != "" {
+			engine.TermFprintf(w, "       missing: %s\n", f.Fix.Missing)
 		}
 	}
 }
@@ -98,6 +102,34 @@ func ExplainWithTrace(s *engine.State, t kernel.ConntrackTuple, iif string) (Exp
 		}
 	}
 	return Explanation{}, false
+}
+
+// modelTwins are the trace findings that see, in the model, what a live finding saw on the wire.
+var modelTwins = map[string][]string{
+	FindingAsymmetricReturn: {engine.FindingAsymmetricReturn},
+	FindingReplyNotSeen:     {engine.FindingNoReturnRoute, engine.FindingReplyBypassesNAT, engine.FindingForwardingDisabled},
+	FindingReplyBypassesNAT: {engine.FindingReplyBypassesNAT},
+}
+
+// CompleteFix gives a live finding the trace engine's fix for the same flow when the model sees
+// the same problem and suggests the same wizard: the model knows what the packets do not (the
+// gateway of an uplink, whether a flow is forwarded and so needs connmark). The trace starts
+// where the request came in, so only findings whose first packet is that request qualify; the
+// others keep the fix made from the packets, which is already a whole command.
+func CompleteFix(st *engine.State, f *Finding) {
+	if st == nil || f.Fix.Wizard == "" || len(f.Packets) == 0 || f.Ingress == "" {
+		return
+	}
+	if first := f.Packets[0]; first.Role != RoleRequest || first.Dir != kernel.In {
+		return
+	}
+	res := engine.Trace(st, engine.NewFIB(st), engine.TraceRequest{Proto: int(f.Flow.Proto), Src: portsOnly(f.Flow.Proto, f.Flow.Src), Dst: portsOnly(f.Flow.Proto, f.Flow.Dst), IIF: f.Ingress})
+	for _, id := range modelTwins[f.ID] {
+		if tf := res.Finding(id); tf != nil && tf.Fix.Wizard == f.Fix.Wizard && len(tf.Fix.Args) > 0 {
+			f.Fix.Args, f.Fix.Missing = slices.Clone(tf.Fix.Args), tf.Fix.Missing
+			return
+		}
+	}
 }
 
 // portsOnly drops the ICMP echo id that conntrack tuples carry as ports: trace wants none.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -138,7 +139,29 @@ func (d *doctor) forwardingOff() {
 	d.add(Finding{ID: DoctorForwardingOff, Severity: SeverityWarning,
 		Summary:  "IPv4 forwarding is off, but this host is configured to forward (NAT, FORWARD rules or rules for incoming interfaces): forwarded packets are dropped",
 		Evidence: ev,
-		Fix:      Fix{Summary: "sysctl -w net.ipv4.ip_forward=1, persisted in /etc/sysctl.d", Wizard: WizardSNATGateway}})
+		// No wizard: they set up more than forwarding (SNAT, tables), and this host's own
+		// configuration already says what it forwards; the commands are the whole fix.
+		Fix: Fix{Summary: "turn IPv4 forwarding on: sysctl -w net.ipv4.ip_forward=1 (or echo 1 > /proc/sys/net/ipv4/ip_forward), and keep it across reboots: echo net.ipv4.ip_forward=1 > /etc/sysctl.d/90-forwarding.conf"}})
+}
+
+// multiWANFix is the multi-wan wizard over the uplinks, each --wan IFACE:GATEWAY; an uplink
+// whose gateway no route names gets a placeholder, and Missing says so.
+func multiWANFix(summary string, ups []uplink) Fix {
+	f := Fix{Summary: summary, Wizard: WizardMultiWAN}
+	var unknown []string
+	for _, u := range ups {
+		gw := Placeholder("GATEWAY")
+		if u.Gateway.IsValid() {
+			gw = u.Gateway.String()
+		} else {
+			unknown = append(unknown, u.Name)
+		}
+		f.Args = append(f.Args, "--wan", u.Name+":"+gw)
+	}
+	if len(unknown) > 0 {
+		f.Missing = fmt.Sprintf("the gateway of %s: no route of this host names one; put the router's address on that link in place of <GATEWAY>", strings.Join(unknown, " and "))
+	}
+	return f
 }
 
 // limit keeps the first n lines and says how many more there are.
@@ -236,14 +259,24 @@ func (d *doctor) rpFilterStrict(ups []uplink) {
 	for _, n := range strict {
 		ev = append(ev, fmt.Sprintf("%s: %s=%s, %s=%s (strict)", n, ConfKey("all", "rp_filter"), sysOr(d.s.Sysctls, ConfKey("all", "rp_filter")), ConfKey(n, "rp_filter"), sysOr(d.s.Sysctls, ConfKey(n, "rp_filter"))))
 	}
-	cmds := []string{"sysctl -w " + ConfKey("all", "rp_filter") + "=2"}
+	cmds := []string{ShellJoin("sysctl", "-w", ConfKey("all", "rp_filter")+"=2")}
 	for _, n := range strict {
-		cmds = append(cmds, "sysctl -w "+ConfKey(n, "rp_filter")+"=2")
+		cmds = append(cmds, ShellJoin("sysctl", "-w", ConfKey(n, "rp_filter")+"=2"))
 	}
 	d.add(Finding{ID: DoctorRPFilterStrict, Severity: SeverityWarning,
 		Summary:  fmt.Sprintf("strict reverse-path filtering on %s of a host with %d uplinks: packets arriving on one uplink from addresses routed via another are dropped", strings.Join(strict, ", "), len(ups)),
 		Evidence: ev,
-		Fix:      Fix{Summary: "use loose mode: " + strings.Join(cmds, "; "), Wizard: WizardMultiWAN}})
+		Fix:      multiWANFix("use loose mode: "+strings.Join(cmds, "; ")+"; or set the uplinks up as a multi-WAN host (which loosens it where needed)", ups)})
+}
+
+// snatCommand is the iptables command line that SNATs forwarded traffic to backend (of one
+// protocol and port when port is not 0) to the address self, quoted to be pasted.
+func snatCommand(f Family, backend netip.Addr, proto string, port uint16, self netip.Addr) string {
+	w := []string{iptablesCmd(f), "-t", "nat", "-A", "POSTROUTING", "-d", backend.String()}
+	if port != 0 && proto != "" {
+		w = append(w, "-p", proto, "--dport", strconv.Itoa(int(port)))
+	}
+	return ShellJoin(append(w, "-j", "SNAT", "--to-source", self.String())...)
 }
 
 // uplinkReturn finds uplinks whose connections are answered through another uplink: for each
@@ -424,18 +457,18 @@ func (d *doctor) dnatWithoutSNAT() {
 		}
 		text := ruleText(t.Family, t.Name, c.Name, r)
 		self := d.fib.masqueradeAddr(out, backend, backend)
-		fix := fmt.Sprintf("%s -t nat -A POSTROUTING -d %s", iptablesCmd(t.Family), backend)
-		if port != 0 && r.Proto != nil {
-			fix += fmt.Sprintf(" -p %s --dport %d", strings.ToLower(r.Proto.Value), port)
+		protoName := ""
+		if r.Proto != nil {
+			protoName = strings.ToLower(r.Proto.Value)
 		}
-		fix += " -j SNAT --to-source " + self.String()
+		fix := snatCommand(t.Family, backend, protoName, port, self)
 		d.add(Finding{ID: DoctorDNATWithoutSNAT, Severity: SeverityWarning,
 			Summary: fmt.Sprintf("DNAT to %s, which is on %s (%s) where its clients are too, without SNAT: the backend answers clients on %s directly and the connection fails", backend, out, pfx, pfx),
 			Evidence: []string{text,
 				fmt.Sprintf("%s is on %s (%s); requests arrive on %s", backend, out, pfx, in),
 				fmt.Sprintf("no SNAT or MASQUERADE in nat POSTROUTING catches %s -> %s out %s", client, backend, out)},
-			Fix: Fix{Summary: "SNAT the forwarded traffic to this host's address: " + fix, Wizard: WizardPortForward,
-				Args: portForwardArgs(ruleIn(*r), netip.AddrPortFrom(ruleDstAddr(*r), listenPort), netip.AddrPortFrom(backend, port))}})
+			Fix: PortForwardFix("SNAT the forwarded traffic to this host's address: "+fix,
+				PortForwardArgs(proto, ruleIn(*r), netip.AddrPortFrom(ruleDstAddr(*r), listenPort), netip.AddrPortFrom(backend, port)))})
 	})
 }
 
@@ -505,7 +538,7 @@ func (d *doctor) tablesMissingConnected() {
 			if defDev == "" {
 				continue
 			}
-			var missing []string
+			var missing, cmds []string
 			for _, c := range d.s.RoutesOf(f, TableMain) {
 				if c.Gateway.IsValid() || c.Dst.Bits() == 0 || c.Dev == "" || c.Dev == defDev || isUplink[c.Dev] || c.Scope != "link" || c.Type != RouteUnicast && c.Type != "" {
 					continue
@@ -521,19 +554,18 @@ func (d *doctor) tablesMissingConnected() {
 				}
 				if !covered {
 					missing = append(missing, fmt.Sprintf("%s dev %s", c.Dst, c.Dev))
+					cmds = append(cmds, ShellJoin("ip", "route", "add", c.Dst.String(), "dev", c.Dev, "table", d.s.TableName(id)))
 				}
 			}
 			if len(missing) == 0 {
 				continue
 			}
-			var cmds []string
-			for _, m := range missing {
-				cmds = append(cmds, fmt.Sprintf("ip route add %s table %s", m, d.s.TableName(id)))
-			}
 			d.add(Finding{ID: DoctorTableMissingConnected, Severity: SeverityWarning,
 				Summary:  fmt.Sprintf("table %s sends everything out %s but lacks this host's networks %s: LAN traffic selected into it (replies to LAN clients, hairpin) leaves by the uplink", d.s.TableName(id), defDev, strings.Join(missing, ", ")),
 				Evidence: append([]string{fmt.Sprintf("table %s has a default route via %s and no route for:", d.s.TableName(id), defDev)}, missing...),
-				Fix:      Fix{Summary: strings.Join(cmds, "; "), Wizard: WizardMultiWAN}})
+				// No wizard: the routes are the whole fix; the multi-wan wizard would build
+				// tables of its own beside this one.
+				Fix: Fix{Summary: strings.Join(cmds, "; ")}})
 		}
 	}
 }
@@ -557,7 +589,7 @@ func (d *doctor) duplicateRules() {
 		for i, r := range g {
 			ev = append(ev, fmt.Sprintf("ip %s rule %s", r.Family.Flag(), r.Args(d.s.TableName)))
 			if i > 0 {
-				del = append(del, fmt.Sprintf("ip %s rule del priority %d %s %s", r.Family.Flag(), r.Priority, r.Selectors(), r.ActionString(d.s.TableName)))
+				del = append(del, ShellJoin(append([]string{"ip", r.Family.Flag(), "rule", "del"}, r.Argv(d.s.TableName)...)...))
 			}
 		}
 		d.add(Finding{ID: DoctorDuplicateRule, Severity: SeverityWarning,
@@ -583,10 +615,18 @@ func (d *doctor) duplicateIPTablesRules() {
 					continue
 				}
 				text := fmt.Sprintf("%s -t %s -A %s %s", iptablesCmd(t.Family), t.Name, c.Name, spec)
+				fix := "delete the copies with " + iptablesCmd(t.Family) + " -D (once per copy)"
+				if toks, err := splitArgs(spec); err == nil {
+					words := []string{iptablesCmd(t.Family), "-t", t.Name, "-D", c.Name}
+					for _, tok := range toks {
+						words = append(words, tok.text)
+					}
+					fix = fmt.Sprintf("delete the copies: %s (once per copy)", ShellJoin(words...))
+				}
 				d.add(Finding{ID: DoctorDuplicateIPTablesRule, Severity: SeverityWarning,
 					Summary:  fmt.Sprintf("the same rule is %d times in %s %s: a script ran twice?", count[spec], t.Name, c.Name),
 					Evidence: []string{text},
-					Fix:      Fix{Summary: fmt.Sprintf("delete the copies: %s -t %s -D %s %s (once per copy)", iptablesCmd(t.Family), t.Name, c.Name, spec)}})
+					Fix:      Fix{Summary: fix}})
 			}
 		}
 	}

@@ -1,5 +1,9 @@
 package engine
 
+import (
+	"strings"
+)
+
 // Finding severities. An error is a cause that breaks a flow; a warning is a likely cause that
 // the model cannot prove (it cannot see the far side); info explains an assumption.
 const (
@@ -28,10 +32,88 @@ type Finding struct {
 }
 
 // Fix says how to repair a finding: in words, and as the wizard (with flags) that does it.
+// The wizard and its args are a complete command line (Command); when a value it needs cannot
+// be known from where the finding was made, its arg is a placeholder (Placeholder) and Missing
+// says what to put there.
 type Fix struct {
 	Summary string   `json:"summary"`
 	Wizard  string   `json:"wizard"`
 	Args    []string `json:"args"`
+	Missing string   `json:"missing,omitempty"`
+}
+
+// Placeholder is the arg that stands for a value a fix cannot know, e.g. <GATEWAY>. Pasted
+// into a shell as it is, it is a redirection from a file that does not exist: the command
+// fails instead of running with a wrong value.
+func Placeholder(what string) string { return "<" + what + ">" }
+
+// HasPlaceholder reports whether an arg is or holds a Placeholder (eth1:<GATEWAY>).
+func HasPlaceholder(arg string) bool {
+	_, rest, ok := strings.Cut(arg, "<")
+	return ok && strings.Contains(rest, ">")
+}
+
+// withoutPlaceholders removes the placeholders from an arg.
+func withoutPlaceholders(arg string) string {
+	for {
+		i := strings.Index(arg, "<")
+		j := strings.Index(arg, ">")
+		if i < 0 || j < i {
+			return arg
+		}
+		arg = arg[:i] + arg[j+1:]
+	}
+}
+
+// Command is the fix as the command line an operator runs: roundtrip wizard NAME ARGS, each
+// arg shell-quoted (args with placeholders stay as they are). It is "" when the fix names no wizard.
+func (f Fix) Command() string { return strings.Join(f.commandWords(), " ") }
+
+// commandWords are Command's words, quoted.
+func (f Fix) commandWords() []string {
+	if f.Wizard == "" {
+		return nil
+	}
+	words := []string{"roundtrip", "wizard", ShellQuote(f.Wizard)}
+	for _, a := range f.Args {
+		if w := withoutPlaceholders(a); HasPlaceholder(a) && (w == "" || ShellQuote(w) == w) {
+			words = append(words, a)
+		} else {
+			words = append(words, ShellQuote(a))
+		}
+	}
+	return words
+}
+
+// CommandLines is Command broken into lines of at most width columns where it can be, each
+// but the last ending in " \\" so that the lines still paste as one command. A flag stays on
+// the line of its value. The first line starts with prefix, the others with indent.
+func (f Fix) CommandLines(prefix, indent string, width int) []string {
+	words := f.commandWords()
+	if len(words) == 0 {
+		return nil
+	}
+	// Units: a flag with its value, or a lone word.
+	var units []string
+	for i := 0; i < len(words); i++ {
+		u := words[i]
+		if strings.HasPrefix(u, "-") && i+1 < len(words) && !strings.HasPrefix(words[i+1], "-") {
+			i++
+			u += " " + words[i]
+		}
+		units = append(units, u)
+	}
+	var lines []string
+	line := prefix + units[0]
+	for _, u := range units[1:] {
+		if len(line)+1+len(u)+2 > width {
+			lines = append(lines, line+" \\")
+			line = indent + u
+			continue
+		}
+		line += " " + u
+	}
+	return append(lines, line)
 }
 
 // CountErrors returns how many findings have severity error.

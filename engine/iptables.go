@@ -366,7 +366,9 @@ func ParseIPTablesRule(f Family, spec string) (NFRule, error) {
 					}
 					not, i = true, i+1
 				}
-				if i < len(toks) && toks[i].isValue() {
+				// An interface may be called "-f": iptables-save prints it unquoted, and
+				// getopt takes the word after -i or -o as its value whatever it looks like.
+				if i < len(toks) && (toks[i].isValue() || (letter == 'i' || letter == 'o') && !toks[i].isBang()) {
 					v = toks[i].text
 					i++
 				}

@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode/utf8"
+
+	"roundtrip/engine/safefile"
 )
 
 // PlanFormat and PlanVersion identify roundtrip's plan files; a loader refuses newer versions.
@@ -195,7 +198,7 @@ func ParsePlan(data []byte) (*Plan, error) {
 
 // LoadPlanFile reads and checks a plan file.
 func LoadPlanFile(path string) (*Plan, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path, MaxPlanFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading plan: %w", err)
 	}
@@ -224,8 +227,10 @@ func (ps *problems) err(what string) error {
 	return fmt.Errorf("%w: %s: %w", ErrBadPlan, what, errors.Join(ps.errs...))
 }
 
-// Check validates a plan on its own, without a host: every change is well formed, and no two
-// changes touch the same object. Validate also checks it against a host's state.
+// Check validates a plan on its own, without a host: every field of every change is well
+// formed (names by the kernel's rules, numbers in their real ranges, text without control
+// characters, iptables rules that parse), and no two changes touch the same object. Errors
+// name the change and the field. Validate also checks the plan against a host's state.
 func (p *Plan) Check() error {
 	var ps problems
 	if p.Format != PlanFormat {
@@ -234,8 +239,13 @@ func (p *Plan) Check() error {
 	if p.Version < 1 || p.Version > PlanVersion {
 		ps.add("version %d is not supported (want 1-%d)", p.Version, PlanVersion)
 	}
-	if strings.ContainsAny(p.Intent, "\n\r\x00") {
-		ps.add("the intent must be one line")
+	if err := textOK("intent", p.Intent, maxText); err != nil {
+		ps.add("%w", err)
+	}
+	if p.Namespace != "" {
+		if err := CheckNetnsName(p.Namespace); err != nil {
+			ps.add("field namespace: %w", err)
+		}
 	}
 	seen := map[string]int{}
 	for i, c := range p.Changes {
@@ -253,7 +263,6 @@ func (p *Plan) Check() error {
 }
 
 var (
-	sysctlKeyRE = regexp.MustCompile(`^net\.[A-Za-z0-9_]+(\.[A-Za-z0-9_/:@-]+)+$`)
 	tableNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
 	chainNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
@@ -268,18 +277,6 @@ var (
 	// tunnelKinds are the link kinds a plan can create (and re-create on rollback).
 	tunnelKinds = map[string]bool{"vxlan": true, "ipip": true, "gre": true, "gretap": true, "sit": true}
 )
-
-// ifNameOK checks a link name the way the kernel does (dev_valid_name): 1-15 bytes, not "." or
-// "..", no '/', ':' or white space.
-func ifNameOK(name string) error {
-	if name == "" || len(name) > 15 {
-		return fmt.Errorf("interface name %q must be 1-15 characters", name)
-	}
-	if name == "." || name == ".." || strings.ContainsAny(name, "/: \t\n\r\x00") {
-		return fmt.Errorf("interface name %q is not allowed by the kernel", name)
-	}
-	return nil
-}
 
 func familyOK(f Family) error {
 	if f != V4 && f != V6 {
@@ -310,8 +307,8 @@ func (c Change) check() error {
 	if c.payloads() != 1 {
 		return fmt.Errorf("%s change must carry exactly one object (its %q field)", c.Kind, c.Kind)
 	}
-	if strings.ContainsAny(c.Why, "\n\r\x00") {
-		return errors.New(`"why" must be one line`)
+	if err := textOK(`field "why"`, c.Why, maxText); err != nil {
+		return err
 	}
 	switch c.Kind {
 	case KindTable:
@@ -319,63 +316,36 @@ func (c Change) check() error {
 		if t == nil {
 			return errors.New(`table change without "table"`)
 		}
-		if t.ID <= 0 || t.ID > 1<<32-1 || t.ID == TableDefault || t.ID == TableMain || t.ID == TableLocal {
-			return fmt.Errorf("table id %d: want 1-4294967295 other than 253, 254, 255", t.ID)
+		if t.ID <= 0 || t.ID > maxU32 || t.ID == TableDefault || t.ID == TableMain || t.ID == TableLocal {
+			return fmt.Errorf("table: field id %d: want 1-4294967295 other than 253, 254, 255", t.ID)
 		}
-		if !tableNameRE.MatchString(t.Name) || slices.Contains([]string{"main", "local", "default", "unspec", "all"}, t.Name) {
-			return fmt.Errorf("table name %q: want a word of letters, digits, '_', '.', '-' that starts with a letter and is not main, local, default, unspec or all", t.Name)
+		if len(t.Name) > 255 || !tableNameRE.MatchString(t.Name) || slices.Contains([]string{"main", "local", "default", "unspec", "all"}, t.Name) {
+			return fmt.Errorf("table %d: field name %q: want a word of letters, digits, '_', '.', '-' that starts with a letter and is not main, local, default, unspec or all", t.ID, t.Name)
 		}
 	case KindLink:
-		l := c.Link
-		if l == nil {
+		if c.Link == nil {
 			return errors.New(`link change without "link"`)
 		}
-		if err := ifNameOK(l.Name); err != nil {
-			return err
-		}
-		if c.Op == OpAdd || c.Op == OpSet {
-			if !tunnelKinds[l.Kind] {
-				return fmt.Errorf("link %s: kind %q cannot be created by a plan: want vxlan, ipip, gre, gretap or sit", l.Name, l.Kind)
-			}
-			if l.Tunnel == nil {
-				return fmt.Errorf("link %s: a %s link needs its tunnel parameters", l.Name, l.Kind)
-			}
-			if err := checkTunnel(l); err != nil {
-				return err
-			}
-			if l.MTU < 0 || l.MTU > 65535 {
-				return fmt.Errorf("link %s: mtu %d out of range", l.Name, l.MTU)
-			}
-			for _, a := range l.Addrs {
-				if !a.Prefix.IsValid() {
-					return fmt.Errorf("link %s: address without a prefix", l.Name)
-				}
-			}
-		}
+		return checkPlanLink(c.Link, c.Op)
 	case KindAddress:
 		a := c.Address
 		if a == nil {
 			return errors.New(`address change without "address"`)
 		}
 		if err := ifNameOK(a.Dev); err != nil {
-			return fmt.Errorf("address: %w", err)
+			return fmt.Errorf("address: field dev: %w", err)
 		}
-		if !a.Prefix.IsValid() {
-			return errors.New("address without a valid prefix (want e.g. 192.0.2.1/24)")
-		}
-		if a.Peer.IsValid() && a.Peer.Addr().Is4() != a.Prefix.Addr().Is4() {
-			return fmt.Errorf("address %s: peer %s is of the other family", a.Prefix, a.Peer)
-		}
+		return checkAddress(a.Address, false)
 	case KindSysctl:
 		s := c.Sysctl
 		if s == nil {
 			return errors.New(`sysctl change without "sysctl"`)
 		}
-		if !sysctlKeyRE.MatchString(s.Key) || strings.Contains(s.Key, "..") {
-			return fmt.Errorf("sysctl %q: want a dotted name under net., e.g. net.ipv4.ip_forward", s.Key)
+		if err := CheckSysctlKey(s.Key); err != nil {
+			return fmt.Errorf("sysctl: field key: %w", err)
 		}
-		if s.Value == "" || strings.ContainsAny(s.Value, "\n\r\x00'") {
-			return fmt.Errorf("sysctl %s: value %q must be non-empty, one line, without quotes", s.Key, s.Value)
+		if err := sysctlValueOK(s.Value); err != nil {
+			return fmt.Errorf("sysctl %s: field value: %w", s.Key, err)
 		}
 	case KindRoute:
 		if c.Route == nil {
@@ -401,7 +371,7 @@ func (c Change) check() error {
 			return fmt.Errorf("conntrack flush: %w", err)
 		}
 		if ct.Proto < 0 || ct.Proto > 255 {
-			return fmt.Errorf("conntrack flush: protocol %d out of range", ct.Proto)
+			return fmt.Errorf("conntrack flush: field proto %d out of range: want 0-255", ct.Proto)
 		}
 		if ct.DPort != 0 && ct.Proto != 6 && ct.Proto != 17 && ct.Proto != 132 {
 			return errors.New("conntrack flush: a destination port needs proto tcp (6), udp (17) or sctp (132)")
@@ -415,21 +385,97 @@ func (c Change) check() error {
 	return nil
 }
 
+// checkAddress checks an address's fields; a snapshot may hold numeric scopes, a plan not
+// (the applier knows the names only).
+func checkAddress(a Address, numericScope bool) error {
+	if !a.Prefix.IsValid() {
+		return errors.New("address without a valid prefix (want e.g. 192.0.2.1/24)")
+	}
+	if a.Peer.IsValid() && a.Peer.Addr().Is4() != a.Prefix.Addr().Is4() {
+		return fmt.Errorf("address %s: field peer %s is of the other family", a.Prefix, a.Peer)
+	}
+	if err := scopeOK(a.Scope, addrScopes, numericScope); err != nil {
+		return fmt.Errorf("address %s: field %w", a.Prefix, err)
+	}
+	return nil
+}
+
+// checkPlanLink checks a link a plan creates, changes or deletes. A deletion names the link
+// only; whatever else it carries must still be well formed.
+func checkPlanLink(l *Link, op Op) error {
+	if err := ifNameOK(l.Name); err != nil {
+		return fmt.Errorf("link: field name: %w", err)
+	}
+	if err := linkFields(l); err != nil {
+		return fmt.Errorf("link %s: %w", l.Name, err)
+	}
+	if l.HardwareAddr != "" {
+		if err := planHWAddrOK(l.HardwareAddr); err != nil {
+			return fmt.Errorf("link %s: field hwaddr: %w", l.Name, err)
+		}
+	}
+	for _, a := range l.Addrs {
+		if err := checkAddress(a, false); err != nil {
+			return fmt.Errorf("link %s: %w", l.Name, err)
+		}
+	}
+	if op == OpDelete {
+		if l.Tunnel != nil {
+			return checkTunnel(l)
+		}
+		return nil
+	}
+	if !tunnelKinds[l.Kind] {
+		return fmt.Errorf("link %s: kind %q cannot be created by a plan: want vxlan, ipip, gre, gretap or sit", l.Name, l.Kind)
+	}
+	if l.Tunnel == nil {
+		return fmt.Errorf("link %s: a %s link needs its tunnel parameters", l.Name, l.Kind)
+	}
+	return checkTunnel(l)
+}
+
+// linkFields checks the fields plans and snapshots share: names of other links, numbers,
+// and the text fields, which are printed.
+func linkFields(l *Link) error {
+	if err := inRange("field index", l.Index, 0, 1<<31-1); err != nil {
+		return err
+	}
+	if err := inRange("field mtu", l.MTU, 0, maxU32); err != nil {
+		return err
+	}
+	for _, f := range []struct{ name, v string }{{"master", l.Master}, {"peer", l.Peer}} {
+		if f.v != "" {
+			if err := ifNameOK(f.v); err != nil {
+				return fmt.Errorf("field %s: %w", f.name, err)
+			}
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"kind", l.Kind}, {"oper_state", l.OperState}} {
+		if err := textOK("field "+f.name, f.v, 64); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func checkTunnel(l *Link) error {
 	t := l.Tunnel
 	if t.Dev != "" {
 		if err := ifNameOK(t.Dev); err != nil {
-			return fmt.Errorf("link %s: underlying device: %w", l.Name, err)
+			return fmt.Errorf("link %s: tunnel field dev: %w", l.Name, err)
 		}
 	}
 	if t.TTL < 0 || t.TTL > 255 || t.Port < 0 || t.Port > 65535 {
-		return fmt.Errorf("link %s: ttl or port out of range", l.Name)
+		return fmt.Errorf("link %s: tunnel field ttl %d (want 0-255) or port %d (want 0-65535) out of range", l.Name, t.TTL, t.Port)
+	}
+	if t.VNI >= 1<<24 {
+		return fmt.Errorf("link %s: tunnel field vni %d is more than 24 bits", l.Name, t.VNI)
+	}
+	if l.Kind == "" {
+		return nil
 	}
 	switch l.Kind {
 	case "vxlan":
-		if t.VNI >= 1<<24 {
-			return fmt.Errorf("link %s: vxlan id %d is more than 24 bits", l.Name, t.VNI)
-		}
 		if t.Remote.IsValid() && t.Group.IsValid() {
 			return fmt.Errorf("link %s: a vxlan link has a remote or a group, not both", l.Name)
 		}
@@ -462,6 +508,44 @@ func checkTunnel(l *Link) error {
 	return nil
 }
 
+// routeFields checks the fields of a route that plans and snapshots share; a snapshot may
+// hold numeric scopes.
+func routeFields(r Route, numericScope bool) error {
+	if err := inRange("field table", r.Table, 0, maxU32); err != nil {
+		return err
+	}
+	if err := inRange("field metric", r.Metric, 0, maxU32); err != nil {
+		return err
+	}
+	if r.Dev != "" {
+		if err := ifNameOK(r.Dev); err != nil {
+			return fmt.Errorf("field dev: %w", err)
+		}
+	}
+	if r.Protocol != "" {
+		if err := routeProtocolOK(r.Protocol); err != nil {
+			return fmt.Errorf("field %w", err)
+		}
+	}
+	if err := scopeOK(r.Scope, routeScopes, numericScope); err != nil {
+		return fmt.Errorf("field %w", err)
+	}
+	for i, nh := range r.Nexthops {
+		if nh.Dev != "" {
+			if err := ifNameOK(nh.Dev); err != nil {
+				return fmt.Errorf("nexthop %d: field dev: %w", i+1, err)
+			}
+		}
+		if nh.Weight < 0 || nh.Weight > 256 {
+			return fmt.Errorf("nexthop %d: field weight %d: want 1-256", i+1, nh.Weight)
+		}
+		if nh.Gateway.IsValid() && r.Family != 0 && FamilyOf(nh.Gateway) != r.Family {
+			return fmt.Errorf("nexthop %d: gateway %s is not %s", i+1, nh.Gateway, r.Family)
+		}
+	}
+	return nil
+}
+
 func checkRoute(r Route, op Op) error {
 	if err := familyOK(r.Family); err != nil {
 		return fmt.Errorf("route %s: %w", r.Dst, err)
@@ -476,34 +560,18 @@ func checkRoute(r Route, op Op) error {
 		return fmt.Errorf("route %s: host bits are set (the kernel refuses it): use %s", r.Dst, r.Dst.Masked())
 	}
 	if r.Type != "" && !validRouteTypes[r.Type] {
-		return fmt.Errorf("route %s: unknown type %q", r.Dst, r.Type)
+		return fmt.Errorf("route %s: field type %q: want unicast, local, broadcast, anycast, multicast, blackhole, unreachable, prohibit, throw or nat", r.Dst, r.Type)
 	}
-	if r.Table < 0 || r.Table > 1<<32-1 {
-		return fmt.Errorf("route %s: table %d out of range", r.Dst, r.Table)
-	}
-	if r.Metric < 0 || r.Metric > 1<<32-1 {
-		return fmt.Errorf("route %s: metric %d out of range", r.Dst, r.Metric)
+	if err := routeFields(r, false); err != nil {
+		return fmt.Errorf("route %s: %w", r.Dst, err)
 	}
 	for _, a := range []netip.Addr{r.Gateway, r.Src} {
 		if a.IsValid() && FamilyOf(a) != r.Family {
 			return fmt.Errorf("route %s: %s is not %s", r.Dst, a, r.Family)
 		}
 	}
-	if r.Dev != "" {
-		if err := ifNameOK(r.Dev); err != nil {
-			return fmt.Errorf("route %s: %w", r.Dst, err)
-		}
-	}
 	if len(r.Nexthops) > 0 && (r.Gateway.IsValid() || r.Dev != "") {
 		return fmt.Errorf("route %s: a multipath route has its gateways in nexthops only", r.Dst)
-	}
-	for _, nh := range r.Nexthops {
-		if nh.Gateway.IsValid() && FamilyOf(nh.Gateway) != r.Family {
-			return fmt.Errorf("route %s: nexthop %s is not %s", r.Dst, nh.Gateway, r.Family)
-		}
-		if nh.Weight < 0 || nh.Weight > 256 {
-			return fmt.Errorf("route %s: nexthop weight %d: want 1-256", r.Dst, nh.Weight)
-		}
 	}
 	typ := r.Type
 	if (typ == RouteBlackhole || typ == RouteUnreachable || typ == RouteProhibit || typ == RouteThrow) && (r.Gateway.IsValid() || r.Dev != "" || len(r.Nexthops) > 0) {
@@ -515,33 +583,184 @@ func checkRoute(r Route, op Op) error {
 	return nil
 }
 
+// ruleFields checks the fields of a rule that plans and snapshots share.
+func ruleFields(r Rule) error {
+	for _, f := range []struct {
+		name   string
+		v, max int
+	}{{"priority", r.Priority, maxU32}, {"table", r.Table, maxU32}, {"goto", r.Goto, maxU32}, {"ipproto", r.IPProto, 255}, {"protocol", r.Protocol, 255}} {
+		if err := inRange("field "+f.name, f.v, 0, f.max); err != nil {
+			return err
+		}
+	}
+	if r.Action != "" && !validRuleActions[r.Action] {
+		return fmt.Errorf("field action %q: want table, goto, nop, blackhole, unreachable or prohibit", r.Action)
+	}
+	for _, f := range []struct{ name, v string }{{"iif", r.IIF}, {"oif", r.OIF}} {
+		if f.v != "" {
+			if err := ifNameOK(f.v); err != nil {
+				return fmt.Errorf("field %s: %w", f.name, err)
+			}
+		}
+	}
+	for _, p := range []netip.Prefix{r.Src, r.Dst} {
+		if p.IsValid() && r.Family != 0 && FamilyOf(p.Addr()) != r.Family {
+			return fmt.Errorf("%s is not %s", p, r.Family)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		p    *PortRange
+	}{{"sport", r.SPort}, {"dport", r.DPort}} {
+		if f.p != nil && f.p.Start > f.p.End {
+			return fmt.Errorf("field %s %d-%d: the range ends before it starts", f.name, f.p.Start, f.p.End)
+		}
+	}
+	if r.UIDRange != nil && r.UIDRange.Start > r.UIDRange.End {
+		return fmt.Errorf("field uidrange %d-%d: the range ends before it starts", r.UIDRange.Start, r.UIDRange.End)
+	}
+	if r.SuppressPrefixLen != nil {
+		if err := inRange("field suppress_prefixlength", *r.SuppressPrefixLen, -1, 128); err != nil {
+			return err
+		}
+	}
+	if r.SuppressIfGroup != nil {
+		if err := inRange("field suppress_ifgroup", *r.SuppressIfGroup, -1, maxU32); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func checkRule(r Rule) error {
 	if err := familyOK(r.Family); err != nil {
 		return fmt.Errorf("rule: %w", err)
 	}
-	if r.Priority <= 0 || r.Priority > 1<<32-1 {
+	if r.Priority <= 0 || r.Priority > maxU32 {
 		return fmt.Errorf("rule %q needs an explicit priority 1-4294967295 (priority 0 belongs to the local table rule; engine.Allocator picks a free one)", r.Selectors())
 	}
-	if r.Action != "" && !validRuleActions[r.Action] {
-		return fmt.Errorf("rule %d: unknown action %q", r.Priority, r.Action)
+	if err := ruleFields(r); err != nil {
+		return fmt.Errorf("rule %d: %w", r.Priority, err)
 	}
 	for _, p := range []netip.Prefix{r.Src, r.Dst} {
-		if p.IsValid() && (FamilyOf(p.Addr()) != r.Family || p.Masked() != p) {
+		if p.IsValid() && p.Masked() != p {
 			return fmt.Errorf("rule %d: %s is not a %s prefix without host bits", r.Priority, p, r.Family)
-		}
-	}
-	for _, n := range []string{r.IIF, r.OIF} {
-		if n != "" {
-			if err := ifNameOK(n); err != nil {
-				return fmt.Errorf("rule %d: %w", r.Priority, err)
-			}
 		}
 	}
 	if r.Action == ActionGoto && r.Goto <= r.Priority {
 		return fmt.Errorf("rule %d: goto %d must jump forward (to a higher priority number)", r.Priority, r.Goto)
 	}
-	if (r.Action == "" || r.Action == ActionTable) && r.Table < 0 {
-		return fmt.Errorf("rule %d: table %d out of range", r.Priority, r.Table)
+	return nil
+}
+
+// iptablesCommands are iptables' own long options, which a rule may not hold: getopt would
+// read them as a command in the middle of the rule (iptables/xshared.c).
+var iptablesCommands = map[string]bool{
+	"append": true, "check": true, "delete": true, "insert": true, "replace": true, "list": true,
+	"list-rules": true, "flush": true, "zero": true, "new-chain": true, "delete-chain": true,
+	"policy": true, "rename-chain": true, "table": true, "numeric": true, "verbose": true,
+	"exact": true, "line-numbers": true, "modprobe": true, "set-counters": true, "wait": true,
+	"wait-interval": true, "help": true, "version": true, "ipv4": true, "ipv6": true,
+}
+
+// checkRuleSpec checks one rule of a chain as iptables-restore will read it: one line of
+// printable text, no double quote inside a value (nft and iptables-nft's listings cannot write
+// one back, iptables-save prints interfaces unquoted), interfaces by the kernel's rules, no word that
+// iptables-restore takes for a table switch, no iptables command option, and a rule that
+// parses.
+func checkRuleSpec(f Family, spec string) error {
+	if len(spec) > maxText {
+		return fmt.Errorf("the rule is %d bytes long: at most %d", len(spec), maxText)
+	}
+	if !utf8.ValidString(spec) || HasControl(strings.ReplaceAll(spec, "\t", " ")) {
+		return errors.New("the rule must be one line of printable text (no control characters)")
+	}
+	toks, err := splitArgs(spec)
+	if err != nil {
+		return err
+	}
+	for _, t := range toks {
+		// iptables-restore refuses any word that starts with one dash and holds a 't', and
+		// any prefix of --table (add_param_to_argv): catch it here, before an apply.
+		if len(t.text) > 1 && t.text[0] == '-' && t.text[1] != '-' && strings.Contains(t.text, "t") ||
+			len(t.text) > 2 && strings.HasPrefix("--table", t.text) {
+			return fmt.Errorf("word %q would be read by iptables-restore as a table switch", t.text)
+		}
+		if name, ok := strings.CutPrefix(t.text, "--"); ok && !t.quoted {
+			name, _, _ = strings.Cut(name, "=")
+			if iptablesCommands[name] {
+				return fmt.Errorf("option --%s is an iptables command, not part of a rule", name)
+			}
+		}
+	}
+	r, err := ParseIPTablesRule(f, spec)
+	if err != nil {
+		return err
+	}
+	// A value with a double quote cannot be written back by nft or iptables-nft's listings,
+	// nor, in an interface name, read back from iptables-save.
+	var values []string
+	for _, a := range []*NegAddr{r.Src, r.Dst} {
+		if a != nil {
+			values = append(values, a.Prefix)
+		}
+	}
+	if r.Proto != nil {
+		values = append(values, r.Proto.Value)
+	}
+	for _, m := range r.Matches {
+		if err := iptablesWordOK("match", m.Name); err != nil {
+			return err
+		}
+		for _, o := range m.Options {
+			values = append(values, o.Values...)
+		}
+	}
+	for _, o := range r.TargetOpts {
+		values = append(values, o.Values...)
+	}
+	for _, v := range values {
+		if v == "" {
+			return errors.New("an option has an empty value: iptables refuses most of them (--log-prefix \"\")")
+		}
+		if strings.Contains(v, `"`) {
+			return fmt.Errorf("value %q holds a double quote: roundtrip does not write those into rules", v)
+		}
+	}
+	for _, i := range []*NegStr{r.In, r.Out} {
+		if i == nil {
+			continue
+		}
+		if name := strings.TrimSuffix(i.Value, "+"); name != "" {
+			if err := ifNameOK(name); err != nil {
+				return err
+			}
+		}
+		if strings.Contains(i.Value, `"`) {
+			return fmt.Errorf("interface %q holds a double quote: iptables-save prints interfaces unquoted, so the rule would not read back; rename the interface", i.Value)
+		}
+	}
+	if r.Target != "" {
+		if err := iptablesChainNameOK(r.Target); err != nil {
+			return fmt.Errorf("target: %w", err)
+		}
+	}
+	if _, err := CanonicalRuleSpec(f, spec); err != nil {
+		return err
+	}
+	return nil
+}
+
+// iptablesWordOK checks the name of a match or an option: letters, digits, '_' and '-'.
+func iptablesWordOK(what, s string) error {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return fmt.Errorf("%s %q: want letters, digits, '_' and '-'", what, s)
+		}
+	}
+	if s == "" {
+		return fmt.Errorf("empty %s name", what)
 	}
 	return nil
 }
@@ -552,13 +771,10 @@ func checkChain(c ChainSpec, op Op) error {
 	}
 	hooks, ok := hookable[c.Table]
 	if !ok {
-		return fmt.Errorf("chain %s: unknown iptables table %q: want raw, mangle, nat, filter or security", c.Name, c.Table)
+		return fmt.Errorf("chain %s: field table %q: want raw, mangle, nat, filter or security", c.Name, c.Table)
 	}
 	if !strings.HasPrefix(c.Name, ChainPrefix) || len(c.Name) > 28 || !chainNameRE.MatchString(c.Name) {
-		return fmt.Errorf("chain %q: roundtrip's chains are named %s... (letters, digits, '_', '.', '-'; at most 28 characters)", c.Name, ChainPrefix)
-	}
-	if op == OpDelete {
-		return nil
+		return fmt.Errorf("chain: field name %q: roundtrip's chains are named %s... (letters, digits, '_', '.', '-'; at most 28 characters)", c.Name, ChainPrefix)
 	}
 	seen := map[string]bool{}
 	for _, h := range c.Hooks {
@@ -569,16 +785,13 @@ func checkChain(c ChainSpec, op Op) error {
 			return fmt.Errorf("chain %s: hooked twice from %s", c.Name, h.Chain)
 		}
 		seen[h.Chain] = true
-		if h.Position < 0 {
+		if h.Position < 0 || h.Position > 1<<31-1 {
 			return fmt.Errorf("chain %s: hook position %d: want 1 or more", c.Name, h.Position)
 		}
 	}
 	for i, spec := range c.Rules {
-		if strings.ContainsAny(spec, "\n\r\x00") {
-			return fmt.Errorf("chain %s rule %d: must be one line", c.Name, i+1)
-		}
-		if _, err := CanonicalRuleSpec(c.Family, spec); err != nil {
-			return fmt.Errorf("chain %s rule %d %q: %w", c.Name, i+1, spec, err)
+		if err := checkRuleSpec(c.Family, spec); err != nil {
+			return fmt.Errorf("chain %s rule %d %s: %w", c.Name, i+1, strconv.Quote(spec), err)
 		}
 	}
 	return nil
@@ -610,7 +823,7 @@ func (c Change) object() string {
 
 // NormalizeRoute fills in what iproute2 and the kernel fill in for a route added without them,
 // so that a planned route compares equal to the route read back: table main, type unicast,
-// protocol boot, iproute2's scope choice (ip/iproute.c: host for local and nat, link for a
+// protocol boot (and a protocol number with a name by its name), iproute2's scope choice (ip/iproute.c: host for local and nat, link for a
 // unicast route without a gateway, universe otherwise), IPv6's scope (always universe) and
 // metric (IP6_RT_PRIO_USER, 1024, when 0), and nexthop weight 1.
 func NormalizeRoute(r Route) Route {
@@ -622,6 +835,12 @@ func NormalizeRoute(r Route) Route {
 	}
 	if r.Protocol == "" {
 		r.Protocol = "boot"
+	}
+	// The kernel reads a protocol back by its number, named where rt_protos has a name.
+	if n, err := strconv.ParseUint(r.Protocol, 10, 8); err == nil {
+		if name, ok := RouteProtocolNames[int(n)]; ok {
+			r.Protocol = name
+		}
 	}
 	if r.Dst.IsValid() {
 		r.Dst = r.Dst.Masked()

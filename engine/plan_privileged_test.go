@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,9 +14,7 @@ import (
 // with the real nft, twice (the second load must replace, not duplicate), and checks the
 // chains and the hook.
 func TestPrivilegedNFTRenderingLoads(t *testing.T) {
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Skip("needs nft (apt-get install nftables)")
-	}
+	lab.RequireTool(t, "nft")
 	l := lab.New(t)
 	ns := l.NS("nft")
 	p, _ := engine.GoldenPlanForTest(t)

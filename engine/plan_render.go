@@ -2,10 +2,14 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"net/netip"
+	"path"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // RTTablesFile is where roundtrip names routing tables, relative to an iproute2 configuration
@@ -49,7 +53,7 @@ func (p *Plan) Script() []byte {
 	b.WriteString("# Idempotent: running it again changes nothing and adds no duplicate rule, route or\n")
 	b.WriteString("# jump. Run it as root; for a network namespace: ip netns exec NAME sh THIS-FILE.\n")
 	if p.Namespace != "" {
-		fmt.Fprintf(&b, "# Planned for network namespace %s.\n", p.Namespace)
+		fmt.Fprintf(&b, "# Planned for network namespace %s.\n", oneLine(p.Namespace))
 	}
 	b.WriteString("set -eu\n")
 	// Error texts are matched below, so they must not be translated.
@@ -123,21 +127,27 @@ unchain() {
 `},
 }
 
-// oneLine keeps a comment on one line.
+// oneLine keeps text for a comment on one line and safe to print: white space runs become
+// one space and control characters are escaped (TermSafe), so a comment can neither end
+// early nor carry terminal escapes.
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	return TermSafe(strings.Join(strings.Fields(s), " "))
 }
 
-// shellQuote quotes a word for sh unless it is plainly safe.
-func shellQuote(s string) string {
-	if s != "" && strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-./:,=+@%^") == "" {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+// cmd writes one command line: every word quoted for sh.
+func cmd(b *bytes.Buffer, words ...string) {
+	b.WriteString(ShellJoin(words...))
+	b.WriteByte('\n')
+}
+
+// try writes a command run through the try helper, which accepts the failures in msgs.
+func try(b *bytes.Buffer, used map[string]bool, msgs string, words ...string) {
+	used["try"] = true
+	cmd(b, append([]string{"try", msgs}, words...)...)
 }
 
 func comment(b *bytes.Buffer, c Change) {
-	fmt.Fprintf(b, "\n# %s\n", c.Summary())
+	fmt.Fprintf(b, "\n# %s\n", oneLine(c.Summary()))
 	if c.Why != "" {
 		fmt.Fprintf(b, "# why: %s\n", oneLine(c.Why))
 	}
@@ -149,153 +159,136 @@ func scriptChange(b *bytes.Buffer, c Change, used map[string]bool) {
 	case KindTable:
 		used["rt_name"] = true
 		if c.Op == OpDelete {
-			fmt.Fprintf(b, "rt_name %d\n", c.Table.ID)
+			cmd(b, "rt_name", strconv.Itoa(c.Table.ID))
 		} else {
-			fmt.Fprintf(b, "rt_name %d %s\n", c.Table.ID, shellQuote(c.Table.Name))
+			cmd(b, "rt_name", strconv.Itoa(c.Table.ID), c.Table.Name)
 		}
 	case KindLink:
 		l := c.Link
 		if c.Op == OpDelete {
-			used["try"] = true
-			fmt.Fprintf(b, "try 'Cannot find device' ip link del %s\n", l.Name)
+			try(b, used, "Cannot find device", "ip", "link", "del", "dev", l.Name)
 			return
 		}
 		if c.Op == OpAdd {
-			used["try"] = true
-			fmt.Fprintf(b, "try 'File exists' ip link add %s\n", linkAddArgs(*l))
+			try(b, used, "File exists", append([]string{"ip", "link", "add"}, linkAddArgv(*l)...)...)
 		}
-		set := "ip link set dev " + l.Name
+		set := []string{"ip", "link", "set", "dev", l.Name}
 		if l.MTU != 0 {
-			set += fmt.Sprintf(" mtu %d", l.MTU)
+			set = append(set, "mtu", strconv.Itoa(l.MTU))
 		}
 		if l.Master != "" {
-			set += " master " + l.Master
+			set = append(set, "master", l.Master)
 		}
-		fmt.Fprintf(b, "%s %s\n", set, upDown(l.Up))
+		cmd(b, append(set, upDown(l.Up))...)
 		for _, a := range l.Addrs {
-			fmt.Fprintf(b, "ip addr replace %s\n", addrArgs(l.Name, a))
+			cmd(b, append([]string{"ip", "addr", "replace"}, addrArgv(l.Name, a)...)...)
 		}
 	case KindAddress:
 		if c.Op == OpDelete {
-			used["try"] = true
-			fmt.Fprintf(b, "try 'Cannot assign requested address|Address not found' ip addr del %s dev %s\n", c.Address.Prefix, c.Address.Dev)
+			try(b, used, "Cannot assign requested address|Address not found", "ip", "addr", "del", c.Address.Prefix.String(), "dev", c.Address.Dev)
 			return
 		}
-		fmt.Fprintf(b, "ip addr replace %s\n", addrArgs(c.Address.Dev, c.Address.Address))
+		cmd(b, append([]string{"ip", "addr", "replace"}, addrArgv(c.Address.Dev, c.Address.Address)...)...)
 	case KindSysctl:
-		fmt.Fprintf(b, "echo %s >%s\n", shellQuote(c.Sysctl.Value), shellQuote(SysctlPath(c.Sysctl.Key)))
+		// printf, not echo: some shells' echo reads backslashes and leading dashes.
+		fmt.Fprintf(b, "printf '%%s\\n' %s >%s\n", ShellQuote(c.Sysctl.Value), ShellQuote(SysctlPath(c.Sysctl.Key)))
 	case KindRoute:
 		r := c.Route
 		if c.Op == OpDelete {
-			used["try"] = true
-			fmt.Fprintf(b, "try 'No such process' ip %s route del %s\n", r.Family.Flag(), routeKeyArgs(*r))
+			try(b, used, "No such process", append([]string{"ip", r.Family.Flag(), "route", "del"}, routeKeyArgv(*r)...)...)
 			return
 		}
-		fmt.Fprintf(b, "ip %s route replace %s\n", r.Family.Flag(), r.Args(numericTable))
+		cmd(b, append([]string{"ip", r.Family.Flag(), "route", "replace"}, r.Argv(numericTable)...)...)
 	case KindRule:
-		used["try"] = true
 		if c.Op == OpDelete {
-			fmt.Fprintf(b, "try 'No such file or directory' ip %s rule del %s\n", c.Rule.Family.Flag(), c.Rule.Args(numericTable))
+			try(b, used, "No such file or directory", append([]string{"ip", c.Rule.Family.Flag(), "rule", "del"}, c.Rule.Argv(numericTable)...)...)
 			return
 		}
-		fmt.Fprintf(b, "try 'File exists' ip %s rule add %s\n", c.Rule.Family.Flag(), ruleAddArgs(*c.Rule))
+		try(b, used, "File exists", append([]string{"ip", c.Rule.Family.Flag(), "rule", "add"}, ruleAddArgv(*c.Rule)...)...)
 	case KindConntrack:
 		// conntrack -D exits 1 when no entry matched; there may be none to flush.
-		fmt.Fprintf(b, "if command -v conntrack >/dev/null; then conntrack -D %s >/dev/null 2>&1 || :; fi\n", strings.Join(c.Conntrack.args(), " "))
+		fmt.Fprintf(b, "if command -v conntrack >/dev/null; then %s >/dev/null 2>&1 || :; fi\n", ShellJoin(append([]string{"conntrack", "-D"}, c.Conntrack.args()...)...))
 	}
 }
 
-// ruleAddArgs renders a rule for `ip rule add`, with its protocol when it has one.
-func ruleAddArgs(r Rule) string {
-	s := r.Args(numericTable)
+// ruleAddArgv renders a rule for `ip rule add`, with its protocol when it has one.
+func ruleAddArgv(r Rule) []string {
+	a := r.Argv(numericTable)
 	if r.Protocol != 0 {
-		s += fmt.Sprintf(" protocol %d", r.Protocol)
+		a = append(a, "protocol", strconv.Itoa(r.Protocol))
 	}
-	return s
+	return a
 }
 
-// routeKeyArgs renders the identity of a route for `ip route del`: without a type, gateway or
+// routeKeyArgv renders the identity of a route for `ip route del`: without a type, gateway or
 // device the kernel deletes the route with this table, destination, tos and metric.
-func routeKeyArgs(r Route) string {
-	s := r.Dst.String()
+func routeKeyArgv(r Route) []string {
+	a := []string{r.Dst.String()}
 	if r.Dst.Bits() == 0 {
-		s = "default"
+		a[0] = "default"
 	}
 	if r.TOS != 0 {
-		s += fmt.Sprintf(" tos 0x%02x", r.TOS)
+		a = append(a, "tos", fmt.Sprintf("0x%02x", r.TOS))
 	}
-	s += fmt.Sprintf(" table %d", r.Table)
+	a = append(a, "table", strconv.Itoa(r.Table))
 	if r.Metric != 0 {
-		s += fmt.Sprintf(" metric %d", r.Metric)
+		a = append(a, "metric", strconv.Itoa(r.Metric))
 	}
-	return s
+	return a
 }
 
-func addrArgs(dev string, a Address) string {
-	s := a.Prefix.String()
+func addrArgv(dev string, a Address) []string {
+	out := []string{a.Prefix.String()}
 	if a.Peer.IsValid() {
-		s = fmt.Sprintf("%s peer %s", a.Prefix.Addr(), a.Peer)
+		out = []string{a.Prefix.Addr().String(), "peer", a.Peer.String()}
 	}
-	s += " dev " + dev
+	out = append(out, "dev", dev)
 	if a.Scope != "" && a.Scope != "global" {
-		s += " scope " + a.Scope
+		out = append(out, "scope", a.Scope)
 	}
-	return s
+	return out
 }
 
-// linkAddArgs renders `ip link add` arguments for a tunnel link.
-func linkAddArgs(l Link) string {
-	s := l.Name
+// linkAddArgv renders `ip link add` arguments for a tunnel link. The name follows the "name"
+// keyword, so that a link called "type" or "mtu" is not read as one.
+func linkAddArgv(l Link) []string {
+	a := []string{"name", l.Name}
 	if l.HardwareAddr != "" {
-		s += " address " + l.HardwareAddr
+		a = append(a, "address", l.HardwareAddr)
 	}
 	if l.MTU != 0 {
-		s += fmt.Sprintf(" mtu %d", l.MTU)
+		a = append(a, "mtu", strconv.Itoa(l.MTU))
 	}
-	s += " type " + l.Kind
+	a = append(a, "type", l.Kind)
 	t := l.Tunnel
 	if t == nil {
-		return s
+		return a
 	}
 	if l.Kind == "vxlan" {
-		s += fmt.Sprintf(" id %d", t.VNI)
+		a = append(a, "id", fmt.Sprint(t.VNI))
 	}
 	if t.Remote.IsValid() {
-		s += " remote " + t.Remote.String()
+		a = append(a, "remote", t.Remote.String())
 	}
 	if t.Group.IsValid() {
-		s += " group " + t.Group.String()
+		a = append(a, "group", t.Group.String())
 	}
 	if t.Local.IsValid() {
-		s += " local " + t.Local.String()
+		a = append(a, "local", t.Local.String())
 	}
 	if t.Dev != "" {
-		s += " dev " + t.Dev
+		a = append(a, "dev", t.Dev)
 	}
 	if l.Kind == "vxlan" {
-		s += fmt.Sprintf(" dstport %d", t.Port)
+		a = append(a, "dstport", strconv.Itoa(t.Port))
 	}
 	if t.Key != 0 {
-		s += fmt.Sprintf(" key %d", t.Key)
+		a = append(a, "key", fmt.Sprint(t.Key))
 	}
 	if t.TTL != 0 {
-		s += fmt.Sprintf(" ttl %d", t.TTL)
+		a = append(a, "ttl", strconv.Itoa(t.TTL))
 	}
-	return s
-}
-
-// SysctlPath returns the /proc/sys file of a dotted sysctl name. In the dotted form an
-// interface name's dots are written as slashes (ConfKey), so the two are swapped back.
-func SysctlPath(key string) string {
-	return "/proc/sys/" + strings.Map(func(r rune) rune {
-		switch r {
-		case '.':
-			return '/'
-		case '/':
-			return '.'
-		}
-		return r
-	}, key)
+	return a
 }
 
 // scriptChains renders all chain changes together: chains are created or emptied first, so
@@ -305,54 +298,54 @@ func scriptChains(b *bytes.Buffer, chains []Change, used map[string]bool) {
 	b.WriteString("\n# roundtrip's iptables chains (the iptables-restore rendering replaces them atomically)\n")
 	for _, c := range chains {
 		ch := c.Chain
-		cmd := iptablesCmd(ch.Family)
+		tool := iptablesCmd(ch.Family)
 		comment(b, c)
 		if c.Op == OpDelete {
 			used["unhook"], used["try"] = true, true
 			for _, bi := range hookable[ch.Table] {
-				fmt.Fprintf(b, "unhook %s %s %s %s\n", cmd, ch.Table, bi, ch.Name)
+				cmd(b, "unhook", tool, ch.Table, bi, ch.Name)
 			}
 			continue
 		}
 		used["chain"], used["try"] = true, true
-		fmt.Fprintf(b, "chain %s %s %s\n", cmd, ch.Table, ch.Name)
+		cmd(b, "chain", tool, ch.Table, ch.Name)
 	}
 	for _, c := range chains {
 		if c.Op == OpDelete {
 			continue
 		}
 		ch := c.Chain
-		cmd := iptablesCmd(ch.Family)
-		for _, spec := range ch.Rules {
+		tool := iptablesCmd(ch.Family)
+		for i, spec := range ch.Rules {
 			toks, err := splitArgs(spec)
 			if err != nil {
-				// Check refuses such rules; keep the text so that the script shows the problem.
-				fmt.Fprintf(b, "%s -w -t %s -A %s %s\n", cmd, ch.Table, ch.Name, spec)
+				// Check refuses such rules; a script made of one anyway stops here.
+				fmt.Fprintf(b, "echo %s >&2; exit 1\n", ShellQuote(fmt.Sprintf("roundtrip: rule %d of chain %s cannot be rendered: %v", i+1, ch.Name, err)))
 				continue
 			}
-			words := make([]string, len(toks))
-			for i, t := range toks {
-				words[i] = shellQuote(t.text)
+			words := []string{tool, "-w", "-t", ch.Table, "-A", ch.Name}
+			for _, t := range toks {
+				words = append(words, t.text)
 			}
-			fmt.Fprintf(b, "%s -w -t %s -A %s %s\n", cmd, ch.Table, ch.Name, strings.Join(words, " "))
+			cmd(b, words...)
 		}
 		hooked := map[string]bool{}
 		for _, h := range ch.Hooks {
 			used["hook"] = true
 			hooked[h.Chain] = true
-			fmt.Fprintf(b, "hook %s %s %s %s %d\n", cmd, ch.Table, h.Chain, ch.Name, max(h.Position, 1))
+			cmd(b, "hook", tool, ch.Table, h.Chain, ch.Name, strconv.Itoa(max(h.Position, 1)))
 		}
 		for _, bi := range hookable[ch.Table] {
 			if !hooked[bi] {
 				used["unhook"] = true
-				fmt.Fprintf(b, "unhook %s %s %s %s\n", cmd, ch.Table, bi, ch.Name)
+				cmd(b, "unhook", tool, ch.Table, bi, ch.Name)
 			}
 		}
 	}
 	for _, c := range chains {
 		if c.Op == OpDelete {
 			used["unchain"] = true
-			fmt.Fprintf(b, "unchain %s %s %s\n", iptablesCmd(c.Chain.Family), c.Chain.Table, c.Chain.Name)
+			cmd(b, "unchain", iptablesCmd(c.Chain.Family), c.Chain.Table, c.Chain.Name)
 		}
 	}
 }
@@ -428,7 +421,9 @@ func NetfilterTransaction(f Family, changes []Change, cur *State) []byte {
 				continue
 			}
 			for _, spec := range ch.Rules {
-				adds = append(adds, fmt.Sprintf("-A %s %s", ch.Name, spec))
+				// Rules are canonical (re-quoted from their words) after normalized(); one
+				// that did not parse (Check refuses those) still stays on its own line.
+				adds = append(adds, fmt.Sprintf("-A %s %s", ch.Name, strings.Map(oneLineRune, spec)))
 			}
 			for _, h := range ch.Hooks {
 				if !present[h.Chain] {
@@ -455,6 +450,16 @@ func NetfilterTransaction(f Family, changes []Change, cur *State) []byte {
 		b.WriteString("COMMIT\n")
 	}
 	return b.Bytes()
+}
+
+// oneLineRune maps line breaks and NUL to spaces, for text that must stay on one line of a
+// line-based format.
+func oneLineRune(r rune) rune {
+	switch r {
+	case '\n', '\r', 0, 0x85, 0x2028, 0x2029:
+		return ' '
+	}
+	return r
 }
 
 // IPTablesRestore renders the plan's netfilter changes of one family as an
@@ -507,8 +512,18 @@ func nftHook(table, chain string) (typ, prio string) {
 // `nft -f`: each file first declares and deletes the table, then defines it whole, so loading
 // it again replaces it atomically. Chains the plan deletes are simply absent. Routes, rules,
 // links and sysctls are not netfilter: the shell script carries them. A rule with a match or
-// target that has no translation here is an error naming it.
+// target that has no translation here is an error naming it, and so is a value nft cannot
+// hold as written (every address, port and name is checked, every string quoted): the file
+// never says more than the plan.
 func (p *Plan) NFT() ([]byte, error) {
+	for i, c := range p.Changes {
+		if c.Kind != KindChain {
+			continue
+		}
+		if err := c.check(); err != nil {
+			return nil, fmt.Errorf("%w: change %d: %w", ErrBadPlan, i+1, err)
+		}
+	}
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "#!/usr/sbin/nft -f\n# roundtrip plan: %s\n", oneLine(p.Intent))
 	b.WriteString("# roundtrip's chains as native nftables tables. Loading this file replaces the tables\n")
@@ -542,7 +557,11 @@ func (p *Plan) NFT() ([]byte, error) {
 		var bases []base
 		jumps := map[base][]string{}
 		for _, ch := range sets {
-			fmt.Fprintf(&b, "\tchain %s {\n", nftQuote(ch.Name))
+			name, err := nftIdent(ch.Name)
+			if err != nil {
+				return nil, fmt.Errorf("chain %s: %w", TermSafe(ch.Name), err)
+			}
+			fmt.Fprintf(&b, "\tchain %s {\n", name)
 			for i, spec := range ch.Rules {
 				r, err := ParseIPTablesRule(f, spec)
 				if err != nil {
@@ -550,7 +569,7 @@ func (p *Plan) NFT() ([]byte, error) {
 				}
 				line, err := nftRule(f, r)
 				if err != nil {
-					return nil, fmt.Errorf("chain %s rule %d %q: %w; use the iptables-restore rendering for it", ch.Name, i+1, spec, err)
+					return nil, fmt.Errorf("chain %s rule %d %s: %w; use the iptables-restore rendering for it", ch.Name, i+1, strconv.Quote(spec), err)
 				}
 				fmt.Fprintf(&b, "\t\t%s\n", line)
 			}
@@ -560,15 +579,16 @@ func (p *Plan) NFT() ([]byte, error) {
 				if _, ok := jumps[k]; !ok {
 					bases = append(bases, k)
 				}
-				jumps[k] = append(jumps[k], ch.Name)
+				jumps[k] = append(jumps[k], name)
 			}
 		}
 		for _, k := range bases {
 			typ, prio := nftHook(k.table, k.chain)
-			fmt.Fprintf(&b, "\tchain %s {\n", nftQuote(k.table+"-"+strings.ToLower(k.chain)))
+			// Tables and built-in chains are from a fixed set (checkChain): plain words.
+			fmt.Fprintf(&b, "\tchain %s-%s {\n", k.table, strings.ToLower(k.chain))
 			fmt.Fprintf(&b, "\t\ttype %s hook %s priority %s; policy accept;\n", typ, strings.ToLower(k.chain), prio)
 			for _, j := range jumps[k] {
-				fmt.Fprintf(&b, "\t\tjump %s\n", nftQuote(j))
+				fmt.Fprintf(&b, "\t\tjump %s\n", j)
 			}
 			b.WriteString("\t}\n")
 		}
@@ -580,20 +600,148 @@ func (p *Plan) NFT() ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// nftQuote quotes a chain name that nft would not read as a plain identifier. nft's scanner
-// takes letters, digits, '_', '-' and '.' after a leading letter; roundtrip's own chain names
-// are such (checkChain), so quoting only guards against names from elsewhere.
-func nftQuote(s string) string {
-	for i, c := range s {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || i > 0 && (c >= '0' && c <= '9' || c == '-' || c == '.')) {
-			return strconv.Quote(s)
+// nftAddr checks an address or prefix of a rule (iptables-save prints them numerically) and
+// renders it for nft.
+func nftAddr(f Family, s string) (string, error) {
+	if p, err := netip.ParsePrefix(s); err == nil && FamilyOf(p.Addr()) == f && p.Addr().Zone() == "" {
+		return p.Masked().String(), nil
+	}
+	if a, err := netip.ParseAddr(s); err == nil && FamilyOf(a) == f && a.Zone() == "" {
+		return a.String(), nil
+	}
+	return "", fmt.Errorf("no translation for address %q (want a numeric %s address or prefix)", s, f)
+}
+
+// portNumber parses a port 0-65535 written as digits.
+func portNumber(s string) (int, bool) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return int(n), err == nil && s != "" && s[0] != '+'
+}
+
+// nftPortRange renders "N" or "N:M" (iptables) or "N-M" as nft's N or N-M.
+func nftPortRange(s string) (string, error) {
+	lo, hi, isRange := strings.Cut(s, ":")
+	if !isRange {
+		lo, hi, isRange = strings.Cut(s, "-")
+	}
+	a, ok := portNumber(lo)
+	if !ok {
+		return "", fmt.Errorf("no translation for port %q", s)
+	}
+	if !isRange {
+		return strconv.Itoa(a), nil
+	}
+	z, ok := portNumber(hi)
+	if !ok || z < a {
+		return "", fmt.Errorf("no translation for port range %q", s)
+	}
+	return fmt.Sprintf("%d-%d", a, z), nil
+}
+
+// nftPorts renders the values of a port option (one port, a range, or a comma list).
+func nftPorts(vals []string) (string, error) {
+	var out []string
+	for _, v := range vals {
+		for _, p := range strings.Split(v, ",") {
+			q, err := nftPortRange(p)
+			if err != nil {
+				return "", err
+			}
+			out = append(out, q)
 		}
 	}
-	return s
+	switch len(out) {
+	case 0:
+		return "", errors.New("no translation for a port option without ports")
+	case 1:
+		return out[0], nil
+	}
+	return "{ " + strings.Join(out, ", ") + " }", nil
+}
+
+// nftWords renders a comma-separated list of keywords from a known set, lowercased.
+func nftWords(what string, vals []string, known map[string]bool) (string, error) {
+	var out []string
+	for _, v := range vals {
+		for _, w := range strings.Split(strings.ToLower(v), ",") {
+			if !known[w] {
+				return "", fmt.Errorf("no translation for %s %q", what, w)
+			}
+			out = append(out, w)
+		}
+	}
+	if len(out) == 0 {
+		return "", fmt.Errorf("no translation for an empty %s", what)
+	}
+	return strings.Join(out, ","), nil
+}
+
+var (
+	nftCtStates  = map[string]bool{"new": true, "established": true, "related": true, "invalid": true, "untracked": true}
+	nftAddrTypes = map[string]bool{"unspec": true, "unicast": true, "local": true, "broadcast": true, "anycast": true,
+		"multicast": true, "blackhole": true, "unreachable": true, "prohibit": true, "throw": true, "nat": true, "xresolve": true}
+	nftPortProtos = map[string]bool{"tcp": true, "udp": true, "sctp": true, "dccp": true, "udplite": true}
+)
+
+// nftIface renders an interface name match: iptables' trailing '+' is nft's '*'. A name with
+// a '*' or a backslash would read as a pattern in nft and is refused.
+func nftIface(v string) (string, error) {
+	name, wild := strings.CutSuffix(v, "+")
+	if name != "" || !wild {
+		if err := ifNameOK(name); err != nil {
+			return "", fmt.Errorf("no translation for interface %q: %w", v, err)
+		}
+	}
+	if strings.ContainsAny(name, `*\`) {
+		return "", fmt.Errorf("no translation for interface %q: nft reads '*' and '\\' in names as a pattern", v)
+	}
+	if wild {
+		name += "*"
+	}
+	return nftString(name)
+}
+
+// nftNATTo renders the address and ports of DNAT --to-destination or SNAT --to-source
+// (ADDR, ADDR-ADDR, ADDR:PORT, ADDR:PORT-PORT; [ADDR]:PORT for IPv6) for nft's "to".
+func nftNATTo(f Family, s string) (string, error) {
+	addrs, ports := s, ""
+	if f == V6 {
+		if rest, ok := strings.CutPrefix(s, "["); ok {
+			var found bool
+			addrs, ports, found = strings.Cut(rest, "]")
+			if !found || ports != "" && ports[0] != ':' {
+				return "", fmt.Errorf("no translation for NAT target %q", s)
+			}
+			ports = strings.TrimPrefix(ports, ":")
+		}
+	} else if a, p, ok := strings.Cut(s, ":"); ok {
+		addrs, ports = a, p
+	}
+	var out []string
+	for _, a := range strings.SplitN(addrs, "-", 2) {
+		ip, err := netip.ParseAddr(a)
+		if err != nil || FamilyOf(ip) != f || ip.Zone() != "" {
+			return "", fmt.Errorf("no translation for NAT target %q: %q is not a %s address", s, a, f)
+		}
+		out = append(out, ip.String())
+	}
+	to := strings.Join(out, "-")
+	if f == V6 && ports != "" {
+		to = "[" + to + "]"
+	}
+	if ports != "" {
+		pr, err := nftPortRange(ports)
+		if err != nil {
+			return "", fmt.Errorf("NAT target %q: %w", s, err)
+		}
+		to += ":" + pr
+	}
+	return to, nil
 }
 
 // nftRule translates one parsed iptables rule into nftables syntax, for the matches and
-// targets roundtrip's wizards write.
+// targets roundtrip's wizards write. Every value is checked or quoted on the way: a rule that
+// nft would read as more than the rule is an error.
 func nftRule(f Family, r NFRule) (string, error) {
 	var parts []string
 	ipx := "ip"
@@ -609,91 +757,113 @@ func nftRule(f Family, r NFRule) (string, error) {
 	if r.Fragment != nil {
 		return "", fmt.Errorf("no translation for -f")
 	}
-	if r.Src != nil {
-		parts = append(parts, fmt.Sprintf("%s saddr %s%s", ipx, neq(r.Src.Not), r.Src.Prefix))
-	}
-	if r.Dst != nil {
-		parts = append(parts, fmt.Sprintf("%s daddr %s%s", ipx, neq(r.Dst.Not), r.Dst.Prefix))
-	}
-	iface := func(dir string, v *NegStr) {
-		name := v.Value
-		if strings.HasSuffix(name, "+") {
-			name = strings.TrimSuffix(name, "+") + "*"
+	for _, a := range []struct {
+		dir string
+		v   *NegAddr
+	}{{"saddr", r.Src}, {"daddr", r.Dst}} {
+		if a.v == nil {
+			continue
 		}
-		parts = append(parts, fmt.Sprintf("%sname %s\"%s\"", dir, neq(v.Not), name))
+		s, err := nftAddr(f, a.v.Prefix)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, fmt.Sprintf("%s %s %s%s", ipx, a.dir, neq(a.v.Not), s))
 	}
-	if r.In != nil {
-		iface("iif", r.In)
-	}
-	if r.Out != nil {
-		iface("oif", r.Out)
+	for _, i := range []struct {
+		dir string
+		v   *NegStr
+	}{{"iif", r.In}, {"oif", r.Out}} {
+		if i.v == nil {
+			continue
+		}
+		s, err := nftIface(i.v.Value)
+		if err != nil {
+			return "", err
+		}
+		parts = append(parts, fmt.Sprintf("%sname %s%s", i.dir, neq(i.v.Not), s))
 	}
 	proto := ""
-	if r.Proto != nil {
-		proto = strings.ToLower(r.Proto.Value)
+	if r.Proto != nil && strings.ToLower(r.Proto.Value) != "all" {
+		n, err := ProtoNumber(r.Proto.Value)
+		if err != nil {
+			return "", fmt.Errorf("no translation for -p %q", r.Proto.Value)
+		}
+		switch n {
+		case 1, 6, 17, 132:
+			proto = ProtoName(n)
+		default:
+			proto = strconv.Itoa(n)
+		}
 		hasPortMatch := !r.Proto.Not && slices.ContainsFunc(r.Matches, func(m NFMatch) bool { return m.Name == proto })
 		if !hasPortMatch {
 			parts = append(parts, fmt.Sprintf("meta l4proto %s%s", neq(r.Proto.Not), proto))
 		}
 	}
-	portList := func(vals []string) string {
-		v := strings.ReplaceAll(strings.Join(vals, ","), ":", "-")
-		if strings.Contains(v, ",") {
-			return "{ " + strings.ReplaceAll(v, ",", ", ") + " }"
-		}
-		return v
-	}
-	markExpr := func(key, v string) string {
+	markExpr := func(key, v string, not bool) (string, error) {
 		val, mask, err := parseMarkMask(v)
 		if err != nil {
-			return ""
+			return "", fmt.Errorf("no translation for mark %q: %w", v, err)
 		}
 		if mask == 0xffffffff {
-			return fmt.Sprintf("%s %#x", key, val)
+			return fmt.Sprintf("%s %s%#x", key, neq(not), val), nil
 		}
-		return fmt.Sprintf("%s and %#x == %#x", key, mask, val)
+		return fmt.Sprintf("%s and %#x %s %#x", key, mask, map[bool]string{false: "==", true: "!="}[not], val), nil
 	}
 	for _, m := range r.Matches {
 		for _, o := range m.Options {
 			var s string
+			var err error
 			switch {
-			case (m.Name == "tcp" || m.Name == "udp" || m.Name == "sctp") && (o.Name == "dport" || o.Name == "sport" || o.Name == "destination-port" || o.Name == "source-port"):
+			case nftPortProtos[m.Name] && (o.Name == "dport" || o.Name == "sport" || o.Name == "destination-port" || o.Name == "source-port"):
 				dir := "dport"
 				if o.Name == "sport" || o.Name == "source-port" {
 					dir = "sport"
 				}
-				s = fmt.Sprintf("%s %s %s%s", m.Name, dir, neq(o.Not), portList(o.Values))
-			case m.Name == "multiport" && (o.Name == "dports" || o.Name == "sports" || o.Name == "ports") && proto != "":
+				var ports string
+				if ports, err = nftPorts(o.Values); err == nil {
+					s = fmt.Sprintf("%s %s %s%s", m.Name, dir, neq(o.Not), ports)
+				}
+			case m.Name == "multiport" && (o.Name == "dports" || o.Name == "sports" || o.Name == "ports"):
+				if o.Name == "ports" {
+					return "", fmt.Errorf("no translation for -m multiport --ports")
+				}
+				if !nftPortProtos[proto] {
+					return "", fmt.Errorf("no translation for -m multiport without -p tcp, udp or sctp")
+				}
 				dir := "dport"
 				if o.Name == "sports" {
 					dir = "sport"
 				}
-				if o.Name == "ports" {
-					return "", fmt.Errorf("no translation for -m multiport --ports")
+				var ports string
+				if ports, err = nftPorts(o.Values); err == nil {
+					s = fmt.Sprintf("%s %s %s%s", proto, dir, neq(o.Not), ports)
 				}
-				s = fmt.Sprintf("%s %s %s%s", proto, dir, neq(o.Not), portList(o.Values))
 			case (m.Name == "mark" || m.Name == "connmark") && o.Name == "mark" && len(o.Values) == 1:
 				key := "meta mark"
 				if m.Name == "connmark" {
 					key = "ct mark"
 				}
-				s = markExpr(key, o.Values[0])
-				if o.Not {
-					s = strings.Replace(s, "==", "!=", 1)
-					if !strings.Contains(s, "!=") {
-						s = strings.Replace(s, key+" ", key+" != ", 1)
-					}
-				}
+				s, err = markExpr(key, o.Values[0], o.Not)
 			case m.Name == "conntrack" && o.Name == "ctstate" || m.Name == "state" && o.Name == "state":
-				s = fmt.Sprintf("ct state %s%s", neq(o.Not), strings.ToLower(strings.Join(o.Values, ",")))
+				var states string
+				if states, err = nftWords("conntrack state", o.Values, nftCtStates); err == nil {
+					s = fmt.Sprintf("ct state %s%s", neq(o.Not), states)
+				}
 			case m.Name == "addrtype" && (o.Name == "dst-type" || o.Name == "src-type") && len(o.Values) == 1:
 				dir := "daddr"
 				if o.Name == "src-type" {
 					dir = "saddr"
 				}
-				s = fmt.Sprintf("fib %s type %s%s", dir, neq(o.Not), strings.ToLower(o.Values[0]))
+				var typ string
+				if typ, err = nftWords("address type", o.Values, nftAddrTypes); err == nil {
+					s = fmt.Sprintf("fib %s type %s%s", dir, neq(o.Not), typ)
+				}
 			case m.Name == "comment" && o.Name == "comment":
 				continue // appended at the end, where nft wants it
+			}
+			if err != nil {
+				return "", err
 			}
 			if s == "" {
 				return "", fmt.Errorf("no translation for -m %s --%s", m.Name, o.Name)
@@ -701,7 +871,7 @@ func nftRule(f Family, r NFRule) (string, error) {
 			parts = append(parts, s)
 		}
 	}
-	verdict, err := nftTarget(r)
+	verdict, err := nftTarget(f, r)
 	if err != nil {
 		return "", err
 	}
@@ -710,16 +880,21 @@ func nftRule(f Family, r NFRule) (string, error) {
 		parts = append(parts, verdict)
 	}
 	for _, m := range r.Matches {
-		if m.Name == "comment" {
-			if o, ok := m.Option("comment"); ok && len(o.Values) == 1 {
-				parts = append(parts, fmt.Sprintf("comment %q", o.Values[0]))
+		if m.Name != "comment" {
+			continue
+		}
+		if o, ok := m.Option("comment"); ok && len(o.Values) == 1 {
+			c, err := nftString(o.Values[0])
+			if err != nil {
+				return "", fmt.Errorf("comment: %w", err)
 			}
+			parts = append(parts, "comment "+c)
 		}
 	}
 	return strings.Join(parts, " "), nil
 }
 
-func nftTarget(r NFRule) (string, error) {
+func nftTarget(f Family, r NFRule) (string, error) {
 	opt := func(name string) string {
 		if o, ok := r.TargetOption(name); ok && len(o.Values) > 0 {
 			return o.Values[0]
@@ -731,13 +906,23 @@ func nftTarget(r NFRule) (string, error) {
 		return "", nil
 	case "ACCEPT", "DROP", "RETURN":
 		return strings.ToLower(r.Target), nil
-	case "DNAT":
-		return "dnat to " + opt("to-destination"), nil
-	case "SNAT":
-		return "snat to " + opt("to-source"), nil
+	case "DNAT", "SNAT":
+		o, verb := "to-destination", "dnat"
+		if r.Target == "SNAT" {
+			o, verb = "to-source", "snat"
+		}
+		to, err := nftNATTo(f, opt(o))
+		if err != nil {
+			return "", err
+		}
+		return verb + " to " + to, nil
 	case "MASQUERADE":
 		if p := opt("to-ports"); p != "" {
-			return "masquerade to :" + p, nil
+			ports, err := nftPortRange(p)
+			if err != nil {
+				return "", err
+			}
+			return "masquerade to :" + ports, nil
 		}
 		return "masquerade", nil
 	case "MARK", "CONNMARK":
@@ -765,52 +950,107 @@ func nftTarget(r NFRule) (string, error) {
 		}
 	case "LOG":
 		if p := opt("log-prefix"); p != "" {
-			return fmt.Sprintf("log prefix %q", p), nil
+			// nft expands $NAME inside a log prefix (a variable), even in quotes.
+			if strings.Contains(p, "$") {
+				return "", fmt.Errorf("log prefix %q: nft reads '$' in a log prefix as a variable", p)
+			}
+			s, err := nftString(p)
+			if err != nil {
+				return "", fmt.Errorf("log prefix: %w", err)
+			}
+			return "log prefix " + s, nil
 		}
 		return "log", nil
 	case "REJECT":
 		return "reject", nil
 	}
 	if strings.HasPrefix(r.Target, ChainPrefix) {
-		if r.Goto {
-			return "goto " + nftQuote(r.Target), nil
+		name, err := nftIdent(r.Target)
+		if err != nil {
+			return "", err
 		}
-		return "jump " + nftQuote(r.Target), nil
+		if r.Goto {
+			return "goto " + name, nil
+		}
+		return "jump " + name, nil
 	}
 	return "", fmt.Errorf("no translation for -j %s with these options", r.Target)
 }
 
+// CheckUnitName checks the name of a systemd service roundtrip writes (without ".service"):
+// letters, digits and ":_.-", at most 200 bytes (systemd's unit names: no '@', which would
+// make it a template, nor '\', which systemd reads as an escape).
+func CheckUnitName(name string) error {
+	if name == "" || len(name) > 200 {
+		return fmt.Errorf("unit name %q must be 1-200 bytes", name)
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == ':' || c == '_' || c == '.' || c == '-') {
+			return fmt.Errorf("unit name %q: want letters, digits, ':', '_', '.' and '-'", name)
+		}
+	}
+	return nil
+}
+
 // SystemdUnit renders a systemd service that re-applies the plan at boot by running its shell
 // script (Script) from scriptPath; the script is idempotent, so a restart is harmless. For a
-// plan made for a network namespace the script runs inside it.
-func (p *Plan) SystemdUnit(name, scriptPath string) []byte {
+// plan made for a network namespace the script runs inside it. The unit name, the path
+// (absolute, no control characters) and the namespace are checked; ExecStart's words are
+// quoted for systemd (SystemdQuote), text is kept to single comment and Description lines.
+func (p *Plan) SystemdUnit(name, scriptPath string) ([]byte, error) {
+	if err := CheckUnitName(name); err != nil {
+		return nil, err
+	}
+	if !path.IsAbs(scriptPath) || path.Clean(scriptPath) != scriptPath || len(scriptPath) > 4095 || !utf8.ValidString(scriptPath) || HasControl(scriptPath) {
+		return nil, fmt.Errorf("script path %q: want a clean absolute path without control characters", scriptPath)
+	}
+	if p.Namespace != "" {
+		if err := CheckNetnsName(p.Namespace); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrBadPlan, err)
+		}
+	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "# roundtrip plan: %s\n", oneLine(p.Intent))
+	fmt.Fprintf(&b, "# roundtrip plan: %s\n", SystemdText(p.Intent))
 	b.WriteString("# Re-applies the plan at boot by running its idempotent shell script. Install with:\n")
-	fmt.Fprintf(&b, "#   roundtrip plan render PLAN --format script > %s\n", scriptPath)
+	fmt.Fprintf(&b, "#   roundtrip plan render PLAN --format script > %s\n", SystemdText(ShellQuote(scriptPath)))
 	fmt.Fprintf(&b, "#   cp THIS-FILE /etc/systemd/system/%s.service\n", name)
 	fmt.Fprintf(&b, "#   systemctl daemon-reload && systemctl enable %s.service\n", name)
 	b.WriteString("[Unit]\n")
-	fmt.Fprintf(&b, "Description=roundtrip: %s\n", oneLine(p.Intent))
+	fmt.Fprintf(&b, "Description=roundtrip: %s\n", SystemdText(p.Intent))
 	b.WriteString("Wants=network-online.target\n")
 	// Firewall services load their rules first, so that roundtrip's jumps land on top of them.
 	b.WriteString("After=network-online.target netfilter-persistent.service iptables.service firewalld.service docker.service\n")
 	b.WriteString("\n[Service]\nType=oneshot\nRemainAfterExit=yes\n")
-	if p.Namespace != "" {
-		fmt.Fprintf(&b, "ExecStart=/usr/sbin/ip netns exec %s /bin/sh %s\n", p.Namespace, scriptPath)
-	} else {
-		fmt.Fprintf(&b, "ExecStart=/bin/sh %s\n", scriptPath)
-	}
+	b.WriteString("ExecStart=" + strings.Join(systemdExec(p.Namespace, scriptPath), " ") + "\n")
 	b.WriteString("\n[Install]\nWantedBy=multi-user.target\n")
-	return b.Bytes()
+	return b.Bytes(), nil
+}
+
+// systemdExec returns the quoted words of the unit's ExecStart.
+func systemdExec(namespace, scriptPath string) []string {
+	argv := []string{"/bin/sh", scriptPath}
+	if namespace != "" {
+		argv = append([]string{"/usr/sbin/ip", "netns", "exec", namespace}, argv...)
+	}
+	for i, a := range argv {
+		argv[i] = SystemdQuote(a)
+	}
+	return argv
 }
 
 // Networkd renders what systemd-networkd (and sysctl.d) can express of the plan as file
 // snippets: links as .netdev files, addresses, routes and policy rules as sections of the
 // .network file of their interface, table names for networkd.conf and sysctls for sysctl.d.
 // Netfilter chains, conntrack flushes and removals have no networkd form; they are listed at
-// the end, to be kept in the systemd unit.
-func (p *Plan) Networkd() []byte {
+// the end, to be kept in the systemd unit. Every value is checked first (networkdCheck): an
+// interface name networkd would read as a pattern or refuse is an error, not a file.
+func (p *Plan) Networkd() ([]byte, error) {
+	for i, c := range p.Changes {
+		if err := networkdCheck(c); err != nil {
+			return nil, fmt.Errorf("change %d (%s): %w", i+1, oneLine(c.Summary()), err)
+		}
+	}
 	files := map[string]*bytes.Buffer{}
 	var order []string
 	file := func(name, header string) *bytes.Buffer {
@@ -830,7 +1070,7 @@ func (p *Plan) Networkd() []byte {
 	for _, c := range p.Changes {
 		c = c.normalized()
 		if c.Op == OpDelete {
-			notExpressible = append(notExpressible, "remove by hand: "+c.Summary())
+			notExpressible = append(notExpressible, "remove by hand: "+oneLine(c.Summary()))
 			continue
 		}
 		switch c.Kind {
@@ -984,10 +1224,10 @@ func (p *Plan) Networkd() []byte {
 			case ActionBlackhole, ActionUnreachable, ActionProhibit:
 				fmt.Fprintf(b, "Type=%s\n", r.Action)
 			default:
-				notExpressible = append(notExpressible, "keep in the systemd unit: "+c.Summary())
+				notExpressible = append(notExpressible, "keep in the systemd unit: "+oneLine(c.Summary()))
 			}
 		default:
-			notExpressible = append(notExpressible, "keep in the systemd unit: "+c.Summary())
+			notExpressible = append(notExpressible, "keep in the systemd unit: "+oneLine(c.Summary()))
 		}
 	}
 	var b bytes.Buffer
@@ -1004,7 +1244,42 @@ func (p *Plan) Networkd() []byte {
 			fmt.Fprintf(&b, "# %s\n", s)
 		}
 	}
-	return b.Bytes()
+	return b.Bytes(), nil
+}
+
+// networkdCheck checks the values of a change that Networkd writes into networkd's files:
+// the change itself (Check's rules), and interface names, which networkd matches as glob
+// patterns in Name= and refuses when they hold '%', ':', '/' or anything but printable ASCII.
+func networkdCheck(c Change) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	var names []string
+	switch {
+	case c.Link != nil:
+		names = append(names, c.Link.Name, c.Link.Master)
+		if c.Link.Tunnel != nil {
+			names = append(names, c.Link.Tunnel.Dev)
+		}
+	case c.Address != nil:
+		names = append(names, c.Address.Dev)
+	case c.Route != nil:
+		names = append(names, c.Route.Dev)
+		for _, nh := range c.Route.Nexthops {
+			names = append(names, nh.Dev)
+		}
+	case c.Rule != nil:
+		names = append(names, c.Rule.IIF, c.Rule.OIF)
+	}
+	for _, n := range names {
+		if n == "" {
+			continue
+		}
+		if n[0] == '!' || strings.ContainsAny(n, "%*?[]\\\"'$#;") || !plainASCII(n) {
+			return fmt.Errorf("interface name %s cannot be written for networkd (it would read as a pattern, a quote or a specifier): use the systemd rendering", ShellQuote(n))
+		}
+	}
+	return nil
 }
 
 func networkdAddress(b *bytes.Buffer, a Address) {

@@ -152,8 +152,16 @@ func TestPlanGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkGolden(t, "plan.nft", nft)
-	checkGolden(t, "plan.service", p.SystemdUnit("roundtrip-edge", "/etc/roundtrip/edge.sh"))
-	checkGolden(t, "networkd.txt", p.Networkd())
+	unit, err := p.SystemdUnit("roundtrip-edge", "/etc/roundtrip/edge.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "plan.service", unit)
+	networkd, err := p.Networkd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkGolden(t, "networkd.txt", networkd)
 
 	// The plan file reads back as the same plan.
 	back, err := ParsePlan(js)
@@ -315,7 +323,8 @@ func FuzzParsePlan(f *testing.F) {
 		_ = p.Script()
 		_ = p.IPTablesRestore(V4, st)
 		_, _ = p.NFT()
-		_ = p.Networkd()
+		_, _ = p.Networkd()
+		_, _ = p.SystemdUnit("x", "/x")
 		_ = p.Expect(st)
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -46,58 +47,65 @@ type Nexthop struct {
 	OnLink  bool       `json:"onlink,omitempty"`
 }
 
-// Args renders the route as arguments of `ip route add` (family flag not included).
+// Args renders the route as arguments of `ip route add` (family flag not included), for
+// reading: the words of Argv joined by spaces.
 func (r Route) Args(names func(int) string) string {
-	var b strings.Builder
+	return strings.Join(r.Argv(names), " ")
+}
+
+// Argv renders the route as the argument words of `ip route add` (family flag not included),
+// each one word whatever it holds, for a command line (ShellJoin) or a program.
+func (r Route) Argv(names func(int) string) []string {
+	a := make([]string, 0, 16)
 	if r.Type != "" && r.Type != RouteUnicast {
-		b.WriteString(r.Type + " ")
+		a = append(a, r.Type)
 	}
 	if r.Dst.Bits() == 0 {
-		b.WriteString("default")
+		a = append(a, "default")
 	} else {
-		b.WriteString(r.Dst.String())
+		a = append(a, r.Dst.String())
 	}
 	if r.TOS != 0 {
-		fmt.Fprintf(&b, " tos 0x%02x", r.TOS)
+		a = append(a, "tos", fmt.Sprintf("0x%02x", r.TOS))
 	}
 	if r.Gateway.IsValid() {
-		fmt.Fprintf(&b, " via %s", r.Gateway)
+		a = append(a, "via", r.Gateway.String())
 	}
 	if r.Dev != "" {
-		fmt.Fprintf(&b, " dev %s", r.Dev)
+		a = append(a, "dev", r.Dev)
 	}
 	if r.Table != TableMain {
-		fmt.Fprintf(&b, " table %s", names(r.Table))
+		a = append(a, "table", names(r.Table))
 	}
 	if r.Protocol != "" && r.Protocol != "boot" {
-		fmt.Fprintf(&b, " proto %s", r.Protocol)
+		a = append(a, "proto", r.Protocol)
 	}
 	if r.Scope != "" && r.Scope != "universe" {
-		fmt.Fprintf(&b, " scope %s", r.Scope)
+		a = append(a, "scope", r.Scope)
 	}
 	if r.Src.IsValid() {
-		fmt.Fprintf(&b, " src %s", r.Src)
+		a = append(a, "src", r.Src.String())
 	}
 	if r.Metric != 0 {
-		fmt.Fprintf(&b, " metric %d", r.Metric)
+		a = append(a, "metric", strconv.Itoa(r.Metric))
 	}
 	if r.OnLink {
-		b.WriteString(" onlink")
+		a = append(a, "onlink")
 	}
 	for _, nh := range r.Nexthops {
-		b.WriteString(" nexthop")
+		a = append(a, "nexthop")
 		if nh.Gateway.IsValid() {
-			fmt.Fprintf(&b, " via %s", nh.Gateway)
+			a = append(a, "via", nh.Gateway.String())
 		}
 		if nh.Dev != "" {
-			fmt.Fprintf(&b, " dev %s", nh.Dev)
+			a = append(a, "dev", nh.Dev)
 		}
-		fmt.Fprintf(&b, " weight %d", nh.Weight)
+		a = append(a, "weight", strconv.Itoa(nh.Weight))
 		if nh.OnLink {
-			b.WriteString(" onlink")
+			a = append(a, "onlink")
 		}
 	}
-	return b.String()
+	return a
 }
 
 func (r Route) String() string {

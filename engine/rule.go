@@ -3,6 +3,8 @@ package engine
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -71,73 +73,86 @@ func (p PortRange) String() string {
 func (p PortRange) Contains(port uint16) bool { return port >= p.Start && port <= p.End }
 
 // Selectors renders the rule's match part in `ip rule` syntax (without priority and action).
-func (r Rule) Selectors() string {
-	var b strings.Builder
+func (r Rule) Selectors() string { return strings.Join(r.SelectorArgv(), " ") }
+
+// SelectorArgv is Selectors as argument words.
+func (r Rule) SelectorArgv() []string {
+	a := make([]string, 0, 8)
 	if r.Not {
-		b.WriteString("not ")
+		a = append(a, "not")
 	}
 	if r.Src.IsValid() {
-		fmt.Fprintf(&b, "from %s ", r.Src)
+		a = append(a, "from", r.Src.String())
 	} else {
-		b.WriteString("from all ")
+		a = append(a, "from", "all")
 	}
 	if r.Dst.IsValid() {
-		fmt.Fprintf(&b, "to %s ", r.Dst)
+		a = append(a, "to", r.Dst.String())
 	}
 	if r.TOS != 0 {
-		fmt.Fprintf(&b, "tos 0x%02x ", r.TOS)
+		a = append(a, "tos", fmt.Sprintf("0x%02x", r.TOS))
 	}
 	if r.Mark != nil {
 		if r.Mark.Mask == 0xffffffff {
-			fmt.Fprintf(&b, "fwmark %#x ", r.Mark.Value)
+			a = append(a, "fwmark", fmt.Sprintf("%#x", r.Mark.Value))
 		} else {
-			fmt.Fprintf(&b, "fwmark %#x/%#x ", r.Mark.Value, r.Mark.Mask)
+			a = append(a, "fwmark", fmt.Sprintf("%#x/%#x", r.Mark.Value, r.Mark.Mask))
 		}
 	}
 	if r.IIF != "" {
-		fmt.Fprintf(&b, "iif %s ", r.IIF)
+		a = append(a, "iif", r.IIF)
 	}
 	if r.OIF != "" {
-		fmt.Fprintf(&b, "oif %s ", r.OIF)
+		a = append(a, "oif", r.OIF)
 	}
 	if r.UIDRange != nil {
-		fmt.Fprintf(&b, "uidrange %d-%d ", r.UIDRange.Start, r.UIDRange.End)
+		a = append(a, "uidrange", fmt.Sprintf("%d-%d", r.UIDRange.Start, r.UIDRange.End))
 	}
 	if r.IPProto != 0 {
-		fmt.Fprintf(&b, "ipproto %s ", ProtoName(r.IPProto))
+		a = append(a, "ipproto", ProtoName(r.IPProto))
 	}
 	if r.SPort != nil {
-		fmt.Fprintf(&b, "sport %s ", r.SPort)
+		a = append(a, "sport", r.SPort.String())
 	}
 	if r.DPort != nil {
-		fmt.Fprintf(&b, "dport %s ", r.DPort)
+		a = append(a, "dport", r.DPort.String())
 	}
-	return strings.TrimSpace(b.String())
+	return a
 }
 
 // ActionString renders the rule's action in `ip rule` syntax, naming tables through names.
 func (r Rule) ActionString(names func(int) string) string {
-	var b strings.Builder
-	switch r.Action {
-	case ActionTable, "":
-		fmt.Fprintf(&b, "lookup %s", names(r.Table))
-	case ActionGoto:
-		fmt.Fprintf(&b, "goto %d", r.Goto)
-	default:
-		b.WriteString(r.Action)
-	}
-	if r.SuppressPrefixLen != nil {
-		fmt.Fprintf(&b, " suppress_prefixlength %d", *r.SuppressPrefixLen)
-	}
-	if r.SuppressIfGroup != nil {
-		fmt.Fprintf(&b, " suppress_ifgroup %d", *r.SuppressIfGroup)
-	}
-	return b.String()
+	return strings.Join(r.ActionArgv(names), " ")
 }
 
-// Args renders the rule as arguments of `ip rule add` (family flag not included).
+// ActionArgv is ActionString as argument words.
+func (r Rule) ActionArgv(names func(int) string) []string {
+	var a []string
+	switch r.Action {
+	case ActionTable, "":
+		a = append(a, "lookup", names(r.Table))
+	case ActionGoto:
+		a = append(a, "goto", strconv.Itoa(r.Goto))
+	default:
+		a = append(a, r.Action)
+	}
+	if r.SuppressPrefixLen != nil {
+		a = append(a, "suppress_prefixlength", strconv.Itoa(*r.SuppressPrefixLen))
+	}
+	if r.SuppressIfGroup != nil {
+		a = append(a, "suppress_ifgroup", strconv.Itoa(*r.SuppressIfGroup))
+	}
+	return a
+}
+
+// Args renders the rule as arguments of `ip rule add` (family flag not included), for reading.
 func (r Rule) Args(names func(int) string) string {
-	return fmt.Sprintf("priority %d %s %s", r.Priority, r.Selectors(), r.ActionString(names))
+	return strings.Join(r.Argv(names), " ")
+}
+
+// Argv renders the rule as the argument words of `ip rule add` (family flag not included).
+func (r Rule) Argv(names func(int) string) []string {
+	return slices.Concat([]string{"priority", strconv.Itoa(r.Priority)}, r.SelectorArgv(), r.ActionArgv(names))
 }
 
 func (r Rule) String() string {

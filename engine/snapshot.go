@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/netip"
-	"os"
+	"strings"
 	"time"
+
+	"roundtrip/engine/safefile"
 )
 
 // SnapshotFormat and SnapshotVersion identify roundtrip's snapshot files. The version grows
@@ -86,7 +87,7 @@ func ParseSnapshot(data []byte) (*Snapshot, error) {
 
 // LoadSnapshotFile reads and validates a snapshot file.
 func LoadSnapshotFile(path string) (*Snapshot, error) {
-	data, err := os.ReadFile(path)
+	data, err := safefile.ReadFile(path, MaxSnapshotFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading snapshot: %w", err)
 	}
@@ -142,27 +143,57 @@ var (
 	validRouteTypes  = map[string]bool{RouteUnicast: true, RouteLocal: true, RouteBroadcast: true, RouteAnycast: true, RouteMulticast: true, RouteBlackhole: true, RouteUnreachable: true, RouteProhibit: true, RouteThrow: true, RouteNAT: true}
 )
 
-// Validate checks that a state is internally consistent: the kind of mistakes a hand-edited or
-// corrupted snapshot has. It reports up to ten problems at once.
+// Validate checks that a state is well formed and internally consistent: the mistakes of a
+// hand-edited or corrupted snapshot, and the fields a crafted one would use to reach a script
+// or a terminal. Names follow the kernel's rules (a link name may hold `$` or `;`: renderings
+// quote it), numbers their real ranges, the host name, namespace, table names and other text
+// hold no control characters. It reports up to ten problems at once, each naming the field.
 func (s *State) Validate() error {
 	var errs []error
 	add := func(format string, a ...any) {
-		if len(errs) < 10 {
+		if len(errs) < maxProblems {
 			errs = append(errs, fmt.Errorf(format, a...))
 		}
 	}
-	names := map[string]bool{}
+	if err := textOK("host name", s.Host, 255); err != nil {
+		add("field host: %w", err)
+	}
+	if s.Namespace != "" {
+		if err := CheckNetnsName(s.Namespace); err != nil {
+			add("field namespace: %w", err)
+		}
+	}
+	names := make(map[string]bool, len(s.Links))
 	for i, l := range s.Links {
-		if l.Name == "" {
-			add("link %d has no name", i)
+		if err := ifNameOK(l.Name); err != nil {
+			add("link %d: field name: %w", i, err)
 		}
 		if names[l.Name] {
 			add("link %s appears twice", l.Name)
 		}
 		names[l.Name] = true
+		if err := linkFields(&l); err != nil {
+			add("link %d (%s): %w", i, l.Name, err)
+		}
+		if l.HardwareAddr != "" {
+			if err := hwAddrOK(l.HardwareAddr); err != nil {
+				add("link %d (%s): field hwaddr: %w", i, l.Name, err)
+			}
+		}
+		if l.Tunnel != nil {
+			t := l.Tunnel
+			if t.Dev != "" {
+				if err := ifNameOK(t.Dev); err != nil {
+					add("link %d (%s): tunnel field dev: %w", i, l.Name, err)
+				}
+			}
+			if t.TTL < 0 || t.TTL > 255 || t.Port < 0 || t.Port > 65535 || t.VNI >= 1<<24 {
+				add("link %d (%s): tunnel ttl %d, port %d or vni %d out of range", i, l.Name, t.TTL, t.Port, t.VNI)
+			}
+		}
 		for _, a := range l.Addrs {
-			if !a.Prefix.IsValid() {
-				add("link %s has an address without a prefix", l.Name)
+			if err := checkAddress(a, true); err != nil {
+				add("link %d (%s): %w", i, l.Name, err)
 			}
 		}
 	}
@@ -174,13 +205,8 @@ func (s *State) Validate() error {
 		if !validRuleActions[r.Action] {
 			add("rule %d (priority %d) has unknown action %q", i, r.Priority, r.Action)
 		}
-		if r.Priority < 0 {
-			add("rule %d has negative priority %d", i, r.Priority)
-		}
-		for _, p := range []netip.Prefix{r.Src, r.Dst} {
-			if p.IsValid() && FamilyOf(p.Addr()) != r.Family {
-				add("rule %d (priority %d): %s is not %s", i, r.Priority, p, r.Family)
-			}
+		if err := ruleFields(r); err != nil {
+			add("rule %d (priority %d): %w", i, r.Priority, err)
 		}
 	}
 	for i, r := range s.Routes {
@@ -195,6 +221,10 @@ func (s *State) Validate() error {
 		} else if (r.Family == V4 || r.Family == V6) && FamilyOf(r.Dst.Addr()) != r.Family {
 			add("route %d: destination %s is not %s", i, r.Dst, r.Family)
 		}
+		if err := routeFields(r, true); err != nil {
+			add("route %d (%s): %w", i, r.Dst, err)
+			continue
+		}
 		if !known(r.Dev) {
 			add("route %d (%s) uses device %s, which is not among the links", i, r.Dst, r.Dev)
 		}
@@ -204,13 +234,68 @@ func (s *State) Validate() error {
 			}
 		}
 	}
-	for ti, t := range s.Netfilter.Tables {
-		if t.Family != V4 && t.Family != V6 {
-			add("netfilter table %d (%s) has no family", ti, t.Name)
+	for id, name := range s.TableNames {
+		if id < 0 || id > maxU32 {
+			add("table_names: table id %d out of range: want 0-4294967295", id)
+		}
+		if err := tableNameOK(name); err != nil {
+			add("table_names: table %d: %w", id, err)
+		}
+	}
+	s.validateNetfilter(add)
+	for k, v := range s.Sysctls {
+		if err := CheckSysctlKey(k); err != nil {
+			add("sysctls: %w", err)
+		} else if err := sysctlValueOK(v); err != nil && v != "" {
+			add("sysctls: %s: %w", k, err)
 		}
 	}
 	if len(errs) == 0 {
 		return nil
 	}
 	return fmt.Errorf("invalid state: %w", errors.Join(errs...))
+}
+
+// validateNetfilter checks the netfilter part of a state: known backends and tables, chain
+// names iptables accepts, rules of one line.
+func (s *State) validateNetfilter(add func(string, ...any)) {
+	nf := s.Netfilter
+	switch nf.Backend {
+	case "", "legacy", "nf_tables":
+	default:
+		add("netfilter: field backend %q: want legacy or nf_tables", nf.Backend)
+	}
+	if err := textOK("netfilter field unavailable", nf.Unavailable, maxText); err != nil {
+		add("%w", err)
+	}
+	for i, f := range nf.Foreign {
+		if err := textOK(fmt.Sprintf("netfilter foreign table %d", i), f, 512); err != nil {
+			add("%w", err)
+		}
+	}
+	for ti, t := range nf.Tables {
+		if t.Family != V4 && t.Family != V6 {
+			add("netfilter table %d (%s) has no family", ti, t.Name)
+		}
+		if !iptablesTables[t.Name] {
+			add("netfilter table %d: field name %q: want raw, mangle, nat, filter or security", ti, t.Name)
+		}
+		for _, c := range t.Chains {
+			if err := iptablesChainNameOK(c.Name); err != nil {
+				add("netfilter table %s: %w", t.Name, err)
+			}
+			switch c.Policy {
+			case "", "ACCEPT", "DROP", "QUEUE", "RETURN":
+			default:
+				add("netfilter chain %s %s: field policy %q: want ACCEPT or DROP", t.Name, c.Name, c.Policy)
+			}
+			for ri, r := range c.Rules {
+				// A rule is kept as iptables-save printed it (comments may hold anything but
+				// a line break); printing escapes the rest.
+				if strings.ContainsAny(r.Spec, "\n\r\x00") || len(r.Spec) > 1<<16 {
+					add("netfilter chain %s %s rule %d: field spec must be one line", t.Name, c.Name, ri+1)
+				}
+			}
+		}
+	}
 }

@@ -4,7 +4,9 @@ package engine
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -166,9 +168,13 @@ func (s *State) TableID(name string) (int, error) {
 			return id, nil
 		}
 	}
-	var id int
-	if _, err := fmt.Sscanf(name, "%d", &id); err == nil && fmt.Sprint(id) == name && id >= 0 {
-		return id, nil
+	if name != "" && strings.Trim(name, "0123456789") == "" {
+		// Table ids are 32 bits: a bigger number is no table, not one truncated into another.
+		id, err := strconv.ParseUint(name, 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("routing table %s is out of range: a table id is a number from 0 to %d", name, uint32(math.MaxUint32))
+		}
+		return int(id), nil
 	}
 	return 0, fmt.Errorf("unknown routing table %q: not a number and not named in rt_tables", name)
 }

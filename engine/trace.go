@@ -29,6 +29,9 @@ const (
 	// FindingAssumedIngress says which interface the trace assumed a flow arrives on when the
 	// request named none and its source is not an address of this host.
 	FindingAssumedIngress = "assumed-ingress"
+	// FindingAssumedReturnRoute says what a forwarded flow without SNAT relies on when nothing
+	// else is wrong: hosts this one cannot see must route the client back through it.
+	FindingAssumedReturnRoute = "assumed-return-route"
 	// FindingKernelDisagrees is added by the live trace command when the kernel's own route
 	// lookup (ip route get) differs from the model's.
 	FindingKernelDisagrees = "model-kernel-disagree"
@@ -235,6 +238,7 @@ func Trace(s *State, f *FIB, req TraceRequest) *TraceResult {
 	t.checkAsymmetric(fwd, reply, ct)
 	if !bypass {
 		t.checkNoReturnRoute(fwd, ct)
+		t.checkAssumedReturn(fwd, reply, ct)
 	}
 	return res
 }
@@ -280,7 +284,7 @@ func (t *tracer) table(leg *Leg, table, hook string, p *nfPacket, ct *connTrack)
 		t.add(Finding{ID: FindingUncertain, Severity: SeverityWarning,
 			Summary:  fmt.Sprintf("a rule in %s %s cannot be evaluated (%s); the trace assumed it does not match", table, hook, u.Why),
 			Evidence: []string{u.Rule},
-			Fix:      Fix{Summary: "check by hand whether this rule matches the flow (iptables -t " + table + " -L " + hook + " -v -n shows its counters)"}})
+			Fix:      Fix{Summary: "check by hand whether this rule matches the flow (" + ShellJoin(iptablesCmd(p.Family), "-t", table, "-L", hook, "-v", "-n") + " shows its counters)"}})
 	}
 	switch r.Verdict {
 	case nfDrop, nfReject:
@@ -531,9 +535,9 @@ func (t *tracer) forwarding(leg *Leg, p *nfPacket) bool {
 	if t.res.Has(FindingForwardingDisabled) {
 		return false
 	}
-	cmd := "sysctl -w net.ipv4.ip_forward=1"
+	cmd := ShellJoin("sysctl", "-w", SysctlIPForward+"=1")
 	if p.Family == V6 {
-		cmd = "sysctl -w net.ipv6.conf.all.forwarding=1"
+		cmd = ShellJoin("sysctl", "-w", SysctlIPv6Forward+"=1")
 	}
 	t.add(Finding{ID: FindingForwardingDisabled, Severity: SeverityError,
 		Summary: fmt.Sprintf("the request %s arrives on %s and is routed out %s, but forwarding is off: the kernel drops it", packetText(p), p.IIF, leg.route.OIF),
@@ -590,7 +594,8 @@ func (t *tracer) rpFilter(leg *Leg, p *nfPacket, r FIBResult) bool {
 			"reverse lookup: " + t.lookupText(rev),
 			why,
 		},
-		Fix: Fix{Summary: fmt.Sprintf("route %s back via %s (policy routing), or make rp_filter loose on %s: sysctl -w %s=2 and %s=2", p.Src, p.IIF, p.IIF, ConfKey("all", "rp_filter"), ConfKey(p.IIF, "rp_filter"))}})
+		Fix: Fix{Summary: fmt.Sprintf("route %s back via %s (policy routing), or make rp_filter loose on %s: %s and %s", p.Src, p.IIF, p.IIF,
+			ShellJoin("sysctl", "-w", ConfKey("all", "rp_filter")+"=2"), ShellJoin("sysctl", "-w", ConfKey(p.IIF, "rp_filter")+"=2"))}})
 	return false
 }
 
@@ -803,9 +808,9 @@ func (t *tracer) checkAsymmetric(fwd, reply *Leg, ct *connTrack) {
 	fix := fmt.Sprintf("send replies back out %s: a table per uplink with its default route and an ip rule that selects it", fwd.IIF)
 	if fwd.outcome == LegLocal {
 		if gw.IsValid() {
-			fix += fmt.Sprintf(" (ip route add default via %s dev %s table T; ip rule add from %s table T)", gw, fwd.IIF, ct.NATed.Dst.Addr())
+			fix += fmt.Sprintf(" (%s table T; ip rule add from %s table T)", ShellJoin("ip", "route", "add", "default", "via", gw.String(), "dev", fwd.IIF), ct.NATed.Dst.Addr())
 		} else {
-			fix += fmt.Sprintf(" (ip route add ... dev %s table T; ip rule add from %s table T)", fwd.IIF, ct.NATed.Dst.Addr())
+			fix += fmt.Sprintf(" (ip route add ... dev %s table T; ip rule add from %s table T)", ShellQuote(fwd.IIF), ct.NATed.Dst.Addr())
 		}
 	} else {
 		// A forwarded flow's reply has no local source address to select a table by.
@@ -870,11 +875,7 @@ func (t *tracer) checkReplyBypassesNAT(fwd *Leg, ct *connTrack) bool {
 	if !self.IsValid() {
 		self = t.fib.masqueradeAddr(fwd.OIF, backend, backend)
 	}
-	rule := fmt.Sprintf("%s -t nat -A POSTROUTING -d %s", iptablesCmd(FamilyOf(backend)), backend)
-	if ct.NATed.Dst.Port() != 0 {
-		rule += fmt.Sprintf(" -p %s --dport %d", ProtoName(t.protoOf()), ct.NATed.Dst.Port())
-	}
-	rule += " -j SNAT --to-source " + self.String()
+	rule := snatCommand(FamilyOf(backend), backend, ProtoName(t.protoOf()), ct.NATed.Dst.Port(), self)
 	ev := []string{
 		fmt.Sprintf("the request %s is DNATed to %s and sent out %s", tupleText(ct.Orig), fmtEndpoint(ct.NATed.Dst), fwd.OIF),
 		fmt.Sprintf("no SNAT: the backend sees the client's own address %s", client),
@@ -883,8 +884,8 @@ func (t *tracer) checkReplyBypassesNAT(fwd *Leg, ct *connTrack) bool {
 	t.add(Finding{ID: FindingReplyBypassesNAT, Severity: SeverityError,
 		Summary:  fmt.Sprintf("the reply from %s bypasses this host, so the DNAT of %s is never undone", backend, fmtEndpoint(ct.Orig.Dst)),
 		Evidence: ev,
-		Fix: Fix{Summary: "also SNAT the forwarded traffic to this host's address so the backend answers through it: " + rule,
-			Wizard: WizardPortForward, Args: portForwardArgs(fwd.IIF, ct.Orig.Dst, ct.NATed.Dst)}})
+		Fix: PortForwardFix("also SNAT the forwarded traffic to this host's address so the backend answers through it: "+rule,
+			PortForwardArgs(t.protoOf(), fwd.IIF, ct.Orig.Dst, ct.NATed.Dst))})
 	return true
 }
 
@@ -960,7 +961,7 @@ func (t *tracer) checkNoReturnRoute(fwd *Leg, ct *connTrack) {
 	if !self.IsValid() {
 		self = t.fib.masqueradeAddr(fwd.OIF, dst, dst)
 	}
-	rule := fmt.Sprintf("%s -t nat -A POSTROUTING -s %s -o %s -j SNAT --to-source %s", iptablesCmd(FamilyOf(dst)), srcNet, fwd.OIF, self)
+	rule := ShellJoin(iptablesCmd(FamilyOf(dst)), "-t", "nat", "-A", "POSTROUTING", "-s", srcNet.String(), "-o", fwd.OIF, "-j", "SNAT", "--to-source", self.String())
 	t.add(Finding{ID: FindingNoReturnRoute, Severity: SeverityWarning,
 		Summary: fmt.Sprintf("%s is forwarded to %s on %s without SNAT; the hosts there must route %s back via this host (%s), or the reply is lost", fmtEndpoint(ct.Orig.Src), dst, fwd.OIF, srcNet, self),
 		Evidence: []string{
@@ -972,6 +973,49 @@ func (t *tracer) checkNoReturnRoute(fwd *Leg, ct *connTrack) {
 			Wizard: WizardSNATGateway, Args: []string{"--in", fwd.IIF, "--out", fwd.OIF}}})
 }
 
+// checkAssumedReturn names the assumption behind "no problems" for a forwarded request without
+// SNAT: the far host answers the client's own address, so the reply comes back here only if
+// that host (or the router the request goes on to) routes the client's network via this host,
+// and those routes are on hosts roundtrip cannot see. diagnose checks it on the wire.
+func (t *tracer) checkAssumedReturn(fwd, reply *Leg, ct *connTrack) {
+	if fwd.outcome != LegForward || ct.SNAT || reply == nil || reply.outcome != LegForward ||
+		CountErrors(t.res.Findings) > 0 || t.res.Has(FindingNoReturnRoute) {
+		return
+	}
+	src, dst := ct.Orig.Src.Addr(), ct.NATed.Dst.Addr()
+	srcNet := netip.PrefixFrom(src, src.BitLen())
+	if back := t.fib.Lookup(Flow{Family: FamilyOf(src), Dst: src}); back.Route != nil && back.Route.Dst.Bits() > 0 {
+		srcNet = back.Route.Dst
+	}
+	self := fwd.Src
+	if !self.IsValid() {
+		self = t.fib.masqueradeAddr(fwd.OIF, dst, dst)
+	}
+	who := fmt.Sprintf("%s (on %s)", dst, fwd.OIF)
+	where := fmt.Sprintf("%s is on-link on %s and this host has no other router there, so it is taken for that network's gateway", dst, fwd.OIF)
+	if fwd.Gateway.IsValid() {
+		who = fmt.Sprintf("the router %s on %s, and the hosts behind it,", fwd.Gateway, fwd.OIF)
+		where = fmt.Sprintf("%s is reached via the router %s on %s", dst, fwd.Gateway, fwd.OIF)
+	}
+	fl := t.res.Flow
+	check := fmt.Sprintf("roundtrip diagnose %s %s %s --iif %s", fl.Proto, src, fmtEndpoint(ct.Orig.Dst), fwd.IIF)
+	if fl.Mark != 0 {
+		check += fmt.Sprintf(" --mark %#x", fl.Mark)
+	}
+	snat := "" // the snat-gateway wizard is IPv4 only
+	if src.Is4() && fwd.IIF != fwd.OIF {
+		snat = fmt.Sprintf(" (roundtrip wizard snat-gateway --in %s --out %s)", fwd.IIF, fwd.OIF)
+	}
+	t.add(Finding{ID: FindingAssumedReturnRoute, Severity: SeverityInfo,
+		Summary: fmt.Sprintf("assumed that %s routes %s back via this host (%s): roundtrip cannot see that host's routes; diagnose checks it live", who, srcNet, self),
+		Evidence: []string{
+			fmt.Sprintf("the request leaves %s with its original source %s (no SNAT), so the answer goes to %s itself", fwd.OIF, src, src),
+			where,
+		},
+		Fix: Fix{Summary: fmt.Sprintf("check it on the wire: %s, then start the client; if no reply comes back, SNAT here%s or route %s via %s there", check, snat, srcNet, self),
+			Args: []string{}}})
+}
+
 // replySourceText says what the client makes of the reply's source address.
 func (t *tracer) replySourceText(reply *Leg, ct *connTrack) string {
 	src := fmtEndpoint(reply.Packet.Src)
@@ -981,9 +1025,14 @@ func (t *tracer) replySourceText(reply *Leg, ct *connTrack) string {
 	return fmt.Sprintf("the reply's source is %s but the request was sent to %s: the client does not recognise the reply", src, fmtEndpoint(ct.Orig.Dst))
 }
 
-// portForwardArgs are the port-forward wizard's flags that rebuild a DNAT from listen to
-// backend, entering on iif, with the SNAT the wizard decides is needed.
-func portForwardArgs(iif string, listen, backend netip.AddrPort) []string {
+// PortForwardArgs are the port-forward wizard's flags that rebuild a DNAT of proto from listen
+// to backend, entering on iif (any interface when ""), with the SNAT the wizard decides is
+// needed. It is nil for what the wizard does not forward: protocols other than tcp and udp,
+// a DNAT of a whole address (no port), IPv6.
+func PortForwardArgs(proto int, iif string, listen, backend netip.AddrPort) []string {
+	if proto != 6 && proto != 17 || listen.Port() == 0 || listen.Addr().IsValid() && !listen.Addr().Is4() || !backend.Addr().Is4() {
+		return nil
+	}
 	l := listen.String()
 	if !listen.Addr().IsValid() {
 		l = fmt.Sprint(listen.Port()) // any address of this host
@@ -992,5 +1041,18 @@ func portForwardArgs(iif string, listen, backend netip.AddrPort) []string {
 	if iif != "" {
 		args = append(args, "--in", iif)
 	}
-	return append(args, "--to", backend.String(), "--snat", "auto")
+	args = append(args, "--to", backend.String())
+	if proto == 17 {
+		args = append(args, "--proto", "udp")
+	}
+	return append(args, "--snat", "auto")
+}
+
+// PortForwardFix is a fix by the port-forward wizard with args, or without a wizard when the
+// wizard cannot rebuild the forward (args nil): then summary, a command, is the whole fix.
+func PortForwardFix(summary string, args []string) Fix {
+	if args == nil {
+		return Fix{Summary: summary, Args: []string{}}
+	}
+	return Fix{Summary: summary, Wizard: WizardPortForward, Args: args}
 }

@@ -80,7 +80,7 @@ func (r *TraceResult) Render(w io.Writer, s *State) {
 }
 
 func renderLeg(w io.Writer, st style, title string, l *Leg) {
-	fmt.Fprintf(w, "%s  %s\n", st.bold(fmt.Sprintf("%-7s", title)), legSummary(l))
+	fmt.Fprintf(w, "%s  %s\n", st.bold(fmt.Sprintf("%-7s", title)), TermSafe(legSummary(l)))
 	for _, s := range l.Steps {
 		mark := "  "
 		if s.Decisive {
@@ -140,18 +140,30 @@ func legSummary(l *Leg) string {
 	return in + " -> " + out
 }
 
-// RenderFindings writes findings for a person: severity, id, summary, evidence and fix.
+// RenderFindings writes findings for a person: severity, id, summary, evidence and fix. The
+// fix's command is written whole on one line, to be copied. When every finding is of severity
+// info, nothing is wrong as far as the model sees: it says so, and lists the assumptions that
+// conclusion rests on.
 func RenderFindings(w io.Writer, fs []Finding) {
 	st := styleFor(w)
 	if len(fs) == 0 {
 		fmt.Fprintln(w, "No problems found.")
 		return
 	}
-	errs := CountErrors(fs)
-	fmt.Fprintln(w, st.bold(fmt.Sprintf("FINDINGS (%d, %d error%s)", len(fs), errs, tern(errs == 1, "", "s"))))
+	errs, infos := CountErrors(fs), 0
+	for _, f := range fs {
+		if f.Severity == SeverityInfo {
+			infos++
+		}
+	}
+	if infos == len(fs) {
+		fmt.Fprintln(w, st.bold(fmt.Sprintf("No problems found, assuming what follows (%d):", infos)))
+	} else {
+		fmt.Fprintln(w, st.bold(fmt.Sprintf("FINDINGS (%d, %d error%s)", len(fs), errs, tern(errs == 1, "", "s"))))
+	}
 	for _, f := range fs {
 		fmt.Fprintln(w)
-		fmt.Fprintf(w, "%s %s\n", st.severity(strings.ToUpper(f.Severity)), st.bold(f.ID))
+		fmt.Fprintf(w, "%s %s\n", st.severity(TermSafe(strings.ToUpper(f.Severity))), st.bold(TermSafe(f.ID)))
 		fmt.Fprintln(w, wrapText("  ", f.Summary, renderWidth, "  "))
 		for _, e := range f.Evidence {
 			fmt.Fprintln(w, wrapText("    - ", e, renderWidth, "      "))
@@ -159,20 +171,26 @@ func RenderFindings(w io.Writer, fs []Finding) {
 		if f.Fix.Summary != "" {
 			fmt.Fprintln(w, wrapText("  fix: ", f.Fix.Summary, renderWidth, "       "))
 		}
-		if f.Fix.Wizard != "" {
-			fmt.Fprintln(w, wrapText("       ", "wizard: "+strings.Join(append([]string{f.Fix.Wizard}, f.Fix.Args...), " "), renderWidth, "         "))
+		if lines := f.Fix.CommandLines("  run: ", "         ", renderWidth); len(lines) > 0 {
+			fmt.Fprintln(w, TermSafeLines(strings.Join(lines, "\n")))
+			if f.Fix.Missing != "" {
+				fmt.Fprintln(w, wrapText("       missing: ", f.Fix.Missing, renderWidth, "       "))
+			}
 		}
 	}
 }
 
-// wrapText writes prefix as it is and then text broken at spaces so that lines fit width;
-// continuation lines start with indent. Words longer than a line (a long rule) are kept whole.
+// wrapText writes prefix and then text broken at spaces so that lines fit width; continuation
+// lines start with indent. Words longer than a line (a long rule) are kept whole. Prefix and
+// words are escaped for the terminal (TermSafe): they hold names from the state.
 func wrapText(prefix, text string, width int, indent string) string {
 	var b strings.Builder
+	prefix = TermSafe(prefix)
 	line := prefix
 	n := utf8.RuneCountInString(prefix)
 	fresh := true // nothing but the prefix or indent on the line yet
 	for _, wd := range strings.Fields(text) {
+		wd = TermSafe(wd)
 		wl := utf8.RuneCountInString(wd)
 		if !fresh && n+1+wl > width {
 			b.WriteString(line + "\n")

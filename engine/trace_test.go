@@ -72,7 +72,7 @@ ipt nat -A PREROUTING -d 203.0.113.1/32 -i eth0 -p tcp -m tcp --dport 80 -j DNAT
 ipt nat -A POSTROUTING -o eth0 -j MASQUERADE
 `)
 	r := trace(t, s, "tcp 203.0.113.9:40000 203.0.113.1:80 eth0")
-	wantFindings(t, r)
+	wantFindings(t, r, FindingAssumedReturnRoute)
 	f := &r.Forward
 	if f.Verdict != LegForward || f.OIF != "eth1" {
 		t.Fatalf("forward %s out %s, want forwarded out eth1\n%s", f.Verdict, f.OIF, dumpLeg(f))
@@ -181,7 +181,7 @@ func TestTraceConnmarkForwarded(t *testing.T) {
 ipt nat -A PREROUTING -i wan2 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.100
 `)
 	r := trace(t, s, "tcp 203.0.113.50:40000 198.51.100.2:80 wan2")
-	wantFindings(t, r)
+	wantFindings(t, r, FindingAssumedReturnRoute)
 	if r.Forward.OIF != "lan" || r.Reply == nil || r.Reply.OIF != "wan2" || r.Reply.Packet.Mark != 2 {
 		t.Fatalf("forward out %s, reply %+v\n%s", r.Forward.OIF, r.Reply, dumpLeg(r.Reply))
 	}
@@ -305,8 +305,9 @@ route default via 10.0.44.1 dev eth0
 	}
 }
 
-// A router that is its LAN's gateway (no other router on the LAN side) forwards without SNAT
-// and says nothing about return routes.
+// A router that is its LAN's gateway (no other router on the LAN side) forwards without SNAT:
+// no problem, but the answer rests on the backend routing the client back through it, which
+// trace names as an assumption (info) with the diagnose command that checks it.
 func TestTraceNoReturnRouteNotOnGateway(t *testing.T) {
 	s := newHost(t, `
 link wan 192.0.2.2/30
@@ -316,10 +317,38 @@ route default via 192.0.2.1 dev wan
 ipt nat -A PREROUTING -i wan -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.100
 `)
 	r := trace(t, s, "tcp 203.0.113.5:40000 192.0.2.2:80 wan")
-	wantFindings(t, r)
+	wantFindings(t, r, FindingAssumedReturnRoute)
 	if r.Reply.OIF != "wan" || r.Reply.Packet.Src.String() != "192.0.2.2:80" {
 		t.Fatalf("reply %+v", r.Reply)
 	}
+	f := r.Findings[0]
+	if f.Severity != SeverityInfo || r.Errors() != 0 ||
+		!strings.Contains(f.Summary, "assumed that 10.0.0.100 (on lan) routes 203.0.113.5/32 back via this host (10.0.0.1)") ||
+		!strings.Contains(f.Fix.Summary, "roundtrip diagnose tcp 203.0.113.5 192.0.2.2:80 --iif wan,") ||
+		!strings.Contains(f.Fix.Summary, "roundtrip wizard snat-gateway --in wan --out lan") || f.Fix.Wizard != "" {
+		t.Errorf("assumption %+v", f)
+	}
+	var b bytes.Buffer
+	r.Render(&b, s)
+	if out := b.String(); !strings.Contains(out, "No problems found, assuming what follows (1):\n\nINFO assumed-return-route\n") || strings.Contains(out, "FINDINGS") {
+		t.Errorf("rendered:\n%s", out)
+	}
+
+	// Behind a router on the LAN side, the assumption is about that router.
+	routed := `
+link wan 192.0.2.2/30
+link lan 10.0.0.1/24
+sysctl net.ipv4.ip_forward=1
+route default via 192.0.2.1 dev wan
+route 10.9.0.0/16 via 10.0.0.254 dev lan
+`
+	r = trace(t, newHost(t, routed), "udp 203.0.113.5:40000 10.9.1.1:53 wan")
+	wantFindings(t, r, FindingAssumedReturnRoute)
+	if f := r.Findings[0]; !strings.Contains(f.Summary, "the router 10.0.0.254 on lan, and the hosts behind it, routes 203.0.113.5/32 back") {
+		t.Errorf("assumption %+v", f)
+	}
+	// With SNAT the reply comes back to this host's own address: nothing is assumed.
+	wantFindings(t, trace(t, newHost(t, routed+"ipt nat -A POSTROUTING -o lan -j MASQUERADE\n"), "udp 203.0.113.5:40000 10.9.1.1:53 wan"))
 }
 
 func TestTraceRPFilter(t *testing.T) {
@@ -517,7 +546,7 @@ ipt nat -A POSTROUTING -s 192.168.1.32/32 -j SNAT --to-source 192.168.1.34
 			t.Errorf("line of %d columns: %q", n, line)
 		}
 	}
-	for _, want := range []string{"REQUEST", "REPLY", "▶", "reply-bypasses-nat", "fix:", "wizard: port-forward --listen 192.168.1.34:81 --in eth0 --to", "DNAT 192.168.1.34:81 -> 192.168.1.32:80"} {
+	for _, want := range []string{"REQUEST", "REPLY", "▶", "reply-bypasses-nat", "fix:", "run: roundtrip wizard port-forward --listen 192.168.1.34:81 --in eth0 \\\n         --to 192.168.1.32:80 --snat auto\n", "DNAT 192.168.1.34:81 -> 192.168.1.32:80"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -581,7 +610,7 @@ link eth1 2001:db8:2::1/64
 		t.Errorf("fix %q", r.Findings[0].Fix.Summary)
 	}
 	r = trace(t, newHost(t, base+"sysctl net.ipv6.conf.all.forwarding=1\n"), flow)
-	wantFindings(t, r)
+	wantFindings(t, r, FindingAssumedReturnRoute)
 	if r.Forward.OIF != "eth1" || r.Reply.OIF != "eth0" {
 		t.Fatalf("forward out %s, reply out %s", r.Forward.OIF, r.Reply.OIF)
 	}

@@ -470,7 +470,9 @@ func (a *App) Render() string {
 	for i, l := range helpLines {
 		helpLines[i] = components.Fit(" "+l, w)
 	}
-	return bar + "\n" + body + "\n" + status + "\n" + strings.Join(helpLines, "\n")
+	// The backstop behind the escaping of each value: nothing but colours and line breaks
+	// reaches the terminal, whatever a page put in its view.
+	return engine.TermSafeStyled(bar + "\n" + body + "\n" + status + "\n" + strings.Join(helpLines, "\n"))
 }
 
 // View implements tea.Model.
@@ -480,6 +482,6 @@ func (a *App) View() tea.View {
 	if a.mouse {
 		v.MouseMode = tea.MouseModeCellMotion
 	}
-	v.WindowTitle = "roundtrip — " + a.c.Backend.Where()
+	v.WindowTitle = "roundtrip — " + engine.TermSafe(a.c.Backend.Where())
 	return v
 }

@@ -77,10 +77,10 @@ func TestLiveCaptureFromAnyClientPortAndItsClock(t *testing.T) {
 	h.mustShow("eth0 in 1 out 0")
 }
 
-// TestFixOfAFindingFillsTheFormOrSaysWhatIsMissing opens wizards from findings: one whose fix
-// names no flags (the doctor's forwarding-off) says so and what is still needed, nowhere a
-// line ending in a colon; one from the live capture, whose fix the correlator leaves without
-// flags, is filled from what the trace of the flow knows.
+// TestFixOfAFindingFillsTheFormOrSaysWhatIsMissing opens wizards from findings: a fix that
+// names no flags says so and what is still needed, nowhere a line ending in a colon; a fix with
+// a placeholder (<GATEWAY>) gets the gateway the console found, and says from where; a finding
+// of the live capture whose fix has no flags is filled from what the trace of the flow knows.
 func TestFixOfAFindingFillsTheFormOrSaysWhatIsMissing(t *testing.T) {
 	be := newFake(t, case1Host(t))
 	ap := netip.MustParseAddrPort
@@ -92,26 +92,41 @@ func TestFixOfAFindingFillsTheFormOrSaysWhatIsMissing(t *testing.T) {
 		Ingress: "eth0", Egress: "em1", Conn: 1, Flow: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.11:40000"), Dst: ap("10.72.1.2:80")}}
 	be.events = []diagnose.Event{{Type: diagnose.EventFinding, Finding: live}}
 	h := newHarness(t, be, 80, 24)
-	o := h.app.Page(PageOverview).(*pages.Overview)
 	w := h.app.Page(PageWizards).(*pages.Wizards)
-	if f := o.SelectedFinding(); f == nil || f.ID != engine.DoctorForwardingOff || len(f.Fix.Args) != 0 {
-		t.Fatalf("the fixture's first finding is %+v, want forwarding-off without flags", f)
-	}
-	h.press("enter")
-	for _, l := range strings.Split(h.screen(), "\n") {
-		if strings.HasSuffix(strings.TrimRight(l, " "), ":") {
-			t.Fatalf("a line ends in a colon with nothing after it: %q\n%s", l, h.screen())
+	// The Overview's evidence of each finding: no line ends in a colon with nothing after it.
+	for range 2 {
+		h.press("enter")
+		for _, l := range strings.Split(h.screen(), "\n") {
+			if strings.HasSuffix(strings.TrimRight(l, " "), ":") {
+				t.Fatalf("a line ends in a colon with nothing after it: %q\n%s", l, h.screen())
+			}
 		}
+		h.press("enter", "down")
 	}
-	h.mustShow("w opens the snat-gateway wizard; still needed: Out")
-	h.press("w")
-	h.mustShow("from the finding forwarding-off, whose fix names no flags", "still needed: Out (the interface toward the far network)")
-	if strings.Contains(h.screen(), "filled from the finding forwarding-off") {
+	h.press("enter") // the second finding, the uplink's, stays selected
+	h.mustShow("w opens the source-return wizard: --uplink em1:192.168.72.253")
+
+	// A fix that names no flags.
+	h.send(common.OpenWizardMsg{Wizard: engine.WizardSNATGateway, From: "reply-not-seen"})
+	h.mustShow("from the finding reply-not-seen, whose fix names no flags", "still needed: Out (the interface toward the far network)")
+	if strings.Contains(h.screen(), "filled from the finding") {
 		t.Fatalf("the wizard says it was filled from a fix that names nothing:\n%s", h.screen())
 	}
 	if w.Current() != engine.WizardSNATGateway || w.Form().Current().Key != "out" {
 		t.Fatalf("wizard %s, field %s", w.Current(), w.Form().Current().Key)
 	}
+	// A fix with a placeholder: the console knows em1's gateway (a route names it).
+	h.press("esc")
+	h.send(common.OpenWizardMsg{Wizard: engine.WizardMultiWAN, Args: []string{"--wan", "eth0:10.72.1.1", "--wan", "em1:<GATEWAY>"},
+		Missing: "the gateway of em1: no route names it", From: engine.DoctorRPFilterStrict})
+	if got := w.Form().Get("wan"); got != "eth0:10.72.1.1 em1:192.168.72.253" {
+		t.Fatalf("the placeholder was filled as %q", got)
+	}
+	h.mustShow("filled from the finding "+engine.DoctorRPFilterStrict, "added em1: gateway 192.168.72.253 from a route")
+	if strings.Contains(h.screen(), "still needed") {
+		t.Fatalf("the gateway found is still asked for:\n%s", h.screen())
+	}
+	h.press("esc")
 
 	// The live finding: its own row (another client), its fix completed from the trace's.
 	h.press("esc")

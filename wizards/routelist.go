@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
+
+	"roundtrip/engine"
+	"roundtrip/engine/safefile"
 )
 
 // RouteList is a destination list of the multi-wan wizard: networks that leave by one WAN.
@@ -21,7 +23,9 @@ type RouteList struct {
 const maxListErrors = 10
 
 // ParseRouteList reads a destination list: one IPv4 network (or address) a line, `#` starting
-// a comment, blank lines ignored. Every bad line is reported as name:line, up to ten of them.
+// a comment, blank lines ignored. Every bad line is reported as name:line, up to ten of them. A
+// list without a single network is refused: it would send nothing by its WAN, which is never
+// what was meant (a wrong file, a failed download).
 // Lists of tens of thousands of networks are read in milliseconds: lines are parsed in place
 // without copying.
 func ParseRouteList(name string, r io.Reader) ([]netip.Prefix, error) {
@@ -50,6 +54,10 @@ func ParseRouteList(name string, r io.Reader) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	if err := sc.Err(); err != nil {
+		var tl *safefile.TooLargeError
+		if errors.As(err, &tl) {
+			return nil, err // it names the file already
+		}
 		return nil, fmt.Errorf("reading %s: %w", name, err)
 	}
 	if bad > maxListErrors {
@@ -57,6 +65,9 @@ func ParseRouteList(name string, r io.Reader) ([]netip.Prefix, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s has no networks (only blank lines and comments): a list sends its networks by its WAN; give a file with one network a line", name)
 	}
 	return out, nil
 }
@@ -79,9 +90,10 @@ func parseListEntry(line []byte) (netip.Prefix, error) {
 	return p, nil
 }
 
-// LoadRouteList reads a destination list file.
+// LoadRouteList reads a destination list file: a regular file of at most
+// engine.MaxRouteListFile bytes.
 func LoadRouteList(path string) ([]netip.Prefix, error) {
-	f, err := os.Open(path)
+	f, err := safefile.Open(path, engine.MaxRouteListFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading destination list: %w", err)
 	}

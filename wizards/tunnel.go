@@ -33,7 +33,8 @@ type TunnelOptions struct {
 	PeerRoutes []netip.Prefix
 	// UplinkOnly sends only the upstream through the tunnel: the far side answers directly,
 	// so the peer routes nothing back and must accept packets whose source it routes
-	// elsewhere (loose reverse-path filtering).
+	// elsewhere (loose reverse-path filtering). With UplinkOnly and no Routes this host is
+	// that receiving end (case 3's relay 2): it sends nothing into the tunnel.
 	UplinkOnly bool
 	Iface      string // the tunnel interface; "rt-TYPE" when empty
 	VNI        uint32 // vxlan id; DefaultVNI when zero
@@ -166,8 +167,10 @@ func (o *TunnelOptions) resolve(s *engine.State) (*tunHost, error) {
 	if o.port() < 1 || o.port() > 65535 {
 		return nil, fmt.Errorf("--port %d is out of range: want 1-65535", o.Port)
 	}
-	if len(o.Routes) == 0 {
-		return nil, fmt.Errorf("--route CIDR is required: the destinations to send through the tunnel")
+	if len(o.Routes) == 0 && !o.UplinkOnly {
+		return nil, fmt.Errorf("--route CIDR is required: the destinations this end sends through the tunnel. " +
+			"Plan on one end only: this run also prints the other end's script (save it with --peer-out FILE and run it there). " +
+			"On the receiving end of an --uplink-only tunnel give --uplink-only and no --route")
 	}
 	for _, list := range [][]netip.Prefix{o.Routes, o.PeerRoutes} {
 		for _, r := range list {
@@ -229,6 +232,9 @@ func (o *TunnelOptions) Plan(s *engine.State) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(o.Routes) == 0 {
+		return o.planReceiving(s, h)
+	}
 	name := o.ifname()
 	b := newBuilder(s, "", intent(o))
 	b.link(o.link(o.Local, o.Remote, h.underlay.Name, o.Address),
@@ -269,13 +275,10 @@ func (o *TunnelOptions) Plan(s *engine.State) (*Result, error) {
 		peer.Sysctls = append(peer.Sysctls, sv)
 		why(engine.Change{Kind: engine.KindSysctl, Sysctl: &sv}, text)
 	}
-	sys(engine.SysctlIPForward, "1", "packets that come out of the tunnel are forwarded on")
-	sys(engine.ConfKey(name, "forwarding"), "1", "packets that come out of the tunnel are forwarded on")
+	sys(engine.SysctlIPForward, "1", whyForwardOut)
+	sys(engine.ConfKey(name, "forwarding"), "1", whyForwardOut)
 	if o.UplinkOnly {
-		// The clients' addresses are not routed back into the tunnel, so strict mode (the
-		// route back must use the arrival interface) drops every packet from it. The kernel
-		// uses max(all, interface), so 2 on the interface is loose whatever all says.
-		sys(engine.ConfKey(name, "rp_filter"), "2", "loose reverse-path filtering: the clients' addresses are routed elsewhere, not back into the tunnel")
+		sys(engine.ConfKey(name, "rp_filter"), "2", whyLooseRPFilter)
 		res.Notes = append(res.Notes, "the peer's loose reverse-path filter still needs some route to the clients' addresses (its default route is enough)")
 	} else {
 		back := o.PeerRoutes
@@ -301,5 +304,39 @@ func (o *TunnelOptions) Plan(s *engine.State) (*Result, error) {
 		return nil, err
 	}
 	res.PeerHost = fmt.Sprintf("the relay at %s", o.Remote)
+	return res, nil
+}
+
+// Why the receiving end of a tunnel changes what it changes, in the peer's script and in the
+// plan of a receiving end run there alike.
+const (
+	whyForwardOut = "packets that come out of the tunnel are forwarded on"
+	// The clients' addresses are not routed back into the tunnel, so strict mode (the route
+	// back must use the arrival interface) drops every packet from it. The kernel uses
+	// max(all, interface), so 2 on the interface is loose whatever all says.
+	whyLooseRPFilter = "loose reverse-path filtering: the clients' addresses are routed elsewhere, not back into the tunnel"
+)
+
+// planReceiving plans the receiving end of an uplink-only tunnel (--uplink-only without
+// --route, run on case 3's relay 2): the tunnel, forwarding of what comes out of it, and a
+// loose reverse-path filter on it. That is what the sending end's peer script sets up, planned
+// here against this host so that it applies journaled, with a confirm timer and rollback. The
+// sending end's side is not planned from here: its routes are its own to name.
+func (o *TunnelOptions) planReceiving(s *engine.State, h *tunHost) (*Result, error) {
+	name := o.ifname()
+	b := newBuilder(s, "", intent(o))
+	b.link(o.link(o.Local, o.Remote, h.underlay.Name, o.Address),
+		fmt.Sprintf("the %s tunnel to %s over %s", o.Type, o.Remote, h.underlay.Name))
+	b.forwarding(whyForwardOut, name)
+	b.sysctl(engine.ConfKey(name, "rp_filter"), "2", whyLooseRPFilter)
+	b.notef("the receiving end of an uplink-only tunnel: what comes out of the tunnel is forwarded by this host's own routes, and nothing is sent back into it")
+	b.notef("loose reverse-path filtering on %s still needs some route to the clients' addresses (the default route is enough)", name)
+	res, err := b.result(o.Name())
+	if err != nil {
+		return nil, err
+	}
+	sender := fmt.Sprintf("roundtrip wizard tunnel --type %s --local %s --remote %s --address %s --route %s --uplink-only", o.Type, o.Remote, o.Local, netip.PrefixFrom(h.peer, o.Address.Bits()), engine.Placeholder("CIDR"))
+	res.NoPeer = fmt.Sprintf("this is the receiving end of an uplink-only tunnel (no --route), and the sending end's routes are not known here: plan that end on %s with %s (the script it prints for this end is this plan)", o.Remote, sender)
+	res.Notes = append(res.Notes, "the sending end at "+o.Remote.String()+": "+sender)
 	return res, nil
 }

@@ -228,7 +228,7 @@ func (w *Watcher) now() time.Time {
 
 func (w *Watcher) logf(format string, a ...any) {
 	if w.Log != nil {
-		fmt.Fprintf(w.Log, "%s %s\n", w.now().Format("2006-01-02T15:04:05.000"), fmt.Sprintf(format, a...))
+		fmt.Fprintf(w.Log, "%s %s\n", w.now().Format("2006-01-02T15:04:05.000"), engine.TermSprintf(format, a...))
 	}
 }
 
@@ -745,24 +745,24 @@ func ReadWatchStatus(dir string, now time.Time, alive func(pid int) bool) (*Watc
 	return &s, nil
 }
 
-// Text renders the status for a terminal.
+// Text renders the status for a terminal, every value escaped (engine.TermSafe).
 func (s *WatchStatus) Text() string {
 	var b strings.Builder
 	state := "running"
 	if !s.Running {
 		state = "not running (last update " + s.Updated.Local().Format("2006-01-02 15:04:05") + ")"
 	}
-	fmt.Fprintf(&b, "roundtrip watch: %s, pid %d, since %s\n", state, s.PID, s.Started.Local().Format("2006-01-02 15:04:05"))
-	fmt.Fprintf(&b, "every %s, %d target(s) per WAN (%s), down after %d failed rounds, up after %d good ones, failback %s\n",
+	engine.TermFprintf(&b, "roundtrip watch: %s, pid %d, since %s\n", state, s.PID, s.Started.Local().Format("2006-01-02 15:04:05"))
+	engine.TermFprintf(&b, "every %s, %d target(s) per WAN (%s), down after %d failed rounds, up after %d good ones, failback %s\n",
 		s.Interval, len(s.Targets), strings.Join(s.Targets, " "), s.Health.DownAfter, s.Health.UpAfter, s.Failback)
 	switch {
 	case len(s.RoutedAround) > 0:
-		fmt.Fprintf(&b, "default route via %s; routed around: %s\n", orNone(s.Default), strings.Join(s.RoutedAround, ", "))
+		engine.TermFprintf(&b, "default route via %s; routed around: %s\n", orNone(s.Default), strings.Join(s.RoutedAround, ", "))
 	case s.Default != "":
-		fmt.Fprintf(&b, "default route via %s; every WAN in use\n", s.Default)
+		engine.TermFprintf(&b, "default route via %s; every WAN in use\n", s.Default)
 	}
 	if s.Error != "" {
-		fmt.Fprintf(&b, "last error: %s\n", s.Error)
+		engine.TermFprintf(&b, "last error: %s\n", s.Error)
 	}
 	b.WriteString("\n")
 	rows := [][]string{{"WAN", "IFACE", "HEALTH", "SINCE", "LOSS", "RTT", "LAST ROUND"}}
@@ -778,7 +778,7 @@ func (s *WatchStatus) Text() string {
 	if len(s.Events) > 0 {
 		b.WriteString("\nevents:\n")
 		for _, e := range s.Events[max(0, len(s.Events)-10):] {
-			fmt.Fprintf(&b, "  %s  %s\n", e.At.Local().Format("15:04:05.000"), e.String())
+			engine.TermFprintf(&b, "  %s  %s\n", e.At.Local().Format("15:04:05.000"), e.String())
 		}
 	}
 	return b.String()
@@ -812,6 +812,8 @@ func table(rows [][]string) string {
 	var widths []int
 	for _, r := range rows {
 		for i, c := range r {
+			c = engine.TermSafe(c)
+			r[i] = c
 			if i >= len(widths) {
 				widths = append(widths, 0)
 			}
@@ -843,7 +845,7 @@ func WatchUnit(exe, netns string, args []string) []byte {
 	b.WriteString("# Its state: roundtrip watch --status; its route changes: roundtrip history.\n")
 	b.WriteString("[Unit]\nDescription=roundtrip watch: WAN failover")
 	if netns != "" {
-		b.WriteString(" in network namespace " + netns)
+		b.WriteString(" in network namespace " + engine.SystemdText(netns))
 	}
 	b.WriteString("\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=simple\n")
 	cmd := []string{exe, "watch"}
@@ -853,22 +855,9 @@ func WatchUnit(exe, netns string, args []string) []byte {
 	cmd = append(cmd, args...)
 	var q []string
 	for _, a := range cmd {
-		q = append(q, systemdQuote(a))
+		q = append(q, engine.SystemdQuote(a))
 	}
 	fmt.Fprintf(&b, "ExecStart=%s\n", strings.Join(q, " "))
 	b.WriteString("Restart=always\nRestartSec=2\n\n[Install]\nWantedBy=multi-user.target\n")
 	return []byte(b.String())
-}
-
-// systemdQuote quotes one word of an ExecStart line: specifiers (%) and variables ($) are
-// doubled, words with spaces or quotes are double-quoted with C-style escapes
-// (systemd.service(5), "Command lines").
-func systemdQuote(s string) string {
-	s = strings.ReplaceAll(s, "%", "%%")
-	s = strings.ReplaceAll(s, "$", "$$")
-	if s != "" && !strings.ContainsAny(s, " \t\n\"'\\;") {
-		return s
-	}
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\t", `\t`)
-	return `"` + r.Replace(s) + `"`
 }

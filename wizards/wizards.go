@@ -42,8 +42,11 @@ type Result struct {
 	// operator to run there. Nil when the setup has no other end.
 	Peer *engine.Plan `json:"peer,omitempty"`
 	// PeerHost says in words where Peer must run.
-	PeerHost string   `json:"peer_host,omitempty"`
-	Notes    []string `json:"notes"`
+	PeerHost string `json:"peer_host,omitempty"`
+	// NoPeer says why a wizard that has another end planned none (the receiving end of an
+	// uplink-only tunnel does not know the sending end's routes).
+	NoPeer string   `json:"no_peer,omitempty"`
+	Notes  []string `json:"notes"`
 }
 
 // PeerScript renders the peer's plan as a shell script, or "" when there is no peer.
@@ -57,9 +60,13 @@ func (r *Result) PeerScript() string {
 // peerMarker ends the here-document that carries the peer's script.
 const peerMarker = "ROUNDTRIP_PEER_SCRIPT"
 
+// commentText makes text one line of a script comment, safe to print (engine.TermSafe).
+func commentText(s string) string { return engine.TermSafe(strings.Join(strings.Fields(s), " ")) }
+
 // Script renders the result as one shell script: this host's plan with the notes as comments
 // after its header, then the peer's script inside a here-document fed to ':', so that running
-// the whole output on this host never runs the peer's part.
+// the whole output on this host never runs the peer's part. The here-document's end marker is
+// one no line of the peer's script equals.
 func (r *Result) Script() []byte {
 	var b bytes.Buffer
 	script := r.Plan.Script()
@@ -71,16 +78,24 @@ func (r *Result) Script() []byte {
 		i++
 	}
 	for _, n := range r.Notes {
-		b.WriteString("# note: " + strings.Join(strings.Fields(n), " ") + "\n")
+		b.WriteString("# note: " + commentText(n) + "\n")
 	}
 	for ; i < len(lines); i++ {
 		b.Write(lines[i])
 	}
 	if r.Peer != nil {
-		fmt.Fprintf(&b, "\n# ---- the other end: run this part on %s, not here ----\n", r.PeerHost)
-		fmt.Fprintf(&b, ": <<'%s'\n", peerMarker)
-		b.WriteString(r.PeerScript())
-		b.WriteString(peerMarker + "\n")
+		peer := r.PeerScript()
+		marker := peerMarker
+		for n := 1; slices.Contains(strings.Split(peer, "\n"), marker); n++ {
+			marker = fmt.Sprintf("%s_%d", peerMarker, n)
+		}
+		fmt.Fprintf(&b, "\n# ---- the other end: run this part on %s, not here ----\n", commentText(r.PeerHost))
+		fmt.Fprintf(&b, ": <<'%s'\n", marker)
+		b.WriteString(peer)
+		if !strings.HasSuffix(peer, "\n") {
+			b.WriteString("\n")
+		}
+		b.WriteString(marker + "\n")
 	}
 	return b.Bytes()
 }

@@ -12,6 +12,7 @@ import (
 	"roundtrip/diagnose"
 	"roundtrip/engine"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/safefile"
 )
 
 // profiled runs fn with a CPU profile to dir/name.cpu.pprof and writes the heap profile at
@@ -23,11 +24,11 @@ func (b *bench) profiled(dir, name string, fn func() error) error {
 	}
 	runtime.GC()
 	debug.FreeOSMemory()
-	f, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
+	f, err := safefile.Create(filepath.Join(dir, name+".cpu.pprof"), safefile.ModePrivate, nil)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer f.Abort()
 	if err := pprof.StartCPUProfile(f); err != nil {
 		return err
 	}
@@ -35,12 +36,18 @@ func (b *bench) profiled(dir, name string, fn func() error) error {
 	ferr := fn()
 	pprof.StopCPUProfile()
 	b.logf("profile %s: %.2fs in-process", name, time.Since(start).Seconds())
-	h, err := os.Create(filepath.Join(dir, name+".heap.pprof"))
+	if err := f.Commit(); err != nil {
+		return err
+	}
+	h, err := safefile.Create(filepath.Join(dir, name+".heap.pprof"), safefile.ModePrivate, nil)
 	if err != nil {
 		return err
 	}
-	defer h.Close()
+	defer h.Abort()
 	if err := pprof.Lookup("allocs").WriteTo(h, 0); err != nil {
+		return err
+	}
+	if err := h.Commit(); err != nil {
 		return err
 	}
 	return ferr
@@ -85,7 +92,7 @@ func (b *bench) profileSnapshot(dir, ns string) error {
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(filepath.Join(b.work, "profile.snapshot.json"), data, 0o600)
+		return safefile.WriteFile(filepath.Join(b.work, "profile.snapshot.json"), data, safefile.ModePrivate, nil)
 	})
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"roundtrip/engine/safefile"
 )
 
 // report collects the results as Markdown: a summary of the targets, then one section per
@@ -184,9 +186,5 @@ func writeResults(path string, body []byte) error {
 			out = append(append(old, '\n'), block...)
 		}
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, out, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return safefile.WriteFile(path, out, 0o644, nil)
 }

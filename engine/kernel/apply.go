@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"roundtrip/engine"
+	"roundtrip/engine/safefile"
 )
 
 // Applier applies plans to one network namespace: links, addresses, routes and rules through
@@ -567,30 +568,15 @@ func (e *executor) undoStep(ctx context.Context, st Step) error {
 	return nil
 }
 
-// writeFileAtomic replaces a file through a synced temporary file and rename.
+// writeFileAtomic replaces a file through a new, synced file renamed over it (never through
+// a link planted at its path). The rt_tables file is 0644: ip reads it as any user.
 func writeFileAtomic(path string, data []byte, mkdir bool) error {
 	if mkdir {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
 		}
 	}
-	tmp := path + ".roundtrip-new"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	return nil
+	return safefile.WriteFile(path, data, 0o644, nil)
 }
 
 // netfilter applies chain changes of one family as one iptables-restore transaction, rendered

@@ -243,9 +243,6 @@ func TestPrivilegedApplyFailureAtEveryStep(t *testing.T) {
 // TestPrivilegedScriptOracle applies the plan through the engine in one namespace and runs the
 // rendered shell script (twice) in an identical one: the kernel's state must be the same.
 func TestPrivilegedScriptOracle(t *testing.T) {
-	if _, err := exec.LookPath("iptables"); err != nil {
-		t.Skip("needs iptables")
-	}
 	l := lab.New(t)
 	eng := newApplyHost(t, l, "oe")
 	scr := newApplyHost(t, l, "os")
@@ -436,9 +433,7 @@ func TestPrivilegedRevertTimer(t *testing.T) {
 // TestPrivilegedConntrackFlush checks that a plan's flush deletes the conntrack entries of the
 // flows it names and no others.
 func TestPrivilegedConntrackFlush(t *testing.T) {
-	if _, err := exec.LookPath("conntrack"); err != nil {
-		t.Skip("needs conntrack (apt-get install conntrack) to create entries")
-	}
+	lab.RequireTool(t, "conntrack") // to create entries
 	l := lab.New(t)
 	h := newApplyHost(t, l, "ct")
 	for _, port := range []string{"8080", "9999"} {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -138,6 +141,49 @@ type CaptureConfig struct {
 // a saturated gigabit link, four times tcpdump's default buffer.
 const DefaultCaptureBuffer = 8 << 20
 
+// MaxCaptureBuffer bounds each capture ring: 1 GiB rides out seconds of a 10 Gbit/s burst.
+// The rings are kernel memory that no limit of the process's covers, so a bigger one is
+// refused rather than left for the kernel to find room for by killing processes.
+const MaxCaptureBuffer = 1 << 30
+
+// MaxSnapLen bounds the bytes kept of each packet: the largest packet Linux hands a packet
+// socket (a 256 KiB GSO packet), as tcpdump's maximum.
+const MaxSnapLen = 262144
+
+// CheckCaptureMemory refuses a ring size whose two rings would take more than half of the
+// memory available now (MemAvailable in /proc/meminfo), or more than MaxCaptureBuffer each.
+func CheckCaptureMemory(ringSize int) error {
+	if ringSize > MaxCaptureBuffer {
+		return fmt.Errorf("a capture ring of %d MiB is over the maximum of %d MiB", ringSize>>20, MaxCaptureBuffer>>20)
+	}
+	avail, err := memAvailable()
+	if err != nil {
+		return nil // no /proc/meminfo to judge by: the maximum above still holds
+	}
+	if 2*uint64(ringSize) > avail/2 {
+		return fmt.Errorf("two rings of %d MiB would take more than half of the %d MiB of memory available now: give a smaller --buffer", ringSize>>20, avail>>20)
+	}
+	return nil
+}
+
+// memAvailable reads MemAvailable from /proc/meminfo, in bytes.
+func memAvailable() (uint64, error) {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(data)) {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("reading /proc/meminfo: %q: %w", line, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no MemAvailable in /proc/meminfo")
+}
+
 // Packet is one captured packet.
 type Packet struct {
 	Time     time.Time
@@ -213,6 +259,12 @@ func OpenCapture(ns Namespace, cfg CaptureConfig) (*Capture, error) {
 	}
 	if cfg.BufferSize <= 0 {
 		cfg.BufferSize = DefaultCaptureBuffer
+	}
+	if cfg.SnapLen > MaxSnapLen {
+		return nil, fmt.Errorf("capturing: a snap length of %d is over the maximum of %d bytes", cfg.SnapLen, MaxSnapLen)
+	}
+	if err := CheckCaptureMemory(cfg.BufferSize); err != nil {
+		return nil, fmt.Errorf("capturing: %w", err)
 	}
 	c := &Capture{ns: ns, cfg: cfg, all: len(cfg.Ifaces) == 0}
 	ifaces, err := c.readInterfaces()

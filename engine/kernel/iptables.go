@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"roundtrip/engine"
+	"roundtrip/engine/safefile"
 )
 
 // Runner runs a command-line tool and returns its standard output. It is the seam between
@@ -78,9 +79,15 @@ func (e ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
-	var stdout, stderr bytes.Buffer
+	stdout := cappedBuffer{limit: maxToolOutput}
+	// Error messages only name the command's problem: their start is enough.
+	stderr := cappedBuffer{limit: 64 << 10, truncate: true}
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
+		if stdout.over {
+			// The copy stopped at the limit and the tool died writing into a closed pipe.
+			return nil, fmt.Errorf("running %q%s: its output is over %s, the most roundtrip reads from a tool", cmdline, where, safefile.Size(int64(maxToolOutput)))
+		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
 			return nil, fmt.Errorf("running %q%s: %w", cmdline, where, ctxErr)
 		}
@@ -94,6 +101,35 @@ func (e ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...
 	}
 	return stdout.Bytes(), nil
 }
+
+// maxToolOutput is engine.MaxToolOutput; tests lower it.
+var maxToolOutput = engine.MaxToolOutput
+
+// cappedBuffer collects a tool's output up to a limit. Past it, it fails the write (exec then
+// stops copying and closes the pipe, so the tool ends instead of filling memory), or with
+// truncate drops the rest. The buffer is a field, not embedded: an embedded bytes.Buffer's
+// ReadFrom would let io.Copy bypass Write and its limit.
+type cappedBuffer struct {
+	buf      bytes.Buffer
+	limit    int
+	truncate bool
+	over     bool
+}
+
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.buf.Len()+len(p) > b.limit {
+		b.over = true
+		if b.truncate {
+			b.buf.Write(p[:b.limit-b.buf.Len()])
+			return len(p), nil
+		}
+		return 0, errors.New("output over its limit")
+	}
+	return b.buf.Write(p)
+}
+
+func (b *cappedBuffer) Bytes() []byte  { return b.buf.Bytes() }
+func (b *cappedBuffer) String() string { return b.buf.String() }
 
 // ReadNetfilter reads the iptables rules of both families with iptables-save -c and
 // ip6tables-save -c, the iptables backend from `iptables -V`, and the native nftables tables

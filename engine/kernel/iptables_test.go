@@ -15,6 +15,7 @@ import (
 
 	"roundtrip/engine"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/lab"
 )
 
 // fakeRunner answers the command lines it was given and fails the test on any other call.
@@ -228,9 +229,7 @@ func TestReadNetfilterErrors(t *testing.T) {
 }
 
 func TestExecRunner(t *testing.T) {
-	if _, err := exec.LookPath("sh"); err != nil {
-		t.Skip("needs sh")
-	}
+	lab.RequireTool(t, "sh")
 	ctx := context.Background()
 	r := kernel.ExecRunner{}
 
@@ -300,14 +299,8 @@ func (b backendRunner) Run(ctx context.Context, stdin []byte, name string, args 
 }
 
 func TestPrivilegedReadNetfilter(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("privileged test: run as root (sudo go test ./...)")
-	}
-	for _, tool := range []string{"ip", "nft", "iptables-legacy", "iptables-nft"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("privileged test: needs %s (apt-get install iproute2 nftables iptables)", tool)
-		}
-	}
+	lab.Require(t)
+	lab.RequireTool(t, "nft", "iptables-legacy", "iptables-nft")
 	ctx := context.Background()
 	hostBackend, err := exec.Command("iptables", "-V").Output()
 	if err != nil {

@@ -351,12 +351,7 @@ var routeTypes = map[int]string{
 }
 
 // routeProtocols are iproute2's built-in rt_protos names.
-var routeProtocols = map[int]string{
-	0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static", 8: "gated", 9: "ra",
-	10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp",
-	18: "keepalived", 42: "babel", 99: "openr", 186: "bgp", 187: "isis", 188: "ospf",
-	189: "rip", 192: "eigrp",
-}
+var routeProtocols = engine.RouteProtocolNames
 
 // ProtocolName names a route protocol (RTPROT_*) as iproute2 does, or returns the number.
 func ProtocolName(p int) string {

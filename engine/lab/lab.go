@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,15 +24,79 @@ import (
 	"roundtrip/engine/kernel"
 )
 
-// Require skips the test unless it runs as root, the only way it can create namespaces.
+// labTools are the commands the lab itself runs, and the roundtrip tools its tests read and
+// change the namespaces with (iptables-save and -restore, of both families).
+var labTools = []string{"ip", "iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore", "curl"}
+
+// toolPackages names the Debian package of each tool the privileged tests run, for the message
+// that says how to get it.
+var toolPackages = map[string]string{
+	"ip": "iproute2", "curl": "curl", "conntrack": "conntrack", "nft": "nftables", "tmux": "tmux",
+	"tcpdump": "tcpdump", "tshark": "tshark", "setpriv": "util-linux", "sh": "dash",
+}
+
+// inCI reports whether the tests run in CI (CI=true, as CI services set it): there a test that
+// cannot run for want of root or a tool fails, so that a green run means every test ran.
+func inCI() bool {
+	switch strings.ToLower(os.Getenv("CI")) {
+	case "", "0", "false", "no":
+		return false
+	}
+	return true
+}
+
+// unavailable skips the test, or fails it in CI, saying why it cannot run.
+func unavailable(t testing.TB, why string) {
+	t.Helper()
+	if inCI() {
+		t.Fatalf("%s (CI=%s: a test that cannot run fails; run ./test.sh as root, which installs the tools)", why, os.Getenv("CI"))
+	}
+	t.Skip(why)
+}
+
+// Require skips the test unless it can build namespaces: it runs as root and every tool the lab
+// runs is installed. In CI (CI=true) it fails the test instead of skipping it.
 func Require(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("privileged test: needs root to create network namespaces; run as root (sudo go test ./...)")
+		unavailable(t, "privileged test: needs root to create network namespaces; run the tests as root (./test.sh in a root shell)")
 	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("privileged test: needs the ip command (apt-get install iproute2)")
+	RequireTool(t, labTools...)
+}
+
+// RequireTool skips the test (fails it in CI) unless every tool is installed, naming the package
+// that installs the missing ones.
+func RequireTool(t testing.TB, tools ...string) {
+	t.Helper()
+	var missing, pkgs []string
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			missing = append(missing, tool)
+			pkg := toolPackages[tool]
+			if strings.HasPrefix(tool, "ip") && strings.Contains(tool, "tables") {
+				pkg = "iptables"
+			}
+			if pkg != "" && !slices.Contains(pkgs, pkg) {
+				pkgs = append(pkgs, pkg)
+			}
+		}
 	}
+	if len(missing) == 0 {
+		return
+	}
+	why := "needs " + strings.Join(missing, ", ")
+	if len(pkgs) > 0 {
+		why += " (apt-get install " + strings.Join(pkgs, " ") + ")"
+	}
+	unavailable(t, why)
+}
+
+// SkipKernel skips a test of a feature this kernel lacks (a tunnel type, a link kind), naming
+// the feature and what the kernel said. It skips in CI too: the kernel is not the test's to
+// install.
+func SkipKernel(t testing.TB, feature string, err error) {
+	t.Helper()
+	t.Skipf("kernel lacks %s support: %v", feature, err)
 }
 
 // Lab is one test's set of namespaces. Names are derived from the test name and the process id,
@@ -110,10 +175,15 @@ func (n *NS) IP(args ...string) string {
 	return string(out)
 }
 
-// Sysctl sets a sysctl inside the namespace (for example net.ipv4.ip_forward=1).
+// Sysctl sets a sysctl inside the namespace (for example net.ipv4.ip_forward=1) by writing
+// its file under /proc/sys from a thread inside the namespace, as roundtrip itself does: no
+// sysctl binary (procps) is needed.
 func (n *NS) Sysctl(key, value string) {
 	n.lab.t.Helper()
-	n.Run("sysctl", "-q", "-w", key+"="+value)
+	err := n.Do(func() error { return os.WriteFile(kernel.SysctlPath(key), []byte(value+"\n"), 0o644) })
+	if err != nil {
+		n.lab.t.Fatalf("setting sysctl %s=%s in %s: %v", key, value, n.Name, err)
+	}
 }
 
 // NoDAD turns IPv6 duplicate address detection off in the namespace, for links created

@@ -58,8 +58,16 @@ type AnalysisMsg struct {
 // OpenWizardMsg asks the app to open a wizard, filled from a finding's fix.
 type OpenWizardMsg struct {
 	Wizard string
-	Args   []string
-	From   string // the finding it came from, for the title
+	// Args are the fix's flags; a value it could not know is a placeholder (<GATEWAY>), which
+	// the form leaves for the operator (or fills from what the console finds).
+	Args    []string
+	Missing string // the fix's word on what its placeholders stand for
+	From    string // the finding it came from, for the title
+}
+
+// OpenFix returns the message that opens a finding's fix.
+func OpenFix(f engine.Finding) OpenWizardMsg {
+	return OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, Missing: f.Fix.Missing, From: f.ID}
 }
 
 // ReloadMsg asks the app to read the state again (after an apply or rollback).

@@ -8,6 +8,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
+	"roundtrip/engine"
 	"roundtrip/ui/common"
 )
 
@@ -31,7 +32,7 @@ type Table struct {
 	Columns []Column
 	// Rows is how many rows the source has.
 	Rows int
-	// Cell formats the cells of row i.
+	// Cell formats the cells of row i, as plain text: View escapes control characters.
 	Cell func(i int) []string
 	// RowStyle, when set, styles row i (the cursor row is always shown selected).
 	RowStyle func(i int) lipgloss.Style
@@ -265,7 +266,8 @@ func (t *Table) View(width, height int) string {
 		for k, i := range idx {
 			c := ""
 			if i < len(cells) {
-				c = cells[i]
+				// Cells are plain text from the host or a snapshot: escape them.
+				c = engine.TermSafe(cells[i])
 			}
 			parts[k] = Fit(c, widths[k])
 		}

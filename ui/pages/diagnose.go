@@ -420,7 +420,7 @@ func (p *Diagnose) key(msg tea.KeyPressMsg) tea.Cmd {
 			if f.Fix.Wizard == "" {
 				return common.Status("no wizard fixes " + f.ID + ": " + f.Fix.Summary)
 			}
-			return func() tea.Msg { return common.OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, From: f.ID} }
+			return func() tea.Msg { return common.OpenFix(f.Finding) }
 		}
 	case key.Matches(msg, p.keys.Capture):
 		if p.capture.on {
@@ -758,9 +758,8 @@ func (p *Diagnose) evidenceLines(width int) []string {
 		}
 		if f.Fix.Wizard != "" {
 			fp := planFix(st, f.Fix)
-			for _, l := range components.Wrap(fp.Command(), width-2, "    ") {
-				out = append(out, " "+l)
-			}
+			// Lines that paste as one command (each but the last ends in a backslash).
+			out = append(out, f.Fix.CommandLines(" ", "     ", width)...)
 			if len(fp.Missing) > 0 {
 				for _, l := range components.Wrap("still needed: "+strings.Join(fp.Missing, ", "), width-2, "  ") {
 					out = append(out, " "+st.Warning.Render(l))

@@ -2,6 +2,7 @@ package pages
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 
 	"roundtrip/diagnose"
@@ -10,27 +11,54 @@ import (
 	"roundtrip/ui/components"
 )
 
-// fixPlan is a finding's fix as the wizard run it opens: the flags the finding gives (completed
-// from what the console knows) and the wizard's required fields that still have no value.
+// fixPlan is a finding's fix as the wizard run it opens: the flags the finding gives, what it
+// says its placeholders stand for, and the wizard's required fields that still have no value.
 type fixPlan struct {
-	Wizard  string
-	Args    []string
-	Missing []string // "Out (the interface toward the far network)"
+	Fix     engine.Fix
+	Missing []string // "Out (the interface toward the far network)", the fix's own word first
 	Err     error    // flags the wizard does not take
 }
 
 // planFix works out what a fix fills in and what it leaves to the operator.
 func planFix(st *common.Styles, fix engine.Fix) fixPlan {
-	fp := fixPlan{Wizard: fix.Wizard, Args: fix.Args}
+	fp := fixPlan{Fix: fix}
+	if fix.Missing != "" {
+		fp.Missing = append(fp.Missing, fix.Missing)
+	}
 	i := specByName(fix.Wizard)
 	if i < 0 {
 		return fp
 	}
 	form := components.NewForm(st, specs[i].fields(st)...)
-	fp.Err = fill(specs[i], form, fix.Args)
-	fp.Missing = missingFields(form)
+	fp.Err = fill(specs[i], form, withoutPlaceholders(fix.Args))
+	fp.Missing = append(fp.Missing, missingFields(form)...)
 	return fp
 }
+
+// withoutPlaceholders drops what a fix could not know from its flags: "eth1:<GATEWAY>" becomes
+// "eth1" (the form completes it when the console finds the gateway), and a flag whose whole
+// value is a placeholder goes.
+func withoutPlaceholders(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if !engine.HasPlaceholder(a) {
+			out = append(out, a)
+			continue
+		}
+		a = strings.TrimRight(placeholder.ReplaceAllString(a, ""), ":")
+		switch {
+		case a != "":
+			out = append(out, a)
+		case len(out) > 0 && strings.HasPrefix(out[len(out)-1], "--"):
+			out = out[:len(out)-1] // the flag of a value that is all placeholder
+		}
+	}
+	return out
+}
+
+// placeholder is engine.Placeholder's form: <WHAT>.
+var placeholder = regexp.MustCompile(`<[^<>]*>`)
 
 // missingFields names the fields that need a value and have none.
 func missingFields(f *components.Form) []string {
@@ -43,17 +71,12 @@ func missingFields(f *components.Form) []string {
 	return out
 }
 
-// Command is the wizard's command line as far as the fix knows it.
-func (fp fixPlan) Command() string {
-	return strings.TrimSpace("roundtrip wizard " + fp.Wizard + " " + shellJoin(fp.Args))
-}
-
 // Opens says in one line what w opens: "the source-return wizard: --uplink eth0:10.72.1.1",
 // or for a fix that does not say everything "the snat-gateway wizard; still needed: Out (...)".
 func (fp fixPlan) Opens() string {
-	s := "the " + fp.Wizard + " wizard"
-	if len(fp.Args) > 0 {
-		s += ": " + shellJoin(fp.Args)
+	s := "the " + fp.Fix.Wizard + " wizard"
+	if len(fp.Fix.Args) > 0 {
+		s += ": " + strings.TrimPrefix(fp.Fix.Command(), "roundtrip wizard "+fp.Fix.Wizard+" ")
 	}
 	if len(fp.Missing) > 0 {
 		s += "; still needed: " + strings.Join(fp.Missing, ", ")

@@ -97,22 +97,39 @@ func TestUplinkOffers(t *testing.T) {
 func TestSaveFileNeverReplaces(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "a.sh")
-	if _, err := saveFile(path, []byte("one"), 0o700); err != nil {
+	if _, _, err := saveFile(path, []byte("one"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := saveFile(path, []byte("two"), 0o700); err == nil || !strings.Contains(err.Error(), "already exists") {
+	if _, _, err := saveFile(path, []byte("two"), 0o700); err == nil || !strings.Contains(err.Error(), "already exists") {
 		t.Fatalf("saving over a file: %v", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "one" {
 		t.Fatalf("the file holds %q", b)
 	}
-	if _, err := saveFile(filepath.Join(dir, "missing", "b.sh"), []byte("x"), 0o700); err == nil {
+	if _, _, err := saveFile(filepath.Join(dir, "missing", "b.sh"), []byte("x"), 0o700); err == nil {
 		t.Fatal("saving into a missing directory worked")
 	}
 	if es, _ := os.ReadDir(dir); len(es) != 1 {
 		t.Fatalf("left behind: %v", es)
 	}
-	if got := shellJoin([]string{"--to", "10.0.0.1:80", "--comment", "it's"}); got != `--to 10.0.0.1:80 --comment 'it'\''s'` {
-		t.Fatalf("shellJoin: %s", got)
+	// Nothing is saved in /dev: /dev/null would be replaced, not written to.
+	if _, _, err := saveFile("/dev/roundtrip-test.sh", []byte("x"), 0o700); err == nil {
+		os.Remove("/dev/roundtrip-test.sh")
+		t.Fatal("a script was saved in /dev")
+	}
+
+}
+
+func TestFixWithPlaceholders(t *testing.T) {
+	if got := withoutPlaceholders([]string{"--wan", "eth1:<GATEWAY>", "--wan", "eth2:198.51.100.1", "--to", "<ADDR:PORT>", "--hairpin"}); strings.Join(got, " ") != "--wan eth1 --wan eth2:198.51.100.1 --hairpin" {
+		t.Fatalf("withoutPlaceholders: %q", got)
+	}
+	st := testCommon().Styles
+	fp := planFix(st, engine.Fix{Wizard: engine.WizardPortForward, Args: []string{"--listen", "<PORT>", "--snat", "auto"}, Missing: "the port clients connect to"})
+	if o := fp.Opens(); !strings.Contains(o, "still needed: the port clients connect to, Listen ([ADDR:]PORT clients connect to)") || !strings.Contains(o, "--listen <PORT> --snat auto") {
+		t.Fatalf("Opens: %s", o)
+	}
+	if o := planFix(st, engine.Fix{Wizard: engine.WizardSNATGateway}).Opens(); o != "the snat-gateway wizard; still needed: Out (the interface toward the far network)" {
+		t.Fatalf("a fix without flags: %s", o)
 	}
 }

@@ -126,9 +126,7 @@ func (o *Overview) Update(msg tea.Msg) tea.Cmd {
 			o.expanded = !o.expanded
 		case key.Matches(msg, o.keys.Wizard):
 			if f := o.current(); f != nil && f.Fix.Wizard != "" {
-				return func() tea.Msg {
-					return common.OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, From: f.ID}
-				}
+				return func() tea.Msg { return common.OpenFix(*f) }
 			} else if f != nil {
 				return common.Status("this finding has no wizard: " + f.Fix.Summary)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"roundtrip/engine"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/safefile"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 	"roundtrip/wizards"
@@ -56,6 +57,7 @@ type Wizards struct {
 	fromArgs    []string
 	fromGuessed []string
 	fromMissing []string
+	fromSays    string // the fix's own word on what it could not know
 
 	// offers are the host's uplinks with the gateways found for them (routes, neighbours).
 	offers   []uplinkOffer
@@ -96,6 +98,7 @@ type Wizards struct {
 	detail      *components.Detail
 
 	saveForm *components.Form
+	copyFix  engine.Fix // the command copied, as the fix type renders and quotes it
 	copyText string
 
 	keys struct{ Prev, Next, Edit, Pane, Fold, Apply, Rollback, History, Save, Copy, Detail key.Binding }
@@ -116,8 +119,9 @@ type neighboursMsg struct {
 }
 
 type savedMsg struct {
-	paths []string
-	err   error
+	paths    []string
+	warnings []string
+	err      error
 }
 
 type applyProgressMsg struct {
@@ -261,16 +265,19 @@ func (p *Wizards) replan() tea.Cmd {
 // Open selects a wizard and fills its form from flags (a finding's fix). What the flags leave
 // out is completed where the console knows it (an uplink's gateway) and otherwise named, so
 // that the operator sees what the finding filled in and what is still needed.
-func (p *Wizards) Open(name string, args []string, from string) tea.Cmd {
-	i := specByName(name)
+func (p *Wizards) Open(msg common.OpenWizardMsg) tea.Cmd {
+	i := specByName(msg.Wizard)
 	if i < 0 {
-		return common.Status(fmt.Sprintf("unknown wizard %q", name))
+		return common.Status(fmt.Sprintf("unknown wizard %q", msg.Wizard))
 	}
 	p.cur = i
 	p.forms[i] = components.NewForm(p.c.Styles, specs[i].fields(p.c.Styles)...)
 	form := p.forms[i]
+	// What the fix could not know (<GATEWAY>) is left out: completed below from what the
+	// console found, else named as still needed.
+	args := withoutPlaceholders(msg.Args)
 	p.fillErr = fill(specs[i], form, args)
-	p.from, p.fromArgs, p.fromGuessed = from, args, nil
+	p.from, p.fromArgs, p.fromGuessed, p.fromSays = msg.From, args, nil, msg.Missing
 	for _, k := range []string{"uplink", "wan"} {
 		if fl := form.Field(k); fl != nil {
 			p.fromGuessed = append(p.fromGuessed, p.completeGateways(fl)...)
@@ -382,7 +389,7 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 			}
 		}
 	case common.OpenWizardMsg:
-		return p.Open(msg.Wizard, msg.Args, msg.From)
+		return p.Open(msg)
 	case common.PendingMsg:
 		p.pending = msg.Journal
 	case common.JournalMsg:
@@ -401,7 +408,11 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 		if msg.err != nil {
 			return common.StatusError(msg.err)
 		}
-		return common.Status("saved " + strings.Join(msg.paths, " and ") + ": run it as root (sh FILE)")
+		text := "saved " + strings.Join(msg.paths, " and ") + ": run it as root (sh FILE)"
+		if len(msg.warnings) > 0 {
+			text += "; note: " + strings.Join(msg.warnings, "; ")
+		}
+		return common.Status(text)
 	case planMsg:
 		if msg.gen == p.planGen {
 			p.planning = false
@@ -605,7 +616,8 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 		if p.args == nil {
 			return common.Status("no command yet: the form does not plan")
 		}
-		p.copyText = "roundtrip wizard " + specs[p.cur].name + " " + shellJoin(p.args)
+		p.copyFix = engine.Fix{Wizard: specs[p.cur].name, Args: p.args}
+		p.copyText = p.copyFix.Command()
 		p.dialog = dialogCopy
 		// OSC 52 puts it in the terminal's clipboard, through SSH and tmux; terminals that do
 		// not take it leave the box to copy from.
@@ -646,20 +658,21 @@ func (p *Wizards) save(path string) tea.Cmd {
 		return nil
 	}
 	return func() tea.Msg {
-		abs, err := saveFile(path, res.Script(), 0o700)
+		abs, warnings, err := saveFile(path, res.Script(), safefile.ModeScript)
 		if err != nil {
 			return savedMsg{err: err}
 		}
 		paths := []string{abs}
 		if res.Peer != nil {
 			peer := strings.TrimSuffix(path, ".sh") + "-peer.sh"
-			pabs, err := saveFile(peer, []byte(res.PeerScript()), 0o700)
+			pabs, pw, err := saveFile(peer, []byte(res.PeerScript()), safefile.ModeScript)
+			warnings = append(warnings, pw...)
 			if err != nil {
 				return savedMsg{err: fmt.Errorf("saved %s, but not the other end's script: %w", abs, err)}
 			}
 			paths = append(paths, pabs+" (for "+res.PeerHost+")")
 		}
-		return savedMsg{paths: paths}
+		return savedMsg{paths: paths, warnings: warnings}
 	}
 }
 
@@ -912,32 +925,13 @@ func wrapPiece(piece string, first bool, cont string, style func(string) string)
 	return piece
 }
 
-// copyBox shows the command to copy by hand where the terminal took no OSC 52: one line per
-// flag, each but the last ending in a backslash, so that pasting it runs it as one command.
+// copyBox shows the command to copy by hand where the terminal took no OSC 52: a flag with its
+// value per line where the width asks for it, each line but the last ending in a backslash, so
+// that pasting it runs it as one command.
 func (p *Wizards) copyBox(width int) []string {
 	st := p.c.Styles
 	out := []string{st.Dim.Render("  sent to the terminal's clipboard; to copy by hand, select these lines:"), ""}
-	var lines []string
-	cur := ""
-	for _, w := range strings.Fields(p.copyText) {
-		if strings.HasPrefix(w, "--") && cur != "" && ansi.StringWidth(cur)+1+len(w) > width-8 {
-			lines = append(lines, cur)
-			cur = "  " + w
-			continue
-		}
-		if cur != "" {
-			cur += " "
-		}
-		cur += w
-	}
-	lines = append(lines, cur)
-	for i, l := range lines {
-		if i < len(lines)-1 {
-			l += " \\"
-		}
-		out = append(out, "  "+l)
-	}
-	return out
+	return append(out, p.copyFix.CommandLines("  ", "      ", width-2)...)
 }
 
 // fromLines say where the form's values came from: the finding, what it filled in, what the
@@ -962,8 +956,13 @@ func (p *Wizards) fromLines(width int) []string {
 	for _, g := range p.fromGuessed {
 		add(st.Dim.Render, "added "+g)
 	}
-	if len(p.fromMissing) > 0 {
-		add(st.Warning.Render, "still needed: "+strings.Join(p.fromMissing, ", "))
+	var needed []string
+	if p.fromSays != "" && len(p.fromGuessed) == 0 {
+		needed = append(needed, p.fromSays)
+	}
+	needed = append(needed, p.fromMissing...)
+	if len(needed) > 0 {
+		add(st.Warning.Render, "still needed: "+strings.Join(needed, "; "))
 	}
 	return out
 }
@@ -1059,7 +1058,7 @@ func (p *Wizards) applyStatus(width int) []string {
 				}
 			}
 		case kernel.StatusConfirmed:
-			out = append(out, st.OK.Render("  ✓ applied and confirmed: "+head+"; the changes stay"))
+			out = append(out, st.OK.Render("  ✓ applied and confirmed: "+head))
 		default:
 			out = append(out, st.OK.Render("  ✓ applied: "+head))
 			if p.pending != nil && p.pending.ID == j.ID {

@@ -47,12 +47,12 @@ func applyCommand() *Command {
 	)
 	return &Command{
 		Name:    "apply",
-		Usage:   "PLAN [--confirm DURATION] [--wait] [--dry-run] [--force]",
+		Usage:   "PLAN|- [--confirm DURATION] [--wait] [--dry-run] [--force]",
 		Summary: "apply a plan, journaled and reversible; with --confirm, revert unless confirmed",
-		Help: `Applies the changes of PLAN (a plan file written by a wizard) that are not yet in
-effect: applying a plan twice changes nothing. The plan is checked against the host first
-(unknown interfaces, gateways that are not on-link, table name clashes, rules iptables would
-refuse): a plan that does not fit changes nothing. Every step is journaled before the next;
+		Help: `Applies the changes of PLAN (a plan file written by a wizard, or - for standard
+input) that are not yet in effect: applying a plan twice changes nothing. The plan is
+checked against the host first (unknown interfaces, gateways that are not on-link, table
+name clashes, rules iptables would refuse): a plan that does not fit changes nothing. Every step is journaled before the next;
 if one fails, the completed ones are undone and the host is left as it was.
 
 --confirm 2m starts a timer in a detached process that rolls the apply back after two
@@ -77,7 +77,7 @@ route back to your SSH client, unless --confirm (or --force) is given.`,
 			if err := checkConfirm(confirm); err != nil {
 				return err
 			}
-			p, err := engine.LoadPlanFile(inv.Args[0])
+			p, err := loadPlan(inv, inv.Args[0], true)
 			if err != nil {
 				return err
 			}
@@ -136,7 +136,7 @@ func lockoutGuard(inv *Invocation, p *engine.Plan, confirm time.Duration, force 
 	}
 	sess, err := engine.ParseSSHConnection(conn)
 	if err != nil {
-		fmt.Fprintf(inv.Stderr, "warning: cannot check the SSH lockout: %v\n", err)
+		engine.TermFprintf(inv.Stderr, "warning: cannot check the SSH lockout: %v\n", err)
 		return nil
 	}
 	before, err := inv.State()
@@ -150,7 +150,7 @@ func lockoutGuard(inv *Invocation, p *engine.Plan, confirm time.Duration, force 
 	if confirm == 0 {
 		return fmt.Errorf("refusing to apply over SSH: %s, which may cut you off; apply with --confirm 2m (it reverts unless you run `roundtrip confirm%s` from a new SSH session), or with --force if you have another way in", lo.Reason, netnsFlag(inv))
 	}
-	fmt.Fprintf(inv.Stderr, "warning: %s; it reverts unless confirmed\n", lo.Reason)
+	engine.TermFprintf(inv.Stderr, "warning: %s; it reverts unless confirmed\n", lo.Reason)
 	return nil
 }
 
@@ -171,7 +171,7 @@ func dryRunApply(inv *Invocation, a *kernel.Applier, p *engine.Plan) error {
 	}
 	fmt.Fprintf(inv.Stdout, "would apply %d step(s) (%d of %d changes are not in effect yet):\n", len(steps), len(pending.Changes), len(p.Changes))
 	for i, s := range steps {
-		fmt.Fprintf(inv.Stdout, "  %d. %s\n", i+1, s.Summary())
+		engine.TermFprintf(inv.Stdout, "  %d. %s\n", i+1, s.Summary())
 	}
 	return nil
 }
@@ -203,7 +203,7 @@ func reportApply(inv *Invocation, res *kernel.Result, wait bool) error {
 		if len(res.Drift) > 0 {
 			fmt.Fprintln(inv.Stdout, "warning: reading the state back, some changes are not as planned (changed meanwhile, or read back differently):")
 			for _, d := range res.Drift {
-				fmt.Fprintf(inv.Stdout, "  %s\n", d)
+				engine.TermFprintf(inv.Stdout, "  %s\n", d)
 			}
 		}
 		if !j.ConfirmBy.IsZero() {
@@ -440,7 +440,7 @@ plan render PLAN --format F prints one rendering of the same changes:
 			if len(inv.Args) != 2 || (inv.Args[0] != "show" && inv.Args[0] != "render") {
 				return Usagef("want plan show PLAN or plan render PLAN --format FORMAT")
 			}
-			p, err := engine.LoadPlanFile(inv.Args[1])
+			p, err := loadPlan(inv, inv.Args[1], false)
 			if err != nil {
 				return err
 			}
@@ -466,9 +466,13 @@ plan render PLAN --format F prints one rendering of the same changes:
 					return err
 				}
 			case "systemd":
-				out = p.SystemdUnit(name, scriptPath)
+				if out, err = p.SystemdUnit(name, scriptPath); err != nil {
+					return err
+				}
 			case "networkd":
-				out = p.Networkd()
+				if out, err = p.Networkd(); err != nil {
+					return err
+				}
 			case "json":
 				if out, err = p.Marshal(); err != nil {
 					return err
@@ -487,7 +491,7 @@ func showPlan(inv *Invocation, p *engine.Plan) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(inv.Stdout, "plan: %s (%d changes)\n", p.Intent, len(p.Changes))
+	engine.TermFprintf(inv.Stdout, "plan: %s (%d changes)\n", p.Intent, len(p.Changes))
 	if err := p.Validate(st); err != nil {
 		return err
 	}
@@ -499,9 +503,9 @@ func showPlan(inv *Invocation, p *engine.Plan) error {
 		} else {
 			pending++
 		}
-		fmt.Fprintf(inv.Stdout, "  %2d. [%s] %s\n", i+1, mark, c.Summary())
+		engine.TermFprintf(inv.Stdout, "  %2d. [%s] %s\n", i+1, mark, c.Summary())
 		if c.Why != "" {
-			fmt.Fprintf(inv.Stdout, "      why: %s\n", c.Why)
+			engine.TermFprintf(inv.Stdout, "      why: %s\n", c.Why)
 		}
 	}
 	if pending == 0 {
@@ -511,7 +515,7 @@ func showPlan(inv *Invocation, p *engine.Plan) error {
 		if sess, err := engine.ParseSSHConnection(conn); err == nil {
 			lo := engine.CheckLockout(st, p.Expect(st), sess)
 			if lo.Applies {
-				fmt.Fprintf(inv.Stdout, "SSH: %s\n", lo.Reason)
+				engine.TermFprintf(inv.Stdout, "SSH: %s\n", lo.Reason)
 			}
 		}
 	}

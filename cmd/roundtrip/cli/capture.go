@@ -5,12 +5,13 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/safefile"
 )
 
 func init() { Register(captureCommand()) }
@@ -36,16 +37,53 @@ func (c *captureFlags) ifaceList() []string {
 	return out
 }
 
-// openPcap creates the pcap file, or returns nil when none was asked for.
-func (c *captureFlags) openPcap() (*os.File, error) {
+// openPcap starts the pcap file, or returns nil when none was asked for. Packets go to a new
+// file next to the target, renamed over it when the capture ends (Commit, also after Ctrl-C):
+// a link planted at the target is never written through, not even while the capture runs.
+func (c *captureFlags) openPcap(inv *Invocation) (*safefile.File, error) {
 	if c.pcap == "" {
 		return nil, nil
 	}
-	f, err := os.Create(c.pcap)
+	f, err := safefile.Create(c.pcap, safefile.ModePrivate, safefile.ToWriter(inv.Stderr))
 	if err != nil {
 		return nil, fmt.Errorf("creating the pcap file: %w", err)
 	}
 	return f, nil
+}
+
+// closePcap finishes the pcap file: renamed into place when the capture ran (captured is
+// true), removed when it never started. err is the capture's error, returned unless it is nil
+// and finishing fails.
+func closePcap(f *safefile.File, captured bool, err error) error {
+	if f == nil {
+		return err
+	}
+	if !captured {
+		f.Abort()
+		return err
+	}
+	if cerr := f.Commit(); cerr != nil && err == nil {
+		return fmt.Errorf("writing the pcap file: %w", cerr)
+	}
+	return err
+}
+
+// checkCaptureSizes bounds the sizes a capture takes from its flags: the kernel allocates the
+// two rings at once, so an unbounded --buffer has the kernel kill processes for memory.
+func checkCaptureSizes(count, snaplen, bufMiB int) error {
+	if count < 0 {
+		return Usagef("--count %d: want a number of packets, or 0 for no limit", count)
+	}
+	if err := checkRange("snaplen", snaplen, 1, kernel.MaxSnapLen, "bytes"); err != nil {
+		return err
+	}
+	if err := checkRange("buffer", bufMiB, 1, kernel.MaxCaptureBuffer>>20, "MiB"); err != nil {
+		return err
+	}
+	if err := kernel.CheckCaptureMemory(bufMiB << 20); err != nil {
+		return Usagef("--buffer %d: %v", bufMiB, err)
+	}
+	return nil
 }
 
 // capabilityHint adds what still works to a missing-capability error.
@@ -77,16 +115,16 @@ func (p *eventPrinter) emit(ev diagnose.Event) error {
 	case diagnose.EventPacket:
 		pk := ev.Packet
 		if pk.Conn != 0 {
-			_, err = fmt.Fprintf(w, "%s  [conn %d %s]\n", pk, pk.Conn, pk.Role)
+			_, err = engine.TermFprintf(w, "%s  [conn %d %s]\n", pk, pk.Conn, pk.Role)
 		} else {
-			_, err = fmt.Fprintln(w, pk)
+			_, err = engine.TermFprintf(w, "%s\n", pk)
 		}
 	case diagnose.EventFinding:
 		ev.Finding.Render(w)
 	case diagnose.EventConntrack:
-		_, err = fmt.Fprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
+		_, err = engine.TermFprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
 	case diagnose.EventNotice:
-		_, err = fmt.Fprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
+		_, err = engine.TermFprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
 	}
 	return err
 }
@@ -146,8 +184,8 @@ Examples:
 			fs.StringVar(&filter, "filter", "", "capture only packets matching `EXPR` (see above)")
 			fs.DurationVar(&duration, "duration", 0, "stop after `D` (e.g. 30s; default: until interrupted)")
 			fs.IntVar(&count, "count", 0, "stop after `N` packets")
-			fs.IntVar(&snaplen, "snaplen", kernel.DefaultSnapLen, "keep at most `N` bytes of each packet")
-			fs.IntVar(&bufMiB, "buffer", kernel.DefaultCaptureBuffer>>20, "kernel ring size in `MiB`, for each direction")
+			fs.IntVar(&snaplen, "snaplen", kernel.DefaultSnapLen, "keep at most `N` bytes of each packet (1-262144)")
+			fs.IntVar(&bufMiB, "buffer", kernel.DefaultCaptureBuffer>>20, "kernel ring size in `MiB`, for each direction (1-1024; both rings at most half the free memory)")
 		},
 		Run: func(inv *Invocation) error {
 			expr := filter
@@ -161,10 +199,10 @@ Examples:
 			if err != nil {
 				return Usagef("%v", err)
 			}
-			if duration < 0 || count < 0 || snaplen <= 0 || bufMiB <= 0 {
-				return Usagef("--duration, --count, --snaplen and --buffer must not be negative (snaplen and buffer above 0)")
+			if err := checkCaptureSizes(count, snaplen, bufMiB); err != nil {
+				return err
 			}
-			pcap, err := cf.openPcap()
+			pcap, err := cf.openPcap(inv)
 			if err != nil {
 				return err
 			}
@@ -177,14 +215,7 @@ Examples:
 			}
 			pr := newEventPrinter(inv)
 			sum, err := diagnose.Capture(inv.Ctx, opts, pr.emit)
-			if pcap != nil {
-				if cerr := pcap.Close(); err == nil && cerr != nil {
-					err = fmt.Errorf("writing the pcap file: %w", cerr)
-				}
-				if sum == nil {
-					os.Remove(cf.pcap) // nothing was captured into it
-				}
-			}
+			err = closePcap(pcap, sum != nil, err)
 			if sum == nil {
 				return capabilityHint(err)
 			}

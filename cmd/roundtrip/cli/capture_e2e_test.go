@@ -131,8 +131,10 @@ func TestPrivilegedCaptureCLICase5JSONAndPcap(t *testing.T) {
 	if total != packets || inbound81 == 0 || outbound80 == 0 {
 		t.Errorf("pcap has %d packets (%d in to port 81, %d out to port 80); want %d, with the client's SYN in and the forwarded SYN out", total, inbound81, outbound80, packets)
 	}
-	if tshark, err := exec.LookPath("tshark"); err == nil {
-		out, err := exec.Command(tshark, "-r", pcapPath, "-T", "fields", "-e", "frame.interface_name", "-e", "frame.packet_flags_direction", "-e", "ip.dst", "-e", "tcp.dstport").CombinedOutput()
+	// Wireshark's own reader, as an operator opens the file, agrees on interface and direction.
+	t.Run("tshark", func(t *testing.T) {
+		lab.RequireTool(t, "tshark")
+		out, err := exec.Command("tshark", "-r", pcapPath, "-T", "fields", "-e", "frame.interface_name", "-e", "frame.packet_flags_direction", "-e", "ip.dst", "-e", "tcp.dstport").CombinedOutput()
 		if err != nil {
 			t.Fatalf("tshark: %v: %s", err, out)
 		}
@@ -140,7 +142,7 @@ func TestPrivilegedCaptureCLICase5JSONAndPcap(t *testing.T) {
 		if !strings.Contains(text, "eth0\t0x00000001\t"+n.AAddr+"\t81") || !strings.Contains(text, "eth0\t0x00000002\t"+n.BAddr+"\t80") {
 			t.Errorf("tshark reads:\n%s\nwant the SYN in to %s:81 and out to %s:80 on eth0", text, n.AAddr, n.BAddr)
 		}
-	}
+	})
 
 	// conntrack shows the entry as the seed's author saw it: DNAT, UNREPLIED.
 	code, out, errs := runCLI(t, "conntrack", "--netns", n.A.Name, "--state", "UNREPLIED", "--port", "81")
@@ -195,9 +197,10 @@ func TestPrivilegedDiagnoseCLICase1(t *testing.T) {
 // capture says what it needs, conntrack still shows the table's fill level.
 func TestPrivilegedCaptureWithoutCapabilities(t *testing.T) {
 	lab.Require(t)
+	lab.RequireTool(t, "setpriv") // to drop privileges
 	setpriv, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Skip("needs setpriv (util-linux) to drop privileges")
+		t.Fatal(err)
 	}
 	bin := roundtripBinary(t)
 	run := func(args ...string) (int, string, string) {

@@ -27,6 +27,10 @@ const (
 	ExitError    = 1 // the command failed
 	ExitUsage    = 2 // bad command line
 	ExitFindings = 3 // trace/doctor/diagnose ran and found problems of severity error
+	// ExitIncomplete: doctor ran but could not read part of the host (netfilter without root,
+	// iptables tools missing), so "no problems" would be a claim it cannot make. Problems found
+	// in what it did read take precedence (ExitFindings).
+	ExitIncomplete = 4
 )
 
 // Version is set at build time with -ldflags "-X roundtrip/cmd/roundtrip/cli.Version=...".
@@ -98,6 +102,14 @@ func (e *UsageError) Error() string { return e.Msg }
 // Usagef returns a UsageError.
 func Usagef(format string, a ...any) error { return &UsageError{fmt.Sprintf(format, a...)} }
 
+// IncompleteError reports that a check completed on part of the host only. The command has
+// already said what it could not read; the error only selects the exit code.
+type IncompleteError struct{ NotRead []string }
+
+func (e *IncompleteError) Error() string {
+	return "incomplete: not read: " + strings.Join(e.NotRead, "; ")
+}
+
 // FindingsError reports that a diagnostic command completed and found problems. The command
 // has already printed them; the error only selects the exit code.
 type FindingsError struct{ Count int }
@@ -138,7 +150,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 				printHelp(stdout, c, nil)
 				return ExitOK
 			}
-			fmt.Fprintf(stderr, "roundtrip: unknown command %q\n", args[1])
+			engine.TermFprintf(stderr, "roundtrip: unknown command %q\n", args[1])
 			return ExitUsage
 		}
 		printCommands(stdout)
@@ -149,7 +161,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	c, ok := commands[name]
 	if !ok {
-		fmt.Fprintf(stderr, "roundtrip: unknown command %q\n\n", name)
+		engine.TermFprintf(stderr, "roundtrip: unknown command %q\n\n", name)
 		printCommands(stderr)
 		return ExitUsage
 	}
@@ -172,14 +184,14 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 	}
 	pos, err := args, error(nil)
 	if !c.OwnFlags {
-		pos, err = parseInterspersed(fs, args)
+		pos, err = parseFlags(fs, args)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		printHelp(stdout, c, fs)
 		return ExitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
 		printUsageLine(stderr, c)
 		return ExitUsage
 	}
@@ -187,21 +199,30 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 		fmt.Fprintf(stderr, "roundtrip %s: --snapshot and --netns exclude each other: a snapshot is already one namespace's state\n", c.Name)
 		return ExitUsage
 	}
+	if err := checkNetNSName(inv.NetNS); err != nil {
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
+		printUsageLine(stderr, c)
+		return ExitUsage
+	}
 	inv.Args = pos
 	err = c.Run(inv)
 	var ue *UsageError
 	var fe *FindingsError
+	var ie *IncompleteError
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
 		printUsageLine(stderr, c)
 		return ExitUsage
 	case errors.As(err, &fe):
 		return ExitFindings
+	case errors.As(err, &ie):
+		return ExitIncomplete
 	default:
-		fmt.Fprintf(stderr, "roundtrip %s: %v\n", c.Name, err)
+		// Errors quote names from plans, snapshots and the host: escape them for the terminal.
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
 		return ExitError
 	}
 }
@@ -239,7 +260,7 @@ func printCommands(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].Summary)
 	}
-	fmt.Fprint(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 problems found (trace, doctor, diagnose).\n")
+	fmt.Fprint(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 problems found (trace, doctor, diagnose),\n4 incomplete (doctor could not read everything, e.g. netfilter without root).\n")
 }
 
 func printUsageLine(w io.Writer, c *Command) {

@@ -133,7 +133,7 @@ dropped packets.`,
 				fmt.Fprintf(inv.Stdout, "%d entries shown\n", res.Entries)
 			}
 			if p := res.Problem(); p != "" {
-				fmt.Fprintf(inv.Stderr, "roundtrip conntrack: %s\n", p)
+				engine.TermFprintf(inv.Stderr, "roundtrip conntrack: %s\n", p)
 				return &FindingsError{Count: 1}
 			}
 			return nil

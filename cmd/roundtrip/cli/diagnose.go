@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine"
 )
 
 func init() { Register(diagnoseCommand()) }
@@ -59,25 +60,26 @@ Examples:
 				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
 			}
 			req.IIF = iif
-			pcap, err := cf.openPcap()
+			pcap, err := cf.openPcap(inv)
 			if err != nil {
 				return err
 			}
 			opts := diagnose.DiagnoseOptions{Namespace: inv.Namespace(), Request: req, Timeout: timeout, Ifaces: cf.ifaceList(), State: s}
 			if pcap != nil {
 				opts.Pcap = pcap
-				defer pcap.Close()
 			}
 			pr := newEventPrinter(inv)
 			if !inv.JSON {
 				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: watching the flow for up to %s; start the client now\n", timeout)
 			}
 			v, err := diagnose.Diagnose(inv.Ctx, opts, pr.emit)
+			// Without a live capture (no capability) nothing went into the file: it is not left.
+			err = closePcap(pcap, err == nil && v.Capture != nil, err)
 			if err != nil {
 				return capabilityHint(err)
 			}
 			if v.Notice != "" {
-				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
+				engine.TermFprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
 			}
 			if inv.JSON {
 				if err := pr.final("verdict", v); err != nil {

@@ -8,6 +8,16 @@ import (
 
 func init() { Register(doctorCommand()) }
 
+// notReadParts lists the parts of the host the state lacks, each with why: the doctor's
+// checks of them did not run.
+func notReadParts(s *engine.State) []string {
+	var out []string
+	if s.Netfilter.Unavailable != "" {
+		out = append(out, "netfilter: "+s.Netfilter.Unavailable)
+	}
+	return out
+}
+
 func doctorCommand() *Command {
 	return &Command{
 		Name:    "doctor",
@@ -20,7 +30,9 @@ another one, DNAT to a backend on its clients' network without SNAT, per-uplink
 tables without the LAN routes, duplicated rules (a script run twice), rules on
 empty tables, gateways that are not on-link, and a full conntrack table.
 Each finding comes with its evidence and a fix; use trace to follow one flow.
-Exit status 3 when a problem of severity error is found.`,
+Exit status 3 when a problem of severity error is found; otherwise 4 when part of
+the host could not be read (netfilter needs root), which is then named: no problem
+found there is not the same as none.`,
 		Offline: true,
 		Run: func(inv *Invocation) error {
 			if len(inv.Args) > 0 {
@@ -31,10 +43,13 @@ Exit status 3 when a problem of severity error is found.`,
 				return err
 			}
 			findings := engine.Doctor(s, engine.NewFIB(s))
+			notRead := notReadParts(s)
 			if inv.JSON {
 				if err := inv.PrintJSON(struct {
 					Findings []engine.Finding `json:"findings"`
-				}{findings}); err != nil {
+					// NotRead says what could not be read: the check is incomplete.
+					NotRead []string `json:"not_read,omitempty"`
+				}{findings, notRead}); err != nil {
 					return err
 				}
 			} else {
@@ -43,12 +58,27 @@ Exit status 3 when a problem of severity error is found.`,
 					where += " netns " + s.Namespace
 				}
 				if where != "" {
-					fmt.Fprintf(inv.Stdout, "doctor: %s\n\n", where)
+					engine.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
 				}
-				engine.RenderFindings(inv.Stdout, findings)
+				if len(findings) > 0 || len(notRead) == 0 {
+					engine.RenderFindings(inv.Stdout, findings)
+				}
+				if len(notRead) > 0 {
+					if len(findings) == 0 {
+						fmt.Fprintln(inv.Stdout, "No problems found in what could be read, but the check is incomplete:")
+					} else {
+						fmt.Fprintln(inv.Stdout, "\nThe check is incomplete:")
+					}
+					for _, n := range notRead {
+						engine.TermFprintf(inv.Stdout, "  not read: %s\n", n)
+					}
+				}
 			}
 			if n := engine.CountErrors(findings); n > 0 {
 				return &FindingsError{Count: n}
+			}
+			if len(notRead) > 0 {
+				return &IncompleteError{NotRead: notRead}
 			}
 			return nil
 		},

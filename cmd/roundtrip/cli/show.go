@@ -4,12 +4,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
 	"roundtrip/engine"
+	"roundtrip/engine/safefile"
 )
 
 func init() {
@@ -39,6 +39,9 @@ summarised; --all prints every route, --table shows one table only.
 		Run: func(inv *Invocation) error {
 			if len(inv.Args) > 0 {
 				return Usagef("show takes no arguments, got %q", inv.Args[0])
+			}
+			if limit < 0 {
+				return Usagef("--limit %d: want a number of routes (--all shows every route)", limit)
 			}
 			s, err := inv.State()
 			if err != nil {
@@ -71,7 +74,9 @@ summarised; --all prints every route, --table shows one table only.
 	}
 }
 
-// renderShow prints a state for a person at 80 columns.
+// renderShow prints a state for a person at 80 columns. Every value from the state is escaped
+// for the terminal (engine.TermFprintf): a snapshot can come from anywhere, and even a live
+// host's link names may hold escape sequences.
 func renderShow(w io.Writer, s *engine.State, onlyTable, limit int) {
 	if onlyTable < 0 {
 		renderHeader(w, s)
@@ -90,24 +95,24 @@ func renderHeader(w io.Writer, s *engine.State) {
 	if s.Namespace != "" {
 		where += " (netns " + s.Namespace + ")"
 	}
-	fmt.Fprintf(w, "%s\n", where)
+	engine.TermFprintf(w, "%s\n", where)
 	fw := "off"
 	if s.Sysctls.IPForward() {
 		fw = "on"
 	}
-	fmt.Fprintf(w, "  ip_forward %s   rp_filter all=%d default=%d", fw,
+	engine.TermFprintf(w, "  ip_forward %s   rp_filter all=%d default=%d", fw,
 		s.Sysctls.Int(engine.ConfKey("all", "rp_filter"), 0), s.Sysctls.Int(engine.ConfKey("default", "rp_filter"), 0))
 	if v, ok := s.Sysctls[engine.SysctlSrcValidMark]; ok {
-		fmt.Fprintf(w, "   src_valid_mark %s", v)
+		engine.TermFprintf(w, "   src_valid_mark %s", v)
 	}
 	if maxc := s.Sysctls.Int(engine.SysctlConntrackMax, 0); maxc > 0 {
-		fmt.Fprintf(w, "   conntrack %d/%d", s.Sysctls.Int(engine.SysctlConntrackCount, 0), maxc)
+		engine.TermFprintf(w, "   conntrack %d/%d", s.Sysctls.Int(engine.SysctlConntrackCount, 0), maxc)
 	}
 	fmt.Fprintln(w)
 }
 
 func renderLinks(w io.Writer, s *engine.State) {
-	fmt.Fprintf(w, "\nINTERFACES\n")
+	engine.TermFprintf(w, "\nINTERFACES\n")
 	for _, l := range s.Links {
 		state := "down"
 		if l.Up {
@@ -140,13 +145,13 @@ func renderLinks(w io.Writer, s *engine.State) {
 		if rp != 0 {
 			extra += []string{"", " rp_filter=strict", " rp_filter=loose"}[min(rp, 2)]
 		}
-		fmt.Fprintf(w, "  %-12s %-10s mtu %-5d %s\n", l.Name, state, l.MTU, extra)
+		engine.TermFprintf(w, "  %-12s %-10s mtu %-5d %s\n", l.Name, state, l.MTU, extra)
 		for _, a := range l.Addrs {
 			scope := ""
 			if a.Scope != "" && a.Scope != "global" {
 				scope = " (" + a.Scope + ")"
 			}
-			fmt.Fprintf(w, "  %-12s   %s%s\n", "", a.Prefix, scope)
+			engine.TermFprintf(w, "  %-12s   %s%s\n", "", a.Prefix, scope)
 		}
 	}
 }
@@ -161,17 +166,18 @@ func renderGateways(w io.Writer, s *engine.State) {
 		}
 		table := s.TableName(r.Table)
 		r.Table = engine.TableMain // named in the first column already
-		lines = append(lines, fmt.Sprintf("  %-10s %s", table, strings.TrimPrefix(r.Args(s.TableName), "default ")))
+		lines = append(lines, engine.TermSprintf("  %-10s %s", table, strings.TrimPrefix(r.Args(s.TableName), "default ")))
 	}
 	if len(lines) == 0 {
-		fmt.Fprintf(w, "\nGATEWAYS\n  (no default route in any table)\n")
+		engine.TermFprintf(w, "\nGATEWAYS\n  (no default route in any table)\n")
 		return
 	}
+	// Each line is escaped already; the newlines between them are meant.
 	fmt.Fprintf(w, "\nGATEWAYS (default routes by table)\n%s\n", strings.Join(lines, "\n"))
 }
 
 func renderRules(w io.Writer, s *engine.State) {
-	fmt.Fprintf(w, "\nRULES\n")
+	engine.TermFprintf(w, "\nRULES\n")
 	for _, f := range []engine.Family{engine.V4, engine.V6} {
 		for _, r := range s.Rules {
 			if r.Family != f {
@@ -181,7 +187,7 @@ func renderRules(w io.Writer, s *engine.State) {
 			if f == engine.V6 {
 				fam = "v6 "
 			}
-			fmt.Fprintf(w, "  %s%-6d %s %s\n", fam, r.Priority, r.Selectors(), r.ActionString(s.TableName))
+			engine.TermFprintf(w, "  %s%-6d %s %s\n", fam, r.Priority, r.Selectors(), r.ActionString(s.TableName))
 		}
 	}
 }
@@ -203,17 +209,17 @@ func renderRoutes(w io.Writer, s *engine.State, onlyTable, limit int) {
 			if f == engine.V6 {
 				fam = " (IPv6)"
 			}
-			fmt.Fprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, len(routes))
+			engine.TermFprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, len(routes))
 			shown := routes
 			if limit >= 0 && len(routes) > limit {
 				shown = routes[:limit]
 			}
 			for _, r := range shown {
 				r.Table = engine.TableMain // the heading names the table already
-				fmt.Fprintf(w, "  %s\n", r.Args(s.TableName))
+				engine.TermFprintf(w, "  %s\n", r.Args(s.TableName))
 			}
 			if len(shown) < len(routes) {
-				fmt.Fprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", len(routes)-len(shown), s.TableName(id))
+				engine.TermFprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", len(routes)-len(shown), s.TableName(id))
 			}
 		}
 	}
@@ -231,13 +237,13 @@ func tableRank(id int) int {
 
 func renderNetfilter(w io.Writer, s *engine.State) {
 	nf := s.Netfilter
-	fmt.Fprintf(w, "\nNETFILTER")
+	engine.TermFprintf(w, "\nNETFILTER")
 	if nf.Backend != "" {
-		fmt.Fprintf(w, " (iptables %s)", nf.Backend)
+		engine.TermFprintf(w, " (iptables %s)", nf.Backend)
 	}
 	fmt.Fprintln(w)
 	if nf.Unavailable != "" {
-		fmt.Fprintf(w, "  not read: %s\n", nf.Unavailable)
+		engine.TermFprintf(w, "  not read: %s\n", nf.Unavailable)
 	}
 	any := false
 	for _, t := range nf.Tables {
@@ -257,17 +263,17 @@ func renderNetfilter(w io.Writer, s *engine.State) {
 			if c.Policy != "" {
 				pol = " policy " + c.Policy
 			}
-			fmt.Fprintf(w, "  %s%s %s%s\n", fam, t.Name, c.Name, pol)
+			engine.TermFprintf(w, "  %s%s %s%s\n", fam, t.Name, c.Name, pol)
 			for _, r := range c.Rules {
-				fmt.Fprintf(w, "    %s\n", r.Spec)
+				engine.TermFprintf(w, "    %s\n", r.Spec)
 			}
 		}
 	}
 	if !any && nf.Unavailable == "" {
-		fmt.Fprintf(w, "  (no rules)\n")
+		engine.TermFprintf(w, "  (no rules)\n")
 	}
 	for _, f := range nf.Foreign {
-		fmt.Fprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
+		engine.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
 	}
 }
 
@@ -300,14 +306,9 @@ on any machine. Without -o the snapshot goes to standard output.`,
 				_, err = inv.Stdout.Write(b)
 				return err
 			}
-			// Write next to the target and rename, so an interrupted run never leaves a
-			// truncated snapshot under the requested name.
-			tmp := out + ".tmp"
-			if err := os.WriteFile(tmp, b, 0o600); err != nil {
-				return fmt.Errorf("writing snapshot: %w", err)
-			}
-			if err := os.Rename(tmp, out); err != nil {
-				os.Remove(tmp)
+			// A new file renamed over the target: an interrupted run never leaves a truncated
+			// snapshot under the requested name, and a link planted there is not followed.
+			if err := safefile.WriteFile(out, b, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
 				return fmt.Errorf("writing snapshot: %w", err)
 			}
 			fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, len(s.Routes), len(s.Rules))

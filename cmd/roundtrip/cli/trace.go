@@ -183,7 +183,7 @@ func compareWithKernel(inv *Invocation, res *engine.TraceResult) {
 	}
 	kern, err := inv.Namespace().RouteGet(fl)
 	if err != nil {
-		fmt.Fprintf(inv.Stderr, "roundtrip trace: could not ask the kernel for comparison: %v\n", err)
+		engine.TermFprintf(inv.Stderr, "roundtrip trace: could not ask the kernel for comparison: %v\n", err)
 		return
 	}
 	if kernelAgrees(res, model, kern.FIBResult) {

@@ -95,9 +95,7 @@ func killStrays(t *testing.T, bin string) {
 // one key, and the real client then gets its page.
 func TestPrivilegedTUISmoke(t *testing.T) {
 	lab.Require(t)
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("privileged TUI test: needs tmux (apt-get install tmux)")
-	}
+	lab.RequireTool(t, "tmux")
 	bin := roundtripBinary(t)
 	c := lab.Case1(t)
 

@@ -95,6 +95,20 @@ func watchCommand() *Command {
 			if inv.JSON {
 				return Usagef("--json goes with --status (the watcher logs its events to stderr)")
 			}
+			// Zero would silently mean the default (WatchConfig fills zeros in): a 0 given on
+			// the command line is refused instead.
+			if err := checkRange("down-after", cfg.Health.DownAfter, 1, 1000, "failed rounds"); err != nil {
+				return err
+			}
+			if err := checkRange("up-after", cfg.Health.UpAfter, 1, 1000, "good rounds"); err != nil {
+				return err
+			}
+			if !(maxLoss > 0 && maxLoss <= 100) { // NaN included
+				return Usagef("--max-loss %g: want a percentage above 0 and at most 100", maxLoss)
+			}
+			if cfg.Interval < 10*time.Millisecond {
+				return Usagef("--interval %s: want at least 10ms", cfg.Interval)
+			}
 			w, err := build()
 			if err != nil {
 				return err
@@ -105,7 +119,7 @@ func watchCommand() *Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, strings.Join(o.Args(), " "))
+				engine.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, engine.ShellJoin(o.Args()...))
 				cfg.MultiWAN = o
 			}
 			cfg.Targets = targets
@@ -206,7 +220,7 @@ func runWatch(ctx context.Context, r watchRun) error {
 	w.OnStatus = func(s *wizards.WatchStatus) {
 		err := wizards.WriteWatchStatus(store.Dir, s)
 		if err != nil && err.Error() != statusErr {
-			fmt.Fprintf(r.log, "warning: %v\n", err)
+			engine.TermFprintf(r.log, "warning: %v\n", err)
 		}
 		statusErr = fmt.Sprint(err)
 	}

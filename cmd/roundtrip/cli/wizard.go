@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 
 	"roundtrip/engine"
+	"roundtrip/engine/safefile"
 	"roundtrip/wizards"
 )
 
@@ -49,11 +49,6 @@ func prefixes(flag string, dst *[]netip.Prefix) func(string) error {
 	}
 }
 
-// repeated declares a flag that may be given several times.
-func repeated(fs *flag.FlagSet, name, usage string, add func(string) error) {
-	fs.Func(name, usage, add)
-}
-
 func wizardSpecs() []wizardSpec {
 	return []wizardSpec{
 		{
@@ -71,7 +66,8 @@ func wizardSpecs() []wizardSpec {
 					o.Uplinks = append(o.Uplinks, u)
 					return err
 				})
-				fs.Func("gateway", "the `GATEWAY` of the --uplink before it (as trace and doctor suggest)", func(v string) error {
+				// Given once after each --uplink that needs it, so repeatable.
+				repeated(fs, "gateway", "the `GATEWAY` of the --uplink before it (as trace and doctor suggest)", func(v string) error {
 					if len(o.Uplinks) == 0 || o.Uplinks[len(o.Uplinks)-1].Gateway.IsValid() {
 						return errors.New("--gateway follows an --uplink IFACE that has no gateway yet")
 					}
@@ -111,17 +107,36 @@ func wizardSpecs() []wizardSpec {
 				})
 				fs.BoolVar(&o.SNAT, "snat", false, "translate the LAN's traffic to the address of the WAN it leaves by")
 				fs.BoolVar(&o.Connmark, "connmark", false, "also answer forwarded (port-forwarded) connections through the WAN they came in on")
-				return func() (wizards.Wizard, error) { return o, nil }
+				return func() (wizards.Wizard, error) {
+					// A list file is part of the command line: one that cannot be read, is
+					// empty or is not a list is a usage error, found before anything is planned.
+					for i := range o.RouteLists {
+						rl := &o.RouteLists[i]
+						if rl.Prefixes != nil || rl.File == "" {
+							continue
+						}
+						ps, err := wizards.LoadRouteList(rl.File)
+						if err != nil {
+							return nil, Usagef("--route-list %s=%s: %v", rl.WAN, rl.File, err)
+						}
+						rl.Prefixes = ps
+					}
+					return o, nil
+				}
 			},
 		},
 		{
 			name:    "tunnel",
-			usage:   "--type ipip|gre|vxlan --local ADDR --remote ADDR --address CIDR [--route CIDR ...] [--uplink-only]",
+			usage:   "--type ipip|gre|vxlan --local ADDR --remote ADDR --address CIDR --route CIDR ... [--uplink-only] | (receiving end) --uplink-only without --route",
 			summary: "an IP tunnel to a peer, routes into it, and the peer's side as a script (case 3)",
 			examples: `  # Relay 1 sends client traffic for 61.135.169.121 through an ipip tunnel to relay 2; the
   # answers come back directly (case 3); the peer script is relay 2's side:
   roundtrip wizard tunnel --type ipip --local 10.0.2.201 --remote 10.0.3.29 \
       --address 10.255.0.1/30 --route 61.135.169.121/32 --uplink-only
+  # Relay 2's side is that run's peer script (--peer-out FILE saves it); or, planned on relay 2
+  # itself (the receiving end: --uplink-only and no --route), applied with rollback there:
+  roundtrip wizard tunnel --type ipip --local 10.0.3.29 --remote 10.0.2.201 \
+      --address 10.255.0.2/30 --uplink-only --apply --confirm 2m
   # Both directions through a vxlan:
   roundtrip wizard tunnel --type vxlan --local 10.0.2.201 --remote 10.0.3.29 --address 10.255.0.1/30 --route 10.0.9.0/24`,
 			bind: func(fs *flag.FlagSet) func() (wizards.Wizard, error) {
@@ -139,7 +154,7 @@ func wizardSpecs() []wizardSpec {
 					return nil
 				})
 				fs.Func("peer-address", "the other end's `ADDR` inside the tunnel (default: the other address of --address's network)", addr("--peer-address", &o.PeerAddress))
-				repeated(fs, "route", "a destination `CIDR` to send through the tunnel (repeat)", prefixes("--route", &o.Routes))
+				repeated(fs, "route", "a destination `CIDR` to send through the tunnel (repeat; none on the receiving end of an --uplink-only tunnel)", prefixes("--route", &o.Routes))
 				repeated(fs, "peer-route", "a `CIDR` the peer sends back through the tunnel (repeat; default: this host's networks)", prefixes("--peer-route", &o.PeerRoutes))
 				fs.BoolVar(&o.UplinkOnly, "uplink-only", false, "only the upstream goes through the tunnel; the answers come back directly")
 				fs.StringVar(&o.Iface, "name", "", "the tunnel interface `NAME` (default rt-TYPE)")
@@ -148,6 +163,11 @@ func wizardSpecs() []wizardSpec {
 				return func() (wizards.Wizard, error) {
 					if vni >= 1<<24 {
 						return nil, Usagef("--vni %d: a vxlan id has 24 bits", vni)
+					}
+					// 0 would silently mean the default port: refuse it as any other port
+					// out of range.
+					if err := checkRange("port", o.Port, 1, 65535, "a UDP port"); err != nil {
+						return nil, err
 					}
 					o.VNI = uint32(vni)
 					return o, nil
@@ -290,13 +310,16 @@ func runWizard(inv *Invocation) error {
 	var common wizardCommon
 	common.bind(fs, inv)
 	build := spec.bind(fs)
-	pos, err := parseInterspersed(fs, inv.Args[1:])
+	pos, err := parseFlags(fs, inv.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		printWizardHelp(inv.Stdout, spec, fs)
 		return nil
 	}
 	if err != nil {
 		return Usagef("%s: %v (see roundtrip wizard %s --help)", spec.name, err, spec.name)
+	}
+	if err := checkNetNSName(inv.NetNS); err != nil {
+		return err
 	}
 	if len(pos) > 0 {
 		return Usagef("%s takes no arguments besides its flags, got %q", spec.name, strings.Join(pos, " "))
@@ -329,6 +352,9 @@ func runWizard(inv *Invocation) error {
 		res.Plan.Namespace = inv.NetNS
 	}
 	if common.peerOut != "" && res.Peer == nil {
+		if res.NoPeer != "" {
+			return Usagef("--peer-out: no script for the other end: %s", res.NoPeer)
+		}
 		return Usagef("--peer-out: the %s wizard has no other end", spec.name)
 	}
 	if common.out != "" {
@@ -336,16 +362,16 @@ func runWizard(inv *Invocation) error {
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(common.out, data, 0o644); err != nil {
+		if err := safefile.WriteFile(common.out, data, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
 			return fmt.Errorf("saving the plan: %w", err)
 		}
-		fmt.Fprintf(inv.Stderr, "plan saved to %s: apply it with roundtrip apply %s%s\n", common.out, common.out, netnsFlag(inv))
+		engine.TermFprintf(inv.Stderr, "plan saved to %s: apply it with roundtrip apply %s%s\n", common.out, engine.ShellQuote(common.out), netnsFlag(inv))
 	}
 	if common.peerOut != "" {
-		if err := os.WriteFile(common.peerOut, []byte(res.PeerScript()), 0o755); err != nil {
+		if err := safefile.WriteFile(common.peerOut, []byte(res.PeerScript()), safefile.ModeScript, safefile.ToWriter(inv.Stderr)); err != nil {
 			return fmt.Errorf("saving the other end's script: %w", err)
 		}
-		fmt.Fprintf(inv.Stderr, "the other end's script is in %s: run it on %s\n", common.peerOut, res.PeerHost)
+		engine.TermFprintf(inv.Stderr, "the other end's script is in %s: run it on %s\n", common.peerOut, res.PeerHost)
 	}
 	if !common.apply {
 		if inv.JSON {
@@ -356,10 +382,11 @@ func runWizard(inv *Invocation) error {
 	}
 	if !inv.JSON {
 		for _, n := range res.Notes {
-			fmt.Fprintf(inv.Stderr, "note: %s\n", n)
+			engine.TermFprintf(inv.Stderr, "note: %s\n", n)
 		}
 		if res.Peer != nil && common.peerOut == "" {
-			fmt.Fprintf(inv.Stdout, "# the other end: run this on %s\n%s", res.PeerHost, res.PeerScript())
+			engine.TermFprintf(inv.Stdout, "# the other end: run this on %s\n", strings.Join(strings.Fields(res.PeerHost), " "))
+			io.WriteString(inv.Stdout, res.PeerScript())
 		}
 	}
 	return applyPlan(inv, res.Plan, applyChoices{Confirm: common.confirm, Wait: common.wait, Force: common.force, LockWait: common.lockWait})
@@ -379,14 +406,14 @@ func planAsking(inv *Invocation, w wizards.Wizard, st *engine.State) (*wizards.R
 		if in == nil {
 			in = bufio.NewReader(inv.Stdin)
 		}
-		fmt.Fprintf(inv.Stderr, "%v\ngateway of %s: ", err, ge.Iface)
+		fmt.Fprintf(inv.Stderr, "%s\ngateway of %s: ", engine.TermSafeLines(err.Error()), engine.TermSafe(ge.Iface))
 		line, rerr := in.ReadString('\n')
 		if line = strings.TrimSpace(line); line == "" && rerr != nil {
 			return nil, err
 		}
 		gw, perr := wizards.ParseAddr(line, "gateway of "+ge.Iface)
 		if perr != nil {
-			fmt.Fprintln(inv.Stderr, perr)
+			fmt.Fprintln(inv.Stderr, engine.TermSafeLines(perr.Error()))
 			continue
 		}
 		gs.SetGateway(ge.Iface, gw)
