@@ -36,6 +36,9 @@ type CaptureOptions struct {
 	ForwardWait, ReplyWait time.Duration
 	// Done, when set, is asked after every packet and every tick; true ends the capture.
 	Done func(c *Correlator, now time.Time) bool
+	// Ready, when set, is called once the kernel keeps the packets for the capture (its rings
+	// are open and filtered): a client started after it is seen whole.
+	Ready func()
 }
 
 // Event types of a capture's stream.
@@ -113,6 +116,9 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 		return nil, err
 	}
 	defer capt.Close()
+	if opts.Ready != nil {
+		opts.Ready()
+	}
 	s := &session{opts: opts, emit: emit, dec: newDecoder()}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

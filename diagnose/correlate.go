@@ -562,25 +562,31 @@ func (cn *conn) handshake(c *Correlator) handshakeState {
 		if p.Proto != unix.IPPROTO_TCP || p.Type == kernel.PacketOtherHost {
 			continue
 		}
-		role := cn.role(p.Tuple())
-		switch {
-		case role == RoleRequest && p.Flags&(tcpSYN|tcpACK) == tcpSYN:
-			h.syn = true
-		case role == RoleReply && p.Flags&(tcpSYN|tcpACK) == tcpSYN|tcpACK:
-			h.synAck = true
-		case role == RoleRequest && h.synAck && p.Flags&(tcpSYN|tcpACK|tcpRST) == tcpACK:
-			h.ack = true
-		}
+		h.see(cn.role(p.Tuple()), p.Flags)
 	}
 	return h
 }
+
+// see takes one TCP segment of the connection, travelling as role, into account.
+func (h *handshakeState) see(role string, flags uint8) {
+	switch {
+	case role == RoleRequest && flags&(tcpSYN|tcpACK) == tcpSYN:
+		h.syn = true
+	case role == RoleReply && flags&(tcpSYN|tcpACK) == tcpSYN|tcpACK:
+		h.synAck = true
+	case role == RoleRequest && h.synAck && flags&(tcpSYN|tcpACK|tcpRST) == tcpACK:
+		h.ack = true
+	}
+}
+
+// done reports whether the handshake finished.
+func (h handshakeState) done() bool { return h.syn && h.synAck && h.ack }
 
 // Completed reports whether the connection went through this host both ways: a TCP handshake
 // that finished, or for other protocols a reply to a request.
 func (cn *conn) completed(c *Correlator) bool {
 	if cn.proto == unix.IPPROTO_TCP {
-		h := cn.handshake(c)
-		return h.syn && h.synAck && h.ack
+		return cn.handshake(c).done()
 	}
 	l := c.legsOf(cn)
 	return l.request && l.reply

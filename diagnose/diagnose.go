@@ -111,13 +111,7 @@ func Diagnose(ctx context.Context, opts DiagnoseOptions, emit func(Event) error)
 
 	// Capture the flow as the client sends it and as the model says it leaves after NAT, in
 	// both directions.
-	proto := uint8(req.Proto)
-	filter := kernel.FlowFilter(proto, unspecifiedAsAny(req.Src), req.Dst)
-	for _, leg := range []*engine.Leg{&tr.Forward, tr.Reply} {
-		if leg != nil && leg.Packet.Dst.Addr().IsValid() {
-			filter.AddFlow(proto, unspecifiedAsAny(leg.Packet.Src), unspecifiedAsAny(leg.Packet.Dst))
-		}
-	}
+	filter := FlowCaptureFilter(req, tr, false)
 	match := matcher(req)
 	var doneAt time.Time
 	sum, err := Capture(ctx, CaptureOptions{
@@ -148,6 +142,42 @@ func Diagnose(ctx context.Context, opts DiagnoseOptions, emit func(Event) error)
 	v.Conntrack = flowEntries(ctx, opts.Namespace, req, seenFlows(sum, match))
 	v.conclude(match, opts.Timeout)
 	return v, nil
+}
+
+// FlowCaptureFilter selects a traced flow's packets: as the client sends them and as each leg
+// leaves after NAT, in both directions. With anyClientPort the client's port is left out: a
+// client picks a new port for every connection, so a port given for the trace would select
+// one connection that may never be made again.
+func FlowCaptureFilter(req engine.TraceRequest, tr *engine.TraceResult, anyClientPort bool) *kernel.CaptureFilter {
+	client := func(ap netip.AddrPort) netip.AddrPort {
+		ap = unspecifiedAsAny(ap)
+		if anyClientPort {
+			return netip.AddrPortFrom(ap.Addr(), 0)
+		}
+		return ap
+	}
+	proto := uint8(req.Proto)
+	filter := kernel.FlowFilter(proto, client(req.Src), req.Dst)
+	// A flow is added in both directions: one that is already there either way (a leg
+	// without NAT is the request itself) only makes the kernel's program longer.
+	seen := map[[2]netip.AddrPort]bool{{client(req.Src), req.Dst}: true}
+	add := func(src, dst netip.AddrPort) {
+		if !seen[[2]netip.AddrPort{src, dst}] && !seen[[2]netip.AddrPort{dst, src}] {
+			seen[[2]netip.AddrPort{src, dst}] = true
+			filter.AddFlow(proto, src, dst)
+		}
+	}
+	if tr == nil {
+		return filter
+	}
+	// The client is the forward leg's source and the reply leg's destination.
+	if l := tr.Forward; l.Packet.Dst.Addr().IsValid() {
+		add(client(l.Packet.Src), unspecifiedAsAny(l.Packet.Dst))
+	}
+	if l := tr.Reply; l != nil && l.Packet.Dst.Addr().IsValid() {
+		add(unspecifiedAsAny(l.Packet.Src), client(l.Packet.Dst))
+	}
+	return filter
 }
 
 func unspecifiedAsAny(ap netip.AddrPort) netip.AddrPort {

@@ -10,6 +10,7 @@ import (
 	"charm.land/bubbles/v2/help"
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
+	"charm.land/lipgloss/v2"
 
 	"roundtrip/engine"
 	"roundtrip/engine/kernel"
@@ -52,6 +53,8 @@ type App struct {
 	mouse         bool
 	help          help.Model
 	showHelp      bool
+	// helpPager scrolls the full help in the page's area: at 80×24 it does not fit whole.
+	helpPager components.Pager
 
 	seq        int
 	loading    bool
@@ -68,10 +71,15 @@ type App struct {
 	confirming bool
 }
 
+// stalledAfter is how long past its deadline a journal may still wait before the console says
+// that its revert timer seems not to run.
+const stalledAfter = 30 * time.Second
+
 // NewApp returns the app on a backend. Nothing is read until Init's command runs.
 func NewApp(c *common.Common, mouse bool) *App {
 	a := &App{c: c, mouse: mouse, help: help.New()}
 	a.help.Styles = c.Styles.Help
+	a.helpPager.SetMarks(c.Styles)
 	a.pages = []pages.Page{
 		pages.NewOverview(c), pages.NewRouting(c), pages.NewNAT(c),
 		pages.NewConntrack(c), pages.NewDiagnose(c), pages.NewWizards(c),
@@ -121,6 +129,20 @@ func (a *App) load() tea.Cmd {
 		return common.StateMsg{Seq: seq, State: s, Routes: common.IndexRoutes(s), Took: time.Since(start)}
 	}
 	return tea.Batch(read, a.c.After(250*time.Millisecond, loadTick{seq}))
+}
+
+// checkJournal reads a journal again: the countdown's journal, whose fate is decided
+// elsewhere (roundtrip confirm in another session, the revert timer).
+func (a *App) checkJournal(id string) tea.Cmd {
+	b, ctx := a.c.Backend, a.c.Ctx
+	return func() tea.Msg {
+		j, err := b.Journal(ctx, id)
+		if err != nil || j == nil {
+			// Unreadable for now: the next tick tries again.
+			return nil
+		}
+		return common.JournalMsg{Journal: j}
+	}
 }
 
 func (a *App) checkPending() tea.Cmd {
@@ -209,13 +231,11 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if a.pending == nil {
 			return a, nil
 		}
-		if a.c.Now().After(a.pending.ConfirmBy) {
-			// The timer reverts it now: look again, and read the state it leaves.
-			a.pending = nil
-			a.status, a.statusErr = "not confirmed in time: the changes are being rolled back", true
-			return a, tea.Batch(a.checkPending(), a.c.After(2*time.Second, common.ReloadMsg{}), a.broadcast(common.PendingMsg{}))
-		}
-		return a, a.c.After(time.Second, pendingTick{})
+		// Every second: the countdown moves, and the journal is read again, so that a confirm
+		// from another session or the revert timer's rollback shows as soon as it happens.
+		return a, tea.Batch(a.checkJournal(a.pending.ID), a.c.After(time.Second, pendingTick{}))
+	case common.JournalMsg:
+		return a, tea.Batch(a.journalChanged(msg.Journal), a.broadcast(msg))
 	case confirmedMsg:
 		a.confirming = false
 		if msg.err != nil {
@@ -224,7 +244,7 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 		a.pending = nil
 		a.status, a.statusErr = fmt.Sprintf("confirmed %s: the changes stay", msg.j.ID), false
-		return a, a.broadcast(common.PendingMsg{})
+		return a, tea.Batch(a.broadcast(common.PendingMsg{}), a.broadcast(common.JournalMsg{Journal: msg.j}))
 	case common.ReloadMsg:
 		return a, tea.Batch(a.load(), a.checkPending())
 	case common.StatusMsg:
@@ -253,6 +273,35 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return a, a.broadcast(msg)
 }
 
+// journalChanged takes the journal of the countdown as it is now: once it is no longer
+// pending, the countdown ends and the status says what became of it.
+func (a *App) journalChanged(j *kernel.Journal) tea.Cmd {
+	if a.pending == nil || j.ID != a.pending.ID {
+		return nil
+	}
+	if j.Status == kernel.StatusPending {
+		a.pending = j
+		return nil
+	}
+	a.pending = nil
+	switch j.Status {
+	case kernel.StatusConfirmed:
+		a.status, a.statusErr = fmt.Sprintf("journal %s was confirmed: the changes stay", j.ID), false
+	case kernel.StatusRolledBack:
+		why := j.Reason
+		if why == "" {
+			why = "rolled back"
+		}
+		a.status, a.statusErr = fmt.Sprintf("journal %s was rolled back (%s): the host is as before it", j.ID, why), true
+	case kernel.StatusRollbackFailed:
+		a.status, a.statusErr = fmt.Sprintf("the rollback of journal %s failed: %s", j.ID, strings.Join(j.Errors, "; ")), true
+	default:
+		a.status, a.statusErr = fmt.Sprintf("journal %s is %s", j.ID, j.Status), false
+	}
+	// What the host is now: read it again, and tell every page the countdown ended.
+	return tea.Batch(a.load(), a.broadcast(common.PendingMsg{}))
+}
+
 type confirmedMsg struct {
 	j   *kernel.Journal
 	err error
@@ -268,12 +317,23 @@ func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 		return page.Update(msg)
 	}
 	a.status, a.statusErr = "", false
+	if a.showHelp {
+		switch {
+		case key.Matches(msg, k.Help), msg.String() == "esc":
+			a.showHelp = false
+			return nil
+		case a.helpPager.Update(msg):
+			return nil
+		}
+		// Any other key closes the help and does what it does.
+		a.showHelp = false
+	}
 	switch {
 	case key.Matches(msg, k.Cancel) && a.loading:
 		a.cancelLoad()
 		return nil
 	case key.Matches(msg, k.Help):
-		a.showHelp = !a.showHelp
+		a.showHelp, a.helpPager.Offset = true, 0
 	case key.Matches(msg, k.Quit):
 		return tea.Quit
 	case key.Matches(msg, k.NextPage):
@@ -300,20 +360,24 @@ func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 	return nil
 }
 
-// ShortHelp implements help.KeyMap: the page's keys, then the app's.
+// ShortHelp implements help.KeyMap: the page's keys, then the app's, each key once.
 func (a *App) ShortHelp() []key.Binding {
 	k := common.Keys
+	if a.showHelp {
+		return []key.Binding{common.Bind("↑/↓ pgup/pgdn", "scroll", "down"), common.Bind("?/esc", "close the help", "?")}
+	}
 	b := a.pages[a.Active].ShortHelp()
 	if a.pending != nil {
 		b = append([]key.Binding{k.Confirm}, b...)
 	}
 	if a.pages[a.Active].Capturing() {
-		return b
+		return components.HelpEntries(b)
 	}
-	return append(b, k.NextPage, k.Help, k.Quit)
+	return components.HelpEntries(b, []key.Binding{k.NextPage, k.Help, k.Quit})
 }
 
-// FullHelp implements help.KeyMap.
+// FullHelp implements help.KeyMap: the page's keys first, so that where a page gives a key
+// its own meaning (esc, enter) that is the one listed.
 func (a *App) FullHelp() [][]key.Binding {
 	k := common.Keys
 	return append(a.pages[a.Active].FullHelp(), []key.Binding{k.NextPage, k.PrevPage, k.Pages, k.Refresh, k.Confirm, k.Cancel, k.Help, k.Quit})
@@ -334,16 +398,21 @@ func (a *App) statusLine(width int) string {
 	case a.pending != nil:
 		left := a.pending.ConfirmBy.Sub(a.c.Now())
 		text := fmt.Sprintf("⚠ changes revert in %s — press y to keep them (journal %s)", common.Countdown(left), a.pending.ID)
-		if a.confirming {
+		switch {
+		case a.confirming:
 			text = "confirming…"
+		case left < -stalledAfter:
+			text = fmt.Sprintf("⚠ journal %s is past its deadline and not rolled back: is its revert timer running? u on Wizards rolls it back", a.pending.ID)
+		case left < 0:
+			text = fmt.Sprintf("⚠ not confirmed in time: journal %s is being rolled back…", a.pending.ID)
 		}
-		return st.Warning.Render(components.Fit(" "+text, width))
+		return statusLines(st.Warning, text, width)
 	case a.loading:
 		return st.Dim.Render(components.Fit(fmt.Sprintf(" reading state of %s… %.1fs (esc cancels)", a.c.Backend.Where(), a.c.Now().Sub(a.loadStart).Seconds()), width))
 	case a.status != "" && a.statusErr:
-		return st.Error.Render(components.Fit(" "+a.status, width))
+		return statusLines(st.Error, a.status, width)
 	case a.status != "":
-		return st.Status.Render(components.Fit(" "+a.status, width))
+		return statusLines(st.Status, a.status, width)
 	case a.analysing:
 		return st.Dim.Render(components.Fit(" indexing routes and checking the host…", width))
 	}
@@ -355,6 +424,23 @@ func (a *App) statusLine(width int) string {
 	return st.Dim.Render(components.Fit(" "+where, width))
 }
 
+// statusMax is how many lines a long status message may take (a path, an error with its
+// context): it is read whole rather than cut.
+const statusMax = 3
+
+// statusLines wraps a status message to the width, in up to statusMax lines.
+func statusLines(style lipgloss.Style, text string, width int) string {
+	lines := components.Wrap(text, width-1, "  ")
+	if len(lines) > statusMax {
+		lines = lines[:statusMax]
+		lines[statusMax-1] = components.Cut(lines[statusMax-1]+" …", width-1)
+	}
+	for i, l := range lines {
+		lines[i] = style.Render(components.Fit(" "+l, width))
+	}
+	return strings.Join(lines, "\n")
+}
+
 // Render draws the whole screen as text (View wraps it; tests compare it with golden files).
 func (a *App) Render() string {
 	w, h := a.size()
@@ -364,19 +450,21 @@ func (a *App) Render() string {
 		right = a.state.Host + " " + right
 	}
 	bar := a.tabs.View(st, w, right)
-	a.help.SetWidth(w)
-	var helpView string
-	if a.showHelp {
-		helpView = components.FullHelp(st, a.FullHelp(), w-1)
-	} else {
-		helpView = a.help.ShortHelpView(a.ShortHelp())
-	}
-	helpLines := strings.Split(helpView, "\n")
-	pageH := max(h-2-len(helpLines), 1)
+	a.help.SetWidth(w - 1)
+	helpLines := strings.Split(a.help.ShortHelpView(a.ShortHelp()), "\n")
+	status := a.statusLine(w)
+	pageH := max(h-1-strings.Count(status, "\n")-1-len(helpLines), 1)
 	var body string
-	if a.state == nil && a.loadErr != nil && !a.loading {
+	switch {
+	case a.showHelp:
+		// The full help takes the page's area and scrolls there, marked where it goes on:
+		// nothing is cut without a sign, and the frame keeps its height.
+		title := st.Header.Render(components.Fit(" Keys of "+a.pages[a.Active].Title()+"   (? or esc closes)", w))
+		a.helpPager.SetLines(components.FullHelp(st, a.FullHelp(), w-2))
+		body = title + "\n" + a.helpPager.View(w, max(pageH-1, 1))
+	case a.state == nil && a.loadErr != nil && !a.loading:
 		body = components.Lines("\n  "+st.Error.Render("could not read the state of "+a.c.Backend.Where()+":")+"\n  "+a.loadErr.Error()+"\n\n  r tries again, q quits", w, pageH)
-	} else {
+	default:
 		body = a.pages[a.Active].View(w, pageH)
 	}
 	for i, l := range helpLines {
@@ -384,7 +472,7 @@ func (a *App) Render() string {
 	}
 	// The backstop behind the escaping of each value: nothing but colours and line breaks
 	// reaches the terminal, whatever a page put in its view.
-	return engine.TermSafeStyled(bar + "\n" + body + "\n" + a.statusLine(w) + "\n" + strings.Join(helpLines, "\n"))
+	return engine.TermSafeStyled(bar + "\n" + body + "\n" + status + "\n" + strings.Join(helpLines, "\n"))
 }
 
 // View implements tea.Model.

@@ -218,8 +218,11 @@ func TestRoutingFilterTablesAndRules(t *testing.T) {
 		t.Fatalf("] went to table %d (%d rows)", r.TableID(), len(r.Rows()))
 	}
 	h.mustShow("Table ‹ china ›", "192.168.72.253")
-	// From the rules, enter shows the rule's table: rule 32766 looks up main.
+	// From the rules, enter shows the rule whole, and enter again its table: rule 32766 looks
+	// up main.
 	h.press("s", "down", "down", "enter")
+	h.mustShow("ip -4 rule add priority 32766 from all lookup main", "enter shows table main")
+	h.press("enter")
 	if r.TableID() != engine.TableMain {
 		t.Fatalf("enter on rule 32766 showed table %d", r.TableID())
 	}
@@ -254,7 +257,9 @@ func TestDiagnoseToWizardApplyAndConfirm(t *testing.T) {
 	if got := w.Form().Get("uplink"); got != "eth0:10.72.1.1" {
 		t.Fatalf("uplink filled as %q", got)
 	}
-	h.mustShow("filled from the finding asymmetric-return", "✓ plan: 4 change(s)", "try() { … }", "# name table 100 rt-eth0")
+	h.mustShow("filled from the finding asymmetric-return", "✓ plan: 4 change(s)", "try() { … }")
+	h.press("pgdown")
+	h.mustShow("# name table 100 rt-eth0")
 	h.press("d")
 	h.mustShow("+ ip -4 rule priority", "from 10.72.1.2/32 lookup rt-eth0", "+ ip -4 route default via 10.72.1.1 dev eth0 table rt-eth0")
 
@@ -297,21 +302,62 @@ func TestPendingCountdownAndExpiry(t *testing.T) {
 	be := newFake(t, case1Host(t))
 	be.pending = &kernel.Journal{JournalHead: kernel.JournalHead{ID: "j1", Intent: "roundtrip wizard source-return --uplink eth0"},
 		Status: kernel.StatusPending, ConfirmBy: testNow.Add(42 * time.Second)}
+	be.journals = []*kernel.Journal{be.pending}
 	h := newHarness(t, be, 80, 24)
 	h.mustShow("changes revert in 0:42 — press y to keep them (journal j1)")
-	// Past the deadline the timer rolls it back: the app says so and reads again.
+	// Past the deadline, until the timer has rolled it back, the countdown says it is going.
 	h.app.c.Now = func() time.Time { return testNow.Add(43 * time.Second) }
-	be.pending = nil
-	reads := be.reads
 	h.send(pendingTick{})
-	h.mustShow("not confirmed in time")
+	h.mustShow("not confirmed in time: journal j1 is being rolled back")
+	// The timer rolls it back: the next read of the journal says so, and the state is read
+	// again.
+	reads := be.reads
+	be.expire(be.state)
+	h.send(pendingTick{})
+	h.mustShow("journal j1 was rolled back (not confirmed within 1m0s)")
 	if h.app.Pending() != nil {
-		t.Fatal("the countdown goes on after the deadline")
+		t.Fatal("the countdown goes on after the rollback")
 	}
-	h.send(common.ReloadMsg{})
 	if be.reads != reads+1 {
 		t.Fatal("the state was not read again after the revert")
 	}
+}
+
+// TestConsoleFollowsTheRevertTimer is the automatic rollback as an operator sees it: an apply
+// with a confirmation window that nobody confirms. The Wizards page must stop saying "✓
+// applied" and the status bar must stop saying "being rolled back" once the journal is rolled
+// back, with no key pressed.
+func TestConsoleFollowsTheRevertTimer(t *testing.T) {
+	be := newFake(t, case1Host(t))
+	before := be.state
+	h := newHarness(t, be, 80, 24)
+	traceCase1(h)
+	h.press("w", "a", "enter")
+	h.mustShow("✓ applied: journal", "revert in 1:00")
+	h.app.c.Now = func() time.Time { return testNow.Add(61 * time.Second) }
+	h.fire()
+	h.mustShow("being rolled back")
+	be.expire(before)
+	h.fire()
+	s := h.screen()
+	for _, gone := range []string{"✓ applied", "being rolled back", "revert in", "press y"} {
+		if strings.Contains(s, gone) {
+			t.Fatalf("after the timer's rollback the screen still says %q:\n%s", gone, s)
+		}
+	}
+	h.mustShow("↺ rolled back (not confirmed within 1m0s)", "was rolled back")
+	// Every page: the Overview shows no countdown either.
+	h.press("1")
+	if strings.Contains(h.screen(), "revert in") {
+		t.Fatalf("the Overview still counts down:\n%s", h.screen())
+	}
+	// A confirm from another session shows the same way.
+	h.press("6", "a", "enter")
+	be.mu.Lock()
+	be.pending.Status, be.pending = kernel.StatusConfirmed, nil
+	be.mu.Unlock()
+	h.fire()
+	h.mustShow("✓ applied and confirmed", "was confirmed: the changes stay")
 }
 
 func TestSnapshotIsReadOnly(t *testing.T) {
@@ -499,7 +545,7 @@ func TestMouseSelectsRows(t *testing.T) {
 	if !strings.Contains(strings.Split(h.screen(), "\n")[4], "▸ 32766") {
 		t.Fatalf("the click did not select rule 32766:\n%s", h.screen())
 	}
-	h.press("enter")
+	h.press("enter", "enter")
 	if r.TableID() != engine.TableMain {
 		t.Fatalf("enter on the clicked rule showed table %d", r.TableID())
 	}

@@ -97,6 +97,25 @@ func (b *LiveBackend) Pending(ctx context.Context) (*kernel.Journal, error) {
 	return kernel.PendingConfirmation(b.NS)
 }
 
+// Journal implements common.Backend.
+func (b *LiveBackend) Journal(ctx context.Context, id string) (*kernel.Journal, error) {
+	s, err := kernel.OpenStore(b.NS)
+	if err != nil {
+		return nil, err
+	}
+	return s.Load(id)
+}
+
+// Netfilter implements common.Backend.
+func (b *LiveBackend) Netfilter(ctx context.Context) (engine.Netfilter, error) {
+	return kernel.ReadNetfilter(ctx, b.NS.Runner())
+}
+
+// Neighbours implements common.Backend.
+func (b *LiveBackend) Neighbours(ctx context.Context) ([]kernel.Neighbour, error) {
+	return kernel.ReadNeighbours(b.NS)
+}
+
 var errEnough = errors.New("enough entries")
 
 // Conntrack implements common.Backend.
@@ -125,8 +144,8 @@ func (b *LiveBackend) Conntrack(ctx context.Context, max int) ([]kernel.Conntrac
 }
 
 // Capture implements common.Backend.
-func (b *LiveBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
-	return diagnose.Capture(ctx, diagnose.CaptureOptions{Namespace: b.NS, Filter: filter}, emit)
+func (b *LiveBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+	return diagnose.Capture(ctx, diagnose.CaptureOptions{Namespace: b.NS, Filter: filter, Ready: ready}, emit)
 }
 
 // SnapshotBackend answers from a snapshot file: everything can be looked at, nothing changed.
@@ -177,12 +196,29 @@ func (b *SnapshotBackend) History(context.Context) ([]*kernel.Journal, error) { 
 // Pending implements common.Backend: nothing waits on a snapshot.
 func (b *SnapshotBackend) Pending(context.Context) (*kernel.Journal, error) { return nil, nil }
 
+// Journal implements common.Backend: a snapshot has no journals.
+func (b *SnapshotBackend) Journal(context.Context, string) (*kernel.Journal, error) {
+	return nil, errors.New("a snapshot has no journals")
+}
+
+// Netfilter implements common.Backend: the snapshot's rules, as saved.
+func (b *SnapshotBackend) Netfilter(ctx context.Context) (engine.Netfilter, error) {
+	s, err := b.ReadState(ctx)
+	if err != nil {
+		return engine.Netfilter{}, err
+	}
+	return s.Netfilter, nil
+}
+
+// Neighbours implements common.Backend: a snapshot holds no neighbour table.
+func (b *SnapshotBackend) Neighbours(context.Context) ([]kernel.Neighbour, error) { return nil, nil }
+
 // Conntrack implements common.Backend.
 func (b *SnapshotBackend) Conntrack(context.Context, int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error) {
 	return nil, kernel.ConntrackStats{}, errors.New("a snapshot holds no conntrack table")
 }
 
 // Capture implements common.Backend.
-func (b *SnapshotBackend) Capture(context.Context, *kernel.CaptureFilter, func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (b *SnapshotBackend) Capture(context.Context, *kernel.CaptureFilter, func(), func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	return nil, errors.New("a snapshot has no packets to capture: run roundtrip on the host")
 }

@@ -115,6 +115,12 @@ type fakeBackend struct {
 	conntrack      []kernel.ConntrackEntry
 	conntrackCalls int
 	events         []diagnose.Event
+	filters        []*kernel.CaptureFilter // what each capture was asked to select
+
+	// netfilter, when set, is what Netfilter reads (the rules with newer counters).
+	netfilter      *engine.Netfilter
+	netfilterCalls int
+	neighbours     []kernel.Neighbour
 }
 
 func newFake(t testing.TB, s *engine.State) *fakeBackend {
@@ -213,6 +219,45 @@ func (f *fakeBackend) Pending(ctx context.Context) (*kernel.Journal, error) {
 	return f.pending, nil
 }
 
+func (f *fakeBackend) Journal(ctx context.Context, id string) (*kernel.Journal, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, j := range f.journals {
+		if j.ID == id {
+			c := *j // as read from its file: a copy
+			return &c, nil
+		}
+	}
+	return nil, fmt.Errorf("no journal %s", id)
+}
+
+// expire does what the revert timer does at the deadline: it rolls the pending apply back.
+func (f *fakeBackend) expire(before *engine.State) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pending == nil {
+		f.t.Fatal("nothing pending to expire")
+	}
+	f.pending.Status, f.pending.Reason = kernel.StatusRolledBack, "not confirmed within 1m0s"
+	f.pending, f.state = nil, before
+}
+
+func (f *fakeBackend) Netfilter(ctx context.Context) (engine.Netfilter, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.netfilterCalls++
+	if f.netfilter != nil {
+		return *f.netfilter, nil
+	}
+	return f.state.Netfilter, nil
+}
+
+func (f *fakeBackend) Neighbours(ctx context.Context) ([]kernel.Neighbour, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.neighbours, nil
+}
+
 func (f *fakeBackend) Conntrack(ctx context.Context, max int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error) {
 	if !f.live {
 		f.t.Errorf("Conntrack called on a snapshot")
@@ -224,10 +269,14 @@ func (f *fakeBackend) Conntrack(ctx context.Context, max int) ([]kernel.Conntrac
 	return append([]kernel.ConntrackEntry(nil), f.conntrack...), kernel.ConntrackStats{Count: len(f.conntrack), Max: 262144}, nil
 }
 
-func (f *fakeBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (f *fakeBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	if !f.live {
 		f.t.Errorf("Capture called on a snapshot")
 	}
+	f.mu.Lock()
+	f.filters = append(f.filters, filter)
+	f.mu.Unlock()
+	ready()
 	for _, ev := range f.events {
 		if err := emit(ev); err != nil {
 			return nil, err
@@ -244,11 +293,19 @@ type harness struct {
 	app    *App
 	be     *fakeBackend
 	timers []tea.Msg // messages of timers set, waiting for fire
+	// others are the messages of commands the app does not take itself (the clipboard's).
+	others []tea.Msg
 }
 
 func newHarness(t testing.TB, be *fakeBackend, w, h int) *harness {
 	t.Helper()
-	c := common.New(context.Background(), common.NewStyles(common.ModePlain), be)
+	return newHarnessMode(t, be, w, h, common.ModePlain)
+}
+
+// newHarnessMode is newHarness with the styles of a mode (colour, or NO_COLOR's mono).
+func newHarnessMode(t testing.TB, be *fakeBackend, w, h int, mode common.Mode) *harness {
+	t.Helper()
+	c := common.New(context.Background(), common.NewStyles(mode), be)
 	c.Now = func() time.Time { return testNow }
 	hs := &harness{t: t, be: be}
 	c.After = func(_ time.Duration, msg tea.Msg) tea.Cmd {
@@ -289,6 +346,7 @@ func (h *harness) run(cmd tea.Cmd) {
 			if _, isQuit := msg.(tea.QuitMsg); isQuit {
 				continue
 			}
+			h.others = append(h.others, msg)
 			_, next := h.app.Update(msg)
 			queue = append(queue, next)
 		}
@@ -348,14 +406,11 @@ func (h *harness) mustShow(want ...string) {
 	}
 }
 
-// golden compares the screen with testdata/NAME.golden (rewritten with -update). Every line
-// must be exactly as wide as the terminal and the frame exactly as high: the app pads, so a
-// frame that does not fill the screen is a bug.
-func (h *harness) golden(name string) {
+// frameFits checks that the frame is exactly as wide and high as the terminal.
+func (h *harness) frameFits(name string) {
 	h.t.Helper()
-	got := h.screen()
 	w, hh := h.app.size()
-	lines := strings.Split(got, "\n")
+	lines := strings.Split(h.screen(), "\n")
 	if len(lines) != hh {
 		h.t.Errorf("%s: %d lines, want %d", name, len(lines), hh)
 	}
@@ -364,6 +419,15 @@ func (h *harness) golden(name string) {
 			h.t.Errorf("%s: line %d is %d cells wide, want %d: %q", name, i+1, n, w, l)
 		}
 	}
+}
+
+// golden compares the screen with testdata/NAME.golden (rewritten with -update). Every line
+// must be exactly as wide as the terminal and the frame exactly as high: the app pads, so a
+// frame that does not fill the screen is a bug.
+func (h *harness) golden(name string) {
+	h.t.Helper()
+	got := h.screen()
+	h.frameFits(name)
 	path := filepath.Join("testdata", name+".golden")
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {

@@ -35,12 +35,24 @@ type Backend interface {
 	History(ctx context.Context) ([]*kernel.Journal, error)
 	// Pending returns the apply waiting for confirmation, or nil.
 	Pending(ctx context.Context) (*kernel.Journal, error)
+	// Journal returns the journal with that id as it is now: the console reads it again while
+	// an apply waits, so that a confirm or a rollback made elsewhere (or by the revert timer)
+	// shows at once.
+	Journal(ctx context.Context, id string) (*kernel.Journal, error)
+
+	// Netfilter reads only the iptables rules and their counters: the NAT page refreshes them
+	// without reading every route again.
+	Netfilter(ctx context.Context) (engine.Netfilter, error)
+	// Neighbours lists the neighbour (ARP/NDP) table: a gateway no route names is suggested
+	// from it.
+	Neighbours(ctx context.Context) ([]kernel.Neighbour, error)
 
 	// Conntrack lists up to max entries of the connection tracking table, with its size.
 	Conntrack(ctx context.Context, max int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error)
 	// Capture watches the packets that pass filter on every interface, correlated into
-	// connections, until ctx ends; emit gets every packet and finding as it happens.
-	Capture(ctx context.Context, filter *kernel.CaptureFilter, emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error)
+	// connections, until ctx ends; ready is called once packets are kept (the capture runs),
+	// and emit gets every packet and finding as it happens.
+	Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error)
 }
 
 // ErrReadOnly is returned by a backend that cannot change anything.

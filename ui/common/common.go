@@ -58,8 +58,16 @@ type AnalysisMsg struct {
 // OpenWizardMsg asks the app to open a wizard, filled from a finding's fix.
 type OpenWizardMsg struct {
 	Wizard string
-	Args   []string
-	From   string // the finding it came from, for the title
+	// Args are the fix's flags; a value it could not know is a placeholder (<GATEWAY>), which
+	// the form leaves for the operator (or fills from what the console finds).
+	Args    []string
+	Missing string // the fix's word on what its placeholders stand for
+	From    string // the finding it came from, for the title
+}
+
+// OpenFix returns the message that opens a finding's fix.
+func OpenFix(f engine.Finding) OpenWizardMsg {
+	return OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, Missing: f.Fix.Missing, From: f.ID}
 }
 
 // ReloadMsg asks the app to read the state again (after an apply or rollback).
@@ -76,6 +84,12 @@ type StatusMsg struct {
 type PendingMsg struct {
 	Journal *kernel.Journal
 	Err     error
+}
+
+// JournalMsg delivers a journal as it is now (confirmed, rolled back by the revert timer, ...),
+// so that every page shows the apply's state as it is, not as it was when it was made.
+type JournalMsg struct {
+	Journal *kernel.Journal
 }
 
 // Status returns a command that shows a status line.

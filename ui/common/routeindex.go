@@ -1,6 +1,7 @@
 package common
 
 import (
+	"bytes"
 	"context"
 	"net/netip"
 	"slices"
@@ -63,12 +64,15 @@ func IndexRoutes(s *engine.State) *RouteIndex {
 
 // RouteFilter selects routes by what an operator types: an address (routes whose destination
 // contains it, as a lookup would consider them), a prefix (routes inside or covering it), or
-// words matched against the device, gateway, type and protocol ("dev eth0", "via 10.0.0.1",
-// "blackhole", "eth0").
+// words found in the route's text: its destination, gateway, source, device, type or
+// protocol ("dev eth0", "via 10.0.0.1", "blackhole", "100.72" for every route that mentions
+// it).
 type RouteFilter struct {
 	addr   netip.Addr
 	prefix netip.Prefix
 	words  []string
+	// wordBytes are the words as bytes, made once: addresses are matched as bytes.
+	wordBytes [][]byte
 }
 
 // ParseRouteFilter reads a filter; the empty string selects everything.
@@ -87,6 +91,7 @@ func ParseRouteFilter(text string) RouteFilter {
 			continue
 		}
 		f.words = append(f.words, strings.ToLower(w))
+		f.wordBytes = append(f.wordBytes, []byte(strings.ToLower(w)))
 	}
 	return f
 }
@@ -105,27 +110,37 @@ func (f RouteFilter) Match(r *engine.Route) bool {
 	if f.prefix.IsValid() && !r.Dst.Overlaps(f.prefix) {
 		return false
 	}
-	for _, w := range f.words {
-		if !routeHasWord(r, w) {
+	for i, w := range f.words {
+		if !routeHasWord(r, w, f.wordBytes[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-func routeHasWord(r *engine.Route, w string) bool {
-	if strings.EqualFold(r.Dev, w) || r.Type == w || r.Protocol == w || r.Scope == w {
+// routeHasWord reports whether w (lower case) is part of the route's text. Addresses are
+// formatted into a stack buffer, so a filter over a million routes allocates nothing.
+func routeHasWord(r *engine.Route, w string, wb []byte) bool {
+	if w == "default" && r.Dst.Bits() == 0 {
 		return true
 	}
-	if r.Gateway.IsValid() && r.Gateway.String() == w {
+	var buf [64]byte
+	has := func(s string) bool { return strings.Contains(strings.ToLower(s), w) }
+	addr := func(a netip.Addr) bool {
+		return a.IsValid() && bytes.Contains(a.AppendTo(buf[:0]), wb)
+	}
+	if bytes.Contains(r.Dst.AppendTo(buf[:0]), wb) || addr(r.Gateway) || addr(r.Src) {
+		return true
+	}
+	if has(r.Dev) || has(r.Type) || has(r.Protocol) || has(r.Scope) {
 		return true
 	}
 	for _, nh := range r.Nexthops {
-		if strings.EqualFold(nh.Dev, w) || (nh.Gateway.IsValid() && nh.Gateway.String() == w) {
+		if has(nh.Dev) || addr(nh.Gateway) {
 			return true
 		}
 	}
-	return w == "default" && r.Dst.Bits() == 0
+	return false
 }
 
 // FilterRoutes returns the positions in rows whose routes pass the filter. It checks ctx

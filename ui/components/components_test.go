@@ -1,9 +1,11 @@
 package components
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
+	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 
@@ -100,3 +102,71 @@ type portError struct{}
 func (portError) Error() string { return "not a port" }
 
 var errBadPort = portError{}
+
+// TestFocusedFieldIsStyledOnce renders a focused field in colour and in mono: the text input's
+// output, cursor included, must come through whole, not styled a second time rune by rune
+// (which splits the cursor's escape sequence and prints it).
+func TestFocusedFieldIsStyledOnce(t *testing.T) {
+	for _, m := range []common.Mode{common.ModeMono, common.ModeColor} {
+		st := common.NewStyles(m)
+		f := NewForm(st, NewText(st, "filter", "Filter", "100.72", "", nil))
+		f.Active = true
+		v := f.View(60)
+		if strings.Contains(v, "\x1b\x1b") || strings.ContainsAny(ansi.Strip(v), "[;") {
+			t.Fatalf("mode %d: %q", m, v)
+		}
+		if got := strings.TrimRight(ansi.Strip(v), " "); got != "▸ Filter 100.72" {
+			t.Fatalf("mode %d shows %q", m, got)
+		}
+		if !strings.Contains(v, "\x1b[") {
+			t.Fatalf("mode %d: the focused field is not styled at all: %q", m, v)
+		}
+	}
+}
+
+func TestFullHelpListsEachKeyOnceInColumns(t *testing.T) {
+	st := common.NewStyles(common.ModePlain)
+	groups := [][]key.Binding{
+		{common.Bind("esc", "leave the form", "esc"), common.Bind("enter", "trace", "enter")},
+		{common.Bind("esc", "cancel / back", "esc"), common.Bind("q", "quit", "q"), common.Bind("x", strings.Repeat("long ", 20), "x")},
+	}
+	lines := FullHelp(st, groups, 40)
+	text := strings.Join(lines, "\n")
+	if strings.Count(text, "esc") != 1 || !strings.Contains(text, "leave the form") || strings.Contains(text, "cancel / back") {
+		t.Fatalf("esc is not listed once with the page's meaning:\n%s", text)
+	}
+	for _, l := range lines {
+		if ansi.StringWidth(l) > 40 {
+			t.Fatalf("line wider than 40: %q", l)
+		}
+	}
+	if !strings.Contains(text, "q     quit") && !strings.Contains(text, "q quit") {
+		t.Fatalf("q is cut with the long entry:\n%s", text)
+	}
+}
+
+func TestPagerMarksWhatIsOffTheFrame(t *testing.T) {
+	var p Pager
+	p.SetMarks(common.NewStyles(common.ModePlain))
+	var lines []string
+	for i := range 20 {
+		lines = append(lines, fmt.Sprintf("line %d", i))
+	}
+	p.SetLines(lines)
+	seen := map[string]bool{}
+	for range 10 {
+		for _, l := range strings.Split(p.View(20, 6), "\n") {
+			seen[strings.TrimSpace(l)] = true
+		}
+		p.Update(tea.KeyPressMsg{Code: tea.KeyPgDown})
+	}
+	for _, l := range lines {
+		if !seen[l] {
+			t.Fatalf("paging never shows %q (under a mark)", l)
+		}
+	}
+	p.Offset = 0
+	if v := p.View(20, 6); !strings.Contains(v, "↓ 15 more") || strings.Contains(v, "↑") {
+		t.Fatalf("top:\n%s", v)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"charm.land/bubbles/v2/key"
 	"charm.land/bubbles/v2/textinput"
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
@@ -14,9 +15,11 @@ import (
 // Field is one line of a form: a text input, or a choice among fixed values. Validate runs on
 // every change, so mistakes show as they are typed.
 type Field struct {
-	Key      string // the name the form's owner knows it by (a wizard flag)
-	Label    string
-	Hint     string // shown while the field has the focus and is valid
+	Key   string // the name the form's owner knows it by (a wizard flag)
+	Label string
+	Hint  string // shown while the field has the focus and is valid
+	// Note follows the hint: what the host offers for the field ("here: eth0:10.0.0.1 ...").
+	Note     string
 	Choices  []string
 	Validate func(string) error
 	Err      error
@@ -26,6 +29,9 @@ type Field struct {
 
 	input  textinput.Model
 	choice int
+	// offers are whole list entries (an uplink with its gateway) that → completes the last
+	// word typed to; see SetSuggestions.
+	offers []string
 }
 
 func newInput(st *common.Styles) textinput.Model {
@@ -35,12 +41,17 @@ func newInput(st *common.Styles) textinput.Model {
 	// A steady cursor: no blink timer, and the same frame every time it is drawn.
 	s.Cursor.Blink = false
 	plain := lipgloss.NewStyle()
-	s.Focused.Text, s.Focused.Prompt, s.Blurred.Text, s.Blurred.Prompt = plain, plain, plain, plain
+	// The focused field's look is the text input's own style: styling its output again would
+	// split the cursor's escape sequences (lipgloss underlines rune by rune) and print them.
+	s.Focused.Text, s.Focused.Prompt, s.Blurred.Text, s.Blurred.Prompt = st.Input, plain, plain, plain
 	s.Focused.Placeholder, s.Blurred.Placeholder = st.Dim, st.Dim
+	s.Focused.Suggestion, s.Blurred.Suggestion = st.Dim, st.Dim
 	if st.Mode != common.ModeColor {
 		s.Cursor.Color = nil
 	}
 	in.SetStyles(s)
+	// The form takes a suggestion itself (→ at the end of the field): tab moves between fields.
+	in.KeyMap.AcceptSuggestion = key.NewBinding(key.WithDisabled())
 	return in
 }
 
@@ -78,8 +89,59 @@ func (f *Field) SetValue(v string) {
 	} else {
 		f.input.SetValue(v)
 		f.input.CursorEnd()
+		f.suggest()
 	}
 	f.check()
+}
+
+// SetSuggestions offers entries of a space-separated list (the host's uplinks with their
+// gateways): the one that completes the last word typed is shown after the cursor, dimmed,
+// and → at the end of the field takes it (in an empty field, the first entry).
+func (f *Field) SetSuggestions(entries []string) {
+	f.offers = entries
+	f.input.ShowSuggestions = len(entries) > 0
+	f.suggest()
+}
+
+// Suggestions returns the entries offered.
+func (f *Field) Suggestions() []string { return f.offers }
+
+// suggest gives the text input the whole values the offers make of what is typed: the words
+// before the last one, then an entry not typed yet.
+func (f *Field) suggest() {
+	if f.Choices != nil || len(f.offers) == 0 {
+		return
+	}
+	v := f.input.Value()
+	head := v[:strings.LastIndex(v, " ")+1]
+	have := strings.Fields(head)
+	var out []string
+	for _, e := range f.offers {
+		if !slices.Contains(have, e) {
+			out = append(out, head+e)
+		}
+	}
+	f.input.SetSuggestions(out)
+}
+
+// complete takes the suggestion shown (or, in an empty field, the first entry offered); it
+// reports whether the value changed.
+func (f *Field) complete() bool {
+	v := f.input.Value()
+	if f.Choices != nil || len(f.offers) == 0 || f.input.Position() != len([]rune(v)) {
+		return false
+	}
+	next := ""
+	if strings.TrimSpace(v) == "" {
+		next = f.offers[0]
+	} else if m := f.input.MatchedSuggestions(); len(m) > 0 {
+		next = m[f.input.CurrentSuggestionIndex()]
+	}
+	if next == "" || next == v {
+		return false
+	}
+	f.SetValue(next)
+	return true
 }
 
 // SetPlaceholder shows an example in an empty field.
@@ -211,9 +273,14 @@ func (f *Form) Update(msg tea.Msg) (changed bool, cmd tea.Cmd) {
 		fl.Touched = true
 		return true, nil
 	}
+	if isKey && km.String() == "right" && fl.complete() {
+		fl.Touched = true
+		return true, nil
+	}
 	before := fl.input.Value()
 	fl.input, cmd = fl.input.Update(msg)
 	if fl.input.Value() != before {
+		fl.suggest()
 		fl.check()
 		fl.Touched = true
 		return true, cmd
@@ -233,6 +300,9 @@ func (f *Form) FocusNote(width int) string {
 		return ""
 	}
 	text, style := fl.Hint, f.styles.Dim
+	if fl.Note != "" {
+		text += "; " + fl.Note
+	}
 	if fl.Err != nil && f.shows(fl) {
 		text, style = "✗ "+fl.Err.Error(), f.styles.Error
 	}
@@ -274,7 +344,6 @@ func (f *Form) View(width int) string {
 			fl.input.SetWidth(vw - 1)
 			if focused {
 				val = Fit(fl.input.View(), vw)
-				val = st.Input.Render(val)
 			} else if fl.input.Value() == "" && fl.input.Placeholder != "" {
 				val = st.Dim.Render(Fit(fl.input.Placeholder, vw))
 			} else {

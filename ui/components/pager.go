@@ -1,6 +1,7 @@
 package components
 
 import (
+	"fmt"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -15,6 +16,10 @@ type Pager struct {
 	lines  []string
 	Offset int
 	height int
+	// Marks says where the text goes on past the frame: the first line shown becomes
+	// "↑ N more" and the last "↓ N more", so that nothing is cut without a sign.
+	Marks  bool
+	styles *common.Styles
 }
 
 // SetText replaces the content; the scroll position is kept when it still fits.
@@ -60,6 +65,11 @@ func (p *Pager) ScrollTo(i int) {
 // Update scrolls on navigation keys and the wheel; it reports whether it used the message.
 func (p *Pager) Update(msg tea.Msg) bool {
 	page := max(p.height-1, 1)
+	if p.Marks {
+		// The first and last lines shown may be marks: a page moves by the lines between, so
+		// that the line under a mark shows on the next page.
+		page = max(p.height-2, 1)
+	}
 	switch msg := msg.(type) {
 	case tea.KeyPressMsg:
 		k := common.Keys
@@ -95,17 +105,27 @@ func (p *Pager) Update(msg tea.Msg) bool {
 	return true
 }
 
+// SetMarks turns the more-marks on, drawn in st's dim style.
+func (p *Pager) SetMarks(st *common.Styles) { p.Marks, p.styles = true, st }
+
 // View renders exactly height lines of width cells.
 func (p *Pager) View(width, height int) string {
 	p.height = max(height, 1)
 	p.clamp()
 	end := min(p.Offset+height, len(p.lines))
-	var b strings.Builder
-	for i := p.Offset; i < end; i++ {
-		if i > p.Offset {
-			b.WriteByte('\n')
+	shown := make([]string, 0, end-p.Offset)
+	shown = append(shown, p.lines[p.Offset:end]...)
+	if p.Marks && height >= 2 {
+		dim := func(s string) string { return s }
+		if p.styles != nil {
+			dim = func(s string) string { return p.styles.Dim.Render(s) }
 		}
-		b.WriteString(p.lines[i])
+		if p.Offset > 0 {
+			shown[0] = dim(fmt.Sprintf("  ↑ %d more (pgup)", p.Offset+1))
+		}
+		if rest := len(p.lines) - end; rest > 0 {
+			shown[len(shown)-1] = dim(fmt.Sprintf("  ↓ %d more (pgdn)", rest+1))
+		}
 	}
-	return Lines(b.String(), width, height)
+	return Lines(strings.Join(shown, "\n"), width, height)
 }

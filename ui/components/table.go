@@ -38,24 +38,63 @@ type Table struct {
 	RowStyle func(i int) lipgloss.Style
 	// Empty is shown when there are no rows.
 	Empty string
+	// Key, when set, names row i (a route by its destination, a rule by its text): when the
+	// rows change, SetRows puts the cursor back on the row of the same name, so a refresh or a
+	// new filter does not move the selection to another item that took its place.
+	Key func(i int) string
 
 	Cursor  int
 	Offset  int
 	Focused bool
 
 	styles *common.Styles
-	height int // rows of data shown (without the header)
+	height int    // rows of data shown (without the header)
+	sel    string // Key of the cursor row, as last seen
 }
+
+// keySearch bounds how far from the old position SetRows looks for the selected row: a
+// refresh moves rows by a few places, and a million-row table must not be walked per
+// keystroke of a filter that left the row out.
+const keySearch = 10000
 
 // NewTable returns a focused table.
 func NewTable(st *common.Styles, cols ...Column) *Table {
 	return &Table{Columns: cols, styles: st, Focused: true}
 }
 
-// SetRows changes the row count, keeping the cursor in range.
+// SetRows changes the row count after the source changed, keeping the cursor on the row it
+// was on (by Key, searched outward from the old position) or else in range.
 func (t *Table) SetRows(n int) {
 	t.Rows = n
+	if t.Key != nil && t.sel != "" {
+		for d := 0; d < keySearch && (t.Cursor-d >= 0 || t.Cursor+d < n); d++ {
+			if i := t.Cursor - d; i >= 0 && i < n && t.Key(i) == t.sel {
+				t.Cursor = i
+				break
+			}
+			if i := t.Cursor + d; d > 0 && i < n && t.Key(i) == t.sel {
+				t.Cursor = i
+				break
+			}
+		}
+	}
 	t.clamp()
+	t.remember()
+}
+
+// remember notes the Key of the cursor row.
+func (t *Table) remember() {
+	if t.Key != nil && t.Cursor < t.Rows {
+		t.sel = t.Key(t.Cursor)
+	}
+}
+
+// Selected returns the Key of the cursor row ("" without rows or Key).
+func (t *Table) Selected() string {
+	if t.Key == nil || t.Rows == 0 {
+		return ""
+	}
+	return t.Key(t.Cursor)
 }
 
 func (t *Table) clamp() {
@@ -80,10 +119,17 @@ func (t *Table) clamp() {
 	}
 }
 
+// Reset puts the cursor on the first row and forgets the selected row: for a new source (an
+// other table), where the old selection means nothing.
+func (t *Table) Reset() {
+	t.Cursor, t.Offset, t.sel = 0, 0, ""
+}
+
 // MoveTo puts the cursor on row i.
 func (t *Table) MoveTo(i int) {
 	t.Cursor = i
 	t.clamp()
+	t.remember()
 }
 
 // Update moves the cursor on navigation keys and the mouse wheel; it reports whether it used
@@ -195,6 +241,9 @@ func (t *Table) View(width, height int) string {
 	st := t.styles
 	t.height = max(height-1, 1)
 	t.clamp()
+	if t.sel == "" {
+		t.remember()
+	}
 	idx, widths := t.layout(width)
 	var b strings.Builder
 	head := make([]string, len(idx))

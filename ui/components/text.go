@@ -53,33 +53,31 @@ func Lines(s string, w, h int) string {
 }
 
 // Wrap breaks plain text into lines of at most w cells at spaces; continuation lines start
-// with indent. A word longer than a line is cut. The text's words are escaped for the terminal
+// with indent. A word longer than a line is broken across lines, never cut: wrapped text is
+// how a cut line is read whole. The text's words are escaped for the terminal
 // (engine.TermSafe): it holds names from the host or a snapshot.
 func Wrap(text string, w int, indent string) []string {
 	var out []string
 	line := ""
-	limit := w
-	flush := func() {
-		out = append(out, line)
-		line = indent
-		limit = w
-	}
+	limit := max(w, ansi.StringWidth(indent)+1)
+	empty := func() bool { return line == "" || line == indent }
 	for _, word := range strings.Fields(text) {
 		word = engine.TermSafe(word)
 		sep := " "
-		if line == "" || line == indent {
+		if empty() {
 			sep = ""
 		}
-		if ansi.StringWidth(line)+len(sep)+ansi.StringWidth(word) > limit && line != "" && line != indent {
-			flush()
-			sep = ""
+		if ansi.StringWidth(line)+len(sep)+ansi.StringWidth(word) > limit && !empty() {
+			out = append(out, line)
+			line, sep = indent, ""
 		}
 		line += sep + word
-		if ansi.StringWidth(line) > limit {
-			line = Cut(line, limit)
+		for ansi.StringWidth(line) > limit {
+			out = append(out, ansi.Truncate(line, limit, ""))
+			line = indent + ansi.TruncateLeft(line, limit, "")
 		}
 	}
-	if line != "" && line != indent {
+	if !empty() {
 		out = append(out, line)
 	}
 	if len(out) == 0 {

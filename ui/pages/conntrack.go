@@ -47,8 +47,45 @@ type Conntrack struct {
 	filter    *components.Form
 	filtering bool
 	listTop   int // the line of the list's header, as last drawn (for mouse clicks)
+	sortBy    int // index into conntrackSorts
+	detail    *components.Detail
 
-	keys struct{ Pause, Filter, Refresh key.Binding }
+	keys struct{ Pause, Filter, Refresh, Sort, Detail key.Binding }
+}
+
+// conntrackSort is an order the list can be shown in.
+type conntrackSort struct {
+	name string
+	cmp  func(a, b *kernel.ConntrackEntry) int
+}
+
+func byOrig(a, b *kernel.ConntrackEntry) int {
+	return cmp.Or(cmp.Compare(a.Orig.Proto, b.Orig.Proto), a.Orig.Src.Compare(b.Orig.Src), a.Orig.Dst.Compare(b.Orig.Dst))
+}
+
+// conntrackSorts are the orders o cycles through; each ends in the source order, so rows do
+// not jump between refreshes (the kernel dumps in hash order).
+var conntrackSorts = []conntrackSort{
+	{"source", byOrig},
+	{"destination", func(a, b *kernel.ConntrackEntry) int {
+		return cmp.Or(a.Orig.Dst.Compare(b.Orig.Dst), byOrig(a, b))
+	}},
+	{"state", func(a, b *kernel.ConntrackEntry) int {
+		return cmp.Or(cmp.Compare(conntrackState(a), conntrackState(b)), byOrig(a, b))
+	}},
+	{"expiry", func(a, b *kernel.ConntrackEntry) int { return cmp.Or(cmp.Compare(a.Timeout, b.Timeout), byOrig(a, b)) }},
+}
+
+// conntrackState is the entry's state column: the TCP state, or for other protocols whether a
+// reply was seen.
+func conntrackState(e *kernel.ConntrackEntry) string {
+	switch {
+	case e.TCPState != "":
+		return e.TCPState
+	case e.Unreplied():
+		return "UNREPLIED"
+	}
+	return "REPLIED"
 }
 
 type conntrackMsg struct {
@@ -56,6 +93,7 @@ type conntrackMsg struct {
 	stats   kernel.ConntrackStats
 	err     error
 	at      time.Time
+	sortBy  string
 }
 
 type conntrackTick struct{ gen int }
@@ -66,17 +104,24 @@ func NewConntrack(c *common.Common) *Conntrack {
 	p.keys.Pause = common.Bind("p", "pause/resume", "p")
 	p.keys.Filter = common.Bind("/", "filter (addr, port, proto, state, dnat, snat, unreplied)", "/")
 	p.keys.Refresh = common.Bind("ctrl+r", "read now", "ctrl+r")
+	p.keys.Sort = common.Bind("o", "order by source, destination, state, expiry", "o")
+	p.keys.Detail = common.Bind("enter", "the entry in full", "enter")
+	// The state shows at 80 columns: the tuples give up width first (enter shows them whole).
 	p.list = components.NewTable(c.Styles,
 		components.Column{Title: "PROTO", Width: 5},
-		components.Column{Title: "STATE", Width: 11, Drop: 3},
-		components.Column{Title: "ORIGINAL (src → dst)", Width: 26, Flex: true, Min: 26},
-		components.Column{Title: "REPLY (src → dst)", Width: 26, Flex: true, Min: 26},
-		components.Column{Title: "FLAGS", Width: 14},
+		components.Column{Title: "STATE", Width: 11},
+		components.Column{Title: "ORIGINAL (src → dst)", Width: 30, Flex: true, Min: 24},
+		components.Column{Title: "REPLY (src → dst)", Width: 30, Flex: true, Min: 24},
+		components.Column{Title: "FLAGS", Width: 9, Drop: 1},
 		components.Column{Title: "MARK", Width: 6, Drop: 4},
 		components.Column{Title: "TTL", Width: 6, Drop: 5},
 	)
 	p.list.Cell = p.cells
 	p.list.RowStyle = p.rowStyle
+	p.list.Key = func(i int) string {
+		e := &p.entries[p.shown[i]]
+		return tupleText(e.Orig) + "|" + strconv.Itoa(int(e.Orig.Proto))
+	}
 	p.list.Empty = "no entries"
 	f := components.NewText(c.Styles, "filter", "Filter", "", "words: address, port, tcp/udp/icmp, state, dnat, snat, unreplied", nil)
 	p.filter = components.NewForm(c.Styles, f)
@@ -94,13 +139,17 @@ func (p *Conntrack) ShortHelp() []key.Binding {
 	if p.filtering {
 		return []key.Binding{common.Bind("enter", "keep filter", "enter"), common.Bind("esc", "clear", "esc")}
 	}
-	return []key.Binding{p.keys.Filter, p.keys.Pause, p.keys.Refresh}
+	if p.detail != nil {
+		return []key.Binding{common.Keys.Down, common.Bind("esc", "back", "esc")}
+	}
+	return []key.Binding{common.Bind("/", "filter", "/"), common.Bind("enter", "details", "enter"), common.Bind("o", "order", "o"), p.keys.Pause, p.keys.Refresh}
 }
 
 // FullHelp implements Page.
 func (p *Conntrack) FullHelp() [][]key.Binding {
 	k := common.Keys
-	return [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown, k.Home, k.End}, {p.keys.Filter, p.keys.Pause, p.keys.Refresh}}
+	return [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown, k.Home, k.End},
+		{p.keys.Filter, common.Bind("esc", "clear the filter", "esc"), p.keys.Detail, p.keys.Sort, p.keys.Pause, p.keys.Refresh}}
 }
 
 // Activate implements Activator: reading starts when the page is shown.
@@ -126,15 +175,13 @@ func (p *Conntrack) read() tea.Cmd {
 	p.busy = true
 	ctx, cancel := context.WithTimeout(p.c.Ctx, 30*time.Second)
 	p.cancel = cancel
-	b, now := p.c.Backend, p.c.Now
+	b, now, order := p.c.Backend, p.c.Now, conntrackSorts[p.sortBy]
 	return func() tea.Msg {
 		defer cancel()
 		es, st, err := b.Conntrack(ctx, conntrackMax)
-		// A stable order, so rows do not jump between refreshes: the kernel dumps in hash order.
-		slices.SortFunc(es, func(a, b kernel.ConntrackEntry) int {
-			return cmp.Or(cmp.Compare(a.Orig.Proto, b.Orig.Proto), a.Orig.Src.Compare(b.Orig.Src), a.Orig.Dst.Compare(b.Orig.Dst))
-		})
-		return conntrackMsg{entries: es, stats: st, err: err, at: now()}
+		// Sorted here, off the screen's loop: a hundred thousand entries take a moment.
+		slices.SortFunc(es, func(a, b kernel.ConntrackEntry) int { return order.cmp(&a, &b) })
+		return conntrackMsg{entries: es, stats: st, err: err, at: now(), sortBy: order.name}
 	}
 }
 
@@ -145,17 +192,12 @@ func (p *Conntrack) Update(msg tea.Msg) tea.Cmd {
 		p.busy = false
 		p.err = msg.err
 		if msg.err == nil {
-			var keep kernel.ConntrackTuple
-			if p.list.Cursor < len(p.shown) {
-				keep = p.entries[p.shown[p.list.Cursor]].Orig
-			}
+			// The list's Key keeps the cursor on its connection.
 			p.entries, p.stats, p.loaded, p.at = msg.entries, msg.stats, true, msg.at
-			p.applyFilter()
-			for i, k := range p.shown {
-				if p.entries[k].Orig == keep {
-					p.list.MoveTo(i)
-				}
+			if msg.sortBy != conntrackSorts[p.sortBy].name {
+				p.sort()
 			}
+			p.applyFilter()
 		}
 		if p.active {
 			return p.c.After(conntrackEvery, conntrackTick{gen: p.gen})
@@ -168,6 +210,12 @@ func (p *Conntrack) Update(msg tea.Msg) tea.Cmd {
 			return p.c.After(conntrackEvery, conntrackTick{gen: p.gen})
 		}
 	case tea.KeyPressMsg:
+		if p.detail != nil {
+			if p.detail.Update(msg) {
+				p.detail = nil
+			}
+			return nil
+		}
 		if p.filtering {
 			switch msg.String() {
 			case "enter":
@@ -191,6 +239,14 @@ func (p *Conntrack) Update(msg tea.Msg) tea.Cmd {
 			return p.read()
 		case key.Matches(msg, p.keys.Filter):
 			p.filtering, p.filter.Active = true, true
+		case key.Matches(msg, p.keys.Sort):
+			p.sortBy = (p.sortBy + 1) % len(conntrackSorts)
+			p.sort()
+			p.applyFilter()
+		case key.Matches(msg, p.keys.Detail):
+			if len(p.shown) > 0 {
+				p.detail = conntrackDetail(p.c.Styles, &p.entries[p.shown[p.list.Cursor]])
+			}
 		case msg.String() == "esc":
 			p.filter.Fields[0].SetValue("")
 			p.applyFilter()
@@ -201,6 +257,39 @@ func (p *Conntrack) Update(msg tea.Msg) tea.Cmd {
 		p.list.Update(msg)
 	}
 	return nil
+}
+
+// sort puts the entries in the chosen order.
+func (p *Conntrack) sort() {
+	order := conntrackSorts[p.sortBy]
+	slices.SortFunc(p.entries, func(a, b kernel.ConntrackEntry) int { return order.cmp(&a, &b) })
+}
+
+// SortedBy names the order of the list.
+func (p *Conntrack) SortedBy() string { return conntrackSorts[p.sortBy].name }
+
+// conntrackDetail shows an entry whole: both tuples, the NAT they imply, state, mark, timer.
+func conntrackDetail(st *common.Styles, e *kernel.ConntrackEntry) *components.Detail {
+	d := components.NewDetail(st, fmt.Sprintf("Connection %s %s", engine.ProtoName(int(e.Orig.Proto)), tupleText(e.Orig)),
+		"Original", tupleText(e.Orig), "Reply", tupleText(e.Reply), "State", conntrackState(e),
+		"Status", e.Status.String())
+	if e.DNAT() {
+		d.Add("DNAT", fmt.Sprintf("%s is answered by %s", kernel.Endpoint(e.Orig.Proto, e.Orig.Dst), kernel.Endpoint(e.Orig.Proto, e.Reply.Src)))
+	}
+	if e.SNAT() {
+		d.Add("SNAT", fmt.Sprintf("%s leaves as %s", kernel.Endpoint(e.Orig.Proto, e.Orig.Src), kernel.Endpoint(e.Orig.Proto, e.Reply.Dst)))
+	}
+	if e.Mark != 0 {
+		d.Add("Mark", fmt.Sprintf("%#x", e.Mark))
+	}
+	if e.Zone != 0 {
+		d.Add("Zone", fmt.Sprint(e.Zone))
+	}
+	d.Add("Expires in", fmt.Sprintf("%d s", e.Timeout))
+	if e.OrigPackets+e.ReplyPackets > 0 {
+		d.Add("Counters", fmt.Sprintf("%d packets (%d bytes) out, %d packets (%d bytes) back", e.OrigPackets, e.OrigBytes, e.ReplyPackets, e.ReplyBytes))
+	}
+	return d
 }
 
 // conntrackWord reports whether an entry matches one filter word.
@@ -290,7 +379,7 @@ func (p *Conntrack) cells(i int) []string {
 	if e.Mark != 0 {
 		mark = fmt.Sprintf("%#x", e.Mark)
 	}
-	return []string{engine.ProtoName(int(e.Orig.Proto)), e.TCPState, tupleText(e.Orig), tupleText(e.Reply),
+	return []string{engine.ProtoName(int(e.Orig.Proto)), conntrackState(e), tupleText(e.Orig), tupleText(e.Reply),
 		strings.Join(flags, " "), mark, fmt.Sprint(e.Timeout)}
 }
 
@@ -304,6 +393,9 @@ func (p *Conntrack) rowStyle(i int) lipgloss.Style {
 // View implements Page.
 func (p *Conntrack) View(width, height int) string {
 	st := p.c.Styles
+	if p.detail != nil {
+		return p.detail.View(width, height)
+	}
 	var b strings.Builder
 	if !p.c.Backend.Live() {
 		b.WriteString(st.Header.Render(components.Fit(" Conntrack", width)) + "\n")
@@ -326,6 +418,9 @@ func (p *Conntrack) View(width, height int) string {
 			right += fmt.Sprintf("  read %s", p.at.Format("15:04:05"))
 		}
 	}
+	if p.loaded {
+		title += " by " + conntrackSorts[p.sortBy].name + " (o)"
+	}
 	b.WriteString(st.Header.Render(components.Fit(title+strings.Repeat(" ", max(width-len(title)-len([]rune(right))-1, 1))+right, width)) + "\n")
 	used := 1
 	if p.err != nil {
@@ -337,7 +432,11 @@ func (p *Conntrack) View(width, height int) string {
 		used++
 	}
 	if p.filtering || p.filter.Get("filter") != "" {
-		b.WriteString(p.filter.View(width) + "\n")
+		line := p.filter.View(width)
+		if p.filter.Get("filter") != "" {
+			line = components.Cut(strings.TrimRight(line, " ")+fmt.Sprintf("   %d of %d match", len(p.shown), len(p.entries)), width)
+		}
+		b.WriteString(line + "\n")
 		used++
 		if n := p.filter.FocusNote(width); n != "" {
 			b.WriteString(n + "\n")

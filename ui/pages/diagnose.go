@@ -40,8 +40,7 @@ type Diagnose struct {
 	busy     bool
 	req      engine.TraceRequest
 	res      *engine.TraceResult
-	findings []engine.Finding // the trace's, then the live capture's
-	live     int              // how many of findings came from the capture
+	findings []findingRow // the trace's, then the live capture's, one row per problem and flow
 	selected int
 	evidence bool
 	diagram  components.Pager
@@ -50,9 +49,28 @@ type Diagnose struct {
 	keys    struct{ Edit, Run, Wizard, Evidence, Capture key.Binding }
 }
 
+// findingRow is one problem of one flow: a finding of the trace, of the capture, or both, with
+// the number of connections the capture saw it in. The capture finds a problem once per
+// connection, and a client that retries makes many: listed once each, they would hide the
+// rest.
+type findingRow struct {
+	engine.Finding
+	key    string
+	traced bool // the trace found it
+	live   int  // connections the capture found it in
+	// liveEvidence is the first live finding's evidence (the packets), shown with the trace's.
+	liveEvidence []string
+}
+
+// rowKey groups findings by id and flow: protocol, client address, destination.
+func rowKey(id string, proto int, client netip.Addr, dst netip.AddrPort) string {
+	return fmt.Sprintf("%s|%d|%s|%s", id, proto, client, dst)
+}
+
 // capturePane is the state of the live capture.
 type capturePane struct {
 	on      bool
+	running bool // the kernel keeps the packets: a client started now is seen whole
 	gen     int
 	cancel  context.CancelFunc
 	started time.Time
@@ -63,6 +81,20 @@ type capturePane struct {
 	err     error
 	done    bool
 	ch      chan tea.Msg
+	// completed and failed count the connections that made the round trip and those with an
+	// error, as the capture's own goroutine saw every event (the screen may have dropped some).
+	completed, failed int
+	tcp               bool
+}
+
+// captureTick redraws the running capture's clock.
+type captureTick struct{ gen int }
+
+// captureReadyMsg says that the capture runs: from now on its packets are kept.
+type captureReadyMsg struct {
+	gen int
+	ch  chan tea.Msg
+	at  time.Time
 }
 
 type traceMsg struct {
@@ -73,15 +105,23 @@ type traceMsg struct {
 }
 
 type captureEventMsg struct {
-	gen int
-	ch  chan tea.Msg
-	ev  diagnose.Event
+	gen      int
+	ch       chan tea.Msg
+	ev       diagnose.Event
+	progress captureProgress
 }
 
 type captureDoneMsg struct {
-	gen int
-	sum *diagnose.CaptureSummary
-	err error
+	gen      int
+	sum      *diagnose.CaptureSummary
+	err      error
+	progress captureProgress
+}
+
+// captureProgress is diagnose.Progress's count at the time of a message.
+type captureProgress struct {
+	completed, failed int
+	tcp               bool
 }
 
 // NewDiagnose returns the Diagnose page.
@@ -132,8 +172,18 @@ func (p *Diagnose) FullHelp() [][]key.Binding {
 // Result returns the last trace, or nil.
 func (p *Diagnose) Result() *engine.TraceResult { return p.res }
 
-// Findings returns the findings listed: the trace's, then the live ones.
-func (p *Diagnose) Findings() []engine.Finding { return p.findings }
+// Findings returns the findings listed, one per problem and flow: the trace's, then the live
+// ones.
+func (p *Diagnose) Findings() []engine.Finding {
+	out := make([]engine.Finding, len(p.findings))
+	for i, r := range p.findings {
+		out[i] = r.Finding
+	}
+	return out
+}
+
+// LiveCount returns how many connections the capture saw the listed finding i in.
+func (p *Diagnose) LiveCount(i int) int { return p.findings[i].live }
 
 // Editing reports whether the flow form has the keyboard.
 func (p *Diagnose) Editing() bool { return p.editing }
@@ -272,13 +322,26 @@ func (p *Diagnose) Update(msg tea.Msg) tea.Cmd {
 		if msg.state == p.state {
 			p.fib = msg.fib
 		}
-		p.findings = append([]engine.Finding(nil), msg.res.Findings...)
-		p.live = 0
+		var sel string
+		if p.selected < len(p.findings) {
+			sel = p.findings[p.selected].key
+		}
+		p.findings = nil
+		for _, f := range msg.res.Findings {
+			k := rowKey(f.ID, p.req.Proto, p.req.Src.Addr(), p.req.Dst)
+			p.findings = append(p.findings, findingRow{Finding: f, key: k, traced: true})
+		}
+		// The same flow traced again keeps its selection; a new one starts at its first error.
 		p.selected = 0
 		for i, f := range p.findings {
 			if f.Severity == engine.SeverityError {
 				p.selected = i
 				break
+			}
+		}
+		for i, f := range p.findings {
+			if f.key == sel {
+				p.selected = i
 			}
 		}
 		p.diagram.Offset = 0
@@ -294,11 +357,22 @@ func (p *Diagnose) Update(msg tea.Msg) tea.Cmd {
 			return waitOn(msg.ch)
 		}
 		p.captureEvent(msg.ev)
+		p.capture.setProgress(msg.progress)
 		return waitOn(msg.ch)
+	case captureReadyMsg:
+		if msg.gen == p.capture.gen && p.capture.on {
+			p.capture.running, p.capture.started = true, msg.at
+		}
+		return waitOn(msg.ch)
+	case captureTick:
+		if msg.gen == p.capture.gen && p.capture.on {
+			return p.c.After(time.Second, captureTick{gen: msg.gen})
+		}
 	case captureDoneMsg:
 		if msg.gen != p.capture.gen {
 			return nil
 		}
+		p.capture.setProgress(msg.progress)
 		p.capture.done = true
 		p.capture.err = msg.err
 		p.capture.on = false
@@ -346,7 +420,7 @@ func (p *Diagnose) key(msg tea.KeyPressMsg) tea.Cmd {
 			if f.Fix.Wizard == "" {
 				return common.Status("no wizard fixes " + f.ID + ": " + f.Fix.Summary)
 			}
-			return func() tea.Msg { return common.OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, From: f.ID} }
+			return func() tea.Msg { return common.OpenFix(f.Finding) }
 		}
 	case key.Matches(msg, p.keys.Capture):
 		if p.capture.on {
@@ -360,25 +434,11 @@ func (p *Diagnose) key(msg tea.KeyPressMsg) tea.Cmd {
 	return nil
 }
 
-// captureFilter selects the flow as the client sends it and as each leg leaves after NAT, in
-// both directions, so that both sides of a NAT are captured.
+// captureFilter selects the traced flow as the client sends it and as each leg leaves after
+// NAT, in both directions, from any client port: a port typed into Source (the placeholder
+// shows one) is the trace's, and a real client picks a new one for every connection.
 func captureFilter(req engine.TraceRequest, res *engine.TraceResult) *kernel.CaptureFilter {
-	anyAddr := func(ap netip.AddrPort) netip.AddrPort {
-		if ap.Addr().IsUnspecified() {
-			return netip.AddrPortFrom(netip.Addr{}, ap.Port())
-		}
-		return ap
-	}
-	proto := uint8(req.Proto)
-	f := kernel.FlowFilter(proto, anyAddr(req.Src), req.Dst)
-	if res != nil {
-		for _, l := range []*engine.Leg{&res.Forward, res.Reply} {
-			if l != nil && l.Packet.Dst.Addr().IsValid() {
-				f.AddFlow(proto, anyAddr(l.Packet.Src), anyAddr(l.Packet.Dst))
-			}
-		}
-	}
-	return f
+	return diagnose.FlowCaptureFilter(req, res, true)
 }
 
 func (p *Diagnose) startCapture() tea.Cmd {
@@ -391,17 +451,25 @@ func (p *Diagnose) startCapture() tea.Cmd {
 	ctx, cancel := context.WithCancel(p.c.Ctx)
 	p.capture = capturePane{on: true, gen: p.capture.gen + 1, cancel: cancel, started: p.c.Now(),
 		counts: map[string]*[2]int{}, ch: make(chan tea.Msg, 1024)}
-	gen, ch, b := p.capture.gen, p.capture.ch, p.c.Backend
+	gen, ch, b, now := p.capture.gen, p.capture.ch, p.c.Backend, p.c.Now
 	filter := captureFilter(p.req, p.res)
 	go func() {
 		var dropped int
-		sum, err := b.Capture(ctx, filter, func(ev diagnose.Event) error {
+		var prog diagnose.Progress
+		count := func() captureProgress {
+			return captureProgress{completed: prog.Completed(), failed: prog.Failed(), tcp: prog.TCP()}
+		}
+		ready := func() { ch <- captureReadyMsg{gen: gen, ch: ch, at: now()} }
+		sum, err := b.Capture(ctx, filter, ready, func(ev diagnose.Event) error {
+			// Counted before anything is dropped, so that the verdict holds every packet.
+			prog.Observe(ev)
+			m := captureEventMsg{gen: gen, ch: ch, ev: ev, progress: count()}
 			select {
-			case ch <- captureEventMsg{gen: gen, ch: ch, ev: ev}:
+			case ch <- m:
 			default:
 				// The screen cannot keep up: drop packet lines, never findings.
 				if ev.Type == diagnose.EventFinding {
-					ch <- captureEventMsg{gen: gen, ch: ch, ev: ev}
+					ch <- m
 				} else {
 					dropped++
 				}
@@ -412,12 +480,18 @@ func (p *Diagnose) startCapture() tea.Cmd {
 			err = nil
 		}
 		if dropped > 0 {
-			ch <- captureEventMsg{gen: gen, ch: ch, ev: diagnose.Event{Type: diagnose.EventNotice, Notice: fmt.Sprintf("%d packets were not shown: the screen could not keep up", dropped)}}
+			ch <- captureEventMsg{gen: gen, ch: ch, progress: count(),
+				ev: diagnose.Event{Type: diagnose.EventNotice, Notice: fmt.Sprintf("%d packets were not shown: the screen could not keep up", dropped)}}
 		}
-		ch <- captureDoneMsg{gen: gen, sum: sum, err: err}
+		ch <- captureDoneMsg{gen: gen, sum: sum, err: err, progress: count()}
 		close(ch)
 	}()
-	return waitOn(ch)
+	// The clock of the pane goes on while no packet comes.
+	return tea.Batch(waitOn(ch), p.c.After(time.Second, captureTick{gen: gen}))
+}
+
+func (cp *capturePane) setProgress(pr captureProgress) {
+	cp.completed, cp.failed, cp.tcp = pr.completed, pr.failed, pr.tcp
 }
 
 // waitOn delivers the next message of a capture's channel; it is issued again after each
@@ -460,13 +534,30 @@ func (p *Diagnose) captureEvent(ev diagnose.Event) {
 	case diagnose.EventFinding:
 		f := ev.Finding
 		cp.add(fmt.Sprintf("%s %s: %s", sevMark(f.Severity), f.ID, f.Summary))
-		live := f.Finding
-		live.Summary = "live: " + live.Summary
-		p.findings = append(p.findings, live)
-		p.live++
+		p.addLive(f)
 	case diagnose.EventNotice:
 		cp.add("note: " + ev.Notice)
 	}
+}
+
+// addLive lists a finding of the capture: on the row of the same problem and flow when there
+// is one (the trace's, or an earlier connection's), else on a new row whose fix is completed
+// from the trace.
+func (p *Diagnose) addLive(f *diagnose.Finding) {
+	k := rowKey(f.ID, int(f.Flow.Proto), f.Flow.Src.Addr(), f.Flow.Dst)
+	for i := range p.findings {
+		if r := &p.findings[i]; r.key == k {
+			r.live++
+			if r.liveEvidence == nil {
+				r.liveEvidence = f.Evidence
+			}
+			return
+		}
+	}
+	live := f.Finding
+	live.Summary = "live: " + live.Summary
+	live.Fix = liveFix(f, p.res)
+	p.findings = append(p.findings, findingRow{Finding: live, key: k, live: 1, liveEvidence: f.Evidence})
 }
 
 func (cp *capturePane) add(line string) {
@@ -508,7 +599,12 @@ func (p *Diagnose) View(width, height int) string {
 	}
 
 	// Findings: a short list, the selected one kept in view.
-	top = append(top, st.Header.Render(components.Fit(fmt.Sprintf(" Findings %s", verdictText(p.res, p.findings)), width)))
+	verdict := p.verdictText()
+	head := st.Header.Render(components.Fit(" Findings "+verdict, width))
+	if strings.HasPrefix(verdict, "✓") {
+		head = st.OK.Render(components.Fit(" Findings "+verdict, width))
+	}
+	top = append(top, head)
 	if len(p.findings) == 0 {
 		top = append(top, st.OK.Render(components.Fit("  ✓ the flow should make the round trip", width)))
 	}
@@ -523,7 +619,12 @@ func (p *Diagnose) View(width, height int) string {
 		if i == p.selected && !p.editing {
 			marker = "▸ "
 		}
-		text := fmt.Sprintf("%s%s %-18s %s", marker, sevMark(f.Severity), f.ID, f.Summary)
+		// ×N: seen live in N connections (the capture pane's findings).
+		id, summary := f.ID, f.Summary
+		if f.live > 0 {
+			id += fmt.Sprintf(" ×%d", f.live)
+		}
+		text := fmt.Sprintf("%s%s %-18s %s", marker, sevMark(f.Severity), id, summary)
 		line := components.Fit(text, width)
 		switch {
 		case i == p.selected && !p.editing:
@@ -534,7 +635,7 @@ func (p *Diagnose) View(width, height int) string {
 		top = append(top, line)
 	}
 	if f := p.current(); f != nil && f.Fix.Wizard != "" && !p.editing {
-		top = append(top, st.Dim.Render(components.Fit(fmt.Sprintf("  w: fix with the %s wizard (%s)", f.Fix.Wizard, strings.Join(f.Fix.Args, " ")), width)))
+		top = append(top, st.Dim.Render(components.Fit("  w opens "+planFix(st, f.Fix).Opens(), width)))
 	}
 
 	rest := height - len(top)
@@ -557,7 +658,7 @@ func (p *Diagnose) View(width, height int) string {
 	return components.Lines(out, width, height)
 }
 
-func (p *Diagnose) current() *engine.Finding {
+func (p *Diagnose) current() *findingRow {
 	if p.selected < 0 || p.selected >= len(p.findings) {
 		return nil
 	}
@@ -582,15 +683,46 @@ func endpointText(ap netip.AddrPort) string {
 	return ap.String()
 }
 
-func verdictText(res *engine.TraceResult, fs []engine.Finding) string {
-	n := engine.CountErrors(fs)
+// verdictText sums up the findings, one per problem and flow, and what the capture saw: when
+// connections made the round trip and none failed, the flow works, whatever the trace said.
+func (p *Diagnose) verdictText() string {
+	errs := 0
+	for _, f := range p.findings {
+		if f.Severity == engine.SeverityError {
+			errs++
+		}
+	}
+	cp := &p.capture
+	done := ""
 	switch {
-	case n > 0:
-		return fmt.Sprintf("(%d error(s): the round trip fails)", n)
-	case len(fs) > 0:
+	case cp.completed > 0 && cp.tcp:
+		done = plural(cp.completed, "handshake") + " completed"
+	case cp.completed > 0:
+		done = plural(cp.completed, "request") + " answered"
+	}
+	switch {
+	case cp.completed > 0 && cp.failed == 0:
+		v := "✓ round trip OK: " + done
+		if errs > 0 {
+			v += fmt.Sprintf(" (the trace predicted %d error(s))", errs)
+		}
+		return v
+	case errs > 0 && done != "":
+		return fmt.Sprintf("(%d error(s), %d connection(s) failed; %s)", errs, cp.failed, done)
+	case errs > 0:
+		return fmt.Sprintf("(%d error(s): the round trip fails)", errs)
+	case len(p.findings) > 0:
 		return "(no errors)"
 	}
 	return ""
+}
+
+// plural writes a count with its noun: "1 handshake", "12 handshakes".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func (p *Diagnose) evidenceLines(width int) []string {
@@ -603,11 +735,21 @@ func (p *Diagnose) evidenceLines(width int) []string {
 	for _, l := range components.Wrap(f.Summary, width-2, "") {
 		out = append(out, " "+l)
 	}
-	out = append(out, "", st.Header.Render(" Evidence"))
-	for _, e := range f.Evidence {
-		for _, l := range components.Wrap("• "+e, width-2, "  ") {
-			out = append(out, " "+l)
+	evidence := func(es []string) {
+		for _, e := range es {
+			for _, l := range components.Wrap("• "+e, width-2, "  ") {
+				out = append(out, " "+l)
+			}
 		}
+	}
+	// What the wire showed first: it is the proof; the trace's reasoning follows.
+	if f.live > 0 {
+		out = append(out, "", st.Header.Render(fmt.Sprintf(" Seen live in %d connection(s); the first:", f.live)))
+		evidence(f.liveEvidence)
+	}
+	if f.traced {
+		out = append(out, "", st.Header.Render(" Evidence of the trace"))
+		evidence(f.Evidence)
 	}
 	if f.Fix.Summary != "" {
 		out = append(out, "", st.Header.Render(" Fix"))
@@ -615,7 +757,14 @@ func (p *Diagnose) evidenceLines(width int) []string {
 			out = append(out, " "+st.OK.Render(l))
 		}
 		if f.Fix.Wizard != "" {
-			out = append(out, " roundtrip wizard "+f.Fix.Wizard+" "+strings.Join(f.Fix.Args, " "))
+			fp := planFix(st, f.Fix)
+			// Lines that paste as one command (each but the last ends in a backslash).
+			out = append(out, f.Fix.CommandLines(" ", "     ", width)...)
+			if len(fp.Missing) > 0 {
+				for _, l := range components.Wrap("still needed: "+strings.Join(fp.Missing, ", "), width-2, "  ") {
+					out = append(out, " "+st.Warning.Render(l))
+				}
+			}
 		}
 	}
 	return out
@@ -730,18 +879,27 @@ func (p *Diagnose) captureView(width, height int) string {
 	st := p.c.Styles
 	cp := &p.capture
 	state := "stopped (c starts again)"
-	if cp.on {
+	switch {
+	case cp.on && !cp.running:
+		state = "starting: opening the capture… (c stops)"
+	case cp.on:
 		state = fmt.Sprintf("running %s (c stops)", p.c.Now().Sub(cp.started).Truncate(time.Second))
 	}
 	head := fmt.Sprintf(" Live capture  %s", state)
 	right := fmt.Sprintf("%d packets", cp.total)
+	if cp.completed+cp.failed > 0 {
+		right = fmt.Sprintf("%d completed, %d failed · ", cp.completed, cp.failed) + right
+	}
 	lines := []string{st.Header.Render(components.Fit(head+strings.Repeat(" ", max(width-len([]rune(head))-len(right)-1, 1))+right, width))}
 	var counts []string
 	for _, i := range cp.order {
 		n := cp.counts[i]
 		counts = append(counts, fmt.Sprintf("%s in %d out %d", i, n[0], n[1]))
 	}
-	if len(counts) == 0 {
+	switch {
+	case len(counts) == 0 && cp.on && !cp.running:
+		counts = []string{"start the client once the capture runs: packets before are not seen"}
+	case len(counts) == 0:
 		counts = []string{"no packets of the flow yet: start the client"}
 	}
 	lines = append(lines, components.Cut("  "+strings.Join(counts, "   "), width))

@@ -3,6 +3,7 @@ package pages
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
@@ -19,32 +20,57 @@ var hookOrder = []string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTIN
 // natTables are the iptables tables the page can show, NAT first.
 var natTables = []string{"nat", "mangle", "filter", "raw"}
 
+// natEvery is how often the rules and their counters are read again while the page is shown.
+const natEvery = 2 * time.Second
+
 // NAT shows the netfilter rules of one table per hook, in the order a packet meets them,
 // with user chains unfolded under the rule that jumps to them, roundtrip's own chains told
-// apart from other tools', and the packet and byte counters.
+// apart from other tools', and the packet and byte counters, read again every few seconds
+// while the page is shown.
 type NAT struct {
 	c     *common.Common
 	state *engine.State
-	table int
-	rows  []natRow
-	shown []int // rows that pass the filter
-	list  *components.Table
+	// nf is the netfilter shown: the state's, then the page's own newer reads (the state is
+	// shared with the other pages and is never changed).
+	nf     engine.Netfilter
+	nfAt   time.Time
+	table  int
+	rows   []natRow
+	shown  []int // rows that pass the filter
+	list   *components.Table
+	detail *components.Detail
+
+	active, busy bool
+	gen          int
+	nfErr        error
 
 	filter    *components.Form
 	filtering bool
 	listTop   int // the line of the list's header, as last drawn (for mouse clicks)
 
-	keys struct{ Table, Filter key.Binding }
+	keys struct{ Table, Filter, Detail key.Binding }
 }
+
+type netfilterMsg struct {
+	gen int
+	nf  engine.Netfilter
+	err error
+	at  time.Time
+}
+
+type natTick struct{ gen int }
 
 type natRow struct {
 	header  bool
+	family  engine.Family
 	chain   string
 	owner   string
 	packets uint64
 	bytes   uint64
 	text    string
 	depth   int
+	policy  string
+	target  string
 }
 
 // NewNAT returns the NAT page.
@@ -52,6 +78,7 @@ func NewNAT(c *common.Common) *NAT {
 	p := &NAT{c: c}
 	p.keys.Table = common.Bind("t", "next table (nat, mangle, filter, raw)", "t")
 	p.keys.Filter = common.Bind("/", "filter", "/")
+	p.keys.Detail = common.Bind("enter", "the rule in full", "enter")
 	p.list = components.NewTable(c.Styles,
 		components.Column{Title: "CHAIN", Width: 12, Drop: 2},
 		components.Column{Title: "OWNER", Width: 9, Drop: 3},
@@ -61,6 +88,10 @@ func NewNAT(c *common.Common) *NAT {
 	)
 	p.list.Cell = p.cells
 	p.list.RowStyle = p.rowStyle
+	p.list.Key = func(i int) string {
+		r := p.rows[p.shown[i]]
+		return fmt.Sprintf("%v|%s|%d|%s", r.header, r.chain, r.depth, r.text)
+	}
 	p.list.Empty = "no rules"
 	f := components.NewText(c.Styles, "filter", "Filter", "", "words to find in the rules; enter keeps, esc clears", nil)
 	p.filter = components.NewForm(c.Styles, f)
@@ -78,13 +109,42 @@ func (p *NAT) ShortHelp() []key.Binding {
 	if p.filtering {
 		return []key.Binding{common.Bind("enter", "keep filter", "enter"), common.Bind("esc", "clear", "esc")}
 	}
-	return []key.Binding{p.keys.Table, p.keys.Filter, common.Keys.Down}
+	if p.detail != nil {
+		return []key.Binding{common.Keys.Down, common.Bind("esc", "back", "esc")}
+	}
+	return []key.Binding{common.Bind("t", "next table", "t"), p.keys.Filter, common.Bind("enter", "details", "enter"), common.Keys.Down}
 }
 
 // FullHelp implements Page.
 func (p *NAT) FullHelp() [][]key.Binding {
 	k := common.Keys
-	return [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown, k.Home, k.End}, {p.keys.Table, p.keys.Filter}}
+	return [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown, k.Home, k.End}, {p.keys.Table, p.keys.Filter, p.keys.Detail,
+		common.Bind("esc", "clear the filter", "esc")}}
+}
+
+// Activate implements Activator: the counters are read again while the page is shown.
+func (p *NAT) Activate() tea.Cmd {
+	p.active = true
+	p.gen++
+	return p.read()
+}
+
+// Deactivate implements Activator.
+func (p *NAT) Deactivate() {
+	p.active = false
+	p.gen++
+}
+
+func (p *NAT) read() tea.Cmd {
+	if p.busy || !p.c.Backend.Live() {
+		return nil
+	}
+	p.busy = true
+	gen, b, ctx, now := p.gen, p.c.Backend, p.c.Ctx, p.c.Now
+	return func() tea.Msg {
+		nf, err := b.Netfilter(ctx)
+		return netfilterMsg{gen: gen, nf: nf, err: err, at: now()}
+	}
 }
 
 // TableName returns the iptables table shown.
@@ -95,10 +155,35 @@ func (p *NAT) Update(msg tea.Msg) tea.Cmd {
 	switch msg := msg.(type) {
 	case common.StateMsg:
 		if msg.Err == nil {
-			p.state = msg.State
+			p.state, p.nf, p.nfAt = msg.State, msg.State.Netfilter, p.c.Now()
 			p.build()
 		}
+	case netfilterMsg:
+		p.busy = false
+		switch {
+		case !p.active:
+			return nil
+		case msg.gen != p.gen:
+			// Hidden and shown again while this read ran: read for the new showing.
+			return p.read()
+		}
+		p.nfErr = msg.err
+		if msg.err == nil {
+			p.nf, p.nfAt = msg.nf, msg.at
+			p.build()
+		}
+		return p.c.After(natEvery, natTick{gen: p.gen})
+	case natTick:
+		if msg.gen == p.gen && p.active {
+			return p.read()
+		}
 	case tea.KeyPressMsg:
+		if p.detail != nil {
+			if p.detail.Update(msg) {
+				p.detail = nil
+			}
+			return nil
+		}
 		if p.filtering {
 			switch msg.String() {
 			case "enter":
@@ -118,8 +203,12 @@ func (p *NAT) Update(msg tea.Msg) tea.Cmd {
 		switch {
 		case key.Matches(msg, p.keys.Table):
 			p.table = (p.table + 1) % len(natTables)
-			p.list.MoveTo(0)
+			p.list.Reset()
 			p.build()
+		case key.Matches(msg, p.keys.Detail):
+			if p.list.Rows > 0 {
+				p.detail = p.rowDetail(p.rows[p.shown[p.list.Cursor]])
+			}
 		case key.Matches(msg, p.keys.Filter):
 			p.filtering, p.filter.Active = true, true
 		case msg.String() == "esc":
@@ -143,7 +232,7 @@ func (p *NAT) build() {
 	}
 	name := natTables[p.table]
 	for _, fam := range []engine.Family{engine.V4, engine.V6} {
-		t := p.state.Netfilter.Table(fam, name)
+		t := p.nf.Table(fam, name)
 		if t == nil {
 			continue
 		}
@@ -157,7 +246,7 @@ func (p *NAT) build() {
 			if c == nil {
 				continue
 			}
-			p.rows = append(p.rows, natRow{header: true, chain: hook,
+			p.rows = append(p.rows, natRow{header: true, family: fam, chain: hook, policy: c.Policy,
 				text: fmt.Sprintf("%s%s  policy %s  %d rule(s)", hook, famTag, c.Policy, len(c.Rules)), packets: c.Packets, bytes: c.Bytes})
 			p.chainRows(t, c, 0, map[string]bool{hook: true})
 			seen[hook] = true
@@ -168,7 +257,7 @@ func (p *NAT) build() {
 			if c.Policy != "" || reached(t, c.Name) {
 				continue
 			}
-			p.rows = append(p.rows, natRow{header: true, chain: c.Name, owner: owner(c.Name, ""),
+			p.rows = append(p.rows, natRow{header: true, family: fam, chain: c.Name, owner: owner(c.Name, ""),
 				text: fmt.Sprintf("%s%s  not reached from any hook", c.Name, famTag)})
 			p.chainRows(t, c, 0, map[string]bool{c.Name: true})
 		}
@@ -197,8 +286,8 @@ func owner(chain, target string) string {
 
 func (p *NAT) chainRows(t *engine.NFTable, c *engine.NFChain, depth int, path map[string]bool) {
 	for _, r := range c.Rules {
-		p.rows = append(p.rows, natRow{chain: c.Name, owner: owner(c.Name, r.Target), packets: r.Packets, bytes: r.Bytes,
-			text: r.Spec, depth: depth})
+		p.rows = append(p.rows, natRow{family: t.Family, chain: c.Name, owner: owner(c.Name, r.Target), packets: r.Packets, bytes: r.Bytes,
+			text: r.Spec, depth: depth, target: r.Target})
 		if r.Target == "" || path[r.Target] || depth >= 4 {
 			continue
 		}
@@ -247,6 +336,30 @@ func (p *NAT) rowStyle(i int) lipgloss.Style {
 	return lipgloss.NewStyle()
 }
 
+// rowDetail shows a rule or a chain in full: the rule as iptables-save writes it, its exact
+// counters, who owns it.
+func (p *NAT) rowDetail(r natRow) *components.Detail {
+	cmd := "iptables"
+	if r.family == engine.V6 {
+		cmd = "ip6tables"
+	}
+	table := natTables[p.table]
+	if r.header {
+		d := components.NewDetail(p.c.Styles, fmt.Sprintf("Chain %s of %s -t %s", r.chain, cmd, table), "Chain", r.text)
+		if r.policy != "" {
+			d.Add("Policy", r.policy)
+		}
+		return d.Add("Packets", fmt.Sprint(r.packets)).Add("Bytes", fmt.Sprint(r.bytes))
+	}
+	d := components.NewDetail(p.c.Styles, fmt.Sprintf("Rule of %s -t %s, chain %s", cmd, table, r.chain),
+		"Rule", cmd+" -t "+table+" -A "+r.chain+" "+r.text, "Owner", r.owner,
+		"Packets", fmt.Sprint(r.packets), "Bytes", fmt.Sprint(r.bytes))
+	if r.target != "" {
+		d.Add("Target", r.target)
+	}
+	return d
+}
+
 // count shortens a counter as iptables -L does: 1234567 → 1234K.
 func count(n uint64) string {
 	switch {
@@ -267,15 +380,25 @@ func (p *NAT) View(width, height int) string {
 		return components.Lines(st.Dim.Render("  reading state…"), width, height)
 	}
 	var b strings.Builder
+	if p.detail != nil {
+		return p.detail.View(width, height)
+	}
 	title := fmt.Sprintf(" iptables -t %s", p.TableName())
 	right := "t: next table"
-	if p.state.Netfilter.Backend != "" {
-		right = p.state.Netfilter.Backend + "  " + right
+	if p.nf.Backend != "" {
+		right = p.nf.Backend + "  " + right
+	}
+	if p.active && p.c.Backend.Live() {
+		right = "read " + p.nfAt.Format("15:04:05") + "  " + right
 	}
 	b.WriteString(st.Header.Render(components.Fit(title+strings.Repeat(" ", max(width-len(title)-len(right)-1, 1))+right, width)) + "\n")
 	used := 1
-	if p.state.Netfilter.Unavailable != "" {
-		b.WriteString(st.Warning.Render(components.Fit("  netfilter could not be read: "+p.state.Netfilter.Unavailable, width)) + "\n")
+	if p.nf.Unavailable != "" {
+		b.WriteString(st.Warning.Render(components.Fit("  netfilter could not be read: "+p.nf.Unavailable, width)) + "\n")
+		used++
+	}
+	if p.nfErr != nil {
+		b.WriteString(st.Error.Render(components.Fit("  reading the rules again failed: "+p.nfErr.Error(), width)) + "\n")
 		used++
 	}
 	if p.filtering || p.filter.Get("filter") != "" {

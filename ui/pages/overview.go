@@ -86,8 +86,18 @@ func (o *Overview) Update(msg tea.Msg) tea.Cmd {
 		}
 	case common.AnalysisMsg:
 		if msg.State == o.state {
+			// The selection stays on its finding when the list changes around it.
+			var sel string
+			if f := o.current(); f != nil {
+				sel = f.ID + "|" + f.Summary
+			}
 			o.findings, o.analysed = msg.Findings, true
 			o.selected = min(o.selected, max(len(o.findings)-1, 0))
+			for i, f := range o.findings {
+				if f.ID+"|"+f.Summary == sel {
+					o.selected = i
+				}
+			}
 		}
 	case tea.KeyPressMsg:
 		k := common.Keys
@@ -116,9 +126,7 @@ func (o *Overview) Update(msg tea.Msg) tea.Cmd {
 			o.expanded = !o.expanded
 		case key.Matches(msg, o.keys.Wizard):
 			if f := o.current(); f != nil && f.Fix.Wizard != "" {
-				return func() tea.Msg {
-					return common.OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, From: f.ID}
-				}
+				return func() tea.Msg { return common.OpenFix(*f) }
 			} else if f != nil {
 				return common.Status("this finding has no wizard: " + f.Fix.Summary)
 			}
@@ -203,7 +211,13 @@ func (o *Overview) View(width, height int) string {
 					}
 				}
 				if f.Fix.Wizard != "" {
-					add("    " + st.Bold.Render("w") + " opens the " + f.Fix.Wizard + " wizard: " + strings.Join(f.Fix.Args, " "))
+					fp := planFix(st, f.Fix)
+					for i, l := range components.Wrap("w opens "+fp.Opens(), width-4, "  ") {
+						if i == 0 {
+							l = st.Bold.Render("w") + strings.TrimPrefix(l, "w")
+						}
+						add("    " + l)
+					}
 				}
 			}
 		}

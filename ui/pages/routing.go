@@ -3,6 +3,7 @@ package pages
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"charm.land/bubbles/v2/key"
@@ -38,8 +39,11 @@ type Routing struct {
 	filterCancel context.CancelFunc
 	// rulesTop and routesTop are the lines of the two lists' headers, as last drawn.
 	rulesTop, routesTop int
+	// detail shows the route or rule under the cursor whole; detailRule is the rule shown.
+	detail     *components.Detail
+	detailRule *engine.Rule
 
-	keys struct{ NextTable, PrevTable, Focus, Filter, ClearFilter key.Binding }
+	keys struct{ NextTable, PrevTable, Focus, Filter, ClearFilter, Detail key.Binding }
 }
 
 type routeFilterMsg struct {
@@ -56,6 +60,7 @@ func NewRouting(c *common.Common) *Routing {
 	p.keys.Focus = common.Bind("s", "rules ⇄ routes", "s")
 	p.keys.Filter = common.Bind("/", "filter by address, prefix, dev", "/")
 	p.keys.ClearFilter = common.Bind("esc", "clear filter", "esc")
+	p.keys.Detail = common.Bind("enter", "the route or rule in full", "enter")
 	p.rules = components.NewTable(c.Styles,
 		components.Column{Title: "PRIO", Width: 6},
 		components.Column{Title: "FAM", Width: 4, Drop: 1},
@@ -65,6 +70,7 @@ func NewRouting(c *common.Common) *Routing {
 	p.rules.Focused = false
 	p.rules.Empty = "no rules"
 	p.rules.Cell = p.ruleCells
+	p.rules.Key = func(i int) string { return p.state.Rules[i].Args(p.state.TableName) }
 	p.routes = components.NewTable(c.Styles,
 		components.Column{Title: "DESTINATION", Width: 18, Flex: true, Min: 14},
 		components.Column{Title: "GATEWAY", Width: 15},
@@ -75,6 +81,18 @@ func NewRouting(c *common.Common) *Routing {
 		components.Column{Title: "SCOPE", Width: 6, Drop: 5},
 	)
 	p.routes.Cell = p.routeCells
+	p.routes.Key = func(i int) string {
+		// What tells routes of a table apart, formatted cheaply: SetRows may ask thousands.
+		r := &p.state.Routes[p.rows[i]]
+		b := r.Dst.AppendTo(make([]byte, 0, 48))
+		b = append(b, ' ')
+		b = append(b, r.Type...)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(r.Metric), 10)
+		b = append(b, ' ')
+		b = strconv.AppendInt(b, int64(r.TOS), 10)
+		return string(b)
+	}
 	p.routes.Empty = "no routes"
 	filter := components.NewText(c.Styles, "filter", "Filter", "", "address, prefix, dev NAME, via GW, type; enter keeps, esc clears", nil)
 	filter.SetPlaceholder("10.1.2.3, 10.0.0.0/8, dev eth0 …")
@@ -93,14 +111,20 @@ func (p *Routing) ShortHelp() []key.Binding {
 	if p.filtering {
 		return []key.Binding{common.Bind("enter", "keep filter", "enter"), p.keys.ClearFilter}
 	}
-	return []key.Binding{p.keys.Filter, p.keys.PrevTable, p.keys.NextTable, p.keys.Focus}
+	if p.detail != nil {
+		if p.detailRule != nil {
+			return []key.Binding{common.Bind("enter", "show its table", "enter"), common.Bind("esc", "back", "esc")}
+		}
+		return []key.Binding{common.Keys.Down, common.Bind("esc", "back", "esc")}
+	}
+	return []key.Binding{common.Bind("/", "filter", "/"), common.Bind("enter", "details", "enter"), p.keys.PrevTable, p.keys.NextTable, p.keys.Focus}
 }
 
 // FullHelp implements Page.
 func (p *Routing) FullHelp() [][]key.Binding {
 	k := common.Keys
 	return [][]key.Binding{{k.Up, k.Down, k.PageUp, k.PageDown, k.Home, k.End},
-		{p.keys.PrevTable, p.keys.NextTable, p.keys.Focus, common.Bind("enter", "rule: show its table", "enter")},
+		{p.keys.PrevTable, p.keys.NextTable, p.keys.Focus, p.keys.Detail},
 		{p.keys.Filter, p.keys.ClearFilter}}
 }
 
@@ -134,6 +158,9 @@ func (p *Routing) Update(msg tea.Msg) tea.Cmd {
 			}
 		}
 		p.rules.SetRows(len(p.state.Rules))
+		// The old positions mean nothing in the new state: no rows until the filter has run
+		// (the cursor stays where it was, for the selection to be found again near it).
+		p.rows, p.routes.Rows = nil, 0
 		return p.refilter()
 	case routeFilterMsg:
 		if msg.gen == p.filterGen {
@@ -156,6 +183,16 @@ func (p *Routing) Update(msg tea.Msg) tea.Cmd {
 }
 
 func (p *Routing) key(msg tea.KeyPressMsg) tea.Cmd {
+	if p.detail != nil {
+		if r := p.detailRule; r != nil && msg.String() == "enter" {
+			p.detail, p.detailRule = nil, nil
+			return p.showTable(r)
+		}
+		if p.detail.Update(msg) {
+			p.detail, p.detailRule = nil, nil
+		}
+		return nil
+	}
 	if p.filtering {
 		switch msg.String() {
 		case "enter":
@@ -191,22 +228,8 @@ func (p *Routing) key(msg tea.KeyPressMsg) tea.Cmd {
 		return p.switchTable(+1)
 	case key.Matches(msg, p.keys.PrevTable):
 		return p.switchTable(-1)
-	case key.Matches(msg, common.Keys.Enter):
-		if p.rulesFocus && p.state != nil && p.rules.Cursor < len(p.state.Rules) {
-			r := p.state.Rules[p.rules.Cursor]
-			if r.Action == engine.ActionTable || r.Action == "" {
-				for i, t := range p.index.Tables {
-					if t == r.Table {
-						p.table = i
-						p.rulesFocus = false
-						p.rules.Focused, p.routes.Focused = false, true
-						p.routes.MoveTo(0)
-						return p.refilter()
-					}
-				}
-				return common.Status(fmt.Sprintf("table %s holds no routes", p.state.TableName(r.Table)))
-			}
-		}
+	case key.Matches(msg, p.keys.Detail):
+		p.openDetail()
 	default:
 		if p.rulesFocus {
 			p.rules.Update(msg)
@@ -217,12 +240,60 @@ func (p *Routing) key(msg tea.KeyPressMsg) tea.Cmd {
 	return nil
 }
 
+// openDetail shows the rule or route under the cursor whole.
+func (p *Routing) openDetail() {
+	if p.state == nil {
+		return
+	}
+	names := p.state.TableName
+	if p.rulesFocus {
+		if p.rules.Cursor >= len(p.state.Rules) {
+			return
+		}
+		r := p.state.Rules[p.rules.Cursor]
+		p.detail = components.NewDetail(p.c.Styles, fmt.Sprintf("Rule %d", r.Priority),
+			"Rule", "ip "+r.Family.Flag()+" rule add "+r.Args(names), "Selects", r.Selectors(), "Then", r.ActionString(names))
+		if r.Action == engine.ActionTable || r.Action == "" {
+			p.detailRule = &r
+			p.detail.Hint = "enter shows table " + names(r.Table)
+		}
+		return
+	}
+	if p.routes.Rows == 0 {
+		return
+	}
+	r := &p.state.Routes[p.rows[p.routes.Cursor]]
+	cells := p.routeCells(p.routes.Cursor)
+	p.detail = components.NewDetail(p.c.Styles, "Route in table "+names(r.Table),
+		"Route", "ip "+r.Family.Flag()+" route add "+r.Args(names), "Destination", cells[0])
+	for _, f := range [][2]string{{"Gateway", cells[1]}, {"Device", cells[2]}, {"Source", cells[3]}, {"Metric", cells[4]},
+		{"Protocol", cells[5]}, {"Scope", cells[6]}} {
+		if f[1] != "" {
+			p.detail.Add(f[0], f[1])
+		}
+	}
+}
+
+// showTable shows the routes of the table a rule looks up.
+func (p *Routing) showTable(r *engine.Rule) tea.Cmd {
+	for i, t := range p.index.Tables {
+		if t == r.Table {
+			p.table = i
+			p.rulesFocus = false
+			p.rules.Focused, p.routes.Focused = false, true
+			p.routes.Reset()
+			return p.refilter()
+		}
+	}
+	return common.Status(fmt.Sprintf("table %s holds no routes", p.state.TableName(r.Table)))
+}
+
 func (p *Routing) switchTable(d int) tea.Cmd {
 	if p.index == nil || len(p.index.Tables) == 0 {
 		return nil
 	}
 	p.table = (p.table + d + len(p.index.Tables)) % len(p.index.Tables)
-	p.routes.MoveTo(0)
+	p.routes.Reset()
 	return p.refilter()
 }
 
@@ -314,6 +385,9 @@ func (p *Routing) View(width, height int) string {
 	st := p.c.Styles
 	if p.state == nil {
 		return components.Lines(st.Dim.Render("  reading state…"), width, height)
+	}
+	if p.detail != nil {
+		return p.detail.View(width, height)
 	}
 	// Rules get up to a third of the page: they are few but decide everything.
 	rulesH := min(len(p.state.Rules)+1, max(height/3, 3))

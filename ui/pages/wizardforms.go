@@ -14,7 +14,8 @@ import (
 )
 
 // This file describes the form of each wizard: its fields, named like the wizard's flags so
-// that a finding's fix (`--uplink eth0:10.0.0.1`) fills the form, and how the
+// that a finding's fix (`--uplink eth0:10.0.0.1`) fills the form, in the order the flags are
+// documented (the usage line of `roundtrip wizard NAME --help`, then the rest), and how the
 // fields become the wizard's options. Fields check their syntax as they are typed; the
 // wizard's own Validate checks them against the host.
 
@@ -102,10 +103,10 @@ var specs = []wizardSpec{
 				components.NewText(st, "local", "Local", "", "this host's underlay address", requiredAddr),
 				components.NewText(st, "remote", "Remote", "", "the peer's underlay address", requiredAddr),
 				components.NewText(st, "address", "Tunnel address", "", "this end's address in the tunnel, ADDR/LEN", requiredPrefix),
-				components.NewText(st, "peer-address", "Peer address", "", "the other end's (empty: the other address of the network)", optionalAddr),
 				components.NewText(st, "route", "Routes", "", "networks sent into the tunnel", listOf(validPrefix, false)),
-				components.NewText(st, "peer-route", "Peer routes", "", "networks the peer sends back (empty: this host's)", listOf(validPrefix, false)),
 				components.NewChoice("uplink-only", "Uplink only", yesNo, "no", "only the upstream goes through the tunnel; replies come back directly"),
+				components.NewText(st, "peer-address", "Peer address", "", "the other end's (empty: the other address of the network)", optionalAddr),
+				components.NewText(st, "peer-route", "Peer routes", "", "networks the peer sends back (empty: this host's)", listOf(validPrefix, false)),
 				components.NewText(st, "name", "Interface", "", "the tunnel interface (empty: rt-TYPE)", nil),
 				components.NewText(st, "vni", "VNI", "", fmt.Sprintf("vxlan only (empty: %d)", wizards.DefaultVNI), optionalNumber),
 				components.NewText(st, "port", "UDP port", "", fmt.Sprintf("vxlan only (empty: %d)", wizards.DefaultVXLANPort), optionalNumber),
@@ -151,8 +152,8 @@ var specs = []wizardSpec{
 			return []*components.Field{
 				components.NewText(st, "from", "From networks", "", "whose traffic is forwarded (empty: the networks of In)", listOf(validPrefix, false)),
 				components.NewText(st, "to", "To networks", "", "the networks reached (empty: the networks of Out)", listOf(validPrefix, false)),
-				components.NewText(st, "in", "In", "", "where the traffic comes in (empty: where From is routed)", nil),
 				components.NewText(st, "out", "Out", "", "the interface toward the far network", required),
+				components.NewText(st, "in", "In", "", "where the traffic comes in (empty: where From is routed)", nil),
 				components.NewText(st, "to-source", "SNAT to", "", "the address to translate to (empty: this host's on Out)", optionalAddr),
 			}
 		},
@@ -215,6 +216,20 @@ var specs = []wizardSpec{
 			return o, nil
 		},
 	},
+}
+
+// WizardFields returns the flags a wizard's form asks for, in the form's order (nil for an
+// unknown wizard).
+func WizardFields(name string) []string {
+	i := specByName(name)
+	if i < 0 {
+		return nil
+	}
+	var out []string
+	for _, f := range specs[i].fields(common.NewStyles(common.ModePlain)) {
+		out = append(out, f.Key)
+	}
+	return out
 }
 
 func specByName(name string) int {

@@ -10,9 +10,11 @@ import (
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
+	"github.com/charmbracelet/x/ansi"
 
 	"roundtrip/engine"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/safefile"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 	"roundtrip/wizards"
@@ -34,6 +36,8 @@ const (
 	dialogNone = iota
 	dialogApply
 	dialogRollback
+	dialogSave // the file name to save the script to
+	dialogCopy // the command, shown to copy by hand too
 )
 
 // Wizards fills a wizard's form, shows the plan as the script it stands for and as a diff of
@@ -48,12 +52,23 @@ type Wizards struct {
 	editing bool
 	from    string // the finding the wizard was opened from
 	fillErr error
+	// fromArgs are the flags the finding filled in, guessed what the console guessed for it
+	// (a gateway), and missing the fields still without a value when it was opened.
+	fromArgs    []string
+	fromGuessed []string
+	fromMissing []string
+	fromSays    string // the fix's own word on what it could not know
+
+	// offers are the host's uplinks with the gateways found for them (routes, neighbours).
+	offers   []uplinkOffer
+	ifaces   []string
+	neighGen int
 
 	planGen  int
 	planning bool
 	result   *wizards.Result
 	planErr  error
-	diff     string
+	diff     []string
 	args     []string
 
 	pane   int
@@ -80,16 +95,33 @@ type Wizards struct {
 	history     []*kernel.Journal
 	historyErr  error
 	histSel     int
+	detail      *components.Detail
 
-	keys struct{ Prev, Next, Edit, Pane, Fold, Apply, Rollback, History key.Binding }
+	saveForm *components.Form
+	copyFix  engine.Fix // the command copied, as the fix type renders and quotes it
+	copyText string
+
+	keys struct{ Prev, Next, Edit, Pane, Fold, Apply, Rollback, History, Save, Copy, Detail key.Binding }
 }
 
 type planMsg struct {
 	gen  int
 	res  *wizards.Result
 	err  error
-	diff string
+	diff []string
 	args []string
+}
+
+type neighboursMsg struct {
+	gen   int
+	state *engine.State
+	neigh []kernel.Neighbour
+}
+
+type savedMsg struct {
+	paths    []string
+	warnings []string
+	err      error
 }
 
 type applyProgressMsg struct {
@@ -129,6 +161,9 @@ func NewWizards(c *common.Common) *Wizards {
 	p.keys.Apply = common.Bind("a", "apply…", "a")
 	p.keys.Rollback = common.Bind("u", "roll back…", "u")
 	p.keys.History = common.Bind("H", "history", "H")
+	p.keys.Save = common.Bind("s", "save script", "s")
+	p.keys.Copy = common.Bind("c", "copy command", "c")
+	p.keys.Detail = common.Bind("enter", "history: the apply in full", "enter")
 	for _, s := range specs {
 		f := components.NewForm(c.Styles, s.fields(c.Styles)...)
 		p.forms = append(p.forms, f)
@@ -149,18 +184,29 @@ func (p *Wizards) ShortHelp() []key.Binding {
 		return []key.Binding{common.Bind("enter", "apply", "enter"), common.Bind("←/→", "confirm window", "left"), common.Bind("esc", "cancel", "esc")}
 	case p.dialog == dialogRollback:
 		return []key.Binding{common.Bind("enter", "roll back", "enter"), common.Bind("esc", "cancel", "esc")}
+	case p.dialog == dialogSave:
+		return []key.Binding{common.Bind("enter", "save", "enter"), common.Bind("esc", "cancel", "esc")}
+	case p.dialog == dialogCopy:
+		return []key.Binding{common.Bind("esc", "close", "esc")}
+	case p.detail != nil:
+		return []key.Binding{common.Keys.Down, common.Bind("esc", "back", "esc")}
 	case p.editing:
 		return []key.Binding{common.Bind("tab/↓", "next field", "tab"), common.Bind("←/→", "choice", "left"), common.Bind("esc", "done", "esc")}
 	}
-	return []key.Binding{p.keys.Edit, p.keys.Apply, p.keys.Pane, p.keys.Next, p.keys.Rollback, p.keys.History}
+	return []key.Binding{p.keys.Edit, p.keys.Apply, p.keys.Pane, p.keys.Save, p.keys.Copy, p.keys.Rollback, p.keys.History, p.keys.Next}
 }
 
 // FullHelp implements Page.
 func (p *Wizards) FullHelp() [][]key.Binding {
+	if p.editing {
+		return [][]key.Binding{{common.Bind("tab/↓", "next field", "tab"), common.Bind("shift+tab/↑", "previous field", "shift+tab"),
+			common.Bind("←/→", "change a choice", "left"), common.Bind("→", "at the end: take the suggestion", "right"),
+			common.Bind("esc/enter", "leave the form", "esc")}}
+	}
 	return [][]key.Binding{
-		{p.keys.Prev, p.keys.Next, p.keys.Edit, common.Bind("esc", "leave the form", "esc")},
-		{p.keys.Pane, p.keys.Fold, p.keys.History, common.Keys.PageUp, common.Keys.PageDown},
-		{p.keys.Apply, p.keys.Rollback, common.Keys.Confirm},
+		{p.keys.Prev, p.keys.Next, p.keys.Edit},
+		{p.keys.Pane, p.keys.Fold, p.keys.History, p.keys.Detail, common.Keys.PageUp, common.Keys.PageDown},
+		{p.keys.Apply, p.keys.Rollback, common.Keys.Confirm, p.keys.Save, p.keys.Copy},
 	}
 }
 
@@ -185,7 +231,7 @@ func (p *Wizards) Applied() *kernel.Result { return p.applied }
 func (p *Wizards) replan() tea.Cmd {
 	p.planGen++
 	spec, form := specs[p.cur], p.forms[p.cur]
-	p.result, p.diff, p.args = nil, "", nil
+	p.result, p.diff, p.args = nil, nil, nil
 	if p.state == nil {
 		p.planning, p.planErr = false, nil
 		return nil
@@ -210,36 +256,117 @@ func (p *Wizards) replan() tea.Cmd {
 		res, err := w.Plan(s)
 		m := planMsg{gen: gen, res: res, err: err, args: w.Args()}
 		if err == nil {
-			m.diff = engine.Diff(s, res.Plan.Expect(s))
+			m.diff = planDiff(s, res.Plan.Expect(s))
 		}
 		return m
 	}
 }
 
-// Open selects a wizard and fills its form from flags (a finding's fix).
-func (p *Wizards) Open(name string, args []string, from string) tea.Cmd {
-	i := specByName(name)
+// Open selects a wizard and fills its form from flags (a finding's fix). What the flags leave
+// out is completed where the console knows it (an uplink's gateway) and otherwise named, so
+// that the operator sees what the finding filled in and what is still needed.
+func (p *Wizards) Open(msg common.OpenWizardMsg) tea.Cmd {
+	i := specByName(msg.Wizard)
 	if i < 0 {
-		return common.Status(fmt.Sprintf("unknown wizard %q", name))
+		return common.Status(fmt.Sprintf("unknown wizard %q", msg.Wizard))
 	}
 	p.cur = i
 	p.forms[i] = components.NewForm(p.c.Styles, specs[i].fields(p.c.Styles)...)
-	p.fillErr = fill(specs[i], p.forms[i], args)
-	p.from = from
+	form := p.forms[i]
+	// What the fix could not know (<GATEWAY>) is left out: completed below from what the
+	// console found, else named as still needed.
+	args := withoutPlaceholders(msg.Args)
+	p.fillErr = fill(specs[i], form, args)
+	p.from, p.fromArgs, p.fromGuessed, p.fromSays = msg.From, args, nil, msg.Missing
+	for _, k := range []string{"uplink", "wan"} {
+		if fl := form.Field(k); fl != nil {
+			p.fromGuessed = append(p.fromGuessed, p.completeGateways(fl)...)
+		}
+	}
+	p.offer(form)
+	p.fromMissing = missingFields(form)
 	// A fix that does not say everything (a port forward knows the SNAT, not the port) opens
 	// the form at the first field that still needs an answer.
 	p.editing = false
-	for _, fl := range p.forms[i].Fields {
+	for _, fl := range form.Fields {
 		if fl.Err != nil {
 			p.editing = true
-			p.forms[i].FocusKey(fl.Key)
+			form.FocusKey(fl.Key)
 			break
 		}
 	}
-	p.forms[i].Active = p.editing
-	p.pane, p.dialog = paneScript, dialogNone
+	form.Active = p.editing
+	p.pane, p.dialog, p.detail = paneScript, dialogNone, nil
 	p.applied, p.applyErr = nil, nil
 	return p.replan()
+}
+
+// completeGateways gives each uplink of fl named without a gateway the gateway the console
+// found for it, and returns what it added ("em1: gateway 192.168.72.253 from the neighbour
+// table").
+func (p *Wizards) completeGateways(fl *components.Field) []string {
+	var out, guessed []string
+	for _, v := range strings.Fields(fl.Value()) {
+		if !strings.Contains(v, ":") {
+			for _, o := range p.offers {
+				if o.Iface == v && o.Gateway.IsValid() {
+					v = o.String()
+					guessed = append(guessed, fmt.Sprintf("%s: gateway %s from %s", o.Iface, o.Gateway, o.From))
+				}
+			}
+		}
+		out = append(out, v)
+	}
+	if len(guessed) > 0 {
+		fl.SetValue(strings.Join(out, " "))
+	}
+	return guessed
+}
+
+// offer puts the host's uplinks and interfaces into the fields that take them, as
+// suggestions (→ takes one) and as the example shown in an empty field.
+func (p *Wizards) offer(f *components.Form) {
+	var ups, said []string
+	for _, o := range p.offers {
+		ups = append(ups, o.String())
+		if o.From != "" {
+			said = append(said, fmt.Sprintf("%s (gateway from %s)", o, o.From))
+		} else {
+			said = append(said, o.String()+" (no gateway found)")
+		}
+	}
+	for _, fl := range f.Fields {
+		var entries []string
+		note := ""
+		switch fl.Key {
+		case "uplink", "wan":
+			entries, note = ups, "here: "+strings.Join(said, ", ")
+		case "in", "out", "lan":
+			entries, note = p.ifaces, "here: "+strings.Join(p.ifaces, ", ")
+		default:
+			continue
+		}
+		fl.SetSuggestions(entries)
+		if len(entries) > 0 {
+			fl.SetPlaceholder(entries[0] + " (→)")
+			fl.Note = note + "; → at the end of the field takes the one shown"
+		}
+	}
+}
+
+// readNeighbours reads the neighbour table for the gateway suggestions (a snapshot has none).
+func (p *Wizards) readNeighbours(s *engine.State) tea.Cmd {
+	p.neighGen++
+	gen, b, ctx := p.neighGen, p.c.Backend, p.c.Ctx
+	return func() tea.Msg {
+		var neigh []kernel.Neighbour
+		if b.Live() {
+			// Without the neighbours the gateways still come from routes: an error only
+			// makes the suggestions poorer.
+			neigh, _ = b.Neighbours(ctx)
+		}
+		return neighboursMsg{gen: gen, state: s, neigh: neigh}
+	}
 }
 
 // Update implements Page.
@@ -248,12 +375,44 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 	case common.StateMsg:
 		if msg.Err == nil {
 			p.state = msg.State
-			return p.replan()
+			p.offers, p.ifaces = uplinkOffers(msg.State, nil), ifaceOffers(msg.State)
+			for _, f := range p.forms {
+				p.offer(f)
+			}
+			return tea.Batch(p.replan(), p.readNeighbours(msg.State))
+		}
+	case neighboursMsg:
+		if msg.gen == p.neighGen && msg.state == p.state {
+			p.offers = uplinkOffers(msg.state, msg.neigh)
+			for _, f := range p.forms {
+				p.offer(f)
+			}
 		}
 	case common.OpenWizardMsg:
-		return p.Open(msg.Wizard, msg.Args, msg.From)
+		return p.Open(msg)
 	case common.PendingMsg:
 		p.pending = msg.Journal
+	case common.JournalMsg:
+		// The journal as it is now: confirmed elsewhere, rolled back by the revert timer.
+		j := msg.Journal
+		if p.applied != nil && p.applied.Journal != nil && p.applied.Journal.ID == j.ID {
+			p.applied.Journal = j
+		}
+		if p.pending != nil && p.pending.ID == j.ID && j.Status != kernel.StatusPending {
+			p.pending = nil
+		}
+		if p.pane == paneHistory || p.dialog == dialogRollback {
+			return p.loadHistory()
+		}
+	case savedMsg:
+		if msg.err != nil {
+			return common.StatusError(msg.err)
+		}
+		text := "saved " + strings.Join(msg.paths, " and ") + ": run it as root (sh FILE)"
+		if len(msg.warnings) > 0 {
+			text += "; note: " + strings.Join(msg.warnings, "; ")
+		}
+		return common.Status(text)
 	case planMsg:
 		if msg.gen == p.planGen {
 			p.planning = false
@@ -289,8 +448,18 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 			p.lockout, p.lockoutCheck = &msg.lo, false
 		}
 	case historyMsg:
+		// The selection stays on the same apply when a new one comes on top.
+		var sel string
+		if p.histSel < len(p.history) {
+			sel = p.history[p.histSel].ID
+		}
 		p.history, p.historyErr = msg.js, msg.err
 		p.histSel = min(p.histSel, max(len(p.history)-1, 0))
+		for i, j := range p.history {
+			if j.ID == sel {
+				p.histSel = i
+			}
+		}
 	case tea.KeyPressMsg:
 		return p.key(msg)
 	case tea.MouseWheelMsg:
@@ -331,6 +500,32 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 			p.dialog = dialogNone
 		}
 		return nil
+	case dialogSave:
+		switch msg.String() {
+		case "enter":
+			p.dialog = dialogNone
+			return p.save(p.saveForm.Get("path"))
+		case "esc":
+			p.dialog = dialogNone
+			return nil
+		}
+		_, cmd := p.saveForm.Update(msg)
+		return cmd
+	case dialogCopy:
+		switch msg.String() {
+		case "esc", "enter", "c", "q":
+			p.dialog = dialogNone
+		}
+		return nil
+	}
+	if p.detail != nil {
+		if !key.Matches(msg, p.keys.Rollback) {
+			if p.detail.Update(msg) {
+				p.detail = nil
+			}
+			return nil
+		}
+		p.detail = nil
 	}
 	if p.editing {
 		switch msg.String() {
@@ -345,6 +540,10 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 		return cmd
 	}
 	switch {
+	case p.pane == paneHistory && key.Matches(msg, p.keys.Detail):
+		if p.histSel < len(p.history) {
+			p.detail = journalDetail(p.c.Styles, p.history[p.histSel])
+		}
 	case key.Matches(msg, p.keys.Edit):
 		p.editing, p.forms[p.cur].Active = true, true
 	case key.Matches(msg, p.keys.Next):
@@ -404,6 +603,25 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 		}
 		p.dialog = dialogRollback
 		return p.loadHistory()
+	case key.Matches(msg, p.keys.Save):
+		if p.result == nil || len(p.result.Plan.Changes) == 0 {
+			return common.Status("no plan with changes to save")
+		}
+		path := components.NewText(p.c.Styles, "path", "Save to", "roundtrip-"+specs[p.cur].name+".sh",
+			"a new file (an existing one is never replaced); the other end's script, if any, goes next to it", nil)
+		p.saveForm = components.NewForm(p.c.Styles, path)
+		p.saveForm.Active = true
+		p.dialog = dialogSave
+	case key.Matches(msg, p.keys.Copy):
+		if p.args == nil {
+			return common.Status("no command yet: the form does not plan")
+		}
+		p.copyFix = engine.Fix{Wizard: specs[p.cur].name, Args: p.args}
+		p.copyText = p.copyFix.Command()
+		p.dialog = dialogCopy
+		// OSC 52 puts it in the terminal's clipboard, through SSH and tmux; terminals that do
+		// not take it leave the box to copy from.
+		return tea.Batch(tea.SetClipboard(p.copyText), common.Status("copied to the clipboard (OSC 52): "+p.copyText))
 	case p.pane == paneHistory && key.Matches(msg, common.Keys.Up):
 		p.histSel = max(p.histSel-1, 0)
 	case p.pane == paneHistory && key.Matches(msg, common.Keys.Down):
@@ -428,6 +646,65 @@ func (p *Wizards) checkLockout() tea.Cmd {
 	p.lockoutCheck = true
 	s, plan := p.state, p.result.Plan
 	return func() tea.Msg { return lockoutMsg{plan: plan, lo: engine.CheckLockout(s, plan.Expect(s), sess)} }
+}
+
+// save writes the plan's script (and the other end's, when the plan has one) to new files.
+func (p *Wizards) save(path string) tea.Cmd {
+	if path == "" {
+		return common.Status("no file name: nothing saved")
+	}
+	res := p.result
+	if res == nil {
+		return nil
+	}
+	return func() tea.Msg {
+		abs, warnings, err := saveFile(path, res.Script(), safefile.ModeScript)
+		if err != nil {
+			return savedMsg{err: err}
+		}
+		paths := []string{abs}
+		if res.Peer != nil {
+			peer := strings.TrimSuffix(path, ".sh") + "-peer.sh"
+			pabs, pw, err := saveFile(peer, []byte(res.PeerScript()), safefile.ModeScript)
+			warnings = append(warnings, pw...)
+			if err != nil {
+				return savedMsg{err: fmt.Errorf("saved %s, but not the other end's script: %w", abs, err)}
+			}
+			paths = append(paths, pabs+" (for "+res.PeerHost+")")
+		}
+		return savedMsg{paths: paths, warnings: warnings}
+	}
+}
+
+// journalDetail shows one apply of the history in full.
+func journalDetail(st *common.Styles, j *kernel.Journal) *components.Detail {
+	d := components.NewDetail(st, "Apply "+j.ID, "Status", j.Status, "Command", j.Intent)
+	if t := j.JournalHead.Started; !t.IsZero() {
+		d.Add("Started", t.Local().Format("2006-01-02 15:04:05"))
+	}
+	if !j.ConfirmBy.IsZero() {
+		d.Add("Confirm by", j.ConfirmBy.Local().Format("15:04:05"))
+	}
+	if !j.ConfirmedAt.IsZero() {
+		d.Add("Confirmed", j.ConfirmedAt.Local().Format("15:04:05"))
+	}
+	if !j.EndedAt.IsZero() {
+		d.Add("Rolled back", j.EndedAt.Local().Format("15:04:05"))
+	}
+	if j.Reason != "" {
+		d.Add("Why", j.Reason)
+	}
+	for _, e := range j.Errors {
+		d.Add("Error", e)
+	}
+	for _, dr := range j.Drift {
+		d.Add("Drift", dr)
+	}
+	for i, st := range j.Steps {
+		d.Add(fmt.Sprintf("Step %d", i+1), st.Summary())
+	}
+	d.Hint = "u rolls it back"
+	return d
 }
 
 func (p *Wizards) loadHistory() tea.Cmd {
@@ -504,9 +781,7 @@ func (p *Wizards) View(width, height int) string {
 	if ro := p.c.Backend.ReadOnly(); ro != "" {
 		top = append(top, st.Warning.Render(components.Fit("  "+ro, width)))
 	}
-	if p.from != "" {
-		top = append(top, st.Dim.Render(components.Fit("  filled from the finding "+p.from, width)))
-	}
+	top = append(top, p.fromLines(width)...)
 	if p.fillErr != nil {
 		top = append(top, st.Error.Render(components.Fit("  ✗ "+p.fillErr.Error(), width)))
 	}
@@ -552,6 +827,16 @@ func (p *Wizards) View(width, height int) string {
 	case p.dialog == dialogRollback:
 		title = " Roll back"
 		body = p.rollbackDialog(width)
+	case p.dialog == dialogSave:
+		title = " Save the plan as a script   (enter saves, esc cancels)"
+		body = append(strings.Split(p.saveForm.View(width), "\n"), strings.Split(p.saveForm.FocusNote(width), "\n")...)
+	case p.dialog == dialogCopy:
+		title = " Copy the command   (esc closes)"
+		body = p.copyBox(width)
+	case p.detail != nil:
+		p.pager.SetLines(nil)
+		out := strings.Join(top, "\n") + "\n" + p.detail.View(width, rest+1)
+		return components.Lines(out, width, height)
 	case showsApply:
 		title = " Apply"
 		body = p.applyStatus(width)
@@ -563,17 +848,17 @@ func (p *Wizards) View(width, height int) string {
 		body = p.historyLines(width)
 	case p.pane == paneDiff:
 		title = " Plan as a diff of the state   (d: as a script)"
-		body = p.diffLines()
+		body = p.diffLines(width)
 	default:
-		title = " Plan as a script   (d: as a diff of the state, z: unfold helpers)"
+		title = " Plan as a script   (d: as a diff of the state, z: unfold helpers, s: save)"
 		if p.result != nil {
 			body = strings.Split(strings.TrimSuffix(string(p.result.Script()), "\n"), "\n")
 			if !p.unfold {
 				body = foldFunctions(body)
-				title = " Plan as a script   (d: as a diff of the state, z: unfold helpers)"
 			} else {
-				title = " Plan as a script   (d: as a diff of the state, z: fold helpers)"
+				title = " Plan as a script   (d: as a diff of the state, z: fold helpers, s: save)"
 			}
+			body = wrapLines(body, width, st.Dim.Render("  ↪ "), nil)
 		}
 	}
 	p.pager.SetLines(body)
@@ -581,24 +866,103 @@ func (p *Wizards) View(width, height int) string {
 	return components.Lines(out, width, height)
 }
 
-func (p *Wizards) diffLines() []string {
+func (p *Wizards) diffLines(width int) []string {
 	st := p.c.Styles
 	if p.result == nil {
 		return nil
 	}
-	if p.diff == "" {
+	if len(p.diff) == 0 {
 		return []string{st.Dim.Render("  no difference")}
 	}
-	var out []string
-	for _, l := range strings.Split(strings.TrimSuffix(p.diff, "\n"), "\n") {
+	style := func(l string) string {
 		switch {
 		case strings.HasPrefix(l, "+"):
-			out = append(out, st.OK.Render(l))
+			return st.OK.Render(l)
 		case strings.HasPrefix(l, "-"):
-			out = append(out, st.Error.Render(l))
-		default:
-			out = append(out, l)
+			return st.Error.Render(l)
 		}
+		return l
+	}
+	return wrapLines(p.diff, width, "    ", style)
+}
+
+// wrapLines breaks each line longer than width, continuation lines starting with cont, so that
+// no line of a plan is cut; the text itself (a script's indentation) is kept as it is. style,
+// when set, styles each piece as the whole line would be.
+func wrapLines(lines []string, width int, cont string, style func(string) string) []string {
+	var out []string
+	cw := ansi.StringWidth(cont)
+	for _, l := range lines {
+		first := true
+		for {
+			limit := width
+			if !first {
+				limit = width - cw
+			}
+			if limit < 8 || ansi.StringWidth(l) <= limit {
+				break
+			}
+			// Break at the last space that leaves something on the line, else mid-word.
+			head := ansi.Truncate(l, limit, "")
+			if i := strings.LastIndex(head, " "); i > 0 && strings.TrimSpace(head[:i]) != "" {
+				head = head[:i+1]
+			}
+			out = append(out, wrapPiece(head, first, cont, style))
+			l, first = strings.TrimLeft(l[len(head):], " "), false
+		}
+		out = append(out, wrapPiece(l, first, cont, style))
+	}
+	return out
+}
+
+func wrapPiece(piece string, first bool, cont string, style func(string) string) string {
+	if style != nil {
+		piece = style(piece)
+	}
+	if !first {
+		piece = cont + piece
+	}
+	return piece
+}
+
+// copyBox shows the command to copy by hand where the terminal took no OSC 52: a flag with its
+// value per line where the width asks for it, each line but the last ending in a backslash, so
+// that pasting it runs it as one command.
+func (p *Wizards) copyBox(width int) []string {
+	st := p.c.Styles
+	out := []string{st.Dim.Render("  sent to the terminal's clipboard; to copy by hand, select these lines:"), ""}
+	return append(out, p.copyFix.CommandLines("  ", "      ", width-2)...)
+}
+
+// fromLines say where the form's values came from: the finding, what it filled in, what the
+// console added, and what is still needed.
+func (p *Wizards) fromLines(width int) []string {
+	if p.from == "" {
+		return nil
+	}
+	st := p.c.Styles
+	var out []string
+	add := func(style func(...string) string, text string) {
+		for _, l := range components.Wrap(text, width-2, "  ") {
+			out = append(out, style("  "+l))
+		}
+	}
+	switch {
+	case len(p.fromArgs) == 0:
+		add(st.Dim.Render, "from the finding "+p.from+", whose fix names no flags")
+	default:
+		add(st.Dim.Render, "filled from the finding "+p.from)
+	}
+	for _, g := range p.fromGuessed {
+		add(st.Dim.Render, "added "+g)
+	}
+	var needed []string
+	if p.fromSays != "" && len(p.fromGuessed) == 0 {
+		needed = append(needed, p.fromSays)
+	}
+	needed = append(needed, p.fromMissing...)
+	if len(needed) > 0 {
+		add(st.Warning.Render, "still needed: "+strings.Join(needed, "; "))
 	}
 	return out
 }
@@ -675,19 +1039,39 @@ func (p *Wizards) applyStatus(width int) []string {
 			out = append(out, st.Error.Render("  "+l))
 		}
 	case p.applied != nil && p.applied.Journal != nil:
-		out = append(out, st.OK.Render(fmt.Sprintf("  ✓ applied: journal %s, %d step(s)", p.applied.Journal.ID, len(p.applied.Journal.Steps))))
-		if p.pending != nil && p.pending.ID == p.applied.Journal.ID {
-			left := p.pending.ConfirmBy.Sub(p.c.Now())
-			out = append(out, st.Warning.Render(fmt.Sprintf("  ⚠ reverting in %s — press y to keep the changes", common.Countdown(left))))
+		j := p.applied.Journal
+		head := fmt.Sprintf("journal %s, %d step(s)", j.ID, len(j.Steps))
+		switch j.Status {
+		case kernel.StatusRolledBack:
+			why := j.Reason
+			if why == "" {
+				why = "rolled back"
+			}
+			for _, l := range components.Wrap(fmt.Sprintf("↺ rolled back (%s): %s; the host is as before the apply", why, head), width-2, "  ") {
+				out = append(out, st.Warning.Render("  "+l))
+			}
+		case kernel.StatusRollbackFailed:
+			out = append(out, st.Error.Render("  ✗ the rollback of "+head+" failed: the host is half way"))
+			for _, e := range j.Errors {
+				for _, l := range components.Wrap(e, width-4, "  ") {
+					out = append(out, st.Error.Render("    "+l))
+				}
+			}
+		case kernel.StatusConfirmed:
+			out = append(out, st.OK.Render("  ✓ applied and confirmed: "+head))
+		default:
+			out = append(out, st.OK.Render("  ✓ applied: "+head))
+			if p.pending != nil && p.pending.ID == j.ID {
+				left := p.pending.ConfirmBy.Sub(p.c.Now())
+				out = append(out, st.Warning.Render(fmt.Sprintf("  ⚠ reverting in %s — press y to keep the changes", common.Countdown(left))))
+			}
 		}
 		for _, d := range p.applied.Drift {
 			out = append(out, st.Warning.Render("  drift: "+d))
 		}
 	}
-	for _, l := range p.progress {
-		out = append(out, "  "+components.Cut(l, width-2))
-	}
-	return out
+	// Every step whole: a step cut at the edge is a step the operator cannot check.
+	return append(out, wrapLines(prefixAll("  ", p.progress), width, "      ", nil)...)
 }
 
 func (p *Wizards) historyLines(width int) []string {
@@ -733,6 +1117,14 @@ func foldFunctions(lines []string) []string {
 			}
 		}
 		out = append(out, l)
+	}
+	return out
+}
+
+func prefixAll(prefix string, lines []string) []string {
+	out := make([]string, len(lines))
+	for i, l := range lines {
+		out[i] = prefix + l
 	}
 	return out
 }
