@@ -30,6 +30,9 @@ type DiagnoseOptions struct {
 	ForwardWait, ReplyWait time.Duration
 	// State is the namespace's state to trace with; nil reads it from the kernel.
 	State *engine.State
+	// Ready, when set, is called once the capture keeps packets: a client started after it is
+	// seen from its first packet.
+	Ready func()
 }
 
 // Outcomes of a diagnosis.
@@ -116,7 +119,7 @@ func Diagnose(ctx context.Context, opts DiagnoseOptions, emit func(Event) error)
 	var doneAt time.Time
 	sum, err := Capture(ctx, CaptureOptions{
 		Namespace: opts.Namespace, Ifaces: opts.Ifaces, Filter: filter, Duration: opts.Timeout,
-		Pcap: opts.Pcap, ForwardWait: opts.ForwardWait, ReplyWait: opts.ReplyWait,
+		Pcap: opts.Pcap, ForwardWait: opts.ForwardWait, ReplyWait: opts.ReplyWait, Ready: opts.Ready,
 		Done: func(c *Correlator, now time.Time) bool {
 			completed, failed := c.state(match)
 			if (completed || failed) && doneAt.IsZero() {

@@ -213,6 +213,11 @@ Examples:
 			if pcap != nil {
 				opts.Pcap = pcap
 			}
+			// As tcpdump's "listening on": from here on no packet is missed (on stderr, so
+			// that --json output stays one object per line).
+			opts.Ready = func() {
+				fmt.Fprintf(inv.Stderr, "roundtrip capture: listening (%s); Ctrl-C to stop\n", captureScope(inv, opts.Ifaces))
+			}
 			pr := newEventPrinter(inv)
 			sum, err := diagnose.Capture(inv.Ctx, opts, pr.emit)
 			err = closePcap(pcap, sum != nil, err)
@@ -235,4 +240,16 @@ Examples:
 			return nil
 		},
 	}
+}
+
+// captureScope names where a capture listens, for its start line.
+func captureScope(inv *Invocation, ifaces []string) string {
+	where := "every interface"
+	if len(ifaces) > 0 {
+		where = strings.Join(ifaces, ", ")
+	}
+	if inv.NetNS != "" {
+		where += " of namespace " + inv.NetNS
+	}
+	return engine.TermSafe(where)
 }

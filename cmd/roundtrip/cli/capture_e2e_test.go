@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -30,14 +31,31 @@ type cliResult struct {
 
 // runCLIAsync starts a command and returns a channel with its result.
 func runCLIAsync(t *testing.T, args ...string) <-chan cliResult {
+	t.Helper()
 	done := make(chan cliResult, 1)
+	var out, errb syncBuffer
 	go func() {
-		code, out, errs := runCLI(t, args...)
-		done <- cliResult{code, out, errs}
+		code := Run(context.Background(), args, strings.NewReader(""), &out, &errb)
+		done <- cliResult{code, out.String(), errb.String()}
 	}()
-	// The command reads the host state and opens its rings before it captures.
-	time.Sleep(700 * time.Millisecond)
-	return done
+	// The command reads the host state and opens its rings before it captures; it says on
+	// stderr when a client started from then on is seen whole (or it ends, having failed).
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case r := <-done:
+			done <- r
+			return done
+		default:
+		}
+		if e := errb.String(); strings.Contains(e, "listening (") || strings.Contains(e, "start the client now") {
+			return done
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%v: not capturing after 30s: %s", args, errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // captureEvent is one NDJSON line of capture --json.

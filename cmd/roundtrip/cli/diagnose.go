@@ -69,7 +69,9 @@ Examples:
 				opts.Pcap = pcap
 			}
 			pr := newEventPrinter(inv)
-			if !inv.JSON {
+			// Only once the rings are open is a client seen from its first packet: say "now"
+			// then, not before (on stderr, so that --json output stays one object per line).
+			opts.Ready = func() {
 				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: watching the flow for up to %s; start the client now\n", timeout)
 			}
 			v, err := diagnose.Diagnose(inv.Ctx, opts, pr.emit)
