@@ -205,48 +205,9 @@ func (p *Plan) Pending(s *State) *Plan {
 			flushes = append(flushes, c)
 			continue
 		}
-		if c.inEffect(s, routes) {
-			continue
+		if c, ok := settle(c, s, routes); ok {
+			out.Changes = append(out.Changes, c)
 		}
-		// A removal names its object by identity; the change carries the object as it is, so
-		// that the kernel is asked to delete exactly that (and the summary shows it).
-		if c.Op == OpDelete {
-			switch c.Kind {
-			case KindRoute:
-				if same := routes(identOf(*c.Route)); len(same) > 0 {
-					r := same[0]
-					c.Route = &r
-				}
-			case KindRule:
-				if i := slices.IndexFunc(s.Rules, func(r Rule) bool { return sameRule(r, *c.Rule) }); i >= 0 {
-					r := s.Rules[i]
-					c.Rule = &r
-				}
-			case KindAddress:
-				if l := s.LinkByName(c.Address.Dev); l != nil {
-					if i := slices.IndexFunc(l.Addrs, func(a Address) bool { return a.Prefix == c.Address.Prefix }); i >= 0 {
-						c.Address = &LinkAddress{Dev: l.Name, Address: l.Addrs[i]}
-					}
-				}
-			}
-		}
-		switch c.Kind {
-		case KindRoute:
-			if c.Op != OpDelete {
-				c.Op = OpAdd
-				if len(routes(identOf(*c.Route))) > 0 {
-					c.Op = OpReplace
-				}
-			}
-		case KindLink:
-			if c.Op != OpDelete {
-				c.Op = OpAdd
-				if s.LinkByName(c.Link.Name) != nil {
-					c.Op = OpSet
-				}
-			}
-		}
-		out.Changes = append(out.Changes, c)
 	}
 	if len(out.Changes) > 0 {
 		out.Changes = append(out.Changes, flushes...)
@@ -255,6 +216,53 @@ func (p *Plan) Pending(s *State) *Plan {
 		out.Changes = []Change{}
 	}
 	return &out
+}
+
+// settle reports whether a normalized change (not a conntrack flush) is pending on s, and
+// returns it as the kernel must be asked to make it: a removal carries its object as it is
+// (so that exactly that is deleted, and the summary shows it); a route add whose key exists
+// becomes a replace; a link add of an existing link becomes a set, and the reverse.
+func settle(c Change, s *State, routes routeLookup) (Change, bool) {
+	if c.inEffect(s, routes) {
+		return c, false
+	}
+	if c.Op == OpDelete {
+		switch c.Kind {
+		case KindRoute:
+			if same := routes(identOf(*c.Route)); len(same) > 0 {
+				r := same[0]
+				c.Route = &r
+			}
+		case KindRule:
+			if i := slices.IndexFunc(s.Rules, func(r Rule) bool { return sameRule(r, *c.Rule) }); i >= 0 {
+				r := s.Rules[i]
+				c.Rule = &r
+			}
+		case KindAddress:
+			if l := s.LinkByName(c.Address.Dev); l != nil {
+				if i := slices.IndexFunc(l.Addrs, func(a Address) bool { return a.Prefix == c.Address.Prefix }); i >= 0 {
+					c.Address = &LinkAddress{Dev: l.Name, Address: l.Addrs[i]}
+				}
+			}
+		}
+	}
+	switch c.Kind {
+	case KindRoute:
+		if c.Op != OpDelete {
+			c.Op = OpAdd
+			if len(routes(identOf(*c.Route))) > 0 {
+				c.Op = OpReplace
+			}
+		}
+	case KindLink:
+		if c.Op != OpDelete {
+			c.Op = OpAdd
+			if s.LinkByName(c.Link.Name) != nil {
+				c.Op = OpSet
+			}
+		}
+	}
+	return c, true
 }
 
 // Validate checks the plan against the state it will be applied to, change by change on the
@@ -529,6 +537,9 @@ type model struct {
 	byID   map[routeID][]int // positions in st.Routes
 	dead   map[int]bool      // positions removed since the last reindex
 	direct []Route           // routes without a gateway; nil when stale
+	// keep, when set, says which planned routes the model holds (a Settler's model keeps
+	// only those that later checks can need, so that it does not grow with the plan).
+	keep func(Route) bool
 }
 
 func newModel(s *State) *model {
@@ -602,6 +613,9 @@ func (m *model) apply(c Change) {
 		return
 	}
 	r := *c.Route
+	if m.keep != nil && !m.keep(r) {
+		return
+	}
 	if r.Dev == "" && r.Gateway.IsValid() {
 		m.onLink(r.Table, r.Gateway, "") // fills m.direct
 		r.Dev = gatewayDev(m.direct, m.st.Links, r.Table, r.Gateway)

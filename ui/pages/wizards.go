@@ -270,6 +270,13 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 		}
 		p.applying = false
 		p.applied, p.applyErr = msg.res, msg.err
+		var lo *kernel.LockoutError
+		if errors.As(msg.err, &lo) {
+			// Refused before anything changed: back to the dialog, to pick a window.
+			p.applyErr, p.dialog = nil, dialogApply
+			p.lockout = &lo.Lockout
+			return common.Status("this plan changes the route back to your SSH session: apply it with a confirmation window")
+		}
 		if msg.err != nil {
 			return tea.Batch(common.StatusError(msg.err), reload)
 		}
@@ -308,9 +315,6 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 		case "enter":
 			if p.lockoutCheck {
 				return common.Status("wait: the route back to your SSH session is being checked")
-			}
-			if p.lockout != nil && p.lockout.Changed && confirmChoices[p.confirm] == 0 {
-				return common.Status("this plan changes the route back to your SSH session: apply it with a confirmation window")
 			}
 			p.dialog = dialogNone
 			return p.apply()
@@ -445,12 +449,20 @@ func (p *Wizards) apply() tea.Cmd {
 	p.applying, p.progress, p.applied, p.applyErr = true, nil, nil, nil
 	ch := make(chan tea.Msg, 64)
 	p.applyCh = ch
-	gen, b, plan, confirm := p.applyGen, p.c.Backend, p.result.Plan, confirmChoices[p.confirm]
+	gen, b, plan := p.applyGen, p.c.Backend, p.result.Plan
+	// The Applier makes the SSH lockout check and refuses a plan that changes the route back
+	// to the session without a confirmation window.
+	opts := kernel.ApplyOptions{Confirm: confirmChoices[p.confirm]}
+	if p.c.SSH != "" {
+		if sess, err := engine.ParseSSHConnection(p.c.SSH); err == nil {
+			opts.SSH = &sess
+		}
+	}
 	// The apply must finish whatever happens to the console: it journals and undoes itself on
 	// failure, and cancelling it half way would only make it undo.
 	ctx := context.WithoutCancel(p.c.Ctx)
 	go func() {
-		res, err := b.Apply(ctx, plan, confirm, func(line string) {
+		res, err := b.Apply(ctx, plan, opts, func(line string) {
 			select {
 			case ch <- applyProgressMsg{gen: gen, line: line}:
 			default:
@@ -675,7 +687,7 @@ func (p *Wizards) applyStatus(width int) []string {
 			out = append(out, st.Error.Render("  "+l))
 		}
 	case p.applied != nil && p.applied.Journal != nil:
-		out = append(out, st.OK.Render(fmt.Sprintf("  ✓ applied: journal %s, %d step(s)", p.applied.Journal.ID, len(p.applied.Journal.Steps))))
+		out = append(out, st.OK.Render(fmt.Sprintf("  ✓ applied: journal %s, %d step(s)", p.applied.Journal.ID, p.applied.Journal.Steps)))
 		if p.pending != nil && p.pending.ID == p.applied.Journal.ID {
 			left := p.pending.ConfirmBy.Sub(p.c.Now())
 			out = append(out, st.Warning.Render(fmt.Sprintf("  ⚠ reverting in %s — press y to keep the changes", common.Countdown(left))))

@@ -250,7 +250,7 @@ func lockWatch(store *kernel.Store) (func(), error) {
 func watchStatus(inv *Invocation) error {
 	store, err := kernel.OpenStore(inv.Namespace())
 	if err != nil {
-		return err
+		return needsRoot("watch --status", err)
 	}
 	s, err := wizards.ReadWatchStatus(store.Dir, time.Now(), processAlive)
 	if err != nil {
@@ -297,7 +297,9 @@ func (h *watchHost) ReadState(ctx context.Context) (*engine.State, error) {
 }
 
 func (h *watchHost) Apply(ctx context.Context, p *engine.Plan) (string, error) {
-	res, err := h.applier.Apply(ctx, p, kernel.ApplyOptions{})
+	// Failing over is the watcher's whole point: it moves routes whoever is logged in over
+	// which of them.
+	res, err := h.applier.Apply(ctx, p, kernel.ApplyOptions{Force: true})
 	if err != nil {
 		return "", err
 	}
