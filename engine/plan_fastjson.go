@@ -61,7 +61,7 @@ func fastChange(b []byte, in *interner) (Change, int, bool) {
 			}
 		case "route":
 			bit = 8
-			c.Route = new(Route)
+			c.Route = p.in.route()
 			ok = p.route(c.Route)
 		case "rule":
 			bit = 16
@@ -84,7 +84,20 @@ func fastChange(b []byte, in *interner) (Change, int, bool) {
 
 // interner keeps one copy of the strings that repeat over a plan (device names, route
 // protocols), so that a million routes do not allocate a million copies of "eth0".
-type interner struct{ m map[string]string }
+type interner struct {
+	m      map[string]string
+	routes []Route // handed out one by one: one allocation for many routes
+}
+
+// route returns a new zero Route.
+func (in *interner) route() *Route {
+	if len(in.routes) == 0 {
+		in.routes = make([]Route, 256)
+	}
+	r := &in.routes[0]
+	in.routes = in.routes[1:]
+	return r
+}
 
 func (in *interner) get(b []byte) string {
 	if s, ok := in.m[string(b)]; ok {

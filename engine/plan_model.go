@@ -879,7 +879,7 @@ func applyChainToModel(st *State, c ChainSpec, op Op) {
 // routes (and secondary addresses) with it, so their inverses put those back too. It fails only
 // when before lacks what the undo needs (a sysctl's old value).
 func (c Change) Inverse(before *State) ([]Change, error) {
-	return c.normalized().inverse(before, scanRoutes(before))
+	return c.normalized().inverse(before, scanRoutes(before), true)
 }
 
 // Inverses returns the inverse of every change of the plan (Change.Inverse), all computed
@@ -888,7 +888,7 @@ func (p *Plan) Inverses(before *State) ([][]Change, error) {
 	routes := indexRoutes(before)
 	out := make([][]Change, len(p.Changes))
 	for i, c := range p.Changes {
-		inv, err := c.normalized().inverse(before, routes)
+		inv, err := c.normalized().inverse(before, routes, true)
 		if err != nil {
 			return nil, fmt.Errorf("change %d (%s): %w", i+1, c.Summary(), err)
 		}
@@ -897,9 +897,16 @@ func (p *Plan) Inverses(before *State) ([][]Change, error) {
 	return out, nil
 }
 
-// inverse is Inverse for a normalized change.
-func (c Change) inverse(before *State, routes routeLookup) ([]Change, error) {
-	inv := func(k ChangeKind, op Op) Change { return Change{Kind: k, Op: op, Why: "undo: " + c.Summary()} }
+// inverse is Inverse for a normalized change; why says whether the undo changes say what
+// they undo (the change engine, undoing routes by the million, does without).
+func (c Change) inverse(before *State, routes routeLookup, why bool) ([]Change, error) {
+	inv := func(k ChangeKind, op Op) Change {
+		x := Change{Kind: k, Op: op}
+		if why {
+			x.Why = "undo: " + c.Summary()
+		}
+		return x
+	}
 	switch c.Kind {
 	case KindTable:
 		old, ok := before.TableNames[c.Table.ID]

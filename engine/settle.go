@@ -108,9 +108,28 @@ func (s *Settler) Settle(c Change) (Change, bool) {
 	return settle(c, s.before, s.routes)
 }
 
-// Inverse returns the changes that undo a settled change (Change.Inverse).
+// Inverse returns the changes that undo a change as Settle returned it (Change.Inverse,
+// without the Why of each undo change). An undo that is the mirror of a route or rule change
+// (the added route deleted) holds the change's own object.
 func (s *Settler) Inverse(c Change) ([]Change, error) {
-	return c.normalized().inverse(s.before, s.routes)
+	return c.inverse(s.before, s.routes, false)
+}
+
+// Undo returns what undoes a change as Settle returned it. mirror is set, and no changes are
+// returned, when the undo is the change's mirror (an added route or rule deleted, a deleted one
+// added back as it was): the change engine does not journal those, and a million-route plan
+// is a million mirrors.
+func (s *Settler) Undo(c Change) (undo []Change, mirror bool, err error) {
+	switch c.Kind {
+	case KindRoute:
+		if c.Op == OpAdd || c.Op == OpDelete && len(s.routes(identOf(*c.Route))) == 1 {
+			return nil, true, nil
+		}
+	case KindRule:
+		return nil, true, nil
+	}
+	undo, err = s.Inverse(c)
+	return undo, false, err
 }
 
 // After returns the model's state after the validated changes: the state before with their
@@ -130,3 +149,11 @@ func (s *Settler) SetNetfilter(nf Netfilter) {
 // Normalized returns the change with its object normalized (routes, rules, links, chain
 // rules): the form in which it is compared with a state and summarized in drift reports.
 func (c Change) Normalized() Change { return c.normalized() }
+
+// ApplyChange applies one change to a state the way the model of Expect does (the planned
+// object, and the routes the kernel adds or removes with addresses and links). Fakes of the
+// kernel use it to change the state they stand for.
+func ApplyChange(st *State, c Change) { applyToModel(st, c.normalized()) }
+
+// Clone returns a deep copy of the parts of a state that changes edit.
+func (s *State) Clone() *State { return s.clone() }

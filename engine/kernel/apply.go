@@ -9,9 +9,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -142,22 +142,6 @@ func mirror(c engine.Change) engine.Change {
 		m.Op = engine.OpAdd
 	}
 	return m
-}
-
-// isMirror reports whether u is mirror(c), so that a batch need not journal it.
-func isMirror(c engine.Change, u []engine.Change) bool {
-	if len(u) != 1 || c.Op == engine.OpReplace {
-		return false
-	}
-	m := mirror(c)
-	x := u[0]
-	if x.Kind != m.Kind || x.Op != m.Op {
-		return false
-	}
-	if c.Route != nil {
-		return x.Route == c.Route || x.Route != nil && reflect.DeepEqual(*x.Route, *c.Route)
-	}
-	return x.Rule == c.Rule || x.Rule != nil && reflect.DeepEqual(*x.Rule, *c.Rule)
 }
 
 // StepInfo describes a step of a prepared apply.
@@ -741,14 +725,17 @@ func sendBatch(ctx context.Context, host Host, changes []engine.Change, tolerant
 		return 0, nil, nil
 	}
 	if changes[0].Kind == engine.KindRoute {
-		ops := make([]RouteOp, len(changes))
-		for i, c := range changes {
+		buf := routeOps.Get().(*[]RouteOp)
+		defer routeOps.Put(buf)
+		ops := (*buf)[:0]
+		for _, c := range changes {
 			op := c.Op
 			if tolerant && op == engine.OpAdd {
 				op = engine.OpReplace // undo re-adds a route as it was; replacing is idempotent
 			}
-			ops[i] = RouteOp{Op: op, Route: *c.Route}
+			ops = append(ops, RouteOp{Op: op, Route: *c.Route})
 		}
+		*buf = ops
 		return host.Routes(ctx, ops, stopOnError)
 	}
 	ops := make([]RuleOp, len(changes))
@@ -757,6 +744,9 @@ func sendBatch(ctx context.Context, host Host, changes []engine.Change, tolerant
 	}
 	return host.Rules(ctx, ops, stopOnError)
 }
+
+// routeOps recycles the op lists of batches: a million routes come in a few hundred of them.
+var routeOps = sync.Pool{New: func() any { return new([]RouteOp) }}
 
 // ignorable reports whether an undo's failure means its object is already as wanted.
 func ignorable(c engine.Change, err error) bool {

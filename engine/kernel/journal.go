@@ -306,7 +306,7 @@ func (j *Journal) append(b []byte, sync bool) error {
 		}
 		j.f = f
 	}
-	if err := j.store.faultAt(j.Path); err != nil {
+	if err := j.store.faultAt(j.Path, "write"); err != nil {
 		_, _ = j.f.Write(b[:len(b)/2])
 		_ = j.f.Truncate(j.size)
 		return err
@@ -315,21 +315,25 @@ func (j *Journal) append(b []byte, sync bool) error {
 		_ = j.f.Truncate(j.size)
 		return err
 	}
+	j.size += int64(len(b))
 	if sync {
 		if err := j.f.Sync(); err != nil {
+			j.size -= int64(len(b))
 			_ = j.f.Truncate(j.size)
 			return err
 		}
+		_ = j.store.faultAt(j.Path, "synced")
 	}
-	j.size += int64(len(b))
 	return nil
 }
 
-func (s *Store) faultAt(path string) error {
+// faultAt asks the test hook about an operation on a file of the store: "write" before a
+// write (an error fails it), "synced" after a sync.
+func (s *Store) faultAt(path, op string) error {
 	if s == nil || s.fault == nil {
 		return nil
 	}
-	return s.fault(path)
+	return s.fault(path, op)
 }
 
 // Load reads a journal in full. A tail cut short by a crash is ignored.
@@ -684,7 +688,7 @@ func (s *Store) newSteps(id string) (*stepsWriter, error) {
 }
 
 func (w *stepsWriter) write(b []byte) error {
-	if err := w.store.faultAt(w.path); err != nil {
+	if err := w.store.faultAt(w.path, "write"); err != nil {
 		return fmt.Errorf("writing the steps: %w", err)
 	}
 	if _, err := w.w.Write(b); err != nil {
@@ -707,7 +711,7 @@ func (w *stepsWriter) add(k int, st *Step) error {
 func (w *stepsWriter) finish() error {
 	err := w.w.Flush()
 	if err == nil {
-		err = w.store.faultAt(w.path)
+		err = w.store.faultAt(w.path, "write")
 	}
 	if err == nil {
 		err = w.f.Sync()
@@ -744,7 +748,7 @@ func (s *Store) create(head JournalHead) (*Journal, error) {
 		return nil, err
 	}
 	b := appendFrame([]byte(journalMagic), recHead, hb)
-	err = s.faultAt(path)
+	err = s.faultAt(path, "write")
 	if err == nil {
 		_, err = f.Write(b)
 	}

@@ -72,7 +72,7 @@ func (a *Applier) plan(ctx context.Context, host Host, src engine.PlanSource, op
 		size = DefaultBatchSize
 	}
 	p := &planner{ctx: ctx, a: a, host: host, settler: engine.NewSettler(before, watch), sink: sink, size: size,
-		nf: map[engine.Family]*Step{}, nfK: map[engine.Family]int{}, sysctls: map[string]bool{}, wants: newDriftWants()}
+		nf: map[engine.Family]*Step{}, nfK: map[engine.Family]int{}, sysctls: map[string]bool{}, wants: newDriftWants(sizeHint(src))}
 	if err := src.Each(p.add); err != nil {
 		return nil, err
 	}
@@ -131,7 +131,7 @@ func (p *planner) add(i int, c engine.Change) error {
 		return nil
 	}
 	p.pending++
-	undo, err := p.settler.Inverse(pc)
+	undo, mirrored, err := p.settler.Undo(pc)
 	if err != nil {
 		return fmt.Errorf("change %d (%s): %w", i+1, c.Summary(), err)
 	}
@@ -164,10 +164,8 @@ func (p *planner) add(i int, c engine.Change) error {
 			p.batch, p.batchK = &Step{Batch: true, First: i}, p.reserve()
 		}
 		p.batch.Changes = append(p.batch.Changes, pc)
-		if isMirror(pc, undo) {
-			undo = nil
-		} else if undo == nil {
-			undo = []engine.Change{}
+		if !mirrored && undo == nil {
+			undo = []engine.Change{} // nothing undoes it (nil would mean the mirror)
 		}
 		p.batch.Undos = append(p.batch.Undos, undo)
 	default:
@@ -255,23 +253,18 @@ func (p *planner) readSysctl(key string) error {
 }
 
 // driftWants is what the drift check after an apply looks for: every planned change in
-// effect. Routes and rules are kept as hashes (16 bytes a route), compared with a streaming
-// dump; the few other changes are kept whole.
+// effect. Routes and rules are kept as 8-byte hashes, compared with a streaming dump (routes)
+// or the rules read back; the few other changes are kept whole. Which change a missing hash
+// belongs to is found by reading the plan again, only when something is missing.
 type driftWants struct {
-	routes   []want // routes added or replaced
-	gone     []want // routes deleted: by identity
-	rules    []want
+	routes   []uint64 // routes added or replaced: RouteHash, its low bit set when loose
+	gone     []uint64 // routes deleted: RouteIdentity
+	rules    []uint64 // rules added: RuleKey
+	noRules  []uint64 // rules deleted
 	others   []indexedChange
 	tables   map[famTable]bool
 	anyLoose bool
 	chains   bool
-}
-
-type want struct {
-	h     uint64
-	i     uint32
-	loose bool // compared without devices left to the kernel
-	del   bool
 }
 
 type famTable struct {
@@ -284,7 +277,24 @@ type indexedChange struct {
 	c engine.Change
 }
 
-func newDriftWants() *driftWants { return &driftWants{tables: map[famTable]bool{}} }
+func newDriftWants(sizeHint int) *driftWants {
+	return &driftWants{tables: map[famTable]bool{}, routes: make([]uint64, 0, sizeHint)}
+}
+
+// routeWant returns the hash a planned route (normalized) is looked for by.
+func routeWant(r engine.Route) (h uint64, loose bool) {
+	loose = engine.RouteLeavesDev(r)
+	return wantHash(engine.RouteHash(r, loose), loose), loose
+}
+
+// wantHash keeps whether a hash is loose in its low bit, so that an exact and a loose hash
+// never meet by chance.
+func wantHash(h uint64, loose bool) uint64 {
+	if loose {
+		return h | 1
+	}
+	return h &^ 1
+}
 
 func (w *driftWants) add(i int, c engine.Change) {
 	switch c.Kind {
@@ -292,14 +302,18 @@ func (w *driftWants) add(i int, c engine.Change) {
 		r := engine.NormalizeRoute(*c.Route)
 		w.tables[famTable{r.Family, r.Table}] = true
 		if c.Op == engine.OpDelete {
-			w.gone = append(w.gone, want{h: engine.RouteIdentity(r), i: uint32(i), del: true})
+			w.gone = append(w.gone, engine.RouteIdentity(r))
 			return
 		}
-		loose := engine.RouteLeavesDev(r)
+		h, loose := routeWant(r)
 		w.anyLoose = w.anyLoose || loose
-		w.routes = append(w.routes, want{h: engine.RouteHash(r, loose), i: uint32(i), loose: loose})
+		w.routes = append(w.routes, h)
 	case engine.KindRule:
-		w.rules = append(w.rules, want{h: engine.RuleKey(*c.Rule), i: uint32(i), del: c.Op == engine.OpDelete})
+		if c.Op == engine.OpDelete {
+			w.noRules = append(w.noRules, engine.RuleKey(*c.Rule))
+		} else {
+			w.rules = append(w.rules, engine.RuleKey(*c.Rule))
+		}
 	case engine.KindConntrack:
 	default:
 		w.others = append(w.others, indexedChange{i, c})
@@ -319,90 +333,93 @@ func (a *Applier) drift(ctx context.Context, host Host, src engine.PlanSource, w
 	if err != nil {
 		return nil, err
 	}
-	var missing []int
-	summaries := map[int]string{}
+	missing := map[int]string{} // change index: summary
 	for _, ic := range w.others {
 		if !ic.c.InEffect(after) {
-			missing = append(missing, ic.i)
-			summaries[ic.i] = ic.c.Normalized().Summary()
+			missing[ic.i] = ic.c.Normalized().Summary()
 		}
 	}
-	if len(w.rules) > 0 {
+	// Hashes not found as wanted: of added routes and rules (absent) and of deleted ones
+	// (present).
+	absent, present := map[uint64]bool{}, map[uint64]bool{}
+	if len(w.rules)+len(w.noRules) > 0 {
 		have := map[uint64]bool{}
 		for _, r := range after.Rules {
 			have[engine.RuleKey(r)] = true
 		}
-		for _, x := range w.rules {
-			if have[x.h] == x.del {
-				missing = append(missing, int(x.i))
+		for _, h := range w.rules {
+			if !have[h] {
+				absent[h] = true
+			}
+		}
+		for _, h := range w.noRules {
+			if have[h] {
+				present[h] = true
 			}
 		}
 	}
 	if len(w.routes)+len(w.gone) > 0 {
-		m, err := routeDrift(ctx, host, after, w)
-		if err != nil {
+		if err := routeDrift(ctx, host, after, w, absent, present); err != nil {
 			return nil, err
 		}
-		missing = append(missing, m...)
 	}
-	if len(missing) == 0 {
+	if len(missing)+len(absent)+len(present) == 0 {
 		return nil, nil
 	}
-	slices.Sort(missing)
-	shown := missing[:min(len(missing), maxDriftLines)]
-	need := map[int]bool{}
-	for _, i := range shown {
-		if _, ok := summaries[i]; !ok {
-			need[i] = true
-		}
-	}
-	if len(need) > 0 {
+	if len(absent)+len(present) > 0 {
+		// Read the plan again for the changes those hashes stand for.
 		_ = src.Each(func(i int, c engine.Change) error {
-			if need[i] {
-				summaries[i] = c.Normalized().Summary()
+			var h uint64
+			var del bool
+			switch c.Kind {
+			case engine.KindRoute:
+				r := engine.NormalizeRoute(*c.Route)
+				if del = c.Op == engine.OpDelete; del {
+					h = engine.RouteIdentity(r)
+				} else {
+					h, _ = routeWant(r)
+				}
+			case engine.KindRule:
+				h, del = engine.RuleKey(*c.Rule), c.Op == engine.OpDelete
+			default:
+				return nil
+			}
+			if del && present[h] || !del && absent[h] {
+				missing[i] = c.Normalized().Summary()
 			}
 			return nil
 		})
 	}
-	var out []string
-	for _, i := range shown {
-		out = append(out, fmt.Sprintf("change %d is not in effect: %s", i+1, summaries[i]))
+	idx := make([]int, 0, len(missing))
+	for i := range missing {
+		idx = append(idx, i)
 	}
-	if len(missing) > len(shown) {
-		out = append(out, fmt.Sprintf("... and %d more changes are not in effect", len(missing)-len(shown)))
+	slices.Sort(idx)
+	var out []string
+	for _, i := range idx[:min(len(idx), maxDriftLines)] {
+		out = append(out, fmt.Sprintf("change %d is not in effect: %s", i+1, missing[i]))
+	}
+	if len(idx) > maxDriftLines {
+		out = append(out, fmt.Sprintf("... and %d more changes are not in effect", len(idx)-maxDriftLines))
+	}
+	if len(out) == 0 {
+		// Hashes missing whose changes the plan no longer holds (the file changed meanwhile).
+		out = append(out, fmt.Sprintf("%d planned routes or rules are not in effect", len(absent)+len(present)))
 	}
 	return out, nil
 }
 
-// routeDrift returns the planned route changes not in effect in a dump of the kernel's routes.
-func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWants) ([]int, error) {
-	byHash := func(a, b want) int {
-		switch {
-		case a.h < b.h:
-			return -1
-		case a.h > b.h:
-			return 1
-		}
-		return 0
-	}
-	slices.SortFunc(w.routes, byHash)
-	slices.SortFunc(w.gone, byHash)
+// routeDrift dumps the tables the plan's routes are in and adds to absent the hashes of
+// planned routes not found, and to present the identities of deleted routes still there.
+func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWants, absent, present map[uint64]bool) error {
+	slices.Sort(w.routes)
+	slices.Sort(w.gone)
 	found := make([]bool, len(w.routes))
-	present := make([]bool, len(w.gone))
-	mark := func(list []want, seen []bool, h uint64, loose bool) {
-		i, _ := slices.BinarySearchFunc(list, h, func(x want, h uint64) int {
-			switch {
-			case x.h < h:
-				return -1
-			case x.h > h:
-				return 1
-			}
-			return 0
-		})
-		for ; i < len(list) && list[i].h == h; i++ {
-			if list[i].loose == loose || list[i].del {
-				seen[i] = true
-			}
+	there := make([]bool, len(w.gone))
+	mark := func(list []uint64, seen []bool, h uint64) {
+		i, _ := slices.BinarySearch(list, h)
+		for ; i < len(list) && list[i] == h; i++ {
+			seen[i] = true
 		}
 	}
 	names := make(map[int]string, len(after.Links))
@@ -425,12 +442,14 @@ func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWan
 		var err error
 		for range dumpRetries {
 			err = host.EachRoute(ctx, ft.fam, ft.table, names, func(r engine.Route) {
-				mark(w.routes, found, engine.RouteHash(r, false), false)
-				if w.anyLoose {
-					mark(w.routes, found, engine.RouteHash(r, true), true)
+				if len(w.routes) > 0 {
+					mark(w.routes, found, wantHash(engine.RouteHash(r, false), false))
+					if w.anyLoose {
+						mark(w.routes, found, wantHash(engine.RouteHash(r, true), true))
+					}
 				}
 				if len(w.gone) > 0 {
-					mark(w.gone, present, engine.RouteIdentity(r), false)
+					mark(w.gone, there, engine.RouteIdentity(r))
 				}
 			})
 			if !errors.Is(err, vnl.ErrDumpInterrupted) {
@@ -438,19 +457,27 @@ func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWan
 			}
 		}
 		if err != nil {
-			return nil, fmt.Errorf("listing the routes of table %d: %w", ft.table, err)
+			return fmt.Errorf("listing the routes of table %d: %w", ft.table, err)
 		}
 	}
-	var missing []int
 	for i, ok := range found {
 		if !ok {
-			missing = append(missing, int(w.routes[i].i))
+			absent[w.routes[i]] = true
 		}
 	}
-	for i, ok := range present {
+	for i, ok := range there {
 		if ok {
-			missing = append(missing, int(w.gone[i].i))
+			present[w.gone[i]] = true
 		}
 	}
-	return missing, nil
+	return nil
+}
+
+// sizeHint guesses how many changes a plan holds, so that what grows with it is allocated
+// once.
+func sizeHint(src engine.PlanSource) int {
+	if h, ok := src.(interface{ SizeHint() int }); ok {
+		return min(h.SizeHint(), 1<<24)
+	}
+	return 0
 }

@@ -178,6 +178,7 @@ type stepDecoder struct {
 	b       []byte
 	err     error
 	strings []string
+	routes  []engine.Route // allocated for the whole batch at once
 }
 
 var errShortStep = errors.New("the step record ends early")
@@ -271,7 +272,13 @@ func (d *stepDecoder) prefix() netip.Prefix {
 func (d *stepDecoder) bool() bool { return d.byte() != 0 }
 
 func (d *stepDecoder) route() *engine.Route {
-	r := &engine.Route{Family: engine.Family(d.byte()), Table: int(d.varint()), Type: d.str(), Dst: d.prefix(), TOS: d.byte(),
+	var r *engine.Route
+	if len(d.routes) > 0 {
+		r, d.routes = &d.routes[0], d.routes[1:]
+	} else {
+		r = new(engine.Route)
+	}
+	*r = engine.Route{Family: engine.Family(d.byte()), Table: int(d.varint()), Type: d.str(), Dst: d.prefix(), TOS: d.byte(),
 		Gateway: d.addr(), Dev: d.str(), Src: d.addr(), Metric: int(d.varint()), Scope: d.str(), Protocol: d.str(), OnLink: d.bool()}
 	if n := d.uvarint(); n > 0 && d.err == nil {
 		if n > uint64(len(d.b)) {
@@ -351,6 +358,9 @@ func decodeBatch(b []byte) (*Step, error) {
 	}
 	st.Changes = make([]engine.Change, 0, n)
 	st.Undos = make([][]engine.Change, 0, n)
+	if kind == engine.KindRoute {
+		d.routes = make([]engine.Route, n)
+	}
 	for range n {
 		st.Changes = append(st.Changes, d.change(kind))
 		var u []engine.Change

@@ -39,9 +39,9 @@ type Store struct {
 	// corrupt one), for the command to show.
 	Notes []string
 
-	// fault, for tests, is asked before every write to a journal or steps file; an error
-	// fails the write half way, as a full disk does.
-	fault func(path string) error
+	// fault, for tests, is asked before every write to a journal or steps file (op "write";
+	// an error fails the write half way, as a full disk does) and after every sync ("synced").
+	fault func(path, op string) error
 }
 
 // netnsFile is the file whose inode identifies a namespace: the bind mount `ip netns add`
