@@ -296,12 +296,19 @@ const (
 	indexFile     = "index.json"
 )
 
-// indexEntry is the summary of one journal as of a size and modification time of its file:
-// history reads summaries, not journals (a million-route apply journals thousands of steps).
+// indexEntry is the summary of one journal as of a size and change time of its file (which a
+// write, a chmod or a chown moves on): history reads summaries, not journals.
 type indexEntry struct {
 	Size    int64    `json:"size"`
-	ModTime int64    `json:"mtime"`
+	ModTime int64    `json:"ctime"`
 	Journal *Journal `json:"journal"`
+}
+
+func changeTime(fi fs.FileInfo) int64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ctim.Nano()
+	}
+	return fi.ModTime().UnixNano()
 }
 
 func (s *Store) readIndex() map[string]indexEntry {
@@ -343,7 +350,7 @@ func (s *Store) List() ([]*Journal, error) {
 			continue // removed meanwhile
 		}
 		ent, ok := idx[id]
-		if !ok || ent.Size != fi.Size() || ent.ModTime != fi.ModTime().UnixNano() || ent.Journal == nil {
+		if !ok || ent.Size != fi.Size() || ent.ModTime != changeTime(fi) || ent.Journal == nil {
 			changed = true
 			j, err := s.Load(id)
 			if err != nil {
@@ -354,7 +361,7 @@ func (s *Store) List() ([]*Journal, error) {
 					Empty: errors.Is(err, errNoHead)}
 				j.JournalHead.Started = fi.ModTime().UTC()
 			}
-			ent = indexEntry{Size: fi.Size(), ModTime: fi.ModTime().UnixNano(), Journal: j.summary()}
+			ent = indexEntry{Size: fi.Size(), ModTime: changeTime(fi), Journal: j.summary()}
 		}
 		fresh[id] = ent
 		j := ent.Journal
@@ -461,6 +468,6 @@ func (s *Store) updateIndex(j *Journal) {
 	if idx == nil {
 		idx = map[string]indexEntry{}
 	}
-	idx[j.ID] = indexEntry{Size: fi.Size(), ModTime: fi.ModTime().UnixNano(), Journal: j.summary()}
+	idx[j.ID] = indexEntry{Size: fi.Size(), ModTime: changeTime(fi), Journal: j.summary()}
 	s.writeIndex(idx)
 }
