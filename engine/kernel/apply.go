@@ -467,7 +467,7 @@ func (a *Applier) run(ctx context.Context, host Host, j *Journal, sf *stepsFile)
 		}
 		a.logf("step %d/%d: %s", k+1, j.Steps, st.Summary())
 		if err := ctx.Err(); err != nil {
-			return a.fail(ctx, host, j, sf, k-1, fmt.Errorf("interrupted before step %d: %w", k+1, err))
+			return a.fail(ctx, host, j, sf, k-1, fmt.Errorf("interrupted (Ctrl-C or SIGTERM) before step %d: %w", k+1, err))
 		}
 		if a.BeforeStep != nil {
 			if err := a.BeforeStep(k, *st); err != nil {
@@ -500,6 +500,9 @@ func (a *Applier) run(ctx context.Context, host Host, j *Journal, sf *stepsFile)
 }
 
 func stepError(k, n int, st *Step, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("interrupted (Ctrl-C or SIGTERM) during step %d of %d (%s): %w", k+1, n, st.Summary(), context.Canceled)
+	}
 	return fmt.Errorf("applying step %d of %d (%s): %w", k+1, n, st.Summary(), err)
 }
 

@@ -421,7 +421,7 @@ func PendingConfirmation(ns Namespace) (*Journal, error) {
 }
 
 // processStart returns a process's start time (clock ticks after boot, /proc/PID/stat field
-// 22): with the pid it identifies a process across pid reuse.
+// 22): with the pid it identifies a process across pid reuse. A zombie counts as dead.
 func processStart(pid int) (uint64, error) {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
@@ -436,6 +436,9 @@ func processStart(pid int) (uint64, error) {
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 20 {
 		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	if f[0] == "Z" || f[0] == "X" {
+		return 0, fmt.Errorf("process %d is dead", pid) // a zombie its parent has not reaped
 	}
 	return strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
 }

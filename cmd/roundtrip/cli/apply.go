@@ -143,7 +143,7 @@ func applyPlan(inv *Invocation, src engine.PlanSource, o applyChoices) error {
 	res, err := a.ApplySource(inv.Ctx, src, opts)
 	signal.Reset(syscall.SIGHUP)
 	if err != nil {
-		return needsRoot("apply", lockoutMessage(inv, err))
+		return lockoutMessage(inv, err)
 	}
 	if !inv.JSON {
 		for _, n := range res.Notes {
@@ -163,14 +163,6 @@ func lockoutMessage(inv *Invocation, err error) error {
 		return err
 	}
 	return fmt.Errorf("refusing to apply over SSH: %s, which may cut you off; apply with --confirm 2m (it reverts unless you run `roundtrip confirm%s` from a new SSH session), or with --force if you have another way in", le.Lockout.Reason, netnsFlag(inv))
-}
-
-// needsRoot words a lack of privilege for the journals as what the command needs.
-func needsRoot(cmd string, err error) error {
-	if errors.Is(err, kernel.ErrNeedsRoot) {
-		return fmt.Errorf("roundtrip %s %w", cmd, err)
-	}
-	return err
 }
 
 func dryRunApply(inv *Invocation, a *kernel.Applier, src engine.PlanSource, opts kernel.ApplyOptions) error {
@@ -329,7 +321,7 @@ func confirmCommand() *Command {
 			}
 			j, err := kernel.Confirm(inv.Ctx, inv.Namespace(), id, lockWait)
 			if err != nil {
-				return needsRoot("confirm", err)
+				return err
 			}
 			if inv.JSON {
 				return inv.PrintJSON(historyEntry(j))
@@ -371,7 +363,7 @@ ip netns exec X) only X is touched.`,
 			}
 			j, err := a.Rollback(inv.Ctx, id, "roundtrip rollback")
 			if err != nil {
-				return needsRoot("rollback", err)
+				return err
 			}
 			if inv.JSON {
 				return inv.PrintJSON(historyEntry(j))
@@ -420,11 +412,11 @@ func historyCommand() *Command {
 			}
 			store, err := kernel.OpenStore(inv.Namespace())
 			if err != nil {
-				return needsRoot("history", err)
+				return err
 			}
 			js, err := store.List()
 			if err != nil {
-				return needsRoot("history", err)
+				return err
 			}
 			if inv.JSON {
 				out := []historyJSON{}

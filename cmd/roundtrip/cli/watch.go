@@ -250,7 +250,7 @@ func lockWatch(store *kernel.Store) (func(), error) {
 func watchStatus(inv *Invocation) error {
 	store, err := kernel.OpenStore(inv.Namespace())
 	if err != nil {
-		return needsRoot("watch --status", err)
+		return err
 	}
 	s, err := wizards.ReadWatchStatus(store.Dir, time.Now(), processAlive)
 	if err != nil {
