@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"strconv"
 	"unicode/utf8"
@@ -120,21 +119,16 @@ type fastParser struct {
 }
 
 func (p *fastParser) ws() {
-	for p.i < len(p.b) {
-		switch p.b[p.i] {
-		case ' ':
-			// Plan.Marshal indents: skip runs of spaces eight at a time.
-			if p.i+8 <= len(p.b) && binary.LittleEndian.Uint64(p.b[p.i:]) == 0x2020202020202020 {
-				p.i += 8
-				continue
-			}
-			p.i++
-		case '\n', '\t', '\r':
-			p.i++
-		default:
-			return
+	b, i := p.b, p.i
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\n', '\t', '\r':
+			i++
+			continue
 		}
+		break
 	}
+	p.i = i
 }
 
 func (p *fastParser) byte(want byte) bool {
@@ -175,27 +169,30 @@ func (p *fastParser) next() (more, ok bool) {
 
 // str parses a string without escapes or control characters, in valid UTF-8.
 func (p *fastParser) str() ([]byte, bool) {
-	if !p.byte('"') {
+	p.ws()
+	b, i := p.b, p.i
+	if i >= len(b) || b[i] != '"' {
 		return nil, false
 	}
-	start := p.i
+	i++
+	start := i
 	ascii := true
-	for p.i < len(p.b) {
-		c := p.b[p.i]
-		switch {
-		case c == '"':
-			s := p.b[start:p.i]
-			p.i++
+	for ; i < len(b); i++ {
+		c := b[i]
+		if c == '"' {
+			s := b[start:i]
+			p.i = i + 1
 			if !ascii && !utf8.Valid(s) {
 				return nil, false
 			}
 			return s, true
-		case c == '\\' || c < 0x20:
+		}
+		if c == '\\' || c < 0x20 {
 			return nil, false
-		case c >= 0x80:
+		}
+		if c >= 0x80 {
 			ascii = false
 		}
-		p.i++
 	}
 	return nil, false
 }

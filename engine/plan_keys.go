@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"net/netip"
+	"slices"
+	"sort"
 )
 
 // Hashes that stand in for comparisons when a million routes are compared without holding
@@ -132,4 +134,116 @@ func RuleKey(r Rule) uint64 {
 	h.Write(b[:])
 	h.WriteString(r.Args(numericTable))
 	return h.Sum64()
+}
+
+// HashList holds 64-bit hashes, millions of them at 8 bytes each: in 256 buckets by their top
+// byte, each filled a block at a time (no slice grows by copying itself, or keeps unused room
+// worth more than a block), and each sorted and searched on its own. Hashes are spread evenly,
+// so a lookup guesses where in its bucket a hash would be and searches outwards from there: a
+// cache miss or two rather than the twenty of a binary search.
+type HashList struct {
+	fill  [256][][]uint64 // blocks of each bucket while hashes are added
+	b     [256][]uint64   // each bucket, sorted (Sort)
+	start [257]int        // global index of each bucket's first hash, after Sort
+}
+
+const hashBlock = 1024
+
+// Add adds a hash.
+func (l *HashList) Add(h uint64) {
+	k := h >> 56
+	blocks := l.fill[k]
+	if len(blocks) == 0 || len(blocks[len(blocks)-1]) == hashBlock {
+		l.fill[k] = append(blocks, make([]uint64, 0, hashBlock))
+		blocks = l.fill[k]
+	}
+	blocks[len(blocks)-1] = append(blocks[len(blocks)-1], h)
+}
+
+// Len returns how many hashes were added.
+func (l *HashList) Len() int {
+	n := l.start[256]
+	for _, blocks := range l.fill {
+		for _, b := range blocks {
+			n += len(b)
+		}
+	}
+	return n
+}
+
+// Sort sorts the hashes; At, Find and Dups need it. Hashes added after it are lost.
+func (l *HashList) Sort() {
+	for k := range l.fill {
+		n := len(l.b[k])
+		for _, b := range l.fill[k] {
+			n += len(b)
+		}
+		all := append(make([]uint64, 0, n), l.b[k]...)
+		for _, b := range l.fill[k] {
+			all = append(all, b...)
+		}
+		l.fill[k] = nil
+		slices.Sort(all)
+		l.b[k] = all
+		l.start[k+1] = l.start[k] + n
+	}
+}
+
+// At returns the hash at a global index (0..Len-1, in sorted order).
+func (l *HashList) At(i int) uint64 {
+	k := sort.SearchInts(l.start[:], i+1) - 1
+	return l.b[k][i-l.start[k]]
+}
+
+// Find returns the global indices [lo, hi) of the hashes equal to h (lo == hi when none).
+func (l *HashList) Find(h uint64) (lo, hi int) {
+	k := h >> 56
+	b := l.b[k]
+	i := findSorted(b, h, h<<8)
+	j := i
+	for j < len(b) && b[j] == h {
+		j++
+	}
+	return l.start[k] + i, l.start[k] + j
+}
+
+// Dups returns the hashes added more than once.
+func (l *HashList) Dups() []uint64 {
+	var out []uint64
+	for _, b := range l.b {
+		for i := 1; i < len(b); i++ {
+			if b[i] == b[i-1] && (len(out) == 0 || out[len(out)-1] != b[i]) {
+				out = append(out, b[i])
+			}
+		}
+	}
+	return out
+}
+
+// findSorted returns the index of the first element >= h in a sorted list whose elements are
+// spread evenly by rank (the bits of h that order it within the list, top-aligned).
+func findSorted(list []uint64, h, rank uint64) int {
+	n := len(list)
+	if n == 0 {
+		return 0
+	}
+	g := min(int((rank>>32)*uint64(n)>>32), n-1) // both below 2^32: no overflow
+	if list[g] < h {
+		lo, step := g, 1 // list[lo] < h
+		for lo+step < n && list[lo+step] < h {
+			lo += step
+			step *= 2
+		}
+		hi := min(lo+step, n)
+		i, _ := slices.BinarySearch(list[lo+1:hi], h)
+		return lo + 1 + i
+	}
+	hi, step := g, 1 // list[hi] >= h
+	for hi-step >= 0 && list[hi-step] >= h {
+		hi -= step
+		step *= 2
+	}
+	lo := max(hi-step, -1)
+	i, _ := slices.BinarySearch(list[lo+1:hi], h)
+	return lo + 1 + i
 }

@@ -223,6 +223,26 @@ func (p *Plan) Pending(s *State) *Plan {
 // (so that exactly that is deleted, and the summary shows it); a route add whose key exists
 // becomes a replace; a link add of an existing link becomes a set, and the reverse.
 func settle(c Change, s *State, routes routeLookup) (Change, bool) {
+	if c.Kind == KindRoute {
+		// inEffect and the settling below, with one lookup (a destination list settles a
+		// million of these).
+		same := routes(identOf(*c.Route))
+		switch {
+		case c.Op == OpDelete && len(same) == 0:
+			return c, false
+		case c.Op == OpDelete:
+			r := same[0]
+			c.Route = &r
+			return c, true
+		case len(same) == 1 && sameRoute(same[0], *c.Route):
+			return c, false
+		}
+		c.Op = OpAdd
+		if len(same) > 0 {
+			c.Op = OpReplace
+		}
+		return c, true
+	}
 	if c.inEffect(s, routes) {
 		return c, false
 	}
@@ -600,15 +620,17 @@ func (m *model) apply(c Change) {
 		return
 	}
 	id := identOf(*c.Route)
-	for _, i := range m.byID[id] {
-		if !m.dead[i] {
-			m.dead[i] = true
-			if isDirect(m.st.Routes[i]) {
-				m.direct = nil
+	if ids, ok := m.byID[id]; ok {
+		for _, i := range ids {
+			if !m.dead[i] {
+				m.dead[i] = true
+				if isDirect(m.st.Routes[i]) {
+					m.direct = nil
+				}
 			}
 		}
+		delete(m.byID, id)
 	}
-	delete(m.byID, id)
 	if c.Op == OpDelete {
 		return
 	}

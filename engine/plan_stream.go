@@ -76,16 +76,6 @@ func OpenPlanFile(path string) (*PlanFile, error) {
 // Header returns the plan's format, version, intent and namespace.
 func (f *PlanFile) Header() PlanHeader { return f.head }
 
-// SizeHint guesses the number of changes from the file's size (a route change as Plan.Marshal
-// writes it takes some 230 bytes; unused capacity is never touched, so guessing high is cheap).
-func (f *PlanFile) SizeHint() int {
-	fi, err := os.Stat(f.path)
-	if err != nil {
-		return 0
-	}
-	return int(fi.Size() / 128)
-}
-
 // Each decodes and checks the changes one by one, calling fn with each; it stops at the first
 // problem and returns it (with up to maxProblems problems found in the rest of the file).
 // Decoding runs on a goroutine of its own, a chunk of changes ahead of fn, so that decoding
@@ -176,7 +166,7 @@ func (f *PlanFile) scan(fn func(int, Change) error, headOnly bool) error {
 	var head PlanHeader
 	seen := map[string]bool{}
 	var ps problems
-	keys := make([]uint64, 0, f.SizeHint()) // object hashes, for duplicates
+	var keys HashList // object hashes, for duplicates
 	in := &interner{}
 	n := 0
 	stopped := false // fn is no longer called once a problem is found
@@ -270,7 +260,7 @@ func (f *PlanFile) scan(fn func(int, Change) error, headOnly bool) error {
 					stopped = true
 				} else {
 					if c.Kind != KindConntrack {
-						keys = append(keys, c.objectHash())
+						keys.Add(c.objectHash())
 					}
 					if !stopped {
 						if err := fn(n, c); err != nil {
@@ -332,29 +322,19 @@ func (f *PlanFile) scan(fn func(int, Change) error, headOnly bool) error {
 		}
 		return errStopScan
 	}
-	if dups := duplicateHashes(keys); len(dups) > 0 {
-		f.duplicates(dups, &ps)
+	keys.Sort()
+	if dups := keys.Dups(); len(dups) > 0 {
+		set := map[uint64]bool{}
+		for _, h := range dups {
+			set[h] = true
+		}
+		f.duplicates(set, &ps)
 	}
 	return ps.err("invalid plan")
 }
 
 // matchKey matches a JSON key to a field name as encoding/json does.
 func matchKey(key, field string) bool { return key == field || strings.EqualFold(key, field) }
-
-// duplicateHashes returns the hashes that occur more than once.
-func duplicateHashes(keys []uint64) map[uint64]bool {
-	slices.Sort(keys)
-	var out map[uint64]bool
-	for i := 1; i < len(keys); i++ {
-		if keys[i] == keys[i-1] {
-			if out == nil {
-				out = map[uint64]bool{}
-			}
-			out[keys[i]] = true
-		}
-	}
-	return out
-}
 
 // duplicates reads the file again for the changes whose object hashes collide and reports
 // those that really touch the same object (a hash collision alone is not an error).

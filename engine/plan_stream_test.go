@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -198,3 +200,57 @@ func BenchmarkPlanFile(b *testing.B) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// TestHashList: the interpolating lookup finds what a binary search finds, duplicates and all.
+func TestHashList(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, n := range []int{0, 1, 2, 3, 10, 1000, 20000} {
+		var l HashList
+		var all []uint64
+		for i := range n {
+			h := rng.Uint64()
+			if i > 0 && rng.IntN(4) == 0 {
+				h = all[rng.IntN(len(all))] // duplicates
+			}
+			all = append(all, h)
+			l.Add(h)
+		}
+		for _, h := range []uint64{0, ^uint64(0), 1 << 56, 1<<56 - 1} {
+			all = append(all, h)
+			l.Add(h)
+		}
+		slices.Sort(all)
+		l.Sort()
+		if l.Len() != len(all) {
+			t.Fatalf("n=%d: Len %d", n, l.Len())
+		}
+		for i := range all {
+			if l.At(i) != all[i] {
+				t.Fatalf("n=%d: At(%d)", n, i)
+			}
+		}
+		for range 3000 {
+			h := rng.Uint64()
+			if rng.IntN(2) == 0 {
+				h = all[rng.IntN(len(all))]
+			}
+			lo, _ := slices.BinarySearch(all, h)
+			hi := lo
+			for hi < len(all) && all[hi] == h {
+				hi++
+			}
+			if glo, ghi := l.Find(h); glo != lo || ghi != hi {
+				t.Fatalf("n=%d h=%x: [%d,%d), want [%d,%d)", n, h, glo, ghi, lo, hi)
+			}
+		}
+		var dups []uint64
+		for i := 1; i < len(all); i++ {
+			if all[i] == all[i-1] && (len(dups) == 0 || dups[len(dups)-1] != all[i]) {
+				dups = append(dups, all[i])
+			}
+		}
+		if got := l.Dups(); !slices.Equal(got, dups) {
+			t.Fatalf("n=%d: Dups %d, want %d", n, len(got), len(dups))
+		}
+	}
+}

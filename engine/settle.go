@@ -51,20 +51,25 @@ func NewSettler(before *State, watch netip.Addr) *Settler {
 // Before returns the state the changes are settled against.
 func (s *Settler) Before() *State { return s.before }
 
-// Validate checks change i against the state as the changes validated before it leave it
-// (Plan.Validate), and records a problem when it does not fit. Chain changes are checked by
-// Finish.
-func (s *Settler) Validate(i int, c Change) {
+// Next takes change i of a plan: it checks it against the state as the changes before it
+// leave it (Plan.Validate; a change that does not fit is recorded as a problem, see Problems
+// and Finish; chain changes are checked by Finish), and reports whether it is pending on the
+// state before (Plan.Pending), returning it normalized and settled, as the kernel must be
+// asked to make it. Conntrack flushes are always pending; the caller keeps them only when
+// something else is.
+func (s *Settler) Next(i int, c Change) (Change, bool) {
 	c = c.normalized()
 	if c.Kind == KindChain {
 		s.chains = append(s.chains, indexedChange{i, c})
-		return
-	}
-	if err := validateAgainst(c, s.m, nil); err != nil {
+	} else if err := validateAgainst(c, s.m, nil); err != nil {
 		s.probs = append(s.probs, indexedErr{i, fmt.Errorf("change %d (%s): %w", i+1, c.Summary(), err)})
-		return
+	} else {
+		s.m.apply(c)
 	}
-	s.m.apply(c)
+	if c.Kind == KindConntrack {
+		return c, true
+	}
+	return settle(c, s.before, s.routes)
 }
 
 // Problems reports how many changes did not fit so far.
@@ -97,25 +102,14 @@ func (s *Settler) Finish() error {
 	return ps.err("the plan does not fit this host")
 }
 
-// Settle reports whether change c is pending on the state before (Plan.Pending) and returns
-// it normalized, as the kernel must be asked to make it. Conntrack flushes are always pending;
-// the caller keeps them only when something else is.
-func (s *Settler) Settle(c Change) (Change, bool) {
-	c = c.normalized()
-	if c.Kind == KindConntrack {
-		return c, true
-	}
-	return settle(c, s.before, s.routes)
-}
-
-// Inverse returns the changes that undo a change as Settle returned it (Change.Inverse,
+// Inverse returns the changes that undo a change as Next returned it (Change.Inverse,
 // without the Why of each undo change). An undo that is the mirror of a route or rule change
 // (the added route deleted) holds the change's own object.
 func (s *Settler) Inverse(c Change) ([]Change, error) {
 	return c.inverse(s.before, s.routes, false)
 }
 
-// Undo returns what undoes a change as Settle returned it. mirror is set, and no changes are
+// Undo returns what undoes a change as Next returned it. mirror is set, and no changes are
 // returned, when the undo is the change's mirror (an added route or rule deleted, a deleted one
 // added back as it was): the change engine does not journal those, and a million-route plan
 // is a million mirrors.

@@ -209,7 +209,7 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if a.pending == nil {
 			return a, nil
 		}
-		if a.c.Now().After(a.pending.ConfirmBy) {
+		if a.c.Now().After(a.pending.ConfirmBy) && !a.pending.TimerDead {
 			// The timer reverts it now: look again, and read the state it leaves.
 			a.pending = nil
 			a.status, a.statusErr = "not confirmed in time: the changes are being rolled back", true
@@ -334,6 +334,10 @@ func (a *App) statusLine(width int) string {
 	case a.pending != nil:
 		left := a.pending.ConfirmBy.Sub(a.c.Now())
 		text := fmt.Sprintf("⚠ changes revert in %s — press y to keep them (journal %s)", common.Countdown(left), a.pending.ID)
+		if a.pending.TimerDead {
+			// Nothing will revert them: say so rather than count down to nothing.
+			text = fmt.Sprintf("⚠ the revert timer of journal %s died: nothing reverts these changes — press y to keep them, or roll back (u on the wizard page)", a.pending.ID)
+		}
 		if a.confirming {
 			text = "confirming…"
 		}

@@ -102,6 +102,8 @@ type Step struct {
 	File    *FileUndo         `json:"file,omitempty"`
 	Batch   bool              `json:"batch,omitempty"`
 	First   int               `json:"first"` // the plan's index of the first change
+
+	routes []engine.Route // a decoded batch's routes, allocated together
 }
 
 // FileUndo is a file a step rewrites, with its content before and after.
@@ -458,10 +460,29 @@ func (a *Applier) checkSettled(ctx context.Context, store *Store, host Host) err
 	return nil
 }
 
-// run applies the steps one by one.
+// run applies the steps one by one. The next step is read from the steps file while the
+// kernel works on the current one.
 func (a *Applier) run(ctx context.Context, host Host, j *Journal, sf *stepsFile) error {
+	type read struct {
+		st  *Step
+		err error
+	}
+	fetch := func(k int) <-chan read {
+		c := make(chan read, 1)
+		if k >= j.Steps {
+			return c
+		}
+		go func() {
+			st, err := sf.step(k)
+			c <- read{st, err}
+		}()
+		return c
+	}
+	next := fetch(0)
 	for k := range j.Steps {
-		st, err := sf.step(k)
+		r := <-next
+		next = fetch(k + 1)
+		st, err := r.st, r.err
 		if err != nil {
 			return a.fail(ctx, host, j, sf, k-1, err)
 		}
@@ -495,6 +516,7 @@ func (a *Applier) run(ctx context.Context, host Host, j *Journal, sf *stepsFile)
 		if err := j.write(record{Type: "done", Step: k}, false); err != nil {
 			return a.fail(ctx, host, j, sf, k, stepError(k, j.Steps, st, err))
 		}
+		recycle(st)
 	}
 	return nil
 }

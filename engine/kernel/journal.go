@@ -645,21 +645,27 @@ func decodeStep(typ byte, p []byte) (*Step, error) {
 	return nil, fmt.Errorf("%w: step record of type %q", errCorrupt, typ)
 }
 
-// encodeStep frames step k.
-func encodeStep(k int, st *Step) ([]byte, error) {
-	p := binary.AppendUvarint(nil, uint64(k))
+// appendStep appends step k, framed, to b.
+func appendStep(b []byte, k int, st *Step, strs map[string]int) ([]byte, error) {
+	start := len(b)
+	b = append(b, make([]byte, frameHeader)...)
+	b = binary.AppendUvarint(b, uint64(k))
 	typ := byte(recStep)
 	if st.Batch {
 		typ = recBatch
-		p = append(p, encodeBatch(st)...)
+		b = appendBatch(b, st, strs)
 	} else {
-		b, err := json.Marshal(st)
+		js, err := json.Marshal(st)
 		if err != nil {
-			return nil, err
+			return b[:start], err
 		}
-		p = append(p, b...)
+		b = append(b, js...)
 	}
-	return appendFrame(nil, typ, p), nil
+	payload := b[start+frameHeader:]
+	binary.LittleEndian.PutUint32(b[start:], uint32(len(payload)))
+	b[start+8] = typ
+	binary.LittleEndian.PutUint32(b[start+4:], crc32.Update(crc32.Update(0, crcTable, []byte{typ}), crcTable, payload))
+	return b, nil
 }
 
 // stepsWriter writes the steps of a new journal to ID.steps.new, renamed to ID.steps once
@@ -671,6 +677,8 @@ type stepsWriter struct {
 	w       *bufio.Writer
 	off     int64
 	offsets map[int]int64
+	buf     []byte         // reused for each step
+	strs    map[string]int // reused string table
 }
 
 func (s *Store) newSteps(id string) (*stepsWriter, error) {
@@ -699,10 +707,14 @@ func (w *stepsWriter) write(b []byte) error {
 }
 
 func (w *stepsWriter) add(k int, st *Step) error {
-	b, err := encodeStep(k, st)
+	if w.strs == nil {
+		w.strs = map[string]int{}
+	}
+	b, err := appendStep(w.buf[:0], k, st, w.strs)
 	if err != nil {
 		return err
 	}
+	w.buf = b
 	w.offsets[k] = w.off
 	return w.write(b)
 }

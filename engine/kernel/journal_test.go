@@ -257,7 +257,7 @@ func TestBatchCodecRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !reflect.DeepEqual(st, got) {
+		if !reflect.DeepEqual(st.Changes, got.Changes) || !reflect.DeepEqual(st.Undos, got.Undos) || st.First != got.First || !got.Batch {
 			t.Fatalf("%s batch changed on the way:\nwant %+v\ngot  %+v", kind, st.Changes[0], got.Changes[0])
 		}
 	}

@@ -38,7 +38,6 @@ type pipe struct {
 	seq  uint32
 	out  []byte
 	in   []byte
-	idx  []int // op index of each request of the group in flight
 }
 
 func (l *LiveHost) openPipe() (*pipe, error) {
@@ -79,60 +78,105 @@ func (e *netlinkError) Error() string {
 
 func (e *netlinkError) Unwrap() error { return e.errno }
 
+// group is requests of one sendmsg.
+type group struct {
+	out     []byte
+	idx     []int     // op index of each request
+	encFail []OpError // ops that could not be encoded (not sent)
+	end     int       // ops before end are in this group or earlier ones
+	base    uint32    // sequence number of the first request
+	stop    bool      // an op failed to encode and the batch stops there
+}
+
 // run sends n requests built by encode (which appends one request with the given sequence
-// number and flags to b) in groups, and collects the failures. See Host.Routes.
+// number to b) in groups, and collects the failures (see Host.Routes). A goroutine encodes the
+// next group while the kernel works through the current one inside sendmsg.
 func (p *pipe) run(ctx context.Context, n int, stopOnError bool, encode func(i int, b []byte, seq uint32) ([]byte, error)) (done int, failed []OpError, err error) {
-	i := 0
-	for i < n {
-		if err := ctx.Err(); err != nil {
-			return i, failed, err
-		}
-		p.out, p.idx = p.out[:0], p.idx[:0]
-		stop := false
-		last := 0 // offset of the group's last request
-		for i < n && len(p.idx) < groupMsgs && len(p.out) < groupBytes {
-			start := len(p.out)
-			b, err := encode(i, p.out, p.seq+uint32(len(p.idx)))
-			if err != nil {
-				p.out = p.out[:start]
-				failed = append(failed, OpError{i, err})
-				i++
-				if stopOnError {
-					stop = true
-					break
+	ready := make(chan *group, 1)
+	spare := make(chan *group, 2)
+	spare <- &group{out: p.out[:0]}
+	spare <- &group{out: make([]byte, 0, cap(p.out))}
+	quit := make(chan struct{})
+	go func() {
+		seq := p.seq
+		defer func() {
+			p.seq = seq // seen by run after ready is closed
+			close(ready)
+		}()
+		for i := 0; i < n; {
+			var g *group
+			select {
+			case g = <-spare:
+			case <-quit:
+				return
+			}
+			g.out, g.idx, g.encFail, g.stop, g.base = g.out[:0], g.idx[:0], g.encFail[:0], false, seq
+			last := 0
+			for i < n && len(g.idx) < groupMsgs && len(g.out) < groupBytes {
+				start := len(g.out)
+				b, err := encode(i, g.out, seq)
+				if err != nil {
+					g.out = g.out[:start]
+					g.encFail = append(g.encFail, OpError{i, err})
+					i++
+					if stopOnError {
+						g.stop = true
+						break
+					}
+					continue
 				}
-				continue
+				g.out, last = b, start
+				g.idx = append(g.idx, i)
+				seq++
+				i++
 			}
-			p.out, last = b, start
-			p.idx = append(p.idx, i)
-			i++
-		}
-		if len(p.idx) == 0 {
-			if stop {
-				return i, failed, nil
+			if len(g.idx) > 0 {
+				flags := binary.NativeEndian.Uint16(g.out[last+6:])
+				binary.NativeEndian.PutUint16(g.out[last+6:], flags|unix.NLM_F_ACK)
 			}
-			continue
+			g.end = i
+			select {
+			case ready <- g:
+			case <-quit:
+				return
+			}
+			if g.stop {
+				return
+			}
 		}
-		first := i - 0 // ops up to i may now take effect
-		flags := binary.NativeEndian.Uint16(p.out[last+6:])
-		binary.NativeEndian.PutUint16(p.out[last+6:], flags|unix.NLM_F_ACK)
-		base := p.seq
-		p.seq += uint32(len(p.idx))
-		if err := unix.Sendto(p.fd, p.out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-			return p.idx[0], failed, fmt.Errorf("sending to rtnetlink: %w", err)
+	}()
+	defer func() {
+		close(quit)
+		for range ready {
 		}
-		groupFailed, err := p.collect(base, uint32(len(p.idx)))
-		for _, f := range groupFailed {
-			failed = append(failed, OpError{p.idx[f.Index], f.Err})
+	}()
+	for g := range ready {
+		if err := ctx.Err(); err != nil {
+			return done, failed, err
 		}
-		if err != nil {
-			return first, failed, err
+		failed = append(failed, g.encFail...)
+		if len(g.idx) > 0 {
+			if err := unix.Sendto(p.fd, g.out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+				return done, failed, fmt.Errorf("sending to rtnetlink: %w", err)
+			}
+			groupFailed, err := p.collect(g.base, uint32(len(g.idx)))
+			for _, f := range groupFailed {
+				failed = append(failed, OpError{g.idx[f.Index], f.Err})
+			}
+			if err != nil {
+				return g.end, failed, err
+			}
+			if stopOnError && len(groupFailed) > 0 {
+				return g.end, failed, nil
+			}
 		}
-		if stopOnError && (stop || len(groupFailed) > 0) {
-			return first, failed, nil
+		done = g.end
+		if g.stop {
+			return done, failed, nil
 		}
+		spare <- g
 	}
-	return n, failed, nil
+	return done, failed, nil
 }
 
 // collect reads the answers to the requests base..base+count-1 until the last one's ack,
@@ -242,6 +286,7 @@ func (l *LiveHost) Rules(ctx context.Context, ops []RuleOp, stopOnError bool) (i
 
 var (
 	routeTypeNums = map[string]int{}
+	protocolNums  = map[string]int{}
 	scopeNums     = map[string]int{"universe": unix.RT_SCOPE_UNIVERSE, "site": unix.RT_SCOPE_SITE, "link": unix.RT_SCOPE_LINK, "host": unix.RT_SCOPE_HOST, "nowhere": unix.RT_SCOPE_NOWHERE}
 	ruleActs      = map[string]uint8{}
 )
@@ -253,14 +298,15 @@ func init() {
 	for n, s := range ruleActions {
 		ruleActs[s] = n
 	}
+	for n, s := range routeProtocols {
+		protocolNums[s] = n
+	}
 }
 
 // protocolNum parses a route protocol name (iproute2's) or number.
 func protocolNum(name string) (int, error) {
-	for n, s := range routeProtocols {
-		if s == name {
-			return n, nil
-		}
+	if n, ok := protocolNums[name]; ok {
+		return n, nil
 	}
 	n, err := strconv.Atoi(name)
 	if err != nil || n < 0 || n > 255 {
@@ -507,22 +553,63 @@ func (l *LiveHost) EachRoute(ctx context.Context, fam engine.Family, table int, 
 	if err := unix.Sendto(p.fd, b, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return fmt.Errorf("asking rtnetlink for the routes: %w", err)
 	}
+	// A goroutine reads the dump while this one decodes what it read: the kernel's side of a
+	// dump costs about as much as decoding it.
+	full := make(chan []byte, 4)
+	free := make(chan []byte, 6)
+	for range 5 {
+		free <- make([]byte, len(p.in))
+	}
+	quit := make(chan struct{})
+	var recvErr error
+	ended := false // the receiver read the end of the dump (set before it closes full)
+	go func() {
+		defer close(full)
+		for {
+			var buf []byte
+			select {
+			case buf = <-free:
+			case <-quit:
+				return
+			}
+			got, _, err := unix.Recvfrom(p.fd, buf, 0)
+			if err != nil {
+				if errors.Is(err, unix.EINTR) {
+					free <- buf
+					continue
+				}
+				recvErr = fmt.Errorf("reading the routes from rtnetlink: %w", err)
+				return
+			}
+			end := dumpEnds(buf[:got], seq)
+			select {
+			case full <- buf[:got]:
+			case <-quit:
+				ended = end
+				return
+			}
+			if end {
+				ended = true
+				return
+			}
+		}
+	}()
+	finished := false
+	defer func() {
+		close(quit)
+		for range full {
+		}
+		if !finished && !ended && recvErr == nil {
+			p.drain(seq) // read the rest away, so that the socket can be used again
+		}
+	}()
 	interrupted := false
 	n := 0
-	for {
+	for buf := range full {
 		if n++; n%64 == 0 && ctx.Err() != nil {
-			// Read the rest of the dump away, so that the socket can be used again.
-			defer p.drain(seq)
 			return ctx.Err()
 		}
-		got, _, err := unix.Recvfrom(p.fd, p.in, 0)
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return fmt.Errorf("reading the routes from rtnetlink: %w", err)
-		}
-		m := p.in[:got]
+		m := buf
 		for len(m) >= unix.NLMSG_HDRLEN {
 			ml := int(binary.NativeEndian.Uint32(m))
 			if ml < unix.NLMSG_HDRLEN || ml > len(m) {
@@ -538,11 +625,13 @@ func (l *LiveHost) EachRoute(ctx context.Context, fam engine.Family, table int, 
 			}
 			switch binary.NativeEndian.Uint16(msg[4:]) {
 			case unix.NLMSG_DONE:
+				finished = true
 				if interrupted {
 					return vnl.ErrDumpInterrupted
 				}
 				return nil
 			case unix.NLMSG_ERROR:
+				finished = true
 				if err := ackError(msg); err != nil {
 					return fmt.Errorf("listing routes: %w", err)
 				}
@@ -553,7 +642,32 @@ func (l *LiveHost) EachRoute(ctx context.Context, fam engine.Family, table int, 
 				}
 			}
 		}
+		select {
+		case free <- buf[:cap(buf)]:
+		default:
+		}
 	}
+	if recvErr != nil {
+		finished = true // the socket is broken; nothing to drain
+		return recvErr
+	}
+	return fmt.Errorf("reading the routes: the dump ended without its end")
+}
+
+// dumpEnds reports whether a buffer read from a dump holds its end.
+func dumpEnds(m []byte, seq uint32) bool {
+	for len(m) >= unix.NLMSG_HDRLEN {
+		ml := int(binary.NativeEndian.Uint32(m))
+		if ml < unix.NLMSG_HDRLEN || ml > len(m) {
+			return true // garbage: let the decoder report it
+		}
+		t := binary.NativeEndian.Uint16(m[4:])
+		if binary.NativeEndian.Uint32(m[8:]) == seq && (t == unix.NLMSG_DONE || t == unix.NLMSG_ERROR) {
+			return true
+		}
+		m = m[min(nlmAlign(ml), len(m)):]
+	}
+	return false
 }
 
 // drain reads the answers to a dump until its end.

@@ -39,6 +39,7 @@ type planner struct {
 	k        int // steps numbered so far
 	batch    *Step
 	batchK   int
+	spare    Step // the batch being filled, reused
 	nf       map[engine.Family]*Step
 	nfK      map[engine.Family]int
 	nfOrder  []engine.Family
@@ -72,7 +73,7 @@ func (a *Applier) plan(ctx context.Context, host Host, src engine.PlanSource, op
 		size = DefaultBatchSize
 	}
 	p := &planner{ctx: ctx, a: a, host: host, settler: engine.NewSettler(before, watch), sink: sink, size: size,
-		nf: map[engine.Family]*Step{}, nfK: map[engine.Family]int{}, sysctls: map[string]bool{}, wants: newDriftWants(sizeHint(src))}
+		nf: map[engine.Family]*Step{}, nfK: map[engine.Family]int{}, sysctls: map[string]bool{}, wants: newDriftWants()}
 	if err := src.Each(p.add); err != nil {
 		return nil, err
 	}
@@ -117,12 +118,11 @@ func (p *planner) add(i int, c engine.Change) error {
 			p.nfRead = true
 		}
 	}
-	p.settler.Validate(i, c)
+	pc, pending := p.settler.Next(i, c)
 	if p.problems = p.problems || p.settler.Problems() > 0; p.problems {
 		return nil // keep checking, to report every problem; nothing is applied
 	}
-	p.wants.add(i, c)
-	pc, pending := p.settler.Settle(c)
+	p.wants.add(i, pc)
 	if !pending {
 		return nil
 	}
@@ -161,7 +161,10 @@ func (p *planner) add(i int, c engine.Change) error {
 			if err := p.flushBatch(); err != nil {
 				return err
 			}
-			p.batch, p.batchK = &Step{Batch: true, First: i}, p.reserve()
+			// The sink is done with a batch when it returns: its slices are reused.
+			p.spare.Changes, p.spare.Undos = p.spare.Changes[:0], p.spare.Undos[:0]
+			p.spare.Batch, p.spare.First = true, i
+			p.batch, p.batchK = &p.spare, p.reserve()
 		}
 		p.batch.Changes = append(p.batch.Changes, pc)
 		if !mirrored && undo == nil {
@@ -183,7 +186,10 @@ func (p *planner) flushBatch() error {
 	}
 	st := p.batch
 	p.batch = nil
-	return p.sink(p.batchK, st)
+	err := p.sink(p.batchK, st)
+	clear(st.Changes) // let the routes go
+	clear(st.Undos)
+	return err
 }
 
 // finish hands over the steps that needed the whole plan: netfilter transactions (tried with
@@ -257,10 +263,10 @@ func (p *planner) readSysctl(key string) error {
 // or the rules read back; the few other changes are kept whole. Which change a missing hash
 // belongs to is found by reading the plan again, only when something is missing.
 type driftWants struct {
-	routes   []uint64 // routes added or replaced: RouteHash, its low bit set when loose
-	gone     []uint64 // routes deleted: RouteIdentity
-	rules    []uint64 // rules added: RuleKey
-	noRules  []uint64 // rules deleted
+	routes   engine.HashList // routes added or replaced: RouteHash, its low bit set when loose
+	gone     engine.HashList // routes deleted: RouteIdentity
+	rules    []uint64        // rules added: RuleKey
+	noRules  []uint64        // rules deleted
 	others   []indexedChange
 	tables   map[famTable]bool
 	anyLoose bool
@@ -277,9 +283,7 @@ type indexedChange struct {
 	c engine.Change
 }
 
-func newDriftWants(sizeHint int) *driftWants {
-	return &driftWants{tables: map[famTable]bool{}, routes: make([]uint64, 0, sizeHint)}
-}
+func newDriftWants() *driftWants { return &driftWants{tables: map[famTable]bool{}} }
 
 // routeWant returns the hash a planned route (normalized) is looked for by.
 func routeWant(r engine.Route) (h uint64, loose bool) {
@@ -302,12 +306,12 @@ func (w *driftWants) add(i int, c engine.Change) {
 		r := engine.NormalizeRoute(*c.Route)
 		w.tables[famTable{r.Family, r.Table}] = true
 		if c.Op == engine.OpDelete {
-			w.gone = append(w.gone, engine.RouteIdentity(r))
+			w.gone.Add(engine.RouteIdentity(r))
 			return
 		}
 		h, loose := routeWant(r)
 		w.anyLoose = w.anyLoose || loose
-		w.routes = append(w.routes, h)
+		w.routes.Add(h)
 	case engine.KindRule:
 		if c.Op == engine.OpDelete {
 			w.noRules = append(w.noRules, engine.RuleKey(*c.Rule))
@@ -358,7 +362,7 @@ func (a *Applier) drift(ctx context.Context, host Host, src engine.PlanSource, w
 			}
 		}
 	}
-	if len(w.routes)+len(w.gone) > 0 {
+	if w.routes.Len()+w.gone.Len() > 0 {
 		if err := routeDrift(ctx, host, after, w, absent, present); err != nil {
 			return nil, err
 		}
@@ -412,13 +416,13 @@ func (a *Applier) drift(ctx context.Context, host Host, src engine.PlanSource, w
 // routeDrift dumps the tables the plan's routes are in and adds to absent the hashes of
 // planned routes not found, and to present the identities of deleted routes still there.
 func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWants, absent, present map[uint64]bool) error {
-	slices.Sort(w.routes)
-	slices.Sort(w.gone)
-	found := make([]bool, len(w.routes))
-	there := make([]bool, len(w.gone))
-	mark := func(list []uint64, seen []bool, h uint64) {
-		i, _ := slices.BinarySearch(list, h)
-		for ; i < len(list) && list[i] == h; i++ {
+	w.routes.Sort()
+	w.gone.Sort()
+	found := make([]bool, w.routes.Len())
+	there := make([]bool, w.gone.Len())
+	mark := func(list *engine.HashList, seen []bool, h uint64) {
+		lo, hi := list.Find(h)
+		for i := lo; i < hi; i++ {
 			seen[i] = true
 		}
 	}
@@ -442,14 +446,14 @@ func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWan
 		var err error
 		for range dumpRetries {
 			err = host.EachRoute(ctx, ft.fam, ft.table, names, func(r engine.Route) {
-				if len(w.routes) > 0 {
-					mark(w.routes, found, wantHash(engine.RouteHash(r, false), false))
+				if len(found) > 0 {
+					mark(&w.routes, found, wantHash(engine.RouteHash(r, false), false))
 					if w.anyLoose {
-						mark(w.routes, found, wantHash(engine.RouteHash(r, true), true))
+						mark(&w.routes, found, wantHash(engine.RouteHash(r, true), true))
 					}
 				}
-				if len(w.gone) > 0 {
-					mark(w.gone, there, engine.RouteIdentity(r))
+				if len(there) > 0 {
+					mark(&w.gone, there, engine.RouteIdentity(r))
 				}
 			})
 			if !errors.Is(err, vnl.ErrDumpInterrupted) {
@@ -462,22 +466,13 @@ func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWan
 	}
 	for i, ok := range found {
 		if !ok {
-			absent[w.routes[i]] = true
+			absent[w.routes.At(i)] = true
 		}
 	}
 	for i, ok := range there {
 		if ok {
-			present[w.gone[i]] = true
+			present[w.gone.At(i)] = true
 		}
 	}
 	return nil
-}
-
-// sizeHint guesses how many changes a plan holds, so that what grows with it is allocated
-// once.
-func sizeHint(src engine.PlanSource) int {
-	if h, ok := src.(interface{ SizeHint() int }); ok {
-		return min(h.SizeHint(), 1<<24)
-	}
-	return 0
 }

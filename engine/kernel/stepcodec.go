@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"roundtrip/engine"
 )
@@ -149,8 +150,13 @@ func (e *stepEncoder) change(c engine.Change) {
 }
 
 // encodeBatch encodes the changes of a batch step (all routes or all rules) with their undos.
-func encodeBatch(st *Step) []byte {
-	e := stepEncoder{}
+func encodeBatch(st *Step) []byte { return appendBatch(nil, st, nil) }
+
+// appendBatch appends the encoding of a batch to b, with strs (emptied first) as its table of
+// strings, so that a writer can reuse both.
+func appendBatch(b []byte, st *Step, strs map[string]int) []byte {
+	clear(strs)
+	e := stepEncoder{b: b, strings: strs}
 	kind := byte('r')
 	if st.Changes[0].Kind == engine.KindRule {
 		kind = 'u'
@@ -172,6 +178,21 @@ func encodeBatch(st *Step) []byte {
 		}
 	}
 	return e.b
+}
+
+// batches recycles decoded batches: the apply reads a few hundred of them, each holding
+// thousands of routes, one after the other (recycle).
+var batches = sync.Pool{New: func() any { return new(Step) }}
+
+// recycle gives a batch that is no longer used back for the next one to be decoded into.
+func recycle(st *Step) {
+	if st == nil || !st.Batch {
+		return
+	}
+	clear(st.Changes)
+	clear(st.Undos)
+	clear(st.routes)
+	batches.Put(st)
 }
 
 type stepDecoder struct {
@@ -351,15 +372,17 @@ func decodeBatch(b []byte) (*Step, error) {
 	default:
 		return nil, errors.New("not a batch of routes or rules")
 	}
-	st := &Step{Batch: true, First: int(d.uvarint())}
+	st := batches.Get().(*Step)
+	st.Batch, st.First = true, int(d.uvarint())
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
 		return nil, errShortStep
 	}
-	st.Changes = make([]engine.Change, 0, n)
-	st.Undos = make([][]engine.Change, 0, n)
+	st.Changes = slices.Grow(st.Changes[:0], int(n))
+	st.Undos = slices.Grow(st.Undos[:0], int(n))
 	if kind == engine.KindRoute {
-		d.routes = make([]engine.Route, n)
+		st.routes = slices.Grow(st.routes[:0], int(n))[:n]
+		d.routes = st.routes
 	}
 	for range n {
 		st.Changes = append(st.Changes, d.change(kind))
