@@ -354,7 +354,7 @@ func (a *Applier) ApplySource(ctx context.Context, src engine.PlanSource, opts A
 		return nil, a.fail(ctx, host, j, sf, j.Steps-1, fmt.Errorf("recording the apply as finished: %w", err))
 	}
 	store.updateIndex(j)
-	drift, err := a.drift(ctx, host, src, pl.wants)
+	drift, err := a.drift(ctx, host, src, pl.wants, sf, j.Steps)
 	if err != nil {
 		return res, fmt.Errorf("applied, but reading the state back for the drift check failed: %w", err)
 	}

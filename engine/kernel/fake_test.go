@@ -215,9 +215,6 @@ func countOps(t *testing.T, st *engine.State, p *engine.Plan) int {
 	if _, err := w.applier.Apply(context.Background(), p, kernel.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if n < 15 {
-		t.Fatalf("the plan makes only %d operations", n)
-	}
 	return n
 }
 
@@ -229,6 +226,9 @@ func TestFakeFailureAtEveryOp(t *testing.T) {
 	st := fakeState()
 	p := fakePlan(t, st)
 	n := countOps(t, st, p)
+	if n < 15 {
+		t.Fatalf("the plan makes only %d operations", n)
+	}
 	injected := errors.New("injected failure")
 	for k := 1; k <= n; k++ {
 		w := newWorld(t, st)
@@ -659,5 +659,51 @@ func TestFakeRandomWalks(t *testing.T) {
 	t.Logf("%d applies, %d failed half way, %d rolled back, %d intents refused by the planner", applied, failed, rolledBack, refused)
 	if applied < walks || failed < walks/10 || rolledBack < walks/2 {
 		t.Errorf("the walks did too little: %d applies, %d failures, %d rollbacks", applied, failed, rolledBack)
+	}
+}
+
+// TestFakeDriftIsReported: what another program changes while the apply runs shows in the
+// drift check, by the plan's change numbers: a route of a batch deleted, a rule deleted, a
+// sysctl set back, and a route deleted that the plan had in effect already.
+func TestFakeDriftIsReported(t *testing.T) {
+	st := fakeState()
+	p := engine.NewPlan("drift")
+	for i := range 10 {
+		p.Changes = append(p.Changes, engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd,
+			Route: &engine.Route{Family: engine.V4, Table: 100, Dst: pfx(fmt.Sprintf("10.61.%d.0/24", i)), Gateway: ip("10.88.0.2"), Dev: "a0"}})
+	}
+	p.Changes = append(p.Changes,
+		engine.Change{Kind: engine.KindRule, Op: engine.OpAdd, Rule: &engine.Rule{Family: engine.V4, Priority: 3000, Src: pfx("10.61.0.0/16"), Action: engine.ActionTable, Table: 100}},
+		engine.Change{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}},
+		engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &engine.Route{Family: engine.V4, Table: 100, Dst: pfx("10.98.0.0/16"), Gateway: ip("10.99.0.2"), Dev: "vxold"}}, // in effect
+	)
+	w := newWorld(t, st)
+	n := countOps(t, st, p)
+	w.fake.After = func(op kerneltest.Op) {
+		if op.N != n {
+			return
+		}
+		// Another program, once the last change is made.
+		w.fake.After = nil
+		engineApply(t, w.fake, engine.Change{Kind: engine.KindRoute, Op: engine.OpDelete, Route: p.Changes[3].Route})
+		engineApply(t, w.fake, engine.Change{Kind: engine.KindRule, Op: engine.OpDelete, Rule: p.Changes[10].Rule})
+		engineApply(t, w.fake, engine.Change{Kind: engine.KindRoute, Op: engine.OpDelete, Route: p.Changes[12].Route})
+		if err := w.fake.WriteSysctl(engine.SysctlIPForward, "0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := w.applier.Apply(context.Background(), p, kernel.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(res.Drift, "\n")
+	for _, want := range []string{"change 4 is not in effect: ip -4 route add 10.61.3.0/24", "change 11 is not in effect: ip -4 rule",
+		"change 12 is not in effect: sysctl", "change 13 is not in effect: ip -4 route add 10.98.0.0/16"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("drift lacks %q:\n%s", want, got)
+		}
+	}
+	if len(res.Drift) != 4 {
+		t.Errorf("%d drift lines, want 4:\n%s", len(res.Drift), got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -135,6 +136,11 @@ func applyPlan(inv *Invocation, src engine.PlanSource, o applyChoices) error {
 	opts := kernel.ApplyOptions{Confirm: o.Confirm, Force: o.Force}
 	if o.DryRun {
 		return lockoutMessage(inv, dryRunApply(inv, a, src, opts))
+	}
+	// What an apply holds does not grow with the plan (8 bytes a route), but it allocates as
+	// it goes: collect less often, for some 10% of a full table's load time and ~10 MB more.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(150)
 	}
 	// A dropped SSH session must not kill the apply between two steps; the journal and the
 	// revert timer cover a kill, but finishing is better. Ctrl-C and SIGTERM cancel inv.Ctx:
