@@ -85,7 +85,7 @@ func (h *applyHost) read(t *testing.T) *engine.State {
 // address, sets sysctls, adds and replaces routes, adds IPv4 and IPv6 rules, replaces one
 // chain and creates another, deletes a rule, a route, a chain, an address (and with it a route
 // that used it as source) and a link (with its address and route), and flushes conntrack.
-func everyKindPlan(t *testing.T, st *engine.State) *engine.Plan {
+func everyKindPlan(t testing.TB, st *engine.State) *engine.Plan {
 	t.Helper()
 	pfx := netip.MustParsePrefix
 	addr := netip.MustParseAddr

@@ -29,7 +29,8 @@ var (
 	ip  = netip.MustParseAddr
 )
 
-// fakeState is a host with a bit of everything for plans to change: links with addresses
+// fakeState is newApplyHost's namespace as a State, for everyKindPlan: a host with a bit of
+// everything for plans to change: links with addresses
 // (and the routes the kernel adds with them), a vxlan link, routes in main and table 100, the
 // default rules and one more, roundtrip chains in mangle and nat, sysctls, a table name.
 func fakeState() *engine.State {
@@ -51,6 +52,7 @@ func fakeState() *engine.State {
 		engine.ApplyChange(st, engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &r})
 	}
 	route(engine.Route{Family: engine.V4, Dst: pfx("0.0.0.0/0"), Gateway: ip("10.88.0.254"), Dev: "a0"})
+	route(engine.Route{Family: engine.V4, Dst: pfx("10.66.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0"})
 	route(engine.Route{Family: engine.V4, Table: 100, Dst: pfx("10.98.0.0/16"), Gateway: ip("10.99.0.2"), Dev: "vxold"})
 	route(engine.Route{Family: engine.V4, Table: 100, Dst: pfx("10.77.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0"})
 	route(engine.Route{Family: engine.V4, Table: 101, Dst: pfx("10.55.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0", Src: ip("10.88.9.1")})
@@ -84,55 +86,6 @@ func fakeState() *engine.State {
 		st.Sysctls[engine.ConfKey(dev, "rp_filter")] = "1"
 	}
 	return st
-}
-
-// fakePlan touches every change kind, as everyKindPlan does in a namespace.
-func fakePlan(t testing.TB, st *engine.State) *engine.Plan {
-	t.Helper()
-	d := &engine.Desired{
-		Intent:     "fake: every change kind",
-		TableNames: []engine.RTTable{{ID: 200, Name: "rtest"}},
-		Links: []engine.Link{{Name: "vxnew", Kind: "vxlan", Up: true, HardwareAddr: "02:00:00:00:00:42",
-			Tunnel: &engine.Tunnel{VNI: 42, Local: ip("10.88.0.1"), Remote: ip("10.88.0.2"), Dev: "a0", Port: 4789}}},
-		Addresses: []engine.LinkAddress{{Dev: "vxnew", Address: engine.Address{Prefix: pfx("10.91.0.1/24")}}},
-		Sysctls: []engine.SysctlValue{
-			{Key: engine.SysctlIPForward, Value: "1"},
-			{Key: engine.ConfKey("a0", "rp_filter"), Value: "2"},
-		},
-		Routes: []engine.Route{
-			{Family: engine.V4, Table: 200, Dst: pfx("10.90.0.0/16"), Gateway: ip("10.91.0.2"), Dev: "vxnew"},
-			{Family: engine.V4, Dst: pfx("0.0.0.0/0"), Gateway: ip("10.88.0.253")},
-			{Family: engine.V4, Table: 200, Type: engine.RouteUnreachable, Dst: pfx("0.0.0.0/0"), Metric: 50},
-		},
-		Rules: []engine.Rule{
-			{Family: engine.V4, Priority: 10001, Src: pfx("10.91.0.0/24"), Action: engine.ActionTable, Table: 200},
-			{Family: engine.V4, Priority: 10003, Mark: &engine.MarkMatch{Value: 0x1000000, Mask: 0xff000000}, Action: engine.ActionTable, Table: 200},
-		},
-		Chains: []engine.ChainSpec{
-			{Family: engine.V4, Table: "nat", Name: "RT-TEST-PRE", Hooks: []engine.Hook{{Chain: "PREROUTING"}},
-				Rules: []string{"-p tcp --dport 8080 -j DNAT --to-destination 10.88.0.2:80"}},
-			{Family: engine.V4, Table: "mangle", Name: "RT-TEST-MARK", Hooks: []engine.Hook{{Chain: "OUTPUT"}},
-				Rules: []string{"-d 10.90.0.0/16 -j MARK --set-mark 0x1000000/0xff000000"}},
-		},
-		RemoveRules:     []engine.Rule{{Family: engine.V4, Priority: 10050, Src: pfx("10.88.5.0/24"), Table: 100}},
-		RemoveRoutes:    []engine.Route{{Family: engine.V4, Table: 100, Dst: pfx("10.77.0.0/16")}},
-		RemoveChains:    []engine.ChainSpec{{Family: engine.V4, Table: "mangle", Name: "RT-TEST-OLD"}},
-		RemoveAddresses: []engine.LinkAddress{{Dev: "a0", Address: engine.Address{Prefix: pfx("10.88.9.1/24")}}},
-		RemoveLinks:     []string{"vxold"},
-		Flush:           []engine.ConntrackFlush{{Family: engine.V4, Proto: 6, Dst: pfx("10.88.0.1/32"), DPort: 8080}},
-	}
-	p, err := d.Plan(st)
-	if err != nil {
-		t.Fatalf("planning: %v", err)
-	}
-	kinds := map[engine.ChangeKind]bool{}
-	for _, c := range p.Changes {
-		kinds[c.Kind] = true
-	}
-	if len(kinds) != 8 {
-		t.Fatalf("the plan should touch all 8 change kinds, touches %v:\n%s", kinds, p.Script())
-	}
-	return p
 }
 
 // world is a fake host with a journal store and an Applier for them.
@@ -177,7 +130,7 @@ func TestFakeApplyRollback(t *testing.T) {
 	ctx := context.Background()
 	w := newWorld(t, fakeState())
 	before := w.fake.State()
-	p := fakePlan(t, before)
+	p := everyKindPlan(t, before)
 	res, err := w.applier.Apply(ctx, p, kernel.ApplyOptions{})
 	if err != nil {
 		t.Fatalf("apply: %v\n%s", err, strings.Join(w.fake.Log, "\n"))
@@ -224,7 +177,7 @@ func countOps(t *testing.T, st *engine.State, p *engine.Plan) int {
 func TestFakeFailureAtEveryOp(t *testing.T) {
 	ctx := context.Background()
 	st := fakeState()
-	p := fakePlan(t, st)
+	p := everyKindPlan(t, st)
 	n := countOps(t, st, p)
 	if n < 15 {
 		t.Fatalf("the plan makes only %d operations", n)
@@ -326,7 +279,7 @@ func opErr(failed []kernel.OpError) error {
 func TestFakeDiskFullAtEveryWrite(t *testing.T) {
 	ctx := context.Background()
 	st := fakeState()
-	p := fakePlan(t, st)
+	p := everyKindPlan(t, st)
 	// Count the writes of an apply that goes through.
 	w := newWorld(t, st)
 	writes := 0
@@ -432,7 +385,7 @@ func restart(t testing.TB, s snapshot, tear func(name string, b []byte) []byte) 
 func TestFakeKillAtEveryOp(t *testing.T) {
 	ctx := context.Background()
 	st := fakeState()
-	p := fakePlan(t, st)
+	p := everyKindPlan(t, st)
 	w := newWorld(t, st)
 	type instant struct {
 		snapshot

@@ -35,7 +35,7 @@ func journalFile(t testing.TB, dir string) string {
 func TestJournalTornAtEveryByte(t *testing.T) {
 	ctx := context.Background()
 	st := fakeState()
-	p := fakePlan(t, st)
+	p := everyKindPlan(t, st)
 	w := newWorld(t, st)
 	if _, err := w.applier.Apply(ctx, p, kernel.ApplyOptions{}); err != nil {
 		t.Fatal(err)
