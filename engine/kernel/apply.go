@@ -447,10 +447,10 @@ func (a *Applier) checkSettled(ctx context.Context, store *Store, host Host) err
 				if _, err := a.rollbackLocked(ctx, store, host, latest.ID, reason); err != nil {
 					return fmt.Errorf("journal %s was due to revert at %s, but its revert timer died; reverting it now failed: %w", latest.ID, latest.ConfirmBy.Local().Format("15:04:05"), err)
 				}
-				return fmt.Errorf("journal %s was due to revert at %s, but its revert timer (pid %d) had died: it has been rolled back now; plan and apply again", latest.ID, latest.ConfirmBy.Local().Format("15:04:05"), latest.Timer.PID)
+				return fmt.Errorf("journal %s was due to revert at %s, but its revert timer (pid %d) had died: it has been rolled back now; plan and apply again", latest.ID, latest.ConfirmBy.Local().Format("15:04:05"), latest.TimerPID())
 			}
 			return fmt.Errorf("the apply of journal %s waits for confirmation until %s, but its revert timer (pid %d) has died, so nothing will revert it: run roundtrip confirm to keep it or roundtrip rollback to undo it first",
-				latest.ID, latest.ConfirmBy.Local().Format("15:04:05"), latest.Timer.PID)
+				latest.ID, latest.ConfirmBy.Local().Format("15:04:05"), latest.TimerPID())
 		}
 		return fmt.Errorf("the apply of journal %s waits for confirmation until %s: run roundtrip confirm (or roundtrip rollback) first",
 			latest.ID, latest.ConfirmBy.Local().Format("15:04:05"))

@@ -156,7 +156,7 @@ func Confirm(ctx context.Context, ns Namespace, id string, lockWait time.Duratio
 		return nil, fmt.Errorf("too late: journal %s had to be confirmed by %s and its revert timer is rolling it back; apply the plan again", j.ID, j.ConfirmBy.Local().Format("15:04:05"))
 	}
 	if j.TimerDead {
-		store.note("the revert timer of journal %s (pid %d) had died: nothing would have reverted it", j.ID, j.Timer.PID)
+		store.note("the revert timer of journal %s (pid %d) had died: nothing would have reverted it", j.ID, j.TimerPID())
 	}
 	if err := j.write(record{Type: "confirmed"}, true); err != nil {
 		return nil, err

@@ -490,6 +490,14 @@ func (j *Journal) Active() bool {
 	return false
 }
 
+// TimerPID returns the pid of the journal's revert timer (0 when it has none).
+func (j *Journal) TimerPID() int {
+	if j.Timer == nil {
+		return 0
+	}
+	return j.Timer.PID
+}
+
 // checkTimer sets TimerDead for a journal waiting for confirmation whose timer process is
 // gone (killed, or the machine rebooted).
 func (j *Journal) checkTimer() {

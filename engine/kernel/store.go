@@ -226,6 +226,7 @@ func (s *Store) Lock(ctx context.Context, wait time.Duration) (release func(), e
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d: %s since %s\n", os.Getpid(), strings.Join(os.Args, " "), time.Now().Format(time.RFC3339))), 0)
+	s.Notes = nil // what this holder of the lock found
 	s.tidy()
 	return func() {
 		_ = f.Truncate(0)

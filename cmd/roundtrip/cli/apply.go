@@ -283,7 +283,7 @@ func waitForConfirm(inv *Invocation, j *kernel.Journal) error {
 				fmt.Fprintln(inv.Stderr)
 			}
 			return fmt.Errorf("the revert timer of journal %s (pid %d) died, so nothing will revert the changes at %s: run roundtrip confirm%s to keep them or roundtrip rollback%s to undo them",
-				cur.ID, cur.Timer.PID, cur.ConfirmBy.Local().Format("15:04:05"), netnsFlag(inv), netnsFlag(inv))
+				cur.ID, cur.TimerPID(), cur.ConfirmBy.Local().Format("15:04:05"), netnsFlag(inv), netnsFlag(inv))
 		}
 		if term {
 			left := max(time.Until(cur.ConfirmBy).Round(time.Second), 0)
@@ -333,7 +333,7 @@ func confirmCommand() *Command {
 				return inv.PrintJSON(historyEntry(j))
 			}
 			if j.TimerDead {
-				fmt.Fprintf(inv.Stderr, "note: the revert timer of %s (pid %d) had died: nothing would have reverted the changes\n", j.ID, j.Timer.PID)
+				fmt.Fprintf(inv.Stderr, "note: the revert timer of %s (pid %d) had died: nothing would have reverted the changes\n", j.ID, j.TimerPID())
 			}
 			fmt.Fprintf(inv.Stdout, "confirmed %s (%s): the changes stay\n", j.ID, j.Intent)
 			return nil
