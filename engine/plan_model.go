@@ -205,48 +205,9 @@ func (p *Plan) Pending(s *State) *Plan {
 			flushes = append(flushes, c)
 			continue
 		}
-		if c.inEffect(s, routes) {
-			continue
+		if c, ok := settle(c, s, routes); ok {
+			out.Changes = append(out.Changes, c)
 		}
-		// A removal names its object by identity; the change carries the object as it is, so
-		// that the kernel is asked to delete exactly that (and the summary shows it).
-		if c.Op == OpDelete {
-			switch c.Kind {
-			case KindRoute:
-				if same := routes(identOf(*c.Route)); len(same) > 0 {
-					r := same[0]
-					c.Route = &r
-				}
-			case KindRule:
-				if i := slices.IndexFunc(s.Rules, func(r Rule) bool { return sameRule(r, *c.Rule) }); i >= 0 {
-					r := s.Rules[i]
-					c.Rule = &r
-				}
-			case KindAddress:
-				if l := s.LinkByName(c.Address.Dev); l != nil {
-					if i := slices.IndexFunc(l.Addrs, func(a Address) bool { return a.Prefix == c.Address.Prefix }); i >= 0 {
-						c.Address = &LinkAddress{Dev: l.Name, Address: l.Addrs[i]}
-					}
-				}
-			}
-		}
-		switch c.Kind {
-		case KindRoute:
-			if c.Op != OpDelete {
-				c.Op = OpAdd
-				if len(routes(identOf(*c.Route))) > 0 {
-					c.Op = OpReplace
-				}
-			}
-		case KindLink:
-			if c.Op != OpDelete {
-				c.Op = OpAdd
-				if s.LinkByName(c.Link.Name) != nil {
-					c.Op = OpSet
-				}
-			}
-		}
-		out.Changes = append(out.Changes, c)
 	}
 	if len(out.Changes) > 0 {
 		out.Changes = append(out.Changes, flushes...)
@@ -255,6 +216,73 @@ func (p *Plan) Pending(s *State) *Plan {
 		out.Changes = []Change{}
 	}
 	return &out
+}
+
+// settle reports whether a normalized change (not a conntrack flush) is pending on s, and
+// returns it as the kernel must be asked to make it: a removal carries its object as it is
+// (so that exactly that is deleted, and the summary shows it); a route add whose key exists
+// becomes a replace; a link add of an existing link becomes a set, and the reverse.
+func settle(c Change, s *State, routes routeLookup) (Change, bool) {
+	if c.Kind == KindRoute {
+		// inEffect and the settling below, with one lookup (a destination list settles a
+		// million of these).
+		same := routes(identOf(*c.Route))
+		switch {
+		case c.Op == OpDelete && len(same) == 0:
+			return c, false
+		case c.Op == OpDelete:
+			r := same[0]
+			c.Route = &r
+			return c, true
+		case len(same) == 1 && sameRoute(same[0], *c.Route):
+			return c, false
+		}
+		c.Op = OpAdd
+		if len(same) > 0 {
+			c.Op = OpReplace
+		}
+		return c, true
+	}
+	if c.inEffect(s, routes) {
+		return c, false
+	}
+	if c.Op == OpDelete {
+		switch c.Kind {
+		case KindRoute:
+			if same := routes(identOf(*c.Route)); len(same) > 0 {
+				r := same[0]
+				c.Route = &r
+			}
+		case KindRule:
+			if i := slices.IndexFunc(s.Rules, func(r Rule) bool { return sameRule(r, *c.Rule) }); i >= 0 {
+				r := s.Rules[i]
+				c.Rule = &r
+			}
+		case KindAddress:
+			if l := s.LinkByName(c.Address.Dev); l != nil {
+				if i := slices.IndexFunc(l.Addrs, func(a Address) bool { return a.Prefix == c.Address.Prefix }); i >= 0 {
+					c.Address = &LinkAddress{Dev: l.Name, Address: l.Addrs[i]}
+				}
+			}
+		}
+	}
+	switch c.Kind {
+	case KindRoute:
+		if c.Op != OpDelete {
+			c.Op = OpAdd
+			if len(routes(identOf(*c.Route))) > 0 {
+				c.Op = OpReplace
+			}
+		}
+	case KindLink:
+		if c.Op != OpDelete {
+			c.Op = OpAdd
+			if s.LinkByName(c.Link.Name) != nil {
+				c.Op = OpSet
+			}
+		}
+	}
+	return c, true
 }
 
 // Validate checks the plan against the state it will be applied to, change by change on the
@@ -529,6 +557,9 @@ type model struct {
 	byID   map[routeID][]int // positions in st.Routes
 	dead   map[int]bool      // positions removed since the last reindex
 	direct []Route           // routes without a gateway; nil when stale
+	// keep, when set, says which planned routes the model holds (a Settler's model keeps
+	// only those that later checks can need, so that it does not grow with the plan).
+	keep func(Route) bool
 }
 
 func newModel(s *State) *model {
@@ -589,19 +620,24 @@ func (m *model) apply(c Change) {
 		return
 	}
 	id := identOf(*c.Route)
-	for _, i := range m.byID[id] {
-		if !m.dead[i] {
-			m.dead[i] = true
-			if isDirect(m.st.Routes[i]) {
-				m.direct = nil
+	if ids, ok := m.byID[id]; ok {
+		for _, i := range ids {
+			if !m.dead[i] {
+				m.dead[i] = true
+				if isDirect(m.st.Routes[i]) {
+					m.direct = nil
+				}
 			}
 		}
+		delete(m.byID, id)
 	}
-	delete(m.byID, id)
 	if c.Op == OpDelete {
 		return
 	}
 	r := *c.Route
+	if m.keep != nil && !m.keep(r) {
+		return
+	}
 	if r.Dev == "" && r.Gateway.IsValid() {
 		m.onLink(r.Table, r.Gateway, "") // fills m.direct
 		r.Dev = gatewayDev(m.direct, m.st.Links, r.Table, r.Gateway)
@@ -865,7 +901,7 @@ func applyChainToModel(st *State, c ChainSpec, op Op) {
 // routes (and secondary addresses) with it, so their inverses put those back too. It fails only
 // when before lacks what the undo needs (a sysctl's old value).
 func (c Change) Inverse(before *State) ([]Change, error) {
-	return c.normalized().inverse(before, scanRoutes(before))
+	return c.normalized().inverse(before, scanRoutes(before), true)
 }
 
 // Inverses returns the inverse of every change of the plan (Change.Inverse), all computed
@@ -874,7 +910,7 @@ func (p *Plan) Inverses(before *State) ([][]Change, error) {
 	routes := indexRoutes(before)
 	out := make([][]Change, len(p.Changes))
 	for i, c := range p.Changes {
-		inv, err := c.normalized().inverse(before, routes)
+		inv, err := c.normalized().inverse(before, routes, true)
 		if err != nil {
 			return nil, fmt.Errorf("change %d (%s): %w", i+1, c.Summary(), err)
 		}
@@ -883,9 +919,16 @@ func (p *Plan) Inverses(before *State) ([][]Change, error) {
 	return out, nil
 }
 
-// inverse is Inverse for a normalized change.
-func (c Change) inverse(before *State, routes routeLookup) ([]Change, error) {
-	inv := func(k ChangeKind, op Op) Change { return Change{Kind: k, Op: op, Why: "undo: " + c.Summary()} }
+// inverse is Inverse for a normalized change; why says whether the undo changes say what
+// they undo (the change engine, undoing routes by the million, does without).
+func (c Change) inverse(before *State, routes routeLookup, why bool) ([]Change, error) {
+	inv := func(k ChangeKind, op Op) Change {
+		x := Change{Kind: k, Op: op}
+		if why {
+			x.Why = "undo: " + c.Summary()
+		}
+		return x
+	}
 	switch c.Kind {
 	case KindTable:
 		old, ok := before.TableNames[c.Table.ID]

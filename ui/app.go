@@ -401,6 +401,9 @@ func (a *App) statusLine(width int) string {
 		switch {
 		case a.confirming:
 			text = "confirming…"
+		case a.pending.TimerDead:
+			// Nothing will revert them: say so rather than count down to nothing.
+			text = fmt.Sprintf("⚠ the revert timer of journal %s died: nothing reverts these changes — press y to keep them, or roll back (u on the wizard page)", a.pending.ID)
 		case left < -stalledAfter:
 			text = fmt.Sprintf("⚠ journal %s is past its deadline and not rolled back: is its revert timer running? u on Wizards rolls it back", a.pending.ID)
 		case left < 0:

@@ -360,6 +360,22 @@ func TestConsoleFollowsTheRevertTimer(t *testing.T) {
 	h.mustShow("✓ applied and confirmed", "was confirmed: the changes stay")
 }
 
+// TestPendingWithDeadTimer: a pending apply whose revert timer died is shown as such, before
+// and after its deadline, rather than as a countdown that ends in nothing.
+func TestPendingWithDeadTimer(t *testing.T) {
+	be := newFake(t, case1Host(t))
+	be.pending = &kernel.Journal{JournalHead: kernel.JournalHead{ID: "j1", Intent: "roundtrip wizard source-return --uplink eth0"},
+		Status: kernel.StatusPending, ConfirmBy: testNow.Add(42 * time.Second), TimerDead: true}
+	h := newHarness(t, be, 160, 24)
+	h.mustShow("the revert timer of journal j1 died: nothing reverts these changes")
+	h.app.c.Now = func() time.Time { return testNow.Add(43 * time.Second) }
+	h.send(pendingTick{})
+	if h.app.Pending() == nil {
+		t.Fatal("a pending apply whose timer died was taken as being rolled back")
+	}
+	h.mustShow("the revert timer of journal j1 died")
+}
+
 func TestSnapshotIsReadOnly(t *testing.T) {
 	be := newFake(t, case1Host(t))
 	be.live = false

@@ -67,9 +67,9 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 }
 
 // Apply implements common.Backend.
-func (b *LiveBackend) Apply(ctx context.Context, p *engine.Plan, confirm time.Duration, progress func(string)) (*kernel.Result, error) {
+func (b *LiveBackend) Apply(ctx context.Context, p *engine.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error) {
 	a := &kernel.Applier{NS: b.NS, LockWait: lockWait, Log: &lineWriter{fn: progress}}
-	return a.Apply(ctx, p, kernel.ApplyOptions{Confirm: confirm})
+	return a.Apply(ctx, p, opts)
 }
 
 // Confirm implements common.Backend.
@@ -178,7 +178,7 @@ func (b *SnapshotBackend) refuse() error {
 }
 
 // Apply implements common.Backend.
-func (b *SnapshotBackend) Apply(context.Context, *engine.Plan, time.Duration, func(string)) (*kernel.Result, error) {
+func (b *SnapshotBackend) Apply(context.Context, *engine.Plan, kernel.ApplyOptions, func(string)) (*kernel.Result, error) {
 	return nil, b.refuse()
 }
 

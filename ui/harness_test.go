@@ -156,7 +156,7 @@ func (f *fakeBackend) ReadState(ctx context.Context) (*engine.State, error) {
 	return f.state, nil
 }
 
-func (f *fakeBackend) Apply(ctx context.Context, p *engine.Plan, confirm time.Duration, progress func(string)) (*kernel.Result, error) {
+func (f *fakeBackend) Apply(ctx context.Context, p *engine.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.readOnly != "" {
@@ -164,19 +164,23 @@ func (f *fakeBackend) Apply(ctx context.Context, p *engine.Plan, confirm time.Du
 		return nil, common.ErrReadOnly
 	}
 	before := f.state
+	// The Applier's SSH lockout check, as the live backend makes it.
+	if _, err := kernel.CheckLockout(before, p, opts); err != nil {
+		return nil, err
+	}
 	for i, c := range p.Changes {
 		progress(fmt.Sprintf("step %d/%d: %s", i+1, len(p.Changes), c.Summary()))
 	}
 	f.state = p.Expect(before)
 	f.applied = append(f.applied, p)
-	f.confirms = append(f.confirms, confirm)
-	j := &kernel.Journal{JournalHead: kernel.JournalHead{ID: fmt.Sprintf("20250301-120000-%04d", len(f.journals)), Intent: p.Intent, Plan: p, Steps: make([]kernel.Step, len(p.Changes))}, Status: kernel.StatusApplied}
-	if confirm > 0 {
-		j.Status, j.ConfirmBy = kernel.StatusPending, testNow.Add(confirm)
+	f.confirms = append(f.confirms, opts.Confirm)
+	j := &kernel.Journal{JournalHead: kernel.JournalHead{ID: fmt.Sprintf("20250301-120000-%04d", len(f.journals)), Intent: p.Intent, Steps: len(p.Changes), Changes: len(p.Changes)}, Status: kernel.StatusApplied}
+	if opts.Confirm > 0 {
+		j.Status, j.ConfirmBy = kernel.StatusPending, testNow.Add(opts.Confirm)
 		f.pending = j
 	}
 	f.journals = append(f.journals, j)
-	return &kernel.Result{Journal: j, Pending: p, Before: before, After: f.state}, nil
+	return &kernel.Result{Journal: j, Changes: len(p.Changes), Pending: len(p.Changes), Before: before}, nil
 }
 
 func (f *fakeBackend) Confirm(ctx context.Context) (*kernel.Journal, error) {

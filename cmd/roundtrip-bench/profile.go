@@ -64,12 +64,12 @@ func (b *bench) profileApply(dir, ns string, n int) error {
 	os.Setenv(kernel.StateDirEnv, stateDir)
 	defer os.Unsetenv(kernel.StateDirEnv)
 	err := b.profiled(dir, fmt.Sprintf("apply-%d", n), func() error {
-		p, err := engine.LoadPlanFile(plan)
+		src, err := engine.OpenPlanFile(plan)
 		if err != nil {
 			return err
 		}
 		a := &kernel.Applier{NS: kernel.Namespace{Name: ns}, LockWait: 10 * time.Second}
-		_, err = a.Apply(b.ctx, p, kernel.ApplyOptions{})
+		_, err = a.ApplySource(b.ctx, src, kernel.ApplyOptions{})
 		return err
 	})
 	if err != nil {

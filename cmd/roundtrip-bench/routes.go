@@ -233,10 +233,10 @@ func (b *bench) benchLoad(r *report, ns string, sizes []int, perLineMax int) err
 		rt := res[0]
 		switch n {
 		case 100000:
-			r.verdict("100k routes loaded", "≤ 0.7× ip -batch", rt.wall()/base, 0.7, "×")
+			r.verdict("100k routes loaded", "≤ 0.6× ip -batch", rt.wall()/base, 0.6, "×")
 		case 1000000:
-			r.verdict("1M routes loaded", "≤ 0.5× ip -batch", rt.wall()/base, 0.5, "×")
-			r.verdict("1M routes loaded, peak RSS", "≤ 100 MB", rt.rss()/1e6, 100, " MB")
+			r.verdict("1M routes loaded", "≤ 0.4× ip -batch", rt.wall()/base, 0.4, "×")
+			r.verdict("1M routes loaded, peak RSS", "≤ 64 MB", rt.rss()/1e6, 64, " MB")
 		}
 		if n == sizes[len(sizes)-1] {
 			sec.note(fmt.Sprintf("`ip -batch` at %d routes: peak RSS %s.", n, mib(int64(res[1].rss()))))

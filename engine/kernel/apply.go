@@ -7,30 +7,32 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
-	"github.com/ti-mo/conntrack"
-	vnl "github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"roundtrip/engine"
-	"roundtrip/engine/safefile"
 )
 
-// Applier applies plans to one network namespace: links, addresses, routes and rules through
-// one netlink handle, roundtrip's iptables chains in one `iptables-restore --noflush -w`
-// transaction per family, sysctls under /proc/sys/net inside the namespace, conntrack flushes
-// through ctnetlink. It journals every step before moving on and undoes the completed steps in
-// reverse when one fails, so the host ends either changed as planned or as it was.
+// Applier applies plans to one network namespace through a Host: links, addresses, routes and
+// rules through netlink (routes and rules pipelined, in batches), roundtrip's iptables chains
+// in one `iptables-restore --noflush -w` transaction per family, sysctls under /proc/sys/net
+// inside the namespace, conntrack flushes through ctnetlink, table names in one file.
+//
+// An apply reads the plan once, change by change: each change is validated against the state
+// read first, settled (is it already in effect, what undoes it) and grouped into steps, which
+// go to the journal's steps file. Only when the whole plan fits and the steps are on disk does
+// the apply change anything, step by step, each step's start journaled (and synced) before it
+// touches the kernel. On any failure, on Ctrl-C, or when the journal cannot be written, the
+// steps that took effect are undone in reverse, so the host ends changed as planned or as it
+// was. Memory does not grow with the plan: batches are read back from the steps file, and the
+// drift check compares hashes of the planned routes with a streaming dump of the kernel's.
 type Applier struct {
 	NS Namespace
 	// Store is the namespace's journal directory; nil opens it with OpenStore.
@@ -44,6 +46,10 @@ type Applier struct {
 	Log io.Writer
 	// StartTimer starts the revert timer of a journal (StartRevertTimer when nil).
 	StartTimer func(s *Store, j *Journal, after time.Duration) (pid int, err error)
+	// Host is what the Applier reads and changes; nil opens the namespace's (OpenHost).
+	Host Host
+	// BatchSize bounds the routes or rules of one step (DefaultBatchSize when 0).
+	BatchSize int
 
 	// BeforeStep and AfterStep are failure-injection hooks for tests: an error from BeforeStep
 	// fails step i before it starts, one from AfterStep fails it after its kernel work is done
@@ -52,22 +58,108 @@ type Applier struct {
 	AfterStep  func(i int, s Step) error
 }
 
+// DefaultBatchSize is how many routes or rules one step holds: one journal record, and one
+// synced "started" record, per batch.
+const DefaultBatchSize = 4096
+
 // ApplyOptions are the choices of one apply.
 type ApplyOptions struct {
 	// Confirm, when positive, starts a detached timer that rolls the apply back after this
 	// long unless `roundtrip confirm` runs first.
 	Confirm time.Duration
+	// SSH is the operator's session; nil means the one SSH_CONNECTION names, if any. A plan
+	// that changes how replies reach its client is refused unless Confirm or Force is given.
+	SSH *engine.SSHSession
+	// Force skips the SSH lockout check.
+	Force bool
 }
 
 // Result is what an apply did.
 type Result struct {
-	Journal *Journal     // nil when nothing needed changing
-	Pending *engine.Plan // the changes that were not yet in effect
+	Journal *Journal // nil when nothing needed changing
+	Changes int      // in the plan
+	Pending int      // of those, not in effect before
 	Before  *engine.State
-	After   *engine.State
 	// Drift lists planned changes not in effect when the state was read back after the apply.
 	Drift []string
 	NoOp  bool
+	// Lockout is set when the plan changes the route back to the operator's SSH client (the
+	// apply went ahead with a confirmation window, or forced).
+	Lockout *engine.Lockout
+	// Notes are what the journal directory set aside on the way (an empty old journal).
+	Notes []string
+}
+
+// Step is one unit of an apply: one change; all netfilter changes of one family (one
+// iptables-restore transaction); all routing table names (one file); or a batch of routes or
+// of rules, sent pipelined. Undo lists the changes that reverse a step made of one change or
+// one transaction; a batch has the undo of each change in Undos (nil: the change's mirror, an
+// add deleted or a delete added back). All undos are computed from the state before the apply.
+type Step struct {
+	Changes []engine.Change   `json:"changes"`
+	Undo    []engine.Change   `json:"undo,omitempty"`
+	Undos   [][]engine.Change `json:"-"`
+	File    *FileUndo         `json:"file,omitempty"`
+	Batch   bool              `json:"batch,omitempty"`
+	First   int               `json:"first"` // the plan's index of the first change
+
+	routes []engine.Route // a decoded batch's routes, allocated together
+}
+
+// FileUndo is a file a step rewrites, with its content before and after.
+type FileUndo struct {
+	Path    string `json:"path"`
+	Existed bool   `json:"existed"`
+	Old     []byte `json:"old,omitempty"`
+	New     []byte `json:"new,omitempty"`
+}
+
+// Summary describes a step in one line.
+func (s Step) Summary() string {
+	if len(s.Changes) == 1 {
+		return s.Changes[0].Summary()
+	}
+	if len(s.Changes) > 3 {
+		return fmt.Sprintf("%s; ... and %d more %s changes", s.Changes[0].Summary(), len(s.Changes)-1, s.Changes[0].Kind)
+	}
+	var parts []string
+	for _, c := range s.Changes {
+		parts = append(parts, c.Summary())
+	}
+	return strings.Join(parts, "; ")
+}
+
+// UndoOf returns what undoes change i of a batch.
+func (s Step) UndoOf(i int) []engine.Change {
+	if u := s.Undos[i]; u != nil {
+		return u
+	}
+	return []engine.Change{mirror(s.Changes[i])}
+}
+
+// mirror returns the change that undoes an add or delete of a route or rule.
+func mirror(c engine.Change) engine.Change {
+	m := engine.Change{Kind: c.Kind, Op: engine.OpDelete, Route: c.Route, Rule: c.Rule}
+	if c.Op == engine.OpDelete {
+		m.Op = engine.OpAdd
+	}
+	return m
+}
+
+// StepInfo describes a step of a prepared apply.
+type StepInfo struct {
+	Summary string            `json:"summary"`
+	Kind    engine.ChangeKind `json:"kind"`
+	Changes int               `json:"changes"`
+}
+
+// Prepared is what an apply would do (apply --dry-run).
+type Prepared struct {
+	Before  *engine.State
+	Changes int // in the plan
+	Pending int // not yet in effect
+	Steps   []StepInfo
+	Lockout *engine.Lockout
 }
 
 func (a *Applier) logf(format string, args ...any) {
@@ -102,8 +194,16 @@ func (a *Applier) lock(ctx context.Context) (*Store, func(), error) {
 	return store, release, nil
 }
 
-func (a *Applier) read(ctx context.Context) (*engine.State, error) {
-	return ReadWith(ctx, a.NS, ReadOptions{RTTablesDirs: a.RTTablesDirs})
+// host returns the Host to work on and the function that closes it.
+func (a *Applier) host() (Host, func(), error) {
+	if a.Host != nil {
+		return a.Host, func() {}, nil
+	}
+	h, err := OpenHost(a.NS, a.RTTablesDirs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, func() { h.Close() }, nil
 }
 
 // tablesFile is where roundtrip writes routing table names.
@@ -115,154 +215,744 @@ func (a *Applier) tablesFile() string {
 	return filepath.Join(dir, engine.RTTablesFile)
 }
 
-// Prepare reads the state, validates the plan against it and computes the steps an apply
-// would take, without changing anything (apply --dry-run). Errors are the plan's problems.
-func (a *Applier) Prepare(ctx context.Context, p *engine.Plan) (before *engine.State, pending *engine.Plan, steps []Step, err error) {
-	before, err = a.read(ctx)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	if err := a.readSysctls(before, p); err != nil {
-		return nil, nil, nil, err
-	}
-	if err := p.Validate(before); err != nil {
-		return nil, nil, nil, err
-	}
-	pending = p.Pending(before)
-	steps, err = a.steps(ctx, pending, before)
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return before, pending, steps, nil
+// LockoutError is returned when a plan would change how the server's replies reach the
+// operator's SSH client and neither a confirmation window nor Force was given.
+type LockoutError struct{ Lockout engine.Lockout }
+
+func (e *LockoutError) Error() string {
+	return "refusing to apply over SSH: " + e.Lockout.Reason + ", which may cut you off: apply with a confirmation window (it reverts unless confirmed from a new SSH session), or force it if you have another way in"
 }
 
-// readSysctls adds to before the current values of the plan's sysctls that the state does not
-// hold (a State keeps only the path-deciding ones), so their undo can be computed.
-func (a *Applier) readSysctls(before *engine.State, p *engine.Plan) error {
-	var keys []string
-	for _, c := range p.Changes {
-		if c.Kind == engine.KindSysctl {
-			if _, ok := before.Sysctls[c.Sysctl.Key]; !ok {
-				keys = append(keys, c.Sysctl.Key)
-			}
-		}
+// session returns the SSH session of an apply, if any, and a warning when SSH_CONNECTION
+// cannot be read.
+func (o ApplyOptions) session() (*engine.SSHSession, string) {
+	if o.SSH != nil || o.Force {
+		return o.SSH, ""
 	}
-	if len(keys) == 0 {
-		return nil
+	conn := os.Getenv("SSH_CONNECTION")
+	if conn == "" {
+		return nil, ""
 	}
-	if before.Sysctls == nil {
-		before.Sysctls = engine.Sysctls{}
+	s, err := engine.ParseSSHConnection(conn)
+	if err != nil {
+		return nil, fmt.Sprintf("cannot check the SSH lockout: %v", err)
 	}
-	return a.NS.Do(func() error {
-		for _, k := range keys {
-			b, err := os.ReadFile(SysctlPath(k))
-			if errors.Is(err, fs.ErrNotExist) {
-				if iface, ok := engine.SysctlIface(k); ok && before.LinkByName(iface) == nil {
-					continue // a link the plan creates
-				}
-				return fmt.Errorf("sysctl %s does not exist on this kernel (%s is missing): check the name", k, SysctlPath(k))
-			}
-			if err != nil {
-				return fmt.Errorf("reading sysctl %s: %w", k, err)
-			}
-			before.Sysctls[k] = strings.TrimSpace(string(b))
-		}
-		return nil
-	})
+	return &s, ""
 }
 
-// steps groups the pending changes into steps and computes each one's undo from before.
-// Netfilter changes of a family become one step (one transaction), tried first with
-// iptables-restore --test so that a rule the kernel would refuse stops the apply before
-// anything changes; table names become one step (one file).
-func (a *Applier) steps(ctx context.Context, p *engine.Plan, before *engine.State) ([]Step, error) {
-	undos, err := p.Inverses(before)
+// lockoutPolicy decides on the SSH lockout check of a plan whose effect is after: nil when the
+// operator's session is not affected; the lockout when it is, with a LockoutError unless a
+// confirmation window or Force was given.
+func lockoutPolicy(before, after *engine.State, sess *engine.SSHSession, opts ApplyOptions) (*engine.Lockout, error) {
+	if sess == nil || opts.Force {
+		return nil, nil
+	}
+	lo := engine.CheckLockout(before, after, *sess)
+	if !lo.Applies || !lo.Changed {
+		return nil, nil
+	}
+	if opts.Confirm <= 0 {
+		return &lo, &LockoutError{lo}
+	}
+	return &lo, nil
+}
+
+// CheckLockout is the SSH lockout check an apply makes, for a preview (the console shows it
+// before applying): the lockout when the plan changes how replies reach the session's client,
+// with a LockoutError when the apply would be refused.
+func CheckLockout(before *engine.State, p *engine.Plan, opts ApplyOptions) (*engine.Lockout, error) {
+	sess, _ := opts.session()
+	if sess == nil {
+		return nil, nil
+	}
+	return lockoutPolicy(before, p.Expect(before), sess, opts)
+}
+
+// Apply applies the changes of p that are not yet in effect (ApplySource).
+func (a *Applier) Apply(ctx context.Context, p *engine.Plan, opts ApplyOptions) (*Result, error) {
+	return a.ApplySource(ctx, p.Source(), opts)
+}
+
+// ApplySource applies the changes of a plan that are not yet in effect. It holds the
+// namespace's lock throughout, validates the plan against the state it reads first (a plan that
+// does not fit changes nothing), refuses over SSH a plan that changes the route back to the
+// operator unless opts allow it, journals the steps with their undo, starts the revert timer
+// when opts.Confirm is set, applies step by step, and on any failure or cancellation undoes
+// what took effect, in reverse. After a successful apply it reads the state back and reports
+// drift. An apply of a plan that is already in effect does nothing and writes no journal.
+func (a *Applier) ApplySource(ctx context.Context, src engine.PlanSource, opts ApplyOptions) (*Result, error) {
+	if opts.Confirm < 0 {
+		return nil, fmt.Errorf("a confirmation window of %s: give a positive duration", opts.Confirm)
+	}
+	store, release, err := a.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var steps []Step
-	nfStep := map[engine.Family]int{}
-	tableStep := -1
-	// batchUndo collects a batch's undos in apply order; they are laid out in reverse once the
-	// batch is complete (prepending per change copied the list every time: quadratic at 1M).
-	batchUndo := map[int][][]engine.Change{}
-	for ci, c := range p.Changes {
-		undo := undos[ci]
-		switch {
-		case c.Kind == engine.KindChain:
-			i, ok := nfStep[c.Chain.Family]
-			if !ok {
-				steps = append(steps, Step{})
-				i = len(steps) - 1
-				nfStep[c.Chain.Family] = i
-			}
-			steps[i].Changes = append(steps[i].Changes, c)
-			steps[i].Undo = append(steps[i].Undo, undo...)
-		case c.Kind == engine.KindTable:
-			if tableStep < 0 {
-				steps = append(steps, Step{})
-				tableStep = len(steps) - 1
-			}
-			steps[tableStep].Changes = append(steps[tableStep].Changes, c)
-		case batchable(c) && len(steps) > 0 && len(steps[len(steps)-1].Changes) < maxBatch &&
-			batchable(steps[len(steps)-1].Changes[0]) && steps[len(steps)-1].Changes[0].Kind == c.Kind:
-			// Routes and rules come in thousands (a destination list): one journal record per
-			// batch rather than per route. Their undos are independent of each other; the
-			// batch undoes in reverse all the same.
-			last := &steps[len(steps)-1]
-			last.Changes = append(last.Changes, c)
-			batchUndo[len(steps)-1] = append(batchUndo[len(steps)-1], undo)
-		default:
-			steps = append(steps, Step{Changes: []engine.Change{c}, Undo: undo})
-			if batchable(c) {
-				batchUndo[len(steps)-1] = [][]engine.Change{undo}
-			}
+	defer release()
+	host, closeHost, err := a.host()
+	if err != nil {
+		return nil, err
+	}
+	defer closeHost()
+	if err := a.checkSettled(ctx, store, host); err != nil {
+		return nil, err
+	}
+
+	now := time.Now()
+	head := JournalHead{ID: newID(now), Started: now.UTC(), Intent: src.Header().Intent, Namespace: a.NS.Name, PID: os.Getpid(), Confirm: opts.Confirm}
+	sw, err := store.newSteps(head.ID)
+	if err != nil {
+		return nil, err
+	}
+	pl, err := a.plan(ctx, host, src, opts, sw.add)
+	if err != nil {
+		sw.abort()
+		return nil, err
+	}
+	res := &Result{Before: pl.before, Changes: pl.total, Pending: pl.pending, Lockout: pl.lockout, Notes: store.Notes}
+	if pl.steps == 0 {
+		sw.abort()
+		res.NoOp = true
+		return res, nil
+	}
+	if err := sw.finish(); err != nil {
+		return nil, fmt.Errorf("journaling the steps (nothing was changed): %w", err)
+	}
+	head.Steps, head.Changes, head.Pending = pl.steps, pl.total, pl.pending
+	j, err := store.create(head)
+	if err != nil {
+		os.Remove(sw.path)
+		return nil, fmt.Errorf("%w (nothing was changed)", err)
+	}
+	defer j.Close()
+	res.Journal = j
+	sf, err := store.openSteps(j)
+	if err != nil {
+		a.abandon(j, "its steps could not be read back")
+		return nil, fmt.Errorf("%w (nothing was changed)", err)
+	}
+	defer sf.close()
+
+	if opts.Confirm > 0 {
+		// Started before the first step: if this process dies mid-apply, the timer still
+		// rolls back what was done.
+		if err := a.startTimer(store, j, opts.Confirm); err != nil {
+			return nil, err
 		}
 	}
-	for i, chunks := range batchUndo {
-		var u []engine.Change
-		for j := len(chunks) - 1; j >= 0; j-- {
-			u = append(u, chunks[j]...)
-		}
-		steps[i].Undo = u
+	j.prepared = j.size
+	if err := a.run(ctx, host, j, sf); err != nil {
+		return nil, err
 	}
-	if tableStep >= 0 {
-		fu, err := a.tableFileUndo(steps[tableStep].Changes)
+	var confirmBy time.Time
+	if opts.Confirm > 0 {
+		confirmBy = time.Now().Add(opts.Confirm).UTC()
+	}
+	if err := j.write(record{Type: "applied", ConfirmBy: confirmBy}, true); err != nil {
+		// An apply that cannot record that it finished undoes itself: a journal left at
+		// "applying" would look interrupted, and nobody would confirm it.
+		return nil, a.fail(ctx, host, j, sf, j.Steps-1, fmt.Errorf("recording the apply as finished: %w", err))
+	}
+	store.updateIndex(j)
+	drift, err := a.drift(ctx, host, src, pl.wants, sf, j.Steps)
+	if err != nil {
+		return res, fmt.Errorf("applied, but reading the state back for the drift check failed: %w", err)
+	}
+	res.Drift = drift
+	if len(drift) > 0 {
+		_ = j.write(record{Type: "drift", Lines: drift}, false)
+		store.updateIndex(j)
+	}
+	return res, nil
+}
+
+// abandon records that an apply stopped before its first step.
+func (a *Applier) abandon(j *Journal, why string) {
+	_ = j.write(record{Type: "rolled-back", Reason: why + "; nothing was changed"}, true)
+	j.store.updateIndex(j)
+}
+
+// startTimer starts the revert timer and journals its identity.
+func (a *Applier) startTimer(store *Store, j *Journal, after time.Duration) error {
+	start := a.StartTimer
+	if start == nil {
+		start = StartRevertTimer
+	}
+	pid, err := start(store, j, after)
+	if err != nil {
+		a.abandon(j, "the revert timer could not start")
+		return fmt.Errorf("starting the revert timer (nothing was changed): %w", err)
+	}
+	t := &TimerID{PID: pid}
+	if pid > 0 {
+		t.Start, _ = processStart(pid)
+		t.Boot = bootID()
+	}
+	if err := j.write(record{Type: "timer", Timer: t}, true); err != nil {
+		stopTimer(t, j.ID)
+		a.abandon(j, "the revert timer could not be journaled")
+		return fmt.Errorf("journaling the revert timer (nothing was changed): %w", err)
+	}
+	return nil
+}
+
+// stopTimer ends a revert timer, if the process is still that timer.
+func stopTimer(t *TimerID, id string) {
+	if t != nil && t.PID > 0 && timerAlive(t, id) {
+		_ = syscall.Kill(t.PID, syscall.SIGTERM)
+	}
+}
+
+// Prepare reads the state and goes through the plan as an apply would, without changing
+// anything or writing a journal (apply --dry-run): it returns the steps, or the plan's
+// problems.
+func (a *Applier) Prepare(ctx context.Context, src engine.PlanSource, opts ApplyOptions) (*Prepared, error) {
+	host, closeHost, err := a.host()
+	if err != nil {
+		return nil, err
+	}
+	defer closeHost()
+	var infos []StepInfo
+	pl, err := a.plan(ctx, host, src, opts, func(k int, st *Step) error {
+		for len(infos) <= k {
+			infos = append(infos, StepInfo{})
+		}
+		kind := engine.ChangeKind("")
+		if len(st.Changes) > 0 {
+			kind = st.Changes[0].Kind
+		}
+		infos[k] = StepInfo{Summary: st.Summary(), Kind: kind, Changes: len(st.Changes)}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Prepared{Before: pl.before, Changes: pl.total, Pending: pl.pending, Steps: infos, Lockout: pl.lockout}, nil
+}
+
+// checkSettled refuses to stack an apply on one that waits for confirmation (its revert would
+// also undo the new one's ground) or on one that was interrupted half way. An apply waiting for
+// confirmation whose revert timer died and whose deadline has passed is reverted now: that is
+// what its operator was promised.
+func (a *Applier) checkSettled(ctx context.Context, store *Store, host Host) error {
+	latest, err := store.Latest()
+	if err != nil || latest == nil {
+		return err
+	}
+	switch latest.Status {
+	case StatusPending:
+		if latest.TimerDead {
+			if time.Now().After(latest.ConfirmBy) {
+				reason := fmt.Sprintf("not confirmed by %s; its revert timer had died", latest.ConfirmBy.Local().Format("15:04:05"))
+				if _, err := a.rollbackLocked(ctx, store, host, latest.ID, reason); err != nil {
+					return fmt.Errorf("journal %s was due to revert at %s, but its revert timer died; reverting it now failed: %w", latest.ID, latest.ConfirmBy.Local().Format("15:04:05"), err)
+				}
+				return fmt.Errorf("journal %s was due to revert at %s, but its revert timer (pid %d) had died: it has been rolled back now; plan and apply again", latest.ID, latest.ConfirmBy.Local().Format("15:04:05"), latest.TimerPID())
+			}
+			return fmt.Errorf("the apply of journal %s waits for confirmation until %s, but its revert timer (pid %d) has died, so nothing will revert it: run roundtrip confirm to keep it or roundtrip rollback to undo it first",
+				latest.ID, latest.ConfirmBy.Local().Format("15:04:05"), latest.TimerPID())
+		}
+		return fmt.Errorf("the apply of journal %s waits for confirmation until %s: run roundtrip confirm (or roundtrip rollback) first",
+			latest.ID, latest.ConfirmBy.Local().Format("15:04:05"))
+	case StatusApplying, StatusRollbackFailed:
+		return fmt.Errorf("the apply of journal %s did not finish cleanly (%s): run roundtrip rollback %s first", latest.ID, latest.Status, latest.ID)
+	}
+	return nil
+}
+
+// run applies the steps one by one. The next step is read from the steps file while the
+// kernel works on the current one.
+func (a *Applier) run(ctx context.Context, host Host, j *Journal, sf *stepsFile) error {
+	type read struct {
+		st  *Step
+		err error
+	}
+	fetch := func(k int) <-chan read {
+		c := make(chan read, 1)
+		if k >= j.Steps {
+			return c
+		}
+		go func() {
+			st, err := sf.step(k)
+			c <- read{st, err}
+		}()
+		return c
+	}
+	next := fetch(0)
+	for k := range j.Steps {
+		r := <-next
+		next = fetch(k + 1)
+		st, err := r.st, r.err
+		if err != nil {
+			return a.fail(ctx, host, j, sf, k-1, err)
+		}
+		a.logf("step %d/%d: %s", k+1, j.Steps, st.Summary())
+		if err := ctx.Err(); err != nil {
+			return a.fail(ctx, host, j, sf, k-1, fmt.Errorf("interrupted (Ctrl-C or SIGTERM) before step %d: %w", k+1, err))
+		}
+		if a.BeforeStep != nil {
+			if err := a.BeforeStep(k, *st); err != nil {
+				return a.fail(ctx, host, j, sf, k-1, stepError(k, j.Steps, st, err))
+			}
+		}
+		// The start is on disk before the kernel sees the step: a step the journal cannot
+		// record is not made.
+		if err := j.write(record{Type: "start", Step: k}, true); err != nil {
+			return a.fail(ctx, host, j, sf, k-1, stepError(k, j.Steps, st, err))
+		}
+		failure, err := a.exec(ctx, host, st)
+		if err == nil && a.AfterStep != nil {
+			err = a.AfterStep(k, *st)
+		}
+		if err != nil {
+			// Unrecorded (a full disk), what took effect is still known here for the undo.
+			_ = j.write(record{Type: "failed", Step: k, Error: err.Error(), NoEffect: failure.noEffect,
+				Batch: failure.batch, Sent: failure.sent, Refused: keys(failure.refused)}, true)
+			j.failures[k] = failure
+			return a.fail(ctx, host, j, sf, k, stepError(k, j.Steps, st, err))
+		}
+		// Not synced: should it be lost, the step counts as started, and undoing a step that
+		// was done is what a rollback would do anyway.
+		if err := j.write(record{Type: "done", Step: k}, false); err != nil {
+			return a.fail(ctx, host, j, sf, k, stepError(k, j.Steps, st, err))
+		}
+		recycle(st)
+	}
+	return nil
+}
+
+func stepError(k, n int, st *Step, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("interrupted (Ctrl-C or SIGTERM) during step %d of %d (%s): %w", k+1, n, st.Summary(), context.Canceled)
+	}
+	return fmt.Errorf("applying step %d of %d (%s): %w", k+1, n, st.Summary(), err)
+}
+
+func keys(m map[int]bool) []int {
+	var out []int
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// fail undoes the steps up to last that took effect, journals the outcome and returns the
+// error to report. It undoes even when ctx is cancelled: an interrupted apply must leave the
+// host as it was.
+func (a *Applier) fail(ctx context.Context, host Host, j *Journal, sf *stepsFile, last int, cause error) error {
+	ctx = context.WithoutCancel(ctx)
+	undoErr := a.undo(ctx, host, j, sf, last)
+	reason := "the apply failed"
+	if errors.Is(cause, context.Canceled) {
+		reason = "the apply was interrupted"
+	}
+	if undoErr != nil {
+		_ = j.write(record{Type: "rolled-back", Reason: reason, Error: undoErr.Error()}, true)
+		j.store.updateIndex(j)
+		return fmt.Errorf("%w; undoing the completed steps also failed: %v: run `roundtrip rollback %s` to retry, and compare with `roundtrip snapshot`", cause, undoErr, j.ID)
+	}
+	if err := j.write(record{Type: "rolled-back", Reason: reason}, true); err != nil {
+		// The host is as it was, but the journal cannot say so (a full disk): cut it back to
+		// before its first step, which reads as an apply that changed nothing.
+		if terr := j.cutToPrepared(); terr != nil {
+			return fmt.Errorf("%w; the completed steps were undone and the host is as it was, but journal %s could not record that (%v): free space, then run `roundtrip rollback %s` to close it", cause, j.ID, err, j.ID)
+		}
+	}
+	j.store.updateIndex(j)
+	return fmt.Errorf("%w; the completed steps were undone and the host is as it was", cause)
+}
+
+// cutToPrepared truncates the journal to its records before the first step.
+func (j *Journal) cutToPrepared() error {
+	if j.f == nil || j.prepared == 0 {
+		return errors.New("the journal is not open")
+	}
+	if err := j.f.Truncate(j.prepared); err != nil {
+		return err
+	}
+	if err := j.f.Sync(); err != nil {
+		return err
+	}
+	j.size = j.prepared
+	return nil
+}
+
+// undo reverses the steps last..0 of a journal that took effect, skipping those already
+// undone, steps that never started, failed steps that took no effect, and the changes of a
+// failed batch that the kernel refused or that were never sent. Undo is tolerant: an undo that
+// finds its object already as wanted (added and present, deleted and gone) succeeds, so a step
+// that was half done, or undone before a crash, is undone safely.
+func (a *Applier) undo(ctx context.Context, host Host, j *Journal, sf *stepsFile, last int) error {
+	var errs []error
+	for k := last; k >= 0; k-- {
+		if j.Undone[k] || !j.Started[k] && !j.Done[k] {
+			continue
+		}
+		f, failed := j.failures[k]
+		if failed && f.noEffect && !j.Done[k] {
+			continue
+		}
+		st, err := sf.step(k)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("step %d: %w", k+1, err))
+			continue
+		}
+		var took []int // nil: all of it
+		if failed && f.batch && !j.Done[k] {
+			took = []int{}
+			for i := range min(f.sent, len(st.Changes)) {
+				if !f.refused[i] {
+					took = append(took, i)
+				}
+			}
+		}
+		a.logf("undo step %d: %s", k+1, st.Summary())
+		if err := a.undoStep(ctx, host, st, took); err != nil {
+			errs = append(errs, fmt.Errorf("step %d (%s): %w", k+1, st.Summary(), err))
+			_ = j.write(record{Type: "undo-failed", Step: k, Error: err.Error()}, true)
+			continue
+		}
+		_ = j.write(record{Type: "undone", Step: k}, false)
+		j.Undone[k] = true
+	}
+	return errors.Join(errs...)
+}
+
+// ErrNothingToRollBack is returned when a namespace has no active journal.
+var ErrNothingToRollBack = errors.New("nothing to roll back")
+
+// Rollback undoes an apply: the journal with that id, or the most recent active one when id
+// is empty. Only the most recent active journal can be rolled back, since later applies may
+// build on it. Steps are undone in reverse, including one that an interrupted apply started.
+func (a *Applier) Rollback(ctx context.Context, id, reason string) (*Journal, error) {
+	store, release, err := a.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	host, closeHost, err := a.host()
+	if err != nil {
+		return nil, err
+	}
+	defer closeHost()
+	return a.rollbackLocked(ctx, store, host, id, reason)
+}
+
+func (a *Applier) rollbackLocked(ctx context.Context, store *Store, host Host, id, reason string) (*Journal, error) {
+	latest, err := store.Latest()
+	if err != nil {
+		return nil, err
+	}
+	if latest == nil {
+		if id != "" {
+			if other, err := store.Load(id); err == nil {
+				return nil, fmt.Errorf("journal %s is %s: there is nothing of it to roll back", id, other.Status)
+			}
+		}
+		return nil, fmt.Errorf("%w in %s: no applied plan is active (see roundtrip history)", ErrNothingToRollBack, a.NS)
+	}
+	if id != "" && id != latest.ID {
+		other, err := store.Load(id)
 		if err != nil {
 			return nil, err
 		}
-		steps[tableStep].File = fu
+		if !other.Active() {
+			return nil, fmt.Errorf("journal %s is %s: there is nothing of it to roll back", id, other.Status)
+		}
+		return nil, fmt.Errorf("journal %s was applied after %s: roll it back first (roundtrip rollback %s)", latest.ID, id, latest.ID)
 	}
-	for f, i := range nfStep {
-		tx := engine.NetfilterTransaction(f, steps[i].Changes, before)
-		if _, err := a.NS.Runner().Run(ctx, tx, restoreTool(f), "--test", "--noflush", "-w"); err != nil {
-			return nil, fmt.Errorf("checking the plan's %s rules with %s --test: the kernel refuses them (nothing was changed): %w", f, restoreTool(f), err)
+	j, err := store.Load(latest.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer j.Close()
+	sf, err := store.openSteps(j)
+	if err != nil {
+		return nil, fmt.Errorf("rolling back %s: %w", j.ID, err)
+	}
+	defer sf.close()
+	last := -1
+	for k := range j.Steps {
+		if j.Started[k] || j.Done[k] {
+			last = k
 		}
 	}
-	return steps, nil
-}
-
-// maxBatch bounds how many routes or rules one step holds.
-const maxBatch = 256
-
-// batchable reports whether a change may share a step with others of its kind.
-func batchable(c engine.Change) bool {
-	return c.Kind == engine.KindRoute || c.Kind == engine.KindRule
-}
-
-func restoreTool(f engine.Family) string {
-	if f == engine.V6 {
-		return "ip6tables-restore"
+	if reason == "" {
+		reason = "rolled back by request"
 	}
-	return "iptables-restore"
+	// A rollback finishes even when interrupted: half a rollback helps nobody.
+	if err := a.undo(context.WithoutCancel(ctx), host, j, sf, last); err != nil {
+		_ = j.write(record{Type: "rolled-back", Reason: reason, Error: err.Error()}, true)
+		store.updateIndex(j)
+		return j, fmt.Errorf("rolling back %s: %w; run roundtrip rollback again once the cause is fixed", j.ID, err)
+	}
+	if err := j.write(record{Type: "rolled-back", Reason: reason}, true); err != nil {
+		return j, fmt.Errorf("rolled back %s, but the journal could not record it: %w", j.ID, err)
+	}
+	stopTimer(j.Timer, j.ID)
+	store.updateIndex(j)
+	return j, nil
+}
+
+// exec performs a step. On failure it says how much of the step took effect.
+func (a *Applier) exec(ctx context.Context, host Host, st *Step) (stepFailure, error) {
+	switch {
+	case st.File != nil:
+		if err := host.WriteFile(st.File.Path, st.File.New); err != nil {
+			return stepFailure{noEffect: true}, err
+		}
+		return stepFailure{}, nil
+	case st.Batch:
+		return a.batch(ctx, host, st.Changes, st.First)
+	case len(st.Changes) > 0 && st.Changes[0].Kind == engine.KindChain:
+		if err := restoreChains(ctx, host, st.Changes); err != nil {
+			return stepFailure{noEffect: true}, err
+		}
+		return stepFailure{}, nil
+	}
+	for _, c := range st.Changes {
+		effect, err := execChange(ctx, host, c, false)
+		if err != nil {
+			return stepFailure{noEffect: !effect}, fmt.Errorf("%s: %w", c.Summary(), err)
+		}
+	}
+	return stepFailure{}, nil
+}
+
+// batch sends a batch of routes or rules, stopping at the first group with a failure.
+func (a *Applier) batch(ctx context.Context, host Host, changes []engine.Change, first int) (stepFailure, error) {
+	done, failed, err := sendBatch(ctx, host, changes, false, true)
+	if err == nil && len(failed) == 0 {
+		return stepFailure{}, nil
+	}
+	f := stepFailure{batch: true, sent: done, refused: map[int]bool{}}
+	var errs []error
+	for _, fe := range failed {
+		f.refused[fe.Index] = true
+		if len(errs) < 3 {
+			errs = append(errs, fmt.Errorf("change %d of the plan (%s): %w", first+fe.Index+1, changes[fe.Index].Summary(), fe.Err))
+		}
+	}
+	if len(failed) > 3 {
+		errs = append(errs, fmt.Errorf("and %d more changes of the batch", len(failed)-3))
+	}
+	if err != nil {
+		errs = append(errs, err)
+	}
+	return f, errors.Join(errs...)
+}
+
+// sendBatch sends route or rule changes (all of one kind) as one pipelined batch. In tolerant
+// mode (undo) adds are made as replaces.
+func sendBatch(ctx context.Context, host Host, changes []engine.Change, tolerant, stopOnError bool) (int, []OpError, error) {
+	if len(changes) == 0 {
+		return 0, nil, nil
+	}
+	if changes[0].Kind == engine.KindRoute {
+		buf := routeOps.Get().(*[]RouteOp)
+		defer routeOps.Put(buf)
+		ops := (*buf)[:0]
+		for _, c := range changes {
+			op := c.Op
+			if tolerant && op == engine.OpAdd {
+				op = engine.OpReplace // undo re-adds a route as it was; replacing is idempotent
+			}
+			ops = append(ops, RouteOp{Op: op, Route: *c.Route})
+		}
+		*buf = ops
+		return host.Routes(ctx, ops, stopOnError)
+	}
+	ops := make([]RuleOp, len(changes))
+	for i, c := range changes {
+		ops[i] = RuleOp{Op: c.Op, Rule: *c.Rule}
+	}
+	return host.Rules(ctx, ops, stopOnError)
+}
+
+// routeOps recycles the op lists of batches: a million routes come in a few hundred of them.
+var routeOps = sync.Pool{New: func() any { return new([]RouteOp) }}
+
+// ignorable reports whether an undo's failure means its object is already as wanted.
+func ignorable(c engine.Change, err error) bool {
+	if c.Op == engine.OpDelete {
+		return isErrno(err, unix.ESRCH, unix.ENOENT, unix.ENODEV, unix.EADDRNOTAVAIL)
+	}
+	return isErrno(err, unix.EEXIST)
+}
+
+// undoStep reverses a step; for a batch, only the changes in took (all when nil).
+func (a *Applier) undoStep(ctx context.Context, host Host, st *Step, took []int) error {
+	if st.File != nil {
+		if st.File.Existed {
+			return host.WriteFile(st.File.Path, st.File.Old)
+		}
+		return host.RemoveFile(st.File.Path)
+	}
+	if st.Batch {
+		if took == nil {
+			took = make([]int, len(st.Changes))
+			for i := range took {
+				took[i] = i
+			}
+		}
+		var undo []engine.Change
+		for _, i := range slices.Backward(took) {
+			undo = append(undo, st.UndoOf(i)...)
+		}
+		return undoChanges(ctx, host, undo)
+	}
+	return undoChanges(ctx, host, st.Undo)
+}
+
+// undoChanges makes undo changes tolerantly, in order: routes and rules in batches, chain
+// changes in one transaction at the end.
+func undoChanges(ctx context.Context, host Host, undo []engine.Change) error {
+	var chains []engine.Change
+	for i := 0; i < len(undo); {
+		c := undo[i]
+		switch c.Kind {
+		case engine.KindChain:
+			chains = append(chains, c)
+			i++
+			continue
+		case engine.KindRoute, engine.KindRule:
+			j := i
+			for j < len(undo) && undo[j].Kind == c.Kind {
+				j++
+			}
+			if err := undoBatch(ctx, host, undo[i:j]); err != nil {
+				return err
+			}
+			i = j
+			continue
+		}
+		if _, err := execChange(ctx, host, c, true); err != nil {
+			return fmt.Errorf("%s: %w", c.Summary(), err)
+		}
+		i++
+	}
+	if len(chains) > 0 {
+		return restoreChains(ctx, host, chains)
+	}
+	return nil
+}
+
+func undoBatch(ctx context.Context, host Host, changes []engine.Change) error {
+	_, failed, err := sendBatch(ctx, host, changes, true, false)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, f := range failed {
+		if !ignorable(changes[f.Index], f.Err) {
+			errs = append(errs, fmt.Errorf("%s: %w", changes[f.Index].Summary(), f.Err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// execChange makes one change; tolerant (undo) accepts an object already as wanted. It
+// reports whether a failed change may have taken effect in part.
+func execChange(ctx context.Context, host Host, c engine.Change, tolerant bool) (effect bool, err error) {
+	switch c.Kind {
+	case engine.KindLink:
+		return execLink(host, c, tolerant)
+	case engine.KindAddress:
+		if c.Op == engine.OpDelete {
+			err = host.AddrDel(c.Address.Dev, c.Address.Address)
+		} else {
+			err = host.AddrAdd(c.Address.Dev, c.Address.Address, false)
+		}
+	case engine.KindSysctl:
+		err = host.WriteSysctl(c.Sysctl.Key, c.Sysctl.Value)
+	case engine.KindRoute, engine.KindRule:
+		var failed []OpError
+		_, failed, err = sendBatch(ctx, host, []engine.Change{c}, tolerant, true)
+		if err == nil && len(failed) > 0 {
+			err = failed[0].Err
+		}
+	case engine.KindChain:
+		err = restoreChains(ctx, host, []engine.Change{c})
+	case engine.KindConntrack:
+		// A flush cannot be undone, and deletes what it can as it goes.
+		return true, host.FlushConntrack(ctx, *c.Conntrack)
+	case engine.KindTable:
+		return false, fmt.Errorf("table names are written as one file step, not one by one")
+	}
+	if tolerant && err != nil && ignorable(c, err) {
+		return false, nil
+	}
+	return false, err
+}
+
+// execLink creates, settles or deletes a link. A link it creates goes again if settling it
+// fails, so a failed creation leaves nothing.
+func execLink(host Host, c engine.Change, tolerant bool) (bool, error) {
+	l := c.Link
+	if c.Op == engine.OpDelete {
+		err := host.LinkDel(l.Name)
+		if tolerant && isErrno(err, unix.ENODEV) {
+			return false, nil
+		}
+		return false, err
+	}
+	exists, err := host.LinkExists(l.Name)
+	if err != nil {
+		return false, err
+	}
+	if !exists {
+		if err := host.LinkAdd(*l); err != nil {
+			return false, err
+		}
+		if err := settleLink(host, *l); err != nil {
+			return false, errors.Join(err, host.LinkDel(l.Name))
+		}
+		return false, nil
+	}
+	return true, settleLink(host, *l)
+}
+
+// settleLink gives an existing link the planned MTU, master, up state and addresses.
+func settleLink(host Host, l engine.Link) error {
+	if err := host.LinkSet(l); err != nil {
+		return err
+	}
+	for _, ad := range l.Addrs {
+		if err := host.AddrAdd(l.Name, ad, true); err != nil && !isErrno(err, unix.EEXIST) {
+			return fmt.Errorf("adding address %s: %w", ad.Prefix, err)
+		}
+	}
+	return nil
+}
+
+// restoreChains applies chain changes of one family as one iptables-restore transaction, rendered
+// against the rules as they are now.
+func restoreChains(ctx context.Context, host Host, changes []engine.Change) error {
+	nf, err := host.ReadNetfilter(ctx)
+	if err != nil {
+		return err
+	}
+	if nf.Unavailable != "" {
+		return fmt.Errorf("cannot change iptables rules: %s", nf.Unavailable)
+	}
+	f := changes[0].Chain.Family
+	tx := engine.NetfilterTransaction(f, changes, &engine.State{Netfilter: nf})
+	if tx == nil {
+		return nil
+	}
+	if err := host.Restore(ctx, f, tx, false); err != nil {
+		return fmt.Errorf("%w\ntransaction:\n%s", err, tx)
+	}
+	return nil
 }
 
 // tableFileUndo computes roundtrip's rt_tables file after the table changes, with its content
 // before.
-func (a *Applier) tableFileUndo(changes []engine.Change) (*FileUndo, error) {
+func (a *Applier) tableFileUndo(host Host, changes []engine.Change) (*FileUndo, error) {
 	path := a.tablesFile()
 	fu := &FileUndo{Path: path}
-	old, err := os.ReadFile(path)
+	old, err := host.ReadFile(path)
 	switch {
 	case err == nil:
 		fu.Existed, fu.Old = true, old
@@ -298,776 +988,4 @@ func (a *Applier) tableFileUndo(changes []engine.Change) (*FileUndo, error) {
 	}
 	fu.New = b.Bytes()
 	return fu, nil
-}
-
-// Apply applies the changes of p that are not yet in effect. It holds the namespace's lock
-// throughout, validates the plan against the state it reads first (a plan that does not fit
-// changes nothing), journals the steps with their undo, starts the revert timer when
-// opts.Confirm is set, applies step by step, and on any failure undoes the completed steps in
-// reverse. After a successful apply it reads the state back and reports drift. An apply of a
-// plan that is already in effect does nothing and writes no journal.
-func (a *Applier) Apply(ctx context.Context, p *engine.Plan, opts ApplyOptions) (*Result, error) {
-	store, release, err := a.lock(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	if err := checkSettled(store); err != nil {
-		return nil, err
-	}
-
-	before, pending, steps, err := a.Prepare(ctx, p)
-	if err != nil {
-		return nil, err
-	}
-	res := &Result{Before: before, Pending: pending}
-	if len(steps) == 0 {
-		res.NoOp, res.After = true, before
-		return res, nil
-	}
-	j, err := store.Create(JournalHead{Intent: p.Intent, Namespace: a.NS.Name, Confirm: opts.Confirm, Plan: p, Steps: steps})
-	if err != nil {
-		return nil, err
-	}
-	defer j.Close()
-	res.Journal = j
-	if opts.Confirm > 0 {
-		// Started before the first step: if this process dies mid-apply, the timer still
-		// rolls back what was done.
-		start := a.StartTimer
-		if start == nil {
-			start = StartRevertTimer
-		}
-		pid, err := start(store, j, opts.Confirm)
-		if err != nil {
-			_ = j.write(record{Type: "rolled-back", Reason: "the revert timer could not start; nothing was changed"})
-			return nil, fmt.Errorf("starting the revert timer (nothing was changed): %w", err)
-		}
-		if err := j.write(record{Type: "timer", PID: pid}); err != nil {
-			return nil, err
-		}
-	}
-
-	h, err := a.NS.Handle()
-	if err != nil {
-		_ = j.write(record{Type: "rolled-back", Reason: "netlink unavailable; nothing was changed"})
-		return nil, err
-	}
-	defer h.Close()
-	ex := &executor{ns: a.NS, h: h, runner: a.NS.Runner()}
-	defer ex.close()
-	for i, st := range steps {
-		a.logf("step %d/%d: %s", i+1, len(steps), st.Summary())
-		if a.BeforeStep != nil {
-			if err := a.BeforeStep(i, st); err != nil {
-				return nil, a.fail(ctx, ex, j, i, false, err)
-			}
-		}
-		if err := j.write(record{Type: "start", Step: i}); err != nil {
-			return nil, a.fail(ctx, ex, j, i, false, err)
-		}
-		err := ex.step(ctx, st)
-		if err == nil && a.AfterStep != nil {
-			err = a.AfterStep(i, st)
-		}
-		if err != nil {
-			return nil, a.fail(ctx, ex, j, i, true, err)
-		}
-		if err := j.write(record{Type: "done", Step: i}); err != nil {
-			return nil, a.fail(ctx, ex, j, i, true, err)
-		}
-	}
-	var confirmBy time.Time
-	if opts.Confirm > 0 {
-		confirmBy = time.Now().Add(opts.Confirm).UTC()
-	}
-	if err := j.write(record{Type: "applied", ConfirmBy: confirmBy}); err != nil {
-		return nil, err
-	}
-	after, err := a.read(ctx)
-	if err != nil {
-		return res, fmt.Errorf("applied, but reading the state back for the drift check failed: %w", err)
-	}
-	res.After = after
-	res.Drift = p.Drift(after)
-	if len(res.Drift) > 0 {
-		_ = j.write(record{Type: "drift", Lines: res.Drift})
-	}
-	return res, nil
-}
-
-// checkSettled refuses to stack an apply on one that waits for confirmation (its revert would
-// also undo the new one's ground) or on one that was interrupted half way.
-func checkSettled(store *Store) error {
-	latest, err := store.Latest()
-	if err != nil || latest == nil {
-		return err
-	}
-	switch latest.Status {
-	case StatusPending:
-		return fmt.Errorf("the apply of journal %s waits for confirmation until %s: run roundtrip confirm (or roundtrip rollback) first",
-			latest.ID, latest.ConfirmBy.Local().Format("15:04:05"))
-	case StatusApplying, StatusRollbackFailed:
-		return fmt.Errorf("the apply of journal %s did not finish cleanly (%s): run roundtrip rollback %s first", latest.ID, latest.Status, latest.ID)
-	}
-	return nil
-}
-
-// fail undoes the steps before i (and step i itself when it started: it may be half done),
-// journals the outcome and returns the error to report.
-func (a *Applier) fail(ctx context.Context, ex *executor, j *Journal, i int, started bool, cause error) error {
-	_ = j.write(record{Type: "failed", Step: i, Error: cause.Error()})
-	last := i - 1
-	if started {
-		last = i
-	}
-	undoErr := a.undo(ctx, ex, j, last)
-	reason := fmt.Sprintf("step %d failed", i+1)
-	what := fmt.Sprintf("applying step %d of %d (%s)", i+1, len(j.Steps), j.Steps[i].Summary())
-	if undoErr != nil {
-		_ = j.write(record{Type: "rolled-back", Reason: reason, Error: undoErr.Error()})
-		return fmt.Errorf("%s: %w; undoing the completed steps also failed: %v: run `roundtrip rollback %s` to retry, and compare with `roundtrip snapshot`", what, cause, undoErr, j.ID)
-	}
-	_ = j.write(record{Type: "rolled-back", Reason: reason})
-	return fmt.Errorf("%s: %w; the completed steps were undone and the host is as it was", what, cause)
-}
-
-// undo reverses steps last..0 of a journal, skipping those already undone. Undo is tolerant:
-// an undo that finds its object already as wanted (added and present, deleted and gone)
-// succeeds, so a step that was half done, or undone before a crash, is undone safely.
-func (a *Applier) undo(ctx context.Context, ex *executor, j *Journal, last int) error {
-	var errs []error
-	ex.tolerant = true
-	defer func() { ex.tolerant = false }()
-	for k := last; k >= 0; k-- {
-		if j.Undone[k] {
-			continue
-		}
-		st := j.Steps[k]
-		a.logf("undo step %d: %s", k+1, st.Summary())
-		if err := ex.undoStep(ctx, st); err != nil {
-			errs = append(errs, fmt.Errorf("step %d (%s): %w", k+1, st.Summary(), err))
-			_ = j.write(record{Type: "undo-failed", Step: k, Error: err.Error()})
-			continue
-		}
-		_ = j.write(record{Type: "undone", Step: k})
-	}
-	return errors.Join(errs...)
-}
-
-// ErrNothingToRollBack is returned when a namespace has no active journal.
-var ErrNothingToRollBack = errors.New("nothing to roll back")
-
-// Rollback undoes an apply: the journal with that id, or the most recent active one when id
-// is empty. Only the most recent active journal can be rolled back, since later applies may
-// build on it. Steps are undone in reverse, including one that an interrupted apply started.
-func (a *Applier) Rollback(ctx context.Context, id, reason string) (*Journal, error) {
-	store, release, err := a.lock(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return a.rollbackLocked(ctx, store, id, reason)
-}
-
-func (a *Applier) rollbackLocked(ctx context.Context, store *Store, id, reason string) (*Journal, error) {
-	latest, err := store.Latest()
-	if err != nil {
-		return nil, err
-	}
-	if latest == nil {
-		return nil, fmt.Errorf("%w in %s: no applied plan is active (see roundtrip history)", ErrNothingToRollBack, a.NS)
-	}
-	j := latest
-	if id != "" && id != latest.ID {
-		other, err := store.Load(id)
-		if err != nil {
-			return nil, err
-		}
-		if !other.Active() {
-			return nil, fmt.Errorf("journal %s is %s: there is nothing of it to roll back", id, other.Status)
-		}
-		return nil, fmt.Errorf("journal %s was applied after %s: roll it back first (roundtrip rollback %s)", latest.ID, id, latest.ID)
-	}
-	h, err := a.NS.Handle()
-	if err != nil {
-		return nil, err
-	}
-	defer h.Close()
-	defer j.Close()
-	ex := &executor{ns: a.NS, h: h, runner: a.NS.Runner()}
-	defer ex.close()
-	last := -1
-	for k := range j.Steps {
-		if j.Started[k] || j.Done[k] {
-			last = k
-		}
-	}
-	if reason == "" {
-		reason = "rolled back by request"
-	}
-	if err := a.undo(ctx, ex, j, last); err != nil {
-		_ = j.write(record{Type: "rolled-back", Reason: reason, Error: err.Error()})
-		return j, fmt.Errorf("rolling back %s: %w; run roundtrip rollback again once the cause is fixed", j.ID, err)
-	}
-	if err := j.write(record{Type: "rolled-back", Reason: reason}); err != nil {
-		return j, err
-	}
-	return j, nil
-}
-
-// executor performs changes in one namespace. In tolerant mode (undo), an add that finds the
-// object present and a delete that finds it absent succeed.
-type executor struct {
-	ns       Namespace
-	h        *vnl.Handle
-	links    map[string]int // ifindex by name, cached for the apply: routes come by the thousand
-	runner   Runner
-	tolerant bool
-	sock     *nl.NetlinkSocket // for rule requests; see ruleRequest
-}
-
-func (e *executor) step(ctx context.Context, st Step) error {
-	if st.File != nil {
-		return writeFileAtomic(st.File.Path, st.File.New, true)
-	}
-	if len(st.Changes) > 0 && st.Changes[0].Kind == engine.KindChain {
-		return e.netfilter(ctx, st.Changes)
-	}
-	for _, c := range st.Changes {
-		if err := e.change(ctx, c); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (e *executor) undoStep(ctx context.Context, st Step) error {
-	if st.File != nil {
-		if st.File.Existed {
-			return writeFileAtomic(st.File.Path, st.File.Old, false)
-		}
-		if err := os.Remove(st.File.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("removing %s: %w", st.File.Path, err)
-		}
-		return nil
-	}
-	var chains []engine.Change
-	for _, c := range st.Undo {
-		if c.Kind == engine.KindChain {
-			chains = append(chains, c)
-			continue
-		}
-		if err := e.change(ctx, c); err != nil {
-			return err
-		}
-	}
-	if len(chains) > 0 {
-		return e.netfilter(ctx, chains)
-	}
-	return nil
-}
-
-// writeFileAtomic replaces a file through a new, synced file renamed over it (never through
-// a link planted at its path). The rt_tables file is 0644: ip reads it as any user.
-func writeFileAtomic(path string, data []byte, mkdir bool) error {
-	if mkdir {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			return fmt.Errorf("creating %s: %w", filepath.Dir(path), err)
-		}
-	}
-	return safefile.WriteFile(path, data, 0o644, nil)
-}
-
-// netfilter applies chain changes of one family as one iptables-restore transaction, rendered
-// against the rules as they are now.
-func (e *executor) netfilter(ctx context.Context, changes []engine.Change) error {
-	nf, err := ReadNetfilter(ctx, e.runner)
-	if err != nil {
-		return err
-	}
-	if nf.Unavailable != "" {
-		return fmt.Errorf("cannot change iptables rules: %s", nf.Unavailable)
-	}
-	f := changes[0].Chain.Family
-	tx := engine.NetfilterTransaction(f, changes, &engine.State{Netfilter: nf})
-	if tx == nil {
-		return nil
-	}
-	if _, err := e.runner.Run(ctx, tx, restoreTool(f), "--noflush", "-w"); err != nil {
-		return fmt.Errorf("%w\ntransaction:\n%s", err, tx)
-	}
-	return nil
-}
-
-// ignorable reports whether err means the object is already as an undo wants it.
-func (e *executor) ignorable(err error, errnos ...syscall.Errno) bool {
-	if !e.tolerant || err == nil {
-		return false
-	}
-	for _, n := range errnos {
-		if errors.Is(err, n) {
-			return true
-		}
-	}
-	return false
-}
-
-func (e *executor) change(ctx context.Context, c engine.Change) error {
-	var err error
-	switch c.Kind {
-	case engine.KindLink:
-		err = e.link(c)
-	case engine.KindAddress:
-		err = e.address(c)
-	case engine.KindSysctl:
-		err = e.ns.Do(func() error {
-			return os.WriteFile(SysctlPath(c.Sysctl.Key), []byte(c.Sysctl.Value+"\n"), 0o644)
-		})
-	case engine.KindRoute:
-		err = e.route(c)
-	case engine.KindRule:
-		err = e.rule(c)
-	case engine.KindChain:
-		err = e.netfilter(ctx, []engine.Change{c})
-	case engine.KindConntrack:
-		err = e.conntrack(ctx, *c.Conntrack)
-	case engine.KindTable:
-		return fmt.Errorf("table names are written as one file step, not one by one")
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %w", c.Summary(), err)
-	}
-	return nil
-}
-
-func (e *executor) linkIndex(name string) (int, error) {
-	if i, ok := e.links[name]; ok {
-		return i, nil
-	}
-	l, err := e.h.LinkByName(name)
-	if err != nil {
-		return 0, fmt.Errorf("finding link %s: %w", name, err)
-	}
-	if e.links == nil {
-		e.links = map[string]int{}
-	}
-	e.links[name] = l.Attrs().Index
-	return l.Attrs().Index, nil
-}
-
-func ipOf(a netip.Addr) net.IP {
-	if !a.IsValid() {
-		return nil
-	}
-	return net.IP(a.AsSlice())
-}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: net.IP(p.Masked().Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
-
-func (e *executor) link(c engine.Change) error {
-	// A link added, deleted or re-created changes ifindexes: forget the cached ones.
-	e.links = nil
-	l := c.Link
-	existing, lerr := e.h.LinkByName(l.Name)
-	if c.Op == engine.OpDelete {
-		if lerr != nil {
-			if e.tolerant {
-				return nil
-			}
-			return lerr
-		}
-		return e.h.LinkDel(existing)
-	}
-	if lerr != nil {
-		nl, err := e.newLink(*l)
-		if err != nil {
-			return err
-		}
-		if err := e.h.LinkAdd(nl); err != nil {
-			return fmt.Errorf("creating link: %w", err)
-		}
-		if existing, lerr = e.h.LinkByName(l.Name); lerr != nil {
-			return lerr
-		}
-		// Everything below is part of this step; if it fails the link goes again.
-		if err := e.settleLink(existing, *l); err != nil {
-			return errors.Join(err, e.h.LinkDel(existing))
-		}
-		return nil
-	}
-	return e.settleLink(existing, *l)
-}
-
-// settleLink gives an existing link the planned MTU, master, up state and addresses.
-func (e *executor) settleLink(nl vnl.Link, l engine.Link) error {
-	if l.MTU != 0 && nl.Attrs().MTU != l.MTU {
-		if err := e.h.LinkSetMTU(nl, l.MTU); err != nil {
-			return fmt.Errorf("setting mtu %d: %w", l.MTU, err)
-		}
-	}
-	if l.Master != "" {
-		idx, err := e.linkIndex(l.Master)
-		if err != nil {
-			return err
-		}
-		if err := e.h.LinkSetMasterByIndex(nl, idx); err != nil {
-			return fmt.Errorf("setting master %s: %w", l.Master, err)
-		}
-	}
-	if l.Up {
-		if err := e.h.LinkSetUp(nl); err != nil {
-			return fmt.Errorf("setting up: %w", err)
-		}
-	} else if err := e.h.LinkSetDown(nl); err != nil {
-		return fmt.Errorf("setting down: %w", err)
-	}
-	for _, a := range l.Addrs {
-		if err := e.h.AddrReplace(nl, netlinkAddr(a)); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("adding address %s: %w", a.Prefix, err)
-		}
-	}
-	return nil
-}
-
-// newLink builds the netlink object for a tunnel link, with iproute2's defaults where netlink
-// would otherwise send other values (vxlan learning on, ipip path MTU discovery on).
-func (e *executor) newLink(l engine.Link) (vnl.Link, error) {
-	attrs := vnl.NewLinkAttrs()
-	attrs.Name = l.Name
-	attrs.MTU = l.MTU
-	if l.HardwareAddr != "" {
-		hw, err := net.ParseMAC(l.HardwareAddr)
-		if err != nil {
-			return nil, fmt.Errorf("hardware address %q: %w", l.HardwareAddr, err)
-		}
-		attrs.HardwareAddr = hw
-	}
-	t := engine.Tunnel{}
-	if l.Tunnel != nil {
-		t = *l.Tunnel
-	}
-	dev := 0
-	if t.Dev != "" {
-		idx, err := e.linkIndex(t.Dev)
-		if err != nil {
-			return nil, err
-		}
-		dev = idx
-	}
-	switch l.Kind {
-	case "vxlan":
-		v := &vnl.Vxlan{LinkAttrs: attrs, VxlanId: int(t.VNI), VtepDevIndex: dev, SrcAddr: ipOf(t.Local), TTL: t.TTL, Port: t.Port, Learning: true}
-		if t.Group.IsValid() {
-			v.Group = ipOf(t.Group)
-		} else {
-			v.Group = ipOf(t.Remote)
-		}
-		return v, nil
-	case "ipip":
-		return &vnl.Iptun{LinkAttrs: attrs, Local: ipOf(t.Local), Remote: ipOf(t.Remote), Ttl: uint8(t.TTL), Link: uint32(dev), PMtuDisc: 1}, nil
-	case "sit":
-		return &vnl.Sittun{LinkAttrs: attrs, Local: ipOf(t.Local), Remote: ipOf(t.Remote), Ttl: uint8(t.TTL), Link: uint32(dev), PMtuDisc: 1}, nil
-	case "gre", "gretap":
-		// The library sets the GRE_KEY flags itself when a key is given.
-		if l.Kind == "gretap" {
-			return &vnl.Gretap{LinkAttrs: attrs, Local: ipOf(t.Local), Remote: ipOf(t.Remote), Ttl: uint8(t.TTL), Link: uint32(dev), IKey: t.Key, OKey: t.Key, PMtuDisc: 1}, nil
-		}
-		return &vnl.Gretun{LinkAttrs: attrs, Local: ipOf(t.Local), Remote: ipOf(t.Remote), Ttl: uint8(t.TTL), Link: uint32(dev), IKey: t.Key, OKey: t.Key, PMtuDisc: 1}, nil
-	}
-	return nil, fmt.Errorf("cannot create a %s link", l.Kind)
-}
-
-var addrScopes = map[string]int{"": unix.RT_SCOPE_UNIVERSE, "global": unix.RT_SCOPE_UNIVERSE, "site": unix.RT_SCOPE_SITE, "link": unix.RT_SCOPE_LINK, "host": unix.RT_SCOPE_HOST}
-
-// netlinkAddr converts an address the way `ip addr add` sends it: no broadcast unless asked
-// (netlink would compute one), loopback addresses with host scope (iproute2 default_scope).
-func netlinkAddr(a engine.Address) *vnl.Addr {
-	na := &vnl.Addr{IPNet: &net.IPNet{IP: net.IP(a.Prefix.Addr().AsSlice()), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}}
-	if a.Prefix.Addr().Is4() {
-		na.Broadcast = net.IPv4zero
-	}
-	if a.Peer.IsValid() {
-		na.Peer = ipNet(a.Peer)
-		na.Peer.IP = net.IP(a.Peer.Addr().AsSlice())
-	}
-	na.Scope = addrScopes[a.Scope]
-	if a.Scope == "" && a.Prefix.Addr().Is4() && a.Prefix.Addr().As4()[0] == 127 {
-		na.Scope = unix.RT_SCOPE_HOST
-	}
-	return na
-}
-
-func (e *executor) address(c engine.Change) error {
-	l, err := e.h.LinkByName(c.Address.Dev)
-	if err != nil {
-		if e.tolerant && c.Op == engine.OpDelete {
-			return nil
-		}
-		return fmt.Errorf("finding link %s: %w", c.Address.Dev, err)
-	}
-	na := netlinkAddr(c.Address.Address)
-	if c.Op == engine.OpDelete {
-		err := e.h.AddrDel(l, na)
-		if e.ignorable(err, unix.EADDRNOTAVAIL, unix.ENODEV) {
-			return nil
-		}
-		return err
-	}
-	err = e.h.AddrAdd(l, na)
-	if e.ignorable(err, unix.EEXIST) {
-		return nil
-	}
-	return err
-}
-
-var (
-	routeTypeNums = map[string]int{}
-	scopeNums     = map[string]int{"universe": unix.RT_SCOPE_UNIVERSE, "site": unix.RT_SCOPE_SITE, "link": unix.RT_SCOPE_LINK, "host": unix.RT_SCOPE_HOST, "nowhere": unix.RT_SCOPE_NOWHERE}
-	ruleActs      = map[string]uint8{}
-)
-
-func init() {
-	for n, s := range routeTypes {
-		routeTypeNums[s] = n
-	}
-	for n, s := range ruleActions {
-		ruleActs[s] = n
-	}
-}
-
-// protocolNum parses a route protocol name (iproute2's) or number.
-func protocolNum(name string) (int, error) {
-	for n, s := range routeProtocols {
-		if s == name {
-			return n, nil
-		}
-	}
-	n, err := strconv.Atoi(name)
-	if err != nil || n < 0 || n > 255 {
-		return 0, fmt.Errorf("unknown route protocol %q", name)
-	}
-	return n, nil
-}
-
-func (e *executor) netlinkRoute(r engine.Route) (*vnl.Route, error) {
-	r = engine.NormalizeRoute(r)
-	typ, ok := routeTypeNums[r.Type]
-	if !ok {
-		return nil, fmt.Errorf("unknown route type %q", r.Type)
-	}
-	proto, err := protocolNum(r.Protocol)
-	if err != nil {
-		return nil, err
-	}
-	scope, ok := scopeNums[r.Scope]
-	if !ok {
-		return nil, fmt.Errorf("unknown route scope %q", r.Scope)
-	}
-	nr := &vnl.Route{
-		Family: int(r.Family), Table: r.Table, Dst: ipNet(r.Dst), Tos: int(r.TOS), Priority: r.Metric,
-		Type: typ, Protocol: vnl.RouteProtocol(proto), Scope: vnl.Scope(scope), Gw: ipOf(r.Gateway), Src: ipOf(r.Src),
-	}
-	if r.Dev != "" {
-		if nr.LinkIndex, err = e.linkIndex(r.Dev); err != nil {
-			return nil, err
-		}
-	}
-	if r.OnLink {
-		nr.Flags |= unix.RTNH_F_ONLINK
-	}
-	for _, nh := range r.Nexthops {
-		ni := &vnl.NexthopInfo{Gw: ipOf(nh.Gateway), Hops: max(nh.Weight, 1) - 1}
-		if nh.Dev != "" {
-			if ni.LinkIndex, err = e.linkIndex(nh.Dev); err != nil {
-				return nil, err
-			}
-		}
-		if nh.OnLink {
-			ni.Flags |= unix.RTNH_F_ONLINK
-		}
-		nr.MultiPath = append(nr.MultiPath, ni)
-	}
-	return nr, nil
-}
-
-func (e *executor) route(c engine.Change) error {
-	nr, err := e.netlinkRoute(*c.Route)
-	if err != nil {
-		if e.tolerant && c.Op == engine.OpDelete {
-			return nil // its device is gone, and the route with it
-		}
-		return err
-	}
-	switch c.Op {
-	case engine.OpDelete:
-		err = e.h.RouteDel(nr)
-		if e.ignorable(err, unix.ESRCH, unix.ENOENT, unix.ENODEV) {
-			return nil
-		}
-		return err
-	case engine.OpReplace:
-		return e.h.RouteReplace(nr)
-	}
-	if e.tolerant {
-		// Undo re-adds a route as it was; replacing is the idempotent way to do that.
-		return e.h.RouteReplace(nr)
-	}
-	return e.h.RouteAdd(nr)
-}
-
-// ruleRequest builds an RTM_NEWRULE or RTM_DELRULE message for a rule the way iproute2 does:
-// a fib_rule_hdr (laid out as rtmsg) and FRA_* attributes. netlink v1.3.1's RuleAdd cannot be
-// used: it leaves out suppress_prefixlength for tables above 255 and sends FRA_IP_PROTO as
-// four bytes.
-func ruleRequest(msgType int, flags int, r engine.Rule) (*nl.NetlinkRequest, error) {
-	r = engine.NormalizeRule(r)
-	act, ok := ruleActs[r.Action]
-	if !ok {
-		return nil, fmt.Errorf("unknown rule action %q", r.Action)
-	}
-	hdr := unix.RtMsg{Family: uint8(r.Family), Tos: r.TOS, Type: act}
-	if r.Not {
-		hdr.Flags |= unix.FIB_RULE_INVERT
-	}
-	if r.Action == engine.ActionTable && r.Table < 256 {
-		hdr.Table = uint8(r.Table)
-	}
-	req := nl.NewNetlinkRequest(msgType, flags)
-	var attrs []*nl.RtAttr
-	u32 := func(typ int, v uint32) { attrs = append(attrs, nl.NewRtAttr(typ, nl.Uint32Attr(v))) }
-	if r.Src.IsValid() {
-		hdr.Src_len = uint8(r.Src.Bits())
-		attrs = append(attrs, nl.NewRtAttr(unix.FRA_SRC, r.Src.Addr().AsSlice()))
-	}
-	if r.Dst.IsValid() {
-		hdr.Dst_len = uint8(r.Dst.Bits())
-		attrs = append(attrs, nl.NewRtAttr(unix.FRA_DST, r.Dst.Addr().AsSlice()))
-	}
-	u32(unix.FRA_PRIORITY, uint32(r.Priority))
-	if r.Action == engine.ActionTable {
-		u32(unix.FRA_TABLE, uint32(r.Table))
-	}
-	if r.Mark != nil {
-		u32(unix.FRA_FWMARK, r.Mark.Value)
-		u32(unix.FRA_FWMASK, r.Mark.Mask)
-	}
-	if r.IIF != "" {
-		attrs = append(attrs, nl.NewRtAttr(unix.FRA_IIFNAME, nl.ZeroTerminated(r.IIF)))
-	}
-	if r.OIF != "" {
-		attrs = append(attrs, nl.NewRtAttr(unix.FRA_OIFNAME, nl.ZeroTerminated(r.OIF)))
-	}
-	if r.Action == engine.ActionGoto {
-		u32(unix.FRA_GOTO, uint32(r.Goto))
-	}
-	if r.SuppressPrefixLen != nil {
-		u32(unix.FRA_SUPPRESS_PREFIXLEN, uint32(int32(*r.SuppressPrefixLen)))
-	}
-	if r.SuppressIfGroup != nil {
-		u32(unix.FRA_SUPPRESS_IFGROUP, uint32(int32(*r.SuppressIfGroup)))
-	}
-	if r.IPProto != 0 {
-		attrs = append(attrs, nl.NewRtAttr(unix.FRA_IP_PROTO, []byte{uint8(r.IPProto)}))
-	}
-	ports := func(typ int, p *engine.PortRange) {
-		b := make([]byte, 4)
-		nl.NativeEndian().PutUint16(b, p.Start)
-		nl.NativeEndian().PutUint16(b[2:], p.End)
-		attrs = append(attrs, nl.NewRtAttr(typ, b))
-	}
-	if r.SPort != nil {
-		ports(unix.FRA_SPORT_RANGE, r.SPort)
-	}
-	if r.DPort != nil {
-		ports(unix.FRA_DPORT_RANGE, r.DPort)
-	}
-	if r.UIDRange != nil {
-		b := make([]byte, 8)
-		nl.NativeEndian().PutUint32(b, r.UIDRange.Start)
-		nl.NativeEndian().PutUint32(b[4:], r.UIDRange.End)
-		attrs = append(attrs, nl.NewRtAttr(unix.FRA_UID_RANGE, b))
-	}
-	if r.Protocol != 0 {
-		attrs = append(attrs, nl.NewRtAttr(unix.FRA_PROTOCOL, []byte{uint8(r.Protocol)}))
-	}
-	req.AddData(&nl.RtMsg{RtMsg: hdr})
-	for _, a := range attrs {
-		req.AddData(a)
-	}
-	return req, nil
-}
-
-// routeSocket returns the executor's rtnetlink socket in its namespace, opened on first use,
-// for the requests the library cannot make.
-func (e *executor) routeSocket() (map[int]*nl.SocketHandle, error) {
-	if e.sock != nil {
-		return map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: e.sock}}, nil
-	}
-	sock, err := e.ns.socket(unix.NETLINK_ROUTE)
-	if err != nil {
-		return nil, err
-	}
-	e.sock = sock
-	return map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}, nil
-}
-
-func (e *executor) close() {
-	if e.sock != nil {
-		e.sock.Close()
-		e.sock = nil
-	}
-}
-
-func (e *executor) rule(c engine.Change) error {
-	msgType, flags := unix.RTM_NEWRULE, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK
-	if c.Op == engine.OpDelete {
-		msgType, flags = unix.RTM_DELRULE, unix.NLM_F_ACK
-	}
-	req, err := ruleRequest(msgType, flags, *c.Rule)
-	if err != nil {
-		return err
-	}
-	if req.Sockets, err = e.routeSocket(); err != nil {
-		return err
-	}
-	_, err = req.Execute(unix.NETLINK_ROUTE, 0)
-	if c.Op == engine.OpDelete && e.ignorable(err, unix.ENOENT, unix.ESRCH) || c.Op != engine.OpDelete && e.ignorable(err, unix.EEXIST) {
-		return nil
-	}
-	return err
-}
-
-// conntrack deletes the conntrack entries of the flush's family whose original tuple matches,
-// each as the streamed dump brings it, so memory does not grow with the table (the kernel
-// filters the family and the mark). A kernel without conntrack has no entries to delete.
-func (e *executor) conntrack(ctx context.Context, f engine.ConntrackFlush) error {
-	c, err := OpenConntrack(e.ns)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	var deleteErr error
-	err = c.dump(ctx, &ConntrackFilter{Family: f.Family, Mark: f.Mark}, func(fl *conntrack.Flow, _ *ConntrackEntry) error {
-		t := fl.TupleOrig
-		if f.Proto != 0 && int(t.Proto.Protocol) != f.Proto ||
-			f.Src.IsValid() && !f.Src.Contains(t.IP.SourceAddress.Unmap()) ||
-			f.Dst.IsValid() && !f.Dst.Contains(t.IP.DestinationAddress.Unmap()) ||
-			f.DPort != 0 && t.Proto.DestinationPort != f.DPort {
-			return nil
-		}
-		// An entry may be gone by now: it expired, or the dump sent it again (ctnetlink restarts
-		// a hash bucket when the entry it stopped at was deleted meanwhile).
-		if err := c.conn.Delete(*fl); err != nil && !errors.Is(err, unix.ENOENT) {
-			deleteErr = fmt.Errorf("deleting conntrack entry %s: %w", t, err)
-			return deleteErr
-		}
-		return nil
-	})
-	if deleteErr == nil && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP)) {
-		return nil
-	}
-	return err
 }

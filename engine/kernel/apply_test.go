@@ -85,7 +85,7 @@ func (h *applyHost) read(t *testing.T) *engine.State {
 // address, sets sysctls, adds and replaces routes, adds IPv4 and IPv6 rules, replaces one
 // chain and creates another, deletes a rule, a route, a chain, an address (and with it a route
 // that used it as source) and a link (with its address and route), and flushes conntrack.
-func everyKindPlan(t *testing.T, st *engine.State) *engine.Plan {
+func everyKindPlan(t testing.TB, st *engine.State) *engine.Plan {
 	t.Helper()
 	pfx := netip.MustParsePrefix
 	addr := netip.MustParseAddr
@@ -173,7 +173,7 @@ func TestPrivilegedApplyRollback(t *testing.T) {
 		t.Fatalf("re-apply: %v", err)
 	}
 	if !again.NoOp || again.Journal != nil {
-		t.Errorf("re-apply of an applied plan did something: %v", again.Pending.Changes)
+		t.Errorf("re-apply of an applied plan did something: %v", again.Pending)
 	}
 	if d := engine.Diff(after, h.read(t)); d != "" {
 		t.Errorf("re-apply changed the state:\n%s", d)
@@ -203,10 +203,11 @@ func TestPrivilegedApplyFailureAtEveryStep(t *testing.T) {
 	ctx := context.Background()
 	before := h.read(t)
 	p := everyKindPlan(t, before)
-	_, _, steps, err := h.applier.Prepare(ctx, p)
+	prep, err := h.applier.Prepare(ctx, p.Source(), kernel.ApplyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	steps := prep.Steps
 	injected := errors.New("injected failure")
 	for k := range steps {
 		for _, when := range []string{"before", "after"} {
@@ -230,7 +231,7 @@ func TestPrivilegedApplyFailureAtEveryStep(t *testing.T) {
 				t.Errorf("failing %s step %d: error does not say the host was restored: %v", when, k+1, err)
 			}
 			if d := engine.Diff(before, h.read(t)); d != "" {
-				t.Fatalf("failing %s step %d of %d (%s) left the host changed:\n%s", when, k+1, len(steps), steps[k].Summary(), d)
+				t.Fatalf("failing %s step %d of %d (%s) left the host changed:\n%s", when, k+1, len(steps), steps[k].Summary, d)
 			}
 		}
 	}

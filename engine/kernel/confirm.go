@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"syscall"
 	"time"
 )
@@ -33,7 +32,7 @@ func StartRevertTimer(s *Store, j *Journal, after time.Duration) (int, error) {
 	if s.NS.Name != "" {
 		args = append(args, "--netns", s.NS.Name)
 	}
-	logf, err := os.OpenFile(filepath.Join(s.Dir, j.ID+".timer.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	logf, err := os.OpenFile(filepath.Join(s.Dir, j.ID+".timer.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return 0, fmt.Errorf("opening the timer log: %w", err)
 	}
@@ -108,8 +107,13 @@ func revertIfStill(ctx context.Context, a *Applier, store *Store, id, want, reas
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "%s: rolling back journal %s: %s\n", time.Now().Format(time.RFC3339), id, reason)
+	host, closeHost, err := a.host()
+	if err != nil {
+		return err
+	}
+	defer closeHost()
 	// The rollback must finish even if a SIGTERM cancels ctx meanwhile.
-	_, err = a.rollbackLocked(context.WithoutCancel(ctx), store, id, reason)
+	_, err = a.rollbackLocked(context.WithoutCancel(ctx), store, host, id, reason)
 	return err
 }
 
@@ -117,7 +121,10 @@ func revertIfStill(ctx context.Context, a *Applier, store *Store, id, want, reas
 var ErrNothingToConfirm = errors.New("nothing waits for confirmation")
 
 // Confirm keeps the changes of the apply waiting for confirmation in a namespace (the one with
-// that id, or the pending one when id is empty) and stops its revert timer.
+// that id, or the pending one when id is empty) and stops its revert timer. Past the deadline
+// it refuses, since the timer is rolling the apply back; but if the timer died (killed, or the
+// machine rebooted) nothing is rolling it back, and the late confirmation is taken: the
+// operator is evidently still there to keep the changes.
 func Confirm(ctx context.Context, ns Namespace, id string, lockWait time.Duration) (*Journal, error) {
 	store, err := OpenStore(ns)
 	if err != nil {
@@ -128,11 +135,11 @@ func Confirm(ctx context.Context, ns Namespace, id string, lockWait time.Duratio
 		return nil, err
 	}
 	defer release()
-	j, err := store.Latest()
+	latest, err := store.Latest()
 	if err != nil {
 		return nil, err
 	}
-	if j == nil || j.Status != StatusPending || (id != "" && j.ID != id) {
+	if latest == nil || latest.Status != StatusPending || (id != "" && latest.ID != id) {
 		if id != "" {
 			if other, lerr := store.Load(id); lerr == nil {
 				return nil, fmt.Errorf("%w: journal %s is %s", ErrNothingToConfirm, id, other.Status)
@@ -140,17 +147,23 @@ func Confirm(ctx context.Context, ns Namespace, id string, lockWait time.Duratio
 		}
 		return nil, fmt.Errorf("%w in %s (see roundtrip history)", ErrNothingToConfirm, ns)
 	}
-	defer j.Close()
-	if time.Now().After(j.ConfirmBy) {
-		return nil, fmt.Errorf("too late: journal %s had to be confirmed by %s and is being rolled back; apply the plan again", j.ID, j.ConfirmBy.Local().Format("15:04:05"))
-	}
-	if err := j.write(record{Type: "confirmed"}); err != nil {
+	j, err := store.Load(latest.ID)
+	if err != nil {
 		return nil, err
 	}
+	defer j.Close()
+	if time.Now().After(j.ConfirmBy) && !j.TimerDead {
+		return nil, fmt.Errorf("too late: journal %s had to be confirmed by %s and its revert timer is rolling it back; apply the plan again", j.ID, j.ConfirmBy.Local().Format("15:04:05"))
+	}
+	if j.TimerDead {
+		store.note("the revert timer of journal %s (pid %d) had died: nothing would have reverted it", j.ID, j.TimerPID())
+	}
+	if err := j.write(record{Type: "confirmed"}, true); err != nil {
+		return nil, err
+	}
+	store.updateIndex(j)
 	// The timer would find the journal confirmed and exit at the deadline anyway; stopping it
 	// now leaves no process behind. Only a process that is this journal's timer is signalled.
-	if args := processArgs(j.TimerPID); slices.Contains(args, RevertTimerCommand) && slices.Contains(args, j.ID) {
-		_ = syscall.Kill(j.TimerPID, syscall.SIGTERM)
-	}
+	stopTimer(j.Timer, j.ID)
 	return j, nil
 }

@@ -13,6 +13,9 @@ type ReadOptions struct {
 	// RTTablesDirs are the iproute2 configuration directories holding rt_tables and
 	// rt_tables.d, highest precedence first; empty means DefaultRTTablesDirs.
 	RTTablesDirs []string
+	// NoRoutes and NoNetfilter leave routes and netfilter out (the change engine reads a
+	// full table's routes as a stream, and netfilter only when a plan touches it).
+	NoRoutes, NoNetfilter bool
 }
 
 // Read reads the network state of a namespace from the kernel: links and addresses, the policy
@@ -55,6 +58,9 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*engine.Stat
 		st.Rules = append(st.Rules, rules...)
 	}
 	for _, fam := range []engine.Family{engine.V4, engine.V6} {
+		if opts.NoRoutes {
+			break
+		}
 		if err := readRoutes(ctx, h, fam, names, st); err != nil {
 			return nil, fmt.Errorf("reading %s routes of %s: %w", fam, ns, err)
 		}
@@ -68,8 +74,10 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*engine.Stat
 	}
 
 	// Without iptables tools ReadNetfilter says so in Netfilter.Unavailable rather than failing.
-	if st.Netfilter, err = ReadNetfilter(ctx, ns.Runner()); err != nil {
-		return nil, fmt.Errorf("reading netfilter of %s: %w", ns, err)
+	if !opts.NoNetfilter {
+		if st.Netfilter, err = ReadNetfilter(ctx, ns.Runner()); err != nil {
+			return nil, fmt.Errorf("reading netfilter of %s: %w", ns, err)
+		}
 	}
 
 	if st.TableNames, err = ReadTableNames(opts.RTTablesDirs); err != nil {

@@ -71,6 +71,10 @@ func (r *Reader) Read(p []byte) (int, error) { return r.r.Read(p) }
 // meanwhile.
 func (r *Reader) Info() fs.FileInfo { return r.info }
 
+// ReadAt reads from the open file at an offset (for readers that make several passes over
+// the same bytes, whatever the path points to meanwhile).
+func (r *Reader) ReadAt(p []byte, off int64) (int, error) { return r.f.ReadAt(p, off) }
+
 // Close closes the file.
 func (r *Reader) Close() error { return r.f.Close() }
 

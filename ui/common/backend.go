@@ -3,7 +3,6 @@ package common
 import (
 	"context"
 	"errors"
-	"time"
 
 	"roundtrip/diagnose"
 	"roundtrip/engine"
@@ -24,9 +23,11 @@ type Backend interface {
 	// ReadState reads links, rules, routes, netfilter and sysctls.
 	ReadState(ctx context.Context) (*engine.State, error)
 
-	// Apply applies a plan; confirm > 0 starts a revert timer that undoes it unless Confirm
-	// comes first. progress receives one line per step as the apply goes.
-	Apply(ctx context.Context, p *engine.Plan, confirm time.Duration, progress func(string)) (*kernel.Result, error)
+	// Apply applies a plan; opts.Confirm > 0 starts a revert timer that undoes it unless
+	// Confirm comes first. The apply refuses (kernel.LockoutError) a plan that changes the
+	// route back to opts.SSH's client without a confirmation window. progress receives one
+	// line per step as the apply goes.
+	Apply(ctx context.Context, p *engine.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error)
 	// Confirm keeps the apply waiting for confirmation.
 	Confirm(ctx context.Context) (*kernel.Journal, error)
 	// Rollback undoes the journal with that id (the latest active one when id is "").

@@ -429,6 +429,13 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 		}
 		p.applying = false
 		p.applied, p.applyErr = msg.res, msg.err
+		var lo *kernel.LockoutError
+		if errors.As(msg.err, &lo) {
+			// Refused before anything changed: back to the dialog, to pick a window.
+			p.applyErr, p.dialog = nil, dialogApply
+			p.lockout = &lo.Lockout
+			return common.Status("this plan changes the route back to your SSH session: apply it with a confirmation window")
+		}
 		if msg.err != nil {
 			return tea.Batch(common.StatusError(msg.err), reload)
 		}
@@ -477,9 +484,6 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 		case "enter":
 			if p.lockoutCheck {
 				return common.Status("wait: the route back to your SSH session is being checked")
-			}
-			if p.lockout != nil && p.lockout.Changed && confirmChoices[p.confirm] == 0 {
-				return common.Status("this plan changes the route back to your SSH session: apply it with a confirmation window")
 			}
 			p.dialog = dialogNone
 			return p.apply()
@@ -700,8 +704,17 @@ func journalDetail(st *common.Styles, j *kernel.Journal) *components.Detail {
 	for _, dr := range j.Drift {
 		d.Add("Drift", dr)
 	}
-	for i, st := range j.Steps {
-		d.Add(fmt.Sprintf("Step %d", i+1), st.Summary())
+	// The steps live in the journal's steps file; the detail reads the first ones (a journal of
+	// a full table holds hundreds of batches).
+	const shown = 50
+	sums, err := j.StepSummaries(shown)
+	for i, sum := range sums {
+		d.Add(fmt.Sprintf("Step %d", i+1), sum)
+	}
+	if err != nil {
+		d.Add("Steps", "cannot read them: "+err.Error())
+	} else if j.Steps > shown {
+		d.Add("Steps", fmt.Sprintf("… and %d more (roundtrip history)", j.Steps-shown))
 	}
 	d.Hint = "u rolls it back"
 	return d
@@ -722,12 +735,20 @@ func (p *Wizards) apply() tea.Cmd {
 	p.applying, p.progress, p.applied, p.applyErr = true, nil, nil, nil
 	ch := make(chan tea.Msg, 64)
 	p.applyCh = ch
-	gen, b, plan, confirm := p.applyGen, p.c.Backend, p.result.Plan, confirmChoices[p.confirm]
+	gen, b, plan := p.applyGen, p.c.Backend, p.result.Plan
+	// The Applier makes the SSH lockout check and refuses a plan that changes the route back
+	// to the session without a confirmation window.
+	opts := kernel.ApplyOptions{Confirm: confirmChoices[p.confirm]}
+	if p.c.SSH != "" {
+		if sess, err := engine.ParseSSHConnection(p.c.SSH); err == nil {
+			opts.SSH = &sess
+		}
+	}
 	// The apply must finish whatever happens to the console: it journals and undoes itself on
 	// failure, and cancelling it half way would only make it undo.
 	ctx := context.WithoutCancel(p.c.Ctx)
 	go func() {
-		res, err := b.Apply(ctx, plan, confirm, func(line string) {
+		res, err := b.Apply(ctx, plan, opts, func(line string) {
 			select {
 			case ch <- applyProgressMsg{gen: gen, line: line}:
 			default:
@@ -1040,7 +1061,7 @@ func (p *Wizards) applyStatus(width int) []string {
 		}
 	case p.applied != nil && p.applied.Journal != nil:
 		j := p.applied.Journal
-		head := fmt.Sprintf("journal %s, %d step(s)", j.ID, len(j.Steps))
+		head := fmt.Sprintf("journal %s, %d step(s)", j.ID, j.Steps)
 		switch j.Status {
 		case kernel.StatusRolledBack:
 			why := j.Reason

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"errors"
+	"io/fs"
 	"fmt"
 	"os"
 	"strconv"
@@ -34,10 +36,7 @@ func loadPlan(inv *Invocation, path string, checkOwner bool) (*engine.Plan, erro
 		}
 		defer r.Close()
 		if checkOwner {
-			// fstat of the file read, not a second look at the path.
-			if who := safefile.ChangeableByOthers(r.Info(), os.Geteuid(), sudoUID()); who != "" {
-				fmt.Fprintf(inv.Stderr, "warning: plan %s: %s, so someone else may have changed what it does: check it with roundtrip plan show %s, and keep plans writable by root only (chown root, chmod 600)\n", path, who, path)
-			}
+			warnIfOthersCanChange(inv, path, r.Info())
 		}
 		if data, err = r.ReadAll(); err != nil {
 			return nil, fmt.Errorf("reading plan: %w", err)
@@ -48,6 +47,44 @@ func loadPlan(inv *Invocation, path string, checkOwner bool) (*engine.Plan, erro
 		return nil, fmt.Errorf("loading plan %s: %w", path, err)
 	}
 	return p, nil
+}
+
+// openPlan opens a plan for streaming (apply): a file, held open so that every pass reads the
+// same bytes, or standard input for "-" (read whole, under the limit). The same refusals and
+// warning as loadPlan with checkOwner.
+func openPlan(inv *Invocation, path string) (*engine.PlanFile, error) {
+	limit := int64(maxPlanFile)
+	if path == "-" {
+		data, err := safefile.ReadAll(inv.Stdin, "the plan on standard input", limit)
+		if err != nil {
+			return nil, fmt.Errorf("reading plan: %w", err)
+		}
+		return engine.NewPlanFile("on standard input", bytes.NewReader(data), int64(len(data)))
+	}
+	r, err := safefile.Open(path, limit)
+	var nr *safefile.NotRegularError
+	if errors.As(err, &nr) {
+		return nil, fmt.Errorf("reading plan: %w: give a plan file, or - to read the plan from standard input", err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading plan: %w", err)
+	}
+	warnIfOthersCanChange(inv, path, r.Info())
+	f, err := engine.NewPlanFile(path, r, r.Info().Size())
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// warnIfOthersCanChange warns when someone other than root and the operator could have
+// changed the plan file (fstat of the file read, not a second look at the path): whoever can
+// write a plan decides what root runs.
+func warnIfOthersCanChange(inv *Invocation, path string, fi fs.FileInfo) {
+	if who := safefile.ChangeableByOthers(fi, os.Geteuid(), sudoUID()); who != "" {
+		engine.TermFprintf(inv.Stderr, "warning: plan %s: %s, so someone else may have changed what it does: check it with roundtrip plan show %s, and keep plans writable by root only (chown root, chmod 600)\n", path, who, path)
+	}
 }
 
 // maxPlanFile is engine.MaxPlanFile; tests lower it.

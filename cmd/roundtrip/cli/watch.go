@@ -311,7 +311,9 @@ func (h *watchHost) ReadState(ctx context.Context) (*engine.State, error) {
 }
 
 func (h *watchHost) Apply(ctx context.Context, p *engine.Plan) (string, error) {
-	res, err := h.applier.Apply(ctx, p, kernel.ApplyOptions{})
+	// Failing over is the watcher's whole point: it moves routes whoever is logged in over
+	// which of them.
+	res, err := h.applier.Apply(ctx, p, kernel.ApplyOptions{Force: true})
 	if err != nil {
 		return "", err
 	}

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
 	"roundtrip/engine/kernel"
 	"roundtrip/wizards"
 )
@@ -44,8 +43,11 @@ func TestWatchCommandLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	intent := "roundtrip wizard multi-wan --wan wan1:198.18.73.5:isp_a --wan wan2:198.18.73.9:isp_b --lan lan0 --snat --connmark"
-	j, err := store.Create(kernel.JournalHead{Intent: intent, Plan: engine.NewPlan(intent)})
+	j, err := store.Create(kernel.JournalHead{Intent: intent})
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.MarkApplied(); err != nil {
 		t.Fatal(err)
 	}
 	j.Close()

@@ -278,7 +278,7 @@ func (c *wizardCommon) bind(fs *flag.FlagSet, inv *Invocation) {
 	fs.StringVar(&inv.NetNS, "netns", "", "work on the named network namespace `NAME` (as ip -n)")
 	fs.StringVar(&inv.Snapshot, "snapshot", "", "plan against a saved state `FILE` instead of the live host")
 	fs.BoolVar(&c.apply, "apply", false, "apply the plan (journaled; undo with roundtrip rollback)")
-	fs.DurationVar(&c.confirm, "confirm", 0, "with --apply: roll back after `DURATION` unless roundtrip confirm runs")
+	fs.Var(confirmFlag{&c.confirm}, "confirm", "with --apply: roll back after `DURATION` unless roundtrip confirm runs")
 	fs.BoolVar(&c.wait, "wait", false, "with --confirm: wait here for the confirmation")
 	fs.BoolVar(&c.force, "force", false, "with --apply over SSH: apply even if the route back to you changes")
 	fs.DurationVar(&c.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
@@ -333,9 +333,6 @@ func runWizard(inv *Invocation) error {
 	if (common.confirm != 0 || common.wait || common.force) && !common.apply {
 		return Usagef("--confirm, --wait and --force go with --apply")
 	}
-	if err := checkConfirm(common.confirm); err != nil {
-		return err
-	}
 	w, err := build()
 	if err != nil {
 		return err
@@ -389,7 +386,7 @@ func runWizard(inv *Invocation) error {
 			io.WriteString(inv.Stdout, res.PeerScript())
 		}
 	}
-	return applyPlan(inv, res.Plan, applyChoices{Confirm: common.confirm, Wait: common.wait, Force: common.force, LockWait: common.lockWait})
+	return applyPlan(inv, res.Plan.Source(), applyChoices{Confirm: common.confirm, Wait: common.wait, Force: common.force, LockWait: common.lockWait})
 }
 
 // planAsking plans, and when an uplink's gateway cannot be told from the host's routes asks

@@ -1,0 +1,10 @@
+package kernel
+
+// SetFault makes every write to a journal or steps file of the store ask f first (op "write":
+// an error fails the write half way, as a full disk does), and tells f after every sync (op
+// "synced").
+func SetFault(s *Store, f func(path, op string) error) { s.fault = f }
+
+// EncodeBatchForTest and DecodeBatchForTest are the steps file's codec for batches.
+func EncodeBatchForTest(st *Step) []byte         { return encodeBatch(st) }
+func DecodeBatchForTest(b []byte) (*Step, error) { return decodeBatch(b) }
