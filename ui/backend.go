@@ -106,6 +106,11 @@ func (b *LiveBackend) Journal(ctx context.Context, id string) (*kernel.Journal, 
 	return s.Load(id)
 }
 
+// JournalSteps implements common.Backend.
+func (b *LiveBackend) JournalSteps(ctx context.Context, j *kernel.Journal, max int) ([]string, error) {
+	return j.StepSummaries(max)
+}
+
 // Netfilter implements common.Backend.
 func (b *LiveBackend) Netfilter(ctx context.Context) (engine.Netfilter, error) {
 	return kernel.ReadNetfilter(ctx, b.NS.Runner())
@@ -198,6 +203,11 @@ func (b *SnapshotBackend) Pending(context.Context) (*kernel.Journal, error) { re
 
 // Journal implements common.Backend: a snapshot has no journals.
 func (b *SnapshotBackend) Journal(context.Context, string) (*kernel.Journal, error) {
+	return nil, errors.New("a snapshot has no journals")
+}
+
+// JournalSteps implements common.Backend: a snapshot has no journals.
+func (b *SnapshotBackend) JournalSteps(context.Context, *kernel.Journal, int) ([]string, error) {
 	return nil, errors.New("a snapshot has no journals")
 }
 

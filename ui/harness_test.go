@@ -223,6 +223,25 @@ func (f *fakeBackend) Pending(ctx context.Context) (*kernel.Journal, error) {
 	return f.pending, nil
 }
 
+func (f *fakeBackend) JournalSteps(ctx context.Context, j *kernel.Journal, max int) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, jj := range f.journals {
+		if jj.ID != j.ID {
+			continue
+		}
+		var out []string
+		for k, c := range f.applied[i].Changes {
+			if max > 0 && k == max {
+				break
+			}
+			out = append(out, c.Summary())
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("no journal %s", j.ID)
+}
+
 func (f *fakeBackend) Journal(ctx context.Context, id string) (*kernel.Journal, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -40,6 +40,9 @@ type Backend interface {
 	// an apply waits, so that a confirm or a rollback made elsewhere (or by the revert timer)
 	// shows at once.
 	Journal(ctx context.Context, id string) (*kernel.Journal, error)
+	// JournalSteps returns one line for each of the first max steps of a journal (read from
+	// its steps file, for the history's detail view).
+	JournalSteps(ctx context.Context, j *kernel.Journal, max int) ([]string, error)
 
 	// Netfilter reads only the iptables rules and their counters: the NAT page refreshes them
 	// without reading every route again.

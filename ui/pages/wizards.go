@@ -454,6 +454,12 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 		if p.result != nil && msg.plan == p.result.Plan {
 			p.lockout, p.lockoutCheck = &msg.lo, false
 		}
+	case journalStepsMsg:
+		// Only if the detail of that journal is still the one open.
+		if p.detail != nil && p.pane == paneHistory && p.histSel < len(p.history) && p.history[p.histSel].ID == msg.j.ID {
+			p.detail = journalDetail(p.c.Styles, msg.j, msg.sums, msg.err)
+		}
+		return nil
 	case historyMsg:
 		// The selection stays on the same apply when a new one comes on top.
 		var sel string
@@ -546,7 +552,9 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 	switch {
 	case p.pane == paneHistory && key.Matches(msg, p.keys.Detail):
 		if p.histSel < len(p.history) {
-			p.detail = journalDetail(p.c.Styles, p.history[p.histSel])
+			j := p.history[p.histSel]
+			p.detail = journalDetail(p.c.Styles, j, nil, nil)
+			return p.loadSteps(j)
 		}
 	case key.Matches(msg, p.keys.Edit):
 		p.editing, p.forms[p.cur].Active = true, true
@@ -681,7 +689,7 @@ func (p *Wizards) save(path string) tea.Cmd {
 }
 
 // journalDetail shows one apply of the history in full.
-func journalDetail(st *common.Styles, j *kernel.Journal) *components.Detail {
+func journalDetail(st *common.Styles, j *kernel.Journal, sums []string, err error) *components.Detail {
 	d := components.NewDetail(st, "Apply "+j.ID, "Status", j.Status, "Command", j.Intent)
 	if t := j.JournalHead.Started; !t.IsZero() {
 		d.Add("Started", t.Local().Format("2006-01-02 15:04:05"))
@@ -704,20 +712,43 @@ func journalDetail(st *common.Styles, j *kernel.Journal) *components.Detail {
 	for _, dr := range j.Drift {
 		d.Add("Drift", dr)
 	}
-	// The steps live in the journal's steps file; the detail reads the first ones (a journal of
-	// a full table holds hundreds of batches).
-	const shown = 50
-	sums, err := j.StepSummaries(shown)
-	for i, sum := range sums {
-		d.Add(fmt.Sprintf("Step %d", i+1), sum)
-	}
-	if err != nil {
+	// The steps live in the journal's steps file, read by loadSteps (nil until they come);
+	// the detail shows the first ones (a journal of a full table holds hundreds of batches).
+	switch {
+	case err != nil:
 		d.Add("Steps", "cannot read them: "+err.Error())
-	} else if j.Steps > shown {
-		d.Add("Steps", fmt.Sprintf("… and %d more (roundtrip history)", j.Steps-shown))
+	case sums == nil:
+		d.Add("Steps", fmt.Sprintf("%d, reading them…", j.Steps))
+	default:
+		for i, sum := range sums {
+			d.Add(fmt.Sprintf("Step %d", i+1), sum)
+		}
+		if j.Steps > len(sums) {
+			d.Add("Steps", fmt.Sprintf("… and %d more (roundtrip history)", j.Steps-len(sums)))
+		}
 	}
 	d.Hint = "u rolls it back"
 	return d
+}
+
+// journalStepsMsg carries the step lines of the journal whose detail is open.
+type journalStepsMsg struct {
+	j    *kernel.Journal
+	sums []string
+	err  error
+}
+
+// loadSteps reads the first steps of a journal for its detail view.
+func (p *Wizards) loadSteps(j *kernel.Journal) tea.Cmd {
+	b, ctx := p.c.Backend, p.c.Ctx
+	return func() tea.Msg {
+		const shown = 50
+		sums, err := b.JournalSteps(ctx, j, shown)
+		if sums == nil && err == nil {
+			sums = []string{}
+		}
+		return journalStepsMsg{j: j, sums: sums, err: err}
+	}
 }
 
 func (p *Wizards) loadHistory() tea.Cmd {

@@ -136,6 +136,12 @@ func applyPlan(inv *Invocation, src engine.PlanSource, o applyChoices) error {
 	}
 	opts := kernel.ApplyOptions{Confirm: o.Confirm, Force: o.Force}
 	if o.DryRun {
+		// A dry run is "check this plan": check all of it on its own first, so that a bad plan
+		// is named as such whatever the namespace (an apply checks it before its first change
+		// too, after taking the namespace's lock).
+		if err := src.Each(func(int, engine.Change) error { return nil }); err != nil {
+			return err
+		}
 		return lockoutMessage(inv, dryRunApply(inv, a, src, opts))
 	}
 	// What an apply holds does not grow with the plan (8 bytes a route), but it allocates as
