@@ -257,7 +257,7 @@ func (d *doctor) rpFilterStrict(ups []uplink) {
 	}
 	ev := []string{"uplinks: " + strings.Join(names, ", ")}
 	for _, n := range strict {
-		ev = append(ev, fmt.Sprintf("%s: %s=%s, %s=%s (strict)", n, ConfKey("all", "rp_filter"), sysOr(d.s.Sysctls, ConfKey("all", "rp_filter")), ConfKey(n, "rp_filter"), sysOr(d.s.Sysctls, ConfKey(n, "rp_filter"))))
+		ev = append(ev, fmt.Sprintf("%s: %s=%s, %s=%s (strict)", n, ConfKey("all", "rp_filter"), d.s.Sysctls.Text(ConfKey("all", "rp_filter")), ConfKey(n, "rp_filter"), d.s.Sysctls.Text(ConfKey(n, "rp_filter"))))
 	}
 	cmds := []string{ShellJoin("sysctl", "-w", ConfKey("all", "rp_filter")+"=2")}
 	for _, n := range strict {
@@ -313,7 +313,7 @@ func (d *doctor) uplinkReturn(ups []uplink) {
 					if !from.IsValid() {
 						from = a.Prefix.Addr()
 					}
-					ev = append(ev, fmt.Sprintf("a reply from %s to %s leaves by %s: %s", a.Prefix.Addr(), dst, r.OIF, d.s.explainLookup(r)))
+					ev = append(ev, fmt.Sprintf("a reply from %s to %s leaves by %s: %s", a.Prefix.Addr(), dst, r.OIF, r.Explain(d.s.TableName)))
 				}
 			}
 		}

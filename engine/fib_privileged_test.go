@@ -58,14 +58,14 @@ func TestPrivilegedFIBMatchesKernel(t *testing.T) {
 			d.randomConfig()
 			d.apply()
 			st := d.read()
-			fib := engine.NewFIB(st)
+			fb := engine.NewFIB(st)
 			k := openKernelFIB(t, d.ns)
 			counts := map[string]int{}
 			var failures []string
 			for _, fam := range []engine.Family{engine.V4, engine.V6} {
 				for range 2000 {
 					fl := d.probe(fam, st)
-					want, desc := expectKernel(fib, fl)
+					want, desc := expectKernel(fb, fl)
 					got := kernelGet(t, k, fl)
 					counts[fmt.Sprintf("%s %s %s", fam, map[bool]string{true: "input", false: "output"}[fl.IIF != ""], want[0].kind())]++
 					if diff := compareKernel(fl, want, got); diff != "" {
@@ -118,7 +118,7 @@ func TestPrivilegedRPFCheckMatchesKernel(t *testing.T) {
 	}
 	r.Sysctl("net.ipv4.conf.e1.src_valid_mark", "1")
 	st := d.read()
-	fib := engine.NewFIB(st)
+	fb := engine.NewFIB(st)
 	k := openKernelFIB(t, r)
 	accepted, rejected := 0, 0
 	srcs := []string{"192.168.1.1", "172.16.5.5", "10.1.0.9", "10.2.0.9", "10.3.0.9", "10.4.0.9", "198.51.100.1", "203.0.113.5", "10.1.0.1", "127.0.0.1"}
@@ -128,9 +128,9 @@ func TestPrivilegedRPFCheckMatchesKernel(t *testing.T) {
 			for _, dst := range dsts {
 				for _, mark := range []uint32{0, 7} {
 					fl := engine.Flow{Family: engine.V4, IIF: iif, Src: netip.MustParseAddr(src), Dst: netip.MustParseAddr(dst), Mark: mark, Proto: 17}
-					ok, rev, why := fib.RPFCheck(fl)
+					ok, rev, why := fb.RPFCheck(fl)
 					got := kernelGet(t, k, fl)
-					want, _ := expectKernel(fib, fl)
+					want, _ := expectKernel(fb, fl)
 					if diff := compareKernel(fl, want, got); diff != "" {
 						t.Errorf("ip route get %s (rp_filter %s): kernel %s, simulator %s (rpf ok=%v: %s; reverse %s table %d dev %s)\n%s",
 							kernel.RouteGetArgs(fl), modes[iif], got, want[0], ok, why, rev.Verdict, rev.Table, rev.OIF, diff)

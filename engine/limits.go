@@ -5,8 +5,6 @@ package engine
 // process. Each is far above what a real host needs (a plan of a million routes is about
 // 250 MB), and README lists them under "Files and limits".
 const (
-	// MaxPlanFile bounds a plan file (apply, plan show, plan render).
-	MaxPlanFile = 2 << 30
 	// MaxSnapshotFile bounds a snapshot file (--snapshot).
 	MaxSnapshotFile = 2 << 30
 	// MaxRouteListFile bounds a destination list (multi-wan --route-list).
@@ -14,3 +12,6 @@ const (
 	// MaxToolOutput bounds what roundtrip reads from a tool it runs (iptables-save).
 	MaxToolOutput = 1 << 30
 )
+
+// MaxPlanFile bounds a plan file (apply, plan show, plan render).
+const MaxPlanFile = 2 << 30

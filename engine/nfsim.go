@@ -70,8 +70,15 @@ type tuple struct{ Src, Dst netip.AddrPort }
 type nfResult struct {
 	Verdict   string // nfAccept, nfDrop or nfReject
 	Decider   string // the rule (or policy) that dropped or rejected
-	Steps     []Step
+	Steps     []nfStep
 	Uncertain []nfUncertain
+}
+
+// nfStep is what one rule (or the policy) did to the packet.
+type nfStep struct {
+	What     string
+	Rule     string // the rule as the command that adds it
+	Decisive bool
 }
 
 // nfUncertain is a rule whose outcome the model cannot know; the evaluation went on as if it
@@ -131,7 +138,6 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 	if base == nil {
 		return res
 	}
-	hookName := table + " " + hook
 	type frame struct {
 		chain *NFChain
 		next  int
@@ -169,14 +175,14 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 				continue // whatever it matches, it does not change the path
 			}
 			res.Uncertain = append(res.Uncertain, nfUncertain{text, why})
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: "uncertain: " + why + "; assumed not to match", Rule: text})
+			res.Steps = append(res.Steps, nfStep{What: "uncertain: " + why + "; assumed not to match", Rule: text})
 			continue
 		}
 		if user := t.Chain(r.Target); user != nil && !isBuiltinChain(r.Target) {
 			if onStack(user) || len(stack) >= maxDepth {
 				why := fmt.Sprintf("chain %s loops back into itself", r.Target)
 				res.Uncertain = append(res.Uncertain, nfUncertain{text, why})
-				res.Steps = append(res.Steps, Step{Hook: hookName, What: "uncertain: " + why + "; jump skipped", Rule: text})
+				res.Steps = append(res.Steps, nfStep{What: "uncertain: " + why + "; jump skipped", Rule: text})
 				continue
 			}
 			if r.Goto {
@@ -189,15 +195,15 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 		}
 		switch r.Target {
 		case "ACCEPT":
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: "accepted", Rule: text})
+			res.Steps = append(res.Steps, nfStep{What: "accepted", Rule: text})
 			return res
 		case "DROP":
 			res.Verdict, res.Decider = nfDrop, text
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: "dropped", Rule: text, Decisive: true})
+			res.Steps = append(res.Steps, nfStep{What: "dropped", Rule: text, Decisive: true})
 			return res
 		case "REJECT":
 			res.Verdict, res.Decider = nfReject, text
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: "rejected", Rule: text, Decisive: true})
+			res.Steps = append(res.Steps, nfStep{What: "rejected", Rule: text, Decisive: true})
 			return res
 		case "RETURN":
 			stack = stack[:len(stack)-1]
@@ -206,10 +212,10 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 			old := p.Mark
 			if err := applyMark(&p.Mark, r); err != "" {
 				res.Uncertain = append(res.Uncertain, nfUncertain{text, err})
-				res.Steps = append(res.Steps, Step{Hook: hookName, What: "uncertain: " + err, Rule: text})
+				res.Steps = append(res.Steps, nfStep{What: "uncertain: " + err, Rule: text})
 				continue
 			}
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: fmt.Sprintf("mark %#x -> %#x", old, p.Mark), Rule: text})
+			res.Steps = append(res.Steps, nfStep{What: fmt.Sprintf("mark %#x -> %#x", old, p.Mark), Rule: text})
 			continue
 		case "CONNMARK":
 			if ct.State == ctUntracked {
@@ -218,7 +224,7 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 			oldP, oldC := p.Mark, ct.Mark
 			if err := applyConnmark(p, ct, r); err != "" {
 				res.Uncertain = append(res.Uncertain, nfUncertain{text, err})
-				res.Steps = append(res.Steps, Step{Hook: hookName, What: "uncertain: " + err, Rule: text})
+				res.Steps = append(res.Steps, nfStep{What: "uncertain: " + err, Rule: text})
 				continue
 			}
 			what := fmt.Sprintf("connmark %#x -> %#x", oldC, ct.Mark)
@@ -227,16 +233,16 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 			} else if oldC == ct.Mark {
 				what = fmt.Sprintf("connmark stays %#x", ct.Mark)
 			}
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: what, Rule: text})
+			res.Steps = append(res.Steps, nfStep{What: what, Rule: text})
 			continue
 		case "NOTRACK":
 			ct.State = ctUntracked
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: "not tracked: no NAT, state UNTRACKED", Rule: text})
+			res.Steps = append(res.Steps, nfStep{What: "not tracked: no NAT, state UNTRACKED", Rule: text})
 			continue
 		case "CT":
 			if _, ok := r.TargetOption("notrack"); ok {
 				ct.State = ctUntracked
-				res.Steps = append(res.Steps, Step{Hook: hookName, What: "not tracked: no NAT, state UNTRACKED", Rule: text})
+				res.Steps = append(res.Steps, nfStep{What: "not tracked: no NAT, state UNTRACKED", Rule: text})
 			}
 			continue
 		}
@@ -249,12 +255,12 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 			what, err := n.applyNAT(r, hook, p)
 			if err != "" {
 				res.Uncertain = append(res.Uncertain, nfUncertain{text, err})
-				res.Steps = append(res.Steps, Step{Hook: hookName, What: "uncertain: " + err + "; assumed not to match", Rule: text})
+				res.Steps = append(res.Steps, nfStep{What: "uncertain: " + err + "; assumed not to match", Rule: text})
 				continue
 			}
 			if what == "" {
 				res.Verdict, res.Decider = nfDrop, text
-				res.Steps = append(res.Steps, Step{Hook: hookName, What: "dropped: " + r.Target + " found no address to use", Rule: text, Decisive: true})
+				res.Steps = append(res.Steps, nfStep{What: "dropped: " + r.Target + " found no address to use", Rule: text, Decisive: true})
 				return res
 			}
 			if hook == "PREROUTING" || hook == "OUTPUT" {
@@ -263,7 +269,7 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 				ct.SNAT = true
 			}
 			// A NAT target ends the nat table for this packet (it returns NF_ACCEPT).
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: what, Rule: text, Decisive: true})
+			res.Steps = append(res.Steps, nfStep{What: what, Rule: text, Decisive: true})
 			return res
 		}
 		if nfContinueTargets[r.Target] {
@@ -271,15 +277,15 @@ func (n *nfSim) run(table, hook string, p *nfPacket, ct *connTrack) nfResult {
 		}
 		why = fmt.Sprintf("target %s is not modelled", r.Target)
 		res.Uncertain = append(res.Uncertain, nfUncertain{text, why})
-		res.Steps = append(res.Steps, Step{Hook: hookName, What: "uncertain: " + why + "; assumed not to match", Rule: text})
+		res.Steps = append(res.Steps, nfStep{What: "uncertain: " + why + "; assumed not to match", Rule: text})
 	}
 	switch base.Policy {
 	case "DROP":
 		res.Verdict, res.Decider = nfDrop, fmt.Sprintf("policy DROP of %s %s", table, hook)
-		res.Steps = append(res.Steps, Step{Hook: hookName, What: "no rule accepted: policy DROP", Rule: fmt.Sprintf("%s -t %s -P %s DROP", iptablesCmd(p.Family), table, hook), Decisive: true})
+		res.Steps = append(res.Steps, nfStep{What: "no rule accepted: policy DROP", Rule: fmt.Sprintf("%s -t %s -P %s DROP", iptablesCmd(p.Family), table, hook), Decisive: true})
 	default:
 		if table == "filter" && len(base.Rules) > 0 {
-			res.Steps = append(res.Steps, Step{Hook: hookName, What: "no rule decided: policy ACCEPT"})
+			res.Steps = append(res.Steps, nfStep{What: "no rule decided: policy ACCEPT"})
 		}
 	}
 	return res

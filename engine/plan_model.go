@@ -519,9 +519,9 @@ func SysctlIface(key string) (string, bool) {
 	return "", false
 }
 
-// clone deep-copies what planning changes of a state: slices and maps the model edits are
-// copied, values they point to (nexthops, marks) are never edited in place and are shared.
-func (s *State) clone() *State {
+// Clone deep-copies what changes of a state edit (planning, fakes of the kernel): slices and
+// maps the model edits are copied, values they point to (nexthops, marks) are never edited in place and are shared.
+func (s *State) Clone() *State {
 	out := *s
 	out.Links = make([]Link, len(s.Links))
 	for i, l := range s.Links {
@@ -563,7 +563,7 @@ type model struct {
 }
 
 func newModel(s *State) *model {
-	m := &model{st: s.clone()}
+	m := &model{st: s.Clone()}
 	m.reindex()
 	return m
 }

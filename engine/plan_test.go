@@ -209,7 +209,7 @@ func TestPlanReplanIsNoop(t *testing.T) {
 // of them in reverse: the model must be back where it started.
 func TestPlanInverseRestoresModel(t *testing.T) {
 	p, st := goldenPlan(t)
-	cur := st.clone()
+	cur := st.Clone()
 	var undo [][]Change
 	for _, c := range p.Pending(st).Changes {
 		inv, err := c.Inverse(cur)

@@ -37,7 +37,7 @@ func NewSettler(before *State, watch netip.Addr) *Settler {
 	}
 	tmp := *before
 	tmp.Routes = nil
-	st := tmp.clone()
+	st := tmp.Clone()
 	for _, r := range before.Routes {
 		if keep(r) {
 			st.Routes = append(st.Routes, r)
@@ -137,7 +137,7 @@ func (s *Settler) After() *State { return s.m.state() }
 func (s *Settler) SetNetfilter(nf Netfilter) {
 	s.before.Netfilter = nf
 	tmp := State{Netfilter: nf}
-	s.m.st.Netfilter = tmp.clone().Netfilter
+	s.m.st.Netfilter = tmp.Clone().Netfilter
 }
 
 // Normalized returns the change with its object normalized (routes, rules, links, chain
@@ -149,5 +149,3 @@ func (c Change) Normalized() Change { return c.normalized() }
 // kernel use it to change the state they stand for.
 func ApplyChange(st *State, c Change) { applyToModel(st, c.normalized()) }
 
-// Clone returns a deep copy of the parts of a state that changes edit.
-func (s *State) Clone() *State { return s.clone() }

@@ -274,7 +274,9 @@ func (t *tracer) add(f Finding) {
 // the packet is dropped or rejected.
 func (t *tracer) table(leg *Leg, table, hook string, p *nfPacket, ct *connTrack) bool {
 	r := t.nf.run(table, hook, p, ct)
-	leg.Steps = append(leg.Steps, r.Steps...)
+	for _, s := range r.Steps {
+		leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: s.What, Rule: s.Rule, Decisive: s.Decisive})
+	}
 	for _, u := range r.Uncertain {
 		leg.uncertain = true
 		if t.seen[u.Rule] {
@@ -531,7 +533,7 @@ func (t *tracer) forwarding(leg *Leg, p *nfPacket) bool {
 		return true
 	}
 	leg.outcome = LegDrop
-	leg.Steps = append(leg.Steps, Step{Hook: "forwarding", What: fmt.Sprintf("dropped: forwarding is off on %s", p.IIF), Rule: fmt.Sprintf("sysctl %s=%s", key, sysOr(t.s.Sysctls, key)), Decisive: true})
+	leg.Steps = append(leg.Steps, Step{Hook: "forwarding", What: fmt.Sprintf("dropped: forwarding is off on %s", p.IIF), Rule: fmt.Sprintf("sysctl %s=%s", key, t.s.Sysctls.Text(key)), Decisive: true})
 	if t.res.Has(FindingForwardingDisabled) {
 		return false
 	}
@@ -542,7 +544,7 @@ func (t *tracer) forwarding(leg *Leg, p *nfPacket) bool {
 	t.add(Finding{ID: FindingForwardingDisabled, Severity: SeverityError,
 		Summary: fmt.Sprintf("the request %s arrives on %s and is routed out %s, but forwarding is off: the kernel drops it", packetText(p), p.IIF, leg.route.OIF),
 		Evidence: []string{
-			fmt.Sprintf("%s = %s", key, sysOr(t.s.Sysctls, key)),
+			fmt.Sprintf("%s = %s", key, t.s.Sysctls.Text(key)),
 			t.lookupText(leg.route),
 		},
 		Fix: Fix{Summary: "turn forwarding on (" + cmd + ", persisted in /etc/sysctl.d) and make sure replies can come back (SNAT here or a route on the far side)",
@@ -573,8 +575,8 @@ func (t *tracer) rpFilter(leg *Leg, p *nfPacket, r FIBResult) bool {
 	ok, rev, why := t.fib.RPFCheck(fl)
 	mode := t.s.Sysctls.RPFilter(p.IIF)
 	modeText := fmt.Sprintf("rp_filter %s (%s=%s, %s=%s)", rpModeName(mode),
-		ConfKey("all", "rp_filter"), sysOr(t.s.Sysctls, ConfKey("all", "rp_filter")),
-		ConfKey(p.IIF, "rp_filter"), sysOr(t.s.Sysctls, ConfKey(p.IIF, "rp_filter")))
+		ConfKey("all", "rp_filter"), t.s.Sysctls.Text(ConfKey("all", "rp_filter")),
+		ConfKey(p.IIF, "rp_filter"), t.s.Sysctls.Text(ConfKey(p.IIF, "rp_filter")))
 	if ok {
 		if mode != 0 {
 			leg.Steps = append(leg.Steps, Step{Hook: "rp_filter", What: modeText + ": passes; " + why})
@@ -611,7 +613,8 @@ func rpModeName(m int) string {
 	return fmt.Sprint(m)
 }
 
-func sysOr(s Sysctls, key string) string {
+// Text returns a sysctl's value as shown in findings: "unset" when the state does not have it.
+func (s Sysctls) Text(key string) string {
 	if v, ok := s[key]; ok {
 		return v
 	}
@@ -653,7 +656,7 @@ func (t *tracer) routingSteps(leg *Leg, hook string, r FIBResult) {
 		}
 		leg.Steps = append(leg.Steps, Step{Hook: hook, What: fmt.Sprintf("rule %d matched: %s", st.Rule.Priority, st.Outcome), Rule: fmt.Sprintf("ip rule %s", st.Rule.Args(t.s.TableName))})
 	}
-	leg.Steps = append(leg.Steps, Step{Hook: hook, What: t.s.explainDecision(r), Rule: t.routeText(r), Decisive: true})
+	leg.Steps = append(leg.Steps, Step{Hook: hook, What: r.ExplainDecision(t.s.TableName), Rule: t.routeText(r), Decisive: true})
 	leg.Table, leg.TableName = r.Table, t.s.TableName(r.Table)
 	leg.Rule = nil
 	if r.Rule != nil {
@@ -666,7 +669,7 @@ func (t *tracer) routingSteps(leg *Leg, hook string, r FIBResult) {
 	}
 }
 
-func (t *tracer) lookupText(r FIBResult) string { return t.s.explainLookup(r) }
+func (t *tracer) lookupText(r FIBResult) string { return r.Explain(t.s.TableName) }
 
 // isDefaultRule reports whether a rule is one of the three the kernel installs (local, main,
 // default lookups from all), whose fall-through says nothing worth showing.
@@ -675,29 +678,30 @@ func isDefaultRule(r Rule) bool {
 		(r.Table == TableLocal || r.Table == TableMain || r.Table == TableDefault)
 }
 
-// explainDecision is explainLookup without the route, for a step that shows the route apart.
-func (s *State) explainDecision(r FIBResult) string {
+// ExplainDecision is Explain without the route, for a step that shows the route apart.
+func (r FIBResult) ExplainDecision(tableName func(int) string) string {
 	if r.Route == nil {
-		return s.explainLookup(r)
+		return r.Explain(tableName)
 	}
 	noRoute := r
 	noRoute.Route = nil
-	return s.explainLookup(noRoute)
+	return noRoute.Explain(tableName)
 }
 
-// explainLookup explains a FIB decision in one line: rule, table, route, interface.
-func (s *State) explainLookup(r FIBResult) string {
+// Explain explains a FIB decision in one line: rule, table, route, interface; tableName names
+// the tables (State.TableName).
+func (r FIBResult) Explain(tableName func(int) string) string {
 	var b strings.Builder
 	if r.Rule != nil {
-		fmt.Fprintf(&b, "rule %d (%s %s) -> table %s", r.Rule.Priority, r.Rule.Selectors(), r.Rule.ActionString(s.TableName), s.TableName(r.Table))
+		fmt.Fprintf(&b, "rule %d (%s %s) -> table %s", r.Rule.Priority, r.Rule.Selectors(), r.Rule.ActionString(tableName), tableName(r.Table))
 	} else if r.Table != 0 {
-		fmt.Fprintf(&b, "table %s", s.TableName(r.Table))
+		fmt.Fprintf(&b, "table %s", tableName(r.Table))
 	}
 	if r.Route != nil {
 		if b.Len() > 0 {
 			b.WriteString(": ")
 		}
-		b.WriteString(r.Route.Args(s.TableName))
+		b.WriteString(r.Route.Args(tableName))
 	}
 	if b.Len() > 0 {
 		b.WriteString(" => ")

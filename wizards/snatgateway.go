@@ -90,13 +90,13 @@ func (o *SNATGatewayOptions) resolve(s *engine.State) (*sgHost, error) {
 			return nil, fmt.Errorf("--out %s has no IPv4 network: give --to CIDR", h.out.Name)
 		}
 	}
-	fib := engine.NewFIB(s)
+	f := engine.NewFIB(s)
 	for _, p := range h.from {
 		if !p.Addr().Is4() {
 			return nil, fmt.Errorf("--from %s: only IPv4 is supported", p)
 		}
 		// Where the replies to From go decides the ingress (and the peer's router address).
-		r := fib.Lookup(engine.Flow{Family: engine.V4, Dst: p.Addr()})
+		r := f.Lookup(engine.Flow{Family: engine.V4, Dst: p.Addr()})
 		if r.Verdict != engine.VerdictUnicast {
 			return nil, fmt.Errorf("--from %s: this host has no route to %s (%s), so it could not reach the hosts it forwards for", p, p, r.Verdict)
 		}
@@ -114,7 +114,7 @@ func (o *SNATGatewayOptions) resolve(s *engine.State) (*sgHost, error) {
 		if !p.Addr().Is4() {
 			return nil, fmt.Errorf("--to %s: only IPv4 is supported", p)
 		}
-		r := fib.Lookup(engine.Flow{Family: engine.V4, Dst: p.Addr()})
+		r := f.Lookup(engine.Flow{Family: engine.V4, Dst: p.Addr()})
 		if r.Verdict != engine.VerdictUnicast || r.OIF != h.out.Name {
 			where := r.Verdict
 			if r.OIF != "" {

@@ -157,8 +157,8 @@ func (o *TunnelOptions) resolve(s *engine.State) (*tunHost, error) {
 			}
 		}
 	}
-	fib := engine.NewFIB(s)
-	if r := fib.Lookup(engine.Flow{Family: engine.V4, Dst: o.Remote}); r.Verdict != engine.VerdictUnicast || r.OIF == name {
+	f := engine.NewFIB(s)
+	if r := f.Lookup(engine.Flow{Family: engine.V4, Dst: o.Remote}); r.Verdict != engine.VerdictUnicast || r.OIF == name {
 		return nil, fmt.Errorf("--remote %s: this host has no route to it outside the tunnel (%s): the tunnel's packets need one", o.Remote, r.Verdict)
 	}
 	if o.Type == "vxlan" && o.vni() >= 1<<24 {

@@ -60,11 +60,11 @@ func (b *bench) profileApply(dir, ns string, n int) error {
 		return err
 	}
 	defer os.RemoveAll(stateDir)
-	plan := filepath.Join(b.work, fmt.Sprintf("routes-%d.plan.json", n))
+	planPath := filepath.Join(b.work, fmt.Sprintf("routes-%d.plan.json", n))
 	os.Setenv(kernel.StateDirEnv, stateDir)
 	defer os.Unsetenv(kernel.StateDirEnv)
 	err := b.profiled(dir, fmt.Sprintf("apply-%d", n), func() error {
-		src, err := engine.OpenPlanFile(plan)
+		src, err := engine.OpenPlanFile(planPath)
 		if err != nil {
 			return err
 		}

@@ -369,7 +369,7 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	}
 	loadT := time.Since(t0)
 	t0 = time.Now()
-	fib := engine.NewFIB(sn.State)
+	fibIdx := engine.NewFIB(sn.State)
 	buildT := time.Since(t0)
 	flows := make([]engine.Flow, len(addrs))
 	for i, a := range addrs {
@@ -392,8 +392,8 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 		}
 		return medianOf(rates)
 	}
-	resolveRate := rate(fib.Resolve)
-	lookupRate := rate(fib.Lookup)
+	resolveRate := rate(fibIdx.Resolve)
+	lookupRate := rate(fibIdx.Lookup)
 
 	// Agreement with the kernel on a sample, so that the rates compare like with like.
 	sample := addrs[:min(len(addrs), 2000)]
@@ -411,7 +411,7 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	agree := 0
 	var disagree []string
 	for _, a := range sample {
-		res := fib.Resolve(engine.Flow{Dst: a})
+		res := fibIdx.Resolve(engine.Flow{Dst: a})
 		if gw, ok := kernelGW[a]; ok && res.Gateway == gw {
 			agree++
 		} else if len(disagree) < 5 {
@@ -430,7 +430,7 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	for range max(b.runs, 3) {
 		t0 := time.Now()
 		for _, rq := range reqs {
-			tr := engine.Trace(sn.State, fib, rq)
+			tr := engine.Trace(sn.State, fibIdx, rq)
 			if tr.Reply != nil {
 				legs++
 			}
@@ -469,7 +469,7 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	if agree != len(sample) {
 		sec.note(fmt.Sprintf("**The simulator disagreed with the kernel on %d of %d sampled lookups**, for example: %s.", len(sample)-agree, len(sample), strings.Join(disagree, "; ")))
 	}
-	sn, fib = nil, nil
+	sn, fibIdx = nil, nil
 	debug.FreeOSMemory()
 	return nil
 }

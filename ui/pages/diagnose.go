@@ -286,12 +286,12 @@ func (p *Diagnose) runTrace() tea.Cmd {
 	p.gen++
 	p.busy = true
 	p.req = req
-	gen, s, fib := p.gen, p.state, p.fib
+	gen, s, fi := p.gen, p.state, p.fib
 	return func() tea.Msg {
-		if fib == nil {
-			fib = engine.NewFIB(s)
+		if fi == nil {
+			fi = engine.NewFIB(s)
 		}
-		return traceMsg{gen: gen, state: s, fib: fib, res: engine.Trace(s, fib, req)}
+		return traceMsg{gen: gen, state: s, fib: fi, res: engine.Trace(s, fi, req)}
 	}
 }
 

@@ -656,8 +656,8 @@ func (p *Wizards) checkLockout() tea.Cmd {
 		return common.Status("cannot check the SSH lockout: " + err.Error())
 	}
 	p.lockoutCheck = true
-	s, plan := p.state, p.result.Plan
-	return func() tea.Msg { return lockoutMsg{plan: plan, lo: engine.CheckLockout(s, plan.Expect(s), sess)} }
+	s, pl := p.state, p.result.Plan
+	return func() tea.Msg { return lockoutMsg{plan: pl, lo: engine.CheckLockout(s, pl.Expect(s), sess)} }
 }
 
 // save writes the plan's script (and the other end's, when the plan has one) to new files.
@@ -766,7 +766,7 @@ func (p *Wizards) apply() tea.Cmd {
 	p.applying, p.progress, p.applied, p.applyErr = true, nil, nil, nil
 	ch := make(chan tea.Msg, 64)
 	p.applyCh = ch
-	gen, b, plan := p.applyGen, p.c.Backend, p.result.Plan
+	gen, b, pl := p.applyGen, p.c.Backend, p.result.Plan
 	// The Applier makes the SSH lockout check and refuses a plan that changes the route back
 	// to the session without a confirmation window.
 	opts := kernel.ApplyOptions{Confirm: confirmChoices[p.confirm]}
@@ -779,7 +779,7 @@ func (p *Wizards) apply() tea.Cmd {
 	// failure, and cancelling it half way would only make it undo.
 	ctx := context.WithoutCancel(p.c.Ctx)
 	go func() {
-		res, err := b.Apply(ctx, plan, opts, func(line string) {
+		res, err := b.Apply(ctx, pl, opts, func(line string) {
 			select {
 			case ch <- applyProgressMsg{gen: gen, line: line}:
 			default:
