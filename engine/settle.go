@@ -148,4 +148,3 @@ func (c Change) Normalized() Change { return c.normalized() }
 // object, and the routes the kernel adds or removes with addresses and links). Fakes of the
 // kernel use it to change the state they stand for.
 func ApplyChange(st *State, c Change) { applyToModel(st, c.normalized()) }
-
