@@ -2,9 +2,10 @@ package diagnose
 
 import (
 	"net/netip"
-	"roundtrip/engine/trace"
 	"strings"
 	"testing"
+
+	"roundtrip/engine/trace"
 )
 
 // TestFlowCaptureFilter selects a traced flow: the client's port is the trace's, and with

@@ -4,13 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
-	"roundtrip/engine/plan"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // This file is the pure half of WAN failover (case 2's open question: "probe each line and

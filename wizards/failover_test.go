@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"roundtrip/engine/fib"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
-	"roundtrip/engine/plan"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"roundtrip/engine/fib"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // epoch is the fake clock's start.

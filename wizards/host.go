@@ -3,10 +3,11 @@ package wizards
 import (
 	"fmt"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"slices"
 	"strings"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // This file reads what the wizards need to know of a host from its state, and says clearly

@@ -3,12 +3,13 @@ package wizards
 import (
 	"fmt"
 	"net/netip"
+	"strings"
+	"testing"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
-	"strings"
-	"testing"
 )
 
 // testHost builds a State by hand the way the kernel would show it: links with their addresses

@@ -4,12 +4,13 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
+	"strings"
+
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
-	"slices"
-	"strings"
 )
 
 // WAN is one uplink of a multi-WAN gateway: its interface, its ISP's gateway (zero: detected)

@@ -3,13 +3,14 @@ package wizards
 import (
 	"fmt"
 	"net/netip"
+	"strings"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
-	"strings"
 )
 
 // SNAT choices of the port-forward wizard.

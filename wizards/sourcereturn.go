@@ -3,11 +3,12 @@ package wizards
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
+
 	"roundtrip/engine/finding"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
-	"slices"
-	"strings"
 )
 
 // Source-return modes.

@@ -3,13 +3,14 @@ package wizards
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
-	"slices"
-	"strings"
 )
 
 // Tunnel defaults.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"

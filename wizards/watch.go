@@ -9,15 +9,16 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 	"roundtrip/engine/quote"
-	"slices"
-	"strings"
-	"sync"
-	"time"
 )
 
 // This file runs WAN failover on top of the multi-wan wizard: every interval it probes every

@@ -7,14 +7,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"roundtrip/engine/fib"
-	"roundtrip/engine/model"
-	"roundtrip/engine/plan"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"roundtrip/engine/fib"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // fakeProber answers the probes of the WANs whose interface is up, losing each with

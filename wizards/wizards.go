@@ -6,14 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
+
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 	"roundtrip/engine/quote"
-	"slices"
-	"strings"
 )
 
 // Wizard is one guided setup: options filled from flags or a form, checked against a host's

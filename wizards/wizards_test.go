@@ -7,17 +7,18 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 	"roundtrip/engine/trace"
-	"strings"
-	"syscall"
-	"testing"
-
-	"github.com/google/go-cmp/cmp"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")

@@ -4,6 +4,9 @@ package doctor
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
@@ -11,8 +14,6 @@ import (
 	"roundtrip/engine/model"
 	"roundtrip/engine/netfilter"
 	"roundtrip/engine/quote"
-	"slices"
-	"strings"
 )
 
 // This file looks at a whole host for the pitfalls of the field cases (SCENARIOS.md) without a

@@ -1,13 +1,14 @@
 package doctor
 
 import (
+	"slices"
+	"strings"
+	"testing"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/model/modeltest"
 	"roundtrip/engine/trace"
-	"slices"
-	"strings"
-	"testing"
 )
 
 func doctorOn(t *testing.T, host string) []finding.Finding {

@@ -9,11 +9,12 @@ import (
 	"hash/fnv"
 	"math/bits"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"slices"
 	"strconv"
 	"strings"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // Flow is what the kernel's FIB lookup sees of a packet (struct flowi4 / flowi6).

@@ -3,10 +3,11 @@ package fib
 import (
 	"math/rand/v2"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"sync"
 	"testing"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 var (

@@ -3,11 +3,12 @@ package fib
 import (
 	"net/netip"
 	"reflect"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"slices"
 	"strings"
 	"testing"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // fibHost builds the state of a host with loopback and links e1 (10.1.0.1/24, 2001:db8:1::1/64),

@@ -3,8 +3,9 @@ package fib
 import (
 	"math/bits"
 	"net/netip"
-	"roundtrip/engine/inet"
 	"slices"
+
+	"roundtrip/engine/inet"
 )
 
 // lpmTrie is the prefix index of one routing table: a multibit trie with a stride of 8 bits whose

@@ -5,11 +5,12 @@ package finding
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/quote"
-	"strconv"
-	"strings"
 )
 
 // Finding severities. An error is a cause that breaks a flow; a warning is a likely cause that

@@ -1,10 +1,11 @@
 package iptables
 
 import (
-	"roundtrip/engine/inet"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"roundtrip/engine/inet"
 )
 
 // FuzzParseIPTablesSave: any input either fails to parse or parses to tables that survive

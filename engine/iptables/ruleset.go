@@ -4,9 +4,10 @@ package iptables
 
 import (
 	"fmt"
+	"strings"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/quote"
-	"strings"
 )
 
 // Netfilter is the packet-filtering configuration as iptables-save and ip6tables-save show it,

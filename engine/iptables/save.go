@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"roundtrip/engine/inet"
 	"strconv"
 	"strings"
+
+	"roundtrip/engine/inet"
 )
 
 // This file reads and writes the text format of iptables-save / iptables-restore, for both

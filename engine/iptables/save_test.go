@@ -7,12 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"roundtrip/engine/inet"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"roundtrip/engine/inet"
 )
 
 // captures are real iptables-save outputs made by testdata/iptables/capture.sh.

@@ -9,8 +9,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"roundtrip/engine/model"
-	"roundtrip/engine/plan"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +16,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // Applier applies plans to one network namespace through a Host: links, addresses, routes and

@@ -3,12 +3,13 @@ package kernel
 import (
 	"fmt"
 	"net/netip"
-	"roundtrip/engine/inet"
 	"strconv"
 	"strings"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/inet"
 )
 
 // CaptureFilter selects the packets a capture keeps. It is compiled into a classic BPF program

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +16,9 @@ import (
 	"github.com/ti-mo/netfilter"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // ConntrackTuple is one direction of a tracked connection: protocol, source and destination.

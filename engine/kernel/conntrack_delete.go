@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"roundtrip/engine/model"
 
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/model"
 )
 
 // DeleteFunc deletes the entries that pass f and for which del returns true, and returns how

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"runtime"
 	"slices"
 	"syscall"
@@ -16,6 +14,9 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // Namespace names the network namespace to work in. The zero value is the namespace roundtrip

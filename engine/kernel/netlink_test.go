@@ -3,14 +3,15 @@ package kernel
 import (
 	"encoding/binary"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // ruleMsg builds an RTM_NEWRULE payload as net/core/fib_rules.c:fib_nl_fill_rule writes it.

@@ -7,15 +7,16 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
-	"roundtrip/engine/plan"
 	"strconv"
 	"syscall"
 
 	vnl "github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // Routes and rules go to the kernel pipelined: many requests per sendmsg on one rtnetlink

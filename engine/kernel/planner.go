@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
-	"roundtrip/engine/plan"
 	"slices"
 
 	vnl "github.com/vishvananda/netlink"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // planned is what the pass over a plan found.

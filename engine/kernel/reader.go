@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 )

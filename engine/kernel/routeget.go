@@ -5,14 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"roundtrip/engine/fib"
-	"roundtrip/engine/inet"
 	"strings"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/fib"
+	"roundtrip/engine/inet"
 )
 
 // RouteAnswer is the kernel's answer to RTM_GETROUTE, shaped like the model's (fib.Result)

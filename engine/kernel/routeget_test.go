@@ -2,8 +2,9 @@ package kernel
 
 import (
 	"net/netip"
-	"roundtrip/engine/fib"
 	"testing"
+
+	"roundtrip/engine/fib"
 )
 
 // TestRouteGetArgs checks the question RouteGet asks: received packets are looked up as uid 0

@@ -7,8 +7,9 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"roundtrip/engine/model"
 	"slices"
+
+	"roundtrip/engine/model"
 )
 
 // DefaultRTTablesDirs are where iproute2 looks for rt_tables, the administrator's directory

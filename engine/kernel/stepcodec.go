@@ -5,11 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sync"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
-	"slices"
-	"sync"
 )
 
 // Batches of routes and rules are journaled in a compact binary form rather than as JSON: a

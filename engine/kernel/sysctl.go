@@ -5,8 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"roundtrip/engine/model"
 	"strings"
+
+	"roundtrip/engine/model"
 )
 
 // confSettings are the per-interface net.ipv4.conf settings that decide paths (fib.FIB reads

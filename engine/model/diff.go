@@ -2,9 +2,10 @@ package model
 
 import (
 	"fmt"
-	"roundtrip/engine/inet"
 	"slices"
 	"strings"
+
+	"roundtrip/engine/inet"
 )
 
 // Lines renders the configuration part of a state as one line per item, in ip/iptables/sysctl

@@ -3,10 +3,11 @@ package model
 import (
 	"fmt"
 	"net/netip"
-	"roundtrip/engine/inet"
 	"slices"
 	"strconv"
 	"strings"
+
+	"roundtrip/engine/inet"
 )
 
 // Route types (RTN_* in include/uapi/linux/rtnetlink.h), named as iproute2 prints them.

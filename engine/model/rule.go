@@ -3,10 +3,11 @@ package model
 import (
 	"fmt"
 	"net/netip"
-	"roundtrip/engine/inet"
 	"slices"
 	"strconv"
 	"strings"
+
+	"roundtrip/engine/inet"
 )
 
 // Rule actions (FR_ACT_* in include/uapi/linux/fib_rules.h), named as iproute2 prints them.

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"errors"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/iptables"
 	"strings"
 	"testing"
 	"time"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 )
 
 // sampleState is a small but complete state: every section of the model holds something.

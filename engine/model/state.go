@@ -7,11 +7,12 @@ import (
 	"maps"
 	"math"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/iptables"
 	"slices"
 	"strconv"
 	"strings"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 )
 
 // State is everything about a host (or one network namespace of it) that decides where a packet

@@ -5,11 +5,12 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/quote"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/quote"
 )
 
 // This file holds the checks of single fields that plans (Plan.Check) and snapshots

@@ -5,12 +5,13 @@ package netfilter
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
+	"strings"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
-	"strconv"
-	"strings"
 )
 
 // This file evaluates iptables chains for one packet, the way x_tables does (ipt_do_table in

@@ -2,11 +2,12 @@ package netfilter
 
 import (
 	"net/netip"
+	"testing"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model/modeltest"
-	"testing"
 )
 
 func TestMatchAddrText(t *testing.T) {

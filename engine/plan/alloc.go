@@ -3,10 +3,11 @@ package plan
 import (
 	"fmt"
 	"math/bits"
-	"roundtrip/engine/iptables"
-	"roundtrip/engine/model"
 	"slices"
 	"strings"
+
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
 )
 
 // Ranges roundtrip allocates from. Rule priorities sit between the local rule (0) and main

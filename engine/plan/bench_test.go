@@ -2,9 +2,10 @@ package plan
 
 import (
 	"net/netip"
+	"testing"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
-	"testing"
 )
 
 // largeHost is planHost with n extra routes in table 100 (a full table of a BGP-fed router).

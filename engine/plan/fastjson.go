@@ -2,10 +2,11 @@ package plan
 
 import (
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"strconv"
 	"unicode/utf8"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // fastChange decodes a route or rule change written plainly at the start of b and returns how

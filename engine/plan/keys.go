@@ -4,9 +4,10 @@ import (
 	"encoding/binary"
 	"hash/maphash"
 	"net/netip"
-	"roundtrip/engine/model"
 	"slices"
 	"sort"
+
+	"roundtrip/engine/model"
 )
 
 // Hashes that stand in for comparisons when a million routes are compared without holding

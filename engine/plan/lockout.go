@@ -3,10 +3,11 @@ package plan
 import (
 	"fmt"
 	"net/netip"
-	"roundtrip/engine/fib"
-	"roundtrip/engine/model"
 	"strconv"
 	"strings"
+
+	"roundtrip/engine/fib"
+	"roundtrip/engine/model"
 )
 
 // SSHSession is the connection an operator is logged in over, from sshd's SSH_CONNECTION

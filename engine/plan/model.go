@@ -3,11 +3,12 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
-	"slices"
-	"strings"
 )
 
 // hookJumps lists the jumps to chain name from the built-in chains of a table, with their

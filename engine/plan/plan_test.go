@@ -8,11 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"testing"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
-	"strings"
-	"testing"
 )
 
 // updateGolden rewrites golden files: go test ./engine -run Golden -update.

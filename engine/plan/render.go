@@ -6,14 +6,15 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/iptables"
-	"roundtrip/engine/model"
-	"roundtrip/engine/quote"
 	"slices"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
 )
 
 // RTTablesFile is where roundtrip names routing tables, relative to an iproute2 configuration

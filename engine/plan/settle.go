@@ -3,10 +3,11 @@ package plan
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
-	"slices"
 )
 
 // Settler does for one change at a time what Validate, Pending and Inverses do for a whole

@@ -9,11 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"slices"
 	"strings"
 	"testing"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // readAll streams a plan file into a Plan.

@@ -3,10 +3,11 @@ package plan
 import (
 	"encoding/json"
 	"errors"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
 	"strings"
 	"testing"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // planWith returns the JSON of a plan with one change, for the loader.

@@ -4,12 +4,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
+	"unicode/utf8"
+
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
-	"strings"
-	"unicode/utf8"
 )
 
 // renderWidth is the width the human output is wrapped to: readable on an 80-column terminal.

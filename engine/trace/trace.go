@@ -5,6 +5,8 @@ package trace
 import (
 	"fmt"
 	"net/netip"
+	"strings"
+
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
@@ -12,7 +14,6 @@ import (
 	"roundtrip/engine/model"
 	"roundtrip/engine/netfilter"
 	"roundtrip/engine/quote"
-	"strings"
 )
 
 // This file follows one flow through a host in both directions: the request (the "forward

@@ -4,16 +4,17 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
-	"roundtrip/engine/fib"
-	"roundtrip/engine/finding"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/model"
-	"roundtrip/engine/model/modeltest"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/model/modeltest"
 )
 
 func stepIndex(l *Leg, hook, contains string) int {

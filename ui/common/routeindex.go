@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"context"
 	"net/netip"
-	"roundtrip/engine/model"
 	"slices"
 	"strings"
+
+	"roundtrip/engine/model"
 )
 
 // RouteIndex groups the positions of a state's routes by table, so that the Routing page can

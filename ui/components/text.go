@@ -3,10 +3,11 @@
 package components
 
 import (
-	"roundtrip/engine/quote"
 	"strings"
 
 	"github.com/charmbracelet/x/ansi"
+
+	"roundtrip/engine/quote"
 )
 
 // Fit cuts or pads a (possibly styled) string to exactly w cells.

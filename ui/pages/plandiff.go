@@ -3,10 +3,11 @@ package pages
 import (
 	"fmt"
 	"regexp"
-	"roundtrip/engine/model"
 	"slices"
 	"strconv"
 	"strings"
+
+	"roundtrip/engine/model"
 )
 
 // ruleLine is an iptables rule in model.State.Lines syntax: the chain, its position, the

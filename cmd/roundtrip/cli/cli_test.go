@@ -7,12 +7,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/iptables"
-	"roundtrip/engine/model"
 	"strings"
 	"testing"
 	"time"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
 )
 
 // runCLI runs one command line in-process and returns its exit code and output.

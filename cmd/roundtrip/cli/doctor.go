@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+
 	"roundtrip/engine/doctor"
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"

@@ -2,9 +2,10 @@ package cli
 
 import (
 	"flag"
-	"roundtrip/engine/model"
 	"strings"
 	"time"
+
+	"roundtrip/engine/model"
 )
 
 // repeatable is the value of a flag that may be given several times (--wan, --route, ...):

@@ -8,9 +8,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"roundtrip/engine/plan"
 	"strings"
 	"testing"
+
+	"roundtrip/engine/plan"
 )
 
 // TestFlagChecks: every size and number from the command line has a range, a single-value

@@ -3,13 +3,14 @@ package cli
 import (
 	"encoding/json"
 	"net/netip"
+	"strings"
+	"testing"
+
 	"roundtrip/engine/doctor"
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/model"
 	"roundtrip/engine/trace"
-	"strings"
-	"testing"
 )
 
 func TestTraceUsageErrors(t *testing.T) {

@@ -4,12 +4,13 @@ package modeltest
 import (
 	"fmt"
 	"net/netip"
-	"roundtrip/engine/inet"
-	"roundtrip/engine/iptables"
-	"roundtrip/engine/model"
 	"strconv"
 	"strings"
 	"testing"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
 )
 
 // newHost builds a State from lines in a small ip/iptables-like language, deriving what the
