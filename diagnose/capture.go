@@ -9,8 +9,9 @@ import (
 	"sync"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
 )
 
 // CaptureOptions says what to capture and how.
@@ -80,7 +81,7 @@ type CaptureSummary struct {
 }
 
 // Errors counts findings of severity error.
-func (s *CaptureSummary) Errors() int { return s.Counts[engine.SeverityError] }
+func (s *CaptureSummary) Errors() int { return s.Counts[finding.SeverityError] }
 
 // session is one running capture.
 type session struct {
@@ -100,7 +101,7 @@ type session struct {
 	order   reorder
 
 	stateMu sync.Mutex
-	state   *engine.State
+	state   *model.State
 	stateAt time.Time
 }
 
@@ -256,7 +257,7 @@ func (s *session) hostConfig(ctx context.Context, cfg *CorrelateConfig) {
 }
 
 // hostState reads the namespace's state, at most once a second.
-func (s *session) hostState(ctx context.Context) (*engine.State, error) {
+func (s *session) hostState(ctx context.Context) (*model.State, error) {
 	s.stateMu.Lock()
 	defer s.stateMu.Unlock()
 	if s.state != nil && time.Since(s.stateAt) < time.Second {

@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/trace"
 )
 
 // These tests rebuild field cases 1, 4 and 5 (engine/lab's builders) and watch real clients'
@@ -167,8 +168,8 @@ func TestPrivilegedCaptureCase1AsymmetricReturn(t *testing.T) {
 	if f == nil {
 		t.Fatalf("no asymmetric-return finding; findings %v\n%s", findingsOf(sum, 0), w.dump())
 	}
-	if f.Ingress != n.ServerLAN || f.Egress != n.ServerPublic || f.Severity != engine.SeverityError ||
-		!strings.Contains(f.Summary, "came in on eth0 but the reply left by em1") || f.Fix.Wizard != engine.WizardSourceReturn {
+	if f.Ingress != n.ServerLAN || f.Egress != n.ServerPublic || f.Severity != finding.SeverityError ||
+		!strings.Contains(f.Summary, "came in on eth0 but the reply left by em1") || f.Fix.Wizard != finding.WizardSourceReturn {
 		t.Errorf("finding %+v: want ingress eth0, egress em1, the source-return wizard", f)
 	}
 	if f.Flow.Src.String() != n.ClientAddr+":40001" || f.Flow.Dst.String() != n.ServerAddr {
@@ -225,7 +226,7 @@ func TestPrivilegedCaptureCase5ReplyNotSeen(t *testing.T) {
 		t.Errorf("finding's conntrack entry %v: want UNREPLIED, DNAT %s -> %s, no SNAT", f.Conntrack, n.Service, n.Backend)
 	}
 	if f.Ingress != n.AIface || f.Egress != n.AIface || !strings.Contains(f.Summary, "same link") ||
-		!strings.Contains(strings.Join(f.Evidence, "\n"), "[UNREPLIED]") || f.Fix.Wizard != engine.WizardPortForward {
+		!strings.Contains(strings.Join(f.Evidence, "\n"), "[UNREPLIED]") || f.Fix.Wizard != finding.WizardPortForward {
 		t.Errorf("finding %+v: want the backend on the same link as the client, UNREPLIED, the port-forward wizard", f)
 	}
 	if len(f.Packets) != 2 || f.Packets[0].Dst.String() != n.Service || f.Packets[1].Dst.String() != n.Backend || f.Packets[0].Conn != f.Packets[1].Conn {
@@ -283,7 +284,7 @@ func TestPrivilegedCaptureCase4ForwardedNotSeen(t *testing.T) {
 	if f == nil {
 		t.Fatalf("no forwarded-not-seen finding\n%s", w.dump())
 	}
-	if f.Cause != engine.FindingForwardingDisabled || f.Ingress != n.BIn || f.Severity != engine.SeverityError ||
+	if f.Cause != trace.FindingForwardingDisabled || f.Ingress != n.BIn || f.Severity != finding.SeverityError ||
 		len(f.Packets) != 1 || f.Packets[0].Iface != n.BIn || f.Packets[0].Dir != kernel.In || f.Packets[0].Dst.String() != n.Service {
 		t.Errorf("finding %+v: want cause forwarding-disabled, the SYN in on %s", f, n.BIn)
 	}

@@ -8,8 +8,9 @@ import (
 	"io"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/quote"
 )
 
 // ConntrackOptions says which entries to show and how.
@@ -74,10 +75,10 @@ func ListConntrack(ctx context.Context, opts ConntrackOptions, w io.Writer) (*Co
 				}{"event", ev})
 			}
 			if ev.Type == kernel.EventLost {
-				_, err := engine.TermFprintf(w, "%s [LOST] the kernel dropped events: roundtrip read them too slowly\n", ev.Time.Format("15:04:05.000000"))
+				_, err := quote.TermFprintf(w, "%s [LOST] the kernel dropped events: roundtrip read them too slowly\n", ev.Time.Format("15:04:05.000000"))
 				return err
 			}
-			_, err := engine.TermFprintf(w, "%s %-8s %s\n", ev.Time.Format("15:04:05.000000"), "["+strings.ToUpper(ev.Type)+"]", EntryLine(&ev.Entry))
+			_, err := quote.TermFprintf(w, "%s %-8s %s\n", ev.Time.Format("15:04:05.000000"), "["+strings.ToUpper(ev.Type)+"]", EntryLine(&ev.Entry))
 			return err
 		})
 	} else {
@@ -94,7 +95,7 @@ func ListConntrack(ctx context.Context, opts ConntrackOptions, w io.Writer) (*Co
 						Entry *kernel.ConntrackEntry `json:"entry"`
 					}{"entry", e})
 				}
-				_, err := fmt.Fprintln(w, engine.TermSafe(EntryLine(e)))
+				_, err := fmt.Fprintln(w, quote.Term(EntryLine(e)))
 				return err
 			})
 		}
@@ -116,20 +117,20 @@ func RenderConntrackStats(w io.Writer, s *kernel.ConntrackStats) {
 	if s.Max > 0 {
 		pct = 100 * float64(s.Count) / float64(s.Max)
 	}
-	engine.TermFprintf(w, "conntrack: %d of %d entries (%.1f%%)", s.Count, s.Max, pct)
+	quote.TermFprintf(w, "conntrack: %d of %d entries (%.1f%%)", s.Count, s.Max, pct)
 	if s.Buckets > 0 {
-		engine.TermFprintf(w, ", %d buckets", s.Buckets)
+		quote.TermFprintf(w, ", %d buckets", s.Buckets)
 	}
 	if s.Full() {
 		fmt.Fprint(w, " FULL: new connections are dropped")
 	}
 	fmt.Fprintln(w)
 	if s.Unavailable != "" {
-		engine.TermFprintf(w, "  drop counters unavailable: %s\n", s.Unavailable)
+		quote.TermFprintf(w, "  drop counters unavailable: %s\n", s.Unavailable)
 		return
 	}
 	t := s.Total
-	engine.TermFprintf(w, "  drops: drop %d, early_drop %d, insert_failed %d, invalid %d, error %d (all CPUs)\n",
+	quote.TermFprintf(w, "  drops: drop %d, early_drop %d, insert_failed %d, invalid %d, error %d (all CPUs)\n",
 		t.Drop, t.EarlyDrop, t.InsertFailed, t.Invalid, t.Error)
 }
 
@@ -142,7 +143,7 @@ func EntryLine(e *kernel.ConntrackEntry) string {
 		state = "-"
 	}
 	fmt.Fprintf(&b, "%-5s %-11s %6ds  %s -> %s  reply %s -> %s",
-		engine.ProtoName(int(e.Orig.Proto)), state, e.Timeout,
+		inet.ProtoName(int(e.Orig.Proto)), state, e.Timeout,
 		kernel.Endpoint(e.Orig.Proto, e.Orig.Src), kernel.Endpoint(e.Orig.Proto, e.Orig.Dst),
 		kernel.Endpoint(e.Orig.Proto, e.Reply.Src), kernel.Endpoint(e.Orig.Proto, e.Reply.Dst))
 	var nat []string

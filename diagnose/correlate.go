@@ -9,7 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 )
 
@@ -478,7 +479,7 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 		switch {
 		case len(l.reqIn) > 0 && len(l.repOut) > 0 && !c.sharesIface(l.reqIn, l.repOut):
 			in, out2 := l.reqIn[0], l.repOut[0]
-			f := c.finding(cn, FindingAsymmetricReturn, engine.SeverityError, now,
+			f := c.finding(cn, FindingAsymmetricReturn, finding.SeverityError, now,
 				fmt.Sprintf("the request came in on %s but the reply left by %s", c.cfg.L3(in.Iface), c.cfg.L3(out2.Iface)),
 				[]Packet{in, out2})
 			f.Ingress, f.Egress = c.cfg.L3(in.Iface), c.cfg.L3(out2.Iface)
@@ -492,14 +493,14 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 			if len(l.reqOut) > 0 {
 				args = append(args, "--mode", "connmark")
 			}
-			f.Fix = engine.Fix{
+			f.Fix = finding.Fix{
 				Summary: fmt.Sprintf("route replies back out of the interface the request came in on: a routing table per uplink and `ip rule add from <address on %s> table <its table>`, or mark connections by ingress (CONNMARK) and route by fwmark", f.Ingress),
-				Wizard:  engine.WizardSourceReturn, Args: args,
+				Wizard:  finding.WizardSourceReturn, Args: args,
 			}
 			out = append(out, f)
 		case len(l.reqOut) > 0 && len(l.repIn) > 0 && !c.sharesIface(l.reqOut, l.repIn):
 			o, in := l.reqOut[0], l.repIn[0]
-			f := c.finding(cn, FindingAsymmetricReturn, engine.SeverityError, now,
+			f := c.finding(cn, FindingAsymmetricReturn, finding.SeverityError, now,
 				fmt.Sprintf("the request left by %s but the reply came back on %s", c.cfg.L3(o.Iface), c.cfg.L3(in.Iface)),
 				[]Packet{o, in})
 			f.Ingress, f.Egress = c.cfg.L3(in.Iface), c.cfg.L3(o.Iface)
@@ -507,8 +508,8 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 				fmt.Sprintf("%s left by %s", o.What(), o.Iface),
 				fmt.Sprintf("%s came in on %s", in.What(), in.Iface),
 				fmt.Sprintf("strict rp_filter on %s drops such replies; a stateful firewall on the way may too", f.Ingress))
-			f.Fix = engine.Fix{Summary: "make the request leave by the interface its replies come back on (policy routing by source), or loosen rp_filter on " + f.Ingress,
-				Wizard: engine.WizardSourceReturn, Args: []string{"--uplink", f.Ingress}}
+			f.Fix = finding.Fix{Summary: "make the request leave by the interface its replies come back on (policy routing by source), or loosen rp_filter on " + f.Ingress,
+				Wizard: finding.WizardSourceReturn, Args: []string{"--uplink", f.Ingress}}
 			out = append(out, f)
 		}
 	}
@@ -522,14 +523,14 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 			if role == RoleRequest {
 				who = "the client " + kernel.Endpoint(p.Proto, p.Src)
 			}
-			sev, summary := engine.SeverityWarning, who+" reset the connection"
+			sev, summary := finding.SeverityWarning, who+" reset the connection"
 			if role == RoleReply && !cn.handshake(c).synAck {
-				sev, summary = engine.SeverityError, who+" refused the connection: it answered with a reset (nothing listens, or a REJECT rule)"
+				sev, summary = finding.SeverityError, who+" refused the connection: it answered with a reset (nothing listens, or a REJECT rule)"
 			}
 			f := c.finding(cn, FindingResetByPeer, sev, now, summary, []Packet{p})
 			f.Evidence = append(f.Evidence, fmt.Sprintf("%s on %s %s", p.What(), p.Iface, p.Dir))
 			f.Fix.Summary = "a reset ends a connection at once: look at the other findings of this connection for why it was sent"
-			if sev == engine.SeverityError {
+			if sev == finding.SeverityError {
 				f.Fix.Summary = fmt.Sprintf("check that a server listens on %s and that no REJECT rule matches the flow", kernel.Endpoint(p.Proto, p.Src))
 			}
 			if l.request && role == RoleRequest && !cn.handshake(c).synAck {
@@ -541,7 +542,7 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 	}
 	if len(cn.retx) > 0 && !cn.reported[FindingRetransmits] {
 		r := cn.retx[0]
-		f := c.finding(cn, FindingRetransmits, engine.SeverityWarning, now,
+		f := c.finding(cn, FindingRetransmits, finding.SeverityWarning, now,
 			fmt.Sprintf("%s sent a segment again: what should answer it did not arrive", kernel.Endpoint(r.Proto, r.Src)),
 			append([]Packet{}, cn.retx...))
 		for _, x := range cn.retx {
@@ -641,8 +642,8 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 			return nil // delivered here, or not forwardable anyway
 		}
 		delete(c.waiting, cn)
-		f := c.finding(cn, FindingForwardedNotSeen, engine.SeverityError, now,
-			fmt.Sprintf("the %s packet from %s to %s came in on %s and never left", engine.ProtoName(int(in.Proto)), kernel.Endpoint(in.Proto, in.Src), kernel.Endpoint(in.Proto, in.Dst), in.Iface), []Packet{in})
+		f := c.finding(cn, FindingForwardedNotSeen, finding.SeverityError, now,
+			fmt.Sprintf("the %s packet from %s to %s came in on %s and never left", inet.ProtoName(int(in.Proto)), kernel.Endpoint(in.Proto, in.Src), kernel.Endpoint(in.Proto, in.Dst), in.Iface), []Packet{in})
 		f.Evidence = append(f.Evidence, fmt.Sprintf("%s came in on %s", in.What(), in.Iface))
 		f.Ingress = c.cfg.L3(in.Iface)
 		f.Evidence = append(f.Evidence, fmt.Sprintf("no copy of it left by any captured interface within %s", c.cfg.ForwardWait))
@@ -669,7 +670,7 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 				return nil
 			}
 		}
-		f := c.finding(cn, FindingReplyNotSeen, engine.SeverityError, now,
+		f := c.finding(cn, FindingReplyNotSeen, finding.SeverityError, now,
 			fmt.Sprintf("the request was forwarded by %s to %s and no reply came back through this host", o.Iface, kernel.Endpoint(o.Proto, o.Dst)),
 			[]Packet{in, o})
 		f.Ingress, f.Egress = c.cfg.L3(in.Iface), c.cfg.L3(o.Iface)
@@ -691,13 +692,13 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 		if cn.ct != nil && cn.ct.DNAT() && !cn.ct.SNAT() {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("the connection is DNATed (to %s) but not SNATed: the reply goes from %s straight to %s, which expects %s and drops or resets it (reply bypasses NAT)",
 				kernel.Endpoint(o.Proto, cn.ct.Reply.Src), kernel.Endpoint(o.Proto, cn.ct.Reply.Src), client, kernel.Endpoint(o.Proto, cn.ct.Orig.Dst)))
-			f.Fix = engine.PortForwardFix(fmt.Sprintf("also SNAT the forwarded traffic to this host's address so the reply comes back through it: %s -t nat -A POSTROUTING -d %s -p %s --dport %d -j SNAT --to-source %s",
-				iptablesCmd(cn.ct.Orig.Dst.Addr()), cn.ct.Reply.Src.Addr(), engine.ProtoName(int(o.Proto)), cn.ct.Reply.Src.Port(), cn.ct.Orig.Dst.Addr()),
-				engine.PortForwardArgs(int(o.Proto), f.Ingress, cn.ct.Orig.Dst, cn.ct.Reply.Src))
+			f.Fix = finding.PortForwardFix(fmt.Sprintf("also SNAT the forwarded traffic to this host's address so the reply comes back through it: %s -t nat -A POSTROUTING -d %s -p %s --dport %d -j SNAT --to-source %s",
+				iptablesCmd(cn.ct.Orig.Dst.Addr()), cn.ct.Reply.Src.Addr(), inet.ProtoName(int(o.Proto)), cn.ct.Reply.Src.Port(), cn.ct.Orig.Dst.Addr()),
+				finding.PortForwardArgs(int(o.Proto), f.Ingress, cn.ct.Orig.Dst, cn.ct.Reply.Src))
 		} else {
-			f.Fix = engine.Fix{Summary: fmt.Sprintf("check that %s answers and that its route back to %s points at this host; otherwise SNAT the forwarded traffic to this host's address", o.Dst.Addr(), o.Src.Addr()), Args: []string{}}
+			f.Fix = finding.Fix{Summary: fmt.Sprintf("check that %s answers and that its route back to %s points at this host; otherwise SNAT the forwarded traffic to this host's address", o.Dst.Addr(), o.Src.Addr()), Args: []string{}}
 			if f.Ingress != f.Egress && o.Dst.Addr().Is4() {
-				f.Fix.Wizard, f.Fix.Args = engine.WizardSNATGateway, []string{"--in", f.Ingress, "--out", f.Egress}
+				f.Fix.Wizard, f.Fix.Args = finding.WizardSNATGateway, []string{"--in", f.Ingress, "--out", f.Egress}
 			} else {
 				// One arm, or IPv6: no gateway for the wizard to set up; the rule is the fix.
 				f.Fix.Summary += fmt.Sprintf(": %s -t nat -A POSTROUTING -s %s -d %s -o %s -j MASQUERADE", iptablesCmd(o.Dst.Addr()), o.Src.Addr(), o.Dst.Addr(), f.Egress)
@@ -765,7 +766,7 @@ func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) 
 	if reply == nil {
 		return Finding{}, false
 	}
-	f := c.finding(req, FindingReplyBypassesNAT, engine.SeverityError, now,
+	f := c.finding(req, FindingReplyBypassesNAT, finding.SeverityError, now,
 		fmt.Sprintf("the reply came from %s but the client %s spoke to %s", kernel.Endpoint(reply.Proto, reply.Src), kernel.Endpoint(request.Proto, ep), kernel.Endpoint(request.Proto, request.Dst)),
 		[]Packet{*request, *reply})
 	f.Ingress, f.Egress = request.Iface, reply.Iface
@@ -779,8 +780,8 @@ func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) 
 	if req.ct != nil && req.ct.DNAT() {
 		listen, backend, in, where = req.ct.Orig.Dst, req.ct.Reply.Src, c.cfg.L3(request.Iface), "on this host, which DNATs "+kernel.Endpoint(request.Proto, request.Dst)
 	}
-	f.Fix = engine.PortForwardFix(where+": also SNAT the forwarded traffic to its own address so that replies return through it",
-		engine.PortForwardArgs(int(request.Proto), in, listen, backend))
+	f.Fix = finding.PortForwardFix(where+": also SNAT the forwarded traffic to its own address so that replies return through it",
+		finding.PortForwardArgs(int(request.Proto), in, listen, backend))
 	return f, true
 }
 
@@ -798,7 +799,7 @@ func (c *Correlator) finding(cn *conn, id, severity string, now time.Time, summa
 		pkts[i].Conn, pkts[i].Role = cn.id, cn.role(pkts[i].Tuple())
 	}
 	f := Finding{
-		Finding:   engine.Finding{ID: id, Severity: severity, Summary: summary, Evidence: []string{}, Fix: engine.Fix{Args: []string{}}},
+		Finding:   finding.Finding{ID: id, Severity: severity, Summary: summary, Evidence: []string{}, Fix: finding.Fix{Args: []string{}}},
 		Time:      now,
 		Conn:      cn.id,
 		Flow:      cn.flow(),

@@ -13,8 +13,9 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/trace"
 )
 
 var t0 = time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
@@ -155,14 +156,14 @@ func TestCorrelateForwardedNotSeen(t *testing.T) {
 		Local: func(a netip.Addr) bool { return a.String() == "10.72.43.101" },
 		Explain: func(tu kernel.ConntrackTuple, iif string) (Explanation, bool) {
 			asked = append(asked, tu.String()+" on "+iif)
-			return Explanation{Cause: engine.FindingForwardingDisabled, Summary: "forwarding is off", Fix: engine.Fix{Wizard: engine.WizardSNATGateway}}, true
+			return Explanation{Cause: trace.FindingForwardingDisabled, Summary: "forwarding is off", Fix: finding.Fix{Wizard: finding.WizardSNATGateway}}, true
 		},
 	})
 	fs := feed(c,
 		pkt(0, "eth1", kernel.In, "10.72.43.15:40004", "10.72.44.10:80", tcpSYN),
 		// Packets for this host itself are delivered, not forwarded.
 		pkt(0, "eth1", kernel.In, "10.72.43.15:40005", "10.72.43.101:22", tcpSYN))
-	if len(fs) != 1 || fs[0].ID != FindingForwardedNotSeen || fs[0].Cause != engine.FindingForwardingDisabled || fs[0].Ingress != "eth1" {
+	if len(fs) != 1 || fs[0].ID != FindingForwardedNotSeen || fs[0].Cause != trace.FindingForwardingDisabled || fs[0].Ingress != "eth1" {
 		t.Fatalf("findings %+v; want forwarded-not-seen caused by forwarding-disabled", fs)
 	}
 	if len(asked) != 1 || asked[0] != "tcp 10.72.43.15:40004 -> 10.72.44.10:80 on eth1" {
@@ -222,7 +223,7 @@ func TestCorrelateRetransmitsAndRefused(t *testing.T) {
 		t.Fatalf("findings %v", got)
 	}
 	for _, f := range fs {
-		if f.ID == FindingResetByPeer && (f.Severity != engine.SeverityError || !strings.Contains(f.Summary, "refused")) {
+		if f.ID == FindingResetByPeer && (f.Severity != finding.SeverityError || !strings.Contains(f.Summary, "refused")) {
 			t.Errorf("reset finding %+v: want a refused connection, an error", f)
 		}
 	}

@@ -11,15 +11,19 @@ import (
 	"strings"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
+	"roundtrip/engine/trace"
 )
 
 // DiagnoseOptions names the flow to diagnose and where.
 type DiagnoseOptions struct {
 	Namespace kernel.Namespace
 	// Request is the flow as trace takes it (a zero source port matches any client port).
-	Request engine.TraceRequest
+	Request trace.Request
 	// Timeout ends the watch when the flow neither completes nor fails (default 10 s).
 	Timeout time.Duration
 	// Ifaces limits the capture (empty: every interface).
@@ -29,7 +33,7 @@ type DiagnoseOptions struct {
 	// ForwardWait and ReplyWait tune the correlator (0: defaults).
 	ForwardWait, ReplyWait time.Duration
 	// State is the namespace's state to trace with; nil reads it from the kernel.
-	State *engine.State
+	State *model.State
 	// Ready, when set, is called once the capture keeps packets: a client started after it is
 	// seen from its first packet.
 	Ready func()
@@ -50,8 +54,8 @@ const (
 type Verdict struct {
 	Outcome string `json:"outcome"`
 	Summary string `json:"summary"`
-	// Trace is the model's view of the flow (engine.Trace).
-	Trace *engine.TraceResult `json:"trace"`
+	// Trace is the model's view of the flow (trace.Run).
+	Trace *trace.Result `json:"trace"`
 	// Capture is what the live capture saw; nil when it was not possible (see Notice).
 	Capture *CaptureSummary `json:"capture"`
 	// Conntrack holds the flow's conntrack entries at the end: the NAT tuples.
@@ -74,7 +78,7 @@ func (v *Verdict) Errors() int {
 
 // matcher selects the connections of the requested flow: the client (when given) and the
 // server the client spoke to.
-func matcher(req engine.TraceRequest) func(kernel.ConntrackTuple) bool {
+func matcher(req trace.Request) func(kernel.ConntrackTuple) bool {
 	return func(t kernel.ConntrackTuple) bool {
 		if int(t.Proto) != req.Proto {
 			return false
@@ -109,7 +113,7 @@ func Diagnose(ctx context.Context, opts DiagnoseOptions, emit func(Event) error)
 		}
 	}
 	req := opts.Request
-	tr := engine.Trace(st, engine.NewFIB(st), req)
+	tr := trace.Run(st, fib.New(st), req)
 	v := &Verdict{Trace: tr, Conntrack: []kernel.ConntrackEntry{}}
 
 	// Capture the flow as the client sends it and as the model says it leaves after NAT, in
@@ -151,7 +155,7 @@ func Diagnose(ctx context.Context, opts DiagnoseOptions, emit func(Event) error)
 // leaves after NAT, in both directions. With anyClientPort the client's port is left out: a
 // client picks a new port for every connection, so a port given for the trace would select
 // one connection that may never be made again.
-func FlowCaptureFilter(req engine.TraceRequest, tr *engine.TraceResult, anyClientPort bool) *kernel.CaptureFilter {
+func FlowCaptureFilter(req trace.Request, tr *trace.Result, anyClientPort bool) *kernel.CaptureFilter {
 	client := func(ap netip.AddrPort) netip.AddrPort {
 		ap = unspecifiedAsAny(ap)
 		if anyClientPort {
@@ -201,7 +205,7 @@ func (c *Correlator) state(match func(kernel.ConntrackTuple) bool) (completed, f
 			completed = true
 		}
 		for _, f := range c.findings {
-			if f.Conn == cn.id && f.Severity == engine.SeverityError {
+			if f.Conn == cn.id && f.Severity == finding.SeverityError {
 				failed = true
 			}
 		}
@@ -225,7 +229,7 @@ func seenFlows(sum *CaptureSummary, match func(kernel.ConntrackTuple) bool) func
 }
 
 // flowEntries lists the conntrack entries of the flow (nil when conntrack cannot be read).
-func flowEntries(ctx context.Context, ns kernel.Namespace, req engine.TraceRequest, match func(kernel.ConntrackTuple) bool) []kernel.ConntrackEntry {
+func flowEntries(ctx context.Context, ns kernel.Namespace, req trace.Request, match func(kernel.ConntrackTuple) bool) []kernel.ConntrackEntry {
 	out := []kernel.ConntrackEntry{}
 	c, err := kernel.OpenConntrack(ns)
 	if err != nil {
@@ -250,7 +254,7 @@ func (v *Verdict) conclude(match func(kernel.ConntrackTuple) bool, timeout time.
 	}
 	var errs []string
 	for _, f := range v.Capture.Findings {
-		if f.Severity == engine.SeverityError && match(f.Flow) {
+		if f.Severity == finding.SeverityError && match(f.Flow) {
 			errs = append(errs, f.ID+": "+f.Summary)
 		}
 	}
@@ -281,10 +285,10 @@ func (v *Verdict) conclude(match func(kernel.ConntrackTuple) bool, timeout time.
 }
 
 // traceSummary is the model's conclusion in a sentence.
-func traceSummary(tr *engine.TraceResult) string {
+func traceSummary(tr *trace.Result) string {
 	var errs []string
 	for _, f := range tr.Findings {
-		if f.Severity == engine.SeverityError {
+		if f.Severity == finding.SeverityError {
 			errs = append(errs, f.ID+": "+f.Summary)
 		}
 	}
@@ -302,10 +306,10 @@ func RenderVerdict(w io.Writer, v *Verdict) {
 	if len(v.Conntrack) > 0 {
 		fmt.Fprintln(w, "conntrack entries of the flow:")
 		for i := range v.Conntrack {
-			engine.TermFprintf(w, "  %s\n", EntryLine(&v.Conntrack[i]))
+			quote.TermFprintf(w, "  %s\n", EntryLine(&v.Conntrack[i]))
 		}
 	}
-	engine.TermFprintf(w, "verdict: %s: %s\n", v.Outcome, v.Summary)
+	quote.TermFprintf(w, "verdict: %s: %s\n", v.Outcome, v.Summary)
 }
 
 // RenderSummary writes the end of a capture: the connections, the kernel's counters and the
@@ -313,33 +317,33 @@ func RenderVerdict(w io.Writer, v *Verdict) {
 func RenderSummary(w io.Writer, s *CaptureSummary) {
 	const maxShown = 50
 	if len(s.Conns) > 0 {
-		engine.TermFprintf(w, "connections (%d):\n", len(s.Conns))
+		quote.TermFprintf(w, "connections (%d):\n", len(s.Conns))
 	}
 	for i, c := range s.Conns {
 		if i == maxShown {
-			engine.TermFprintf(w, "  ... and %d more (--json lists all)\n", len(s.Conns)-maxShown)
+			quote.TermFprintf(w, "  ... and %d more (--json lists all)\n", len(s.Conns)-maxShown)
 			break
 		}
 		state := "incomplete"
 		if c.Completed {
 			state = "completed"
 		}
-		engine.TermFprintf(w, "  conn %d %s: %d packets, %s; path %s\n", c.ID, c.Flow, c.Packets, state, strings.Join(c.Path, ", "))
+		quote.TermFprintf(w, "  conn %d %s: %d packets, %s; path %s\n", c.ID, c.Flow, c.Packets, state, strings.Join(c.Path, ", "))
 		if c.Conntrack != nil {
-			engine.TermFprintf(w, "    conntrack %s\n", EntryLine(c.Conntrack))
+			quote.TermFprintf(w, "    conntrack %s\n", EntryLine(c.Conntrack))
 		}
 		if len(c.Findings) > 0 {
-			engine.TermFprintf(w, "    findings: %s\n", strings.Join(c.Findings, ", "))
+			quote.TermFprintf(w, "    findings: %s\n", strings.Join(c.Findings, ", "))
 		}
 	}
 	k := s.Kernel
-	engine.TermFprintf(w, "captured %d packets on %d interfaces; kernel: %d matched the filter, %d dropped (ring full), %d ring freezes\n",
+	quote.TermFprintf(w, "captured %d packets on %d interfaces; kernel: %d matched the filter, %d dropped (ring full), %d ring freezes\n",
 		s.Packets, len(s.Interfaces), k.KernelPackets, k.KernelDrops, k.QueueFreezes)
 	if s.ConntrackEventsLost > 0 {
-		engine.TermFprintf(w, "conntrack events lost %d times (socket buffer overrun): correlation may miss NAT links\n", s.ConntrackEventsLost)
+		quote.TermFprintf(w, "conntrack events lost %d times (socket buffer overrun): correlation may miss NAT links\n", s.ConntrackEventsLost)
 	}
 	if s.Conntrack != nil {
 		RenderConntrackStats(w, s.Conntrack)
 	}
-	engine.TermFprintf(w, "findings: %d error(s), %d warning(s)\n", s.Counts[engine.SeverityError], s.Counts[engine.SeverityWarning])
+	quote.TermFprintf(w, "findings: %d error(s), %d warning(s)\n", s.Counts[finding.SeverityError], s.Counts[finding.SeverityWarning])
 }

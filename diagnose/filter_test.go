@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"roundtrip/engine"
+	"roundtrip/engine/trace"
 )
 
 // TestFlowCaptureFilter selects a traced flow: the client's port is the trace's, and with
@@ -13,9 +13,9 @@ import (
 // stays; a leg that is the request again is not added twice.
 func TestFlowCaptureFilter(t *testing.T) {
 	ap := netip.MustParseAddrPort
-	req := engine.TraceRequest{Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80")}
-	tr := &engine.TraceResult{Forward: engine.Leg{Packet: engine.Packet{Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80")}},
-		Reply: &engine.Leg{Packet: engine.Packet{Src: ap("10.72.1.2:80"), Dst: ap("198.18.72.10:40000")}}}
+	req := trace.Request{Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80")}
+	tr := &trace.Result{Forward: trace.Leg{Packet: trace.Packet{Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80")}},
+		Reply: &trace.Leg{Packet: trace.Packet{Src: ap("10.72.1.2:80"), Dst: ap("198.18.72.10:40000")}}}
 	exact := FlowCaptureFilter(req, tr, false).String()
 	anyPort := FlowCaptureFilter(req, tr, true).String()
 	if !strings.Contains(exact, "port 40000") || strings.Contains(anyPort, "40000") || !strings.Contains(anyPort, "port 80") {

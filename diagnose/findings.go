@@ -10,19 +10,23 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
+	"roundtrip/engine/trace"
 )
 
 // Live finding ids. The ones trace can also make share its ids, so that a script matches one
 // name whether the model or the wire found the problem.
 const (
 	// FindingAsymmetricReturn: the request came in on one NIC and the reply left by another.
-	FindingAsymmetricReturn = engine.FindingAsymmetricReturn
+	FindingAsymmetricReturn = trace.FindingAsymmetricReturn
 	// FindingReplyNotSeen: the request was forwarded and no reply came back through this host.
 	FindingReplyNotSeen = "reply-not-seen"
 	// FindingReplyBypassesNAT: a reply came from an address the client never spoke to.
-	FindingReplyBypassesNAT = engine.FindingReplyBypassesNAT
+	FindingReplyBypassesNAT = trace.FindingReplyBypassesNAT
 	// FindingForwardedNotSeen: a packet for another host came in and never went out.
 	FindingForwardedNotSeen = "forwarded-not-seen"
 	// FindingResetByPeer: a TCP reset ended the connection.
@@ -33,7 +37,7 @@ const (
 
 // Finding is a problem seen on the wire, with the packets that show it.
 type Finding struct {
-	engine.Finding
+	finding.Finding
 	Time time.Time `json:"time"`
 	// Conn is the correlator's id of the connection, as in packet events.
 	Conn int `json:"conn"`
@@ -52,26 +56,26 @@ type Finding struct {
 
 // Render writes the finding for a person.
 func (f *Finding) Render(w io.Writer) {
-	engine.TermFprintf(w, "FINDING %s (%s) conn %d: %s\n", f.ID, f.Severity, f.Conn, f.Summary)
+	quote.TermFprintf(w, "FINDING %s (%s) conn %d: %s\n", f.ID, f.Severity, f.Conn, f.Summary)
 	if f.Cause != "" {
-		engine.TermFprintf(w, "  cause: %s\n", f.Cause)
+		quote.TermFprintf(w, "  cause: %s\n", f.Cause)
 	}
 	for _, e := range f.Evidence {
-		engine.TermFprintf(w, "  evidence: %s\n", e)
+		quote.TermFprintf(w, "  evidence: %s\n", e)
 	}
 	if f.Conntrack != nil {
-		engine.TermFprintf(w, "  conntrack: %s\n", f.Conntrack)
+		quote.TermFprintf(w, "  conntrack: %s\n", f.Conntrack)
 	}
 	for i := range f.Packets {
-		engine.TermFprintf(w, "    %s\n", f.Packets[i].String())
+		quote.TermFprintf(w, "    %s\n", f.Packets[i].String())
 	}
 	if f.Fix.Summary != "" {
-		engine.TermFprintf(w, "  fix: %s\n", f.Fix.Summary)
+		quote.TermFprintf(w, "  fix: %s\n", f.Fix.Summary)
 	}
 	if lines := f.Fix.CommandLines("  run: ", "         ", 80); len(lines) > 0 {
-		fmt.Fprintln(w, engine.TermSafeLines(strings.Join(lines, "\n")))
+		fmt.Fprintln(w, quote.TermLines(strings.Join(lines, "\n")))
 		if f.Fix.Missing != "" {
-			engine.TermFprintf(w, "       missing: %s\n", f.Fix.Missing)
+			quote.TermFprintf(w, "       missing: %s\n", f.Fix.Missing)
 		}
 	}
 }
@@ -81,21 +85,21 @@ type Explanation struct {
 	Cause    string // a trace finding id: forwarding-disabled, rp-filter-drop, filtered, ...
 	Summary  string
 	Evidence []string
-	Fix      engine.Fix
+	Fix      finding.Fix
 }
 
 // causeOrder ranks trace findings as causes of a packet that came in and never left: the
 // first one the trace made is the one reported.
 var causeOrder = []string{
-	engine.FindingForwardingDisabled, engine.FindingRPFilterDrop, engine.FindingFiltered,
-	engine.FindingNoRoute, engine.FindingBlackhole, engine.FindingUnreachable, engine.FindingProhibit,
-	engine.FindingUncertain,
+	trace.FindingForwardingDisabled, trace.FindingRPFilterDrop, trace.FindingFiltered,
+	trace.FindingNoRoute, trace.FindingBlackhole, trace.FindingUnreachable, trace.FindingProhibit,
+	trace.FindingUncertain,
 }
 
 // ExplainWithTrace asks the trace engine why a packet arriving on iif with tuple t is not
 // forwarded. ok is false when the model finds no reason (it thinks the packet leaves).
-func ExplainWithTrace(s *engine.State, t kernel.ConntrackTuple, iif string) (Explanation, bool) {
-	res := engine.Trace(s, engine.NewFIB(s), engine.TraceRequest{Proto: int(t.Proto), Src: portsOnly(t.Proto, t.Src), Dst: portsOnly(t.Proto, t.Dst), IIF: iif})
+func ExplainWithTrace(s *model.State, t kernel.ConntrackTuple, iif string) (Explanation, bool) {
+	res := trace.Run(s, fib.New(s), trace.Request{Proto: int(t.Proto), Src: portsOnly(t.Proto, t.Src), Dst: portsOnly(t.Proto, t.Dst), IIF: iif})
 	for _, id := range causeOrder {
 		if f := res.Finding(id); f != nil {
 			return Explanation{Cause: f.ID, Summary: f.Summary, Evidence: f.Evidence, Fix: f.Fix}, true
@@ -106,9 +110,9 @@ func ExplainWithTrace(s *engine.State, t kernel.ConntrackTuple, iif string) (Exp
 
 // modelTwins are the trace findings that see, in the model, what a live finding saw on the wire.
 var modelTwins = map[string][]string{
-	FindingAsymmetricReturn: {engine.FindingAsymmetricReturn},
-	FindingReplyNotSeen:     {engine.FindingNoReturnRoute, engine.FindingReplyBypassesNAT, engine.FindingForwardingDisabled},
-	FindingReplyBypassesNAT: {engine.FindingReplyBypassesNAT},
+	FindingAsymmetricReturn: {trace.FindingAsymmetricReturn},
+	FindingReplyNotSeen:     {trace.FindingNoReturnRoute, trace.FindingReplyBypassesNAT, trace.FindingForwardingDisabled},
+	FindingReplyBypassesNAT: {trace.FindingReplyBypassesNAT},
 }
 
 // CompleteFix gives a live finding the trace engine's fix for the same flow when the model sees
@@ -116,14 +120,14 @@ var modelTwins = map[string][]string{
 // gateway of an uplink, whether a flow is forwarded and so needs connmark). The trace starts
 // where the request came in, so only findings whose first packet is that request qualify; the
 // others keep the fix made from the packets, which is already a whole command.
-func CompleteFix(st *engine.State, f *Finding) {
+func CompleteFix(st *model.State, f *Finding) {
 	if st == nil || f.Fix.Wizard == "" || len(f.Packets) == 0 || f.Ingress == "" {
 		return
 	}
 	if first := f.Packets[0]; first.Role != RoleRequest || first.Dir != kernel.In {
 		return
 	}
-	res := engine.Trace(st, engine.NewFIB(st), engine.TraceRequest{Proto: int(f.Flow.Proto), Src: portsOnly(f.Flow.Proto, f.Flow.Src), Dst: portsOnly(f.Flow.Proto, f.Flow.Dst), IIF: f.Ingress})
+	res := trace.Run(st, fib.New(st), trace.Request{Proto: int(f.Flow.Proto), Src: portsOnly(f.Flow.Proto, f.Flow.Src), Dst: portsOnly(f.Flow.Proto, f.Flow.Dst), IIF: f.Ingress})
 	for _, id := range modelTwins[f.ID] {
 		if tf := res.Finding(id); tf != nil && tf.Fix.Wizard == f.Fix.Wizard && len(tf.Fix.Args) > 0 {
 			f.Fix.Args, f.Fix.Missing = slices.Clone(tf.Fix.Args), tf.Fix.Missing

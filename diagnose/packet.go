@@ -11,7 +11,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 )
 
@@ -98,7 +98,7 @@ func (p *Packet) What() string {
 	if p.Proto == 0 {
 		return p.Info
 	}
-	s := fmt.Sprintf("%s %s > %s", engine.ProtoName(int(p.Proto)), kernel.Endpoint(p.Proto, p.Src), kernel.Endpoint(p.Proto, p.Dst))
+	s := fmt.Sprintf("%s %s > %s", inet.ProtoName(int(p.Proto)), kernel.Endpoint(p.Proto, p.Src), kernel.Endpoint(p.Proto, p.Dst))
 	switch p.Proto {
 	case unix.IPPROTO_TCP:
 		s += fmt.Sprintf(" [%s] seq %d", flagString(p.Flags), p.Seq)
@@ -174,7 +174,7 @@ func (p Packet) MarshalJSON() ([]byte, error) {
 	j := packetJSON{Time: p.Time, Iface: p.Iface, Dir: p.Dir, Type: p.Type, Length: p.Length,
 		Payload: p.Payload, Info: p.Info, Conn: p.Conn, Role: p.Role, Proto: p.L3}
 	if p.Proto != 0 {
-		j.Proto = engine.ProtoName(int(p.Proto))
+		j.Proto = inet.ProtoName(int(p.Proto))
 		j.Src, j.Dst = kernel.Endpoint(p.Proto, p.Src), kernel.Endpoint(p.Proto, p.Dst)
 	}
 	switch p.Proto {
@@ -202,7 +202,7 @@ func (p *Packet) UnmarshalJSON(b []byte) error {
 		p.L3 = j.Proto
 		return nil
 	}
-	proto, err := engine.ProtoNumber(j.Proto)
+	proto, err := inet.ProtoNumber(j.Proto)
 	if err != nil {
 		return fmt.Errorf("packet: %w", err)
 	}

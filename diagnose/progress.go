@@ -3,7 +3,7 @@ package diagnose
 import (
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
 )
 
@@ -53,7 +53,7 @@ func (p *Progress) Observe(ev Event) {
 				p.completed++
 			}
 		}
-	case ev.Type == EventFinding && ev.Finding != nil && ev.Finding.Conn != 0 && ev.Finding.Severity == engine.SeverityError:
+	case ev.Type == EventFinding && ev.Finding != nil && ev.Finding.Conn != 0 && ev.Finding.Severity == finding.SeverityError:
 		c := conn(ev.Finding.Conn)
 		if !c.hasErrors {
 			c.hasErrors = true

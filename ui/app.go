@@ -12,8 +12,11 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/doctor"
+	"roundtrip/engine/fib"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 	"roundtrip/ui/pages"
@@ -60,7 +63,7 @@ type App struct {
 	loading    bool
 	loadStart  time.Time
 	cancelLoad context.CancelFunc
-	state      *engine.State
+	state      *model.State
 	loadErr    error
 	analysing  bool
 
@@ -94,7 +97,7 @@ func NewApp(c *common.Common, mouse bool) *App {
 func (a *App) Page(i int) pages.Page { return a.pages[i] }
 
 // State returns the state shown, or nil while the first read runs.
-func (a *App) State() *engine.State { return a.state }
+func (a *App) State() *model.State { return a.state }
 
 // Loading reports whether a state read is under way.
 func (a *App) Loading() bool { return a.loading }
@@ -154,10 +157,10 @@ func (a *App) checkPending() tea.Cmd {
 }
 
 // analyse builds the FIB and runs the doctor in the background.
-func analyse(seq int, s *engine.State) tea.Cmd {
+func analyse(seq int, s *model.State) tea.Cmd {
 	return func() tea.Msg {
-		fib := engine.NewFIB(s)
-		return common.AnalysisMsg{Seq: seq, State: s, FIB: fib, Findings: engine.Doctor(s, fib)}
+		fib := fib.New(s)
+		return common.AnalysisMsg{Seq: seq, State: s, FIB: fib, Findings: doctor.Run(s, fib)}
 	}
 }
 
@@ -475,7 +478,7 @@ func (a *App) Render() string {
 	}
 	// The backstop behind the escaping of each value: nothing but colours and line breaks
 	// reaches the terminal, whatever a page put in its view.
-	return engine.TermSafeStyled(bar + "\n" + body + "\n" + status + "\n" + strings.Join(helpLines, "\n"))
+	return quote.TermStyled(bar + "\n" + body + "\n" + status + "\n" + strings.Join(helpLines, "\n"))
 }
 
 // View implements tea.Model.
@@ -485,6 +488,6 @@ func (a *App) View() tea.View {
 	if a.mouse {
 		v.MouseMode = tea.MouseModeCellMotion
 	}
-	v.WindowTitle = "roundtrip — " + engine.TermSafe(a.c.Backend.Where())
+	v.WindowTitle = "roundtrip — " + quote.Term(a.c.Backend.Where())
 	return v
 }

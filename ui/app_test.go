@@ -14,8 +14,12 @@ import (
 	"github.com/charmbracelet/colorprofile"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/doctor"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/trace"
 	"roundtrip/ui/common"
 	"roundtrip/ui/pages"
 )
@@ -25,12 +29,12 @@ import (
 func conntrackFixture() []kernel.ConntrackEntry {
 	ap := netip.MustParseAddrPort
 	return []kernel.ConntrackEntry{
-		{ID: 1, Family: engine.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.9:51000"), Dst: ap("10.72.1.2:22")},
+		{ID: 1, Family: inet.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.9:51000"), Dst: ap("10.72.1.2:22")},
 			Reply:  kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.2:22"), Dst: ap("10.72.1.9:51000")},
 			Status: kernel.CTStatusSeenReply, TCPState: "ESTABLISHED", Timeout: 431999},
-		{ID: 2, Family: engine.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80")},
+		{ID: 2, Family: inet.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80")},
 			Reply: kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.2:80"), Dst: ap("198.18.72.10:40000")}, TCPState: "SYN_RECV", Timeout: 58},
-		{ID: 3, Family: engine.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.10:40100"), Dst: ap("192.168.72.254:8080")},
+		{ID: 3, Family: inet.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.10:40100"), Dst: ap("192.168.72.254:8080")},
 			Reply:  kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.5:80"), Dst: ap("10.72.1.2:40100")},
 			Status: kernel.CTStatusSeenReply, TCPState: "ESTABLISHED", Mark: 0x100, Timeout: 300},
 	}
@@ -152,7 +156,7 @@ func TestOverviewFindingOpensWizard(t *testing.T) {
 	h := newHarness(t, newFake(t, case1Host(t)), 120, 40)
 	o := h.app.Page(PageOverview).(*pages.Overview)
 	// The doctor sees em1, the uplink whose connections are answered through eth0.
-	for o.SelectedFinding() != nil && o.SelectedFinding().ID != engine.DoctorUplinkNoReturn {
+	for o.SelectedFinding() != nil && o.SelectedFinding().ID != doctor.FindingUplinkNoReturn {
 		before := o.SelectedFinding().ID
 		h.press("down")
 		if o.SelectedFinding().ID == before {
@@ -163,7 +167,7 @@ func TestOverviewFindingOpensWizard(t *testing.T) {
 	h.mustShow("evidence", "fix:", "w opens the source-return wizard")
 	h.press("w")
 	w := h.app.Page(PageWizards).(*pages.Wizards)
-	if h.app.Active != PageWizards || w.Current() != engine.WizardSourceReturn || w.Form().Get("uplink") != "em1:192.168.72.253" {
+	if h.app.Active != PageWizards || w.Current() != finding.WizardSourceReturn || w.Form().Get("uplink") != "em1:192.168.72.253" {
 		t.Fatalf("page %d wizard %s uplink %q", h.app.Active, w.Current(), w.Form().Get("uplink"))
 	}
 	if w.Result() == nil || len(w.Result().Plan.Changes) == 0 {
@@ -174,13 +178,13 @@ func TestOverviewFindingOpensWizard(t *testing.T) {
 func TestRoutingFilterTablesAndRules(t *testing.T) {
 	s := case1Host(t)
 	s.TableNames = map[int]string{100: "china"}
-	s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: 100, Type: engine.RouteUnicast,
+	s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: 100, Type: model.RouteUnicast,
 		Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("192.168.72.253"), Dev: "em1", Protocol: "static"})
-	s.Rules = slices.Insert(s.Rules, 1, engine.Rule{Family: engine.V4, Priority: 100, Src: netip.MustParsePrefix("192.168.72.254/32"), Action: engine.ActionTable, Table: 100})
+	s.Rules = slices.Insert(s.Rules, 1, model.Rule{Family: inet.V4, Priority: 100, Src: netip.MustParsePrefix("192.168.72.254/32"), Action: model.ActionTable, Table: 100})
 	h := newHarness(t, newFake(t, s), 80, 24)
 	r := h.app.Page(PageRouting).(*pages.Routing)
 	h.press("2")
-	if r.TableID() != engine.TableMain || len(r.Rows()) != 4 {
+	if r.TableID() != model.TableMain || len(r.Rows()) != 4 {
 		t.Fatalf("table %d with %d rows", r.TableID(), len(r.Rows()))
 	}
 	dsts := func() []string {
@@ -223,7 +227,7 @@ func TestRoutingFilterTablesAndRules(t *testing.T) {
 	h.press("s", "down", "down", "enter")
 	h.mustShow("ip -4 rule add priority 32766 from all lookup main", "enter shows table main")
 	h.press("enter")
-	if r.TableID() != engine.TableMain {
+	if r.TableID() != model.TableMain {
 		t.Fatalf("enter on rule 32766 showed table %d", r.TableID())
 	}
 }
@@ -245,13 +249,13 @@ func TestDiagnoseToWizardApplyAndConfirm(t *testing.T) {
 	h.mustShow("✗ no such interface; there are lo, eth0, em1")
 	h.press("ctrl+u", "eth0", "enter")
 	res := d.Result()
-	if res == nil || !res.Has(engine.FindingAsymmetricReturn) {
+	if res == nil || !res.Has(trace.FindingAsymmetricReturn) {
 		t.Fatalf("trace: %+v", res)
 	}
 	h.mustShow("✗ asymmetric-return", "REQUEST", "REPLY", "● in eth0", "✗ out em1 via 192.168.72.253", "but the request", "came in on eth0")
 
 	h.press("w")
-	if h.app.Active != PageWizards || w.Current() != engine.WizardSourceReturn {
+	if h.app.Active != PageWizards || w.Current() != finding.WizardSourceReturn {
 		t.Fatalf("w opened page %d wizard %s", h.app.Active, w.Current())
 	}
 	if got := w.Form().Get("uplink"); got != "eth0:10.72.1.1" {
@@ -285,7 +289,7 @@ func TestDiagnoseToWizardApplyAndConfirm(t *testing.T) {
 	h.mustShow("the changes stay")
 
 	// The state was read again after the apply, and Diagnose traced the flow again on it.
-	if res := d.Result(); res == nil || res.Has(engine.FindingAsymmetricReturn) || res.Reply.OIF != "eth0" {
+	if res := d.Result(); res == nil || res.Has(trace.FindingAsymmetricReturn) || res.Reply.OIF != "eth0" {
 		t.Fatalf("after the fix: %+v", res)
 	}
 	// Rolling back from the history.
@@ -414,7 +418,7 @@ func TestWizardValidationAsYouType(t *testing.T) {
 		t.Fatalf("mode %q", w.Form().Get("mode"))
 	}
 	h.press("esc", "]", "]", "]", "]")
-	if w.Current() != engine.WizardPortForward {
+	if w.Current() != finding.WizardPortForward {
 		t.Fatalf("wizard %s", w.Current())
 	}
 	h.press("e", "8o")
@@ -465,9 +469,9 @@ func TestLiveCapturePane(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	syn := &diagnose.Packet{Time: testNow, Iface: "eth0", Dir: kernel.In, Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80"), Flags: 0x02}
 	synack := &diagnose.Packet{Time: testNow, Iface: "em1", Dir: kernel.Out, Proto: 6, Src: ap("10.72.1.2:80"), Dst: ap("198.18.72.10:40000"), Flags: 0x12}
-	f := &diagnose.Finding{Finding: engine.Finding{ID: engine.FindingAsymmetricReturn, Severity: engine.SeverityError,
+	f := &diagnose.Finding{Finding: finding.Finding{ID: trace.FindingAsymmetricReturn, Severity: finding.SeverityError,
 		Summary: "the request came in on eth0 and the reply left by em1",
-		Fix:     engine.Fix{Wizard: engine.WizardSourceReturn, Args: []string{"--uplink", "eth0"}}}, Ingress: "eth0", Egress: "em1"}
+		Fix:     finding.Fix{Wizard: finding.WizardSourceReturn, Args: []string{"--uplink", "eth0"}}}, Ingress: "eth0", Egress: "em1"}
 	be.events = []diagnose.Event{{Type: diagnose.EventPacket, Packet: syn}, {Type: diagnose.EventPacket, Packet: synack}, {Type: diagnose.EventFinding, Finding: f}}
 	h := newHarness(t, be, 120, 40)
 	traceCase1(h)
@@ -475,7 +479,7 @@ func TestLiveCapturePane(t *testing.T) {
 	h.mustShow("Live capture", "eth0 in 1 out 0", "em1 in 0 out 1", "[S]", "✗ asymmetric-return: the request came in on eth0 and the reply left by em1")
 	d := h.app.Page(PageDiagnose).(*pages.Diagnose)
 	fs := d.Findings()
-	if last := fs[len(fs)-1]; last.ID != engine.FindingAsymmetricReturn || !strings.HasPrefix(last.Summary, "live: ") {
+	if last := fs[len(fs)-1]; last.ID != trace.FindingAsymmetricReturn || !strings.HasPrefix(last.Summary, "live: ") {
 		t.Fatalf("live finding not listed: %+v", fs)
 	}
 }
@@ -562,7 +566,7 @@ func TestMouseSelectsRows(t *testing.T) {
 		t.Fatalf("the click did not select rule 32766:\n%s", h.screen())
 	}
 	h.press("enter", "enter")
-	if r.TableID() != engine.TableMain {
+	if r.TableID() != model.TableMain {
 		t.Fatalf("enter on the clicked rule showed table %d", r.TableID())
 	}
 	h.send(tea.MouseWheelMsg{X: 5, Y: 11, Button: tea.MouseWheelDown})
@@ -575,14 +579,14 @@ func TestOpenWizardWithAPartialFix(t *testing.T) {
 	h := newHarness(t, newFake(t, case1Host(t)), 120, 40)
 	w := h.app.Page(PageWizards).(*pages.Wizards)
 	// doctor's fix for a one-armed DNAT knows the SNAT, not the port: the form opens there.
-	h.send(common.OpenWizardMsg{Wizard: engine.WizardPortForward, Args: []string{"--snat", "auto", "--hairpin"}, From: engine.DoctorDNATWithoutSNAT})
-	if h.app.Active != PageWizards || w.Current() != engine.WizardPortForward || !w.Capturing() || w.Form().Current().Key != "listen" {
+	h.send(common.OpenWizardMsg{Wizard: finding.WizardPortForward, Args: []string{"--snat", "auto", "--hairpin"}, From: doctor.FindingDNATWithoutSNAT})
+	if h.app.Active != PageWizards || w.Current() != finding.WizardPortForward || !w.Capturing() || w.Form().Current().Key != "listen" {
 		t.Fatalf("page %d wizard %s editing %v field %s", h.app.Active, w.Current(), w.Capturing(), w.Form().Current().Key)
 	}
 	if w.Form().Get("snat") != "auto" || w.Form().Get("hairpin") != "yes" {
 		t.Fatalf("snat %q hairpin %q", w.Form().Get("snat"), w.Form().Get("hairpin"))
 	}
-	h.send(common.OpenWizardMsg{Wizard: engine.WizardSNATGateway, Args: []string{"--out", "em1", "--bogus", "1"}})
+	h.send(common.OpenWizardMsg{Wizard: finding.WizardSNATGateway, Args: []string{"--out", "em1", "--bogus", "1"}})
 	h.mustShow("✗ the snat-gateway wizard has no option --bogus")
 	if w.Form().Get("out") != "em1" {
 		t.Fatalf("out %q", w.Form().Get("out"))

@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 	"roundtrip/ui/common"
 )
 
@@ -39,7 +41,7 @@ func (b *LiveBackend) Live() bool { return true }
 func (b *LiveBackend) ReadOnly() string { return "" }
 
 // ReadState implements common.Backend.
-func (b *LiveBackend) ReadState(ctx context.Context) (*engine.State, error) {
+func (b *LiveBackend) ReadState(ctx context.Context) (*model.State, error) {
 	return kernel.Read(ctx, b.NS)
 }
 
@@ -67,7 +69,7 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 }
 
 // Apply implements common.Backend.
-func (b *LiveBackend) Apply(ctx context.Context, p *engine.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error) {
+func (b *LiveBackend) Apply(ctx context.Context, p *plan.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error) {
 	a := &kernel.Applier{NS: b.NS, LockWait: lockWait, Log: &lineWriter{fn: progress}}
 	return a.Apply(ctx, p, opts)
 }
@@ -112,7 +114,7 @@ func (b *LiveBackend) JournalSteps(ctx context.Context, j *kernel.Journal, max i
 }
 
 // Netfilter implements common.Backend.
-func (b *LiveBackend) Netfilter(ctx context.Context) (engine.Netfilter, error) {
+func (b *LiveBackend) Netfilter(ctx context.Context) (iptables.Ruleset, error) {
 	return kernel.ReadNetfilter(ctx, b.NS.Runner())
 }
 
@@ -170,8 +172,8 @@ func (b *SnapshotBackend) ReadOnly() string {
 }
 
 // ReadState implements common.Backend.
-func (b *SnapshotBackend) ReadState(ctx context.Context) (*engine.State, error) {
-	snap, err := engine.LoadSnapshotFile(b.Path)
+func (b *SnapshotBackend) ReadState(ctx context.Context) (*model.State, error) {
+	snap, err := model.LoadSnapshotFile(b.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +185,7 @@ func (b *SnapshotBackend) refuse() error {
 }
 
 // Apply implements common.Backend.
-func (b *SnapshotBackend) Apply(context.Context, *engine.Plan, kernel.ApplyOptions, func(string)) (*kernel.Result, error) {
+func (b *SnapshotBackend) Apply(context.Context, *plan.Plan, kernel.ApplyOptions, func(string)) (*kernel.Result, error) {
 	return nil, b.refuse()
 }
 
@@ -212,10 +214,10 @@ func (b *SnapshotBackend) JournalSteps(context.Context, *kernel.Journal, int) ([
 }
 
 // Netfilter implements common.Backend: the snapshot's rules, as saved.
-func (b *SnapshotBackend) Netfilter(ctx context.Context) (engine.Netfilter, error) {
+func (b *SnapshotBackend) Netfilter(ctx context.Context) (iptables.Ruleset, error) {
 	s, err := b.ReadState(ctx)
 	if err != nil {
-		return engine.Netfilter{}, err
+		return iptables.Ruleset{}, err
 	}
 	return s.Netfilter, nil
 }

@@ -9,18 +9,19 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 	"roundtrip/ui/common"
 )
 
 // millionRoutes is a host with a full-table-sized main table: 1M routes over two uplinks.
-func millionRoutes(b *testing.B) *engine.State {
+func millionRoutes(b *testing.B) *model.State {
 	s := case1Host(b)
 	gws := []netip.Addr{netip.MustParseAddr("10.72.1.1"), netip.MustParseAddr("192.168.72.253")}
 	devs := []string{"eth0", "em1"}
 	for i := range 1_000_000 {
 		a := netip.AddrFrom4([4]byte{byte(11 + i>>16), byte(i >> 8), byte(i), 0})
-		s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast,
+		s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast,
 			Dst: netip.PrefixFrom(a, 24), Gateway: gws[i%2], Dev: devs[i%2], Protocol: "bgp"})
 	}
 	return s

@@ -15,8 +15,13 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/doctor"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/trace"
 	"roundtrip/ui/common"
 	"roundtrip/ui/pages"
 )
@@ -86,9 +91,9 @@ func TestFixOfAFindingFillsTheFormOrSaysWhatIsMissing(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	// Another client of the same service, answered the wrong way too: the capture's finding
 	// of it has the wizard and no flags.
-	live := &diagnose.Finding{Finding: engine.Finding{ID: engine.FindingAsymmetricReturn, Severity: engine.SeverityError,
+	live := &diagnose.Finding{Finding: finding.Finding{ID: trace.FindingAsymmetricReturn, Severity: finding.SeverityError,
 		Summary: "the request came in on eth0 but the reply left by em1", Evidence: []string{"SYN came in on eth0"},
-		Fix: engine.Fix{Summary: "route replies back", Wizard: engine.WizardSourceReturn, Args: []string{}}},
+		Fix: finding.Fix{Summary: "route replies back", Wizard: finding.WizardSourceReturn, Args: []string{}}},
 		Ingress: "eth0", Egress: "em1", Conn: 1, Flow: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.11:40000"), Dst: ap("10.72.1.2:80")}}
 	be.events = []diagnose.Event{{Type: diagnose.EventFinding, Finding: live}}
 	h := newHarness(t, be, 80, 24)
@@ -107,22 +112,22 @@ func TestFixOfAFindingFillsTheFormOrSaysWhatIsMissing(t *testing.T) {
 	h.mustShow("w opens the source-return wizard: --uplink em1:192.168.72.253")
 
 	// A fix that names no flags.
-	h.send(common.OpenWizardMsg{Wizard: engine.WizardSNATGateway, From: "reply-not-seen"})
+	h.send(common.OpenWizardMsg{Wizard: finding.WizardSNATGateway, From: "reply-not-seen"})
 	h.mustShow("from the finding reply-not-seen, whose fix names no flags", "still needed: Out (the interface toward the far network)")
 	if strings.Contains(h.screen(), "filled from the finding") {
 		t.Fatalf("the wizard says it was filled from a fix that names nothing:\n%s", h.screen())
 	}
-	if w.Current() != engine.WizardSNATGateway || w.Form().Current().Key != "out" {
+	if w.Current() != finding.WizardSNATGateway || w.Form().Current().Key != "out" {
 		t.Fatalf("wizard %s, field %s", w.Current(), w.Form().Current().Key)
 	}
 	// A fix with a placeholder: the console knows em1's gateway (a route names it).
 	h.press("esc")
-	h.send(common.OpenWizardMsg{Wizard: engine.WizardMultiWAN, Args: []string{"--wan", "eth0:10.72.1.1", "--wan", "em1:<GATEWAY>"},
-		Missing: "the gateway of em1: no route names it", From: engine.DoctorRPFilterStrict})
+	h.send(common.OpenWizardMsg{Wizard: finding.WizardMultiWAN, Args: []string{"--wan", "eth0:10.72.1.1", "--wan", "em1:<GATEWAY>"},
+		Missing: "the gateway of em1: no route names it", From: doctor.FindingRPFilterStrict})
 	if got := w.Form().Get("wan"); got != "eth0:10.72.1.1 em1:192.168.72.253" {
 		t.Fatalf("the placeholder was filled as %q", got)
 	}
-	h.mustShow("filled from the finding "+engine.DoctorRPFilterStrict, "added em1: gateway 192.168.72.253 from a route")
+	h.mustShow("filled from the finding "+doctor.FindingRPFilterStrict, "added em1: gateway 192.168.72.253 from a route")
 	if strings.Contains(h.screen(), "still needed") {
 		t.Fatalf("the gateway found is still asked for:\n%s", h.screen())
 	}
@@ -139,7 +144,7 @@ func TestFixOfAFindingFillsTheFormOrSaysWhatIsMissing(t *testing.T) {
 		t.Fatalf("the live finding's fix is %+v", last.Fix)
 	}
 	h.press("down", "w")
-	if got := w.Form().Get("uplink"); got != "eth0:10.72.1.1" || w.Current() != engine.WizardSourceReturn {
+	if got := w.Form().Get("uplink"); got != "eth0:10.72.1.1" || w.Current() != finding.WizardSourceReturn {
 		t.Fatalf("w on the live finding opened %s with uplink %q", w.Current(), got)
 	}
 	h.mustShow("filled from the finding asymmetric-return", "✓ plan: 4 change(s)")
@@ -153,9 +158,9 @@ func TestLiveFindingsGroupByProblemAndFlow(t *testing.T) {
 	for i := range 3 {
 		port := 40001 + i
 		be.events = append(be.events, diagnose.Event{Type: diagnose.EventFinding, Finding: &diagnose.Finding{
-			Finding: engine.Finding{ID: engine.FindingAsymmetricReturn, Severity: engine.SeverityError,
+			Finding: finding.Finding{ID: trace.FindingAsymmetricReturn, Severity: finding.SeverityError,
 				Summary: "the request came in on eth0 but the reply left by em1", Evidence: []string{fmt.Sprintf("SYN from port %d came in on eth0", port)},
-				Fix: engine.Fix{Wizard: engine.WizardSourceReturn, Args: []string{}}},
+				Fix: finding.Fix{Wizard: finding.WizardSourceReturn, Args: []string{}}},
 			Ingress: "eth0", Egress: "em1", Conn: i + 1,
 			Flow: kernel.ConntrackTuple{Proto: 6, Src: ap(fmt.Sprintf("198.18.72.10:%d", port)), Dst: ap("10.72.1.2:80")}}})
 	}
@@ -238,9 +243,9 @@ func TestSelectionFollowsTheItem(t *testing.T) {
 	h.press("2", "down", "down", "down")
 	h.mustShow("▸ 198.18.72.0/24")
 	s := *be.state
-	s.Routes = append(slices.Clone(s.Routes), engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast,
+	s.Routes = append(slices.Clone(s.Routes), model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast,
 		Dst: netip.MustParsePrefix("10.0.0.0/8"), Gateway: netip.MustParseAddr("10.72.1.1"), Dev: "eth0", Protocol: "static"})
-	slices.SortStableFunc(s.Routes, func(a, b engine.Route) int { return a.Dst.Addr().Compare(b.Dst.Addr()) })
+	slices.SortStableFunc(s.Routes, func(a, b model.Route) int { return a.Dst.Addr().Compare(b.Dst.Addr()) })
 	be.state = &s
 	h.press("r")
 	h.mustShow("▸ 198.18.72.0/24")
@@ -249,8 +254,8 @@ func TestSelectionFollowsTheItem(t *testing.T) {
 	h.press("3", "end")
 	h.mustShow("▸              other     5       300     -A POSTROUTING -s 172.17.0.0/16")
 	nf := cloneNetfilter(be.state.Netfilter)
-	post := nf.Table(engine.V4, "nat").Chain("POSTROUTING")
-	post.Rules = slices.Insert(post.Rules, 0, engine.NFRule{Spec: "-o em1 -j MASQUERADE", Target: "MASQUERADE"})
+	post := nf.Table(inet.V4, "nat").Chain("POSTROUTING")
+	post.Rules = slices.Insert(post.Rules, 0, iptables.Rule{Spec: "-o em1 -j MASQUERADE", Target: "MASQUERADE"})
 	be.netfilter = &nf
 	h.fire()
 	h.mustShow("▸              other     5       300     -A POSTROUTING -s 172.17.0.0/16")
@@ -263,7 +268,7 @@ func TestSelectionFollowsTheItem(t *testing.T) {
 }
 
 // cloneNetfilter copies the tables deeply enough to change a chain's rules.
-func cloneNetfilter(nf engine.Netfilter) engine.Netfilter {
+func cloneNetfilter(nf iptables.Ruleset) iptables.Ruleset {
 	out := nf
 	out.Tables = slices.Clone(nf.Tables)
 	for i := range out.Tables {
@@ -289,7 +294,7 @@ func TestEveryListShowsItsItemsWhole(t *testing.T) {
 	h.press("esc")
 	// The counters of the rules are read again while the page is shown.
 	nf := cloneNetfilter(be.state.Netfilter)
-	nf.Table(engine.V4, "nat").Chain("PREROUTING").Rules[0].Packets = 4321
+	nf.Table(inet.V4, "nat").Chain("PREROUTING").Rules[0].Packets = 4321
 	be.netfilter = &nf
 	h.fire()
 	h.mustShow("other     4321")
@@ -374,7 +379,7 @@ func TestSaveThePlanAndCopyTheCommand(t *testing.T) {
 func TestRouteFilterFindsText(t *testing.T) {
 	s := case1Host(t)
 	for _, r := range []string{"100.72.0.0/16", "10.100.72.0/24", "172.16.0.0/12"} {
-		s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast,
+		s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast,
 			Dst: netip.MustParsePrefix(r), Gateway: netip.MustParseAddr("10.72.1.1"), Dev: "eth0", Protocol: "static"})
 	}
 	h := newHarness(t, newFake(t, s), 80, 24)
@@ -401,7 +406,7 @@ func TestRouteFilterFindsText(t *testing.T) {
 func TestConntrackSortsAndCountsMatches(t *testing.T) {
 	be := newFake(t, case1Host(t))
 	ap := netip.MustParseAddrPort
-	be.conntrack = append(conntrackFixture(), kernel.ConntrackEntry{ID: 4, Family: engine.V4,
+	be.conntrack = append(conntrackFixture(), kernel.ConntrackEntry{ID: 4, Family: inet.V4,
 		Orig:  kernel.ConntrackTuple{Proto: 17, Src: ap("10.72.1.50:5353"), Dst: ap("10.72.1.1:53")},
 		Reply: kernel.ConntrackTuple{Proto: 17, Src: ap("10.72.1.1:53"), Dst: ap("10.72.1.50:5353")}, Timeout: 25})
 	h := newHarness(t, be, 120, 40)
@@ -472,9 +477,9 @@ func TestUplinksOfferedWithTheirGateways(t *testing.T) {
 	s := case1Host(t)
 	// No route through em1 names 192.168.72.253 (case 1 after its manual fix), and em1 is a
 	// /24 now, where the other end of a /30 cannot be guessed.
-	s.Routes = slices.DeleteFunc(slices.Clone(s.Routes), func(r engine.Route) bool { return r.Dev == "em1" && r.Gateway.IsValid() })
+	s.Routes = slices.DeleteFunc(slices.Clone(s.Routes), func(r model.Route) bool { return r.Dev == "em1" && r.Gateway.IsValid() })
 	s.Links = slices.Clone(s.Links)
-	s.Links[2].Addrs = []engine.Address{{Prefix: netip.MustParsePrefix("192.168.72.254/24"), Scope: "global"}}
+	s.Links[2].Addrs = []model.Address{{Prefix: netip.MustParsePrefix("192.168.72.254/24"), Scope: "global"}}
 	be := newFake(t, s)
 	be.neighbours = []kernel.Neighbour{
 		{Dev: "em1", Addr: netip.MustParseAddr("192.168.72.253"), State: "reachable"},
@@ -501,7 +506,7 @@ func TestUplinksOfferedWithTheirGateways(t *testing.T) {
 		t.Fatalf("→ after em gives %q", got)
 	}
 	// A finding that names the uplink without its gateway gets it, and says from where.
-	h.send(common.OpenWizardMsg{Wizard: engine.WizardSourceReturn, Args: []string{"--uplink", "em1"}, From: engine.FindingAsymmetricReturn})
+	h.send(common.OpenWizardMsg{Wizard: finding.WizardSourceReturn, Args: []string{"--uplink", "em1"}, From: trace.FindingAsymmetricReturn})
 	if got := w.Form().Get("uplink"); got != "em1:192.168.72.253" {
 		t.Fatalf("the finding's uplink is completed to %q", got)
 	}

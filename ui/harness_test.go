@@ -18,8 +18,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 	"roundtrip/ui/common"
 )
 
@@ -31,21 +34,21 @@ var testNow = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 // case1Host is the web server of field case 1 (SCENARIOS.md) as engine/lab builds it: a LAN
 // NIC eth0 behind a firewall that DNATs its port 80 to the server, and a public NIC em1 with
 // the "national route" toward the client's network.
-func case1Host(t testing.TB) *engine.State {
+func case1Host(t testing.TB) *model.State {
 	t.Helper()
-	s := &engine.State{Host: "server", Sysctls: engine.Sysctls{
-		engine.SysctlIPForward: "0", engine.ConfKey("all", "rp_filter"): "0", engine.ConfKey("default", "rp_filter"): "0",
-		engine.SysctlConntrackCount: "3", engine.SysctlConntrackMax: "262144",
+	s := &model.State{Host: "server", Sysctls: model.Sysctls{
+		model.SysctlIPForward: "0", model.ConfKey("all", "rp_filter"): "0", model.ConfKey("default", "rp_filter"): "0",
+		model.SysctlConntrackCount: "3", model.SysctlConntrackMax: "262144",
 	}}
 	link := func(i int, name, kind string, mtu int, addrs ...string) {
-		l := engine.Link{Index: i, Name: name, Kind: kind, Up: true, OperState: "up", MTU: mtu}
+		l := model.Link{Index: i, Name: name, Kind: kind, Up: true, OperState: "up", MTU: mtu}
 		for _, a := range addrs {
 			p := netip.MustParsePrefix(a)
-			l.Addrs = append(l.Addrs, engine.Address{Prefix: p, Scope: "global"})
-			s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: engine.TableLocal, Type: engine.RouteLocal,
+			l.Addrs = append(l.Addrs, model.Address{Prefix: p, Scope: "global"})
+			s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: model.TableLocal, Type: model.RouteLocal,
 				Dst: netip.PrefixFrom(p.Addr(), 32), Dev: name, Src: p.Addr(), Scope: "host", Protocol: "kernel"})
 			if name != "lo" {
-				s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast,
+				s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast,
 					Dst: p.Masked(), Dev: name, Src: p.Addr(), Scope: "link", Protocol: "kernel"})
 			}
 		}
@@ -56,17 +59,17 @@ func case1Host(t testing.TB) *engine.State {
 	link(2, "eth0", "veth", 1500, "10.72.1.2/24")
 	link(3, "em1", "veth", 1500, "192.168.72.254/30")
 	s.Routes = append(s.Routes,
-		engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"),
+		model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"),
 			Gateway: netip.MustParseAddr("10.72.1.1"), Dev: "eth0", Protocol: "boot"},
-		engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("198.18.72.0/24"),
+		model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast, Dst: netip.MustParsePrefix("198.18.72.0/24"),
 			Gateway: netip.MustParseAddr("192.168.72.253"), Dev: "em1", Protocol: "boot"},
 	)
-	s.Rules = []engine.Rule{
-		{Family: engine.V4, Priority: 0, Action: engine.ActionTable, Table: engine.TableLocal},
-		{Family: engine.V4, Priority: 32766, Action: engine.ActionTable, Table: engine.TableMain},
-		{Family: engine.V4, Priority: 32767, Action: engine.ActionTable, Table: engine.TableDefault},
+	s.Rules = []model.Rule{
+		{Family: inet.V4, Priority: 0, Action: model.ActionTable, Table: model.TableLocal},
+		{Family: inet.V4, Priority: 32766, Action: model.ActionTable, Table: model.TableMain},
+		{Family: inet.V4, Priority: 32767, Action: model.ActionTable, Table: model.TableDefault},
 	}
-	tables, err := engine.ParseIPTablesSave(engine.V4, []byte(`*nat
+	tables, err := iptables.ParseSave(inet.V4, []byte(`*nat
 :PREROUTING ACCEPT [120:7200]
 :INPUT ACCEPT [40:2400]
 :OUTPUT ACCEPT [12:720]
@@ -86,7 +89,7 @@ COMMIT
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Netfilter = engine.Netfilter{Backend: "nf_tables", Tables: tables}
+	s.Netfilter = iptables.Ruleset{Backend: "nf_tables", Tables: tables}
 	if err := s.Validate(); err != nil {
 		t.Fatalf("fixture: %v", err)
 	}
@@ -98,14 +101,14 @@ COMMIT
 type fakeBackend struct {
 	t        testing.TB
 	mu       sync.Mutex
-	state    *engine.State
+	state    *model.State
 	readErr  error
 	block    chan struct{} // when set, ReadState waits for it or for ctx
 	readOnly string
 	live     bool
 	reads    int
 
-	applied   []*engine.Plan
+	applied   []*plan.Plan
 	confirms  []time.Duration
 	journals  []*kernel.Journal
 	pending   *kernel.Journal
@@ -118,12 +121,12 @@ type fakeBackend struct {
 	filters        []*kernel.CaptureFilter // what each capture was asked to select
 
 	// netfilter, when set, is what Netfilter reads (the rules with newer counters).
-	netfilter      *engine.Netfilter
+	netfilter      *iptables.Ruleset
 	netfilterCalls int
 	neighbours     []kernel.Neighbour
 }
 
-func newFake(t testing.TB, s *engine.State) *fakeBackend {
+func newFake(t testing.TB, s *model.State) *fakeBackend {
 	return &fakeBackend{t: t, state: s, live: true}
 }
 
@@ -136,7 +139,7 @@ func (f *fakeBackend) Where() string {
 func (f *fakeBackend) Live() bool       { return f.live }
 func (f *fakeBackend) ReadOnly() string { return f.readOnly }
 
-func (f *fakeBackend) ReadState(ctx context.Context) (*engine.State, error) {
+func (f *fakeBackend) ReadState(ctx context.Context) (*model.State, error) {
 	f.mu.Lock()
 	f.reads++
 	block := f.block
@@ -156,7 +159,7 @@ func (f *fakeBackend) ReadState(ctx context.Context) (*engine.State, error) {
 	return f.state, nil
 }
 
-func (f *fakeBackend) Apply(ctx context.Context, p *engine.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error) {
+func (f *fakeBackend) Apply(ctx context.Context, p *plan.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.readOnly != "" {
@@ -255,7 +258,7 @@ func (f *fakeBackend) Journal(ctx context.Context, id string) (*kernel.Journal, 
 }
 
 // expire does what the revert timer does at the deadline: it rolls the pending apply back.
-func (f *fakeBackend) expire(before *engine.State) {
+func (f *fakeBackend) expire(before *model.State) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.pending == nil {
@@ -265,7 +268,7 @@ func (f *fakeBackend) expire(before *engine.State) {
 	f.pending, f.state = nil, before
 }
 
-func (f *fakeBackend) Netfilter(ctx context.Context) (engine.Netfilter, error) {
+func (f *fakeBackend) Netfilter(ctx context.Context) (iptables.Ruleset, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.netfilterCalls++

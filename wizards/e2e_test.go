@@ -10,9 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/trace"
 )
 
 // The field cases for real: in lab namespaces, each failure is reproduced with a real client,
@@ -56,7 +57,7 @@ func (h *e2eHost) settle() {
 	}
 }
 
-func (h *e2eHost) read() *engine.State {
+func (h *e2eHost) read() *model.State {
 	h.t.Helper()
 	st, err := kernel.ReadWith(context.Background(), kernel.Namespace{Name: h.ns.Name}, kernel.ReadOptions{RTTablesDirs: h.dirs})
 	if err != nil {
@@ -132,9 +133,9 @@ func (h *e2eHost) expectNoFinding(src, dst, iif string) {
 }
 
 // sameState checks that rollback left the host exactly as it was.
-func (h *e2eHost) sameState(before *engine.State) {
+func (h *e2eHost) sameState(before *model.State) {
 	h.t.Helper()
-	if d := engine.Diff(before, h.read()); d != "" {
+	if d := model.Diff(before, h.read()); d != "" {
 		h.t.Errorf("after rollback %s differs from before the wizard:\n%s", h.ns.Name, d)
 	}
 }
@@ -168,7 +169,7 @@ func TestPrivilegedCase1SourceReturn(t *testing.T) {
 			_, err := get()
 			fails(t, "the client through the firewall's DNAT, before the wizard", err)
 			flow := []string{c.ClientAddr + ":40000", c.ServerAddr, c.ServerLAN}
-			h.expectFinding(engine.FindingAsymmetricReturn, flow[0], flow[1], flow[2])
+			h.expectFinding(trace.FindingAsymmetricReturn, flow[0], flow[1], flow[2])
 
 			h.settle()
 			before := h.read()
@@ -231,7 +232,7 @@ func TestPrivilegedCase2MultiWAN(t *testing.T) {
 	}
 	broken("before the wizards")
 	cross := []string{c.ClientAAddr + ":40000", web(c.PublicB), c.WANB}
-	gw.expectFinding(engine.FindingAsymmetricReturn, cross[0], cross[1], cross[2])
+	gw.expectFinding(trace.FindingAsymmetricReturn, cross[0], cross[1], cross[2])
 
 	gw.settle()
 	before := gw.read()
@@ -325,7 +326,7 @@ func TestPrivilegedCase4SNATGateway(t *testing.T) {
 	_, err := get()
 	fails(t, "A to the business network, before the wizard", err)
 	flow := []string{c.AAddr + ":40000", c.Service, c.BIn}
-	b.expectFinding(engine.FindingForwardingDisabled, flow[0], flow[1], flow[2])
+	b.expectFinding(trace.FindingForwardingDisabled, flow[0], flow[1], flow[2])
 
 	b.settle()
 	before := b.read()
@@ -354,7 +355,7 @@ func TestPrivilegedCase5PortForward(t *testing.T) {
 	_, err := get()
 	fails(t, "the client through A's DNAT, before the wizard", err)
 	flow := []string{c.ClientAddr + ":40000", c.Service, c.AIface}
-	a.expectFinding(engine.FindingReplyBypassesNAT, flow[0], flow[1], flow[2])
+	a.expectFinding(trace.FindingReplyBypassesNAT, flow[0], flow[1], flow[2])
 
 	a.settle()
 	before := a.read()

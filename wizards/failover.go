@@ -9,7 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // This file is the pure half of WAN failover (case 2's open question: "probe each line and
@@ -347,12 +349,12 @@ func SameWANs(a, b []string) bool {
 // from (its interface and address, with its connection mark) and how to recognize the
 // connections that use it (NATed to one of its addresses, or carrying its mark).
 type WANRoute struct {
-	Name    string            `json:"name"`
-	Iface   string            `json:"iface"`
-	Gateway netip.Addr        `json:"gateway"`
-	Addrs   []netip.Addr      `json:"addrs"`
-	Table   int               `json:"table"`
-	Mark    *engine.MarkMatch `json:"mark,omitempty"` // with --connmark
+	Name    string           `json:"name"`
+	Iface   string           `json:"iface"`
+	Gateway netip.Addr       `json:"gateway"`
+	Addrs   []netip.Addr     `json:"addrs"`
+	Table   int              `json:"table"`
+	Mark    *model.MarkMatch `json:"mark,omitempty"` // with --connmark
 }
 
 // PlanWithDown plans the multi-wan setup with the WANs in down (names or interfaces) routed
@@ -361,7 +363,7 @@ type WANRoute struct {
 // dead WAN's in place (the same metric), so that planning again with down empty puts back
 // exactly what the wizard made: on a host where the setup is in effect, the plan holds only
 // the routes that move. At least one WAN must survive.
-func (o *MultiWANOptions) PlanWithDown(s *engine.State, down []string) (*Result, error) {
+func (o *MultiWANOptions) PlanWithDown(s *model.State, down []string) (*Result, error) {
 	b, _, err := o.build(s, down)
 	if err != nil {
 		return nil, err
@@ -371,7 +373,7 @@ func (o *MultiWANOptions) PlanWithDown(s *engine.State, down []string) (*Result,
 
 // Routes returns the layout of the WANs on a host: interfaces, addresses, gateways, table ids
 // and connection marks, as the wizard plans them.
-func (o *MultiWANOptions) Routes(s *engine.State) ([]WANRoute, error) {
+func (o *MultiWANOptions) Routes(s *model.State) ([]WANRoute, error) {
 	b, mp, err := o.build(s, nil)
 	if err != nil {
 		return nil, err
@@ -385,7 +387,7 @@ func (o *MultiWANOptions) Routes(s *engine.State) ([]WANRoute, error) {
 		for _, a := range v4Addrs(w.link) {
 			wr.Addrs = append(wr.Addrs, a.Addr())
 		}
-		if i := slices.IndexFunc(b.d.TableNames, func(t engine.RTTable) bool { return t.Name == w.table }); i >= 0 {
+		if i := slices.IndexFunc(b.d.TableNames, func(t plan.RTTable) bool { return t.Name == w.table }); i >= 0 {
 			wr.Table = b.d.TableNames[i].ID
 		}
 		for _, r := range b.d.Rules {
@@ -449,7 +451,7 @@ func (b *builder) leaveTables(mp *mwPlan, dead map[int]bool) {
 			}
 		}
 	}
-	b.d.Routes = slices.DeleteFunc(b.d.Routes, func(r engine.Route) bool { return ids[r.Table] })
+	b.d.Routes = slices.DeleteFunc(b.d.Routes, func(r model.Route) bool { return ids[r.Table] })
 }
 
 // defaultRoute plans main's default route through WAN target. The best default route through
@@ -461,9 +463,9 @@ func (b *builder) defaultRoute(mp *mwPlan, target int) {
 	isWAN := func(dev string) bool {
 		return slices.ContainsFunc(mp.wans, func(u returnUplink) bool { return u.link.Name == dev })
 	}
-	var best *engine.Route
-	for _, r := range b.s.RoutesOf(engine.V4, engine.TableMain) {
-		if r.Dst.Bits() != 0 || (r.Type != "" && r.Type != engine.RouteUnicast) || !isWAN(r.Dev) || r.TOS != 0 {
+	var best *model.Route
+	for _, r := range b.s.RoutesOf(inet.V4, model.TableMain) {
+		if r.Dst.Bits() != 0 || (r.Type != "" && r.Type != model.RouteUnicast) || !isWAN(r.Dev) || r.TOS != 0 {
 			continue
 		}
 		if best == nil || r.Metric < best.Metric {
@@ -473,7 +475,7 @@ func (b *builder) defaultRoute(mp *mwPlan, target int) {
 	if best != nil && best.Gateway == w.gateway && best.Dev == w.link.Name {
 		return
 	}
-	want := engine.Route{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: w.gateway, Dev: w.link.Name}
+	want := model.Route{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: w.gateway, Dev: w.link.Name}
 	if best != nil {
 		want.Metric = best.Metric
 	}

@@ -9,7 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // epoch is the fake clock's start.
@@ -200,7 +203,7 @@ func multiWANCase2() *MultiWANOptions {
 }
 
 // appliedCase2 is case 2's host with the multi-wan setup in effect.
-func appliedCase2(t testing.TB, s *engine.State) (*MultiWANOptions, *engine.State) {
+func appliedCase2(t testing.TB, s *model.State) (*MultiWANOptions, *model.State) {
 	t.Helper()
 	o := multiWANCase2()
 	res, err := o.Plan(s)
@@ -212,8 +215,8 @@ func appliedCase2(t testing.TB, s *engine.State) (*MultiWANOptions, *engine.Stat
 
 // egress routes a LAN client's packet to dst through the state and returns the interface it
 // leaves by.
-func egress(s *engine.State, dst string) string {
-	return engine.NewFIB(s).Resolve(engine.Flow{Src: mustAddr("10.73.20.50"), Dst: mustAddr(dst), IIF: "lan0", Proto: 6, SPort: 40000, DPort: 80}).OIF
+func egress(s *model.State, dst string) string {
+	return fib.New(s).Resolve(fib.Flow{Src: mustAddr("10.73.20.50"), Dst: mustAddr(dst), IIF: "lan0", Proto: 6, SPort: 40000, DPort: 80}).OIF
 }
 
 func TestPlanWithDown(t *testing.T) {
@@ -241,7 +244,7 @@ func TestPlanWithDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := engine.Diff(s, back.Plan.Expect(down)); d != "" {
+	if d := model.Diff(s, back.Plan.Expect(down)); d != "" {
 		t.Errorf("failing back does not restore the wizard's state:\n%s", d)
 	}
 
@@ -281,8 +284,8 @@ func TestPlanWithDownKeepsMetrics(t *testing.T) {
 		link("wan1", "veth", "198.18.73.6/30").
 		link("wan2", "veth", "198.18.73.10/30")
 	h.s.Routes = append(h.s.Routes,
-		engine.NormalizeRoute(engine.Route{Family: engine.V4, Table: engine.TableMain, Dst: mustPrefix("0.0.0.0/0"), Gateway: mustAddr("198.18.73.5"), Dev: "wan1", Metric: 100, Protocol: "dhcp"}),
-		engine.NormalizeRoute(engine.Route{Family: engine.V4, Table: engine.TableMain, Dst: mustPrefix("0.0.0.0/0"), Gateway: mustAddr("198.18.73.9"), Dev: "wan2", Metric: 200, Protocol: "dhcp"}))
+		plan.NormalizeRoute(model.Route{Family: inet.V4, Table: model.TableMain, Dst: mustPrefix("0.0.0.0/0"), Gateway: mustAddr("198.18.73.5"), Dev: "wan1", Metric: 100, Protocol: "dhcp"}),
+		plan.NormalizeRoute(model.Route{Family: inet.V4, Table: model.TableMain, Dst: mustPrefix("0.0.0.0/0"), Gateway: mustAddr("198.18.73.9"), Dev: "wan2", Metric: 200, Protocol: "dhcp"}))
 	o, s := appliedCase2(t, h.s)
 	res, err := o.Plan(s)
 	if err != nil || len(res.Plan.Changes) != 0 {
@@ -305,7 +308,7 @@ func TestPlanWithDownKeepsMetrics(t *testing.T) {
 	}
 	got := back.Plan.Expect(down)
 	var defaults []string
-	for _, r := range got.RoutesOf(engine.V4, engine.TableMain) {
+	for _, r := range got.RoutesOf(inet.V4, model.TableMain) {
 		if r.Dst.Bits() == 0 {
 			defaults = append(defaults, r.Args(got.TableName))
 		}
@@ -327,13 +330,13 @@ func TestPlanWithDownLinkGone(t *testing.T) {
 	}
 	// What `ip link set wan1 down` does: every route through wan1 goes.
 	s.LinkByName("wan1").Up = false
-	s.Routes = slices.DeleteFunc(s.Routes, func(r engine.Route) bool { return r.Dev == "wan1" })
+	s.Routes = slices.DeleteFunc(s.Routes, func(r model.Route) bool { return r.Dev == "wan1" })
 	res, err := o.PlanWithDown(s, []string{"isp_a"})
 	if err != nil {
 		t.Fatalf("planning with wan1's link down: %v", err)
 	}
 	for _, c := range res.Plan.Changes {
-		if c.Kind == engine.KindRoute && (c.Route.Table == wanTable || c.Route.Dev == "wan1") {
+		if c.Kind == plan.KindRoute && (c.Route.Table == wanTable || c.Route.Dev == "wan1") {
 			t.Errorf("the plan touches the dead WAN: %s", c.Summary())
 		}
 	}

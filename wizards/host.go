@@ -6,14 +6,15 @@ import (
 	"slices"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // This file reads what the wizards need to know of a host from its state, and says clearly
 // what is wrong when the options do not fit it.
 
 // linkNames lists the host's interfaces for error messages.
-func linkNames(s *engine.State) string {
+func linkNames(s *model.State) string {
 	var names []string
 	for _, l := range s.Links {
 		names = append(names, l.Name)
@@ -25,7 +26,7 @@ func linkNames(s *engine.State) string {
 }
 
 // needLink returns the link named by an option, or an error that lists the host's links.
-func needLink(s *engine.State, name, flag string) (*engine.Link, error) {
+func needLink(s *model.State, name, flag string) (*model.Link, error) {
 	if name == "" {
 		return nil, fmt.Errorf("%s: an interface name is required (this host has %s)", flag, linkNames(s))
 	}
@@ -37,7 +38,7 @@ func needLink(s *engine.State, name, flag string) (*engine.Link, error) {
 }
 
 // v4Addrs returns the global IPv4 addresses of a link, primary first as the kernel lists them.
-func v4Addrs(l *engine.Link) []netip.Prefix {
+func v4Addrs(l *model.Link) []netip.Prefix {
 	var out []netip.Prefix
 	for _, a := range l.Addrs {
 		if a.Prefix.Addr().Is4() && (a.Scope == "" || a.Scope == "global") {
@@ -48,7 +49,7 @@ func v4Addrs(l *engine.Link) []netip.Prefix {
 }
 
 // connected returns the IPv4 networks of a link's addresses.
-func connected(l *engine.Link) []netip.Prefix {
+func connected(l *model.Link) []netip.Prefix {
 	var out []netip.Prefix
 	for _, a := range v4Addrs(l) {
 		if p := a.Masked(); !slices.Contains(out, p) {
@@ -70,7 +71,7 @@ func prefixList(ps []netip.Prefix) string {
 }
 
 // localAddr returns the link that holds address a, or nil.
-func localAddr(s *engine.State, a netip.Addr) *engine.Link {
+func localAddr(s *model.State, a netip.Addr) *model.Link {
 	for i := range s.Links {
 		for _, x := range s.Links[i].Addrs {
 			if x.Prefix.Addr() == a {
@@ -83,7 +84,7 @@ func localAddr(s *engine.State, a netip.Addr) *engine.Link {
 
 // addrOn returns this host's address on link l in the network of a (the address a neighbour
 // there reaches it by), else its first global IPv4 address on l.
-func addrOn(l *engine.Link, a netip.Addr) netip.Addr {
+func addrOn(l *model.Link, a netip.Addr) netip.Addr {
 	addrs := v4Addrs(l)
 	for _, p := range addrs {
 		if p.Masked().Contains(a) {
@@ -97,7 +98,7 @@ func addrOn(l *engine.Link, a netip.Addr) netip.Addr {
 }
 
 // linkOf returns the link whose connected network holds a, or nil.
-func linkOf(s *engine.State, a netip.Addr) *engine.Link {
+func linkOf(s *model.State, a netip.Addr) *model.Link {
 	for i := range s.Links {
 		for _, p := range connected(&s.Links[i]) {
 			if p.Contains(a) {
@@ -111,7 +112,7 @@ func linkOf(s *engine.State, a netip.Addr) *engine.Link {
 // checkOnLink checks that a gateway is reachable directly on an interface, as the kernel
 // requires of a route's gateway (fib_check_nh: the gateway must be covered by a link-scope
 // route of the device).
-func checkOnLink(l *engine.Link, gw netip.Addr, flag string) error {
+func checkOnLink(l *model.Link, gw netip.Addr, flag string) error {
 	if !gw.Is4() {
 		return fmt.Errorf("%s: gateway %s is not an IPv4 address", flag, gw)
 	}
@@ -131,10 +132,10 @@ func checkOnLink(l *engine.Link, gw netip.Addr, flag string) error {
 
 // gateways returns the distinct gateways that routes of any table use on an interface, those of
 // default routes first.
-func gateways(s *engine.State, iface string) []netip.Addr {
+func gateways(s *model.State, iface string) []netip.Addr {
 	var def, other []netip.Addr
 	for _, r := range s.Routes {
-		if r.Family != engine.V4 || r.Table == engine.TableLocal {
+		if r.Family != inet.V4 || r.Table == model.TableLocal {
 			continue
 		}
 		add := func(gw netip.Addr, dev string) {
@@ -179,7 +180,7 @@ func (e *GatewayError) Error() string {
 
 // gatewayOf returns the gateway of an uplink: the one given, checked to be on-link, or the one
 // the host's routes use there when that is unambiguous.
-func gatewayOf(s *engine.State, l *engine.Link, given netip.Addr, flag string) (netip.Addr, error) {
+func gatewayOf(s *model.State, l *model.Link, given netip.Addr, flag string) (netip.Addr, error) {
 	if given.IsValid() {
 		return given, checkOnLink(l, given, flag)
 	}
@@ -204,13 +205,13 @@ func tableName(prefix, iface string) string {
 
 // extraRoutes lists the routes of a table that a plan does not put there, for a note: a table
 // name given by the operator may name a table that is used for something else too.
-func extraRoutes(s *engine.State, table int, want []engine.Route) []string {
+func extraRoutes(s *model.State, table int, want []model.Route) []string {
 	var out []string
 	for _, r := range s.Routes {
 		if r.Table != table {
 			continue
 		}
-		if slices.ContainsFunc(want, func(w engine.Route) bool {
+		if slices.ContainsFunc(want, func(w model.Route) bool {
 			return w.Table == table && w.Dst == r.Dst && w.Metric == r.Metric && w.TOS == r.TOS
 		}) {
 			continue

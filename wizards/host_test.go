@@ -6,26 +6,29 @@ import (
 	"strings"
 	"testing"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // testHost builds a State by hand the way the kernel would show it: links with their addresses
 // bring their local and connected routes, and the default rules and sysctls are there.
 type testHost struct {
 	t testing.TB
-	s *engine.State
+	s *model.State
 }
 
 func newTestHost(t testing.TB) *testHost {
-	s := &engine.State{
+	s := &model.State{
 		Host: "test",
-		Rules: []engine.Rule{
-			{Family: engine.V4, Priority: 0, Action: engine.ActionTable, Table: engine.TableLocal},
-			{Family: engine.V4, Priority: 32766, Action: engine.ActionTable, Table: engine.TableMain},
-			{Family: engine.V4, Priority: 32767, Action: engine.ActionTable, Table: engine.TableDefault},
+		Rules: []model.Rule{
+			{Family: inet.V4, Priority: 0, Action: model.ActionTable, Table: model.TableLocal},
+			{Family: inet.V4, Priority: 32766, Action: model.ActionTable, Table: model.TableMain},
+			{Family: inet.V4, Priority: 32767, Action: model.ActionTable, Table: model.TableDefault},
 		},
-		Netfilter: engine.Netfilter{Backend: "legacy"},
-		Sysctls:   engine.Sysctls{engine.SysctlIPForward: "0"},
+		Netfilter: iptables.Ruleset{Backend: "legacy"},
+		Sysctls:   model.Sysctls{model.SysctlIPForward: "0"},
 	}
 	h := &testHost{t: t, s: s}
 	for _, k := range []string{"all", "default"} {
@@ -37,20 +40,20 @@ func newTestHost(t testing.TB) *testHost {
 
 func (h *testHost) confDefaults(iface string) {
 	for _, k := range []string{"rp_filter", "src_valid_mark", "accept_local", "forwarding"} {
-		h.s.Sysctls[engine.ConfKey(iface, k)] = "0"
+		h.s.Sysctls[model.ConfKey(iface, k)] = "0"
 	}
 }
 
 // link adds an up link with addresses (CIDR strings).
 func (h *testHost) link(name, kind string, addrs ...string) *testHost {
-	l := engine.Link{Index: len(h.s.Links) + 1, Name: name, Kind: kind, Up: true, MTU: 1500}
+	l := model.Link{Index: len(h.s.Links) + 1, Name: name, Kind: kind, Up: true, MTU: 1500}
 	for _, a := range addrs {
 		p := netip.MustParsePrefix(a)
-		l.Addrs = append(l.Addrs, engine.Address{Prefix: p, Scope: "global"})
-		h.s.Routes = append(h.s.Routes, engine.Route{Family: engine.V4, Table: engine.TableLocal, Type: engine.RouteLocal,
+		l.Addrs = append(l.Addrs, model.Address{Prefix: p, Scope: "global"})
+		h.s.Routes = append(h.s.Routes, model.Route{Family: inet.V4, Table: model.TableLocal, Type: model.RouteLocal,
 			Dst: netip.PrefixFrom(p.Addr(), 32), Dev: name, Src: p.Addr(), Scope: "host", Protocol: "kernel"})
 		if p.Bits() < 32 {
-			h.s.Routes = append(h.s.Routes, engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast,
+			h.s.Routes = append(h.s.Routes, model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast,
 				Dst: p.Masked(), Dev: name, Src: p.Addr(), Scope: "link", Protocol: "kernel"})
 		}
 	}
@@ -66,7 +69,7 @@ func (h *testHost) link(name, kind string, addrs ...string) *testHost {
 func (h *testHost) route(args string) *testHost {
 	h.t.Helper()
 	f := strings.Fields(args)
-	r := engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Protocol: "boot"}
+	r := model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast, Protocol: "boot"}
 	if f[0] == "default" {
 		r.Dst = netip.MustParsePrefix("0.0.0.0/0")
 	} else {
@@ -84,7 +87,7 @@ func (h *testHost) route(args string) *testHost {
 			h.t.Fatalf("route %q: unknown word %s", args, f[i])
 		}
 	}
-	r = engine.NormalizeRoute(r)
+	r = plan.NormalizeRoute(r)
 	h.s.Routes = append(h.s.Routes, r)
 	return h
 }
@@ -92,25 +95,25 @@ func (h *testHost) route(args string) *testHost {
 // iptables adds iptables-save rules ("-A CHAIN ...") to a table, creating built-in chains.
 func (h *testHost) iptables(table string, lines ...string) *testHost {
 	h.t.Helper()
-	t := h.s.Netfilter.Table(engine.V4, table)
+	t := h.s.Netfilter.Table(inet.V4, table)
 	if t == nil {
-		h.s.Netfilter.Tables = append(h.s.Netfilter.Tables, engine.NFTable{Family: engine.V4, Name: table})
+		h.s.Netfilter.Tables = append(h.s.Netfilter.Tables, iptables.Table{Family: inet.V4, Name: table})
 		t = &h.s.Netfilter.Tables[len(h.s.Netfilter.Tables)-1]
 		builtins := map[string][]string{"nat": {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"}, "filter": {"INPUT", "FORWARD", "OUTPUT"},
 			"mangle": {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}}[table]
 		for _, b := range builtins {
-			t.Chains = append(t.Chains, engine.NFChain{Name: b, Policy: "ACCEPT"})
+			t.Chains = append(t.Chains, iptables.Chain{Name: b, Policy: "ACCEPT"})
 		}
 	}
 	for _, line := range lines {
 		chain, spec, _ := strings.Cut(strings.TrimPrefix(line, "-A "), " ")
-		r, err := engine.ParseIPTablesRule(engine.V4, spec)
+		r, err := iptables.ParseRule(inet.V4, spec)
 		if err != nil {
 			h.t.Fatalf("rule %q: %v", line, err)
 		}
 		c := t.Chain(chain)
 		if c == nil {
-			t.Chains = append(t.Chains, engine.NFChain{Name: chain})
+			t.Chains = append(t.Chains, iptables.Chain{Name: chain})
 			c = &t.Chains[len(t.Chains)-1]
 		}
 		c.Rules = append(c.Rules, r)
@@ -122,7 +125,7 @@ func (h *testHost) iptables(table string, lines ...string) *testHost {
 
 // case1Host is web server C: a LAN NIC behind a firewall that DNATs to it, and a public NIC
 // em1 with the national route.
-func case1Host(t testing.TB) *engine.State {
+func case1Host(t testing.TB) *model.State {
 	return newTestHost(t).
 		link("lan0", "veth", "10.73.1.2/24").
 		link("em1", "veth", "198.18.73.2/30").
@@ -131,7 +134,7 @@ func case1Host(t testing.TB) *engine.State {
 }
 
 // case2Host is the dual-WAN gateway.
-func case2Host(t testing.TB) *engine.State {
+func case2Host(t testing.TB) *model.State {
 	return newTestHost(t).
 		link("lan0", "veth", "10.73.20.1/24").
 		link("wan1", "veth", "198.18.73.6/30").
@@ -140,7 +143,7 @@ func case2Host(t testing.TB) *engine.State {
 }
 
 // case3Host is relay 1, inside the border.
-func case3Host(t testing.TB) *engine.State {
+func case3Host(t testing.TB) *model.State {
 	return newTestHost(t).
 		link("l0", "veth", "10.73.30.1/24").
 		link("u0", "veth", "10.73.31.1/24").
@@ -149,7 +152,7 @@ func case3Host(t testing.TB) *engine.State {
 }
 
 // case4Host is host B with a NIC in the management and in the business network.
-func case4Host(t testing.TB) *engine.State {
+func case4Host(t testing.TB) *model.State {
 	return newTestHost(t).
 		link("b1", "veth", "10.73.43.101/24").
 		link("b0", "veth", "10.73.44.63/24").
@@ -157,7 +160,7 @@ func case4Host(t testing.TB) *engine.State {
 }
 
 // case5Host is server A, forwarding a port to B on the same LAN.
-func case5Host(t testing.TB) *engine.State {
+func case5Host(t testing.TB) *model.State {
 	return newTestHost(t).
 		link("eth0", "veth", "10.73.5.34/24").
 		route("default via 10.73.5.1 dev eth0").s

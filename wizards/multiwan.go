@@ -7,7 +7,10 @@ import (
 	"slices"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // WAN is one uplink of a multi-WAN gateway: its interface, its ISP's gateway (zero: detected)
@@ -76,7 +79,7 @@ type MultiWANOptions struct {
 }
 
 // Name implements Wizard.
-func (o *MultiWANOptions) Name() string { return engine.WizardMultiWAN }
+func (o *MultiWANOptions) Name() string { return finding.WizardMultiWAN }
 
 // Args implements Wizard.
 func (o *MultiWANOptions) Args() []string {
@@ -119,19 +122,19 @@ var wanNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
 
 type mwPlan struct {
 	wans  []returnUplink
-	lans  []*engine.Link
+	lans  []*model.Link
 	def   int // index into wans
 	lists [][]netip.Prefix
 }
 
 // Validate implements Wizard: it plans and reports the first problem, so that a form can
 // check the options as they are filled in.
-func (o *MultiWANOptions) Validate(s *engine.State) error {
+func (o *MultiWANOptions) Validate(s *model.State) error {
 	_, err := o.Plan(s)
 	return err
 }
 
-func (o *MultiWANOptions) resolve(s *engine.State) (*mwPlan, error) {
+func (o *MultiWANOptions) resolve(s *model.State) (*mwPlan, error) {
 	if len(o.WANs) < 2 {
 		return nil, fmt.Errorf("--wan IFACE:GATEWAY[:NAME] is needed once for each uplink, at least twice (this host has %s)", linkNames(s))
 	}
@@ -254,7 +257,7 @@ func (o *MultiWANOptions) resolve(s *engine.State) (*mwPlan, error) {
 }
 
 // Plan implements Wizard.
-func (o *MultiWANOptions) Plan(s *engine.State) (*Result, error) {
+func (o *MultiWANOptions) Plan(s *model.State) (*Result, error) {
 	b, _, err := o.build(s, nil)
 	if err != nil {
 		return nil, err
@@ -266,7 +269,7 @@ func (o *MultiWANOptions) Plan(s *engine.State) (*Result, error) {
 // interface) routed around: what they would carry (the default route, their destination lists)
 // goes to the surviving default WAN instead (see PlanWithDown). With down empty it is the
 // wizard's plan.
-func (o *MultiWANOptions) build(s *engine.State, down []string) (*builder, *mwPlan, error) {
+func (o *MultiWANOptions) build(s *model.State, down []string) (*builder, *mwPlan, error) {
 	mp, err := o.resolve(s)
 	if err != nil {
 		return nil, nil, err
@@ -275,7 +278,7 @@ func (o *MultiWANOptions) build(s *engine.State, down []string) (*builder, *mwPl
 	if err != nil {
 		return nil, nil, err
 	}
-	b := newBuilder(s, engine.ChainPrefix+"MW-", intent(o))
+	b := newBuilder(s, plan.ChainPrefix+"MW-", intent(o))
 	if len(o.LANs) == 0 {
 		var n []string
 		for _, l := range mp.lans {
@@ -292,7 +295,7 @@ func (o *MultiWANOptions) build(s *engine.State, down []string) (*builder, *mwPl
 			b.notef("the gateway of %s is %s, taken from the routes that use it", w.link.Name, w.gateway)
 		}
 	}
-	if err := b.returnRouting(mp.wans, true, o.Connmark, engine.ChainPrefix+"MW-"); err != nil {
+	if err := b.returnRouting(mp.wans, true, o.Connmark, plan.ChainPrefix+"MW-"); err != nil {
 		return nil, nil, err
 	}
 	b.leaveTables(mp, dead)
@@ -309,7 +312,7 @@ func (o *MultiWANOptions) build(s *engine.State, down []string) (*builder, *mwPl
 			w = mp.wans[target]
 		}
 		for _, p := range ps {
-			b.route(engine.Route{Dst: p, Gateway: w.gateway, Dev: w.link.Name}, "")
+			b.route(model.Route{Dst: p, Gateway: w.gateway, Dev: w.link.Name}, "")
 		}
 		if len(ps) > 0 {
 			if dead[i] {
@@ -333,7 +336,7 @@ func (o *MultiWANOptions) build(s *engine.State, down []string) (*builder, *mwPl
 		if b.s.Sysctls.RPFilter(w.link.Name) == 1 && !o.Connmark {
 			// Cross access (a client routed via one WAN reaching the other WAN's address) arrives
 			// on a WAN that main does not route the client through; strict mode drops it.
-			b.sysctl(engine.ConfKey(w.link.Name, "rp_filter"), "2", fmt.Sprintf("loose reverse-path filtering on %s: its clients may be routed via another WAN", w.link.Name))
+			b.sysctl(model.ConfKey(w.link.Name, "rp_filter"), "2", fmt.Sprintf("loose reverse-path filtering on %s: its clients may be routed via another WAN", w.link.Name))
 			b.notef("rp_filter was strict on %s; it becomes loose (2), since clients reaching it may be routed via another WAN (or use --connmark, which keeps strict mode working)", w.link.Name)
 		}
 	}
@@ -354,7 +357,7 @@ func (o *MultiWANOptions) build(s *engine.State, down []string) (*builder, *mwPl
 				rules = append(rules, fmt.Sprintf("-s %s -o %s -j SNAT --to-source %s", n, w.link.Name, addr))
 			}
 		}
-		b.chain(engine.ChainSpec{Family: engine.V4, Table: "nat", Name: engine.ChainPrefix + "MW-NAT", Hooks: []engine.Hook{{Chain: "POSTROUTING", Position: 1}}, Rules: rules},
+		b.chain(plan.ChainSpec{Family: inet.V4, Table: "nat", Name: plan.ChainPrefix + "MW-NAT", Jumps: []plan.Jump{{Chain: "POSTROUTING", Position: 1}}, Rules: rules},
 			"the LAN's connections leave with the address of the WAN they leave by, so that each ISP sees its own address")
 	}
 	b.sweep()

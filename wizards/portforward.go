@@ -5,7 +5,12 @@ import (
 	"net/netip"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // SNAT choices of the port-forward wizard.
@@ -63,7 +68,7 @@ func ParseTarget(v string, def uint16) (netip.AddrPort, error) {
 }
 
 // Name implements Wizard.
-func (o *PortForwardOptions) Name() string { return engine.WizardPortForward }
+func (o *PortForwardOptions) Name() string { return finding.WizardPortForward }
 
 // Args implements Wizard.
 func (o *PortForwardOptions) Args() []string {
@@ -98,11 +103,11 @@ func (o *PortForwardOptions) snat() string {
 
 // pfHost is what the port forward needs to know of the host.
 type pfHost struct {
-	listenLink *engine.Link // the link of ListenAddr
-	backend    *engine.Link // the link whose network holds the backend, nil when routed
-	via        string       // the link the backend is reached by when it is routed
-	self       netip.Addr   // this host's address toward the backend
-	snatTo     netip.Addr   // explicit --snat ADDR
+	listenLink *model.Link // the link of ListenAddr
+	backend    *model.Link // the link whose network holds the backend, nil when routed
+	via        string      // the link the backend is reached by when it is routed
+	self       netip.Addr  // this host's address toward the backend
+	snatTo     netip.Addr  // explicit --snat ADDR
 	// adopted is a DNAT rule made by hand that already forwards the port to the backend: it is
 	// kept, and the plan adds what it lacks (seed case 5 starts from exactly such a rule).
 	adopted string
@@ -110,12 +115,12 @@ type pfHost struct {
 
 // Validate implements Wizard: it plans and reports the first problem, so that a form can
 // check the options as they are filled in.
-func (o *PortForwardOptions) Validate(s *engine.State) error {
+func (o *PortForwardOptions) Validate(s *model.State) error {
 	_, err := o.Plan(s)
 	return err
 }
 
-func (o *PortForwardOptions) resolve(s *engine.State) (*pfHost, error) {
+func (o *PortForwardOptions) resolve(s *model.State) (*pfHost, error) {
 	h := &pfHost{}
 	if o.ListenPort == 0 {
 		return nil, fmt.Errorf("--listen [ADDR:]PORT is required: the port (1-65535) clients connect to")
@@ -156,8 +161,8 @@ func (o *PortForwardOptions) resolve(s *engine.State) (*pfHost, error) {
 	if h.backend != nil {
 		h.self = addrOn(h.backend, o.To.Addr())
 	} else {
-		r := engine.NewFIB(s).Lookup(engine.Flow{Family: engine.V4, Dst: o.To.Addr()})
-		if r.Verdict != engine.VerdictUnicast || r.OIF == "" {
+		r := fib.New(s).Lookup(fib.Flow{Family: inet.V4, Dst: o.To.Addr()})
+		if r.Verdict != fib.VerdictUnicast || r.OIF == "" {
 			return nil, fmt.Errorf("--to %s: this host has no route to %s (%s): add one first", o.To, o.To.Addr(), r.Verdict)
 		}
 		h.via, h.self = r.OIF, r.PrefSrc
@@ -185,18 +190,18 @@ func (o *PortForwardOptions) resolve(s *engine.State) (*pfHost, error) {
 // existingDNAT finds a DNAT rule outside roundtrip's chains that already forwards the same
 // port. One that forwards it to the same backend is returned, to be kept; one that forwards it
 // elsewhere is a clash.
-func (o *PortForwardOptions) existingDNAT(s *engine.State) (string, error) {
-	t := s.Netfilter.Table(engine.V4, "nat")
+func (o *PortForwardOptions) existingDNAT(s *model.State) (string, error) {
+	t := s.Netfilter.Table(inet.V4, "nat")
 	if t == nil {
 		return "", nil
 	}
 	for _, c := range t.Chains {
-		if strings.HasPrefix(c.Name, engine.ChainPrefix) || c.Name != "PREROUTING" && c.Policy != "" {
+		if strings.HasPrefix(c.Name, plan.ChainPrefix) || c.Name != "PREROUTING" && c.Policy != "" {
 			continue
 		}
 		for _, r := range c.Rules {
 			// The rule's text is what counts; a state built by hand may not carry the parse.
-			if pr, err := engine.ParseIPTablesRule(engine.V4, r.Spec); err == nil {
+			if pr, err := iptables.ParseRule(inet.V4, r.Spec); err == nil {
 				r = pr
 			}
 			if r.Target != "DNAT" || r.Proto == nil || r.Proto.Not || r.Proto.Value != o.proto() {
@@ -231,7 +236,7 @@ func (o *PortForwardOptions) existingDNAT(s *engine.State) (string, error) {
 }
 
 // matchesPort reports whether a rule's destination port match covers port.
-func matchesPort(r engine.NFRule, port uint16) bool {
+func matchesPort(r iptables.Rule, port uint16) bool {
 	for _, m := range r.Matches {
 		for _, name := range []string{"dport", "destination-port", "dports"} {
 			o, ok := m.Option(name)
@@ -258,9 +263,9 @@ func matchesPort(r engine.NFRule, port uint16) bool {
 
 // Chains of the port forwards, shared by every forward (each tags its rules).
 const (
-	chainPFPre  = engine.ChainPrefix + "PF-PRE"
-	chainPFOut  = engine.ChainPrefix + "PF-OUT"
-	chainPFPost = engine.ChainPrefix + "PF-POST"
+	chainPFPre  = plan.ChainPrefix + "PF-PRE"
+	chainPFOut  = plan.ChainPrefix + "PF-OUT"
+	chainPFPost = plan.ChainPrefix + "PF-POST"
 )
 
 func (o *PortForwardOptions) tag() string {
@@ -274,7 +279,7 @@ func (o *PortForwardOptions) tag() string {
 }
 
 // Plan implements Wizard.
-func (o *PortForwardOptions) Plan(s *engine.State) (*Result, error) {
+func (o *PortForwardOptions) Plan(s *model.State) (*Result, error) {
 	h, err := o.resolve(s)
 	if err != nil {
 		return nil, err
@@ -317,23 +322,23 @@ func (o *PortForwardOptions) Plan(s *engine.State) (*Result, error) {
 	if o.Hairpin && o.In != "" && o.In != backendName {
 		pre = append(pre, fmt.Sprintf("-d %s/32 -i %s -p %s -m %s --dport %d%s", o.ListenAddr, backendName, proto, proto, o.ListenPort, dnat))
 	}
-	if len(pre) > 0 || s.Netfilter.Table(engine.V4, "nat").Chain(chainPFPre) != nil {
-		b.chain(sharedChain(s, "nat", chainPFPre, []engine.Hook{{Chain: "PREROUTING", Position: 1}}, tagged{tag, pre}),
+	if len(pre) > 0 || s.Netfilter.Table(inet.V4, "nat").Chain(chainPFPre) != nil {
+		b.chain(sharedChain(s, "nat", chainPFPre, []plan.Jump{{Chain: "PREROUTING", Position: 1}}, tagged{tag, pre}),
 			fmt.Sprintf("connections to %s are sent to %s", o.listenText(), o.To))
 	}
 	var out []string
 	if o.Hairpin {
 		out = append(out, match(o.ListenAddr, o.ListenPort)+dnat)
 	}
-	if len(out) > 0 || s.Netfilter.Table(engine.V4, "nat").Chain(chainPFOut) != nil {
-		b.chain(sharedChain(s, "nat", chainPFOut, []engine.Hook{{Chain: "OUTPUT", Position: 1}}, tagged{tag, out}),
+	if len(out) > 0 || s.Netfilter.Table(inet.V4, "nat").Chain(chainPFOut) != nil {
+		b.chain(sharedChain(s, "nat", chainPFOut, []plan.Jump{{Chain: "OUTPUT", Position: 1}}, tagged{tag, out}),
 			"connections this host itself makes to the public address are forwarded too")
 	}
 
 	// Replies: SNAT when the backend would otherwise answer the client directly.
 	post := o.snatRules(b, h, proto, tag)
-	if len(post) > 0 || s.Netfilter.Table(engine.V4, "nat").Chain(chainPFPost) != nil {
-		b.chain(sharedChain(s, "nat", chainPFPost, []engine.Hook{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, post}),
+	if len(post) > 0 || s.Netfilter.Table(inet.V4, "nat").Chain(chainPFPost) != nil {
+		b.chain(sharedChain(s, "nat", chainPFPost, []plan.Jump{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, post}),
 			"forwarded connections leave with this host's address, so the backend's answers come back here to be un-NATed")
 	}
 
@@ -345,8 +350,8 @@ func (o *PortForwardOptions) Plan(s *engine.State) (*Result, error) {
 	ingress = append(ingress, backendName)
 	b.forwarding("forwarded connections are routed on to the backend", ingress...)
 	b.acceptForwarded(tag, fmt.Sprintf("-d %s/32 -p %s -m %s --dport %d", o.To.Addr(), proto, proto, o.To.Port()))
-	pn, _ := engine.ProtoNumber(proto)
-	flush := engine.ConntrackFlush{Family: engine.V4, Proto: pn, DPort: o.ListenPort}
+	pn, _ := inet.ProtoNumber(proto)
+	flush := plan.ConntrackFlush{Family: inet.V4, Proto: pn, DPort: o.ListenPort}
 	if o.ListenAddr.IsValid() {
 		flush.Dst = netip.PrefixFrom(o.ListenAddr, 32)
 	}

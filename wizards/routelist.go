@@ -8,7 +8,7 @@ import (
 	"io"
 	"net/netip"
 
-	"roundtrip/engine"
+	"roundtrip/engine/model"
 	"roundtrip/engine/safefile"
 )
 
@@ -91,9 +91,9 @@ func parseListEntry(line []byte) (netip.Prefix, error) {
 }
 
 // LoadRouteList reads a destination list file: a regular file of at most
-// engine.MaxRouteListFile bytes.
+// model.MaxRouteListFile bytes.
 func LoadRouteList(path string) ([]netip.Prefix, error) {
-	f, err := safefile.Open(path, engine.MaxRouteListFile)
+	f, err := safefile.Open(path, model.MaxRouteListFile)
 	if err != nil {
 		return nil, fmt.Errorf("reading destination list: %w", err)
 	}

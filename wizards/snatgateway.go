@@ -6,7 +6,11 @@ import (
 	"slices"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // SNATGatewayOptions are the options of the snat-gateway wizard (case 4): this host forwards
@@ -25,7 +29,7 @@ type SNATGatewayOptions struct {
 }
 
 // Name implements Wizard.
-func (o *SNATGatewayOptions) Name() string { return engine.WizardSNATGateway }
+func (o *SNATGatewayOptions) Name() string { return finding.WizardSNATGateway }
 
 // Args implements Wizard.
 func (o *SNATGatewayOptions) Args() []string {
@@ -47,7 +51,7 @@ func (o *SNATGatewayOptions) Args() []string {
 }
 
 type sgHost struct {
-	in, out    *engine.Link
+	in, out    *model.Link
 	from, to   []netip.Prefix
 	source     netip.Addr // what the SNAT translates to
 	peerRouter netip.Addr // this host's address on the side of From
@@ -55,12 +59,12 @@ type sgHost struct {
 
 // Validate implements Wizard: it plans and reports the first problem, so that a form can
 // check the options as they are filled in.
-func (o *SNATGatewayOptions) Validate(s *engine.State) error {
+func (o *SNATGatewayOptions) Validate(s *model.State) error {
 	_, err := o.Plan(s)
 	return err
 }
 
-func (o *SNATGatewayOptions) resolve(s *engine.State) (*sgHost, error) {
+func (o *SNATGatewayOptions) resolve(s *model.State) (*sgHost, error) {
 	h := &sgHost{from: o.From, to: o.To}
 	var err error
 	if h.out, err = needLink(s, o.Out, "--out"); err != nil {
@@ -90,14 +94,14 @@ func (o *SNATGatewayOptions) resolve(s *engine.State) (*sgHost, error) {
 			return nil, fmt.Errorf("--out %s has no IPv4 network: give --to CIDR", h.out.Name)
 		}
 	}
-	fib := engine.NewFIB(s)
+	f := fib.New(s)
 	for _, p := range h.from {
 		if !p.Addr().Is4() {
 			return nil, fmt.Errorf("--from %s: only IPv4 is supported", p)
 		}
 		// Where the replies to From go decides the ingress (and the peer's router address).
-		r := fib.Lookup(engine.Flow{Family: engine.V4, Dst: p.Addr()})
-		if r.Verdict != engine.VerdictUnicast {
+		r := f.Lookup(fib.Flow{Family: inet.V4, Dst: p.Addr()})
+		if r.Verdict != fib.VerdictUnicast {
 			return nil, fmt.Errorf("--from %s: this host has no route to %s (%s), so it could not reach the hosts it forwards for", p, p, r.Verdict)
 		}
 		if h.in == nil {
@@ -114,8 +118,8 @@ func (o *SNATGatewayOptions) resolve(s *engine.State) (*sgHost, error) {
 		if !p.Addr().Is4() {
 			return nil, fmt.Errorf("--to %s: only IPv4 is supported", p)
 		}
-		r := fib.Lookup(engine.Flow{Family: engine.V4, Dst: p.Addr()})
-		if r.Verdict != engine.VerdictUnicast || r.OIF != h.out.Name {
+		r := f.Lookup(fib.Flow{Family: inet.V4, Dst: p.Addr()})
+		if r.Verdict != fib.VerdictUnicast || r.OIF != h.out.Name {
 			where := r.Verdict
 			if r.OIF != "" {
 				where = "leave by " + r.OIF
@@ -138,10 +142,10 @@ func (o *SNATGatewayOptions) resolve(s *engine.State) (*sgHost, error) {
 }
 
 // chainSNAT holds the SNAT rules of every snat-gateway run (each tags its own).
-const chainSNAT = engine.ChainPrefix + "SNAT"
+const chainSNAT = plan.ChainPrefix + "SNAT"
 
 // Plan implements Wizard.
-func (o *SNATGatewayOptions) Plan(s *engine.State) (*Result, error) {
+func (o *SNATGatewayOptions) Plan(s *model.State) (*Result, error) {
 	h, err := o.resolve(s)
 	if err != nil {
 		return nil, err
@@ -161,7 +165,7 @@ func (o *SNATGatewayOptions) Plan(s *engine.State) (*Result, error) {
 		}
 	}
 	b.forwarding(fmt.Sprintf("this host forwards %s to %s", prefixList(h.from), prefixList(h.to)), h.in.Name, h.out.Name)
-	b.chain(sharedChain(s, "nat", chainSNAT, []engine.Hook{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, rules}),
+	b.chain(sharedChain(s, "nat", chainSNAT, []plan.Jump{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, rules}),
 		fmt.Sprintf("the hosts of %s answer %s, which they reach without a route back", prefixList(h.to), h.source))
 	b.acceptForwarded(tag, matches...)
 	b.notef("traffic from %s to %s leaves %s as %s: the hosts there need no route back to %s", prefixList(h.from), prefixList(h.to), h.out.Name, h.source, prefixList(h.from))
@@ -171,11 +175,11 @@ func (o *SNATGatewayOptions) Plan(s *engine.State) (*Result, error) {
 	}
 
 	// The other side must send its traffic for To through this host.
-	peer := &engine.Desired{Intent: fmt.Sprintf("reach %s through %s (the other end of: %s)", prefixList(h.to), h.peerRouter, intent(o)), Why: map[string]string{}}
+	peer := &plan.Desired{Intent: fmt.Sprintf("reach %s through %s (the other end of: %s)", prefixList(h.to), h.peerRouter, intent(o)), Why: map[string]string{}}
 	for _, t := range h.to {
-		r := engine.Route{Family: engine.V4, Table: engine.TableMain, Dst: t, Gateway: h.peerRouter}
+		r := model.Route{Family: inet.V4, Table: model.TableMain, Dst: t, Gateway: h.peerRouter}
 		peer.Routes = append(peer.Routes, r)
-		peer.Why[engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &r}.ObjectKey()] = fmt.Sprintf("%s is reached through %s, which forwards and SNATs it", t, h.peerRouter)
+		peer.Why[plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &r}.ObjectKey()] = fmt.Sprintf("%s is reached through %s, which forwards and SNATs it", t, h.peerRouter)
 	}
 	if res.Peer, err = peerPlan(peer); err != nil {
 		return nil, err

@@ -6,7 +6,9 @@ import (
 	"slices"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // Source-return modes.
@@ -55,7 +57,7 @@ type SourceReturnOptions struct {
 }
 
 // Name implements Wizard.
-func (o *SourceReturnOptions) Name() string { return engine.WizardSourceReturn }
+func (o *SourceReturnOptions) Name() string { return finding.WizardSourceReturn }
 
 // Args implements Wizard.
 func (o *SourceReturnOptions) Args() []string {
@@ -75,13 +77,13 @@ func (o *SourceReturnOptions) mode() string {
 
 // Validate implements Wizard: it plans and reports the first problem, so that a form can
 // check the options as they are filled in.
-func (o *SourceReturnOptions) Validate(s *engine.State) error {
+func (o *SourceReturnOptions) Validate(s *model.State) error {
 	_, err := o.Plan(s)
 	return err
 }
 
 // uplinks checks the options and resolves each uplink's link and gateway.
-func (o *SourceReturnOptions) uplinks(s *engine.State) ([]returnUplink, error) {
+func (o *SourceReturnOptions) uplinks(s *model.State) ([]returnUplink, error) {
 	if o.mode() != ModeFrom && o.mode() != ModeConnmark {
 		return nil, fmt.Errorf("--mode %q: want from or connmark", o.Mode)
 	}
@@ -114,12 +116,12 @@ func (o *SourceReturnOptions) uplinks(s *engine.State) ([]returnUplink, error) {
 }
 
 // Plan implements Wizard.
-func (o *SourceReturnOptions) Plan(s *engine.State) (*Result, error) {
+func (o *SourceReturnOptions) Plan(s *model.State) (*Result, error) {
 	ups, err := o.uplinks(s)
 	if err != nil {
 		return nil, err
 	}
-	b := newBuilder(s, engine.ChainPrefix+"SR-", intent(o))
+	b := newBuilder(s, plan.ChainPrefix+"SR-", intent(o))
 	for i, u := range ups {
 		if !o.Uplinks[i].Gateway.IsValid() {
 			b.notef("the gateway of %s is %s, taken from the routes that use it", u.link.Name, u.gateway)
@@ -139,7 +141,7 @@ func (o *SourceReturnOptions) Plan(s *engine.State) (*Result, error) {
 			}
 		}
 	}
-	if err := b.returnRouting(ups, !connmark, connmark, engine.ChainPrefix+"SR-"); err != nil {
+	if err := b.returnRouting(ups, !connmark, connmark, plan.ChainPrefix+"SR-"); err != nil {
 		return nil, err
 	}
 	if !connmark {

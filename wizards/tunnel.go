@@ -6,7 +6,11 @@ import (
 	"slices"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // Tunnel defaults.
@@ -42,7 +46,7 @@ type TunnelOptions struct {
 }
 
 // Name implements Wizard.
-func (o *TunnelOptions) Name() string { return engine.WizardTunnel }
+func (o *TunnelOptions) Name() string { return finding.WizardTunnel }
 
 // Args implements Wizard.
 func (o *TunnelOptions) Args() []string {
@@ -90,18 +94,18 @@ func (o *TunnelOptions) port() int {
 }
 
 type tunHost struct {
-	underlay *engine.Link
+	underlay *model.Link
 	peer     netip.Addr
 }
 
 // Validate implements Wizard: it plans and reports the first problem, so that a form can
 // check the options as they are filled in.
-func (o *TunnelOptions) Validate(s *engine.State) error {
+func (o *TunnelOptions) Validate(s *model.State) error {
 	_, err := o.Plan(s)
 	return err
 }
 
-func (o *TunnelOptions) resolve(s *engine.State) (*tunHost, error) {
+func (o *TunnelOptions) resolve(s *model.State) (*tunHost, error) {
 	h := &tunHost{}
 	switch o.Type {
 	case "ipip", "gre", "vxlan":
@@ -157,8 +161,8 @@ func (o *TunnelOptions) resolve(s *engine.State) (*tunHost, error) {
 			}
 		}
 	}
-	fib := engine.NewFIB(s)
-	if r := fib.Lookup(engine.Flow{Family: engine.V4, Dst: o.Remote}); r.Verdict != engine.VerdictUnicast || r.OIF == name {
+	f := fib.New(s)
+	if r := f.Lookup(fib.Flow{Family: inet.V4, Dst: o.Remote}); r.Verdict != fib.VerdictUnicast || r.OIF == name {
 		return nil, fmt.Errorf("--remote %s: this host has no route to it outside the tunnel (%s): the tunnel's packets need one", o.Remote, r.Verdict)
 	}
 	if o.Type == "vxlan" && o.vni() >= 1<<24 {
@@ -208,18 +212,18 @@ func otherEnd(p netip.Prefix) netip.Addr {
 }
 
 // link returns the tunnel link of one end.
-func (o *TunnelOptions) link(local, remote netip.Addr, dev string, addr netip.Prefix) engine.Link {
-	t := &engine.Tunnel{Local: local, Remote: remote, Dev: dev}
+func (o *TunnelOptions) link(local, remote netip.Addr, dev string, addr netip.Prefix) model.Link {
+	t := &model.Tunnel{Local: local, Remote: remote, Dev: dev}
 	if o.Type == "vxlan" {
 		t.VNI, t.Port = o.vni(), o.port()
 	}
-	return engine.Link{Name: o.ifname(), Kind: o.Type, Up: true, Tunnel: t, Addrs: []engine.Address{{Prefix: addr}}}
+	return model.Link{Name: o.ifname(), Kind: o.Type, Up: true, Tunnel: t, Addrs: []model.Address{{Prefix: addr}}}
 }
 
 // route returns a route into the tunnel: point-to-point tunnels need only the device, a vxlan
 // (an Ethernet segment) the other end as gateway.
-func (o *TunnelOptions) route(dst netip.Prefix, gw netip.Addr) engine.Route {
-	r := engine.Route{Family: engine.V4, Table: engine.TableMain, Dst: dst, Dev: o.ifname()}
+func (o *TunnelOptions) route(dst netip.Prefix, gw netip.Addr) model.Route {
+	r := model.Route{Family: inet.V4, Table: model.TableMain, Dst: dst, Dev: o.ifname()}
 	if o.Type == "vxlan" {
 		r.Gateway = gw
 	}
@@ -227,7 +231,7 @@ func (o *TunnelOptions) route(dst netip.Prefix, gw netip.Addr) engine.Route {
 }
 
 // Plan implements Wizard.
-func (o *TunnelOptions) Plan(s *engine.State) (*Result, error) {
+func (o *TunnelOptions) Plan(s *model.State) (*Result, error) {
 	h, err := o.resolve(s)
 	if err != nil {
 		return nil, err
@@ -265,20 +269,20 @@ func (o *TunnelOptions) Plan(s *engine.State) (*Result, error) {
 
 	// The other end: the same tunnel seen from there, forwarding on, and either routes back or
 	// (uplink only) a reverse-path filter that accepts sources it routes elsewhere.
-	peer := &engine.Desired{Intent: fmt.Sprintf("the %s tunnel's end at %s (the other end of: %s)", o.Type, o.Remote, intent(o)), Why: map[string]string{}}
-	why := func(c engine.Change, text string) { peer.Why[c.ObjectKey()] = text }
+	peer := &plan.Desired{Intent: fmt.Sprintf("the %s tunnel's end at %s (the other end of: %s)", o.Type, o.Remote, intent(o)), Why: map[string]string{}}
+	why := func(c plan.Change, text string) { peer.Why[c.ObjectKey()] = text }
 	l := o.link(o.Remote, o.Local, "", netip.PrefixFrom(h.peer, o.Address.Bits()))
 	peer.Links = append(peer.Links, l)
-	why(engine.Change{Kind: engine.KindLink, Link: &l}, fmt.Sprintf("the %s tunnel to %s", o.Type, o.Local))
+	why(plan.Change{Kind: plan.KindLink, Link: &l}, fmt.Sprintf("the %s tunnel to %s", o.Type, o.Local))
 	sys := func(k, v, text string) {
-		sv := engine.SysctlValue{Key: k, Value: v}
+		sv := plan.SysctlValue{Key: k, Value: v}
 		peer.Sysctls = append(peer.Sysctls, sv)
-		why(engine.Change{Kind: engine.KindSysctl, Sysctl: &sv}, text)
+		why(plan.Change{Kind: plan.KindSysctl, Sysctl: &sv}, text)
 	}
-	sys(engine.SysctlIPForward, "1", whyForwardOut)
-	sys(engine.ConfKey(name, "forwarding"), "1", whyForwardOut)
+	sys(model.SysctlIPForward, "1", whyForwardOut)
+	sys(model.ConfKey(name, "forwarding"), "1", whyForwardOut)
 	if o.UplinkOnly {
-		sys(engine.ConfKey(name, "rp_filter"), "2", whyLooseRPFilter)
+		sys(model.ConfKey(name, "rp_filter"), "2", whyLooseRPFilter)
 		res.Notes = append(res.Notes, "the peer's loose reverse-path filter still needs some route to the clients' addresses (its default route is enough)")
 	} else {
 		back := o.PeerRoutes
@@ -294,7 +298,7 @@ func (o *TunnelOptions) Plan(s *engine.State) (*Result, error) {
 		for _, p := range back {
 			r := o.route(p, o.Address.Addr())
 			peer.Routes = append(peer.Routes, r)
-			why(engine.Change{Kind: engine.KindRoute, Route: &r}, fmt.Sprintf("answers to %s go back through the tunnel", p))
+			why(plan.Change{Kind: plan.KindRoute, Route: &r}, fmt.Sprintf("answers to %s go back through the tunnel", p))
 		}
 		if len(back) == 0 {
 			res.Notes = append(res.Notes, "no networks to route back through the tunnel: give --peer-route CIDR, or --uplink-only")
@@ -322,20 +326,20 @@ const (
 // loose reverse-path filter on it. That is what the sending end's peer script sets up, planned
 // here against this host so that it applies journaled, with a confirm timer and rollback. The
 // sending end's side is not planned from here: its routes are its own to name.
-func (o *TunnelOptions) planReceiving(s *engine.State, h *tunHost) (*Result, error) {
+func (o *TunnelOptions) planReceiving(s *model.State, h *tunHost) (*Result, error) {
 	name := o.ifname()
 	b := newBuilder(s, "", intent(o))
 	b.link(o.link(o.Local, o.Remote, h.underlay.Name, o.Address),
 		fmt.Sprintf("the %s tunnel to %s over %s", o.Type, o.Remote, h.underlay.Name))
 	b.forwarding(whyForwardOut, name)
-	b.sysctl(engine.ConfKey(name, "rp_filter"), "2", whyLooseRPFilter)
+	b.sysctl(model.ConfKey(name, "rp_filter"), "2", whyLooseRPFilter)
 	b.notef("the receiving end of an uplink-only tunnel: what comes out of the tunnel is forwarded by this host's own routes, and nothing is sent back into it")
 	b.notef("loose reverse-path filtering on %s still needs some route to the clients' addresses (the default route is enough)", name)
 	res, err := b.result(o.Name())
 	if err != nil {
 		return nil, err
 	}
-	sender := fmt.Sprintf("roundtrip wizard tunnel --type %s --local %s --remote %s --address %s --route %s --uplink-only", o.Type, o.Remote, o.Local, netip.PrefixFrom(h.peer, o.Address.Bits()), engine.Placeholder("CIDR"))
+	sender := fmt.Sprintf("roundtrip wizard tunnel --type %s --local %s --remote %s --address %s --route %s --uplink-only", o.Type, o.Remote, o.Local, netip.PrefixFrom(h.peer, o.Address.Bits()), finding.Placeholder("CIDR"))
 	res.NoPeer = fmt.Sprintf("this is the receiving end of an uplink-only tunnel (no --route), and the sending end's routes are not known here: plan that end on %s with %s (the script it prints for this end is this plan)", o.Remote, sender)
 	res.Notes = append(res.Notes, "the sending end at "+o.Remote.String()+": "+sender)
 	return res, nil

@@ -5,18 +5,20 @@ import (
 	"math/bits"
 	"net/netip"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // returnUplink is one uplink whose connections must be answered through it: the table it gets,
 // and the other links whose networks that table must reach too.
 type returnUplink struct {
-	link    *engine.Link
+	link    *model.Link
 	gateway netip.Addr
 	table   string
 	// lans are links whose connected networks go into the uplink's table, so that forwarded
 	// packets routed by that table (a DNAT to a LAN server, a marked reply) still reach them.
-	lans []*engine.Link
+	lans []*model.Link
 }
 
 // returnRouting plans "back the way it came" for a set of uplinks (case 1, and the replies of
@@ -38,10 +40,10 @@ func (b *builder) returnRouting(ups []returnUplink, byAddress, byConnmark bool, 
 			return err
 		}
 		ids[i] = id
-		var planned []engine.Route
-		addConnected := func(l *engine.Link, why string) {
+		var planned []model.Route
+		addConnected := func(l *model.Link, why string) {
 			for _, a := range v4Addrs(l) {
-				r := engine.Route{Table: id, Dst: a.Masked(), Dev: l.Name, Src: a.Addr(), Scope: "link"}
+				r := model.Route{Table: id, Dst: a.Masked(), Dev: l.Name, Src: a.Addr(), Scope: "link"}
 				b.route(r, why)
 				planned = append(planned, r)
 			}
@@ -50,7 +52,7 @@ func (b *builder) returnRouting(ups []returnUplink, byAddress, byConnmark bool, 
 		for _, l := range u.lans {
 			addConnected(l, fmt.Sprintf("the LAN %s, so that connections routed by this table still reach it", l.Name))
 		}
-		def := engine.Route{Table: id, Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: u.gateway, Dev: u.link.Name}
+		def := model.Route{Table: id, Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Gateway: u.gateway, Dev: u.link.Name}
 		b.route(def, fmt.Sprintf("answers leave %s through its gateway %s", u.link.Name, u.gateway))
 		planned = append(planned, def)
 		if extra := extraRoutes(b.s, id, planned); len(extra) > 0 {
@@ -60,7 +62,7 @@ func (b *builder) returnRouting(ups []returnUplink, byAddress, byConnmark bool, 
 	if byAddress {
 		for i, u := range ups {
 			for _, a := range v4Addrs(u.link) {
-				r := engine.Rule{Src: netip.PrefixFrom(a.Addr(), 32), Table: ids[i]}
+				r := model.Rule{Src: netip.PrefixFrom(a.Addr(), 32), Table: ids[i]}
 				if err := b.rule(r, fmt.Sprintf("traffic from %s (an address of %s) uses %s's table: it leaves the way its connections came in", a.Addr(), u.link.Name, u.link.Name)); err != nil {
 					return err
 				}
@@ -80,7 +82,7 @@ func (b *builder) returnRouting(ups []returnUplink, byAddress, byConnmark bool, 
 	for i, u := range ups {
 		m := mark.Match(uint32(i + 1))
 		pre = append(pre, fmt.Sprintf("-i %s -m conntrack --ctstate NEW -j CONNMARK --set-xmark %#x/%#x", u.link.Name, m.Value, m.Mask))
-		r := engine.Rule{Mark: &m, Table: ids[i]}
+		r := model.Rule{Mark: &m, Table: ids[i]}
 		if err := b.rule(r, fmt.Sprintf("packets of connections that came in on %s are routed by %s's table", u.link.Name, u.link.Name)); err != nil {
 			return err
 		}
@@ -89,15 +91,15 @@ func (b *builder) returnRouting(ups []returnUplink, byAddress, byConnmark bool, 
 		// carry the packet's mark (fib_validate_source), so only then does it find the uplink's
 		// table instead of main, which may point elsewhere.
 		if b.s.Sysctls.RPFilter(u.link.Name) == 1 && !b.s.Sysctls.SrcValidMark(u.link.Name) {
-			b.sysctl(engine.ConfKey(u.link.Name, "src_valid_mark"), "1",
+			b.sysctl(model.ConfKey(u.link.Name, "src_valid_mark"), "1",
 				fmt.Sprintf("rp_filter is strict on %s: its reverse-path check must see the connection's mark", u.link.Name))
 			b.notef("rp_filter is strict on %s, so src_valid_mark is turned on there: the reverse-path check then uses the connection's mark", u.link.Name)
 		}
 	}
 	pre = append(pre, restore)
-	b.chain(engine.ChainSpec{Family: engine.V4, Table: "mangle", Name: chainPrefix + "PRE", Hooks: []engine.Hook{{Chain: "PREROUTING", Position: 1}}, Rules: pre},
+	b.chain(plan.ChainSpec{Family: inet.V4, Table: "mangle", Name: chainPrefix + "PRE", Jumps: []plan.Jump{{Chain: "PREROUTING", Position: 1}}, Rules: pre},
 		"mark each new connection with the uplink it came in on, and give every packet of a marked connection its mark before routing")
-	b.chain(engine.ChainSpec{Family: engine.V4, Table: "mangle", Name: chainPrefix + "OUT", Hooks: []engine.Hook{{Chain: "OUTPUT", Position: 1}}, Rules: []string{restore}},
+	b.chain(plan.ChainSpec{Family: inet.V4, Table: "mangle", Name: chainPrefix + "OUT", Jumps: []plan.Jump{{Chain: "OUTPUT", Position: 1}}, Rules: []string{restore}},
 		"replies of local sockets get their connection's mark; the kernel routes them again after mangle OUTPUT changes the mark")
 	return nil
 }

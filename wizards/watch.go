@@ -14,7 +14,11 @@ import (
 	"sync"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/quote"
 )
 
 // This file runs WAN failover on top of the multi-wan wizard: every interval it probes every
@@ -90,13 +94,13 @@ type TrackedFlow struct {
 
 // WatchHost is the host the watcher changes.
 type WatchHost interface {
-	ReadState(ctx context.Context) (*engine.State, error)
+	ReadState(ctx context.Context) (*model.State, error)
 	// Apply applies a plan through the change engine and returns its journal's id.
-	Apply(ctx context.Context, p *engine.Plan) (journal string, err error)
+	Apply(ctx context.Context, p *plan.Plan) (journal string, err error)
 	// DeleteFlows deletes the IPv4 conntrack entries for which match is true.
 	DeleteFlows(ctx context.Context, match func(TrackedFlow) bool) (int, error)
 	// MarkFlows sets the mark bits of the IPv4 conntrack entries for which mark says so.
-	MarkFlows(ctx context.Context, mark func(TrackedFlow) (engine.MarkMatch, bool)) (int, error)
+	MarkFlows(ctx context.Context, mark func(TrackedFlow) (model.MarkMatch, bool)) (int, error)
 }
 
 // WatchConfig is what `roundtrip watch` is asked to do.
@@ -228,7 +232,7 @@ func (w *Watcher) now() time.Time {
 
 func (w *Watcher) logf(format string, a ...any) {
 	if w.Log != nil {
-		fmt.Fprintf(w.Log, "%s %s\n", w.now().Format("2006-01-02T15:04:05.000"), engine.TermSprintf(format, a...))
+		fmt.Fprintf(w.Log, "%s %s\n", w.now().Format("2006-01-02T15:04:05.000"), quote.TermSprintf(format, a...))
 	}
 }
 
@@ -510,11 +514,11 @@ func plural(n int, one, many string) string {
 
 // splitRoutes splits a plan into the route changes (the watcher's to make) and the rest (the
 // wizard's setup).
-func splitRoutes(p *engine.Plan) (routes *engine.Plan, setup []engine.Change) {
-	routes = engine.NewPlan(p.Intent)
+func splitRoutes(p *plan.Plan) (routes *plan.Plan, setup []plan.Change) {
+	routes = plan.New(p.Intent)
 	routes.Namespace = p.Namespace
 	for _, c := range p.Changes {
-		if c.Kind == engine.KindRoute {
+		if c.Kind == plan.KindRoute {
 			routes.Changes = append(routes.Changes, c)
 		} else {
 			setup = append(setup, c)
@@ -524,9 +528,9 @@ func splitRoutes(p *engine.Plan) (routes *engine.Plan, setup []engine.Change) {
 }
 
 // defaultCarrier names the WAN of main's best default route.
-func defaultCarrier(s *engine.State, routes []WANRoute) string {
-	var best *engine.Route
-	for _, r := range s.RoutesOf(engine.V4, engine.TableMain) {
+func defaultCarrier(s *model.State, routes []WANRoute) string {
+	var best *model.Route
+	for _, r := range s.RoutesOf(inet.V4, model.TableMain) {
 		if r.Dst.Bits() == 0 && (best == nil || r.Metric < best.Metric) {
 			best = &r
 		}
@@ -546,17 +550,17 @@ func defaultCarrier(s *engine.State, routes []WANRoute) string {
 type flowClassifier struct {
 	routes []WANRoute
 	dead   map[string]bool
-	fib    *engine.FIB
-	after  *engine.State
+	fib    *fib.FIB
+	after  *model.State
 	policy string
 }
 
-func (w *Watcher) classifier(after *engine.State, around []string) *flowClassifier {
+func (w *Watcher) classifier(after *model.State, around []string) *flowClassifier {
 	dead := map[string]bool{}
 	for _, n := range around {
 		dead[n] = true
 	}
-	return &flowClassifier{routes: w.routes, dead: dead, fib: engine.NewFIB(after), after: after, policy: w.cfg.Failback}
+	return &flowClassifier{routes: w.routes, dead: dead, fib: fib.New(after), after: after, policy: w.cfg.Failback}
 }
 
 // natWAN returns the WAN a connection was source-NATed to, or -1.
@@ -582,9 +586,9 @@ func (c *flowClassifier) moved(f TrackedFlow, i int) bool {
 	if lan == nil || slices.ContainsFunc(c.routes, func(r WANRoute) bool { return r.Iface == lan.Name }) {
 		return false // not a LAN client's connection
 	}
-	res := c.fib.Resolve(engine.Flow{Src: f.Src.Addr(), Dst: f.Dst.Addr(), IIF: lan.Name, Mark: f.Mark,
+	res := c.fib.Resolve(fib.Flow{Src: f.Src.Addr(), Dst: f.Dst.Addr(), IIF: lan.Name, Mark: f.Mark,
 		Proto: int(f.Proto), SPort: f.Src.Port(), DPort: f.Dst.Port()})
-	return res.Verdict == engine.VerdictUnicast && res.OIF != c.routes[i].Iface
+	return res.Verdict == fib.VerdictUnicast && res.OIF != c.routes[i].Iface
 }
 
 // drop selects the entries to delete: connections NATed to a dead WAN or carrying its mark
@@ -603,13 +607,13 @@ func (c *flowClassifier) drop(f TrackedFlow) bool {
 
 // pin selects the connections to keep on their WAN (new-flows failback): those NATed to a
 // live WAN whose path changes, not yet marked; they get the WAN's connection mark.
-func (c *flowClassifier) pin(f TrackedFlow) (engine.MarkMatch, bool) {
+func (c *flowClassifier) pin(f TrackedFlow) (model.MarkMatch, bool) {
 	n := c.natWAN(f)
 	if n < 0 || c.dead[c.routes[n].Name] || c.routes[n].Mark == nil || c.markWAN(f) >= 0 {
-		return engine.MarkMatch{}, false
+		return model.MarkMatch{}, false
 	}
 	if !c.moved(f, n) {
-		return engine.MarkMatch{}, false
+		return model.MarkMatch{}, false
 	}
 	return *c.routes[n].Mark, true
 }
@@ -745,24 +749,24 @@ func ReadWatchStatus(dir string, now time.Time, alive func(pid int) bool) (*Watc
 	return &s, nil
 }
 
-// Text renders the status for a terminal, every value escaped (engine.TermSafe).
+// Text renders the status for a terminal, every value escaped (quote.Term).
 func (s *WatchStatus) Text() string {
 	var b strings.Builder
 	state := "running"
 	if !s.Running {
 		state = "not running (last update " + s.Updated.Local().Format("2006-01-02 15:04:05") + ")"
 	}
-	engine.TermFprintf(&b, "roundtrip watch: %s, pid %d, since %s\n", state, s.PID, s.Started.Local().Format("2006-01-02 15:04:05"))
-	engine.TermFprintf(&b, "every %s, %d target(s) per WAN (%s), down after %d failed rounds, up after %d good ones, failback %s\n",
+	quote.TermFprintf(&b, "roundtrip watch: %s, pid %d, since %s\n", state, s.PID, s.Started.Local().Format("2006-01-02 15:04:05"))
+	quote.TermFprintf(&b, "every %s, %d target(s) per WAN (%s), down after %d failed rounds, up after %d good ones, failback %s\n",
 		s.Interval, len(s.Targets), strings.Join(s.Targets, " "), s.Health.DownAfter, s.Health.UpAfter, s.Failback)
 	switch {
 	case len(s.RoutedAround) > 0:
-		engine.TermFprintf(&b, "default route via %s; routed around: %s\n", orNone(s.Default), strings.Join(s.RoutedAround, ", "))
+		quote.TermFprintf(&b, "default route via %s; routed around: %s\n", orNone(s.Default), strings.Join(s.RoutedAround, ", "))
 	case s.Default != "":
-		engine.TermFprintf(&b, "default route via %s; every WAN in use\n", s.Default)
+		quote.TermFprintf(&b, "default route via %s; every WAN in use\n", s.Default)
 	}
 	if s.Error != "" {
-		engine.TermFprintf(&b, "last error: %s\n", s.Error)
+		quote.TermFprintf(&b, "last error: %s\n", s.Error)
 	}
 	b.WriteString("\n")
 	rows := [][]string{{"WAN", "IFACE", "HEALTH", "SINCE", "LOSS", "RTT", "LAST ROUND"}}
@@ -778,7 +782,7 @@ func (s *WatchStatus) Text() string {
 	if len(s.Events) > 0 {
 		b.WriteString("\nevents:\n")
 		for _, e := range s.Events[max(0, len(s.Events)-10):] {
-			engine.TermFprintf(&b, "  %s  %s\n", e.At.Local().Format("15:04:05.000"), e.String())
+			quote.TermFprintf(&b, "  %s  %s\n", e.At.Local().Format("15:04:05.000"), e.String())
 		}
 	}
 	return b.String()
@@ -812,7 +816,7 @@ func table(rows [][]string) string {
 	var widths []int
 	for _, r := range rows {
 		for i, c := range r {
-			c = engine.TermSafe(c)
+			c = quote.Term(c)
 			r[i] = c
 			if i >= len(widths) {
 				widths = append(widths, 0)
@@ -845,7 +849,7 @@ func WatchUnit(exe, netns string, args []string) []byte {
 	b.WriteString("# Its state: roundtrip watch --status; its route changes: roundtrip history.\n")
 	b.WriteString("[Unit]\nDescription=roundtrip watch: WAN failover")
 	if netns != "" {
-		b.WriteString(" in network namespace " + engine.SystemdText(netns))
+		b.WriteString(" in network namespace " + quote.SystemdText(netns))
 	}
 	b.WriteString("\nWants=network-online.target\nAfter=network-online.target\n\n[Service]\nType=simple\n")
 	cmd := []string{exe, "watch"}
@@ -855,7 +859,7 @@ func WatchUnit(exe, netns string, args []string) []byte {
 	cmd = append(cmd, args...)
 	var q []string
 	for _, a := range cmd {
-		q = append(q, engine.SystemdQuote(a))
+		q = append(q, quote.Systemd(a))
 	}
 	fmt.Fprintf(&b, "ExecStart=%s\n", strings.Join(q, " "))
 	b.WriteString("Restart=always\nRestartSec=2\n\n[Install]\nWantedBy=multi-user.target\n")

@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // fakeProber answers the probes of the WANs whose interface is up, losing each with
@@ -53,15 +55,15 @@ func (p *fakeProber) Probe(_ context.Context, s ProbeSpec) ProbeResult {
 // fakeHost is a host modelled by its state: plans are validated and applied to the model, and
 // the conntrack table is a list of flows.
 type fakeHost struct {
-	s       *engine.State
+	s       *model.State
 	flows   []TrackedFlow
-	applied []*engine.Plan
+	applied []*plan.Plan
 	fail    error
 }
 
-func (h *fakeHost) ReadState(context.Context) (*engine.State, error) { return h.s, nil }
+func (h *fakeHost) ReadState(context.Context) (*model.State, error) { return h.s, nil }
 
-func (h *fakeHost) Apply(_ context.Context, p *engine.Plan) (string, error) {
+func (h *fakeHost) Apply(_ context.Context, p *plan.Plan) (string, error) {
 	if h.fail != nil {
 		return "", h.fail
 	}
@@ -79,7 +81,7 @@ func (h *fakeHost) DeleteFlows(_ context.Context, match func(TrackedFlow) bool) 
 	return n - len(h.flows), nil
 }
 
-func (h *fakeHost) MarkFlows(_ context.Context, mark func(TrackedFlow) (engine.MarkMatch, bool)) (int, error) {
+func (h *fakeHost) MarkFlows(_ context.Context, mark func(TrackedFlow) (model.MarkMatch, bool)) (int, error) {
 	n := 0
 	for i, f := range h.flows {
 		if m, ok := mark(f); ok {
@@ -123,12 +125,12 @@ type watchRig struct {
 	prober *fakeProber
 	now    time.Time
 	log    bytes.Buffer
-	marks  map[string]engine.MarkMatch
+	marks  map[string]model.MarkMatch
 }
 
 func newWatchRig(t *testing.T, failback string) *watchRig {
 	o, s := appliedCase2(t, case2Host(t))
-	r := &watchRig{t: t, host: &fakeHost{s: s}, prober: newFakeProber("wan1", "wan2"), now: epoch, marks: map[string]engine.MarkMatch{}}
+	r := &watchRig{t: t, host: &fakeHost{s: s}, prober: newFakeProber("wan1", "wan2"), now: epoch, marks: map[string]model.MarkMatch{}}
 	routes, err := o.Routes(s)
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +261,7 @@ func TestWatcherFailoverAndFailback(t *testing.T) {
 					t.Errorf("isp_b's own list connection was marked: it does not move")
 				}
 				// Its packets, marked by CONNMARK --restore-mark, still leave by ISP B.
-				res := engine.NewFIB(h.s).Resolve(engine.Flow{Src: f.Src.Addr(), Dst: f.Dst.Addr(), IIF: "lan0", Mark: f.Mark})
+				res := fib.New(h.s).Resolve(fib.Flow{Src: f.Src.Addr(), Dst: f.Dst.Addr(), IIF: "lan0", Mark: f.Mark})
 				if res.OIF != "wan2" {
 					t.Errorf("the pinned connection leaves by %s, want wan2", res.OIF)
 				}

@@ -9,38 +9,43 @@ import (
 	"slices"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/quote"
 )
 
 // Wizard is one guided setup: options filled from flags or a form, checked against a host's
 // state, and planned as the changes that make the host do what was asked. Every wizard's
 // options type implements it.
 type Wizard interface {
-	// Name is the wizard's command name (engine.WizardSourceReturn, ...).
+	// Name is the wizard's command name (finding.WizardSourceReturn, ...).
 	Name() string
 	// Args renders the options as the flags that give them, so that a plan records the exact
 	// command that made it and a form can show the command it stands for.
 	Args() []string
 	// Validate checks the options against the host's state: interfaces exist, gateways are
 	// on-link, ports are valid, nothing clashes with rules or tables already there.
-	Validate(s *engine.State) error
+	Validate(s *model.State) error
 	// Plan validates the options and plans the changes. Planning against a state that already
 	// has the result gives an empty plan.
-	Plan(s *engine.State) (*Result, error)
+	Plan(s *model.State) (*Result, error)
 }
 
 // Names lists the wizards in the order of the field cases they fix.
-var Names = []string{engine.WizardSourceReturn, engine.WizardMultiWAN, engine.WizardTunnel, engine.WizardSNATGateway, engine.WizardPortForward}
+var Names = []string{finding.WizardSourceReturn, finding.WizardMultiWAN, finding.WizardTunnel, finding.WizardSNATGateway, finding.WizardPortForward}
 
 // Result is what a wizard planned: the changes for this host, the plan for the other end of
 // the setup when there is one, and notes that explain the choices made.
 type Result struct {
-	Wizard string       `json:"wizard"`
-	Plan   *engine.Plan `json:"plan"`
+	Wizard string     `json:"wizard"`
+	Plan   *plan.Plan `json:"plan"`
 	// Peer is the plan for another host (the tunnel's far relay, the host that needs a route
 	// through this one), planned without seeing that host: it is shown as a script for the
 	// operator to run there. Nil when the setup has no other end.
-	Peer *engine.Plan `json:"peer,omitempty"`
+	Peer *plan.Plan `json:"peer,omitempty"`
 	// PeerHost says in words where Peer must run.
 	PeerHost string `json:"peer_host,omitempty"`
 	// NoPeer says why a wizard that has another end planned none (the receiving end of an
@@ -60,8 +65,8 @@ func (r *Result) PeerScript() string {
 // peerMarker ends the here-document that carries the peer's script.
 const peerMarker = "ROUNDTRIP_PEER_SCRIPT"
 
-// commentText makes text one line of a script comment, safe to print (engine.TermSafe).
-func commentText(s string) string { return engine.TermSafe(strings.Join(strings.Fields(s), " ")) }
+// commentText makes text one line of a script comment, safe to print (quote.Term).
+func commentText(s string) string { return quote.Term(strings.Join(strings.Fields(s), " ")) }
 
 // Script renders the result as one shell script: this host's plan with the notes as comments
 // after its header, then the peer's script inside a here-document fed to ':', so that running
@@ -102,20 +107,20 @@ func (r *Result) Script() []byte {
 
 // builder collects the desired state of one wizard run and turns it into a plan.
 type builder struct {
-	s      *engine.State
-	alloc  *engine.Allocator
+	s      *model.State
+	alloc  *plan.Allocator
 	owner  string // chain prefix of the wizard's whole-owned chains
-	d      engine.Desired
+	d      plan.Desired
 	seen   map[string]string // object key -> summary, to merge duplicates
 	tables map[int]bool      // tables this run owns
 	notes  []string
 	errs   []error
 }
 
-func newBuilder(s *engine.State, owner, intent string) *builder {
+func newBuilder(s *model.State, owner, intent string) *builder {
 	return &builder{
-		s: s, alloc: engine.NewAllocator(s, owner), owner: owner,
-		d:    engine.Desired{Intent: intent, Why: map[string]string{}},
+		s: s, alloc: plan.NewAllocator(s, owner), owner: owner,
+		d:    plan.Desired{Intent: intent, Why: map[string]string{}},
 		seen: map[string]string{}, tables: map[int]bool{},
 	}
 }
@@ -126,7 +131,7 @@ func (b *builder) notef(format string, a ...any) {
 
 // claim records that the plan touches c's object; it returns false when an identical change is
 // already planned, and records an error when a different one is.
-func (b *builder) claim(c engine.Change, why string) bool {
+func (b *builder) claim(c plan.Change, why string) bool {
 	key, sum := c.ObjectKey(), c.Summary()
 	if prev, ok := b.seen[key]; ok {
 		if prev != sum {
@@ -148,38 +153,38 @@ func (b *builder) table(name, why string) (int, error) {
 		return 0, err
 	}
 	b.tables[id] = true
-	t := engine.RTTable{ID: id, Name: name}
-	if b.claim(engine.Change{Kind: engine.KindTable, Op: engine.OpAdd, Table: &t}, why) {
+	t := plan.RTTable{ID: id, Name: name}
+	if b.claim(plan.Change{Kind: plan.KindTable, Op: plan.OpAdd, Table: &t}, why) {
 		b.d.TableNames = append(b.d.TableNames, t)
 	}
 	return id, nil
 }
 
-func (b *builder) route(r engine.Route, why string) {
-	r.Family = engine.V4
+func (b *builder) route(r model.Route, why string) {
+	r.Family = inet.V4
 	if r.Table == 0 {
-		r.Table = engine.TableMain
+		r.Table = model.TableMain
 	}
-	if b.claim(engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &r}, why) {
+	if b.claim(plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &r}, why) {
 		b.d.Routes = append(b.d.Routes, r)
 	}
 }
 
 func (b *builder) sysctl(key, value, why string) {
-	v := engine.SysctlValue{Key: key, Value: value}
-	if b.claim(engine.Change{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &v}, why) {
+	v := plan.SysctlValue{Key: key, Value: value}
+	if b.claim(plan.Change{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &v}, why) {
 		b.d.Sysctls = append(b.d.Sysctls, v)
 	}
 }
 
-func (b *builder) link(l engine.Link, why string) {
-	if b.claim(engine.Change{Kind: engine.KindLink, Op: engine.OpAdd, Link: &l}, why) {
+func (b *builder) link(l model.Link, why string) {
+	if b.claim(plan.Change{Kind: plan.KindLink, Op: plan.OpAdd, Link: &l}, why) {
 		b.d.Links = append(b.d.Links, l)
 	}
 }
 
-func (b *builder) chain(c engine.ChainSpec, why string) {
-	if b.claim(engine.Change{Kind: engine.KindChain, Op: engine.OpSet, Chain: &c}, why) {
+func (b *builder) chain(c plan.ChainSpec, why string) {
+	if b.claim(plan.Change{Kind: plan.KindChain, Op: plan.OpSet, Chain: &c}, why) {
 		b.d.Chains = append(b.d.Chains, c)
 	}
 }
@@ -188,9 +193,9 @@ func (b *builder) chain(c engine.ChainSpec, why string) {
 // reused as it is (so re-running never adds a duplicate, even of a rule made by hand); a rule
 // that selects the same packets but sends them elsewhere is a clash, unless it is one of this
 // wizard's own earlier rules, which the sweep removes.
-func (b *builder) rule(r engine.Rule, why string) error {
-	r.Family = engine.V4
-	r = engine.NormalizeRule(r)
+func (b *builder) rule(r model.Rule, why string) error {
+	r.Family = inet.V4
+	r = plan.NormalizeRule(r)
 	for _, x := range b.s.Rules {
 		if x.Family == r.Family && sameRuleBut(x, r) {
 			r.Priority, r.Protocol = x.Priority, x.Protocol
@@ -214,21 +219,21 @@ func (b *builder) rule(r engine.Rule, why string) error {
 	return nil
 }
 
-func (b *builder) addRule(r engine.Rule, why string) {
-	if b.claim(engine.Change{Kind: engine.KindRule, Op: engine.OpAdd, Rule: &r}, why) {
+func (b *builder) addRule(r model.Rule, why string) {
+	if b.claim(plan.Change{Kind: plan.KindRule, Op: plan.OpAdd, Rule: &r}, why) {
 		b.d.Rules = append(b.d.Rules, r)
 	}
 }
 
 // ownRule reports whether an existing rule is one of this wizard's: in roundtrip's priority
 // range and pointing at one of the tables it owns.
-func (b *builder) ownRule(x engine.Rule) bool {
-	return x.Priority >= engine.PriorityFirst && x.Priority <= engine.PriorityLast && b.tables[x.Table]
+func (b *builder) ownRule(x model.Rule) bool {
+	return x.Priority >= plan.PriorityFirst && x.Priority <= plan.PriorityLast && b.tables[x.Table]
 }
 
 // sameRuleBut reports whether two rules are the same but for priority and protocol.
-func sameRuleBut(a, b engine.Rule) bool {
-	a, b = engine.NormalizeRule(a), engine.NormalizeRule(b)
+func sameRuleBut(a, b model.Rule) bool {
+	a, b = plan.NormalizeRule(a), plan.NormalizeRule(b)
 	a.Priority, a.Protocol = b.Priority, b.Protocol
 	num := func(id int) string { return fmt.Sprint(id) }
 	return a.Family == b.Family && a.Args(num) == b.Args(num)
@@ -239,32 +244,32 @@ func sameRuleBut(a, b engine.Rule) bool {
 // piling up.
 func (b *builder) sweep() {
 	for _, x := range b.s.Rules {
-		if x.Family != engine.V4 || !b.ownRule(x) {
+		if x.Family != inet.V4 || !b.ownRule(x) {
 			continue
 		}
-		if slices.ContainsFunc(b.d.Rules, func(r engine.Rule) bool { return r.Priority == x.Priority && sameRuleBut(r, x) }) {
+		if slices.ContainsFunc(b.d.Rules, func(r model.Rule) bool { return r.Priority == x.Priority && sameRuleBut(r, x) }) {
 			continue
 		}
 		b.d.RemoveRules = append(b.d.RemoveRules, x)
-		b.d.Why[engine.Change{Kind: engine.KindRule, Op: engine.OpDelete, Rule: &x}.ObjectKey()] = "left from an earlier run of this wizard with other options"
+		b.d.Why[plan.Change{Kind: plan.KindRule, Op: plan.OpDelete, Rule: &x}.ObjectKey()] = "left from an earlier run of this wizard with other options"
 	}
 	if b.owner == "" {
 		return
 	}
 	for _, t := range b.s.Netfilter.Tables {
-		if t.Family != engine.V4 {
+		if t.Family != inet.V4 {
 			continue
 		}
 		for _, c := range t.Chains {
 			if c.Policy != "" || !strings.HasPrefix(c.Name, b.owner) {
 				continue
 			}
-			if slices.ContainsFunc(b.d.Chains, func(d engine.ChainSpec) bool { return d.Table == t.Name && d.Name == c.Name }) {
+			if slices.ContainsFunc(b.d.Chains, func(d plan.ChainSpec) bool { return d.Table == t.Name && d.Name == c.Name }) {
 				continue
 			}
-			spec := engine.ChainSpec{Family: engine.V4, Table: t.Name, Name: c.Name}
+			spec := plan.ChainSpec{Family: inet.V4, Table: t.Name, Name: c.Name}
 			b.d.RemoveChains = append(b.d.RemoveChains, spec)
-			b.d.Why[engine.Change{Kind: engine.KindChain, Op: engine.OpDelete, Chain: &spec}.ObjectKey()] = "left from an earlier run of this wizard with other options"
+			b.d.Why[plan.Change{Kind: plan.KindChain, Op: plan.OpDelete, Chain: &spec}.ObjectKey()] = "left from an earlier run of this wizard with other options"
 		}
 	}
 }
@@ -296,10 +301,10 @@ func intent(w Wizard) string {
 // the kernel decides per ingress interface (IN_DEV_FORWARD in ip_route_input_slow), so the
 // ingress interfaces are named too: that covers a host where one was turned off on its own.
 func (b *builder) forwarding(why string, ifaces ...string) {
-	b.sysctl(engine.SysctlIPForward, "1", why)
+	b.sysctl(model.SysctlIPForward, "1", why)
 	for _, i := range ifaces {
 		if i != "" {
-			b.sysctl(engine.ConfKey(i, "forwarding"), "1", why)
+			b.sysctl(model.ConfKey(i, "forwarding"), "1", why)
 		}
 	}
 }
@@ -315,10 +320,10 @@ type tagged struct {
 // forward adds its rules to the same nat chains): the rules of each group's tag (a comment
 // match) are replaced by the group's rules, at the place of the first of them; the rules of
 // other runs stay as they are, and new groups go at the end.
-func sharedChain(s *engine.State, table, name string, hooks []engine.Hook, groups ...tagged) engine.ChainSpec {
-	spec := engine.ChainSpec{Family: engine.V4, Table: table, Name: name, Hooks: hooks}
-	var have []engine.NFRule
-	if c := s.Netfilter.Table(engine.V4, table).Chain(name); c != nil {
+func sharedChain(s *model.State, table, name string, hooks []plan.Jump, groups ...tagged) plan.ChainSpec {
+	spec := plan.ChainSpec{Family: inet.V4, Table: table, Name: name, Jumps: hooks}
+	var have []iptables.Rule
+	if c := s.Netfilter.Table(inet.V4, table).Chain(name); c != nil {
 		have = c.Rules
 	}
 	placed := map[string]bool{}
@@ -343,8 +348,8 @@ func sharedChain(s *engine.State, table, name string, hooks []engine.Hook, group
 }
 
 // ruleTag returns the comment of an iptables rule, which roundtrip uses to tell whose rule it is.
-func ruleTag(r engine.NFRule) string {
-	if pr, err := engine.ParseIPTablesRule(engine.V4, r.Spec); err == nil {
+func ruleTag(r iptables.Rule) string {
+	if pr, err := iptables.ParseRule(inet.V4, r.Spec); err == nil {
 		r = pr
 	}
 	for _, m := range r.Matches {
@@ -363,7 +368,7 @@ func comment(tag string) string { return "-m comment --comment " + tag }
 
 // Chains shared by several runs of the NAT wizards.
 const (
-	chainForwardAccept = engine.ChainPrefix + "FWD"
+	chainForwardAccept = plan.ChainPrefix + "FWD"
 	tagEstablished     = "rt:established"
 )
 
@@ -371,7 +376,7 @@ const (
 // policy drops: new connections matching each of matches, and the rest of every accepted
 // connection. Nothing is added where FORWARD accepts by default.
 func (b *builder) acceptForwarded(tag string, matches ...string) {
-	fwd := b.s.Netfilter.Table(engine.V4, "filter").Chain("FORWARD")
+	fwd := b.s.Netfilter.Table(inet.V4, "filter").Chain("FORWARD")
 	if fwd == nil || fwd.Policy != "DROP" {
 		return
 	}
@@ -379,7 +384,7 @@ func (b *builder) acceptForwarded(tag string, matches ...string) {
 	for _, m := range matches {
 		rules = append(rules, m+" -m conntrack --ctstate NEW "+comment(tag)+" -j ACCEPT")
 	}
-	spec := sharedChain(b.s, "filter", chainForwardAccept, []engine.Hook{{Chain: "FORWARD", Position: 1}},
+	spec := sharedChain(b.s, "filter", chainForwardAccept, []plan.Jump{{Chain: "FORWARD", Position: 1}},
 		tagged{tagEstablished, []string{"-m conntrack --ctstate RELATED,ESTABLISHED " + comment(tagEstablished) + " -j ACCEPT"}},
 		tagged{tag, rules})
 	b.chain(spec, "filter FORWARD drops by default (policy DROP): let this wizard's forwarded connections through")
@@ -390,26 +395,26 @@ func (b *builder) acceptForwarded(tag string, matches ...string) {
 // the network behind a SNAT gateway): every object becomes a change, in the order
 // Desired.Plan uses, and the plan is checked on its own. Its script is idempotent, so objects
 // that are already there do no harm.
-func peerPlan(d *engine.Desired) (*engine.Plan, error) {
-	p := engine.NewPlan(d.Intent)
-	add := func(c engine.Change) {
+func peerPlan(d *plan.Desired) (*plan.Plan, error) {
+	p := plan.New(d.Intent)
+	add := func(c plan.Change) {
 		c.Why = d.Why[c.ObjectKey()]
 		p.Changes = append(p.Changes, c)
 	}
 	for i := range d.TableNames {
-		add(engine.Change{Kind: engine.KindTable, Op: engine.OpAdd, Table: &d.TableNames[i]})
+		add(plan.Change{Kind: plan.KindTable, Op: plan.OpAdd, Table: &d.TableNames[i]})
 	}
 	for i := range d.Links {
-		add(engine.Change{Kind: engine.KindLink, Op: engine.OpAdd, Link: &d.Links[i]})
+		add(plan.Change{Kind: plan.KindLink, Op: plan.OpAdd, Link: &d.Links[i]})
 	}
 	for i := range d.Sysctls {
-		add(engine.Change{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &d.Sysctls[i]})
+		add(plan.Change{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &d.Sysctls[i]})
 	}
 	for i := range d.Routes {
-		add(engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &d.Routes[i]})
+		add(plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &d.Routes[i]})
 	}
 	for i := range d.Rules {
-		add(engine.Change{Kind: engine.KindRule, Op: engine.OpAdd, Rule: &d.Rules[i]})
+		add(plan.Change{Kind: plan.KindRule, Op: plan.OpAdd, Rule: &d.Rules[i]})
 	}
 	if err := p.Check(); err != nil {
 		return nil, fmt.Errorf("planning the other end: %w", err)

@@ -13,7 +13,12 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/trace"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -43,7 +48,7 @@ func mustAddr(s string) netip.Addr     { return netip.MustParseAddr(s) }
 // seedCase is one wizard run on the host of a field case.
 type seedCase struct {
 	name  string
-	state func(testing.TB) *engine.State
+	state func(testing.TB) *model.State
 	w     func() Wizard
 }
 
@@ -150,11 +155,11 @@ func TestScriptIsSafeToRun(t *testing.T) {
 // traceFlow traces a TCP flow and returns its findings' ids.
 // traceFlow returns the problems trace finds with a flow, as "id: summary"; the assumptions it
 // names (info) are not problems.
-func traceFlow(s *engine.State, src, dst, iif string) []string {
-	res := engine.Trace(s, engine.NewFIB(s), engine.TraceRequest{Proto: 6, Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst), IIF: iif})
+func traceFlow(s *model.State, src, dst, iif string) []string {
+	res := trace.Run(s, fib.New(s), trace.Request{Proto: 6, Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst), IIF: iif})
 	var ids []string
 	for _, f := range res.Findings {
-		if f.Severity != engine.SeverityInfo {
+		if f.Severity != finding.SeverityInfo {
 			ids = append(ids, f.ID+": "+f.Summary)
 		}
 	}
@@ -166,46 +171,46 @@ func traceFlow(s *engine.State, src, dst, iif string) []string {
 func TestPlansFixTheTrace(t *testing.T) {
 	cases := []struct {
 		name          string
-		state         *engine.State
+		state         *model.State
 		setup, fix    []Wizard
 		src, dst, iif string
 		before        string
 	}{
 		{name: "case1", state: case1Host(t),
 			fix: []Wizard{&SourceReturnOptions{Uplinks: []Uplink{{Iface: "lan0"}, {Iface: "em1"}}}},
-			src: "198.18.74.10:40000", dst: "10.73.1.2:80", iif: "lan0", before: engine.FindingAsymmetricReturn},
+			src: "198.18.74.10:40000", dst: "10.73.1.2:80", iif: "lan0", before: trace.FindingAsymmetricReturn},
 		{name: "case1-connmark", state: case1Host(t),
 			fix: []Wizard{&SourceReturnOptions{Uplinks: []Uplink{{Iface: "lan0"}}, Mode: ModeConnmark}},
-			src: "198.18.74.10:40000", dst: "10.73.1.2:80", iif: "lan0", before: engine.FindingAsymmetricReturn},
+			src: "198.18.74.10:40000", dst: "10.73.1.2:80", iif: "lan0", before: trace.FindingAsymmetricReturn},
 		{name: "case2-cross-access", state: case2Host(t),
 			setup: []Wizard{&PortForwardOptions{ListenAddr: mustAddr("198.18.73.10"), ListenPort: 80, In: "wan2", To: netip.MustParseAddrPort("10.73.20.100:80")}},
 			fix: []Wizard{&MultiWANOptions{WANs: []WAN{{Iface: "wan1", Name: "isp_a"}, {Iface: "wan2", Gateway: mustAddr("198.18.73.9"), Name: "isp_b"}},
 				RouteLists: []RouteList{{WAN: "isp_b", File: "testdata/ispb.list"}}, SNAT: true, Connmark: true}},
-			src: "198.18.90.10:40000", dst: "198.18.73.10:80", iif: "wan2", before: engine.FindingAsymmetricReturn},
-		{name: "case2-strict-rp-filter-connmark", state: func() *engine.State {
+			src: "198.18.90.10:40000", dst: "198.18.73.10:80", iif: "wan2", before: trace.FindingAsymmetricReturn},
+		{name: "case2-strict-rp-filter-connmark", state: func() *model.State {
 			s := case2Host(t)
-			s.Sysctls[engine.ConfKey("all", "rp_filter")] = "1"
+			s.Sysctls[model.ConfKey("all", "rp_filter")] = "1"
 			return s
 		}(),
 			setup: []Wizard{&PortForwardOptions{ListenAddr: mustAddr("198.18.73.10"), ListenPort: 80, In: "wan2", To: netip.MustParseAddrPort("10.73.20.100:80")}},
 			fix:   []Wizard{&MultiWANOptions{WANs: []WAN{{Iface: "wan1"}, {Iface: "wan2", Gateway: mustAddr("198.18.73.9")}}, Connmark: true}},
-			src:   "198.18.90.10:40000", dst: "198.18.73.10:80", iif: "wan2", before: engine.FindingRPFilterDrop},
-		{name: "case2-strict-rp-filter-local", state: func() *engine.State {
+			src:   "198.18.90.10:40000", dst: "198.18.73.10:80", iif: "wan2", before: trace.FindingRPFilterDrop},
+		{name: "case2-strict-rp-filter-local", state: func() *model.State {
 			s := case2Host(t)
-			s.Sysctls[engine.ConfKey("all", "rp_filter")] = "1"
+			s.Sysctls[model.ConfKey("all", "rp_filter")] = "1"
 			return s
 		}(),
 			fix: []Wizard{&MultiWANOptions{WANs: []WAN{{Iface: "wan1"}, {Iface: "wan2", Gateway: mustAddr("198.18.73.9")}}}},
-			src: "198.18.90.10:40000", dst: "198.18.73.10:22", iif: "wan2", before: engine.FindingRPFilterDrop},
+			src: "198.18.90.10:40000", dst: "198.18.73.10:22", iif: "wan2", before: trace.FindingRPFilterDrop},
 		{name: "case4", state: case4Host(t),
 			fix: []Wizard{&SNATGatewayOptions{In: "b1", Out: "b0"}},
-			src: "10.73.43.10:40000", dst: "10.73.44.20:80", iif: "b1", before: engine.FindingForwardingDisabled},
+			src: "10.73.43.10:40000", dst: "10.73.44.20:80", iif: "b1", before: trace.FindingForwardingDisabled},
 		{name: "case5", state: case5Host(t),
 			setup: []Wizard{&PortForwardOptions{ListenAddr: mustAddr("10.73.5.34"), ListenPort: 81, To: netip.MustParseAddrPort("10.73.5.32:80"), SNAT: SNATNone}},
 			fix:   []Wizard{&PortForwardOptions{ListenAddr: mustAddr("10.73.5.34"), ListenPort: 81, To: netip.MustParseAddrPort("10.73.5.32:80")}},
-			src:   "10.73.5.50:40000", dst: "10.73.5.34:81", iif: "eth0", before: engine.FindingReplyBypassesNAT},
+			src:   "10.73.5.50:40000", dst: "10.73.5.34:81", iif: "eth0", before: trace.FindingReplyBypassesNAT},
 	}
-	apply := func(t *testing.T, s *engine.State, ws []Wizard) *engine.State {
+	apply := func(t *testing.T, s *model.State, ws []Wizard) *model.State {
 		for _, w := range ws {
 			res, err := w.Plan(s)
 			if err != nil {
@@ -235,7 +240,7 @@ func TestPlansFixTheTrace(t *testing.T) {
 func TestValidationErrors(t *testing.T) {
 	cases := []struct {
 		name  string
-		state *engine.State
+		state *model.State
 		w     Wizard
 		want  []string
 	}{
@@ -251,9 +256,9 @@ func TestValidationErrors(t *testing.T) {
 			[]string{"no gateway known for em1", "192.0.2.0/30", "--uplink em1:GATEWAY"}},
 		{"gateway ambiguous", newTestHost(t).link("em1", "veth", "192.0.2.2/24").route("10.1.0.0/16 via 192.0.2.1 dev em1").route("10.2.0.0/16 via 192.0.2.9 dev em1").s,
 			&SourceReturnOptions{Uplinks: []Uplink{{Iface: "em1"}}}, []string{"ambiguous", "192.0.2.1 and 192.0.2.9"}},
-		{"rule clash", func() *engine.State {
+		{"rule clash", func() *model.State {
 			s := case1Host(t)
-			s.Rules = append(s.Rules, engine.Rule{Family: engine.V4, Priority: 100, Src: mustPrefix("198.18.73.2/32"), Action: engine.ActionTable, Table: 200})
+			s.Rules = append(s.Rules, model.Rule{Family: inet.V4, Priority: 100, Src: mustPrefix("198.18.73.2/32"), Action: model.ActionTable, Table: 200})
 			return s
 		}(), &SourceReturnOptions{Uplinks: []Uplink{{Iface: "em1"}}}, []string{"priority 100 from 198.18.73.2/32 lookup 200", "ip rule del priority 100"}},
 		{"port-forward backend is local", case5Host(t), &PortForwardOptions{ListenPort: 81, To: netip.MustParseAddrPort("10.73.5.34:80")},
@@ -315,7 +320,7 @@ func TestPortForwardAutoSNAT(t *testing.T) {
 	to := netip.MustParseAddrPort("10.73.20.100:80")
 	cases := []struct {
 		name     string
-		state    *engine.State
+		state    *model.State
 		o        PortForwardOptions
 		wantSNAT string // a rule fragment, "" for no SNAT
 		note     string
@@ -325,9 +330,9 @@ func TestPortForwardAutoSNAT(t *testing.T) {
 		{"hairpin snats the lan only", case2Host(t),
 			PortForwardOptions{ListenAddr: mustAddr("198.18.73.10"), ListenPort: 80, In: "wan2", To: to, Hairpin: true},
 			"-s 10.73.20.0/24 -d 10.73.20.100/32", "hairpin clients"},
-		{"another router on the backend's network", func() *engine.State {
+		{"another router on the backend's network", func() *model.State {
 			s := case2Host(t)
-			s.Routes = append(s.Routes, engine.NormalizeRoute(engine.Route{Family: engine.V4, Dst: mustPrefix("172.16.0.0/12"), Gateway: mustAddr("10.73.20.254"), Dev: "lan0"}))
+			s.Routes = append(s.Routes, plan.NormalizeRoute(model.Route{Family: inet.V4, Dst: mustPrefix("172.16.0.0/12"), Gateway: mustAddr("10.73.20.254"), Dev: "lan0"}))
 			return s
 		}(), PortForwardOptions{ListenAddr: mustAddr("198.18.73.10"), ListenPort: 80, In: "wan2", To: to}, "-d 10.73.20.100/32 -p tcp -m tcp --dport 80 -m conntrack --ctstate DNAT", "another router (10.73.20.254"},
 		{"one-arm forward (case 5)", case5Host(t),
@@ -371,7 +376,7 @@ func TestSharedChainKeepsOtherForwards(t *testing.T) {
 		}
 		s = res.Plan.Expect(s)
 	}
-	pre := s.Netfilter.Table(engine.V4, "nat").Chain(chainPFPre)
+	pre := s.Netfilter.Table(inet.V4, "nat").Chain(chainPFPre)
 	if pre == nil || len(pre.Rules) != 4 {
 		t.Fatalf("chain %s has %v, want two rules of each forward", chainPFPre, pre)
 	}
@@ -392,7 +397,7 @@ func TestSharedChainKeepsOtherForwards(t *testing.T) {
 	}
 	s = res.Plan.Expect(s)
 	var specs []string
-	for _, r := range s.Netfilter.Table(engine.V4, "nat").Chain(chainPFPre).Rules {
+	for _, r := range s.Netfilter.Table(inet.V4, "nat").Chain(chainPFPre).Rules {
 		specs = append(specs, r.Spec)
 	}
 	all := strings.Join(specs, "\n")
@@ -424,7 +429,7 @@ func TestSourceReturnModeSwitchSweeps(t *testing.T) {
 		t.Fatal(err)
 	}
 	s = res.Plan.Expect(s)
-	if c := s.Netfilter.Table(engine.V4, "mangle").Chain("RT-SR-PRE"); c != nil {
+	if c := s.Netfilter.Table(inet.V4, "mangle").Chain("RT-SR-PRE"); c != nil {
 		t.Errorf("chain RT-SR-PRE left behind by the switch back: %v", c.Rules)
 	}
 }
@@ -434,13 +439,13 @@ func TestSourceReturnModeSwitchSweeps(t *testing.T) {
 func TestSourceReturnReusesHandMadeRule(t *testing.T) {
 	s := case1Host(t)
 	s.TableNames = map[int]string{100: "rt-em1"}
-	s.Rules = append(s.Rules, engine.Rule{Family: engine.V4, Priority: 200, Src: mustPrefix("198.18.73.2/32"), Action: engine.ActionTable, Table: 100})
+	s.Rules = append(s.Rules, model.Rule{Family: inet.V4, Priority: 200, Src: mustPrefix("198.18.73.2/32"), Action: model.ActionTable, Table: 100})
 	res, err := (&SourceReturnOptions{Uplinks: []Uplink{{Iface: "em1"}}}).Plan(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range res.Plan.Changes {
-		if c.Kind == engine.KindRule {
+		if c.Kind == plan.KindRule {
 			t.Errorf("plans %s although the rule exists at priority 200", c.Summary())
 		}
 	}
@@ -448,7 +453,7 @@ func TestSourceReturnReusesHandMadeRule(t *testing.T) {
 
 func TestStrictRPFilter(t *testing.T) {
 	s := case2Host(t)
-	s.Sysctls[engine.ConfKey("all", "rp_filter")] = "1"
+	s.Sysctls[model.ConfKey("all", "rp_filter")] = "1"
 	w := func(connmark bool) *MultiWANOptions {
 		return &MultiWANOptions{WANs: []WAN{{Iface: "wan1"}, {Iface: "wan2", Gateway: mustAddr("198.18.73.9")}}, Connmark: connmark}
 	}

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 	"roundtrip/engine/safefile"
 )
 
@@ -60,11 +61,11 @@ func (b *bench) profileApply(dir, ns string, n int) error {
 		return err
 	}
 	defer os.RemoveAll(stateDir)
-	plan := filepath.Join(b.work, fmt.Sprintf("routes-%d.plan.json", n))
+	planPath := filepath.Join(b.work, fmt.Sprintf("routes-%d.plan.json", n))
 	os.Setenv(kernel.StateDirEnv, stateDir)
 	defer os.Unsetenv(kernel.StateDirEnv)
 	err := b.profiled(dir, fmt.Sprintf("apply-%d", n), func() error {
-		src, err := engine.OpenPlanFile(plan)
+		src, err := plan.Open(planPath)
 		if err != nil {
 			return err
 		}
@@ -88,7 +89,7 @@ func (b *bench) profileSnapshot(dir, ns string) error {
 		if err != nil {
 			return err
 		}
-		data, err := engine.NewSnapshot(st, time.Now()).Marshal()
+		data, err := model.NewSnapshot(st, time.Now()).Marshal()
 		if err != nil {
 			return err
 		}

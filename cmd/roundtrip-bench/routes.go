@@ -14,8 +14,12 @@ import (
 	"strings"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/trace"
 )
 
 // The route host: a namespace with an uplink rt0 (10.99.0.1/24, gateways .2 and .3 on it)
@@ -117,10 +121,10 @@ func (b *bench) writeLoadFiles(ns string, n int, perLine bool) (*loadFiles, erro
 	if err != nil {
 		return nil, err
 	}
-	d := &engine.Desired{Intent: fmt.Sprintf("load %d routes into table %d", n, routeTable)}
-	d.Routes = make([]engine.Route, len(ps))
+	d := &plan.Desired{Intent: fmt.Sprintf("load %d routes into table %d", n, routeTable)}
+	d.Routes = make([]model.Route, len(ps))
 	for i, p := range ps {
-		d.Routes[i] = engine.Route{Family: engine.V4, Table: routeTable, Dst: p, Gateway: netip.MustParseAddr(gatewayFor(i)), Dev: routeDev}
+		d.Routes[i] = model.Route{Family: inet.V4, Table: routeTable, Dst: p, Gateway: netip.MustParseAddr(gatewayFor(i)), Dev: routeDev}
 	}
 	p, err := d.Plan(st)
 	if err != nil {
@@ -363,19 +367,19 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	// The simulator, on the snapshot taken above (what `--snapshot` commands work on).
 	runtime.GC()
 	t0 := time.Now()
-	sn, err := engine.LoadSnapshotFile(snap)
+	sn, err := model.LoadSnapshotFile(snap)
 	if err != nil {
 		return err
 	}
 	loadT := time.Since(t0)
 	t0 = time.Now()
-	fib := engine.NewFIB(sn.State)
+	fibIdx := fib.New(sn.State)
 	buildT := time.Since(t0)
-	flows := make([]engine.Flow, len(addrs))
+	flows := make([]fib.Flow, len(addrs))
 	for i, a := range addrs {
-		flows[i] = engine.Flow{Dst: a}
+		flows[i] = fib.Flow{Dst: a}
 	}
-	rate := func(fn func(engine.Flow) engine.FIBResult) float64 {
+	rate := func(fn func(fib.Flow) fib.Result) float64 {
 		var rates []float64
 		for range max(b.runs, 3) {
 			done := 0
@@ -392,8 +396,8 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 		}
 		return medianOf(rates)
 	}
-	resolveRate := rate(fib.Resolve)
-	lookupRate := rate(fib.Lookup)
+	resolveRate := rate(fibIdx.Resolve)
+	lookupRate := rate(fibIdx.Lookup)
 
 	// Agreement with the kernel on a sample, so that the rates compare like with like.
 	sample := addrs[:min(len(addrs), 2000)]
@@ -411,7 +415,7 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	agree := 0
 	var disagree []string
 	for _, a := range sample {
-		res := fib.Resolve(engine.Flow{Dst: a})
+		res := fibIdx.Resolve(fib.Flow{Dst: a})
 		if gw, ok := kernelGW[a]; ok && res.Gateway == gw {
 			agree++
 		} else if len(disagree) < 5 {
@@ -420,9 +424,9 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	}
 
 	// A full two-leg trace: a LAN client's connection forwarded to the Internet, and the reply.
-	reqs := make([]engine.TraceRequest, 256)
+	reqs := make([]trace.Request, 256)
 	for i := range reqs {
-		reqs[i] = engine.TraceRequest{Proto: 6, Src: netip.AddrPortFrom(netip.MustParseAddr(lanClient), uint16(40000+i)),
+		reqs[i] = trace.Request{Proto: 6, Src: netip.AddrPortFrom(netip.MustParseAddr(lanClient), uint16(40000+i)),
 			Dst: netip.AddrPortFrom(addrs[i], 443), IIF: lanDev}
 	}
 	var traceTimes []float64
@@ -430,7 +434,7 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	for range max(b.runs, 3) {
 		t0 := time.Now()
 		for _, rq := range reqs {
-			tr := engine.Trace(sn.State, fib, rq)
+			tr := trace.Run(sn.State, fibIdx, rq)
 			if tr.Reply != nil {
 				legs++
 			}
@@ -469,7 +473,7 @@ func (b *bench) benchLookups(r *report, ns, snap string, n, probes int) error {
 	if agree != len(sample) {
 		sec.note(fmt.Sprintf("**The simulator disagreed with the kernel on %d of %d sampled lookups**, for example: %s.", len(sample)-agree, len(sample), strings.Join(disagree, "; ")))
 	}
-	sn, fib = nil, nil
+	sn, fibIdx = nil, nil
 	debug.FreeOSMemory()
 	return nil
 }

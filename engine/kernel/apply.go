@@ -17,7 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // Applier applies plans to one network namespace through a Host: links, addresses, routes and
@@ -69,7 +70,7 @@ type ApplyOptions struct {
 	Confirm time.Duration
 	// SSH is the operator's session; nil means the one SSH_CONNECTION names, if any. A plan
 	// that changes how replies reach its client is refused unless Confirm or Force is given.
-	SSH *engine.SSHSession
+	SSH *plan.SSHSession
 	// Force skips the SSH lockout check.
 	Force bool
 }
@@ -79,13 +80,13 @@ type Result struct {
 	Journal *Journal // nil when nothing needed changing
 	Changes int      // in the plan
 	Pending int      // of those, not in effect before
-	Before  *engine.State
+	Before  *model.State
 	// Drift lists planned changes not in effect when the state was read back after the apply.
 	Drift []string
 	NoOp  bool
 	// Lockout is set when the plan changes the route back to the operator's SSH client (the
 	// apply went ahead with a confirmation window, or forced).
-	Lockout *engine.Lockout
+	Lockout *plan.Lockout
 	// Notes are what the journal directory set aside on the way (an empty old journal).
 	Notes []string
 }
@@ -96,14 +97,14 @@ type Result struct {
 // one transaction; a batch has the undo of each change in Undos (nil: the change's mirror, an
 // add deleted or a delete added back). All undos are computed from the state before the apply.
 type Step struct {
-	Changes []engine.Change   `json:"changes"`
-	Undo    []engine.Change   `json:"undo,omitempty"`
-	Undos   [][]engine.Change `json:"-"`
-	File    *FileUndo         `json:"file,omitempty"`
-	Batch   bool              `json:"batch,omitempty"`
-	First   int               `json:"first"` // the plan's index of the first change
+	Changes []plan.Change   `json:"changes"`
+	Undo    []plan.Change   `json:"undo,omitempty"`
+	Undos   [][]plan.Change `json:"-"`
+	File    *FileUndo       `json:"file,omitempty"`
+	Batch   bool            `json:"batch,omitempty"`
+	First   int             `json:"first"` // the plan's index of the first change
 
-	routes []engine.Route // a decoded batch's routes, allocated together
+	routes []model.Route // a decoded batch's routes, allocated together
 }
 
 // FileUndo is a file a step rewrites, with its content before and after.
@@ -130,36 +131,36 @@ func (s Step) Summary() string {
 }
 
 // UndoOf returns what undoes change i of a batch.
-func (s Step) UndoOf(i int) []engine.Change {
+func (s Step) UndoOf(i int) []plan.Change {
 	if u := s.Undos[i]; u != nil {
 		return u
 	}
-	return []engine.Change{mirror(s.Changes[i])}
+	return []plan.Change{mirror(s.Changes[i])}
 }
 
 // mirror returns the change that undoes an add or delete of a route or rule.
-func mirror(c engine.Change) engine.Change {
-	m := engine.Change{Kind: c.Kind, Op: engine.OpDelete, Route: c.Route, Rule: c.Rule}
-	if c.Op == engine.OpDelete {
-		m.Op = engine.OpAdd
+func mirror(c plan.Change) plan.Change {
+	m := plan.Change{Kind: c.Kind, Op: plan.OpDelete, Route: c.Route, Rule: c.Rule}
+	if c.Op == plan.OpDelete {
+		m.Op = plan.OpAdd
 	}
 	return m
 }
 
 // StepInfo describes a step of a prepared apply.
 type StepInfo struct {
-	Summary string            `json:"summary"`
-	Kind    engine.ChangeKind `json:"kind"`
-	Changes int               `json:"changes"`
+	Summary string          `json:"summary"`
+	Kind    plan.ChangeKind `json:"kind"`
+	Changes int             `json:"changes"`
 }
 
 // Prepared is what an apply would do (apply --dry-run).
 type Prepared struct {
-	Before  *engine.State
+	Before  *model.State
 	Changes int // in the plan
 	Pending int // not yet in effect
 	Steps   []StepInfo
-	Lockout *engine.Lockout
+	Lockout *plan.Lockout
 }
 
 func (a *Applier) logf(format string, args ...any) {
@@ -212,12 +213,12 @@ func (a *Applier) tablesFile() string {
 	if len(a.RTTablesDirs) > 0 {
 		dir = a.RTTablesDirs[0]
 	}
-	return filepath.Join(dir, engine.RTTablesFile)
+	return filepath.Join(dir, plan.RTTablesFile)
 }
 
 // LockoutError is returned when a plan would change how the server's replies reach the
 // operator's SSH client and neither a confirmation window nor Force was given.
-type LockoutError struct{ Lockout engine.Lockout }
+type LockoutError struct{ Lockout plan.Lockout }
 
 func (e *LockoutError) Error() string {
 	return "refusing to apply over SSH: " + e.Lockout.Reason + ", which may cut you off: apply with a confirmation window (it reverts unless confirmed from a new SSH session), or force it if you have another way in"
@@ -225,7 +226,7 @@ func (e *LockoutError) Error() string {
 
 // session returns the SSH session of an apply, if any, and a warning when SSH_CONNECTION
 // cannot be read.
-func (o ApplyOptions) session() (*engine.SSHSession, string) {
+func (o ApplyOptions) session() (*plan.SSHSession, string) {
 	if o.SSH != nil || o.Force {
 		return o.SSH, ""
 	}
@@ -233,7 +234,7 @@ func (o ApplyOptions) session() (*engine.SSHSession, string) {
 	if conn == "" {
 		return nil, ""
 	}
-	s, err := engine.ParseSSHConnection(conn)
+	s, err := plan.ParseSSHConnection(conn)
 	if err != nil {
 		return nil, fmt.Sprintf("cannot check the SSH lockout: %v", err)
 	}
@@ -243,11 +244,11 @@ func (o ApplyOptions) session() (*engine.SSHSession, string) {
 // lockoutPolicy decides on the SSH lockout check of a plan whose effect is after: nil when the
 // operator's session is not affected; the lockout when it is, with a LockoutError unless a
 // confirmation window or Force was given.
-func lockoutPolicy(before, after *engine.State, sess *engine.SSHSession, opts ApplyOptions) (*engine.Lockout, error) {
+func lockoutPolicy(before, after *model.State, sess *plan.SSHSession, opts ApplyOptions) (*plan.Lockout, error) {
 	if sess == nil || opts.Force {
 		return nil, nil
 	}
-	lo := engine.CheckLockout(before, after, *sess)
+	lo := plan.CheckLockout(before, after, *sess)
 	if !lo.Applies || !lo.Changed {
 		return nil, nil
 	}
@@ -260,7 +261,7 @@ func lockoutPolicy(before, after *engine.State, sess *engine.SSHSession, opts Ap
 // CheckLockout is the SSH lockout check an apply makes, for a preview (the console shows it
 // before applying): the lockout when the plan changes how replies reach the session's client,
 // with a LockoutError when the apply would be refused.
-func CheckLockout(before *engine.State, p *engine.Plan, opts ApplyOptions) (*engine.Lockout, error) {
+func CheckLockout(before *model.State, p *plan.Plan, opts ApplyOptions) (*plan.Lockout, error) {
 	sess, _ := opts.session()
 	if sess == nil {
 		return nil, nil
@@ -269,7 +270,7 @@ func CheckLockout(before *engine.State, p *engine.Plan, opts ApplyOptions) (*eng
 }
 
 // Apply applies the changes of p that are not yet in effect (ApplySource).
-func (a *Applier) Apply(ctx context.Context, p *engine.Plan, opts ApplyOptions) (*Result, error) {
+func (a *Applier) Apply(ctx context.Context, p *plan.Plan, opts ApplyOptions) (*Result, error) {
 	return a.ApplySource(ctx, p.Source(), opts)
 }
 
@@ -280,7 +281,7 @@ func (a *Applier) Apply(ctx context.Context, p *engine.Plan, opts ApplyOptions) 
 // when opts.Confirm is set, applies step by step, and on any failure or cancellation undoes
 // what took effect, in reverse. After a successful apply it reads the state back and reports
 // drift. An apply of a plan that is already in effect does nothing and writes no journal.
-func (a *Applier) ApplySource(ctx context.Context, src engine.PlanSource, opts ApplyOptions) (*Result, error) {
+func (a *Applier) ApplySource(ctx context.Context, src plan.Source, opts ApplyOptions) (*Result, error) {
 	if opts.Confirm < 0 {
 		return nil, fmt.Errorf("a confirmation window of %s: give a positive duration", opts.Confirm)
 	}
@@ -406,7 +407,7 @@ func stopTimer(t *TimerID, id string) {
 // Prepare reads the state and goes through the plan as an apply would, without changing
 // anything or writing a journal (apply --dry-run): it returns the steps, or the plan's
 // problems.
-func (a *Applier) Prepare(ctx context.Context, src engine.PlanSource, opts ApplyOptions) (*Prepared, error) {
+func (a *Applier) Prepare(ctx context.Context, src plan.Source, opts ApplyOptions) (*Prepared, error) {
 	host, closeHost, err := a.host()
 	if err != nil {
 		return nil, err
@@ -417,7 +418,7 @@ func (a *Applier) Prepare(ctx context.Context, src engine.PlanSource, opts Apply
 		for len(infos) <= k {
 			infos = append(infos, StepInfo{})
 		}
-		kind := engine.ChangeKind("")
+		kind := plan.ChangeKind("")
 		if len(st.Changes) > 0 {
 			kind = st.Changes[0].Kind
 		}
@@ -705,7 +706,7 @@ func (a *Applier) exec(ctx context.Context, host Host, st *Step) (stepFailure, e
 		return stepFailure{}, nil
 	case st.Batch:
 		return a.batch(ctx, host, st.Changes, st.First)
-	case len(st.Changes) > 0 && st.Changes[0].Kind == engine.KindChain:
+	case len(st.Changes) > 0 && st.Changes[0].Kind == plan.KindChain:
 		if err := restoreChains(ctx, host, st.Changes); err != nil {
 			return stepFailure{noEffect: true}, err
 		}
@@ -721,7 +722,7 @@ func (a *Applier) exec(ctx context.Context, host Host, st *Step) (stepFailure, e
 }
 
 // batch sends a batch of routes or rules, stopping at the first group with a failure.
-func (a *Applier) batch(ctx context.Context, host Host, changes []engine.Change, first int) (stepFailure, error) {
+func (a *Applier) batch(ctx context.Context, host Host, changes []plan.Change, first int) (stepFailure, error) {
 	done, failed, err := sendBatch(ctx, host, changes, false, true)
 	if err == nil && len(failed) == 0 {
 		return stepFailure{}, nil
@@ -745,18 +746,18 @@ func (a *Applier) batch(ctx context.Context, host Host, changes []engine.Change,
 
 // sendBatch sends route or rule changes (all of one kind) as one pipelined batch. In tolerant
 // mode (undo) adds are made as replaces.
-func sendBatch(ctx context.Context, host Host, changes []engine.Change, tolerant, stopOnError bool) (int, []OpError, error) {
+func sendBatch(ctx context.Context, host Host, changes []plan.Change, tolerant, stopOnError bool) (int, []OpError, error) {
 	if len(changes) == 0 {
 		return 0, nil, nil
 	}
-	if changes[0].Kind == engine.KindRoute {
+	if changes[0].Kind == plan.KindRoute {
 		buf := routeOps.Get().(*[]RouteOp)
 		defer routeOps.Put(buf)
 		ops := (*buf)[:0]
 		for _, c := range changes {
 			op := c.Op
-			if tolerant && op == engine.OpAdd {
-				op = engine.OpReplace // undo re-adds a route as it was; replacing is idempotent
+			if tolerant && op == plan.OpAdd {
+				op = plan.OpReplace // undo re-adds a route as it was; replacing is idempotent
 			}
 			ops = append(ops, RouteOp{Op: op, Route: *c.Route})
 		}
@@ -774,8 +775,8 @@ func sendBatch(ctx context.Context, host Host, changes []engine.Change, tolerant
 var routeOps = sync.Pool{New: func() any { return new([]RouteOp) }}
 
 // ignorable reports whether an undo's failure means its object is already as wanted.
-func ignorable(c engine.Change, err error) bool {
-	if c.Op == engine.OpDelete {
+func ignorable(c plan.Change, err error) bool {
+	if c.Op == plan.OpDelete {
 		return isErrno(err, unix.ESRCH, unix.ENOENT, unix.ENODEV, unix.EADDRNOTAVAIL)
 	}
 	return isErrno(err, unix.EEXIST)
@@ -796,7 +797,7 @@ func (a *Applier) undoStep(ctx context.Context, host Host, st *Step, took []int)
 				took[i] = i
 			}
 		}
-		var undo []engine.Change
+		var undo []plan.Change
 		for _, i := range slices.Backward(took) {
 			undo = append(undo, st.UndoOf(i)...)
 		}
@@ -807,16 +808,16 @@ func (a *Applier) undoStep(ctx context.Context, host Host, st *Step, took []int)
 
 // undoChanges makes undo changes tolerantly, in order: routes and rules in batches, chain
 // changes in one transaction at the end.
-func undoChanges(ctx context.Context, host Host, undo []engine.Change) error {
-	var chains []engine.Change
+func undoChanges(ctx context.Context, host Host, undo []plan.Change) error {
+	var chains []plan.Change
 	for i := 0; i < len(undo); {
 		c := undo[i]
 		switch c.Kind {
-		case engine.KindChain:
+		case plan.KindChain:
 			chains = append(chains, c)
 			i++
 			continue
-		case engine.KindRoute, engine.KindRule:
+		case plan.KindRoute, plan.KindRule:
 			j := i
 			for j < len(undo) && undo[j].Kind == c.Kind {
 				j++
@@ -838,7 +839,7 @@ func undoChanges(ctx context.Context, host Host, undo []engine.Change) error {
 	return nil
 }
 
-func undoBatch(ctx context.Context, host Host, changes []engine.Change) error {
+func undoBatch(ctx context.Context, host Host, changes []plan.Change) error {
 	_, failed, err := sendBatch(ctx, host, changes, true, false)
 	if err != nil {
 		return err
@@ -854,30 +855,30 @@ func undoBatch(ctx context.Context, host Host, changes []engine.Change) error {
 
 // execChange makes one change; tolerant (undo) accepts an object already as wanted. It
 // reports whether a failed change may have taken effect in part.
-func execChange(ctx context.Context, host Host, c engine.Change, tolerant bool) (effect bool, err error) {
+func execChange(ctx context.Context, host Host, c plan.Change, tolerant bool) (effect bool, err error) {
 	switch c.Kind {
-	case engine.KindLink:
+	case plan.KindLink:
 		return execLink(host, c, tolerant)
-	case engine.KindAddress:
-		if c.Op == engine.OpDelete {
+	case plan.KindAddress:
+		if c.Op == plan.OpDelete {
 			err = host.AddrDel(c.Address.Dev, c.Address.Address)
 		} else {
 			err = host.AddrAdd(c.Address.Dev, c.Address.Address, false)
 		}
-	case engine.KindSysctl:
+	case plan.KindSysctl:
 		err = host.WriteSysctl(c.Sysctl.Key, c.Sysctl.Value)
-	case engine.KindRoute, engine.KindRule:
+	case plan.KindRoute, plan.KindRule:
 		var failed []OpError
-		_, failed, err = sendBatch(ctx, host, []engine.Change{c}, tolerant, true)
+		_, failed, err = sendBatch(ctx, host, []plan.Change{c}, tolerant, true)
 		if err == nil && len(failed) > 0 {
 			err = failed[0].Err
 		}
-	case engine.KindChain:
-		err = restoreChains(ctx, host, []engine.Change{c})
-	case engine.KindConntrack:
+	case plan.KindChain:
+		err = restoreChains(ctx, host, []plan.Change{c})
+	case plan.KindConntrack:
 		// A flush cannot be undone, and deletes what it can as it goes.
 		return true, host.FlushConntrack(ctx, *c.Conntrack)
-	case engine.KindTable:
+	case plan.KindTable:
 		return false, fmt.Errorf("table names are written as one file step, not one by one")
 	}
 	if tolerant && err != nil && ignorable(c, err) {
@@ -888,9 +889,9 @@ func execChange(ctx context.Context, host Host, c engine.Change, tolerant bool) 
 
 // execLink creates, settles or deletes a link. A link it creates goes again if settling it
 // fails, so a failed creation leaves nothing.
-func execLink(host Host, c engine.Change, tolerant bool) (bool, error) {
+func execLink(host Host, c plan.Change, tolerant bool) (bool, error) {
 	l := c.Link
-	if c.Op == engine.OpDelete {
+	if c.Op == plan.OpDelete {
 		err := host.LinkDel(l.Name)
 		if tolerant && isErrno(err, unix.ENODEV) {
 			return false, nil
@@ -914,7 +915,7 @@ func execLink(host Host, c engine.Change, tolerant bool) (bool, error) {
 }
 
 // settleLink gives an existing link the planned MTU, master, up state and addresses.
-func settleLink(host Host, l engine.Link) error {
+func settleLink(host Host, l model.Link) error {
 	if err := host.LinkSet(l); err != nil {
 		return err
 	}
@@ -928,7 +929,7 @@ func settleLink(host Host, l engine.Link) error {
 
 // restoreChains applies chain changes of one family as one iptables-restore transaction, rendered
 // against the rules as they are now.
-func restoreChains(ctx context.Context, host Host, changes []engine.Change) error {
+func restoreChains(ctx context.Context, host Host, changes []plan.Change) error {
 	nf, err := host.ReadNetfilter(ctx)
 	if err != nil {
 		return err
@@ -937,7 +938,7 @@ func restoreChains(ctx context.Context, host Host, changes []engine.Change) erro
 		return fmt.Errorf("cannot change iptables rules: %s", nf.Unavailable)
 	}
 	f := changes[0].Chain.Family
-	tx := engine.NetfilterTransaction(f, changes, &engine.State{Netfilter: nf})
+	tx := plan.NetfilterTransaction(f, changes, &model.State{Netfilter: nf})
 	if tx == nil {
 		return nil
 	}
@@ -949,7 +950,7 @@ func restoreChains(ctx context.Context, host Host, changes []engine.Change) erro
 
 // tableFileUndo computes roundtrip's rt_tables file after the table changes, with its content
 // before.
-func (a *Applier) tableFileUndo(host Host, changes []engine.Change) (*FileUndo, error) {
+func (a *Applier) tableFileUndo(host Host, changes []plan.Change) (*FileUndo, error) {
 	path := a.tablesFile()
 	fu := &FileUndo{Path: path}
 	old, err := host.ReadFile(path)
@@ -960,12 +961,12 @@ func (a *Applier) tableFileUndo(host Host, changes []engine.Change) (*FileUndo, 
 	default:
 		return nil, fmt.Errorf("reading %s: %w", path, err)
 	}
-	names, err := engine.ParseRTTables(old)
+	names, err := model.ParseRTTables(old)
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w; fix or remove that line", path, err)
 	}
 	for _, c := range changes {
-		if c.Op == engine.OpDelete {
+		if c.Op == plan.OpDelete {
 			delete(names, c.Table.ID)
 			continue
 		}

@@ -12,9 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // applyHost is a namespace prepared with something of every kind for a plan to replace or
@@ -72,7 +74,7 @@ func newApplyHost(t *testing.T, l *lab.Lab, name string) *applyHost {
 	return h
 }
 
-func (h *applyHost) read(t *testing.T) *engine.State {
+func (h *applyHost) read(t *testing.T) *model.State {
 	t.Helper()
 	st, err := kernel.ReadWith(context.Background(), kernel.Namespace{Name: h.ns.Name}, kernel.ReadOptions{RTTablesDirs: []string{h.tables}})
 	if err != nil {
@@ -85,51 +87,51 @@ func (h *applyHost) read(t *testing.T) *engine.State {
 // address, sets sysctls, adds and replaces routes, adds IPv4 and IPv6 rules, replaces one
 // chain and creates another, deletes a rule, a route, a chain, an address (and with it a route
 // that used it as source) and a link (with its address and route), and flushes conntrack.
-func everyKindPlan(t testing.TB, st *engine.State) *engine.Plan {
+func everyKindPlan(t testing.TB, st *model.State) *plan.Plan {
 	t.Helper()
 	pfx := netip.MustParsePrefix
 	addr := netip.MustParseAddr
-	d := &engine.Desired{
+	d := &plan.Desired{
 		Intent:     "test: every change kind",
-		TableNames: []engine.RTTable{{ID: 200, Name: "rtest"}},
-		Links: []engine.Link{{Name: "vxnew", Kind: "vxlan", Up: true, HardwareAddr: "02:00:00:00:00:42",
-			Tunnel: &engine.Tunnel{VNI: 42, Local: addr("10.88.0.1"), Remote: addr("10.88.0.2"), Dev: "a0", Port: 4789}}},
-		Addresses: []engine.LinkAddress{{Dev: "vxnew", Address: engine.Address{Prefix: pfx("10.91.0.1/24")}}},
-		Sysctls: []engine.SysctlValue{
-			{Key: engine.SysctlIPForward, Value: "1"},
-			{Key: engine.ConfKey("a0", "rp_filter"), Value: "2"},
+		TableNames: []plan.RTTable{{ID: 200, Name: "rtest"}},
+		Links: []model.Link{{Name: "vxnew", Kind: "vxlan", Up: true, HardwareAddr: "02:00:00:00:00:42",
+			Tunnel: &model.Tunnel{VNI: 42, Local: addr("10.88.0.1"), Remote: addr("10.88.0.2"), Dev: "a0", Port: 4789}}},
+		Addresses: []plan.LinkAddress{{Dev: "vxnew", Address: model.Address{Prefix: pfx("10.91.0.1/24")}}},
+		Sysctls: []plan.SysctlValue{
+			{Key: model.SysctlIPForward, Value: "1"},
+			{Key: model.ConfKey("a0", "rp_filter"), Value: "2"},
 		},
-		Routes: []engine.Route{
-			{Family: engine.V4, Table: 200, Dst: pfx("10.90.0.0/16"), Gateway: addr("10.91.0.2"), Dev: "vxnew"},
-			{Family: engine.V4, Dst: pfx("10.66.0.0/16"), Gateway: addr("10.88.0.3")},
-			{Family: engine.V4, Table: 200, Type: engine.RouteUnreachable, Dst: pfx("0.0.0.0/0"), Metric: 50},
+		Routes: []model.Route{
+			{Family: inet.V4, Table: 200, Dst: pfx("10.90.0.0/16"), Gateway: addr("10.91.0.2"), Dev: "vxnew"},
+			{Family: inet.V4, Dst: pfx("10.66.0.0/16"), Gateway: addr("10.88.0.3")},
+			{Family: inet.V4, Table: 200, Type: model.RouteUnreachable, Dst: pfx("0.0.0.0/0"), Metric: 50},
 		},
-		Rules: []engine.Rule{
-			{Family: engine.V4, Priority: 10001, Src: pfx("10.91.0.0/24"), Action: engine.ActionTable, Table: 200},
-			{Family: engine.V6, Priority: 10002, Src: pfx("fd00:1::/64"), Action: engine.ActionTable, Table: 200},
-			{Family: engine.V4, Priority: 10003, Mark: &engine.MarkMatch{Value: 0x1000000, Mask: 0xff000000}, Action: engine.ActionTable, Table: 200},
+		Rules: []model.Rule{
+			{Family: inet.V4, Priority: 10001, Src: pfx("10.91.0.0/24"), Action: model.ActionTable, Table: 200},
+			{Family: inet.V6, Priority: 10002, Src: pfx("fd00:1::/64"), Action: model.ActionTable, Table: 200},
+			{Family: inet.V4, Priority: 10003, Mark: &model.MarkMatch{Value: 0x1000000, Mask: 0xff000000}, Action: model.ActionTable, Table: 200},
 			// A table above 255 with suppress_prefixlength: netlink v1.3.1 would drop the latter.
-			{Family: engine.V4, Priority: 10004, Action: engine.ActionTable, Table: 1000, SuppressPrefixLen: new(0)},
-			{Family: engine.V4, Priority: 10005, IPProto: 6, DPort: &engine.PortRange{Start: 80, End: 80}, Action: engine.ActionBlackhole},
+			{Family: inet.V4, Priority: 10004, Action: model.ActionTable, Table: 1000, SuppressPrefixLen: new(0)},
+			{Family: inet.V4, Priority: 10005, IPProto: 6, DPort: &model.PortRange{Start: 80, End: 80}, Action: model.ActionBlackhole},
 		},
-		Chains: []engine.ChainSpec{
-			{Family: engine.V4, Table: "nat", Name: "RT-TEST-PRE", Hooks: []engine.Hook{{Chain: "PREROUTING"}},
+		Chains: []plan.ChainSpec{
+			{Family: inet.V4, Table: "nat", Name: "RT-TEST-PRE", Jumps: []plan.Jump{{Chain: "PREROUTING"}},
 				Rules: []string{"-p tcp --dport 8080 -j DNAT --to-destination 10.88.0.2:80"}},
-			{Family: engine.V4, Table: "mangle", Name: "RT-TEST-MARK", Hooks: []engine.Hook{{Chain: "OUTPUT"}},
+			{Family: inet.V4, Table: "mangle", Name: "RT-TEST-MARK", Jumps: []plan.Jump{{Chain: "OUTPUT"}},
 				Rules: []string{"-d 10.90.0.0/16 -j MARK --set-mark 0x1000000/0xff000000"}},
 		},
-		RemoveRules:     []engine.Rule{{Family: engine.V4, Priority: 10050, Src: pfx("10.88.5.0/24"), Table: 100}},
-		RemoveRoutes:    []engine.Route{{Family: engine.V4, Table: 100, Dst: pfx("10.77.0.0/16")}},
-		RemoveChains:    []engine.ChainSpec{{Family: engine.V4, Table: "mangle", Name: "RT-TEST-OLD"}},
-		RemoveAddresses: []engine.LinkAddress{{Dev: "a0", Address: engine.Address{Prefix: pfx("10.88.9.1/24")}}},
+		RemoveRules:     []model.Rule{{Family: inet.V4, Priority: 10050, Src: pfx("10.88.5.0/24"), Table: 100}},
+		RemoveRoutes:    []model.Route{{Family: inet.V4, Table: 100, Dst: pfx("10.77.0.0/16")}},
+		RemoveChains:    []plan.ChainSpec{{Family: inet.V4, Table: "mangle", Name: "RT-TEST-OLD"}},
+		RemoveAddresses: []plan.LinkAddress{{Dev: "a0", Address: model.Address{Prefix: pfx("10.88.9.1/24")}}},
 		RemoveLinks:     []string{"vxold"},
-		Flush:           []engine.ConntrackFlush{{Family: engine.V4, Proto: 6, Dst: pfx("10.88.0.1/32"), DPort: 8080}},
+		Flush:           []plan.ConntrackFlush{{Family: inet.V4, Proto: 6, Dst: pfx("10.88.0.1/32"), DPort: 8080}},
 	}
 	p, err := d.Plan(st)
 	if err != nil {
 		t.Fatalf("planning: %v", err)
 	}
-	kinds := map[engine.ChangeKind]bool{}
+	kinds := map[plan.ChangeKind]bool{}
 	for _, c := range p.Changes {
 		kinds[c.Kind] = true
 	}
@@ -154,7 +156,7 @@ func TestPrivilegedApplyRollback(t *testing.T) {
 		t.Errorf("drift after apply:\n%s", strings.Join(res.Drift, "\n"))
 	}
 	after := h.read(t)
-	if engine.Equal(before, after) {
+	if model.Equal(before, after) {
 		t.Fatal("apply changed nothing")
 	}
 	// The model's expectation of the plan agrees with the kernel on everything the plan touched.
@@ -175,7 +177,7 @@ func TestPrivilegedApplyRollback(t *testing.T) {
 	if !again.NoOp || again.Journal != nil {
 		t.Errorf("re-apply of an applied plan did something: %v", again.Pending)
 	}
-	if d := engine.Diff(after, h.read(t)); d != "" {
+	if d := model.Diff(after, h.read(t)); d != "" {
 		t.Errorf("re-apply changed the state:\n%s", d)
 	}
 
@@ -186,7 +188,7 @@ func TestPrivilegedApplyRollback(t *testing.T) {
 	if j.Status != kernel.StatusRolledBack {
 		t.Errorf("journal status %s after rollback", j.Status)
 	}
-	if d := engine.Diff(before, h.read(t)); d != "" {
+	if d := model.Diff(before, h.read(t)); d != "" {
 		t.Errorf("rollback did not restore the state:\n%s", d)
 	}
 	if _, err := h.applier.Rollback(ctx, "", "test"); !errors.Is(err, kernel.ErrNothingToRollBack) {
@@ -230,7 +232,7 @@ func TestPrivilegedApplyFailureAtEveryStep(t *testing.T) {
 			if !strings.Contains(err.Error(), "host is as it was") {
 				t.Errorf("failing %s step %d: error does not say the host was restored: %v", when, k+1, err)
 			}
-			if d := engine.Diff(before, h.read(t)); d != "" {
+			if d := model.Diff(before, h.read(t)); d != "" {
 				t.Fatalf("failing %s step %d of %d (%s) left the host changed:\n%s", when, k+1, len(steps), steps[k].Summary, d)
 			}
 		}
@@ -266,11 +268,11 @@ func TestPrivilegedScriptOracle(t *testing.T) {
 	}
 	run()
 	first := scr.read(t)
-	if d := engine.Diff(eng.read(t), first); d != "" {
+	if d := model.Diff(eng.read(t), first); d != "" {
 		t.Errorf("engine (-) and script (+) disagree:\n%s", d)
 	}
 	run()
-	if d := engine.Diff(first, scr.read(t)); d != "" {
+	if d := model.Diff(first, scr.read(t)); d != "" {
 		t.Errorf("running the script again changed the state (duplicates?):\n%s", d)
 	}
 }
@@ -281,9 +283,9 @@ func TestPrivilegedConcurrentApply(t *testing.T) {
 	l := lab.New(t)
 	h := newApplyHost(t, l, "cc")
 	ctx := context.Background()
-	sysctl := func(key, v string) *engine.Plan {
-		p := engine.NewPlan("set " + key)
-		p.Changes = append(p.Changes, engine.Change{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: key, Value: v}})
+	sysctl := func(key, v string) *plan.Plan {
+		p := plan.New("set " + key)
+		p.Changes = append(p.Changes, plan.Change{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: key, Value: v}})
 		return p
 	}
 	entered, proceed := make(chan struct{}), make(chan struct{})
@@ -298,14 +300,14 @@ func TestPrivilegedConcurrentApply(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, firstErr = first.Apply(ctx, sysctl(engine.SysctlIPForward, "1"), kernel.ApplyOptions{})
+		_, firstErr = first.Apply(ctx, sysctl(model.SysctlIPForward, "1"), kernel.ApplyOptions{})
 	}()
 	<-entered
 
 	// A second apply that may not wait is refused and changes nothing.
 	quick := *h.applier
 	quick.LockWait = 100 * time.Millisecond
-	if _, err := quick.Apply(ctx, sysctl(engine.ConfKey("a0", "rp_filter"), "2"), kernel.ApplyOptions{}); !errors.Is(err, kernel.ErrLocked) {
+	if _, err := quick.Apply(ctx, sysctl(model.ConfKey("a0", "rp_filter"), "2"), kernel.ApplyOptions{}); !errors.Is(err, kernel.ErrLocked) {
 		t.Fatalf("concurrent apply: got %v, want ErrLocked", err)
 	}
 	// One that may wait does so until the first is done.
@@ -316,7 +318,7 @@ func TestPrivilegedConcurrentApply(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		second, secondErr = patient.Apply(ctx, sysctl(engine.ConfKey("a0", "rp_filter"), "2"), kernel.ApplyOptions{})
+		second, secondErr = patient.Apply(ctx, sysctl(model.ConfKey("a0", "rp_filter"), "2"), kernel.ApplyOptions{})
 	}()
 	time.Sleep(300 * time.Millisecond) // give the second apply time to (wrongly) get ahead
 	close(proceed)
@@ -336,7 +338,7 @@ func TestPrivilegedConcurrentApply(t *testing.T) {
 		t.Fatalf("want 2 journals, got %d", len(js))
 	}
 	one, two := js[0], js[1]
-	if one.Intent != "set "+engine.SysctlIPForward || two.ID != second.Journal.ID {
+	if one.Intent != "set "+model.SysctlIPForward || two.ID != second.Journal.ID {
 		t.Fatalf("journals in the wrong order: %s, %s", one, two)
 	}
 	if !two.JournalHead.Started.After(one.AppliedAt) {
@@ -354,21 +356,21 @@ func TestPrivilegedApplyRefusesBadInput(t *testing.T) {
 	pfx := netip.MustParsePrefix
 	cases := []struct {
 		name string
-		c    engine.Change
+		c    plan.Change
 		want string
 	}{
-		{"unknown interface", engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &engine.Route{Family: engine.V4, Dst: pfx("10.1.0.0/16"), Dev: "nosuch0"}}, "unknown interface nosuch0"},
-		{"gateway not on-link", engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &engine.Route{Family: engine.V4, Dst: pfx("10.1.0.0/16"), Gateway: netip.MustParseAddr("192.0.2.1")}}, "gateway 192.0.2.1 is not on-link"},
-		{"table name clash", engine.Change{Kind: engine.KindTable, Op: engine.OpAdd, Table: &engine.RTTable{ID: 201, Name: "clients"}}, `table name "clients" is already table 100`},
-		{"rule the kernel refuses", engine.Change{Kind: engine.KindChain, Op: engine.OpSet, Chain: &engine.ChainSpec{Family: engine.V4, Table: "nat", Name: "RT-BAD", Rules: []string{"-j NOSUCHTARGET"}}}, "jumps to NOSUCHTARGET, which is neither an iptables target nor a chain"},
-		{"rule iptables cannot parse", engine.Change{Kind: engine.KindChain, Op: engine.OpSet, Chain: &engine.ChainSpec{Family: engine.V4, Table: "nat", Name: "RT-BAD", Rules: []string{"-p tcp --dport"}}}, "--dport"},
-		{"rule the kernel refuses", engine.Change{Kind: engine.KindChain, Op: engine.OpSet, Chain: &engine.ChainSpec{Family: engine.V4, Table: "nat", Name: "RT-BAD", Rules: []string{"-m nosuchmatch --foo 1 -j ACCEPT"}}}, "the kernel refuses them"},
+		{"unknown interface", plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &model.Route{Family: inet.V4, Dst: pfx("10.1.0.0/16"), Dev: "nosuch0"}}, "unknown interface nosuch0"},
+		{"gateway not on-link", plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &model.Route{Family: inet.V4, Dst: pfx("10.1.0.0/16"), Gateway: netip.MustParseAddr("192.0.2.1")}}, "gateway 192.0.2.1 is not on-link"},
+		{"table name clash", plan.Change{Kind: plan.KindTable, Op: plan.OpAdd, Table: &plan.RTTable{ID: 201, Name: "clients"}}, `table name "clients" is already table 100`},
+		{"rule the kernel refuses", plan.Change{Kind: plan.KindChain, Op: plan.OpSet, Chain: &plan.ChainSpec{Family: inet.V4, Table: "nat", Name: "RT-BAD", Rules: []string{"-j NOSUCHTARGET"}}}, "jumps to NOSUCHTARGET, which is neither an iptables target nor a chain"},
+		{"rule iptables cannot parse", plan.Change{Kind: plan.KindChain, Op: plan.OpSet, Chain: &plan.ChainSpec{Family: inet.V4, Table: "nat", Name: "RT-BAD", Rules: []string{"-p tcp --dport"}}}, "--dport"},
+		{"rule the kernel refuses", plan.Change{Kind: plan.KindChain, Op: plan.OpSet, Chain: &plan.ChainSpec{Family: inet.V4, Table: "nat", Name: "RT-BAD", Rules: []string{"-m nosuchmatch --foo 1 -j ACCEPT"}}}, "the kernel refuses them"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			p := engine.NewPlan("bad: " + tc.name)
+			p := plan.New("bad: " + tc.name)
 			// A valid change first, so that refusing must happen before anything is applied.
-			p.Changes = append(p.Changes, engine.Change{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}}, tc.c)
+			p.Changes = append(p.Changes, plan.Change{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "1"}}, tc.c)
 			_, err := h.applier.Apply(ctx, p, kernel.ApplyOptions{})
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got error %v, want one containing %q", err, tc.want)
@@ -377,7 +379,7 @@ func TestPrivilegedApplyRefusesBadInput(t *testing.T) {
 			if strings.Contains(err.Error(), "undone") {
 				t.Errorf("the plan was started before being refused: %v", err)
 			}
-			if d := engine.Diff(before, h.read(t)); d != "" {
+			if d := model.Diff(before, h.read(t)); d != "" {
 				t.Errorf("a refused plan changed the state:\n%s", d)
 			}
 		})
@@ -391,8 +393,8 @@ func TestPrivilegedRevertTimer(t *testing.T) {
 	h := newApplyHost(t, l, "rt")
 	ctx := context.Background()
 	before := h.read(t)
-	p := engine.NewPlan("timer test")
-	p.Changes = append(p.Changes, engine.Change{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}})
+	p := plan.New("timer test")
+	p.Changes = append(p.Changes, plan.Change{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "1"}})
 	ns := kernel.Namespace{Name: h.ns.Name}
 
 	for _, confirm := range []bool{false, true} {
@@ -419,10 +421,10 @@ func TestPrivilegedRevertTimer(t *testing.T) {
 		}
 		got := h.read(t)
 		if confirm {
-			if got.Sysctls[engine.SysctlIPForward] != "1" {
+			if got.Sysctls[model.SysctlIPForward] != "1" {
 				t.Errorf("a confirmed apply was reverted")
 			}
-		} else if d := engine.Diff(before, got); d != "" {
+		} else if d := model.Diff(before, got); d != "" {
 			t.Errorf("an unconfirmed apply was not reverted:\n%s", d)
 		}
 	}
@@ -444,10 +446,10 @@ func TestPrivilegedConntrackFlush(t *testing.T) {
 	// The flush is of IPv4 only: an IPv6 entry of the same port stays.
 	h.ns.Run("conntrack", "-I", "-s", "2001:db8:88::2", "-d", "2001:db8:88::1", "-p", "tcp", "--sport", "5555", "--dport", "8080",
 		"--state", "ESTABLISHED", "-t", "100", "-u", "SEEN_REPLY")
-	p := engine.NewPlan("flush port 8080")
-	p.Changes = []engine.Change{
-		{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}},
-		{Kind: engine.KindConntrack, Op: engine.OpFlush, Conntrack: &engine.ConntrackFlush{Family: engine.V4, Proto: 6, Dst: netip.MustParsePrefix("10.88.0.1/32"), DPort: 8080}},
+	p := plan.New("flush port 8080")
+	p.Changes = []plan.Change{
+		{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "1"}},
+		{Kind: plan.KindConntrack, Op: plan.OpFlush, Conntrack: &plan.ConntrackFlush{Family: inet.V4, Proto: 6, Dst: netip.MustParsePrefix("10.88.0.1/32"), DPort: 8080}},
 	}
 	if _, err := h.applier.Apply(context.Background(), p, kernel.ApplyOptions{}); err != nil {
 		t.Fatal(err)
@@ -473,11 +475,11 @@ func BenchmarkPrivilegedApplyDestinationList(b *testing.B) {
 	ns.Addr("d0", "10.77.0.1/24")
 	b.Setenv(kernel.StateDirEnv, b.TempDir())
 	a := &kernel.Applier{NS: kernel.Namespace{Name: ns.Name}, RTTablesDirs: []string{b.TempDir()}}
-	p := engine.NewPlan("destination list")
+	p := plan.New("destination list")
 	for i := range 2000 {
 		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{100, byte(i >> 8), byte(i), 0}), 24)
-		p.Changes = append(p.Changes, engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd,
-			Route: &engine.Route{Family: engine.V4, Table: 200, Dst: dst, Gateway: netip.MustParseAddr("10.77.0.2"), Dev: "d0"}})
+		p.Changes = append(p.Changes, plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd,
+			Route: &model.Route{Family: inet.V4, Table: 200, Dst: dst, Gateway: netip.MustParseAddr("10.77.0.2"), Dev: "d0"}})
 	}
 	ctx := context.Background()
 	b.ResetTimer()
@@ -500,7 +502,7 @@ func TestPrivilegedRollbackOfNewTable(t *testing.T) {
 	t.Setenv(kernel.StateDirEnv, t.TempDir())
 	a := &kernel.Applier{NS: kernel.Namespace{Name: ns.Name}, RTTablesDirs: []string{t.TempDir()}}
 	ctx := context.Background()
-	read := func() *engine.State {
+	read := func() *model.State {
 		st, err := kernel.ReadWith(ctx, a.NS, kernel.ReadOptions{RTTablesDirs: a.RTTablesDirs})
 		if err != nil {
 			t.Fatal(err)
@@ -508,12 +510,12 @@ func TestPrivilegedRollbackOfNewTable(t *testing.T) {
 		return st
 	}
 	before := read()
-	if before.Netfilter.Table(engine.V4, "raw") != nil {
+	if before.Netfilter.Table(inet.V4, "raw") != nil {
 		t.Skip("the raw table already exists in a new namespace here")
 	}
-	p := engine.NewPlan("notrack")
-	p.Changes = []engine.Change{{Kind: engine.KindChain, Op: engine.OpSet, Chain: &engine.ChainSpec{Family: engine.V4, Table: "raw", Name: "RT-NOTRACK",
-		Hooks: []engine.Hook{{Chain: "PREROUTING"}}, Rules: []string{"-p udp --dport 53 -j CT --notrack"}}}}
+	p := plan.New("notrack")
+	p.Changes = []plan.Change{{Kind: plan.KindChain, Op: plan.OpSet, Chain: &plan.ChainSpec{Family: inet.V4, Table: "raw", Name: "RT-NOTRACK",
+		Jumps: []plan.Jump{{Chain: "PREROUTING"}}, Rules: []string{"-p udp --dport 53 -j CT --notrack"}}}}
 	if _, err := a.Apply(ctx, p, kernel.ApplyOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -523,7 +525,7 @@ func TestPrivilegedRollbackOfNewTable(t *testing.T) {
 	if _, err := a.Rollback(ctx, "", "test"); err != nil {
 		t.Fatal(err)
 	}
-	if d := engine.Diff(before, read()); d != "" {
+	if d := model.Diff(before, read()); d != "" {
 		t.Errorf("rollback left:\n%s", d)
 	}
 }

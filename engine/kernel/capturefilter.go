@@ -9,7 +9,7 @@ import (
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 )
 
 // CaptureFilter selects the packets a capture keeps. It is compiled into a classic BPF program
@@ -49,25 +49,25 @@ type filterTerm struct {
 	prefix netip.Prefix
 	port   uint16
 	proto  uint8 // IP protocol; protoICMPAny is ICMP in IPv4 and ICMPv6 in IPv6
-	family engine.Family
+	family inet.Family
 }
 
 // protoICMPAny stands for "icmp": ICMP over IPv4 and ICMPv6 over IPv6.
 const protoICMPAny = 255
 
 // family returns the address family a term restricts packets to, or 0.
-func (t filterTerm) familyOf() engine.Family {
+func (t filterTerm) familyOf() inet.Family {
 	switch t.kind {
 	case termAddr:
-		return engine.FamilyOf(t.prefix.Addr())
+		return inet.FamilyOf(t.prefix.Addr())
 	case termFamily:
 		return t.family
 	case termProto:
 		switch t.proto {
 		case unix.IPPROTO_ICMP:
-			return engine.V4
+			return inet.V4
 		case unix.IPPROTO_ICMPV6:
-			return engine.V6
+			return inet.V6
 		}
 	}
 	return 0
@@ -87,9 +87,9 @@ func (t filterTerm) String() string {
 		if t.proto == protoICMPAny {
 			return "icmp"
 		}
-		return "proto " + engine.ProtoName(int(t.proto))
+		return "proto " + inet.ProtoName(int(t.proto))
 	case termFamily:
-		if t.family == engine.V6 {
+		if t.family == inet.V6 {
 			return "ip6"
 		}
 		return "ip"
@@ -163,7 +163,7 @@ func ParseCaptureFilter(expr string) (*CaptureFilter, error) {
 
 // checkGroup rejects a group that can never match, such as an IPv4 host and an IPv6 host.
 func checkGroup(g []filterTerm) error {
-	var fam engine.Family
+	var fam inet.Family
 	var famTerm filterTerm
 	for _, t := range g {
 		tf := t.familyOf()
@@ -254,10 +254,10 @@ func parseTerm(w []string) (filterTerm, int, error) {
 		t.kind, t.proto = termProto, p
 		return t, 1, nil
 	case "ip":
-		t.kind, t.family = termFamily, engine.V4
+		t.kind, t.family = termFamily, inet.V4
 		return t, 1, nil
 	case "ip6":
-		t.kind, t.family = termFamily, engine.V6
+		t.kind, t.family = termFamily, inet.V6
 		return t, 1, nil
 	}
 	return t, 0, fmt.Errorf("unknown term %q: want host, net, port, proto, tcp, udp, icmp, ip or ip6", w[0])
@@ -267,7 +267,7 @@ func filterProto(s string) (uint8, error) {
 	if strings.EqualFold(s, "icmp") {
 		return protoICMPAny, nil
 	}
-	p, err := engine.ProtoNumber(s)
+	p, err := inet.ProtoNumber(s)
 	if err != nil || p == 0 || p == protoICMPAny {
 		return 0, fmt.Errorf("unknown protocol %q: want tcp, udp, icmp, icmpv6, sctp or a number 1-254", s)
 	}
@@ -484,10 +484,10 @@ func (f *CaptureFilter) emitMatch(p *program, accept int) {
 		return
 	}
 	for _, g := range f.groups {
-		fams := []engine.Family{engine.V4, engine.V6}
+		fams := []inet.Family{inet.V4, inet.V6}
 		for _, t := range g {
 			if tf := t.familyOf(); tf != 0 {
-				fams = []engine.Family{tf}
+				fams = []inet.Family{tf}
 				break
 			}
 		}
@@ -501,11 +501,11 @@ func (f *CaptureFilter) emitMatch(p *program, accept int) {
 }
 
 // emitGroup appends the checks of one and-group for one family, jumping to fail on a mismatch.
-func emitGroup(p *program, g []filterTerm, fam engine.Family, fail int) {
+func emitGroup(p *program, g []filterTerm, fam inet.Family, fail int) {
 	// A failed group may have left X elsewhere (port checks move it to the transport header).
 	p.add(bpf.LoadScratch{Dst: bpf.RegX, N: 0})
 	v := uint32(0x40)
-	if fam == engine.V6 {
+	if fam == inet.V6 {
 		v = 0x60
 	}
 	p.add(bpf.LoadIndirect{Off: 0, Size: 1}, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0xf0})
@@ -518,7 +518,7 @@ func emitGroup(p *program, g []filterTerm, fam engine.Family, fail int) {
 			proto := uint32(t.proto)
 			if t.proto == protoICMPAny {
 				proto = unix.IPPROTO_ICMP
-				if fam == engine.V6 {
+				if fam == inet.V6 {
 					proto = unix.IPPROTO_ICMPV6
 				}
 			}
@@ -534,16 +534,16 @@ func emitGroup(p *program, g []filterTerm, fam engine.Family, fail int) {
 
 // loadProto loads the IPv4 protocol or the IPv6 next header. IPv6 extension headers are not
 // walked (as tcpdump's "tcp" does not): a packet with them does not match a protocol or port.
-func loadProto(fam engine.Family) bpf.Instruction {
-	if fam == engine.V6 {
+func loadProto(fam inet.Family) bpf.Instruction {
+	if fam == inet.V6 {
 		return bpf.LoadIndirect{Off: 6, Size: 1}
 	}
 	return bpf.LoadIndirect{Off: 9, Size: 1}
 }
 
-func emitAddr(p *program, t filterTerm, fam engine.Family, fail int) {
+func emitAddr(p *program, t filterTerm, fam inet.Family, fail int) {
 	src, dst := uint32(12), uint32(16)
-	if fam == engine.V6 {
+	if fam == inet.V6 {
 		src, dst = 8, 24
 	}
 	switch t.side {
@@ -583,14 +583,14 @@ func emitPrefix(p *program, pfx netip.Prefix, off uint32, fail int) {
 // emitPort checks a TCP, UDP or SCTP port. IPv4 fragments after the first carry no ports and
 // never match; the IPv4 header length comes from IHL. X points at the transport header while
 // the ports are read and at the IP header again afterwards.
-func emitPort(p *program, t filterTerm, fam engine.Family, fail int) {
+func emitPort(p *program, t filterTerm, fam inet.Family, fail int) {
 	hasPorts := p.newLabel()
 	p.add(loadProto(fam))
 	p.jumpIf(bpf.JumpEqual, unix.IPPROTO_TCP, hasPorts)
 	p.jumpIf(bpf.JumpEqual, unix.IPPROTO_UDP, hasPorts)
 	p.jumpUnless(bpf.JumpEqual, unix.IPPROTO_SCTP, fail)
 	p.place(hasPorts)
-	if fam == engine.V4 {
+	if fam == inet.V4 {
 		p.add(bpf.LoadIndirect{Off: 6, Size: 2}, bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x1fff})
 		p.jumpUnless(bpf.JumpEqual, 0, fail)
 		// A = 4*IHL + X (the IP header's offset), then X = A.

@@ -17,7 +17,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // ConntrackTuple is one direction of a tracked connection: protocol, source and destination.
@@ -38,7 +39,7 @@ func (t ConntrackTuple) Reverse() ConntrackTuple {
 func (t ConntrackTuple) IsZero() bool { return t == ConntrackTuple{} }
 
 func (t ConntrackTuple) String() string {
-	return fmt.Sprintf("%s %s -> %s", engine.ProtoName(int(t.Proto)), Endpoint(t.Proto, t.Src), Endpoint(t.Proto, t.Dst))
+	return fmt.Sprintf("%s %s -> %s", inet.ProtoName(int(t.Proto)), Endpoint(t.Proto, t.Src), Endpoint(t.Proto, t.Dst))
 }
 
 // Endpoint writes an address with its port for protocols that have ports, the address alone
@@ -148,7 +149,7 @@ func ParseTCPState(s string) (string, error) {
 // differing from Orig.Src.
 type ConntrackEntry struct {
 	ID       uint32          `json:"id"`
-	Family   engine.Family   `json:"family"`
+	Family   inet.Family     `json:"family"`
 	Orig     ConntrackTuple  `json:"orig"`
 	Reply    ConntrackTuple  `json:"reply"`
 	Status   ConntrackStatus `json:"status"`
@@ -182,7 +183,7 @@ func (e *ConntrackEntry) Has(t ConntrackTuple) bool {
 // String renders the entry as conntrack -L does, roughly.
 func (e *ConntrackEntry) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %d", engine.ProtoName(int(e.Orig.Proto)), e.Timeout)
+	fmt.Fprintf(&b, "%s %d", inet.ProtoName(int(e.Orig.Proto)), e.Timeout)
 	if e.TCPState != "" {
 		b.WriteString(" " + e.TCPState)
 	}
@@ -219,7 +220,7 @@ func hasPorts(proto uint8) bool {
 func convertFlow(f *conntrack.Flow) ConntrackEntry {
 	e := ConntrackEntry{
 		ID:           f.ID,
-		Family:       engine.V4,
+		Family:       inet.V4,
 		Orig:         convertTuple(f.TupleOrig),
 		Reply:        convertTuple(f.TupleReply),
 		Status:       ConntrackStatus(f.Status),
@@ -232,7 +233,7 @@ func convertFlow(f *conntrack.Flow) ConntrackEntry {
 		ReplyBytes:   f.CountersReply.Bytes,
 	}
 	if f.TupleOrig.IP.SourceAddress.Is6() && !f.TupleOrig.IP.SourceAddress.Is4In6() {
-		e.Family = engine.V6
+		e.Family = inet.V6
 	}
 	if f.ProtoInfo.TCP != nil && int(f.ProtoInfo.TCP.State) < len(tcpStates) {
 		e.TCPState = tcpStates[f.ProtoInfo.TCP.State]
@@ -271,7 +272,7 @@ func ICMPEchoPorts(typ uint8, id uint16, v6 bool) (uint16, uint16) { return icmp
 
 // ConntrackFilter selects entries. Zero fields select everything.
 type ConntrackFilter struct {
-	Family engine.Family
+	Family inet.Family
 	Proto  uint8
 	// Addr matches an entry that has the address anywhere: either side of either tuple, so a
 	// filter on a NATed address finds its connections.
@@ -280,7 +281,7 @@ type ConntrackFilter struct {
 	Src, Dst netip.Addr
 	// Port matches any port of either tuple.
 	Port uint16
-	Mark *engine.MarkMatch
+	Mark *model.MarkMatch
 	// StatusSet bits must all be set, StatusClear bits all clear (UNREPLIED is SEEN_REPLY clear).
 	StatusSet, StatusClear ConntrackStatus
 	TCPState               string
@@ -634,8 +635,8 @@ func ReadConntrackStats(ns Namespace) (ConntrackStats, error) {
 	var s ConntrackStats
 	err := ns.Do(func() error {
 		for key, dst := range map[string]*int{
-			engine.SysctlConntrackCount:          &s.Count,
-			engine.SysctlConntrackMax:            &s.Max,
+			model.SysctlConntrackCount:           &s.Count,
+			model.SysctlConntrackMax:             &s.Max,
 			"net.netfilter.nf_conntrack_buckets": &s.Buckets,
 		} {
 			b, err := os.ReadFile(SysctlPath(key))
@@ -651,7 +652,7 @@ func ReadConntrackStats(ns Namespace) (ConntrackStats, error) {
 		return nil
 	})
 	if errors.Is(err, os.ErrNotExist) {
-		return s, fmt.Errorf("reading conntrack statistics of %s: connection tracking is not loaded (no %s): %w", ns, SysctlPath(engine.SysctlConntrackCount), err)
+		return s, fmt.Errorf("reading conntrack statistics of %s: connection tracking is not loaded (no %s): %w", ns, SysctlPath(model.SysctlConntrackCount), err)
 	}
 	if err != nil {
 		return s, fmt.Errorf("reading conntrack statistics of %s: %w", ns, err)

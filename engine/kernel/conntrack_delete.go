@@ -8,7 +8,7 @@ import (
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/model"
 )
 
 // DeleteFunc deletes the entries that pass f and for which del returns true, and returns how
@@ -51,7 +51,7 @@ func (c *Conntrack) DeleteFunc(ctx context.Context, f *ConntrackFilter, del func
 // entries it changed. Packets take the new mark when a rule restores it (CONNMARK
 // --restore-mark), which is how a connection is pinned to an uplink. Clearing a mark to zero is
 // refused: ctnetlink leaves a zero mark out of the request and the entry would not change.
-func (c *Conntrack) MarkFunc(ctx context.Context, f *ConntrackFilter, mark func(*ConntrackEntry) (engine.MarkMatch, bool)) (int, error) {
+func (c *Conntrack) MarkFunc(ctx context.Context, f *ConntrackFilter, mark func(*ConntrackEntry) (model.MarkMatch, bool)) (int, error) {
 	type change struct {
 		t    ConntrackTuple
 		mark uint32

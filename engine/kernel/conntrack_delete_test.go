@@ -10,9 +10,10 @@ import (
 	"github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	. "roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
 )
 
 // ctFlow builds a conntrack entry of a LAN client's connection source-NATed to natTo.
@@ -84,7 +85,7 @@ func TestPrivilegedConntrackDeleteAndMark(t *testing.T) {
 	}
 
 	// Delete what was NATed to A: UDP, ICMP and TCP alike; B's and the unNATed one stay.
-	n, err := c.DeleteFunc(context.Background(), &ConntrackFilter{Family: engine.V4}, func(e *ConntrackEntry) bool {
+	n, err := c.DeleteFunc(context.Background(), &ConntrackFilter{Family: inet.V4}, func(e *ConntrackEntry) bool {
 		return e.SNAT() && e.Reply.Dst.Addr() == wanA
 	})
 	if err != nil {
@@ -97,8 +98,8 @@ func TestPrivilegedConntrackDeleteAndMark(t *testing.T) {
 	}
 
 	// Pin B's connection: its other mark bits stay.
-	pin := engine.MarkMatch{Value: 0x2000000, Mask: 0x3000000}
-	n, err = c.MarkFunc(context.Background(), nil, func(e *ConntrackEntry) (engine.MarkMatch, bool) {
+	pin := model.MarkMatch{Value: 0x2000000, Mask: 0x3000000}
+	n, err = c.MarkFunc(context.Background(), nil, func(e *ConntrackEntry) (model.MarkMatch, bool) {
 		return pin, e.Reply.Dst.Addr() == wanB
 	})
 	if err != nil {
@@ -108,11 +109,11 @@ func TestPrivilegedConntrackDeleteAndMark(t *testing.T) {
 		t.Errorf("marked %d; marks %#v, want 40002 at 0x2000010", n, got)
 	}
 	// Marking again changes nothing; clearing to zero is refused.
-	if n, err := c.MarkFunc(context.Background(), nil, func(e *ConntrackEntry) (engine.MarkMatch, bool) { return pin, true }); err != nil || n != 1 {
+	if n, err := c.MarkFunc(context.Background(), nil, func(e *ConntrackEntry) (model.MarkMatch, bool) { return pin, true }); err != nil || n != 1 {
 		t.Errorf("marking again: %d changed (want only the unmarked one), %v", n, err)
 	}
-	if _, err := c.MarkFunc(context.Background(), nil, func(e *ConntrackEntry) (engine.MarkMatch, bool) {
-		return engine.MarkMatch{Mask: 0xffffffff}, true
+	if _, err := c.MarkFunc(context.Background(), nil, func(e *ConntrackEntry) (model.MarkMatch, bool) {
+		return model.MarkMatch{Mask: 0xffffffff}, true
 	}); err == nil {
 		t.Error("clearing marks to zero was accepted")
 	}

@@ -15,14 +15,15 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	. "roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
 )
 
 func TestConntrackFilterAndStatus(t *testing.T) {
 	e := ConntrackEntry{
-		Family: engine.V4,
+		Family: inet.V4,
 		Orig:   ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.10:40001"), Dst: netip.MustParseAddrPort("10.72.5.34:81")},
 		Reply:  ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.32:80"), Dst: netip.MustParseAddrPort("10.72.5.10:40001")},
 		Status: CTStatusConfirmed | CTStatusDstNAT,
@@ -53,11 +54,11 @@ func TestConntrackFilterAndStatus(t *testing.T) {
 		{ConntrackFilter{Dst: netip.MustParseAddr("10.72.5.34")}, true},
 		{ConntrackFilter{Port: 80}, true},
 		{ConntrackFilter{Port: 8080}, false},
-		{ConntrackFilter{Mark: &engine.MarkMatch{Value: 0x10, Mask: 0xf0}}, true},
-		{ConntrackFilter{Mark: &engine.MarkMatch{Value: 0x20, Mask: 0xf0}}, false},
+		{ConntrackFilter{Mark: &model.MarkMatch{Value: 0x10, Mask: 0xf0}}, true},
+		{ConntrackFilter{Mark: &model.MarkMatch{Value: 0x20, Mask: 0xf0}}, false},
 		{unreplied, true},
 		{assured, false},
-		{ConntrackFilter{Family: engine.V6}, false},
+		{ConntrackFilter{Family: inet.V6}, false},
 	} {
 		if got := c.f.Match(&e); got != c.want {
 			t.Errorf("filter %+v: %v, want %v", c.f, got, c.want)
@@ -136,7 +137,7 @@ func TestPrivilegedConntrackDumpWatchGetStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	set, clr, _ := ParseConntrackStatus("UNREPLIED")
-	if err := c.Dump(ctx, &ConntrackFilter{StatusSet: set, StatusClear: clr, Mark: &engine.MarkMatch{Value: 7, Mask: ^uint32(0)}}, func(e *ConntrackEntry) error {
+	if err := c.Dump(ctx, &ConntrackFilter{StatusSet: set, StatusClear: clr, Mark: &model.MarkMatch{Value: 7, Mask: ^uint32(0)}}, func(e *ConntrackEntry) error {
 		unreplied = append(unreplied, *e)
 		return nil
 	}); err != nil {

@@ -15,9 +15,12 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/kernel/kerneltest"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // These tests run the change engine against kerneltest.Fake, without root: failures at every
@@ -33,57 +36,57 @@ var (
 // everything for plans to change: links with addresses
 // (and the routes the kernel adds with them), a vxlan link, routes in main and table 100, the
 // default rules and one more, roundtrip chains in mangle and nat, sysctls, a table name.
-func fakeState() *engine.State {
-	st := &engine.State{Host: "fake", TableNames: map[int]string{100: "clients"}}
-	add := func(l engine.Link, addrs ...string) {
+func fakeState() *model.State {
+	st := &model.State{Host: "fake", TableNames: map[int]string{100: "clients"}}
+	add := func(l model.Link, addrs ...string) {
 		st.Links = append(st.Links, l)
 		for _, a := range addrs {
-			engine.ApplyChange(st, engine.Change{Kind: engine.KindAddress, Op: engine.OpAdd,
-				Address: &engine.LinkAddress{Dev: l.Name, Address: engine.Address{Prefix: pfx(a)}}})
+			plan.ApplyChange(st, plan.Change{Kind: plan.KindAddress, Op: plan.OpAdd,
+				Address: &plan.LinkAddress{Dev: l.Name, Address: model.Address{Prefix: pfx(a)}}})
 		}
 	}
-	add(engine.Link{Index: 1, Name: "lo", Kind: "loopback", Up: true, MTU: 65536}, "127.0.0.1/8")
-	add(engine.Link{Index: 2, Name: "a0", Kind: "veth", Up: true, MTU: 1500}, "10.88.0.1/24", "10.88.9.1/24")
-	add(engine.Link{Index: 3, Name: "b0", Kind: "veth", Up: true, MTU: 1500}, "192.168.7.1/24")
-	add(engine.Link{Index: 4, Name: "vxold", Kind: "vxlan", Up: true, MTU: 1450,
-		Tunnel: &engine.Tunnel{VNI: 7, Local: ip("10.88.0.1"), Remote: ip("10.88.0.9"), Port: 4789, Dev: "a0"}}, "10.99.0.1/24")
-	route := func(r engine.Route) {
-		r = engine.NormalizeRoute(r)
-		engine.ApplyChange(st, engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &r})
+	add(model.Link{Index: 1, Name: "lo", Kind: "loopback", Up: true, MTU: 65536}, "127.0.0.1/8")
+	add(model.Link{Index: 2, Name: "a0", Kind: "veth", Up: true, MTU: 1500}, "10.88.0.1/24", "10.88.9.1/24")
+	add(model.Link{Index: 3, Name: "b0", Kind: "veth", Up: true, MTU: 1500}, "192.168.7.1/24")
+	add(model.Link{Index: 4, Name: "vxold", Kind: "vxlan", Up: true, MTU: 1450,
+		Tunnel: &model.Tunnel{VNI: 7, Local: ip("10.88.0.1"), Remote: ip("10.88.0.9"), Port: 4789, Dev: "a0"}}, "10.99.0.1/24")
+	route := func(r model.Route) {
+		r = plan.NormalizeRoute(r)
+		plan.ApplyChange(st, plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &r})
 	}
-	route(engine.Route{Family: engine.V4, Dst: pfx("0.0.0.0/0"), Gateway: ip("10.88.0.254"), Dev: "a0"})
-	route(engine.Route{Family: engine.V4, Dst: pfx("10.66.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0"})
-	route(engine.Route{Family: engine.V4, Table: 100, Dst: pfx("10.98.0.0/16"), Gateway: ip("10.99.0.2"), Dev: "vxold"})
-	route(engine.Route{Family: engine.V4, Table: 100, Dst: pfx("10.77.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0"})
-	route(engine.Route{Family: engine.V4, Table: 101, Dst: pfx("10.55.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0", Src: ip("10.88.9.1")})
-	st.Rules = []engine.Rule{
-		{Family: engine.V4, Priority: 0, Action: engine.ActionTable, Table: engine.TableLocal},
-		{Family: engine.V4, Priority: 10050, Src: pfx("10.88.5.0/24"), Action: engine.ActionTable, Table: 100},
-		{Family: engine.V4, Priority: 32766, Action: engine.ActionTable, Table: engine.TableMain},
-		{Family: engine.V4, Priority: 32767, Action: engine.ActionTable, Table: engine.TableDefault},
+	route(model.Route{Family: inet.V4, Dst: pfx("0.0.0.0/0"), Gateway: ip("10.88.0.254"), Dev: "a0"})
+	route(model.Route{Family: inet.V4, Dst: pfx("10.66.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0"})
+	route(model.Route{Family: inet.V4, Table: 100, Dst: pfx("10.98.0.0/16"), Gateway: ip("10.99.0.2"), Dev: "vxold"})
+	route(model.Route{Family: inet.V4, Table: 100, Dst: pfx("10.77.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0"})
+	route(model.Route{Family: inet.V4, Table: 101, Dst: pfx("10.55.0.0/16"), Gateway: ip("10.88.0.2"), Dev: "a0", Src: ip("10.88.9.1")})
+	st.Rules = []model.Rule{
+		{Family: inet.V4, Priority: 0, Action: model.ActionTable, Table: model.TableLocal},
+		{Family: inet.V4, Priority: 10050, Src: pfx("10.88.5.0/24"), Action: model.ActionTable, Table: 100},
+		{Family: inet.V4, Priority: 32766, Action: model.ActionTable, Table: model.TableMain},
+		{Family: inet.V4, Priority: 32767, Action: model.ActionTable, Table: model.TableDefault},
 	}
-	rule := func(f engine.Family, spec string) engine.NFRule {
-		r, err := engine.ParseIPTablesRule(f, spec)
+	rule := func(f inet.Family, spec string) iptables.Rule {
+		r, err := iptables.ParseRule(f, spec)
 		if err != nil {
 			panic(err)
 		}
 		return r
 	}
-	st.Netfilter.Tables = []engine.NFTable{
-		{Family: engine.V4, Name: "mangle", Chains: []engine.NFChain{
-			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []engine.NFRule{rule(engine.V4, "-p udp -j ACCEPT"), rule(engine.V4, "-j RT-TEST-OLD")}},
+	st.Netfilter.Tables = []iptables.Table{
+		{Family: inet.V4, Name: "mangle", Chains: []iptables.Chain{
+			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []iptables.Rule{rule(inet.V4, "-p udp -j ACCEPT"), rule(inet.V4, "-j RT-TEST-OLD")}},
 			{Name: "INPUT", Policy: "ACCEPT"}, {Name: "FORWARD", Policy: "ACCEPT"}, {Name: "OUTPUT", Policy: "ACCEPT"}, {Name: "POSTROUTING", Policy: "ACCEPT"},
-			{Name: "RT-TEST-OLD", Rules: []engine.NFRule{rule(engine.V4, "-p tcp -j MARK --set-xmark 0x2000000/0xff000000")}},
+			{Name: "RT-TEST-OLD", Rules: []iptables.Rule{rule(inet.V4, "-p tcp -j MARK --set-xmark 0x2000000/0xff000000")}},
 		}},
-		{Family: engine.V4, Name: "nat", Chains: []engine.NFChain{
-			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []engine.NFRule{rule(engine.V4, "-j RT-TEST-PRE")}},
+		{Family: inet.V4, Name: "nat", Chains: []iptables.Chain{
+			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []iptables.Rule{rule(inet.V4, "-j RT-TEST-PRE")}},
 			{Name: "INPUT", Policy: "ACCEPT"}, {Name: "OUTPUT", Policy: "ACCEPT"}, {Name: "POSTROUTING", Policy: "ACCEPT"},
-			{Name: "RT-TEST-PRE", Rules: []engine.NFRule{rule(engine.V4, "-p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.88.0.2:90")}},
+			{Name: "RT-TEST-PRE", Rules: []iptables.Rule{rule(inet.V4, "-p tcp -m tcp --dport 9090 -j DNAT --to-destination 10.88.0.2:90")}},
 		}},
 	}
-	st.Sysctls = engine.Sysctls{engine.SysctlIPForward: "0"}
+	st.Sysctls = model.Sysctls{model.SysctlIPForward: "0"}
 	for _, dev := range []string{"all", "default", "lo", "a0", "b0", "vxold"} {
-		st.Sysctls[engine.ConfKey(dev, "rp_filter")] = "1"
+		st.Sysctls[model.ConfKey(dev, "rp_filter")] = "1"
 	}
 	return st
 }
@@ -96,10 +99,10 @@ type world struct {
 	dir     string // the store's directory
 }
 
-func newWorld(t testing.TB, st *engine.State) *world {
+func newWorld(t testing.TB, st *model.State) *world {
 	t.Helper()
 	dirs := []string{"/fake/iproute2"}
-	w := &world{fake: kerneltest.New(st, filepath.Join(dirs[0], engine.RTTablesFile)), dir: memDir(t)}
+	w := &world{fake: kerneltest.New(st, filepath.Join(dirs[0], plan.RTTablesFile)), dir: memDir(t)}
 	w.store = &kernel.Store{Dir: w.dir, NS: kernel.Namespace{Name: "fake"}}
 	// Small batches, so that a dozen routes make several steps.
 	w.applier = &kernel.Applier{NS: w.store.NS, Store: w.store, Host: w.fake, RTTablesDirs: dirs, BatchSize: 2}
@@ -119,9 +122,9 @@ func memDir(t testing.TB) string {
 }
 
 // sameState fails unless the fake holds want.
-func sameState(t testing.TB, what string, want, got *engine.State) {
+func sameState(t testing.TB, what string, want, got *model.State) {
 	t.Helper()
-	if d := engine.Diff(want, got); d != "" {
+	if d := model.Diff(want, got); d != "" {
 		t.Fatalf("%s:\n%s", what, d)
 	}
 }
@@ -160,7 +163,7 @@ func TestFakeApplyRollback(t *testing.T) {
 }
 
 // countOps applies p to a fresh world and returns how many operations it made.
-func countOps(t *testing.T, st *engine.State, p *engine.Plan) int {
+func countOps(t *testing.T, st *model.State, p *plan.Plan) int {
 	t.Helper()
 	w := newWorld(t, st)
 	n := 0
@@ -209,18 +212,18 @@ func TestFakeFailureAtEveryOp(t *testing.T) {
 // TestFakeFailedAddIsNotUndone: a rule (and a route) whose add the kernel refuses because an
 // identical one appeared meanwhile is not "undone": that would delete the other one.
 func TestFakeFailedAddIsNotUndone(t *testing.T) {
-	for _, kind := range []engine.ChangeKind{engine.KindRule, engine.KindRoute} {
+	for _, kind := range []plan.ChangeKind{plan.KindRule, plan.KindRoute} {
 		t.Run(string(kind), func(t *testing.T) {
 			ctx := context.Background()
 			st := fakeState()
-			p := engine.NewPlan("adds")
-			var raced engine.Change
+			p := plan.New("adds")
+			var raced plan.Change
 			for i := range 5 {
-				c := engine.Change{Kind: kind, Op: engine.OpAdd}
-				if kind == engine.KindRule {
-					c.Rule = &engine.Rule{Family: engine.V4, Priority: 2000 + i, Src: pfx(fmt.Sprintf("10.60.%d.0/24", i)), Action: engine.ActionTable, Table: 100}
+				c := plan.Change{Kind: kind, Op: plan.OpAdd}
+				if kind == plan.KindRule {
+					c.Rule = &model.Rule{Family: inet.V4, Priority: 2000 + i, Src: pfx(fmt.Sprintf("10.60.%d.0/24", i)), Action: model.ActionTable, Table: 100}
 				} else {
-					c.Route = &engine.Route{Family: engine.V4, Table: 100, Dst: pfx(fmt.Sprintf("10.60.%d.0/24", i)), Gateway: ip("10.88.0.2"), Dev: "a0"}
+					c.Route = &model.Route{Family: inet.V4, Table: 100, Dst: pfx(fmt.Sprintf("10.60.%d.0/24", i)), Gateway: ip("10.88.0.2"), Dev: "a0"}
 				}
 				p.Changes = append(p.Changes, c)
 				if i == 2 {
@@ -243,17 +246,17 @@ func TestFakeFailedAddIsNotUndone(t *testing.T) {
 				t.Fatalf("apply: %v", err)
 			}
 			want := st.Clone()
-			engine.ApplyChange(want, raced)
+			plan.ApplyChange(want, raced)
 			sameState(t, "the other one's change was undone, or ours were not", want, w.fake.State())
 		})
 	}
 }
 
 // engineApply makes a change on the fake as another program would.
-func engineApply(t *testing.T, f *kerneltest.Fake, c engine.Change) {
+func engineApply(t *testing.T, f *kerneltest.Fake, c plan.Change) {
 	t.Helper()
 	var err error
-	if c.Kind == engine.KindRule {
+	if c.Kind == plan.KindRule {
 		_, failed, e := f.Rules(context.Background(), []kernel.RuleOp{{Op: c.Op, Rule: *c.Rule}}, true)
 		err = errors.Join(e, opErr(failed))
 	} else {
@@ -339,7 +342,7 @@ func TestFakeDiskFullAtEveryWrite(t *testing.T) {
 
 // snapshot is the world at one instant: the host and the state directory's files.
 type snapshot struct {
-	host  *engine.State
+	host  *model.State
 	files map[string][]byte // the fake's files (rt_tables)
 	dir   map[string][]byte // the state directory
 }
@@ -426,7 +429,7 @@ func TestFakeKillAtEveryOp(t *testing.T) {
 		if err != nil && !errors.Is(err, kernel.ErrNothingToRollBack) {
 			t.Fatalf("%s: rollback: %v", what, err)
 		}
-		if d := engine.Diff(st, rw.fake.State()); d != "" {
+		if d := model.Diff(st, rw.fake.State()); d != "" {
 			js, _ := rw.store.List()
 			t.Fatalf("%s: the host after recovery (rollback: %v; journals %v; log %v):\n%s", what, err, js, rw.fake.Log, d)
 		}
@@ -464,8 +467,8 @@ func TestFakeKillAtEveryOp(t *testing.T) {
 
 // randomDesired makes a random intent against st: routes and rules added, replaced and
 // removed, sysctls, addresses, a vxlan link, a chain, table names.
-func randomDesired(rng *rand.Rand, st *engine.State, n int) *engine.Desired {
-	d := &engine.Desired{Intent: fmt.Sprintf("random %d", n)}
+func randomDesired(rng *rand.Rand, st *model.State, n int) *plan.Desired {
+	d := &plan.Desired{Intent: fmt.Sprintf("random %d", n)}
 	gws := []struct {
 		gw  string
 		dev string
@@ -475,53 +478,53 @@ func randomDesired(rng *rand.Rand, st *engine.State, n int) *engine.Desired {
 		if g.dev == "vxold" && st.LinkByName("vxold") == nil {
 			continue
 		}
-		r := engine.Route{Family: engine.V4, Table: 100 + rng.IntN(3), Dst: pfx(fmt.Sprintf("10.%d.%d.0/24", 30+rng.IntN(3), rng.IntN(8))),
+		r := model.Route{Family: inet.V4, Table: 100 + rng.IntN(3), Dst: pfx(fmt.Sprintf("10.%d.%d.0/24", 30+rng.IntN(3), rng.IntN(8))),
 			Gateway: ip(g.gw), Dev: g.dev, Metric: rng.IntN(2) * 10}
 		if rng.IntN(6) == 0 {
-			r = engine.Route{Family: engine.V4, Table: 100 + rng.IntN(3), Type: engine.RouteBlackhole, Dst: r.Dst}
+			r = model.Route{Family: inet.V4, Table: 100 + rng.IntN(3), Type: model.RouteBlackhole, Dst: r.Dst}
 		}
-		if !slices.ContainsFunc(d.Routes, func(x engine.Route) bool { return x.Table == r.Table && x.Dst == r.Dst && x.Metric == r.Metric }) {
+		if !slices.ContainsFunc(d.Routes, func(x model.Route) bool { return x.Table == r.Table && x.Dst == r.Dst && x.Metric == r.Metric }) {
 			d.Routes = append(d.Routes, r)
 		}
 	}
 	for _, r := range st.Routes {
 		if r.Protocol != "kernel" && r.Table >= 100 && r.Table < 200 && rng.IntN(3) == 0 &&
-			!slices.ContainsFunc(d.Routes, func(x engine.Route) bool { return x.Table == r.Table && x.Dst == r.Dst }) {
+			!slices.ContainsFunc(d.Routes, func(x model.Route) bool { return x.Table == r.Table && x.Dst == r.Dst }) {
 			d.RemoveRoutes = append(d.RemoveRoutes, r)
 		}
 	}
 	for range rng.IntN(5) {
-		r := engine.Rule{Family: engine.V4, Priority: 1000 + rng.IntN(20), Src: pfx(fmt.Sprintf("10.40.%d.0/24", rng.IntN(5))), Action: engine.ActionTable, Table: 100 + rng.IntN(3)}
-		if !slices.ContainsFunc(d.Rules, func(x engine.Rule) bool { return x.Priority == r.Priority && x.Src == r.Src }) {
+		r := model.Rule{Family: inet.V4, Priority: 1000 + rng.IntN(20), Src: pfx(fmt.Sprintf("10.40.%d.0/24", rng.IntN(5))), Action: model.ActionTable, Table: 100 + rng.IntN(3)}
+		if !slices.ContainsFunc(d.Rules, func(x model.Rule) bool { return x.Priority == r.Priority && x.Src == r.Src }) {
 			d.Rules = append(d.Rules, r)
 		}
 	}
 	for _, r := range st.Rules {
 		if r.Priority >= 1000 && r.Priority < 1100 && rng.IntN(2) == 0 &&
-			!slices.ContainsFunc(d.Rules, func(x engine.Rule) bool { return x.Priority == r.Priority && x.Src == r.Src }) {
+			!slices.ContainsFunc(d.Rules, func(x model.Rule) bool { return x.Priority == r.Priority && x.Src == r.Src }) {
 			d.RemoveRules = append(d.RemoveRules, r)
 		}
 	}
 	if rng.IntN(2) == 0 {
-		d.Sysctls = append(d.Sysctls, engine.SysctlValue{Key: engine.ConfKey("b0", "rp_filter"), Value: fmt.Sprint(rng.IntN(3))})
+		d.Sysctls = append(d.Sysctls, plan.SysctlValue{Key: model.ConfKey("b0", "rp_filter"), Value: fmt.Sprint(rng.IntN(3))})
 	}
 	if rng.IntN(3) == 0 {
-		d.Sysctls = append(d.Sysctls, engine.SysctlValue{Key: engine.SysctlIPForward, Value: fmt.Sprint(rng.IntN(2))})
+		d.Sysctls = append(d.Sysctls, plan.SysctlValue{Key: model.SysctlIPForward, Value: fmt.Sprint(rng.IntN(2))})
 	}
 	if rng.IntN(3) == 0 {
-		d.Addresses = append(d.Addresses, engine.LinkAddress{Dev: "b0", Address: engine.Address{Prefix: pfx(fmt.Sprintf("10.50.%d.1/24", rng.IntN(3)))}})
+		d.Addresses = append(d.Addresses, plan.LinkAddress{Dev: "b0", Address: model.Address{Prefix: pfx(fmt.Sprintf("10.50.%d.1/24", rng.IntN(3)))}})
 	}
 	if l := st.LinkByName("b0"); l != nil && rng.IntN(3) == 0 {
 		for _, a := range l.Addrs {
-			if a.Prefix.Addr().As4()[0] == 10 && !slices.ContainsFunc(d.Addresses, func(x engine.LinkAddress) bool { return x.Prefix == a.Prefix }) {
-				d.RemoveAddresses = append(d.RemoveAddresses, engine.LinkAddress{Dev: "b0", Address: a})
+			if a.Prefix.Addr().As4()[0] == 10 && !slices.ContainsFunc(d.Addresses, func(x plan.LinkAddress) bool { return x.Prefix == a.Prefix }) {
+				d.RemoveAddresses = append(d.RemoveAddresses, plan.LinkAddress{Dev: "b0", Address: a})
 			}
 		}
 	}
 	switch rng.IntN(4) {
 	case 0:
-		d.Links = append(d.Links, engine.Link{Name: "vxr", Kind: "vxlan", Up: rng.IntN(2) == 0,
-			Tunnel: &engine.Tunnel{VNI: 77, Local: ip("10.88.0.1"), Remote: ip("10.88.0.7"), Dev: "a0", Port: 4789}})
+		d.Links = append(d.Links, model.Link{Name: "vxr", Kind: "vxlan", Up: rng.IntN(2) == 0,
+			Tunnel: &model.Tunnel{VNI: 77, Local: ip("10.88.0.1"), Remote: ip("10.88.0.7"), Dev: "a0", Port: 4789}})
 	case 1:
 		if st.LinkByName("vxr") != nil {
 			d.RemoveLinks = append(d.RemoveLinks, "vxr")
@@ -529,13 +532,13 @@ func randomDesired(rng *rand.Rand, st *engine.State, n int) *engine.Desired {
 	}
 	switch rng.IntN(4) {
 	case 0:
-		d.Chains = append(d.Chains, engine.ChainSpec{Family: engine.V4, Table: "mangle", Name: "RT-RAND", Hooks: []engine.Hook{{Chain: "PREROUTING"}},
+		d.Chains = append(d.Chains, plan.ChainSpec{Family: inet.V4, Table: "mangle", Name: "RT-RAND", Jumps: []plan.Jump{{Chain: "PREROUTING"}},
 			Rules: []string{fmt.Sprintf("-s 10.40.%d.0/24 -j MARK --set-mark 0x%d/0xff", rng.IntN(5), 1+rng.IntN(9))}})
 	case 1:
-		d.RemoveChains = append(d.RemoveChains, engine.ChainSpec{Family: engine.V4, Table: "mangle", Name: "RT-RAND"})
+		d.RemoveChains = append(d.RemoveChains, plan.ChainSpec{Family: inet.V4, Table: "mangle", Name: "RT-RAND"})
 	}
 	if rng.IntN(4) == 0 {
-		d.TableNames = append(d.TableNames, engine.RTTable{ID: 101 + rng.IntN(2), Name: fmt.Sprintf("rand%d", rng.IntN(3))})
+		d.TableNames = append(d.TableNames, plan.RTTable{ID: 101 + rng.IntN(2), Name: fmt.Sprintf("rand%d", rng.IntN(3))})
 	}
 	return d
 }
@@ -554,7 +557,7 @@ func TestFakeRandomWalks(t *testing.T) {
 		rng := rand.New(rand.NewPCG(uint64(walk), 7))
 		w := newWorld(t, fakeState())
 		w.applier.BatchSize = 1 + rng.IntN(4)
-		var stack []*engine.State // the state before each apply in effect
+		var stack []*model.State // the state before each apply in effect
 		for step := range steps {
 			cur := w.fake.State()
 			where := fmt.Sprintf("walk %d step %d", walk, step)
@@ -620,15 +623,15 @@ func TestFakeRandomWalks(t *testing.T) {
 // sysctl set back, and a route deleted that the plan had in effect already.
 func TestFakeDriftIsReported(t *testing.T) {
 	st := fakeState()
-	p := engine.NewPlan("drift")
+	p := plan.New("drift")
 	for i := range 10 {
-		p.Changes = append(p.Changes, engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd,
-			Route: &engine.Route{Family: engine.V4, Table: 100, Dst: pfx(fmt.Sprintf("10.61.%d.0/24", i)), Gateway: ip("10.88.0.2"), Dev: "a0"}})
+		p.Changes = append(p.Changes, plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd,
+			Route: &model.Route{Family: inet.V4, Table: 100, Dst: pfx(fmt.Sprintf("10.61.%d.0/24", i)), Gateway: ip("10.88.0.2"), Dev: "a0"}})
 	}
 	p.Changes = append(p.Changes,
-		engine.Change{Kind: engine.KindRule, Op: engine.OpAdd, Rule: &engine.Rule{Family: engine.V4, Priority: 3000, Src: pfx("10.61.0.0/16"), Action: engine.ActionTable, Table: 100}},
-		engine.Change{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}},
-		engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &engine.Route{Family: engine.V4, Table: 100, Dst: pfx("10.98.0.0/16"), Gateway: ip("10.99.0.2"), Dev: "vxold"}}, // in effect
+		plan.Change{Kind: plan.KindRule, Op: plan.OpAdd, Rule: &model.Rule{Family: inet.V4, Priority: 3000, Src: pfx("10.61.0.0/16"), Action: model.ActionTable, Table: 100}},
+		plan.Change{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "1"}},
+		plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &model.Route{Family: inet.V4, Table: 100, Dst: pfx("10.98.0.0/16"), Gateway: ip("10.99.0.2"), Dev: "vxold"}}, // in effect
 	)
 	w := newWorld(t, st)
 	n := countOps(t, st, p)
@@ -638,10 +641,10 @@ func TestFakeDriftIsReported(t *testing.T) {
 		}
 		// Another program, once the last change is made.
 		w.fake.After = nil
-		engineApply(t, w.fake, engine.Change{Kind: engine.KindRoute, Op: engine.OpDelete, Route: p.Changes[3].Route})
-		engineApply(t, w.fake, engine.Change{Kind: engine.KindRule, Op: engine.OpDelete, Rule: p.Changes[10].Rule})
-		engineApply(t, w.fake, engine.Change{Kind: engine.KindRoute, Op: engine.OpDelete, Route: p.Changes[12].Route})
-		if err := w.fake.WriteSysctl(engine.SysctlIPForward, "0"); err != nil {
+		engineApply(t, w.fake, plan.Change{Kind: plan.KindRoute, Op: plan.OpDelete, Route: p.Changes[3].Route})
+		engineApply(t, w.fake, plan.Change{Kind: plan.KindRule, Op: plan.OpDelete, Rule: p.Changes[10].Rule})
+		engineApply(t, w.fake, plan.Change{Kind: plan.KindRoute, Op: plan.OpDelete, Route: p.Changes[12].Route})
+		if err := w.fake.WriteSysctl(model.SysctlIPForward, "0"); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -15,7 +15,10 @@ import (
 	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 	"roundtrip/engine/safefile"
 )
 
@@ -30,21 +33,21 @@ import (
 type Host interface {
 	// ReadState reads links with addresses, rules, sysctls and table names; routes unless
 	// what.NoRoutes, netfilter unless what.NoNetfilter.
-	ReadState(ctx context.Context, what ReadWhat) (*engine.State, error)
+	ReadState(ctx context.Context, what ReadWhat) (*model.State, error)
 	// EachRoute streams the routes of one family and table (every table when 0) as the dump
 	// brings them; fn gets routes with device names from names. An ErrDumpInterrupted means
 	// the table changed meanwhile: start over.
-	EachRoute(ctx context.Context, fam engine.Family, table int, names map[int]string, fn func(engine.Route)) error
+	EachRoute(ctx context.Context, fam inet.Family, table int, names map[int]string, fn func(model.Route)) error
 
 	ReadSysctl(key string) (string, error) // fs.ErrNotExist when the kernel lacks it
 	WriteSysctl(key, value string) error
 
 	LinkExists(name string) (bool, error)
-	LinkAdd(l engine.Link) error // a tunnel or vxlan link, down, without addresses
-	LinkSet(l engine.Link) error // MTU (when set), master (when set), up or down
-	LinkDel(name string) error   // unix.ENODEV when it is not there
-	AddrAdd(dev string, a engine.Address, replace bool) error
-	AddrDel(dev string, a engine.Address) error
+	LinkAdd(l model.Link) error // a tunnel or vxlan link, down, without addresses
+	LinkSet(l model.Link) error // MTU (when set), master (when set), up or down
+	LinkDel(name string) error  // unix.ENODEV when it is not there
+	AddrAdd(dev string, a model.Address, replace bool) error
+	AddrDel(dev string, a model.Address) error
 
 	// Routes and Rules send ops in order, many per message, and return how many the kernel
 	// may have made (done: every op before that was sent) and the ops that failed; with
@@ -53,12 +56,12 @@ type Host interface {
 	Routes(ctx context.Context, ops []RouteOp, stopOnError bool) (done int, failed []OpError, err error)
 	Rules(ctx context.Context, ops []RuleOp, stopOnError bool) (done int, failed []OpError, err error)
 
-	ReadNetfilter(ctx context.Context) (engine.Netfilter, error)
+	ReadNetfilter(ctx context.Context) (iptables.Ruleset, error)
 	// Restore runs `iptables-restore --noflush -w` (ip6tables- for V6) with tx; with test,
 	// `--test` as well, which changes nothing.
-	Restore(ctx context.Context, f engine.Family, tx []byte, test bool) error
+	Restore(ctx context.Context, f inet.Family, tx []byte, test bool) error
 
-	FlushConntrack(ctx context.Context, f engine.ConntrackFlush) error
+	FlushConntrack(ctx context.Context, f plan.ConntrackFlush) error
 
 	ReadFile(path string) ([]byte, error) // fs.ErrNotExist when absent
 	WriteFile(path string, data []byte) error
@@ -74,14 +77,14 @@ type ReadWhat struct {
 
 // RouteOp is one route change of a batch: OpAdd (NLM_F_EXCL), OpReplace or OpDelete.
 type RouteOp struct {
-	Op    engine.Op
-	Route engine.Route
+	Op    plan.Op
+	Route model.Route
 }
 
 // RuleOp is one rule change of a batch: OpAdd or OpDelete.
 type RuleOp struct {
-	Op   engine.Op
-	Rule engine.Rule
+	Op   plan.Op
+	Rule model.Rule
 }
 
 // OpError is the failure of one op of a batch.
@@ -125,7 +128,7 @@ func (l *LiveHost) Close() error {
 }
 
 // ReadState implements Host.
-func (l *LiveHost) ReadState(ctx context.Context, what ReadWhat) (*engine.State, error) {
+func (l *LiveHost) ReadState(ctx context.Context, what ReadWhat) (*model.State, error) {
 	return ReadWith(ctx, l.ns, ReadOptions{RTTablesDirs: l.dirs, NoRoutes: what.NoRoutes, NoNetfilter: what.NoNetfilter})
 }
 
@@ -133,7 +136,7 @@ func (l *LiveHost) ReadState(ctx context.Context, what ReadWhat) (*engine.State,
 func (l *LiveHost) ReadSysctl(key string) (string, error) {
 	var v string
 	err := l.ns.Do(func() error {
-		path, err := engine.SysctlFile(key)
+		path, err := model.SysctlFile(key)
 		if err != nil {
 			return err
 		}
@@ -149,7 +152,7 @@ func (l *LiveHost) WriteSysctl(key, value string) error {
 	return l.ns.Do(func() error {
 		// The file exists (the kernel made it); O_TRUNC without O_CREAT writes it and never
 		// creates anything, should the key point outside /proc/sys.
-		path, err := engine.SysctlFile(key)
+		path, err := model.SysctlFile(key)
 		if err != nil {
 			return err
 		}
@@ -199,7 +202,7 @@ func (l *LiveHost) linkIndex(name string) (int, error) {
 }
 
 // LinkAdd implements Host.
-func (l *LiveHost) LinkAdd(link engine.Link) error {
+func (l *LiveHost) LinkAdd(link model.Link) error {
 	l.links = nil // ifindexes change
 	nl, err := l.newLink(link)
 	if err != nil {
@@ -212,7 +215,7 @@ func (l *LiveHost) LinkAdd(link engine.Link) error {
 }
 
 // LinkSet implements Host.
-func (l *LiveHost) LinkSet(link engine.Link) error {
+func (l *LiveHost) LinkSet(link model.Link) error {
 	nl, err := l.link(link.Name)
 	if err != nil {
 		return err
@@ -253,7 +256,7 @@ func (l *LiveHost) LinkDel(name string) error {
 
 // newLink builds the netlink object for a tunnel link, with iproute2's defaults where netlink
 // would otherwise send other values (vxlan learning on, ipip path MTU discovery on).
-func (l *LiveHost) newLink(link engine.Link) (vnl.Link, error) {
+func (l *LiveHost) newLink(link model.Link) (vnl.Link, error) {
 	attrs := vnl.NewLinkAttrs()
 	attrs.Name = link.Name
 	attrs.MTU = link.MTU
@@ -264,7 +267,7 @@ func (l *LiveHost) newLink(link engine.Link) (vnl.Link, error) {
 		}
 		attrs.HardwareAddr = hw
 	}
-	t := engine.Tunnel{}
+	t := model.Tunnel{}
 	if link.Tunnel != nil {
 		t = *link.Tunnel
 	}
@@ -300,7 +303,7 @@ func (l *LiveHost) newLink(link engine.Link) (vnl.Link, error) {
 }
 
 // AddrAdd implements Host.
-func (l *LiveHost) AddrAdd(dev string, a engine.Address, replace bool) error {
+func (l *LiveHost) AddrAdd(dev string, a model.Address, replace bool) error {
 	nl, err := l.link(dev)
 	if err != nil {
 		return err
@@ -312,7 +315,7 @@ func (l *LiveHost) AddrAdd(dev string, a engine.Address, replace bool) error {
 }
 
 // AddrDel implements Host.
-func (l *LiveHost) AddrDel(dev string, a engine.Address) error {
+func (l *LiveHost) AddrDel(dev string, a model.Address) error {
 	nl, err := l.link(dev)
 	if err != nil {
 		return err
@@ -324,7 +327,7 @@ var addrScopes = map[string]int{"": unix.RT_SCOPE_UNIVERSE, "global": unix.RT_SC
 
 // netlinkAddr converts an address the way `ip addr add` sends it: no broadcast unless asked
 // (netlink would compute one), loopback addresses with host scope (iproute2 default_scope).
-func netlinkAddr(a engine.Address) *vnl.Addr {
+func netlinkAddr(a model.Address) *vnl.Addr {
 	na := &vnl.Addr{IPNet: &net.IPNet{IP: net.IP(a.Prefix.Addr().AsSlice()), Mask: net.CIDRMask(a.Prefix.Bits(), a.Prefix.Addr().BitLen())}}
 	if a.Prefix.Addr().Is4() {
 		na.Broadcast = net.IPv4zero
@@ -341,12 +344,12 @@ func netlinkAddr(a engine.Address) *vnl.Addr {
 }
 
 // ReadNetfilter implements Host.
-func (l *LiveHost) ReadNetfilter(ctx context.Context) (engine.Netfilter, error) {
+func (l *LiveHost) ReadNetfilter(ctx context.Context) (iptables.Ruleset, error) {
 	return ReadNetfilter(ctx, l.runner)
 }
 
 // Restore implements Host.
-func (l *LiveHost) Restore(ctx context.Context, f engine.Family, tx []byte, test bool) error {
+func (l *LiveHost) Restore(ctx context.Context, f inet.Family, tx []byte, test bool) error {
 	args := []string{"--noflush", "-w"}
 	if test {
 		args = append([]string{"--test"}, args...)
@@ -355,8 +358,8 @@ func (l *LiveHost) Restore(ctx context.Context, f engine.Family, tx []byte, test
 	return err
 }
 
-func restoreTool(f engine.Family) string {
-	if f == engine.V6 {
+func restoreTool(f inet.Family) string {
+	if f == inet.V6 {
 		return "ip6tables-restore"
 	}
 	return "iptables-restore"
@@ -365,7 +368,7 @@ func restoreTool(f engine.Family) string {
 // FlushConntrack deletes the conntrack entries of the flush's family whose original tuple
 // matches, each as the streamed dump brings it, so memory does not grow with the table (the
 // kernel filters the family and the mark). A kernel without conntrack has no entries to delete.
-func (l *LiveHost) FlushConntrack(ctx context.Context, f engine.ConntrackFlush) error {
+func (l *LiveHost) FlushConntrack(ctx context.Context, f plan.ConntrackFlush) error {
 	c, err := OpenConntrack(l.ns)
 	if err != nil {
 		return err

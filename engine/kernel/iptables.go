@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
 	"roundtrip/engine/safefile"
 )
 
@@ -102,8 +104,8 @@ func (e ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...
 	return stdout.Bytes(), nil
 }
 
-// maxToolOutput is engine.MaxToolOutput; tests lower it.
-var maxToolOutput = engine.MaxToolOutput
+// maxToolOutput is model.MaxToolOutput; tests lower it.
+var maxToolOutput = model.MaxToolOutput
 
 // cappedBuffer collects a tool's output up to a limit. Past it, it fails the write (exec then
 // stops copying and closes the pipe, so the tool ends instead of filling memory), or with
@@ -136,25 +138,25 @@ func (b *cappedBuffer) String() string { return b.buf.String() }
 // that iptables-save cannot show (from `nft -j list tables`, when nft is installed). When the
 // iptables tools are missing it returns a Netfilter whose Unavailable says so, and no error,
 // so that the rest of the state can still be read.
-func ReadNetfilter(ctx context.Context, r Runner) (engine.Netfilter, error) {
+func ReadNetfilter(ctx context.Context, r Runner) (iptables.Ruleset, error) {
 	nf, err := readIPTables(ctx, r)
 	if errors.Is(err, ErrToolMissing) {
 		why := err.Error()
 		if missing := (*missingToolError)(nil); errors.As(err, &missing) {
 			why = missing.Error() // without the "finding the iptables backend" context
 		}
-		nf = engine.Netfilter{Unavailable: why + "; NAT and filter rules are not modelled"}
+		nf = iptables.Ruleset{Unavailable: why + "; NAT and filter rules are not modelled"}
 	} else if isPermissionDenied(err) {
 		// Reading netfilter needs CAP_NET_ADMIN; routing does not. Say so and go on, so that
 		// an unprivileged `show` or `trace` still explains the routing.
-		nf = engine.Netfilter{Unavailable: "reading netfilter needs root (iptables-save: permission denied): run as root to see NAT and filter rules; they are not modelled"}
+		nf = iptables.Ruleset{Unavailable: "reading netfilter needs root (iptables-save: permission denied): run as root to see NAT and filter rules; they are not modelled"}
 	} else if err != nil {
-		return engine.Netfilter{}, err
+		return iptables.Ruleset{}, err
 	}
 	if nf.Foreign, err = foreignNFTables(ctx, r, nf.Backend); isPermissionDenied(err) {
 		nf.Foreign = nil // already said: netfilter is not readable without root
 	} else if err != nil {
-		return engine.Netfilter{}, err
+		return iptables.Ruleset{}, err
 	}
 	return nf, nil
 }
@@ -170,8 +172,8 @@ func isPermissionDenied(err error) bool {
 }
 
 // readIPTables reads the backend and the tables of both families.
-func readIPTables(ctx context.Context, r Runner) (engine.Netfilter, error) {
-	var nf engine.Netfilter
+func readIPTables(ctx context.Context, r Runner) (iptables.Ruleset, error) {
+	var nf iptables.Ruleset
 	ver, err := r.Run(ctx, nil, "iptables", "-V")
 	if err != nil {
 		return nf, fmt.Errorf("finding the iptables backend: %w", err)
@@ -180,14 +182,14 @@ func readIPTables(ctx context.Context, r Runner) (engine.Netfilter, error) {
 		return nf, err
 	}
 	for _, fam := range []struct {
-		f    engine.Family
+		f    inet.Family
 		tool string
-	}{{engine.V4, "iptables-save"}, {engine.V6, "ip6tables-save"}} {
+	}{{inet.V4, "iptables-save"}, {inet.V6, "ip6tables-save"}} {
 		out, err := r.Run(ctx, nil, fam.tool, "-c")
 		if err != nil {
 			return nf, fmt.Errorf("reading %s netfilter rules: %w", fam.f, err)
 		}
-		tables, err := engine.ParseIPTablesSave(fam.f, out)
+		tables, err := iptables.ParseSave(fam.f, out)
 		if err != nil {
 			return nf, fmt.Errorf("reading %s netfilter rules: %w", fam.f, err)
 		}

@@ -13,7 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
 )
@@ -82,21 +83,21 @@ func nftTables(t *testing.T) string {
 }
 
 func TestReadNetfilter(t *testing.T) {
-	wantTables := []engine.NFTable{
-		{Family: engine.V4, Name: "nat", Chains: []engine.NFChain{
-			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []engine.NFRule{{
+	wantTables := []iptables.Table{
+		{Family: inet.V4, Name: "nat", Chains: []iptables.Chain{
+			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []iptables.Rule{{
 				Spec:    "-i eth0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 192.168.10.5:80",
 				Packets: 3, Bytes: 180,
-				In: &engine.NegStr{Value: "eth0"}, Proto: &engine.NegStr{Value: "tcp"},
-				Matches:    []engine.NFMatch{{Name: "tcp", Options: []engine.NFOption{{Name: "dport", Values: []string{"8080"}}}}},
+				In: &iptables.NegStr{Value: "eth0"}, Proto: &iptables.NegStr{Value: "tcp"},
+				Matches:    []iptables.Match{{Name: "tcp", Options: []iptables.Option{{Name: "dport", Values: []string{"8080"}}}}},
 				Target:     "DNAT",
-				TargetOpts: []engine.NFOption{{Name: "to-destination", Values: []string{"192.168.10.5:80"}}},
+				TargetOpts: []iptables.Option{{Name: "to-destination", Values: []string{"192.168.10.5:80"}}},
 			}}},
 			{Name: "POSTROUTING", Policy: "ACCEPT"},
 		}},
-		{Family: engine.V6, Name: "filter", Chains: []engine.NFChain{
-			{Name: "INPUT", Policy: "DROP", Packets: 3, Bytes: 240, Rules: []engine.NFRule{{
-				Spec: "-p ipv6-icmp -j ACCEPT", Proto: &engine.NegStr{Value: "ipv6-icmp"}, Target: "ACCEPT",
+		{Family: inet.V6, Name: "filter", Chains: []iptables.Chain{
+			{Name: "INPUT", Policy: "DROP", Packets: 3, Bytes: 240, Rules: []iptables.Rule{{
+				Spec: "-p ipv6-icmp -j ACCEPT", Proto: &iptables.NegStr{Value: "ipv6-icmp"}, Target: "ACCEPT",
 			}}},
 		}},
 	}
@@ -104,22 +105,22 @@ func TestReadNetfilter(t *testing.T) {
 		name    string
 		version string
 		nft     fakeAnswer
-		want    engine.Netfilter
+		want    iptables.Ruleset
 	}{
-		{"nf_tables", "iptables v1.8.9 (nf_tables)\n", fakeAnswer{out: nftTables(t)}, engine.Netfilter{
+		{"nf_tables", "iptables v1.8.9 (nf_tables)\n", fakeAnswer{out: nftTables(t)}, iptables.Ruleset{
 			Backend: "nf_tables", Tables: wantTables,
 			// ip nat/mangle/filter/raw and ip6 filter/nat/mangle are iptables-nft's own.
 			Foreign: []string{"inet rtfilter", "bridge rtbr", "ip rtnat"},
 		}},
-		{"legacy", "iptables v1.8.9 (legacy)\n", fakeAnswer{out: nftTables(t)}, engine.Netfilter{
+		{"legacy", "iptables v1.8.9 (legacy)\n", fakeAnswer{out: nftTables(t)}, iptables.Ruleset{
 			Backend: "legacy", Tables: wantTables,
 			// With the legacy backend, iptables-save shows none of the nftables tables.
 			Foreign: []string{"ip nat", "ip mangle", "ip filter", "ip raw", "ip6 filter", "ip6 nat", "ip6 mangle", "inet rtfilter", "bridge rtbr", "ip rtnat"},
 		}},
-		{"before 1.8", "iptables v1.6.1\n", fakeAnswer{out: `{"nftables": [{"metainfo": {"version": "0.9.3"}}]}`}, engine.Netfilter{
+		{"before 1.8", "iptables v1.6.1\n", fakeAnswer{out: `{"nftables": [{"metainfo": {"version": "0.9.3"}}]}`}, iptables.Ruleset{
 			Backend: "legacy", Tables: wantTables,
 		}},
-		{"no nft", "iptables v1.8.9 (nf_tables)\n", fakeAnswer{err: missing(t, "nft")}, engine.Netfilter{
+		{"no nft", "iptables v1.8.9 (nf_tables)\n", fakeAnswer{err: missing(t, "nft")}, iptables.Ruleset{
 			Backend: "nf_tables", Tables: wantTables,
 		}},
 	} {
@@ -150,7 +151,7 @@ func TestReadNetfilterToolsMissing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ReadNetfilter without iptables: %v, want no error", err)
 	}
-	want := engine.Netfilter{
+	want := iptables.Ruleset{
 		Unavailable: "iptables not found: install the iptables package (apt-get install iptables); NAT and filter rules are not modelled",
 		// Nothing shows these tables' rules, ip nat included.
 		Foreign: []string{"inet fw4", "ip nat"},
@@ -221,7 +222,7 @@ func TestReadNetfilterErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("ReadNetfilter error = %v, want it to contain %q", err, c.want)
 			}
-			if diff := cmp.Diff(engine.Netfilter{}, got); diff != "" {
+			if diff := cmp.Diff(iptables.Ruleset{}, got); diff != "" {
 				t.Errorf("a failed read returned a partial Netfilter (-want +got):\n%s", diff)
 			}
 		})
@@ -366,7 +367,7 @@ func TestPrivilegedReadNetfilter(t *testing.T) {
 				t.Errorf("Backend = %q, Unavailable = %q; want %q and empty", nf.Backend, nf.Unavailable, c.want)
 			}
 
-			rule := func(f engine.Family, table, chain string, i int) engine.NFRule {
+			rule := func(f inet.Family, table, chain string, i int) iptables.Rule {
 				t.Helper()
 				ch := nf.Table(f, table).Chain(chain)
 				if ch == nil || len(ch.Rules) <= i {
@@ -374,28 +375,28 @@ func TestPrivilegedReadNetfilter(t *testing.T) {
 				}
 				return ch.Rules[i]
 			}
-			pre := rule(engine.V4, "nat", "PREROUTING", 0)
+			pre := rule(inet.V4, "nat", "PREROUTING", 0)
 			if pre.Target != "PORTFWD" || pre.Goto || pre.In == nil || pre.In.Value != "veth0" || len(pre.Matches) != 1 {
 				t.Errorf("nat PREROUTING rule = %+v, want -i veth0 -m tcp --dport 8080 -j PORTFWD", pre)
 			} else if o, ok := pre.Matches[0].Option("dport"); pre.Matches[0].Name != "tcp" || !ok || !slices.Equal(o.Values, []string{"8080"}) {
 				t.Errorf("nat PREROUTING match = %+v, want tcp --dport 8080", pre.Matches[0])
 			}
-			dnat := rule(engine.V4, "nat", "PORTFWD", 0)
+			dnat := rule(inet.V4, "nat", "PORTFWD", 0)
 			if o, ok := dnat.TargetOption("to-destination"); dnat.Target != "DNAT" || !ok || !slices.Equal(o.Values, []string{"192.168.77.2:80"}) {
 				t.Errorf("PORTFWD rule = %+v, want -j DNAT --to-destination 192.168.77.2:80", dnat)
 			}
-			masq := rule(engine.V4, "nat", "POSTROUTING", 0)
+			masq := rule(inet.V4, "nat", "POSTROUTING", 0)
 			if masq.Target != "MASQUERADE" || masq.Out == nil || !masq.Out.Not || masq.Out.Value != "lo" || masq.Src == nil || masq.Src.Prefix != "192.168.77.0/24" {
 				t.Errorf("POSTROUTING rule = %+v, want -s 192.168.77.0/24 ! -o lo -j MASQUERADE", masq)
 			}
-			connmark := rule(engine.V4, "mangle", "PREROUTING", 0)
+			connmark := rule(inet.V4, "mangle", "PREROUTING", 0)
 			if _, ok := connmark.TargetOption("restore-mark"); connmark.Target != "CONNMARK" || !ok {
 				t.Errorf("mangle rule = %+v, want -j CONNMARK --restore-mark", connmark)
 			}
 			if o, ok := connmark.TargetOption("nfmask"); !ok || !slices.Equal(o.Values, []string{"0xffffffff"}) {
 				t.Errorf("CONNMARK --nfmask = %+v, want 0xffffffff (the kernel's default, printed by iptables-save)", o)
 			}
-			input := rule(engine.V4, "filter", "INPUT", 0)
+			input := rule(inet.V4, "filter", "INPUT", 0)
 			if len(input.Matches) != 2 || input.Matches[0].Name != "comment" || input.Target != "ACCEPT" {
 				t.Errorf("filter INPUT rule = %+v, want comment and conntrack matches, ACCEPT", input)
 			} else if o, _ := input.Matches[0].Option("comment"); !slices.Equal(o.Values, []string{`rtnf "test"`}) {
@@ -403,7 +404,7 @@ func TestPrivilegedReadNetfilter(t *testing.T) {
 			} else if o, _ := input.Matches[1].Option("ctstate"); !slices.Equal(o.Values, []string{"NEW"}) {
 				t.Errorf("ctstate = %q, want NEW", o.Values)
 			}
-			fwd := rule(engine.V6, "filter", "FORWARD", 0)
+			fwd := rule(inet.V6, "filter", "FORWARD", 0)
 			if fwd.Src == nil || !fwd.Src.Not || fwd.Src.Prefix != "fd00:77::/64" || fwd.Target != "DROP" {
 				t.Errorf("ip6 FORWARD rule = %+v, want ! -s fd00:77::/64 -j DROP", fwd)
 			}

@@ -15,8 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // journalFile returns the path of the only journal of a store.
@@ -95,9 +97,9 @@ func TestCorruptJournalIsSkipped(t *testing.T) {
 	ctx := context.Background()
 	st := fakeState()
 	w := newWorld(t, st)
-	sysctl := func(v string) *engine.Plan {
-		p := engine.NewPlan("forwarding " + v)
-		p.Changes = []engine.Change{{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: v}}}
+	sysctl := func(v string) *plan.Plan {
+		p := plan.New("forwarding " + v)
+		p.Changes = []plan.Change{{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: v}}}
 		return p
 	}
 	if _, err := w.applier.Apply(ctx, sysctl("1"), kernel.ApplyOptions{}); err != nil {
@@ -129,18 +131,18 @@ func TestLegacyJournal(t *testing.T) {
 	ctx := context.Background()
 	st := fakeState()
 	w := newWorld(t, st)
-	p := engine.NewPlan("legacy")
-	var routes, undo []engine.Change
+	p := plan.New("legacy")
+	var routes, undo []plan.Change
 	why := strings.Repeat("a destination list entry ", 20)
 	for i := range 1000 {
-		r := engine.Route{Family: engine.V4, Table: 100, Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 32), Gateway: ip("10.88.0.2"), Dev: "a0"}
-		routes = append(routes, engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &r, Why: why})
-		undo = append([]engine.Change{{Kind: engine.KindRoute, Op: engine.OpDelete, Route: &r}}, undo...)
+		r := model.Route{Family: inet.V4, Table: 100, Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 32), Gateway: ip("10.88.0.2"), Dev: "a0"}
+		routes = append(routes, plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &r, Why: why})
+		undo = append([]plan.Change{{Kind: plan.KindRoute, Op: plan.OpDelete, Route: &r}}, undo...)
 	}
 	p.Changes = routes
-	sysctl := engine.Change{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}}
+	sysctl := plan.Change{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "1"}}
 	steps := []map[string]any{
-		{"changes": []engine.Change{sysctl}, "undo": []engine.Change{{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "0"}}}},
+		{"changes": []plan.Change{sysctl}, "undo": []plan.Change{{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "0"}}}},
 		{"changes": routes, "undo": undo},
 	}
 	id := "20250101-000000-abcd"
@@ -160,9 +162,9 @@ func TestLegacyJournal(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(w.dir, id+".journal"), []byte(strings.Join(lines, "\n")+"\n{\"t\":\"confirm"), 0o600) // and a torn tail
 	// The host as that apply left it.
-	engine.ApplyChange(st, sysctl)
+	plan.ApplyChange(st, sysctl)
 	for _, c := range routes {
-		engine.ApplyChange(st, c)
+		plan.ApplyChange(st, c)
 	}
 	applied := newWorld(t, st)
 	applied.dir, applied.store.Dir = w.dir, w.dir
@@ -228,28 +230,28 @@ func fill(rng *rand.Rand, v reflect.Value) {
 // and explicit undos alike.
 func TestBatchCodecRoundTrip(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	for _, kind := range []engine.ChangeKind{engine.KindRoute, engine.KindRule} {
+	for _, kind := range []plan.ChangeKind{plan.KindRoute, plan.KindRule} {
 		st := &kernel.Step{Batch: true, First: 7}
 		for i := range 50 {
-			c := engine.Change{Kind: kind, Op: []engine.Op{engine.OpAdd, engine.OpReplace, engine.OpDelete}[i%3]}
-			if kind == engine.KindRoute {
+			c := plan.Change{Kind: kind, Op: []plan.Op{plan.OpAdd, plan.OpReplace, plan.OpDelete}[i%3]}
+			if kind == plan.KindRoute {
 				fill(rng, reflect.ValueOf(&c.Route).Elem())
 			} else {
 				fill(rng, reflect.ValueOf(&c.Rule).Elem())
 			}
 			st.Changes = append(st.Changes, c)
-			var u []engine.Change
+			var u []plan.Change
 			switch i % 3 {
 			case 1:
-				u = []engine.Change{}
+				u = []plan.Change{}
 			case 2:
-				x := engine.Change{Kind: kind, Op: engine.OpAdd}
-				if kind == engine.KindRoute {
+				x := plan.Change{Kind: kind, Op: plan.OpAdd}
+				if kind == plan.KindRoute {
 					fill(rng, reflect.ValueOf(&x.Route).Elem())
 				} else {
 					fill(rng, reflect.ValueOf(&x.Rule).Elem())
 				}
-				u = []engine.Change{x, x}
+				u = []plan.Change{x, x}
 			}
 			st.Undos = append(st.Undos, u)
 		}
@@ -347,10 +349,10 @@ func sleeper(t *testing.T) (int, func()) {
 func TestDeadRevertTimer(t *testing.T) {
 	ctx := context.Background()
 	st := fakeState()
-	p := engine.NewPlan("forwarding")
-	p.Changes = []engine.Change{{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}}}
-	q := engine.NewPlan("rp_filter")
-	q.Changes = []engine.Change{{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.ConfKey("b0", "rp_filter"), Value: "2"}}}
+	p := plan.New("forwarding")
+	p.Changes = []plan.Change{{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "1"}}}
+	q := plan.New("rp_filter")
+	q.Changes = []plan.Change{{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.ConfKey("b0", "rp_filter"), Value: "2"}}}
 
 	for _, window := range []time.Duration{time.Hour, 200 * time.Millisecond} {
 		w := newWorld(t, st)

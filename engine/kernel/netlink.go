@@ -15,7 +15,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // Namespace names the network namespace to work in. The zero value is the namespace roundtrip
@@ -140,7 +141,7 @@ func retryDump(what string, dump func() error) error {
 }
 
 // readLinks dumps the links with their addresses, sorted by ifindex.
-func readLinks(h *netlink.Handle) ([]engine.Link, error) {
+func readLinks(h *netlink.Handle) ([]model.Link, error) {
 	var nls []netlink.Link
 	err := retryDump("listing links", func() error {
 		var err error
@@ -154,13 +155,13 @@ func readLinks(h *netlink.Handle) ([]engine.Link, error) {
 	for _, l := range nls {
 		names[l.Attrs().Index] = l.Attrs().Name
 	}
-	links := make([]engine.Link, 0, len(nls))
+	links := make([]model.Link, 0, len(nls))
 	for _, l := range nls {
 		links = append(links, convertLink(l, names))
 	}
-	slices.SortFunc(links, func(a, b engine.Link) int { return a.Index - b.Index })
+	slices.SortFunc(links, func(a, b model.Link) int { return a.Index - b.Index })
 
-	byIndex := make(map[int]*engine.Link, len(links))
+	byIndex := make(map[int]*model.Link, len(links))
 	for i := range links {
 		byIndex[links[i].Index] = &links[i]
 	}
@@ -173,7 +174,7 @@ func readLinks(h *netlink.Handle) ([]engine.Link, error) {
 			return err
 		})
 		if err != nil {
-			return nil, fmt.Errorf("listing %s addresses: %w", engine.Family(fam), err)
+			return nil, fmt.Errorf("listing %s addresses: %w", inet.Family(fam), err)
 		}
 		for _, a := range addrs {
 			l := byIndex[a.LinkIndex]
@@ -186,9 +187,9 @@ func readLinks(h *netlink.Handle) ([]engine.Link, error) {
 	return links, nil
 }
 
-func convertLink(l netlink.Link, names map[int]string) engine.Link {
+func convertLink(l netlink.Link, names map[int]string) model.Link {
 	a := l.Attrs()
-	out := engine.Link{
+	out := model.Link{
 		Index:     a.Index,
 		Name:      a.Name,
 		Kind:      l.Type(),
@@ -211,7 +212,7 @@ func convertLink(l netlink.Link, names map[int]string) engine.Link {
 			out.Peer = names[a.ParentIndex]
 		}
 	case *netlink.Vxlan:
-		tun := &engine.Tunnel{VNI: uint32(t.VxlanId), Port: t.Port, TTL: t.TTL, Local: addrOf(t.SrcAddr), Dev: names[t.VtepDevIndex]}
+		tun := &model.Tunnel{VNI: uint32(t.VxlanId), Port: t.Port, TTL: t.TTL, Local: addrOf(t.SrcAddr), Dev: names[t.VtepDevIndex]}
 		if g := addrOf(t.Group); g.IsMulticast() {
 			tun.Group = g
 		} else {
@@ -219,15 +220,15 @@ func convertLink(l netlink.Link, names map[int]string) engine.Link {
 		}
 		out.Tunnel = tun
 	case *netlink.Iptun:
-		out.Tunnel = &engine.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Dev: names[int(t.Link)]}
+		out.Tunnel = &model.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Dev: names[int(t.Link)]}
 	case *netlink.Sittun:
-		out.Tunnel = &engine.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Dev: names[int(t.Link)]}
+		out.Tunnel = &model.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Dev: names[int(t.Link)]}
 	case *netlink.Ip6tnl:
-		out.Tunnel = &engine.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Dev: names[int(t.Link)]}
+		out.Tunnel = &model.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Dev: names[int(t.Link)]}
 	case *netlink.Gretun:
-		out.Tunnel = &engine.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Key: greKey(t.IKey, t.OKey), Dev: names[int(t.Link)]}
+		out.Tunnel = &model.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Key: greKey(t.IKey, t.OKey), Dev: names[int(t.Link)]}
 	case *netlink.Gretap:
-		out.Tunnel = &engine.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Key: greKey(t.IKey, t.OKey), Dev: names[int(t.Link)]}
+		out.Tunnel = &model.Tunnel{Local: addrOf(t.Local), Remote: addrOf(t.Remote), TTL: int(t.Ttl), Key: greKey(t.IKey, t.OKey), Dev: names[int(t.Link)]}
 	}
 	return out
 }
@@ -260,17 +261,17 @@ func operState(s netlink.LinkOperState) string {
 	return "UNKNOWN"
 }
 
-func convertAddr(a netlink.Addr, fam int) engine.Address {
+func convertAddr(a netlink.Addr, fam int) model.Address {
 	ones, _ := a.IPNet.Mask.Size()
-	out := engine.Address{
-		Prefix: netip.PrefixFrom(addrIn(a.IPNet.IP, engine.Family(fam)), ones),
+	out := model.Address{
+		Prefix: netip.PrefixFrom(addrIn(a.IPNet.IP, inet.Family(fam)), ones),
 		Scope:  addrScope(a.Scope),
 		// IFA_F_SECONDARY and IFA_F_TEMPORARY share a bit; only IPv4 has secondaries.
 		Secondary: fam == netlink.FAMILY_V4 && a.Flags&unix.IFA_F_SECONDARY != 0,
 	}
 	if a.Peer != nil {
 		pones, _ := a.Peer.Mask.Size()
-		out.Peer = netip.PrefixFrom(addrIn(a.Peer.IP, engine.Family(fam)), pones)
+		out.Peer = netip.PrefixFrom(addrIn(a.Peer.IP, inet.Family(fam)), pones)
 	}
 	return out
 }
@@ -284,7 +285,7 @@ func addrScope(s int) string {
 }
 
 // routeScope names a route scope as the model stores it: RT_SCOPE_UNIVERSE is "universe",
-// which engine.Route.Args leaves out.
+// which model.Route.Args leaves out.
 func routeScope(s int) string {
 	if s == unix.RT_SCOPE_UNIVERSE {
 		return "universe"
@@ -315,18 +316,18 @@ func addrOf(ip net.IP) netip.Addr {
 // addrIn converts an address of a known family. The kernel sends IPv4 as 4 bytes, so a 16-byte
 // IPv4-mapped address is a real IPv6 address (::ffff:10.0.0.0/104 is a valid IPv6 rule) and
 // stays IPv6.
-func addrIn(ip net.IP, fam engine.Family) netip.Addr {
+func addrIn(ip net.IP, fam inet.Family) netip.Addr {
 	a, _ := netip.AddrFromSlice(ip)
-	if fam == engine.V4 {
+	if fam == inet.V4 {
 		return a.Unmap()
 	}
 	return a
 }
 
 // prefixOf converts a route or rule prefix, nil meaning the whole family.
-func prefixOf(n *net.IPNet, fam engine.Family) netip.Prefix {
+func prefixOf(n *net.IPNet, fam inet.Family) netip.Prefix {
 	if n == nil {
-		if fam == engine.V6 {
+		if fam == inet.V6 {
 			return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		}
 		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
@@ -337,21 +338,21 @@ func prefixOf(n *net.IPNet, fam engine.Family) netip.Prefix {
 
 // routeTypes names RTN_* route types as iproute2 prints them.
 var routeTypes = map[int]string{
-	unix.RTN_UNICAST:     engine.RouteUnicast,
-	unix.RTN_LOCAL:       engine.RouteLocal,
-	unix.RTN_BROADCAST:   engine.RouteBroadcast,
-	unix.RTN_ANYCAST:     engine.RouteAnycast,
-	unix.RTN_MULTICAST:   engine.RouteMulticast,
-	unix.RTN_BLACKHOLE:   engine.RouteBlackhole,
-	unix.RTN_UNREACHABLE: engine.RouteUnreachable,
-	unix.RTN_PROHIBIT:    engine.RouteProhibit,
-	unix.RTN_THROW:       engine.RouteThrow,
-	unix.RTN_NAT:         engine.RouteNAT,
+	unix.RTN_UNICAST:     model.RouteUnicast,
+	unix.RTN_LOCAL:       model.RouteLocal,
+	unix.RTN_BROADCAST:   model.RouteBroadcast,
+	unix.RTN_ANYCAST:     model.RouteAnycast,
+	unix.RTN_MULTICAST:   model.RouteMulticast,
+	unix.RTN_BLACKHOLE:   model.RouteBlackhole,
+	unix.RTN_UNREACHABLE: model.RouteUnreachable,
+	unix.RTN_PROHIBIT:    model.RouteProhibit,
+	unix.RTN_THROW:       model.RouteThrow,
+	unix.RTN_NAT:         model.RouteNAT,
 	unix.RTN_XRESOLVE:    "xresolve",
 }
 
 // routeProtocols are iproute2's built-in rt_protos names.
-var routeProtocols = engine.RouteProtocolNames
+var routeProtocols = model.RouteProtocolNames
 
 // ProtocolName names a route protocol (RTPROT_*) as iproute2 does, or returns the number.
 func ProtocolName(p int) string {
@@ -362,7 +363,7 @@ func ProtocolName(p int) string {
 }
 
 // readRoutes streams the routes of every table of one family into the state, in kernel order.
-func readRoutes(ctx context.Context, h *netlink.Handle, fam engine.Family, names map[int]string, st *engine.State) error {
+func readRoutes(ctx context.Context, h *netlink.Handle, fam inet.Family, names map[int]string, st *model.State) error {
 	start := len(st.Routes)
 	// RT_FILTER_TABLE with table RT_TABLE_UNSPEC makes the library pass routes of every table
 	// through; without it RouteListFilteredIter drops all but the main table.
@@ -390,12 +391,12 @@ func readRoutes(ctx context.Context, h *netlink.Handle, fam engine.Family, names
 	})
 }
 
-func convertRoute(r *netlink.Route, fam engine.Family, names map[int]string) engine.Route {
+func convertRoute(r *netlink.Route, fam inet.Family, names map[int]string) model.Route {
 	typ, ok := routeTypes[r.Type]
 	if !ok {
 		typ = fmt.Sprint(r.Type)
 	}
-	out := engine.Route{
+	out := model.Route{
 		Family:   fam,
 		Table:    r.Table,
 		Type:     typ,
@@ -410,7 +411,7 @@ func convertRoute(r *netlink.Route, fam engine.Family, names map[int]string) eng
 		OnLink:   r.Flags&unix.RTNH_F_ONLINK != 0,
 	}
 	for _, nh := range r.MultiPath {
-		out.Nexthops = append(out.Nexthops, engine.Nexthop{
+		out.Nexthops = append(out.Nexthops, model.Nexthop{
 			Gateway: gatewayOf(nh.Gw, nh.Via, fam),
 			Dev:     names[nh.LinkIndex],
 			Weight:  nh.Hops + 1, // rtnh_hops is weight-1 (iproute2 prints hops+1)
@@ -421,24 +422,24 @@ func convertRoute(r *netlink.Route, fam engine.Family, names map[int]string) eng
 }
 
 // gatewayOf returns RTA_GATEWAY, or RTA_VIA for an IPv4 route via an IPv6 gateway (RFC 5549).
-func gatewayOf(gw net.IP, via netlink.Destination, fam engine.Family) netip.Addr {
+func gatewayOf(gw net.IP, via netlink.Destination, fam inet.Family) netip.Addr {
 	if gw != nil {
 		return addrIn(gw, fam)
 	}
 	if v, ok := via.(*netlink.Via); ok && v != nil {
-		return addrIn(v.Addr, engine.Family(v.AddrFamily))
+		return addrIn(v.Addr, inet.Family(v.AddrFamily))
 	}
 	return netip.Addr{}
 }
 
 // ruleActions names FR_ACT_* actions as iproute2 prints them.
 var ruleActions = map[uint8]string{
-	unix.FR_ACT_TO_TBL:      engine.ActionTable,
-	unix.FR_ACT_GOTO:        engine.ActionGoto,
-	unix.FR_ACT_NOP:         engine.ActionNop,
-	unix.FR_ACT_BLACKHOLE:   engine.ActionBlackhole,
-	unix.FR_ACT_UNREACHABLE: engine.ActionUnreachable,
-	unix.FR_ACT_PROHIBIT:    engine.ActionProhibit,
+	unix.FR_ACT_TO_TBL:      model.ActionTable,
+	unix.FR_ACT_GOTO:        model.ActionGoto,
+	unix.FR_ACT_NOP:         model.ActionNop,
+	unix.FR_ACT_BLACKHOLE:   model.ActionBlackhole,
+	unix.FR_ACT_UNREACHABLE: model.ActionUnreachable,
+	unix.FR_ACT_PROHIBIT:    model.ActionProhibit,
 }
 
 // readRules dumps the policy rules of one family in kernel (priority) order.
@@ -448,7 +449,7 @@ var ruleActions = map[uint8]string{
 // as the request header, which a strict-checking socket rejects ("Invalid data after header in
 // FIB rule dump request"). So the dump is done here with the library's message plumbing, on a
 // socket of its own in the namespace.
-func readRules(ns Namespace, fam engine.Family) ([]engine.Rule, error) {
+func readRules(ns Namespace, fam inet.Family) ([]model.Rule, error) {
 	sock, err := ns.socket(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
@@ -459,7 +460,7 @@ func readRules(ns Namespace, fam engine.Family) ([]engine.Rule, error) {
 	}
 	sockets := map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}}
 
-	var rules []engine.Rule
+	var rules []model.Rule
 	var parseErr error
 	err = retryDump(fmt.Sprintf("listing %s rules", fam), func() error {
 		rules, parseErr = rules[:0], nil
@@ -488,17 +489,17 @@ func readRules(ns Namespace, fam engine.Family) ([]engine.Rule, error) {
 
 // parseRule decodes one RTM_NEWRULE message: a fib_rule_hdr and FRA_* attributes, as
 // net/core/fib_rules.c:fib_nl_fill_rule writes them.
-func parseRule(m []byte) (engine.Rule, error) {
+func parseRule(m []byte) (model.Rule, error) {
 	if len(m) < unix.SizeofRtMsg {
-		return engine.Rule{}, fmt.Errorf("short rule message (%d bytes)", len(m))
+		return model.Rule{}, fmt.Errorf("short rule message (%d bytes)", len(m))
 	}
 	hdr := nl.DeserializeRtMsg(m)
 	attrs, err := parseAttrs(m[unix.SizeofRtMsg:])
 	if err != nil {
-		return engine.Rule{}, fmt.Errorf("decoding rule attributes: %w", err)
+		return model.Rule{}, fmt.Errorf("decoding rule attributes: %w", err)
 	}
-	fam := engine.Family(hdr.Family)
-	r := engine.Rule{
+	fam := inet.Family(hdr.Family)
+	r := model.Rule{
 		Family: fam,
 		Not:    hdr.Flags&unix.FIB_RULE_INVERT != 0,
 		TOS:    hdr.Tos,
@@ -551,7 +552,7 @@ func parseRule(m []byte) (engine.Rule, error) {
 			r.DPort = portRange(v)
 		case unix.FRA_UID_RANGE:
 			if len(v) >= 8 {
-				r.UIDRange = &engine.UIDRange{Start: nl.NativeEndian().Uint32(v), End: nl.NativeEndian().Uint32(v[4:])}
+				r.UIDRange = &model.UIDRange{Start: nl.NativeEndian().Uint32(v), End: nl.NativeEndian().Uint32(v[4:])}
 			}
 		case unix.FRA_SUPPRESS_PREFIXLEN:
 			// Always sent; (u32)-1 means not set.
@@ -573,13 +574,13 @@ func parseRule(m []byte) (engine.Rule, error) {
 		}
 	}
 	if err != nil {
-		return engine.Rule{}, err
+		return model.Rule{}, err
 	}
 	// The kernel sends FWMARK and FWMASK together when either is set; a mark given without a
 	// mask is stored with mask 0xffffffff (fib_rules.c), which iproute2 prints as "fwmark 0x1".
 	// Kernels older than 2.6.19 send no mask: iproute2 then shows the mark alone, as full mask.
 	if hasMark {
-		r.Mark = &engine.MarkMatch{Value: mark, Mask: mask}
+		r.Mark = &model.MarkMatch{Value: mark, Mask: mask}
 	}
 	return r, nil
 }
@@ -602,11 +603,11 @@ func parseAttrs(b []byte) ([]syscall.NetlinkRouteAttr, error) {
 	return attrs, nil
 }
 
-func portRange(v []byte) *engine.PortRange {
+func portRange(v []byte) *model.PortRange {
 	if len(v) < 4 {
 		return nil
 	}
-	return &engine.PortRange{Start: nl.NativeEndian().Uint16(v), End: nl.NativeEndian().Uint16(v[2:])}
+	return &model.PortRange{Start: nl.NativeEndian().Uint16(v), End: nl.NativeEndian().Uint16(v[2:])}
 }
 
 // cString returns a NUL-terminated netlink string without its terminator.

@@ -10,7 +10,8 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // ruleMsg builds an RTM_NEWRULE payload as net/core/fib_rules.c:fib_nl_fill_rule writes it.
@@ -31,7 +32,7 @@ func attrPorts(start, end uint16) []byte {
 type ruleCase struct {
 	name string
 	msg  []byte
-	want engine.Rule
+	want model.Rule
 }
 
 func TestParseRule(t *testing.T) {
@@ -57,42 +58,42 @@ func TestParseRule(t *testing.T) {
 				nl.NewRtAttr(unix.FRA_SUPPRESS_IFGROUP, attrU32(3)),
 				nl.NewRtAttr(unix.FRA_PROTOCOL, []byte{4}),
 			),
-			want: engine.Rule{Family: engine.V4, Priority: 100, Not: true,
+			want: model.Rule{Family: inet.V4, Priority: 100, Not: true,
 				Src: netip.MustParsePrefix("10.0.0.0/8"), Dst: netip.MustParsePrefix("192.168.0.0/16"),
-				IIF: "v1", OIF: "eth0.100", Mark: &engine.MarkMatch{Value: 0x10, Mask: 0xff}, TOS: 0x10, IPProto: 6,
-				SPort: &engine.PortRange{Start: 1000, End: 2000}, DPort: &engine.PortRange{Start: 80, End: 80},
-				UIDRange: &engine.UIDRange{Start: 100, End: 200}, SuppressIfGroup: &three,
-				Action: engine.ActionTable, Table: 4294967000, Protocol: 4},
+				IIF: "v1", OIF: "eth0.100", Mark: &model.MarkMatch{Value: 0x10, Mask: 0xff}, TOS: 0x10, IPProto: 6,
+				SPort: &model.PortRange{Start: 1000, End: 2000}, DPort: &model.PortRange{Start: 80, End: 80},
+				UIDRange: &model.UIDRange{Start: 100, End: 200}, SuppressIfGroup: &three,
+				Action: model.ActionTable, Table: 4294967000, Protocol: 4},
 		},
 		{
 			name: "no priority attribute is priority 0; table from the header without FRA_TABLE",
 			msg:  ruleMsg(unix.RtMsg{Family: unix.AF_INET, Table: 255, Type: unix.FR_ACT_TO_TBL}),
-			want: engine.Rule{Family: engine.V4, Action: engine.ActionTable, Table: 255},
+			want: model.Rule{Family: inet.V4, Action: model.ActionTable, Table: 255},
 		},
 		{
 			name: "mark without mask from an old kernel means the whole mark",
 			msg: ruleMsg(unix.RtMsg{Family: unix.AF_INET, Type: unix.FR_ACT_TO_TBL},
 				nl.NewRtAttr(unix.FRA_FWMARK, attrU32(5)), nl.NewRtAttr(unix.FRA_TABLE, attrU32(100))),
-			want: engine.Rule{Family: engine.V4, Mark: &engine.MarkMatch{Value: 5, Mask: 0xffffffff}, Action: engine.ActionTable, Table: 100},
+			want: model.Rule{Family: inet.V4, Mark: &model.MarkMatch{Value: 5, Mask: 0xffffffff}, Action: model.ActionTable, Table: 100},
 		},
 		{
 			name: "suppress_prefixlength 0 is kept",
 			msg: ruleMsg(unix.RtMsg{Family: unix.AF_INET, Type: unix.FR_ACT_TO_TBL},
 				nl.NewRtAttr(unix.FRA_SUPPRESS_PREFIXLEN, attrU32(0)), nl.NewRtAttr(unix.FRA_SUPPRESS_IFGROUP, attrU32(0xffffffff)),
 				nl.NewRtAttr(unix.FRA_TABLE, attrU32(254))),
-			want: engine.Rule{Family: engine.V4, SuppressPrefixLen: new(0), Action: engine.ActionTable, Table: 254},
+			want: model.Rule{Family: inet.V4, SuppressPrefixLen: new(0), Action: model.ActionTable, Table: 254},
 		},
 		{
 			name: "goto",
 			msg: ruleMsg(unix.RtMsg{Family: unix.AF_INET6, Type: unix.FR_ACT_GOTO},
 				nl.NewRtAttr(unix.FRA_PRIORITY, attrU32(5)), nl.NewRtAttr(unix.FRA_GOTO, attrU32(110)), nl.NewRtAttr(unix.FRA_TABLE, attrU32(0))),
-			want: engine.Rule{Family: engine.V6, Priority: 5, Action: engine.ActionGoto, Goto: 110},
+			want: model.Rule{Family: inet.V6, Priority: 5, Action: model.ActionGoto, Goto: 110},
 		},
 		{
 			name: "ipv4-mapped source of an IPv6 rule stays IPv6",
 			msg: ruleMsg(unix.RtMsg{Family: unix.AF_INET6, Src_len: 104, Type: unix.FR_ACT_BLACKHOLE},
 				nl.NewRtAttr(unix.FRA_SRC, netip.MustParseAddr("::ffff:10.0.0.0").AsSlice())),
-			want: engine.Rule{Family: engine.V6, Src: netip.MustParsePrefix("::ffff:10.0.0.0/104"), Action: engine.ActionBlackhole},
+			want: model.Rule{Family: inet.V6, Src: netip.MustParsePrefix("::ffff:10.0.0.0/104"), Action: model.ActionBlackhole},
 		},
 	}
 	for _, act := range []struct {
@@ -100,7 +101,7 @@ func TestParseRule(t *testing.T) {
 		name string
 	}{{unix.FR_ACT_NOP, "nop"}, {unix.FR_ACT_UNREACHABLE, "unreachable"}, {unix.FR_ACT_PROHIBIT, "prohibit"}, {42, "42"}} {
 		tests = append(tests, ruleCase{"action " + act.name, ruleMsg(unix.RtMsg{Family: unix.AF_INET, Type: act.typ}),
-			engine.Rule{Family: engine.V4, Action: act.name}})
+			model.Rule{Family: inet.V4, Action: act.name}})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,9 +156,9 @@ func FuzzParseRule(f *testing.F) {
 
 func TestSysctlPath(t *testing.T) {
 	for key, want := range map[string]string{
-		engine.SysctlIPForward:                  "/proc/sys/net/ipv4/ip_forward",
-		engine.ConfKey("eth0.100", "rp_filter"): "/proc/sys/net/ipv4/conf/eth0.100/rp_filter",
-		engine.SysctlConntrackMax:               "/proc/sys/net/netfilter/nf_conntrack_max",
+		model.SysctlIPForward:                  "/proc/sys/net/ipv4/ip_forward",
+		model.ConfKey("eth0.100", "rp_filter"): "/proc/sys/net/ipv4/conf/eth0.100/rp_filter",
+		model.SysctlConntrackMax:               "/proc/sys/net/netfilter/nf_conntrack_max",
 	} {
 		if got := SysctlPath(key); got != want {
 			t.Errorf("SysctlPath(%q) = %q, want %q", key, got, want)

@@ -14,7 +14,9 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // Routes and rules go to the kernel pipelined: many requests per sendmsg on one rtnetlink
@@ -269,7 +271,7 @@ func (l *LiveHost) Rules(ctx context.Context, ops []RuleOp, stopOnError bool) (i
 	}
 	return p.run(ctx, len(ops), stopOnError, func(i int, b []byte, seq uint32) ([]byte, error) {
 		msgType, flags := unix.RTM_NEWRULE, unix.NLM_F_CREATE|unix.NLM_F_EXCL
-		if ops[i].Op == engine.OpDelete {
+		if ops[i].Op == plan.OpDelete {
 			msgType, flags = unix.RTM_DELRULE, 0
 		}
 		req, err := ruleRequest(msgType, flags, ops[i].Rule)
@@ -351,7 +353,7 @@ func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
 // default route), RTA_PREFSRC, RTA_GATEWAY (RTA_VIA for an IPv4 route via an IPv6 gateway),
 // RTA_MULTIPATH, RTA_TABLE for tables above 255, RTA_PRIORITY, RTA_OIF.
 func (l *LiveHost) appendRoute(b []byte, seq uint32, op RouteOp) ([]byte, error) {
-	r := engine.NormalizeRoute(op.Route)
+	r := plan.NormalizeRoute(op.Route)
 	typ, ok := routeTypeNums[r.Type]
 	if !ok {
 		return b, fmt.Errorf("unknown route type %q", r.Type)
@@ -372,9 +374,9 @@ func (l *LiveHost) appendRoute(b []byte, seq uint32, op RouteOp) ([]byte, error)
 	}
 	msgType, flags := uint16(unix.RTM_NEWROUTE), uint16(unix.NLM_F_REQUEST|unix.NLM_F_CREATE|unix.NLM_F_EXCL)
 	switch op.Op {
-	case engine.OpReplace:
+	case plan.OpReplace:
 		flags = unix.NLM_F_REQUEST | unix.NLM_F_CREATE | unix.NLM_F_REPLACE
-	case engine.OpDelete:
+	case plan.OpDelete:
 		msgType, flags = unix.RTM_DELROUTE, unix.NLM_F_REQUEST
 	}
 	start := len(b)
@@ -436,19 +438,19 @@ func (l *LiveHost) appendRoute(b []byte, seq uint32, op RouteOp) ([]byte, error)
 }
 
 // appendGateway appends RTA_GATEWAY, or RTA_VIA when the gateway is of the other family.
-func appendGateway(b []byte, fam engine.Family, gw netip.Addr) []byte {
-	if engine.FamilyOf(gw) == fam {
+func appendGateway(b []byte, fam inet.Family, gw netip.Addr) []byte {
+	if inet.FamilyOf(gw) == fam {
 		return appendAttr(b, unix.RTA_GATEWAY, gw.Unmap().AsSlice())
 	}
-	return appendAttr(b, unix.RTA_VIA, binary.NativeEndian.AppendUint16(nil, uint16(engine.FamilyOf(gw))), gw.AsSlice())
+	return appendAttr(b, unix.RTA_VIA, binary.NativeEndian.AppendUint16(nil, uint16(inet.FamilyOf(gw))), gw.AsSlice())
 }
 
 // ruleRequest builds an RTM_NEWRULE or RTM_DELRULE message for a rule the way iproute2 does:
 // a fib_rule_hdr (laid out as rtmsg) and FRA_* attributes. netlink v1.3.1's RuleAdd cannot be
 // used: it leaves out suppress_prefixlength for tables above 255 and sends FRA_IP_PROTO as
 // four bytes.
-func ruleRequest(msgType int, flags int, r engine.Rule) (*nl.NetlinkRequest, error) {
-	r = engine.NormalizeRule(r)
+func ruleRequest(msgType int, flags int, r model.Rule) (*nl.NetlinkRequest, error) {
+	r = plan.NormalizeRule(r)
 	act, ok := ruleActs[r.Action]
 	if !ok {
 		return nil, fmt.Errorf("unknown rule action %q", r.Action)
@@ -457,7 +459,7 @@ func ruleRequest(msgType int, flags int, r engine.Rule) (*nl.NetlinkRequest, err
 	if r.Not {
 		hdr.Flags |= unix.FIB_RULE_INVERT
 	}
-	if r.Action == engine.ActionTable && r.Table < 256 {
+	if r.Action == model.ActionTable && r.Table < 256 {
 		hdr.Table = uint8(r.Table)
 	}
 	req := nl.NewNetlinkRequest(msgType, flags)
@@ -472,7 +474,7 @@ func ruleRequest(msgType int, flags int, r engine.Rule) (*nl.NetlinkRequest, err
 		attrs = append(attrs, nl.NewRtAttr(unix.FRA_DST, r.Dst.Addr().AsSlice()))
 	}
 	u32(unix.FRA_PRIORITY, uint32(r.Priority))
-	if r.Action == engine.ActionTable {
+	if r.Action == model.ActionTable {
 		u32(unix.FRA_TABLE, uint32(r.Table))
 	}
 	if r.Mark != nil {
@@ -485,7 +487,7 @@ func ruleRequest(msgType int, flags int, r engine.Rule) (*nl.NetlinkRequest, err
 	if r.OIF != "" {
 		attrs = append(attrs, nl.NewRtAttr(unix.FRA_OIFNAME, nl.ZeroTerminated(r.OIF)))
 	}
-	if r.Action == engine.ActionGoto {
+	if r.Action == model.ActionGoto {
 		u32(unix.FRA_GOTO, uint32(r.Goto))
 	}
 	if r.SuppressPrefixLen != nil {
@@ -497,7 +499,7 @@ func ruleRequest(msgType int, flags int, r engine.Rule) (*nl.NetlinkRequest, err
 	if r.IPProto != 0 {
 		attrs = append(attrs, nl.NewRtAttr(unix.FRA_IP_PROTO, []byte{uint8(r.IPProto)}))
 	}
-	ports := func(typ int, p *engine.PortRange) {
+	ports := func(typ int, p *model.PortRange) {
 		b := make([]byte, 4)
 		nl.NativeEndian().PutUint16(b, p.Start)
 		nl.NativeEndian().PutUint16(b[2:], p.End)
@@ -527,7 +529,7 @@ func ruleRequest(msgType int, flags int, r engine.Rule) (*nl.NetlinkRequest, err
 
 // EachRoute implements Host: a dump of one family's routes (of one table when table is not 0:
 // the kernel filters it, strict checking being on), decoded straight from the messages.
-func (l *LiveHost) EachRoute(ctx context.Context, fam engine.Family, table int, names map[int]string, fn func(engine.Route)) error {
+func (l *LiveHost) EachRoute(ctx context.Context, fam inet.Family, table int, names map[int]string, fn func(model.Route)) error {
 	p, err := l.openPipe()
 	if err != nil {
 		return err
@@ -694,23 +696,23 @@ func (p *pipe) drain(seq uint32) {
 
 // parseRoute decodes an RTM_NEWROUTE message body (rtmsg and attributes) as convertRoute
 // converts the library's routes; cloned routes and other families are skipped.
-func parseRoute(b []byte, fam engine.Family, names map[int]string) (engine.Route, bool) {
+func parseRoute(b []byte, fam inet.Family, names map[int]string) (model.Route, bool) {
 	if len(b) < unix.SizeofRtMsg {
-		return engine.Route{}, false
+		return model.Route{}, false
 	}
-	if engine.Family(b[0]) != fam {
-		return engine.Route{}, false
+	if inet.Family(b[0]) != fam {
+		return model.Route{}, false
 	}
 	flags := binary.NativeEndian.Uint32(b[8:])
 	if flags&unix.RTM_F_CLONED != 0 {
-		return engine.Route{}, false
+		return model.Route{}, false
 	}
 	dstLen := int(b[1])
 	typ, ok := routeTypes[int(b[7])]
 	if !ok {
 		typ = strconv.Itoa(int(b[7]))
 	}
-	r := engine.Route{
+	r := model.Route{
 		Family:   fam,
 		Table:    int(b[4]),
 		Type:     typ,
@@ -739,7 +741,7 @@ func parseRoute(b []byte, fam engine.Family, names map[int]string) (engine.Route
 			r.Gateway = addrBytes(v, fam)
 		case unix.RTA_VIA:
 			if len(v) > 2 {
-				r.Gateway = addrBytes(v[2:], engine.Family(binary.NativeEndian.Uint16(v)))
+				r.Gateway = addrBytes(v[2:], inet.Family(binary.NativeEndian.Uint16(v)))
 			}
 		case unix.RTA_OIF:
 			if len(v) == 4 {
@@ -757,7 +759,7 @@ func parseRoute(b []byte, fam engine.Family, names map[int]string) (engine.Route
 	}
 	if !dst.IsValid() {
 		dst = netip.IPv4Unspecified()
-		if fam == engine.V6 {
+		if fam == inet.V6 {
 			dst = netip.IPv6Unspecified()
 		}
 	}
@@ -765,14 +767,14 @@ func parseRoute(b []byte, fam engine.Family, names map[int]string) (engine.Route
 	return r, true
 }
 
-func parseMultipath(v []byte, fam engine.Family, names map[int]string) []engine.Nexthop {
-	var out []engine.Nexthop
+func parseMultipath(v []byte, fam inet.Family, names map[int]string) []model.Nexthop {
+	var out []model.Nexthop
 	for len(v) >= unix.SizeofRtNexthop {
 		nlen := int(binary.NativeEndian.Uint16(v))
 		if nlen < unix.SizeofRtNexthop || nlen > len(v) {
 			break
 		}
-		nh := engine.Nexthop{
+		nh := model.Nexthop{
 			Weight: int(v[3]) + 1, // rtnh_hops is weight-1 (iproute2 prints hops+1)
 			OnLink: v[2]&unix.RTNH_F_ONLINK != 0,
 			Dev:    names[int(int32(binary.NativeEndian.Uint32(v[4:])))],
@@ -787,7 +789,7 @@ func parseMultipath(v []byte, fam engine.Family, names map[int]string) []engine.
 				nh.Gateway = addrBytes(a[4:alen], fam)
 			case unix.RTA_VIA:
 				if alen > 6 {
-					nh.Gateway = addrBytes(a[6:alen], engine.Family(binary.NativeEndian.Uint16(a[4:])))
+					nh.Gateway = addrBytes(a[6:alen], inet.Family(binary.NativeEndian.Uint16(a[4:])))
 				}
 			}
 			a = a[min((alen+3)&^3, len(a)):]
@@ -799,12 +801,12 @@ func parseMultipath(v []byte, fam engine.Family, names map[int]string) []engine.
 }
 
 // addrBytes converts an address attribute (addrIn for raw bytes).
-func addrBytes(v []byte, fam engine.Family) netip.Addr {
+func addrBytes(v []byte, fam inet.Family) netip.Addr {
 	a, ok := netip.AddrFromSlice(v)
 	if !ok {
 		return netip.Addr{}
 	}
-	if fam == engine.V4 {
+	if fam == inet.V4 {
 		return a.Unmap()
 	}
 	return a

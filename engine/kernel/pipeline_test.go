@@ -16,9 +16,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // loadHost is a namespace with a link d0 (10.77.0.1/24) whose peer 10.77.0.2 is the gateway of
@@ -36,12 +38,12 @@ func loadHost(t *testing.T, name string) (*lab.NS, *kernel.Applier) {
 }
 
 // routeList is a plan of n distinct /24 routes into table 200 via 10.77.0.2.
-func routeList(n int) *engine.Plan {
-	p := engine.NewPlan(fmt.Sprintf("%d routes", n))
+func routeList(n int) *plan.Plan {
+	p := plan.New(fmt.Sprintf("%d routes", n))
 	for i := range n {
 		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(11 + i>>16), byte(i >> 8), byte(i), 0}), 24)
-		p.Changes = append(p.Changes, engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd,
-			Route: &engine.Route{Family: engine.V4, Table: 200, Dst: dst, Gateway: netip.MustParseAddr("10.77.0.2"), Dev: "d0"}})
+		p.Changes = append(p.Changes, plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd,
+			Route: &model.Route{Family: inet.V4, Table: 200, Dst: dst, Gateway: netip.MustParseAddr("10.77.0.2"), Dev: "d0"}})
 	}
 	return p
 }
@@ -68,7 +70,7 @@ func table200(t *testing.T, ns *lab.NS) []string {
 	return lines
 }
 
-func planLines(p *engine.Plan) []string {
+func planLines(p *plan.Plan) []string {
 	var lines []string
 	for _, c := range p.Changes {
 		lines = append(lines, fmt.Sprintf("%s via %s dev %s", c.Route.Dst, c.Route.Gateway, c.Route.Dev))
@@ -168,18 +170,18 @@ func TestPrivilegedDumpMatchesReader(t *testing.T) {
 	for _, l := range st.Links {
 		names[l.Index] = l.Name
 	}
-	for _, fam := range []engine.Family{engine.V4, engine.V6} {
-		var dumped []engine.Route
-		if err := host.EachRoute(context.Background(), fam, 0, names, func(r engine.Route) { dumped = append(dumped, r) }); err != nil {
+	for _, fam := range []inet.Family{inet.V4, inet.V6} {
+		var dumped []model.Route
+		if err := host.EachRoute(context.Background(), fam, 0, names, func(r model.Route) { dumped = append(dumped, r) }); err != nil {
 			t.Fatal(err)
 		}
-		var read []engine.Route
+		var read []model.Route
 		for _, r := range st.Routes {
 			if r.Family == fam {
 				read = append(read, r)
 			}
 		}
-		str := func(rs []engine.Route) []string {
+		str := func(rs []model.Route) []string {
 			var out []string
 			for _, r := range rs {
 				b, _ := json.Marshal(r)

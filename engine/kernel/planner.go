@@ -10,16 +10,18 @@ import (
 
 	vnl "github.com/vishvananda/netlink"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // planned is what the pass over a plan found.
 type planned struct {
-	before  *engine.State
+	before  *model.State
 	total   int // changes in the plan
 	pending int // not yet in effect
 	steps   int
-	lockout *engine.Lockout
+	lockout *plan.Lockout
 	wants   *driftWants
 }
 
@@ -32,7 +34,7 @@ type planner struct {
 	ctx     context.Context
 	a       *Applier
 	host    Host
-	settler *engine.Settler
+	settler *plan.Settler
 	sink    func(k int, st *Step) error
 	size    int
 
@@ -40,12 +42,12 @@ type planner struct {
 	batch    *Step
 	batchK   int
 	spare    Step // the batch being filled, reused
-	nf       map[engine.Family]*Step
-	nfK      map[engine.Family]int
-	nfOrder  []engine.Family
+	nf       map[inet.Family]*Step
+	nfK      map[inet.Family]int
+	nfOrder  []inet.Family
 	tables   *Step
 	tablesK  int
-	flushes  []engine.Change
+	flushes  []plan.Change
 	sysctls  map[string]bool // keys whose old value is known
 	nfRead   bool
 	wants    *driftWants
@@ -55,7 +57,7 @@ type planner struct {
 }
 
 // plan is the first pass of an apply (and all of a dry run).
-func (a *Applier) plan(ctx context.Context, host Host, src engine.PlanSource, opts ApplyOptions, sink func(int, *Step) error) (*planned, error) {
+func (a *Applier) plan(ctx context.Context, host Host, src plan.Source, opts ApplyOptions, sink func(int, *Step) error) (*planned, error) {
 	before, err := host.ReadState(ctx, ReadWhat{NoNetfilter: true})
 	if err != nil {
 		return nil, err
@@ -72,8 +74,8 @@ func (a *Applier) plan(ctx context.Context, host Host, src engine.PlanSource, op
 	if size <= 0 {
 		size = DefaultBatchSize
 	}
-	p := &planner{ctx: ctx, a: a, host: host, settler: engine.NewSettler(before, watch), sink: sink, size: size,
-		nf: map[engine.Family]*Step{}, nfK: map[engine.Family]int{}, sysctls: map[string]bool{}, wants: newDriftWants()}
+	p := &planner{ctx: ctx, a: a, host: host, settler: plan.NewSettler(before, watch), sink: sink, size: size,
+		nf: map[inet.Family]*Step{}, nfK: map[inet.Family]int{}, sysctls: map[string]bool{}, wants: newDriftWants()}
 	if err := src.Each(p.add); err != nil {
 		return nil, err
 	}
@@ -96,7 +98,7 @@ func (p *planner) reserve() int {
 }
 
 // add takes change i of the plan.
-func (p *planner) add(i int, c engine.Change) error {
+func (p *planner) add(i int, c plan.Change) error {
 	if i%1024 == 0 {
 		if err := p.ctx.Err(); err != nil {
 			return fmt.Errorf("reading the plan: %w (nothing was changed)", err)
@@ -104,11 +106,11 @@ func (p *planner) add(i int, c engine.Change) error {
 	}
 	p.total++
 	switch c.Kind {
-	case engine.KindSysctl:
+	case plan.KindSysctl:
 		if err := p.readSysctl(c.Sysctl.Key); err != nil {
 			return err
 		}
-	case engine.KindChain:
+	case plan.KindChain:
 		if !p.nfRead {
 			nf, err := p.host.ReadNetfilter(p.ctx)
 			if err != nil {
@@ -124,13 +126,13 @@ func (p *planner) add(i int, c engine.Change) error {
 	}
 	// Pending routes and rules are looked for by the drift check from the steps file, where
 	// they are anyway; only the others are kept here.
-	if !pending || pc.Kind != engine.KindRoute && pc.Kind != engine.KindRule {
+	if !pending || pc.Kind != plan.KindRoute && pc.Kind != plan.KindRule {
 		p.wants.add(i, pc)
 	}
 	if !pending {
 		return nil
 	}
-	if pc.Kind == engine.KindConntrack {
+	if pc.Kind == plan.KindConntrack {
 		p.flushes = append(p.flushes, pc)
 		return nil
 	}
@@ -140,7 +142,7 @@ func (p *planner) add(i int, c engine.Change) error {
 		return fmt.Errorf("change %d (%s): %w", i+1, c.Summary(), err)
 	}
 	switch pc.Kind {
-	case engine.KindChain:
+	case plan.KindChain:
 		st := p.nf[pc.Chain.Family]
 		if st == nil {
 			if err := p.flushBatch(); err != nil {
@@ -152,7 +154,7 @@ func (p *planner) add(i int, c engine.Change) error {
 		}
 		st.Changes = append(st.Changes, pc)
 		st.Undo = append(st.Undo, undo...)
-	case engine.KindTable:
+	case plan.KindTable:
 		if p.tables == nil {
 			if err := p.flushBatch(); err != nil {
 				return err
@@ -160,7 +162,7 @@ func (p *planner) add(i int, c engine.Change) error {
 			p.tables, p.tablesK = &Step{First: i}, p.reserve()
 		}
 		p.tables.Changes = append(p.tables.Changes, pc)
-	case engine.KindRoute, engine.KindRule:
+	case plan.KindRoute, plan.KindRule:
 		if p.batch == nil || p.batch.Changes[0].Kind != pc.Kind || len(p.batch.Changes) >= p.size {
 			if err := p.flushBatch(); err != nil {
 				return err
@@ -172,14 +174,14 @@ func (p *planner) add(i int, c engine.Change) error {
 		}
 		p.batch.Changes = append(p.batch.Changes, pc)
 		if !mirrored && undo == nil {
-			undo = []engine.Change{} // nothing undoes it (nil would mean the mirror)
+			undo = []plan.Change{} // nothing undoes it (nil would mean the mirror)
 		}
 		p.batch.Undos = append(p.batch.Undos, undo)
 	default:
 		if err := p.flushBatch(); err != nil {
 			return err
 		}
-		return p.sink(p.reserve(), &Step{Changes: []engine.Change{pc}, Undo: undo, First: i})
+		return p.sink(p.reserve(), &Step{Changes: []plan.Change{pc}, Undo: undo, First: i})
 	}
 	return nil
 }
@@ -199,13 +201,13 @@ func (p *planner) flushBatch() error {
 // finish hands over the steps that needed the whole plan: netfilter transactions (tried with
 // iptables-restore --test, so that a rule the kernel would refuse stops the apply before
 // anything changes), the table names file, and the conntrack flushes.
-func (p *planner) finish(before *engine.State) error {
+func (p *planner) finish(before *model.State) error {
 	if err := p.flushBatch(); err != nil {
 		return err
 	}
 	for _, f := range p.nfOrder {
 		st := p.nf[f]
-		tx := engine.NetfilterTransaction(f, st.Changes, before)
+		tx := plan.NetfilterTransaction(f, st.Changes, before)
 		if err := p.host.Restore(p.ctx, f, tx, true); err != nil {
 			if isPermissionDenied(err) || errors.Is(err, fs.ErrPermission) {
 				return fmt.Errorf("checking the plan's %s rules with %s --test needs root (permission denied): run it as root: %w", f, restoreTool(f), err)
@@ -229,7 +231,7 @@ func (p *planner) finish(before *engine.State) error {
 	if p.k > 0 {
 		for _, f := range p.flushes {
 			p.pending++
-			if err := p.sink(p.reserve(), &Step{Changes: []engine.Change{f}}); err != nil {
+			if err := p.sink(p.reserve(), &Step{Changes: []plan.Change{f}}); err != nil {
 				return err
 			}
 		}
@@ -247,7 +249,7 @@ func (p *planner) readSysctl(key string) error {
 	p.sysctls[key] = true
 	v, err := p.host.ReadSysctl(key)
 	if errors.Is(err, fs.ErrNotExist) {
-		if iface, ok := engine.SysctlIface(key); ok && before.LinkByName(iface) == nil {
+		if iface, ok := model.SysctlIface(key); ok && before.LinkByName(iface) == nil {
 			return nil // a link the plan creates
 		}
 		return fmt.Errorf("sysctl %s does not exist on this kernel (%s is missing): check the name", key, SysctlPath(key))
@@ -256,7 +258,7 @@ func (p *planner) readSysctl(key string) error {
 		return fmt.Errorf("reading sysctl %s: %w", key, err)
 	}
 	if before.Sysctls == nil {
-		before.Sysctls = engine.Sysctls{}
+		before.Sysctls = model.Sysctls{}
 	}
 	before.Sysctls[key] = v
 	return nil
@@ -267,10 +269,10 @@ func (p *planner) readSysctl(key string) error {
 // or the rules read back; the few other changes are kept whole. Which change a missing hash
 // belongs to is found by reading the plan again, only when something is missing.
 type driftWants struct {
-	routes   engine.HashList // routes added or replaced: RouteHash, its low bit set when loose
-	gone     engine.HashList // routes deleted: RouteIdentity
-	rules    []uint64        // rules added: RuleKey
-	noRules  []uint64        // rules deleted
+	routes   plan.HashList // routes added or replaced: RouteHash, its low bit set when loose
+	gone     plan.HashList // routes deleted: RouteIdentity
+	rules    []uint64      // rules added: RuleKey
+	noRules  []uint64      // rules deleted
 	others   []indexedChange
 	tables   map[famTable]bool
 	anyLoose bool
@@ -278,21 +280,21 @@ type driftWants struct {
 }
 
 type famTable struct {
-	fam   engine.Family
+	fam   inet.Family
 	table int
 }
 
 type indexedChange struct {
 	i int
-	c engine.Change
+	c plan.Change
 }
 
 func newDriftWants() *driftWants { return &driftWants{tables: map[famTable]bool{}} }
 
 // routeWant returns the hash a planned route (normalized) is looked for by.
-func routeWant(r engine.Route) (h uint64, loose bool) {
-	loose = engine.RouteLeavesDev(r)
-	return wantHash(engine.RouteHash(r, loose), loose), loose
+func routeWant(r model.Route) (h uint64, loose bool) {
+	loose = plan.RouteLeavesDev(r)
+	return wantHash(plan.RouteHash(r, loose), loose), loose
 }
 
 // wantHash keeps whether a hash is loose in its low bit, so that an exact and a loose hash
@@ -304,28 +306,28 @@ func wantHash(h uint64, loose bool) uint64 {
 	return h &^ 1
 }
 
-func (w *driftWants) add(i int, c engine.Change) {
+func (w *driftWants) add(i int, c plan.Change) {
 	switch c.Kind {
-	case engine.KindRoute:
-		r := engine.NormalizeRoute(*c.Route)
+	case plan.KindRoute:
+		r := plan.NormalizeRoute(*c.Route)
 		w.tables[famTable{r.Family, r.Table}] = true
-		if c.Op == engine.OpDelete {
-			w.gone.Add(engine.RouteIdentity(r))
+		if c.Op == plan.OpDelete {
+			w.gone.Add(plan.RouteIdentity(r))
 			return
 		}
 		h, loose := routeWant(r)
 		w.anyLoose = w.anyLoose || loose
 		w.routes.Add(h)
-	case engine.KindRule:
-		if c.Op == engine.OpDelete {
-			w.noRules = append(w.noRules, engine.RuleKey(*c.Rule))
+	case plan.KindRule:
+		if c.Op == plan.OpDelete {
+			w.noRules = append(w.noRules, plan.RuleKey(*c.Rule))
 		} else {
-			w.rules = append(w.rules, engine.RuleKey(*c.Rule))
+			w.rules = append(w.rules, plan.RuleKey(*c.Rule))
 		}
-	case engine.KindConntrack:
+	case plan.KindConntrack:
 	default:
 		w.others = append(w.others, indexedChange{i, c})
-		w.chains = w.chains || c.Kind == engine.KindChain
+		w.chains = w.chains || c.Kind == plan.KindChain
 	}
 }
 
@@ -336,7 +338,7 @@ const maxDriftLines = 100
 // plan that is not held. Routes are compared by hash with a dump of the tables the plan
 // touches, as the kernel streams it; a planned route whose identity the kernel holds twice
 // (IPv6 siblings) counts as in effect when one of them is the planned one.
-func (a *Applier) drift(ctx context.Context, host Host, src engine.PlanSource, w *driftWants, sf *stepsFile, steps int) ([]string, error) {
+func (a *Applier) drift(ctx context.Context, host Host, src plan.Source, w *driftWants, sf *stepsFile, steps int) ([]string, error) {
 	after, err := host.ReadState(ctx, ReadWhat{NoRoutes: true, NoNetfilter: !w.chains})
 	if err != nil {
 		return nil, err
@@ -365,7 +367,7 @@ func (a *Applier) drift(ctx context.Context, host Host, src engine.PlanSource, w
 	if len(w.rules)+len(w.noRules) > 0 {
 		have := map[uint64]bool{}
 		for _, r := range after.Rules {
-			have[engine.RuleKey(r)] = true
+			have[plan.RuleKey(r)] = true
 		}
 		for _, h := range w.rules {
 			if !have[h] {
@@ -388,19 +390,19 @@ func (a *Applier) drift(ctx context.Context, host Host, src engine.PlanSource, w
 	}
 	if len(absent)+len(present) > 0 {
 		// Read the plan again for the changes those hashes stand for.
-		_ = src.Each(func(i int, c engine.Change) error {
+		_ = src.Each(func(i int, c plan.Change) error {
 			var h uint64
 			var del bool
 			switch c.Kind {
-			case engine.KindRoute:
-				r := engine.NormalizeRoute(*c.Route)
-				if del = c.Op == engine.OpDelete; del {
-					h = engine.RouteIdentity(r)
+			case plan.KindRoute:
+				r := plan.NormalizeRoute(*c.Route)
+				if del = c.Op == plan.OpDelete; del {
+					h = plan.RouteIdentity(r)
 				} else {
 					h, _ = routeWant(r)
 				}
-			case engine.KindRule:
-				h, del = engine.RuleKey(*c.Rule), c.Op == engine.OpDelete
+			case plan.KindRule:
+				h, del = plan.RuleKey(*c.Rule), c.Op == plan.OpDelete
 			default:
 				return nil
 			}
@@ -431,12 +433,12 @@ func (a *Applier) drift(ctx context.Context, host Host, src engine.PlanSource, w
 
 // routeDrift dumps the tables the plan's routes are in and adds to absent the hashes of
 // planned routes not found, and to present the identities of deleted routes still there.
-func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWants, absent, present map[uint64]bool) error {
+func routeDrift(ctx context.Context, host Host, after *model.State, w *driftWants, absent, present map[uint64]bool) error {
 	w.routes.Sort()
 	w.gone.Sort()
 	found := make([]bool, w.routes.Len())
 	there := make([]bool, w.gone.Len())
-	mark := func(list *engine.HashList, seen []bool, h uint64) {
+	mark := func(list *plan.HashList, seen []bool, h uint64) {
 		lo, hi := list.Find(h)
 		for i := lo; i < hi; i++ {
 			seen[i] = true
@@ -447,7 +449,7 @@ func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWan
 		names[l.Index] = l.Name
 	}
 	var dumps []famTable
-	byFam := map[engine.Family]bool{}
+	byFam := map[inet.Family]bool{}
 	for ft := range w.tables {
 		dumps = append(dumps, ft)
 		byFam[ft.fam] = true
@@ -461,15 +463,15 @@ func routeDrift(ctx context.Context, host Host, after *engine.State, w *driftWan
 	for _, ft := range dumps {
 		var err error
 		for range dumpRetries {
-			err = host.EachRoute(ctx, ft.fam, ft.table, names, func(r engine.Route) {
+			err = host.EachRoute(ctx, ft.fam, ft.table, names, func(r model.Route) {
 				if len(found) > 0 {
-					mark(&w.routes, found, wantHash(engine.RouteHash(r, false), false))
+					mark(&w.routes, found, wantHash(plan.RouteHash(r, false), false))
 					if w.anyLoose {
-						mark(&w.routes, found, wantHash(engine.RouteHash(r, true), true))
+						mark(&w.routes, found, wantHash(plan.RouteHash(r, true), true))
 					}
 				}
 				if len(there) > 0 {
-					mark(&w.gone, there, engine.RouteIdentity(r))
+					mark(&w.gone, there, plan.RouteIdentity(r))
 				}
 			})
 			if !errors.Is(err, vnl.ErrDumpInterrupted) {

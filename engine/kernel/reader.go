@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"os"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 )
 
 // ReadOptions changes where Read looks for things outside the kernel.
@@ -21,17 +22,17 @@ type ReadOptions struct {
 // Read reads the network state of a namespace from the kernel: links and addresses, the policy
 // rules and the routes of every table of both families, netfilter, the path-deciding sysctls and
 // the routing table names.
-func Read(ctx context.Context, ns Namespace) (*engine.State, error) {
+func Read(ctx context.Context, ns Namespace) (*model.State, error) {
 	return ReadWith(ctx, ns, ReadOptions{})
 }
 
 // ReadWith is Read with options.
-func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*engine.State, error) {
+func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State, error) {
 	host, err := os.Hostname()
 	if err != nil {
 		return nil, fmt.Errorf("getting the host name: %w", err)
 	}
-	st := &engine.State{Host: host, Namespace: ns.Name}
+	st := &model.State{Host: host, Namespace: ns.Name}
 
 	h, err := ns.Handle()
 	if err != nil {
@@ -50,14 +51,14 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*engine.Stat
 		return nil, fmt.Errorf("reading %s: %w", ns, err)
 	}
 
-	for _, fam := range []engine.Family{engine.V4, engine.V6} {
+	for _, fam := range []inet.Family{inet.V4, inet.V6} {
 		rules, err := readRules(ns, fam)
 		if err != nil {
 			return nil, fmt.Errorf("reading %s rules of %s: %w", fam, ns, err)
 		}
 		st.Rules = append(st.Rules, rules...)
 	}
-	for _, fam := range []engine.Family{engine.V4, engine.V6} {
+	for _, fam := range []inet.Family{inet.V4, inet.V6} {
 		if opts.NoRoutes {
 			break
 		}

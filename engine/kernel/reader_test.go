@@ -15,9 +15,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
 )
 
 // addrCmp lets go-cmp compare netip values (they have unexported fields).
@@ -116,18 +117,18 @@ func TestPrivilegedReadMatchesKernel(t *testing.T) {
 		checkConfigured(t, st)
 	})
 	t.Run("rules match ip rule", func(t *testing.T) {
-		for _, fam := range []engine.Family{engine.V4, engine.V6} {
+		for _, fam := range []inet.Family{inet.V4, inet.V6} {
 			want := ipRules(t, a, st, fam)
-			got := ofFamily(st.Rules, fam, func(r engine.Rule) engine.Family { return r.Family })
+			got := ofFamily(st.Rules, fam, func(r model.Rule) inet.Family { return r.Family })
 			if diff := cmp.Diff(want, got, addrCmp, prefixCmp); diff != "" {
 				t.Errorf("%s rules differ from `ip %s -d -j rule show` (-ip +read):\n%s", fam, fam.Flag(), diff)
 			}
 		}
 	})
 	t.Run("routes match ip route", func(t *testing.T) {
-		for _, fam := range []engine.Family{engine.V4, engine.V6} {
+		for _, fam := range []inet.Family{inet.V4, inet.V6} {
 			want := ipRoutes(t, a, st, fam)
-			got := ofFamily(st.Routes, fam, func(r engine.Route) engine.Family { return r.Family })
+			got := ofFamily(st.Routes, fam, func(r model.Route) inet.Family { return r.Family })
 			if diff := cmp.Diff(want, got, addrCmp, prefixCmp); diff != "" {
 				t.Errorf("%s routes differ from `ip %s -d -j route show table all` (-ip +read):\n%s", fam, fam.Flag(), diff)
 			}
@@ -135,9 +136,9 @@ func TestPrivilegedReadMatchesKernel(t *testing.T) {
 	})
 	t.Run("netfilter matches iptables-save", func(t *testing.T) {
 		for _, c := range []struct {
-			fam  engine.Family
+			fam  inet.Family
 			save string
-		}{{engine.V4, "iptables-save"}, {engine.V6, "ip6tables-save"}} {
+		}{{inet.V4, "iptables-save"}, {inet.V6, "ip6tables-save"}} {
 			want := 0
 			for line := range strings.Lines(a.Run(c.save)) {
 				if strings.HasPrefix(line, "-A ") {
@@ -162,7 +163,7 @@ func TestPrivilegedReadMatchesKernel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var back engine.State
+		var back model.State
 		if err := json.Unmarshal(b1, &back); err != nil {
 			t.Fatal(err)
 		}
@@ -192,16 +193,16 @@ func TestPrivilegedReadMatchesKernel(t *testing.T) {
 	})
 }
 
-func checkConfigured(t *testing.T, st *engine.State) {
+func checkConfigured(t *testing.T, st *model.State) {
 	t.Helper()
-	link := func(name string) *engine.Link {
+	link := func(name string) *model.Link {
 		l := st.LinkByName(name)
 		if l == nil {
 			t.Fatalf("link %s missing; links: %v", name, st.Links)
 		}
 		return l
 	}
-	if !slices.IsSortedFunc(st.Links, func(a, b engine.Link) int { return a.Index - b.Index }) {
+	if !slices.IsSortedFunc(st.Links, func(a, b model.Link) int { return a.Index - b.Index }) {
 		t.Errorf("links not sorted by index")
 	}
 	if lo := link("lo"); lo.Kind != "loopback" || !lo.Up {
@@ -211,12 +212,12 @@ func checkConfigured(t *testing.T, st *engine.State) {
 	if v1.Kind != "veth" || !v1.Up || v1.OperState != "UP" || v1.MTU != 1500 || v1.Peer != "" || len(v1.HardwareAddr) != 17 {
 		t.Errorf("v1 = %+v, want an up veth with mtu 1500, a MAC and its peer in another namespace", v1)
 	}
-	wantAddrs := []engine.Address{
+	wantAddrs := []model.Address{
 		{Prefix: netip.MustParsePrefix("10.1.0.1/24"), Scope: "global"},
 		{Prefix: netip.MustParsePrefix("10.1.0.100/24"), Scope: "global", Secondary: true},
 		{Prefix: netip.MustParsePrefix("2001:db8:1::1/64"), Scope: "global"},
 	}
-	var gotAddrs []engine.Address
+	var gotAddrs []model.Address
 	for _, ad := range v1.Addrs {
 		if ad.Scope == "link" && ad.Prefix.Addr().IsLinkLocalUnicast() {
 			continue // the kernel's fe80:: address, whose value is random
@@ -236,56 +237,56 @@ func checkConfigured(t *testing.T, st *engine.State) {
 		t.Errorf("br0 kind = %q, want bridge", br.Kind)
 	}
 	vx := link("vx0")
-	wantTun := &engine.Tunnel{VNI: 42, Port: 4789, TTL: 5, Dev: "v1",
+	wantTun := &model.Tunnel{VNI: 42, Port: 4789, TTL: 5, Dev: "v1",
 		Local: netip.MustParseAddr("10.1.0.1"), Remote: netip.MustParseAddr("10.1.0.2")}
 	if diff := cmp.Diff(wantTun, vx.Tunnel, addrCmp); vx.Kind != "vxlan" || vx.Up || diff != "" {
 		t.Errorf("vx0 = %+v, want a down vxlan; tunnel (-want +got):\n%s", vx, diff)
 	}
 
-	rule := func(fam engine.Family, prio int) engine.Rule {
+	rule := func(fam inet.Family, prio int) model.Rule {
 		for _, r := range st.Rules {
 			if r.Family == fam && r.Priority == prio {
 				return r
 			}
 		}
 		t.Fatalf("no %s rule with priority %d", fam, prio)
-		return engine.Rule{}
+		return model.Rule{}
 	}
-	want100 := engine.Rule{Family: engine.V4, Priority: 100,
+	want100 := model.Rule{Family: inet.V4, Priority: 100,
 		Src: netip.MustParsePrefix("10.0.0.0/8"), Dst: netip.MustParsePrefix("192.168.0.0/16"),
-		IIF: "v1", OIF: "v2", Mark: &engine.MarkMatch{Value: 0x10, Mask: 0xff}, TOS: 0x10, IPProto: 6,
-		SPort: &engine.PortRange{Start: 1000, End: 2000}, DPort: &engine.PortRange{Start: 80, End: 80},
-		UIDRange: &engine.UIDRange{Start: 100, End: 200}, Action: engine.ActionTable, Table: 100}
-	if diff := cmp.Diff(want100, rule(engine.V4, 100), prefixCmp); diff != "" {
+		IIF: "v1", OIF: "v2", Mark: &model.MarkMatch{Value: 0x10, Mask: 0xff}, TOS: 0x10, IPProto: 6,
+		SPort: &model.PortRange{Start: 1000, End: 2000}, DPort: &model.PortRange{Start: 80, End: 80},
+		UIDRange: &model.UIDRange{Start: 100, End: 200}, Action: model.ActionTable, Table: 100}
+	if diff := cmp.Diff(want100, rule(inet.V4, 100), prefixCmp); diff != "" {
 		t.Errorf("rule 100 (-want +got):\n%s", diff)
 	}
 	zero := 0
 	five := 5
 	for _, c := range []struct {
 		prio int
-		want engine.Rule
+		want model.Rule
 	}{
-		{101, engine.Rule{Not: true, Src: netip.MustParsePrefix("10.0.0.0/8"), Mark: &engine.MarkMatch{Value: 5, Mask: 0xffffffff},
-			Action: engine.ActionTable, Table: 4294967000, SuppressPrefixLen: &zero}},
-		{102, engine.Rule{Action: engine.ActionGoto, Goto: 110}},
-		{103, engine.Rule{Dst: netip.MustParsePrefix("10.66.0.0/16"), Action: engine.ActionBlackhole}},
-		{104, engine.Rule{Dst: netip.MustParsePrefix("10.67.0.0/16"), Action: engine.ActionUnreachable}},
-		{105, engine.Rule{Dst: netip.MustParsePrefix("10.68.0.0/16"), Action: engine.ActionProhibit}},
-		{106, engine.Rule{Action: engine.ActionNop}},
-		{107, engine.Rule{Mark: &engine.MarkMatch{Value: 0, Mask: 1}, Action: engine.ActionTable, Table: 200}},
-		{108, engine.Rule{IPProto: 17, DPort: &engine.PortRange{Start: 53, End: 53}, Action: engine.ActionTable, Table: 1000, Protocol: 4}},
-		{110, engine.Rule{Action: engine.ActionTable, Table: engine.TableMain, SuppressIfGroup: &five}},
+		{101, model.Rule{Not: true, Src: netip.MustParsePrefix("10.0.0.0/8"), Mark: &model.MarkMatch{Value: 5, Mask: 0xffffffff},
+			Action: model.ActionTable, Table: 4294967000, SuppressPrefixLen: &zero}},
+		{102, model.Rule{Action: model.ActionGoto, Goto: 110}},
+		{103, model.Rule{Dst: netip.MustParsePrefix("10.66.0.0/16"), Action: model.ActionBlackhole}},
+		{104, model.Rule{Dst: netip.MustParsePrefix("10.67.0.0/16"), Action: model.ActionUnreachable}},
+		{105, model.Rule{Dst: netip.MustParsePrefix("10.68.0.0/16"), Action: model.ActionProhibit}},
+		{106, model.Rule{Action: model.ActionNop}},
+		{107, model.Rule{Mark: &model.MarkMatch{Value: 0, Mask: 1}, Action: model.ActionTable, Table: 200}},
+		{108, model.Rule{IPProto: 17, DPort: &model.PortRange{Start: 53, End: 53}, Action: model.ActionTable, Table: 1000, Protocol: 4}},
+		{110, model.Rule{Action: model.ActionTable, Table: model.TableMain, SuppressIfGroup: &five}},
 	} {
-		c.want.Family, c.want.Priority = engine.V4, c.prio
-		if diff := cmp.Diff(c.want, rule(engine.V4, c.prio), prefixCmp); diff != "" {
+		c.want.Family, c.want.Priority = inet.V4, c.prio
+		if diff := cmp.Diff(c.want, rule(inet.V4, c.prio), prefixCmp); diff != "" {
 			t.Errorf("rule %d (-want +got):\n%s", c.prio, diff)
 		}
 	}
-	if r := rule(engine.V6, 201); r.Action != engine.ActionProhibit || r.DPort == nil || r.DPort.Start != 443 || r.IPProto != 6 {
+	if r := rule(inet.V6, 201); r.Action != model.ActionProhibit || r.DPort == nil || r.DPort.Start != 443 || r.IPProto != 6 {
 		t.Errorf("IPv6 rule 201 = %+v, want prohibit tcp dport 443", r)
 	}
 
-	route := func(fam engine.Family, table int, dst string) engine.Route {
+	route := func(fam inet.Family, table int, dst string) model.Route {
 		p := netip.MustParsePrefix(dst)
 		for _, r := range st.Routes {
 			if r.Family == fam && r.Table == table && r.Dst == p {
@@ -293,10 +294,10 @@ func checkConfigured(t *testing.T, st *engine.State) {
 			}
 		}
 		t.Fatalf("no %s route to %s in table %d", fam, dst, table)
-		return engine.Route{}
+		return model.Route{}
 	}
 	gw := netip.MustParseAddr
-	for _, want := range []engine.Route{
+	for _, want := range []model.Route{
 		{Table: 100, Type: "unicast", Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: gw("10.1.0.2"), Dev: "v1", Scope: "universe", Protocol: "boot"},
 		{Table: 100, Type: "unicast", Dst: netip.MustParsePrefix("172.16.0.0/12"), Gateway: gw("10.9.9.9"), Dev: "v1", Scope: "universe", Protocol: "boot", OnLink: true},
 		{Table: 200, Type: "unicast", Dst: netip.MustParsePrefix("172.17.0.0/16"), Dev: "v1", Src: gw("10.1.0.1"), Metric: 50, Scope: "link", Protocol: "boot"},
@@ -305,53 +306,53 @@ func checkConfigured(t *testing.T, st *engine.State) {
 		{Table: 200, Type: "unreachable", Dst: netip.MustParsePrefix("10.51.0.0/16"), Scope: "universe", Protocol: "boot"},
 		{Table: 200, Type: "prohibit", Dst: netip.MustParsePrefix("10.52.0.0/16"), Scope: "universe", Protocol: "boot"},
 		{Table: 4294967000, Type: "throw", Dst: netip.MustParsePrefix("10.53.0.0/16"), Scope: "universe", Protocol: "boot"},
-		{Table: 1000, Type: "unicast", Dst: netip.MustParsePrefix("10.60.0.0/16"), Scope: "universe", Protocol: "boot", Nexthops: []engine.Nexthop{
+		{Table: 1000, Type: "unicast", Dst: netip.MustParsePrefix("10.60.0.0/16"), Scope: "universe", Protocol: "boot", Nexthops: []model.Nexthop{
 			{Gateway: gw("10.1.0.2"), Dev: "v1", Weight: 3},
 			{Gateway: gw("10.2.0.2"), Dev: "v2", Weight: 1},
 			{Gateway: gw("10.99.0.1"), Dev: "v2", Weight: 1, OnLink: true},
 		}},
-		{Table: engine.TableMain, Type: "unicast", Dst: netip.MustParsePrefix("198.18.0.0/15"), Gateway: gw("10.2.0.2"), Dev: "v2", Metric: 10, Scope: "universe", Protocol: "boot"},
-		{Table: engine.TableMain, Type: "unicast", Dst: netip.MustParsePrefix("10.1.0.0/24"), Dev: "v1", Src: gw("10.1.0.1"), Scope: "link", Protocol: "kernel"},
-		{Table: engine.TableLocal, Type: "local", Dst: netip.MustParsePrefix("10.1.0.100/32"), Dev: "v1", Src: gw("10.1.0.1"), Scope: "host", Protocol: "kernel"},
+		{Table: model.TableMain, Type: "unicast", Dst: netip.MustParsePrefix("198.18.0.0/15"), Gateway: gw("10.2.0.2"), Dev: "v2", Metric: 10, Scope: "universe", Protocol: "boot"},
+		{Table: model.TableMain, Type: "unicast", Dst: netip.MustParsePrefix("10.1.0.0/24"), Dev: "v1", Src: gw("10.1.0.1"), Scope: "link", Protocol: "kernel"},
+		{Table: model.TableLocal, Type: "local", Dst: netip.MustParsePrefix("10.1.0.100/32"), Dev: "v1", Src: gw("10.1.0.1"), Scope: "host", Protocol: "kernel"},
 	} {
-		want.Family = engine.V4
-		if diff := cmp.Diff(want, route(engine.V4, want.Table, want.Dst.String()), addrCmp, prefixCmp); diff != "" {
+		want.Family = inet.V4
+		if diff := cmp.Diff(want, route(inet.V4, want.Table, want.Dst.String()), addrCmp, prefixCmp); diff != "" {
 			t.Errorf("route %s (-want +got):\n%s", want.Dst, diff)
 		}
 	}
-	for _, want := range []engine.Route{
-		{Table: engine.TableMain, Type: "unicast", Dst: netip.MustParsePrefix("::/0"), Gateway: gw("2001:db8:1::2"), Dev: "v1", Metric: 100, Scope: "universe", Protocol: "boot"},
+	for _, want := range []model.Route{
+		{Table: model.TableMain, Type: "unicast", Dst: netip.MustParsePrefix("::/0"), Gateway: gw("2001:db8:1::2"), Dev: "v1", Metric: 100, Scope: "universe", Protocol: "boot"},
 		{Table: 100, Type: "unicast", Dst: netip.MustParsePrefix("2001:db8:7::/48"), Gateway: gw("2001:db8:2::2"), Dev: "v2", Metric: 1024, Scope: "universe", Protocol: "static"},
-		{Table: 1000, Type: "unicast", Dst: netip.MustParsePrefix("2001:db8:8::/48"), Metric: 1024, Scope: "universe", Protocol: "boot", Nexthops: []engine.Nexthop{
+		{Table: 1000, Type: "unicast", Dst: netip.MustParsePrefix("2001:db8:8::/48"), Metric: 1024, Scope: "universe", Protocol: "boot", Nexthops: []model.Nexthop{
 			{Gateway: gw("2001:db8:1::2"), Dev: "v1", Weight: 2},
 			{Gateway: gw("2001:db8:2::2"), Dev: "v2", Weight: 5},
 		}},
 	} {
-		want.Family = engine.V6
-		if diff := cmp.Diff(want, route(engine.V6, want.Table, want.Dst.String()), addrCmp, prefixCmp); diff != "" {
+		want.Family = inet.V6
+		if diff := cmp.Diff(want, route(inet.V6, want.Table, want.Dst.String()), addrCmp, prefixCmp); diff != "" {
 			t.Errorf("route %s (-want +got):\n%s", want.Dst, diff)
 		}
 	}
-	if r := route(engine.V6, 200, "2001:db8:6::/48"); r.Type != engine.RouteUnreachable {
+	if r := route(inet.V6, 200, "2001:db8:6::/48"); r.Type != model.RouteUnreachable {
 		t.Errorf("IPv6 route 2001:db8:6::/48 type = %q, want unreachable", r.Type)
 	}
 
 	for key, want := range map[string]string{
-		engine.SysctlIPForward:                  "1",
-		engine.ConfKey("v1", "rp_filter"):       "2",
-		engine.ConfKey("v2", "rp_filter"):       "0",
-		engine.ConfKey("all", "src_valid_mark"): "1",
-		engine.ConfKey("default", "forwarding"): "1",
-		engine.ConfKey("br0", "accept_local"):   "0",
-		// What engine.FIB reads besides (with the kernel's defaults when absent).
-		engine.ConfKey("v2", "route_localnet"):                "1",
-		engine.ConfKey("v1", "route_localnet"):                "0",
-		engine.ConfKey("v1", "ignore_routes_with_linkdown"):   "1",
-		engine.ConfKey("all", "ignore_routes_with_linkdown"):  "0",
-		engine.ConfKey6("v2", "ignore_routes_with_linkdown"):  "1",
-		engine.ConfKey6("all", "ignore_routes_with_linkdown"): "0",
-		engine.ConfKey("all", "send_redirects"):               "0",
-		engine.ConfKey("v1", "send_redirects"):                "1",
+		model.SysctlIPForward:                  "1",
+		model.ConfKey("v1", "rp_filter"):       "2",
+		model.ConfKey("v2", "rp_filter"):       "0",
+		model.ConfKey("all", "src_valid_mark"): "1",
+		model.ConfKey("default", "forwarding"): "1",
+		model.ConfKey("br0", "accept_local"):   "0",
+		// What fib.FIB reads besides (with the kernel's defaults when absent).
+		model.ConfKey("v2", "route_localnet"):                "1",
+		model.ConfKey("v1", "route_localnet"):                "0",
+		model.ConfKey("v1", "ignore_routes_with_linkdown"):   "1",
+		model.ConfKey("all", "ignore_routes_with_linkdown"):  "0",
+		model.ConfKey6("v2", "ignore_routes_with_linkdown"):  "1",
+		model.ConfKey6("all", "ignore_routes_with_linkdown"): "0",
+		model.ConfKey("all", "send_redirects"):               "0",
+		model.ConfKey("v1", "send_redirects"):                "1",
 	} {
 		if got, ok := st.Sysctls[key]; !ok || got != want {
 			t.Errorf("sysctl %s = %q (present %v), want %q", key, got, ok, want)
@@ -365,7 +366,7 @@ func checkConfigured(t *testing.T, st *engine.State) {
 	}
 }
 
-func ofFamily[T any](all []T, fam engine.Family, familyOf func(T) engine.Family) []T {
+func ofFamily[T any](all []T, fam inet.Family, familyOf func(T) inet.Family) []T {
 	var out []T
 	for _, x := range all {
 		if familyOf(x) == fam {
@@ -376,7 +377,7 @@ func ofFamily[T any](all []T, fam engine.Family, familyOf func(T) engine.Family)
 }
 
 // ipJSON runs `ip -d -j ARGS` inside the namespace and decodes its output.
-func ipJSON(t *testing.T, ns *lab.NS, fam engine.Family, args ...string) []map[string]any {
+func ipJSON(t *testing.T, ns *lab.NS, fam inet.Family, args ...string) []map[string]any {
 	t.Helper()
 	out := ns.Run("ip", append([]string{fam.Flag(), "-d", "-j"}, args...)...)
 	var v []map[string]any
@@ -388,12 +389,12 @@ func ipJSON(t *testing.T, ns *lab.NS, fam engine.Family, args ...string) []map[s
 
 // ipRules turns `ip -d -j rule show` into model rules the way iproute2's print_rule
 // (ip/iprule.c) writes them, independently of the reader.
-func ipRules(t *testing.T, ns *lab.NS, st *engine.State, fam engine.Family) []engine.Rule {
+func ipRules(t *testing.T, ns *lab.NS, st *model.State, fam inet.Family) []model.Rule {
 	t.Helper()
-	var out []engine.Rule
+	var out []model.Rule
 	for _, j := range ipJSON(t, ns, fam, "rule", "show") {
 		f := fields{t: t, m: j}
-		r := engine.Rule{Family: fam, Priority: f.int("priority"), Action: engine.ActionTable}
+		r := model.Rule{Family: fam, Priority: f.int("priority"), Action: model.ActionTable}
 		_, r.Not = j["not"]
 		if s := f.str("src"); s != "" && s != "all" {
 			r.Src = f.prefix("src", "srclen", fam)
@@ -403,14 +404,14 @@ func ipRules(t *testing.T, ns *lab.NS, st *engine.State, fam engine.Family) []en
 		}
 		r.IIF, r.OIF = f.str("iif"), f.str("oif")
 		if f.has("fwmark") {
-			r.Mark = &engine.MarkMatch{Value: f.hex("fwmark"), Mask: 0xffffffff}
+			r.Mark = &model.MarkMatch{Value: f.hex("fwmark"), Mask: 0xffffffff}
 			if f.has("fwmask") {
 				r.Mark.Mask = f.hex("fwmask")
 			}
 		}
 		r.TOS = uint8(f.hex("tos"))
 		if f.has("ipproto") {
-			p, err := engine.ProtoNumber(f.str("ipproto"))
+			p, err := inet.ProtoNumber(f.str("ipproto"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -418,7 +419,7 @@ func ipRules(t *testing.T, ns *lab.NS, st *engine.State, fam engine.Family) []en
 		}
 		r.SPort, r.DPort = f.ports("sport"), f.ports("dport")
 		if f.has("uid_start") {
-			r.UIDRange = &engine.UIDRange{Start: uint32(f.int("uid_start")), End: uint32(f.int("uid_end"))}
+			r.UIDRange = &model.UIDRange{Start: uint32(f.int("uid_start")), End: uint32(f.int("uid_end"))}
 		}
 		if f.has("suppress_prefixlen") {
 			r.SuppressPrefixLen = new(f.int("suppress_prefixlen"))
@@ -439,9 +440,9 @@ func ipRules(t *testing.T, ns *lab.NS, st *engine.State, fam engine.Family) []en
 		}
 		switch {
 		case f.has("goto"):
-			r.Action, r.Goto = engine.ActionGoto, f.int("goto")
+			r.Action, r.Goto = model.ActionGoto, f.int("goto")
 		case f.has("nop"):
-			r.Action = engine.ActionNop
+			r.Action = model.ActionNop
 		case f.has("action"):
 			r.Action = f.str("action")
 		}
@@ -457,12 +458,12 @@ func ipRules(t *testing.T, ns *lab.NS, st *engine.State, fam engine.Family) []en
 
 // ipRoutes turns `ip -d -j route show table all` into model routes as iproute2's print_route
 // (ip/iproute.c) writes them.
-func ipRoutes(t *testing.T, ns *lab.NS, st *engine.State, fam engine.Family) []engine.Route {
+func ipRoutes(t *testing.T, ns *lab.NS, st *model.State, fam inet.Family) []model.Route {
 	t.Helper()
-	var out []engine.Route
+	var out []model.Route
 	for _, j := range ipJSON(t, ns, fam, "route", "show", "table", "all") {
 		f := fields{t: t, m: j}
-		r := engine.Route{Family: fam, Table: engine.TableMain, Type: f.str("type"), Dev: f.str("dev"),
+		r := model.Route{Family: fam, Table: model.TableMain, Type: f.str("type"), Dev: f.str("dev"),
 			Metric: f.int("metric"), Protocol: f.str("protocol"), Scope: f.str("scope")}
 		if r.Scope == "global" {
 			r.Scope = "universe" // rt_scopes calls RT_SCOPE_UNIVERSE global; the model, universe
@@ -471,11 +472,11 @@ func ipRoutes(t *testing.T, ns *lab.NS, st *engine.State, fam engine.Family) []e
 			r.Table = f.table(st, "table")
 		}
 		if d := f.str("dst"); d == "default" {
-			r.Dst = netip.PrefixFrom(map[engine.Family]netip.Addr{engine.V4: netip.IPv4Unspecified(), engine.V6: netip.IPv6Unspecified()}[fam], 0)
+			r.Dst = netip.PrefixFrom(map[inet.Family]netip.Addr{inet.V4: netip.IPv4Unspecified(), inet.V6: netip.IPv6Unspecified()}[fam], 0)
 		} else if p, err := netip.ParsePrefix(d); err == nil {
 			r.Dst = p
 		} else {
-			r.Dst = netip.PrefixFrom(netip.MustParseAddr(d), map[engine.Family]int{engine.V4: 32, engine.V6: 128}[fam])
+			r.Dst = netip.PrefixFrom(netip.MustParseAddr(d), map[inet.Family]int{inet.V4: 32, inet.V6: 128}[fam])
 		}
 		r.TOS = uint8(f.hex("tos"))
 		r.Gateway = f.addr("gateway")
@@ -484,7 +485,7 @@ func ipRoutes(t *testing.T, ns *lab.NS, st *engine.State, fam engine.Family) []e
 		if nhs, ok := j["nexthops"].([]any); ok {
 			for _, n := range nhs {
 				nf := fields{t: t, m: n.(map[string]any)}
-				r.Nexthops = append(r.Nexthops, engine.Nexthop{Gateway: nf.addr("gateway"), Dev: nf.str("dev"),
+				r.Nexthops = append(r.Nexthops, model.Nexthop{Gateway: nf.addr("gateway"), Dev: nf.str("dev"),
 					Weight: nf.int("weight"), OnLink: nf.flag("onlink")})
 				nf.done("gateway", "dev", "weight", "flags")
 			}
@@ -552,9 +553,9 @@ func (f fields) addr(k string) netip.Addr {
 	return a
 }
 
-func (f fields) prefix(addrKey, lenKey string, fam engine.Family) netip.Prefix {
+func (f fields) prefix(addrKey, lenKey string, fam inet.Family) netip.Prefix {
 	bits := 32
-	if fam == engine.V6 {
+	if fam == inet.V6 {
 		bits = 128
 	}
 	if f.has(lenKey) {
@@ -563,13 +564,13 @@ func (f fields) prefix(addrKey, lenKey string, fam engine.Family) netip.Prefix {
 	return netip.PrefixFrom(f.addr(addrKey), bits)
 }
 
-func (f fields) ports(k string) *engine.PortRange {
+func (f fields) ports(k string) *model.PortRange {
 	if f.has(k) {
 		p := uint16(f.int(k))
-		return &engine.PortRange{Start: p, End: p}
+		return &model.PortRange{Start: p, End: p}
 	}
 	if f.has(k + "_start") {
-		return &engine.PortRange{Start: uint16(f.int(k + "_start")), End: uint16(f.int(k + "_end"))}
+		return &model.PortRange{Start: uint16(f.int(k + "_start")), End: uint16(f.int(k + "_end"))}
 	}
 	return nil
 }
@@ -580,7 +581,7 @@ func (f fields) flag(name string) bool {
 }
 
 // table resolves a table as ip printed it, through the names the reader found in rt_tables.
-func (f fields) table(st *engine.State, k string) int {
+func (f fields) table(st *model.State, k string) int {
 	id, err := st.TableID(f.str(k))
 	if err != nil {
 		f.t.Fatalf("ip field %s: %v", k, err)
@@ -589,7 +590,7 @@ func (f fields) table(st *engine.State, k string) int {
 }
 
 // protocol checks the rule protocol's name as ip printed it and returns the model's number.
-func (f fields) protocol(st *engine.State, fam engine.Family, prio int) int {
+func (f fields) protocol(st *model.State, fam inet.Family, prio int) int {
 	for _, r := range st.Rules {
 		if r.Family == fam && r.Priority == prio {
 			if got, want := kernel.ProtocolName(r.Protocol), f.str("protocol"); got != want {

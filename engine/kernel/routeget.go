@@ -12,10 +12,11 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/inet"
 )
 
-// RouteAnswer is the kernel's answer to RTM_GETROUTE, shaped like the model's (engine.FIBResult)
+// RouteAnswer is the kernel's answer to RTM_GETROUTE, shaped like the model's (fib.Result)
 // so that the two can be compared: Verdict is the type of the route found (unicast, local,
 // broadcast, ...), Table, OIF, Gateway and the sources as the kernel reports them, Nexthop -1.
 // When the kernel refuses the lookup, Errno says how and Verdict what that means:
@@ -27,7 +28,7 @@ import (
 //   - EINVAL: invalid (a blackhole route; for a received packet every refusal of the input
 //     path: reverse-path filtering, martian source or destination).
 type RouteAnswer struct {
-	engine.FIBResult
+	fib.Result
 	Errno syscall.Errno
 }
 
@@ -55,10 +56,10 @@ func errnoName(e syscall.Errno) string {
 // routeGetRefusals maps the errors of RTM_GETROUTE that are answers to the verdict they mean;
 // any other error is a failure to ask.
 var routeGetRefusals = map[syscall.Errno]string{
-	unix.ENETUNREACH:  engine.VerdictNoRoute,
-	unix.EHOSTUNREACH: engine.VerdictUnreachable,
-	unix.EACCES:       engine.VerdictProhibit,
-	unix.EINVAL:       engine.VerdictInvalid,
+	unix.ENETUNREACH:  fib.VerdictNoRoute,
+	unix.EHOSTUNREACH: fib.VerdictUnreachable,
+	unix.EACCES:       fib.VerdictProhibit,
+	unix.EINVAL:       fib.VerdictInvalid,
 }
 
 // RouteProber asks one namespace's kernel where it routes flows, as `ip route get` does, on one
@@ -97,7 +98,7 @@ func (p *RouteProber) Close() {
 }
 
 // RouteGet asks the namespace's kernel once; see (*RouteProber).RouteGet.
-func (ns Namespace) RouteGet(fl engine.Flow) (RouteAnswer, error) {
+func (ns Namespace) RouteGet(fl fib.Flow) (RouteAnswer, error) {
 	p, err := ns.OpenRouteProber()
 	if err != nil {
 		return RouteAnswer{}, err
@@ -116,7 +117,7 @@ func (ns Namespace) RouteGet(fl engine.Flow) (RouteAnswer, error) {
 // asked without its protocol and ports, and IPv4 looks up a flow without a protocol as UDP
 // (inet_rtm_getroute). An IPv4 input lookup sees ports only through the TCP or UDP header the
 // kernel builds for it (inet_rtm_getroute_build_skb).
-func (p *RouteProber) RouteGet(fl engine.Flow) (RouteAnswer, error) {
+func (p *RouteProber) RouteGet(fl fib.Flow) (RouteAnswer, error) {
 	if !fl.Dst.IsValid() {
 		return RouteAnswer{}, errors.New("route get: the flow has no destination")
 	}
@@ -164,7 +165,7 @@ func (p *RouteProber) RouteGet(fl engine.Flow) (RouteAnswer, error) {
 		var errno syscall.Errno
 		if errors.As(err, &errno) {
 			if v, ok := routeGetRefusals[errno]; ok {
-				return RouteAnswer{Errno: errno, FIBResult: engine.FIBResult{Verdict: v, Nexthop: -1,
+				return RouteAnswer{Errno: errno, Result: fib.Result{Verdict: v, Nexthop: -1,
 					Note: "the kernel answers " + errnoName(errno)}}, nil
 			}
 		}
@@ -179,7 +180,7 @@ func (p *RouteProber) RouteGet(fl engine.Flow) (RouteAnswer, error) {
 		return RouteAnswer{}, fmt.Errorf("ip route get %s in %s: decoding the answer: %w", RouteGetArgs(fl), p.ns, err)
 	}
 	fam := q.Family
-	a := RouteAnswer{FIBResult: engine.FIBResult{Verdict: routeTypes[int(hdr.Type)], Table: int(hdr.Table), Nexthop: -1}}
+	a := RouteAnswer{Result: fib.Result{Verdict: routeTypes[int(hdr.Type)], Table: int(hdr.Table), Nexthop: -1}}
 	if a.Verdict == "" {
 		a.Verdict = fmt.Sprint(hdr.Type)
 	}
@@ -201,7 +202,7 @@ func (p *RouteProber) RouteGet(fl engine.Flow) (RouteAnswer, error) {
 		case unix.RTA_VIA:
 			// struct rtvia: a family, then the address (an IPv4 route via an IPv6 gateway).
 			if len(v) > 2 {
-				a.Gateway = addrIn(v[2:], engine.Family(nl.NativeEndian().Uint16(v)))
+				a.Gateway = addrIn(v[2:], inet.Family(nl.NativeEndian().Uint16(v)))
 			}
 		case unix.RTA_PREFSRC:
 			a.PrefSrc = addrIn(v, fam)
@@ -211,7 +212,7 @@ func (p *RouteProber) RouteGet(fl engine.Flow) (RouteAnswer, error) {
 	// asked for (rt_fill_info); IPv6 reports the route's preferred source whatever was asked
 	// (rt6_fill_node), and a packet with a source keeps it.
 	a.Src = a.PrefSrc
-	if q.Src.IsValid() && (fam == engine.V6 || !a.Src.IsValid()) {
+	if q.Src.IsValid() && (fam == inet.V6 || !a.Src.IsValid()) {
 		a.Src = q.Src
 	}
 	return a, nil
@@ -220,17 +221,17 @@ func (p *RouteProber) RouteGet(fl engine.Flow) (RouteAnswer, error) {
 // routeQuestion is what RouteGet asks of a flow, beyond its destination, devices, mark and
 // TOS, which go as they are.
 type routeQuestion struct {
-	Family       engine.Family
+	Family       inet.Family
 	Src          netip.Addr // none for an unspecified source
 	UID          uint32
 	Proto        int // 0: not asked
 	SPort, DPort uint16
 }
 
-func routeQuestionOf(fl engine.Flow) routeQuestion {
+func routeQuestionOf(fl fib.Flow) routeQuestion {
 	q := routeQuestion{Family: fl.Family, Src: fl.Src, UID: fl.UID, Proto: fl.Proto, SPort: fl.SPort, DPort: fl.DPort}
 	if q.Family == 0 {
-		q.Family = engine.FamilyOf(fl.Dst)
+		q.Family = inet.FamilyOf(fl.Dst)
 	}
 	if q.Src.IsValid() && q.Src.IsUnspecified() {
 		q.Src = netip.Addr{}
@@ -245,8 +246,8 @@ func routeQuestionOf(fl engine.Flow) routeQuestion {
 	// a protocol are still used (fl4_sport, fl6_sport), as rules on ports alone use them.
 	switch {
 	case q.Proto == unix.IPPROTO_TCP, q.Proto == unix.IPPROTO_UDP, q.Proto == 0,
-		q.Proto == unix.IPPROTO_ICMP && q.Family == engine.V4,
-		q.Proto == unix.IPPROTO_ICMPV6 && q.Family == engine.V6:
+		q.Proto == unix.IPPROTO_ICMP && q.Family == inet.V4,
+		q.Proto == unix.IPPROTO_ICMPV6 && q.Family == inet.V6:
 	default:
 		q.Proto, q.SPort, q.DPort = 0, 0, 0
 	}
@@ -255,7 +256,7 @@ func routeQuestionOf(fl engine.Flow) routeQuestion {
 
 // RouteGetArgs writes the question RouteGet asks about a flow as the arguments of
 // `ip route get`, for evidence and failure messages.
-func RouteGetArgs(fl engine.Flow) string {
+func RouteGetArgs(fl fib.Flow) string {
 	q := routeQuestionOf(fl)
 	var b strings.Builder
 	b.WriteString(fl.Dst.String())
@@ -272,7 +273,7 @@ func RouteGetArgs(fl engine.Flow) string {
 		fmt.Fprintf(&b, " mark %#x", fl.Mark)
 	}
 	if q.Proto != 0 {
-		b.WriteString(" ipproto " + engine.ProtoName(q.Proto))
+		b.WriteString(" ipproto " + inet.ProtoName(q.Proto))
 	}
 	if q.SPort != 0 {
 		fmt.Fprintf(&b, " sport %d", q.SPort)

@@ -9,7 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 
-	"roundtrip/engine"
+	"roundtrip/engine/model"
 )
 
 // DefaultRTTablesDirs are where iproute2 looks for rt_tables, the administrator's directory
@@ -32,13 +32,13 @@ func RTTablesDirs() []string {
 	return dirs
 }
 
-// builtinTables are the names iproute2 knows without any file; engine.State.TableName supplies
+// builtinTables are the names iproute2 knows without any file; model.State.TableName supplies
 // them, so TableNames only holds the site's own names.
 var builtinTables = map[int]string{
-	engine.TableUnspec:  "unspec",
-	engine.TableDefault: "default",
-	engine.TableMain:    "main",
-	engine.TableLocal:   "local",
+	model.TableUnspec:  "unspec",
+	model.TableDefault: "default",
+	model.TableMain:    "main",
+	model.TableLocal:   "local",
 }
 
 // ReadTableNames reads the routing table names from rt_tables files under dirs (highest
@@ -89,7 +89,7 @@ func ReadTableNames(dirs []string) (map[int]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading routing table names: %w", err)
 		}
-		m, err := engine.ParseRTTables(data)
+		m, err := model.ParseRTTables(data)
 		if err != nil {
 			return nil, fmt.Errorf("reading routing table names from %s: %w; fix or remove that line", f, err)
 		}

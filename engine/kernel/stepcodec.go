@@ -8,7 +8,9 @@ import (
 	"slices"
 	"sync"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // Batches of routes and rules are journaled in a compact binary form rather than as JSON: a
@@ -74,7 +76,7 @@ func (e *stepEncoder) prefix(p netip.Prefix) {
 	}
 }
 
-func (e *stepEncoder) route(r *engine.Route) {
+func (e *stepEncoder) route(r *model.Route) {
 	e.b = append(e.b, byte(r.Family))
 	e.varint(int64(r.Table))
 	e.str(r.Type)
@@ -103,7 +105,7 @@ func (e *stepEncoder) optInt(p *int) {
 	}
 }
 
-func (e *stepEncoder) rule(r *engine.Rule) {
+func (e *stepEncoder) rule(r *model.Rule) {
 	e.b = append(e.b, byte(r.Family))
 	e.varint(int64(r.Priority))
 	e.bool(r.Not)
@@ -118,7 +120,7 @@ func (e *stepEncoder) rule(r *engine.Rule) {
 	}
 	e.b = append(e.b, r.TOS)
 	e.varint(int64(r.IPProto))
-	for _, pr := range []*engine.PortRange{r.SPort, r.DPort} {
+	for _, pr := range []*model.PortRange{r.SPort, r.DPort} {
 		e.bool(pr != nil)
 		if pr != nil {
 			e.uvarint(uint64(pr.Start))
@@ -138,9 +140,9 @@ func (e *stepEncoder) rule(r *engine.Rule) {
 	e.varint(int64(r.Protocol))
 }
 
-var opCodes = []engine.Op{engine.OpAdd, engine.OpReplace, engine.OpSet, engine.OpDelete, engine.OpFlush}
+var opCodes = []plan.Op{plan.OpAdd, plan.OpReplace, plan.OpSet, plan.OpDelete, plan.OpFlush}
 
-func (e *stepEncoder) change(c engine.Change) {
+func (e *stepEncoder) change(c plan.Change) {
 	e.b = append(e.b, byte(slices.Index(opCodes, c.Op)))
 	if c.Route != nil {
 		e.route(c.Route)
@@ -158,7 +160,7 @@ func appendBatch(b []byte, st *Step, strs map[string]int) []byte {
 	clear(strs)
 	e := stepEncoder{b: b, strings: strs}
 	kind := byte('r')
-	if st.Changes[0].Kind == engine.KindRule {
+	if st.Changes[0].Kind == plan.KindRule {
 		kind = 'u'
 	}
 	e.b = append(e.b, kind)
@@ -199,7 +201,7 @@ type stepDecoder struct {
 	b       []byte
 	err     error
 	strings []string
-	routes  []engine.Route // allocated for the whole batch at once
+	routes  []model.Route // allocated for the whole batch at once
 }
 
 var errShortStep = errors.New("the step record ends early")
@@ -292,23 +294,23 @@ func (d *stepDecoder) prefix() netip.Prefix {
 
 func (d *stepDecoder) bool() bool { return d.byte() != 0 }
 
-func (d *stepDecoder) route() *engine.Route {
-	var r *engine.Route
+func (d *stepDecoder) route() *model.Route {
+	var r *model.Route
 	if len(d.routes) > 0 {
 		r, d.routes = &d.routes[0], d.routes[1:]
 	} else {
-		r = new(engine.Route)
+		r = new(model.Route)
 	}
-	*r = engine.Route{Family: engine.Family(d.byte()), Table: int(d.varint()), Type: d.str(), Dst: d.prefix(), TOS: d.byte(),
+	*r = model.Route{Family: inet.Family(d.byte()), Table: int(d.varint()), Type: d.str(), Dst: d.prefix(), TOS: d.byte(),
 		Gateway: d.addr(), Dev: d.str(), Src: d.addr(), Metric: int(d.varint()), Scope: d.str(), Protocol: d.str(), OnLink: d.bool()}
 	if n := d.uvarint(); n > 0 && d.err == nil {
 		if n > uint64(len(d.b)) {
 			d.err = errShortStep
 			return r
 		}
-		r.Nexthops = make([]engine.Nexthop, n)
+		r.Nexthops = make([]model.Nexthop, n)
 		for i := range r.Nexthops {
-			r.Nexthops[i] = engine.Nexthop{Gateway: d.addr(), Dev: d.str(), Weight: int(d.varint()), OnLink: d.bool()}
+			r.Nexthops[i] = model.Nexthop{Gateway: d.addr(), Dev: d.str(), Weight: int(d.varint()), OnLink: d.bool()}
 		}
 	}
 	return r
@@ -322,20 +324,20 @@ func (d *stepDecoder) optInt() *int {
 	return &v
 }
 
-func (d *stepDecoder) rule() *engine.Rule {
-	r := &engine.Rule{Family: engine.Family(d.byte()), Priority: int(d.varint()), Not: d.bool(), Src: d.prefix(), Dst: d.prefix(), IIF: d.str(), OIF: d.str()}
+func (d *stepDecoder) rule() *model.Rule {
+	r := &model.Rule{Family: inet.Family(d.byte()), Priority: int(d.varint()), Not: d.bool(), Src: d.prefix(), Dst: d.prefix(), IIF: d.str(), OIF: d.str()}
 	if d.bool() {
-		r.Mark = &engine.MarkMatch{Value: uint32(d.uvarint()), Mask: uint32(d.uvarint())}
+		r.Mark = &model.MarkMatch{Value: uint32(d.uvarint()), Mask: uint32(d.uvarint())}
 	}
 	r.TOS = d.byte()
 	r.IPProto = int(d.varint())
-	for _, pr := range []**engine.PortRange{&r.SPort, &r.DPort} {
+	for _, pr := range []**model.PortRange{&r.SPort, &r.DPort} {
 		if d.bool() {
-			*pr = &engine.PortRange{Start: uint16(d.uvarint()), End: uint16(d.uvarint())}
+			*pr = &model.PortRange{Start: uint16(d.uvarint()), End: uint16(d.uvarint())}
 		}
 	}
 	if d.bool() {
-		r.UIDRange = &engine.UIDRange{Start: uint32(d.uvarint()), End: uint32(d.uvarint())}
+		r.UIDRange = &model.UIDRange{Start: uint32(d.uvarint()), End: uint32(d.uvarint())}
 	}
 	r.SuppressPrefixLen = d.optInt()
 	r.SuppressIfGroup = d.optInt()
@@ -346,14 +348,14 @@ func (d *stepDecoder) rule() *engine.Rule {
 	return r
 }
 
-func (d *stepDecoder) change(kind engine.ChangeKind) engine.Change {
+func (d *stepDecoder) change(kind plan.ChangeKind) plan.Change {
 	op := d.byte()
 	if int(op) >= len(opCodes) {
 		d.err = fmt.Errorf("bad op %d", op)
-		return engine.Change{}
+		return plan.Change{}
 	}
-	c := engine.Change{Kind: kind, Op: opCodes[op]}
-	if kind == engine.KindRoute {
+	c := plan.Change{Kind: kind, Op: opCodes[op]}
+	if kind == plan.KindRoute {
 		c.Route = d.route()
 	} else {
 		c.Rule = d.rule()
@@ -364,11 +366,11 @@ func (d *stepDecoder) change(kind engine.ChangeKind) engine.Change {
 // decodeBatch decodes what encodeBatch encoded.
 func decodeBatch(b []byte) (*Step, error) {
 	d := stepDecoder{b: b}
-	kind := engine.KindRoute
+	kind := plan.KindRoute
 	switch d.byte() {
 	case 'r':
 	case 'u':
-		kind = engine.KindRule
+		kind = plan.KindRule
 	default:
 		return nil, errors.New("not a batch of routes or rules")
 	}
@@ -380,13 +382,13 @@ func decodeBatch(b []byte) (*Step, error) {
 	}
 	st.Changes = slices.Grow(st.Changes[:0], int(n))
 	st.Undos = slices.Grow(st.Undos[:0], int(n))
-	if kind == engine.KindRoute {
+	if kind == plan.KindRoute {
 		st.routes = slices.Grow(st.routes[:0], int(n))[:n]
 		d.routes = st.routes
 	}
 	for range n {
 		st.Changes = append(st.Changes, d.change(kind))
-		var u []engine.Change
+		var u []plan.Change
 		switch d.byte() {
 		case undoMirror:
 		case undoExplicit:
@@ -394,7 +396,7 @@ func decodeBatch(b []byte) (*Step, error) {
 			if m > uint64(len(d.b)) {
 				return nil, errShortStep
 			}
-			u = make([]engine.Change, 0, m)
+			u = make([]plan.Change, 0, m)
 			for range m {
 				u = append(u, d.change(kind))
 			}

@@ -5,8 +5,10 @@ import (
 	"errors"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // Backend is everything the console asks of the host. The app and the pages call it only
@@ -21,13 +23,13 @@ type Backend interface {
 	// ReadOnly says why changes cannot be made here ("" when they can).
 	ReadOnly() string
 	// ReadState reads links, rules, routes, netfilter and sysctls.
-	ReadState(ctx context.Context) (*engine.State, error)
+	ReadState(ctx context.Context) (*model.State, error)
 
 	// Apply applies a plan; opts.Confirm > 0 starts a revert timer that undoes it unless
 	// Confirm comes first. The apply refuses (kernel.LockoutError) a plan that changes the
 	// route back to opts.SSH's client without a confirmation window. progress receives one
 	// line per step as the apply goes.
-	Apply(ctx context.Context, p *engine.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error)
+	Apply(ctx context.Context, p *plan.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error)
 	// Confirm keeps the apply waiting for confirmation.
 	Confirm(ctx context.Context) (*kernel.Journal, error)
 	// Rollback undoes the journal with that id (the latest active one when id is "").
@@ -46,7 +48,7 @@ type Backend interface {
 
 	// Netfilter reads only the iptables rules and their counters: the NAT page refreshes them
 	// without reading every route again.
-	Netfilter(ctx context.Context) (engine.Netfilter, error)
+	Netfilter(ctx context.Context) (iptables.Ruleset, error)
 	// Neighbours lists the neighbour (ARP/NDP) table: a gateway no route names is suggested
 	// from it.
 	Neighbours(ctx context.Context) ([]kernel.Neighbour, error)

@@ -8,8 +8,10 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
 )
 
 // Common is the context every page and component shares.
@@ -39,7 +41,7 @@ func New(ctx context.Context, st *Styles, b Backend) *Common {
 // of a read that was superseded is dropped.
 type StateMsg struct {
 	Seq    int
-	State  *engine.State
+	State  *model.State
 	Routes *RouteIndex
 	Err    error
 	Took   time.Duration
@@ -50,9 +52,9 @@ type StateMsg struct {
 // million routes takes a while to build.
 type AnalysisMsg struct {
 	Seq      int
-	State    *engine.State
-	FIB      *engine.FIB
-	Findings []engine.Finding
+	State    *model.State
+	FIB      *fib.FIB
+	Findings []finding.Finding
 }
 
 // OpenWizardMsg asks the app to open a wizard, filled from a finding's fix.
@@ -66,7 +68,7 @@ type OpenWizardMsg struct {
 }
 
 // OpenFix returns the message that opens a finding's fix.
-func OpenFix(f engine.Finding) OpenWizardMsg {
+func OpenFix(f finding.Finding) OpenWizardMsg {
 	return OpenWizardMsg{Wizard: f.Fix.Wizard, Args: f.Fix.Args, Missing: f.Fix.Missing, From: f.ID}
 }
 

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/model"
 )
 
 // RouteIndex groups the positions of a state's routes by table, so that the Routing page can
@@ -25,7 +25,7 @@ type RouteIndex struct {
 
 // IndexRoutes builds the index in two passes over the routes (count, then fill), so each
 // table's slice is allocated once at its final size.
-func IndexRoutes(s *engine.State) *RouteIndex {
+func IndexRoutes(s *model.State) *RouteIndex {
 	counts := map[int]int{}
 	for i := range s.Routes {
 		counts[s.Routes[i].Table]++
@@ -38,17 +38,17 @@ func IndexRoutes(s *engine.State) *RouteIndex {
 	for i := range s.Routes {
 		r := &s.Routes[i]
 		ix.ByTable[r.Table] = append(ix.ByTable[r.Table], int32(i))
-		if r.Dst.Bits() == 0 && r.Type != engine.RouteLocal && r.Type != engine.RouteBroadcast {
+		if r.Dst.Bits() == 0 && r.Type != model.RouteLocal && r.Type != model.RouteBroadcast {
 			ix.Defaults = append(ix.Defaults, int32(i))
 		}
 	}
 	rank := func(t int) int {
 		switch t {
-		case engine.TableMain:
+		case model.TableMain:
 			return 0
-		case engine.TableLocal:
+		case model.TableLocal:
 			return 2
-		case engine.TableDefault:
+		case model.TableDefault:
 			return 3
 		}
 		return 1
@@ -103,7 +103,7 @@ func (f RouteFilter) Empty() bool {
 
 // Match reports whether a route passes the filter. It formats nothing, so it can run over a
 // million routes per keystroke.
-func (f RouteFilter) Match(r *engine.Route) bool {
+func (f RouteFilter) Match(r *model.Route) bool {
 	if f.addr.IsValid() && !r.Dst.Contains(f.addr) {
 		return false
 	}
@@ -120,7 +120,7 @@ func (f RouteFilter) Match(r *engine.Route) bool {
 
 // routeHasWord reports whether w (lower case) is part of the route's text. Addresses are
 // formatted into a stack buffer, so a filter over a million routes allocates nothing.
-func routeHasWord(r *engine.Route, w string, wb []byte) bool {
+func routeHasWord(r *model.Route, w string, wb []byte) bool {
 	if w == "default" && r.Dst.Bits() == 0 {
 		return true
 	}
@@ -145,7 +145,7 @@ func routeHasWord(r *engine.Route, w string, wb []byte) bool {
 
 // FilterRoutes returns the positions in rows whose routes pass the filter. It checks ctx
 // every 64k routes so that a filter replaced by the next keystroke stops early.
-func FilterRoutes(ctx context.Context, s *engine.State, rows []int32, f RouteFilter) ([]int32, error) {
+func FilterRoutes(ctx context.Context, s *model.State, rows []int32, f RouteFilter) ([]int32, error) {
 	if f.Empty() {
 		return rows, nil
 	}

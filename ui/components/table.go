@@ -8,7 +8,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/quote"
 	"roundtrip/ui/common"
 )
 
@@ -267,7 +267,7 @@ func (t *Table) View(width, height int) string {
 			c := ""
 			if i < len(cells) {
 				// Cells are plain text from the host or a snapshot: escape them.
-				c = engine.TermSafe(cells[i])
+				c = quote.Term(cells[i])
 			}
 			parts[k] = Fit(c, widths[k])
 		}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/charmbracelet/x/ansi"
 
-	"roundtrip/engine"
+	"roundtrip/engine/quote"
 )
 
 // Fit cuts or pads a (possibly styled) string to exactly w cells.
@@ -55,14 +55,14 @@ func Lines(s string, w, h int) string {
 // Wrap breaks plain text into lines of at most w cells at spaces; continuation lines start
 // with indent. A word longer than a line is broken across lines, never cut: wrapped text is
 // how a cut line is read whole. The text's words are escaped for the terminal
-// (engine.TermSafe): it holds names from the host or a snapshot.
+// (quote.Term): it holds names from the host or a snapshot.
 func Wrap(text string, w int, indent string) []string {
 	var out []string
 	line := ""
 	limit := max(w, ansi.StringWidth(indent)+1)
 	empty := func() bool { return line == "" || line == indent }
 	for _, word := range strings.Fields(text) {
-		word = engine.TermSafe(word)
+		word = quote.Term(word)
 		sep := " "
 		if empty() {
 			sep = ""

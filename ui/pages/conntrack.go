@@ -14,7 +14,7 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
@@ -270,7 +270,7 @@ func (p *Conntrack) SortedBy() string { return conntrackSorts[p.sortBy].name }
 
 // conntrackDetail shows an entry whole: both tuples, the NAT they imply, state, mark, timer.
 func conntrackDetail(st *common.Styles, e *kernel.ConntrackEntry) *components.Detail {
-	d := components.NewDetail(st, fmt.Sprintf("Connection %s %s", engine.ProtoName(int(e.Orig.Proto)), tupleText(e.Orig)),
+	d := components.NewDetail(st, fmt.Sprintf("Connection %s %s", inet.ProtoName(int(e.Orig.Proto)), tupleText(e.Orig)),
 		"Original", tupleText(e.Orig), "Reply", tupleText(e.Reply), "State", conntrackState(e),
 		"Status", e.Status.String())
 	if e.DNAT() {
@@ -329,7 +329,7 @@ func conntrackWord(e *kernel.ConntrackEntry, w string) bool {
 	case "nat":
 		return e.DNAT() || e.SNAT()
 	}
-	if strings.EqualFold(engine.ProtoName(int(e.Orig.Proto)), w) || strings.EqualFold(e.TCPState, w) {
+	if strings.EqualFold(inet.ProtoName(int(e.Orig.Proto)), w) || strings.EqualFold(e.TCPState, w) {
 		return true
 	}
 	return strings.Contains(strings.ToLower(e.Status.String()), w)
@@ -379,7 +379,7 @@ func (p *Conntrack) cells(i int) []string {
 	if e.Mark != 0 {
 		mark = fmt.Sprintf("%#x", e.Mark)
 	}
-	return []string{engine.ProtoName(int(e.Orig.Proto)), conntrackState(e), tupleText(e.Orig), tupleText(e.Reply),
+	return []string{inet.ProtoName(int(e.Orig.Proto)), conntrackState(e), tupleText(e.Orig), tupleText(e.Reply),
 		strings.Join(flags, " "), mark, fmt.Sprint(e.Timeout)}
 }
 

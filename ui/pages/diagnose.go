@@ -14,8 +14,12 @@ import (
 	"charm.land/lipgloss/v2"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/trace"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 )
@@ -29,8 +33,8 @@ const captureLines = 200
 // packets per interface and the findings the wire confirms.
 type Diagnose struct {
 	c     *common.Common
-	state *engine.State
-	fib   *engine.FIB
+	state *model.State
+	fib   *fib.FIB
 
 	form    *components.Form
 	editing bool
@@ -38,8 +42,8 @@ type Diagnose struct {
 
 	gen      int
 	busy     bool
-	req      engine.TraceRequest
-	res      *engine.TraceResult
+	req      trace.Request
+	res      *trace.Result
 	findings []findingRow // the trace's, then the live capture's, one row per problem and flow
 	selected int
 	evidence bool
@@ -54,7 +58,7 @@ type Diagnose struct {
 // connection, and a client that retries makes many: listed once each, they would hide the
 // rest.
 type findingRow struct {
-	engine.Finding
+	finding.Finding
 	key    string
 	traced bool // the trace found it
 	live   int  // connections the capture found it in
@@ -99,9 +103,9 @@ type captureReadyMsg struct {
 
 type traceMsg struct {
 	gen   int
-	state *engine.State
-	fib   *engine.FIB
-	res   *engine.TraceResult
+	state *model.State
+	fib   *fib.FIB
+	res   *trace.Result
 }
 
 type captureEventMsg struct {
@@ -170,12 +174,12 @@ func (p *Diagnose) FullHelp() [][]key.Binding {
 }
 
 // Result returns the last trace, or nil.
-func (p *Diagnose) Result() *engine.TraceResult { return p.res }
+func (p *Diagnose) Result() *trace.Result { return p.res }
 
 // Findings returns the findings listed, one per problem and flow: the trace's, then the live
 // ones.
-func (p *Diagnose) Findings() []engine.Finding {
-	out := make([]engine.Finding, len(p.findings))
+func (p *Diagnose) Findings() []finding.Finding {
+	out := make([]finding.Finding, len(p.findings))
 	for i, r := range p.findings {
 		out[i] = r.Finding
 	}
@@ -240,14 +244,14 @@ func (p *Diagnose) validIface(s string) error {
 }
 
 // request checks the form as a whole and returns the trace request.
-func (p *Diagnose) request() (engine.TraceRequest, error) {
-	var req engine.TraceRequest
+func (p *Diagnose) request() (trace.Request, error) {
+	var req trace.Request
 	for _, f := range p.form.Fields {
 		if f.Err != nil {
 			return req, fmt.Errorf("%s: %v", strings.ToLower(f.Label), f.Err)
 		}
 	}
-	proto, err := engine.ProtoNumber(p.form.Get("proto"))
+	proto, err := inet.ProtoNumber(p.form.Get("proto"))
 	if err != nil {
 		return req, err
 	}
@@ -262,7 +266,7 @@ func (p *Diagnose) request() (engine.TraceRequest, error) {
 	if proto == 1 && (src.Port() != 0 || dst.Port() != 0) {
 		return req, errors.New("icmp has no ports: give addresses without :PORT")
 	}
-	req = engine.TraceRequest{Proto: proto, Src: src, Dst: dst, IIF: p.form.Get("iif")}
+	req = trace.Request{Proto: proto, Src: src, Dst: dst, IIF: p.form.Get("iif")}
 	if m := p.form.Get("mark"); m != "" {
 		v, _ := strconv.ParseUint(m, 0, 32)
 		req.Mark = uint32(v)
@@ -286,12 +290,12 @@ func (p *Diagnose) runTrace() tea.Cmd {
 	p.gen++
 	p.busy = true
 	p.req = req
-	gen, s, fib := p.gen, p.state, p.fib
+	gen, s, fi := p.gen, p.state, p.fib
 	return func() tea.Msg {
-		if fib == nil {
-			fib = engine.NewFIB(s)
+		if fi == nil {
+			fi = fib.New(s)
 		}
-		return traceMsg{gen: gen, state: s, fib: fib, res: engine.Trace(s, fib, req)}
+		return traceMsg{gen: gen, state: s, fib: fi, res: trace.Run(s, fi, req)}
 	}
 }
 
@@ -334,7 +338,7 @@ func (p *Diagnose) Update(msg tea.Msg) tea.Cmd {
 		// The same flow traced again keeps its selection; a new one starts at its first error.
 		p.selected = 0
 		for i, f := range p.findings {
-			if f.Severity == engine.SeverityError {
+			if f.Severity == finding.SeverityError {
 				p.selected = i
 				break
 			}
@@ -437,7 +441,7 @@ func (p *Diagnose) key(msg tea.KeyPressMsg) tea.Cmd {
 // captureFilter selects the traced flow as the client sends it and as each leg leaves after
 // NAT, in both directions, from any client port: a port typed into Source (the placeholder
 // shows one) is the trace's, and a real client picks a new one for every connection.
-func captureFilter(req engine.TraceRequest, res *engine.TraceResult) *kernel.CaptureFilter {
+func captureFilter(req trace.Request, res *trace.Result) *kernel.CaptureFilter {
 	return diagnose.FlowCaptureFilter(req, res, true)
 }
 
@@ -665,8 +669,8 @@ func (p *Diagnose) current() *findingRow {
 	return &p.findings[p.selected]
 }
 
-func flowText(r engine.TraceRequest) string {
-	s := fmt.Sprintf("%s %s → %s", engine.ProtoName(r.Proto), endpointText(r.Src), endpointText(r.Dst))
+func flowText(r trace.Request) string {
+	s := fmt.Sprintf("%s %s → %s", inet.ProtoName(r.Proto), endpointText(r.Src), endpointText(r.Dst))
 	if r.IIF != "" {
 		s += " in " + r.IIF
 	}
@@ -688,7 +692,7 @@ func endpointText(ap netip.AddrPort) string {
 func (p *Diagnose) verdictText() string {
 	errs := 0
 	for _, f := range p.findings {
-		if f.Severity == engine.SeverityError {
+		if f.Severity == finding.SeverityError {
 			errs++
 		}
 	}
@@ -799,7 +803,7 @@ func (p *Diagnose) diagramLines(width int) []string {
 // legLines draws one leg as a column: where it starts, each step (the decisive ones marked
 // ▶), and where it ends. For the reply, request is the forward leg: a reply that leaves by
 // another interface than the request came in on is the mismatch drawn in red.
-func (p *Diagnose) legLines(title string, l *engine.Leg, request *engine.Leg, w int) []string {
+func (p *Diagnose) legLines(title string, l *trace.Leg, request *trace.Leg, w int) []string {
 	st := p.c.Styles
 	out := []string{st.Header.Render(title)}
 	if l == nil {
@@ -836,7 +840,7 @@ func (p *Diagnose) legLines(title string, l *engine.Leg, request *engine.Leg, w 
 	}
 	end := legEnd(l)
 	mismatch := request != nil && request.IIF != "" && request.IIF != "lo" && l.OIF != "" && l.OIF != request.IIF
-	failed := l.Verdict != engine.LegLocal && l.Verdict != engine.LegForward && l.Verdict != engine.LegOutput
+	failed := l.Verdict != trace.LegLocal && l.Verdict != trace.LegForward && l.Verdict != trace.LegOutput
 	switch {
 	case mismatch:
 		for _, line := range components.Wrap(fmt.Sprintf("✗ %s, but the request came in on %s", end, request.IIF), w, "  ") {
@@ -852,12 +856,12 @@ func (p *Diagnose) legLines(title string, l *engine.Leg, request *engine.Leg, w 
 	return out
 }
 
-func legEnd(l *engine.Leg) string {
+func legEnd(l *trace.Leg) string {
 	var s string
 	switch l.Verdict {
-	case engine.LegLocal:
+	case trace.LegLocal:
 		s = "delivered to this host"
-	case engine.LegForward, engine.LegOutput:
+	case trace.LegForward, trace.LegOutput:
 		s = "out " + l.OIF
 		if l.Gateway.IsValid() {
 			s += " via " + l.Gateway.String()
@@ -865,7 +869,7 @@ func legEnd(l *engine.Leg) string {
 	default:
 		s = l.Verdict
 	}
-	if l.TableName != "" && (l.Verdict == engine.LegForward || l.Verdict == engine.LegOutput || l.Verdict == engine.LegLocal) {
+	if l.TableName != "" && (l.Verdict == trace.LegForward || l.Verdict == trace.LegOutput || l.Verdict == trace.LegLocal) {
 		s += " (table " + l.TableName
 		if l.Rule != nil {
 			s += fmt.Sprintf(", rule %d", *l.Rule)

@@ -6,7 +6,8 @@ import (
 	"strings"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/trace"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 )
@@ -14,13 +15,13 @@ import (
 // fixPlan is a finding's fix as the wizard run it opens: the flags the finding gives, what it
 // says its placeholders stand for, and the wizard's required fields that still have no value.
 type fixPlan struct {
-	Fix     engine.Fix
+	Fix     finding.Fix
 	Missing []string // "Out (the interface toward the far network)", the fix's own word first
 	Err     error    // flags the wizard does not take
 }
 
 // planFix works out what a fix fills in and what it leaves to the operator.
-func planFix(st *common.Styles, fix engine.Fix) fixPlan {
+func planFix(st *common.Styles, fix finding.Fix) fixPlan {
 	fp := fixPlan{Fix: fix}
 	if fix.Missing != "" {
 		fp.Missing = append(fp.Missing, fix.Missing)
@@ -42,7 +43,7 @@ func withoutPlaceholders(args []string) []string {
 	var out []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
-		if !engine.HasPlaceholder(a) {
+		if !finding.HasPlaceholder(a) {
 			out = append(out, a)
 			continue
 		}
@@ -57,7 +58,7 @@ func withoutPlaceholders(args []string) []string {
 	return out
 }
 
-// placeholder is engine.Placeholder's form: <WHAT>.
+// placeholder is finding.Placeholder's form: <WHAT>.
 var placeholder = regexp.MustCompile(`<[^<>]*>`)
 
 // missingFields names the fields that need a value and have none.
@@ -88,7 +89,7 @@ func (fp fixPlan) Opens() string {
 // not its flags. The trace of the same flow knows them when it found the same problem;
 // otherwise the finding's interfaces say what they can. The loopback interface is never an
 // uplink.
-func liveFix(f *diagnose.Finding, trace *engine.TraceResult) engine.Fix {
+func liveFix(f *diagnose.Finding, trace *trace.Result) finding.Fix {
 	fix := f.Fix
 	if fix.Wizard == "" || len(fix.Args) > 0 {
 		return fix
@@ -103,11 +104,11 @@ func liveFix(f *diagnose.Finding, trace *engine.TraceResult) engine.Fix {
 	}
 	usable := func(iface string) bool { return iface != "" && iface != "lo" }
 	switch fix.Wizard {
-	case engine.WizardSourceReturn:
+	case finding.WizardSourceReturn:
 		if usable(f.Ingress) {
 			fix.Args = []string{"--uplink", f.Ingress}
 		}
-	case engine.WizardSNATGateway:
+	case finding.WizardSNATGateway:
 		if usable(f.Ingress) {
 			fix.Args = append(fix.Args, "--in", f.Ingress)
 		}

@@ -8,8 +8,11 @@ import (
 	"strings"
 	"testing"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
 )
 
 func TestDiffRulesByContent(t *testing.T) {
@@ -30,7 +33,7 @@ func TestDiffRulesByContent(t *testing.T) {
 
 func TestPlanDiffKeepsOtherLinesAndRuleOrder(t *testing.T) {
 	s := bigTable(0)
-	nf, err := engine.ParseIPTablesSave(engine.V4, []byte("*nat\n:PREROUTING ACCEPT [0:0]\n"+
+	nf, err := iptables.ParseSave(inet.V4, []byte("*nat\n:PREROUTING ACCEPT [0:0]\n"+
 		"-A PREROUTING -p tcp --dport 1 -j DNAT --to-destination 10.0.0.1\n"+
 		"-A PREROUTING -p tcp --dport 2 -j DNAT --to-destination 10.0.0.2\n"+
 		"-A PREROUTING -p tcp --dport 3 -j DNAT --to-destination 10.0.0.3\n"+
@@ -45,13 +48,13 @@ func TestPlanDiffKeepsOtherLinesAndRuleOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Netfilter = engine.Netfilter{Tables: nf}
+	s.Netfilter = iptables.Ruleset{Tables: nf}
 	after := *s
 	after.Netfilter.Tables = slices.Clone(nf)
 	after.Netfilter.Tables[0].Chains = slices.Clone(nf[0].Chains)
 	c := &after.Netfilter.Tables[0].Chains[0]
-	c.Rules = slices.Insert(slices.Clone(c.Rules), 0, engine.NFRule{Spec: "-j RT-PF-PRE", Target: "RT-PF-PRE"})
-	after.Sysctls = engine.Sysctls{engine.SysctlIPForward: "1"}
+	c.Rules = slices.Insert(slices.Clone(c.Rules), 0, iptables.Rule{Spec: "-j RT-PF-PRE", Target: "RT-PF-PRE"})
+	after.Sysctls = model.Sysctls{model.SysctlIPForward: "1"}
 	got := planDiff(s, &after)
 	want := []string{
 		"+ iptables -t nat -A PREROUTING [1] -j RT-PF-PRE",
@@ -63,15 +66,15 @@ func TestPlanDiffKeepsOtherLinesAndRuleOrder(t *testing.T) {
 }
 
 func TestUplinkOffers(t *testing.T) {
-	s := &engine.State{Links: []engine.Link{
-		{Index: 1, Name: "lo", Kind: "loopback", Up: true, Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("127.0.0.1/8"), Scope: "host"}}},
-		{Index: 2, Name: "eth0", Up: true, Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("10.0.0.2/24"), Scope: "global"}}},
-		{Index: 3, Name: "eth1", Up: true, Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("192.0.2.10/24"), Scope: "global"}}},
-		{Index: 4, Name: "eth2", Up: true, Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("198.51.100.2/30"), Scope: "global"}}},
-		{Index: 5, Name: "eth3", Up: true, Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("203.0.113.5/24"), Scope: "global"}}},
-		{Index: 6, Name: "eth4", Up: false, Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("100.64.0.2/24"), Scope: "global"}}},
+	s := &model.State{Links: []model.Link{
+		{Index: 1, Name: "lo", Kind: "loopback", Up: true, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("127.0.0.1/8"), Scope: "host"}}},
+		{Index: 2, Name: "eth0", Up: true, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("10.0.0.2/24"), Scope: "global"}}},
+		{Index: 3, Name: "eth1", Up: true, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("192.0.2.10/24"), Scope: "global"}}},
+		{Index: 4, Name: "eth2", Up: true, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("198.51.100.2/30"), Scope: "global"}}},
+		{Index: 5, Name: "eth3", Up: true, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("203.0.113.5/24"), Scope: "global"}}},
+		{Index: 6, Name: "eth4", Up: false, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("100.64.0.2/24"), Scope: "global"}}},
 	}}
-	s.Routes = []engine.Route{{Family: engine.V4, Table: engine.TableMain, Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.0.0.1"), Dev: "eth0"}}
+	s.Routes = []model.Route{{Family: inet.V4, Table: model.TableMain, Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.0.0.1"), Dev: "eth0"}}
 	neigh := []kernel.Neighbour{
 		{Dev: "eth1", Addr: netip.MustParseAddr("192.0.2.1"), State: "stale"},
 		{Dev: "eth1", Addr: netip.MustParseAddr("192.0.2.99"), State: "failed"},
@@ -125,11 +128,11 @@ func TestFixWithPlaceholders(t *testing.T) {
 		t.Fatalf("withoutPlaceholders: %q", got)
 	}
 	st := testCommon().Styles
-	fp := planFix(st, engine.Fix{Wizard: engine.WizardPortForward, Args: []string{"--listen", "<PORT>", "--snat", "auto"}, Missing: "the port clients connect to"})
+	fp := planFix(st, finding.Fix{Wizard: finding.WizardPortForward, Args: []string{"--listen", "<PORT>", "--snat", "auto"}, Missing: "the port clients connect to"})
 	if o := fp.Opens(); !strings.Contains(o, "still needed: the port clients connect to, Listen ([ADDR:]PORT clients connect to)") || !strings.Contains(o, "--listen <PORT> --snat auto") {
 		t.Fatalf("Opens: %s", o)
 	}
-	if o := planFix(st, engine.Fix{Wizard: engine.WizardSNATGateway}).Opens(); o != "the snat-gateway wizard; still needed: Out (the interface toward the far network)" {
+	if o := planFix(st, finding.Fix{Wizard: finding.WizardSNATGateway}).Opens(); o != "the snat-gateway wizard; still needed: Out (the interface toward the far network)" {
 		t.Fatalf("a fix without flags: %s", o)
 	}
 }

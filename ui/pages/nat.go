@@ -9,7 +9,10 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 )
@@ -29,10 +32,10 @@ const natEvery = 2 * time.Second
 // while the page is shown.
 type NAT struct {
 	c     *common.Common
-	state *engine.State
+	state *model.State
 	// nf is the netfilter shown: the state's, then the page's own newer reads (the state is
 	// shared with the other pages and is never changed).
-	nf     engine.Netfilter
+	nf     iptables.Ruleset
 	nfAt   time.Time
 	table  int
 	rows   []natRow
@@ -53,7 +56,7 @@ type NAT struct {
 
 type netfilterMsg struct {
 	gen int
-	nf  engine.Netfilter
+	nf  iptables.Ruleset
 	err error
 	at  time.Time
 }
@@ -62,7 +65,7 @@ type natTick struct{ gen int }
 
 type natRow struct {
 	header  bool
-	family  engine.Family
+	family  inet.Family
 	chain   string
 	owner   string
 	packets uint64
@@ -231,13 +234,13 @@ func (p *NAT) build() {
 		return
 	}
 	name := natTables[p.table]
-	for _, fam := range []engine.Family{engine.V4, engine.V6} {
+	for _, fam := range []inet.Family{inet.V4, inet.V6} {
 		t := p.nf.Table(fam, name)
 		if t == nil {
 			continue
 		}
 		famTag := ""
-		if fam == engine.V6 {
+		if fam == inet.V6 {
 			famTag = " (ip6)"
 		}
 		seen := map[string]bool{}
@@ -266,7 +269,7 @@ func (p *NAT) build() {
 }
 
 // reached reports whether any rule of the table jumps to the chain.
-func reached(t *engine.NFTable, name string) bool {
+func reached(t *iptables.Table, name string) bool {
 	for _, c := range t.Chains {
 		for _, r := range c.Rules {
 			if r.Target == name {
@@ -278,13 +281,13 @@ func reached(t *engine.NFTable, name string) bool {
 }
 
 func owner(chain, target string) string {
-	if strings.HasPrefix(chain, engine.ChainPrefix) || strings.HasPrefix(target, engine.ChainPrefix) {
+	if strings.HasPrefix(chain, plan.ChainPrefix) || strings.HasPrefix(target, plan.ChainPrefix) {
 		return "roundtrip"
 	}
 	return "other"
 }
 
-func (p *NAT) chainRows(t *engine.NFTable, c *engine.NFChain, depth int, path map[string]bool) {
+func (p *NAT) chainRows(t *iptables.Table, c *iptables.Chain, depth int, path map[string]bool) {
 	for _, r := range c.Rules {
 		p.rows = append(p.rows, natRow{family: t.Family, chain: c.Name, owner: owner(c.Name, r.Target), packets: r.Packets, bytes: r.Bytes,
 			text: r.Spec, depth: depth, target: r.Target})
@@ -340,7 +343,7 @@ func (p *NAT) rowStyle(i int) lipgloss.Style {
 // counters, who owns it.
 func (p *NAT) rowDetail(r natRow) *components.Detail {
 	cmd := "iptables"
-	if r.family == engine.V6 {
+	if r.family == inet.V6 {
 		cmd = "ip6tables"
 	}
 	table := natTables[p.table]

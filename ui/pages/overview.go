@@ -8,7 +8,8 @@ import (
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/model"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 	"roundtrip/wizards"
@@ -18,9 +19,9 @@ import (
 // addresses, gateways, and the kernel settings that decide paths.
 type Overview struct {
 	c        *common.Common
-	state    *engine.State
+	state    *model.State
 	routes   *common.RouteIndex
-	findings []engine.Finding
+	findings []finding.Finding
 	analysed bool
 	selected int
 	follow   bool // the selection moved: scroll it into view
@@ -141,7 +142,7 @@ func (o *Overview) Update(msg tea.Msg) tea.Cmd {
 	return nil
 }
 
-func (o *Overview) current() *engine.Finding {
+func (o *Overview) current() *finding.Finding {
 	if o.selected < 0 || o.selected >= len(o.findings) {
 		return nil
 	}
@@ -149,13 +150,13 @@ func (o *Overview) current() *engine.Finding {
 }
 
 // SelectedFinding returns the finding under the cursor, or nil.
-func (o *Overview) SelectedFinding() *engine.Finding { return o.current() }
+func (o *Overview) SelectedFinding() *finding.Finding { return o.current() }
 
 func sevMark(sev string) string {
 	switch sev {
-	case engine.SeverityError:
+	case finding.SeverityError:
 		return "✗"
-	case engine.SeverityWarning:
+	case finding.SeverityWarning:
 		return "!"
 	}
 	return "i"
@@ -272,10 +273,10 @@ func (o *Overview) View(width, height int) string {
 		fwd = "on"
 	}
 	add(fmt.Sprintf("  forwarding %s   rp_filter all=%d default=%d   src_valid_mark %d", fwd,
-		sc.Int(engine.ConfKey("all", "rp_filter"), 0), sc.Int(engine.ConfKey("default", "rp_filter"), 0),
-		sc.Int(engine.SysctlSrcValidMark, 0)))
-	if mx := sc.Int(engine.SysctlConntrackMax, 0); mx > 0 {
-		add(fmt.Sprintf("  conntrack %d of %d entries", sc.Int(engine.SysctlConntrackCount, 0), mx))
+		sc.Int(model.ConfKey("all", "rp_filter"), 0), sc.Int(model.ConfKey("default", "rp_filter"), 0),
+		sc.Int(model.SysctlSrcValidMark, 0)))
+	if mx := sc.Int(model.SysctlConntrackMax, 0); mx > 0 {
+		add(fmt.Sprintf("  conntrack %d of %d entries", sc.Int(model.SysctlConntrackCount, 0), mx))
 	}
 	add(fmt.Sprintf("  %d rules, %d routes in %d tables", len(o.state.Rules), len(o.state.Routes), len(o.routes.Tables)))
 	if o.state.Netfilter.Unavailable != "" {
@@ -298,13 +299,13 @@ func (o *Overview) View(width, height int) string {
 	return components.Lines(strings.Join(lines[o.offset:], "\n"), width, height)
 }
 
-func findingCounts(fs []engine.Finding) string {
+func findingCounts(fs []finding.Finding) string {
 	n := map[string]int{}
 	for _, f := range fs {
 		n[f.Severity]++
 	}
 	var parts []string
-	for _, s := range []string{engine.SeverityError, engine.SeverityWarning, engine.SeverityInfo} {
+	for _, s := range []string{finding.SeverityError, finding.SeverityWarning, finding.SeverityInfo} {
 		switch {
 		case n[s] == 1:
 			parts = append(parts, "1 "+s)
@@ -316,9 +317,9 @@ func findingCounts(fs []engine.Finding) string {
 }
 
 // gatewayText describes a default route without its table: "default via GW dev D metric M".
-func gatewayText(r *engine.Route) string {
+func gatewayText(r *model.Route) string {
 	s := "default"
-	if r.Type != "" && r.Type != engine.RouteUnicast {
+	if r.Type != "" && r.Type != model.RouteUnicast {
 		s = r.Type + " " + s
 	}
 	if r.Gateway.IsValid() {
@@ -351,7 +352,7 @@ func (o *Overview) watchView(add func(string), section func(title, right string)
 		case wizards.HealthUp:
 			health = st.OK.Render(fmt.Sprintf("%-7s", health))
 		case wizards.HealthDown:
-			health = st.Severity(engine.SeverityError).Render(fmt.Sprintf("%-7s", health))
+			health = st.Severity(finding.SeverityError).Render(fmt.Sprintf("%-7s", health))
 		default:
 			health = fmt.Sprintf("%-7s", health)
 		}

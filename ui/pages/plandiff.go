@@ -7,10 +7,10 @@ import (
 	"strconv"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/model"
 )
 
-// ruleLine is an iptables rule in engine.State.Lines syntax: the chain, its position, the
+// ruleLine is an iptables rule in model.State.Lines syntax: the chain, its position, the
 // rule.
 var ruleLine = regexp.MustCompile(`^(ip6?tables -t \S+ -A \S+) \[(\d+)\] (.*)$`)
 
@@ -18,11 +18,11 @@ var ruleLine = regexp.MustCompile(`^(ip6?tables -t \S+ -A \S+) \[(\d+)\] (.*)$`)
 // new rules); past it a chain is compared as a bag of rules.
 const lcsLimit = 4 << 20
 
-// planDiff describes how b differs from a for an operator reading a plan: like engine.Diff,
+// planDiff describes how b differs from a for an operator reading a plan: like model.Diff,
 // one "-" or "+" line per item, except that the rules of a chain are compared by their text
 // in order (a longest common subsequence), so that a rule inserted at the top of a chain shows
 // as one "+" and not as every rule below it deleted and added one place lower.
-func planDiff(a, b *engine.State) []string {
+func planDiff(a, b *model.State) []string {
 	split := func(lines []string) ([]string, map[string][]string) {
 		var other []string
 		chains := map[string][]string{}

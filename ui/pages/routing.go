@@ -9,7 +9,8 @@ import (
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 )
@@ -23,7 +24,7 @@ const syncFilterLimit = 50000
 // address, prefix or device.
 type Routing struct {
 	c      *common.Common
-	state  *engine.State
+	state  *model.State
 	index  *common.RouteIndex
 	table  int // position in index.Tables
 	rows   []int32
@@ -41,7 +42,7 @@ type Routing struct {
 	rulesTop, routesTop int
 	// detail shows the route or rule under the cursor whole; detailRule is the rule shown.
 	detail     *components.Detail
-	detailRule *engine.Rule
+	detailRule *model.Rule
 
 	keys struct{ NextTable, PrevTable, Focus, Filter, ClearFilter, Detail key.Binding }
 }
@@ -131,7 +132,7 @@ func (p *Routing) FullHelp() [][]key.Binding {
 // TableID returns the id of the table shown.
 func (p *Routing) TableID() int {
 	if p.index == nil || len(p.index.Tables) == 0 {
-		return engine.TableMain
+		return model.TableMain
 	}
 	return p.index.Tables[p.table]
 }
@@ -253,7 +254,7 @@ func (p *Routing) openDetail() {
 		r := p.state.Rules[p.rules.Cursor]
 		p.detail = components.NewDetail(p.c.Styles, fmt.Sprintf("Rule %d", r.Priority),
 			"Rule", "ip "+r.Family.Flag()+" rule add "+r.Args(names), "Selects", r.Selectors(), "Then", r.ActionString(names))
-		if r.Action == engine.ActionTable || r.Action == "" {
+		if r.Action == model.ActionTable || r.Action == "" {
 			p.detailRule = &r
 			p.detail.Hint = "enter shows table " + names(r.Table)
 		}
@@ -275,7 +276,7 @@ func (p *Routing) openDetail() {
 }
 
 // showTable shows the routes of the table a rule looks up.
-func (p *Routing) showTable(r *engine.Rule) tea.Cmd {
+func (p *Routing) showTable(r *model.Rule) tea.Cmd {
 	for i, t := range p.index.Tables {
 		if t == r.Table {
 			p.table = i
@@ -334,7 +335,7 @@ func (p *Routing) refilter() tea.Cmd {
 func (p *Routing) ruleCells(i int) []string {
 	r := &p.state.Rules[i]
 	fam := "v4"
-	if r.Family == engine.V6 {
+	if r.Family == inet.V6 {
 		fam = "v6"
 	}
 	return []string{fmt.Sprint(r.Priority), fam, r.Selectors(), r.ActionString(p.state.TableName)}
@@ -346,7 +347,7 @@ func (p *Routing) routeCells(i int) []string {
 	if r.Dst.Bits() != 0 {
 		dst = r.Dst.String()
 	}
-	if r.Type != "" && r.Type != engine.RouteUnicast {
+	if r.Type != "" && r.Type != model.RouteUnicast {
 		dst = r.Type + " " + dst
 	}
 	gw, dev := "", r.Dev

@@ -9,24 +9,25 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
 	"roundtrip/ui/common"
 )
 
 // bigTable returns a state whose main table holds n routes: 10.0.0.0/24, 10.0.1.0/24, ...
-func bigTable(n int) *engine.State {
-	s := &engine.State{Links: []engine.Link{{Index: 1, Name: "lo", Kind: "loopback", Up: true}, {Index: 2, Name: "eth0", Kind: "veth", Up: true}}}
-	s.Routes = make([]engine.Route, 0, n+1)
+func bigTable(n int) *model.State {
+	s := &model.State{Links: []model.Link{{Index: 1, Name: "lo", Kind: "loopback", Up: true}, {Index: 2, Name: "eth0", Kind: "veth", Up: true}}}
+	s.Routes = make([]model.Route, 0, n+1)
 	gw := netip.MustParseAddr("192.0.2.1")
 	for i := range n {
 		a := netip.AddrFrom4([4]byte{byte(10 + i>>16), byte(i >> 8), byte(i), 0})
-		s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast,
+		s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast,
 			Dst: netip.PrefixFrom(a, 24), Gateway: gw, Dev: "eth0", Protocol: "bgp"})
 	}
-	s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: engine.TableLocal, Type: engine.RouteLocal,
+	s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: model.TableLocal, Type: model.RouteLocal,
 		Dst: netip.MustParsePrefix("127.0.0.1/32"), Dev: "lo", Scope: "host", Protocol: "kernel"})
-	s.Rules = []engine.Rule{{Family: engine.V4, Priority: 0, Action: engine.ActionTable, Table: engine.TableLocal},
-		{Family: engine.V4, Priority: 32766, Action: engine.ActionTable, Table: engine.TableMain}}
+	s.Rules = []model.Rule{{Family: inet.V4, Priority: 0, Action: model.ActionTable, Table: model.TableLocal},
+		{Family: inet.V4, Priority: 32766, Action: model.ActionTable, Table: model.TableMain}}
 	return s
 }
 

@@ -5,8 +5,9 @@ import (
 	"slices"
 	"strconv"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
 )
 
 // uplinkOffer is an interface the console offers as an uplink (or a WAN), with the gateway it
@@ -30,7 +31,7 @@ func (o uplinkOffer) String() string {
 // when no route names one, from the neighbour table (the only neighbour heard from on the
 // interface's networks, or the one that announced itself as a router); on a /30 or /31, the
 // other end.
-func uplinkOffers(s *engine.State, neigh []kernel.Neighbour) []uplinkOffer {
+func uplinkOffers(s *model.State, neigh []kernel.Neighbour) []uplinkOffer {
 	if s == nil {
 		return nil
 	}
@@ -65,11 +66,11 @@ func uplinkOffers(s *engine.State, neigh []kernel.Neighbour) []uplinkOffer {
 
 // routeGateway is the IPv4 gateway of a route through dev in any table, a default route's
 // first.
-func routeGateway(s *engine.State, dev string) netip.Addr {
+func routeGateway(s *model.State, dev string) netip.Addr {
 	var first netip.Addr
 	for i := range s.Routes {
 		r := &s.Routes[i]
-		if r.Family != engine.V4 {
+		if r.Family != inet.V4 {
 			continue
 		}
 		gw := netip.Addr{}
@@ -141,7 +142,7 @@ func otherEnd(nets []netip.Prefix) (netip.Addr, int) {
 
 // ifaceOffers are the names of the interfaces with an address, the loopback left out: what
 // In, Out and LAN fields take.
-func ifaceOffers(s *engine.State) []string {
+func ifaceOffers(s *model.State) []string {
 	if s == nil {
 		return nil
 	}

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 	"roundtrip/wizards"
@@ -32,7 +32,7 @@ type wizardSpec struct {
 // specs are the wizards in the order of the field cases they fix (wizards.Names).
 var specs = []wizardSpec{
 	{
-		name:    engine.WizardSourceReturn,
+		name:    finding.WizardSourceReturn,
 		summary: "answer each connection through the interface it came in on (case 1)",
 		fields: func(st *common.Styles) []*components.Field {
 			return []*components.Field{
@@ -56,7 +56,7 @@ var specs = []wizardSpec{
 		},
 	},
 	{
-		name:    engine.WizardMultiWAN,
+		name:    finding.WizardMultiWAN,
 		summary: "a gateway with several ISPs: lists per WAN, NAT per WAN, replies back where they came in (case 2)",
 		fields: func(st *common.Styles) []*components.Field {
 			return []*components.Field{
@@ -95,7 +95,7 @@ var specs = []wizardSpec{
 		},
 	},
 	{
-		name:    engine.WizardTunnel,
+		name:    finding.WizardTunnel,
 		summary: "an IP tunnel to a peer, routes into it, and the peer's side as a script (case 3)",
 		fields: func(st *common.Styles) []*components.Field {
 			return []*components.Field{
@@ -146,7 +146,7 @@ var specs = []wizardSpec{
 		},
 	},
 	{
-		name:    engine.WizardSNATGateway,
+		name:    finding.WizardSNATGateway,
 		summary: "forward one network to another with SNAT, so the far side needs no route back (case 4)",
 		fields: func(st *common.Styles) []*components.Field {
 			return []*components.Field{
@@ -175,7 +175,7 @@ var specs = []wizardSpec{
 		},
 	},
 	{
-		name:    engine.WizardPortForward,
+		name:    finding.WizardPortForward,
 		summary: "forward a port to another host, with the SNAT that brings replies back (case 5)",
 		fields: func(st *common.Styles) []*components.Field {
 			return []*components.Field{

@@ -12,8 +12,10 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 	"roundtrip/engine/safefile"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
@@ -45,7 +47,7 @@ const (
 // the history of applies for rollback.
 type Wizards struct {
 	c     *common.Common
-	state *engine.State
+	state *model.State
 	cur   int
 	forms []*components.Form
 
@@ -88,7 +90,7 @@ type Wizards struct {
 
 	// lockout is the SSH lockout check of the plan in the apply dialog (nil while it runs or
 	// when not over SSH).
-	lockout      *engine.Lockout
+	lockout      *plan.Lockout
 	lockoutCheck bool
 
 	rollingBack bool
@@ -98,7 +100,7 @@ type Wizards struct {
 	detail      *components.Detail
 
 	saveForm *components.Form
-	copyFix  engine.Fix // the command copied, as the fix type renders and quotes it
+	copyFix  finding.Fix // the command copied, as the fix type renders and quotes it
 	copyText string
 
 	keys struct{ Prev, Next, Edit, Pane, Fold, Apply, Rollback, History, Save, Copy, Detail key.Binding }
@@ -114,7 +116,7 @@ type planMsg struct {
 
 type neighboursMsg struct {
 	gen   int
-	state *engine.State
+	state *model.State
 	neigh []kernel.Neighbour
 }
 
@@ -136,8 +138,8 @@ type applyDoneMsg struct {
 }
 
 type lockoutMsg struct {
-	plan *engine.Plan
-	lo   engine.Lockout
+	plan *plan.Plan
+	lo   plan.Lockout
 }
 
 type rollbackDoneMsg struct {
@@ -355,7 +357,7 @@ func (p *Wizards) offer(f *components.Form) {
 }
 
 // readNeighbours reads the neighbour table for the gateway suggestions (a snapshot has none).
-func (p *Wizards) readNeighbours(s *engine.State) tea.Cmd {
+func (p *Wizards) readNeighbours(s *model.State) tea.Cmd {
 	p.neighGen++
 	gen, b, ctx := p.neighGen, p.c.Backend, p.c.Ctx
 	return func() tea.Msg {
@@ -628,7 +630,7 @@ func (p *Wizards) key(msg tea.KeyPressMsg) tea.Cmd {
 		if p.args == nil {
 			return common.Status("no command yet: the form does not plan")
 		}
-		p.copyFix = engine.Fix{Wizard: specs[p.cur].name, Args: p.args}
+		p.copyFix = finding.Fix{Wizard: specs[p.cur].name, Args: p.args}
 		p.copyText = p.copyFix.Command()
 		p.dialog = dialogCopy
 		// OSC 52 puts it in the terminal's clipboard, through SSH and tmux; terminals that do
@@ -651,13 +653,13 @@ func (p *Wizards) checkLockout() tea.Cmd {
 	if p.c.SSH == "" || p.state == nil {
 		return nil
 	}
-	sess, err := engine.ParseSSHConnection(p.c.SSH)
+	sess, err := plan.ParseSSHConnection(p.c.SSH)
 	if err != nil {
 		return common.Status("cannot check the SSH lockout: " + err.Error())
 	}
 	p.lockoutCheck = true
-	s, plan := p.state, p.result.Plan
-	return func() tea.Msg { return lockoutMsg{plan: plan, lo: engine.CheckLockout(s, plan.Expect(s), sess)} }
+	s, pl := p.state, p.result.Plan
+	return func() tea.Msg { return lockoutMsg{plan: pl, lo: plan.CheckLockout(s, pl.Expect(s), sess)} }
 }
 
 // save writes the plan's script (and the other end's, when the plan has one) to new files.
@@ -766,12 +768,12 @@ func (p *Wizards) apply() tea.Cmd {
 	p.applying, p.progress, p.applied, p.applyErr = true, nil, nil, nil
 	ch := make(chan tea.Msg, 64)
 	p.applyCh = ch
-	gen, b, plan := p.applyGen, p.c.Backend, p.result.Plan
+	gen, b, pl := p.applyGen, p.c.Backend, p.result.Plan
 	// The Applier makes the SSH lockout check and refuses a plan that changes the route back
 	// to the session without a confirmation window.
 	opts := kernel.ApplyOptions{Confirm: confirmChoices[p.confirm]}
 	if p.c.SSH != "" {
-		if sess, err := engine.ParseSSHConnection(p.c.SSH); err == nil {
+		if sess, err := plan.ParseSSHConnection(p.c.SSH); err == nil {
 			opts.SSH = &sess
 		}
 	}
@@ -779,7 +781,7 @@ func (p *Wizards) apply() tea.Cmd {
 	// failure, and cancelling it half way would only make it undo.
 	ctx := context.WithoutCancel(p.c.Ctx)
 	go func() {
-		res, err := b.Apply(ctx, plan, opts, func(line string) {
+		res, err := b.Apply(ctx, pl, opts, func(line string) {
 			select {
 			case ch <- applyProgressMsg{gen: gen, line: line}:
 			default:

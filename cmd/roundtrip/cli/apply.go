@@ -13,8 +13,10 @@ import (
 	"syscall"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/quote"
 )
 
 func init() {
@@ -129,7 +131,7 @@ func (c confirmFlag) Set(v string) error {
 // applyPlan applies a plan to the invocation's namespace: a dry run or the journaled apply
 // (with its revert timer, and the SSH lockout check the Applier makes), and the report.
 // `roundtrip apply` and every wizard's --apply go through it.
-func applyPlan(inv *Invocation, src engine.PlanSource, o applyChoices) error {
+func applyPlan(inv *Invocation, src plan.Source, o applyChoices) error {
 	a := &kernel.Applier{NS: inv.Namespace(), LockWait: o.LockWait}
 	if !inv.JSON {
 		a.Log = inv.Stderr
@@ -139,7 +141,7 @@ func applyPlan(inv *Invocation, src engine.PlanSource, o applyChoices) error {
 		// A dry run is "check this plan": check all of it on its own first, so that a bad plan
 		// is named as such whatever the namespace (an apply checks it before its first change
 		// too, after taking the namespace's lock).
-		if err := src.Each(func(int, engine.Change) error { return nil }); err != nil {
+		if err := src.Each(func(int, plan.Change) error { return nil }); err != nil {
 			return err
 		}
 		return lockoutMessage(inv, dryRunApply(inv, a, src, opts))
@@ -178,7 +180,7 @@ func lockoutMessage(inv *Invocation, err error) error {
 	return fmt.Errorf("refusing to apply over SSH: %s, which may cut you off; apply with --confirm 2m (it reverts unless you run `roundtrip confirm%s` from a new SSH session), or with --force if you have another way in", le.Lockout.Reason, netnsFlag(inv))
 }
 
-func dryRunApply(inv *Invocation, a *kernel.Applier, src engine.PlanSource, opts kernel.ApplyOptions) error {
+func dryRunApply(inv *Invocation, a *kernel.Applier, src plan.Source, opts kernel.ApplyOptions) error {
 	prep, err := a.Prepare(inv.Ctx, src, opts)
 	if err != nil {
 		return err
@@ -199,7 +201,7 @@ func dryRunApply(inv *Invocation, a *kernel.Applier, src engine.PlanSource, opts
 	}
 	fmt.Fprintf(inv.Stdout, "would apply %d step(s) (%d of %d changes are not in effect yet):\n", len(prep.Steps), prep.Pending, prep.Changes)
 	for i, s := range prep.Steps {
-		engine.TermFprintf(inv.Stdout, "  %d. %s\n", i+1, s.Summary)
+		quote.TermFprintf(inv.Stdout, "  %d. %s\n", i+1, s.Summary)
 	}
 	return nil
 }
@@ -231,7 +233,7 @@ func reportApply(inv *Invocation, res *kernel.Result, wait bool) error {
 		if len(res.Drift) > 0 {
 			fmt.Fprintln(inv.Stdout, "warning: reading the state back, some changes are not as planned (changed meanwhile, or read back differently):")
 			for _, d := range res.Drift {
-				engine.TermFprintf(inv.Stdout, "  %s\n", d)
+				quote.TermFprintf(inv.Stdout, "  %s\n", d)
 			}
 		}
 		if !j.ConfirmBy.IsZero() {
@@ -503,9 +505,9 @@ plan render PLAN --format F prints one rendering of the same changes:
 				if err != nil {
 					return err
 				}
-				f := engine.V4
+				f := inet.V4
 				if format == "ip6tables-restore" {
-					f = engine.V6
+					f = inet.V6
 				}
 				out = p.IPTablesRestore(f, st)
 			case "nft":
@@ -533,36 +535,36 @@ plan render PLAN --format F prints one rendering of the same changes:
 	}
 }
 
-func showPlan(inv *Invocation, p *engine.Plan) error {
+func showPlan(inv *Invocation, p *plan.Plan) error {
 	st, err := inv.State()
 	if err != nil {
 		return err
 	}
-	engine.TermFprintf(inv.Stdout, "plan: %s (%d changes)\n", p.Intent, len(p.Changes))
+	quote.TermFprintf(inv.Stdout, "plan: %s (%d changes)\n", p.Intent, len(p.Changes))
 	if err := p.Validate(st); err != nil {
 		return err
 	}
 	pending := 0
 	for i, c := range p.Changes {
 		mark := "pending  "
-		if c.Kind != engine.KindConntrack && c.InEffect(st) {
+		if c.Kind != plan.KindConntrack && c.InEffect(st) {
 			mark = "in effect"
 		} else {
 			pending++
 		}
-		engine.TermFprintf(inv.Stdout, "  %2d. [%s] %s\n", i+1, mark, c.Summary())
+		quote.TermFprintf(inv.Stdout, "  %2d. [%s] %s\n", i+1, mark, c.Summary())
 		if c.Why != "" {
-			engine.TermFprintf(inv.Stdout, "      why: %s\n", c.Why)
+			quote.TermFprintf(inv.Stdout, "      why: %s\n", c.Why)
 		}
 	}
 	if pending == 0 {
 		fmt.Fprintln(inv.Stdout, "everything is in effect: applying it changes nothing")
 	}
 	if conn := os.Getenv("SSH_CONNECTION"); conn != "" {
-		if sess, err := engine.ParseSSHConnection(conn); err == nil {
-			lo := engine.CheckLockout(st, p.Expect(st), sess)
+		if sess, err := plan.ParseSSHConnection(conn); err == nil {
+			lo := plan.CheckLockout(st, p.Expect(st), sess)
 			if lo.Applies {
-				engine.TermFprintf(inv.Stdout, "SSH: %s\n", lo.Reason)
+				quote.TermFprintf(inv.Stdout, "SSH: %s\n", lo.Reason)
 			}
 		}
 	}

@@ -13,13 +13,15 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // writePlan saves a plan to a file of the test's.
-func writePlan(t *testing.T, p *engine.Plan) string {
+func writePlan(t *testing.T, p *plan.Plan) string {
 	t.Helper()
 	b, err := p.Marshal()
 	if err != nil {
@@ -33,9 +35,9 @@ func writePlan(t *testing.T, p *engine.Plan) string {
 }
 
 // forwardingPlan turns forwarding on.
-func forwardingPlan(v string) *engine.Plan {
-	p := engine.NewPlan("forwarding " + v)
-	p.Changes = []engine.Change{{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: v}}}
+func forwardingPlan(v string) *plan.Plan {
+	p := plan.New("forwarding " + v)
+	p.Changes = []plan.Change{{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: v}}}
 	return p
 }
 
@@ -70,11 +72,11 @@ func TestPrivilegedApplyInterrupted(t *testing.T) {
 	ns.Addr("d0", "10.77.0.1/24")
 	stateDir := t.TempDir()
 	t.Setenv(kernel.StateDirEnv, stateDir)
-	p := engine.NewPlan("400k routes")
+	p := plan.New("400k routes")
 	for i := range 400000 {
 		dst := netip.PrefixFrom(netip.AddrFrom4([4]byte{byte(11 + i>>16), byte(i >> 8), byte(i), 0}), 24)
-		p.Changes = append(p.Changes, engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd,
-			Route: &engine.Route{Family: engine.V4, Table: 200, Dst: dst, Gateway: netip.MustParseAddr("10.77.0.2"), Dev: "d0"}})
+		p.Changes = append(p.Changes, plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd,
+			Route: &model.Route{Family: inet.V4, Table: 200, Dst: dst, Gateway: netip.MustParseAddr("10.77.0.2"), Dev: "d0"}})
 	}
 	plan := writePlan(t, p)
 	p = nil
@@ -171,9 +173,9 @@ func TestPrivilegedChangeCommandsNeedRoot(t *testing.T) {
 			t.Errorf("roundtrip %s as nobody: exit %d: %s", strings.Join(args, " "), code, errs)
 		}
 	}
-	p := engine.NewPlan("a chain")
-	p.Changes = []engine.Change{{Kind: engine.KindChain, Op: engine.OpSet, Chain: &engine.ChainSpec{Family: engine.V4, Table: "nat", Name: "RT-NR",
-		Hooks: []engine.Hook{{Chain: "PREROUTING"}}, Rules: []string{"-p tcp --dport 8080 -j DNAT --to-destination 10.89.0.2:80"}}}}
+	p := plan.New("a chain")
+	p.Changes = []plan.Change{{Kind: plan.KindChain, Op: plan.OpSet, Chain: &plan.ChainSpec{Family: inet.V4, Table: "nat", Name: "RT-NR",
+		Jumps: []plan.Jump{{Chain: "PREROUTING"}}, Rules: []string{"-p tcp --dport 8080 -j DNAT --to-destination 10.89.0.2:80"}}}}
 	plan := filepath.Join(openDir(t), "plan.json")
 	b, _ := p.Marshal()
 	os.WriteFile(plan, b, 0o644)
@@ -251,7 +253,7 @@ func TestPrivilegedDeadRevertTimer(t *testing.T) {
 	if code != ExitError || !strings.Contains(errs, "has been rolled back now") {
 		t.Errorf("apply after the deadline: exit %d: %s", code, errs)
 	}
-	if d := engine.Diff(before, readNS(t, ns)); d != "" {
+	if d := model.Diff(before, readNS(t, ns)); d != "" {
 		t.Errorf("not reverted:\n%s", d)
 	}
 }

@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // sshClient is the operator's address in these tests: the namespace reaches it by its default
@@ -39,15 +41,15 @@ func applyTestHost(t *testing.T, l *lab.Lab, name string) *lab.NS {
 
 // testPlanFile writes a plan that turns forwarding on, moves the route to the SSH client's
 // network to another gateway and adds a policy rule with its table.
-func testPlanFile(t *testing.T) (string, *engine.Plan) {
+func testPlanFile(t *testing.T) (string, *plan.Plan) {
 	t.Helper()
 	pfx, ip := netip.MustParsePrefix, netip.MustParseAddr
-	p := engine.NewPlan("cli test: route the operator's network via .3")
-	p.Changes = []engine.Change{
-		{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}},
-		{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &engine.Route{Family: engine.V4, Dst: pfx("198.51.100.0/24"), Gateway: ip("10.89.0.3")}},
-		{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &engine.Route{Family: engine.V4, Table: 300, Dst: pfx("0.0.0.0/0"), Gateway: ip("10.89.0.2")}},
-		{Kind: engine.KindRule, Op: engine.OpAdd, Rule: &engine.Rule{Family: engine.V4, Priority: 10010, Src: pfx("10.89.5.0/24"), Table: 300}},
+	p := plan.New("cli test: route the operator's network via .3")
+	p.Changes = []plan.Change{
+		{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "1"}},
+		{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &model.Route{Family: inet.V4, Dst: pfx("198.51.100.0/24"), Gateway: ip("10.89.0.3")}},
+		{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &model.Route{Family: inet.V4, Table: 300, Dst: pfx("0.0.0.0/0"), Gateway: ip("10.89.0.2")}},
+		{Kind: plan.KindRule, Op: plan.OpAdd, Rule: &model.Rule{Family: inet.V4, Priority: 10010, Src: pfx("10.89.5.0/24"), Table: 300}},
 	}
 	b, err := p.Marshal()
 	if err != nil {
@@ -60,7 +62,7 @@ func testPlanFile(t *testing.T) (string, *engine.Plan) {
 	return path, p
 }
 
-func readNS(t *testing.T, ns *lab.NS) *engine.State {
+func readNS(t *testing.T, ns *lab.NS) *model.State {
 	t.Helper()
 	st, err := kernel.Read(context.Background(), kernel.Namespace{Name: ns.Name})
 	if err != nil {
@@ -136,7 +138,7 @@ func TestPrivilegedApplyConfirmRevertsAfterKill(t *testing.T) {
 	}
 
 	deadline := time.Now().Add(20 * time.Second)
-	for d := engine.Diff(before, readNS(t, ns)); d != ""; d = engine.Diff(before, readNS(t, ns)) {
+	for d := model.Diff(before, readNS(t, ns)); d != ""; d = model.Diff(before, readNS(t, ns)) {
 		if time.Now().After(deadline) {
 			logs, _ := filepath.Glob(filepath.Join(stateDir, "netns", "*", "*.timer.log"))
 			var timerLog []byte
@@ -212,14 +214,14 @@ func TestPrivilegedApplyLockoutGuard(t *testing.T) {
 		!strings.Contains(errs, "--confirm") {
 		t.Fatalf("apply over SSH: exit %d, stderr:\n%s", code, errs)
 	}
-	if d := engine.Diff(before, readNS(t, ns)); d != "" {
+	if d := model.Diff(before, readNS(t, ns)); d != "" {
 		t.Fatalf("a refused apply changed the host:\n%s", d)
 	}
 	code, out, errs := runCLI(t, "apply", plan, "--netns", ns.Name, "--dry-run", "--force")
 	if code != ExitOK || !strings.Contains(out, "(4 of 4 changes are not in effect yet)") {
 		t.Fatalf("dry run: exit %d\n%s%s", code, out, errs)
 	}
-	if d := engine.Diff(before, readNS(t, ns)); d != "" {
+	if d := model.Diff(before, readNS(t, ns)); d != "" {
 		t.Fatalf("a dry run changed the host:\n%s", d)
 	}
 	code, out, errs = runCLI(t, "apply", plan, "--netns", ns.Name, "--force", "--json")
@@ -237,7 +239,7 @@ func TestPrivilegedApplyLockoutGuard(t *testing.T) {
 	if code, _, errs = runCLI(t, "rollback", "--netns", ns.Name); code != ExitOK {
 		t.Fatalf("rollback: exit %d: %s", code, errs)
 	}
-	if d := engine.Diff(before, readNS(t, ns)); d != "" {
+	if d := model.Diff(before, readNS(t, ns)); d != "" {
 		t.Errorf("rollback did not restore the host:\n%s", d)
 	}
 }
@@ -262,7 +264,7 @@ func TestPrivilegedRollbackPerNamespace(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("ip netns exec %s roundtrip rollback: %v\n%s", x.Name, err, out)
 	}
-	if d := engine.Diff(beforeX, readNS(t, x)); d != "" {
+	if d := model.Diff(beforeX, readNS(t, x)); d != "" {
 		t.Errorf("%s not rolled back:\n%s", x.Name, d)
 	}
 	if drift := p.Drift(readNS(t, y)); len(drift) > 0 {
@@ -295,7 +297,7 @@ func TestPrivilegedApplyRefusesMalformedPlan(t *testing.T) {
 	if code != ExitError || !strings.Contains(errs, "bad plan") {
 		t.Errorf("apply of a truncated plan: exit %d: %s", code, errs)
 	}
-	if d := engine.Diff(before, readNS(t, ns)); d != "" {
+	if d := model.Diff(before, readNS(t, ns)); d != "" {
 		t.Errorf("a refused plan changed the host:\n%s", d)
 	}
 }

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
 )
 
@@ -115,16 +115,16 @@ func (p *eventPrinter) emit(ev diagnose.Event) error {
 	case diagnose.EventPacket:
 		pk := ev.Packet
 		if pk.Conn != 0 {
-			_, err = engine.TermFprintf(w, "%s  [conn %d %s]\n", pk, pk.Conn, pk.Role)
+			_, err = quote.TermFprintf(w, "%s  [conn %d %s]\n", pk, pk.Conn, pk.Role)
 		} else {
-			_, err = engine.TermFprintf(w, "%s\n", pk)
+			_, err = quote.TermFprintf(w, "%s\n", pk)
 		}
 	case diagnose.EventFinding:
 		ev.Finding.Render(w)
 	case diagnose.EventConntrack:
-		_, err = engine.TermFprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
+		_, err = quote.TermFprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
 	case diagnose.EventNotice:
-		_, err = engine.TermFprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
+		_, err = quote.TermFprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
 	}
 	return err
 }
@@ -251,5 +251,5 @@ func captureScope(inv *Invocation, ifaces []string) string {
 	if inv.NetNS != "" {
 		where += " of namespace " + inv.NetNS
 	}
-	return engine.TermSafe(where)
+	return quote.Term(where)
 }

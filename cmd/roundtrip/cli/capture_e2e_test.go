@@ -17,8 +17,8 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/trace"
 )
 
 // These tests run capture, conntrack and diagnose as an operator would, on field cases 1 and
@@ -206,7 +206,7 @@ func TestPrivilegedDiagnoseCLICase1(t *testing.T) {
 		t.Fatalf("last line of diagnose --json: %v\n%s", err, r.out)
 	}
 	v := last.Verdict
-	if r.code != ExitOK || last.Type != "verdict" || v.Outcome != diagnose.OutcomeCompleted || v.Capture == nil || len(v.Capture.Findings) != 0 || v.Trace == nil || v.Trace.Has(engine.FindingAsymmetricReturn) {
+	if r.code != ExitOK || last.Type != "verdict" || v.Outcome != diagnose.OutcomeCompleted || v.Capture == nil || len(v.Capture.Findings) != 0 || v.Trace == nil || v.Trace.Has(trace.FindingAsymmetricReturn) {
 		t.Errorf("diagnose after the fix: exit %d, verdict %+v\n%s", r.code, v, r.errs)
 	}
 }

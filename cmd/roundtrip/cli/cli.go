@@ -17,8 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
 )
 
 // Exit codes. Scripts rely on them, so they only ever grow.
@@ -73,9 +74,9 @@ type Invocation struct {
 func (inv *Invocation) Namespace() kernel.Namespace { return kernel.Namespace{Name: inv.NetNS} }
 
 // State returns the host state: loaded from --snapshot, or read live from the kernel.
-func (inv *Invocation) State() (*engine.State, error) {
+func (inv *Invocation) State() (*model.State, error) {
 	if inv.Snapshot != "" {
-		snap, err := engine.LoadSnapshotFile(inv.Snapshot)
+		snap, err := model.LoadSnapshotFile(inv.Snapshot)
 		if err != nil {
 			return nil, err
 		}
@@ -150,7 +151,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 				printHelp(stdout, c, nil)
 				return ExitOK
 			}
-			engine.TermFprintf(stderr, "roundtrip: unknown command %q\n", args[1])
+			quote.TermFprintf(stderr, "roundtrip: unknown command %q\n", args[1])
 			return ExitUsage
 		}
 		printCommands(stdout)
@@ -161,7 +162,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	c, ok := commands[name]
 	if !ok {
-		engine.TermFprintf(stderr, "roundtrip: unknown command %q\n\n", name)
+		quote.TermFprintf(stderr, "roundtrip: unknown command %q\n\n", name)
 		printCommands(stderr)
 		return ExitUsage
 	}
@@ -191,7 +192,7 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 		return ExitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
 		printUsageLine(stderr, c)
 		return ExitUsage
 	}
@@ -200,7 +201,7 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 		return ExitUsage
 	}
 	if err := checkNetNSName(inv.NetNS); err != nil {
-		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
 		printUsageLine(stderr, c)
 		return ExitUsage
 	}
@@ -213,7 +214,7 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
 		printUsageLine(stderr, c)
 		return ExitUsage
 	case errors.As(err, &fe):
@@ -222,7 +223,7 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 		return ExitIncomplete
 	default:
 		// Errors quote names from plans, snapshots and the host: escape them for the terminal.
-		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, engine.TermSafeLines(err.Error()))
+		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
 		return ExitError
 	}
 }

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
 )
 
 // runCLI runs one command line in-process and returns its exit code and output.
@@ -22,35 +24,35 @@ func runCLI(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func testState() *engine.State {
-	return &engine.State{
+func testState() *model.State {
+	return &model.State{
 		Host: "edge1",
-		Links: []engine.Link{
+		Links: []model.Link{
 			{Index: 1, Name: "lo", Kind: "loopback", Up: true, MTU: 65536},
-			{Index: 2, Name: "lan0", Kind: "veth", Up: true, MTU: 1500, Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("10.1.0.1/24")}}},
-			{Index: 3, Name: "wan0", Kind: "veth", Up: true, MTU: 1500, Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("192.0.2.2/30")}}},
+			{Index: 2, Name: "lan0", Kind: "veth", Up: true, MTU: 1500, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("10.1.0.1/24")}}},
+			{Index: 3, Name: "wan0", Kind: "veth", Up: true, MTU: 1500, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("192.0.2.2/30")}}},
 		},
-		Rules: []engine.Rule{
-			{Family: engine.V4, Priority: 0, Action: engine.ActionTable, Table: engine.TableLocal},
-			{Family: engine.V4, Priority: 1000, Src: netip.MustParsePrefix("192.0.2.2/32"), Action: engine.ActionTable, Table: 100},
-			{Family: engine.V4, Priority: 32766, Action: engine.ActionTable, Table: engine.TableMain},
+		Rules: []model.Rule{
+			{Family: inet.V4, Priority: 0, Action: model.ActionTable, Table: model.TableLocal},
+			{Family: inet.V4, Priority: 1000, Src: netip.MustParsePrefix("192.0.2.2/32"), Action: model.ActionTable, Table: 100},
+			{Family: inet.V4, Priority: 32766, Action: model.ActionTable, Table: model.TableMain},
 		},
-		Routes: []engine.Route{
-			{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.1.0.254"), Dev: "lan0"},
-			{Family: engine.V4, Table: 100, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("192.0.2.1"), Dev: "wan0"},
-			{Family: engine.V4, Table: 100, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("192.0.2.0/30"), Dev: "wan0", Scope: "link", Src: netip.MustParseAddr("192.0.2.2")},
+		Routes: []model.Route{
+			{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.1.0.254"), Dev: "lan0"},
+			{Family: inet.V4, Table: 100, Type: model.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("192.0.2.1"), Dev: "wan0"},
+			{Family: inet.V4, Table: 100, Type: model.RouteUnicast, Dst: netip.MustParsePrefix("192.0.2.0/30"), Dev: "wan0", Scope: "link", Src: netip.MustParseAddr("192.0.2.2")},
 		},
 		TableNames: map[int]string{100: "uplink"},
-		Netfilter: engine.Netfilter{Tables: []engine.NFTable{{Family: engine.V4, Name: "nat", Chains: []engine.NFChain{
-			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []engine.NFRule{{Spec: "-i wan0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.1.0.80", Target: "DNAT"}}},
+		Netfilter: iptables.Ruleset{Tables: []iptables.Table{{Family: inet.V4, Name: "nat", Chains: []iptables.Chain{
+			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []iptables.Rule{{Spec: "-i wan0 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.1.0.80", Target: "DNAT"}}},
 		}}}},
-		Sysctls: engine.Sysctls{engine.SysctlIPForward: "1", engine.ConfKey("all", "rp_filter"): "0", engine.ConfKey("wan0", "rp_filter"): "1"},
+		Sysctls: model.Sysctls{model.SysctlIPForward: "1", model.ConfKey("all", "rp_filter"): "0", model.ConfKey("wan0", "rp_filter"): "1"},
 	}
 }
 
-func writeSnapshot(t *testing.T, s *engine.State) string {
+func writeSnapshot(t *testing.T, s *model.State) string {
 	t.Helper()
-	b, err := engine.NewSnapshot(s, time.Unix(1700000000, 0)).Marshal()
+	b, err := model.NewSnapshot(s, time.Unix(1700000000, 0)).Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,11 +121,11 @@ func TestShowSnapshot(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, errs)
 	}
-	var got engine.State
+	var got model.State
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatalf("show --json is not a state: %v\n%s", err, out)
 	}
-	if d := engine.Diff(testState(), &got); d != "" {
+	if d := model.Diff(testState(), &got); d != "" {
 		t.Errorf("show --json differs from the snapshot:\n%s", d)
 	}
 
@@ -140,7 +142,7 @@ func TestShowSnapshot(t *testing.T) {
 func TestShowSummarisesHugeTables(t *testing.T) {
 	s := testState()
 	for i := range 500 {
-		s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: 100, Type: engine.RouteUnicast,
+		s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: 100, Type: model.RouteUnicast,
 			Dst: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 200, byte(i >> 8), byte(i)}), 32), Gateway: netip.MustParseAddr("192.0.2.1"), Dev: "wan0"})
 	}
 	p := writeSnapshot(t, s)
@@ -156,7 +158,7 @@ func TestShowSummarisesHugeTables(t *testing.T) {
 
 func TestBadSnapshotIsAClearError(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "bad.json")
-	good, _ := engine.NewSnapshot(testState(), time.Unix(0, 0)).Marshal()
+	good, _ := model.NewSnapshot(testState(), time.Unix(0, 0)).Marshal()
 	os.WriteFile(p, good[:len(good)/3], 0o600)
 	code, _, errs := runCLI(t, "show", "--snapshot", p)
 	if code != ExitError || !strings.Contains(errs, "loading snapshot "+p) || !strings.Contains(errs, "truncated") {

@@ -9,8 +9,10 @@ import (
 	"strings"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
 )
 
 func init() { Register(conntrackCommand()) }
@@ -74,7 +76,7 @@ dropped packets.`,
 				*a.dst = ip.Unmap()
 			}
 			if proto != "" {
-				p, err := engine.ProtoNumber(proto)
+				p, err := inet.ProtoNumber(proto)
 				if err != nil || p == 0 {
 					return Usagef("--proto %q: want tcp, udp, icmp or a protocol number 1-255", proto)
 				}
@@ -103,9 +105,9 @@ dropped packets.`,
 			switch family {
 			case "":
 			case "inet", "ipv4", "4":
-				f.Family = engine.V4
+				f.Family = inet.V4
 			case "inet6", "ipv6", "6":
-				f.Family = engine.V6
+				f.Family = inet.V6
 			default:
 				return Usagef("--family %q: want inet or inet6", family)
 			}
@@ -133,7 +135,7 @@ dropped packets.`,
 				fmt.Fprintf(inv.Stdout, "%d entries shown\n", res.Entries)
 			}
 			if p := res.Problem(); p != "" {
-				engine.TermFprintf(inv.Stderr, "roundtrip conntrack: %s\n", p)
+				quote.TermFprintf(inv.Stderr, "roundtrip conntrack: %s\n", p)
 				return &FindingsError{Count: 1}
 			}
 			return nil
@@ -142,7 +144,7 @@ dropped packets.`,
 }
 
 // parseMarkMask reads VALUE or VALUE/MASK, each decimal or 0x-hex.
-func parseMarkMask(s string) (*engine.MarkMatch, error) {
+func parseMarkMask(s string) (*model.MarkMatch, error) {
 	v, m, hasMask := strings.Cut(s, "/")
 	val, err := strconv.ParseUint(v, 0, 32)
 	if err != nil {
@@ -154,5 +156,5 @@ func parseMarkMask(s string) (*engine.MarkMatch, error) {
 			return nil, Usagef("--mark %q: mask %q is not a 32-bit number", s, m)
 		}
 	}
-	return &engine.MarkMatch{Value: uint32(val), Mask: uint32(mask)}, nil
+	return &model.MarkMatch{Value: uint32(val), Mask: uint32(mask)}, nil
 }

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
-	"roundtrip/engine"
+	"roundtrip/engine/quote"
 )
 
 func init() { Register(diagnoseCommand()) }
@@ -81,7 +81,7 @@ Examples:
 				return capabilityHint(err)
 			}
 			if v.Notice != "" {
-				engine.TermFprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
+				quote.TermFprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
 			}
 			if inv.JSON {
 				if err := pr.final("verdict", v); err != nil {

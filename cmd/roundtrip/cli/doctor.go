@@ -3,14 +3,19 @@ package cli
 import (
 	"fmt"
 
-	"roundtrip/engine"
+	"roundtrip/engine/doctor"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
+	"roundtrip/engine/trace"
 )
 
 func init() { Register(doctorCommand()) }
 
 // notReadParts lists the parts of the host the state lacks, each with why: the doctor's
 // checks of them did not run.
-func notReadParts(s *engine.State) []string {
+func notReadParts(s *model.State) []string {
 	var out []string
 	if s.Netfilter.Unavailable != "" {
 		out = append(out, "netfilter: "+s.Netfilter.Unavailable)
@@ -42,11 +47,11 @@ found there is not the same as none.`,
 			if err != nil {
 				return err
 			}
-			findings := engine.Doctor(s, engine.NewFIB(s))
+			findings := doctor.Run(s, fib.New(s))
 			notRead := notReadParts(s)
 			if inv.JSON {
 				if err := inv.PrintJSON(struct {
-					Findings []engine.Finding `json:"findings"`
+					Findings []finding.Finding `json:"findings"`
 					// NotRead says what could not be read: the check is incomplete.
 					NotRead []string `json:"not_read,omitempty"`
 				}{findings, notRead}); err != nil {
@@ -58,10 +63,10 @@ found there is not the same as none.`,
 					where += " netns " + s.Namespace
 				}
 				if where != "" {
-					engine.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
+					quote.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
 				}
 				if len(findings) > 0 || len(notRead) == 0 {
-					engine.RenderFindings(inv.Stdout, findings)
+					trace.RenderFindings(inv.Stdout, findings)
 				}
 				if len(notRead) > 0 {
 					if len(findings) == 0 {
@@ -70,11 +75,11 @@ found there is not the same as none.`,
 						fmt.Fprintln(inv.Stdout, "\nThe check is incomplete:")
 					}
 					for _, n := range notRead {
-						engine.TermFprintf(inv.Stdout, "  not read: %s\n", n)
+						quote.TermFprintf(inv.Stdout, "  not read: %s\n", n)
 					}
 				}
 			}
-			if n := engine.CountErrors(findings); n > 0 {
+			if n := finding.CountErrors(findings); n > 0 {
 				return &FindingsError{Count: n}
 			}
 			if len(notRead) > 0 {

@@ -7,19 +7,20 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/trace"
 )
 
 // traceFindings runs trace --json in a namespace and returns its findings.
-func traceFindings(t *testing.T, netns string, args ...string) []engine.Finding {
+func traceFindings(t *testing.T, netns string, args ...string) []finding.Finding {
 	t.Helper()
 	code, out, errs := runCLI(t, append(append([]string{"trace"}, args...), "--json", "--netns", netns)...)
 	if code != ExitOK && code != ExitFindings {
 		t.Fatalf("trace %v: exit %d: %s", args, code, errs)
 	}
 	var res struct {
-		Findings []engine.Finding `json:"findings"`
+		Findings []finding.Finding `json:"findings"`
 	}
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("trace --json: %v\n%s", err, out)
@@ -30,7 +31,7 @@ func traceFindings(t *testing.T, netns string, args ...string) []engine.Finding 
 // applySuggestedFix runs the wizard a finding names, with exactly the flags it suggests, and
 // applies the plan. The suggestion is what an operator copies from the output, so it must be a
 // valid command line that fixes the problem, not a hint in roughly the right shape.
-func applySuggestedFix(t *testing.T, netns string, f engine.Finding) {
+func applySuggestedFix(t *testing.T, netns string, f finding.Finding) {
 	t.Helper()
 	if f.Fix.Wizard == "" {
 		t.Fatalf("finding %s suggests no wizard: %+v", f.ID, f.Fix)
@@ -46,7 +47,7 @@ func applySuggestedFix(t *testing.T, netns string, f engine.Finding) {
 	}
 }
 
-func findingByID(fs []engine.Finding, id string) *engine.Finding {
+func findingByID(fs []finding.Finding, id string) *finding.Finding {
 	for i := range fs {
 		if fs[i].ID == id {
 			return &fs[i]
@@ -64,15 +65,15 @@ func TestPrivilegedSuggestedFixCase5(t *testing.T) {
 	}
 	svc := netip.MustParseAddrPort(c.Service)
 	fs := traceFindings(t, c.A.Name, "tcp", c.ClientAddr+":40000", svc.String(), "--iif", c.AIface)
-	f := findingByID(fs, engine.FindingReplyBypassesNAT)
+	f := findingByID(fs, trace.FindingReplyBypassesNAT)
 	if f == nil {
-		t.Fatalf("no %s finding: %+v", engine.FindingReplyBypassesNAT, fs)
+		t.Fatalf("no %s finding: %+v", trace.FindingReplyBypassesNAT, fs)
 	}
 	applySuggestedFix(t, c.A.Name, *f)
 	if body, err := c.Client.HTTPGet(c.Service, 3*time.Second); err != nil || body != c.Body {
 		t.Fatalf("after the suggested fix: %q, %v", body, err)
 	}
-	if fs := traceFindings(t, c.A.Name, "tcp", c.ClientAddr+":40000", svc.String(), "--iif", c.AIface); findingByID(fs, engine.FindingReplyBypassesNAT) != nil {
+	if fs := traceFindings(t, c.A.Name, "tcp", c.ClientAddr+":40000", svc.String(), "--iif", c.AIface); findingByID(fs, trace.FindingReplyBypassesNAT) != nil {
 		t.Errorf("finding still reported after the fix: %+v", fs)
 	}
 }
@@ -84,9 +85,9 @@ func TestPrivilegedSuggestedFixCase1(t *testing.T) {
 		t.Fatal("case 1 does not fail before the fix")
 	}
 	fs := traceFindings(t, c.Server.Name, "tcp", c.ClientAddr+":40000", c.ServerAddr, "--iif", c.ServerLAN)
-	f := findingByID(fs, engine.FindingAsymmetricReturn)
+	f := findingByID(fs, trace.FindingAsymmetricReturn)
 	if f == nil {
-		t.Fatalf("no %s finding: %+v", engine.FindingAsymmetricReturn, fs)
+		t.Fatalf("no %s finding: %+v", trace.FindingAsymmetricReturn, fs)
 	}
 	// Table names go to roundtrip's own rt_tables file: keep the test off the host's /etc.
 	t.Setenv("ROUNDTRIP_IPROUTE2_DIR", t.TempDir())

@@ -14,9 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/trace"
 	"roundtrip/wizards"
 )
 
@@ -108,7 +112,7 @@ func parseFixCommand(t *testing.T, cmd string) (wizards.Wizard, error) {
 		for ph, v := range placeholderValues {
 			a = strings.ReplaceAll(a, ph, v)
 		}
-		if engine.HasPlaceholder(a) {
+		if finding.HasPlaceholder(a) {
 			return nil, fmt.Errorf("placeholder without a stand-in in %q", a)
 		}
 		args[i] = a
@@ -149,7 +153,7 @@ func checkPrintedFixes(t *testing.T, what, out string) int {
 
 // checkJSONFixes checks the findings of a --json output: a fix that names a wizard has its
 // flags, and its command parses.
-func checkJSONFixes(t *testing.T, what string, fs []engine.Finding) {
+func checkJSONFixes(t *testing.T, what string, fs []finding.Finding) {
 	t.Helper()
 	for _, f := range fs {
 		if f.Fix.Wizard == "" {
@@ -196,9 +200,9 @@ func TestParseFixCommandRejectsIncompleteOnes(t *testing.T) {
 // default route) gets <GATEWAY> in the multi-wan command, and the output says what is missing.
 func TestDoctorFixWithPlaceholder(t *testing.T) {
 	s := testState()
-	s.Links = append(s.Links, engine.Link{Index: 4, Name: "ppp0", Kind: "ppp", Up: true, MTU: 1492,
-		Addrs: []engine.Address{{Prefix: netip.MustParsePrefix("100.64.9.2/32")}}})
-	s.Routes = append(s.Routes, engine.Route{Family: engine.V4, Table: 200, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "ppp0"})
+	s.Links = append(s.Links, model.Link{Index: 4, Name: "ppp0", Kind: "ppp", Up: true, MTU: 1492,
+		Addrs: []model.Address{{Prefix: netip.MustParsePrefix("100.64.9.2/32")}}})
+	s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: 200, Type: model.RouteUnicast, Dst: netip.MustParsePrefix("0.0.0.0/0"), Dev: "ppp0"})
 	p := writeSnapshot(t, s)
 	code, out, errs := runCLI(t, "doctor", "--snapshot", p)
 	if code != ExitOK && code != ExitFindings {
@@ -212,7 +216,7 @@ func TestDoctorFixWithPlaceholder(t *testing.T) {
 		t.Errorf("doctor printed no fix:\n%s", out)
 	}
 	_, js, _ := runCLI(t, "doctor", "--snapshot", p, "--json")
-	var res struct{ Findings []engine.Finding }
+	var res struct{ Findings []finding.Finding }
 	if err := json.Unmarshal([]byte(js), &res); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +242,7 @@ func TestPrivilegedPrintedFixesParse(t *testing.T) {
 		}
 		total += checkPrintedFixes(t, strings.Join(args[:1], " "), out)
 		_, js, _ := runCLI(t, append(args, "--json")...)
-		var res struct{ Findings []engine.Finding }
+		var res struct{ Findings []finding.Finding }
 		if err := json.Unmarshal([]byte(js), &res); err != nil {
 			t.Fatalf("%v --json: %v\n%s", args, err, js)
 		}
@@ -281,7 +285,7 @@ func TestPrivilegedDiagnoseFixIsACommandCase4(t *testing.T) {
 		Verdict struct {
 			Capture struct {
 				Findings []struct {
-					engine.Finding
+					finding.Finding
 					Ingress string `json:"ingress"`
 				} `json:"findings"`
 			} `json:"capture"`
@@ -290,9 +294,9 @@ func TestPrivilegedDiagnoseFixIsACommandCase4(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
 		t.Fatalf("last line of diagnose --json: %v\n%s", err, r.out)
 	}
-	var fix *engine.Fix
+	var fix *finding.Fix
 	for _, f := range last.Verdict.Capture.Findings {
-		checkJSONFixes(t, "diagnose --json verdict", []engine.Finding{f.Finding})
+		checkJSONFixes(t, "diagnose --json verdict", []finding.Finding{f.Finding})
 		if f.ID == "reply-not-seen" {
 			// The verdict's copy is the whole finding, evidence and fix included.
 			if len(f.Evidence) == 0 || f.Ingress != c.BIn {
@@ -330,12 +334,12 @@ func TestPrivilegedTraceNamesItsAssumption(t *testing.T) {
 		t.Fatalf("trace: exit %d\n%s\n%s", code, out, errs)
 	}
 	code, js, _ := runCLI(t, append(args, "--json")...)
-	var res engine.TraceResult
+	var res trace.Result
 	if err := json.Unmarshal([]byte(js), &res); err != nil || code != ExitOK {
 		t.Fatalf("trace --json: exit %d, %v\n%s", code, err, js)
 	}
-	f := res.Finding(engine.FindingAssumedReturnRoute)
-	if f == nil || f.Severity != engine.SeverityInfo || len(res.Findings) != 1 || !strings.Contains(f.Summary, "back via this host (10.72.1.1)") {
+	f := res.Finding(trace.FindingAssumedReturnRoute)
+	if f == nil || f.Severity != finding.SeverityInfo || len(res.Findings) != 1 || !strings.Contains(f.Summary, "back via this host (10.72.1.1)") {
 		t.Fatalf("trace --json findings %+v, want the assumption alone", res.Findings)
 	}
 	check := regexp.MustCompile(`roundtrip (diagnose [^,]*),`).FindStringSubmatch(f.Fix.Summary)
@@ -419,13 +423,13 @@ func TestPrivilegedTunnelReceivingEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	key := func(ch engine.Change) string {
-		if ch.Kind == engine.KindLink {
+	key := func(ch plan.Change) string {
+		if ch.Kind == plan.KindLink {
 			return "link " + ch.ObjectKey() + " " + ch.Link.Kind // the peer script does not know relay 2's underlay device
 		}
 		return ch.Summary()
 	}
-	peer := map[string]engine.Change{}
+	peer := map[string]plan.Change{}
 	for _, ch := range sendRes.Peer.Changes {
 		peer[key(ch)] = ch
 	}
@@ -436,7 +440,7 @@ func TestPrivilegedTunnelReceivingEnd(t *testing.T) {
 		delete(peer, key(ch))
 	}
 	for k, ch := range peer {
-		if ch.Kind != engine.KindSysctl || st.Sysctls[ch.Sysctl.Key] != ch.Sysctl.Value {
+		if ch.Kind != plan.KindSysctl || st.Sysctls[ch.Sysctl.Key] != ch.Sysctl.Value {
 			t.Errorf("relay 1's peer script makes %q, which relay 2's own plan leaves out", k)
 		}
 	}
@@ -469,10 +473,10 @@ func TestPrivilegedTunnelReceivingEnd(t *testing.T) {
 func TestWrittenScriptsEndWithNewline(t *testing.T) {
 	// The test host without its source rule, with the connected routes in main.
 	s := testState()
-	s.Rules = []engine.Rule{s.Rules[0], s.Rules[2]}
+	s.Rules = []model.Rule{s.Rules[0], s.Rules[2]}
 	s.Routes = append(s.Routes[:1],
-		engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("10.1.0.0/24"), Dev: "lan0", Scope: "link", Src: netip.MustParseAddr("10.1.0.1")},
-		engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Dst: netip.MustParsePrefix("192.0.2.0/30"), Dev: "wan0", Scope: "link", Src: netip.MustParseAddr("192.0.2.2")})
+		model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast, Dst: netip.MustParsePrefix("10.1.0.0/24"), Dev: "lan0", Scope: "link", Src: netip.MustParseAddr("10.1.0.1")},
+		model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast, Dst: netip.MustParsePrefix("192.0.2.0/30"), Dev: "wan0", Scope: "link", Src: netip.MustParseAddr("192.0.2.2")})
 	s.TableNames = nil
 	p := writeSnapshot(t, s)
 	dir := t.TempDir()

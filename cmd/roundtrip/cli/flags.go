@@ -5,7 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/model"
 )
 
 // repeatable is the value of a flag that may be given several times (--wan, --route, ...):
@@ -107,7 +107,7 @@ func checkNetNSName(name string) error {
 		return Usagef("--netns: a namespace name has at most %d bytes, this one %d", nameMax, len(name))
 	}
 	// The rest of the rules plans and snapshots follow (no control characters).
-	if err := engine.CheckNetnsName(name); err != nil {
+	if err := model.CheckNetnsName(name); err != nil {
 		return Usagef("--netns: %v", err)
 	}
 	return nil

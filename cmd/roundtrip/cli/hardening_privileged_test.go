@@ -14,9 +14,10 @@ import (
 
 	"github.com/gopacket/gopacket/pcapgo"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
 )
 
 // TestPrivilegedOutputsReplacePlantedLinks plants a symbolic link at the output of snapshot,
@@ -36,7 +37,7 @@ func TestPrivilegedOutputsReplacePlantedLinks(t *testing.T) {
 	if code, _, errs := runCLI(t, "snapshot", "--netns", a.Name, "-o", snap); code != ExitOK {
 		t.Fatalf("snapshot: exit %d: %s", code, errs)
 	}
-	if _, err := engine.ParseSnapshot(check(0o600)); err != nil {
+	if _, err := model.ParseSnapshot(check(0o600)); err != nil {
 		t.Errorf("the snapshot does not load: %v", err)
 	}
 
@@ -197,8 +198,8 @@ func TestPrivilegedDoctorAsNonRootIsIncomplete(t *testing.T) {
 	}
 	code, out, _ = asNobody("doctor", "--json")
 	var res struct {
-		Findings []engine.Finding `json:"findings"`
-		NotRead  []string         `json:"not_read"`
+		Findings []finding.Finding `json:"findings"`
+		NotRead  []string          `json:"not_read"`
 	}
 	if code != ExitIncomplete || json.Unmarshal([]byte(out), &res) != nil || len(res.NotRead) != 1 || !strings.HasPrefix(res.NotRead[0], "netfilter: ") {
 		t.Errorf("doctor --json as nobody: exit %d: %s", code, out)

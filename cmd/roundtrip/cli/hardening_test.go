@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"roundtrip/engine"
+	"roundtrip/engine/plan"
 )
 
 // TestFlagChecks: every size and number from the command line has a range, a single-value
@@ -127,7 +127,7 @@ func TestWizardOutputsReplacePlantedLinks(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("wizard: exit %d: %s", code, errOut)
 	}
-	if _, err := engine.ParsePlan(checkPlan(0o600)); err != nil {
+	if _, err := plan.Parse(checkPlan(0o600)); err != nil {
 		t.Errorf("the saved plan does not load: %v", err)
 	}
 	if b := checkPeer(0o700); !bytes.HasPrefix(b, []byte("#!/bin/sh")) {
@@ -170,7 +170,7 @@ func TestPlanInputBounds(t *testing.T) {
 	out.Reset()
 	errb.Reset()
 	code = Run(context.Background(), []string{"plan", "render", "-", "--format", "json"}, bytes.NewReader(data), &out, &errb)
-	var p engine.Plan
+	var p plan.Plan
 	if code != ExitOK || json.Unmarshal(out.Bytes(), &p) != nil || len(p.Changes) != 4 {
 		t.Errorf("plan render - : exit %d, %s %s", code, out.String(), errb.String())
 	}

@@ -8,16 +8,17 @@ import (
 	"os"
 	"strconv"
 
-	"roundtrip/engine"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
 )
 
 // loadPlan reads a plan file, or standard input for "-", through the plan size limit: a
 // device such as /dev/zero or a pipe given by name is refused (it could be endless), and so is
-// anything over engine.MaxPlanFile. For apply (checkOwner), it warns when someone other than
+// anything over plan.MaxFileSize. For apply (checkOwner), it warns when someone other than
 // root and the operator could have changed the file: whoever can write a plan decides what
 // root runs.
-func loadPlan(inv *Invocation, path string, checkOwner bool) (*engine.Plan, error) {
+func loadPlan(inv *Invocation, path string, checkOwner bool) (*plan.Plan, error) {
 	limit := int64(maxPlanFile)
 	var data []byte
 	if path == "-" {
@@ -42,7 +43,7 @@ func loadPlan(inv *Invocation, path string, checkOwner bool) (*engine.Plan, erro
 			return nil, fmt.Errorf("reading plan: %w", err)
 		}
 	}
-	p, err := engine.ParsePlan(data)
+	p, err := plan.Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("loading plan %s: %w", path, err)
 	}
@@ -52,14 +53,14 @@ func loadPlan(inv *Invocation, path string, checkOwner bool) (*engine.Plan, erro
 // openPlan opens a plan for streaming (apply): a file, held open so that every pass reads the
 // same bytes, or standard input for "-" (read whole, under the limit). The same refusals and
 // warning as loadPlan with checkOwner.
-func openPlan(inv *Invocation, path string) (*engine.PlanFile, error) {
+func openPlan(inv *Invocation, path string) (*plan.File, error) {
 	limit := int64(maxPlanFile)
 	if path == "-" {
 		data, err := safefile.ReadAll(inv.Stdin, "the plan on standard input", limit)
 		if err != nil {
 			return nil, fmt.Errorf("reading plan: %w", err)
 		}
-		return engine.NewPlanFile("on standard input", bytes.NewReader(data), int64(len(data)))
+		return plan.NewFile("on standard input", bytes.NewReader(data), int64(len(data)))
 	}
 	r, err := safefile.Open(path, limit)
 	var nr *safefile.NotRegularError
@@ -70,7 +71,7 @@ func openPlan(inv *Invocation, path string) (*engine.PlanFile, error) {
 		return nil, fmt.Errorf("reading plan: %w", err)
 	}
 	warnIfOthersCanChange(inv, path, r.Info())
-	f, err := engine.NewPlanFile(path, r, r.Info().Size())
+	f, err := plan.NewFile(path, r, r.Info().Size())
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -83,12 +84,12 @@ func openPlan(inv *Invocation, path string) (*engine.PlanFile, error) {
 // write a plan decides what root runs.
 func warnIfOthersCanChange(inv *Invocation, path string, fi fs.FileInfo) {
 	if who := safefile.ChangeableByOthers(fi, os.Geteuid(), sudoUID()); who != "" {
-		engine.TermFprintf(inv.Stderr, "warning: plan %s: %s, so someone else may have changed what it does: check it with roundtrip plan show %s, and keep plans writable by root only (chown root, chmod 600)\n", path, who, path)
+		quote.TermFprintf(inv.Stderr, "warning: plan %s: %s, so someone else may have changed what it does: check it with roundtrip plan show %s, and keep plans writable by root only (chown root, chmod 600)\n", path, who, path)
 	}
 }
 
-// maxPlanFile is engine.MaxPlanFile; tests lower it.
-var maxPlanFile = engine.MaxPlanFile
+// maxPlanFile is plan.MaxFileSize; tests lower it.
+var maxPlanFile = plan.MaxFileSize
 
 // sudoUID is the user who ran roundtrip through sudo (their own files are theirs to trust),
 // or -1.

@@ -9,8 +9,11 @@ import (
 	"strings"
 	"testing"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/quote"
 )
 
 // The exploits of issue 18, each through the command that carried it.
@@ -72,7 +75,7 @@ func TestPrivilegedWizardHostileUplinkName(t *testing.T) {
 	st := readNS(t, a)
 	routed := false
 	for _, r := range st.Routes {
-		routed = routed || r.Table != engine.TableMain && r.Table != engine.TableLocal && r.Dev == hostileUplink && r.Dst.Bits() == 0
+		routed = routed || r.Table != model.TableMain && r.Table != model.TableLocal && r.Dev == hostileUplink && r.Dst.Bits() == 0
 	}
 	if !routed {
 		t.Errorf("no default route via %s in a table of its own after the script:\n%s", hostileUplink, st)
@@ -102,9 +105,9 @@ func TestShowEscapesTerminalControls(t *testing.T) {
 			st.Routes[i].Dev = evil
 		}
 	}
-	st.Sysctls[engine.ConfKey(evil, "rp_filter")] = "1"
+	st.Sysctls[model.ConfKey(evil, "rp_filter")] = "1"
 	code, out, errOut := runCLI(t, "show", "--snapshot", writeSnapshot(t, st))
-	if code != ExitOK || engine.HasControl(strings.ReplaceAll(out, "\n", "")) || !strings.Contains(out, `w\x1b]0;pwn\x07`) {
+	if code != ExitOK || quote.HasControl(strings.ReplaceAll(out, "\n", "")) || !strings.Contains(out, `w\x1b]0;pwn\x07`) {
 		t.Errorf("show: exit %d, stderr %q, output with raw controls or without the escaped name:\n%q", code, errOut, out)
 	}
 
@@ -122,7 +125,7 @@ func TestShowEscapesTerminalControls(t *testing.T) {
 	st.Netfilter.Tables[0].Chains[0].Rules[0].Spec = "-m comment --comment \"\x1b[31m\" -j ACCEPT"
 	var b bytes.Buffer
 	renderShow(&b, st, -1, 20)
-	if engine.HasControl(strings.ReplaceAll(b.String(), "\n", "")) {
+	if quote.HasControl(strings.ReplaceAll(b.String(), "\n", "")) {
 		t.Errorf("show printed control characters:\n%q", b.String())
 	}
 }
@@ -135,7 +138,7 @@ var applyNowhere = []string{"apply", "--dry-run", "--netns", "rt-security-test-n
 // name or namespace that added an ExecStartPre= line are refused, before anything is printed
 // or applied.
 func TestPlanRenderRefusesBreakouts(t *testing.T) {
-	writePlan := func(p *engine.Plan) string {
+	writePlan := func(p *plan.Plan) string {
 		b, err := p.Marshal()
 		if err != nil {
 			t.Fatal(err)
@@ -146,8 +149,8 @@ func TestPlanRenderRefusesBreakouts(t *testing.T) {
 		}
 		return path
 	}
-	nft := engine.NewPlan("comment")
-	nft.Changes = []engine.Change{{Kind: engine.KindChain, Op: engine.OpSet, Chain: &engine.ChainSpec{Family: engine.V4, Table: "filter", Name: "RT-X",
+	nft := plan.New("comment")
+	nft.Changes = []plan.Change{{Kind: plan.KindChain, Op: plan.OpSet, Chain: &plan.ChainSpec{Family: inet.V4, Table: "filter", Name: "RT-X",
 		Rules: []string{`-m comment --comment "\"; }; }; flush ruleset; table ip evil {" -j ACCEPT`}}}}
 	nftFile := writePlan(nft)
 	for _, args := range [][]string{{"plan", "render", nftFile, "--format", "nft"}, {"plan", "render", nftFile, "--format", "iptables-restore"}, append(applyNowhere, nftFile)} {
@@ -157,8 +160,8 @@ func TestPlanRenderRefusesBreakouts(t *testing.T) {
 		}
 	}
 
-	plain := engine.NewPlan("boot")
-	plain.Changes = []engine.Change{{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: engine.SysctlIPForward, Value: "1"}}}
+	plain := plan.New("boot")
+	plain.Changes = []plan.Change{{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: model.SysctlIPForward, Value: "1"}}}
 	code, out, errOut := runCLI(t, "plan", "render", writePlan(plain), "--format", "systemd", "--name", "x\nExecStartPre=/bin/touch /tmp/owned")
 	if code != ExitError || strings.Contains(out, "ExecStartPre") || !strings.Contains(errOut, "unit name") {
 		t.Errorf("systemd --name with a newline: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -175,12 +178,12 @@ func TestPlanRenderRefusesBreakouts(t *testing.T) {
 	}
 
 	// A sysctl that names a file outside /proc/sys/net, and a rule table of 2^40.
-	for _, c := range []engine.Change{
-		{Kind: engine.KindSysctl, Op: engine.OpSet, Sysctl: &engine.SysctlValue{Key: "net.ipv4.//.//..//tmp.x.secret", Value: "1"}},
-		{Kind: engine.KindRule, Op: engine.OpAdd, Rule: &engine.Rule{Family: engine.V4, Priority: 1000, Src: netip.MustParsePrefix("10.0.0.0/8"), Table: 1 << 40}},
+	for _, c := range []plan.Change{
+		{Kind: plan.KindSysctl, Op: plan.OpSet, Sysctl: &plan.SysctlValue{Key: "net.ipv4.//.//..//tmp.x.secret", Value: "1"}},
+		{Kind: plan.KindRule, Op: plan.OpAdd, Rule: &model.Rule{Family: inet.V4, Priority: 1000, Src: netip.MustParsePrefix("10.0.0.0/8"), Table: 1 << 40}},
 	} {
-		p := engine.NewPlan("bad")
-		p.Changes = []engine.Change{c}
+		p := plan.New("bad")
+		p.Changes = []plan.Change{c}
 		file := writePlan(p)
 		for _, args := range [][]string{append(applyNowhere, file), {"plan", "render", file}} {
 			if code, _, errOut := runCLI(t, args...); code != ExitError || !strings.Contains(errOut, "change 1") {

@@ -8,7 +8,9 @@ import (
 	"strings"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
 )
 
@@ -55,7 +57,7 @@ summarised; --all prints every route, --table shows one table only.
 			}
 			if inv.JSON {
 				if only >= 0 {
-					routes := []engine.Route{}
+					routes := []model.Route{}
 					for _, r := range s.Routes {
 						if r.Table == only {
 							routes = append(routes, r)
@@ -75,9 +77,9 @@ summarised; --all prints every route, --table shows one table only.
 }
 
 // renderShow prints a state for a person at 80 columns. Every value from the state is escaped
-// for the terminal (engine.TermFprintf): a snapshot can come from anywhere, and even a live
+// for the terminal (quote.TermFprintf): a snapshot can come from anywhere, and even a live
 // host's link names may hold escape sequences.
-func renderShow(w io.Writer, s *engine.State, onlyTable, limit int) {
+func renderShow(w io.Writer, s *model.State, onlyTable, limit int) {
 	if onlyTable < 0 {
 		renderHeader(w, s)
 		renderLinks(w, s)
@@ -90,29 +92,29 @@ func renderShow(w io.Writer, s *engine.State, onlyTable, limit int) {
 	}
 }
 
-func renderHeader(w io.Writer, s *engine.State) {
+func renderHeader(w io.Writer, s *model.State) {
 	where := s.Host
 	if s.Namespace != "" {
 		where += " (netns " + s.Namespace + ")"
 	}
-	engine.TermFprintf(w, "%s\n", where)
+	quote.TermFprintf(w, "%s\n", where)
 	fw := "off"
 	if s.Sysctls.IPForward() {
 		fw = "on"
 	}
-	engine.TermFprintf(w, "  ip_forward %s   rp_filter all=%d default=%d", fw,
-		s.Sysctls.Int(engine.ConfKey("all", "rp_filter"), 0), s.Sysctls.Int(engine.ConfKey("default", "rp_filter"), 0))
-	if v, ok := s.Sysctls[engine.SysctlSrcValidMark]; ok {
-		engine.TermFprintf(w, "   src_valid_mark %s", v)
+	quote.TermFprintf(w, "  ip_forward %s   rp_filter all=%d default=%d", fw,
+		s.Sysctls.Int(model.ConfKey("all", "rp_filter"), 0), s.Sysctls.Int(model.ConfKey("default", "rp_filter"), 0))
+	if v, ok := s.Sysctls[model.SysctlSrcValidMark]; ok {
+		quote.TermFprintf(w, "   src_valid_mark %s", v)
 	}
-	if maxc := s.Sysctls.Int(engine.SysctlConntrackMax, 0); maxc > 0 {
-		engine.TermFprintf(w, "   conntrack %d/%d", s.Sysctls.Int(engine.SysctlConntrackCount, 0), maxc)
+	if maxc := s.Sysctls.Int(model.SysctlConntrackMax, 0); maxc > 0 {
+		quote.TermFprintf(w, "   conntrack %d/%d", s.Sysctls.Int(model.SysctlConntrackCount, 0), maxc)
 	}
 	fmt.Fprintln(w)
 }
 
-func renderLinks(w io.Writer, s *engine.State) {
-	engine.TermFprintf(w, "\nINTERFACES\n")
+func renderLinks(w io.Writer, s *model.State) {
+	quote.TermFprintf(w, "\nINTERFACES\n")
 	for _, l := range s.Links {
 		state := "down"
 		if l.Up {
@@ -145,54 +147,54 @@ func renderLinks(w io.Writer, s *engine.State) {
 		if rp != 0 {
 			extra += []string{"", " rp_filter=strict", " rp_filter=loose"}[min(rp, 2)]
 		}
-		engine.TermFprintf(w, "  %-12s %-10s mtu %-5d %s\n", l.Name, state, l.MTU, extra)
+		quote.TermFprintf(w, "  %-12s %-10s mtu %-5d %s\n", l.Name, state, l.MTU, extra)
 		for _, a := range l.Addrs {
 			scope := ""
 			if a.Scope != "" && a.Scope != "global" {
 				scope = " (" + a.Scope + ")"
 			}
-			engine.TermFprintf(w, "  %-12s   %s%s\n", "", a.Prefix, scope)
+			quote.TermFprintf(w, "  %-12s   %s%s\n", "", a.Prefix, scope)
 		}
 	}
 }
 
 // renderGateways lists default routes of every table: the uplinks, which is what an operator
 // looks for first on a multi-homed box.
-func renderGateways(w io.Writer, s *engine.State) {
+func renderGateways(w io.Writer, s *model.State) {
 	var lines []string
 	for _, r := range s.Routes {
-		if r.Dst.Bits() != 0 || r.Type != engine.RouteUnicast {
+		if r.Dst.Bits() != 0 || r.Type != model.RouteUnicast {
 			continue
 		}
 		table := s.TableName(r.Table)
-		r.Table = engine.TableMain // named in the first column already
-		lines = append(lines, engine.TermSprintf("  %-10s %s", table, strings.TrimPrefix(r.Args(s.TableName), "default ")))
+		r.Table = model.TableMain // named in the first column already
+		lines = append(lines, quote.TermSprintf("  %-10s %s", table, strings.TrimPrefix(r.Args(s.TableName), "default ")))
 	}
 	if len(lines) == 0 {
-		engine.TermFprintf(w, "\nGATEWAYS\n  (no default route in any table)\n")
+		quote.TermFprintf(w, "\nGATEWAYS\n  (no default route in any table)\n")
 		return
 	}
 	// Each line is escaped already; the newlines between them are meant.
 	fmt.Fprintf(w, "\nGATEWAYS (default routes by table)\n%s\n", strings.Join(lines, "\n"))
 }
 
-func renderRules(w io.Writer, s *engine.State) {
-	engine.TermFprintf(w, "\nRULES\n")
-	for _, f := range []engine.Family{engine.V4, engine.V6} {
+func renderRules(w io.Writer, s *model.State) {
+	quote.TermFprintf(w, "\nRULES\n")
+	for _, f := range []inet.Family{inet.V4, inet.V6} {
 		for _, r := range s.Rules {
 			if r.Family != f {
 				continue
 			}
 			fam := ""
-			if f == engine.V6 {
+			if f == inet.V6 {
 				fam = "v6 "
 			}
-			engine.TermFprintf(w, "  %s%-6d %s %s\n", fam, r.Priority, r.Selectors(), r.ActionString(s.TableName))
+			quote.TermFprintf(w, "  %s%-6d %s %s\n", fam, r.Priority, r.Selectors(), r.ActionString(s.TableName))
 		}
 	}
 }
 
-func renderRoutes(w io.Writer, s *engine.State, onlyTable, limit int) {
+func renderRoutes(w io.Writer, s *model.State, onlyTable, limit int) {
 	ids := s.Tables()
 	// main first, then the numbered and named tables, local last: the order of interest.
 	slices.SortStableFunc(ids, func(a, b int) int { return tableRank(a) - tableRank(b) })
@@ -200,26 +202,26 @@ func renderRoutes(w io.Writer, s *engine.State, onlyTable, limit int) {
 		if onlyTable >= 0 && id != onlyTable {
 			continue
 		}
-		for _, f := range []engine.Family{engine.V4, engine.V6} {
+		for _, f := range []inet.Family{inet.V4, inet.V6} {
 			routes := s.RoutesOf(f, id)
 			if len(routes) == 0 {
 				continue
 			}
 			fam := ""
-			if f == engine.V6 {
+			if f == inet.V6 {
 				fam = " (IPv6)"
 			}
-			engine.TermFprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, len(routes))
+			quote.TermFprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, len(routes))
 			shown := routes
 			if limit >= 0 && len(routes) > limit {
 				shown = routes[:limit]
 			}
 			for _, r := range shown {
-				r.Table = engine.TableMain // the heading names the table already
-				engine.TermFprintf(w, "  %s\n", r.Args(s.TableName))
+				r.Table = model.TableMain // the heading names the table already
+				quote.TermFprintf(w, "  %s\n", r.Args(s.TableName))
 			}
 			if len(shown) < len(routes) {
-				engine.TermFprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", len(routes)-len(shown), s.TableName(id))
+				quote.TermFprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", len(routes)-len(shown), s.TableName(id))
 			}
 		}
 	}
@@ -227,23 +229,23 @@ func renderRoutes(w io.Writer, s *engine.State, onlyTable, limit int) {
 
 func tableRank(id int) int {
 	switch id {
-	case engine.TableMain:
+	case model.TableMain:
 		return 0
-	case engine.TableLocal:
+	case model.TableLocal:
 		return 2
 	}
 	return 1
 }
 
-func renderNetfilter(w io.Writer, s *engine.State) {
+func renderNetfilter(w io.Writer, s *model.State) {
 	nf := s.Netfilter
-	engine.TermFprintf(w, "\nNETFILTER")
+	quote.TermFprintf(w, "\nNETFILTER")
 	if nf.Backend != "" {
-		engine.TermFprintf(w, " (iptables %s)", nf.Backend)
+		quote.TermFprintf(w, " (iptables %s)", nf.Backend)
 	}
 	fmt.Fprintln(w)
 	if nf.Unavailable != "" {
-		engine.TermFprintf(w, "  not read: %s\n", nf.Unavailable)
+		quote.TermFprintf(w, "  not read: %s\n", nf.Unavailable)
 	}
 	any := false
 	for _, t := range nf.Tables {
@@ -256,24 +258,24 @@ func renderNetfilter(w io.Writer, s *engine.State) {
 			}
 			any = true
 			fam := ""
-			if t.Family == engine.V6 {
+			if t.Family == inet.V6 {
 				fam = "v6 "
 			}
 			pol := ""
 			if c.Policy != "" {
 				pol = " policy " + c.Policy
 			}
-			engine.TermFprintf(w, "  %s%s %s%s\n", fam, t.Name, c.Name, pol)
+			quote.TermFprintf(w, "  %s%s %s%s\n", fam, t.Name, c.Name, pol)
 			for _, r := range c.Rules {
-				engine.TermFprintf(w, "    %s\n", r.Spec)
+				quote.TermFprintf(w, "    %s\n", r.Spec)
 			}
 		}
 	}
 	if !any && nf.Unavailable == "" {
-		engine.TermFprintf(w, "  (no rules)\n")
+		quote.TermFprintf(w, "  (no rules)\n")
 	}
 	for _, f := range nf.Foreign {
-		engine.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
+		quote.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
 	}
 }
 
@@ -298,7 +300,7 @@ on any machine. Without -o the snapshot goes to standard output.`,
 			if err != nil {
 				return err
 			}
-			b, err := engine.NewSnapshot(s, time.Now()).Marshal()
+			b, err := model.NewSnapshot(s, time.Now()).Marshal()
 			if err != nil {
 				return err
 			}

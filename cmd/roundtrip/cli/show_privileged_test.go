@@ -11,8 +11,8 @@ import (
 	"sync"
 	"testing"
 
-	"roundtrip/engine"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
 )
 
 var (
@@ -78,7 +78,7 @@ func TestPrivilegedShowJSONInNamespace(t *testing.T) {
 
 	bin := roundtripBinary(t)
 	out := gw.Run(bin, "show", "--json")
-	var s engine.State
+	var s model.State
 	if err := json.Unmarshal([]byte(out), &s); err != nil {
 		t.Fatalf("show --json: %v\n%s", err, out)
 	}
@@ -114,11 +114,11 @@ func TestPrivilegedShowJSONInNamespace(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("show --netns: exit %d: %s", code, errs)
 	}
-	var s2 engine.State
+	var s2 model.State
 	if err := json.Unmarshal([]byte(out2), &s2); err != nil {
 		t.Fatal(err)
 	}
-	if d := engine.Diff(&s, &s2); d != "" {
+	if d := model.Diff(&s, &s2); d != "" {
 		t.Errorf("ip netns exec and --netns disagree:\n%s", d)
 	}
 

@@ -7,8 +7,13 @@ import (
 	"strconv"
 	"strings"
 
-	"roundtrip/engine"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
+	"roundtrip/engine/trace"
 )
 
 func init() { Register(traceCommand()) }
@@ -62,8 +67,8 @@ Examples:
 				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
 			}
 			req.IIF = iif
-			fib := engine.NewFIB(s)
-			res := engine.Trace(s, fib, req)
+			fib := fib.New(s)
+			res := trace.Run(s, fib, req)
 			if inv.Live() {
 				compareWithKernel(inv, res)
 			}
@@ -84,12 +89,12 @@ Examples:
 
 // parseTraceArgs checks the positional arguments and --mark; every mistake is a usage error
 // that says what is expected.
-func parseTraceArgs(args []string, mark string) (engine.TraceRequest, error) {
-	var req engine.TraceRequest
+func parseTraceArgs(args []string, mark string) (trace.Request, error) {
+	var req trace.Request
 	if len(args) != 3 {
 		return req, Usagef("want PROTO SRC[:PORT] DST[:PORT], got %d argument(s)", len(args))
 	}
-	proto, err := engine.ProtoNumber(args[0])
+	proto, err := inet.ProtoNumber(args[0])
 	if err != nil {
 		return req, Usagef("%v", err)
 	}
@@ -111,7 +116,7 @@ func parseTraceArgs(args []string, mark string) (engine.TraceRequest, error) {
 	case 6, 17, 132, 33, 136:
 	default:
 		if src.Port() != 0 || dst.Port() != 0 {
-			return req, Usagef("%s has no ports: give addresses without :PORT", engine.ProtoName(proto))
+			return req, Usagef("%s has no ports: give addresses without :PORT", inet.ProtoName(proto))
 		}
 	}
 	req.Proto, req.Src, req.Dst = proto, src, dst
@@ -166,7 +171,7 @@ func cutPort(s string) (host, port string, ok bool) {
 	return s[:i], s[i+1:], true
 }
 
-func linkNames(s *engine.State) string {
+func linkNames(s *model.State) string {
 	var names []string
 	for _, l := range s.Links {
 		names = append(names, l.Name)
@@ -176,36 +181,36 @@ func linkNames(s *engine.State) string {
 
 // compareWithKernel asks the kernel the routing question the model answered for the request
 // and reports a disagreement; the kernel's answer wins for the printed output interface.
-func compareWithKernel(inv *Invocation, res *engine.TraceResult) {
+func compareWithKernel(inv *Invocation, res *trace.Result) {
 	fl, model, ok := res.ForwardLookup()
 	if !ok {
 		return
 	}
 	kern, err := inv.Namespace().RouteGet(fl)
 	if err != nil {
-		engine.TermFprintf(inv.Stderr, "roundtrip trace: could not ask the kernel for comparison: %v\n", err)
+		quote.TermFprintf(inv.Stderr, "roundtrip trace: could not ask the kernel for comparison: %v\n", err)
 		return
 	}
-	if kernelAgrees(res, model, kern.FIBResult) {
+	if kernelAgrees(res, model, kern.Result) {
 		return
 	}
-	kernText, modelText := routeText(kern.FIBResult), routeText(model)
-	f := engine.Finding{ID: engine.FindingKernelDisagrees, Severity: engine.SeverityWarning,
+	kernText, modelText := routeText(kern.Result), routeText(model)
+	f := finding.Finding{ID: trace.FindingKernelDisagrees, Severity: finding.SeverityWarning,
 		Summary: fmt.Sprintf("the kernel routes the request differently from the model: %s (the kernel) vs %s (the model); the kernel's interface is shown", kernText, modelText),
 		Evidence: []string{
 			fmt.Sprintf("ip route get %s: %s", kernel.RouteGetArgs(fl), kernText),
 			"model: " + modelText,
 		},
-		Fix: engine.Fix{Summary: "the model misses something of this host (a native nftables table, a VRF, an unmodelled rule selector): trust the kernel, and please report it", Args: []string{}}}
+		Fix: finding.Fix{Summary: "the model misses something of this host (a native nftables table, a VRF, an unmodelled rule selector): trust the kernel, and please report it", Args: []string{}}}
 	res.Findings = append(res.Findings, f)
-	if kern.OIF != "" && (kern.Verdict == engine.VerdictUnicast) {
+	if kern.OIF != "" && (kern.Verdict == fib.VerdictUnicast) {
 		res.Forward.OIF = kern.OIF
 		res.Forward.Gateway = kern.Gateway
 	}
 }
 
 // routeText says where a lookup sends the request: "unicast out eth0 via 10.0.0.1".
-func routeText(r engine.FIBResult) string {
+func routeText(r fib.Result) string {
 	text := r.Verdict
 	if r.OIF != "" {
 		text += " out " + r.OIF
@@ -219,19 +224,19 @@ func routeText(r engine.FIBResult) string {
 // kernelAgrees compares the kernel's answer with the model's. A kernel refusal agrees with the
 // model's reason for stopping: forwarding off and unreachable routes both give EHOSTUNREACH,
 // and every refusal of the input path (rp_filter, martians) EINVAL, as a blackhole route does.
-func kernelAgrees(res *engine.TraceResult, model, kern engine.FIBResult) bool {
+func kernelAgrees(res *trace.Result, model, kern fib.Result) bool {
 	switch kern.Verdict {
-	case engine.VerdictUnicast:
-		return model.Verdict == engine.VerdictUnicast && mayChoose(model, kern) &&
-			!res.Has(engine.FindingForwardingDisabled) && !res.Has(engine.FindingRPFilterDrop)
-	case engine.VerdictLocal:
-		return model.Verdict == engine.VerdictLocal && !res.Has(engine.FindingRPFilterDrop)
-	case engine.VerdictUnreachable:
-		return res.Has(engine.FindingForwardingDisabled) || model.Verdict == engine.VerdictUnreachable
-	case engine.VerdictNoRoute:
-		return model.Verdict == engine.VerdictNoRoute || model.Verdict == engine.VerdictUnreachable
-	case engine.VerdictInvalid:
-		return model.Verdict == engine.VerdictBlackhole || model.Verdict == engine.VerdictInvalid || res.Has(engine.FindingRPFilterDrop)
+	case fib.VerdictUnicast:
+		return model.Verdict == fib.VerdictUnicast && mayChoose(model, kern) &&
+			!res.Has(trace.FindingForwardingDisabled) && !res.Has(trace.FindingRPFilterDrop)
+	case fib.VerdictLocal:
+		return model.Verdict == fib.VerdictLocal && !res.Has(trace.FindingRPFilterDrop)
+	case fib.VerdictUnreachable:
+		return res.Has(trace.FindingForwardingDisabled) || model.Verdict == fib.VerdictUnreachable
+	case fib.VerdictNoRoute:
+		return model.Verdict == fib.VerdictNoRoute || model.Verdict == fib.VerdictUnreachable
+	case fib.VerdictInvalid:
+		return model.Verdict == fib.VerdictBlackhole || model.Verdict == fib.VerdictInvalid || res.Has(trace.FindingRPFilterDrop)
 	}
 	return model.Verdict == kern.Verdict
 }
@@ -239,7 +244,7 @@ func kernelAgrees(res *engine.TraceResult, model, kern engine.FIBResult) bool {
 // mayChoose reports whether the kernel's output device and gateway are the model's, or, for a
 // multipath route, those of any path the kernel may hash the flow to: the hash seed is random
 // per boot (fib_multipath_hash_seed), so the model cannot know which one it takes.
-func mayChoose(model, kern engine.FIBResult) bool {
+func mayChoose(model, kern fib.Result) bool {
 	if model.OIF == kern.OIF && model.Gateway == kern.Gateway {
 		return true
 	}

@@ -10,9 +10,12 @@ import (
 	"testing"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/doctor"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/trace"
 )
 
 // These tests take field cases 1, 4 and 5 of SCENARIOS.md as engine/lab builds them, with real
@@ -27,7 +30,7 @@ const clientTimeout = 1500 * time.Millisecond
 // traceRun is one run of `roundtrip trace --json`.
 type traceRun struct {
 	code int
-	res  engine.TraceResult
+	res  trace.Result
 	out  string
 }
 
@@ -70,7 +73,7 @@ func traceSnapshot(t *testing.T, ns *lab.NS, args ...string) traceRun {
 	if err != nil {
 		t.Fatalf("reading %s: %v", ns.Name, err)
 	}
-	b, err := engine.NewSnapshot(st, time.Now()).Marshal()
+	b, err := model.NewSnapshot(st, time.Now()).Marshal()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +99,7 @@ func sameAsSnapshot(t *testing.T, ns *lab.NS, live traceRun, args ...string) {
 func doctorIDs(t *testing.T, ns *lab.NS) []string {
 	t.Helper()
 	code, out, errs := runCLI(t, "doctor", "--netns", ns.Name, "--json")
-	var res struct{ Findings []engine.Finding }
+	var res struct{ Findings []finding.Finding }
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("doctor exited %d without JSON: %v\n%s\n%s", code, err, out, errs)
 	}
@@ -107,7 +110,7 @@ func doctorIDs(t *testing.T, ns *lab.NS) []string {
 	return ids
 }
 
-func (r traceRun) finding(t *testing.T, id string) engine.Finding {
+func (r traceRun) finding(t *testing.T, id string) finding.Finding {
 	t.Helper()
 	f := r.res.Finding(id)
 	if f == nil {
@@ -139,14 +142,14 @@ func TestPrivilegedTraceCase1AsymmetricReturn(t *testing.T) {
 	if live.code != ExitFindings {
 		t.Errorf("trace exit %d, want %d", live.code, ExitFindings)
 	}
-	f := live.finding(t, engine.FindingAsymmetricReturn)
+	f := live.finding(t, trace.FindingAsymmetricReturn)
 	ev := strings.Join(f.Evidence, "\n")
 	if live.res.Forward.IIF != "eth0" || live.res.Reply == nil || live.res.Reply.OIF != "em1" || !strings.Contains(f.Summary, "in on eth0 but the reply leaves by em1") ||
-		!strings.Contains(ev, "198.18.72.0/24 via 192.168.72.253 dev em1") || f.Fix.Wizard != engine.WizardSourceReturn {
+		!strings.Contains(ev, "198.18.72.0/24 via 192.168.72.253 dev em1") || f.Fix.Wizard != finding.WizardSourceReturn {
 		t.Errorf("asymmetric-return finding %+v, reply %+v", f, live.res.Reply)
 	}
-	if live.res.Has(engine.FindingKernelDisagrees) {
-		t.Errorf("the kernel disagrees with the model: %+v", live.res.Finding(engine.FindingKernelDisagrees))
+	if live.res.Has(trace.FindingKernelDisagrees) {
+		t.Errorf("the kernel disagrees with the model: %+v", live.res.Finding(trace.FindingKernelDisagrees))
 	}
 	// (d) The in-process run and the snapshot say the same.
 	inproc := traceLive(t, c, flow...)
@@ -154,7 +157,7 @@ func TestPrivilegedTraceCase1AsymmetricReturn(t *testing.T) {
 		t.Errorf("in-process trace %v, binary %v", inproc.ids(), live.ids())
 	}
 	sameAsSnapshot(t, c, live, flow...)
-	if ids := doctorIDs(t, c); !slices.Equal(ids, []string{engine.DoctorUplinkNoReturn}) {
+	if ids := doctorIDs(t, c); !slices.Equal(ids, []string{doctor.FindingUplinkNoReturn}) {
 		t.Errorf("doctor on C before the fix: %v, want the uplink without return routing", ids)
 	}
 
@@ -196,12 +199,12 @@ func TestPrivilegedTraceCase4ForwardingAndReturnRoute(t *testing.T) {
 		t.Fatal("A reaches the business net with forwarding off on B")
 	}
 	off := traceLive(t, b, flow...)
-	f := off.finding(t, engine.FindingForwardingDisabled)
-	if off.code != ExitFindings || off.res.Forward.Verdict != engine.LegDrop || !strings.Contains(f.Summary, "arrives on eth1") || !strings.Contains(f.Summary, "routed out eth0") {
+	f := off.finding(t, trace.FindingForwardingDisabled)
+	if off.code != ExitFindings || off.res.Forward.Verdict != trace.LegDrop || !strings.Contains(f.Summary, "arrives on eth1") || !strings.Contains(f.Summary, "routed out eth0") {
 		t.Errorf("exit %d verdict %s finding %+v", off.code, off.res.Forward.Verdict, f)
 	}
-	if off.res.Has(engine.FindingKernelDisagrees) {
-		t.Errorf("the kernel disagrees: %+v", off.res.Finding(engine.FindingKernelDisagrees))
+	if off.res.Has(trace.FindingKernelDisagrees) {
+		t.Errorf("the kernel disagrees: %+v", off.res.Finding(trace.FindingKernelDisagrees))
 	}
 	sameAsSnapshot(t, b, off, flow...)
 
@@ -211,8 +214,8 @@ func TestPrivilegedTraceCase4ForwardingAndReturnRoute(t *testing.T) {
 		t.Fatal("A reaches the business net without SNAT: the missing return route does not reproduce")
 	}
 	on := traceLive(t, b, flow...)
-	f = on.finding(t, engine.FindingNoReturnRoute)
-	if on.res.Has(engine.FindingForwardingDisabled) || on.res.Forward.OIF != "eth0" || f.Fix.Wizard != engine.WizardSNATGateway ||
+	f = on.finding(t, trace.FindingNoReturnRoute)
+	if on.res.Has(trace.FindingForwardingDisabled) || on.res.Forward.OIF != "eth0" || f.Fix.Wizard != finding.WizardSNATGateway ||
 		!strings.Contains(f.Fix.Summary, "-s 10.72.43.0/24 -o eth0 -j SNAT --to-source 10.72.44.63") {
 		t.Errorf("findings %v, out %s, finding %+v", on.ids(), on.res.Forward.OIF, f)
 	}
@@ -253,17 +256,17 @@ func TestPrivilegedTraceCase5ReplyBypassesNAT(t *testing.T) {
 	// (b) On A the trace names the bypass, and the reply-direction SNAT rule.
 	flow := []string{"tcp", n.ClientAddr + ":40000", n.Service, "--iif", n.AIface}
 	live := traceLive(t, a, flow...)
-	f := live.finding(t, engine.FindingReplyBypassesNAT)
+	f := live.finding(t, trace.FindingReplyBypassesNAT)
 	ev := strings.Join(f.Evidence, "\n")
 	if live.code != ExitFindings || live.res.Forward.OIF != "eth0" || live.res.Forward.Packet.Dst.String() != n.Backend ||
-		!strings.Contains(ev, "-s 10.72.5.32/32 -j SNAT --to-source 10.72.5.34") || f.Fix.Wizard != engine.WizardPortForward {
+		!strings.Contains(ev, "-s 10.72.5.32/32 -j SNAT --to-source 10.72.5.34") || f.Fix.Wizard != finding.WizardPortForward {
 		t.Errorf("exit %d forward %+v finding %+v", live.code, live.res.Forward.Packet, f)
 	}
-	if live.res.Has(engine.FindingKernelDisagrees) {
-		t.Errorf("the kernel disagrees: %+v", live.res.Finding(engine.FindingKernelDisagrees))
+	if live.res.Has(trace.FindingKernelDisagrees) {
+		t.Errorf("the kernel disagrees: %+v", live.res.Finding(trace.FindingKernelDisagrees))
 	}
 	sameAsSnapshot(t, a, live, flow...)
-	if ids := doctorIDs(t, a); !slices.Equal(ids, []string{engine.DoctorDNATWithoutSNAT}) {
+	if ids := doctorIDs(t, a); !slices.Equal(ids, []string{doctor.FindingDNATWithoutSNAT}) {
 		t.Errorf("doctor on A before the fix: %v", ids)
 	}
 

@@ -6,7 +6,11 @@ import (
 	"strings"
 	"testing"
 
-	"roundtrip/engine"
+	"roundtrip/engine/doctor"
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/model"
+	"roundtrip/engine/trace"
 )
 
 func TestTraceUsageErrors(t *testing.T) {
@@ -41,11 +45,11 @@ func TestTraceSnapshotJSON(t *testing.T) {
 	if code != ExitFindings {
 		t.Fatalf("exit %d, want %d\n%s\n%s", code, ExitFindings, out, errs)
 	}
-	var res engine.TraceResult
+	var res trace.Result
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("not a trace: %v\n%s", err, out)
 	}
-	if res.Forward.IIF != "wan0" || res.Forward.Verdict != engine.LegDrop || !res.Has(engine.FindingRPFilterDrop) || res.Reply != nil {
+	if res.Forward.IIF != "wan0" || res.Forward.Verdict != trace.LegDrop || !res.Has(trace.FindingRPFilterDrop) || res.Reply != nil {
 		t.Errorf("trace %+v", res)
 	}
 	if res.Forward.Packet.Dst.String() != "10.1.0.80:80" {
@@ -60,14 +64,14 @@ func TestTraceSnapshotJSON(t *testing.T) {
 
 func TestDoctorSnapshot(t *testing.T) {
 	s := testState()
-	s.Sysctls[engine.SysctlConntrackMax] = "100"
-	s.Sysctls[engine.SysctlConntrackCount] = "100"
+	s.Sysctls[model.SysctlConntrackMax] = "100"
+	s.Sysctls[model.SysctlConntrackCount] = "100"
 	p := writeSnapshot(t, s)
 	code, out, errs := runCLI(t, "doctor", "--snapshot", p, "--json")
 	if code != ExitFindings {
 		t.Fatalf("exit %d\n%s\n%s", code, out, errs)
 	}
-	var got struct{ Findings []engine.Finding }
+	var got struct{ Findings []finding.Finding }
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +79,7 @@ func TestDoctorSnapshot(t *testing.T) {
 	for _, f := range got.Findings {
 		ids[f.ID] = true
 	}
-	if !ids[engine.DoctorConntrackFull] {
+	if !ids[doctor.FindingConntrackFull] {
 		t.Errorf("findings %v", ids)
 	}
 	code, _, errs = runCLI(t, "doctor", "extra", "--snapshot", p)
@@ -89,24 +93,24 @@ func TestDoctorSnapshot(t *testing.T) {
 // agrees with the model's pick, and another device does not.
 func TestKernelAgrees(t *testing.T) {
 	gw := func(s string) netip.Addr { return netip.MustParseAddr(s) }
-	multipath := &engine.Route{Nexthops: []engine.Nexthop{{Gateway: gw("10.1.0.254"), Dev: "wan1"}, {Gateway: gw("10.2.0.254"), Dev: "wan2"}}}
-	rpDrop := &engine.TraceResult{Findings: []engine.Finding{{ID: engine.FindingRPFilterDrop}}}
+	multipath := &model.Route{Nexthops: []model.Nexthop{{Gateway: gw("10.1.0.254"), Dev: "wan1"}, {Gateway: gw("10.2.0.254"), Dev: "wan2"}}}
+	rpDrop := &trace.Result{Findings: []finding.Finding{{ID: trace.FindingRPFilterDrop}}}
 	for _, c := range []struct {
 		name        string
-		res         *engine.TraceResult
-		model, kern engine.FIBResult
+		res         *trace.Result
+		model, kern fib.Result
 		want        bool
 	}{
-		{"rp_filter refusal", rpDrop, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, engine.FIBResult{Verdict: engine.VerdictInvalid}, true},
-		{"refusal the model does not see", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, engine.FIBResult{Verdict: engine.VerdictInvalid}, false},
-		{"multipath, the model's pick", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, Route: multipath, Candidates: []int{0, 1}, OIF: "wan1", Gateway: gw("10.1.0.254")},
-			engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "wan1", Gateway: gw("10.1.0.254")}, true},
-		{"multipath, another live path", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, Route: multipath, Candidates: []int{0, 1}, OIF: "wan1", Gateway: gw("10.1.0.254")},
-			engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "wan2", Gateway: gw("10.2.0.254")}, true},
-		{"multipath, a dead path", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, Route: multipath, Candidates: []int{0}, OIF: "wan1", Gateway: gw("10.1.0.254")},
-			engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "wan2", Gateway: gw("10.2.0.254")}, false},
-		{"another device", &engine.TraceResult{}, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "wan1"}, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, false},
-		{"unicast while the model drops for rp_filter", rpDrop, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, engine.FIBResult{Verdict: engine.VerdictUnicast, OIF: "lan0"}, false},
+		{"rp_filter refusal", rpDrop, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, fib.Result{Verdict: fib.VerdictInvalid}, true},
+		{"refusal the model does not see", &trace.Result{}, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, fib.Result{Verdict: fib.VerdictInvalid}, false},
+		{"multipath, the model's pick", &trace.Result{}, fib.Result{Verdict: fib.VerdictUnicast, Route: multipath, Candidates: []int{0, 1}, OIF: "wan1", Gateway: gw("10.1.0.254")},
+			fib.Result{Verdict: fib.VerdictUnicast, OIF: "wan1", Gateway: gw("10.1.0.254")}, true},
+		{"multipath, another live path", &trace.Result{}, fib.Result{Verdict: fib.VerdictUnicast, Route: multipath, Candidates: []int{0, 1}, OIF: "wan1", Gateway: gw("10.1.0.254")},
+			fib.Result{Verdict: fib.VerdictUnicast, OIF: "wan2", Gateway: gw("10.2.0.254")}, true},
+		{"multipath, a dead path", &trace.Result{}, fib.Result{Verdict: fib.VerdictUnicast, Route: multipath, Candidates: []int{0}, OIF: "wan1", Gateway: gw("10.1.0.254")},
+			fib.Result{Verdict: fib.VerdictUnicast, OIF: "wan2", Gateway: gw("10.2.0.254")}, false},
+		{"another device", &trace.Result{}, fib.Result{Verdict: fib.VerdictUnicast, OIF: "wan1"}, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, false},
+		{"unicast while the model drops for rp_filter", rpDrop, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, false},
 	} {
 		if got := kernelAgrees(c.res, c.model, c.kern); got != c.want {
 			t.Errorf("%s: kernelAgrees = %v, want %v", c.name, got, c.want)

@@ -14,8 +14,12 @@ import (
 	"syscall"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
+	"roundtrip/engine/quote"
 	"roundtrip/wizards"
 )
 
@@ -119,7 +123,7 @@ func watchCommand() *Command {
 				if err != nil {
 					return err
 				}
-				engine.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, engine.ShellJoin(o.Args()...))
+				quote.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, quote.ShellJoin(o.Args()...))
 				cfg.MultiWAN = o
 			}
 			cfg.Targets = targets
@@ -143,12 +147,12 @@ func watchCommand() *Command {
 // multiWANSpec returns the multi-wan wizard's command line, whose flags watch shares.
 func multiWANSpec() wizardSpec {
 	specs := wizardSpecs()
-	i := slices.IndexFunc(specs, func(s wizardSpec) bool { return s.name == engine.WizardMultiWAN })
+	i := slices.IndexFunc(specs, func(s wizardSpec) bool { return s.name == finding.WizardMultiWAN })
 	return specs[i]
 }
 
 // multiWANIntent starts the intent of every multi-wan plan (the wizard's command line).
-const multiWANIntent = "roundtrip wizard " + engine.WizardMultiWAN + " "
+const multiWANIntent = "roundtrip wizard " + finding.WizardMultiWAN + " "
 
 // multiWANFromHistory reads the options of the latest multi-wan apply still in effect from the
 // namespace's journals: its intent is the wizard's command line.
@@ -220,7 +224,7 @@ func runWatch(ctx context.Context, r watchRun) error {
 	w.OnStatus = func(s *wizards.WatchStatus) {
 		err := wizards.WriteWatchStatus(store.Dir, s)
 		if err != nil && err.Error() != statusErr {
-			engine.TermFprintf(r.log, "warning: %v\n", err)
+			quote.TermFprintf(r.log, "warning: %v\n", err)
 		}
 		statusErr = fmt.Sprint(err)
 	}
@@ -306,11 +310,11 @@ type watchHost struct {
 	applier *kernel.Applier
 }
 
-func (h *watchHost) ReadState(ctx context.Context) (*engine.State, error) {
+func (h *watchHost) ReadState(ctx context.Context) (*model.State, error) {
 	return kernel.ReadWith(ctx, h.ns, kernel.ReadOptions{RTTablesDirs: h.dirs})
 }
 
-func (h *watchHost) Apply(ctx context.Context, p *engine.Plan) (string, error) {
+func (h *watchHost) Apply(ctx context.Context, p *plan.Plan) (string, error) {
 	// Failing over is the watcher's whole point: it moves routes whoever is logged in over
 	// which of them.
 	res, err := h.applier.Apply(ctx, p, kernel.ApplyOptions{Force: true})
@@ -336,14 +340,14 @@ func (h *watchHost) DeleteFlows(ctx context.Context, match func(wizards.TrackedF
 		return 0, err
 	}
 	defer c.Close()
-	return c.DeleteFunc(ctx, &kernel.ConntrackFilter{Family: engine.V4}, func(e *kernel.ConntrackEntry) bool { return match(trackedFlow(e)) })
+	return c.DeleteFunc(ctx, &kernel.ConntrackFilter{Family: inet.V4}, func(e *kernel.ConntrackEntry) bool { return match(trackedFlow(e)) })
 }
 
-func (h *watchHost) MarkFlows(ctx context.Context, mark func(wizards.TrackedFlow) (engine.MarkMatch, bool)) (int, error) {
+func (h *watchHost) MarkFlows(ctx context.Context, mark func(wizards.TrackedFlow) (model.MarkMatch, bool)) (int, error) {
 	c, err := kernel.OpenConntrack(h.ns)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Close()
-	return c.MarkFunc(ctx, &kernel.ConntrackFilter{Family: engine.V4}, func(e *kernel.ConntrackEntry) (engine.MarkMatch, bool) { return mark(trackedFlow(e)) })
+	return c.MarkFunc(ctx, &kernel.ConntrackFilter{Family: inet.V4}, func(e *kernel.ConntrackEntry) (model.MarkMatch, bool) { return mark(trackedFlow(e)) })
 }

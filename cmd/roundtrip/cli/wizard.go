@@ -10,7 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"roundtrip/engine"
+	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
 	"roundtrip/wizards"
 )
@@ -362,13 +363,13 @@ func runWizard(inv *Invocation) error {
 		if err := safefile.WriteFile(common.out, data, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
 			return fmt.Errorf("saving the plan: %w", err)
 		}
-		engine.TermFprintf(inv.Stderr, "plan saved to %s: apply it with roundtrip apply %s%s\n", common.out, engine.ShellQuote(common.out), netnsFlag(inv))
+		quote.TermFprintf(inv.Stderr, "plan saved to %s: apply it with roundtrip apply %s%s\n", common.out, quote.Shell(common.out), netnsFlag(inv))
 	}
 	if common.peerOut != "" {
 		if err := safefile.WriteFile(common.peerOut, []byte(res.PeerScript()), safefile.ModeScript, safefile.ToWriter(inv.Stderr)); err != nil {
 			return fmt.Errorf("saving the other end's script: %w", err)
 		}
-		engine.TermFprintf(inv.Stderr, "the other end's script is in %s: run it on %s\n", common.peerOut, res.PeerHost)
+		quote.TermFprintf(inv.Stderr, "the other end's script is in %s: run it on %s\n", common.peerOut, res.PeerHost)
 	}
 	if !common.apply {
 		if inv.JSON {
@@ -379,10 +380,10 @@ func runWizard(inv *Invocation) error {
 	}
 	if !inv.JSON {
 		for _, n := range res.Notes {
-			engine.TermFprintf(inv.Stderr, "note: %s\n", n)
+			quote.TermFprintf(inv.Stderr, "note: %s\n", n)
 		}
 		if res.Peer != nil && common.peerOut == "" {
-			engine.TermFprintf(inv.Stdout, "# the other end: run this on %s\n", strings.Join(strings.Fields(res.PeerHost), " "))
+			quote.TermFprintf(inv.Stdout, "# the other end: run this on %s\n", strings.Join(strings.Fields(res.PeerHost), " "))
 			io.WriteString(inv.Stdout, res.PeerScript())
 		}
 	}
@@ -391,7 +392,7 @@ func runWizard(inv *Invocation) error {
 
 // planAsking plans, and when an uplink's gateway cannot be told from the host's routes asks
 // for it on a terminal; a script (or --json) gets the error, which names the flag to give.
-func planAsking(inv *Invocation, w wizards.Wizard, st *engine.State) (*wizards.Result, error) {
+func planAsking(inv *Invocation, w wizards.Wizard, st *model.State) (*wizards.Result, error) {
 	var in *bufio.Reader
 	for {
 		res, err := w.Plan(st)
@@ -403,14 +404,14 @@ func planAsking(inv *Invocation, w wizards.Wizard, st *engine.State) (*wizards.R
 		if in == nil {
 			in = bufio.NewReader(inv.Stdin)
 		}
-		fmt.Fprintf(inv.Stderr, "%s\ngateway of %s: ", engine.TermSafeLines(err.Error()), engine.TermSafe(ge.Iface))
+		fmt.Fprintf(inv.Stderr, "%s\ngateway of %s: ", quote.TermLines(err.Error()), quote.Term(ge.Iface))
 		line, rerr := in.ReadString('\n')
 		if line = strings.TrimSpace(line); line == "" && rerr != nil {
 			return nil, err
 		}
 		gw, perr := wizards.ParseAddr(line, "gateway of "+ge.Iface)
 		if perr != nil {
-			fmt.Fprintln(inv.Stderr, engine.TermSafeLines(perr.Error()))
+			fmt.Fprintln(inv.Stderr, quote.TermLines(perr.Error()))
 			continue
 		}
 		gs.SetGateway(ge.Iface, gw)

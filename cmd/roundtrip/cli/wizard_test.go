@@ -7,17 +7,19 @@ import (
 	"strings"
 	"testing"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
 // wizardState is the command tests' host with the connected routes the kernel adds.
-func wizardState() *engine.State {
+func wizardState() *model.State {
 	st := testState()
 	for _, l := range st.Links[1:] {
 		a := l.Addrs[0].Prefix
-		st.Routes = append(st.Routes, engine.Route{Family: engine.V4, Table: engine.TableMain, Type: engine.RouteUnicast, Dst: a.Masked(), Dev: l.Name, Src: a.Addr(), Scope: "link", Protocol: "kernel"})
+		st.Routes = append(st.Routes, model.Route{Family: inet.V4, Table: model.TableMain, Type: model.RouteUnicast, Dst: a.Masked(), Dev: l.Name, Src: a.Addr(), Scope: "link", Protocol: "kernel"})
 	}
 	return st
 }
@@ -76,9 +78,9 @@ func TestWizardOutputs(t *testing.T) {
 
 	code, out, errOut = runCLI(t, append(args, "--json")...)
 	var res struct {
-		Wizard string       `json:"wizard"`
-		Plan   *engine.Plan `json:"plan"`
-		Notes  []string     `json:"notes"`
+		Wizard string     `json:"wizard"`
+		Plan   *plan.Plan `json:"plan"`
+		Notes  []string   `json:"notes"`
 	}
 	if code != ExitOK || json.Unmarshal([]byte(out), &res) != nil || res.Wizard != "port-forward" || len(res.Plan.Changes) == 0 || len(res.Notes) == 0 {
 		t.Errorf("--json: exit %d, %+v, stderr %s, out %s", code, res, errOut, out)
@@ -89,7 +91,7 @@ func TestWizardOutputs(t *testing.T) {
 	if code != ExitOK || !strings.Contains(errOut, "roundtrip apply "+file) {
 		t.Fatalf("-o: exit %d, stderr %q", code, errOut)
 	}
-	p, err := engine.LoadPlanFile(file)
+	p, err := plan.Load(file)
 	if err != nil {
 		t.Fatal(err)
 	}

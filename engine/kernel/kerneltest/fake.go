@@ -1,4 +1,4 @@
-// Package kerneltest provides a fake kernel.Host, an engine.State that the change engine can
+// Package kerneltest provides a fake kernel.Host, a model.State that the change engine can
 // apply to, roll back and fail in without root, as tailscale's router tests and linuxfw fake do.
 package kerneltest
 
@@ -17,12 +17,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"roundtrip/engine"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/model"
+	"roundtrip/engine/plan"
 )
 
-// Fake is a kernel.Host backed by an engine.State. Each operation changes the state as the
-// kernel would (through engine.ApplyChange, the model the planner's Expect uses) and fails as
+// Fake is a kernel.Host backed by a model.State. Each operation changes the state as the
+// kernel would (through plan.ApplyChange, the model the planner's Expect uses) and fails as
 // the kernel would: adding what exists, deleting what does not, a route via a gateway that is
 // not on-link, a device that is not there. It refuses what it does not model (link kinds other
 // than tunnels, sysctls it does not have, iptables-restore lines it does not know, files other
@@ -30,9 +33,9 @@ import (
 // and iptables syntax the renderer emits, and prints its state the same way (String).
 type Fake struct {
 	mu    sync.Mutex
-	state *engine.State
+	state *model.State
 	// TablesFile is the table names file the Applier writes (Applier.RTTablesDirs[0] +
-	// engine.RTTablesFile); BaseTables are the names from elsewhere.
+	// plan.RTTablesFile); BaseTables are the names from elsewhere.
 	TablesFile string
 	BaseTables map[int]string
 	files      map[string][]byte
@@ -55,7 +58,7 @@ type Op struct {
 }
 
 // New returns a Fake holding a copy of st.
-func New(st *engine.State, tablesFile string) *Fake {
+func New(st *model.State, tablesFile string) *Fake {
 	f := &Fake{state: st.Clone(), TablesFile: tablesFile, BaseTables: map[int]string{}, files: map[string][]byte{}}
 	for id, n := range st.TableNames {
 		f.BaseTables[id] = n
@@ -64,7 +67,7 @@ func New(st *engine.State, tablesFile string) *Fake {
 }
 
 // State returns a copy of the fake's state.
-func (f *Fake) State() *engine.State {
+func (f *Fake) State() *model.State {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.state.Clone()
@@ -134,19 +137,19 @@ func (f *Fake) op(kind, line string, change func() error) error {
 func (f *Fake) Close() error { return nil }
 
 // ReadState implements kernel.Host.
-func (f *Fake) ReadState(_ context.Context, what kernel.ReadWhat) (*engine.State, error) {
+func (f *Fake) ReadState(_ context.Context, what kernel.ReadWhat) (*model.State, error) {
 	st := f.State()
 	if what.NoRoutes {
 		st.Routes = nil
 	}
 	if what.NoNetfilter {
-		st.Netfilter = engine.Netfilter{}
+		st.Netfilter = iptables.Ruleset{}
 	}
 	return st, nil
 }
 
 // EachRoute implements kernel.Host.
-func (f *Fake) EachRoute(ctx context.Context, fam engine.Family, table int, names map[int]string, fn func(engine.Route)) error {
+func (f *Fake) EachRoute(ctx context.Context, fam inet.Family, table int, names map[int]string, fn func(model.Route)) error {
 	for _, r := range f.State().Routes {
 		if r.Family == fam && (table == 0 || r.Table == table) {
 			fn(r)
@@ -171,7 +174,7 @@ func (f *Fake) ReadSysctl(key string) (string, error) {
 func (f *Fake) WriteSysctl(key, value string) error {
 	return f.op("sysctl", "sysctl -w "+key+"="+value, func() error {
 		_, ok := f.state.Sysctls[key]
-		if iface, perLink := engine.SysctlIface(key); !ok && !(perLink && f.state.LinkByName(iface) != nil) {
+		if iface, perLink := model.SysctlIface(key); !ok && !(perLink && f.state.LinkByName(iface) != nil) {
 			return fmt.Errorf("sysctl %s: %w", key, fs.ErrNotExist)
 		}
 		f.state.Sysctls[key] = value
@@ -189,7 +192,7 @@ func (f *Fake) LinkExists(name string) (bool, error) {
 var tunnelKinds = []string{"vxlan", "ipip", "gre", "gretap", "sit"}
 
 // LinkAdd implements kernel.Host.
-func (f *Fake) LinkAdd(l engine.Link) error {
+func (f *Fake) LinkAdd(l model.Link) error {
 	return f.op("link", "ip link add "+l.Name+" type "+l.Kind, func() error {
 		if !slices.Contains(tunnelKinds, l.Kind) {
 			return fmt.Errorf("the fake does not create %s links", l.Kind)
@@ -202,13 +205,13 @@ func (f *Fake) LinkAdd(l engine.Link) error {
 		}
 		nl := l
 		nl.Up, nl.Addrs = false, nil
-		engine.ApplyChange(f.state, engine.Change{Kind: engine.KindLink, Op: engine.OpAdd, Link: &nl})
+		plan.ApplyChange(f.state, plan.Change{Kind: plan.KindLink, Op: plan.OpAdd, Link: &nl})
 		return nil
 	})
 }
 
 // LinkSet implements kernel.Host.
-func (f *Fake) LinkSet(l engine.Link) error {
+func (f *Fake) LinkSet(l model.Link) error {
 	state := "down"
 	if l.Up {
 		state = "up"
@@ -221,8 +224,8 @@ func (f *Fake) LinkSet(l engine.Link) error {
 		if l.Master != "" && f.state.LinkByName(l.Master) == nil {
 			return fmt.Errorf("link %s: %w", l.Master, unix.ENODEV)
 		}
-		set := engine.Link{Name: l.Name, Kind: cur.Kind, Up: l.Up, MTU: l.MTU, Master: l.Master}
-		engine.ApplyChange(f.state, engine.Change{Kind: engine.KindLink, Op: engine.OpSet, Link: &set})
+		set := model.Link{Name: l.Name, Kind: cur.Kind, Up: l.Up, MTU: l.MTU, Master: l.Master}
+		plan.ApplyChange(f.state, plan.Change{Kind: plan.KindLink, Op: plan.OpSet, Link: &set})
 		return nil
 	})
 }
@@ -233,17 +236,17 @@ func (f *Fake) LinkDel(name string) error {
 		if f.state.LinkByName(name) == nil {
 			return fmt.Errorf("link %s: %w", name, unix.ENODEV)
 		}
-		engine.ApplyChange(f.state, engine.Change{Kind: engine.KindLink, Op: engine.OpDelete, Link: &engine.Link{Name: name}})
+		plan.ApplyChange(f.state, plan.Change{Kind: plan.KindLink, Op: plan.OpDelete, Link: &model.Link{Name: name}})
 		return nil
 	})
 }
 
-func hasAddr(l *engine.Link, p netip.Prefix) bool {
-	return slices.ContainsFunc(l.Addrs, func(a engine.Address) bool { return a.Prefix == p })
+func hasAddr(l *model.Link, p netip.Prefix) bool {
+	return slices.ContainsFunc(l.Addrs, func(a model.Address) bool { return a.Prefix == p })
 }
 
 // AddrAdd implements kernel.Host.
-func (f *Fake) AddrAdd(dev string, a engine.Address, replace bool) error {
+func (f *Fake) AddrAdd(dev string, a model.Address, replace bool) error {
 	verb := "add"
 	if replace {
 		verb = "replace"
@@ -259,13 +262,13 @@ func (f *Fake) AddrAdd(dev string, a engine.Address, replace bool) error {
 			}
 			return fmt.Errorf("address %s: %w", a.Prefix, unix.EEXIST)
 		}
-		engine.ApplyChange(f.state, engine.Change{Kind: engine.KindAddress, Op: engine.OpAdd, Address: &engine.LinkAddress{Dev: dev, Address: a}})
+		plan.ApplyChange(f.state, plan.Change{Kind: plan.KindAddress, Op: plan.OpAdd, Address: &plan.LinkAddress{Dev: dev, Address: a}})
 		return nil
 	})
 }
 
 // AddrDel implements kernel.Host.
-func (f *Fake) AddrDel(dev string, a engine.Address) error {
+func (f *Fake) AddrDel(dev string, a model.Address) error {
 	return f.op("addr", fmt.Sprintf("ip addr del %s dev %s", a.Prefix, dev), func() error {
 		l := f.state.LinkByName(dev)
 		if l == nil {
@@ -274,7 +277,7 @@ func (f *Fake) AddrDel(dev string, a engine.Address) error {
 		if !hasAddr(l, a.Prefix) {
 			return fmt.Errorf("address %s: %w", a.Prefix, unix.EADDRNOTAVAIL)
 		}
-		engine.ApplyChange(f.state, engine.Change{Kind: engine.KindAddress, Op: engine.OpDelete, Address: &engine.LinkAddress{Dev: dev, Address: a}})
+		plan.ApplyChange(f.state, plan.Change{Kind: plan.KindAddress, Op: plan.OpDelete, Address: &plan.LinkAddress{Dev: dev, Address: a}})
 		return nil
 	})
 }
@@ -288,8 +291,8 @@ func (f *Fake) Routes(ctx context.Context, ops []kernel.RouteOp, stopOnError boo
 		if err := ctx.Err(); err != nil {
 			return i, failed, err
 		}
-		r := engine.NormalizeRoute(o.Route)
-		verb := map[engine.Op]string{engine.OpAdd: "add", engine.OpReplace: "replace", engine.OpDelete: "del"}[o.Op]
+		r := plan.NormalizeRoute(o.Route)
+		verb := map[plan.Op]string{plan.OpAdd: "add", plan.OpReplace: "replace", plan.OpDelete: "del"}[o.Op]
 		line := fmt.Sprintf("ip %s route %s %s", r.Family.Flag(), verb, r.Args(strconv.Itoa))
 		err := f.op("route", line, func() error { return f.route(o.Op, r) })
 		if err != nil {
@@ -302,13 +305,13 @@ func (f *Fake) Routes(ctx context.Context, ops []kernel.RouteOp, stopOnError boo
 	return len(ops), failed, nil
 }
 
-func (f *Fake) route(op engine.Op, r engine.Route) error {
-	present := engine.Change{Kind: engine.KindRoute, Op: engine.OpAdd, Route: &r}
-	if op == engine.OpDelete {
+func (f *Fake) route(op plan.Op, r model.Route) error {
+	present := plan.Change{Kind: plan.KindRoute, Op: plan.OpAdd, Route: &r}
+	if op == plan.OpDelete {
 		if !present.InEffect(f.state) {
 			return fmt.Errorf("route %s: %w", r.Dst, unix.ESRCH)
 		}
-		engine.ApplyChange(f.state, engine.Change{Kind: engine.KindRoute, Op: engine.OpDelete, Route: &r})
+		plan.ApplyChange(f.state, plan.Change{Kind: plan.KindRoute, Op: plan.OpDelete, Route: &r})
 		return nil
 	}
 	same := 0
@@ -317,7 +320,7 @@ func (f *Fake) route(op engine.Op, r engine.Route) error {
 			same++
 		}
 	}
-	if op == engine.OpAdd && same > 0 {
+	if op == plan.OpAdd && same > 0 {
 		return fmt.Errorf("route %s: %w", r.Dst, unix.EEXIST)
 	}
 	for _, dev := range append([]string{r.Dev}, nexthopDevs(r)...) {
@@ -326,16 +329,16 @@ func (f *Fake) route(op engine.Op, r engine.Route) error {
 		}
 	}
 	// The kernel checks the gateway as the planner's Validate does (fib_check_nh).
-	p := engine.NewPlan("fake")
-	p.Changes = []engine.Change{{Kind: engine.KindRoute, Op: engine.OpReplace, Route: &r}}
+	p := plan.New("fake")
+	p.Changes = []plan.Change{{Kind: plan.KindRoute, Op: plan.OpReplace, Route: &r}}
 	if err := p.Validate(f.state); err != nil {
 		return fmt.Errorf("%v: %w", err, unix.ENETUNREACH)
 	}
-	engine.ApplyChange(f.state, engine.Change{Kind: engine.KindRoute, Op: engine.OpReplace, Route: &r})
+	plan.ApplyChange(f.state, plan.Change{Kind: plan.KindRoute, Op: plan.OpReplace, Route: &r})
 	return nil
 }
 
-func nexthopDevs(r engine.Route) []string {
+func nexthopDevs(r model.Route) []string {
 	var out []string
 	for _, nh := range r.Nexthops {
 		out = append(out, nh.Dev)
@@ -350,21 +353,21 @@ func (f *Fake) Rules(ctx context.Context, ops []kernel.RuleOp, stopOnError bool)
 		if err := ctx.Err(); err != nil {
 			return i, failed, err
 		}
-		r := engine.NormalizeRule(o.Rule)
+		r := plan.NormalizeRule(o.Rule)
 		verb := "add"
-		if o.Op == engine.OpDelete {
+		if o.Op == plan.OpDelete {
 			verb = "del"
 		}
 		line := fmt.Sprintf("ip %s rule %s priority %d %s", r.Family.Flag(), verb, r.Priority, r.Args(strconv.Itoa))
 		err := f.op("rule", line, func() error {
-			present := engine.Change{Kind: engine.KindRule, Op: engine.OpAdd, Rule: &r}.InEffect(f.state)
+			present := plan.Change{Kind: plan.KindRule, Op: plan.OpAdd, Rule: &r}.InEffect(f.state)
 			switch {
-			case o.Op == engine.OpDelete && !present:
+			case o.Op == plan.OpDelete && !present:
 				return fmt.Errorf("rule %d: %w", r.Priority, unix.ENOENT)
-			case o.Op != engine.OpDelete && present:
+			case o.Op != plan.OpDelete && present:
 				return fmt.Errorf("rule %d: %w", r.Priority, unix.EEXIST)
 			}
-			engine.ApplyChange(f.state, engine.Change{Kind: engine.KindRule, Op: o.Op, Rule: &r})
+			plan.ApplyChange(f.state, plan.Change{Kind: plan.KindRule, Op: o.Op, Rule: &r})
 			return nil
 		})
 		if err != nil {
@@ -378,7 +381,7 @@ func (f *Fake) Rules(ctx context.Context, ops []kernel.RuleOp, stopOnError bool)
 }
 
 // ReadNetfilter implements kernel.Host.
-func (f *Fake) ReadNetfilter(context.Context) (engine.Netfilter, error) {
+func (f *Fake) ReadNetfilter(context.Context) (iptables.Ruleset, error) {
 	return f.State().Netfilter, nil
 }
 
@@ -386,10 +389,10 @@ func (f *Fake) ReadNetfilter(context.Context) (engine.Netfilter, error) {
 var builtinTargets = []string{"ACCEPT", "DROP", "RETURN", "REJECT", "LOG", "MARK", "CONNMARK", "DNAT", "SNAT", "MASQUERADE", "CT", "NOTRACK", "TPROXY", "TCPMSS", "REDIRECT"}
 
 // Restore implements kernel.Host: the subset of `iptables-restore --noflush` that
-// engine.NetfilterTransaction writes, all or nothing.
-func (f *Fake) Restore(_ context.Context, fam engine.Family, tx []byte, test bool) error {
+// plan.NetfilterTransaction writes, all or nothing.
+func (f *Fake) Restore(_ context.Context, fam inet.Family, tx []byte, test bool) error {
 	tool := "iptables-restore"
-	if fam == engine.V6 {
+	if fam == inet.V6 {
 		tool = "ip6tables-restore"
 	}
 	line := tool + " --noflush -w"
@@ -408,8 +411,8 @@ func (f *Fake) Restore(_ context.Context, fam engine.Family, tx []byte, test boo
 	})
 }
 
-func restore(st *engine.State, fam engine.Family, tx []byte) error {
-	var t *engine.NFTable
+func restore(st *model.State, fam inet.Family, tx []byte) error {
+	var t *iptables.Table
 	for n, raw := range strings.Split(string(tx), "\n") {
 		line := strings.TrimSpace(raw)
 		fail := func(format string, a ...any) error {
@@ -421,7 +424,7 @@ func restore(st *engine.State, fam engine.Family, tx []byte) error {
 			name := line[1:]
 			t = st.Netfilter.Table(fam, name)
 			if t == nil {
-				st.Netfilter.Tables = append(st.Netfilter.Tables, engine.NFTable{Family: fam, Name: name})
+				st.Netfilter.Tables = append(st.Netfilter.Tables, iptables.Table{Family: fam, Name: name})
 				t = &st.Netfilter.Tables[len(st.Netfilter.Tables)-1]
 			}
 		case line == "COMMIT":
@@ -433,7 +436,7 @@ func restore(st *engine.State, fam engine.Family, tx []byte) error {
 			if ch := t.Chain(name); ch != nil {
 				ch.Rules = nil // --noflush: declaring a chain flushes it
 			} else {
-				t.Chains = append(t.Chains, engine.NFChain{Name: name})
+				t.Chains = append(t.Chains, iptables.Chain{Name: name})
 			}
 		default:
 			f := strings.Fields(line)
@@ -453,7 +456,7 @@ func restore(st *engine.State, fam engine.Family, tx []byte) error {
 						}
 					}
 				}
-				r, err := engine.ParseIPTablesRule(fam, rest)
+				r, err := iptables.ParseRule(fam, rest)
 				if err != nil {
 					return fail("%v", err)
 				}
@@ -465,7 +468,7 @@ func restore(st *engine.State, fam engine.Family, tx []byte) error {
 				}
 				ch.Rules = slices.Insert(ch.Rules, pos-1, r)
 			case "-D":
-				i := slices.IndexFunc(ch.Rules, func(r engine.NFRule) bool { return r.Spec == rest })
+				i := slices.IndexFunc(ch.Rules, func(r iptables.Rule) bool { return r.Spec == rest })
 				if i < 0 {
 					return fail("no such rule")
 				}
@@ -476,7 +479,7 @@ func restore(st *engine.State, fam engine.Family, tx []byte) error {
 				if len(ch.Rules) > 0 || ch.Policy != "" {
 					return fail("chain is not empty or is built in")
 				}
-				t.Chains = slices.DeleteFunc(t.Chains, func(c engine.NFChain) bool { return c.Name == f[1] })
+				t.Chains = slices.DeleteFunc(t.Chains, func(c iptables.Chain) bool { return c.Name == f[1] })
 			default:
 				return fail("the fake does not know this command")
 			}
@@ -489,7 +492,7 @@ func restore(st *engine.State, fam engine.Family, tx []byte) error {
 }
 
 // FlushConntrack implements kernel.Host: the fake holds no conntrack entries.
-func (f *Fake) FlushConntrack(_ context.Context, c engine.ConntrackFlush) error {
+func (f *Fake) FlushConntrack(_ context.Context, c plan.ConntrackFlush) error {
 	return f.op("conntrack", fmt.Sprintf("conntrack -D -f %s", c.Family), func() error { return nil })
 }
 
@@ -536,7 +539,7 @@ func (f *Fake) reloadTables() error {
 		names[id] = n
 	}
 	if b, ok := f.files[f.TablesFile]; ok {
-		file, err := engine.ParseRTTables(b)
+		file, err := model.ParseRTTables(b)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,721 @@
+// Package doctor checks a whole host for the pitfalls of policy routing and NAT, without a flow.
+package doctor
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"roundtrip/engine/fib"
+	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
+	"roundtrip/engine/netfilter"
+	"roundtrip/engine/quote"
+)
+
+// This file looks at a whole host for the pitfalls of the field cases (SCENARIOS.md) without a
+// particular flow in mind: forwarding off under NAT, strict rp_filter on a multi-homed host, a
+// second uplink that answers through the first, one-armed DNAT without SNAT, per-uplink tables
+// without the LAN routes, and the leftovers of scripts run twice.
+
+// Finding ids of doctor. They are stable: scripts and the ui match on them.
+const (
+	// FindingForwardingOff: ip_forward is 0 while the configuration forwards (NAT to other
+	// hosts, FORWARD rules, ip rules for incoming interfaces).
+	FindingForwardingOff = "forwarding-off"
+	// FindingRPFilterStrict: strict rp_filter on an uplink of a host with several uplinks drops
+	// whatever arrives on one uplink from addresses routed via another.
+	FindingRPFilterStrict = "rp-filter-strict-multihomed"
+	// FindingUplinkNoReturn: connections that come in on an uplink are answered through
+	// another one (no `from ADDR` or fwmark rule sends them back).
+	FindingUplinkNoReturn = "uplink-without-return-routing"
+	// FindingDNATWithoutSNAT: DNAT to a backend on the network the DNAT is reached from, and no
+	// SNAT: the backend answers the client directly (case 5, hairpin).
+	FindingDNATWithoutSNAT = "dnat-same-subnet-no-snat"
+	// FindingTableMissingConnected: a per-uplink table sends everything to its default route,
+	// including the host's own LAN networks (hairpin and LAN replies break).
+	FindingTableMissingConnected = "uplink-table-missing-connected"
+	// FindingDuplicateRule: two ip rules with the same selectors and action.
+	FindingDuplicateRule = "duplicate-rule"
+	// FindingDuplicateIPTablesRule: the same iptables rule twice in one chain.
+	FindingDuplicateIPTablesRule = "duplicate-iptables-rule"
+	// FindingRuleEmptyTable: an ip rule looks up a table that holds no routes.
+	FindingRuleEmptyTable = "rule-empty-table"
+	// FindingGatewayNotOnLink: a route's gateway is on none of its device's networks.
+	FindingGatewayNotOnLink = "gateway-not-onlink"
+	// FindingConntrackFull: the conntrack table is (nearly) full; new connections are dropped.
+	FindingConntrackFull = "conntrack-full"
+)
+
+// Doctor checks a host's state for pitfalls and returns what it found, most severe first.
+func Run(s *model.State, f *fib.FIB) []finding.Finding {
+	d := &doctor{s: s, fib: f, nf: netfilter.New(s, f)}
+	d.forwardingOff()
+	ups := d.uplinks(inet.V4)
+	d.rpFilterStrict(ups)
+	d.uplinkReturn(ups)
+	d.dnatWithoutSNAT()
+	d.tablesMissingConnected()
+	d.duplicateRules()
+	d.duplicateIPTablesRules()
+	d.rulesOnEmptyTables()
+	d.gatewaysNotOnLink()
+	d.conntrackFull()
+	rank := map[string]int{finding.SeverityError: 0, finding.SeverityWarning: 1, finding.SeverityInfo: 2}
+	slices.SortStableFunc(d.out, func(a, b finding.Finding) int { return rank[a.Severity] - rank[b.Severity] })
+	if d.out == nil {
+		d.out = []finding.Finding{}
+	}
+	return d.out
+}
+
+type doctor struct {
+	s   *model.State
+	fib *fib.FIB
+	nf  *netfilter.Sim
+	out []finding.Finding
+}
+
+func (d *doctor) add(f finding.Finding) {
+	if f.Evidence == nil {
+		f.Evidence = []string{}
+	}
+	if f.Fix.Args == nil {
+		f.Fix.Args = []string{}
+	}
+	d.out = append(d.out, f)
+}
+
+// nfRules calls fn for every rule of every chain of the tables of a family and name.
+func (d *doctor) nfRules(table string, fn func(t *iptables.Table, c *iptables.Chain, r *iptables.Rule)) {
+	for ti := range d.s.Netfilter.Tables {
+		t := &d.s.Netfilter.Tables[ti]
+		if t.Name != table {
+			continue
+		}
+		for ci := range t.Chains {
+			c := &t.Chains[ci]
+			for ri := range c.Rules {
+				fn(t, c, &c.Rules[ri])
+			}
+		}
+	}
+}
+
+func (d *doctor) forwardingOff() {
+	if d.s.Sysctls.IPForward() {
+		return
+	}
+	if _, ok := d.s.Sysctls[model.SysctlIPForward]; !ok {
+		return // not read: say nothing rather than guess
+	}
+	var ev []string
+	d.nfRules("nat", func(t *iptables.Table, c *iptables.Chain, r *iptables.Rule) {
+		if t.Family != inet.V4 {
+			return
+		}
+		switch r.Target {
+		case "SNAT", "MASQUERADE", "NETMAP":
+		case "DNAT":
+			if o, ok := r.TargetOption("to-destination"); ok && len(o.Values) > 0 {
+				if a, _, err := netfilter.ParseNATRange(inet.V4, o.Values[0]); err == nil && a.IsValid() && d.nf.AddrType(a, "") == "LOCAL" {
+					return // DNAT to this host itself needs no forwarding
+				}
+			}
+		default:
+			return
+		}
+		ev = append(ev, iptables.RuleCommand(inet.V4, t.Name, c.Name, r))
+	})
+	if c := d.s.Netfilter.Table(inet.V4, "filter").Chain("FORWARD"); c != nil {
+		for i := range c.Rules {
+			ev = append(ev, iptables.RuleCommand(inet.V4, "filter", "FORWARD", &c.Rules[i]))
+		}
+	}
+	for _, r := range d.s.Rules {
+		if r.Family == inet.V4 && r.IIF != "" && r.IIF != "lo" {
+			ev = append(ev, "ip rule "+r.Args(d.s.TableName))
+		}
+	}
+	if len(ev) == 0 {
+		return
+	}
+	ev = append([]string{model.SysctlIPForward + " = " + d.s.Sysctls[model.SysctlIPForward]}, limit(ev, 8)...)
+	d.add(finding.Finding{ID: FindingForwardingOff, Severity: finding.SeverityWarning,
+		Summary:  "IPv4 forwarding is off, but this host is configured to forward (NAT, FORWARD rules or rules for incoming interfaces): forwarded packets are dropped",
+		Evidence: ev,
+		// No wizard: they set up more than forwarding (SNAT, tables), and this host's own
+		// configuration already says what it forwards; the commands are the whole fix.
+		Fix: finding.Fix{Summary: "turn IPv4 forwarding on: sysctl -w net.ipv4.ip_forward=1 (or echo 1 > /proc/sys/net/ipv4/ip_forward), and keep it across reboots: echo net.ipv4.ip_forward=1 > /etc/sysctl.d/90-forwarding.conf"}})
+}
+
+// multiWANFix is the multi-wan wizard over the uplinks, each --wan IFACE:GATEWAY; an uplink
+// whose gateway no route names gets a placeholder, and Missing says so.
+func multiWANFix(summary string, ups []uplink) finding.Fix {
+	f := finding.Fix{Summary: summary, Wizard: finding.WizardMultiWAN}
+	var unknown []string
+	for _, u := range ups {
+		gw := finding.Placeholder("GATEWAY")
+		if u.Gateway.IsValid() {
+			gw = u.Gateway.String()
+		} else {
+			unknown = append(unknown, u.Name)
+		}
+		f.Args = append(f.Args, "--wan", u.Name+":"+gw)
+	}
+	if len(unknown) > 0 {
+		f.Missing = fmt.Sprintf("the gateway of %s: no route of this host names one; put the router's address on that link in place of <GATEWAY>", strings.Join(unknown, " and "))
+	}
+	return f
+}
+
+// limit keeps the first n lines and says how many more there are.
+func limit(lines []string, n int) []string {
+	if len(lines) <= n {
+		return lines
+	}
+	return append(lines[:n:n], fmt.Sprintf("... and %d more", len(lines)-n))
+}
+
+// uplink is an interface with a way out through a router: a route via a gateway, or a default
+// route, in some table.
+type uplink struct {
+	Name    string
+	Gateway netip.Addr
+	Default bool
+	Routes  []string
+}
+
+func (d *doctor) uplinks(f inet.Family) []uplink {
+	byName := map[string]*uplink{}
+	var order []string
+	note := func(dev string, gw netip.Addr, r model.Route) {
+		if dev == "" || dev == "lo" {
+			return
+		}
+		u := byName[dev]
+		if u == nil {
+			u = &uplink{Name: dev}
+			byName[dev] = u
+			order = append(order, dev)
+		}
+		if !u.Gateway.IsValid() || r.Dst.Bits() == 0 && !u.Default {
+			if gw.IsValid() {
+				u.Gateway = gw
+			}
+		}
+		if r.Dst.Bits() == 0 {
+			u.Default = true
+		}
+		u.Routes = append(u.Routes, "ip route "+r.Args(d.s.TableName))
+	}
+	for _, r := range d.s.Routes {
+		if r.Family != f || r.Table == model.TableLocal || r.Type != model.RouteUnicast && r.Type != "" {
+			continue
+		}
+		if r.Gateway.IsValid() || r.Dst.Bits() == 0 {
+			note(r.Dev, r.Gateway, r)
+		}
+		for _, nh := range r.Nexthops {
+			note(nh.Dev, nh.Gateway, r)
+		}
+	}
+	out := make([]uplink, 0, len(order))
+	for _, n := range order {
+		out = append(out, *byName[n])
+	}
+	return out
+}
+
+// primaryUplink is the interface of main's preferred default route: where this host's own
+// traffic goes, and what needs no extra return routing.
+func (d *doctor) primaryUplink(f inet.Family) string {
+	best, dev := -1, ""
+	for _, r := range d.s.RoutesOf(f, model.TableMain) {
+		if r.Dst.Bits() != 0 || r.Type != model.RouteUnicast && r.Type != "" {
+			continue
+		}
+		name := r.Dev
+		if name == "" && len(r.Nexthops) > 0 {
+			name = r.Nexthops[0].Dev
+		}
+		if best < 0 || r.Metric < best {
+			best, dev = r.Metric, name
+		}
+	}
+	return dev
+}
+
+func (d *doctor) rpFilterStrict(ups []uplink) {
+	if len(ups) < 2 {
+		return
+	}
+	var strict, names []string
+	for _, u := range ups {
+		names = append(names, u.Name)
+		if d.s.Sysctls.RPFilter(u.Name) == 1 {
+			strict = append(strict, u.Name)
+		}
+	}
+	if len(strict) == 0 {
+		return
+	}
+	ev := []string{"uplinks: " + strings.Join(names, ", ")}
+	for _, n := range strict {
+		ev = append(ev, fmt.Sprintf("%s: %s=%s, %s=%s (strict)", n, model.ConfKey("all", "rp_filter"), d.s.Sysctls.Text(model.ConfKey("all", "rp_filter")), model.ConfKey(n, "rp_filter"), d.s.Sysctls.Text(model.ConfKey(n, "rp_filter"))))
+	}
+	cmds := []string{quote.ShellJoin("sysctl", "-w", model.ConfKey("all", "rp_filter")+"=2")}
+	for _, n := range strict {
+		cmds = append(cmds, quote.ShellJoin("sysctl", "-w", model.ConfKey(n, "rp_filter")+"=2"))
+	}
+	d.add(finding.Finding{ID: FindingRPFilterStrict, Severity: finding.SeverityWarning,
+		Summary:  fmt.Sprintf("strict reverse-path filtering on %s of a host with %d uplinks: packets arriving on one uplink from addresses routed via another are dropped", strings.Join(strict, ", "), len(ups)),
+		Evidence: ev,
+		Fix:      multiWANFix("use loose mode: "+strings.Join(cmds, "; ")+"; or set the uplinks up as a multi-WAN host (which loosens it where needed)", ups)})
+}
+
+// uplinkReturn finds uplinks whose connections are answered through another uplink: for each
+// uplink but the primary, replies from its addresses are looked up (with the FIB, so any
+// policy rule counts) toward the networks this host reaches through routers; a reply leaving
+// through another uplink's gateway means no return routing. Return routing by fwmark (CONNMARK)
+// counts when a fwmark rule leads to a table with a route through the uplink.
+func (d *doctor) uplinkReturn(ups []uplink) {
+	if len(ups) < 2 {
+		return
+	}
+	primary := d.primaryUplink(inet.V4)
+	probes := d.probeDestinations(inet.V4)
+	for _, u := range ups {
+		if u.Name == primary || d.markReturn(u.Name) {
+			continue
+		}
+		l := d.s.LinkByName(u.Name)
+		if l == nil {
+			continue
+		}
+		var ev []string
+		var from netip.Addr
+		for _, a := range l.Addrs {
+			if inet.FamilyOf(a.Prefix.Addr()) != inet.V4 || a.Scope != "" && a.Scope != "global" {
+				continue
+			}
+			for _, dst := range probes {
+				if a.Prefix.Masked().Contains(dst) {
+					continue
+				}
+				r := d.fib.Lookup(fib.Flow{Family: inet.V4, Src: a.Prefix.Addr(), Dst: dst})
+				if r.Verdict == model.RouteUnicast && r.OIF != u.Name && r.Gateway.IsValid() {
+					if !from.IsValid() {
+						from = a.Prefix.Addr()
+					}
+					ev = append(ev, fmt.Sprintf("a reply from %s to %s leaves by %s: %s", a.Prefix.Addr(), dst, r.OIF, r.Explain(d.s.TableName)))
+				}
+			}
+		}
+		if len(ev) == 0 {
+			continue
+		}
+		ev = append([]string{fmt.Sprintf("%s is an uplink: %s", u.Name, u.Routes[0])}, limit(ev, 4)...)
+		uplink := u.Name
+		if u.Gateway.IsValid() {
+			uplink += ":" + u.Gateway.String()
+		}
+		args := []string{"--uplink", uplink}
+		d.add(finding.Finding{ID: FindingUplinkNoReturn, Severity: finding.SeverityWarning,
+			Summary:  fmt.Sprintf("connections that come in on uplink %s (to %s) are answered through another uplink: no ip rule sends them back the way they came", u.Name, from),
+			Evidence: ev,
+			Fix: finding.Fix{Summary: fmt.Sprintf("a table for %s with its connected and default routes, and `ip rule add from %s table T` (or CONNMARK by ingress and ip rule fwmark)", u.Name, from),
+				Wizard: finding.WizardSourceReturn, Args: args}})
+	}
+}
+
+// markReturn reports whether a fwmark rule leads to a table routing through the interface.
+func (d *doctor) markReturn(dev string) bool {
+	for _, r := range d.s.Rules {
+		if r.Mark == nil || r.Action != model.ActionTable && r.Action != "" {
+			continue
+		}
+		for _, rt := range d.s.RoutesOf(r.Family, r.Table) {
+			if rt.Dev == dev {
+				return true
+			}
+			for _, nh := range rt.Nexthops {
+				if nh.Dev == dev {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// probeDestinations are addresses to ask the FIB about: one inside every prefix this host
+// routes via a gateway, and for default routes one outside every other prefix.
+func (d *doctor) probeDestinations(f inet.Family) []netip.Addr {
+	var out []netip.Addr
+	seen := map[netip.Addr]bool{}
+	var all []netip.Prefix
+	for _, r := range d.s.Routes {
+		if r.Family == f && r.Table != model.TableLocal {
+			all = append(all, r.Dst)
+		}
+	}
+	for _, r := range d.s.Routes {
+		if r.Family != f || r.Table == model.TableLocal || !r.Gateway.IsValid() && len(r.Nexthops) == 0 {
+			continue
+		}
+		var a netip.Addr
+		if r.Dst.Bits() == 0 {
+			a = outside(all, f)
+		} else {
+			a = r.Dst.Masked().Addr()
+			if r.Dst.Bits() < r.Dst.Addr().BitLen() {
+				a = a.Next() // not the network address itself
+			}
+		}
+		if a.IsValid() && !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// outside returns a documentation address covered by none of the prefixes but default routes.
+func outside(ps []netip.Prefix, f inet.Family) netip.Addr {
+	cands := []string{"198.51.100.1", "203.0.113.1", "192.0.2.1", "100.64.0.1"}
+	if f == inet.V6 {
+		cands = []string{"2001:db8::1", "2001:db8:ffff::1"}
+	}
+outer:
+	for _, c := range cands {
+		a := netip.MustParseAddr(c)
+		for _, p := range ps {
+			if p.Bits() > 0 && p.Contains(a) {
+				continue outer
+			}
+		}
+		return a
+	}
+	return netip.Addr{}
+}
+
+// dnatWithoutSNAT finds DNAT rules whose backend is on the network their clients come from
+// and no SNAT/MASQUERADE rule catches the forwarded packets (case 5; hairpin in case 2). The
+// check runs nat POSTROUTING on the packet as the DNAT leaves it, from a client on that network.
+func (d *doctor) dnatWithoutSNAT() {
+	d.nfRules("nat", func(t *iptables.Table, c *iptables.Chain, r *iptables.Rule) {
+		if r.Target != "DNAT" {
+			return
+		}
+		o, ok := r.TargetOption("to-destination")
+		if !ok || len(o.Values) == 0 {
+			return
+		}
+		backend, port, err := netfilter.ParseNATRange(t.Family, o.Values[0])
+		if err != nil || !backend.IsValid() || d.nf.AddrType(backend, "") == "LOCAL" {
+			return
+		}
+		out, pfx := d.linkOf(backend)
+		if out == "" {
+			return
+		}
+		in := out // without -i, clients on the backend's own network reach the DNAT too
+		if r.In != nil {
+			if r.In.Not || strings.HasSuffix(r.In.Value, "+") {
+				return
+			}
+			in = r.In.Value
+			if _, shared := model.PrefixContaining(d.s.Connected(in), backend); !shared {
+				return
+			}
+		}
+		client := d.clientIn(pfx, backend)
+		if !client.IsValid() {
+			return
+		}
+		proto := 6
+		if r.Proto != nil && !r.Proto.Not {
+			if n, err := inet.ProtoNumber(strings.ToLower(r.Proto.Value)); err == nil {
+				proto = n
+			}
+		}
+		listenPort := ruleDPort(r)
+		if port == 0 {
+			port = listenPort
+		}
+		p := &netfilter.Packet{Family: t.Family, Proto: proto, Src: client, Dst: backend, SPort: 40000, DPort: port,
+			IIF: in, OIF: out, NextHop: backend, ICMPType: -1, TCPFlags: netfilter.TCPSYN}
+		res := d.nf.Run("nat", "POSTROUTING", p, &netfilter.Conn{State: netfilter.CTNew, DNAT: true})
+		if p.Src != client || len(res.Uncertain) > 0 {
+			return // SNATed (or cannot tell)
+		}
+		text := iptables.RuleCommand(t.Family, t.Name, c.Name, r)
+		self := d.fib.MasqueradeAddr(out, backend, backend)
+		protoName := ""
+		if r.Proto != nil {
+			protoName = strings.ToLower(r.Proto.Value)
+		}
+		fix := finding.SNATCommand(t.Family, backend, protoName, port, self)
+		d.add(finding.Finding{ID: FindingDNATWithoutSNAT, Severity: finding.SeverityWarning,
+			Summary: fmt.Sprintf("DNAT to %s, which is on %s (%s) where its clients are too, without SNAT: the backend answers clients on %s directly and the connection fails", backend, out, pfx, pfx),
+			Evidence: []string{text,
+				fmt.Sprintf("%s is on %s (%s); requests arrive on %s", backend, out, pfx, in),
+				fmt.Sprintf("no SNAT or MASQUERADE in nat POSTROUTING catches %s -> %s out %s", client, backend, out)},
+			Fix: finding.PortForwardFix("SNAT the forwarded traffic to this host's address: "+fix,
+				finding.PortForwardArgs(proto, ruleIn(*r), netip.AddrPortFrom(ruleDstAddr(*r), listenPort), netip.AddrPortFrom(backend, port)))})
+	})
+}
+
+// ruleDPort returns the first destination port a rule matches, or 0.
+func ruleDPort(r *iptables.Rule) uint16 {
+	for _, m := range r.Matches {
+		for _, o := range m.Options {
+			if (o.Name == "dport" || o.Name == "destination-port" || o.Name == "dports") && len(o.Values) == 1 && !o.Not {
+				if p, err := netfilter.FirstPort(strings.Split(o.Values[0], ",")[0]); err == nil {
+					return p
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// linkOf returns the interface and network an address is on-link with.
+func (d *doctor) linkOf(a netip.Addr) (string, netip.Prefix) {
+	for _, l := range d.s.Links {
+		if p, ok := model.PrefixContaining(d.s.Connected(l.Name), a); ok && p.Bits() < p.Addr().BitLen() {
+			return l.Name, p
+		}
+	}
+	return "", netip.Prefix{}
+}
+
+// clientIn picks an address of the network that is neither the backend nor this host's.
+func (d *doctor) clientIn(p netip.Prefix, not netip.Addr) netip.Addr {
+	a := p.Masked().Addr().Next()
+	for i := 0; i < 256 && p.Contains(a); i++ {
+		if a != not && d.nf.AddrType(a, "") != "LOCAL" {
+			return a
+		}
+		a = a.Next()
+	}
+	return netip.Addr{}
+}
+
+// tablesMissingConnected finds tables used by ip rules that have a default route but lack the
+// connected networks of the host's LAN interfaces (those without gateways): traffic for the LAN selected into such a
+// table (replies to LAN clients, hairpin) leaves by the uplink instead.
+func (d *doctor) tablesMissingConnected() {
+	used := map[int]bool{}
+	for _, r := range d.s.Rules {
+		if r.Action == model.ActionTable || r.Action == "" {
+			used[r.Table] = true
+		}
+	}
+	for _, id := range d.s.Tables() {
+		if id == model.TableMain || id == model.TableLocal || id == model.TableDefault || !used[id] {
+			continue
+		}
+		for _, f := range []inet.Family{inet.V4, inet.V6} {
+			// The transfer networks of other uplinks are not LAN: only their own table needs them.
+			isUplink := map[string]bool{}
+			for _, u := range d.uplinks(f) {
+				isUplink[u.Name] = true
+			}
+			routes := d.s.RoutesOf(f, id)
+			defDev := ""
+			for _, r := range routes {
+				if r.Dst.Bits() == 0 {
+					defDev = r.Dev
+				}
+			}
+			if defDev == "" {
+				continue
+			}
+			var missing, cmds []string
+			for _, c := range d.s.RoutesOf(f, model.TableMain) {
+				if c.Gateway.IsValid() || c.Dst.Bits() == 0 || c.Dev == "" || c.Dev == defDev || isUplink[c.Dev] || c.Scope != "link" || c.Type != model.RouteUnicast && c.Type != "" {
+					continue
+				}
+				if f == inet.V6 && c.Dst.Addr().IsLinkLocalUnicast() {
+					continue
+				}
+				covered := false
+				for _, r := range routes {
+					if r.Dst.Bits() > 0 && r.Dst.Contains(c.Dst.Addr()) && r.Dst.Bits() <= c.Dst.Bits() {
+						covered = true
+					}
+				}
+				if !covered {
+					missing = append(missing, fmt.Sprintf("%s dev %s", c.Dst, c.Dev))
+					cmds = append(cmds, quote.ShellJoin("ip", "route", "add", c.Dst.String(), "dev", c.Dev, "table", d.s.TableName(id)))
+				}
+			}
+			if len(missing) == 0 {
+				continue
+			}
+			d.add(finding.Finding{ID: FindingTableMissingConnected, Severity: finding.SeverityWarning,
+				Summary:  fmt.Sprintf("table %s sends everything out %s but lacks this host's networks %s: LAN traffic selected into it (replies to LAN clients, hairpin) leaves by the uplink", d.s.TableName(id), defDev, strings.Join(missing, ", ")),
+				Evidence: append([]string{fmt.Sprintf("table %s has a default route via %s and no route for:", d.s.TableName(id), defDev)}, missing...),
+				// No wizard: the routes are the whole fix; the multi-wan wizard would build
+				// tables of its own beside this one.
+				Fix: finding.Fix{Summary: strings.Join(cmds, "; ")}})
+		}
+	}
+}
+
+func (d *doctor) duplicateRules() {
+	groups := map[string][]model.Rule{}
+	var order []string
+	for _, r := range d.s.Rules {
+		key := fmt.Sprintf("%s %s %s", r.Family, r.Selectors(), r.ActionString(model.NumericTable))
+		if _, ok := groups[key]; !ok {
+			order = append(order, key)
+		}
+		groups[key] = append(groups[key], r)
+	}
+	for _, k := range order {
+		g := groups[k]
+		if len(g) < 2 {
+			continue
+		}
+		var ev, del []string
+		for i, r := range g {
+			ev = append(ev, fmt.Sprintf("ip %s rule %s", r.Family.Flag(), r.Args(d.s.TableName)))
+			if i > 0 {
+				del = append(del, quote.ShellJoin(append([]string{"ip", r.Family.Flag(), "rule", "del"}, r.Argv(d.s.TableName)...)...))
+			}
+		}
+		d.add(finding.Finding{ID: FindingDuplicateRule, Severity: finding.SeverityWarning,
+			Summary:  fmt.Sprintf("%d ip rules have the same selectors and action (%s %s): a script ran twice?", len(g), g[0].Selectors(), g[0].ActionString(d.s.TableName)),
+			Evidence: ev,
+			Fix:      finding.Fix{Summary: "delete the copies: " + strings.Join(del, "; ")}})
+	}
+}
+
+func (d *doctor) duplicateIPTablesRules() {
+	for _, t := range d.s.Netfilter.Tables {
+		for _, c := range t.Chains {
+			count := map[string]int{}
+			var order []string
+			for _, r := range c.Rules {
+				if count[r.Spec] == 0 {
+					order = append(order, r.Spec)
+				}
+				count[r.Spec]++
+			}
+			for _, spec := range order {
+				if count[spec] < 2 {
+					continue
+				}
+				text := fmt.Sprintf("%s -t %s -A %s %s", iptables.Command(t.Family), t.Name, c.Name, spec)
+				fix := "delete the copies with " + iptables.Command(t.Family) + " -D (once per copy)"
+				if toks, err := iptables.SplitArgs(spec); err == nil {
+					words := []string{iptables.Command(t.Family), "-t", t.Name, "-D", c.Name}
+					for _, tok := range toks {
+						words = append(words, tok.Text)
+					}
+					fix = fmt.Sprintf("delete the copies: %s (once per copy)", quote.ShellJoin(words...))
+				}
+				d.add(finding.Finding{ID: FindingDuplicateIPTablesRule, Severity: finding.SeverityWarning,
+					Summary:  fmt.Sprintf("the same rule is %d times in %s %s: a script ran twice?", count[spec], t.Name, c.Name),
+					Evidence: []string{text},
+					Fix:      finding.Fix{Summary: fix}})
+			}
+		}
+	}
+}
+
+func (d *doctor) rulesOnEmptyTables() {
+	for _, r := range d.s.Rules {
+		if r.Action != model.ActionTable && r.Action != "" || r.Table == model.TableLocal || r.Table == model.TableDefault || r.Table == model.TableMain {
+			continue
+		}
+		if len(d.s.RoutesOf(r.Family, r.Table)) > 0 {
+			continue
+		}
+		text := fmt.Sprintf("ip %s rule %s", r.Family.Flag(), r.Args(d.s.TableName))
+		d.add(finding.Finding{ID: FindingRuleEmptyTable, Severity: finding.SeverityWarning,
+			Summary:  fmt.Sprintf("rule %d looks up table %s, which has no %s routes: it does nothing, and the packets it should steer take the main table", r.Priority, d.s.TableName(r.Table), r.Family),
+			Evidence: []string{text},
+			Fix:      finding.Fix{Summary: fmt.Sprintf("add the routes of table %s (they are lost on reboot or when their interface goes down unless persisted), or delete the rule", d.s.TableName(r.Table))}})
+	}
+}
+
+func (d *doctor) gatewaysNotOnLink() {
+	for _, r := range d.s.Routes {
+		check := func(gw netip.Addr, dev string, onlink bool) {
+			if !gw.IsValid() || onlink || dev == "" || model.OnLink(d.s, r.Table, gw, dev) {
+				return
+			}
+			text := "ip route " + r.Args(d.s.TableName)
+			d.add(finding.Finding{ID: FindingGatewayNotOnLink, Severity: finding.SeverityWarning,
+				Summary:  fmt.Sprintf("the gateway %s of route %s is on none of %s's networks: the route cannot reach it", gw, r.Dst, dev),
+				Evidence: []string{text, fmt.Sprintf("networks of %s: %s", dev, prefixList(d.s.Connected(dev)))},
+				Fix:      finding.Fix{Summary: fmt.Sprintf("fix the gateway or device, add an address of %s's network to %s, or add the route with `onlink` if the gateway really is on that wire", gw, dev)}})
+		}
+		check(r.Gateway, r.Dev, r.OnLink)
+		for _, nh := range r.Nexthops {
+			check(nh.Gateway, nh.Dev, nh.OnLink)
+		}
+	}
+}
+
+func prefixList(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "none"
+	}
+	var s []string
+	for _, p := range ps {
+		s = append(s, p.String())
+	}
+	return strings.Join(s, ", ")
+}
+
+func (d *doctor) conntrackFull() {
+	count := d.s.Sysctls.Int(model.SysctlConntrackCount, -1)
+	maxN := d.s.Sysctls.Int(model.SysctlConntrackMax, 0)
+	if count < 0 || maxN <= 0 || count*10 < maxN*9 {
+		return
+	}
+	sev := finding.SeverityWarning
+	what := "nearly full"
+	if count >= maxN {
+		sev, what = finding.SeverityError, "full: new connections are dropped (\"nf_conntrack: table full, dropping packet\")"
+	}
+	d.add(finding.Finding{ID: FindingConntrackFull, Severity: sev,
+		Summary:  fmt.Sprintf("the conntrack table is %s: %d of %d entries", what, count, maxN),
+		Evidence: []string{fmt.Sprintf("%s = %d", model.SysctlConntrackCount, count), fmt.Sprintf("%s = %d", model.SysctlConntrackMax, maxN)},
+		Fix:      finding.Fix{Summary: fmt.Sprintf("raise %s (sysctl -w %s=%d) or find what opens so many connections (conntrack -L)", model.SysctlConntrackMax, model.SysctlConntrackMax, maxN*2)}})
+}
+
+// ruleIn is the rule's positive -i interface, or "".
+func ruleIn(r iptables.Rule) string {
+	if r.In == nil || r.In.Not {
+		return ""
+	}
+	return r.In.Value
+}
+
+// ruleDstAddr is the single address a rule's positive -d matches, or the zero address.
+func ruleDstAddr(r iptables.Rule) netip.Addr {
+	if r.Dst == nil || r.Dst.Not {
+		return netip.Addr{}
+	}
+	p, err := netip.ParsePrefix(r.Dst.Prefix)
+	if err != nil {
+		a, err := netip.ParseAddr(r.Dst.Prefix)
+		if err != nil {
+			return netip.Addr{}
+		}
+		return a
+	}
+	if !p.IsSingleIP() {
+		return netip.Addr{}
+	}
+	return p.Addr()
+}
