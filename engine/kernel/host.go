@@ -60,6 +60,9 @@ type Host interface {
 	// Restore runs `iptables-restore --noflush -w` (ip6tables- for V6) with tx; with test,
 	// `--test` as well, which changes nothing.
 	Restore(ctx context.Context, f inet.Family, tx []byte, test bool) error
+	// RestoreIn is Restore into one iptables backend (iptables.BackendLegacy or BackendNFT)
+	// with that backend's iptables-restore; "" is Restore.
+	RestoreIn(ctx context.Context, backend string, f inet.Family, tx []byte, test bool) error
 
 	FlushConntrack(ctx context.Context, f plan.ConntrackFlush) error
 
@@ -102,6 +105,7 @@ type LiveHost struct {
 	pipe   *pipe
 	links  map[string]int // ifindex by name, cached: routes come by the thousand
 	runner Runner
+	caps   map[string]RestoreCaps // what each iptables-restore accepts, probed once
 }
 
 // OpenHost opens the live Host of a namespace; dirs are the iproute2 configuration directories
@@ -350,11 +354,23 @@ func (l *LiveHost) ReadNetfilter(ctx context.Context) (iptables.Ruleset, error) 
 
 // Restore implements Host.
 func (l *LiveHost) Restore(ctx context.Context, f inet.Family, tx []byte, test bool) error {
-	args := []string{"--noflush", "-w"}
-	if test {
-		args = append([]string{"--test"}, args...)
+	return l.RestoreIn(ctx, "", f, tx, test)
+}
+
+// RestoreIn implements Host: the backend's iptables-restore, with the options it accepts.
+func (l *LiveHost) RestoreIn(ctx context.Context, backend string, f inet.Family, tx []byte, test bool) error {
+	if l.caps == nil {
+		l.caps = map[string]RestoreCaps{}
 	}
-	_, err := l.runner.Run(ctx, tx, restoreTool(f), args...)
+	tool, caps, err := pickRestore(ctx, l.runner, l.caps, f, backend)
+	if err != nil {
+		return err
+	}
+	args, err := caps.Args(test)
+	if err != nil {
+		return err
+	}
+	_, err = l.runner.Run(ctx, tx, tool, args...)
 	return err
 }
 

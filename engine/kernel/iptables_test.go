@@ -35,6 +35,10 @@ func (f *fakeRunner) Run(ctx context.Context, stdin []byte, name string, args ..
 	line := strings.Join(append([]string{name}, args...), " ")
 	f.calls = append(f.calls, line)
 	a, ok := f.answers[line]
+	if !ok && (strings.Contains(name, "-legacy") || strings.Contains(name, "-nft")) {
+		// An old userland: iptables before 1.8 has neither backend's own tools.
+		return nil, fmt.Errorf("%s not found: %w", name, kernel.ErrToolMissing)
+	}
 	if !ok {
 		f.t.Errorf("unexpected command %q", line)
 		return nil, fmt.Errorf("unexpected command %q", line)
