@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
 )
 
 // Lines renders the configuration part of a state as one line per item, in ip/iptables/sysctl

@@ -123,11 +123,11 @@ type ChainSpec struct {
 	// Backend is the iptables backend the chain lives in (iptables.BackendLegacy or
 	// BackendNFT): the apply runs that backend's iptables-restore. "" is whichever backend
 	// the host's iptables command uses (a plan of an old userland, or of an older roundtrip).
-	Backend string `json:"backend,omitempty"`
-	Table  string      `json:"table"` // raw, mangle, nat, filter, security
-	Name   string      `json:"name"`  // starts with ChainPrefix
-	Jumps  []Jump      `json:"hooks,omitempty"`
-	Rules  []string    `json:"rules,omitempty"`
+	Backend string   `json:"backend,omitempty"`
+	Table   string   `json:"table"` // raw, mangle, nat, filter, security
+	Name    string   `json:"name"`  // starts with ChainPrefix
+	Jumps   []Jump   `json:"hooks,omitempty"`
+	Rules   []string `json:"rules,omitempty"`
 }
 
 // Hook is a jump from a built-in chain ("-A PREROUTING -j RT-X"). Position is where the jump
