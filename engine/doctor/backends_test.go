@@ -40,7 +40,7 @@ sysctl net.ipv4.ip_forward=1
 	if !strings.Contains(f.Fix.Summary, "iptables-legacy-save") || !strings.Contains(f.Fix.Summary, "iptables-nft-save") {
 		t.Errorf("fix %q does not give both commands", f.Fix.Summary)
 	}
-	if !strings.Contains(f.Summary, "1 in legacy (inet nat)") || !strings.Contains(f.Summary, "1 in nft (inet filter)") {
+	if !strings.Contains(f.Summary, "1 in legacy (nat)") || !strings.Contains(f.Summary, "1 in nft (filter)") {
 		t.Errorf("summary %q does not say where the rules are", f.Summary)
 	}
 

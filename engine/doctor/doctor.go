@@ -144,7 +144,11 @@ func (d *doctor) backendsMixed() {
 			}
 		}
 		if n > 0 {
-			where[b] = append(where[b], fmt.Sprintf("%s %s", t.Family, t.Name))
+			name := t.Name
+			if t.Family == inet.V6 {
+				name = "ip6 " + name
+			}
+			where[b] = append(where[b], name)
 		}
 	}
 	var parts []string

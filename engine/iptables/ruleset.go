@@ -4,6 +4,7 @@ package iptables
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"roundtrip/engine/inet"
@@ -30,27 +31,43 @@ type Ruleset struct {
 	WriteBackend string `json:"write_backend,omitempty"`
 }
 
-// PlanBackend is the backend a plan writes into: the one the user chose; else the one that
-// already holds a table (family, table) with a chain named chain (a chain roundtrip made
-// before stays where it is); else the only backend that holds rules; else, with rules in
-// both or in none, the iptables command's. It is "" when the tables were read from one
-// backend only (an old userland), where plain iptables is the only way in.
-func (n *Ruleset) PlanBackend(f inet.Family, table, chain string) string {
+// PlanBackend is the backend a plan writes its chains of family f into (in tables, named
+// chains): the one the user chose; else the one that already holds one of those chains (a
+// chain roundtrip made before stays where it is); else the only backend whose tables of those
+// names hold rules (a port forward goes where the host's NAT rules are); else the only backend
+// that holds rules at all; else, with rules in both or in none, the iptables command's. It is
+// "" when the tables were read from one backend only (an old userland), where plain iptables
+// is the only way in.
+func (n *Ruleset) PlanBackend(f inet.Family, tables, chains []string) string {
 	if n.WriteBackend != "" {
 		return n.WriteBackend
 	}
 	labelled := false
+	holding := map[string]bool{}
 	for i := range n.Tables {
 		t := &n.Tables[i]
 		labelled = labelled || t.Backend != ""
-		if t.Backend != "" && t.Family == f && t.Name == table && t.Chain(chain) != nil {
-			return t.Backend
+		if t.Backend == "" || t.Family != f || !slices.Contains(tables, t.Name) {
+			continue
+		}
+		for _, c := range chains {
+			if t.Chain(c) != nil {
+				return t.Backend
+			}
+		}
+		if t.Active() {
+			holding[t.Backend] = true
 		}
 	}
 	if !labelled {
 		return ""
 	}
-	if b := n.Backends(); len(b) == 1 && b[0] != "" {
+	if len(holding) == 1 {
+		for b := range holding {
+			return b
+		}
+	}
+	if b := n.Backends(); len(b) == 1 && b[0] != "" && len(holding) == 0 {
 		return b[0]
 	}
 	return n.Backend

@@ -79,11 +79,14 @@ func TestReadNetfilterBothBackends(t *testing.T) {
 	if nf.TableIn(iptables.BackendNFT, inet.V4, "nat") != nil {
 		t.Errorf("TableIn(nf_tables, nat) found a table only the legacy backend has")
 	}
-	if got := nf.PlanBackend(inet.V4, "nat", "RT-PF"); got != iptables.BackendNFT {
-		t.Errorf("PlanBackend with rules in both = %q, want the iptables command's (nf_tables)", got)
+	if got := nf.PlanBackend(inet.V4, []string{"nat"}, []string{"RT-PF"}); got != iptables.BackendLegacy {
+		t.Errorf("PlanBackend for nat = %q, want legacy, where the host's nat rules are", got)
+	}
+	if got := nf.PlanBackend(inet.V4, []string{"mangle"}, []string{"RT-MARK"}); got != iptables.BackendNFT {
+		t.Errorf("PlanBackend for mangle (in neither) with rules in both = %q, want the iptables command's (nf_tables)", got)
 	}
 	nf.WriteBackend = iptables.BackendLegacy
-	if got := nf.PlanBackend(inet.V4, "nat", "RT-PF"); got != iptables.BackendLegacy {
+	if got := nf.PlanBackend(inet.V4, []string{"filter"}, []string{"RT-PF"}); got != iptables.BackendLegacy {
 		t.Errorf("PlanBackend with --iptables-backend legacy = %q", got)
 	}
 }

@@ -1131,9 +1131,10 @@ func (d *Desired) Plan(cur *model.State) (*Plan, error) {
 	for _, r := range d.Rules {
 		add(Change{Kind: KindRule, Op: OpAdd, Rule: &r})
 	}
+	backend := d.chainBackends(cur)
 	for _, c := range d.Chains {
 		if c.Backend == "" {
-			c.Backend = cur.Netfilter.PlanBackend(c.Family, c.Table, c.Name)
+			c.Backend = backend[c.Family]
 		}
 		add(Change{Kind: KindChain, Op: OpSet, Chain: &c})
 	}
@@ -1145,7 +1146,7 @@ func (d *Desired) Plan(cur *model.State) (*Plan, error) {
 	}
 	for _, c := range d.RemoveChains {
 		if c.Backend == "" {
-			c.Backend = cur.Netfilter.PlanBackend(c.Family, c.Table, c.Name)
+			c.Backend = backend[c.Family]
 		}
 		add(Change{Kind: KindChain, Op: OpDelete, Chain: &ChainSpec{Family: c.Family, Backend: c.Backend, Table: c.Table, Name: c.Name}})
 	}
@@ -1172,6 +1173,21 @@ func (d *Desired) Plan(cur *model.State) (*Plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// chainBackends picks, per family, the one iptables backend the plan's chains go into
+// (Ruleset.PlanBackend over all of them).
+func (d *Desired) chainBackends(cur *model.State) map[inet.Family]string {
+	tables, chains := map[inet.Family][]string{}, map[inet.Family][]string{}
+	for _, c := range slices.Concat(d.Chains, d.RemoveChains) {
+		tables[c.Family] = append(tables[c.Family], c.Table)
+		chains[c.Family] = append(chains[c.Family], c.Name)
+	}
+	out := map[inet.Family]string{}
+	for f := range tables {
+		out[f] = cur.Netfilter.PlanBackend(f, tables[f], chains[f])
+	}
+	return out
 }
 
 // ObjectKey is the key Desired.Why uses for a change's comment.

@@ -174,7 +174,7 @@ func TestPrivilegedIPTablesBackends(t *testing.T) {
 		showLines     []string
 		pass8080      bool
 		mixed         bool
-		writesInto    string // the backend the wizard writes into
+		writesInto    string // the backend the wizard writes into: where the host's nat rules are
 		dropBackendIn string // the backend trace names for the DROP
 	}{
 		{name: "legacy only", legacy: [][]string{dnat("8080", bkServer+":80"), dnat("8081", bkServer+":81")},
@@ -185,7 +185,7 @@ func TestPrivilegedIPTablesBackends(t *testing.T) {
 			pass8080:  true, writesInto: "iptables-nft-save"},
 		{name: "dnat legacy, drop nft", legacy: [][]string{dnat("8080", bkServer+":80"), dnat("8081", bkServer+":81")}, nft: [][]string{drop80},
 			showLines: []string{"rules in both backends", "[legacy] nat PREROUTING", "[nft] filter FORWARD", "-p tcp -m tcp --dport 80 -j DROP"},
-			mixed:     true, writesInto: "iptables-nft-save", dropBackendIn: "nft"},
+			mixed:     true, writesInto: "iptables-legacy-save", dropBackendIn: "nft"},
 		{name: "dnat nft, drop legacy", nft: [][]string{dnat("8080", bkServer+":80"), dnat("8081", bkServer+":81")}, legacy: [][]string{drop80},
 			showLines: []string{"rules in both backends", "[nft] nat PREROUTING", "[legacy] filter FORWARD"},
 			mixed:     true, writesInto: "iptables-nft-save", dropBackendIn: "legacy"},
