@@ -374,13 +374,6 @@ func (l *LiveHost) RestoreIn(ctx context.Context, backend string, f inet.Family,
 	return err
 }
 
-func restoreTool(f inet.Family) string {
-	if f == inet.V6 {
-		return "ip6tables-restore"
-	}
-	return "iptables-restore"
-}
-
 // FlushConntrack deletes the conntrack entries of the flush's family whose original tuple
 // matches, each as the streamed dump brings it, so memory does not grow with the table (the
 // kernel filters the family and the mark). A kernel without conntrack has no entries to delete.
