@@ -57,8 +57,8 @@ type Host interface {
 	Rules(ctx context.Context, ops []RuleOp, stopOnError bool) (done int, failed []OpError, err error)
 
 	ReadNetfilter(ctx context.Context) (iptables.Ruleset, error)
-	// Restore runs `iptables-restore --noflush -w` (ip6tables- for V6) with tx; with test,
-	// `--test` as well, which changes nothing.
+	// Restore runs `iptables-restore --noflush -w` (ip6tables- for V6; -w where the tool
+	// has it) with tx; with test, `--test` as well, which changes nothing.
 	Restore(ctx context.Context, f inet.Family, tx []byte, test bool) error
 	// RestoreIn is Restore into one iptables backend (iptables.BackendLegacy or BackendNFT)
 	// with that backend's iptables-restore; "" is Restore.

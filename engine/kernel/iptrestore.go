@@ -12,6 +12,10 @@ import (
 	"roundtrip/engine/plan"
 )
 
+// ErrRestoreTool is wrapped by the errors that say the installed iptables-restore cannot do
+// what roundtrip needs (missing, too old, another backend's): nothing was run.
+var ErrRestoreTool = errors.New("iptables-restore unusable")
+
 // RestoreCaps is what an installed iptables-restore accepts. Old userlands differ: -w (wait
 // for the xtables lock) came in 1.6.2, so CentOS 7's 1.4.21 refuses it; --noflush and --test
 // are older than anything still shipped, -c (counters) older still. roundtrip asks the tool
@@ -70,12 +74,12 @@ func (c RestoreCaps) Args(test bool) ([]string, error) {
 		name += " " + c.Version
 	}
 	if !c.NoFlush {
-		return nil, fmt.Errorf("%s does not accept --noflush: roundtrip cannot change its own chains without replacing every table; upgrade iptables", name)
+		return nil, fmt.Errorf("%w: %s does not accept --noflush: roundtrip cannot change its own chains without replacing every table; upgrade iptables", ErrRestoreTool, name)
 	}
 	var args []string
 	if test {
 		if !c.Test {
-			return nil, fmt.Errorf("%s does not accept --test: the plan's rules cannot be checked before they are applied; upgrade iptables", name)
+			return nil, fmt.Errorf("%w: %s does not accept --test: the plan's rules cannot be checked before they are applied; upgrade iptables", ErrRestoreTool, name)
 		}
 		args = append(args, "--test")
 	}
@@ -127,7 +131,7 @@ func pickRestore(ctx context.Context, r Runner, caps map[string]RestoreCaps, f i
 		plainBackend = iptables.BackendNFT
 	}
 	if plainBackend != backend {
-		return "", pc, fmt.Errorf("the plan writes into the %s iptables backend, but %s is not installed and %s writes into %s: install %s or plan for the %s backend (--iptables-backend)", backend, own, plain, plainBackend, own, plainBackend)
+		return "", pc, fmt.Errorf("%w: the plan writes into the %s iptables backend, but %s is not installed and %s writes into %s: install %s or plan for the %s backend (--iptables-backend)", ErrRestoreTool, backend, own, plain, plainBackend, own, plainBackend)
 	}
 	return plain, pc, nil
 }

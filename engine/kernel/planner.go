@@ -213,6 +213,9 @@ func (p *planner) finish(before *model.State) error {
 		tx := plan.NetfilterTransaction(f, st.Changes, before)
 		if err := p.host.RestoreIn(p.ctx, backend, f, tx, true); err != nil {
 			tool := plan.RestoreTool(f, backend)
+			if errors.Is(err, ErrRestoreTool) || errors.Is(err, ErrToolMissing) {
+				return fmt.Errorf("applying the plan's %s rules (nothing was changed): %w", f, err)
+			}
 			if isPermissionDenied(err) || errors.Is(err, fs.ErrPermission) {
 				return fmt.Errorf("checking the plan's %s rules with %s --test needs root (permission denied): run it as root: %w", f, tool, err)
 			}
