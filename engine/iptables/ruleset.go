@@ -195,6 +195,28 @@ func (n *Ruleset) TableIn(backend string, f inet.Family, name string) *Table {
 	return nil
 }
 
+// TablesNamed returns the tables of that family and name, one per backend that holds one.
+func (n *Ruleset) TablesNamed(f inet.Family, name string) []*Table {
+	var out []*Table
+	for i := range n.Tables {
+		if n.Tables[i].Family == f && n.Tables[i].Name == name {
+			out = append(out, &n.Tables[i])
+		}
+	}
+	return out
+}
+
+// FindChain returns the chain of that family, table and name in whichever backend holds it
+// (the first one read when both do), or nil.
+func (n *Ruleset) FindChain(f inet.Family, table, chain string) *Chain {
+	for _, t := range n.TablesNamed(f, table) {
+		if c := t.Chain(chain); c != nil {
+			return c
+		}
+	}
+	return nil
+}
+
 // TableBackend is the backend a table lives in: its own label, or for a table of an older
 // snapshot the backend of the iptables command.
 func (n *Ruleset) TableBackend(t *Table) string {
