@@ -230,6 +230,14 @@ func readFamily(ctx context.Context, r Runner, f inet.Family, backend string) (t
 			ts[i].Backend = label
 		}
 		tables = append(tables, ts...)
+		// iptables-nft-save lists a table holding native nft base chains it cannot print
+		// with a comment only ("# Table `filter' contains incompatible base-chains, use 'nft'
+		// tool to list them."): those chains run all the same.
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "# Table") && strings.Contains(line, "incompatible") {
+				hidden = append(hidden, fmt.Sprintf("%s: %s", tool, strings.TrimSpace(strings.TrimPrefix(line, "#"))))
+			}
+		}
 		return true, string(stderr), nil
 	}
 	haveLegacy, _, err := save(cmd+"-legacy-save", iptables.BackendLegacy)
@@ -242,21 +250,27 @@ func readFamily(ctx context.Context, r Runner, f inet.Family, backend string) (t
 	}
 	switch {
 	case haveLegacy && haveNFT:
-		return tables, nil, true, nil
-	case haveNFT && strings.Contains(warn, legacyWarning):
-		// iptables-nft-save knows the legacy backend holds tables but there is no tool here
-		// to read them: the rules are there all the same, and a trace must say it may miss them.
-		hidden = append(hidden, fmt.Sprintf("%s-nft-save warns %q, but %s-legacy-save is not installed: the legacy backend's %s rules are not modelled", cmd, strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(warn), "#")), cmd, f))
+		return tables, hidden, true, nil
 	}
 	// One backend's tool at most: the iptables command's own save tool is the authority (its
 	// backend is the one -V named; before 1.8 there is only legacy). Its tables are left
 	// unlabelled: they are the Ruleset's Backend, and plain iptables is the way to them.
-	tables = nil
+	nftWarn := ""
+	if haveNFT && strings.Contains(warn, legacyWarning) {
+		nftWarn = cmd + "-nft-save"
+	}
+	tables, hidden = nil, nil
 	if _, warn, err = save(cmd+"-save", ""); err != nil {
 		return nil, nil, false, err
 	}
-	if backend == iptables.BackendNFT && !haveNFT && strings.Contains(warn, legacyWarning) {
-		hidden = append(hidden, fmt.Sprintf("%s-save warns %q, but %s-legacy-save is not installed: the legacy backend's %s rules are not modelled", cmd, strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(warn), "#")), cmd, f))
+	if nftWarn == "" && backend == iptables.BackendNFT && strings.Contains(warn, legacyWarning) {
+		nftWarn = cmd + "-save"
+	}
+	if nftWarn != "" {
+		// The nf_tables tool knows the legacy backend holds tables, but there is no tool
+		// here to read them: the rules run all the same, and a trace must say it may miss
+		// them.
+		hidden = append(hidden, fmt.Sprintf("%s warns %q, but %s-legacy-save is not installed: the legacy backend's %s rules are not modelled", nftWarn, "iptables-legacy tables present", cmd, f))
 	}
 	return tables, hidden, false, nil
 }
