@@ -371,7 +371,7 @@ func (t *tracer) checkTableOrder(table, hook string, backends []string, p *netfi
 		}
 	}
 	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
-		Summary: fmt.Sprintf("%s %s is in both iptables backends (%s), which the kernel runs at the same priority in an order it does not define, and the outcome depends on it; the trace assumed %s first",
+		Summary: fmt.Sprintf("%s %s is in both iptables backends (%s) at the same priority, where the kernel runs the most recently registered first and nothing shows which that is; the outcome depends on it, and the trace assumed %s first",
 			table, hook, strings.Join(backendNames(backends), " and "), iptables.BackendName(backends[0])),
 		Evidence: append(acted, "in that order: "+va, "the other way round: "+vb),
 		Fix:      finding.Fix{Summary: "keep the rules of one table in one backend: move them with " + quote.ShellJoin(iptables.BackendCommand(p.Family, iptables.BackendLegacy)+"-save", "-t", table) + " and " + quote.ShellJoin(iptables.BackendCommand(p.Family, iptables.BackendNFT)+"-restore", "--noflush")}})
