@@ -11,6 +11,7 @@ import (
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/plan"
 )
 
 // diagRunner is a fakeRunner that also answers standard error, as ExecRunner.RunDiag does.
@@ -242,6 +243,53 @@ func TestPickRestore(t *testing.T) {
 			if tool != c.wantTool || err != nil || !slices.Equal(args, c.wantArgs) {
 				t.Errorf("PickRestore = %q %q (%v), want %q %q", tool, args, err, c.wantTool, c.wantArgs)
 			}
+		})
+	}
+}
+
+// TestFakeApplyIntoBackend: on a host with rules in both backends, a plan's chains go into the
+// backend it names, through that backend's iptables-restore, and the rollback takes them out
+// of it again; the other backend is never touched.
+func TestFakeApplyIntoBackend(t *testing.T) {
+	ctx := context.Background()
+	for _, backend := range []string{iptables.BackendLegacy, iptables.BackendNFT} {
+		t.Run(backend, func(t *testing.T) {
+			st := fakeState()
+			for i := range st.Netfilter.Tables {
+				st.Netfilter.Tables[i].Backend = iptables.BackendLegacy
+			}
+			nftDrop, err := iptables.ParseSave(inet.V4, []byte(nftDrop))
+			if err != nil {
+				t.Fatal(err)
+			}
+			nftDrop[0].Backend = iptables.BackendNFT
+			st.Netfilter.Backend = iptables.BackendNFT
+			st.Netfilter.Tables = append(st.Netfilter.Tables, nftDrop...)
+			st.Netfilter.WriteBackend = backend
+			w := newWorld(t, st)
+			before := w.fake.State()
+			d := &plan.Desired{Intent: "test", Chains: []plan.ChainSpec{{Family: inet.V4, Table: "nat", Name: "RT-PF-PRE", Jumps: []plan.Jump{{Chain: "PREROUTING"}},
+				Rules: []string{"-p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.88.0.2:80"}}}}
+			p, err := d.Plan(before)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.applier.Apply(ctx, p, kernel.ApplyOptions{}); err != nil {
+				t.Fatalf("apply: %v\n%s", err, strings.Join(w.fake.Log, "\n"))
+			}
+			tool := iptables.BackendCommand(inet.V4, backend) + "-restore"
+			if log := strings.Join(w.fake.Log, "\n"); !strings.Contains(log, tool+" --noflush") {
+				t.Errorf("the apply did not run %s:\n%s", tool, log)
+			}
+			after := w.fake.State().Netfilter
+			other := map[string]string{iptables.BackendLegacy: iptables.BackendNFT, iptables.BackendNFT: iptables.BackendLegacy}[backend]
+			if after.TableIn(backend, inet.V4, "nat").Chain("RT-PF-PRE") == nil || after.TableIn(other, inet.V4, "nat").Chain("RT-PF-PRE") != nil {
+				t.Errorf("RT-PF-PRE is not in the %s backend alone:\n%s", backend, w.fake.String())
+			}
+			if _, err := w.applier.Rollback(ctx, "", "test"); err != nil {
+				t.Fatalf("rollback: %v", err)
+			}
+			sameState(t, "rollback did not restore both backends", before, w.fake.State())
 		})
 	}
 }

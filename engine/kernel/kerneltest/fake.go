@@ -414,6 +414,15 @@ func (f *Fake) RestoreIn(_ context.Context, backend string, fam inet.Family, tx 
 	})
 }
 
+// builtinChains are the chains each iptables table is created with.
+var builtinChains = map[string][]string{
+	"raw":      {"PREROUTING", "OUTPUT"},
+	"mangle":   {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+	"nat":      {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+	"filter":   {"INPUT", "FORWARD", "OUTPUT"},
+	"security": {"INPUT", "FORWARD", "OUTPUT"},
+}
+
 func restore(st *model.State, backend string, fam inet.Family, tx []byte) error {
 	var t *iptables.Table
 	for n, raw := range strings.Split(string(tx), "\n") {
@@ -427,7 +436,12 @@ func restore(st *model.State, backend string, fam inet.Family, tx []byte) error 
 			name := line[1:]
 			t = st.Netfilter.TableIn(backend, fam, name)
 			if t == nil {
-				st.Netfilter.Tables = append(st.Netfilter.Tables, iptables.Table{Family: fam, Name: name, Backend: backend})
+				// The kernel creates a table with its built-in chains, accepting.
+				nt := iptables.Table{Family: fam, Name: name, Backend: backend}
+				for _, c := range builtinChains[name] {
+					nt.Chains = append(nt.Chains, iptables.Chain{Name: c, Policy: "ACCEPT"})
+				}
+				st.Netfilter.Tables = append(st.Netfilter.Tables, nt)
 				t = &st.Netfilter.Tables[len(st.Netfilter.Tables)-1]
 			}
 		case line == "COMMIT":
