@@ -294,8 +294,8 @@ func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *ne
 	if len(backends) == 0 {
 		return true // no such table: the kernel has no hook for it
 	}
-	if !defined {
-		t.checkTableOrder(table, hook, backends, p, ct)
+	if !defined && t.checkTableOrder(table, hook, backends, p, ct) {
+		leg.uncertain = true
 	}
 	mixed := t.s.Netfilter.Mixed()
 	for _, b := range backends {
@@ -352,17 +352,17 @@ func natDecided(r netfilter.Result) bool {
 
 // checkTableOrder reports a table both backends hold when the order the kernel runs them in,
 // which is not defined, changes what happens to the packet: the rules of each backend that
-// acted are named.
-func (t *tracer) checkTableOrder(table, hook string, backends []string, p *netfilter.Packet, ct *netfilter.Conn) {
+// acted are named. It reports whether the order matters.
+func (t *tracer) checkTableOrder(table, hook string, backends []string, p *netfilter.Packet, ct *netfilter.Conn) bool {
 	reversed := []string{backends[1], backends[0]}
 	pa, ca, va, acted := t.tableRun(table, hook, backends, *p, *ct)
 	pb, cb, vb, actedB := t.tableRun(table, hook, reversed, *p, *ct)
 	if pa == pb && ca == cb && va == vb {
-		return
+		return false
 	}
 	key := "order " + table + " " + hook
 	if t.seen[key] {
-		return
+		return true
 	}
 	t.seen[key] = true
 	for _, r := range actedB {
@@ -375,6 +375,7 @@ func (t *tracer) checkTableOrder(table, hook string, backends []string, p *netfi
 			table, hook, strings.Join(backendNames(backends), " and "), iptables.BackendName(backends[0])),
 		Evidence: append(acted, "in that order: "+va, "the other way round: "+vb),
 		Fix:      finding.Fix{Summary: "keep the rules of one table in one backend: move them with " + quote.ShellJoin(iptables.BackendCommand(p.Family, iptables.BackendLegacy)+"-save", "-t", table) + " and " + quote.ShellJoin(iptables.BackendCommand(p.Family, iptables.BackendNFT)+"-restore", "--noflush")}})
+	return true
 }
 
 func backendNames(bs []string) []string {
