@@ -267,7 +267,7 @@ func (t *tracer) modelLimits() {
 		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
 			Summary:  "netfilter rules are loaded that could not be read; they may drop or rewrite this flow",
 			Evidence: []string{h},
-			Fix:      finding.Fix{Summary: "install the tool the reason names (the iptables package brings iptables-legacy-save) and trace again", Args: []string{}}})
+			Fix:      finding.Fix{Summary: "look at those rules as the reason says (iptables-legacy-save comes with the iptables package; native nft chains show with `nft list ruleset`) and check the flow against them", Args: []string{}}})
 	}
 	if len(nf.Foreign) > 0 {
 		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
