@@ -52,6 +52,16 @@ const drop80 = `*filter
 COMMIT
 `
 
+// backendStep is stepIndex for a step of one backend's table.
+func backendStep(l *Leg, hook, backend, contains string) int {
+	for i, s := range l.Steps {
+		if s.Hook == hook && s.Backend == backend && strings.Contains(s.What+" "+s.Rule, contains) {
+			return i
+		}
+	}
+	return -1
+}
+
 // The issue's report: the only rule is in iptables-legacy while iptables is iptables-nft; the
 // trace must see the DNAT, and name the rule by the command that lists it.
 func TestTraceLegacyOnlyDNAT(t *testing.T) {
@@ -81,7 +91,7 @@ func TestTraceSplitBackends(t *testing.T) {
 				t.Fatalf("forward = %s, want drop\n%s", r.Forward.Verdict, dumpLeg(&r.Forward))
 			}
 			dnatBy := map[string]string{"nft": "legacy", "legacy": "nft"}[c.dropBy]
-			if stepIndex(&r.Forward, "nat PREROUTING ("+dnatBy+")", "DNAT 100.64.0.1:8080 -> 100.140.0.10:80") < 0 {
+			if backendStep(&r.Forward, "nat PREROUTING", dnatBy, "DNAT 100.64.0.1:8080 -> 100.140.0.10:80") < 0 {
 				t.Errorf("no DNAT step in %s:\n%s", dnatBy, dumpLeg(&r.Forward))
 			}
 			f := r.Finding(FindingFiltered)
@@ -106,12 +116,13 @@ func TestTraceBackendsUndefinedOrder(t *testing.T) {
 		t.Fatalf("no uncertain finding: %+v\n%s", r.Findings, dumpLeg(&r.Forward))
 	}
 	ev := strings.Join(f.Evidence, "\n")
-	for _, want := range []string{"iptables-legacy -t nat -A PREROUTING", "--to-destination 100.140.0.10:80", "iptables-nft -t nat -A PREROUTING", "--to-destination 100.140.0.20:80"} {
+	for _, want := range []string{"iptables-legacy -t nat -A PREROUTING", "--to-destination 100.140.0.10:80", "iptables-nft -t nat -A PREROUTING", "--to-destination 100.140.0.20:80",
+		"nft first: accept, tcp 100.64.0.7:40000 -> 100.140.0.20:80", "legacy first: accept, tcp 100.64.0.7:40000 -> 100.140.0.10:80"} {
 		if !strings.Contains(ev, want) {
 			t.Errorf("uncertain finding does not name %q:\n%s", want, ev)
 		}
 	}
-	if stepIndex(&r.Forward, "nat PREROUTING (nft)", "-> 100.140.0.20:80") < 0 || stepIndex(&r.Forward, "nat PREROUTING (legacy)", "") >= 0 {
+	if backendStep(&r.Forward, "nat PREROUTING", "nft", "-> 100.140.0.20:80") < 0 || backendStep(&r.Forward, "nat PREROUTING", "legacy", "") >= 0 {
 		t.Errorf("want nft's DNAT and legacy's nat not consulted after it:\n%s", dumpLeg(&r.Forward))
 	}
 	// The same DNAT in both: the order does not matter, and nothing is said.
@@ -129,5 +140,15 @@ func TestTraceHiddenBackend(t *testing.T) {
 	f := r.Finding(FindingUncertain)
 	if f == nil || !strings.Contains(strings.Join(f.Evidence, " "), "iptables-legacy-save is not installed") {
 		t.Errorf("uncertain finding = %+v, want the hidden legacy tables", f)
+	}
+}
+
+// A DROP in both backends' FORWARD: whichever runs first, the packet is dropped; the order
+// does not matter and nothing is said about it.
+func TestTraceBackendsBothDrop(t *testing.T) {
+	s := routerWithBackends(t, drop80, drop80)
+	r := trace(t, s, "tcp 100.64.0.7:40000 100.140.0.10:80 wan0")
+	if r.Forward.Verdict != LegDrop || r.Has(FindingUncertain) {
+		t.Errorf("forward %s, findings %+v; want a drop and nothing uncertain", r.Forward.Verdict, r.Findings)
 	}
 }

@@ -119,6 +119,9 @@ type Step struct {
 	What     string `json:"what"`
 	Rule     string `json:"rule"` // the rule or route that did it, as a command
 	Decisive bool   `json:"decisive"`
+	// Backend is the iptables backend of the table ("legacy", "nft") when rules live in
+	// both; "" otherwise.
+	Backend string `json:"backend,omitempty"`
 }
 
 // Packet is a packet's addresses as it leaves (or is delivered).
@@ -299,12 +302,12 @@ func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *ne
 	}
 	mixed := t.s.Netfilter.Mixed()
 	for _, b := range backends {
-		hookName := table + " " + hook
+		label := ""
 		if mixed {
-			hookName += " (" + iptables.BackendName(b) + ")"
+			label = iptables.BackendName(b)
 		}
 		r := t.nf.RunIn(b, table, hook, p, ct)
-		if !t.recordTable(leg, hookName, b, table, hook, r, p, ct) {
+		if !t.recordTable(leg, label, b, table, hook, r, p, ct) {
 			return false
 		}
 		if table == "nat" && natDecided(r) {
@@ -318,8 +321,10 @@ func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *ne
 
 // tableRun runs a table's backends in one order on copies of the packet, as table does,
 // for comparing orders.
-func (t *tracer) tableRun(table, hook string, backends []string, p netfilter.Packet, ct netfilter.Conn) (netfilter.Packet, netfilter.Conn, string, []string) {
-	verdict := netfilter.Accept
+func (t *tracer) tableRun(table, hook string, backends []string, p netfilter.Packet, ct netfilter.Conn) (netfilter.Packet, netfilter.Conn, string, string, []string) {
+	// Which rule drops does not matter, only whether the packet is dropped: the verdict is
+	// compared, the decider only told.
+	verdict, text := netfilter.Accept, netfilter.Accept
 	var acted []string
 	for _, b := range backends {
 		r := t.nf.RunIn(b, table, hook, &p, &ct)
@@ -329,14 +334,18 @@ func (t *tracer) tableRun(table, hook string, backends []string, p netfilter.Pac
 			}
 		}
 		if r.Verdict != netfilter.Accept {
-			verdict = r.Verdict + " by " + r.Decider
+			verdict, text = r.Verdict, r.Verdict+" by "+r.Decider
 			break
 		}
 		if table == "nat" && natDecided(r) {
 			break
 		}
 	}
-	return p, ct, verdict, acted
+	outcome := fmt.Sprintf("%s first: %s, %s", iptables.BackendName(backends[0]), text, packetText(&p))
+	if p.Mark != 0 || ct.Mark != 0 {
+		outcome += fmt.Sprintf(", mark %#x, connmark %#x", p.Mark, ct.Mark)
+	}
+	return p, ct, verdict, outcome, acted
 }
 
 // natDecided reports whether a nat table set up the connection's mapping (a NAT target ends
@@ -355,8 +364,8 @@ func natDecided(r netfilter.Result) bool {
 // acted are named. It reports whether the order matters.
 func (t *tracer) checkTableOrder(table, hook string, backends []string, p *netfilter.Packet, ct *netfilter.Conn) bool {
 	reversed := []string{backends[1], backends[0]}
-	pa, ca, va, acted := t.tableRun(table, hook, backends, *p, *ct)
-	pb, cb, vb, actedB := t.tableRun(table, hook, reversed, *p, *ct)
+	pa, ca, va, oa, acted := t.tableRun(table, hook, backends, *p, *ct)
+	pb, cb, vb, ob, actedB := t.tableRun(table, hook, reversed, *p, *ct)
 	if pa == pb && ca == cb && va == vb {
 		return false
 	}
@@ -373,7 +382,7 @@ func (t *tracer) checkTableOrder(table, hook string, backends []string, p *netfi
 	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
 		Summary: fmt.Sprintf("%s %s is in both iptables backends (%s) at the same priority, where the kernel runs the most recently registered first and nothing shows which that is; the outcome depends on it, and the trace assumed %s first",
 			table, hook, strings.Join(backendNames(backends), " and "), iptables.BackendName(backends[0])),
-		Evidence: append(acted, "in that order: "+va, "the other way round: "+vb),
+		Evidence: append(acted, oa, ob),
 		Fix:      finding.Fix{Summary: "keep the rules of one table in one backend: move them with " + quote.ShellJoin(iptables.BackendCommand(p.Family, iptables.BackendLegacy)+"-save", "-t", table) + " and " + quote.ShellJoin(iptables.BackendCommand(p.Family, iptables.BackendNFT)+"-restore", "--noflush")}})
 	return true
 }
@@ -388,9 +397,13 @@ func backendNames(bs []string) []string {
 
 // recordTable records what one backend's table did at a hook; false when it dropped or
 // rejected the packet.
-func (t *tracer) recordTable(leg *Leg, hookName, backend, table, hook string, r netfilter.Result, p *netfilter.Packet, ct *netfilter.Conn) bool {
+func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r netfilter.Result, p *netfilter.Packet, ct *netfilter.Conn) bool {
+	hookName := table + " " + hook
 	for _, s := range r.Steps {
-		leg.Steps = append(leg.Steps, Step{Hook: hookName, What: s.What, Rule: s.Rule, Decisive: s.Decisive})
+		leg.Steps = append(leg.Steps, Step{Hook: hookName, What: s.What, Rule: s.Rule, Decisive: s.Decisive, Backend: label})
+	}
+	if label != "" {
+		hookName += " (" + label + ")"
 	}
 	cmd := iptables.Command(p.Family)
 	if tb := t.s.Netfilter.TableIn(backend, p.Family, table); tb != nil {
