@@ -191,11 +191,12 @@ func (o *PortForwardOptions) resolve(s *model.State) (*pfHost, error) {
 // port. One that forwards it to the same backend is returned, to be kept; one that forwards it
 // elsewhere is a clash.
 func (o *PortForwardOptions) existingDNAT(s *model.State) (string, error) {
-	t := s.Netfilter.Table(inet.V4, "nat")
-	if t == nil {
-		return "", nil
+	// A DNAT in either iptables backend forwards the port: the kernel runs both.
+	var chains []iptables.Chain
+	for _, t := range s.Netfilter.TablesNamed(inet.V4, "nat") {
+		chains = append(chains, t.Chains...)
 	}
-	for _, c := range t.Chains {
+	for _, c := range chains {
 		if strings.HasPrefix(c.Name, plan.ChainPrefix) || c.Name != "PREROUTING" && c.Policy != "" {
 			continue
 		}
@@ -322,7 +323,7 @@ func (o *PortForwardOptions) Plan(s *model.State) (*Result, error) {
 	if o.Hairpin && o.In != "" && o.In != backendName {
 		pre = append(pre, fmt.Sprintf("-d %s/32 -i %s -p %s -m %s --dport %d%s", o.ListenAddr, backendName, proto, proto, o.ListenPort, dnat))
 	}
-	if len(pre) > 0 || s.Netfilter.Table(inet.V4, "nat").Chain(chainPFPre) != nil {
+	if len(pre) > 0 || s.Netfilter.FindChain(inet.V4, "nat", chainPFPre) != nil {
 		b.chain(sharedChain(s, "nat", chainPFPre, []plan.Jump{{Chain: "PREROUTING", Position: 1}}, tagged{tag, pre}),
 			fmt.Sprintf("connections to %s are sent to %s", o.listenText(), o.To))
 	}
@@ -330,14 +331,14 @@ func (o *PortForwardOptions) Plan(s *model.State) (*Result, error) {
 	if o.Hairpin {
 		out = append(out, match(o.ListenAddr, o.ListenPort)+dnat)
 	}
-	if len(out) > 0 || s.Netfilter.Table(inet.V4, "nat").Chain(chainPFOut) != nil {
+	if len(out) > 0 || s.Netfilter.FindChain(inet.V4, "nat", chainPFOut) != nil {
 		b.chain(sharedChain(s, "nat", chainPFOut, []plan.Jump{{Chain: "OUTPUT", Position: 1}}, tagged{tag, out}),
 			"connections this host itself makes to the public address are forwarded too")
 	}
 
 	// Replies: SNAT when the backend would otherwise answer the client directly.
 	post := o.snatRules(b, h, proto, tag)
-	if len(post) > 0 || s.Netfilter.Table(inet.V4, "nat").Chain(chainPFPost) != nil {
+	if len(post) > 0 || s.Netfilter.FindChain(inet.V4, "nat", chainPFPost) != nil {
 		b.chain(sharedChain(s, "nat", chainPFPost, []plan.Jump{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, post}),
 			"forwarded connections leave with this host's address, so the backend's answers come back here to be un-NATed")
 	}

@@ -323,7 +323,7 @@ type tagged struct {
 func sharedChain(s *model.State, table, name string, hooks []plan.Jump, groups ...tagged) plan.ChainSpec {
 	spec := plan.ChainSpec{Family: inet.V4, Table: table, Name: name, Jumps: hooks}
 	var have []iptables.Rule
-	if c := s.Netfilter.Table(inet.V4, table).Chain(name); c != nil {
+	if c := s.Netfilter.FindChain(inet.V4, table, name); c != nil {
 		have = c.Rules
 	}
 	placed := map[string]bool{}
@@ -376,8 +376,14 @@ const (
 // policy drops: new connections matching each of matches, and the rest of every accepted
 // connection. Nothing is added where FORWARD accepts by default.
 func (b *builder) acceptForwarded(tag string, matches ...string) {
-	fwd := b.s.Netfilter.Table(inet.V4, "filter").Chain("FORWARD")
-	if fwd == nil || fwd.Policy != "DROP" {
+	// Either backend's FORWARD policy drops what the other accepts.
+	drops := false
+	for _, t := range b.s.Netfilter.TablesNamed(inet.V4, "filter") {
+		if c := t.Chain("FORWARD"); c != nil && c.Policy == "DROP" {
+			drops = true
+		}
+	}
+	if !drops {
 		return
 	}
 	var rules []string

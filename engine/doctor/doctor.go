@@ -48,6 +48,9 @@ const (
 	FindingGatewayNotOnLink = "gateway-not-onlink"
 	// FindingConntrackFull: the conntrack table is (nearly) full; new connections are dropped.
 	FindingConntrackFull = "conntrack-full"
+	// FindingIPTablesBackendsMixed: iptables rules live in both backends (legacy x_tables and
+	// nf_tables); the kernel runs both, but each iptables command shows only its own.
+	FindingIPTablesBackendsMixed = "iptables-backends-mixed"
 )
 
 // Doctor checks a host's state for pitfalls and returns what it found, most severe first.
@@ -64,6 +67,7 @@ func Run(s *model.State, f *fib.FIB) []finding.Finding {
 	d.rulesOnEmptyTables()
 	d.gatewaysNotOnLink()
 	d.conntrackFull()
+	d.backendsMixed()
 	rank := map[string]int{finding.SeverityError: 0, finding.SeverityWarning: 1, finding.SeverityInfo: 2}
 	slices.SortStableFunc(d.out, func(a, b finding.Finding) int { return rank[a.Severity] - rank[b.Severity] })
 	if d.out == nil {
@@ -105,6 +109,64 @@ func (d *doctor) nfRules(table string, fn func(t *iptables.Table, c *iptables.Ch
 	}
 }
 
+// ruleText is a rule as the command that adds it, in the backend it lives in.
+func (d *doctor) ruleText(t *iptables.Table, c *iptables.Chain, r *iptables.Rule) string {
+	return fmt.Sprintf("%s -t %s -A %s %s", d.s.Netfilter.TableCommand(t), t.Name, c.Name, r.Spec)
+}
+
+// backendsMixed reports iptables rules split across the legacy and nf_tables backends. The
+// kernel runs both, so nothing is lost, but each iptables command lists only its own
+// backend's rules: whoever looks with one misses the others, and rules of one table in both
+// run in an order the kernel does not define.
+func (d *doctor) backendsMixed() {
+	nf := &d.s.Netfilter
+	if !nf.Mixed() {
+		return
+	}
+	var ev []string
+	count := map[string]int{}
+	where := map[string][]string{}
+	for ti := range nf.Tables {
+		t := &nf.Tables[ti]
+		b := iptables.BackendName(nf.TableBackend(t))
+		n := 0
+		for ci := range t.Chains {
+			c := &t.Chains[ci]
+			for ri := range c.Rules {
+				n++
+				if count[b] < 3 {
+					ev = append(ev, d.ruleText(t, c, &c.Rules[ri]))
+				}
+				count[b]++
+			}
+			if c.Policy != "" && c.Policy != "ACCEPT" {
+				ev = append(ev, fmt.Sprintf("%s -t %s -P %s %s", nf.TableCommand(t), t.Name, c.Name, c.Policy))
+			}
+		}
+		if n > 0 {
+			name := t.Name
+			if t.Family == inet.V6 {
+				name = "ip6 " + name
+			}
+			where[b] = append(where[b], name)
+		}
+	}
+	var parts []string
+	for _, b := range []string{"legacy", "nft"} {
+		if count[b] > 0 || len(where[b]) > 0 {
+			parts = append(parts, fmt.Sprintf("%d in %s (%s)", count[b], b, strings.Join(where[b], ", ")))
+		}
+	}
+	plain := "iptables"
+	if nf.Backend != "" {
+		plain += " (" + iptables.BackendName(nf.Backend) + ")"
+	}
+	d.add(finding.Finding{ID: FindingIPTablesBackendsMixed, Severity: finding.SeverityWarning,
+		Summary:  fmt.Sprintf("iptables rules are split across both backends: %s; the kernel runs both, but %s lists only its own backend's", strings.Join(parts, ", "), plain),
+		Evidence: ev,
+		Fix:      finding.Fix{Summary: "list both with `iptables-legacy-save` and `iptables-nft-save` (ip6tables-legacy-save and ip6tables-nft-save for IPv6), and move the rules into one backend, the one the software that wrote them uses"}})
+}
+
 func (d *doctor) forwardingOff() {
 	if d.s.Sysctls.IPForward() {
 		return
@@ -128,13 +190,13 @@ func (d *doctor) forwardingOff() {
 		default:
 			return
 		}
-		ev = append(ev, iptables.RuleCommand(inet.V4, t.Name, c.Name, r))
+		ev = append(ev, d.ruleText(t, c, r))
 	})
-	if c := d.s.Netfilter.Table(inet.V4, "filter").Chain("FORWARD"); c != nil {
-		for i := range c.Rules {
-			ev = append(ev, iptables.RuleCommand(inet.V4, "filter", "FORWARD", &c.Rules[i]))
+	d.nfRules("filter", func(t *iptables.Table, c *iptables.Chain, r *iptables.Rule) {
+		if t.Family == inet.V4 && c.Name == "FORWARD" {
+			ev = append(ev, d.ruleText(t, c, r))
 		}
-	}
+	})
 	for _, r := range d.s.Rules {
 		if r.Family == inet.V4 && r.IIF != "" && r.IIF != "lo" {
 			ev = append(ev, "ip rule "+r.Args(d.s.TableName))
@@ -449,11 +511,15 @@ func (d *doctor) dnatWithoutSNAT() {
 		}
 		p := &netfilter.Packet{Family: t.Family, Proto: proto, Src: client, Dst: backend, SPort: 40000, DPort: port,
 			IIF: in, OIF: out, NextHop: backend, ICMPType: -1, TCPFlags: netfilter.TCPSYN}
-		res := d.nf.Run("nat", "POSTROUTING", p, &netfilter.Conn{State: netfilter.CTNew, DNAT: true})
-		if p.Src != client || len(res.Uncertain) > 0 {
-			return // SNATed (or cannot tell)
+		// Every backend's nat POSTROUTING: an SNAT in either catches the packet.
+		backends, _ := d.nf.TableOrder(t.Family, "nat")
+		for _, b := range backends {
+			res := d.nf.RunIn(b, "nat", "POSTROUTING", p, &netfilter.Conn{State: netfilter.CTNew, DNAT: true})
+			if p.Src != client || len(res.Uncertain) > 0 {
+				return // SNATed (or cannot tell)
+			}
 		}
-		text := iptables.RuleCommand(t.Family, t.Name, c.Name, r)
+		text := d.ruleText(t, c, r)
 		self := d.fib.MasqueradeAddr(out, backend, backend)
 		protoName := ""
 		if r.Proto != nil {
@@ -612,10 +678,11 @@ func (d *doctor) duplicateIPTablesRules() {
 				if count[spec] < 2 {
 					continue
 				}
-				text := fmt.Sprintf("%s -t %s -A %s %s", iptables.Command(t.Family), t.Name, c.Name, spec)
-				fix := "delete the copies with " + iptables.Command(t.Family) + " -D (once per copy)"
+				cmd := d.s.Netfilter.TableCommand(&t)
+				text := fmt.Sprintf("%s -t %s -A %s %s", cmd, t.Name, c.Name, spec)
+				fix := "delete the copies with " + cmd + " -D (once per copy)"
 				if toks, err := iptables.SplitArgs(spec); err == nil {
-					words := []string{iptables.Command(t.Family), "-t", t.Name, "-D", c.Name}
+					words := []string{cmd, "-t", t.Name, "-D", c.Name}
 					for _, tok := range toks {
 						words = append(words, tok.Text)
 					}

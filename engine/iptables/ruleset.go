@@ -4,6 +4,7 @@ package iptables
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"roundtrip/engine/inet"
@@ -21,13 +22,72 @@ type Ruleset struct {
 	Foreign []string `json:"foreign,omitempty"`
 	// Unavailable says why netfilter could not be read (iptables tools missing, ...).
 	Unavailable string `json:"unavailable,omitempty"`
+	// Hidden says what is known to be loaded but could not be read, such as iptables-legacy
+	// tables that iptables-nft-save warns about on a host without iptables-legacy-save: a
+	// trace through them may be wrong, and says so.
+	Hidden []string `json:"hidden,omitempty"`
+	// WriteBackend is the backend a plan writes roundtrip's chains into when the user chose
+	// one (--iptables-backend); "" lets the plan follow the host's own rules.
+	WriteBackend string `json:"write_backend,omitempty"`
 }
+
+// PlanBackend is the backend a plan writes its chains of family f into (in tables, named
+// chains): the one the user chose; else the one that already holds one of those chains (a
+// chain roundtrip made before stays where it is); else the only backend whose tables of those
+// names hold rules (a port forward goes where the host's NAT rules are); else the only backend
+// that holds rules at all; else, with rules in both or in none, the iptables command's. It is
+// "" when the tables were read from one backend only (an old userland), where plain iptables
+// is the only way in.
+func (n *Ruleset) PlanBackend(f inet.Family, tables, chains []string) string {
+	if n.WriteBackend != "" {
+		return n.WriteBackend
+	}
+	labelled := false
+	holding := map[string]bool{}
+	for i := range n.Tables {
+		t := &n.Tables[i]
+		labelled = labelled || t.Backend != ""
+		if t.Backend == "" || t.Family != f || !slices.Contains(tables, t.Name) {
+			continue
+		}
+		for _, c := range chains {
+			if t.Chain(c) != nil {
+				return t.Backend
+			}
+		}
+		if t.Active() {
+			holding[t.Backend] = true
+		}
+	}
+	if !labelled {
+		return ""
+	}
+	if len(holding) == 1 {
+		for b := range holding {
+			return b
+		}
+	}
+	if b := n.Backends(); len(b) == 1 && b[0] != "" && len(holding) == 0 {
+		return b[0]
+	}
+	return n.Backend
+}
+
+// The two iptables backends: x_tables ("legacy") and nf_tables. Both can hold rules at once,
+// and the kernel runs both.
+const (
+	BackendLegacy = "legacy"
+	BackendNFT    = "nf_tables"
+)
 
 // Table is one iptables table (raw, mangle, nat, filter, security) of one family.
 type Table struct {
 	Family inet.Family `json:"family"`
 	Name   string      `json:"name"`
-	Chains []Chain     `json:"chains"`
+	// Backend is the backend the table lives in (BackendLegacy or BackendNFT); "" in a snapshot
+	// from before both were read means the Ruleset's Backend.
+	Backend string  `json:"backend,omitempty"`
+	Chains  []Chain `json:"chains"`
 }
 
 // Chain is a built-in or user chain with its rules in order.
@@ -107,7 +167,8 @@ func (r Rule) TargetOption(name string) (Option, bool) {
 	return Option{}, false
 }
 
-// Table returns the table of that family and name, or nil.
+// Table returns the table of that family and name, or nil. With both backends loaded it is
+// the first one read; TableIn picks the backend.
 func (n *Ruleset) Table(f inet.Family, name string) *Table {
 	for i := range n.Tables {
 		if n.Tables[i].Family == f && n.Tables[i].Name == name {
@@ -115,6 +176,123 @@ func (n *Ruleset) Table(f inet.Family, name string) *Table {
 		}
 	}
 	return nil
+}
+
+// TableIn returns the table of that family and name in a backend ("" is the one the iptables
+// command uses), or nil.
+func (n *Ruleset) TableIn(backend string, f inet.Family, name string) *Table {
+	if backend == "" {
+		backend = n.Backend
+	}
+	for i := range n.Tables {
+		if n.Tables[i].Family == f && n.Tables[i].Name == name && n.TableBackend(&n.Tables[i]) == backend {
+			return &n.Tables[i]
+		}
+	}
+	if n.Backend == "" && backend == "" {
+		return n.Table(f, name)
+	}
+	return nil
+}
+
+// TablesNamed returns the tables of that family and name, one per backend that holds one.
+func (n *Ruleset) TablesNamed(f inet.Family, name string) []*Table {
+	var out []*Table
+	for i := range n.Tables {
+		if n.Tables[i].Family == f && n.Tables[i].Name == name {
+			out = append(out, &n.Tables[i])
+		}
+	}
+	return out
+}
+
+// FindChain returns the chain of that family, table and name in whichever backend holds it
+// (the first one read when both do), or nil.
+func (n *Ruleset) FindChain(f inet.Family, table, chain string) *Chain {
+	for _, t := range n.TablesNamed(f, table) {
+		if c := t.Chain(chain); c != nil {
+			return c
+		}
+	}
+	return nil
+}
+
+// TableBackend is the backend a table lives in: its own label, or for a table of an older
+// snapshot the backend of the iptables command.
+func (n *Ruleset) TableBackend(t *Table) string {
+	if t.Backend != "" {
+		return t.Backend
+	}
+	return n.Backend
+}
+
+// Backends lists the backends that hold rules or a policy other than ACCEPT (what decides
+// anything), legacy first; a table that merely exists with empty accepting chains does not
+// count.
+func (n *Ruleset) Backends() []string {
+	has := map[string]bool{}
+	for i := range n.Tables {
+		if t := &n.Tables[i]; t.Active() {
+			has[n.TableBackend(t)] = true
+		}
+	}
+	var out []string
+	for _, b := range []string{BackendLegacy, BackendNFT, ""} {
+		if has[b] {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Mixed reports whether rules live in both backends.
+func (n *Ruleset) Mixed() bool {
+	b := n.Backends()
+	return len(b) > 1
+}
+
+// Active reports whether the table has a rule or a policy other than ACCEPT.
+func (t *Table) Active() bool {
+	for _, c := range t.Chains {
+		if len(c.Rules) > 0 || c.Policy != "" && c.Policy != "ACCEPT" {
+			return true
+		}
+	}
+	return false
+}
+
+// TableCommand is the command that reaches a table: "iptables" (or "ip6tables") when that is
+// the table's backend and only one backend holds rules, otherwise the backend's own
+// ("iptables-legacy", "ip6tables-nft"), so a person can always find the rule with it.
+func (n *Ruleset) TableCommand(t *Table) string {
+	b := n.TableBackend(t)
+	if b == "" || b == n.Backend && !n.Mixed() {
+		return Command(t.Family)
+	}
+	return BackendCommand(t.Family, b)
+}
+
+// BackendCommand is the backend's own iptables command: iptables-legacy, ip6tables-nft, ...;
+// plain iptables for "".
+func BackendCommand(f inet.Family, backend string) string {
+	switch backend {
+	case BackendLegacy:
+		return Command(f) + "-legacy"
+	case BackendNFT:
+		return Command(f) + "-nft"
+	}
+	return Command(f)
+}
+
+// BackendName is how a backend is named to people: "legacy" or "nft".
+func BackendName(backend string) string {
+	switch backend {
+	case BackendNFT:
+		return "nft"
+	case "":
+		return "?"
+	}
+	return backend
 }
 
 // Chain returns the chain with that name, or nil.
@@ -135,6 +313,7 @@ func RuleCommand(f inet.Family, table, chain string, r *Rule) string {
 	return fmt.Sprintf("%s -t %s -A %s %s", Command(f), table, chain, r.Spec)
 }
 
+// Command is the iptables command of a family: iptables or ip6tables.
 func Command(f inet.Family) string {
 	if f == inet.V6 {
 		return "ip6tables"

@@ -937,12 +937,12 @@ func restoreChains(ctx context.Context, host Host, changes []plan.Change) error 
 	if nf.Unavailable != "" {
 		return fmt.Errorf("cannot change iptables rules: %s", nf.Unavailable)
 	}
-	f := changes[0].Chain.Family
+	f, backend := changes[0].Chain.Family, changes[0].Chain.Backend
 	tx := plan.NetfilterTransaction(f, changes, &model.State{Netfilter: nf})
 	if tx == nil {
 		return nil
 	}
-	if err := host.Restore(ctx, f, tx, false); err != nil {
+	if err := host.RestoreIn(ctx, backend, f, tx, false); err != nil {
 		return fmt.Errorf("%w\ntransaction:\n%s", err, tx)
 	}
 	return nil

@@ -1,5 +1,11 @@
 package kernel
 
+import (
+	"context"
+
+	"roundtrip/engine/inet"
+)
+
 // SetFault makes every write to a journal or steps file of the store ask f first (op "write":
 // an error fails the write half way, as a full disk does), and tells f after every sync (op
 // "synced").
@@ -8,3 +14,8 @@ func SetFault(s *Store, f func(path, op string) error) { s.fault = f }
 // EncodeBatchForTest and DecodeBatchForTest are the steps file's codec for batches.
 func EncodeBatchForTest(st *Step) []byte         { return encodeBatch(st) }
 func DecodeBatchForTest(b []byte) (*Step, error) { return decodeBatch(b) }
+
+// PickRestore exposes pickRestore: which iptables-restore a backend's transaction runs with.
+func PickRestore(ctx context.Context, r Runner, f inet.Family, backend string) (string, RestoreCaps, error) {
+	return pickRestore(ctx, r, map[string]RestoreCaps{}, f, backend)
+}

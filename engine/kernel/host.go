@@ -57,9 +57,12 @@ type Host interface {
 	Rules(ctx context.Context, ops []RuleOp, stopOnError bool) (done int, failed []OpError, err error)
 
 	ReadNetfilter(ctx context.Context) (iptables.Ruleset, error)
-	// Restore runs `iptables-restore --noflush -w` (ip6tables- for V6) with tx; with test,
-	// `--test` as well, which changes nothing.
+	// Restore runs `iptables-restore --noflush -w` (ip6tables- for V6; -w where the tool
+	// has it) with tx; with test, `--test` as well, which changes nothing.
 	Restore(ctx context.Context, f inet.Family, tx []byte, test bool) error
+	// RestoreIn is Restore into one iptables backend (iptables.BackendLegacy or BackendNFT)
+	// with that backend's iptables-restore; "" is Restore.
+	RestoreIn(ctx context.Context, backend string, f inet.Family, tx []byte, test bool) error
 
 	FlushConntrack(ctx context.Context, f plan.ConntrackFlush) error
 
@@ -102,6 +105,7 @@ type LiveHost struct {
 	pipe   *pipe
 	links  map[string]int // ifindex by name, cached: routes come by the thousand
 	runner Runner
+	caps   map[string]RestoreCaps // what each iptables-restore accepts, probed once
 }
 
 // OpenHost opens the live Host of a namespace; dirs are the iproute2 configuration directories
@@ -350,19 +354,24 @@ func (l *LiveHost) ReadNetfilter(ctx context.Context) (iptables.Ruleset, error) 
 
 // Restore implements Host.
 func (l *LiveHost) Restore(ctx context.Context, f inet.Family, tx []byte, test bool) error {
-	args := []string{"--noflush", "-w"}
-	if test {
-		args = append([]string{"--test"}, args...)
-	}
-	_, err := l.runner.Run(ctx, tx, restoreTool(f), args...)
-	return err
+	return l.RestoreIn(ctx, "", f, tx, test)
 }
 
-func restoreTool(f inet.Family) string {
-	if f == inet.V6 {
-		return "ip6tables-restore"
+// RestoreIn implements Host: the backend's iptables-restore, with the options it accepts.
+func (l *LiveHost) RestoreIn(ctx context.Context, backend string, f inet.Family, tx []byte, test bool) error {
+	if l.caps == nil {
+		l.caps = map[string]RestoreCaps{}
 	}
-	return "iptables-restore"
+	tool, caps, err := pickRestore(ctx, l.runner, l.caps, f, backend)
+	if err != nil {
+		return err
+	}
+	args, err := caps.Args(test)
+	if err != nil {
+		return err
+	}
+	_, err = l.runner.Run(ctx, tx, tool, args...)
+	return err
 }
 
 // FlushConntrack deletes the conntrack entries of the flush's family whose original tuple

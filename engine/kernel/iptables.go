@@ -62,6 +62,13 @@ type ExecRunner struct {
 // standard error, such as iptables-nft-save's about legacy tables, are not part of it). A
 // failure names the command line and carries both outputs.
 func (e ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	out, _, err := e.RunDiag(ctx, stdin, name, args...)
+	return out, err
+}
+
+// RunDiag implements DiagRunner: Run, with the standard error of a tool that succeeded
+// (its first 64 KiB).
+func (e ExecRunner) RunDiag(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, []byte, error) {
 	cmdline := strings.Join(append([]string{name}, args...), " ")
 	where := ""
 	argv := append([]string{name}, args...)
@@ -73,7 +80,7 @@ func (e ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...
 	// "exec of ... failed" with exit status 255.
 	for _, tool := range []string{argv[0], name} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return nil, &missingToolError{tool: tool}
+			return nil, nil, &missingToolError{tool: tool}
 		}
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
@@ -88,20 +95,20 @@ func (e ExecRunner) Run(ctx context.Context, stdin []byte, name string, args ...
 	if err := cmd.Run(); err != nil {
 		if stdout.over {
 			// The copy stopped at the limit and the tool died writing into a closed pipe.
-			return nil, fmt.Errorf("running %q%s: its output is over %s, the most roundtrip reads from a tool", cmdline, where, safefile.Size(int64(maxToolOutput)))
+			return nil, nil, fmt.Errorf("running %q%s: its output is over %s, the most roundtrip reads from a tool", cmdline, where, safefile.Size(int64(maxToolOutput)))
 		}
 		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, fmt.Errorf("running %q%s: %w", cmdline, where, ctxErr)
+			return nil, nil, fmt.Errorf("running %q%s: %w", cmdline, where, ctxErr)
 		}
 		// Both streams, the error messages first: they come through separate pipes, so the
 		// order they were written in is lost anyway.
 		out := strings.TrimSpace(strings.TrimSpace(stderr.String()) + "\n" + strings.TrimSpace(stdout.String()))
 		if out != "" {
-			return nil, fmt.Errorf("running %q%s: %w: %s", cmdline, where, err, out)
+			return nil, nil, fmt.Errorf("running %q%s: %w: %s", cmdline, where, err, out)
 		}
-		return nil, fmt.Errorf("running %q%s: %w", cmdline, where, err)
+		return nil, nil, fmt.Errorf("running %q%s: %w", cmdline, where, err)
 	}
-	return stdout.Bytes(), nil
+	return stdout.Bytes(), stderr.Bytes(), nil
 }
 
 // maxToolOutput is model.MaxToolOutput; tests lower it.
@@ -139,7 +146,7 @@ func (b *cappedBuffer) String() string { return b.buf.String() }
 // iptables tools are missing it returns a Netfilter whose Unavailable says so, and no error,
 // so that the rest of the state can still be read.
 func ReadNetfilter(ctx context.Context, r Runner) (iptables.Ruleset, error) {
-	nf, err := readIPTables(ctx, r)
+	nf, nftRead, err := readIPTables(ctx, r)
 	if errors.Is(err, ErrToolMissing) {
 		why := err.Error()
 		if missing := (*missingToolError)(nil); errors.As(err, &missing) {
@@ -153,7 +160,7 @@ func ReadNetfilter(ctx context.Context, r Runner) (iptables.Ruleset, error) {
 	} else if err != nil {
 		return iptables.Ruleset{}, err
 	}
-	if nf.Foreign, err = foreignNFTables(ctx, r, nf.Backend); isPermissionDenied(err) {
+	if nf.Foreign, err = foreignNFTables(ctx, r, nftRead); isPermissionDenied(err) {
 		nf.Foreign = nil // already said: netfilter is not readable without root
 	} else if err != nil {
 		return iptables.Ruleset{}, err
@@ -171,31 +178,116 @@ func isPermissionDenied(err error) bool {
 	return strings.Contains(msg, "Permission denied") || strings.Contains(msg, "Operation not permitted") || strings.Contains(msg, "you must be root")
 }
 
-// readIPTables reads the backend and the tables of both families.
-func readIPTables(ctx context.Context, r Runner) (iptables.Ruleset, error) {
-	var nf iptables.Ruleset
+// readIPTables reads the backend of the iptables command and the tables of both families.
+// Where iptables-legacy-save and iptables-nft-save both exist, both backends are read (the
+// kernel runs both, and software that brings its own iptables often writes into the one the
+// iptables command does not show), each table labelled with its backend; elsewhere (iptables
+// before 1.8, CentOS 7) iptables-save is the only backend there is.
+// nftRead says whether the nf_tables backend was read, so that iptables-nft's own tables are
+// not reported as foreign nftables tables.
+func readIPTables(ctx context.Context, r Runner) (nf iptables.Ruleset, nftRead bool, err error) {
 	ver, err := r.Run(ctx, nil, "iptables", "-V")
 	if err != nil {
-		return nf, fmt.Errorf("finding the iptables backend: %w", err)
+		return nf, false, fmt.Errorf("finding the iptables backend: %w", err)
 	}
 	if nf.Backend, err = iptablesBackend(ver); err != nil {
-		return nf, err
+		return nf, false, err
 	}
-	for _, fam := range []struct {
-		f    inet.Family
-		tool string
-	}{{inet.V4, "iptables-save"}, {inet.V6, "ip6tables-save"}} {
-		out, err := r.Run(ctx, nil, fam.tool, "-c")
+	nftRead = nf.Backend == iptables.BackendNFT
+	for _, f := range []inet.Family{inet.V4, inet.V6} {
+		tables, hidden, both, err := readFamily(ctx, r, f, nf.Backend)
 		if err != nil {
-			return nf, fmt.Errorf("reading %s netfilter rules: %w", fam.f, err)
+			return iptables.Ruleset{}, false, fmt.Errorf("reading %s netfilter rules: %w", f, err)
 		}
-		tables, err := iptables.ParseSave(fam.f, out)
-		if err != nil {
-			return nf, fmt.Errorf("reading %s netfilter rules: %w", fam.f, err)
-		}
+		nftRead = nftRead || both
 		nf.Tables = append(nf.Tables, tables...)
+		nf.Hidden = append(nf.Hidden, hidden...)
 	}
-	return nf, nil
+	return nf, nftRead, nil
+}
+
+// legacyWarning is what iptables-nft-save (and iptables-nft -L) write on standard error when
+// the legacy backend holds tables too.
+const legacyWarning = "iptables-legacy tables present"
+
+// readFamily reads one family's tables from every backend it can. hidden says what is known
+// to be there but could not be read.
+func readFamily(ctx context.Context, r Runner, f inet.Family, backend string) (tables []iptables.Table, hidden []string, both bool, err error) {
+	cmd := iptables.Command(f)
+	save := func(tool, label string) (bool, string, error) {
+		out, stderr, err := runDiag(ctx, r, tool, "-c")
+		if errors.Is(err, ErrToolMissing) && tool != cmd+"-save" {
+			return false, "", nil
+		}
+		if err != nil {
+			return false, "", err
+		}
+		ts, err := iptables.ParseSave(f, out)
+		if err != nil {
+			return false, "", err
+		}
+		for i := range ts {
+			ts[i].Backend = label
+		}
+		tables = append(tables, ts...)
+		// iptables-nft-save lists a table holding native nft base chains it cannot print
+		// with a comment only ("# Table `filter' contains incompatible base-chains, use 'nft'
+		// tool to list them."): those chains run all the same.
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "# Table") && strings.Contains(line, "incompatible") {
+				hidden = append(hidden, fmt.Sprintf("%s: %s", tool, strings.TrimSpace(strings.TrimPrefix(line, "#"))))
+			}
+		}
+		return true, string(stderr), nil
+	}
+	haveLegacy, _, err := save(cmd+"-legacy-save", iptables.BackendLegacy)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	haveNFT, warn, err := save(cmd+"-nft-save", iptables.BackendNFT)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	switch {
+	case haveLegacy && haveNFT:
+		return tables, hidden, true, nil
+	}
+	// One backend's tool at most: the iptables command's own save tool is the authority (its
+	// backend is the one -V named; before 1.8 there is only legacy). Its tables are left
+	// unlabelled: they are the Ruleset's Backend, and plain iptables is the way to them.
+	nftWarn := ""
+	if haveNFT && strings.Contains(warn, legacyWarning) {
+		nftWarn = cmd + "-nft-save"
+	}
+	tables, hidden = nil, nil
+	if _, warn, err = save(cmd+"-save", ""); err != nil {
+		return nil, nil, false, err
+	}
+	if nftWarn == "" && backend == iptables.BackendNFT && strings.Contains(warn, legacyWarning) {
+		nftWarn = cmd + "-save"
+	}
+	if nftWarn != "" {
+		// The nf_tables tool knows the legacy backend holds tables, but there is no tool
+		// here to read them: the rules run all the same, and a trace must say it may miss
+		// them.
+		hidden = append(hidden, fmt.Sprintf("%s warns %q, but %s-legacy-save is not installed: the legacy backend's %s rules are not modelled", nftWarn, "iptables-legacy tables present", cmd, f))
+	}
+	return tables, hidden, false, nil
+}
+
+// DiagRunner is a Runner that also returns what a successful tool wrote on standard error,
+// where iptables-nft-save warns about legacy tables and old iptables-restore prints its usage.
+type DiagRunner interface {
+	RunDiag(ctx context.Context, stdin []byte, name string, args ...string) (stdout, stderr []byte, err error)
+}
+
+// runDiag runs a tool through r, with its standard error when r can give it.
+func runDiag(ctx context.Context, r Runner, name string, args ...string) ([]byte, []byte, error) {
+	if d, ok := r.(DiagRunner); ok {
+		return d.RunDiag(ctx, nil, name, args...)
+	}
+	out, err := r.Run(ctx, nil, name, args...)
+	return out, nil, err
 }
 
 // iptablesBackend reads `iptables -V`: "iptables v1.8.9 (nf_tables)" or "(legacy)"; versions
@@ -216,10 +308,10 @@ func iptablesBackend(version []byte) (string, error) {
 var iptablesNFTTables = map[string]bool{"filter": true, "nat": true, "mangle": true, "raw": true, "security": true}
 
 // foreignNFTables lists the nftables tables that iptables-save does not show, as "FAMILY NAME".
-// With the nf_tables backend those are every table but iptables-nft's own; with the legacy
-// backend (or no iptables at all) every nftables table is foreign. Without nft there is nothing
+// When the nf_tables backend was read those are every table but iptables-nft's own; otherwise
+// (the legacy backend only, or no iptables at all) every nftables table is foreign. Without nft there is nothing
 // to list: a host without nft can still have nftables tables, but roundtrip cannot see them.
-func foreignNFTables(ctx context.Context, r Runner, backend string) ([]string, error) {
+func foreignNFTables(ctx context.Context, r Runner, nftRead bool) ([]string, error) {
 	out, err := r.Run(ctx, nil, "nft", "-j", "list", "tables")
 	if errors.Is(err, ErrToolMissing) {
 		return nil, nil
@@ -245,7 +337,7 @@ func foreignNFTables(ctx context.Context, r Runner, backend string) ([]string, e
 		if t == nil {
 			continue
 		}
-		if backend == "nf_tables" && (t.Family == "ip" || t.Family == "ip6") && iptablesNFTTables[t.Name] {
+		if nftRead && (t.Family == "ip" || t.Family == "ip6") && iptablesNFTTables[t.Name] {
 			continue
 		}
 		foreign = append(foreign, t.Family+" "+t.Name)

@@ -151,6 +151,8 @@ func (p *planner) add(i int, c plan.Change) error {
 			st = &Step{First: i}
 			p.nf[pc.Chain.Family], p.nfK[pc.Chain.Family] = st, p.reserve()
 			p.nfOrder = append(p.nfOrder, pc.Chain.Family)
+		} else if b := st.Changes[0].Chain.Backend; b != pc.Chain.Backend {
+			return fmt.Errorf("change %d (%s): its chain is in the %q iptables backend, an earlier one's in %q: a plan writes each family's chains into one backend (nothing was changed)", i+1, c.Summary(), pc.Chain.Backend, b)
 		}
 		st.Changes = append(st.Changes, pc)
 		st.Undo = append(st.Undo, undo...)
@@ -207,12 +209,17 @@ func (p *planner) finish(before *model.State) error {
 	}
 	for _, f := range p.nfOrder {
 		st := p.nf[f]
+		backend := st.Changes[0].Chain.Backend
 		tx := plan.NetfilterTransaction(f, st.Changes, before)
-		if err := p.host.Restore(p.ctx, f, tx, true); err != nil {
-			if isPermissionDenied(err) || errors.Is(err, fs.ErrPermission) {
-				return fmt.Errorf("checking the plan's %s rules with %s --test needs root (permission denied): run it as root: %w", f, restoreTool(f), err)
+		if err := p.host.RestoreIn(p.ctx, backend, f, tx, true); err != nil {
+			tool := plan.RestoreTool(f, backend)
+			if errors.Is(err, ErrRestoreTool) || errors.Is(err, ErrToolMissing) {
+				return fmt.Errorf("applying the plan's %s rules (nothing was changed): %w", f, err)
 			}
-			return fmt.Errorf("checking the plan's %s rules with %s --test: the kernel refuses them (nothing was changed): %w", f, restoreTool(f), err)
+			if isPermissionDenied(err) || errors.Is(err, fs.ErrPermission) {
+				return fmt.Errorf("checking the plan's %s rules with %s --test needs root (permission denied): run it as root: %w", f, tool, err)
+			}
+			return fmt.Errorf("checking the plan's %s rules with %s --test: the kernel refuses them (nothing was changed): %w", f, tool, err)
 		}
 		if err := p.sink(p.nfK[f], st); err != nil {
 			return err

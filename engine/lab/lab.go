@@ -118,6 +118,15 @@ func New(t testing.TB) *Lab {
 	return &Lab{t: t, prefix: "rt" + hex.EncodeToString(sum[:])[:8]}
 }
 
+// NewPrefixed is New with namespace names that start with prefix, so that the tests of one
+// line of work can be told apart (and cleaned up) by name.
+func NewPrefixed(t testing.TB, prefix string) *Lab {
+	t.Helper()
+	l := New(t)
+	l.prefix = prefix + l.prefix[2:]
+	return l
+}
+
 // NS is one network namespace of a lab: a host, router or switch of the test network.
 type NS struct {
 	Name string // the netns name (as in `ip netns list`)

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"roundtrip/engine/inet"
 )
 
 // Lines renders the configuration part of a state as one line per item, in ip/iptables/sysctl
@@ -47,11 +45,11 @@ func (s *State) Lines() []string {
 	for _, r := range s.Routes {
 		out = append(out, fmt.Sprintf("ip %s route %s", r.Family.Flag(), r.Args(names)))
 	}
-	for _, t := range s.Netfilter.Tables {
-		cmd := "iptables"
-		if t.Family == inet.V6 {
-			cmd = "ip6tables"
-		}
+	for i := range s.Netfilter.Tables {
+		t := &s.Netfilter.Tables[i]
+		// With both backends loaded the line names the backend, so the same rule moving from
+		// one backend to the other is a difference.
+		cmd := s.Netfilter.TableCommand(t)
 		for _, c := range t.Chains {
 			if c.Policy == "ACCEPT" && len(c.Rules) == 0 {
 				// An empty built-in chain that accepts is what a table that was never loaded
@@ -71,6 +69,9 @@ func (s *State) Lines() []string {
 	}
 	for _, f := range s.Netfilter.Foreign {
 		out = append(out, "nft table "+f)
+	}
+	for _, h := range s.Netfilter.Hidden {
+		out = append(out, "netfilter hidden: "+h)
 	}
 	for k, v := range s.Sysctls {
 		if k == SysctlConntrackCount {

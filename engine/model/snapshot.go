@@ -275,7 +275,30 @@ func (s *State) validateNetfilter(add func(string, ...any)) {
 			add("%w", err)
 		}
 	}
+	switch nf.WriteBackend {
+	case "", iptables.BackendLegacy, iptables.BackendNFT:
+	default:
+		add("netfilter: field write_backend %q: want legacy or nf_tables", nf.WriteBackend)
+	}
+	for i, h := range nf.Hidden {
+		if err := CheckText(fmt.Sprintf("netfilter hidden %d", i), h, MaxText); err != nil {
+			add("%w", err)
+		}
+	}
+	seen := map[string]int{}
 	for ti, t := range nf.Tables {
+		switch t.Backend {
+		case "", iptables.BackendLegacy, iptables.BackendNFT:
+		default:
+			add("netfilter table %d (%s): field backend %q: want legacy or nf_tables", ti, t.Name, t.Backend)
+		}
+		key := fmt.Sprintf("%s %s %s", nf.TableBackend(&nf.Tables[ti]), t.Family, t.Name)
+		if prev, ok := seen[key]; ok {
+			// Each backend has one table of a name per family; a second would be evaluated
+			// twice by a trace.
+			add("netfilter table %d (%s %s) appears twice in backend %q (first as table %d)", ti, t.Family, t.Name, nf.TableBackend(&nf.Tables[ti]), prev)
+		}
+		seen[key] = ti
 		if t.Family != inet.V4 && t.Family != inet.V6 {
 			add("netfilter table %d (%s) has no family", ti, t.Name)
 		}

@@ -253,6 +253,7 @@ func (s *State) Clone() *State {
 	out.TableNames = maps.Clone(s.TableNames)
 	out.Sysctls = maps.Clone(s.Sysctls)
 	out.Netfilter.Foreign = slices.Clone(s.Netfilter.Foreign)
+	out.Netfilter.Hidden = slices.Clone(s.Netfilter.Hidden)
 	out.Netfilter.Tables = make([]iptables.Table, len(s.Netfilter.Tables))
 	for i, t := range s.Netfilter.Tables {
 		t.Chains = slices.Clone(t.Chains)

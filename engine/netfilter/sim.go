@@ -136,8 +136,16 @@ var nfNATTargets = map[string]bool{"DNAT": true, "SNAT": true, "MASQUERADE": tru
 // run evaluates the built-in chain of table at hook for p, changing p and ct as targets do.
 // A missing table or chain accepts, as in the kernel where it is not registered.
 func (n *Sim) Run(table, hook string, p *Packet, ct *Conn) Result {
+	return n.runTable(n.s.Netfilter.Table(p.Family, table), table, hook, p, ct)
+}
+
+// RunIn is Run on the table of one iptables backend ("" is the iptables command's).
+func (n *Sim) RunIn(backend, table, hook string, p *Packet, ct *Conn) Result {
+	return n.runTable(n.s.Netfilter.TableIn(backend, p.Family, table), table, hook, p, ct)
+}
+
+func (n *Sim) runTable(t *iptables.Table, table, hook string, p *Packet, ct *Conn) Result {
 	res := Result{Verdict: Accept}
-	t := n.s.Netfilter.Table(p.Family, table)
 	base := t.Chain(hook)
 	if base == nil {
 		return res
@@ -173,7 +181,7 @@ func (n *Sim) Run(table, hook string, p *Packet, ct *Conn) Result {
 		if !matched && why == "" {
 			continue
 		}
-		text := iptables.RuleCommand(p.Family, table, top.chain.Name, r)
+		text := fmt.Sprintf("%s -t %s -A %s %s", n.s.Netfilter.TableCommand(t), table, top.chain.Name, r.Spec)
 		if why != "" {
 			if nfContinueTargets[r.Target] && t.Chain(r.Target) == nil {
 				continue // whatever it matches, it does not change the path
@@ -286,7 +294,10 @@ func (n *Sim) Run(table, hook string, p *Packet, ct *Conn) Result {
 	switch base.Policy {
 	case "DROP":
 		res.Verdict, res.Decider = Drop, fmt.Sprintf("policy DROP of %s %s", table, hook)
-		res.Steps = append(res.Steps, Step{What: "no rule accepted: policy DROP", Rule: fmt.Sprintf("%s -t %s -P %s DROP", iptables.Command(p.Family), table, hook), Decisive: true})
+		if n.s.Netfilter.Mixed() {
+			res.Decider += " (" + iptables.BackendName(n.s.Netfilter.TableBackend(t)) + ")"
+		}
+		res.Steps = append(res.Steps, Step{What: "no rule accepted: policy DROP", Rule: fmt.Sprintf("%s -t %s -P %s DROP", n.s.Netfilter.TableCommand(t), table, hook), Decisive: true})
 	default:
 		if table == "filter" && len(base.Rules) > 0 {
 			res.Steps = append(res.Steps, Step{What: "no rule decided: policy ACCEPT"})

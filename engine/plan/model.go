@@ -93,7 +93,7 @@ func (c Change) inEffect(s *model.State, routes routeLookup) bool {
 		has := slices.ContainsFunc(s.Rules, func(r model.Rule) bool { return sameRule(r, *c.Rule) })
 		return has == (c.Op == OpAdd)
 	case KindChain:
-		t := s.Netfilter.Table(c.Chain.Family, c.Chain.Table)
+		t := s.Netfilter.TableIn(c.Chain.Backend, c.Chain.Family, c.Chain.Table)
 		ch := t.Chain(c.Chain.Name)
 		hooks := hookJumps(t, c.Chain.Name)
 		if c.Op == OpDelete {
@@ -399,7 +399,7 @@ func validateAgainst(c Change, m *shadow, planned map[string]bool) error {
 			}
 		}
 	case KindChain:
-		t := st.Netfilter.Table(c.Chain.Family, c.Chain.Table)
+		t := st.Netfilter.TableIn(c.Chain.Backend, c.Chain.Family, c.Chain.Table)
 		if ch := t.Chain(c.Chain.Name); ch != nil && ch.Policy != "" {
 			return fmt.Errorf("%s is a built-in chain of %s", c.Chain.Name, c.Chain.Table)
 		}
@@ -759,12 +759,12 @@ func delAddrFromModel(st *model.State, dev string, p netip.Prefix) {
 }
 
 func applyChainToModel(st *model.State, c ChainSpec, op Op) {
-	t := st.Netfilter.Table(c.Family, c.Table)
+	t := st.Netfilter.TableIn(c.Backend, c.Family, c.Table)
 	if t == nil {
 		if op == OpDelete {
 			return
 		}
-		nt := iptables.Table{Family: c.Family, Name: c.Table}
+		nt := iptables.Table{Family: c.Family, Name: c.Table, Backend: c.Backend}
 		for _, b := range hookable[c.Table] {
 			nt.Chains = append(nt.Chains, iptables.Chain{Name: b, Policy: "ACCEPT"})
 		}
@@ -985,18 +985,18 @@ func (c Change) inverse(before *model.State, routes routeLookup, why bool) ([]Ch
 		x.Rule = &old
 		return []Change{x}, nil
 	case KindChain:
-		t := before.Netfilter.Table(c.Chain.Family, c.Chain.Table)
+		t := before.Netfilter.TableIn(c.Chain.Backend, c.Chain.Family, c.Chain.Table)
 		ch := t.Chain(c.Chain.Name)
 		if ch == nil {
 			if c.Op == OpDelete {
 				return nil, nil
 			}
 			x := inv(KindChain, OpDelete)
-			x.Chain = &ChainSpec{Family: c.Chain.Family, Table: c.Chain.Table, Name: c.Chain.Name}
+			x.Chain = &ChainSpec{Family: c.Chain.Family, Backend: c.Chain.Backend, Table: c.Chain.Table, Name: c.Chain.Name}
 			return []Change{x}, nil
 		}
 		x := inv(KindChain, OpSet)
-		spec := ChainSpec{Family: c.Chain.Family, Table: c.Chain.Table, Name: c.Chain.Name, Jumps: hookJumps(t, c.Chain.Name)}
+		spec := ChainSpec{Family: c.Chain.Family, Backend: c.Chain.Backend, Table: c.Chain.Table, Name: c.Chain.Name, Jumps: hookJumps(t, c.Chain.Name)}
 		for _, r := range ch.Rules {
 			spec.Rules = append(spec.Rules, r.Spec)
 		}

@@ -120,10 +120,14 @@ type SysctlValue struct {
 // jump to it. Rules are written as iptables-save prints them after "-A NAME".
 type ChainSpec struct {
 	Family inet.Family `json:"family"`
-	Table  string      `json:"table"` // raw, mangle, nat, filter, security
-	Name   string      `json:"name"`  // starts with ChainPrefix
-	Jumps  []Jump      `json:"hooks,omitempty"`
-	Rules  []string    `json:"rules,omitempty"`
+	// Backend is the iptables backend the chain lives in (iptables.BackendLegacy or
+	// BackendNFT): the apply runs that backend's iptables-restore. "" is whichever backend
+	// the host's iptables command uses (a plan of an old userland, or of an older roundtrip).
+	Backend string   `json:"backend,omitempty"`
+	Table   string   `json:"table"` // raw, mangle, nat, filter, security
+	Name    string   `json:"name"`  // starts with ChainPrefix
+	Jumps   []Jump   `json:"hooks,omitempty"`
+	Rules   []string `json:"rules,omitempty"`
 }
 
 // Hook is a jump from a built-in chain ("-A PREROUTING -j RT-X"). Position is where the jump
@@ -252,10 +256,19 @@ func (p *Plan) Check() error {
 		}
 	}
 	seen := map[string]int{}
+	backends := map[inet.Family]int{} // the first chain change of each family
 	for i, c := range p.Changes {
 		if err := c.check(); err != nil {
 			ps.add("change %d: %w", i+1, err)
 			continue
+		}
+		if c.Kind == KindChain {
+			// A family's chain changes are one iptables-restore transaction: one backend.
+			if first, ok := backends[c.Chain.Family]; !ok {
+				backends[c.Chain.Family] = i
+			} else if b := p.Changes[first].Chain.Backend; b != c.Chain.Backend {
+				ps.add("change %d: chain %s is in the %q iptables backend but change %d's is in %q: a plan writes each family's chains into one backend", i+1, c.Chain.Name, c.Chain.Backend, first+1, b)
+			}
 		}
 		id := c.object()
 		if prev, dup := seen[id]; dup && c.Kind != KindConntrack {
@@ -647,6 +660,11 @@ func checkChain(c ChainSpec, op Op) error {
 	if err := familyOK(c.Family); err != nil {
 		return fmt.Errorf("chain %s: %w", c.Name, err)
 	}
+	switch c.Backend {
+	case "", iptables.BackendLegacy, iptables.BackendNFT:
+	default:
+		return fmt.Errorf("chain %s: field backend %q: want legacy or nf_tables", c.Name, c.Backend)
+	}
 	hooks, ok := hookable[c.Table]
 	if !ok {
 		return fmt.Errorf("chain %s: field table %q: want raw, mangle, nat, filter or security", c.Name, c.Table)
@@ -1008,13 +1026,13 @@ func (c Change) Summary() string {
 		return fmt.Sprintf("ip %s rule %s %s", c.Rule.Family.Flag(), verb, c.Rule.Args(model.NumericTable))
 	case KindChain:
 		if c.Op == OpDelete {
-			return fmt.Sprintf("%s -t %s: delete chain %s", iptables.Command(c.Chain.Family), c.Chain.Table, c.Chain.Name)
+			return fmt.Sprintf("%s -t %s: delete chain %s", iptables.BackendCommand(c.Chain.Family, c.Chain.Backend), c.Chain.Table, c.Chain.Name)
 		}
 		var hooks []string
 		for _, h := range c.Chain.Jumps {
 			hooks = append(hooks, h.Chain)
 		}
-		s := fmt.Sprintf("%s -t %s: chain %s with %d rule(s)", iptables.Command(c.Chain.Family), c.Chain.Table, c.Chain.Name, len(c.Chain.Rules))
+		s := fmt.Sprintf("%s -t %s: chain %s with %d rule(s)", iptables.BackendCommand(c.Chain.Family, c.Chain.Backend), c.Chain.Table, c.Chain.Name, len(c.Chain.Rules))
 		if len(hooks) > 0 {
 			s += ", jumped to from " + strings.Join(hooks, ", ")
 		}
@@ -1113,7 +1131,11 @@ func (d *Desired) Plan(cur *model.State) (*Plan, error) {
 	for _, r := range d.Rules {
 		add(Change{Kind: KindRule, Op: OpAdd, Rule: &r})
 	}
+	backend := d.chainBackends(cur)
 	for _, c := range d.Chains {
+		if c.Backend == "" {
+			c.Backend = backend[c.Family]
+		}
 		add(Change{Kind: KindChain, Op: OpSet, Chain: &c})
 	}
 	for _, r := range d.RemoveRules {
@@ -1123,7 +1145,10 @@ func (d *Desired) Plan(cur *model.State) (*Plan, error) {
 		add(Change{Kind: KindRoute, Op: OpDelete, Route: &r})
 	}
 	for _, c := range d.RemoveChains {
-		add(Change{Kind: KindChain, Op: OpDelete, Chain: &ChainSpec{Family: c.Family, Table: c.Table, Name: c.Name}})
+		if c.Backend == "" {
+			c.Backend = backend[c.Family]
+		}
+		add(Change{Kind: KindChain, Op: OpDelete, Chain: &ChainSpec{Family: c.Family, Backend: c.Backend, Table: c.Table, Name: c.Name}})
 	}
 	for _, a := range d.RemoveAddresses {
 		add(Change{Kind: KindAddress, Op: OpDelete, Address: &a})
@@ -1148,6 +1173,21 @@ func (d *Desired) Plan(cur *model.State) (*Plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// chainBackends picks, per family, the one iptables backend the plan's chains go into
+// (Ruleset.PlanBackend over all of them).
+func (d *Desired) chainBackends(cur *model.State) map[inet.Family]string {
+	tables, chains := map[inet.Family][]string{}, map[inet.Family][]string{}
+	for _, c := range slices.Concat(d.Chains, d.RemoveChains) {
+		tables[c.Family] = append(tables[c.Family], c.Table)
+		chains[c.Family] = append(chains[c.Family], c.Name)
+	}
+	out := map[inet.Family]string{}
+	for f := range tables {
+		out[f] = cur.Netfilter.PlanBackend(f, tables[f], chains[f])
+	}
+	return out
 }
 
 // ObjectKey is the key Desired.Why uses for a change's comment.

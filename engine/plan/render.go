@@ -296,7 +296,7 @@ func scriptChains(b *bytes.Buffer, chains []Change, used map[string]bool) {
 	b.WriteString("\n# roundtrip's iptables chains (the iptables-restore rendering replaces them atomically)\n")
 	for _, c := range chains {
 		ch := c.Chain
-		tool := iptables.Command(ch.Family)
+		tool := iptables.BackendCommand(ch.Family, ch.Backend)
 		comment(b, c)
 		if c.Op == OpDelete {
 			used["unhook"], used["try"] = true, true
@@ -313,7 +313,7 @@ func scriptChains(b *bytes.Buffer, chains []Change, used map[string]bool) {
 			continue
 		}
 		ch := c.Chain
-		tool := iptables.Command(ch.Family)
+		tool := iptables.BackendCommand(ch.Family, ch.Backend)
 		for i, spec := range ch.Rules {
 			toks, err := iptables.SplitArgs(spec)
 			if err != nil {
@@ -343,7 +343,7 @@ func scriptChains(b *bytes.Buffer, chains []Change, used map[string]bool) {
 	for _, c := range chains {
 		if c.Op == OpDelete {
 			used["unchain"] = true
-			cmd(b, "unchain", iptables.Command(c.Chain.Family), c.Chain.Table, c.Chain.Name)
+			cmd(b, "unchain", iptables.BackendCommand(c.Chain.Family, c.Chain.Backend), c.Chain.Table, c.Chain.Name)
 		}
 	}
 }
@@ -358,6 +358,7 @@ func scriptChains(b *bytes.Buffer, chains []Change, used map[string]bool) {
 func NetfilterTransaction(f inet.Family, changes []Change, cur *model.State) []byte {
 	type tableOps struct {
 		name    string
+		backend string
 		changes []Change
 	}
 	var tables []*tableOps
@@ -372,13 +373,14 @@ func NetfilterTransaction(f inet.Family, changes []Change, cur *model.State) []b
 			i = len(tables) - 1
 		}
 		tables[i].changes = append(tables[i].changes, c)
+		tables[i].backend = c.Chain.Backend // one backend per plan and family: Check sees to it
 	}
 	if len(tables) == 0 {
 		return nil
 	}
 	var b bytes.Buffer
 	for _, to := range tables {
-		t := cur.Netfilter.Table(f, to.name)
+		t := cur.Netfilter.TableIn(to.backend, f, to.name)
 		fmt.Fprintf(&b, "*%s\n", to.name)
 		// Lengths of the built-in chains as the transaction goes, for insert positions.
 		length := map[string]int{}
@@ -467,10 +469,7 @@ func oneLineRune(r rune) rune {
 func (p *Plan) IPTablesRestore(f inet.Family, cur *model.State) []byte {
 	tx := NetfilterTransaction(f, p.Changes, cur)
 	var b bytes.Buffer
-	tool := "iptables-restore"
-	if f == inet.V6 {
-		tool = "ip6tables-restore"
-	}
+	tool := RestoreTool(f, p.ChainBackend(f))
 	fmt.Fprintf(&b, "# roundtrip plan: %s\n", quote.OneLine(p.Intent))
 	fmt.Fprintf(&b, "# Apply in one transaction with: %s --noflush -w < THIS-FILE\n", tool)
 	b.WriteString("# Rendered against the host's current rules: it inserts the jump rules missing now, so\n")
@@ -480,6 +479,23 @@ func (p *Plan) IPTablesRestore(f inet.Family, cur *model.State) []byte {
 	}
 	b.Write(tx)
 	return b.Bytes()
+}
+
+// RestoreTool is the iptables-restore of a family and backend: iptables-legacy-restore,
+// ip6tables-nft-restore, or plain iptables-restore for "".
+func RestoreTool(f inet.Family, backend string) string {
+	return iptables.BackendCommand(f, backend) + "-restore"
+}
+
+// ChainBackend is the backend the plan's chains of a family live in ("" when it has none or
+// they name none).
+func (p *Plan) ChainBackend(f inet.Family) string {
+	for _, c := range p.Changes {
+		if c.Kind == KindChain && c.Chain.Family == f {
+			return c.Chain.Backend
+		}
+	}
+	return ""
 }
 
 // nftHook gives the nftables base chain type and priority of an iptables table's built-in

@@ -91,7 +91,11 @@ func renderLeg(w io.Writer, st style, title string, l *Leg) {
 		if s.Decisive {
 			mark = "▶ "
 		}
-		text := wrapText(fmt.Sprintf("%s%-16s ", mark, s.Hook), s.What, renderWidth, strings.Repeat(" ", 19))
+		what := s.What
+		if s.Backend != "" {
+			what = "[" + s.Backend + "] " + what
+		}
+		text := wrapText(fmt.Sprintf("%s%-16s ", mark, s.Hook), what, renderWidth, strings.Repeat(" ", 19))
 		if s.Decisive {
 			text = st.bold(text)
 		}

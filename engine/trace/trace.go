@@ -5,6 +5,7 @@ package trace
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"roundtrip/engine/fib"
@@ -118,6 +119,9 @@ type Step struct {
 	What     string `json:"what"`
 	Rule     string `json:"rule"` // the rule or route that did it, as a command
 	Decisive bool   `json:"decisive"`
+	// Backend is the iptables backend of the table ("legacy", "nft") when rules live in
+	// both; "" otherwise.
+	Backend string `json:"backend,omitempty"`
 }
 
 // Packet is a packet's addresses as it leaves (or is delivered).
@@ -262,6 +266,12 @@ func (t *tracer) modelLimits() {
 			Evidence: []string{nf.Unavailable},
 			Fix:      finding.Fix{Summary: "make netfilter readable as the reason says (install iptables, or run as root) and trace again", Args: []string{}}})
 	}
+	for _, h := range nf.Hidden {
+		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
+			Summary:  "netfilter rules are loaded that could not be read; they may drop or rewrite this flow",
+			Evidence: []string{h},
+			Fix:      finding.Fix{Summary: "look at those rules as the reason says (iptables-legacy-save comes with the iptables package; native nft chains show with `nft list ruleset`) and check the flow against them", Args: []string{}}})
+	}
 	if len(nf.Foreign) > 0 {
 		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
 			Summary:  "native nftables tables are loaded that the trace does not model; they may drop or rewrite this flow",
@@ -280,12 +290,124 @@ func (t *tracer) add(f finding.Finding) {
 	t.res.Findings = append(t.res.Findings, f)
 }
 
-// table runs one netfilter table at one hook and records what it did. It returns false when
-// the packet is dropped or rejected.
+// table runs one netfilter table at one hook, in every iptables backend that holds it, and
+// records what it did. It returns false when the packet is dropped or rejected.
 func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *netfilter.Conn) bool {
-	r := t.nf.Run(table, hook, p, ct)
+	backends, defined := t.nf.TableOrder(p.Family, table)
+	if len(backends) == 0 {
+		return true // no such table: the kernel has no hook for it
+	}
+	if !defined && t.checkTableOrder(table, hook, backends, p, ct) {
+		leg.uncertain = true
+	}
+	mixed := t.s.Netfilter.Mixed()
+	for _, b := range backends {
+		label := ""
+		if mixed {
+			label = iptables.BackendName(b)
+		}
+		r := t.nf.RunIn(b, table, hook, p, ct)
+		if !t.recordTable(leg, label, b, table, hook, r, p, ct) {
+			return false
+		}
+		if table == "nat" && natDecided(r) {
+			// The NAT core runs its nat chains until one sets up the mapping
+			// (nf_nat_inet_fn): the other backend's nat table is not consulted.
+			break
+		}
+	}
+	return true
+}
+
+// tableRun runs a table's backends in one order on copies of the packet, as table does,
+// for comparing orders.
+func (t *tracer) tableRun(table, hook string, backends []string, p netfilter.Packet, ct netfilter.Conn) (netfilter.Packet, netfilter.Conn, string, string, []string) {
+	// Which rule drops does not matter, only whether the packet is dropped: the verdict is
+	// compared, the decider only told.
+	verdict, text := netfilter.Accept, netfilter.Accept
+	var acted []string
+	for _, b := range backends {
+		r := t.nf.RunIn(b, table, hook, &p, &ct)
+		for _, s := range r.Steps {
+			if s.Rule != "" && !strings.HasPrefix(s.What, "uncertain") {
+				acted = append(acted, s.Rule)
+			}
+		}
+		if r.Verdict != netfilter.Accept {
+			verdict, text = r.Verdict, r.Verdict+" by "+r.Decider
+			break
+		}
+		if table == "nat" && natDecided(r) {
+			break
+		}
+	}
+	outcome := fmt.Sprintf("%s first: %s, %s", iptables.BackendName(backends[0]), text, packetText(&p))
+	if p.Mark != 0 || ct.Mark != 0 {
+		outcome += fmt.Sprintf(", mark %#x, connmark %#x", p.Mark, ct.Mark)
+	}
+	return p, ct, verdict, outcome, acted
+}
+
+// natDecided reports whether a nat table set up the connection's mapping (a NAT target ends
+// the table with a decisive step), after which the NAT core consults no other nat table.
+func natDecided(r netfilter.Result) bool {
 	for _, s := range r.Steps {
-		leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: s.What, Rule: s.Rule, Decisive: s.Decisive})
+		if s.Decisive && s.Rule != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// checkTableOrder reports a table both backends hold when the order the kernel runs them in,
+// which is not defined, changes what happens to the packet: the rules of each backend that
+// acted are named. It reports whether the order matters.
+func (t *tracer) checkTableOrder(table, hook string, backends []string, p *netfilter.Packet, ct *netfilter.Conn) bool {
+	reversed := []string{backends[1], backends[0]}
+	pa, ca, va, oa, acted := t.tableRun(table, hook, backends, *p, *ct)
+	pb, cb, vb, ob, actedB := t.tableRun(table, hook, reversed, *p, *ct)
+	if pa == pb && ca == cb && va == vb {
+		return false
+	}
+	key := "order " + table + " " + hook
+	if t.seen[key] {
+		return true
+	}
+	t.seen[key] = true
+	for _, r := range actedB {
+		if !slices.Contains(acted, r) {
+			acted = append(acted, r)
+		}
+	}
+	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
+		Summary: fmt.Sprintf("%s %s is in both iptables backends (%s) at the same priority, where the kernel runs the most recently registered first and nothing shows which that is; the outcome depends on it, and the trace assumed %s first",
+			table, hook, strings.Join(backendNames(backends), " and "), iptables.BackendName(backends[0])),
+		Evidence: append(acted, oa, ob),
+		Fix:      finding.Fix{Summary: "keep the rules of one table in one backend: move them with " + quote.ShellJoin(iptables.BackendCommand(p.Family, iptables.BackendLegacy)+"-save", "-t", table) + " and " + quote.ShellJoin(iptables.BackendCommand(p.Family, iptables.BackendNFT)+"-restore", "--noflush")}})
+	return true
+}
+
+func backendNames(bs []string) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = iptables.BackendName(b)
+	}
+	return out
+}
+
+// recordTable records what one backend's table did at a hook; false when it dropped or
+// rejected the packet.
+func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r netfilter.Result, p *netfilter.Packet, ct *netfilter.Conn) bool {
+	hookName := table + " " + hook
+	for _, s := range r.Steps {
+		leg.Steps = append(leg.Steps, Step{Hook: hookName, What: s.What, Rule: s.Rule, Decisive: s.Decisive, Backend: label})
+	}
+	if label != "" {
+		hookName += " (" + label + ")"
+	}
+	cmd := iptables.Command(p.Family)
+	if tb := t.s.Netfilter.TableIn(backend, p.Family, table); tb != nil {
+		cmd = t.s.Netfilter.TableCommand(tb)
 	}
 	for _, u := range r.Uncertain {
 		leg.uncertain = true
@@ -294,9 +416,9 @@ func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *ne
 		}
 		t.seen[u.Rule] = true
 		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
-			Summary:  fmt.Sprintf("a rule in %s %s cannot be evaluated (%s); the trace assumed it does not match", table, hook, u.Why),
+			Summary:  fmt.Sprintf("a rule in %s cannot be evaluated (%s); the trace assumed it does not match", hookName, u.Why),
 			Evidence: []string{u.Rule},
-			Fix:      finding.Fix{Summary: "check by hand whether this rule matches the flow (" + quote.ShellJoin(iptables.Command(p.Family), "-t", table, "-L", hook, "-v", "-n") + " shows its counters)"}})
+			Fix:      finding.Fix{Summary: "check by hand whether this rule matches the flow (" + quote.ShellJoin(cmd, "-t", table, "-L", hook, "-v", "-n") + " shows its counters)"}})
 	}
 	switch r.Verdict {
 	case netfilter.Drop, netfilter.Reject:
@@ -309,9 +431,9 @@ func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *ne
 			dir = "reply"
 		}
 		t.add(finding.Finding{ID: FindingFiltered, Severity: finding.SeverityError,
-			Summary:  fmt.Sprintf("the %s is %s by %s %s", dir, map[string]string{netfilter.Drop: "dropped", netfilter.Reject: "rejected"}[r.Verdict], table, hook),
+			Summary:  fmt.Sprintf("the %s is %s by %s", dir, map[string]string{netfilter.Drop: "dropped", netfilter.Reject: "rejected"}[r.Verdict], hookName),
 			Evidence: []string{r.Decider, "packet: " + packetText(p)},
-			Fix:      finding.Fix{Summary: fmt.Sprintf("allow the flow in %s %s before that rule (or remove the rule) if it should pass", table, hook)}})
+			Fix:      finding.Fix{Summary: fmt.Sprintf("allow the flow in %s before that rule (or remove the rule) if it should pass", hookName)}})
 		return false
 	}
 	return true
@@ -849,9 +971,13 @@ func (t *tracer) checkReplyDirectionNAT(reply *Leg, rp *netfilter.Packet, rct *n
 		if hook == "PREROUTING" {
 			p.OIF = ""
 		}
-		ct := &netfilter.Conn{State: netfilter.CTNew}
-		r := t.nf.Run("nat", hook, &p, ct)
-		for _, st := range r.Steps {
+		var steps []netfilter.Step
+		backends, _ := t.nf.TableOrder(p.Family, "nat")
+		for _, b := range backends {
+			q, ct := p, &netfilter.Conn{State: netfilter.CTNew}
+			steps = append(steps, t.nf.RunIn(b, "nat", hook, &q, ct).Steps...)
+		}
+		for _, st := range steps {
 			if !st.Decisive || st.Rule == "" || !strings.Contains(st.What, "NAT") && !strings.Contains(st.What, "MASQUERADE") {
 				continue
 			}

@@ -822,6 +822,9 @@ func (p *Diagnose) legLines(title string, l *trace.Leg, request *trace.Leg, w in
 			marker, style = "▶ ", st.Decisive
 		}
 		text := s.Hook + ": " + s.What
+		if s.Backend != "" {
+			text = s.Hook + " [" + s.Backend + "]: " + s.What
+		}
 		for i, line := range components.Wrap(text, w-2, "  ") {
 			m := marker
 			if i > 0 {

@@ -74,6 +74,10 @@ type natRow struct {
 	depth   int
 	policy  string
 	target  string
+	// backend is the iptables backend the chain lives in ("legacy", "nft"; "" when only the
+	// iptables command's was read) and cmd the command that lists it.
+	backend string
+	cmd     string
 }
 
 // NewNAT returns the NAT page.
@@ -235,37 +239,51 @@ func (p *NAT) build() {
 	}
 	name := natTables[p.table]
 	for _, fam := range []inet.Family{inet.V4, inet.V6} {
-		t := p.nf.Table(fam, name)
-		if t == nil {
-			continue
-		}
-		famTag := ""
-		if fam == inet.V6 {
-			famTag = " (ip6)"
-		}
-		seen := map[string]bool{}
-		for _, hook := range hookOrder {
-			c := t.Chain(hook)
-			if c == nil {
+		// One table per backend that holds it: the kernel runs both.
+		for ti := range p.nf.Tables {
+			t := &p.nf.Tables[ti]
+			if t.Family != fam || t.Name != name {
 				continue
 			}
-			p.rows = append(p.rows, natRow{header: true, family: fam, chain: hook, policy: c.Policy,
-				text: fmt.Sprintf("%s%s  policy %s  %d rule(s)", hook, famTag, c.Policy, len(c.Rules)), packets: c.Packets, bytes: c.Bytes})
-			p.chainRows(t, c, 0, map[string]bool{hook: true})
-			seen[hook] = true
-		}
-		// User chains no hook reaches still matter when someone jumps to them later.
-		for i := range t.Chains {
-			c := &t.Chains[i]
-			if c.Policy != "" || reached(t, c.Name) {
-				continue
-			}
-			p.rows = append(p.rows, natRow{header: true, family: fam, chain: c.Name, owner: owner(c.Name, ""),
-				text: fmt.Sprintf("%s%s  not reached from any hook", c.Name, famTag)})
-			p.chainRows(t, c, 0, map[string]bool{c.Name: true})
+			p.tableRows(t)
 		}
 	}
 	p.applyFilter()
+}
+
+// tableRows adds the rows of one table.
+func (p *NAT) tableRows(t *iptables.Table) {
+	fam := t.Family
+	famTag := ""
+	if fam == inet.V6 {
+		famTag = " (ip6)"
+	}
+	backend, cmd := "", p.nf.TableCommand(t)
+	if t.Backend != "" {
+		backend = iptables.BackendName(t.Backend)
+		famTag += " [" + backend + "]"
+	}
+	seen := map[string]bool{}
+	for _, hook := range hookOrder {
+		c := t.Chain(hook)
+		if c == nil {
+			continue
+		}
+		p.rows = append(p.rows, natRow{header: true, family: fam, chain: hook, policy: c.Policy, backend: backend, cmd: cmd,
+			text: fmt.Sprintf("%s%s  policy %s  %d rule(s)", hook, famTag, c.Policy, len(c.Rules)), packets: c.Packets, bytes: c.Bytes})
+		p.chainRows(t, c, 0, map[string]bool{hook: true})
+		seen[hook] = true
+	}
+	// User chains no hook reaches still matter when someone jumps to them later.
+	for i := range t.Chains {
+		c := &t.Chains[i]
+		if c.Policy != "" || reached(t, c.Name) {
+			continue
+		}
+		p.rows = append(p.rows, natRow{header: true, family: fam, chain: c.Name, owner: owner(c.Name, ""), backend: backend, cmd: cmd,
+			text: fmt.Sprintf("%s%s  not reached from any hook", c.Name, famTag)})
+		p.chainRows(t, c, 0, map[string]bool{c.Name: true})
+	}
 }
 
 // reached reports whether any rule of the table jumps to the chain.
@@ -288,9 +306,13 @@ func owner(chain, target string) string {
 }
 
 func (p *NAT) chainRows(t *iptables.Table, c *iptables.Chain, depth int, path map[string]bool) {
+	backend := ""
+	if t.Backend != "" {
+		backend = iptables.BackendName(t.Backend)
+	}
 	for _, r := range c.Rules {
 		p.rows = append(p.rows, natRow{family: t.Family, chain: c.Name, owner: owner(c.Name, r.Target), packets: r.Packets, bytes: r.Bytes,
-			text: r.Spec, depth: depth, target: r.Target})
+			text: r.Spec, depth: depth, target: r.Target, backend: backend, cmd: p.nf.TableCommand(t)})
 		if r.Target == "" || path[r.Target] || depth >= 4 {
 			continue
 		}
@@ -308,7 +330,7 @@ func (p *NAT) applyFilter() {
 	for i, r := range p.rows {
 		ok := true
 		for _, w := range words {
-			if !strings.Contains(strings.ToLower(r.text+" "+r.chain+" "+r.owner), w) {
+			if !strings.Contains(strings.ToLower(r.text+" "+r.chain+" "+r.owner+" "+r.backend), w) {
 				ok = false
 				break
 			}
@@ -342,9 +364,9 @@ func (p *NAT) rowStyle(i int) lipgloss.Style {
 // rowDetail shows a rule or a chain in full: the rule as iptables-save writes it, its exact
 // counters, who owns it.
 func (p *NAT) rowDetail(r natRow) *components.Detail {
-	cmd := "iptables"
-	if r.family == inet.V6 {
-		cmd = "ip6tables"
+	cmd := r.cmd
+	if cmd == "" {
+		cmd = iptables.Command(r.family)
 	}
 	table := natTables[p.table]
 	if r.header {
@@ -357,6 +379,9 @@ func (p *NAT) rowDetail(r natRow) *components.Detail {
 	d := components.NewDetail(p.c.Styles, fmt.Sprintf("Rule of %s -t %s, chain %s", cmd, table, r.chain),
 		"Rule", cmd+" -t "+table+" -A "+r.chain+" "+r.text, "Owner", r.owner,
 		"Packets", fmt.Sprint(r.packets), "Bytes", fmt.Sprint(r.bytes))
+	if r.backend != "" {
+		d.Add("Backend", r.backend)
+	}
 	if r.target != "" {
 		d.Add("Target", r.target)
 	}
@@ -398,6 +423,14 @@ func (p *NAT) View(width, height int) string {
 	used := 1
 	if p.nf.Unavailable != "" {
 		b.WriteString(st.Warning.Render(components.Fit("  netfilter could not be read: "+p.nf.Unavailable, width)) + "\n")
+		used++
+	}
+	if p.nf.Mixed() {
+		b.WriteString(st.Warning.Render(components.Fit("  rules in both iptables backends, legacy and nft: the kernel runs both ([legacy] and [nft] below)", width)) + "\n")
+		used++
+	}
+	for _, h := range p.nf.Hidden {
+		b.WriteString(st.Warning.Render(components.Fit("  not read: "+h, width)) + "\n")
 		used++
 	}
 	if p.nfErr != nil {

@@ -20,6 +20,9 @@ func notReadParts(s *model.State) []string {
 	if s.Netfilter.Unavailable != "" {
 		out = append(out, "netfilter: "+s.Netfilter.Unavailable)
 	}
+	for _, h := range s.Netfilter.Hidden {
+		out = append(out, "netfilter: "+h)
+	}
 	return out
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
@@ -241,7 +242,12 @@ func renderNetfilter(w io.Writer, s *model.State) {
 	nf := s.Netfilter
 	quote.TermFprintf(w, "\nNETFILTER")
 	if nf.Backend != "" {
-		quote.TermFprintf(w, " (iptables %s)", nf.Backend)
+		quote.TermFprintf(w, " (iptables %s", nf.Backend)
+		if nf.Mixed() {
+			// Both backends hold rules and the kernel runs both; iptables shows only its own.
+			quote.TermFprintf(w, "; rules in both backends, legacy and nft")
+		}
+		quote.TermFprintf(w, ")")
 	}
 	fmt.Fprintln(w)
 	if nf.Unavailable != "" {
@@ -251,6 +257,11 @@ func renderNetfilter(w io.Writer, s *model.State) {
 	for _, t := range nf.Tables {
 		if t.Name != "nat" && t.Name != "mangle" && t.Name != "raw" && t.Name != "filter" {
 			continue
+		}
+		// Where both backends were read every chain says which one it lives in.
+		tag := ""
+		if t.Backend != "" {
+			tag = "[" + iptables.BackendName(t.Backend) + "] "
 		}
 		for _, c := range t.Chains {
 			if len(c.Rules) == 0 && (c.Policy == "" || c.Policy == "ACCEPT") {
@@ -265,7 +276,7 @@ func renderNetfilter(w io.Writer, s *model.State) {
 			if c.Policy != "" {
 				pol = " policy " + c.Policy
 			}
-			quote.TermFprintf(w, "  %s%s %s%s\n", fam, t.Name, c.Name, pol)
+			quote.TermFprintf(w, "  %s%s%s %s%s\n", tag, fam, t.Name, c.Name, pol)
 			for _, r := range c.Rules {
 				quote.TermFprintf(w, "    %s\n", r.Spec)
 			}
@@ -273,6 +284,9 @@ func renderNetfilter(w io.Writer, s *model.State) {
 	}
 	if !any && nf.Unavailable == "" {
 		quote.TermFprintf(w, "  (no rules)\n")
+	}
+	for _, h := range nf.Hidden {
+		quote.TermFprintf(w, "  not read: %s (traces may miss their effect)\n", h)
 	}
 	for _, f := range nf.Foreign {
 		quote.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)

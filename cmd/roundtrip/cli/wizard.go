@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
@@ -262,6 +263,7 @@ const wizardCommonHelp = `  --apply                apply the plan (journaled; un
   --lock-wait DURATION   wait up to DURATION for another apply to finish (default 10s)
   -o FILE                save the plan (for roundtrip apply FILE, plan show, plan render)
   --peer-out FILE        save the other end's script
+  --iptables-backend B   write iptables rules into legacy or nft (default: where the host's own are)
   --json                 print the plan, the other end's plan and the notes as JSON
   --netns NAME           work on the named network namespace (as ip -n)
   --snapshot FILE        plan against a saved state instead of the live host
@@ -272,6 +274,7 @@ type wizardCommon struct {
 	apply, wait, force bool
 	confirm, lockWait  time.Duration
 	out, peerOut       string
+	backend            string // --iptables-backend
 }
 
 func (c *wizardCommon) bind(fs *flag.FlagSet, inv *Invocation) {
@@ -285,6 +288,20 @@ func (c *wizardCommon) bind(fs *flag.FlagSet, inv *Invocation) {
 	fs.DurationVar(&c.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 	fs.StringVar(&c.out, "o", "", "save the plan to `FILE`")
 	fs.StringVar(&c.peerOut, "peer-out", "", "save the other end's script to `FILE`")
+	fs.StringVar(&c.backend, "iptables-backend", "", "write iptables rules into `BACKEND` legacy or nft (default: the backend the host's own rules use)")
+}
+
+// iptablesBackend reads --iptables-backend: "" (follow the host), legacy or nft.
+func iptablesBackend(v string) (string, error) {
+	switch v {
+	case "":
+		return "", nil
+	case "legacy":
+		return iptables.BackendLegacy, nil
+	case "nft", "nf_tables":
+		return iptables.BackendNFT, nil
+	}
+	return "", Usagef("--iptables-backend %q: want legacy or nft", v)
 }
 
 func runWizard(inv *Invocation) error {
@@ -338,10 +355,15 @@ func runWizard(inv *Invocation) error {
 	if err != nil {
 		return err
 	}
+	backend, err := iptablesBackend(common.backend)
+	if err != nil {
+		return err
+	}
 	st, err := inv.State()
 	if err != nil {
 		return err
 	}
+	st.Netfilter.WriteBackend = backend
 	res, err := planAsking(inv, w, st)
 	if err != nil {
 		return err

@@ -390,18 +390,21 @@ var builtinTargets = []string{"ACCEPT", "DROP", "RETURN", "REJECT", "LOG", "MARK
 
 // Restore implements kernel.Host: the subset of `iptables-restore --noflush` that
 // plan.NetfilterTransaction writes, all or nothing.
-func (f *Fake) Restore(_ context.Context, fam inet.Family, tx []byte, test bool) error {
-	tool := "iptables-restore"
-	if fam == inet.V6 {
-		tool = "ip6tables-restore"
-	}
+func (f *Fake) Restore(ctx context.Context, fam inet.Family, tx []byte, test bool) error {
+	return f.RestoreIn(ctx, "", fam, tx, test)
+}
+
+// RestoreIn implements kernel.Host: Restore into one backend's tables (the backend's own
+// iptables-restore), so that a test sees which backend a plan wrote into.
+func (f *Fake) RestoreIn(_ context.Context, backend string, fam inet.Family, tx []byte, test bool) error {
+	tool := iptables.BackendCommand(fam, backend) + "-restore"
 	line := tool + " --noflush -w"
 	if test {
 		line = tool + " --test --noflush -w"
 	}
 	return f.op("restore", line+"\n"+string(tx), func() error {
 		st := f.state.Clone()
-		if err := restore(st, fam, tx); err != nil {
+		if err := restore(st, backend, fam, tx); err != nil {
 			return fmt.Errorf("%s: %w", tool, err)
 		}
 		if !test {
@@ -411,7 +414,16 @@ func (f *Fake) Restore(_ context.Context, fam inet.Family, tx []byte, test bool)
 	})
 }
 
-func restore(st *model.State, fam inet.Family, tx []byte) error {
+// builtinChains are the chains each iptables table is created with.
+var builtinChains = map[string][]string{
+	"raw":      {"PREROUTING", "OUTPUT"},
+	"mangle":   {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"},
+	"nat":      {"PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"},
+	"filter":   {"INPUT", "FORWARD", "OUTPUT"},
+	"security": {"INPUT", "FORWARD", "OUTPUT"},
+}
+
+func restore(st *model.State, backend string, fam inet.Family, tx []byte) error {
 	var t *iptables.Table
 	for n, raw := range strings.Split(string(tx), "\n") {
 		line := strings.TrimSpace(raw)
@@ -422,9 +434,14 @@ func restore(st *model.State, fam inet.Family, tx []byte) error {
 		case line == "" || strings.HasPrefix(line, "#"):
 		case strings.HasPrefix(line, "*"):
 			name := line[1:]
-			t = st.Netfilter.Table(fam, name)
+			t = st.Netfilter.TableIn(backend, fam, name)
 			if t == nil {
-				st.Netfilter.Tables = append(st.Netfilter.Tables, iptables.Table{Family: fam, Name: name})
+				// The kernel creates a table with its built-in chains, accepting.
+				nt := iptables.Table{Family: fam, Name: name, Backend: backend}
+				for _, c := range builtinChains[name] {
+					nt.Chains = append(nt.Chains, iptables.Chain{Name: c, Policy: "ACCEPT"})
+				}
+				st.Netfilter.Tables = append(st.Netfilter.Tables, nt)
 				t = &st.Netfilter.Tables[len(st.Netfilter.Tables)-1]
 			}
 		case line == "COMMIT":
