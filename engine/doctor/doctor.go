@@ -2,6 +2,7 @@
 package doctor
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -56,11 +57,47 @@ const (
 // are indexed once by table, a route lookup is asked of the FIB, and the questions asked once
 // per route (is its gateway on-link?) are asked once per distinct answer.
 func Run(s *model.State, f *fib.FIB) []finding.Finding {
-	return run(s, f).out
+	d, _ := run(context.Background(), s, f, nil)
+	return d.out
 }
 
-func run(s *model.State, f *fib.FIB) *doctor {
-	d := &doctor{s: s, fib: f, nf: netfilter.New(s, f)}
+// Progress is told, now and then, how far doctor got: done of about total steps (a step is a
+// route, rule or link looked at; total is an estimate, and done never passes it).
+type Progress func(done, total int)
+
+// RunContext is Run that stops soon after ctx is done, with ctx's error, and reports its
+// progress to progress (when not nil).
+func RunContext(ctx context.Context, s *model.State, f *fib.FIB, progress Progress) ([]finding.Finding, error) {
+	d, err := run(ctx, s, f, progress)
+	if err != nil {
+		return nil, err
+	}
+	return d.out, nil
+}
+
+// stopped carries the context's error out of the checks' loops to run.
+type stopped struct{ err error }
+
+// tickEvery is how many steps go by between looks at the context and reports of progress.
+const tickEvery = 1 << 12
+
+func run(ctx context.Context, s *model.State, f *fib.FIB, progress Progress) (d *doctor, err error) {
+	d = &doctor{s: s, fib: f, nf: netfilter.New(s, f), ctx: ctx, progress: progress}
+	// The passes over the routes (index, uplinks of each family, probes, gateways) and over
+	// the rules and links: what the work is, roughly.
+	d.total = 5*len(s.Routes) + 4*len(s.Rules) + 2*len(s.Links) + 1
+	defer func() {
+		if r := recover(); r != nil {
+			st, ok := r.(stopped)
+			if !ok {
+				panic(r)
+			}
+			d, err = nil, st.err
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	d.index()
 	d.forwardingOff()
 	ups := d.uplinks(inet.V4)
@@ -78,7 +115,26 @@ func run(s *model.State, f *fib.FIB) *doctor {
 	if d.out == nil {
 		d.out = []finding.Finding{}
 	}
-	return d
+	if d.progress != nil {
+		d.progress(d.total, d.total)
+	}
+	return d, nil
+}
+
+// step counts one step of a loop over the state; every tickEvery steps it reports progress
+// and stops the run (by a panic that run recovers) once the context is done, so that Ctrl-C
+// ends a doctor of a full table at once.
+func (d *doctor) step() {
+	d.ops++
+	if d.ops%tickEvery != 0 {
+		return
+	}
+	if err := d.ctx.Err(); err != nil {
+		panic(stopped{err})
+	}
+	if d.progress != nil {
+		d.progress(min(d.ops, d.total-1), d.total)
+	}
 }
 
 type doctor struct {
@@ -86,6 +142,10 @@ type doctor struct {
 	fib *fib.FIB
 	nf  *netfilter.Sim
 	out []finding.Finding
+
+	ctx      context.Context
+	progress Progress
+	total    int // the estimate of steps progress is told
 
 	tables    map[tableKey]*tableInfo
 	connected map[string][]netip.Prefix // on-link networks by interface (State.Connected)
@@ -116,7 +176,7 @@ func (d *doctor) index() {
 	var last *tableInfo
 	lastKey := tableKey{table: -1}
 	for i := range d.s.Routes {
-		d.ops++
+		d.step()
 		r := &d.s.Routes[i]
 		k := tableKey{r.Family, r.Table}
 		if last == nil || k != lastKey {
@@ -148,7 +208,7 @@ func (d *doctor) index() {
 	d.connected = map[string][]netip.Prefix{}
 	for i := len(d.s.Links) - 1; i >= 0; i-- {
 		// State.Connected takes the first link of a name: going backwards, the first one wins.
-		d.ops++
+		d.step()
 		l := &d.s.Links[i]
 		var ps []netip.Prefix
 		for _, a := range l.Addrs {
@@ -163,7 +223,7 @@ func (d *doctor) index() {
 
 // table returns what the index knows of a table (empty when it has no routes).
 func (d *doctor) table(f inet.Family, id int) *tableInfo {
-	d.ops++
+	d.step()
 	if t := d.tables[tableKey{f, id}]; t != nil {
 		return t
 	}
@@ -190,6 +250,7 @@ func (d *doctor) nfRules(table string, fn func(t *iptables.Table, c *iptables.Ch
 		for ci := range t.Chains {
 			c := &t.Chains[ci]
 			for ri := range c.Rules {
+				d.step()
 				fn(t, c, &c.Rules[ri])
 			}
 		}
@@ -325,7 +386,7 @@ func (d *doctor) makeUplinks(f inet.Family) []uplink {
 		u.NRoutes++
 	}
 	for i := range d.s.Routes {
-		d.ops++
+		d.step()
 		r := &d.s.Routes[i]
 		if r.Family != f || r.Table == model.TableLocal || r.Type != model.RouteUnicast && r.Type != "" {
 			continue
@@ -349,7 +410,7 @@ func (d *doctor) makeUplinks(f inet.Family) []uplink {
 func (d *doctor) primaryUplink(f inet.Family) string {
 	best, dev := -1, ""
 	for _, i := range d.table(f, model.TableMain).defaults {
-		d.ops++
+		d.step()
 		r := &d.s.Routes[i]
 		if r.Type != model.RouteUnicast && r.Type != "" {
 			continue
@@ -419,7 +480,7 @@ func (d *doctor) uplinkReturn(ups []uplink) {
 				continue
 			}
 			for _, dst := range probes {
-				d.ops++
+				d.step()
 				if a.Prefix.Masked().Contains(dst) {
 					continue
 				}
@@ -452,7 +513,7 @@ func (d *doctor) uplinkReturn(ups []uplink) {
 // markReturn reports whether a fwmark rule leads to a table routing through the interface.
 func (d *doctor) markReturn(dev string) bool {
 	for _, r := range d.s.Rules {
-		d.ops++
+		d.step()
 		if r.Mark == nil || r.Action != model.ActionTable && r.Action != "" {
 			continue
 		}
@@ -483,7 +544,7 @@ func (d *doctor) probeDestinations(f inet.Family) []netip.Addr {
 	var outsideAddr netip.Addr
 	outsideMade := false
 	for i := range d.s.Routes {
-		d.ops++
+		d.step()
 		r := &d.s.Routes[i]
 		if r.Family != f || r.Table == model.TableLocal || !r.Gateway.IsValid() && len(r.Nexthops) == 0 {
 			continue
@@ -528,7 +589,7 @@ func (d *doctor) outside(f inet.Family) netip.Addr {
 		a := netip.MustParseAddr(c)
 		covered := false
 		for k := range d.tables {
-			d.ops++
+			d.step()
 			if k.fam == f && k.table != model.TableLocal && d.fib.Covers(f, k.table, netip.PrefixFrom(a, a.BitLen())) {
 				covered = true
 				break
@@ -625,7 +686,7 @@ func ruleDPort(r *iptables.Rule) uint16 {
 // linkOf returns the interface and network an address is on-link with.
 func (d *doctor) linkOf(a netip.Addr) (string, netip.Prefix) {
 	for _, l := range d.s.Links {
-		d.ops++
+		d.step()
 		if p, ok := model.PrefixContaining(d.connected[l.Name], a); ok && p.Bits() < p.Addr().BitLen() {
 			return l.Name, p
 		}
@@ -651,7 +712,7 @@ func (d *doctor) clientIn(p netip.Prefix, not netip.Addr) netip.Addr {
 func (d *doctor) tablesMissingConnected() {
 	used := map[int]bool{}
 	for _, r := range d.s.Rules {
-		d.ops++
+		d.step()
 		if r.Action == model.ActionTable || r.Action == "" {
 			used[r.Table] = true
 		}
@@ -659,7 +720,7 @@ func (d *doctor) tablesMissingConnected() {
 	var ids []int
 	seen := map[int]bool{}
 	for k := range d.tables {
-		d.ops++
+		d.step()
 		if !seen[k.table] {
 			seen[k.table] = true
 			ids = append(ids, k.table)
@@ -685,7 +746,7 @@ func (d *doctor) tablesMissingConnected() {
 			}
 			var missing, cmds []string
 			for _, ci := range d.table(f, model.TableMain).links {
-				d.ops++
+				d.step()
 				c := &d.s.Routes[ci]
 				if c.Dev == defDev || isUplink[fi][c.Dev] {
 					continue
@@ -715,6 +776,7 @@ func (d *doctor) duplicateRules() {
 	groups := map[string][]model.Rule{}
 	var order []string
 	for _, r := range d.s.Rules {
+		d.step()
 		key := fmt.Sprintf("%s %s %s", r.Family, r.Selectors(), r.ActionString(model.NumericTable))
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
@@ -746,6 +808,7 @@ func (d *doctor) duplicateIPTablesRules() {
 			count := map[string]int{}
 			var order []string
 			for _, r := range c.Rules {
+				d.step()
 				if count[r.Spec] == 0 {
 					order = append(order, r.Spec)
 				}
@@ -775,6 +838,7 @@ func (d *doctor) duplicateIPTablesRules() {
 
 func (d *doctor) rulesOnEmptyTables() {
 	for _, r := range d.s.Rules {
+		d.step()
 		if r.Action != model.ActionTable && r.Action != "" || r.Table == model.TableLocal || r.Table == model.TableDefault || r.Table == model.TableMain {
 			continue
 		}
@@ -798,7 +862,7 @@ func (d *doctor) gatewaysNotOnLink() {
 	}
 	onLink := map[key]bool{}
 	for i := range d.s.Routes {
-		d.ops++
+		d.step()
 		r := &d.s.Routes[i]
 		check := func(gw netip.Addr, dev string, onlink bool) {
 			if !gw.IsValid() || onlink || dev == "" {
@@ -807,7 +871,7 @@ func (d *doctor) gatewaysNotOnLink() {
 			k := key{r.Table, gw, dev}
 			ok, known := onLink[k]
 			if !known {
-				d.ops++
+				d.step()
 				ok = d.fib.OnLink(r.Table, gw, dev)
 				onLink[k] = ok
 			}

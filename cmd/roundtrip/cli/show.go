@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
@@ -71,8 +72,7 @@ summarised; --all prints every route, --table shows one table only.
 			if all {
 				limit = -1
 			}
-			renderShow(inv.Stdout, s, only, limit)
-			return nil
+			return renderShowContext(inv.Ctx, inv.Stdout, s, only, limit)
 		},
 	}
 }
@@ -81,16 +81,24 @@ summarised; --all prints every route, --table shows one table only.
 // for the terminal (quote.TermFprintf): a snapshot can come from anywhere, and even a live
 // host's link names may hold escape sequences.
 func renderShow(w io.Writer, s *model.State, onlyTable, limit int) {
+	_ = renderShowContext(context.Background(), w, s, onlyTable, limit)
+}
+
+// renderShowContext is renderShow that stops, with ctx's error, soon after ctx is done.
+func renderShowContext(ctx context.Context, w io.Writer, s *model.State, onlyTable, limit int) error {
 	if onlyTable < 0 {
 		renderHeader(w, s)
 		renderLinks(w, s)
 		renderGateways(w, s)
 		renderRules(w, s)
 	}
-	renderRoutes(w, s, onlyTable, limit)
+	if err := renderRoutes(ctx, w, s, onlyTable, limit); err != nil {
+		return err
+	}
 	if onlyTable < 0 {
 		renderNetfilter(w, s)
 	}
+	return nil
 }
 
 func renderHeader(w io.Writer, s *model.State) {
@@ -206,7 +214,7 @@ type routeGroup struct {
 	shown []int
 }
 
-func renderRoutes(w io.Writer, s *model.State, onlyTable, limit int) {
+func renderRoutes(ctx context.Context, w io.Writer, s *model.State, onlyTable, limit int) error {
 	// One pass groups the routes by table and family, in stored order, keeping only those to
 	// print: a full table is read once, however many tables there are.
 	type key struct {
@@ -220,6 +228,9 @@ func renderRoutes(w io.Writer, s *model.State, onlyTable, limit int) {
 	lastKey := key{table: -1}
 	for i := range s.Routes {
 		showOps.Add(1)
+		if i%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
 		r := &s.Routes[i]
 		if onlyTable >= 0 && r.Table != onlyTable {
 			continue
@@ -256,8 +267,11 @@ func renderRoutes(w io.Writer, s *model.State, onlyTable, limit int) {
 				fam = " (IPv6)"
 			}
 			quote.TermFprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, g.count)
-			for _, i := range g.shown {
+			for n, i := range g.shown {
 				showOps.Add(1)
+				if n%4096 == 4095 && ctx.Err() != nil {
+					return ctx.Err()
+				}
 				r := s.Routes[i]
 				r.Table = model.TableMain // the heading names the table already
 				quote.TermFprintf(w, "  %s\n", r.Args(s.TableName))
@@ -267,6 +281,7 @@ func renderRoutes(w io.Writer, s *model.State, onlyTable, limit int) {
 			}
 		}
 	}
+	return nil
 }
 
 func tableRank(id int) int {
@@ -345,6 +360,9 @@ on any machine. Without -o the snapshot goes to standard output.`,
 			b, err := model.NewSnapshot(s, time.Now()).Marshal()
 			if err != nil {
 				return err
+			}
+			if err := inv.Ctx.Err(); err != nil {
+				return err // interrupted: no snapshot rather than one the operator stopped
 			}
 			if out == "" || out == "-" {
 				_, err = inv.Stdout.Write(b)
