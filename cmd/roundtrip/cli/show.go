@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
@@ -72,7 +73,12 @@ summarised; --all prints every route, --table shows one table only.
 			if all {
 				limit = -1
 			}
-			return renderShowContext(inv.Ctx, inv.Stdout, s, only, limit)
+			// Buffered: a full table is a million lines, not a million writes.
+			bw := bufio.NewWriterSize(inv.Stdout, 64<<10)
+			if err := renderShowContext(inv.Ctx, bw, s, only, limit); err != nil {
+				return err
+			}
+			return bw.Flush()
 		},
 	}
 }
