@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"charm.land/bubbles/v2/help"
@@ -40,6 +41,12 @@ const (
 
 type loadTick struct{ seq int }
 
+// analysisTick redraws the doctor's progress while it runs.
+type analysisTick struct{ seq int }
+
+// analysisProgress is how far the doctor got: written by its command, read by the status line.
+type analysisProgress struct{ done, total atomic.Int64 }
+
 type pendingTick struct{}
 
 // App is the console's root model: the tab bar, the active page, the status line and the
@@ -66,6 +73,9 @@ type App struct {
 	state      *model.State
 	loadErr    error
 	analysing  bool
+	// cancelAnalysis stops the doctor (esc, or a new read that replaces its state).
+	cancelAnalysis context.CancelFunc
+	progress       *analysisProgress
 
 	status    string
 	statusErr bool
@@ -118,6 +128,7 @@ func (a *App) load() tea.Cmd {
 	if a.cancelLoad != nil {
 		a.cancelLoad()
 	}
+	a.stopAnalysis()
 	ctx, cancel := context.WithCancel(a.c.Ctx)
 	a.cancelLoad = cancel
 	a.loading, a.loadStart = true, a.c.Now()
@@ -156,12 +167,34 @@ func (a *App) checkPending() tea.Cmd {
 	}
 }
 
-// analyse builds the FIB and runs the doctor in the background.
-func analyse(seq int, s *model.State) tea.Cmd {
+// analyse builds the FIB and runs the doctor in the background, until ctx is done.
+func analyse(ctx context.Context, seq int, s *model.State, pr *analysisProgress) tea.Cmd {
 	return func() tea.Msg {
 		fib := fib.New(s)
-		return common.AnalysisMsg{Seq: seq, State: s, FIB: fib, Findings: doctor.Run(s, fib)}
+		fs, err := doctor.RunContext(ctx, s, fib, func(done, total int) {
+			pr.total.Store(int64(total))
+			pr.done.Store(int64(done))
+		})
+		return common.AnalysisMsg{Seq: seq, State: s, FIB: fib, Findings: fs, Err: err}
 	}
+}
+
+// startAnalysis runs the doctor on a state just read, with a way to cancel it.
+func (a *App) startAnalysis(seq int, s *model.State) tea.Cmd {
+	a.stopAnalysis()
+	ctx, cancel := context.WithCancel(a.c.Ctx)
+	a.cancelAnalysis, a.progress, a.analysing = cancel, &analysisProgress{}, true
+	run := analyse(ctx, seq, s, a.progress)
+	return tea.Batch(func() tea.Msg { defer cancel(); return run() }, a.c.After(250*time.Millisecond, analysisTick{seq}))
+}
+
+// stopAnalysis cancels the doctor's run, if one is under way.
+func (a *App) stopAnalysis() {
+	if a.cancelAnalysis != nil {
+		a.cancelAnalysis()
+		a.cancelAnalysis = nil
+	}
+	a.analysing = false
 }
 
 // broadcast gives a message to every page.
@@ -209,14 +242,21 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return a, nil
 		}
 		a.state, a.loadErr = msg.State, nil
-		a.analysing = true
-		return a, tea.Batch(a.broadcast(msg), analyse(msg.Seq, msg.State))
+		return a, tea.Batch(a.broadcast(msg), a.startAnalysis(msg.Seq, msg.State))
 	case common.AnalysisMsg:
 		if msg.Seq != a.seq {
 			return a, nil
 		}
-		a.analysing = false
+		a.analysing, a.cancelAnalysis = false, nil
+		if msg.Err != nil {
+			a.status, a.statusErr = "checking the host was cancelled: r reads the state and checks it again", true
+		}
 		return a, a.broadcast(msg)
+	case analysisTick:
+		if a.analysing && msg.seq == a.seq {
+			return a, a.c.After(250*time.Millisecond, analysisTick{a.seq})
+		}
+		return a, nil
 	case loadTick:
 		if a.loading && msg.seq == a.seq {
 			return a, a.c.After(250*time.Millisecond, loadTick{a.seq})
@@ -335,6 +375,9 @@ func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Cancel) && a.loading:
 		a.cancelLoad()
 		return nil
+	case key.Matches(msg, k.Cancel) && a.analysing && a.cancelAnalysis != nil:
+		a.cancelAnalysis() // the doctor's message comes back cancelled, and says so
+		return nil
 	case key.Matches(msg, k.Help):
 		a.showHelp, a.helpPager.Offset = true, 0
 	case key.Matches(msg, k.Quit):
@@ -420,7 +463,14 @@ func (a *App) statusLine(width int) string {
 	case a.status != "":
 		return statusLines(st.Status, a.status, width)
 	case a.analysing:
-		return st.Dim.Render(components.Fit(" indexing routes and checking the host…", width))
+		text := " indexing routes and checking the host…"
+		if pr := a.progress; pr != nil && pr.total.Load() > 0 {
+			const barWidth = 20
+			done, total := pr.done.Load(), pr.total.Load()
+			full := int(barWidth * min(done, total) / total)
+			text = fmt.Sprintf(" checking the host %s%s %d%% (esc cancels)", strings.Repeat("█", full), strings.Repeat("░", barWidth-full), 100*min(done, total)/total)
+		}
+		return st.Dim.Render(components.Fit(text, width))
 	}
 	// Idle: say where the console looks (the tab bar has no room for it at 80 columns).
 	where := a.c.Backend.Where()

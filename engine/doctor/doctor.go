@@ -2,6 +2,7 @@
 package doctor
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -54,8 +55,53 @@ const (
 )
 
 // Doctor checks a host's state for pitfalls and returns what it found, most severe first.
+//
+// Its work grows linearly with the state (a full BGP table is a million routes): the routes
+// are indexed once by table, a route lookup is asked of the FIB, and the questions asked once
+// per route (is its gateway on-link?) are asked once per distinct answer.
 func Run(s *model.State, f *fib.FIB) []finding.Finding {
-	d := &doctor{s: s, fib: f, nf: netfilter.New(s, f)}
+	d, _ := run(context.Background(), s, f, nil)
+	return d.out
+}
+
+// Progress is told, now and then, how far doctor got: done of about total steps (a step is a
+// route, rule or link looked at; total is an estimate, and done never passes it).
+type Progress func(done, total int)
+
+// RunContext is Run that stops soon after ctx is done, with ctx's error, and reports its
+// progress to progress (when not nil).
+func RunContext(ctx context.Context, s *model.State, f *fib.FIB, progress Progress) ([]finding.Finding, error) {
+	d, err := run(ctx, s, f, progress)
+	if err != nil {
+		return nil, err
+	}
+	return d.out, nil
+}
+
+// stopped carries the context's error out of the checks' loops to run.
+type stopped struct{ err error }
+
+// tickEvery is how many steps go by between looks at the context and reports of progress.
+const tickEvery = 1 << 12
+
+func run(ctx context.Context, s *model.State, f *fib.FIB, progress Progress) (d *doctor, err error) {
+	d = &doctor{s: s, fib: f, nf: netfilter.New(s, f), ctx: ctx, progress: progress}
+	// The passes over the routes (index, uplinks of each family, probes, gateways) and over
+	// the rules and links: what the work is, roughly.
+	d.total = 5*len(s.Routes) + 4*len(s.Rules) + 2*len(s.Links) + 1
+	defer func() {
+		if r := recover(); r != nil {
+			st, ok := r.(stopped)
+			if !ok {
+				panic(r)
+			}
+			d, err = nil, st.err
+		}
+	}()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	d.index()
 	d.forwardingOff()
 	ups := d.uplinks(inet.V4)
 	d.rpFilterStrict(ups)
@@ -73,7 +119,26 @@ func Run(s *model.State, f *fib.FIB) []finding.Finding {
 	if d.out == nil {
 		d.out = []finding.Finding{}
 	}
-	return d.out
+	if d.progress != nil {
+		d.progress(d.total, d.total)
+	}
+	return d, nil
+}
+
+// step counts one step of a loop over the state; every tickEvery steps it reports progress
+// and stops the run (by a panic that run recovers) once the context is done, so that Ctrl-C
+// ends a doctor of a full table at once.
+func (d *doctor) step() {
+	d.ops++
+	if d.ops%tickEvery != 0 {
+		return
+	}
+	if err := d.ctx.Err(); err != nil {
+		panic(stopped{err})
+	}
+	if d.progress != nil {
+		d.progress(min(d.ops, d.total-1), d.total)
+	}
 }
 
 type doctor struct {
@@ -81,6 +146,92 @@ type doctor struct {
 	fib *fib.FIB
 	nf  *netfilter.Sim
 	out []finding.Finding
+
+	ctx      context.Context
+	progress Progress
+	total    int // the estimate of steps progress is told
+
+	tables    map[tableKey]*tableInfo
+	connected map[string][]netip.Prefix // on-link networks by interface (State.Connected)
+	ups       [2][]uplink               // uplinks by family, made once
+	upsMade   [2]bool
+	// ops counts the steps of the loops over the state and the index lookups: the test that
+	// doctor's work grows linearly with the state reads it (counting, not timing).
+	ops int
+}
+
+type tableKey struct {
+	fam   inet.Family
+	table int
+}
+
+// tableInfo is what the checks need to know of one table of one family, gathered in one pass.
+type tableInfo struct {
+	routes   int
+	devs     map[string]bool // the devices its routes (and their nexthops) go through
+	defDev   string          // the device of its last default route, in stored order
+	defaults []int           // positions of its default routes in State.Routes
+	links    []int           // positions of its routes that make a network on-link (main only)
+}
+
+// index gathers the per-table facts of every route, and the networks of every link, once.
+func (d *doctor) index() {
+	d.tables = map[tableKey]*tableInfo{}
+	var last *tableInfo
+	lastKey := tableKey{table: -1}
+	for i := range d.s.Routes {
+		d.step()
+		r := &d.s.Routes[i]
+		k := tableKey{r.Family, r.Table}
+		if last == nil || k != lastKey {
+			last = d.tables[k]
+			if last == nil {
+				last = &tableInfo{devs: map[string]bool{}}
+				d.tables[k] = last
+			}
+			lastKey = k
+		}
+		t := last
+		t.routes++
+		if r.Dev != "" {
+			t.devs[r.Dev] = true
+		}
+		for _, nh := range r.Nexthops {
+			if nh.Dev != "" {
+				t.devs[nh.Dev] = true
+			}
+		}
+		if r.Dst.Bits() == 0 {
+			t.defDev = r.Dev
+			t.defaults = append(t.defaults, i)
+		}
+		if r.Table == model.TableMain && !r.Gateway.IsValid() && r.Dst.Bits() != 0 && r.Dev != "" && r.Scope == "link" && (r.Type == model.RouteUnicast || r.Type == "") {
+			t.links = append(t.links, i)
+		}
+	}
+	d.connected = map[string][]netip.Prefix{}
+	for i := len(d.s.Links) - 1; i >= 0; i-- {
+		// State.Connected takes the first link of a name: going backwards, the first one wins.
+		d.step()
+		l := &d.s.Links[i]
+		var ps []netip.Prefix
+		for _, a := range l.Addrs {
+			ps = append(ps, a.Prefix.Masked())
+			if a.Peer.IsValid() {
+				ps = append(ps, a.Peer.Masked())
+			}
+		}
+		d.connected[l.Name] = ps
+	}
+}
+
+// table returns what the index knows of a table (empty when it has no routes).
+func (d *doctor) table(f inet.Family, id int) *tableInfo {
+	d.step()
+	if t := d.tables[tableKey{f, id}]; t != nil {
+		return t
+	}
+	return &tableInfo{}
 }
 
 func (d *doctor) add(f finding.Finding) {
@@ -103,6 +254,7 @@ func (d *doctor) nfRules(table string, fn func(t *iptables.Table, c *iptables.Ch
 		for ci := range t.Chains {
 			c := &t.Chains[ci]
 			for ri := range c.Rules {
+				d.step()
 				fn(t, c, &c.Rules[ri])
 			}
 		}
@@ -248,13 +400,31 @@ type uplink struct {
 	Name    string
 	Gateway netip.Addr
 	Default bool
+	// Routes holds the first few of its routes, as `ip route` commands, and NRoutes how many it
+	// has: evidence stays small when a full table goes through the uplink.
 	Routes  []string
+	NRoutes int
 }
 
+// uplinkRoutesKept is how many routes of an uplink are kept as evidence.
+const uplinkRoutesKept = 3
+
 func (d *doctor) uplinks(f inet.Family) []uplink {
+	fi := 0
+	if f == inet.V6 {
+		fi = 1
+	}
+	if !d.upsMade[fi] {
+		d.ups[fi] = d.makeUplinks(f)
+		d.upsMade[fi] = true
+	}
+	return d.ups[fi]
+}
+
+func (d *doctor) makeUplinks(f inet.Family) []uplink {
 	byName := map[string]*uplink{}
 	var order []string
-	note := func(dev string, gw netip.Addr, r model.Route) {
+	note := func(dev string, gw netip.Addr, r *model.Route) {
 		if dev == "" || dev == "lo" {
 			return
 		}
@@ -272,9 +442,14 @@ func (d *doctor) uplinks(f inet.Family) []uplink {
 		if r.Dst.Bits() == 0 {
 			u.Default = true
 		}
-		u.Routes = append(u.Routes, "ip route "+r.Args(d.s.TableName))
+		if len(u.Routes) < uplinkRoutesKept {
+			u.Routes = append(u.Routes, "ip route "+r.Args(d.s.TableName))
+		}
+		u.NRoutes++
 	}
-	for _, r := range d.s.Routes {
+	for i := range d.s.Routes {
+		d.step()
+		r := &d.s.Routes[i]
 		if r.Family != f || r.Table == model.TableLocal || r.Type != model.RouteUnicast && r.Type != "" {
 			continue
 		}
@@ -296,8 +471,10 @@ func (d *doctor) uplinks(f inet.Family) []uplink {
 // traffic goes, and what needs no extra return routing.
 func (d *doctor) primaryUplink(f inet.Family) string {
 	best, dev := -1, ""
-	for _, r := range d.s.RoutesOf(f, model.TableMain) {
-		if r.Dst.Bits() != 0 || r.Type != model.RouteUnicast && r.Type != "" {
+	for _, i := range d.table(f, model.TableMain).defaults {
+		d.step()
+		r := &d.s.Routes[i]
+		if r.Type != model.RouteUnicast && r.Type != "" {
 			continue
 		}
 		name := r.Dev
@@ -365,6 +542,7 @@ func (d *doctor) uplinkReturn(ups []uplink) {
 				continue
 			}
 			for _, dst := range probes {
+				d.step()
 				if a.Prefix.Masked().Contains(dst) {
 					continue
 				}
@@ -397,41 +575,57 @@ func (d *doctor) uplinkReturn(ups []uplink) {
 // markReturn reports whether a fwmark rule leads to a table routing through the interface.
 func (d *doctor) markReturn(dev string) bool {
 	for _, r := range d.s.Rules {
+		d.step()
 		if r.Mark == nil || r.Action != model.ActionTable && r.Action != "" {
 			continue
 		}
-		for _, rt := range d.s.RoutesOf(r.Family, r.Table) {
-			if rt.Dev == dev {
-				return true
-			}
-			for _, nh := range rt.Nexthops {
-				if nh.Dev == dev {
-					return true
-				}
-			}
+		if d.table(r.Family, r.Table).devs[dev] {
+			return true
 		}
 	}
 	return false
 }
 
-// probeDestinations are addresses to ask the FIB about: one inside every prefix this host
-// routes via a gateway, and for default routes one outside every other prefix.
+// probeDestinations are addresses to ask the FIB about: one inside a prefix this host routes
+// via a gateway, for each table and way out (gateway and device; the first route of each
+// stands for the others, so a full table through one router costs one probe), and for
+// default routes one outside every other prefix.
 func (d *doctor) probeDestinations(f inet.Family) []netip.Addr {
 	var out []netip.Addr
 	seen := map[netip.Addr]bool{}
-	var all []netip.Prefix
-	for _, r := range d.s.Routes {
-		if r.Family == f && r.Table != model.TableLocal {
-			all = append(all, r.Dst)
-		}
+	type way struct {
+		table       int
+		gw          netip.Addr
+		dev         string
+		nhGw        netip.Addr // the first nexthop's, for multipath routes
+		nhDev       string
+		nexthops    int
+		defaultDest bool
 	}
-	for _, r := range d.s.Routes {
+	ways := map[way]bool{}
+	var outsideAddr netip.Addr
+	outsideMade := false
+	for i := range d.s.Routes {
+		d.step()
+		r := &d.s.Routes[i]
 		if r.Family != f || r.Table == model.TableLocal || !r.Gateway.IsValid() && len(r.Nexthops) == 0 {
 			continue
 		}
+		w := way{table: r.Table, gw: r.Gateway, dev: r.Dev, nexthops: len(r.Nexthops), defaultDest: r.Dst.Bits() == 0}
+		if len(r.Nexthops) > 0 {
+			w.nhGw, w.nhDev = r.Nexthops[0].Gateway, r.Nexthops[0].Dev
+		}
+		if ways[w] {
+			continue
+		}
+		ways[w] = true
 		var a netip.Addr
 		if r.Dst.Bits() == 0 {
-			a = outside(all, f)
+			if !outsideMade {
+				outsideAddr = d.outside(f)
+				outsideMade = true
+			}
+			a = outsideAddr
 		} else {
 			a = r.Dst.Masked().Addr()
 			if r.Dst.Bits() < r.Dst.Addr().BitLen() {
@@ -446,21 +640,26 @@ func (d *doctor) probeDestinations(f inet.Family) []netip.Addr {
 	return out
 }
 
-// outside returns a documentation address covered by none of the prefixes but default routes.
-func outside(ps []netip.Prefix, f inet.Family) netip.Addr {
+// outside returns a documentation address covered by no route of the family (in any table but
+// local) but default routes.
+func (d *doctor) outside(f inet.Family) netip.Addr {
 	cands := []string{"198.51.100.1", "203.0.113.1", "192.0.2.1", "100.64.0.1"}
 	if f == inet.V6 {
 		cands = []string{"2001:db8::1", "2001:db8:ffff::1"}
 	}
-outer:
 	for _, c := range cands {
 		a := netip.MustParseAddr(c)
-		for _, p := range ps {
-			if p.Bits() > 0 && p.Contains(a) {
-				continue outer
+		covered := false
+		for k := range d.tables {
+			d.step()
+			if k.fam == f && k.table != model.TableLocal && d.fib.Covers(f, k.table, netip.PrefixFrom(a, a.BitLen())) {
+				covered = true
+				break
 			}
 		}
-		return a
+		if !covered {
+			return a
+		}
 	}
 	return netip.Addr{}
 }
@@ -491,7 +690,7 @@ func (d *doctor) dnatWithoutSNAT() {
 				return
 			}
 			in = r.In.Value
-			if _, shared := model.PrefixContaining(d.s.Connected(in), backend); !shared {
+			if _, shared := model.PrefixContaining(d.connected[in], backend); !shared {
 				return
 			}
 		}
@@ -553,7 +752,8 @@ func ruleDPort(r *iptables.Rule) uint16 {
 // linkOf returns the interface and network an address is on-link with.
 func (d *doctor) linkOf(a netip.Addr) (string, netip.Prefix) {
 	for _, l := range d.s.Links {
-		if p, ok := model.PrefixContaining(d.s.Connected(l.Name), a); ok && p.Bits() < p.Addr().BitLen() {
+		d.step()
+		if p, ok := model.PrefixContaining(d.connected[l.Name], a); ok && p.Bits() < p.Addr().BitLen() {
 			return l.Name, p
 		}
 	}
@@ -578,45 +778,49 @@ func (d *doctor) clientIn(p netip.Prefix, not netip.Addr) netip.Addr {
 func (d *doctor) tablesMissingConnected() {
 	used := map[int]bool{}
 	for _, r := range d.s.Rules {
+		d.step()
 		if r.Action == model.ActionTable || r.Action == "" {
 			used[r.Table] = true
 		}
 	}
-	for _, id := range d.s.Tables() {
+	var ids []int
+	seen := map[int]bool{}
+	for k := range d.tables {
+		d.step()
+		if !seen[k.table] {
+			seen[k.table] = true
+			ids = append(ids, k.table)
+		}
+	}
+	slices.Sort(ids) // State.Tables' order
+	isUplink := [2]map[string]bool{}
+	for fi, f := range []inet.Family{inet.V4, inet.V6} {
+		// The transfer networks of other uplinks are not LAN: only their own table needs them.
+		isUplink[fi] = map[string]bool{}
+		for _, u := range d.uplinks(f) {
+			isUplink[fi][u.Name] = true
+		}
+	}
+	for _, id := range ids {
 		if id == model.TableMain || id == model.TableLocal || id == model.TableDefault || !used[id] {
 			continue
 		}
-		for _, f := range []inet.Family{inet.V4, inet.V6} {
-			// The transfer networks of other uplinks are not LAN: only their own table needs them.
-			isUplink := map[string]bool{}
-			for _, u := range d.uplinks(f) {
-				isUplink[u.Name] = true
-			}
-			routes := d.s.RoutesOf(f, id)
-			defDev := ""
-			for _, r := range routes {
-				if r.Dst.Bits() == 0 {
-					defDev = r.Dev
-				}
-			}
+		for fi, f := range []inet.Family{inet.V4, inet.V6} {
+			defDev := d.table(f, id).defDev
 			if defDev == "" {
 				continue
 			}
 			var missing, cmds []string
-			for _, c := range d.s.RoutesOf(f, model.TableMain) {
-				if c.Gateway.IsValid() || c.Dst.Bits() == 0 || c.Dev == "" || c.Dev == defDev || isUplink[c.Dev] || c.Scope != "link" || c.Type != model.RouteUnicast && c.Type != "" {
+			for _, ci := range d.table(f, model.TableMain).links {
+				d.step()
+				c := &d.s.Routes[ci]
+				if c.Dev == defDev || isUplink[fi][c.Dev] {
 					continue
 				}
 				if f == inet.V6 && c.Dst.Addr().IsLinkLocalUnicast() {
 					continue
 				}
-				covered := false
-				for _, r := range routes {
-					if r.Dst.Bits() > 0 && r.Dst.Contains(c.Dst.Addr()) && r.Dst.Bits() <= c.Dst.Bits() {
-						covered = true
-					}
-				}
-				if !covered {
+				if !d.fib.Covers(f, id, c.Dst) {
 					missing = append(missing, fmt.Sprintf("%s dev %s", c.Dst, c.Dev))
 					cmds = append(cmds, quote.ShellJoin("ip", "route", "add", c.Dst.String(), "dev", c.Dev, "table", d.s.TableName(id)))
 				}
@@ -638,6 +842,7 @@ func (d *doctor) duplicateRules() {
 	groups := map[string][]model.Rule{}
 	var order []string
 	for _, r := range d.s.Rules {
+		d.step()
 		key := fmt.Sprintf("%s %s %s", r.Family, r.Selectors(), r.ActionString(model.NumericTable))
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
@@ -669,6 +874,7 @@ func (d *doctor) duplicateIPTablesRules() {
 			count := map[string]int{}
 			var order []string
 			for _, r := range c.Rules {
+				d.step()
 				if count[r.Spec] == 0 {
 					order = append(order, r.Spec)
 				}
@@ -699,10 +905,11 @@ func (d *doctor) duplicateIPTablesRules() {
 
 func (d *doctor) rulesOnEmptyTables() {
 	for _, r := range d.s.Rules {
+		d.step()
 		if r.Action != model.ActionTable && r.Action != "" || r.Table == model.TableLocal || r.Table == model.TableDefault || r.Table == model.TableMain {
 			continue
 		}
-		if len(d.s.RoutesOf(r.Family, r.Table)) > 0 {
+		if d.table(r.Family, r.Table).routes > 0 {
 			continue
 		}
 		text := fmt.Sprintf("ip %s rule %s", r.Family.Flag(), r.Args(d.s.TableName))
@@ -714,15 +921,34 @@ func (d *doctor) rulesOnEmptyTables() {
 }
 
 func (d *doctor) gatewaysNotOnLink() {
-	for _, r := range d.s.Routes {
+	// A full table goes through a few gateways: each is looked up once per table and device.
+	type key struct {
+		table int
+		gw    netip.Addr
+		dev   string
+	}
+	onLink := map[key]bool{}
+	for i := range d.s.Routes {
+		d.step()
+		r := &d.s.Routes[i]
 		check := func(gw netip.Addr, dev string, onlink bool) {
-			if !gw.IsValid() || onlink || dev == "" || model.OnLink(d.s, r.Table, gw, dev) {
+			if !gw.IsValid() || onlink || dev == "" {
+				return
+			}
+			k := key{r.Table, gw, dev}
+			ok, known := onLink[k]
+			if !known {
+				d.step()
+				ok = d.fib.OnLink(r.Table, gw, dev)
+				onLink[k] = ok
+			}
+			if ok {
 				return
 			}
 			text := "ip route " + r.Args(d.s.TableName)
 			d.add(finding.Finding{ID: FindingGatewayNotOnLink, Severity: finding.SeverityWarning,
 				Summary:  fmt.Sprintf("the gateway %s of route %s is on none of %s's networks: the route cannot reach it", gw, r.Dst, dev),
-				Evidence: []string{text, fmt.Sprintf("networks of %s: %s", dev, prefixList(d.s.Connected(dev)))},
+				Evidence: []string{text, fmt.Sprintf("networks of %s: %s", dev, prefixList(d.connected[dev]))},
 				Fix:      finding.Fix{Summary: fmt.Sprintf("fix the gateway or device, add an address of %s's network to %s, or add the route with `onlink` if the gateway really is on that wire", gw, dev)}})
 		}
 		check(r.Gateway, r.Dev, r.OnLink)

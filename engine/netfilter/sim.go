@@ -97,6 +97,11 @@ type Sim struct {
 	s      *model.State
 	fib    *fib.FIB // for MASQUERADE's source address selection
 	parsed map[*iptables.Rule]*iptables.Rule
+	// local holds the routes of the local table, gathered on first use: AddrType is asked per
+	// rule and per candidate address, and must not read a full table's routes each time.
+	local []model.Route
+	// localRead is set once local is gathered.
+	localRead bool
 }
 
 func New(s *model.State, f *fib.FIB) *Sim {
@@ -1079,10 +1084,18 @@ func (n *Sim) AddrType(a netip.Addr, dev string) string {
 	if a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
 		return "BROADCAST"
 	}
+	if !n.localRead {
+		for _, r := range n.s.Routes {
+			if r.Table == model.TableLocal {
+				n.local = append(n.local, r)
+			}
+		}
+		n.localRead = true
+	}
 	best := -1
 	typ := "UNICAST"
-	for _, r := range n.s.Routes {
-		if r.Table != model.TableLocal || r.Family != inet.FamilyOf(a) || !r.Dst.Contains(a) || r.Dst.Bits() <= best {
+	for _, r := range n.local {
+		if r.Family != inet.FamilyOf(a) || !r.Dst.Contains(a) || r.Dst.Bits() <= best {
 			continue
 		}
 		if dev != "" && r.Dev != dev {

@@ -55,6 +55,9 @@ type AnalysisMsg struct {
 	State    *model.State
 	FIB      *fib.FIB
 	Findings []finding.Finding
+	// Err is set when the doctor did not finish (cancelled with esc, or replaced by a new
+	// read): Findings is nil then, the FIB is there.
+	Err error
 }
 
 // OpenWizardMsg asks the app to open a wizard, filled from a finding's fix.

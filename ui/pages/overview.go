@@ -23,11 +23,13 @@ type Overview struct {
 	routes   *common.RouteIndex
 	findings []finding.Finding
 	analysed bool
-	selected int
-	follow   bool // the selection moved: scroll it into view
-	expanded bool
-	offset   int
-	height   int
+	// notChecked: the doctor's run was cancelled; there are no findings to show.
+	notChecked bool
+	selected   int
+	follow     bool // the selection moved: scroll it into view
+	expanded   bool
+	offset     int
+	height     int
 	// watch is what `roundtrip watch` last reported (nil: no watcher here); watchSeq drops
 	// the answers and refreshes of superseded reads.
 	watch    *wizards.WatchStatus
@@ -92,7 +94,7 @@ func (o *Overview) Update(msg tea.Msg) tea.Cmd {
 			if f := o.current(); f != nil {
 				sel = f.ID + "|" + f.Summary
 			}
-			o.findings, o.analysed = msg.Findings, true
+			o.findings, o.analysed, o.notChecked = msg.Findings, true, msg.Err != nil
 			o.selected = min(o.selected, max(len(o.findings)-1, 0))
 			for i, f := range o.findings {
 				if f.ID+"|"+f.Summary == sel {
@@ -182,6 +184,9 @@ func (o *Overview) View(width, height int) string {
 	case !o.analysed:
 		section("Findings", "")
 		add(st.Dim.Render("  checking the host…"))
+	case o.notChecked:
+		section("Findings", "")
+		add(st.Dim.Render("  the check was cancelled: r reads the state and checks it again"))
 	case len(o.findings) == 0:
 		section("Findings", "")
 		add(st.OK.Render("  ✓ the doctor found no problems"))

@@ -13,7 +13,9 @@ import (
 	"os/signal"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -32,6 +34,9 @@ const (
 	// iptables tools missing), so "no problems" would be a claim it cannot make. Problems found
 	// in what it did read take precedence (ExitFindings).
 	ExitIncomplete = 4
+	// ExitInterrupted: Ctrl-C or SIGTERM stopped the command before it finished (128 + SIGINT,
+	// as a shell reports a command a signal ended).
+	ExitInterrupted = 130
 )
 
 // Version is set at build time with -ldflags "-X roundtrip/cmd/roundtrip/cli.Version=...".
@@ -128,10 +133,51 @@ func Register(c *Command) {
 }
 
 // Main runs roundtrip with the process's arguments and returns the exit code.
+//
+// Ctrl-C and SIGTERM cancel the context every command runs under; long loops look at it. A
+// command that only reads (readOnly) and has not stopped within interruptGrace (it is inside
+// something that cannot be cancelled, such as decoding a large snapshot) is left behind: the
+// process ends anyway. A command that changes the host is always waited for: it undoes or
+// journals what it started (kernel.Applier), however long that takes.
 func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	return Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	args := os.Args[1:]
+	done := make(chan int, 1)
+	go func() { done <- Run(ctx, args, os.Stdin, os.Stdout, os.Stderr) }()
+	select {
+	case code := <-done:
+		return code
+	case <-ctx.Done():
+	}
+	if len(args) == 0 || !readOnly[args[0]] {
+		return <-done
+	}
+	select {
+	case code := <-done:
+		return code
+	case <-time.After(interruptGrace):
+		reportInterrupted(os.Stderr, args[0])
+		return ExitInterrupted
+	}
+}
+
+// readOnly are the commands that change nothing (on the host or in files but their own
+// output): when interrupted they may end without finishing what they were doing. Capture,
+// diagnose and conntrack are not here: Ctrl-C is how they are ended, and they finish their
+// summary and files on it.
+var readOnly = map[string]bool{"doctor": true, "show": true, "snapshot": true, "trace": true, "plan": true, "history": true}
+
+// interruptGrace is how long Main waits for an interrupted read-only command to stop on its own.
+const interruptGrace = 500 * time.Millisecond
+
+var interruptReported atomic.Bool
+
+// reportInterrupted says, once, that the command was interrupted.
+func reportInterrupted(w io.Writer, name string) {
+	if interruptReported.CompareAndSwap(false, true) {
+		fmt.Fprintf(w, "roundtrip %s: interrupted\n", name)
+	}
 }
 
 // Run runs one command line; it is Main without the process around it, for tests.
@@ -221,6 +267,11 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 		return ExitFindings
 	case errors.As(err, &ie):
 		return ExitIncomplete
+	case errors.Is(err, context.Canceled) && ctx.Err() != nil && (readOnly[c.Name] || strings.HasSuffix(err.Error(), context.Canceled.Error())):
+		// A command that changes the host says itself what an interruption left (apply: "the
+		// host is as it was"); one that only reads has nothing to say but that it stopped.
+		reportInterrupted(stderr, c.Name)
+		return ExitInterrupted
 	default:
 		// Errors quote names from plans, snapshots and the host: escape them for the terminal.
 		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))

@@ -50,7 +50,12 @@ found there is not the same as none.`,
 			if err != nil {
 				return err
 			}
-			findings := doctor.Run(s, fib.New(s))
+			bar := newProgress(inv, "doctor")
+			findings, err := doctor.RunContext(inv.Ctx, s, fib.New(s), bar.Update)
+			bar.Done()
+			if err != nil {
+				return err
+			}
 			notRead := notReadParts(s)
 			if inv.JSON {
 				if err := inv.PrintJSON(struct {

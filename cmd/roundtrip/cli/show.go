@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"bufio"
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"roundtrip/engine/inet"
@@ -71,8 +74,12 @@ summarised; --all prints every route, --table shows one table only.
 			if all {
 				limit = -1
 			}
-			renderShow(inv.Stdout, s, only, limit)
-			return nil
+			// Buffered: a full table is a million lines, not a million writes.
+			bw := bufio.NewWriterSize(inv.Stdout, 64<<10)
+			if err := renderShowContext(inv.Ctx, bw, s, only, limit); err != nil {
+				return err
+			}
+			return bw.Flush()
 		},
 	}
 }
@@ -81,16 +88,24 @@ summarised; --all prints every route, --table shows one table only.
 // for the terminal (quote.TermFprintf): a snapshot can come from anywhere, and even a live
 // host's link names may hold escape sequences.
 func renderShow(w io.Writer, s *model.State, onlyTable, limit int) {
+	_ = renderShowContext(context.Background(), w, s, onlyTable, limit)
+}
+
+// renderShowContext is renderShow that stops, with ctx's error, soon after ctx is done.
+func renderShowContext(ctx context.Context, w io.Writer, s *model.State, onlyTable, limit int) error {
 	if onlyTable < 0 {
 		renderHeader(w, s)
 		renderLinks(w, s)
 		renderGateways(w, s)
 		renderRules(w, s)
 	}
-	renderRoutes(w, s, onlyTable, limit)
+	if err := renderRoutes(ctx, w, s, onlyTable, limit); err != nil {
+		return err
+	}
 	if onlyTable < 0 {
 		renderNetfilter(w, s)
 	}
+	return nil
 }
 
 func renderHeader(w io.Writer, s *model.State) {
@@ -195,37 +210,85 @@ func renderRules(w io.Writer, s *model.State) {
 	}
 }
 
-func renderRoutes(w io.Writer, s *model.State, onlyTable, limit int) {
-	ids := s.Tables()
+// showOps counts the routes show's rendering visits: the test that its work grows linearly
+// with the state reads it (counting, not timing).
+var showOps atomic.Int64
+
+// routeGroup is the routes of one table and family: how many, and the positions (in
+// State.Routes) of those to print.
+type routeGroup struct {
+	count int
+	shown []int
+}
+
+func renderRoutes(ctx context.Context, w io.Writer, s *model.State, onlyTable, limit int) error {
+	// One pass groups the routes by table and family, in stored order, keeping only those to
+	// print: a full table is read once, however many tables there are.
+	type key struct {
+		table int
+		fam   inet.Family
+	}
+	groups := map[key]*routeGroup{}
+	var ids []int
+	seen := map[int]bool{}
+	var last *routeGroup
+	lastKey := key{table: -1}
+	for i := range s.Routes {
+		showOps.Add(1)
+		if i%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r := &s.Routes[i]
+		if onlyTable >= 0 && r.Table != onlyTable {
+			continue
+		}
+		k := key{r.Table, r.Family}
+		if last == nil || k != lastKey {
+			last = groups[k]
+			if last == nil {
+				last = &routeGroup{}
+				groups[k] = last
+				if !seen[r.Table] {
+					seen[r.Table] = true
+					ids = append(ids, r.Table)
+				}
+			}
+			lastKey = k
+		}
+		last.count++
+		if limit < 0 || len(last.shown) < limit {
+			last.shown = append(last.shown, i)
+		}
+	}
+	slices.Sort(ids)
 	// main first, then the numbered and named tables, local last: the order of interest.
 	slices.SortStableFunc(ids, func(a, b int) int { return tableRank(a) - tableRank(b) })
 	for _, id := range ids {
-		if onlyTable >= 0 && id != onlyTable {
-			continue
-		}
 		for _, f := range []inet.Family{inet.V4, inet.V6} {
-			routes := s.RoutesOf(f, id)
-			if len(routes) == 0 {
+			g := groups[key{id, f}]
+			if g == nil || g.count == 0 {
 				continue
 			}
 			fam := ""
 			if f == inet.V6 {
 				fam = " (IPv6)"
 			}
-			quote.TermFprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, len(routes))
-			shown := routes
-			if limit >= 0 && len(routes) > limit {
-				shown = routes[:limit]
-			}
-			for _, r := range shown {
+			quote.TermFprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, g.count)
+			for n, i := range g.shown {
+				showOps.Add(1)
+				if n%4096 == 4095 && ctx.Err() != nil {
+					return ctx.Err()
+				}
+				r := s.Routes[i]
 				r.Table = model.TableMain // the heading names the table already
 				quote.TermFprintf(w, "  %s\n", r.Args(s.TableName))
 			}
-			if len(shown) < len(routes) {
-				quote.TermFprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", len(routes)-len(shown), s.TableName(id))
+			if len(g.shown) < g.count {
+				quote.TermFprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", g.count-len(g.shown), s.TableName(id))
 			}
 		}
 	}
+	return nil
 }
 
 func tableRank(id int) int {
@@ -317,6 +380,9 @@ on any machine. Without -o the snapshot goes to standard output.`,
 			b, err := model.NewSnapshot(s, time.Now()).Marshal()
 			if err != nil {
 				return err
+			}
+			if err := inv.Ctx.Err(); err != nil {
+				return err // interrupted: no snapshot rather than one the operator stopped
 			}
 			if out == "" || out == "-" {
 				_, err = inv.Stdout.Write(b)
