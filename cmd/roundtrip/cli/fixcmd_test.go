@@ -98,12 +98,7 @@ func parseFixCommand(t *testing.T, cmd string) (wizards.Wizard, error) {
 	if len(words) < 3 || words[0] != "roundtrip" || words[1] != "wizard" {
 		return nil, fmt.Errorf("not a wizard command line")
 	}
-	var spec *wizardSpec
-	for _, s := range wizardSpecs() {
-		if s.name == words[2] {
-			spec = &s
-		}
-	}
+	spec := wizards.SpecFor(words[2])
 	if spec == nil {
 		return nil, fmt.Errorf("unknown wizard %q", words[2])
 	}
@@ -117,11 +112,12 @@ func parseFixCommand(t *testing.T, cmd string) (wizards.Wizard, error) {
 		}
 		args[i] = a
 	}
-	fs := flag.NewFlagSet("wizard "+spec.name, flag.ContinueOnError)
+	fs := flag.NewFlagSet("wizard "+spec.Name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	var common wizardCommon
 	common.bind(fs, &Invocation{})
-	build := spec.bind(fs)
+	values := spec.NewValues()
+	bindFields(fs, spec, values)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return nil, err
@@ -129,7 +125,7 @@ func parseFixCommand(t *testing.T, cmd string) (wizards.Wizard, error) {
 	if len(pos) > 0 {
 		return nil, fmt.Errorf("arguments besides flags: %q", pos)
 	}
-	return build()
+	return buildWizard(spec, values)
 }
 
 // checkPrintedFixes checks every fix of a text output and returns how many there were. A

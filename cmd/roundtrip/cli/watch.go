@@ -72,7 +72,7 @@ func watchCommand() *Command {
 		Help:    watchHelp,
 		Flags: func(fs *flag.FlagSet) {
 			targets, cfg = nil, wizards.WatchConfig{}
-			build = multiWANSpec().bind(fs)
+			build = bindMultiWAN(fs)
 			repeated(fs, "target", "an address every WAN probes: `ADDR` (ICMP echo) or tcp:ADDR:PORT (repeat; give two or more)", func(v string) error {
 				t, err := wizards.ParseWatchTarget(v)
 				targets = append(targets, t)
@@ -144,11 +144,13 @@ func watchCommand() *Command {
 	}
 }
 
-// multiWANSpec returns the multi-wan wizard's command line, whose flags watch shares.
-func multiWANSpec() wizardSpec {
-	specs := wizardSpecs()
-	i := slices.IndexFunc(specs, func(s wizardSpec) bool { return s.name == finding.WizardMultiWAN })
-	return specs[i]
+// bindMultiWAN declares the multi-wan wizard's flags, which watch shares, and returns what
+// builds its options once they are parsed.
+func bindMultiWAN(fs *flag.FlagSet) func() (wizards.Wizard, error) {
+	spec := wizards.SpecFor(finding.WizardMultiWAN)
+	v := spec.NewValues()
+	bindFields(fs, spec, v)
+	return func() (wizards.Wizard, error) { return buildWizard(spec, v) }
 }
 
 // multiWANIntent starts the intent of every multi-wan plan (the wizard's command line).
@@ -171,7 +173,7 @@ func multiWANFromHistory(inv *Invocation) (*wizards.MultiWANOptions, string, err
 		}
 		fs := flag.NewFlagSet("multi-wan", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
-		build := multiWANSpec().bind(fs)
+		build := bindMultiWAN(fs)
 		if err := fs.Parse(strings.Fields(strings.TrimPrefix(j.Intent, multiWANIntent))); err != nil {
 			return nil, "", fmt.Errorf("reading the multi-wan options of journal %s (%q): %w: give them as flags (--wan ...)", j.ID, j.Intent, err)
 		}
