@@ -3,13 +3,11 @@ package cli
 import (
 	"flag"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
-	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
@@ -94,32 +92,10 @@ func parseTraceArgs(args []string, mark string) (trace.Request, error) {
 	if len(args) != 3 {
 		return req, Usagef("want PROTO SRC[:PORT] DST[:PORT], got %d argument(s)", len(args))
 	}
-	proto, err := inet.ProtoNumber(args[0])
+	req, err := trace.ParseFlow(args[0], args[1], args[2])
 	if err != nil {
 		return req, Usagef("%v", err)
 	}
-	src, err := parseEndpoint("source", args[1])
-	if err != nil {
-		return req, err
-	}
-	dst, err := parseEndpoint("destination", args[2])
-	if err != nil {
-		return req, err
-	}
-	if src.Addr().Is4() != dst.Addr().Is4() {
-		return req, Usagef("source %s and destination %s are not of one address family", src.Addr(), dst.Addr())
-	}
-	if dst.Addr().IsUnspecified() {
-		return req, Usagef("destination %s is unspecified: name the address the flow goes to", dst.Addr())
-	}
-	switch proto {
-	case 6, 17, 132, 33, 136:
-	default:
-		if src.Port() != 0 || dst.Port() != 0 {
-			return req, Usagef("%s has no ports: give addresses without :PORT", inet.ProtoName(proto))
-		}
-	}
-	req.Proto, req.Src, req.Dst = proto, src, dst
 	if mark != "" {
 		m, err := strconv.ParseUint(mark, 0, 32)
 		if err != nil {
@@ -128,47 +104,6 @@ func parseTraceArgs(args []string, mark string) (trace.Request, error) {
 		req.Mark = uint32(m)
 	}
 	return req, nil
-}
-
-// parseEndpoint reads ADDR, ADDR:PORT or [ADDR]:PORT.
-func parseEndpoint(what, s string) (netip.AddrPort, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		if a.Zone() != "" {
-			return netip.AddrPort{}, Usagef("%s %q: zones are not supported", what, s)
-		}
-		return netip.AddrPortFrom(a.Unmap(), 0), nil
-	}
-	host, port, ok := cutPort(s)
-	if !ok {
-		return netip.AddrPort{}, Usagef("malformed %s address %q: want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)", what, s)
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.AddrPort{}, Usagef("malformed %s address %q: want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)", what, s)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		return netip.AddrPort{}, Usagef("%s port %q is not a number", what, port)
-	}
-	if n < 0 || n > 65535 {
-		return netip.AddrPort{}, Usagef("%s port %d out of range 0-65535", what, n)
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(n)), nil
-}
-
-func cutPort(s string) (host, port string, ok bool) {
-	if strings.HasPrefix(s, "[") {
-		end := strings.Index(s, "]:")
-		if end < 0 {
-			return "", "", false
-		}
-		return s[1:end], s[end+2:], true
-	}
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 || strings.Count(s, ":") > 1 {
-		return "", "", false
-	}
-	return s[:i], s[i+1:], true
 }
 
 func linkNames(s *model.State) string {
