@@ -20,12 +20,12 @@ import (
 )
 
 func init() {
-	Register(applyCommand())
-	Register(confirmCommand())
-	Register(rollbackCommand())
-	Register(historyCommand())
-	Register(planCommand())
-	Register(revertTimerCommand())
+	Register(func(f *Factory) *Command { return NewCmdApply(f, nil) })
+	Register(func(f *Factory) *Command { return NewCmdConfirm(f, nil) })
+	Register(func(f *Factory) *Command { return NewCmdRollback(f, nil) })
+	Register(func(f *Factory) *Command { return NewCmdHistory(f, nil) })
+	Register(func(f *Factory) *Command { return NewCmdPlan(f, nil) })
+	Register(func(f *Factory) *Command { return NewCmdRevertTimer(f, nil) })
 }
 
 // defaultLockWait is how long apply, confirm and rollback wait for another roundtrip that is
@@ -40,14 +40,20 @@ func netnsFlag(inv *Invocation) string {
 	return " --netns " + inv.NetNS
 }
 
-func applyCommand() *Command {
-	var (
-		confirm  time.Duration
-		wait     bool
-		force    bool
-		dryRun   bool
-		lockWait time.Duration
-	)
+// ApplyOptions are the options of one run of roundtrip apply: fresh for every run.
+type ApplyOptions struct {
+	*Invocation
+	confirm  time.Duration
+	wait     bool
+	force    bool
+	dryRun   bool
+	lockWait time.Duration
+}
+
+// NewCmdApply returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdApply(f *Factory, runF func(*ApplyOptions) error) *Command {
+	opts := &ApplyOptions{}
 	return &Command{
 		Name:    "apply",
 		Usage:   "PLAN|- [--confirm DURATION] [--wait] [--dry-run] [--force]",
@@ -73,25 +79,35 @@ The plan is read change by change and applied in steps of up to 4096 routes or r
 to the kernel pipelined; memory does not grow with the plan. Ctrl-C (or SIGTERM) stops the
 apply within a second and undoes what it did.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.Var(confirmFlag{&confirm}, "confirm", "roll back after `DURATION` unless roundtrip confirm runs")
-			fs.BoolVar(&wait, "wait", false, "with --confirm: wait for the confirmation (the default on a terminal)")
-			fs.BoolVar(&force, "force", false, "apply even if the route back to your SSH session changes")
-			fs.BoolVar(&dryRun, "dry-run", false, "check the plan and show the steps without changing anything")
-			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+			fs.Var(confirmFlag{&opts.confirm}, "confirm", "roll back after `DURATION` unless roundtrip confirm runs")
+			fs.BoolVar(&opts.wait, "wait", false, "with --confirm: wait for the confirmation (the default on a terminal)")
+			fs.BoolVar(&opts.force, "force", false, "apply even if the route back to your SSH session changes")
+			fs.BoolVar(&opts.dryRun, "dry-run", false, "check the plan and show the steps without changing anything")
+			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 		},
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) != 1 {
-				return Usagef("apply needs one plan file")
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			// Streamed: a plan of a million routes is never held whole.
-			src, err := openPlan(inv, inv.Args[0])
-			if err != nil {
-				return err
-			}
-			defer src.Close()
-			return applyPlan(inv, src, applyChoices{Confirm: confirm, Wait: wait, Force: force, DryRun: dryRun, LockWait: lockWait})
+			return runApply(opts)
 		},
 	}
+}
+
+func runApply(o *ApplyOptions) error {
+	inv := o.Invocation
+	confirm, wait, force, dryRun, lockWait := o.confirm, o.wait, o.force, o.dryRun, o.lockWait
+	if len(inv.Args) != 1 {
+		return Usagef("apply needs one plan file")
+	}
+	// Streamed: a plan of a million routes is never held whole.
+	src, err := openPlan(inv, inv.Args[0])
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	return applyPlan(inv, src, applyChoices{Confirm: confirm, Wait: wait, Force: force, DryRun: dryRun, LockWait: lockWait})
 }
 
 // applyChoices are the options of one apply, shared by `roundtrip apply` and the wizards'
@@ -317,41 +333,67 @@ func waitForConfirm(inv *Invocation, j *kernel.Journal) error {
 	}
 }
 
-func confirmCommand() *Command {
-	var lockWait time.Duration
+// ConfirmOptions are the options of one run of roundtrip confirm: fresh for every run.
+type ConfirmOptions struct {
+	*Invocation
+	lockWait time.Duration
+}
+
+// NewCmdConfirm returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdConfirm(f *Factory, runF func(*ConfirmOptions) error) *Command {
+	opts := &ConfirmOptions{}
 	return &Command{
 		Name:    "confirm",
 		Usage:   "[JOURNAL]",
 		Summary: "keep the changes of an apply --confirm before its timer reverts them",
 		Flags: func(fs *flag.FlagSet) {
-			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 		},
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) > 1 {
-				return Usagef("confirm takes at most one journal id")
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			id := ""
-			if len(inv.Args) == 1 {
-				id = inv.Args[0]
-			}
-			j, err := kernel.Confirm(inv.Ctx, inv.Namespace(), id, lockWait)
-			if err != nil {
-				return err
-			}
-			if inv.JSON {
-				return inv.PrintJSON(historyEntry(j))
-			}
-			if j.TimerDead {
-				fmt.Fprintf(inv.Stderr, "note: the revert timer of %s (pid %d) had died: nothing would have reverted the changes\n", j.ID, j.TimerPID())
-			}
-			fmt.Fprintf(inv.Stdout, "confirmed %s (%s): the changes stay\n", j.ID, j.Intent)
-			return nil
+			return runConfirm(opts)
 		},
 	}
 }
 
-func rollbackCommand() *Command {
-	var lockWait time.Duration
+func runConfirm(o *ConfirmOptions) error {
+	inv := o.Invocation
+	lockWait := o.lockWait
+	if len(inv.Args) > 1 {
+		return Usagef("confirm takes at most one journal id")
+	}
+	id := ""
+	if len(inv.Args) == 1 {
+		id = inv.Args[0]
+	}
+	j, err := kernel.Confirm(inv.Ctx, inv.Namespace(), id, lockWait)
+	if err != nil {
+		return err
+	}
+	if inv.JSON {
+		return inv.PrintJSON(historyEntry(j))
+	}
+	if j.TimerDead {
+		fmt.Fprintf(inv.Stderr, "note: the revert timer of %s (pid %d) had died: nothing would have reverted the changes\n", j.ID, j.TimerPID())
+	}
+	fmt.Fprintf(inv.Stdout, "confirmed %s (%s): the changes stay\n", j.ID, j.Intent)
+	return nil
+}
+
+// RollbackOptions are the options of one run of roundtrip rollback: fresh for every run.
+type RollbackOptions struct {
+	*Invocation
+	lockWait time.Duration
+}
+
+// NewCmdRollback returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdRollback(f *Factory, runF func(*RollbackOptions) error) *Command {
+	opts := &RollbackOptions{}
 	return &Command{
 		Name:    "rollback",
 		Usage:   "[JOURNAL]",
@@ -362,31 +404,41 @@ from the step it had reached. Only the most recent active apply can be rolled ba
 back later ones first. Journals are per network namespace: with --netns X (or under
 ip netns exec X) only X is touched.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 		},
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) > 1 {
-				return Usagef("rollback takes at most one journal id")
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			id := ""
-			if len(inv.Args) == 1 {
-				id = inv.Args[0]
-			}
-			a := &kernel.Applier{NS: inv.Namespace(), LockWait: lockWait}
-			if !inv.JSON {
-				a.Log = inv.Stderr
-			}
-			j, err := a.Rollback(inv.Ctx, id, "roundtrip rollback")
-			if err != nil {
-				return err
-			}
-			if inv.JSON {
-				return inv.PrintJSON(historyEntry(j))
-			}
-			fmt.Fprintf(inv.Stdout, "rolled back %s (%s): %d step(s) undone\n", j.ID, j.Intent, len(j.Undone))
-			return nil
+			return runRollback(opts)
 		},
 	}
+}
+
+func runRollback(o *RollbackOptions) error {
+	inv := o.Invocation
+	lockWait := o.lockWait
+	if len(inv.Args) > 1 {
+		return Usagef("rollback takes at most one journal id")
+	}
+	id := ""
+	if len(inv.Args) == 1 {
+		id = inv.Args[0]
+	}
+	a := &kernel.Applier{NS: inv.Namespace(), LockWait: lockWait}
+	if !inv.JSON {
+		a.Log = inv.Stderr
+	}
+	j, err := a.Rollback(inv.Ctx, id, "roundtrip rollback")
+	if err != nil {
+		return err
+	}
+	if inv.JSON {
+		return inv.PrintJSON(historyEntry(j))
+	}
+	fmt.Fprintf(inv.Stdout, "rolled back %s (%s): %d step(s) undone\n", j.ID, j.Intent, len(j.Undone))
+	return nil
 }
 
 // historyJSON is one journal in `history --json`.
@@ -416,54 +468,77 @@ func historyEntry(j *kernel.Journal) historyJSON {
 	return h
 }
 
-func historyCommand() *Command {
+// HistoryOptions are the options of one run of roundtrip history: fresh for every run.
+type HistoryOptions struct {
+	*Invocation
+}
+
+// NewCmdHistory returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdHistory(f *Factory, runF func(*HistoryOptions) error) *Command {
+	opts := &HistoryOptions{}
 	return &Command{
 		Name:    "history",
 		Usage:   "",
 		Summary: "list the applies made in this namespace, with their status",
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) > 0 {
-				return Usagef("history takes no arguments")
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			store, err := kernel.OpenStore(inv.Namespace())
-			if err != nil {
-				return err
-			}
-			js, err := store.List()
-			if err != nil {
-				return err
-			}
-			if inv.JSON {
-				out := []historyJSON{}
-				for _, j := range js {
-					out = append(out, historyEntry(j))
-				}
-				return inv.PrintJSON(out)
-			}
-			if len(js) == 0 {
-				fmt.Fprintln(inv.Stdout, "no applies in this namespace yet")
-				return nil
-			}
-			for _, j := range js {
-				fmt.Fprintln(inv.Stdout, j.String())
-				for _, e := range j.Errors {
-					fmt.Fprintf(inv.Stdout, "    %s\n", e)
-				}
-			}
-			return nil
+			return runHistory(opts)
 		},
 	}
+}
+
+func runHistory(o *HistoryOptions) error {
+	inv := o.Invocation
+	if len(inv.Args) > 0 {
+		return Usagef("history takes no arguments")
+	}
+	store, err := kernel.OpenStore(inv.Namespace())
+	if err != nil {
+		return err
+	}
+	js, err := store.List()
+	if err != nil {
+		return err
+	}
+	if inv.JSON {
+		out := []historyJSON{}
+		for _, j := range js {
+			out = append(out, historyEntry(j))
+		}
+		return inv.PrintJSON(out)
+	}
+	if len(js) == 0 {
+		fmt.Fprintln(inv.Stdout, "no applies in this namespace yet")
+		return nil
+	}
+	for _, j := range js {
+		fmt.Fprintln(inv.Stdout, j.String())
+		for _, e := range j.Errors {
+			fmt.Fprintf(inv.Stdout, "    %s\n", e)
+		}
+	}
+	return nil
 }
 
 // planFormats are the renderings of `plan render`.
 var planFormats = []string{"script", "iptables-restore", "ip6tables-restore", "nft", "systemd", "networkd", "json"}
 
-func planCommand() *Command {
-	var (
-		format     string
-		name       string
-		scriptPath string
-	)
+// PlanOptions are the options of one run of roundtrip plan: fresh for every run.
+type PlanOptions struct {
+	*Invocation
+	format     string
+	name       string
+	scriptPath string
+}
+
+// NewCmdPlan returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdPlan(f *Factory, runF func(*PlanOptions) error) *Command {
+	opts := &PlanOptions{}
 	return &Command{
 		Name:    "plan",
 		Usage:   "show PLAN | render PLAN --format " + strings.Join(planFormats, "|"),
@@ -481,58 +556,68 @@ plan render PLAN --format F prints one rendering of the same changes:
 		Offline: true,
 		NoJSON:  true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&format, "format", "script", "rendering `FORMAT`: "+strings.Join(planFormats, ", "))
-			fs.StringVar(&name, "name", "roundtrip-plan", "systemd: the service `NAME`")
-			fs.StringVar(&scriptPath, "script-path", "/etc/roundtrip/plan.sh", "systemd: where the script is installed (`PATH`)")
+			fs.StringVar(&opts.format, "format", "script", "rendering `FORMAT`: "+strings.Join(planFormats, ", "))
+			fs.StringVar(&opts.name, "name", "roundtrip-plan", "systemd: the service `NAME`")
+			fs.StringVar(&opts.scriptPath, "script-path", "/etc/roundtrip/plan.sh", "systemd: where the script is installed (`PATH`)")
 		},
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) != 2 || (inv.Args[0] != "show" && inv.Args[0] != "render") {
-				return Usagef("want plan show PLAN or plan render PLAN --format FORMAT")
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			p, err := loadPlan(inv, inv.Args[1], false)
-			if err != nil {
-				return err
-			}
-			if inv.Args[0] == "show" {
-				return showPlan(inv, p)
-			}
-			var out []byte
-			switch format {
-			case "script":
-				out = p.Script()
-			case "iptables-restore", "ip6tables-restore":
-				st, err := inv.State()
-				if err != nil {
-					return err
-				}
-				f := inet.V4
-				if format == "ip6tables-restore" {
-					f = inet.V6
-				}
-				out = p.IPTablesRestore(f, st)
-			case "nft":
-				if out, err = p.NFT(); err != nil {
-					return err
-				}
-			case "systemd":
-				if out, err = p.SystemdUnit(name, scriptPath); err != nil {
-					return err
-				}
-			case "networkd":
-				if out, err = p.Networkd(); err != nil {
-					return err
-				}
-			case "json":
-				if out, err = p.Marshal(); err != nil {
-					return err
-				}
-			default:
-				return Usagef("unknown format %q: want one of %s", format, strings.Join(planFormats, ", "))
-			}
-			_, err = inv.Stdout.Write(out)
-			return err
+			return runPlan(opts)
 		},
 	}
+}
+
+func runPlan(o *PlanOptions) error {
+	inv := o.Invocation
+	format, name, scriptPath := o.format, o.name, o.scriptPath
+	if len(inv.Args) != 2 || (inv.Args[0] != "show" && inv.Args[0] != "render") {
+		return Usagef("want plan show PLAN or plan render PLAN --format FORMAT")
+	}
+	p, err := loadPlan(inv, inv.Args[1], false)
+	if err != nil {
+		return err
+	}
+	if inv.Args[0] == "show" {
+		return showPlan(inv, p)
+	}
+	var out []byte
+	switch format {
+	case "script":
+		out = p.Script()
+	case "iptables-restore", "ip6tables-restore":
+		st, err := inv.State()
+		if err != nil {
+			return err
+		}
+		f := inet.V4
+		if format == "ip6tables-restore" {
+			f = inet.V6
+		}
+		out = p.IPTablesRestore(f, st)
+	case "nft":
+		if out, err = p.NFT(); err != nil {
+			return err
+		}
+	case "systemd":
+		if out, err = p.SystemdUnit(name, scriptPath); err != nil {
+			return err
+		}
+	case "networkd":
+		if out, err = p.Networkd(); err != nil {
+			return err
+		}
+	case "json":
+		if out, err = p.Marshal(); err != nil {
+			return err
+		}
+	default:
+		return Usagef("unknown format %q: want one of %s", format, strings.Join(planFormats, ", "))
+	}
+	_, err = inv.Stdout.Write(out)
+	return err
 }
 
 func showPlan(inv *Invocation, p *plan.Plan) error {
@@ -571,11 +656,17 @@ func showPlan(inv *Invocation, p *plan.Plan) error {
 	return nil
 }
 
-func revertTimerCommand() *Command {
-	var (
-		id    string
-		after time.Duration
-	)
+// RevertTimerOptions are the options of one run of roundtrip revert-timer: fresh for every run.
+type RevertTimerOptions struct {
+	*Invocation
+	id    string
+	after time.Duration
+}
+
+// NewCmdRevertTimer returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdRevertTimer(f *Factory, runF func(*RevertTimerOptions) error) *Command {
+	opts := &RevertTimerOptions{}
 	return &Command{
 		Name:    kernel.RevertTimerCommand,
 		Usage:   "--journal ID --after DURATION",
@@ -583,20 +674,30 @@ func revertTimerCommand() *Command {
 		Hidden:  true,
 		NoJSON:  true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&id, "journal", "", "the journal `ID` to revert")
-			fs.DurationVar(&after, "after", 0, "the confirmation `DURATION`")
+			fs.StringVar(&opts.id, "journal", "", "the journal `ID` to revert")
+			fs.DurationVar(&opts.after, "after", 0, "the confirmation `DURATION`")
 		},
 		Run: func(inv *Invocation) error {
-			if id == "" || after <= 0 {
-				return Usagef("want --journal ID --after DURATION")
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			// The session this timer protects may end at any time; its SIGHUP must not.
-			signal.Ignore(syscall.SIGHUP)
-			err := kernel.RunRevertTimer(inv.Ctx, inv.Namespace(), id, after)
-			if errors.Is(err, context.Canceled) {
-				return nil // stopped by roundtrip confirm
-			}
-			return err
+			return runRevertTimer(opts)
 		},
 	}
+}
+
+func runRevertTimer(o *RevertTimerOptions) error {
+	inv := o.Invocation
+	id, after := o.id, o.after
+	if id == "" || after <= 0 {
+		return Usagef("want --journal ID --after DURATION")
+	}
+	// The session this timer protects may end at any time; its SIGHUP must not.
+	signal.Ignore(syscall.SIGHUP)
+	err := kernel.RunRevertTimer(inv.Ctx, inv.Namespace(), id, after)
+	if errors.Is(err, context.Canceled) {
+		return nil // stopped by roundtrip confirm
+	}
+	return err
 }

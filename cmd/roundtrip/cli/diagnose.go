@@ -9,15 +9,21 @@ import (
 	"roundtrip/engine/quote"
 )
 
-func init() { Register(diagnoseCommand()) }
+func init() { Register(func(f *Factory) *Command { return NewCmdDiagnose(f, nil) }) }
 
-func diagnoseCommand() *Command {
-	var (
-		cf      captureFlags
-		iif     string
-		mark    string
-		timeout time.Duration
-	)
+// DiagnoseOptions are the options of one run of roundtrip diagnose: fresh for every run.
+type DiagnoseOptions struct {
+	*Invocation
+	cf      captureFlags
+	iif     string
+	mark    string
+	timeout time.Duration
+}
+
+// NewCmdDiagnose returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdDiagnose(f *Factory, runF func(*DiagnoseOptions) error) *Command {
+	opts := &DiagnoseOptions{}
 	return &Command{
 		Name:    "diagnose",
 		Usage:   "PROTO SRC[:PORT] DST[:PORT] [--iif IF] [--mark N] [--timeout D] [--iface LIST] [--pcap FILE] [--json]",
@@ -39,64 +45,74 @@ Examples:
   roundtrip diagnose tcp 198.51.100.7 192.0.2.10:80 --iif eth0
   roundtrip diagnose tcp 10.0.43.15 10.0.44.1:80 --timeout 30s --pcap flow.pcapng`,
 		Flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			fs.StringVar(&iif, "iif", "", "the interface `IF` the flow arrives on (default: it starts on this host)")
-			fs.StringVar(&mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
-			fs.DurationVar(&timeout, "timeout", 10*time.Second, "give up watching after `D`")
+			opts.cf.register(fs)
+			fs.StringVar(&opts.iif, "iif", "", "the interface `IF` the flow arrives on (default: it starts on this host)")
+			fs.StringVar(&opts.mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
+			fs.DurationVar(&opts.timeout, "timeout", 10*time.Second, "give up watching after `D`")
 		},
 		Run: func(inv *Invocation) error {
-			req, err := parseTraceArgs(inv.Args, mark)
-			if err != nil {
-				return err
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			if timeout <= 0 {
-				return Usagef("--timeout must be positive")
-			}
-			s, err := inv.State()
-			if err != nil {
-				return err
-			}
-			if iif != "" && s.LinkByName(iif) == nil {
-				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
-			}
-			req.IIF = iif
-			pcap, err := cf.openPcap(inv)
-			if err != nil {
-				return err
-			}
-			opts := diagnose.DiagnoseOptions{Namespace: inv.Namespace(), Request: req, Timeout: timeout, Ifaces: cf.ifaceList(), State: s}
-			if pcap != nil {
-				opts.Pcap = pcap
-			}
-			pr := newEventPrinter(inv)
-			// Only once the rings are open is a client seen from its first packet: say "now"
-			// then, not before (on stderr, so that --json output stays one object per line).
-			opts.Ready = func() {
-				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: watching the flow for up to %s; start the client now\n", timeout)
-			}
-			v, err := diagnose.Diagnose(inv.Ctx, opts, pr.emit)
-			// Without a live capture (no capability) nothing went into the file: it is not left.
-			err = closePcap(pcap, err == nil && v.Capture != nil, err)
-			if err != nil {
-				return capabilityHint(err)
-			}
-			if v.Notice != "" {
-				quote.TermFprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
-			}
-			if inv.JSON {
-				if err := pr.final("verdict", v); err != nil {
-					return err
-				}
-			} else {
-				fmt.Fprintln(inv.Stdout, "model:")
-				v.Trace.Render(inv.Stdout, s)
-				fmt.Fprintln(inv.Stdout)
-				diagnose.RenderVerdict(inv.Stdout, v)
-			}
-			if n := v.Errors(); n > 0 {
-				return &FindingsError{Count: n}
-			}
-			return nil
+			return runDiagnose(opts)
 		},
 	}
+}
+
+func runDiagnose(o *DiagnoseOptions) error {
+	inv := o.Invocation
+	cf, iif, mark, timeout := o.cf, o.iif, o.mark, o.timeout
+	req, err := parseTraceArgs(inv.Args, mark)
+	if err != nil {
+		return err
+	}
+	if timeout <= 0 {
+		return Usagef("--timeout must be positive")
+	}
+	s, err := inv.State()
+	if err != nil {
+		return err
+	}
+	if iif != "" && s.LinkByName(iif) == nil {
+		return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
+	}
+	req.IIF = iif
+	pcap, err := cf.openPcap(inv)
+	if err != nil {
+		return err
+	}
+	opts := diagnose.DiagnoseOptions{Namespace: inv.Namespace(), Request: req, Timeout: timeout, Ifaces: cf.ifaceList(), State: s}
+	if pcap != nil {
+		opts.Pcap = pcap
+	}
+	pr := newEventPrinter(inv)
+	// Only once the rings are open is a client seen from its first packet: say "now"
+	// then, not before (on stderr, so that --json output stays one object per line).
+	opts.Ready = func() {
+		fmt.Fprintf(inv.Stderr, "roundtrip diagnose: watching the flow for up to %s; start the client now\n", timeout)
+	}
+	v, err := diagnose.Diagnose(inv.Ctx, opts, pr.emit)
+	// Without a live capture (no capability) nothing went into the file: it is not left.
+	err = closePcap(pcap, err == nil && v.Capture != nil, err)
+	if err != nil {
+		return capabilityHint(err)
+	}
+	if v.Notice != "" {
+		quote.TermFprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
+	}
+	if inv.JSON {
+		if err := pr.final("verdict", v); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(inv.Stdout, "model:")
+		v.Trace.Render(inv.Stdout, s)
+		fmt.Fprintln(inv.Stdout)
+		diagnose.RenderVerdict(inv.Stdout, v)
+	}
+	if n := v.Errors(); n > 0 {
+		return &FindingsError{Count: n}
+	}
+	return nil
 }

@@ -11,7 +11,7 @@ import (
 	"roundtrip/engine/trace"
 )
 
-func init() { Register(doctorCommand()) }
+func init() { Register(func(f *Factory) *Command { return NewCmdDoctor(f, nil) }) }
 
 // notReadParts lists the parts of the host the state lacks, each with why: the doctor's
 // checks of them did not run.
@@ -23,7 +23,15 @@ func notReadParts(s *model.State) []string {
 	return out
 }
 
-func doctorCommand() *Command {
+// DoctorOptions are the options of one run of roundtrip doctor: fresh for every run.
+type DoctorOptions struct {
+	*Invocation
+}
+
+// NewCmdDoctor returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdDoctor(f *Factory, runF func(*DoctorOptions) error) *Command {
+	opts := &DoctorOptions{}
 	return &Command{
 		Name:    "doctor",
 		Usage:   "[--json] [--snapshot FILE]",
@@ -40,52 +48,61 @@ the host could not be read (netfilter needs root), which is then named: no probl
 found there is not the same as none.`,
 		Offline: true,
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) > 0 {
-				return Usagef("doctor takes no arguments, got %q", inv.Args[0])
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			s, err := inv.State()
-			if err != nil {
-				return err
-			}
-			findings := doctor.Run(s, fib.New(s))
-			notRead := notReadParts(s)
-			if inv.JSON {
-				if err := inv.PrintJSON(struct {
-					Findings []finding.Finding `json:"findings"`
-					// NotRead says what could not be read: the check is incomplete.
-					NotRead []string `json:"not_read,omitempty"`
-				}{findings, notRead}); err != nil {
-					return err
-				}
-			} else {
-				where := s.Host
-				if s.Namespace != "" {
-					where += " netns " + s.Namespace
-				}
-				if where != "" {
-					quote.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
-				}
-				if len(findings) > 0 || len(notRead) == 0 {
-					trace.RenderFindings(inv.Stdout, findings)
-				}
-				if len(notRead) > 0 {
-					if len(findings) == 0 {
-						fmt.Fprintln(inv.Stdout, "No problems found in what could be read, but the check is incomplete:")
-					} else {
-						fmt.Fprintln(inv.Stdout, "\nThe check is incomplete:")
-					}
-					for _, n := range notRead {
-						quote.TermFprintf(inv.Stdout, "  not read: %s\n", n)
-					}
-				}
-			}
-			if n := finding.CountErrors(findings); n > 0 {
-				return &FindingsError{Count: n}
-			}
-			if len(notRead) > 0 {
-				return &IncompleteError{NotRead: notRead}
-			}
-			return nil
+			return runDoctor(opts)
 		},
 	}
+}
+
+func runDoctor(o *DoctorOptions) error {
+	inv := o.Invocation
+	if len(inv.Args) > 0 {
+		return Usagef("doctor takes no arguments, got %q", inv.Args[0])
+	}
+	s, err := inv.State()
+	if err != nil {
+		return err
+	}
+	findings := doctor.Run(s, fib.New(s))
+	notRead := notReadParts(s)
+	if inv.JSON {
+		if err := inv.PrintJSON(struct {
+			Findings []finding.Finding `json:"findings"`
+			// NotRead says what could not be read: the check is incomplete.
+			NotRead []string `json:"not_read,omitempty"`
+		}{findings, notRead}); err != nil {
+			return err
+		}
+	} else {
+		where := s.Host
+		if s.Namespace != "" {
+			where += " netns " + s.Namespace
+		}
+		if where != "" {
+			quote.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
+		}
+		if len(findings) > 0 || len(notRead) == 0 {
+			trace.RenderFindings(inv.Stdout, findings)
+		}
+		if len(notRead) > 0 {
+			if len(findings) == 0 {
+				fmt.Fprintln(inv.Stdout, "No problems found in what could be read, but the check is incomplete:")
+			} else {
+				fmt.Fprintln(inv.Stdout, "\nThe check is incomplete:")
+			}
+			for _, n := range notRead {
+				quote.TermFprintf(inv.Stdout, "  not read: %s\n", n)
+			}
+		}
+	}
+	if n := finding.CountErrors(findings); n > 0 {
+		return &FindingsError{Count: n}
+	}
+	if len(notRead) > 0 {
+		return &IncompleteError{NotRead: notRead}
+	}
+	return nil
 }

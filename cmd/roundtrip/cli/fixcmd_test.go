@@ -1,9 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -112,20 +113,22 @@ func parseFixCommand(t *testing.T, cmd string) (wizards.Wizard, error) {
 		}
 		args[i] = a
 	}
-	fs := flag.NewFlagSet("wizard "+spec.Name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var common wizardCommon
-	common.bind(fs, &Invocation{})
-	values := spec.NewValues()
-	bindFields(fs, spec, values)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return nil, err
+	// The wizard command itself parses them, its run replaced by one that builds the options.
+	var errb bytes.Buffer
+	f := &Factory{Ctx: context.Background(), Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &errb}
+	var w wizards.Wizard
+	c := NewCmdWizard(f, func(o *WizardOptions) error {
+		if len(o.Args) > 0 {
+			return fmt.Errorf("arguments besides flags: %q", o.Args)
+		}
+		var err error
+		w, err = buildWizard(o.Spec, o.Values)
+		return err
+	})
+	if code := run(f, c, c.sub(words[2:]), args); code != ExitOK {
+		return nil, errors.New(errb.String())
 	}
-	if len(pos) > 0 {
-		return nil, fmt.Errorf("arguments besides flags: %q", pos)
-	}
-	return buildWizard(spec, values)
+	return w, nil
 }
 
 // checkPrintedFixes checks every fix of a text output and returns how many there were. A

@@ -15,16 +15,22 @@ import (
 )
 
 func init() {
-	Register(showCommand())
-	Register(snapshotCommand())
+	Register(func(f *Factory) *Command { return NewCmdShow(f, nil) })
+	Register(func(f *Factory) *Command { return NewCmdSnapshot(f, nil) })
 }
 
-func showCommand() *Command {
-	var (
-		table string
-		all   bool
-		limit int
-	)
+// ShowOptions are the options of one run of roundtrip show: fresh for every run.
+type ShowOptions struct {
+	*Invocation
+	table string
+	all   bool
+	limit int
+}
+
+// NewCmdShow returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdShow(f *Factory, runF func(*ShowOptions) error) *Command {
+	opts := &ShowOptions{}
 	return &Command{
 		Name:    "show",
 		Usage:   "[--table NAME] [--all] [--json] [--snapshot FILE]",
@@ -34,46 +40,56 @@ summarised; --all prints every route, --table shows one table only.
 --json prints the complete state (the same object a snapshot holds).`,
 		Offline: true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&table, "table", "", "show only the routing table `NAME` (name or number)")
-			fs.BoolVar(&all, "all", false, "print every route, even of huge tables")
-			fs.IntVar(&limit, "limit", 20, "routes shown per table before summarising")
+			fs.StringVar(&opts.table, "table", "", "show only the routing table `NAME` (name or number)")
+			fs.BoolVar(&opts.all, "all", false, "print every route, even of huge tables")
+			fs.IntVar(&opts.limit, "limit", 20, "routes shown per table before summarising")
 		},
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) > 0 {
-				return Usagef("show takes no arguments, got %q", inv.Args[0])
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			if limit < 0 {
-				return Usagef("--limit %d: want a number of routes (--all shows every route)", limit)
-			}
-			s, err := inv.State()
-			if err != nil {
-				return err
-			}
-			only := -1
-			if table != "" {
-				if only, err = s.TableID(table); err != nil {
-					return Usagef("%v", err)
-				}
-			}
-			if inv.JSON {
-				if only >= 0 {
-					routes := []model.Route{}
-					for _, r := range s.Routes {
-						if r.Table == only {
-							routes = append(routes, r)
-						}
-					}
-					return inv.PrintJSON(routes)
-				}
-				return inv.PrintJSON(s)
-			}
-			if all {
-				limit = -1
-			}
-			renderShow(inv.Stdout, s, only, limit)
-			return nil
+			return runShow(opts)
 		},
 	}
+}
+
+func runShow(o *ShowOptions) error {
+	inv := o.Invocation
+	table, all, limit := o.table, o.all, o.limit
+	if len(inv.Args) > 0 {
+		return Usagef("show takes no arguments, got %q", inv.Args[0])
+	}
+	if limit < 0 {
+		return Usagef("--limit %d: want a number of routes (--all shows every route)", limit)
+	}
+	s, err := inv.State()
+	if err != nil {
+		return err
+	}
+	only := -1
+	if table != "" {
+		if only, err = s.TableID(table); err != nil {
+			return Usagef("%v", err)
+		}
+	}
+	if inv.JSON {
+		if only >= 0 {
+			routes := []model.Route{}
+			for _, r := range s.Routes {
+				if r.Table == only {
+					routes = append(routes, r)
+				}
+			}
+			return inv.PrintJSON(routes)
+		}
+		return inv.PrintJSON(s)
+	}
+	if all {
+		limit = -1
+	}
+	renderShow(inv.Stdout, s, only, limit)
+	return nil
 }
 
 // renderShow prints a state for a person at 80 columns. Every value from the state is escaped
@@ -279,8 +295,16 @@ func renderNetfilter(w io.Writer, s *model.State) {
 	}
 }
 
-func snapshotCommand() *Command {
-	var out string
+// SnapshotOptions are the options of one run of roundtrip snapshot: fresh for every run.
+type SnapshotOptions struct {
+	*Invocation
+	out string
+}
+
+// NewCmdSnapshot returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdSnapshot(f *Factory, runF func(*SnapshotOptions) error) *Command {
+	opts := &SnapshotOptions{}
 	return &Command{
 		Name:    "snapshot",
 		Usage:   "[-o FILE]",
@@ -290,31 +314,41 @@ sysctls) as versioned JSON. Every read-only command accepts --snapshot FILE to w
 on any machine. Without -o the snapshot goes to standard output.`,
 		NoJSON: true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&out, "o", "", "write to `FILE` instead of standard output")
+			fs.StringVar(&opts.out, "o", "", "write to `FILE` instead of standard output")
 		},
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) > 0 {
-				return Usagef("snapshot takes no arguments, got %q (did you mean -o %s?)", inv.Args[0], inv.Args[0])
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			s, err := inv.State()
-			if err != nil {
-				return err
-			}
-			b, err := model.NewSnapshot(s, time.Now()).Marshal()
-			if err != nil {
-				return err
-			}
-			if out == "" || out == "-" {
-				_, err = inv.Stdout.Write(b)
-				return err
-			}
-			// A new file renamed over the target: an interrupted run never leaves a truncated
-			// snapshot under the requested name, and a link planted there is not followed.
-			if err := safefile.WriteFile(out, b, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
-				return fmt.Errorf("writing snapshot: %w", err)
-			}
-			fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, len(s.Routes), len(s.Rules))
-			return nil
+			return runSnapshot(opts)
 		},
 	}
+}
+
+func runSnapshot(o *SnapshotOptions) error {
+	inv := o.Invocation
+	out := o.out
+	if len(inv.Args) > 0 {
+		return Usagef("snapshot takes no arguments, got %q (did you mean -o %s?)", inv.Args[0], inv.Args[0])
+	}
+	s, err := inv.State()
+	if err != nil {
+		return err
+	}
+	b, err := model.NewSnapshot(s, time.Now()).Marshal()
+	if err != nil {
+		return err
+	}
+	if out == "" || out == "-" {
+		_, err = inv.Stdout.Write(b)
+		return err
+	}
+	// A new file renamed over the target: an interrupted run never leaves a truncated
+	// snapshot under the requested name, and a link planted there is not followed.
+	if err := safefile.WriteFile(out, b, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, len(s.Routes), len(s.Rules))
+	return nil
 }

@@ -14,13 +14,19 @@ import (
 	"roundtrip/engine/trace"
 )
 
-func init() { Register(traceCommand()) }
+func init() { Register(func(f *Factory) *Command { return NewCmdTrace(f, nil) }) }
 
-func traceCommand() *Command {
-	var (
-		iif  string
-		mark string
-	)
+// TraceOptions are the options of one run of roundtrip trace: fresh for every run.
+type TraceOptions struct {
+	*Invocation
+	iif  string
+	mark string
+}
+
+// NewCmdTrace returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdTrace(f *Factory, runF func(*TraceOptions) error) *Command {
+	opts := &TraceOptions{}
 	return &Command{
 		Name:    "trace",
 		Usage:   "PROTO SRC[:PORT] DST[:PORT] [--iif IF] [--mark N] [--json] [--snapshot FILE]",
@@ -49,40 +55,50 @@ Examples:
   roundtrip trace tcp 0.0.0.0 192.0.2.80:443 --mark 0x2 --snapshot host.json`,
 		Offline: true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&iif, "iif", "", "the interface `IF` the packet arrives on (default: it starts on this host)")
-			fs.StringVar(&mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
+			fs.StringVar(&opts.iif, "iif", "", "the interface `IF` the packet arrives on (default: it starts on this host)")
+			fs.StringVar(&opts.mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
 		},
 		Run: func(inv *Invocation) error {
-			req, err := parseTraceArgs(inv.Args, mark)
-			if err != nil {
-				return err
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			s, err := inv.State()
-			if err != nil {
-				return err
-			}
-			if iif != "" && s.LinkByName(iif) == nil {
-				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
-			}
-			req.IIF = iif
-			fib := fib.New(s)
-			res := trace.Run(s, fib, req)
-			if inv.Live() {
-				compareWithKernel(inv, res)
-			}
-			if inv.JSON {
-				if err := inv.PrintJSON(res); err != nil {
-					return err
-				}
-			} else {
-				res.Render(inv.Stdout, s)
-			}
-			if n := res.Errors(); n > 0 {
-				return &FindingsError{Count: n}
-			}
-			return nil
+			return runTrace(opts)
 		},
 	}
+}
+
+func runTrace(o *TraceOptions) error {
+	inv := o.Invocation
+	iif, mark := o.iif, o.mark
+	req, err := parseTraceArgs(inv.Args, mark)
+	if err != nil {
+		return err
+	}
+	s, err := inv.State()
+	if err != nil {
+		return err
+	}
+	if iif != "" && s.LinkByName(iif) == nil {
+		return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
+	}
+	req.IIF = iif
+	fib := fib.New(s)
+	res := trace.Run(s, fib, req)
+	if inv.Live() {
+		compareWithKernel(inv, res)
+	}
+	if inv.JSON {
+		if err := inv.PrintJSON(res); err != nil {
+			return err
+		}
+	} else {
+		res.Render(inv.Stdout, s)
+	}
+	if n := res.Errors(); n > 0 {
+		return &FindingsError{Count: n}
+	}
+	return nil
 }
 
 // parseTraceArgs checks the positional arguments and --mark; every mistake is a usage error

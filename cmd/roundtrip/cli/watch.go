@@ -23,7 +23,7 @@ import (
 	"roundtrip/wizards"
 )
 
-func init() { Register(watchCommand()) }
+func init() { Register(func(f *Factory) *Command { return NewCmdWatch(f, nil) }) }
 
 const watchHelp = `Probes every WAN of a multi-wan gateway natively (ICMP echo, or a TCP connection with
 tcp:ADDR:PORT targets), each probe bound to its WAN (SO_BINDTODEVICE, its address and its
@@ -55,93 +55,108 @@ latest multi-wan apply in roundtrip history. The wizard's setup must be applied 
   # What it sees, from another terminal:
   roundtrip watch --status`
 
-func watchCommand() *Command {
-	var (
-		build    func() (wizards.Wizard, error)
-		targets  []wizards.WatchTarget
-		cfg      wizards.WatchConfig
-		maxLoss  float64
-		status   bool
-		unit     bool
-		lockWait time.Duration
-	)
+// WatchOptions are the options of one run of roundtrip watch: fresh for every run.
+type WatchOptions struct {
+	*Invocation
+	build    func() (wizards.Wizard, error) // the multi-wan wizard's flags, shared
+	targets  []wizards.WatchTarget
+	cfg      wizards.WatchConfig
+	maxLoss  float64
+	status   bool
+	unit     bool
+	lockWait time.Duration
+}
+
+// NewCmdWatch returns the command; runF, when not nil, runs instead of it with the options parsed
+// (tests check the parsing with it).
+func NewCmdWatch(f *Factory, runF func(*WatchOptions) error) *Command {
+	opts := &WatchOptions{}
 	return &Command{
 		Name:    "watch",
 		Usage:   "[--wan IFACE:GATEWAY[:NAME] ... (the multi-wan flags)] --target ADDR ... [--interval 1s] [--down-after N] [--up-after N] [--failback immediate|new-flows] | --status",
 		Summary: "probe each WAN, fail over when one dies and fail back when it recovers (case 2)",
 		Help:    watchHelp,
 		Flags: func(fs *flag.FlagSet) {
-			targets, cfg = nil, wizards.WatchConfig{}
-			build = bindMultiWAN(fs)
+			opts.build = bindMultiWAN(fs)
 			repeated(fs, "target", "an address every WAN probes: `ADDR` (ICMP echo) or tcp:ADDR:PORT (repeat; give two or more)", func(v string) error {
 				t, err := wizards.ParseWatchTarget(v)
-				targets = append(targets, t)
+				opts.targets = append(opts.targets, t)
 				return err
 			})
-			fs.DurationVar(&cfg.Interval, "interval", wizards.DefaultWatchInterval, "probe every `DURATION`")
-			fs.DurationVar(&cfg.Timeout, "timeout", 0, "wait up to `DURATION` for each answer (default: the interval, at most 2s)")
-			fs.IntVar(&cfg.Health.DownAfter, "down-after", wizards.DefaultDownAfter, "a WAN is down after `N` failed rounds in a row")
-			fs.IntVar(&cfg.Health.UpAfter, "up-after", wizards.DefaultUpAfter, "a down WAN is up after `N` good rounds in a row")
-			fs.Float64Var(&maxLoss, "max-loss", wizards.DefaultMaxLoss*100, "a round fails when at least `PERCENT` of its probes are lost")
-			fs.DurationVar(&cfg.Health.MaxRTT, "max-rtt", 0, "a round fails when its median round-trip time is over `DURATION` (0: latency is not judged)")
-			fs.StringVar(&cfg.Failback, "failback", wizards.FailbackImmediate, "`POLICY` when a WAN recovers: immediate (move everything back) or new-flows (only new connections)")
-			fs.BoolVar(&status, "status", false, "show what the running watcher sees, and exit")
-			fs.BoolVar(&unit, "unit", false, "print a systemd service that runs this watch, and exit")
-			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish before moving routes")
+			fs.DurationVar(&opts.cfg.Interval, "interval", wizards.DefaultWatchInterval, "probe every `DURATION`")
+			fs.DurationVar(&opts.cfg.Timeout, "timeout", 0, "wait up to `DURATION` for each answer (default: the interval, at most 2s)")
+			fs.IntVar(&opts.cfg.Health.DownAfter, "down-after", wizards.DefaultDownAfter, "a WAN is down after `N` failed rounds in a row")
+			fs.IntVar(&opts.cfg.Health.UpAfter, "up-after", wizards.DefaultUpAfter, "a down WAN is up after `N` good rounds in a row")
+			fs.Float64Var(&opts.maxLoss, "max-loss", wizards.DefaultMaxLoss*100, "a round fails when at least `PERCENT` of its probes are lost")
+			fs.DurationVar(&opts.cfg.Health.MaxRTT, "max-rtt", 0, "a round fails when its median round-trip time is over `DURATION` (0: latency is not judged)")
+			fs.StringVar(&opts.cfg.Failback, "failback", wizards.FailbackImmediate, "`POLICY` when a WAN recovers: immediate (move everything back) or new-flows (only new connections)")
+			fs.BoolVar(&opts.status, "status", false, "show what the running watcher sees, and exit")
+			fs.BoolVar(&opts.unit, "unit", false, "print a systemd service that runs this watch, and exit")
+			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish before moving routes")
 		},
 		Run: func(inv *Invocation) error {
-			if len(inv.Args) > 0 {
-				return Usagef("watch takes no arguments besides its flags, got %q", strings.Join(inv.Args, " "))
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
 			}
-			if status {
-				return watchStatus(inv)
-			}
-			if inv.JSON {
-				return Usagef("--json goes with --status (the watcher logs its events to stderr)")
-			}
-			// Zero would silently mean the default (WatchConfig fills zeros in): a 0 given on
-			// the command line is refused instead.
-			if err := checkRange("down-after", cfg.Health.DownAfter, 1, 1000, "failed rounds"); err != nil {
-				return err
-			}
-			if err := checkRange("up-after", cfg.Health.UpAfter, 1, 1000, "good rounds"); err != nil {
-				return err
-			}
-			if !(maxLoss > 0 && maxLoss <= 100) { // NaN included
-				return Usagef("--max-loss %g: want a percentage above 0 and at most 100", maxLoss)
-			}
-			if cfg.Interval < 10*time.Millisecond {
-				return Usagef("--interval %s: want at least 10ms", cfg.Interval)
-			}
-			w, err := build()
-			if err != nil {
-				return err
-			}
-			cfg.MultiWAN = w.(*wizards.MultiWANOptions)
-			if len(cfg.MultiWAN.WANs) == 0 {
-				o, id, err := multiWANFromHistory(inv)
-				if err != nil {
-					return err
-				}
-				quote.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, quote.ShellJoin(o.Args()...))
-				cfg.MultiWAN = o
-			}
-			cfg.Targets = targets
-			cfg.Health.MaxLoss = maxLoss / 100
-			if err := cfg.Check(); err != nil {
-				return Usagef("%v", err)
-			}
-			if unit {
-				exe, err := os.Executable()
-				if err != nil {
-					return fmt.Errorf("finding roundtrip's own path for the unit: %w", err)
-				}
-				_, err = inv.Stdout.Write(wizards.WatchUnit(exe, inv.NetNS, cfg.Args()))
-				return err
-			}
-			return runWatch(inv.Ctx, watchRun{cfg: cfg, ns: inv.Namespace(), log: inv.Stderr, lockWait: lockWait})
+			return runWatchCmd(opts)
 		},
 	}
+}
+
+func runWatchCmd(o *WatchOptions) error {
+	inv := o.Invocation
+	targets, cfg, maxLoss, status, unit, lockWait := o.targets, o.cfg, o.maxLoss, o.status, o.unit, o.lockWait
+	if len(inv.Args) > 0 {
+		return Usagef("watch takes no arguments besides its flags, got %q", strings.Join(inv.Args, " "))
+	}
+	if status {
+		return watchStatus(inv)
+	}
+	if inv.JSON {
+		return Usagef("--json goes with --status (the watcher logs its events to stderr)")
+	}
+	// Zero would silently mean the default (WatchConfig fills zeros in): a 0 given on
+	// the command line is refused instead.
+	if err := checkRange("down-after", cfg.Health.DownAfter, 1, 1000, "failed rounds"); err != nil {
+		return err
+	}
+	if err := checkRange("up-after", cfg.Health.UpAfter, 1, 1000, "good rounds"); err != nil {
+		return err
+	}
+	if !(maxLoss > 0 && maxLoss <= 100) { // NaN included
+		return Usagef("--max-loss %g: want a percentage above 0 and at most 100", maxLoss)
+	}
+	if cfg.Interval < 10*time.Millisecond {
+		return Usagef("--interval %s: want at least 10ms", cfg.Interval)
+	}
+	w, err := o.build()
+	if err != nil {
+		return err
+	}
+	cfg.MultiWAN = w.(*wizards.MultiWANOptions)
+	if len(cfg.MultiWAN.WANs) == 0 {
+		mw, id, err := multiWANFromHistory(inv)
+		if err != nil {
+			return err
+		}
+		quote.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, quote.ShellJoin(mw.Args()...))
+		cfg.MultiWAN = mw
+	}
+	cfg.Targets = targets
+	cfg.Health.MaxLoss = maxLoss / 100
+	if err := cfg.Check(); err != nil {
+		return Usagef("%v", err)
+	}
+	if unit {
+		exe, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("finding roundtrip's own path for the unit: %w", err)
+		}
+		_, err = inv.Stdout.Write(wizards.WatchUnit(exe, inv.NetNS, cfg.Args()))
+		return err
+	}
+	return runWatch(inv.Ctx, watchRun{cfg: cfg, ns: inv.Namespace(), log: inv.Stderr, lockWait: lockWait})
 }
 
 // bindMultiWAN declares the multi-wan wizard's flags, which watch shares, and returns what

@@ -15,7 +15,7 @@ import (
 	"roundtrip/wizards"
 )
 
-func init() { Register(wizardCommand()) }
+func init() { Register(func(f *Factory) *Command { return NewCmdWizard(f, nil) }) }
 
 // fieldFlag is the flag of one wizard field (wizards.Field): each occurrence is checked by
 // the field and recorded in the run's values, in order.
@@ -81,7 +81,10 @@ func buildWizard(s *wizards.Spec, v *wizards.Values) (wizards.Wizard, error) {
 	return w, nil
 }
 
-func wizardCommand() *Command {
+// NewCmdWizard returns the wizard command: a subcommand per wizard (wizards.Specs), each
+// built by newCmdWizardRun. runF, when not nil, runs instead of a wizard with its options
+// parsed.
+func NewCmdWizard(f *Factory, runF func(*WizardOptions) error) *Command {
 	var help strings.Builder
 	help.WriteString("Wizards turn an intent into a plan for this host, checked against it first (interfaces,\n" +
 		"gateways, ports, rules and tables already there). By default the plan is printed as an\n" +
@@ -91,13 +94,52 @@ func wizardCommand() *Command {
 		fmt.Fprintf(&help, "  %-14s %s\n", s.Name, s.Summary)
 	}
 	help.WriteString("\nEach takes --help for its flags and examples, and these:\n" + wizardCommonHelp)
+	c := &Command{
+		Name:    "wizard",
+		Usage:   "NAME [flags]",
+		Summary: "plan a setup for a field case: source-return, multi-wan, port-forward, snat-gateway, tunnel",
+		Help:    help.String(),
+		SubNoun: "wizard",
+	}
+	for _, s := range wizards.Specs() {
+		c.Subs = append(c.Subs, newCmdWizardRun(f, s, runF))
+	}
+	return c
+}
+
+// WizardOptions are the options of one run of roundtrip wizard NAME: fresh for every run.
+type WizardOptions struct {
+	*Invocation
+	Spec               *wizards.Spec
+	Values             *wizards.Values // the wizard's own flags, as given
+	apply, wait, force bool
+	confirm, lockWait  time.Duration
+	out, peerOut       string
+}
+
+// newCmdWizardRun returns the command of one wizard: its flags are those its description
+// (wizards.Spec) declares and those every wizard takes.
+func newCmdWizardRun(f *Factory, s *wizards.Spec, runF func(*WizardOptions) error) *Command {
+	opts := &WizardOptions{Spec: s, Values: s.NewValues()}
 	return &Command{
-		Name:     "wizard",
-		Usage:    "NAME [flags]",
-		Summary:  "plan a setup for a field case: source-return, multi-wan, port-forward, snat-gateway, tunnel",
-		Help:     help.String(),
-		OwnFlags: true,
-		Run:      runWizard,
+		Name:         s.Name,
+		Usage:        s.Usage,
+		Summary:      s.Summary,
+		Offline:      true,
+		JSONHelp:     "print the plan, the peer's plan and the notes as JSON",
+		SnapshotHelp: "plan against a saved state `FILE` instead of the live host",
+		Flags: func(fs *flag.FlagSet) {
+			opts.bindCommon(fs)
+			bindFields(fs, s, opts.Values)
+		},
+		PrintHelp: func(w io.Writer) { printWizardHelp(w, s) },
+		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			return runWizard(opts)
+		},
 	}
 }
 
@@ -113,61 +155,21 @@ const wizardCommonHelp = `  --apply                apply the plan (journaled; un
   --snapshot FILE        plan against a saved state instead of the live host
 `
 
-// wizardCommon are the flags every wizard takes.
-type wizardCommon struct {
-	apply, wait, force bool
-	confirm, lockWait  time.Duration
-	out, peerOut       string
+// bindCommon declares the flags every wizard takes besides the shared ones.
+func (o *WizardOptions) bindCommon(fs *flag.FlagSet) {
+	fs.BoolVar(&o.apply, "apply", false, "apply the plan (journaled; undo with roundtrip rollback)")
+	fs.Var(confirmFlag{&o.confirm}, "confirm", "with --apply: roll back after `DURATION` unless roundtrip confirm runs")
+	fs.BoolVar(&o.wait, "wait", false, "with --confirm: wait here for the confirmation")
+	fs.BoolVar(&o.force, "force", false, "with --apply over SSH: apply even if the route back to you changes")
+	fs.DurationVar(&o.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+	fs.StringVar(&o.out, "o", "", "save the plan to `FILE`")
+	fs.StringVar(&o.peerOut, "peer-out", "", "save the other end's script to `FILE`")
 }
 
-func (c *wizardCommon) bind(fs *flag.FlagSet, inv *Invocation) {
-	fs.BoolVar(&inv.JSON, "json", false, "print the plan, the peer's plan and the notes as JSON")
-	fs.StringVar(&inv.NetNS, "netns", "", "work on the named network namespace `NAME` (as ip -n)")
-	fs.StringVar(&inv.Snapshot, "snapshot", "", "plan against a saved state `FILE` instead of the live host")
-	fs.BoolVar(&c.apply, "apply", false, "apply the plan (journaled; undo with roundtrip rollback)")
-	fs.Var(confirmFlag{&c.confirm}, "confirm", "with --apply: roll back after `DURATION` unless roundtrip confirm runs")
-	fs.BoolVar(&c.wait, "wait", false, "with --confirm: wait here for the confirmation")
-	fs.BoolVar(&c.force, "force", false, "with --apply over SSH: apply even if the route back to you changes")
-	fs.DurationVar(&c.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
-	fs.StringVar(&c.out, "o", "", "save the plan to `FILE`")
-	fs.StringVar(&c.peerOut, "peer-out", "", "save the other end's script to `FILE`")
-}
-
-func runWizard(inv *Invocation) error {
-	if len(inv.Args) == 0 || inv.Args[0] == "-h" || inv.Args[0] == "--help" || inv.Args[0] == "help" {
-		if len(inv.Args) == 0 {
-			return Usagef("name a wizard: %s", strings.Join(wizards.Names, ", "))
-		}
-		c := wizardCommand()
-		fmt.Fprintf(inv.Stdout, "usage: roundtrip wizard %s\n\n%s\n\n%s", c.Usage, c.Summary, c.Help)
-		return nil
-	}
-	spec := wizards.SpecFor(inv.Args[0])
-	if spec == nil {
-		return Usagef("unknown wizard %q: want one of %s", inv.Args[0], strings.Join(wizards.Names, ", "))
-	}
-	fs := flag.NewFlagSet("wizard "+spec.Name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var common wizardCommon
-	common.bind(fs, inv)
-	values := spec.NewValues()
-	bindFields(fs, spec, values)
-	pos, err := parseFlags(fs, inv.Args[1:])
-	if errors.Is(err, flag.ErrHelp) {
-		printWizardHelp(inv.Stdout, spec)
-		return nil
-	}
-	if err != nil {
-		return Usagef("%s: %v (see roundtrip wizard %s --help)", spec.Name, err, spec.Name)
-	}
-	if err := checkNetNSName(inv.NetNS); err != nil {
-		return err
-	}
+func runWizard(o *WizardOptions) error {
+	inv, spec, common, pos := o.Invocation, o.Spec, o, o.Args
 	if len(pos) > 0 {
 		return Usagef("%s takes no arguments besides its flags, got %q", spec.Name, strings.Join(pos, " "))
-	}
-	if inv.Snapshot != "" && inv.NetNS != "" {
-		return Usagef("--snapshot and --netns exclude each other: a snapshot is already one namespace's state")
 	}
 	if common.apply && inv.Snapshot != "" {
 		return Usagef("--apply changes the live host: it cannot be combined with --snapshot")
@@ -175,7 +177,7 @@ func runWizard(inv *Invocation) error {
 	if (common.confirm != 0 || common.wait || common.force) && !common.apply {
 		return Usagef("--confirm, --wait and --force go with --apply")
 	}
-	w, err := buildWizard(spec, values)
+	w, err := buildWizard(spec, o.Values)
 	if err != nil {
 		return err
 	}
