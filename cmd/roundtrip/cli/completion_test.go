@@ -105,4 +105,3 @@ func quoteWords(ws []string) string {
 	}
 	return strings.Join(out, " ")
 }
-
