@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	"roundtrip/watch"
 	"roundtrip/wizards"
 )
 
@@ -90,7 +91,7 @@ var flagKinds = map[string]string{
 var flagChoices = map[string][]string{
 	"format":   planFormats,
 	"family":   {"inet", "inet6"},
-	"failback": {wizards.FailbackImmediate, "new-flows"},
+	"failback": {watch.FailbackImmediate, "new-flows"},
 }
 
 // commandWords are the arguments of commands that take a few fixed ones.
