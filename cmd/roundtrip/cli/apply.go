@@ -20,12 +20,12 @@ import (
 )
 
 func init() {
-	Register(func(f *Factory) *Command { return NewCmdApply(f, nil) })
-	Register(func(f *Factory) *Command { return NewCmdConfirm(f, nil) })
-	Register(func(f *Factory) *Command { return NewCmdRollback(f, nil) })
-	Register(func(f *Factory) *Command { return NewCmdHistory(f, nil) })
-	Register(func(f *Factory) *Command { return NewCmdPlan(f, nil) })
-	Register(func(f *Factory) *Command { return NewCmdRevertTimer(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdApply(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdConfirm(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdRollback(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdHistory(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdPlan(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdRevertTimer(f, nil) })
 }
 
 // defaultLockWait is how long apply, confirm and rollback wait for another roundtrip that is
@@ -50,8 +50,8 @@ type ApplyOptions struct {
 	lockWait time.Duration
 }
 
-// NewCmdApply returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdApply returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdApply(f *Factory, runF func(*ApplyOptions) error) *Command {
 	opts := &ApplyOptions{}
 	return &Command{
@@ -90,24 +90,19 @@ apply within a second and undoes what it did.`,
 			if runF != nil {
 				return runF(opts)
 			}
-			return runApply(opts)
+			confirm, wait, force, dryRun, lockWait := opts.confirm, opts.wait, opts.force, opts.dryRun, opts.lockWait
+			if len(inv.Args) != 1 {
+				return Usagef("apply needs one plan file")
+			}
+			// Streamed: a plan of a million routes is never held whole.
+			src, err := openPlan(inv, inv.Args[0])
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			return applyPlan(inv, src, applyChoices{Confirm: confirm, Wait: wait, Force: force, DryRun: dryRun, LockWait: lockWait})
 		},
 	}
-}
-
-func runApply(o *ApplyOptions) error {
-	inv := o.Invocation
-	confirm, wait, force, dryRun, lockWait := o.confirm, o.wait, o.force, o.dryRun, o.lockWait
-	if len(inv.Args) != 1 {
-		return Usagef("apply needs one plan file")
-	}
-	// Streamed: a plan of a million routes is never held whole.
-	src, err := openPlan(inv, inv.Args[0])
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	return applyPlan(inv, src, applyChoices{Confirm: confirm, Wait: wait, Force: force, DryRun: dryRun, LockWait: lockWait})
 }
 
 // applyChoices are the options of one apply, shared by `roundtrip apply` and the wizards'
@@ -339,8 +334,8 @@ type ConfirmOptions struct {
 	lockWait time.Duration
 }
 
-// NewCmdConfirm returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdConfirm returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdConfirm(f *Factory, runF func(*ConfirmOptions) error) *Command {
 	opts := &ConfirmOptions{}
 	return &Command{
@@ -355,33 +350,28 @@ func NewCmdConfirm(f *Factory, runF func(*ConfirmOptions) error) *Command {
 			if runF != nil {
 				return runF(opts)
 			}
-			return runConfirm(opts)
+			lockWait := opts.lockWait
+			if len(inv.Args) > 1 {
+				return Usagef("confirm takes at most one journal id")
+			}
+			id := ""
+			if len(inv.Args) == 1 {
+				id = inv.Args[0]
+			}
+			j, err := kernel.Confirm(inv.Ctx, inv.Namespace(), id, lockWait)
+			if err != nil {
+				return err
+			}
+			if inv.JSON {
+				return inv.PrintJSON(historyEntry(j))
+			}
+			if j.TimerDead {
+				fmt.Fprintf(inv.Stderr, "note: the revert timer of %s (pid %d) had died: nothing would have reverted the changes\n", j.ID, j.TimerPID())
+			}
+			fmt.Fprintf(inv.Stdout, "confirmed %s (%s): the changes stay\n", j.ID, j.Intent)
+			return nil
 		},
 	}
-}
-
-func runConfirm(o *ConfirmOptions) error {
-	inv := o.Invocation
-	lockWait := o.lockWait
-	if len(inv.Args) > 1 {
-		return Usagef("confirm takes at most one journal id")
-	}
-	id := ""
-	if len(inv.Args) == 1 {
-		id = inv.Args[0]
-	}
-	j, err := kernel.Confirm(inv.Ctx, inv.Namespace(), id, lockWait)
-	if err != nil {
-		return err
-	}
-	if inv.JSON {
-		return inv.PrintJSON(historyEntry(j))
-	}
-	if j.TimerDead {
-		fmt.Fprintf(inv.Stderr, "note: the revert timer of %s (pid %d) had died: nothing would have reverted the changes\n", j.ID, j.TimerPID())
-	}
-	fmt.Fprintf(inv.Stdout, "confirmed %s (%s): the changes stay\n", j.ID, j.Intent)
-	return nil
 }
 
 // RollbackOptions are the options of one run of roundtrip rollback: fresh for every run.
@@ -390,8 +380,8 @@ type RollbackOptions struct {
 	lockWait time.Duration
 }
 
-// NewCmdRollback returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdRollback returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdRollback(f *Factory, runF func(*RollbackOptions) error) *Command {
 	opts := &RollbackOptions{}
 	return &Command{
@@ -411,34 +401,29 @@ ip netns exec X) only X is touched.`,
 			if runF != nil {
 				return runF(opts)
 			}
-			return runRollback(opts)
+			lockWait := opts.lockWait
+			if len(inv.Args) > 1 {
+				return Usagef("rollback takes at most one journal id")
+			}
+			id := ""
+			if len(inv.Args) == 1 {
+				id = inv.Args[0]
+			}
+			a := &kernel.Applier{NS: inv.Namespace(), LockWait: lockWait}
+			if !inv.JSON {
+				a.Log = inv.Stderr
+			}
+			j, err := a.Rollback(inv.Ctx, id, "roundtrip rollback")
+			if err != nil {
+				return err
+			}
+			if inv.JSON {
+				return inv.PrintJSON(historyEntry(j))
+			}
+			fmt.Fprintf(inv.Stdout, "rolled back %s (%s): %d step(s) undone\n", j.ID, j.Intent, len(j.Undone))
+			return nil
 		},
 	}
-}
-
-func runRollback(o *RollbackOptions) error {
-	inv := o.Invocation
-	lockWait := o.lockWait
-	if len(inv.Args) > 1 {
-		return Usagef("rollback takes at most one journal id")
-	}
-	id := ""
-	if len(inv.Args) == 1 {
-		id = inv.Args[0]
-	}
-	a := &kernel.Applier{NS: inv.Namespace(), LockWait: lockWait}
-	if !inv.JSON {
-		a.Log = inv.Stderr
-	}
-	j, err := a.Rollback(inv.Ctx, id, "roundtrip rollback")
-	if err != nil {
-		return err
-	}
-	if inv.JSON {
-		return inv.PrintJSON(historyEntry(j))
-	}
-	fmt.Fprintf(inv.Stdout, "rolled back %s (%s): %d step(s) undone\n", j.ID, j.Intent, len(j.Undone))
-	return nil
 }
 
 // historyJSON is one journal in `history --json`.
@@ -473,8 +458,8 @@ type HistoryOptions struct {
 	*Invocation
 }
 
-// NewCmdHistory returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdHistory returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdHistory(f *Factory, runF func(*HistoryOptions) error) *Command {
 	opts := &HistoryOptions{}
 	return &Command{
@@ -486,42 +471,37 @@ func NewCmdHistory(f *Factory, runF func(*HistoryOptions) error) *Command {
 			if runF != nil {
 				return runF(opts)
 			}
-			return runHistory(opts)
+			if len(inv.Args) > 0 {
+				return Usagef("history takes no arguments")
+			}
+			store, err := kernel.OpenStore(inv.Namespace())
+			if err != nil {
+				return err
+			}
+			js, err := store.List()
+			if err != nil {
+				return err
+			}
+			if inv.JSON {
+				out := []historyJSON{}
+				for _, j := range js {
+					out = append(out, historyEntry(j))
+				}
+				return inv.PrintJSON(out)
+			}
+			if len(js) == 0 {
+				fmt.Fprintln(inv.Stdout, "no applies in this namespace yet")
+				return nil
+			}
+			for _, j := range js {
+				fmt.Fprintln(inv.Stdout, j.String())
+				for _, e := range j.Errors {
+					fmt.Fprintf(inv.Stdout, "    %s\n", e)
+				}
+			}
+			return nil
 		},
 	}
-}
-
-func runHistory(o *HistoryOptions) error {
-	inv := o.Invocation
-	if len(inv.Args) > 0 {
-		return Usagef("history takes no arguments")
-	}
-	store, err := kernel.OpenStore(inv.Namespace())
-	if err != nil {
-		return err
-	}
-	js, err := store.List()
-	if err != nil {
-		return err
-	}
-	if inv.JSON {
-		out := []historyJSON{}
-		for _, j := range js {
-			out = append(out, historyEntry(j))
-		}
-		return inv.PrintJSON(out)
-	}
-	if len(js) == 0 {
-		fmt.Fprintln(inv.Stdout, "no applies in this namespace yet")
-		return nil
-	}
-	for _, j := range js {
-		fmt.Fprintln(inv.Stdout, j.String())
-		for _, e := range j.Errors {
-			fmt.Fprintf(inv.Stdout, "    %s\n", e)
-		}
-	}
-	return nil
 }
 
 // planFormats are the renderings of `plan render`.
@@ -535,8 +515,8 @@ type PlanOptions struct {
 	scriptPath string
 }
 
-// NewCmdPlan returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdPlan returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdPlan(f *Factory, runF func(*PlanOptions) error) *Command {
 	opts := &PlanOptions{}
 	return &Command{
@@ -565,59 +545,54 @@ plan render PLAN --format F prints one rendering of the same changes:
 			if runF != nil {
 				return runF(opts)
 			}
-			return runPlan(opts)
+			format, name, scriptPath := opts.format, opts.name, opts.scriptPath
+			if len(inv.Args) != 2 || (inv.Args[0] != "show" && inv.Args[0] != "render") {
+				return Usagef("want plan show PLAN or plan render PLAN --format FORMAT")
+			}
+			p, err := loadPlan(inv, inv.Args[1], false)
+			if err != nil {
+				return err
+			}
+			if inv.Args[0] == "show" {
+				return showPlan(inv, p)
+			}
+			var out []byte
+			switch format {
+			case "script":
+				out = p.Script()
+			case "iptables-restore", "ip6tables-restore":
+				st, err := inv.State()
+				if err != nil {
+					return err
+				}
+				f := inet.V4
+				if format == "ip6tables-restore" {
+					f = inet.V6
+				}
+				out = p.IPTablesRestore(f, st)
+			case "nft":
+				if out, err = p.NFT(); err != nil {
+					return err
+				}
+			case "systemd":
+				if out, err = p.SystemdUnit(name, scriptPath); err != nil {
+					return err
+				}
+			case "networkd":
+				if out, err = p.Networkd(); err != nil {
+					return err
+				}
+			case "json":
+				if out, err = p.Marshal(); err != nil {
+					return err
+				}
+			default:
+				return Usagef("unknown format %q: want one of %s", format, strings.Join(planFormats, ", "))
+			}
+			_, err = inv.Stdout.Write(out)
+			return err
 		},
 	}
-}
-
-func runPlan(o *PlanOptions) error {
-	inv := o.Invocation
-	format, name, scriptPath := o.format, o.name, o.scriptPath
-	if len(inv.Args) != 2 || (inv.Args[0] != "show" && inv.Args[0] != "render") {
-		return Usagef("want plan show PLAN or plan render PLAN --format FORMAT")
-	}
-	p, err := loadPlan(inv, inv.Args[1], false)
-	if err != nil {
-		return err
-	}
-	if inv.Args[0] == "show" {
-		return showPlan(inv, p)
-	}
-	var out []byte
-	switch format {
-	case "script":
-		out = p.Script()
-	case "iptables-restore", "ip6tables-restore":
-		st, err := inv.State()
-		if err != nil {
-			return err
-		}
-		f := inet.V4
-		if format == "ip6tables-restore" {
-			f = inet.V6
-		}
-		out = p.IPTablesRestore(f, st)
-	case "nft":
-		if out, err = p.NFT(); err != nil {
-			return err
-		}
-	case "systemd":
-		if out, err = p.SystemdUnit(name, scriptPath); err != nil {
-			return err
-		}
-	case "networkd":
-		if out, err = p.Networkd(); err != nil {
-			return err
-		}
-	case "json":
-		if out, err = p.Marshal(); err != nil {
-			return err
-		}
-	default:
-		return Usagef("unknown format %q: want one of %s", format, strings.Join(planFormats, ", "))
-	}
-	_, err = inv.Stdout.Write(out)
-	return err
 }
 
 func showPlan(inv *Invocation, p *plan.Plan) error {
@@ -663,8 +638,8 @@ type RevertTimerOptions struct {
 	after time.Duration
 }
 
-// NewCmdRevertTimer returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdRevertTimer returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdRevertTimer(f *Factory, runF func(*RevertTimerOptions) error) *Command {
 	opts := &RevertTimerOptions{}
 	return &Command{
@@ -682,22 +657,17 @@ func NewCmdRevertTimer(f *Factory, runF func(*RevertTimerOptions) error) *Comman
 			if runF != nil {
 				return runF(opts)
 			}
-			return runRevertTimer(opts)
+			id, after := opts.id, opts.after
+			if id == "" || after <= 0 {
+				return Usagef("want --journal ID --after DURATION")
+			}
+			// The session this timer protects may end at any time; its SIGHUP must not.
+			signal.Ignore(syscall.SIGHUP)
+			err := kernel.RunRevertTimer(inv.Ctx, inv.Namespace(), id, after)
+			if errors.Is(err, context.Canceled) {
+				return nil // stopped by roundtrip confirm
+			}
+			return err
 		},
 	}
-}
-
-func runRevertTimer(o *RevertTimerOptions) error {
-	inv := o.Invocation
-	id, after := o.id, o.after
-	if id == "" || after <= 0 {
-		return Usagef("want --journal ID --after DURATION")
-	}
-	// The session this timer protects may end at any time; its SIGHUP must not.
-	signal.Ignore(syscall.SIGHUP)
-	err := kernel.RunRevertTimer(inv.Ctx, inv.Namespace(), id, after)
-	if errors.Is(err, context.Canceled) {
-		return nil // stopped by roundtrip confirm
-	}
-	return err
 }

@@ -14,7 +14,7 @@ import (
 	"roundtrip/engine/safefile"
 )
 
-func init() { Register(func(f *Factory) *Command { return NewCmdCapture(f, nil) }) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdCapture(f, nil) }) }
 
 // captureFlags are the capture settings shared by capture and diagnose.
 type captureFlags struct {
@@ -144,8 +144,8 @@ type CaptureOptions struct {
 	bufMiB   int
 }
 
-// NewCmdCapture returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdCapture returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdCapture(f *Factory, runF func(*CaptureOptions) error) *Command {
 	opts := &CaptureOptions{}
 	return &Command{
@@ -198,64 +198,59 @@ Examples:
 			if runF != nil {
 				return runF(opts)
 			}
-			return runCapture(opts)
+			cf, filter, duration, count, snaplen, bufMiB := opts.cf, opts.filter, opts.duration, opts.count, opts.snaplen, opts.bufMiB
+			expr := filter
+			if len(inv.Args) > 0 {
+				if filter != "" {
+					return Usagef("give the filter either with --filter or after the flags, not both")
+				}
+				expr = strings.Join(inv.Args, " ")
+			}
+			f, err := kernel.ParseCaptureFilter(expr)
+			if err != nil {
+				return Usagef("%v", err)
+			}
+			if err := checkCaptureSizes(count, snaplen, bufMiB); err != nil {
+				return err
+			}
+			pcap, err := cf.openPcap(inv)
+			if err != nil {
+				return err
+			}
+			opts := diagnose.CaptureOptions{
+				Namespace: inv.Namespace(), Ifaces: cf.ifaceList(), Filter: f, Duration: duration, Count: count,
+				SnapLen: snaplen, BufferSize: bufMiB << 20,
+			}
+			if pcap != nil {
+				opts.Pcap = pcap
+			}
+			// As tcpdump's "listening on": from here on no packet is missed (on stderr, so
+			// that --json output stays one object per line).
+			opts.Ready = func() {
+				fmt.Fprintf(inv.Stderr, "roundtrip capture: listening (%s); Ctrl-C to stop\n", captureScope(inv, opts.Ifaces))
+			}
+			pr := newEventPrinter(inv)
+			sum, err := diagnose.Capture(inv.Ctx, opts, pr.emit)
+			err = closePcap(pcap, sum != nil, err)
+			if sum == nil {
+				return capabilityHint(err)
+			}
+			if inv.JSON {
+				if perr := pr.final("summary", sum); err == nil {
+					err = perr
+				}
+			} else {
+				diagnose.RenderSummary(inv.Stdout, sum)
+			}
+			if err != nil {
+				return err
+			}
+			if n := sum.Errors(); n > 0 {
+				return &FindingsError{Count: n}
+			}
+			return nil
 		},
 	}
-}
-
-func runCapture(o *CaptureOptions) error {
-	inv := o.Invocation
-	cf, filter, duration, count, snaplen, bufMiB := o.cf, o.filter, o.duration, o.count, o.snaplen, o.bufMiB
-	expr := filter
-	if len(inv.Args) > 0 {
-		if filter != "" {
-			return Usagef("give the filter either with --filter or after the flags, not both")
-		}
-		expr = strings.Join(inv.Args, " ")
-	}
-	f, err := kernel.ParseCaptureFilter(expr)
-	if err != nil {
-		return Usagef("%v", err)
-	}
-	if err := checkCaptureSizes(count, snaplen, bufMiB); err != nil {
-		return err
-	}
-	pcap, err := cf.openPcap(inv)
-	if err != nil {
-		return err
-	}
-	opts := diagnose.CaptureOptions{
-		Namespace: inv.Namespace(), Ifaces: cf.ifaceList(), Filter: f, Duration: duration, Count: count,
-		SnapLen: snaplen, BufferSize: bufMiB << 20,
-	}
-	if pcap != nil {
-		opts.Pcap = pcap
-	}
-	// As tcpdump's "listening on": from here on no packet is missed (on stderr, so
-	// that --json output stays one object per line).
-	opts.Ready = func() {
-		fmt.Fprintf(inv.Stderr, "roundtrip capture: listening (%s); Ctrl-C to stop\n", captureScope(inv, opts.Ifaces))
-	}
-	pr := newEventPrinter(inv)
-	sum, err := diagnose.Capture(inv.Ctx, opts, pr.emit)
-	err = closePcap(pcap, sum != nil, err)
-	if sum == nil {
-		return capabilityHint(err)
-	}
-	if inv.JSON {
-		if perr := pr.final("summary", sum); err == nil {
-			err = perr
-		}
-	} else {
-		diagnose.RenderSummary(inv.Stdout, sum)
-	}
-	if err != nil {
-		return err
-	}
-	if n := sum.Errors(); n > 0 {
-		return &FindingsError{Count: n}
-	}
-	return nil
 }
 
 // captureScope names where a capture listens, for its start line.

@@ -137,8 +137,12 @@ func (e *FindingsError) Error() string { return fmt.Sprintf("%d problem(s) found
 // constructors build the commands; each file registers its own from an init function.
 var constructors []func(f *Factory) *Command
 
-// Register adds a command's constructor (NewCmdX with runF nil).
-func Register(newCmd func(f *Factory) *Command) { constructors = append(constructors, newCmd) }
+// RegisterNew adds a command's constructor (NewCmdX with runF nil), called for every run.
+func RegisterNew(newCmd func(f *Factory) *Command) { constructors = append(constructors, newCmd) }
+
+// Register adds a command built once, whose flags are bound to the same variables in every
+// run; a command with flags is better built anew (RegisterNew).
+func Register(c *Command) { RegisterNew(func(*Factory) *Command { return c }) }
 
 // commandSet builds every command for one run.
 func commandSet(f *Factory) map[string]*Command {

@@ -12,7 +12,7 @@ import (
 )
 
 func init() {
-	Register(func(f *Factory) *Command { return NewCmdCompletion(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdCompletion(f, nil) })
 }
 
 // CompletionOptions are the options of one run of roundtrip completion.

@@ -15,7 +15,7 @@ import (
 	"roundtrip/engine/quote"
 )
 
-func init() { Register(func(f *Factory) *Command { return NewCmdConntrack(f, nil) }) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdConntrack(f, nil) }) }
 
 // ConntrackOptions are the options of one run of roundtrip conntrack: fresh for every run.
 type ConntrackOptions struct {
@@ -25,8 +25,8 @@ type ConntrackOptions struct {
 	watch                                      bool
 }
 
-// NewCmdConntrack returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdConntrack returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdConntrack(f *Factory, runF func(*ConntrackOptions) error) *Command {
 	opts := &ConntrackOptions{}
 	return &Command{
@@ -68,95 +68,90 @@ dropped packets.`,
 			if runF != nil {
 				return runF(opts)
 			}
-			return runConntrack(opts)
+			src, dst, addr, proto, mark, state, family, port, watch := opts.src, opts.dst, opts.addr, opts.proto, opts.mark, opts.state, opts.family, opts.port, opts.watch
+			if len(inv.Args) > 0 {
+				return Usagef("conntrack takes flags only, got %q", inv.Args[0])
+			}
+			var f kernel.ConntrackFilter
+			for _, a := range []struct {
+				flag, val string
+				dst       *netip.Addr
+			}{{"--src", src, &f.Src}, {"--dst", dst, &f.Dst}, {"--addr", addr, &f.Addr}} {
+				if a.val == "" {
+					continue
+				}
+				ip, err := netip.ParseAddr(a.val)
+				if err != nil {
+					return Usagef("%s %q is not an IP address", a.flag, a.val)
+				}
+				*a.dst = ip.Unmap()
+			}
+			if proto != "" {
+				p, err := inet.ProtoNumber(proto)
+				if err != nil || p == 0 {
+					return Usagef("--proto %q: want tcp, udp, icmp or a protocol number 1-255", proto)
+				}
+				f.Proto = uint8(p)
+			}
+			if port < 0 || port > 65535 {
+				return Usagef("--port %d out of range 1-65535", port)
+			}
+			f.Port = uint16(port)
+			if mark != "" {
+				m, err := parseMarkMask(mark)
+				if err != nil {
+					return err
+				}
+				f.Mark = m
+			}
+			if state != "" {
+				if s, err := kernel.ParseTCPState(state); err == nil {
+					f.TCPState = s
+				} else if set, clr, serr := kernel.ParseConntrackStatus(state); serr == nil {
+					f.StatusSet, f.StatusClear = set, clr
+				} else {
+					return Usagef("--state %q is neither a TCP state (ESTABLISHED, SYN_SENT, TIME_WAIT, ...) nor a status (UNREPLIED, ASSURED, SEEN_REPLY, ...)", state)
+				}
+			}
+			switch family {
+			case "":
+			case "inet", "ipv4", "4":
+				f.Family = inet.V4
+			case "inet6", "ipv6", "6":
+				f.Family = inet.V6
+			default:
+				return Usagef("--family %q: want inet or inet6", family)
+			}
+			// A listing of 262k entries is one write(2) per entry unbuffered; --watch must show
+			// each event as it happens, so only the listing is buffered.
+			out := inv.Stdout
+			var buf *bufio.Writer
+			if !watch {
+				buf = bufio.NewWriterSize(inv.Stdout, 64<<10)
+				out = buf
+			}
+			res, err := diagnose.ListConntrack(inv.Ctx, diagnose.ConntrackOptions{Namespace: inv.Namespace(), Filter: f, Watch: watch, JSON: inv.JSON}, out)
+			if buf != nil {
+				if ferr := buf.Flush(); err == nil && ferr != nil {
+					err = fmt.Errorf("writing the listing: %w", ferr)
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if res.Err != nil {
+				return fmt.Errorf("%w; the count and maximum above come from sysctls, which anyone may read", res.Err)
+			}
+			if !inv.JSON && !watch {
+				fmt.Fprintf(inv.Stdout, "%d entries shown\n", res.Entries)
+			}
+			if p := res.Problem(); p != "" {
+				quote.TermFprintf(inv.Stderr, "roundtrip conntrack: %s\n", p)
+				return &FindingsError{Count: 1}
+			}
+			return nil
 		},
 	}
-}
-
-func runConntrack(o *ConntrackOptions) error {
-	inv := o.Invocation
-	src, dst, addr, proto, mark, state, family, port, watch := o.src, o.dst, o.addr, o.proto, o.mark, o.state, o.family, o.port, o.watch
-	if len(inv.Args) > 0 {
-		return Usagef("conntrack takes flags only, got %q", inv.Args[0])
-	}
-	var f kernel.ConntrackFilter
-	for _, a := range []struct {
-		flag, val string
-		dst       *netip.Addr
-	}{{"--src", src, &f.Src}, {"--dst", dst, &f.Dst}, {"--addr", addr, &f.Addr}} {
-		if a.val == "" {
-			continue
-		}
-		ip, err := netip.ParseAddr(a.val)
-		if err != nil {
-			return Usagef("%s %q is not an IP address", a.flag, a.val)
-		}
-		*a.dst = ip.Unmap()
-	}
-	if proto != "" {
-		p, err := inet.ProtoNumber(proto)
-		if err != nil || p == 0 {
-			return Usagef("--proto %q: want tcp, udp, icmp or a protocol number 1-255", proto)
-		}
-		f.Proto = uint8(p)
-	}
-	if port < 0 || port > 65535 {
-		return Usagef("--port %d out of range 1-65535", port)
-	}
-	f.Port = uint16(port)
-	if mark != "" {
-		m, err := parseMarkMask(mark)
-		if err != nil {
-			return err
-		}
-		f.Mark = m
-	}
-	if state != "" {
-		if s, err := kernel.ParseTCPState(state); err == nil {
-			f.TCPState = s
-		} else if set, clr, serr := kernel.ParseConntrackStatus(state); serr == nil {
-			f.StatusSet, f.StatusClear = set, clr
-		} else {
-			return Usagef("--state %q is neither a TCP state (ESTABLISHED, SYN_SENT, TIME_WAIT, ...) nor a status (UNREPLIED, ASSURED, SEEN_REPLY, ...)", state)
-		}
-	}
-	switch family {
-	case "":
-	case "inet", "ipv4", "4":
-		f.Family = inet.V4
-	case "inet6", "ipv6", "6":
-		f.Family = inet.V6
-	default:
-		return Usagef("--family %q: want inet or inet6", family)
-	}
-	// A listing of 262k entries is one write(2) per entry unbuffered; --watch must show
-	// each event as it happens, so only the listing is buffered.
-	out := inv.Stdout
-	var buf *bufio.Writer
-	if !watch {
-		buf = bufio.NewWriterSize(inv.Stdout, 64<<10)
-		out = buf
-	}
-	res, err := diagnose.ListConntrack(inv.Ctx, diagnose.ConntrackOptions{Namespace: inv.Namespace(), Filter: f, Watch: watch, JSON: inv.JSON}, out)
-	if buf != nil {
-		if ferr := buf.Flush(); err == nil && ferr != nil {
-			err = fmt.Errorf("writing the listing: %w", ferr)
-		}
-	}
-	if err != nil {
-		return err
-	}
-	if res.Err != nil {
-		return fmt.Errorf("%w; the count and maximum above come from sysctls, which anyone may read", res.Err)
-	}
-	if !inv.JSON && !watch {
-		fmt.Fprintf(inv.Stdout, "%d entries shown\n", res.Entries)
-	}
-	if p := res.Problem(); p != "" {
-		quote.TermFprintf(inv.Stderr, "roundtrip conntrack: %s\n", p)
-		return &FindingsError{Count: 1}
-	}
-	return nil
 }
 
 // parseMarkMask reads VALUE or VALUE/MASK, each decimal or 0x-hex.

@@ -9,7 +9,7 @@ import (
 	"roundtrip/engine/quote"
 )
 
-func init() { Register(func(f *Factory) *Command { return NewCmdDiagnose(f, nil) }) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdDiagnose(f, nil) }) }
 
 // DiagnoseOptions are the options of one run of roundtrip diagnose: fresh for every run.
 type DiagnoseOptions struct {
@@ -20,8 +20,8 @@ type DiagnoseOptions struct {
 	timeout time.Duration
 }
 
-// NewCmdDiagnose returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdDiagnose returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdDiagnose(f *Factory, runF func(*DiagnoseOptions) error) *Command {
 	opts := &DiagnoseOptions{}
 	return &Command{
@@ -55,64 +55,59 @@ Examples:
 			if runF != nil {
 				return runF(opts)
 			}
-			return runDiagnose(opts)
+			cf, iif, mark, timeout := opts.cf, opts.iif, opts.mark, opts.timeout
+			req, err := parseTraceArgs(inv.Args, mark)
+			if err != nil {
+				return err
+			}
+			if timeout <= 0 {
+				return Usagef("--timeout must be positive")
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			if iif != "" && s.LinkByName(iif) == nil {
+				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
+			}
+			req.IIF = iif
+			pcap, err := cf.openPcap(inv)
+			if err != nil {
+				return err
+			}
+			opts := diagnose.DiagnoseOptions{Namespace: inv.Namespace(), Request: req, Timeout: timeout, Ifaces: cf.ifaceList(), State: s}
+			if pcap != nil {
+				opts.Pcap = pcap
+			}
+			pr := newEventPrinter(inv)
+			// Only once the rings are open is a client seen from its first packet: say "now"
+			// then, not before (on stderr, so that --json output stays one object per line).
+			opts.Ready = func() {
+				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: watching the flow for up to %s; start the client now\n", timeout)
+			}
+			v, err := diagnose.Diagnose(inv.Ctx, opts, pr.emit)
+			// Without a live capture (no capability) nothing went into the file: it is not left.
+			err = closePcap(pcap, err == nil && v.Capture != nil, err)
+			if err != nil {
+				return capabilityHint(err)
+			}
+			if v.Notice != "" {
+				quote.TermFprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
+			}
+			if inv.JSON {
+				if err := pr.final("verdict", v); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintln(inv.Stdout, "model:")
+				v.Trace.Render(inv.Stdout, s)
+				fmt.Fprintln(inv.Stdout)
+				diagnose.RenderVerdict(inv.Stdout, v)
+			}
+			if n := v.Errors(); n > 0 {
+				return &FindingsError{Count: n}
+			}
+			return nil
 		},
 	}
-}
-
-func runDiagnose(o *DiagnoseOptions) error {
-	inv := o.Invocation
-	cf, iif, mark, timeout := o.cf, o.iif, o.mark, o.timeout
-	req, err := parseTraceArgs(inv.Args, mark)
-	if err != nil {
-		return err
-	}
-	if timeout <= 0 {
-		return Usagef("--timeout must be positive")
-	}
-	s, err := inv.State()
-	if err != nil {
-		return err
-	}
-	if iif != "" && s.LinkByName(iif) == nil {
-		return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
-	}
-	req.IIF = iif
-	pcap, err := cf.openPcap(inv)
-	if err != nil {
-		return err
-	}
-	opts := diagnose.DiagnoseOptions{Namespace: inv.Namespace(), Request: req, Timeout: timeout, Ifaces: cf.ifaceList(), State: s}
-	if pcap != nil {
-		opts.Pcap = pcap
-	}
-	pr := newEventPrinter(inv)
-	// Only once the rings are open is a client seen from its first packet: say "now"
-	// then, not before (on stderr, so that --json output stays one object per line).
-	opts.Ready = func() {
-		fmt.Fprintf(inv.Stderr, "roundtrip diagnose: watching the flow for up to %s; start the client now\n", timeout)
-	}
-	v, err := diagnose.Diagnose(inv.Ctx, opts, pr.emit)
-	// Without a live capture (no capability) nothing went into the file: it is not left.
-	err = closePcap(pcap, err == nil && v.Capture != nil, err)
-	if err != nil {
-		return capabilityHint(err)
-	}
-	if v.Notice != "" {
-		quote.TermFprintf(inv.Stderr, "roundtrip diagnose: %s\n", v.Notice)
-	}
-	if inv.JSON {
-		if err := pr.final("verdict", v); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintln(inv.Stdout, "model:")
-		v.Trace.Render(inv.Stdout, s)
-		fmt.Fprintln(inv.Stdout)
-		diagnose.RenderVerdict(inv.Stdout, v)
-	}
-	if n := v.Errors(); n > 0 {
-		return &FindingsError{Count: n}
-	}
-	return nil
 }

@@ -11,7 +11,7 @@ import (
 	"roundtrip/engine/trace"
 )
 
-func init() { Register(func(f *Factory) *Command { return NewCmdDoctor(f, nil) }) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdDoctor(f, nil) }) }
 
 // notReadParts lists the parts of the host the state lacks, each with why: the doctor's
 // checks of them did not run.
@@ -28,8 +28,8 @@ type DoctorOptions struct {
 	*Invocation
 }
 
-// NewCmdDoctor returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdDoctor returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdDoctor(f *Factory, runF func(*DoctorOptions) error) *Command {
 	opts := &DoctorOptions{}
 	return &Command{
@@ -52,57 +52,52 @@ found there is not the same as none.`,
 			if runF != nil {
 				return runF(opts)
 			}
-			return runDoctor(opts)
+			if len(inv.Args) > 0 {
+				return Usagef("doctor takes no arguments, got %q", inv.Args[0])
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			findings := doctor.Run(s, fib.New(s))
+			notRead := notReadParts(s)
+			if inv.JSON {
+				if err := inv.PrintJSON(struct {
+					Findings []finding.Finding `json:"findings"`
+					// NotRead says what could not be read: the check is incomplete.
+					NotRead []string `json:"not_read,omitempty"`
+				}{findings, notRead}); err != nil {
+					return err
+				}
+			} else {
+				where := s.Host
+				if s.Namespace != "" {
+					where += " netns " + s.Namespace
+				}
+				if where != "" {
+					quote.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
+				}
+				if len(findings) > 0 || len(notRead) == 0 {
+					trace.RenderFindings(inv.Stdout, findings)
+				}
+				if len(notRead) > 0 {
+					if len(findings) == 0 {
+						fmt.Fprintln(inv.Stdout, "No problems found in what could be read, but the check is incomplete:")
+					} else {
+						fmt.Fprintln(inv.Stdout, "\nThe check is incomplete:")
+					}
+					for _, n := range notRead {
+						quote.TermFprintf(inv.Stdout, "  not read: %s\n", n)
+					}
+				}
+			}
+			if n := finding.CountErrors(findings); n > 0 {
+				return &FindingsError{Count: n}
+			}
+			if len(notRead) > 0 {
+				return &IncompleteError{NotRead: notRead}
+			}
+			return nil
 		},
 	}
-}
-
-func runDoctor(o *DoctorOptions) error {
-	inv := o.Invocation
-	if len(inv.Args) > 0 {
-		return Usagef("doctor takes no arguments, got %q", inv.Args[0])
-	}
-	s, err := inv.State()
-	if err != nil {
-		return err
-	}
-	findings := doctor.Run(s, fib.New(s))
-	notRead := notReadParts(s)
-	if inv.JSON {
-		if err := inv.PrintJSON(struct {
-			Findings []finding.Finding `json:"findings"`
-			// NotRead says what could not be read: the check is incomplete.
-			NotRead []string `json:"not_read,omitempty"`
-		}{findings, notRead}); err != nil {
-			return err
-		}
-	} else {
-		where := s.Host
-		if s.Namespace != "" {
-			where += " netns " + s.Namespace
-		}
-		if where != "" {
-			quote.TermFprintf(inv.Stdout, "doctor: %s\n\n", where)
-		}
-		if len(findings) > 0 || len(notRead) == 0 {
-			trace.RenderFindings(inv.Stdout, findings)
-		}
-		if len(notRead) > 0 {
-			if len(findings) == 0 {
-				fmt.Fprintln(inv.Stdout, "No problems found in what could be read, but the check is incomplete:")
-			} else {
-				fmt.Fprintln(inv.Stdout, "\nThe check is incomplete:")
-			}
-			for _, n := range notRead {
-				quote.TermFprintf(inv.Stdout, "  not read: %s\n", n)
-			}
-		}
-	}
-	if n := finding.CountErrors(findings); n > 0 {
-		return &FindingsError{Count: n}
-	}
-	if len(notRead) > 0 {
-		return &IncompleteError{NotRead: notRead}
-	}
-	return nil
 }

@@ -15,8 +15,8 @@ import (
 )
 
 func init() {
-	Register(func(f *Factory) *Command { return NewCmdShow(f, nil) })
-	Register(func(f *Factory) *Command { return NewCmdSnapshot(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdShow(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdSnapshot(f, nil) })
 }
 
 // ShowOptions are the options of one run of roundtrip show: fresh for every run.
@@ -27,8 +27,8 @@ type ShowOptions struct {
 	limit int
 }
 
-// NewCmdShow returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdShow returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdShow(f *Factory, runF func(*ShowOptions) error) *Command {
 	opts := &ShowOptions{}
 	return &Command{
@@ -49,47 +49,42 @@ summarised; --all prints every route, --table shows one table only.
 			if runF != nil {
 				return runF(opts)
 			}
-			return runShow(opts)
-		},
-	}
-}
-
-func runShow(o *ShowOptions) error {
-	inv := o.Invocation
-	table, all, limit := o.table, o.all, o.limit
-	if len(inv.Args) > 0 {
-		return Usagef("show takes no arguments, got %q", inv.Args[0])
-	}
-	if limit < 0 {
-		return Usagef("--limit %d: want a number of routes (--all shows every route)", limit)
-	}
-	s, err := inv.State()
-	if err != nil {
-		return err
-	}
-	only := -1
-	if table != "" {
-		if only, err = s.TableID(table); err != nil {
-			return Usagef("%v", err)
-		}
-	}
-	if inv.JSON {
-		if only >= 0 {
-			routes := []model.Route{}
-			for _, r := range s.Routes {
-				if r.Table == only {
-					routes = append(routes, r)
+			table, all, limit := opts.table, opts.all, opts.limit
+			if len(inv.Args) > 0 {
+				return Usagef("show takes no arguments, got %q", inv.Args[0])
+			}
+			if limit < 0 {
+				return Usagef("--limit %d: want a number of routes (--all shows every route)", limit)
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			only := -1
+			if table != "" {
+				if only, err = s.TableID(table); err != nil {
+					return Usagef("%v", err)
 				}
 			}
-			return inv.PrintJSON(routes)
-		}
-		return inv.PrintJSON(s)
+			if inv.JSON {
+				if only >= 0 {
+					routes := []model.Route{}
+					for _, r := range s.Routes {
+						if r.Table == only {
+							routes = append(routes, r)
+						}
+					}
+					return inv.PrintJSON(routes)
+				}
+				return inv.PrintJSON(s)
+			}
+			if all {
+				limit = -1
+			}
+			renderShow(inv.Stdout, s, only, limit)
+			return nil
+		},
 	}
-	if all {
-		limit = -1
-	}
-	renderShow(inv.Stdout, s, only, limit)
-	return nil
 }
 
 // renderShow prints a state for a person at 80 columns. Every value from the state is escaped
@@ -301,8 +296,8 @@ type SnapshotOptions struct {
 	out string
 }
 
-// NewCmdSnapshot returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdSnapshot returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdSnapshot(f *Factory, runF func(*SnapshotOptions) error) *Command {
 	opts := &SnapshotOptions{}
 	return &Command{
@@ -321,34 +316,29 @@ on any machine. Without -o the snapshot goes to standard output.`,
 			if runF != nil {
 				return runF(opts)
 			}
-			return runSnapshot(opts)
+			out := opts.out
+			if len(inv.Args) > 0 {
+				return Usagef("snapshot takes no arguments, got %q (did you mean -o %s?)", inv.Args[0], inv.Args[0])
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			b, err := model.NewSnapshot(s, time.Now()).Marshal()
+			if err != nil {
+				return err
+			}
+			if out == "" || out == "-" {
+				_, err = inv.Stdout.Write(b)
+				return err
+			}
+			// A new file renamed over the target: an interrupted run never leaves a truncated
+			// snapshot under the requested name, and a link planted there is not followed.
+			if err := safefile.WriteFile(out, b, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
+				return fmt.Errorf("writing snapshot: %w", err)
+			}
+			fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, len(s.Routes), len(s.Rules))
+			return nil
 		},
 	}
-}
-
-func runSnapshot(o *SnapshotOptions) error {
-	inv := o.Invocation
-	out := o.out
-	if len(inv.Args) > 0 {
-		return Usagef("snapshot takes no arguments, got %q (did you mean -o %s?)", inv.Args[0], inv.Args[0])
-	}
-	s, err := inv.State()
-	if err != nil {
-		return err
-	}
-	b, err := model.NewSnapshot(s, time.Now()).Marshal()
-	if err != nil {
-		return err
-	}
-	if out == "" || out == "-" {
-		_, err = inv.Stdout.Write(b)
-		return err
-	}
-	// A new file renamed over the target: an interrupted run never leaves a truncated
-	// snapshot under the requested name, and a link planted there is not followed.
-	if err := safefile.WriteFile(out, b, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
-		return fmt.Errorf("writing snapshot: %w", err)
-	}
-	fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, len(s.Routes), len(s.Rules))
-	return nil
 }

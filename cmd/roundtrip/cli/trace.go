@@ -14,7 +14,7 @@ import (
 	"roundtrip/engine/trace"
 )
 
-func init() { Register(func(f *Factory) *Command { return NewCmdTrace(f, nil) }) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdTrace(f, nil) }) }
 
 // TraceOptions are the options of one run of roundtrip trace: fresh for every run.
 type TraceOptions struct {
@@ -23,8 +23,8 @@ type TraceOptions struct {
 	mark string
 }
 
-// NewCmdTrace returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdTrace returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdTrace(f *Factory, runF func(*TraceOptions) error) *Command {
 	opts := &TraceOptions{}
 	return &Command{
@@ -63,42 +63,37 @@ Examples:
 			if runF != nil {
 				return runF(opts)
 			}
-			return runTrace(opts)
+			iif, mark := opts.iif, opts.mark
+			req, err := parseTraceArgs(inv.Args, mark)
+			if err != nil {
+				return err
+			}
+			s, err := inv.State()
+			if err != nil {
+				return err
+			}
+			if iif != "" && s.LinkByName(iif) == nil {
+				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
+			}
+			req.IIF = iif
+			fib := fib.New(s)
+			res := trace.Run(s, fib, req)
+			if inv.Live() {
+				compareWithKernel(inv, res)
+			}
+			if inv.JSON {
+				if err := inv.PrintJSON(res); err != nil {
+					return err
+				}
+			} else {
+				res.Render(inv.Stdout, s)
+			}
+			if n := res.Errors(); n > 0 {
+				return &FindingsError{Count: n}
+			}
+			return nil
 		},
 	}
-}
-
-func runTrace(o *TraceOptions) error {
-	inv := o.Invocation
-	iif, mark := o.iif, o.mark
-	req, err := parseTraceArgs(inv.Args, mark)
-	if err != nil {
-		return err
-	}
-	s, err := inv.State()
-	if err != nil {
-		return err
-	}
-	if iif != "" && s.LinkByName(iif) == nil {
-		return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
-	}
-	req.IIF = iif
-	fib := fib.New(s)
-	res := trace.Run(s, fib, req)
-	if inv.Live() {
-		compareWithKernel(inv, res)
-	}
-	if inv.JSON {
-		if err := inv.PrintJSON(res); err != nil {
-			return err
-		}
-	} else {
-		res.Render(inv.Stdout, s)
-	}
-	if n := res.Errors(); n > 0 {
-		return &FindingsError{Count: n}
-	}
-	return nil
 }
 
 // parseTraceArgs checks the positional arguments and --mark; every mistake is a usage error

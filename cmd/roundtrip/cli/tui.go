@@ -6,7 +6,7 @@ import (
 	"roundtrip/ui"
 )
 
-func init() { Register(func(f *Factory) *Command { return NewCmdTUI(f, nil) }) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdTUI(f, nil) }) }
 
 // TUIOptions are the options of one run of roundtrip tui: fresh for every run.
 type TUIOptions struct {
@@ -14,8 +14,8 @@ type TUIOptions struct {
 	noMouse bool
 }
 
-// NewCmdTUI returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdTUI returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdTUI(f *Factory, runF func(*TUIOptions) error) *Command {
 	opts := &TUIOptions{}
 	return &Command{
@@ -41,16 +41,11 @@ keys.`,
 			if runF != nil {
 				return runF(opts)
 			}
-			return runTUI(opts)
+			noMouse := opts.noMouse
+			if len(inv.Args) > 0 {
+				return Usagef("tui takes no arguments, got %q", inv.Args[0])
+			}
+			return ui.Run(inv.Ctx, ui.Options{Namespace: inv.NetNS, Snapshot: inv.Snapshot, NoMouse: noMouse})
 		},
 	}
-}
-
-func runTUI(o *TUIOptions) error {
-	inv := o.Invocation
-	noMouse := o.noMouse
-	if len(inv.Args) > 0 {
-		return Usagef("tui takes no arguments, got %q", inv.Args[0])
-	}
-	return ui.Run(inv.Ctx, ui.Options{Namespace: inv.NetNS, Snapshot: inv.Snapshot, NoMouse: noMouse})
 }

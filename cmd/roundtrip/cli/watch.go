@@ -16,7 +16,7 @@ import (
 	"roundtrip/wizards"
 )
 
-func init() { Register(func(f *Factory) *Command { return NewCmdWatch(f, nil) }) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdWatch(f, nil) }) }
 
 const watchHelp = `Probes every WAN of a multi-wan gateway natively (ICMP echo, or a TCP connection with
 tcp:ADDR:PORT targets), each probe bound to its WAN (SO_BINDTODEVICE, its address and its
@@ -60,8 +60,8 @@ type WatchOptions struct {
 	lockWait time.Duration
 }
 
-// NewCmdWatch returns the command; runF, when not nil, runs instead of it with the options parsed
-// (tests check the parsing with it).
+// NewCmdWatch returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
 func NewCmdWatch(f *Factory, runF func(*WatchOptions) error) *Command {
 	opts := &WatchOptions{}
 	return &Command{
@@ -92,64 +92,59 @@ func NewCmdWatch(f *Factory, runF func(*WatchOptions) error) *Command {
 			if runF != nil {
 				return runF(opts)
 			}
-			return runWatchCmd(opts)
+			targets, cfg, maxLoss, status, unit, lockWait := opts.targets, opts.cfg, opts.maxLoss, opts.status, opts.unit, opts.lockWait
+			if len(inv.Args) > 0 {
+				return Usagef("watch takes no arguments besides its flags, got %q", strings.Join(inv.Args, " "))
+			}
+			if status {
+				return watchStatus(inv)
+			}
+			if inv.JSON {
+				return Usagef("--json goes with --status (the watcher logs its events to stderr)")
+			}
+			// Zero would silently mean the default (WatchConfig fills zeros in): a 0 given on
+			// the command line is refused instead.
+			if err := checkRange("down-after", cfg.Health.DownAfter, 1, 1000, "failed rounds"); err != nil {
+				return err
+			}
+			if err := checkRange("up-after", cfg.Health.UpAfter, 1, 1000, "good rounds"); err != nil {
+				return err
+			}
+			if !(maxLoss > 0 && maxLoss <= 100) { // NaN included
+				return Usagef("--max-loss %g: want a percentage above 0 and at most 100", maxLoss)
+			}
+			if cfg.Interval < 10*time.Millisecond {
+				return Usagef("--interval %s: want at least 10ms", cfg.Interval)
+			}
+			w, err := opts.build()
+			if err != nil {
+				return err
+			}
+			cfg.MultiWAN = w.(*wizards.MultiWANOptions)
+			if len(cfg.MultiWAN.WANs) == 0 {
+				mw, id, err := multiWANFromHistory(inv)
+				if err != nil {
+					return err
+				}
+				quote.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, quote.ShellJoin(mw.Args()...))
+				cfg.MultiWAN = mw
+			}
+			cfg.Targets = targets
+			cfg.Health.MaxLoss = maxLoss / 100
+			if err := cfg.Check(); err != nil {
+				return Usagef("%v", err)
+			}
+			if unit {
+				exe, err := os.Executable()
+				if err != nil {
+					return fmt.Errorf("finding roundtrip's own path for the unit: %w", err)
+				}
+				_, err = inv.Stdout.Write(watch.Unit(exe, inv.NetNS, cfg.Args()))
+				return err
+			}
+			return watch.Live{Config: cfg, NS: inv.Namespace(), Log: inv.Stderr, LockWait: lockWait}.Run(inv.Ctx)
 		},
 	}
-}
-
-func runWatchCmd(o *WatchOptions) error {
-	inv := o.Invocation
-	targets, cfg, maxLoss, status, unit, lockWait := o.targets, o.cfg, o.maxLoss, o.status, o.unit, o.lockWait
-	if len(inv.Args) > 0 {
-		return Usagef("watch takes no arguments besides its flags, got %q", strings.Join(inv.Args, " "))
-	}
-	if status {
-		return watchStatus(inv)
-	}
-	if inv.JSON {
-		return Usagef("--json goes with --status (the watcher logs its events to stderr)")
-	}
-	// Zero would silently mean the default (WatchConfig fills zeros in): a 0 given on
-	// the command line is refused instead.
-	if err := checkRange("down-after", cfg.Health.DownAfter, 1, 1000, "failed rounds"); err != nil {
-		return err
-	}
-	if err := checkRange("up-after", cfg.Health.UpAfter, 1, 1000, "good rounds"); err != nil {
-		return err
-	}
-	if !(maxLoss > 0 && maxLoss <= 100) { // NaN included
-		return Usagef("--max-loss %g: want a percentage above 0 and at most 100", maxLoss)
-	}
-	if cfg.Interval < 10*time.Millisecond {
-		return Usagef("--interval %s: want at least 10ms", cfg.Interval)
-	}
-	w, err := o.build()
-	if err != nil {
-		return err
-	}
-	cfg.MultiWAN = w.(*wizards.MultiWANOptions)
-	if len(cfg.MultiWAN.WANs) == 0 {
-		mw, id, err := multiWANFromHistory(inv)
-		if err != nil {
-			return err
-		}
-		quote.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, quote.ShellJoin(mw.Args()...))
-		cfg.MultiWAN = mw
-	}
-	cfg.Targets = targets
-	cfg.Health.MaxLoss = maxLoss / 100
-	if err := cfg.Check(); err != nil {
-		return Usagef("%v", err)
-	}
-	if unit {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("finding roundtrip's own path for the unit: %w", err)
-		}
-		_, err = inv.Stdout.Write(watch.Unit(exe, inv.NetNS, cfg.Args()))
-		return err
-	}
-	return watch.Live{Config: cfg, NS: inv.Namespace(), Log: inv.Stderr, LockWait: lockWait}.Run(inv.Ctx)
 }
 
 // bindMultiWAN declares the multi-wan wizard's flags, which watch shares, and returns what

@@ -15,7 +15,7 @@ import (
 	"roundtrip/wizards"
 )
 
-func init() { Register(func(f *Factory) *Command { return NewCmdWizard(f, nil) }) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdWizard(f, nil) }) }
 
 // fieldFlag is the flag of one wizard field (wizards.Field): each occurrence is checked by
 // the field and recorded in the run's values, in order.
