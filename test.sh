@@ -69,4 +69,23 @@ done
 [ -n "$named" ] || args+=(./...)
 go test -json -count=1 -timeout 60m "${args[@]}" | go run .ci/testsum.go
 status=("${PIPESTATUS[@]}")
-[ "${status[0]}" = 0 ] && [ "${status[1]}" = 0 ]
+[ "${status[0]}" = 0 ] && [ "${status[1]}" = 0 ] || exit 1
+
+# The renderers' fuzzers run over their corpus in every go test above; under CI (or with
+# FUZZTIME set) each also explores new inputs for a short while: the renderers write the
+# scripts root runs, so a quoting hole must not wait for someone to fuzz by hand. New failing
+# inputs land in engine/plan/testdata/fuzz and fail every later run until fixed.
+# Longer by hand: FUZZTIME=10m ./test.sh ./engine/plan
+fuzztime="${FUZZTIME:-}"
+[ -z "$fuzztime" ] && [ "${CI:-}" = true ] && [ -z "$named" ] && fuzztime=10s
+if [ -n "$fuzztime" ]; then
+  for target in FuzzRenderScript FuzzRenderNFT FuzzRenderSystemd FuzzRenderNetworkd FuzzRenderIPTablesRestore; do
+    echo "test.sh: fuzzing $target for $fuzztime"
+    # -parallel 2: each worker holds a corpus in memory; more of them once used 24 GB.
+    out=$(go test -run '^$' -fuzz "^$target\$" -fuzztime "$fuzztime" -parallel 2 ./engine/plan 2>&1) || {
+      printf '%s\n' "$out" | tail -40
+      echo "test.sh: $target found a failing input (saved under engine/plan/testdata/fuzz/$target)" >&2
+      exit 1
+    }
+  done
+fi

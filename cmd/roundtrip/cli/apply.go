@@ -173,11 +173,11 @@ func applyPlan(inv *Invocation, src plan.Source, o applyChoices) error {
 	}
 	if !inv.JSON {
 		for _, n := range res.Notes {
-			fmt.Fprintf(inv.Stderr, "note: %s\n", n)
+			quote.TermFprintf(inv.Stderr, "note: %s\n", n)
 		}
 	}
 	if res.Lockout != nil {
-		fmt.Fprintf(inv.Stderr, "warning: %s; it reverts unless confirmed\n", res.Lockout.Reason)
+		quote.TermFprintf(inv.Stderr, "warning: %s; it reverts unless confirmed\n", res.Lockout.Reason)
 	}
 	return reportApply(inv, res, o.Confirm > 0 && (o.Wait || isTerminal(inv.Stdin)))
 }
@@ -204,7 +204,7 @@ func dryRunApply(inv *Invocation, a *kernel.Applier, src plan.Source, opts kerne
 		}{prep.Changes, prep.Pending, prep.Steps})
 	}
 	if prep.Lockout != nil {
-		fmt.Fprintf(inv.Stderr, "warning: %s; it reverts unless confirmed\n", prep.Lockout.Reason)
+		quote.TermFprintf(inv.Stderr, "warning: %s; it reverts unless confirmed\n", prep.Lockout.Reason)
 	}
 	if len(prep.Steps) == 0 {
 		fmt.Fprintln(inv.Stdout, "nothing to do: every change of the plan is already in effect")
@@ -368,7 +368,7 @@ func NewCmdConfirm(f *Factory, runF func(*ConfirmOptions) error) *Command {
 			if j.TimerDead {
 				fmt.Fprintf(inv.Stderr, "note: the revert timer of %s (pid %d) had died: nothing would have reverted the changes\n", j.ID, j.TimerPID())
 			}
-			fmt.Fprintf(inv.Stdout, "confirmed %s (%s): the changes stay\n", j.ID, j.Intent)
+			quote.TermFprintf(inv.Stdout, "confirmed %s (%s): the changes stay\n", j.ID, j.Intent)
 			return nil
 		},
 	}
@@ -420,7 +420,7 @@ ip netns exec X) only X is touched.`,
 			if inv.JSON {
 				return inv.PrintJSON(historyEntry(j))
 			}
-			fmt.Fprintf(inv.Stdout, "rolled back %s (%s): %d step(s) undone\n", j.ID, j.Intent, len(j.Undone))
+			quote.TermFprintf(inv.Stdout, "rolled back %s (%s): %d step(s) undone\n", j.ID, j.Intent, len(j.Undone))
 			return nil
 		},
 	}
@@ -494,9 +494,9 @@ func NewCmdHistory(f *Factory, runF func(*HistoryOptions) error) *Command {
 				return nil
 			}
 			for _, j := range js {
-				fmt.Fprintln(inv.Stdout, j.String())
+				fmt.Fprintln(inv.Stdout, quote.Term(j.String()))
 				for _, e := range j.Errors {
-					fmt.Fprintf(inv.Stdout, "    %s\n", e)
+					quote.TermFprintf(inv.Stdout, "    %s\n", e)
 				}
 			}
 			return nil

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"roundtrip/engine/inet"
+	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
@@ -190,5 +191,23 @@ func TestPlanRenderRefusesBreakouts(t *testing.T) {
 				t.Errorf("roundtrip %s with %s: exit %d, stderr %q", strings.Join(args, " "), c.Summary(), code, errOut)
 			}
 		}
+	}
+}
+
+// TestPrivilegedHistoryEscapesTerminalControls: a journal's intent comes from a plan file, and
+// history, confirm and rollback print it; what a terminal would act on is escaped.
+func TestPrivilegedHistoryEscapesTerminalControls(t *testing.T) {
+	ns := lab.New(t).NS("sechist") // journals belong to a namespace; the state directory to root
+	t.Setenv(kernel.StateDirEnv, t.TempDir())
+	store, err := kernel.OpenStore(kernel.Namespace{Name: ns.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Create(kernel.JournalHead{Intent: "fix\x1b]0;pwn\x07 \x1b[2J"}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runCLI(t, "history", "--netns", ns.Name)
+	if code != ExitOK || !strings.Contains(out, `fix\x1b]0;pwn\x07`) || quote.HasControl(strings.ReplaceAll(out, "\n", "")) {
+		t.Errorf("history: exit %d, stderr %q, output with raw controls or without the escaped intent:\n%q", code, errOut, out)
 	}
 }
