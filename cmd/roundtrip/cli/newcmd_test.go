@@ -61,3 +61,22 @@ func TestWizardSubcommandOptions(t *testing.T) {
 		t.Errorf("wizard --help:\n%s", help.String())
 	}
 }
+
+// TestHelpFromTheCommandTable: `help NAME` shows what `NAME --help` shows (the shared flags
+// included), `help wizard NAME` the wizard's own help, and a one-letter flag as -o.
+func TestHelpFromTheCommandTable(t *testing.T) {
+	for _, name := range []string{"trace", "snapshot", "conntrack"} {
+		_, viaHelp, _ := runCLI(t, "help", name)
+		_, viaFlag, _ := runCLI(t, name, "--help")
+		if viaHelp != viaFlag || !strings.Contains(viaHelp, "--netns NAME") {
+			t.Errorf("help %s differs from %s --help or lacks --netns:\n%s\n---\n%s", name, name, viaHelp, viaFlag)
+		}
+	}
+	if _, out, _ := runCLI(t, "help", "snapshot"); !strings.Contains(out, "\n  -o FILE") {
+		t.Errorf("help snapshot does not show -o:\n%s", out)
+	}
+	code, out, _ := runCLI(t, "help", "wizard", "tunnel")
+	if code != ExitOK || !strings.HasPrefix(out, "usage: roundtrip wizard tunnel --type") || !strings.Contains(out, "--uplink-only") {
+		t.Errorf("help wizard tunnel: exit %d\n%s", code, out)
+	}
+}
