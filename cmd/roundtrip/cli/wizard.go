@@ -110,11 +110,9 @@ func NewCmdWizard(f *Factory, runF func(*WizardOptions) error) *Command {
 // WizardOptions are the options of one run of roundtrip wizard NAME: fresh for every run.
 type WizardOptions struct {
 	*Invocation
-	Spec               *wizards.Spec
-	Values             *wizards.Values // the wizard's own flags, as given
-	apply, wait, force bool
-	confirm, lockWait  time.Duration
-	out, peerOut       string
+	Spec   *wizards.Spec
+	Values *wizards.Values // the wizard's own flags, as given
+	wizardCommon
 }
 
 // newCmdWizardRun returns the command of one wizard: its flags are those its description
@@ -129,7 +127,7 @@ func newCmdWizardRun(f *Factory, s *wizards.Spec, runF func(*WizardOptions) erro
 		JSONHelp:     "print the plan, the peer's plan and the notes as JSON",
 		SnapshotHelp: "plan against a saved state `FILE` instead of the live host",
 		Flags: func(fs *flag.FlagSet) {
-			opts.bindCommon(fs)
+			opts.wizardCommon.bind(fs, opts.Invocation)
 			bindFields(fs, s, opts.Values)
 		},
 		PrintHelp: func(w io.Writer) { printWizardHelp(w, s) },
@@ -155,19 +153,27 @@ const wizardCommonHelp = `  --apply                apply the plan (journaled; un
   --snapshot FILE        plan against a saved state instead of the live host
 `
 
-// bindCommon declares the flags every wizard takes besides the shared ones.
-func (o *WizardOptions) bindCommon(fs *flag.FlagSet) {
-	fs.BoolVar(&o.apply, "apply", false, "apply the plan (journaled; undo with roundtrip rollback)")
-	fs.Var(confirmFlag{&o.confirm}, "confirm", "with --apply: roll back after `DURATION` unless roundtrip confirm runs")
-	fs.BoolVar(&o.wait, "wait", false, "with --confirm: wait here for the confirmation")
-	fs.BoolVar(&o.force, "force", false, "with --apply over SSH: apply even if the route back to you changes")
-	fs.DurationVar(&o.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
-	fs.StringVar(&o.out, "o", "", "save the plan to `FILE`")
-	fs.StringVar(&o.peerOut, "peer-out", "", "save the other end's script to `FILE`")
+// wizardCommon are the flags every wizard takes.
+type wizardCommon struct {
+	apply, wait, force bool
+	confirm, lockWait  time.Duration
+	out, peerOut       string
+}
+
+// bind declares the flags every wizard takes besides the shared ones (--json, --netns and
+// --snapshot, declared for every command in flagSet).
+func (c *wizardCommon) bind(fs *flag.FlagSet, _ *Invocation) {
+	fs.BoolVar(&c.apply, "apply", false, "apply the plan (journaled; undo with roundtrip rollback)")
+	fs.Var(confirmFlag{&c.confirm}, "confirm", "with --apply: roll back after `DURATION` unless roundtrip confirm runs")
+	fs.BoolVar(&c.wait, "wait", false, "with --confirm: wait here for the confirmation")
+	fs.BoolVar(&c.force, "force", false, "with --apply over SSH: apply even if the route back to you changes")
+	fs.DurationVar(&c.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+	fs.StringVar(&c.out, "o", "", "save the plan to `FILE`")
+	fs.StringVar(&c.peerOut, "peer-out", "", "save the other end's script to `FILE`")
 }
 
 func runWizard(o *WizardOptions) error {
-	inv, spec, common, pos := o.Invocation, o.Spec, o, o.Args
+	inv, spec, common, pos := o.Invocation, o.Spec, &o.wizardCommon, o.Args
 	if len(pos) > 0 {
 		return Usagef("%s takes no arguments besides its flags, got %q", spec.Name, strings.Join(pos, " "))
 	}
