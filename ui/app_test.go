@@ -240,7 +240,7 @@ func TestDiagnoseToWizardApplyAndConfirm(t *testing.T) {
 
 	// Mistakes show as they are typed, and a flow with one does not run.
 	h.press("5", "e", "198.18.72.10:4x")
-	h.mustShow("✗ want ADDR or ADDR:PORT")
+	h.mustShow(`✗ port "4x" is not a number`)
 	h.press("enter")
 	if d.Result() != nil || !d.Editing() {
 		t.Fatal("a flow with a bad source was traced")

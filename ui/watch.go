@@ -2,25 +2,15 @@ package ui
 
 import (
 	"errors"
-	"syscall"
-	"time"
 
-	"roundtrip/engine/kernel"
-	"roundtrip/wizards"
+	"roundtrip/watch"
 )
 
 // WatchStatus implements common.WatchReader: the status file `roundtrip watch` writes in the
 // namespace's journal directory.
-func (b *LiveBackend) WatchStatus() (*wizards.WatchStatus, error) {
-	s, err := kernel.OpenStore(b.NS)
-	if err != nil {
-		return nil, err
-	}
-	st, err := wizards.ReadWatchStatus(s.Dir, time.Now(), func(pid int) bool {
-		err := syscall.Kill(pid, 0)
-		return err == nil || errors.Is(err, syscall.EPERM)
-	})
-	if errors.Is(err, wizards.ErrNoWatch) {
+func (b *LiveBackend) WatchStatus() (*watch.Status, error) {
+	st, err := watch.ReadLive(b.NS)
+	if errors.Is(err, watch.ErrNoWatch) {
 		return nil, nil
 	}
 	return st, err

@@ -261,3 +261,7 @@ func parsePort(v, flag string) (uint16, error) {
 	}
 	return uint16(n), nil
 }
+
+// LinkOf returns the link whose connected network holds a (nil when none does): the LAN a
+// flow comes from, for the watcher.
+func LinkOf(s *model.State, a netip.Addr) *model.Link { return linkOf(s, a) }

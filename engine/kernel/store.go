@@ -187,16 +187,9 @@ var ErrLocked = errors.New("another roundtrip is changing this namespace")
 // store sets aside what interrupted applies left behind (Notes says what).
 func (s *Store) Lock(ctx context.Context, wait time.Duration) (release func(), err error) {
 	path := filepath.Join(s.Dir, "lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	f, err := openLockFile(path)
 	if err != nil {
-		if errors.Is(err, fs.ErrPermission) {
-			return nil, fmt.Errorf("%w: opening %s: %w", ErrNeedsRoot, path, err)
-		}
-		return nil, fmt.Errorf("opening the lock file: %w", err)
-	}
-	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || !trustedOwner(fi.Sys().(*syscall.Stat_t).Uid) {
-		f.Close()
-		return nil, fmt.Errorf("%w: %s is not a regular file of root's", ErrUntrustedStateDir, path)
+		return nil, err
 	}
 	deadline := time.Now().Add(wait)
 	for {
@@ -228,6 +221,57 @@ func (s *Store) Lock(ctx context.Context, wait time.Duration) (release func(), e
 	_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d: %s since %s\n", os.Getpid(), strings.Join(os.Args, " "), time.Now().Format(time.RFC3339))), 0)
 	s.Notes = nil // what this holder of the lock found
 	s.tidy()
+	return func() {
+		_ = f.Truncate(0)
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// openLockFile opens (creating) a lock file of the store, refusing a link or a file not root's.
+func openLockFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrPermission) {
+			return nil, fmt.Errorf("%w: opening %s: %w", ErrNeedsRoot, path, err)
+		}
+		return nil, fmt.Errorf("opening the lock file: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || !trustedOwner(fi.Sys().(*syscall.Stat_t).Uid) {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s is not a regular file of root's", ErrUntrustedStateDir, path)
+	}
+	return f, nil
+}
+
+// HeldError says who holds a lock TryLock could not take.
+type HeldError struct{ Name, Holder string }
+
+func (e *HeldError) Error() string { return fmt.Sprintf("%s is held by %s", e.Name, e.Holder) }
+
+// Unwrap makes a HeldError ErrLocked.
+func (e *HeldError) Unwrap() error { return ErrLocked }
+
+// TryLock takes a lock of its own in the store (flock on Dir/name), beside the apply lock,
+// without waiting: a daemon that must run once per namespace (roundtrip watch) takes it for
+// as long as it runs. Held elsewhere, the error is a *HeldError (which is ErrLocked). The
+// lock dies with the process.
+func (s *Store) TryLock(name string) (release func(), err error) {
+	path := filepath.Join(s.Dir, name)
+	f, err := openLockFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, &HeldError{Name: name, Holder: strings.TrimSpace(string(holder))}
+		}
+		return nil, fmt.Errorf("locking %s: %w", path, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(fmt.Sprintf("pid %d\n", os.Getpid())), 0)
 	return func() {
 		_ = f.Truncate(0)
 		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)

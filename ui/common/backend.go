@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
@@ -54,7 +55,7 @@ type Backend interface {
 	Neighbours(ctx context.Context) ([]kernel.Neighbour, error)
 
 	// Conntrack lists up to max entries of the connection tracking table, with its size.
-	Conntrack(ctx context.Context, max int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error)
+	Conntrack(ctx context.Context, max int) ([]conntrack.Entry, conntrack.Stats, error)
 	// Capture watches the packets that pass filter on every interface, correlated into
 	// connections, until ctx ends; ready is called once packets are kept (the capture runs),
 	// and emit gets every packet and finding as it happens.

@@ -5,20 +5,20 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
-	"roundtrip/wizards"
+	"roundtrip/watch"
 )
 
 // WatchReader is implemented by backends that can see the `roundtrip watch` of their
 // namespace (the live one; a snapshot has no watcher).
 type WatchReader interface {
 	// WatchStatus returns the status the watcher last wrote, or nil when none has run here.
-	WatchStatus() (*wizards.WatchStatus, error)
+	WatchStatus() (*watch.Status, error)
 }
 
 // WatchMsg delivers the watcher's status; Seq tells reads apart, as StateMsg's does.
 type WatchMsg struct {
 	Seq    int
-	Status *wizards.WatchStatus
+	Status *watch.Status
 	Err    error
 }
 

@@ -14,8 +14,8 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/inet"
-	"roundtrip/engine/kernel"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
 )
@@ -31,8 +31,8 @@ const conntrackEvery = 2 * time.Second
 // shows as the original and the reply tuple disagreeing, with the entry's state and flags.
 type Conntrack struct {
 	c       *common.Common
-	entries []kernel.ConntrackEntry
-	stats   kernel.ConntrackStats
+	entries []conntrack.Entry
+	stats   conntrack.Stats
 	shown   []int
 	list    *components.Table
 	err     error
@@ -56,10 +56,10 @@ type Conntrack struct {
 // conntrackSort is an order the list can be shown in.
 type conntrackSort struct {
 	name string
-	cmp  func(a, b *kernel.ConntrackEntry) int
+	cmp  func(a, b *conntrack.Entry) int
 }
 
-func byOrig(a, b *kernel.ConntrackEntry) int {
+func byOrig(a, b *conntrack.Entry) int {
 	return cmp.Or(cmp.Compare(a.Orig.Proto, b.Orig.Proto), a.Orig.Src.Compare(b.Orig.Src), a.Orig.Dst.Compare(b.Orig.Dst))
 }
 
@@ -67,18 +67,18 @@ func byOrig(a, b *kernel.ConntrackEntry) int {
 // not jump between refreshes (the kernel dumps in hash order).
 var conntrackSorts = []conntrackSort{
 	{"source", byOrig},
-	{"destination", func(a, b *kernel.ConntrackEntry) int {
+	{"destination", func(a, b *conntrack.Entry) int {
 		return cmp.Or(a.Orig.Dst.Compare(b.Orig.Dst), byOrig(a, b))
 	}},
-	{"state", func(a, b *kernel.ConntrackEntry) int {
+	{"state", func(a, b *conntrack.Entry) int {
 		return cmp.Or(cmp.Compare(conntrackState(a), conntrackState(b)), byOrig(a, b))
 	}},
-	{"expiry", func(a, b *kernel.ConntrackEntry) int { return cmp.Or(cmp.Compare(a.Timeout, b.Timeout), byOrig(a, b)) }},
+	{"expiry", func(a, b *conntrack.Entry) int { return cmp.Or(cmp.Compare(a.Timeout, b.Timeout), byOrig(a, b)) }},
 }
 
 // conntrackState is the entry's state column: the TCP state, or for other protocols whether a
 // reply was seen.
-func conntrackState(e *kernel.ConntrackEntry) string {
+func conntrackState(e *conntrack.Entry) string {
 	switch {
 	case e.TCPState != "":
 		return e.TCPState
@@ -89,8 +89,8 @@ func conntrackState(e *kernel.ConntrackEntry) string {
 }
 
 type conntrackMsg struct {
-	entries []kernel.ConntrackEntry
-	stats   kernel.ConntrackStats
+	entries []conntrack.Entry
+	stats   conntrack.Stats
 	err     error
 	at      time.Time
 	sortBy  string
@@ -180,7 +180,7 @@ func (p *Conntrack) read() tea.Cmd {
 		defer cancel()
 		es, st, err := b.Conntrack(ctx, conntrackMax)
 		// Sorted here, off the screen's loop: a hundred thousand entries take a moment.
-		slices.SortFunc(es, func(a, b kernel.ConntrackEntry) int { return order.cmp(&a, &b) })
+		slices.SortFunc(es, func(a, b conntrack.Entry) int { return order.cmp(&a, &b) })
 		return conntrackMsg{entries: es, stats: st, err: err, at: now(), sortBy: order.name}
 	}
 }
@@ -262,22 +262,22 @@ func (p *Conntrack) Update(msg tea.Msg) tea.Cmd {
 // sort puts the entries in the chosen order.
 func (p *Conntrack) sort() {
 	order := conntrackSorts[p.sortBy]
-	slices.SortFunc(p.entries, func(a, b kernel.ConntrackEntry) int { return order.cmp(&a, &b) })
+	slices.SortFunc(p.entries, func(a, b conntrack.Entry) int { return order.cmp(&a, &b) })
 }
 
 // SortedBy names the order of the list.
 func (p *Conntrack) SortedBy() string { return conntrackSorts[p.sortBy].name }
 
 // conntrackDetail shows an entry whole: both tuples, the NAT they imply, state, mark, timer.
-func conntrackDetail(st *common.Styles, e *kernel.ConntrackEntry) *components.Detail {
+func conntrackDetail(st *common.Styles, e *conntrack.Entry) *components.Detail {
 	d := components.NewDetail(st, fmt.Sprintf("Connection %s %s", inet.ProtoName(int(e.Orig.Proto)), tupleText(e.Orig)),
 		"Original", tupleText(e.Orig), "Reply", tupleText(e.Reply), "State", conntrackState(e),
 		"Status", e.Status.String())
 	if e.DNAT() {
-		d.Add("DNAT", fmt.Sprintf("%s is answered by %s", kernel.Endpoint(e.Orig.Proto, e.Orig.Dst), kernel.Endpoint(e.Orig.Proto, e.Reply.Src)))
+		d.Add("DNAT", fmt.Sprintf("%s is answered by %s", conntrack.Endpoint(e.Orig.Proto, e.Orig.Dst), conntrack.Endpoint(e.Orig.Proto, e.Reply.Src)))
 	}
 	if e.SNAT() {
-		d.Add("SNAT", fmt.Sprintf("%s leaves as %s", kernel.Endpoint(e.Orig.Proto, e.Orig.Src), kernel.Endpoint(e.Orig.Proto, e.Reply.Dst)))
+		d.Add("SNAT", fmt.Sprintf("%s leaves as %s", conntrack.Endpoint(e.Orig.Proto, e.Orig.Src), conntrack.Endpoint(e.Orig.Proto, e.Reply.Dst)))
 	}
 	if e.Mark != 0 {
 		d.Add("Mark", fmt.Sprintf("%#x", e.Mark))
@@ -293,7 +293,7 @@ func conntrackDetail(st *common.Styles, e *kernel.ConntrackEntry) *components.De
 }
 
 // conntrackWord reports whether an entry matches one filter word.
-func conntrackWord(e *kernel.ConntrackEntry, w string) bool {
+func conntrackWord(e *conntrack.Entry, w string) bool {
 	if a, err := netip.ParseAddr(w); err == nil {
 		a = a.Unmap()
 		for _, ap := range []netip.AddrPort{e.Orig.Src, e.Orig.Dst, e.Reply.Src, e.Reply.Dst} {
@@ -353,7 +353,7 @@ func (p *Conntrack) applyFilter() {
 	p.list.SetRows(len(p.shown))
 }
 
-func tupleText(t kernel.ConntrackTuple) string {
+func tupleText(t conntrack.Tuple) string {
 	ep := func(ap netip.AddrPort) string {
 		if ap.Port() == 0 || (t.Proto != 6 && t.Proto != 17 && t.Proto != 132) {
 			return ap.Addr().String()

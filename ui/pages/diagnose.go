@@ -200,25 +200,11 @@ func (p *Diagnose) SetFlow(proto, src, dst, iif string) {
 	p.form.Field("iif").SetValue(iif)
 }
 
-func parseEndpoint(s string) (netip.AddrPort, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		if a.Zone() != "" {
-			return netip.AddrPort{}, errors.New("zones are not supported")
-		}
-		return netip.AddrPortFrom(a.Unmap(), 0), nil
-	}
-	ap, err := netip.ParseAddrPort(s)
-	if err != nil {
-		return netip.AddrPort{}, errors.New("want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)")
-	}
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-}
-
 func requiredEndpoint(s string) error {
 	if s == "" {
 		return errors.New("required")
 	}
-	_, err := parseEndpoint(s)
+	_, err := inet.ParseEndpoint("", s)
 	return err
 }
 
@@ -251,22 +237,12 @@ func (p *Diagnose) request() (trace.Request, error) {
 			return req, fmt.Errorf("%s: %v", strings.ToLower(f.Label), f.Err)
 		}
 	}
-	proto, err := inet.ProtoNumber(p.form.Get("proto"))
+	// The command line's parser: the same flows are refused with the same words.
+	req, err := trace.ParseFlow(p.form.Get("proto"), p.form.Get("src"), p.form.Get("dst"))
 	if err != nil {
 		return req, err
 	}
-	src, _ := parseEndpoint(p.form.Get("src"))
-	dst, _ := parseEndpoint(p.form.Get("dst"))
-	if src.Addr().Is4() != dst.Addr().Is4() {
-		return req, fmt.Errorf("source %s and destination %s are not of one address family", src.Addr(), dst.Addr())
-	}
-	if dst.Addr().IsUnspecified() {
-		return req, errors.New("the destination is unspecified: name the address the flow goes to")
-	}
-	if proto == 1 && (src.Port() != 0 || dst.Port() != 0) {
-		return req, errors.New("icmp has no ports: give addresses without :PORT")
-	}
-	req = trace.Request{Proto: proto, Src: src, Dst: dst, IIF: p.form.Get("iif")}
+	req.IIF = p.form.Get("iif")
 	if m := p.form.Get("mark"); m != "" {
 		v, _ := strconv.ParseUint(m, 0, 32)
 		req.Mark = uint32(v)
@@ -438,13 +414,6 @@ func (p *Diagnose) key(msg tea.KeyPressMsg) tea.Cmd {
 	return nil
 }
 
-// captureFilter selects the traced flow as the client sends it and as each leg leaves after
-// NAT, in both directions, from any client port: a port typed into Source (the placeholder
-// shows one) is the trace's, and a real client picks a new one for every connection.
-func captureFilter(req trace.Request, res *trace.Result) *kernel.CaptureFilter {
-	return diagnose.FlowCaptureFilter(req, res, true)
-}
-
 func (p *Diagnose) startCapture() tea.Cmd {
 	if !p.c.Backend.Live() {
 		return common.Status("live capture needs the live host: a snapshot has no packets")
@@ -456,7 +425,9 @@ func (p *Diagnose) startCapture() tea.Cmd {
 	p.capture = capturePane{on: true, gen: p.capture.gen + 1, cancel: cancel, started: p.c.Now(),
 		counts: map[string]*[2]int{}, ch: make(chan tea.Msg, 1024)}
 	gen, ch, b, now := p.capture.gen, p.capture.ch, p.c.Backend, p.c.Now
-	filter := captureFilter(p.req, p.res)
+	// diagnose's own filter, from any client port: a port typed into Source (the placeholder
+	// shows one) is the trace's, and a real client picks a new one for every connection.
+	filter := diagnose.FlowCaptureFilter(p.req, p.res, true)
 	go func() {
 		var dropped int
 		var prog diagnose.Progress

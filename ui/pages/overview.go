@@ -12,7 +12,7 @@ import (
 	"roundtrip/engine/model"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
-	"roundtrip/wizards"
+	"roundtrip/watch"
 )
 
 // Overview shows the host at a glance: the doctor's findings first, then interfaces and
@@ -32,7 +32,7 @@ type Overview struct {
 	height     int
 	// watch is what `roundtrip watch` last reported (nil: no watcher here); watchSeq drops
 	// the answers and refreshes of superseded reads.
-	watch    *wizards.WatchStatus
+	watch    *watch.Status
 	watchSeq int
 
 	keys struct{ Expand, Wizard key.Binding }
@@ -354,9 +354,9 @@ func (o *Overview) watchView(add func(string), section func(title, right string)
 	for _, h := range w.WANs {
 		health := string(h.Health)
 		switch h.Health {
-		case wizards.HealthUp:
+		case watch.HealthUp:
 			health = st.OK.Render(fmt.Sprintf("%-7s", health))
-		case wizards.HealthDown:
+		case watch.HealthDown:
 			health = st.Severity(finding.SeverityError).Render(fmt.Sprintf("%-7s", health))
 		default:
 			health = fmt.Sprintf("%-7s", health)

@@ -8,25 +8,25 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"roundtrip/ui/common"
-	"roundtrip/wizards"
+	"roundtrip/watch"
 )
 
 // watchBackend sees a watcher that routes around isp_a.
 type watchBackend struct {
 	nopBackend
-	status *wizards.WatchStatus
+	status *watch.Status
 }
 
-func (b watchBackend) WatchStatus() (*wizards.WatchStatus, error) { return b.status, nil }
+func (b watchBackend) WatchStatus() (*watch.Status, error) { return b.status, nil }
 
 func TestOverviewShowsWatch(t *testing.T) {
 	at := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	st := &wizards.WatchStatus{Running: true, Failback: wizards.FailbackNewFlows, Default: "isp_b", RoutedAround: []string{"isp_a"},
-		WANs: []wizards.WANStatus{
-			{WANHealth: wizards.WANHealth{Name: "isp_a", Health: wizards.HealthDown, Since: at, Loss: 1}, Iface: "wan1"},
-			{WANHealth: wizards.WANHealth{Name: "isp_b", Health: wizards.HealthUp, Since: at, RTT: 1200 * time.Microsecond}, Iface: "wan2"},
+	st := &watch.Status{Running: true, Failback: watch.FailbackNewFlows, Default: "isp_b", RoutedAround: []string{"isp_a"},
+		WANs: []watch.WANStatus{
+			{WANHealth: watch.WANHealth{Name: "isp_a", Health: watch.HealthDown, Since: at, Loss: 1}, Iface: "wan1"},
+			{WANHealth: watch.WANHealth{Name: "isp_b", Health: watch.HealthUp, Since: at, RTT: 1200 * time.Microsecond}, Iface: "wan2"},
 		},
-		Events: []wizards.WatchEvent{{At: at, Kind: "failover", Detail: "roundtrip watch: isp_a down; routing around isp_a", Changes: 1, Journal: "j1", Deleted: 2}}}
+		Events: []watch.Event{{At: at, Kind: "failover", Detail: "roundtrip watch: isp_a down; routing around isp_a", Changes: 1, Journal: "j1", Deleted: 2}}}
 	c := testCommon()
 	var ticks []tea.Msg
 	c.After = func(_ time.Duration, msg tea.Msg) tea.Cmd { ticks = append(ticks, msg); return nil }

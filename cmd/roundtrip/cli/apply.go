@@ -20,12 +20,12 @@ import (
 )
 
 func init() {
-	Register(applyCommand())
-	Register(confirmCommand())
-	Register(rollbackCommand())
-	Register(historyCommand())
-	Register(planCommand())
-	Register(revertTimerCommand())
+	RegisterNew(func(f *Factory) *Command { return NewCmdApply(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdConfirm(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdRollback(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdHistory(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdPlan(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdRevertTimer(f, nil) })
 }
 
 // defaultLockWait is how long apply, confirm and rollback wait for another roundtrip that is
@@ -40,14 +40,20 @@ func netnsFlag(inv *Invocation) string {
 	return " --netns " + inv.NetNS
 }
 
-func applyCommand() *Command {
-	var (
-		confirm  time.Duration
-		wait     bool
-		force    bool
-		dryRun   bool
-		lockWait time.Duration
-	)
+// ApplyOptions are the options of one run of roundtrip apply: fresh for every run.
+type ApplyOptions struct {
+	*Invocation
+	confirm  time.Duration
+	wait     bool
+	force    bool
+	dryRun   bool
+	lockWait time.Duration
+}
+
+// NewCmdApply returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdApply(f *Factory, runF func(*ApplyOptions) error) *Command {
+	opts := &ApplyOptions{}
 	return &Command{
 		Name:    "apply",
 		Usage:   "PLAN|- [--confirm DURATION] [--wait] [--dry-run] [--force]",
@@ -73,13 +79,18 @@ The plan is read change by change and applied in steps of up to 4096 routes or r
 to the kernel pipelined; memory does not grow with the plan. Ctrl-C (or SIGTERM) stops the
 apply within a second and undoes what it did.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.Var(confirmFlag{&confirm}, "confirm", "roll back after `DURATION` unless roundtrip confirm runs")
-			fs.BoolVar(&wait, "wait", false, "with --confirm: wait for the confirmation (the default on a terminal)")
-			fs.BoolVar(&force, "force", false, "apply even if the route back to your SSH session changes")
-			fs.BoolVar(&dryRun, "dry-run", false, "check the plan and show the steps without changing anything")
-			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+			fs.Var(confirmFlag{&opts.confirm}, "confirm", "roll back after `DURATION` unless roundtrip confirm runs")
+			fs.BoolVar(&opts.wait, "wait", false, "with --confirm: wait for the confirmation (the default on a terminal)")
+			fs.BoolVar(&opts.force, "force", false, "apply even if the route back to your SSH session changes")
+			fs.BoolVar(&opts.dryRun, "dry-run", false, "check the plan and show the steps without changing anything")
+			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			confirm, wait, force, dryRun, lockWait := opts.confirm, opts.wait, opts.force, opts.dryRun, opts.lockWait
 			if len(inv.Args) != 1 {
 				return Usagef("apply needs one plan file")
 			}
@@ -317,16 +328,29 @@ func waitForConfirm(inv *Invocation, j *kernel.Journal) error {
 	}
 }
 
-func confirmCommand() *Command {
-	var lockWait time.Duration
+// ConfirmOptions are the options of one run of roundtrip confirm: fresh for every run.
+type ConfirmOptions struct {
+	*Invocation
+	lockWait time.Duration
+}
+
+// NewCmdConfirm returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdConfirm(f *Factory, runF func(*ConfirmOptions) error) *Command {
+	opts := &ConfirmOptions{}
 	return &Command{
 		Name:    "confirm",
 		Usage:   "[JOURNAL]",
 		Summary: "keep the changes of an apply --confirm before its timer reverts them",
 		Flags: func(fs *flag.FlagSet) {
-			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			lockWait := opts.lockWait
 			if len(inv.Args) > 1 {
 				return Usagef("confirm takes at most one journal id")
 			}
@@ -350,8 +374,16 @@ func confirmCommand() *Command {
 	}
 }
 
-func rollbackCommand() *Command {
-	var lockWait time.Duration
+// RollbackOptions are the options of one run of roundtrip rollback: fresh for every run.
+type RollbackOptions struct {
+	*Invocation
+	lockWait time.Duration
+}
+
+// NewCmdRollback returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdRollback(f *Factory, runF func(*RollbackOptions) error) *Command {
+	opts := &RollbackOptions{}
 	return &Command{
 		Name:    "rollback",
 		Usage:   "[JOURNAL]",
@@ -362,9 +394,14 @@ from the step it had reached. Only the most recent active apply can be rolled ba
 back later ones first. Journals are per network namespace: with --netns X (or under
 ip netns exec X) only X is touched.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
+			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			lockWait := opts.lockWait
 			if len(inv.Args) > 1 {
 				return Usagef("rollback takes at most one journal id")
 			}
@@ -416,12 +453,24 @@ func historyEntry(j *kernel.Journal) historyJSON {
 	return h
 }
 
-func historyCommand() *Command {
+// HistoryOptions are the options of one run of roundtrip history: fresh for every run.
+type HistoryOptions struct {
+	*Invocation
+}
+
+// NewCmdHistory returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdHistory(f *Factory, runF func(*HistoryOptions) error) *Command {
+	opts := &HistoryOptions{}
 	return &Command{
 		Name:    "history",
 		Usage:   "",
 		Summary: "list the applies made in this namespace, with their status",
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
 			if len(inv.Args) > 0 {
 				return Usagef("history takes no arguments")
 			}
@@ -458,12 +507,18 @@ func historyCommand() *Command {
 // planFormats are the renderings of `plan render`.
 var planFormats = []string{"script", "iptables-restore", "ip6tables-restore", "nft", "systemd", "networkd", "json"}
 
-func planCommand() *Command {
-	var (
-		format     string
-		name       string
-		scriptPath string
-	)
+// PlanOptions are the options of one run of roundtrip plan: fresh for every run.
+type PlanOptions struct {
+	*Invocation
+	format     string
+	name       string
+	scriptPath string
+}
+
+// NewCmdPlan returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdPlan(f *Factory, runF func(*PlanOptions) error) *Command {
+	opts := &PlanOptions{}
 	return &Command{
 		Name:    "plan",
 		Usage:   "show PLAN | render PLAN --format " + strings.Join(planFormats, "|"),
@@ -481,11 +536,16 @@ plan render PLAN --format F prints one rendering of the same changes:
 		Offline: true,
 		NoJSON:  true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&format, "format", "script", "rendering `FORMAT`: "+strings.Join(planFormats, ", "))
-			fs.StringVar(&name, "name", "roundtrip-plan", "systemd: the service `NAME`")
-			fs.StringVar(&scriptPath, "script-path", "/etc/roundtrip/plan.sh", "systemd: where the script is installed (`PATH`)")
+			fs.StringVar(&opts.format, "format", "script", "rendering `FORMAT`: "+strings.Join(planFormats, ", "))
+			fs.StringVar(&opts.name, "name", "roundtrip-plan", "systemd: the service `NAME`")
+			fs.StringVar(&opts.scriptPath, "script-path", "/etc/roundtrip/plan.sh", "systemd: where the script is installed (`PATH`)")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			format, name, scriptPath := opts.format, opts.name, opts.scriptPath
 			if len(inv.Args) != 2 || (inv.Args[0] != "show" && inv.Args[0] != "render") {
 				return Usagef("want plan show PLAN or plan render PLAN --format FORMAT")
 			}
@@ -571,11 +631,17 @@ func showPlan(inv *Invocation, p *plan.Plan) error {
 	return nil
 }
 
-func revertTimerCommand() *Command {
-	var (
-		id    string
-		after time.Duration
-	)
+// RevertTimerOptions are the options of one run of roundtrip revert-timer: fresh for every run.
+type RevertTimerOptions struct {
+	*Invocation
+	id    string
+	after time.Duration
+}
+
+// NewCmdRevertTimer returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdRevertTimer(f *Factory, runF func(*RevertTimerOptions) error) *Command {
+	opts := &RevertTimerOptions{}
 	return &Command{
 		Name:    kernel.RevertTimerCommand,
 		Usage:   "--journal ID --after DURATION",
@@ -583,10 +649,15 @@ func revertTimerCommand() *Command {
 		Hidden:  true,
 		NoJSON:  true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&id, "journal", "", "the journal `ID` to revert")
-			fs.DurationVar(&after, "after", 0, "the confirmation `DURATION`")
+			fs.StringVar(&opts.id, "journal", "", "the journal `ID` to revert")
+			fs.DurationVar(&opts.after, "after", 0, "the confirmation `DURATION`")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			id, after := opts.id, opts.after
 			if id == "" || after <= 0 {
 				return Usagef("want --journal ID --after DURATION")
 			}

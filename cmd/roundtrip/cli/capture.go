@@ -14,7 +14,7 @@ import (
 	"roundtrip/engine/safefile"
 )
 
-func init() { Register(captureCommand()) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdCapture(f, nil) }) }
 
 // captureFlags are the capture settings shared by capture and diagnose.
 type captureFlags struct {
@@ -133,15 +133,21 @@ func (p *eventPrinter) final(kind string, v any) error {
 	return p.enc.Encode(map[string]any{"type": kind, kind: v})
 }
 
-func captureCommand() *Command {
-	var (
-		cf       captureFlags
-		filter   string
-		duration time.Duration
-		count    int
-		snaplen  int
-		bufMiB   int
-	)
+// CaptureOptions are the options of one run of roundtrip capture: fresh for every run.
+type CaptureOptions struct {
+	*Invocation
+	cf       captureFlags
+	filter   string
+	duration time.Duration
+	count    int
+	snaplen  int
+	bufMiB   int
+}
+
+// NewCmdCapture returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdCapture(f *Factory, runF func(*CaptureOptions) error) *Command {
+	opts := &CaptureOptions{}
 	return &Command{
 		Name:    "capture",
 		Usage:   "[--iface LIST] [--filter EXPR | EXPR] [--duration D] [--count N] [--pcap FILE] [--json]",
@@ -180,14 +186,19 @@ Examples:
   roundtrip capture --iface eth0,em1 --filter "host 198.51.100.7" --pcap case.pcapng
   roundtrip capture --filter "tcp 198.51.100.7 192.0.2.10:80" --duration 30s --json`,
 		Flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			fs.StringVar(&filter, "filter", "", "capture only packets matching `EXPR` (see above)")
-			fs.DurationVar(&duration, "duration", 0, "stop after `D` (e.g. 30s; default: until interrupted)")
-			fs.IntVar(&count, "count", 0, "stop after `N` packets")
-			fs.IntVar(&snaplen, "snaplen", kernel.DefaultSnapLen, "keep at most `N` bytes of each packet (1-262144)")
-			fs.IntVar(&bufMiB, "buffer", kernel.DefaultCaptureBuffer>>20, "kernel ring size in `MiB`, for each direction (1-1024; both rings at most half the free memory)")
+			opts.cf.register(fs)
+			fs.StringVar(&opts.filter, "filter", "", "capture only packets matching `EXPR` (see above)")
+			fs.DurationVar(&opts.duration, "duration", 0, "stop after `D` (e.g. 30s; default: until interrupted)")
+			fs.IntVar(&opts.count, "count", 0, "stop after `N` packets")
+			fs.IntVar(&opts.snaplen, "snaplen", kernel.DefaultSnapLen, "keep at most `N` bytes of each packet (1-262144)")
+			fs.IntVar(&opts.bufMiB, "buffer", kernel.DefaultCaptureBuffer>>20, "kernel ring size in `MiB`, for each direction (1-1024; both rings at most half the free memory)")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			cf, filter, duration, count, snaplen, bufMiB := opts.cf, opts.filter, opts.duration, opts.count, opts.snaplen, opts.bufMiB
 			expr := filter
 			if len(inv.Args) > 0 {
 				if filter != "" {

@@ -3,6 +3,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,8 +43,19 @@ const (
 // Version is set at build time with -ldflags "-X roundtrip/cmd/roundtrip/cli.Version=...".
 var Version = "dev"
 
-// Command is one subcommand. Commands declare their flags in Flags and read them from the
-// variables those flags were bound to when Run is called.
+// Factory is what every command is built with (gh's cmdutil.Factory): the context and the
+// streams of one run. Commands are built anew for every run (NewCmdX(f, runF)), so the
+// options their flags fill start fresh each time, in tests that run many command lines in one
+// process as on the command line.
+type Factory struct {
+	Ctx    context.Context
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+}
+
+// Command is one subcommand. NewCmdX builds it around a fresh options struct: Flags binds the
+// command's own flags to it, Run receives the parsed Invocation.
 type Command struct {
 	Name    string
 	Usage   string // arguments after the name, e.g. "PROTO SRC[:PORT] DST[:PORT]"
@@ -55,21 +67,26 @@ type Command struct {
 	NoJSON bool
 	// Hidden commands are internal (the revert timer) and left out of the command list.
 	Hidden bool
-	// OwnFlags marks a command with subcommands that have flags of their own (wizard): it gets
-	// every argument after its name in Args, unparsed, and handles --json and --netns itself.
-	OwnFlags bool
-	Flags    func(fs *flag.FlagSet)
-	Run      func(inv *Invocation) error
+	// JSONHelp and SnapshotHelp say what --json and --snapshot mean for this command, when
+	// that is more than the common words.
+	JSONHelp, SnapshotHelp string
+	Flags                  func(fs *flag.FlagSet)
+	Run                    func(inv *Invocation) error
+	// Subs are the command's subcommands (wizard NAME), named by its first argument; they take
+	// the shared flags (--json, --netns, --snapshot) like any command. SubNoun names them in
+	// messages ("wizard"). A command with Subs shows its Help alone for --help: it lists them.
+	Subs    []*Command
+	SubNoun string
+	// PrintHelp replaces the generated --help (wizard NAME lists its flags in the documented
+	// order, with examples).
+	PrintHelp func(w io.Writer)
 }
 
 // Invocation is what a running command sees: its arguments, output streams and the common
 // options.
 type Invocation struct {
-	Ctx      context.Context
+	*Factory
 	Args     []string
-	Stdout   io.Writer
-	Stderr   io.Writer
-	Stdin    io.Reader
 	JSON     bool
 	Snapshot string // --snapshot FILE: work on a saved state instead of the live host
 	NetNS    string // --netns NAME: work on a named network namespace (like ip -n)
@@ -122,14 +139,27 @@ type FindingsError struct{ Count int }
 
 func (e *FindingsError) Error() string { return fmt.Sprintf("%d problem(s) found", e.Count) }
 
-var commands = map[string]*Command{}
+// constructors build the commands; each file registers its own from an init function.
+var constructors []func(f *Factory) *Command
 
-// Register adds a command; called from init functions of the files that implement them.
-func Register(c *Command) {
-	if _, dup := commands[c.Name]; dup {
-		panic("cli: command registered twice: " + c.Name)
+// RegisterNew adds a command's constructor (NewCmdX with runF nil), called for every run.
+func RegisterNew(newCmd func(f *Factory) *Command) { constructors = append(constructors, newCmd) }
+
+// Register adds a command built once, whose flags are bound to the same variables in every
+// run; a command with flags is better built anew (RegisterNew).
+func Register(c *Command) { RegisterNew(func(*Factory) *Command { return c }) }
+
+// commandSet builds every command for one run.
+func commandSet(f *Factory) map[string]*Command {
+	cs := map[string]*Command{}
+	for _, newCmd := range constructors {
+		c := newCmd(f)
+		if _, dup := cs[c.Name]; dup {
+			panic("cli: command registered twice: " + c.Name)
+		}
+		cs[c.Name] = c
 	}
-	commands[c.Name] = c
+	return cs
 }
 
 // Main runs roundtrip with the process's arguments and returns the exit code.
@@ -182,11 +212,13 @@ func reportInterrupted(w io.Writer, name string) {
 
 // Run runs one command line; it is Main without the process around it, for tests.
 func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	f := &Factory{Ctx: ctx, Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	commands := commandSet(f)
 	if len(args) == 0 {
 		if c, ok := commands["tui"]; ok && isTerminal(stdout) && isTerminal(stdin) {
-			return run(ctx, c, nil, stdin, stdout, stderr)
+			return run(f, nil, c, nil)
 		}
-		printCommands(stderr)
+		printCommands(stderr, commands)
 		return ExitUsage
 	}
 	name := args[0]
@@ -194,13 +226,17 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "-h", "--help", "help":
 		if len(args) > 1 {
 			if c, ok := commands[args[1]]; ok {
-				printHelp(stdout, c, nil)
+				if sub := c.sub(args[2:]); sub != nil {
+					printHelp(stdout, c, sub)
+				} else {
+					printHelp(stdout, nil, c)
+				}
 				return ExitOK
 			}
 			quote.TermFprintf(stderr, "roundtrip: unknown command %q\n", args[1])
 			return ExitUsage
 		}
-		printCommands(stdout)
+		printCommands(stdout, commands)
 		return ExitOK
 	case "-v", "--version", "version":
 		fmt.Fprintf(stdout, "roundtrip %s\n", Version)
@@ -209,50 +245,101 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	c, ok := commands[name]
 	if !ok {
 		quote.TermFprintf(stderr, "roundtrip: unknown command %q\n\n", name)
-		printCommands(stderr)
+		printCommands(stderr, commands)
 		return ExitUsage
 	}
-	return run(ctx, c, args[1:], stdin, stdout, stderr)
+	if len(c.Subs) == 0 {
+		return run(f, nil, c, args[1:])
+	}
+	// A command of subcommands: the first argument names one.
+	rest := args[1:]
+	switch {
+	case len(rest) == 0:
+		return exitFor(f, c, Usagef("name a %s: %s", c.SubNoun, strings.Join(c.subNames(), ", ")))
+	case rest[0] == "-h" || rest[0] == "--help" || rest[0] == "help":
+		printHelp(stdout, nil, c)
+		return ExitOK
+	}
+	sub := c.sub(rest)
+	if sub == nil {
+		return exitFor(f, c, Usagef("unknown %s %q: want one of %s", c.SubNoun, rest[0], strings.Join(c.subNames(), ", ")))
+	}
+	return run(f, c, sub, rest[1:])
 }
 
-func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	inv := &Invocation{Ctx: ctx, Stdout: stdout, Stderr: stderr, Stdin: stdin}
+// sub returns the subcommand args name, or nil.
+func (c *Command) sub(args []string) *Command {
+	if len(args) == 0 {
+		return nil
+	}
+	for _, s := range c.Subs {
+		if s.Name == args[0] {
+			return s
+		}
+	}
+	return nil
+}
+
+func (c *Command) subNames() []string {
+	var out []string
+	for _, s := range c.Subs {
+		out = append(out, s.Name)
+	}
+	return out
+}
+
+// flagSet declares a command's flags: the shared ones (--json, --snapshot, --netns), declared
+// here and nowhere else, bound to inv, then the command's own.
+func flagSet(c *Command, inv *Invocation) *flag.FlagSet {
 	fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	if !c.NoJSON {
-		fs.BoolVar(&inv.JSON, "json", false, "print machine-readable JSON")
+		fs.BoolVar(&inv.JSON, "json", false, cmp.Or(c.JSONHelp, "print machine-readable JSON"))
 	}
 	if c.Offline {
-		fs.StringVar(&inv.Snapshot, "snapshot", "", "work offline on a snapshot `FILE` (from roundtrip snapshot)")
+		fs.StringVar(&inv.Snapshot, "snapshot", "", cmp.Or(c.SnapshotHelp, "work offline on a snapshot `FILE` (from roundtrip snapshot)"))
 	}
 	fs.StringVar(&inv.NetNS, "netns", "", "work on the named network namespace `NAME` (as ip -n)")
 	if c.Flags != nil {
 		c.Flags(fs)
 	}
-	pos, err := args, error(nil)
-	if !c.OwnFlags {
-		pos, err = parseFlags(fs, args)
-	}
+	return fs
+}
+
+// run parses a command's flags and runs it. parent is the command of a subcommand (wizard for
+// wizard tunnel), nil for a command of its own: messages and the usage line are the parent's.
+func run(f *Factory, parent, c *Command, args []string) int {
+	inv := &Invocation{Factory: f}
+	fs := flagSet(c, inv)
+	top := cmp.Or(parent, c)
+	pos, err := parseFlags(fs, args)
 	if errors.Is(err, flag.ErrHelp) {
-		printHelp(stdout, c, fs)
+		printHelp(f.Stdout, parent, c)
 		return ExitOK
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
-		printUsageLine(stderr, c)
+		if parent != nil {
+			err = Usagef("%s: %v (see roundtrip %s %s --help)", c.Name, err, parent.Name, c.Name)
+		}
+		fmt.Fprintf(f.Stderr, "roundtrip %s: %s\n", top.Name, quote.TermLines(err.Error()))
+		printUsageLine(f.Stderr, top)
 		return ExitUsage
 	}
 	if inv.Snapshot != "" && inv.NetNS != "" {
-		fmt.Fprintf(stderr, "roundtrip %s: --snapshot and --netns exclude each other: a snapshot is already one namespace's state\n", c.Name)
+		fmt.Fprintf(f.Stderr, "roundtrip %s: --snapshot and --netns exclude each other: a snapshot is already one namespace's state\n", top.Name)
 		return ExitUsage
 	}
 	if err := checkNetNSName(inv.NetNS); err != nil {
-		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
-		printUsageLine(stderr, c)
+		fmt.Fprintf(f.Stderr, "roundtrip %s: %s\n", top.Name, quote.TermLines(err.Error()))
+		printUsageLine(f.Stderr, top)
 		return ExitUsage
 	}
 	inv.Args = pos
-	err = c.Run(inv)
+	return exitFor(f, top, c.Run(inv))
+}
+
+// exitFor reports a command's outcome and returns its exit code.
+func exitFor(f *Factory, c *Command, err error) int {
 	var ue *UsageError
 	var fe *FindingsError
 	var ie *IncompleteError
@@ -260,27 +347,28 @@ func run(ctx context.Context, c *Command, args []string, stdin io.Reader, stdout
 	case err == nil:
 		return ExitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
-		printUsageLine(stderr, c)
+		fmt.Fprintf(f.Stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
+		printUsageLine(f.Stderr, c)
 		return ExitUsage
 	case errors.As(err, &fe):
 		return ExitFindings
 	case errors.As(err, &ie):
 		return ExitIncomplete
-	case errors.Is(err, context.Canceled) && ctx.Err() != nil && (readOnly[c.Name] || strings.HasSuffix(err.Error(), context.Canceled.Error())):
+	case errors.Is(err, context.Canceled) && f.Ctx.Err() != nil && (readOnly[c.Name] || strings.HasSuffix(err.Error(), context.Canceled.Error())):
 		// A command that changes the host says itself what an interruption left (apply: "the
 		// host is as it was"); one that only reads has nothing to say but that it stopped.
-		reportInterrupted(stderr, c.Name)
+		reportInterrupted(f.Stderr, c.Name)
 		return ExitInterrupted
 	default:
 		// Errors quote names from plans, snapshots and the host: escape them for the terminal.
-		fmt.Fprintf(stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
+		fmt.Fprintf(f.Stderr, "roundtrip %s: %s\n", c.Name, quote.TermLines(err.Error()))
 		return ExitError
 	}
 }
 
 // parseInterspersed lets flags follow positional arguments (`trace tcp A B --iif eth0`), as
-// operators type them; "--" ends flag parsing.
+// operators type them; "--" ends flag parsing. It is the one piece of parsing the standard
+// library's flag package lacks (it stops at the first argument), used by every command.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
@@ -300,7 +388,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func printCommands(w io.Writer) {
+func printCommands(w io.Writer, commands map[string]*Command) {
 	fmt.Fprint(w, "roundtrip: policy routing, NAT and tunnels, and why a flow does not come back\n\nUsage:\n  roundtrip                 open the console (on a terminal)\n  roundtrip COMMAND [ARGS]  run one command; every command takes --help\n\nCommands:\n")
 	names := make([]string, 0, len(commands))
 	for n, c := range commands {
@@ -312,28 +400,40 @@ func printCommands(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-12s %s\n", n, commands[n].Summary)
 	}
-	fmt.Fprint(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 problems found (trace, doctor, diagnose),\n4 incomplete (doctor could not read everything, e.g. netfilter without root).\n")
+	fmt.Fprint(w, "\nExit codes: 0 ok, 1 error, 2 usage, 3 problems found (trace, doctor, diagnose),\n4 incomplete (doctor could not read everything, e.g. netfilter without root),\n130 interrupted (Ctrl-C or SIGTERM stopped the command).\n")
 }
 
 func printUsageLine(w io.Writer, c *Command) {
 	fmt.Fprintf(w, "usage: roundtrip %s %s (see roundtrip %s --help)\n", c.Name, c.Usage, c.Name)
 }
 
-func printHelp(w io.Writer, c *Command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "usage: roundtrip %s %s\n\n%s\n", c.Name, c.Usage, c.Summary)
+// printHelp prints --help of c (a subcommand of parent, when parent is not nil).
+func printHelp(w io.Writer, parent, c *Command) {
+	if c.PrintHelp != nil {
+		c.PrintHelp(w)
+		return
+	}
+	name := c.Name
+	if parent != nil {
+		name = parent.Name + " " + c.Name
+	}
+	fmt.Fprintf(w, "usage: roundtrip %s %s\n\n%s\n", name, c.Usage, c.Summary)
+	if len(c.Subs) > 0 {
+		// The help lists the subcommands and the flags they share.
+		fmt.Fprintf(w, "\n%s", c.Help)
+		return
+	}
 	if c.Help != "" {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.Help))
 	}
-	if fs == nil {
-		fs = flag.NewFlagSet(c.Name, flag.ContinueOnError)
-		if c.Flags != nil {
-			c.Flags(fs)
-		}
-	}
+	fs := flagSet(c, &Invocation{})
 	fmt.Fprint(w, "\nFlags:\n")
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name
+		if len(f.Name) == 1 {
+			line = "  -" + f.Name
+		}
 		if name != "" {
 			line += " " + name
 		}

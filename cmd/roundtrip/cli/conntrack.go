@@ -15,14 +15,20 @@ import (
 	"roundtrip/engine/quote"
 )
 
-func init() { Register(conntrackCommand()) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdConntrack(f, nil) }) }
 
-func conntrackCommand() *Command {
-	var (
-		src, dst, addr, proto, mark, state, family string
-		port                                       int
-		watch                                      bool
-	)
+// ConntrackOptions are the options of one run of roundtrip conntrack: fresh for every run.
+type ConntrackOptions struct {
+	*Invocation
+	src, dst, addr, proto, mark, state, family string
+	port                                       int
+	watch                                      bool
+}
+
+// NewCmdConntrack returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdConntrack(f *Factory, runF func(*ConntrackOptions) error) *Command {
+	opts := &ConntrackOptions{}
 	return &Command{
 		Name:    "conntrack",
 		Usage:   "[--src A] [--dst A] [--addr A] [--proto P] [--port N] [--mark M[/MASK]] [--state S] [--family inet|inet6] [--watch] [--json]",
@@ -47,17 +53,22 @@ Without CAP_NET_ADMIN only the count and maximum can be read; they are shown and
 the rest is refused with a message. Exit status 3 when the table is full or has
 dropped packets.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&src, "src", "", "original source address `A`")
-			fs.StringVar(&dst, "dst", "", "original destination address `A`")
-			fs.StringVar(&addr, "addr", "", "any address `A` of either tuple")
-			fs.StringVar(&proto, "proto", "", "protocol `P` (tcp, udp, icmp or a number)")
-			fs.IntVar(&port, "port", 0, "any port `N` of either tuple")
-			fs.StringVar(&mark, "mark", "", "connmark `M` or M/MASK (decimal or 0x-hex)")
-			fs.StringVar(&state, "state", "", "TCP state or status `S` (ESTABLISHED, UNREPLIED, ASSURED, ...)")
-			fs.StringVar(&family, "family", "", "address family `F`: inet or inet6")
-			fs.BoolVar(&watch, "watch", false, "show changes as they happen")
+			fs.StringVar(&opts.src, "src", "", "original source address `A`")
+			fs.StringVar(&opts.dst, "dst", "", "original destination address `A`")
+			fs.StringVar(&opts.addr, "addr", "", "any address `A` of either tuple")
+			fs.StringVar(&opts.proto, "proto", "", "protocol `P` (tcp, udp, icmp or a number)")
+			fs.IntVar(&opts.port, "port", 0, "any port `N` of either tuple")
+			fs.StringVar(&opts.mark, "mark", "", "connmark `M` or M/MASK (decimal or 0x-hex)")
+			fs.StringVar(&opts.state, "state", "", "TCP state or status `S` (ESTABLISHED, UNREPLIED, ASSURED, ...)")
+			fs.StringVar(&opts.family, "family", "", "address family `F`: inet or inet6")
+			fs.BoolVar(&opts.watch, "watch", false, "show changes as they happen")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			src, dst, addr, proto, mark, state, family, port, watch := opts.src, opts.dst, opts.addr, opts.proto, opts.mark, opts.state, opts.family, opts.port, opts.watch
 			if len(inv.Args) > 0 {
 				return Usagef("conntrack takes flags only, got %q", inv.Args[0])
 			}

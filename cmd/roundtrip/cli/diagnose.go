@@ -9,15 +9,21 @@ import (
 	"roundtrip/engine/quote"
 )
 
-func init() { Register(diagnoseCommand()) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdDiagnose(f, nil) }) }
 
-func diagnoseCommand() *Command {
-	var (
-		cf      captureFlags
-		iif     string
-		mark    string
-		timeout time.Duration
-	)
+// DiagnoseOptions are the options of one run of roundtrip diagnose: fresh for every run.
+type DiagnoseOptions struct {
+	*Invocation
+	cf      captureFlags
+	iif     string
+	mark    string
+	timeout time.Duration
+}
+
+// NewCmdDiagnose returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdDiagnose(f *Factory, runF func(*DiagnoseOptions) error) *Command {
+	opts := &DiagnoseOptions{}
 	return &Command{
 		Name:    "diagnose",
 		Usage:   "PROTO SRC[:PORT] DST[:PORT] [--iif IF] [--mark N] [--timeout D] [--iface LIST] [--pcap FILE] [--json]",
@@ -39,12 +45,17 @@ Examples:
   roundtrip diagnose tcp 198.51.100.7 192.0.2.10:80 --iif eth0
   roundtrip diagnose tcp 10.0.43.15 10.0.44.1:80 --timeout 30s --pcap flow.pcapng`,
 		Flags: func(fs *flag.FlagSet) {
-			cf.register(fs)
-			fs.StringVar(&iif, "iif", "", "the interface `IF` the flow arrives on (default: it starts on this host)")
-			fs.StringVar(&mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
-			fs.DurationVar(&timeout, "timeout", 10*time.Second, "give up watching after `D`")
+			opts.cf.register(fs)
+			fs.StringVar(&opts.iif, "iif", "", "the interface `IF` the flow arrives on (default: it starts on this host)")
+			fs.StringVar(&opts.mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
+			fs.DurationVar(&opts.timeout, "timeout", 10*time.Second, "give up watching after `D`")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			cf, iif, mark, timeout := opts.cf, opts.iif, opts.mark, opts.timeout
 			req, err := parseTraceArgs(inv.Args, mark)
 			if err != nil {
 				return err

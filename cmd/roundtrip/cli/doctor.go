@@ -11,7 +11,7 @@ import (
 	"roundtrip/engine/trace"
 )
 
-func init() { Register(doctorCommand()) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdDoctor(f, nil) }) }
 
 // notReadParts lists the parts of the host the state lacks, each with why: the doctor's
 // checks of them did not run.
@@ -26,7 +26,15 @@ func notReadParts(s *model.State) []string {
 	return out
 }
 
-func doctorCommand() *Command {
+// DoctorOptions are the options of one run of roundtrip doctor: fresh for every run.
+type DoctorOptions struct {
+	*Invocation
+}
+
+// NewCmdDoctor returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdDoctor(f *Factory, runF func(*DoctorOptions) error) *Command {
+	opts := &DoctorOptions{}
 	return &Command{
 		Name:    "doctor",
 		Usage:   "[--json] [--snapshot FILE]",
@@ -43,6 +51,10 @@ the host could not be read (netfilter needs root), which is then named: no probl
 found there is not the same as none.`,
 		Offline: true,
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
 			if len(inv.Args) > 0 {
 				return Usagef("doctor takes no arguments, got %q", inv.Args[0])
 			}

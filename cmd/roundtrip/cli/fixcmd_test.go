@@ -1,9 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -98,12 +99,7 @@ func parseFixCommand(t *testing.T, cmd string) (wizards.Wizard, error) {
 	if len(words) < 3 || words[0] != "roundtrip" || words[1] != "wizard" {
 		return nil, fmt.Errorf("not a wizard command line")
 	}
-	var spec *wizardSpec
-	for _, s := range wizardSpecs() {
-		if s.name == words[2] {
-			spec = &s
-		}
-	}
+	spec := wizards.SpecFor(words[2])
 	if spec == nil {
 		return nil, fmt.Errorf("unknown wizard %q", words[2])
 	}
@@ -117,19 +113,22 @@ func parseFixCommand(t *testing.T, cmd string) (wizards.Wizard, error) {
 		}
 		args[i] = a
 	}
-	fs := flag.NewFlagSet("wizard "+spec.name, flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var common wizardCommon
-	common.bind(fs, &Invocation{})
-	build := spec.bind(fs)
-	pos, err := parseInterspersed(fs, args)
-	if err != nil {
-		return nil, err
+	// The wizard command itself parses them, its run replaced by one that builds the options.
+	var errb bytes.Buffer
+	f := &Factory{Ctx: context.Background(), Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: &errb}
+	var w wizards.Wizard
+	c := NewCmdWizard(f, func(o *WizardOptions) error {
+		if len(o.Args) > 0 {
+			return fmt.Errorf("arguments besides flags: %q", o.Args)
+		}
+		var err error
+		w, err = buildWizard(o.Spec, o.Values)
+		return err
+	})
+	if code := run(f, c, c.sub(words[2:]), args); code != ExitOK {
+		return nil, errors.New(errb.String())
 	}
-	if len(pos) > 0 {
-		return nil, fmt.Errorf("arguments besides flags: %q", pos)
-	}
-	return build()
+	return w, nil
 }
 
 // checkPrintedFixes checks every fix of a text output and returns how many there were. A

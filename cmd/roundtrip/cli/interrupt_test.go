@@ -110,7 +110,7 @@ func TestProgressOnlyOnATerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if p := newProgress(&Invocation{Stderr: f}, "doctor"); p != nil {
+	if p := newProgress(&Invocation{Factory: &Factory{Stderr: f}}, "doctor"); p != nil {
 		t.Fatalf("a bar for a plain file")
 	}
 	var b bytes.Buffer

@@ -19,16 +19,22 @@ import (
 )
 
 func init() {
-	Register(showCommand())
-	Register(snapshotCommand())
+	RegisterNew(func(f *Factory) *Command { return NewCmdShow(f, nil) })
+	RegisterNew(func(f *Factory) *Command { return NewCmdSnapshot(f, nil) })
 }
 
-func showCommand() *Command {
-	var (
-		table string
-		all   bool
-		limit int
-	)
+// ShowOptions are the options of one run of roundtrip show: fresh for every run.
+type ShowOptions struct {
+	*Invocation
+	table string
+	all   bool
+	limit int
+}
+
+// NewCmdShow returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdShow(f *Factory, runF func(*ShowOptions) error) *Command {
+	opts := &ShowOptions{}
 	return &Command{
 		Name:    "show",
 		Usage:   "[--table NAME] [--all] [--json] [--snapshot FILE]",
@@ -38,11 +44,16 @@ summarised; --all prints every route, --table shows one table only.
 --json prints the complete state (the same object a snapshot holds).`,
 		Offline: true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&table, "table", "", "show only the routing table `NAME` (name or number)")
-			fs.BoolVar(&all, "all", false, "print every route, even of huge tables")
-			fs.IntVar(&limit, "limit", 20, "routes shown per table before summarising")
+			fs.StringVar(&opts.table, "table", "", "show only the routing table `NAME` (name or number)")
+			fs.BoolVar(&opts.all, "all", false, "print every route, even of huge tables")
+			fs.IntVar(&opts.limit, "limit", 20, "routes shown per table before summarising")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			table, all, limit := opts.table, opts.all, opts.limit
 			if len(inv.Args) > 0 {
 				return Usagef("show takes no arguments, got %q", inv.Args[0])
 			}
@@ -356,8 +367,16 @@ func renderNetfilter(w io.Writer, s *model.State) {
 	}
 }
 
-func snapshotCommand() *Command {
-	var out string
+// SnapshotOptions are the options of one run of roundtrip snapshot: fresh for every run.
+type SnapshotOptions struct {
+	*Invocation
+	out string
+}
+
+// NewCmdSnapshot returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdSnapshot(f *Factory, runF func(*SnapshotOptions) error) *Command {
+	opts := &SnapshotOptions{}
 	return &Command{
 		Name:    "snapshot",
 		Usage:   "[-o FILE]",
@@ -367,9 +386,14 @@ sysctls) as versioned JSON. Every read-only command accepts --snapshot FILE to w
 on any machine. Without -o the snapshot goes to standard output.`,
 		NoJSON: true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&out, "o", "", "write to `FILE` instead of standard output")
+			fs.StringVar(&opts.out, "o", "", "write to `FILE` instead of standard output")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			out := opts.out
 			if len(inv.Args) > 0 {
 				return Usagef("snapshot takes no arguments, got %q (did you mean -o %s?)", inv.Args[0], inv.Args[0])
 			}

@@ -3,26 +3,30 @@ package cli
 import (
 	"flag"
 	"fmt"
-	"net/netip"
 	"strconv"
 	"strings"
 
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
-	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/trace"
 )
 
-func init() { Register(traceCommand()) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdTrace(f, nil) }) }
 
-func traceCommand() *Command {
-	var (
-		iif  string
-		mark string
-	)
+// TraceOptions are the options of one run of roundtrip trace: fresh for every run.
+type TraceOptions struct {
+	*Invocation
+	iif  string
+	mark string
+}
+
+// NewCmdTrace returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdTrace(f *Factory, runF func(*TraceOptions) error) *Command {
+	opts := &TraceOptions{}
 	return &Command{
 		Name:    "trace",
 		Usage:   "PROTO SRC[:PORT] DST[:PORT] [--iif IF] [--mark N] [--json] [--snapshot FILE]",
@@ -51,10 +55,15 @@ Examples:
   roundtrip trace tcp 0.0.0.0 192.0.2.80:443 --mark 0x2 --snapshot host.json`,
 		Offline: true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&iif, "iif", "", "the interface `IF` the packet arrives on (default: it starts on this host)")
-			fs.StringVar(&mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
+			fs.StringVar(&opts.iif, "iif", "", "the interface `IF` the packet arrives on (default: it starts on this host)")
+			fs.StringVar(&opts.mark, "mark", "", "the fwmark `N` the packet carries (decimal or 0x-hex)")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			iif, mark := opts.iif, opts.mark
 			req, err := parseTraceArgs(inv.Args, mark)
 			if err != nil {
 				return err
@@ -94,32 +103,10 @@ func parseTraceArgs(args []string, mark string) (trace.Request, error) {
 	if len(args) != 3 {
 		return req, Usagef("want PROTO SRC[:PORT] DST[:PORT], got %d argument(s)", len(args))
 	}
-	proto, err := inet.ProtoNumber(args[0])
+	req, err := trace.ParseFlow(args[0], args[1], args[2])
 	if err != nil {
 		return req, Usagef("%v", err)
 	}
-	src, err := parseEndpoint("source", args[1])
-	if err != nil {
-		return req, err
-	}
-	dst, err := parseEndpoint("destination", args[2])
-	if err != nil {
-		return req, err
-	}
-	if src.Addr().Is4() != dst.Addr().Is4() {
-		return req, Usagef("source %s and destination %s are not of one address family", src.Addr(), dst.Addr())
-	}
-	if dst.Addr().IsUnspecified() {
-		return req, Usagef("destination %s is unspecified: name the address the flow goes to", dst.Addr())
-	}
-	switch proto {
-	case 6, 17, 132, 33, 136:
-	default:
-		if src.Port() != 0 || dst.Port() != 0 {
-			return req, Usagef("%s has no ports: give addresses without :PORT", inet.ProtoName(proto))
-		}
-	}
-	req.Proto, req.Src, req.Dst = proto, src, dst
 	if mark != "" {
 		m, err := strconv.ParseUint(mark, 0, 32)
 		if err != nil {
@@ -128,47 +115,6 @@ func parseTraceArgs(args []string, mark string) (trace.Request, error) {
 		req.Mark = uint32(m)
 	}
 	return req, nil
-}
-
-// parseEndpoint reads ADDR, ADDR:PORT or [ADDR]:PORT.
-func parseEndpoint(what, s string) (netip.AddrPort, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		if a.Zone() != "" {
-			return netip.AddrPort{}, Usagef("%s %q: zones are not supported", what, s)
-		}
-		return netip.AddrPortFrom(a.Unmap(), 0), nil
-	}
-	host, port, ok := cutPort(s)
-	if !ok {
-		return netip.AddrPort{}, Usagef("malformed %s address %q: want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)", what, s)
-	}
-	a, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.AddrPort{}, Usagef("malformed %s address %q: want ADDR or ADDR:PORT ([ADDR]:PORT for IPv6)", what, s)
-	}
-	n, err := strconv.Atoi(port)
-	if err != nil {
-		return netip.AddrPort{}, Usagef("%s port %q is not a number", what, port)
-	}
-	if n < 0 || n > 65535 {
-		return netip.AddrPort{}, Usagef("%s port %d out of range 0-65535", what, n)
-	}
-	return netip.AddrPortFrom(a.Unmap(), uint16(n)), nil
-}
-
-func cutPort(s string) (host, port string, ok bool) {
-	if strings.HasPrefix(s, "[") {
-		end := strings.Index(s, "]:")
-		if end < 0 {
-			return "", "", false
-		}
-		return s[1:end], s[end+2:], true
-	}
-	i := strings.LastIndexByte(s, ':')
-	if i < 0 || strings.Count(s, ":") > 1 {
-		return "", "", false
-	}
-	return s[:i], s[i+1:], true
 }
 
 func linkNames(s *model.State) string {

@@ -6,10 +6,18 @@ import (
 	"roundtrip/ui"
 )
 
-func init() { Register(tuiCommand()) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdTUI(f, nil) }) }
 
-func tuiCommand() *Command {
-	var noMouse bool
+// TUIOptions are the options of one run of roundtrip tui: fresh for every run.
+type TUIOptions struct {
+	*Invocation
+	noMouse bool
+}
+
+// NewCmdTUI returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdTUI(f *Factory, runF func(*TUIOptions) error) *Command {
+	opts := &TUIOptions{}
 	return &Command{
 		Name:    "tui",
 		Usage:   "[--netns NAME | --snapshot FILE] [--no-mouse]",
@@ -26,9 +34,14 @@ keys.`,
 		Offline: true,
 		NoJSON:  true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&noMouse, "no-mouse", false, "leave the mouse to the terminal (to select text)")
+			fs.BoolVar(&opts.noMouse, "no-mouse", false, "leave the mouse to the terminal (to select text)")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			noMouse := opts.noMouse
 			if len(inv.Args) > 0 {
 				return Usagef("tui takes no arguments, got %q", inv.Args[0])
 			}

@@ -1,29 +1,22 @@
 package cli
 
 import (
-	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"roundtrip/engine/finding"
-	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
-	"roundtrip/engine/model"
-	"roundtrip/engine/plan"
 	"roundtrip/engine/quote"
+	"roundtrip/watch"
 	"roundtrip/wizards"
 )
 
-func init() { Register(watchCommand()) }
+func init() { RegisterNew(func(f *Factory) *Command { return NewCmdWatch(f, nil) }) }
 
 const watchHelp = `Probes every WAN of a multi-wan gateway natively (ICMP echo, or a TCP connection with
 tcp:ADDR:PORT targets), each probe bound to its WAN (SO_BINDTODEVICE, its address and its
@@ -55,41 +48,51 @@ latest multi-wan apply in roundtrip history. The wizard's setup must be applied 
   # What it sees, from another terminal:
   roundtrip watch --status`
 
-func watchCommand() *Command {
-	var (
-		build    func() (wizards.Wizard, error)
-		targets  []wizards.WatchTarget
-		cfg      wizards.WatchConfig
-		maxLoss  float64
-		status   bool
-		unit     bool
-		lockWait time.Duration
-	)
+// WatchOptions are the options of one run of roundtrip watch: fresh for every run.
+type WatchOptions struct {
+	*Invocation
+	build    func() (wizards.Wizard, error) // the multi-wan wizard's flags, shared
+	targets  []watch.Target
+	cfg      watch.Config
+	maxLoss  float64
+	status   bool
+	unit     bool
+	lockWait time.Duration
+}
+
+// NewCmdWatch returns the command; runF, when not nil, runs instead of it with the options
+// parsed (tests check the parsing with it).
+func NewCmdWatch(f *Factory, runF func(*WatchOptions) error) *Command {
+	opts := &WatchOptions{}
 	return &Command{
 		Name:    "watch",
 		Usage:   "[--wan IFACE:GATEWAY[:NAME] ... (the multi-wan flags)] --target ADDR ... [--interval 1s] [--down-after N] [--up-after N] [--failback immediate|new-flows] | --status",
 		Summary: "probe each WAN, fail over when one dies and fail back when it recovers (case 2)",
 		Help:    watchHelp,
 		Flags: func(fs *flag.FlagSet) {
-			targets, cfg = nil, wizards.WatchConfig{}
-			build = multiWANSpec().bind(fs)
+			opts.build = bindMultiWAN(fs)
 			repeated(fs, "target", "an address every WAN probes: `ADDR` (ICMP echo) or tcp:ADDR:PORT (repeat; give two or more)", func(v string) error {
-				t, err := wizards.ParseWatchTarget(v)
-				targets = append(targets, t)
+				t, err := watch.ParseTarget(v)
+				opts.targets = append(opts.targets, t)
 				return err
 			})
-			fs.DurationVar(&cfg.Interval, "interval", wizards.DefaultWatchInterval, "probe every `DURATION`")
-			fs.DurationVar(&cfg.Timeout, "timeout", 0, "wait up to `DURATION` for each answer (default: the interval, at most 2s)")
-			fs.IntVar(&cfg.Health.DownAfter, "down-after", wizards.DefaultDownAfter, "a WAN is down after `N` failed rounds in a row")
-			fs.IntVar(&cfg.Health.UpAfter, "up-after", wizards.DefaultUpAfter, "a down WAN is up after `N` good rounds in a row")
-			fs.Float64Var(&maxLoss, "max-loss", wizards.DefaultMaxLoss*100, "a round fails when at least `PERCENT` of its probes are lost")
-			fs.DurationVar(&cfg.Health.MaxRTT, "max-rtt", 0, "a round fails when its median round-trip time is over `DURATION` (0: latency is not judged)")
-			fs.StringVar(&cfg.Failback, "failback", wizards.FailbackImmediate, "`POLICY` when a WAN recovers: immediate (move everything back) or new-flows (only new connections)")
-			fs.BoolVar(&status, "status", false, "show what the running watcher sees, and exit")
-			fs.BoolVar(&unit, "unit", false, "print a systemd service that runs this watch, and exit")
-			fs.DurationVar(&lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish before moving routes")
+			fs.DurationVar(&opts.cfg.Interval, "interval", watch.DefaultInterval, "probe every `DURATION`")
+			fs.DurationVar(&opts.cfg.Timeout, "timeout", 0, "wait up to `DURATION` for each answer (default: the interval, at most 2s)")
+			fs.IntVar(&opts.cfg.Health.DownAfter, "down-after", watch.DefaultDownAfter, "a WAN is down after `N` failed rounds in a row")
+			fs.IntVar(&opts.cfg.Health.UpAfter, "up-after", watch.DefaultUpAfter, "a down WAN is up after `N` good rounds in a row")
+			fs.Float64Var(&opts.maxLoss, "max-loss", watch.DefaultMaxLoss*100, "a round fails when at least `PERCENT` of its probes are lost")
+			fs.DurationVar(&opts.cfg.Health.MaxRTT, "max-rtt", 0, "a round fails when its median round-trip time is over `DURATION` (0: latency is not judged)")
+			fs.StringVar(&opts.cfg.Failback, "failback", watch.FailbackImmediate, "`POLICY` when a WAN recovers: immediate (move everything back) or new-flows (only new connections)")
+			fs.BoolVar(&opts.status, "status", false, "show what the running watcher sees, and exit")
+			fs.BoolVar(&opts.unit, "unit", false, "print a systemd service that runs this watch, and exit")
+			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish before moving routes")
 		},
 		Run: func(inv *Invocation) error {
+			opts.Invocation = inv
+			if runF != nil {
+				return runF(opts)
+			}
+			targets, cfg, maxLoss, status, unit, lockWait := opts.targets, opts.cfg, opts.maxLoss, opts.status, opts.unit, opts.lockWait
 			if len(inv.Args) > 0 {
 				return Usagef("watch takes no arguments besides its flags, got %q", strings.Join(inv.Args, " "))
 			}
@@ -113,18 +116,18 @@ func watchCommand() *Command {
 			if cfg.Interval < 10*time.Millisecond {
 				return Usagef("--interval %s: want at least 10ms", cfg.Interval)
 			}
-			w, err := build()
+			w, err := opts.build()
 			if err != nil {
 				return err
 			}
 			cfg.MultiWAN = w.(*wizards.MultiWANOptions)
 			if len(cfg.MultiWAN.WANs) == 0 {
-				o, id, err := multiWANFromHistory(inv)
+				mw, id, err := multiWANFromHistory(inv)
 				if err != nil {
 					return err
 				}
-				quote.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, quote.ShellJoin(o.Args()...))
-				cfg.MultiWAN = o
+				quote.TermFprintf(inv.Stderr, "the WANs are those of the multi-wan apply %s: %s\n", id, quote.ShellJoin(mw.Args()...))
+				cfg.MultiWAN = mw
 			}
 			cfg.Targets = targets
 			cfg.Health.MaxLoss = maxLoss / 100
@@ -136,19 +139,21 @@ func watchCommand() *Command {
 				if err != nil {
 					return fmt.Errorf("finding roundtrip's own path for the unit: %w", err)
 				}
-				_, err = inv.Stdout.Write(wizards.WatchUnit(exe, inv.NetNS, cfg.Args()))
+				_, err = inv.Stdout.Write(watch.Unit(exe, inv.NetNS, cfg.Args()))
 				return err
 			}
-			return runWatch(inv.Ctx, watchRun{cfg: cfg, ns: inv.Namespace(), log: inv.Stderr, lockWait: lockWait})
+			return watch.Live{Config: cfg, NS: inv.Namespace(), Log: inv.Stderr, LockWait: lockWait}.Run(inv.Ctx)
 		},
 	}
 }
 
-// multiWANSpec returns the multi-wan wizard's command line, whose flags watch shares.
-func multiWANSpec() wizardSpec {
-	specs := wizardSpecs()
-	i := slices.IndexFunc(specs, func(s wizardSpec) bool { return s.name == finding.WizardMultiWAN })
-	return specs[i]
+// bindMultiWAN declares the multi-wan wizard's flags, which watch shares, and returns what
+// builds its options once they are parsed.
+func bindMultiWAN(fs *flag.FlagSet) func() (wizards.Wizard, error) {
+	spec := wizards.SpecFor(finding.WizardMultiWAN)
+	v := spec.NewValues()
+	bindFields(fs, spec, v)
+	return func() (wizards.Wizard, error) { return buildWizard(spec, v) }
 }
 
 // multiWANIntent starts the intent of every multi-wan plan (the wizard's command line).
@@ -171,7 +176,7 @@ func multiWANFromHistory(inv *Invocation) (*wizards.MultiWANOptions, string, err
 		}
 		fs := flag.NewFlagSet("multi-wan", flag.ContinueOnError)
 		fs.SetOutput(io.Discard)
-		build := multiWANSpec().bind(fs)
+		build := bindMultiWAN(fs)
 		if err := fs.Parse(strings.Fields(strings.TrimPrefix(j.Intent, multiWANIntent))); err != nil {
 			return nil, "", fmt.Errorf("reading the multi-wan options of journal %s (%q): %w: give them as flags (--wan ...)", j.ID, j.Intent, err)
 		}
@@ -184,93 +189,9 @@ func multiWANFromHistory(inv *Invocation) (*wizards.MultiWANOptions, string, err
 	return nil, "", Usagef("no --wan given, and roundtrip history%s has no multi-wan apply in effect: give the WANs as the wizard was given them (--wan IFACE:GATEWAY[:NAME] ...)", netnsFlag(inv))
 }
 
-// watchRun is one run of the watcher against a namespace.
-type watchRun struct {
-	cfg      wizards.WatchConfig
-	ns       kernel.Namespace
-	log      io.Writer
-	lockWait time.Duration
-	// store and rtTablesDirs default to the namespace's journal directory and iproute2's;
-	// tests point them at their own.
-	store        *kernel.Store
-	rtTablesDirs []string
-	// started is called once the watcher has checked the host and runs.
-	started func(*wizards.Watcher)
-}
-
-// runWatch runs the watcher until ctx ends, writing its status to the journal directory after
-// every round. Only one watcher runs per namespace.
-func runWatch(ctx context.Context, r watchRun) error {
-	store := r.store
-	if store == nil {
-		var err error
-		if store, err = kernel.OpenStore(r.ns); err != nil {
-			return err
-		}
-	}
-	release, err := lockWatch(store)
-	if err != nil {
-		return err
-	}
-	defer release()
-	host := &watchHost{ns: r.ns, dirs: r.rtTablesDirs,
-		applier: &kernel.Applier{NS: r.ns, Store: store, RTTablesDirs: r.rtTablesDirs, LockWait: r.lockWait}}
-	w, err := wizards.NewWatcher(r.cfg, watchProber{ns: r.ns}, host)
-	if err != nil {
-		return err
-	}
-	w.Log = r.log
-	var statusErr string
-	w.OnStatus = func(s *wizards.WatchStatus) {
-		err := wizards.WriteWatchStatus(store.Dir, s)
-		if err != nil && err.Error() != statusErr {
-			quote.TermFprintf(r.log, "warning: %v\n", err)
-		}
-		statusErr = fmt.Sprint(err)
-	}
-	if err := w.Start(ctx); err != nil {
-		return err
-	}
-	if r.started != nil {
-		r.started(w)
-	}
-	err = w.Loop(ctx)
-	s := w.Status()
-	s.Stopped, s.Running = true, false
-	return errors.Join(err, wizards.WriteWatchStatus(store.Dir, s))
-}
-
-// lockWatch makes sure only one watcher runs per namespace: two would fight over the routes.
-// The lock (flock on watch.lock in the journal directory) dies with the process.
-func lockWatch(store *kernel.Store) (func(), error) {
-	path := filepath.Join(store.Dir, "watch.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening the watch lock: %w", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another roundtrip watch runs for %s (%s): stop it first, or see roundtrip watch --status", store.NS, strings.TrimSpace(string(holder)))
-		}
-		return nil, fmt.Errorf("locking %s: %w", path, err)
-	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+"\n"), 0)
-	return func() {
-		_ = f.Truncate(0)
-		f.Close()
-	}, nil
-}
-
 // watchStatus prints the status the watcher of the namespace last wrote.
 func watchStatus(inv *Invocation) error {
-	store, err := kernel.OpenStore(inv.Namespace())
-	if err != nil {
-		return err
-	}
-	s, err := wizards.ReadWatchStatus(store.Dir, time.Now(), processAlive)
+	s, err := watch.ReadLive(inv.Namespace())
 	if err != nil {
 		return err
 	}
@@ -279,75 +200,4 @@ func watchStatus(inv *Invocation) error {
 	}
 	_, err = io.WriteString(inv.Stdout, s.Text())
 	return err
-}
-
-// processAlive reports whether a process exists (signal 0 checks without sending anything).
-func processAlive(pid int) bool {
-	err := syscall.Kill(pid, 0)
-	return err == nil || errors.Is(err, syscall.EPERM)
-}
-
-// watchProber probes through the kernel.
-type watchProber struct{ ns kernel.Namespace }
-
-func (p watchProber) Probe(ctx context.Context, s wizards.ProbeSpec) wizards.ProbeResult {
-	r := p.ns.Probe(ctx, kernel.Probe{Proto: s.Target.Proto, Target: s.Target.Addr, Iface: s.Iface, Src: s.Src, Mark: s.Mark, Timeout: s.Timeout})
-	out := wizards.ProbeResult{OK: r.OK, RTT: r.RTT}
-	switch {
-	case errors.Is(r.Err, kernel.ErrNoAnswer):
-		out.Err = "timeout" // the same for every target, so a round's verdict stays short
-	case r.Err != nil:
-		out.Err = r.Err.Error()
-	}
-	return out
-}
-
-// watchHost is the namespace the watcher changes: read and applied through the change engine,
-// conntrack through ctnetlink.
-type watchHost struct {
-	ns      kernel.Namespace
-	dirs    []string
-	applier *kernel.Applier
-}
-
-func (h *watchHost) ReadState(ctx context.Context) (*model.State, error) {
-	return kernel.ReadWith(ctx, h.ns, kernel.ReadOptions{RTTablesDirs: h.dirs})
-}
-
-func (h *watchHost) Apply(ctx context.Context, p *plan.Plan) (string, error) {
-	// Failing over is the watcher's whole point: it moves routes whoever is logged in over
-	// which of them.
-	res, err := h.applier.Apply(ctx, p, kernel.ApplyOptions{Force: true})
-	if err != nil {
-		return "", err
-	}
-	if res.Journal == nil {
-		return "", nil
-	}
-	if len(res.Drift) > 0 {
-		return res.Journal.ID, fmt.Errorf("applied as journal %s, but the host differs from the plan: %s", res.Journal.ID, strings.Join(res.Drift, "; "))
-	}
-	return res.Journal.ID, nil
-}
-
-func trackedFlow(e *kernel.ConntrackEntry) wizards.TrackedFlow {
-	return wizards.TrackedFlow{Proto: e.Orig.Proto, Src: e.Orig.Src, Dst: e.Orig.Dst, ReplySrc: e.Reply.Src, ReplyDst: e.Reply.Dst, Mark: e.Mark}
-}
-
-func (h *watchHost) DeleteFlows(ctx context.Context, match func(wizards.TrackedFlow) bool) (int, error) {
-	c, err := kernel.OpenConntrack(h.ns)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.DeleteFunc(ctx, &kernel.ConntrackFilter{Family: inet.V4}, func(e *kernel.ConntrackEntry) bool { return match(trackedFlow(e)) })
-}
-
-func (h *watchHost) MarkFlows(ctx context.Context, mark func(wizards.TrackedFlow) (model.MarkMatch, bool)) (int, error) {
-	c, err := kernel.OpenConntrack(h.ns)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	return c.MarkFunc(ctx, &kernel.ConntrackFilter{Family: inet.V4}, func(e *kernel.ConntrackEntry) (model.MarkMatch, bool) { return mark(trackedFlow(e)) })
 }

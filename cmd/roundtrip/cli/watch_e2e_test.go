@@ -16,6 +16,7 @@ import (
 
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/watch"
 	"roundtrip/wizards"
 )
 
@@ -133,26 +134,26 @@ func (l *watchLab) natedTo(addr string) int {
 	return n
 }
 
-func (l *watchLab) status() *wizards.WatchStatus {
+func (l *watchLab) status() *watch.Status {
 	l.t.Helper()
-	s, err := wizards.ReadWatchStatus(l.store.Dir, time.Now(), nil)
+	s, err := watch.ReadStatus(l.store.Dir, time.Now(), nil)
 	if err != nil {
-		return &wizards.WatchStatus{}
+		return &watch.Status{}
 	}
 	return s
 }
 
-func (l *watchLab) wan(s *wizards.WatchStatus, name string) wizards.WANStatus {
+func (l *watchLab) wan(s *watch.Status, name string) watch.WANStatus {
 	for _, w := range s.WANs {
 		if w.Name == name {
 			return w
 		}
 	}
-	return wizards.WANStatus{}
+	return watch.WANStatus{}
 }
 
 // waitStatus polls the status file until ok holds; the deadline only bounds a broken test.
-func (l *watchLab) waitStatus(what string, ok func(*wizards.WatchStatus) bool) *wizards.WatchStatus {
+func (l *watchLab) waitStatus(what string, ok func(*watch.Status) bool) *watch.Status {
 	l.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -195,20 +196,20 @@ func newWatchLab(t *testing.T, failback string) *watchLab {
 		t.Fatal(err)
 	}
 
-	targets := []wizards.WatchTarget{}
+	targets := []watch.Target{}
 	for _, v := range []string{"198.18.76.200", "198.18.77.200", "tcp:" + c.ServerAAddr} {
-		tg, err := wizards.ParseWatchTarget(v)
+		tg, err := watch.ParseTarget(v)
 		if err != nil {
 			t.Fatal(err)
 		}
 		targets = append(targets, tg)
 	}
-	cfg := wizards.WatchConfig{MultiWAN: mw, Targets: targets, Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond,
-		Health: wizards.HealthConfig{DownAfter: 3, UpAfter: 5}, Failback: failback}
+	cfg := watch.Config{MultiWAN: mw, Targets: targets, Interval: 100 * time.Millisecond, Timeout: 200 * time.Millisecond,
+		Health: watch.HealthConfig{DownAfter: 3, UpAfter: 5}, Failback: failback}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- runWatch(ctx, watchRun{cfg: cfg, ns: ns, log: l.log, lockWait: 10 * time.Second, store: l.store, rtTablesDirs: dirs})
+		done <- watch.Live{Config: cfg, NS: ns, Log: l.log, LockWait: 10 * time.Second, Store: l.store, RTTablesDirs: dirs}.Run(ctx)
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -219,8 +220,8 @@ func newWatchLab(t *testing.T, failback string) *watchLab {
 			t.Errorf("after the watcher stopped its status says running %v, stopped %v", s.Running, s.Stopped)
 		}
 	})
-	l.waitStatus("both WANs up", func(s *wizards.WatchStatus) bool {
-		return s.Default == "isp_a" && l.wan(s, "isp_a").Health == wizards.HealthUp && l.wan(s, "isp_b").Health == wizards.HealthUp
+	l.waitStatus("both WANs up", func(s *watch.Status) bool {
+		return s.Default == "isp_a" && l.wan(s, "isp_a").Health == watch.HealthUp && l.wan(s, "isp_b").Health == watch.HealthUp
 	})
 	return l
 }
@@ -233,8 +234,8 @@ func newWatchLab(t *testing.T, failback string) *watchLab {
 func TestPrivilegedWatchFailover(t *testing.T) {
 	lab.Require(t)
 	for _, tc := range []struct{ name, cut, failback string }{
-		{"link-down-immediate", "link", wizards.FailbackImmediate},
-		{"isp-drops-new-flows", "drop", wizards.FailbackNewFlows},
+		{"link-down-immediate", "link", watch.FailbackImmediate},
+		{"isp-drops-new-flows", "drop", watch.FailbackNewFlows},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -261,12 +262,12 @@ func TestPrivilegedWatchFailover(t *testing.T) {
 					c.ISPA.Run("iptables", "-w", "-I", chain[0], chain[1], "cust", "-j", "DROP")
 				}
 			}
-			s := l.waitStatus("isp_a to be routed around", func(s *wizards.WatchStatus) bool {
+			s := l.waitStatus("isp_a to be routed around", func(s *watch.Status) bool {
 				return len(s.RoutedAround) == 1 && s.RoutedAround[0] == "isp_a" && s.Default == "isp_b"
 			})
 			t.Logf("isp_a routed around %s after the cut (configured: 3 failed rounds of 100ms, 200ms timeout)", time.Since(cut).Round(10*time.Millisecond))
 			down := l.wan(s, "isp_a")
-			if down.Health != wizards.HealthDown || !strings.Contains(eventsText(s), "isp_a down: 3 rounds in a row failed") {
+			if down.Health != watch.HealthDown || !strings.Contains(eventsText(s), "isp_a down: 3 rounds in a row failed") {
 				t.Errorf("isp_a is %s; events:\n%s", down.Health, eventsText(s))
 			}
 			if got := l.seenAs(c.ServerAAddr); !strings.HasPrefix(got, c.PublicB+":") {
@@ -297,8 +298,8 @@ func TestPrivilegedWatchFailover(t *testing.T) {
 					c.ISPA.Run("iptables", "-w", "-D", chain[0], chain[1], "cust", "-j", "DROP")
 				}
 			}
-			l.waitStatus("the failback", func(s *wizards.WatchStatus) bool {
-				return len(s.RoutedAround) == 0 && s.Default == "isp_a" && l.wan(s, "isp_a").Health == wizards.HealthUp
+			l.waitStatus("the failback", func(s *watch.Status) bool {
+				return len(s.RoutedAround) == 0 && s.Default == "isp_a" && l.wan(s, "isp_a").Health == watch.HealthUp
 			})
 			if got := l.seenAs(c.ServerAAddr); !strings.HasPrefix(got, c.PublicA+":") {
 				t.Errorf("after the failback a new connection to ISP A's server is seen as %q, want from %s", got, c.PublicA)
@@ -307,7 +308,7 @@ func TestPrivilegedWatchFailover(t *testing.T) {
 				t.Errorf("the failback deleted the connection through ISP B, whose path did not change: %v", e)
 			}
 			switch tc.failback {
-			case wizards.FailbackImmediate:
+			case watch.FailbackImmediate:
 				if e := l.entry(during.port); e != nil && e.Reply.Dst.Addr().String() == c.PublicB {
 					t.Errorf("immediate failback kept the outage's connection NATed to B, which now routes via A: %v", e)
 				}
@@ -316,7 +317,7 @@ func TestPrivilegedWatchFailover(t *testing.T) {
 				if body, err := during.get(); err == nil {
 					t.Errorf("the outage's connection still answers after an immediate failback: %q", body)
 				}
-			case wizards.FailbackNewFlows:
+			case watch.FailbackNewFlows:
 				e := l.entry(during.port)
 				if e == nil || e.Mark&l.routes[1].Mark.Mask != l.routes[1].Mark.Value {
 					t.Fatalf("the outage's connection is not pinned to isp_b's mark %#x: %v", l.routes[1].Mark.Value, e)
@@ -334,10 +335,10 @@ func TestPrivilegedWatchFailover(t *testing.T) {
 				isp.Run("iptables", "-w", "-A", "FORWARD", "-i", "cust", "-m", "statistic", "--mode", "random", "--probability", "0.2", "-j", "DROP")
 			}
 			start := l.status()
-			end := l.waitStatus("40 rounds under 20% loss", func(s *wizards.WatchStatus) bool { return s.Rounds >= start.Rounds+40 })
+			end := l.waitStatus("40 rounds under 20% loss", func(s *watch.Status) bool { return s.Rounds >= start.Rounds+40 })
 			for _, name := range []string{"isp_a", "isp_b"} {
 				before, after := l.wan(start, name), l.wan(end, name)
-				if after.Health != wizards.HealthUp || after.Transitions != before.Transitions {
+				if after.Health != watch.HealthUp || after.Transitions != before.Transitions {
 					t.Errorf("%s under 20%% loss: %s, %d health changes (before %d)\n%s", name, after.Health, after.Transitions, before.Transitions, eventsText(end))
 				}
 			}
@@ -353,7 +354,7 @@ func TestPrivilegedWatchFailover(t *testing.T) {
 	}
 }
 
-func eventsText(s *wizards.WatchStatus) string {
+func eventsText(s *watch.Status) string {
 	var b strings.Builder
 	for _, e := range s.Events {
 		fmt.Fprintf(&b, "%s\n", e)

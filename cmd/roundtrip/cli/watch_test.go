@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"roundtrip/engine/kernel"
-	"roundtrip/wizards"
+	"roundtrip/watch"
 )
 
 func TestWatchCommandLine(t *testing.T) {
@@ -58,10 +58,10 @@ func TestWatchCommandLine(t *testing.T) {
 	}
 
 	// --status reads what the watcher wrote.
-	s := &wizards.WatchStatus{Format: wizards.WatchStatusFormat, PID: 1, Started: time.Now(), Updated: time.Now(), Interval: time.Second,
-		Failback: wizards.FailbackImmediate, Default: "isp_b", RoutedAround: []string{"isp_a"},
-		WANs: []wizards.WANStatus{{WANHealth: wizards.WANHealth{Name: "isp_a", Health: wizards.HealthDown}, Iface: "wan1"}}}
-	if err := wizards.WriteWatchStatus(store.Dir, s); err != nil {
+	s := &watch.Status{Format: watch.StatusFormat, PID: 1, Started: time.Now(), Updated: time.Now(), Interval: time.Second,
+		Failback: watch.FailbackImmediate, Default: "isp_b", RoutedAround: []string{"isp_a"},
+		WANs: []watch.WANStatus{{WANHealth: watch.WANHealth{Name: "isp_a", Health: watch.HealthDown}, Iface: "wan1"}}}
+	if err := watch.WriteStatus(store.Dir, s); err != nil {
 		t.Fatal(err)
 	}
 	code, out, _ = runCLI(t, "watch", "--status")
@@ -69,7 +69,7 @@ func TestWatchCommandLine(t *testing.T) {
 		t.Errorf("--status: exit %d\n%s", code, out)
 	}
 	code, out, _ = runCLI(t, "watch", "--status", "--json")
-	var got wizards.WatchStatus
+	var got watch.Status
 	if err := json.Unmarshal([]byte(out), &got); code != ExitOK || err != nil || got.Default != "isp_b" || !got.Running {
 		t.Errorf("--status --json: exit %d, %v, %+v", code, err, got)
 	}

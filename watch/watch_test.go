@@ -1,4 +1,4 @@
-package wizards
+package watch
 
 import (
 	"bytes"
@@ -138,8 +138,8 @@ func newWatchRig(t *testing.T, failback string) *watchRig {
 	for _, x := range routes {
 		r.marks[x.Name] = *x.Mark
 	}
-	targets := []WatchTarget{{Proto: "icmp", Addr: ap("192.0.2.1:0")}, {Proto: "icmp", Addr: ap("192.0.2.2:0")}, {Proto: "tcp", Addr: ap("192.0.2.3:443")}}
-	r.w, err = NewWatcher(WatchConfig{MultiWAN: o, Targets: targets, Interval: time.Second, Health: HealthConfig{DownAfter: 3, UpAfter: 5}, Failback: failback},
+	targets := []Target{{Proto: "icmp", Addr: ap("192.0.2.1:0")}, {Proto: "icmp", Addr: ap("192.0.2.2:0")}, {Proto: "tcp", Addr: ap("192.0.2.3:443")}}
+	r.w, err = New(Config{MultiWAN: o, Targets: targets, Interval: time.Second, Health: HealthConfig{DownAfter: 3, UpAfter: 5}, Failback: failback},
 		r.prober, r.host)
 	if err != nil {
 		t.Fatal(err)
@@ -344,7 +344,7 @@ func TestWatcherAllDown(t *testing.T) {
 
 func TestWatcherRefusesWithoutSetup(t *testing.T) {
 	o := multiWANCase2()
-	w, err := NewWatcher(WatchConfig{MultiWAN: o, Targets: []WatchTarget{{Proto: "icmp", Addr: ap("192.0.2.1:0")}}}, newFakeProber(), &fakeHost{s: case2Host(t)})
+	w, err := New(Config{MultiWAN: o, Targets: []Target{{Proto: "icmp", Addr: ap("192.0.2.1:0")}}}, newFakeProber(), &fakeHost{s: case2Host(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +354,7 @@ func TestWatcherRefusesWithoutSetup(t *testing.T) {
 	}
 	o.Connmark = false
 	res, _ := o.Plan(case2Host(t))
-	w, _ = NewWatcher(WatchConfig{MultiWAN: o, Targets: []WatchTarget{{Proto: "icmp", Addr: ap("192.0.2.1:0")}}, Failback: FailbackNewFlows},
+	w, _ = New(Config{MultiWAN: o, Targets: []Target{{Proto: "icmp", Addr: ap("192.0.2.1:0")}}, Failback: FailbackNewFlows},
 		newFakeProber(), &fakeHost{s: res.Plan.Expect(case2Host(t))})
 	if err := w.Start(context.Background()); err == nil || !strings.Contains(err.Error(), "--connmark") {
 		t.Errorf("new-flows without connection marks: %v", err)
@@ -363,22 +363,22 @@ func TestWatcherRefusesWithoutSetup(t *testing.T) {
 
 func TestWatchConfigCheck(t *testing.T) {
 	o := multiWANCase2()
-	tg := []WatchTarget{{Proto: "icmp", Addr: ap("192.0.2.1:0")}}
+	tg := []Target{{Proto: "icmp", Addr: ap("192.0.2.1:0")}}
 	for _, c := range []struct {
-		cfg  WatchConfig
+		cfg  Config
 		want string
 	}{
-		{WatchConfig{Targets: tg}, "--wan IFACE:GATEWAY[:NAME] is needed"},
-		{WatchConfig{MultiWAN: o}, "--target ADDR is needed"},
-		{WatchConfig{MultiWAN: o, Targets: tg, Interval: time.Millisecond}, "--interval 1ms"},
-		{WatchConfig{MultiWAN: o, Targets: tg, Failback: "later"}, `--failback "later"`},
-		{WatchConfig{MultiWAN: o, Targets: tg, Health: HealthConfig{DownAfter: -2}}, "--down-after -2"},
+		{Config{Targets: tg}, "--wan IFACE:GATEWAY[:NAME] is needed"},
+		{Config{MultiWAN: o}, "--target ADDR is needed"},
+		{Config{MultiWAN: o, Targets: tg, Interval: time.Millisecond}, "--interval 1ms"},
+		{Config{MultiWAN: o, Targets: tg, Failback: "later"}, `--failback "later"`},
+		{Config{MultiWAN: o, Targets: tg, Health: HealthConfig{DownAfter: -2}}, "--down-after -2"},
 	} {
 		if err := c.cfg.Check(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("Check = %v, want %q", err, c.want)
 		}
 	}
-	cfg := WatchConfig{MultiWAN: o, Targets: tg, Interval: 200 * time.Millisecond, Health: HealthConfig{MaxLoss: 0.5}}
+	cfg := Config{MultiWAN: o, Targets: tg, Interval: 200 * time.Millisecond, Health: HealthConfig{MaxLoss: 0.5}}
 	if err := cfg.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -393,14 +393,14 @@ func TestParseWatchTarget(t *testing.T) {
 	for in, want := range map[string]string{
 		"192.0.2.1": "icmp:192.0.2.1", "icmp:192.0.2.1": "icmp:192.0.2.1", "tcp:192.0.2.1:443": "tcp:192.0.2.1:443",
 	} {
-		got, err := ParseWatchTarget(in)
+		got, err := ParseTarget(in)
 		if err != nil || got.String() != want {
-			t.Errorf("ParseWatchTarget(%q) = %v, %v; want %s", in, got, err, want)
+			t.Errorf("ParseTarget(%q) = %v, %v; want %s", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"", "tcp:192.0.2.1", "tcp:192.0.2.1:0", "icmp:2001:db8::1", "example.com", "udp:192.0.2.1:53"} {
-		if _, err := ParseWatchTarget(bad); err == nil {
-			t.Errorf("ParseWatchTarget(%q) accepted", bad)
+		if _, err := ParseTarget(bad); err == nil {
+			t.Errorf("ParseTarget(%q) accepted", bad)
 		}
 	}
 }
@@ -411,10 +411,10 @@ func TestWatchStatusFile(t *testing.T) {
 	r.prober.set("wan1", false)
 	r.rounds(3)
 	dir := t.TempDir()
-	if err := WriteWatchStatus(dir, r.w.Status()); err != nil {
+	if err := WriteStatus(dir, r.w.Status()); err != nil {
 		t.Fatal(err)
 	}
-	got, err := ReadWatchStatus(dir, r.now.Add(time.Second), func(int) bool { return true })
+	got, err := ReadStatus(dir, r.now.Add(time.Second), func(int) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,19 +428,19 @@ func TestWatchStatusFile(t *testing.T) {
 			t.Errorf("status text lacks %q:\n%s", want, text)
 		}
 	}
-	if got, _ := ReadWatchStatus(dir, r.now.Add(time.Hour), nil); got.Running {
+	if got, _ := ReadStatus(dir, r.now.Add(time.Hour), nil); got.Running {
 		t.Error("a status not updated for an hour shows as running")
 	}
-	if got, _ := ReadWatchStatus(dir, r.now, func(int) bool { return false }); got.Running {
+	if got, _ := ReadStatus(dir, r.now, func(int) bool { return false }); got.Running {
 		t.Error("a status whose process is gone shows as running")
 	}
-	if _, err := ReadWatchStatus(t.TempDir(), r.now, nil); !errors.Is(err, ErrNoWatch) {
+	if _, err := ReadStatus(t.TempDir(), r.now, nil); !errors.Is(err, ErrNoWatch) {
 		t.Errorf("no status file: %v", err)
 	}
 }
 
 func TestWatchUnit(t *testing.T) {
-	u := string(WatchUnit("/usr/local/bin/roundtrip", "gw 1", []string{"--wan", "eth1:203.0.113.1:isp_a", "--target", "icmp:192.0.2.1", "--max-loss", "50%"}))
+	u := string(Unit("/usr/local/bin/roundtrip", "gw 1", []string{"--wan", "eth1:203.0.113.1:isp_a", "--target", "icmp:192.0.2.1", "--max-loss", "50%"}))
 	for _, want := range []string{"Type=simple", "Restart=always", "WantedBy=multi-user.target",
 		`ExecStart=/usr/local/bin/roundtrip watch --netns "gw 1" --wan eth1:203.0.113.1:isp_a --target icmp:192.0.2.1 --max-loss 50%%`} {
 		if !strings.Contains(u, want) {

@@ -1,4 +1,7 @@
-package wizards
+// Package watch is roundtrip watch, the WAN failover daemon over the multi-wan wizard's setup:
+// it probes each WAN, judges its health with hysteresis and moves routes and flows around dead
+// ones through the change engine.
+package watch
 
 import (
 	"context"
@@ -19,6 +22,8 @@ import (
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 	"roundtrip/engine/quote"
+	"roundtrip/engine/safefile"
+	"roundtrip/wizards"
 )
 
 // This file runs WAN failover on top of the multi-wan wizard: every interval it probes every
@@ -29,16 +34,16 @@ import (
 // ones whose path changes are deleted or pinned, as the failback policy says. The probes, the
 // host and the conntrack table are interfaces: the command wires the kernel in, tests fakes.
 
-// WatchTarget is an address every WAN probes: an ICMP echo, or a TCP connection to a port
+// Target is an address every WAN probes: an ICMP echo, or a TCP connection to a port
 // (a refused connection counts as an answer: the far end is reachable).
-type WatchTarget struct {
+type Target struct {
 	Proto string         `json:"proto"` // icmp or tcp
 	Addr  netip.AddrPort `json:"addr"`  // the port is 0 for icmp
 }
 
-// ParseWatchTarget reads a --target: ADDR or icmp:ADDR for an echo, tcp:ADDR:PORT for a
+// ParseTarget reads a --target: ADDR or icmp:ADDR for an echo, tcp:ADDR:PORT for a
 // connection.
-func ParseWatchTarget(v string) (WatchTarget, error) {
+func ParseTarget(v string) (Target, error) {
 	proto, rest, ok := strings.Cut(v, ":")
 	if !ok || (proto != "icmp" && proto != "tcp") {
 		proto, rest = "icmp", v
@@ -46,18 +51,18 @@ func ParseWatchTarget(v string) (WatchTarget, error) {
 	if proto == "icmp" {
 		a, err := netip.ParseAddr(rest)
 		if err != nil || !a.Is4() {
-			return WatchTarget{}, fmt.Errorf("--target %q: want an IPv4 address (icmp:ADDR) or tcp:ADDR:PORT", v)
+			return Target{}, fmt.Errorf("--target %q: want an IPv4 address (icmp:ADDR) or tcp:ADDR:PORT", v)
 		}
-		return WatchTarget{Proto: "icmp", Addr: netip.AddrPortFrom(a, 0)}, nil
+		return Target{Proto: "icmp", Addr: netip.AddrPortFrom(a, 0)}, nil
 	}
 	ap, err := netip.ParseAddrPort(rest)
 	if err != nil || !ap.Addr().Is4() || ap.Port() == 0 {
-		return WatchTarget{}, fmt.Errorf("--target %q: want tcp:ADDR:PORT with an IPv4 address and a port 1-65535", v)
+		return Target{}, fmt.Errorf("--target %q: want tcp:ADDR:PORT with an IPv4 address and a port 1-65535", v)
 	}
-	return WatchTarget{Proto: "tcp", Addr: ap}, nil
+	return Target{Proto: "tcp", Addr: ap}, nil
 }
 
-func (t WatchTarget) String() string {
+func (t Target) String() string {
 	if t.Proto == "tcp" {
 		return "tcp:" + t.Addr.String()
 	}
@@ -72,7 +77,7 @@ type ProbeSpec struct {
 	Iface   string
 	Src     netip.Addr
 	Mark    uint32
-	Target  WatchTarget
+	Target  Target
 	Timeout time.Duration
 }
 
@@ -92,8 +97,8 @@ type TrackedFlow struct {
 	Mark               uint32
 }
 
-// WatchHost is the host the watcher changes.
-type WatchHost interface {
+// Host is the host the watcher changes.
+type Host interface {
 	ReadState(ctx context.Context) (*model.State, error)
 	// Apply applies a plan through the change engine and returns its journal's id.
 	Apply(ctx context.Context, p *plan.Plan) (journal string, err error)
@@ -103,10 +108,10 @@ type WatchHost interface {
 	MarkFlows(ctx context.Context, mark func(TrackedFlow) (model.MarkMatch, bool)) (int, error)
 }
 
-// WatchConfig is what `roundtrip watch` is asked to do.
-type WatchConfig struct {
-	MultiWAN *MultiWANOptions
-	Targets  []WatchTarget
+// Config is what `roundtrip watch` is asked to do.
+type Config struct {
+	MultiWAN *wizards.MultiWANOptions
+	Targets  []Target
 	Interval time.Duration
 	// Timeout bounds each probe (default: the interval, at most 2s).
 	Timeout  time.Duration
@@ -116,8 +121,8 @@ type WatchConfig struct {
 
 // Watch defaults.
 const (
-	DefaultWatchInterval = time.Second
-	maxDefaultTimeout    = 2 * time.Second
+	DefaultInterval   = time.Second
+	maxDefaultTimeout = 2 * time.Second
 	// repairRounds is how often (in rounds) the routes are checked while a WAN is routed
 	// around, so that routes lost with a link (and the dead WAN's table, once its link is back)
 	// are put back even without a change of health.
@@ -126,9 +131,9 @@ const (
 	maxEvents = 50
 )
 
-func (c *WatchConfig) fill() {
+func (c *Config) fill() {
 	if c.Interval == 0 {
-		c.Interval = DefaultWatchInterval
+		c.Interval = DefaultInterval
 	}
 	if c.Timeout == 0 {
 		c.Timeout = min(c.Interval, maxDefaultTimeout)
@@ -140,7 +145,7 @@ func (c *WatchConfig) fill() {
 }
 
 // Check validates the configuration on its own.
-func (c *WatchConfig) Check() error {
+func (c *Config) Check() error {
 	c.fill()
 	var errs []error
 	if c.MultiWAN == nil || len(c.MultiWAN.WANs) < 2 {
@@ -165,7 +170,7 @@ func (c *WatchConfig) Check() error {
 }
 
 // Args renders the configuration as the flags of `roundtrip watch`.
-func (c *WatchConfig) Args() []string {
+func (c *Config) Args() []string {
 	c.fill()
 	a := slices.Clone(c.MultiWAN.Args())
 	for i := 0; i+1 < len(a); i++ {
@@ -190,17 +195,17 @@ func (c *WatchConfig) Args() []string {
 
 // Watcher is one running failover loop.
 type Watcher struct {
-	cfg    WatchConfig
+	cfg    Config
 	prober Prober
-	host   WatchHost
+	host   Host
 	// Now is the clock (time.Now when nil); Log receives one line per event.
 	Now func() time.Time
 	Log io.Writer
 	// OnStatus is called with the status after every round.
-	OnStatus func(*WatchStatus)
+	OnStatus func(*Status)
 
 	tracker *Tracker
-	routes  []WANRoute
+	routes  []wizards.WANRoute
 	names   []string
 	// around is what the host routes around now; known is false until the first reconcile.
 	around []string
@@ -210,13 +215,13 @@ type Watcher struct {
 	rounds    int
 	sinceFix  int
 	started   time.Time
-	events    []WatchEvent
+	events    []Event
 	lastErr   string
 	driftSeen string
 }
 
-// NewWatcher checks the configuration and prepares a watcher; Start reads the host.
-func NewWatcher(cfg WatchConfig, p Prober, h WatchHost) (*Watcher, error) {
+// New checks the configuration and prepares a watcher; Start reads the host.
+func New(cfg Config, p Prober, h Host) (*Watcher, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
@@ -336,7 +341,7 @@ func (w *Watcher) Round(ctx context.Context) error {
 		if tr != nil {
 			trs = append(trs, *tr)
 			w.logf("%s (%s) is %s: %s", tr.WAN, r.Iface, tr.To, tr.Why)
-			w.event(WatchEvent{At: now, Kind: string(tr.To), WANs: []string{tr.WAN}, Detail: tr.Why})
+			w.event(Event{At: now, Kind: string(tr.To), WANs: []string{tr.WAN}, Detail: tr.Why})
 		}
 	}
 	if w.tracker.Known() {
@@ -389,7 +394,7 @@ func (w *Watcher) probeAll(ctx context.Context) [][]ProbeResult {
 // it was (the change engine undoes a failed apply) and the next round tries again.
 func (w *Watcher) reconcile(ctx context.Context, around []string, trs []Transition) {
 	w.sinceFix = 0
-	ev := WatchEvent{At: w.now(), Kind: "reroute", WANs: slices.Clone(around)}
+	ev := Event{At: w.now(), Kind: "reroute", WANs: slices.Clone(around)}
 	var why []string
 	for _, t := range trs {
 		why = append(why, t.WAN+" "+string(t.To))
@@ -528,7 +533,7 @@ func splitRoutes(p *plan.Plan) (routes *plan.Plan, setup []plan.Change) {
 }
 
 // defaultCarrier names the WAN of main's best default route.
-func defaultCarrier(s *model.State, routes []WANRoute) string {
+func defaultCarrier(s *model.State, routes []wizards.WANRoute) string {
 	var best *model.Route
 	for _, r := range s.RoutesOf(inet.V4, model.TableMain) {
 		if r.Dst.Bits() == 0 && (best == nil || r.Metric < best.Metric) {
@@ -548,7 +553,7 @@ func defaultCarrier(s *model.State, routes []WANRoute) string {
 
 // flowClassifier decides what happens to each connection when the routes move.
 type flowClassifier struct {
-	routes []WANRoute
+	routes []wizards.WANRoute
 	dead   map[string]bool
 	fib    *fib.FIB
 	after  *model.State
@@ -569,12 +574,12 @@ func (c *flowClassifier) natWAN(f TrackedFlow) int {
 	if to == f.Src.Addr() {
 		return -1
 	}
-	return slices.IndexFunc(c.routes, func(r WANRoute) bool { return slices.Contains(r.Addrs, to) })
+	return slices.IndexFunc(c.routes, func(r wizards.WANRoute) bool { return slices.Contains(r.Addrs, to) })
 }
 
 // markWAN returns the WAN whose connection mark the connection carries, or -1.
 func (c *flowClassifier) markWAN(f TrackedFlow) int {
-	return slices.IndexFunc(c.routes, func(r WANRoute) bool {
+	return slices.IndexFunc(c.routes, func(r wizards.WANRoute) bool {
 		return r.Mark != nil && r.Mark.Value != 0 && f.Mark&r.Mark.Mask == r.Mark.Value
 	})
 }
@@ -582,8 +587,8 @@ func (c *flowClassifier) markWAN(f TrackedFlow) int {
 // moved reports whether a connection NATed to WAN i would now leave by another WAN: its
 // original direction, routed as a packet from the LAN with its mark, no longer goes out i.
 func (c *flowClassifier) moved(f TrackedFlow, i int) bool {
-	lan := linkOf(c.after, f.Src.Addr())
-	if lan == nil || slices.ContainsFunc(c.routes, func(r WANRoute) bool { return r.Iface == lan.Name }) {
+	lan := wizards.LinkOf(c.after, f.Src.Addr())
+	if lan == nil || slices.ContainsFunc(c.routes, func(r wizards.WANRoute) bool { return r.Iface == lan.Name }) {
 		return false // not a LAN client's connection
 	}
 	res := c.fib.Resolve(fib.Flow{Src: f.Src.Addr(), Dst: f.Dst.Addr(), IIF: lan.Name, Mark: f.Mark,
@@ -618,21 +623,21 @@ func (c *flowClassifier) pin(f TrackedFlow) (model.MarkMatch, bool) {
 	return *c.routes[n].Mark, true
 }
 
-func (w *Watcher) event(e WatchEvent) {
+func (w *Watcher) event(e Event) {
 	w.events = append(w.events, e)
 	if len(w.events) > maxEvents {
 		w.events = w.events[len(w.events)-maxEvents:]
 	}
 }
 
-// WatchStatusFormat identifies the status file of `roundtrip watch`.
-const WatchStatusFormat = "roundtrip-watch"
+// StatusFormat identifies the status file of `roundtrip watch`.
+const StatusFormat = "roundtrip-watch"
 
-// WatchStatusFile is the status file's name in the namespace's journal directory.
-const WatchStatusFile = "watch.json"
+// StatusFile is the status file's name in the namespace's journal directory.
+const StatusFile = "watch.json"
 
-// WatchStatus is what `roundtrip watch --status` and the console show.
-type WatchStatus struct {
+// Status is what `roundtrip watch --status` and the console show.
+type Status struct {
 	Format   string        `json:"format"`
 	PID      int           `json:"pid"`
 	Started  time.Time     `json:"started"`
@@ -646,10 +651,10 @@ type WatchStatus struct {
 	WANs     []WANStatus   `json:"wans"`
 	// RoutedAround lists the WANs whose traffic goes elsewhere now; Default names the WAN of
 	// the default route.
-	RoutedAround []string     `json:"routed_around"`
-	Default      string       `json:"default,omitempty"`
-	Events       []WatchEvent `json:"events"`
-	Error        string       `json:"error,omitempty"`
+	RoutedAround []string `json:"routed_around"`
+	Default      string   `json:"default,omitempty"`
+	Events       []Event  `json:"events"`
+	Error        string   `json:"error,omitempty"`
 	// Stopped is set when the watcher ended; Running is decided by whoever reads the file.
 	Stopped bool `json:"stopped,omitempty"`
 	Running bool `json:"running"`
@@ -663,8 +668,8 @@ type WANStatus struct {
 	Gateway netip.Addr `json:"gateway,omitzero"`
 }
 
-// WatchEvent is one thing that happened: a WAN went down or up, the routes were moved.
-type WatchEvent struct {
+// Event is one thing that happened: a WAN went down or up, the routes were moved.
+type Event struct {
 	At   time.Time `json:"at"`
 	Kind string    `json:"kind"` // down, up, failover, failback, reroute, repair, start
 	WANs []string  `json:"wans,omitempty"`
@@ -678,8 +683,8 @@ type WatchEvent struct {
 }
 
 // Status returns the watcher's status now.
-func (w *Watcher) Status() *WatchStatus {
-	s := &WatchStatus{Format: WatchStatusFormat, PID: os.Getpid(), Started: w.started, Updated: w.now(),
+func (w *Watcher) Status() *Status {
+	s := &Status{Format: StatusFormat, PID: os.Getpid(), Started: w.started, Updated: w.now(),
 		Interval: w.cfg.Interval, Timeout: w.cfg.Timeout, Health: w.cfg.Health, Failback: w.cfg.Failback,
 		Rounds: w.rounds, RoutedAround: slices.Clone(w.around), Default: w.carrier, Events: slices.Clone(w.events),
 		Error: w.lastErr, Running: true}
@@ -704,45 +709,39 @@ func (w *Watcher) Status() *WatchStatus {
 	return s
 }
 
-// WriteWatchStatus writes the status file in dir atomically (a reader never sees half of it).
-func WriteWatchStatus(dir string, s *WatchStatus) error {
+// WriteStatus writes the status file in dir atomically (a reader never sees half of it), the
+// way the journal store writes its index: safefile's exclusive create and rename, never
+// through a link planted at the name.
+func WriteStatus(dir string, s *Status) error {
 	data, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encoding the watch status: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".watch-*.json")
-	if err != nil {
-		return fmt.Errorf("writing the watch status: %w", err)
-	}
-	_, werr := tmp.Write(append(data, '\n'))
-	cerr := tmp.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		os.Remove(tmp.Name())
-		return fmt.Errorf("writing the watch status: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, WatchStatusFile)); err != nil {
-		os.Remove(tmp.Name())
+	if err := safefile.WriteFile(filepath.Join(dir, StatusFile), append(data, '\n'), safefile.ModePrivate, nil); err != nil {
 		return fmt.Errorf("writing the watch status: %w", err)
 	}
 	return nil
 }
 
+// statusLimit bounds the status file read: a few WANs and the last events are a few kB.
+const statusLimit = 1 << 20
+
 // ErrNoWatch says that no watcher has written a status in a namespace.
 var ErrNoWatch = errors.New("no roundtrip watch has run here")
 
-// ReadWatchStatus reads the status file in dir. Running is true when the watcher's process is
+// ReadStatus reads the status file in dir. Running is true when the watcher's process is
 // alive (alive reports it; nil trusts the file) and has written within the last few rounds.
-func ReadWatchStatus(dir string, now time.Time, alive func(pid int) bool) (*WatchStatus, error) {
-	data, err := os.ReadFile(filepath.Join(dir, WatchStatusFile))
+func ReadStatus(dir string, now time.Time, alive func(pid int) bool) (*Status, error) {
+	data, err := safefile.ReadFile(filepath.Join(dir, StatusFile), statusLimit)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w (start it with roundtrip watch)", ErrNoWatch)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the watch status: %w", err)
 	}
-	var s WatchStatus
-	if err := json.Unmarshal(data, &s); err != nil || s.Format != WatchStatusFormat {
-		return nil, fmt.Errorf("reading the watch status %s: not a roundtrip watch status file", filepath.Join(dir, WatchStatusFile))
+	var s Status
+	if err := json.Unmarshal(data, &s); err != nil || s.Format != StatusFormat {
+		return nil, fmt.Errorf("reading the watch status %s: not a roundtrip watch status file", filepath.Join(dir, StatusFile))
 	}
 	stale := now.Sub(s.Updated) > 3*(s.Interval+s.Timeout)+5*time.Second
 	s.Running = !s.Stopped && !stale && (alive == nil || alive(s.PID))
@@ -750,7 +749,7 @@ func ReadWatchStatus(dir string, now time.Time, alive func(pid int) bool) (*Watc
 }
 
 // Text renders the status for a terminal, every value escaped (quote.Term).
-func (s *WatchStatus) Text() string {
+func (s *Status) Text() string {
 	var b strings.Builder
 	state := "running"
 	if !s.Running {
@@ -788,7 +787,7 @@ func (s *WatchStatus) Text() string {
 	return b.String()
 }
 
-func (e WatchEvent) String() string {
+func (e Event) String() string {
 	s := e.Kind
 	if len(e.WANs) > 0 && (e.Kind == string(HealthUp) || e.Kind == string(HealthDown)) {
 		s = strings.Join(e.WANs, ", ") + " " + e.Kind
@@ -838,10 +837,10 @@ func table(rows [][]string) string {
 	return b.String()
 }
 
-// WatchUnit renders a systemd service that runs `roundtrip watch` with args (the flags, as
-// WatchConfig.Args gives them) from the binary at exe, restarted whenever it stops. It starts
+// Unit renders a systemd service that runs `roundtrip watch` with args (the flags, as
+// Config.Args gives them) from the binary at exe, restarted whenever it stops. It starts
 // after the network, so that the multi-wan setup (applied by its own unit) is there.
-func WatchUnit(exe, netns string, args []string) []byte {
+func Unit(exe, netns string, args []string) []byte {
 	var b strings.Builder
 	b.WriteString("# roundtrip watch: WAN health probing with failover and failback. Install with:\n")
 	b.WriteString("#   cp THIS-FILE /etc/systemd/system/roundtrip-watch.service\n")
@@ -864,4 +863,19 @@ func WatchUnit(exe, netns string, args []string) []byte {
 	fmt.Fprintf(&b, "ExecStart=%s\n", strings.Join(q, " "))
 	b.WriteString("Restart=always\nRestartSec=2\n\n[Install]\nWantedBy=multi-user.target\n")
 	return []byte(b.String())
+}
+
+// limitList joins up to n items with "; " and says how many more there are.
+func limitList(items []string, n int) string {
+	s := ""
+	for i, it := range items {
+		if i == n {
+			return s + fmt.Sprintf("; and %d more", len(items)-n)
+		}
+		if i > 0 {
+			s += "; "
+		}
+		s += it
+	}
+	return s
 }
