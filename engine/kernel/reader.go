@@ -79,6 +79,9 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 		if st.Netfilter, err = ReadNetfilter(ctx, ns.Runner()); err != nil {
 			return nil, fmt.Errorf("reading netfilter of %s: %w", ns, err)
 		}
+		if err := readNFTables(ctx, ns, st); err != nil {
+			return nil, err
+		}
 	}
 
 	if st.TableNames, err = ReadTableNames(opts.RTTablesDirs); err != nil {

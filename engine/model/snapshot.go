@@ -245,6 +245,11 @@ func (s *State) Validate() error {
 		}
 	}
 	s.validateNetfilter(add)
+	if s.Nftables != nil {
+		if err := s.Nftables.Validate(); err != nil {
+			add("nftables: %w", err)
+		}
+	}
 	for k, v := range s.Sysctls {
 		if err := CheckSysctlKey(k); err != nil {
 			add("sysctls: %w", err)

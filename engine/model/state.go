@@ -13,6 +13,7 @@ import (
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
+	"roundtrip/engine/nft"
 )
 
 // State is everything about a host (or one network namespace of it) that decides where a packet
@@ -28,6 +29,24 @@ type State struct {
 	TableNames map[int]string   `json:"table_names,omitempty"`
 	Netfilter  iptables.Ruleset `json:"netfilter"`
 	Sysctls    Sysctls          `json:"sysctls,omitempty"`
+	// Nftables is the nf_tables ruleset as read over netlink, when the host has native nft
+	// tables (iptables-nft's own tables are in it too, marked by their Origin); nil when
+	// there are none or it was not read. Trace and doctor evaluate the native tables.
+	Nftables *nft.Ruleset `json:"nftables,omitempty"`
+}
+
+// NativeNFT reports whether the state holds nftables tables that are not iptables-nft's (or
+// ebtables/arptables-nft's) own: a firewall written with nft.
+func (s *State) NativeNFT() bool {
+	if s.Nftables == nil {
+		return false
+	}
+	for _, t := range s.Nftables.Tables {
+		if t.Origin == "" {
+			return true
+		}
+	}
+	return false
 }
 
 // Link is a network interface.
@@ -253,6 +272,7 @@ func (s *State) Clone() *State {
 	out.TableNames = maps.Clone(s.TableNames)
 	out.Sysctls = maps.Clone(s.Sysctls)
 	out.Netfilter.Foreign = slices.Clone(s.Netfilter.Foreign)
+	// The nft ruleset is never edited by planning or fakes: it is shared.
 	out.Netfilter.Tables = make([]iptables.Table, len(s.Netfilter.Tables))
 	for i, t := range s.Netfilter.Tables {
 		t.Chains = slices.Clone(t.Chains)

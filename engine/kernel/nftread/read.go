@@ -33,7 +33,14 @@ type Options struct {
 }
 
 // ErrUnsupported is wrapped when the kernel has no nf_tables (the module is missing).
-var ErrUnsupported = errors.New("nf_tables not available")
+var ErrUnsupported = kernel.ErrNFTUnsupported
+
+// kernel.Read reads the nft ruleset through this package when it is linked in.
+func init() {
+	kernel.RegisterNFTReader(func(ctx context.Context, ns kernel.Namespace) (*nft.Ruleset, error) {
+		return Read(ctx, ns, Options{})
+	})
+}
 
 // genRetries bounds how often a read is restarted because the ruleset changed under it.
 const genRetries = 5
