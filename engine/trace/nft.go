@@ -222,6 +222,10 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 	}
 	// the rule steps
 	for _, st := range o.Path {
+		// NAT is recorded with its translation below; an accepting policy says nothing.
+		if st.Action == "nat" || st.Action == "policy" && c.chain.Policy != "drop" {
+			continue
+		}
 		what := st.Action
 		switch st.Action {
 		case "match":
@@ -236,8 +240,6 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 			what = st.Action
 		case "policy":
 			what = "no rule decided: " + st.Text
-		case "nat":
-			what = "nat"
 		}
 		decisive := st.Action == "drop" || st.Action == "reject" || st.Action == "policy" && c.chain.Policy == "drop"
 		leg.Steps = append(leg.Steps, Step{Hook: label, What: what, Rule: nftRuleText(st), Decisive: decisive})

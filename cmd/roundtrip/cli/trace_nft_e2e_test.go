@@ -1,0 +1,276 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"roundtrip/engine/kernel"
+	"roundtrip/engine/kernel/nftread"
+	"roundtrip/engine/lab"
+	"roundtrip/engine/nft"
+	"roundtrip/engine/trace"
+)
+
+// The nftables oracle (issue 13): a router namespace whose whole firewall is native nft, real
+// TCP clients through it, and for every flow the trace compared with what the kernel did: the
+// verdict (the client got its answer or not), the NAT tuples and the mark (the conntrack entry
+// read back), the egress interface (which uplink's server answered, the masquerade address),
+// and the rule counters of the rules that dropped.
+
+// nftRouter is: lan 10.83.1.2 -- lan0 [r] wan0 -- wanA 198.18.83.2 (and 203.0.113.10, .66)
+// and wan1 -- wanB 198.18.84.2 (and 203.0.113.10). r routes by default via wanA; table 100,
+// chosen by fwmark 1, via wanB.
+type nftRouter struct {
+	r, lan, wanA, wanB *lab.NS
+}
+
+func newNFTRouter(t *testing.T) *nftRouter {
+	t.Helper()
+	lab.RequireTool(t, "nft")
+	l := lab.New(t)
+	n := &nftRouter{
+		r:    lab.Host(l, "hnf-r", true),
+		lan:  lab.Host(l, "hnf-lan", false),
+		wanA: lab.Host(l, "hnf-wana", false),
+		wanB: lab.Host(l, "hnf-wanb", false),
+	}
+	l.Veth(n.r, "lan0", n.lan, "eth0")
+	l.Veth(n.r, "wan0", n.wanA, "eth0")
+	l.Veth(n.r, "wan1", n.wanB, "eth0")
+	n.r.Addr("lan0", "10.83.1.1/24")
+	n.r.Addr("wan0", "198.18.83.1/24")
+	n.r.Addr("wan1", "198.18.84.1/24")
+	n.lan.Addr("eth0", "10.83.1.2/24")
+	n.lan.IP("route", "add", "default", "via", "10.83.1.1")
+	n.wanA.Addr("eth0", "198.18.83.2/24")
+	n.wanA.Addr("eth0", "203.0.113.10/32")
+	n.wanA.Addr("eth0", "203.0.113.66/32")
+	n.wanB.Addr("eth0", "198.18.84.2/24")
+	n.wanB.Addr("eth0", "203.0.113.10/32")
+	n.r.IP("route", "add", "default", "via", "198.18.83.2", "dev", "wan0")
+	n.r.IP("route", "add", "default", "via", "198.18.84.2", "dev", "wan1", "table", "100")
+	n.r.IP("rule", "add", "fwmark", "0x1", "lookup", "100", "priority", "100")
+	for _, port := range []string{"80", "443", "8081"} {
+		n.wanA.ServeHTTP("0.0.0.0:"+port, "via wan0")
+		n.wanB.ServeHTTP("0.0.0.0:"+port, "via wan1")
+	}
+	n.lan.ServeHTTP("0.0.0.0:8080", "lan server")
+	return n
+}
+
+// load loads a ruleset with nft -f inside the router.
+func (n *nftRouter) load(t *testing.T, ruleset string) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "nftables.conf")
+	if err := os.WriteFile(p, []byte(ruleset), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.r.Run("nft", "-f", p)
+}
+
+// nftFlow is one connection of the oracle.
+type nftFlow struct {
+	name     string
+	from     *lab.NS
+	src, dst string // addr:port
+	iif      string // where the SYN reaches the router
+	// want: the body the client gets ("" when it must be blocked); the egress interface.
+	body, oif string
+}
+
+// get makes the connection from a fixed source port and returns the body.
+func (f nftFlow) get() (string, error) {
+	conn, err := f.from.Dial(f.dst, f.src, clientTimeout)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(clientTimeout))
+	if _, err := fmt.Fprintf(conn, "GET / HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
+		return "", err
+	}
+	resp, err := io.ReadAll(conn)
+	if err != nil {
+		return "", err
+	}
+	_, body, _ := strings.Cut(string(resp), "\r\n\r\n")
+	return body, nil
+}
+
+// checkAgainstKernel runs the flow for real and compares the trace with the kernel.
+func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
+	t.Helper()
+	body, err := f.get()
+	args := []string{"tcp", f.src, f.dst, "--iif", f.iif}
+	tr := traceLive(t, n.r, args...)
+	fwd := tr.res.Forward
+	if f.body == "" {
+		if err == nil {
+			t.Fatalf("%s: the client got %q; it must be blocked", f.name, body)
+		}
+		if fwd.Verdict != trace.LegDrop || !tr.res.Has(trace.FindingFiltered) {
+			t.Errorf("%s: the kernel blocked the flow (%v) but trace says %s, findings %v\n%s", f.name, err, fwd.Verdict, tr.ids(), tr.out)
+		}
+		return tr
+	}
+	if err != nil || body != f.body {
+		t.Fatalf("%s: the client got %q (%v), want %q", f.name, body, err, f.body)
+	}
+	ct, cerr := kernel.OpenConntrack(kernel.Namespace{Name: n.r.Name})
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	defer ct.Close()
+	orig := kernel.ConntrackTuple{Proto: 6, Src: netip.MustParseAddrPort(f.src), Dst: netip.MustParseAddrPort(f.dst)}
+	e, cerr := ct.Get(orig)
+	if cerr != nil {
+		t.Fatalf("%s: %v", f.name, cerr)
+	}
+	if fwd.Verdict != trace.LegForward || fwd.OIF != f.oif {
+		t.Errorf("%s: trace forward leg %s out %q; the kernel forwarded it out %s\n%s", f.name, fwd.Verdict, fwd.OIF, f.oif, tr.out)
+	}
+	// NAT tuples: the request leaves as the reply tuple reversed; the reply reaches the client
+	// as the original tuple reversed.
+	if fwd.Packet.Src != e.Reply.Dst || fwd.Packet.Dst != e.Reply.Src {
+		t.Errorf("%s: trace says the request leaves as %s -> %s; conntrack's reply tuple is %s", f.name, fwd.Packet.Src, fwd.Packet.Dst, e.Reply)
+	}
+	if tr.res.Reply == nil {
+		t.Fatalf("%s: no reply leg\n%s", f.name, tr.out)
+	}
+	rep := tr.res.Reply
+	if rep.Packet.Src != e.Orig.Dst || rep.Packet.Dst != e.Orig.Src || rep.OIF != f.iif || rep.Verdict != trace.LegForward {
+		t.Errorf("%s: trace says the reply leaves %s as %s -> %s (%s); conntrack's original tuple is %s, the request came in on %s",
+			f.name, rep.OIF, rep.Packet.Src, rep.Packet.Dst, rep.Verdict, e.Orig, f.iif)
+	}
+	// The ruleset copies the packet mark into the connmark: the mark trace gives the packet
+	// is the one the kernel gave it.
+	if fwd.Packet.Mark != e.Mark {
+		t.Errorf("%s: trace's mark %#x, the kernel's (ct mark) %#x", f.name, fwd.Packet.Mark, e.Mark)
+	}
+	for _, id := range []string{trace.FindingFiltered, trace.FindingUncertain, trace.FindingKernelDisagrees} {
+		if tr.res.Has(id) {
+			t.Errorf("%s: unexpected %s finding: %+v", f.name, id, tr.res.Finding(id))
+		}
+	}
+	return tr
+}
+
+// ruleCounter reads a rule's counter back from the kernel, by the start of its text.
+func ruleCounter(t *testing.T, ns *lab.NS, table, chain, prefix string) (uint64, uint64) {
+	t.Helper()
+	rs, err := nftread.Read(context.Background(), kernel.Namespace{Name: ns.Name}, nftread.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := rs.Table(nft.FamilyInet, table)
+	if tb == nil || tb.Chain(chain) == nil {
+		t.Fatalf("no chain %s %s", table, chain)
+	}
+	for _, r := range tb.Chain(chain).Rules {
+		if strings.HasPrefix(r.Text, prefix) {
+			if c := r.Counter(); c != nil {
+				return c.Packets, r.Handle
+			}
+		}
+	}
+	t.Fatalf("no rule %q with a counter in %s %s", prefix, table, chain)
+	return 0, 0
+}
+
+const nftRouterRuleset = `
+table inet hnf {
+	set blocked {
+		type ipv4_addr
+		flags interval
+		elements = { 203.0.113.64/28 }
+	}
+	set web_ports {
+		type inet_service
+		elements = { 80, 443 }
+	}
+	chain mangle_pre {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "lan0" tcp dport 443 meta mark set 0x1 ct mark set meta mark
+	}
+	chain dstnat {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "wan0" tcp dport 80 dnat ip to 10.83.1.2:8080
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		ip daddr @blocked counter drop
+		iifname "lan0" oifname { "wan0", "wan1" } tcp dport @web_ports counter accept
+		iifname "wan0" oifname "lan0" ip daddr 10.83.1.2 tcp dport 8080 counter accept
+	}
+	chain srcnat {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname { "wan0", "wan1" } masquerade
+	}
+}
+`
+
+// A router whose whole firewall is one inet table: a set, a mangle-priority mark feeding
+// policy routing, a DNAT, a masquerade and a forward chain with policy drop.
+func TestPrivilegedTraceNFTRouter(t *testing.T) {
+	n := newNFTRouter(t)
+	n.load(t, nftRouterRuleset)
+
+	flows := []nftFlow{
+		{name: "lan to the internet, masqueraded out wan0", from: n.lan, src: "10.83.1.2:41001", dst: "203.0.113.10:80", iif: "lan0", body: "via wan0", oif: "wan0"},
+		{name: "lan to port 443, marked, routed by table 100 out wan1", from: n.lan, src: "10.83.1.2:41002", dst: "203.0.113.10:443", iif: "lan0", body: "via wan1", oif: "wan1"},
+		{name: "port forward from wan0 to the lan server", from: n.wanA, src: "198.18.83.2:41003", dst: "198.18.83.1:80", iif: "wan0", body: "lan server", oif: "lan0"},
+	}
+	for _, f := range flows {
+		tr := n.checkAgainstKernel(t, f)
+		if t.Failed() {
+			t.Logf("%s:\n%s", f.name, tr.out)
+		}
+	}
+	// The marked flow's trace names the rule that marked it, as nft prints it.
+	marked := traceLive(t, n.r, "tcp", "10.83.1.2:41002", "203.0.113.10:443", "--iif", "lan0")
+	var sawMark, sawMasq bool
+	for _, s := range marked.res.Forward.Steps {
+		if s.Hook == "nft inet hnf mangle_pre" && strings.Contains(s.Rule, `iifname "lan0" tcp dport 443 meta mark set 0x00000001 ct mark set meta mark # handle `) {
+			sawMark = true
+		}
+		if s.Hook == "nft inet hnf srcnat" && strings.Contains(s.What, "MASQUERADE 10.83.1.2:41002 -> 198.18.84.1:41002") {
+			sawMasq = true
+		}
+	}
+	t.Logf("marked flow:\n%s", marked.out)
+	if !sawMark || !sawMasq {
+		t.Errorf("the marked flow's steps do not name the mark rule (%v) or the masquerade (%v):\n%s", sawMark, sawMasq, marked.out)
+	}
+
+	// Dropped by the forward chain's policy: no rule accepts port 8081.
+	pol := n.checkAgainstKernel(t, nftFlow{name: "lan to port 8081", from: n.lan, src: "10.83.1.2:41004", dst: "203.0.113.10:8081", iif: "lan0"})
+	if f := pol.finding(t, trace.FindingFiltered); !strings.Contains(f.Summary, "nft chain inet hnf forward: its policy drop") ||
+		len(f.Evidence) == 0 || f.Evidence[0] != "policy drop of chain inet hnf forward (hook forward)" {
+		t.Errorf("the policy drop is not named: %+v", f)
+	}
+
+	// Dropped by the set: the rule's counter counts the kernel's drops, and trace names it.
+	before, handle := ruleCounter(t, n.r, "hnf", "forward", "ip daddr @blocked")
+	set := n.checkAgainstKernel(t, nftFlow{name: "lan to a blocked address", from: n.lan, src: "10.83.1.2:41005", dst: "203.0.113.66:80", iif: "lan0"})
+	after, _ := ruleCounter(t, n.r, "hnf", "forward", "ip daddr @blocked")
+	if after <= before {
+		t.Errorf("the kernel did not count the drop in the @blocked rule: %d -> %d", before, after)
+	}
+	want := fmt.Sprintf("ip daddr @blocked counter packets %d bytes", after)
+	if f := set.finding(t, trace.FindingFiltered); len(f.Evidence) == 0 || !strings.HasPrefix(f.Evidence[0], want) ||
+		!strings.HasSuffix(f.Evidence[0], fmt.Sprintf("drop # handle %d", handle)) {
+		t.Errorf("the set drop is not named as nft prints it (want %q... handle %d): %+v", want, handle, f)
+	}
+
+	// A snapshot of the router traces the same.
+	sameAsSnapshot(t, n.r, marked, "tcp", "10.83.1.2:41002", "203.0.113.10:443", "--iif", "lan0")
+	sameAsSnapshot(t, n.r, pol, "tcp", "10.83.1.2:41004", "203.0.113.10:8081", "--iif", "lan0")
+}
