@@ -124,11 +124,12 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 // NAT up; otherwise the stage alone (conntrack's reverse NAT of replies).
 func (t *tracer) natCore(leg *Leg, hook string, s stage, nats []nftChain, p *netfilter.Packet, ct *netfilter.Conn, attached bool) bool {
 	dst := hook == "PREROUTING" || hook == "OUTPUT"
+	t.natSetUp = false
 	done := func() bool {
 		if dst {
-			return ct.DNAT
+			return ct.DNAT || t.natSetUp
 		}
-		return ct.SNAT
+		return ct.SNAT || t.natSetUp
 	}
 	if ct.State != netfilter.CTNew || len(nats) == 0 || hook == "INPUT" && p.LocalOut {
 		return s.run()
@@ -401,7 +402,10 @@ func (t *tracer) nftNAT(leg *Leg, label, hook string, a *nft.NatAction, p *netfi
 			p.DPort = a.ProtoMin
 		}
 		what = fmt.Sprintf("%s %s -> %s", strings.ToUpper(a.Type), inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Dst, p.DPort)))
-		ct.DNAT = true
+		// The kernel marks the connection as DNATed only when the tuple changed
+		// (nf_nat_setup_info); NAT is set up, and no later nat chain runs, either way.
+		ct.DNAT = netip.AddrPortFrom(p.Dst, p.DPort) != old
+		t.natSetUp = true
 	case "snat", "masquerade":
 		old := netip.AddrPortFrom(p.Src, p.SPort)
 		addr := a.AddrMin
@@ -421,7 +425,8 @@ func (t *tracer) nftNAT(leg *Leg, label, hook string, a *nft.NatAction, p *netfi
 		if a.Type == "masquerade" {
 			what += " (address of " + p.OIF + ")"
 		}
-		ct.SNAT = true
+		ct.SNAT = netip.AddrPortFrom(p.Src, p.SPort) != old
+		t.natSetUp = true
 	default:
 		leg.uncertain = true
 		t.addUncertain(strings.TrimPrefix(label, "nft "), rule, "nat type "+a.Type+" is not modelled")

@@ -165,6 +165,9 @@ type tracer struct {
 	nf   *netfilter.Sim
 	res  *Result
 	seen map[string]bool // uncertain rules already reported
+	// natSetUp is set when an nft nat chain set up NAT in the current NAT core round, even
+	// one that changed nothing.
+	natSetUp bool
 }
 
 // Trace follows a flow through the host and back. It only reads the state: no kernel.

@@ -52,6 +52,7 @@ func newNFTRouter(t *testing.T) *nftRouter {
 	n.wanA.Addr("eth0", "198.18.83.2/24")
 	n.wanA.Addr("eth0", "203.0.113.10/32")
 	n.wanA.Addr("eth0", "203.0.113.66/32")
+	n.wanA.Addr("eth0", "192.0.2.10/32")
 	n.wanB.Addr("eth0", "198.18.84.2/24")
 	n.wanB.Addr("eth0", "203.0.113.10/32")
 	n.r.IP("route", "add", "default", "via", "198.18.83.2", "dev", "wan0")
@@ -62,6 +63,7 @@ func newNFTRouter(t *testing.T) *nftRouter {
 		n.wanB.ServeHTTP("0.0.0.0:"+port, "via wan1")
 	}
 	n.lan.ServeHTTP("0.0.0.0:8080", "lan server")
+	n.r.ServeHTTP("0.0.0.0:22", "router ssh")
 	return n
 }
 
@@ -121,7 +123,7 @@ func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
 		return tr
 	}
 	if err != nil || body != f.body {
-		t.Fatalf("%s: the client got %q (%v), want %q", f.name, body, err, f.body)
+		t.Fatalf("%s: the client got %q (%v), want %q; trace:\n%s", f.name, body, err, f.body, tr.out)
 	}
 	ct, cerr := kernel.OpenConntrack(kernel.Namespace{Name: n.r.Name})
 	if cerr != nil {
@@ -133,7 +135,11 @@ func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
 	if cerr != nil {
 		t.Fatalf("%s: %v", f.name, cerr)
 	}
-	if fwd.Verdict != trace.LegForward || fwd.OIF != f.oif {
+	wantVerdict := trace.LegForward
+	if f.oif == "" {
+		wantVerdict = trace.LegLocal
+	}
+	if fwd.Verdict != wantVerdict || fwd.OIF != f.oif {
 		t.Errorf("%s: trace forward leg %s out %q; the kernel forwarded it out %s\n%s", f.name, fwd.Verdict, fwd.OIF, f.oif, tr.out)
 	}
 	// NAT tuples: the request leaves as the reply tuple reversed; the reply reaches the client
@@ -145,7 +151,11 @@ func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
 		t.Fatalf("%s: no reply leg\n%s", f.name, tr.out)
 	}
 	rep := tr.res.Reply
-	if rep.Packet.Src != e.Orig.Dst || rep.Packet.Dst != e.Orig.Src || rep.OIF != f.iif || rep.Verdict != trace.LegForward {
+	wantReply := trace.LegForward
+	if f.oif == "" {
+		wantReply = trace.LegOutput
+	}
+	if rep.Packet.Src != e.Orig.Dst || rep.Packet.Dst != e.Orig.Src || rep.OIF != f.iif || rep.Verdict != wantReply {
 		t.Errorf("%s: trace says the reply leaves %s as %s -> %s (%s); conntrack's original tuple is %s, the request came in on %s",
 			f.name, rep.OIF, rep.Packet.Src, rep.Packet.Dst, rep.Verdict, e.Orig, f.iif)
 	}
@@ -273,4 +283,141 @@ func TestPrivilegedTraceNFTRouter(t *testing.T) {
 	// A snapshot of the router traces the same.
 	sameAsSnapshot(t, n.r, marked, "tcp", "10.83.1.2:41002", "203.0.113.10:443", "--iif", "lan0")
 	sameAsSnapshot(t, n.r, pol, "tcp", "10.83.1.2:41004", "203.0.113.10:8081", "--iif", "lan0")
+}
+
+// A Debian-style /etc/nftables.conf for a router: `flush ruleset`, defines, an inet filter
+// table with input and forward policy drop, and an `ip nat` table of nat chains (named as
+// iptables-nft's would be, but written with nft).
+const debianRouterConf = `#!/usr/sbin/nft -f
+
+flush ruleset
+
+define LAN = "lan0"
+define WAN = "wan0"
+
+table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif lo accept
+		ct state invalid drop
+		ct state established,related accept
+		iifname $LAN tcp dport { 22, 80 } accept
+		meta l4proto { icmp, ipv6-icmp } accept
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		iifname $LAN oifname $WAN accept
+		iifname $WAN ct status dnat accept
+	}
+	chain output {
+		type filter hook output priority filter; policy accept;
+	}
+}
+
+table ip nat {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname $WAN tcp dport 8080 dnat to 10.83.1.2:8080
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname $WAN masquerade
+	}
+}
+`
+
+func TestPrivilegedTraceNFTDebianRouter(t *testing.T) {
+	n := newNFTRouter(t)
+	n.wanA.IP("route", "add", "10.83.1.0/24", "via", "198.18.83.1")
+	n.load(t, debianRouterConf)
+	for _, f := range []nftFlow{
+		{name: "lan to the internet", from: n.lan, src: "10.83.1.2:42001", dst: "203.0.113.10:80", iif: "lan0", body: "via wan0", oif: "wan0"},
+		{name: "port forward 8080 from wan0", from: n.wanA, src: "198.18.83.2:42002", dst: "198.18.83.1:8080", iif: "wan0", body: "lan server", oif: "lan0"},
+		{name: "ssh to the router from the lan", from: n.lan, src: "10.83.1.2:42003", dst: "10.83.1.1:22", iif: "lan0", body: "router ssh"},
+	} {
+		tr := n.checkAgainstKernel(t, f)
+		if t.Failed() {
+			t.Fatalf("%s:\n%s", f.name, tr.out)
+		}
+		if f.oif == "lan0" && !hasStep(tr.res.Forward, "nft ip nat prerouting", "DNAT 198.18.83.1:8080 -> 10.83.1.2:8080") {
+			t.Errorf("%s: the DNAT of the native ip nat table is not on the path:\n%s", f.name, tr.out)
+		}
+	}
+	ssh := n.checkAgainstKernel(t, nftFlow{name: "ssh to the router from wan0", from: n.wanA, src: "198.18.83.2:42004", dst: "198.18.83.1:22", iif: "wan0"})
+	if f := ssh.finding(t, trace.FindingFiltered); len(f.Evidence) == 0 || f.Evidence[0] != "policy drop of chain inet filter input (hook input)" {
+		t.Errorf("the input policy drop is not named: %+v", f)
+	}
+	// Forwarding from wan0 to the lan without a DNAT: the forward policy drops it. The DNAT
+	// rule matches (port 8080) but translates to the same address, which the kernel does not
+	// count as DNAT (ct status dnat stays unset).
+	fw := n.checkAgainstKernel(t, nftFlow{name: "wan0 straight to the lan server", from: n.wanA, src: "198.18.83.2:42005", dst: "10.83.1.2:8080", iif: "wan0"})
+	if f := fw.finding(t, trace.FindingFiltered); len(f.Evidence) == 0 || f.Evidence[0] != "policy drop of chain inet filter forward (hook forward)" {
+		t.Errorf("the forward policy drop is not named: %+v", f)
+	}
+}
+
+// A hand-written dual-WAN: a verdict map from destination prefixes to chains that set the
+// mark (and save it in the connmark, restored for the connection's later packets from the
+// lan); the mark picks the uplink by an ip rule; each uplink has its own source NAT.
+const dualWANRuleset = `
+table inet dualwan {
+	map wan_select {
+		type ipv4_addr : verdict
+		flags interval
+		elements = { 203.0.113.0/28 : jump via_b, 192.0.2.0/24 : jump via_a }
+	}
+	chain via_a {
+		meta mark set 0x1 ct mark set meta mark
+	}
+	chain via_b {
+		meta mark set 0x2 ct mark set meta mark
+	}
+	chain mark_pre {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "lan0" meta mark set ct mark
+		iifname "lan0" ct state new ip daddr vmap @wan_select
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		iifname "lan0" meta mark { 0x1, 0x2 } accept
+	}
+	chain srcnat {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "wan0" masquerade
+		oifname "wan1" snat ip to 198.18.84.1
+	}
+}
+`
+
+func TestPrivilegedTraceNFTDualWANVerdictMap(t *testing.T) {
+	n := newNFTRouter(t)
+	// mark 2 goes out wan1 (table 100); mark 1 stays in main (wan0).
+	n.r.IP("rule", "del", "priority", "100")
+	n.r.IP("rule", "add", "fwmark", "0x2", "lookup", "100", "priority", "90")
+	n.load(t, dualWANRuleset)
+	for _, f := range []nftFlow{
+		{name: "203.0.113.0/28 by the map to wan1", from: n.lan, src: "10.83.1.2:43001", dst: "203.0.113.10:80", iif: "lan0", body: "via wan1", oif: "wan1"},
+		{name: "192.0.2.0/24 by the map to wan0", from: n.lan, src: "10.83.1.2:43002", dst: "192.0.2.10:80", iif: "lan0", body: "via wan0", oif: "wan0"},
+	} {
+		tr := n.checkAgainstKernel(t, f)
+		if t.Failed() {
+			t.Fatalf("%s:\n%s", f.name, tr.out)
+		}
+	}
+	// Not in the map: no mark, and the forward chain accepts only marked flows.
+	un := n.checkAgainstKernel(t, nftFlow{name: "203.0.113.66 is in no prefix of the map", from: n.lan, src: "10.83.1.2:43003", dst: "203.0.113.66:80", iif: "lan0"})
+	if f := un.finding(t, trace.FindingFiltered); len(f.Evidence) == 0 || f.Evidence[0] != "policy drop of chain inet dualwan forward (hook forward)" {
+		t.Errorf("the unmarked flow's drop is not named: %+v", f)
+	}
+}
+
+func hasStep(leg trace.Leg, hook, what string) bool {
+	for _, s := range leg.Steps {
+		if s.Hook == hook && strings.Contains(s.What, what) {
+			return true
+		}
+	}
+	return false
 }
