@@ -58,6 +58,7 @@ func Run(s *model.State, f *fib.FIB) []finding.Finding {
 	d.rpFilterStrict(ups)
 	d.uplinkReturn(ups)
 	d.dnatWithoutSNAT()
+	d.nftDNATWithoutSNAT()
 	d.tablesMissingConnected()
 	d.duplicateRules()
 	d.duplicateIPTablesRules()
@@ -135,6 +136,7 @@ func (d *doctor) forwardingOff() {
 			ev = append(ev, iptables.RuleCommand(inet.V4, "filter", "FORWARD", &c.Rules[i]))
 		}
 	}
+	ev = append(ev, d.nftForwardEvidence()...)
 	for _, r := range d.s.Rules {
 		if r.Family == inet.V4 && r.IIF != "" && r.IIF != "lo" {
 			ev = append(ev, "ip rule "+r.Args(d.s.TableName))

@@ -607,3 +607,24 @@ func (t *tracer) nftLimits() {
 		Evidence: ev,
 		Fix:      finding.Fix{Summary: "check them with `nft -a list ruleset`", Args: []string{}}})
 }
+
+// nftReplyDirectionNAT evaluates the native nat chains of a hook for the reply as if it were
+// a new connection, and returns the NAT rules it would hit (as decisive steps): rules written
+// for the reply direction, which never fire.
+func (t *tracer) nftReplyDirectionNAT(hook string, p *netfilter.Packet) []netfilter.Step {
+	var out []netfilter.Step
+	for _, c := range t.nftChains(hook, p.Family) {
+		if c.chain.Type != nft.TypeNAT {
+			continue
+		}
+		res := t.s.Nftables.EvalChain(c.table, c.chain, t.nftPacket(hook, p, &netfilter.Conn{State: netfilter.CTNew}, true), nil)
+		if !res.Certain() {
+			continue
+		}
+		if a := res.Outcomes[0].Effects.Nat; a != nil {
+			out = append(out, netfilter.Step{What: strings.ToUpper(a.Type) + " (NAT)", Rule: nftRuleText(a.Step), Decisive: true})
+			break
+		}
+	}
+	return out
+}

@@ -857,6 +857,7 @@ func (t *tracer) checkReplyDirectionNAT(reply *Leg, rp *netfilter.Packet, rct *n
 		}
 		ct := &netfilter.Conn{State: netfilter.CTNew}
 		r := t.nf.Run("nat", hook, &p, ct)
+		r.Steps = append(r.Steps, t.nftReplyDirectionNAT(hook, &p)...)
 		for _, st := range r.Steps {
 			if !st.Decisive || st.Rule == "" || !strings.Contains(st.What, "NAT") && !strings.Contains(st.What, "MASQUERADE") {
 				continue

@@ -10,6 +10,7 @@ import (
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
+	"roundtrip/engine/nft"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
 )
@@ -274,8 +275,30 @@ func renderNetfilter(w io.Writer, s *model.State) {
 	if !any && nf.Unavailable == "" {
 		quote.TermFprintf(w, "  (no rules)\n")
 	}
-	for _, f := range nf.Foreign {
-		quote.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
+	if s.Nftables == nil {
+		for _, f := range nf.Foreign {
+			quote.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
+		}
+		return
+	}
+	renderNFTables(w, s.Nftables)
+}
+
+// renderNFTables prints the native nftables tables as `nft -a list ruleset` does (the
+// iptables-nft tables are shown above as iptables rules).
+func renderNFTables(w io.Writer, rs *nft.Ruleset) {
+	quote.TermFprintf(w, "\nNFTABLES (native tables, modelled by trace)\n")
+	r := nft.NewRenderer(rs.HostOrder)
+	for _, t := range rs.Tables {
+		if t.Origin != "" {
+			continue
+		}
+		for _, line := range r.List(t) {
+			quote.TermFprintf(w, "  %s\n", strings.ReplaceAll(line, "\t", "  "))
+		}
+	}
+	for _, n := range rs.Notes {
+		quote.TermFprintf(w, "  note: %s\n", n)
 	}
 }
 

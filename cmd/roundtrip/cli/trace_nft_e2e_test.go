@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"roundtrip/engine/doctor"
+	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/kernel/nftread"
 	"roundtrip/engine/lab"
@@ -280,6 +282,15 @@ func TestPrivilegedTraceNFTRouter(t *testing.T) {
 		t.Errorf("the set drop is not named as nft prints it (want %q... handle %d): %+v", want, handle, f)
 	}
 
+	// show lists the table as nft does.
+	code, out, errs := runCLI(t, "show", "--netns", n.r.Name)
+	for _, want := range []string{"NFTABLES (native tables", "table inet hnf {", "type filter hook forward priority filter; policy drop;",
+		"elements = { 203.0.113.64/28 }", "ip daddr @blocked counter packets ", "oifname { \"wan0\", \"wan1\" } masquerade # handle "} {
+		if code != ExitOK || !strings.Contains(out, want) {
+			t.Errorf("show (exit %d) does not print %q:\n%s%s", code, want, out, errs)
+		}
+	}
+
 	// A snapshot of the router traces the same.
 	sameAsSnapshot(t, n.r, marked, "tcp", "10.83.1.2:41002", "203.0.113.10:443", "--iif", "lan0")
 	sameAsSnapshot(t, n.r, pol, "tcp", "10.83.1.2:41004", "203.0.113.10:8081", "--iif", "lan0")
@@ -420,4 +431,65 @@ func hasStep(leg trace.Leg, hook, what string) bool {
 		}
 	}
 	return false
+}
+
+// Case 5 with nft-only rules (parity with TestPrivilegedTraceCase5ReplyBypassesNAT): A's port
+// forward and the author's reply-direction SNAT are written with nft in a table of its own;
+// trace names the bypass and that rule, doctor the DNAT without SNAT, and the fix (an snat of
+// the forwarded request, added with nft) makes both quiet.
+func TestPrivilegedTraceNFTCase5ReplyBypassesNAT(t *testing.T) {
+	lab.RequireTool(t, "nft")
+	n := lab.Case5(t)
+	client, a := n.Client, n.A
+	a.Run("iptables", "-w", "-t", "nat", "-F")
+	p := filepath.Join(t.TempDir(), "case5.nft")
+	conf := `table ip hnf_fwd {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		ip daddr 10.72.5.34 tcp dport 81 dnat to 10.72.5.32:80
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 10.72.5.32 snat to 10.72.5.34
+	}
+}
+`
+	if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.Run("nft", "-f", p)
+	if body, err := client.HTTPGet(n.Service, clientTimeout); err == nil {
+		t.Fatalf("the port forward works before the fix (%q): the failure does not reproduce", body)
+	}
+	flow := []string{"tcp", n.ClientAddr + ":40000", n.Service, "--iif", n.AIface}
+	live := traceLive(t, a, flow...)
+	f := live.finding(t, trace.FindingReplyBypassesNAT)
+	ev := strings.Join(f.Evidence, "\n")
+	if live.code != ExitFindings || live.res.Forward.OIF != "eth0" || live.res.Forward.Packet.Dst.String() != n.Backend ||
+		!strings.Contains(ev, "ip saddr 10.72.5.32 snat to 10.72.5.34 # handle ") || f.Fix.Wizard != finding.WizardPortForward {
+		t.Errorf("exit %d forward %+v finding %+v\n%s", live.code, live.res.Forward.Packet, f, live.out)
+	}
+	if !hasStep(live.res.Forward, "nft ip hnf_fwd prerouting", "DNAT 10.72.5.34:81 -> 10.72.5.32:80") {
+		t.Errorf("the nft DNAT is not on the path:\n%s", live.out)
+	}
+	sameAsSnapshot(t, a, live, flow...)
+	code, out, _ := runCLI(t, "doctor", "--netns", a.Name, "--json")
+	if code != ExitOK || !strings.Contains(out, doctor.FindingDNATWithoutSNAT) ||
+		!strings.Contains(out, "nft add rule ip hnf_fwd postrouting ip daddr 10.72.5.32 tcp dport 80 snat to 10.72.5.34") {
+		t.Errorf("doctor on A before the fix (exit %d, a warning is 0): %s", code, out)
+	}
+
+	// The fix, with nft: the reply-direction rule goes, the forwarded request is SNATed.
+	a.Run("nft", "flush", "chain", "ip", "hnf_fwd", "postrouting")
+	a.Run("nft", "add", "rule", "ip", "hnf_fwd", "postrouting", "ip", "daddr", "10.72.5.32", "tcp", "dport", "80", "snat", "to", "10.72.5.34")
+	if body, err := client.HTTPGet(n.Service, clientTimeout); err != nil || body != n.Body {
+		t.Fatalf("the port forward after the fix: %q %v", body, err)
+	}
+	fixed := traceLive(t, a, flow...)
+	if fixed.code != ExitOK || len(fixed.res.Findings) != 0 || fixed.res.Reply == nil || fixed.res.Reply.Packet.Src.String() != n.Service {
+		t.Errorf("after the fix: exit %d findings %v\n%s", fixed.code, fixed.ids(), fixed.out)
+	}
+	if ids := doctorIDs(t, a); len(ids) != 0 {
+		t.Errorf("doctor on A after the fix: %v", ids)
+	}
 }
