@@ -14,7 +14,7 @@ import (
 // like the nft rules they stand for.
 
 func nftIfname(s string) []byte { b := make([]byte, 16); copy(b, s); return b }
-func nftLE32(v uint32) []byte  { return binary.LittleEndian.AppendUint32(nil, v) }
+func nftLE32(v uint32) []byte   { return binary.LittleEndian.AppendUint32(nil, v) }
 
 func nftMeta(key string, reg uint32) nft.Expr { return nft.Expr{Meta: &nft.Meta{Key: key, Dreg: reg}} }
 func nftEq(reg uint32, data []byte) nft.Expr {
