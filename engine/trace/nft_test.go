@@ -115,3 +115,19 @@ func TestTraceNFTUncertainNamesTheRule(t *testing.T) {
 		t.Fatalf("uncertain finding %+v, verdict %s", f, r.Forward.Verdict)
 	}
 }
+
+// `fib saddr . iif oif missing drop`, nft's reverse-path filter: a lan source passes, a source
+// routed out another interface is dropped.
+func TestTraceNFTFibReversePath(t *testing.T) {
+	rpf := &nft.Chain{Name: "rpf", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -300, Policy: "accept", Rules: []*nft.Rule{
+		nftRule(4, "fib saddr . iif oif missing drop", []nft.Expr{{Fib: &nft.Fib{Result: "oif", Flags: []string{"saddr", "iif", "present"}, Dreg: 1}}, nftEq(1, []byte{0}), nftVerdict("drop")}),
+	}}
+	ok := trace(t, dualUplink(t, rpf), "tcp 10.9.1.5:40000 10.9.1.1:22 lan0")
+	if ok.Forward.Verdict != LegLocal {
+		t.Fatalf("a lan source fails nft's rp filter:\n%s", dumpLeg(&ok.Forward))
+	}
+	spoofed := trace(t, dualUplink(t, rpf), "tcp 203.0.113.9:40000 10.9.1.1:22 lan0")
+	if f := spoofed.Finding(FindingFiltered); spoofed.Forward.Verdict != LegDrop || f == nil || f.Evidence[0] != "fib saddr . iif oif missing drop # handle 4" {
+		t.Fatalf("a source routed via wan0 arriving on lan0 passes nft's rp filter:\n%s", dumpLeg(&spoofed.Forward))
+	}
+}
