@@ -60,7 +60,7 @@ func newNFTRouter(t *testing.T) *nftRouter {
 	n.r.IP("route", "add", "default", "via", "198.18.83.2", "dev", "wan0")
 	n.r.IP("route", "add", "default", "via", "198.18.84.2", "dev", "wan1", "table", "100")
 	n.r.IP("rule", "add", "fwmark", "0x1", "lookup", "100", "priority", "100")
-	for _, port := range []string{"80", "443", "8081"} {
+	for _, port := range []string{"80", "443", "8081", "8443"} {
 		n.wanA.ServeHTTP("0.0.0.0:"+port, "via wan0")
 		n.wanB.ServeHTTP("0.0.0.0:"+port, "via wan1")
 	}
@@ -84,7 +84,7 @@ type nftFlow struct {
 	name     string
 	from     *lab.NS
 	src, dst string // addr:port
-	iif      string // where the SYN reaches the router
+	iif      string // where the SYN reaches the router; "" for a connection the router makes
 	// want: the body the client gets ("" when it must be blocked); the egress interface.
 	body, oif string
 }
@@ -112,7 +112,10 @@ func (f nftFlow) get() (string, error) {
 func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
 	t.Helper()
 	body, err := f.get()
-	args := []string{"tcp", f.src, f.dst, "--iif", f.iif}
+	args := []string{"tcp", f.src, f.dst}
+	if f.iif != "" {
+		args = append(args, "--iif", f.iif)
+	}
 	tr := traceLive(t, n.r, args...)
 	fwd := tr.res.Forward
 	if f.body == "" {
@@ -138,8 +141,11 @@ func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
 		t.Fatalf("%s: %v", f.name, cerr)
 	}
 	wantVerdict := trace.LegForward
-	if f.oif == "" {
+	switch {
+	case f.oif == "":
 		wantVerdict = trace.LegLocal
+	case f.iif == "":
+		wantVerdict = trace.LegOutput
 	}
 	if fwd.Verdict != wantVerdict || fwd.OIF != f.oif {
 		t.Errorf("%s: trace forward leg %s out %q; the kernel forwarded it out %s\n%s", f.name, fwd.Verdict, fwd.OIF, f.oif, tr.out)
@@ -154,8 +160,11 @@ func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
 	}
 	rep := tr.res.Reply
 	wantReply := trace.LegForward
-	if f.oif == "" {
+	switch {
+	case f.oif == "":
 		wantReply = trace.LegOutput
+	case f.iif == "":
+		wantReply = trace.LegLocal
 	}
 	if rep.Packet.Src != e.Orig.Dst || rep.Packet.Dst != e.Orig.Src || rep.OIF != f.iif || rep.Verdict != wantReply {
 		t.Errorf("%s: trace says the reply leaves %s as %s -> %s (%s); conntrack's original tuple is %s, the request came in on %s",
@@ -226,6 +235,10 @@ table inet hnf {
 		type nat hook postrouting priority srcnat; policy accept;
 		oifname { "wan0", "wan1" } masquerade
 	}
+	chain route_out {
+		type route hook output priority mangle; policy accept;
+		tcp dport 8443 meta mark set 0x1 ct mark set meta mark
+	}
 }
 `
 
@@ -239,6 +252,9 @@ func TestPrivilegedTraceNFTRouter(t *testing.T) {
 		{name: "lan to the internet, masqueraded out wan0", from: n.lan, src: "10.83.1.2:41001", dst: "203.0.113.10:80", iif: "lan0", body: "via wan0", oif: "wan0"},
 		{name: "lan to port 443, marked, routed by table 100 out wan1", from: n.lan, src: "10.83.1.2:41002", dst: "203.0.113.10:443", iif: "lan0", body: "via wan1", oif: "wan1"},
 		{name: "port forward from wan0 to the lan server", from: n.wanA, src: "198.18.83.2:41003", dst: "198.18.83.1:80", iif: "wan0", body: "lan server", oif: "lan0"},
+		// The router's own connection: routed out wan0 first, marked by the route chain,
+		// routed again out wan1 and masqueraded to wan1's address.
+		{name: "the router's own connection, rerouted by a route chain's mark", from: n.r, src: "198.18.83.1:41006", dst: "203.0.113.10:8443", body: "via wan1", oif: "wan1"},
 	}
 	for _, f := range flows {
 		tr := n.checkAgainstKernel(t, f)
