@@ -151,7 +151,12 @@ func (s *State) nftLines() []string {
 			if st.Has("anonymous") {
 				continue
 			}
-			out = append(out, fmt.Sprintf("nft set %s %s %s elements %d", t, st.Name, st.KeyType, len(st.Elements)))
+			line := fmt.Sprintf("nft set %s %s %s", t, st.Name, st.KeyType)
+			if !st.Has("timeout") && !st.Has("eval") && !st.Has("dynamic") {
+				// the elements of a dynamic set come and go with traffic
+				line += fmt.Sprintf(" elements %d", len(st.Elements))
+			}
+			out = append(out, line)
 		}
 	}
 	return out
