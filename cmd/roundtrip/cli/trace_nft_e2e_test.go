@@ -87,6 +87,8 @@ type nftFlow struct {
 	iif      string // where the SYN reaches the router; "" for a connection the router makes
 	// want: the body the client gets ("" when it must be blocked); the egress interface.
 	body, oif string
+	// rejected: blocked with an error sent back (the client is refused at once).
+	rejected bool
 }
 
 // get makes the connection from a fixed source port and returns the body.
@@ -122,7 +124,11 @@ func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
 		if err == nil {
 			t.Fatalf("%s: the client got %q; it must be blocked", f.name, body)
 		}
-		if fwd.Verdict != trace.LegDrop || !tr.res.Has(trace.FindingFiltered) {
+		want := trace.LegDrop
+		if f.rejected {
+			want = trace.LegReject
+		}
+		if fwd.Verdict != want || !tr.res.Has(trace.FindingFiltered) {
 			t.Errorf("%s: the kernel blocked the flow (%v) but trace says %s, findings %v\n%s", f.name, err, fwd.Verdict, tr.ids(), tr.out)
 		}
 		return tr
@@ -507,5 +513,37 @@ func TestPrivilegedTraceNFTCase5ReplyBypassesNAT(t *testing.T) {
 	}
 	if ids := doctorIDs(t, a); len(ids) != 0 {
 		t.Errorf("doctor on A after the fix: %v", ids)
+	}
+}
+
+// firewalld's native layout (firewalld 1.x: one inet table, zones dispatched by interface,
+// chains at the iptables priorities + 10): zone public on wan0 with ssh and a forward-port
+// 8080 -> the lan server, masquerading; zone trusted on lan0.
+func TestPrivilegedTraceNFTFirewalld(t *testing.T) {
+	conf, err := os.ReadFile("../../../engine/kernel/nftread/testdata/firewalld.nft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := newNFTRouter(t)
+	n.wanA.IP("route", "add", "10.83.1.0/24", "via", "198.18.83.1")
+	n.load(t, strings.ReplaceAll(string(conf), "10.81.1.2:80", "10.83.1.2:8080"))
+	for _, f := range []nftFlow{
+		{name: "public ssh", from: n.wanA, src: "198.18.83.2:44001", dst: "198.18.83.1:22", iif: "wan0", body: "router ssh"},
+		{name: "forward-port 8080", from: n.wanA, src: "198.18.83.2:44003", dst: "198.18.83.1:8080", iif: "wan0", body: "lan server", oif: "lan0"},
+		{name: "trusted lan out, masqueraded", from: n.lan, src: "10.83.1.2:44004", dst: "203.0.113.10:80", iif: "lan0", body: "via wan0", oif: "wan0"},
+	} {
+		tr := n.checkAgainstKernel(t, f)
+		if t.Failed() {
+			t.Fatalf("%s:\n%s", f.name, tr.out)
+		}
+	}
+	for _, f := range []nftFlow{
+		{name: "public port 8081 on the router is rejected", from: n.wanA, src: "198.18.83.2:44002", dst: "198.18.83.1:8081", iif: "wan0", rejected: true},
+		{name: "public into the lan is rejected", from: n.wanA, src: "198.18.83.2:44005", dst: "10.83.1.2:8080", iif: "wan0", rejected: true},
+	} {
+		tr := n.checkAgainstKernel(t, f)
+		if fd := tr.res.Finding(trace.FindingFiltered); fd == nil || !strings.Contains(fd.Evidence[0], "reject with icmpx admin-prohibited # handle ") {
+			t.Errorf("%s: the reject rule is not named: %+v\n%s", f.name, fd, tr.out)
+		}
 	}
 }
