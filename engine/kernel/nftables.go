@@ -37,11 +37,12 @@ func readNFTables(ctx context.Context, ns Namespace, st *model.State) error {
 	nftMu.Lock()
 	read := nftReader
 	nftMu.Unlock()
-	if read == nil || st.Netfilter.Unavailable != "" && isPermissionDenied(errors.New(st.Netfilter.Unavailable)) {
+	if read == nil {
 		return nil
 	}
 	rs, err := read(ctx, ns)
 	switch {
+	// Without root the dump is refused; Netfilter.Unavailable already says netfilter needs it.
 	case errors.Is(err, ErrNFTUnsupported), errors.Is(err, syscall.EPERM), isPermissionDenied(err):
 		return nil
 	case err != nil:
