@@ -31,7 +31,9 @@ type stage struct {
 	// nat marks the NAT core's stage; conntrack marks conntrack's (chains before it see no
 	// conntrack entry).
 	nat, conntrack bool
-	run            func() bool
+	// table is the iptables table an iptStage runs (for the note on equal priorities).
+	table string
+	run   func() bool
 }
 
 // Priorities of trace's stages (NF_IP_PRI_*).
@@ -47,7 +49,7 @@ const (
 // iptStage runs an iptables table at its priority.
 func (t *tracer) iptStage(leg *Leg, table, hook string, p *netfilter.Packet, ct *netfilter.Conn) stage {
 	prio := map[string]int32{"raw": prioRaw, "mangle": prioMangle, "filter": prioFilter}[table]
-	return stage{prio: prio, run: func() bool { return t.table(leg, table, hook, p, ct) }}
+	return stage{prio: prio, table: table, run: func() bool { return t.table(leg, table, hook, p, ct) }}
 }
 
 // hook runs one netfilter hook for the packet: the stages (in priority order) with the
@@ -75,13 +77,20 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 	// see the entry from the start.
 	attached := !slices.ContainsFunc(stages, func(s stage) bool { return s.conntrack })
 	next := 0
-	runFilters := func(upTo int32, inclusive bool) bool {
+	runFilters := func(s *stage) bool {
+		upTo := int32(1<<31 - 1)
+		if s != nil {
+			upTo = s.prio
+		}
 		for ; next < len(filters); next++ {
 			pr := filters[next].chain.Priority
-			if pr > upTo || pr == upTo && !inclusive {
+			if pr > upTo {
 				break
 			}
 			c := filters[next]
+			if pr == upTo && s.table != "" && t.hasRules(s.table, hook, p.Family) {
+				leg.Steps = append(leg.Steps, Step{Hook: "order", What: fmt.Sprintf("nft chain %s %s and iptables %s %s share priority %d: the kernel runs the most recently registered first, which is not visible; assumed the nft chain first", c.table, c.chain.Name, s.table, hook, pr)})
+			}
 			mark, src, dst := p.Mark, p.Src, p.Dst
 			if !t.nftChain(leg, hook, c, p, ct, attached) {
 				next = len(filters)
@@ -97,13 +106,14 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 		}
 		return true
 	}
-	for _, s := range stages {
-		if !runFilters(s.prio, true) {
+	for i := range stages {
+		s := &stages[i]
+		if !runFilters(s) {
 			return false
 		}
 		switch {
 		case s.nat:
-			if !t.natCore(leg, hook, s, nats, p, ct, attached) {
+			if !t.natCore(leg, hook, *s, nats, p, ct, attached) {
 				return false
 			}
 		case !s.run():
@@ -113,10 +123,13 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 			attached = true
 		}
 	}
-	if !runFilters(1<<31-1, true) {
-		return false
-	}
-	return true
+	return runFilters(nil)
+}
+
+// hasRules reports whether an iptables table's built-in chain on the hook has rules.
+func (t *tracer) hasRules(table, hook string, fam inet.Family) bool {
+	c := t.s.Netfilter.Table(fam, table).Chain(hook)
+	return c != nil && len(c.Rules) > 0
 }
 
 // natCore is the NAT core's stage: for a new connection without NAT of this hook's kind, the

@@ -102,6 +102,12 @@ func TestTraceNFTRunsByPriorityBetweenIPTables(t *testing.T) {
 	if before.Forward.Verdict == LegDrop {
 		t.Fatalf("an nft chain before mangle sees its mark:\n%s", dumpLeg(&before.Forward))
 	}
+	// At the same priority the kernel's order is not visible: the nft chain is taken first,
+	// and the trace says so.
+	tie := trace(t, dualUplink(t, dropMarked(-150)), "tcp 10.9.1.5:40000 203.0.113.7:25 lan0")
+	if tie.Forward.Verdict == LegDrop || !strings.Contains(dumpLeg(&tie.Forward), "order: nft chain inet fw check and iptables mangle PREROUTING share priority -150") {
+		t.Fatalf("a tie at -150:\n%s", dumpLeg(&tie.Forward))
+	}
 }
 
 // A rate limit cannot be decided: the trace says so with the rule's text.
