@@ -37,6 +37,10 @@ func TestSnapshotKeepsNFTables(t *testing.T) {
 	if err != nil {
 		t.Fatalf("parsing a snapshot with nftables: %v", err)
 	}
+	// Version 2 holds nftables; a state without stays version 1, which older loaders read.
+	if snap.Version != 2 || NewSnapshot(sampleState(), time.Unix(0, 0)).Version != 1 {
+		t.Errorf("versions %d (with nftables), %d (without)", snap.Version, NewSnapshot(sampleState(), time.Unix(0, 0)).Version)
+	}
 	if d := Diff(s, snap.State); d != "" || snap.State.Nftables == nil || len(snap.State.Nftables.Tables) != 2 {
 		t.Fatalf("nftables changed through a snapshot: %s", d)
 	}
