@@ -187,7 +187,9 @@ type nftChain struct {
 }
 
 // nftChains lists the native base chains on a hook that see packets of the family, by
-// priority; within a table the later created first at equal priority, as the kernel does.
+// priority; at equal priority the later created first, as the kernel runs them (defined
+// within a table by the chain handles; between tables the newer table first is only the
+// probable order, as nft.HookOrder says).
 func (t *tracer) nftChains(hook string, fam inet.Family) []nftChain {
 	rs := t.s.Nftables
 	if rs == nil {
@@ -214,7 +216,10 @@ func (t *tracer) nftChains(hook string, fam inet.Family) []nftChain {
 		if a.Priority != b.Priority {
 			return a.Priority < b.Priority
 		}
-		return out[i].table == out[j].table && a.Handle > b.Handle
+		if ti, tj := out[i].table.Handle, out[j].table.Handle; ti != tj {
+			return ti > tj
+		}
+		return a.Handle > b.Handle
 	})
 	return out
 }
@@ -298,7 +303,7 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 	}
 	last := lastStep(o)
 	decider := nftRuleText(last)
-	by := fmt.Sprintf("rule %s (handle %d)", strings.TrimSuffix(last.Text, ""), last.Handle)
+	by := fmt.Sprintf("rule %s (handle %d)", last.Text, last.Handle)
 	if last.Action == "policy" {
 		decider = fmt.Sprintf("policy %s of chain %s (hook %s)", c.chain.Policy, name, c.chain.Hook)
 		by = "its policy " + c.chain.Policy
