@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"roundtrip/diagnose"
 	"roundtrip/engine/doctor"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
@@ -545,5 +547,30 @@ func TestPrivilegedTraceNFTFirewalld(t *testing.T) {
 		if fd := tr.res.Finding(trace.FindingFiltered); fd == nil || !strings.Contains(fd.Evidence[0], "reject with icmpx admin-prohibited # handle ") {
 			t.Errorf("%s: the reject rule is not named: %+v\n%s", f.name, fd, tr.out)
 		}
+	}
+}
+
+// diagnose on the nft router: the port-forwarded flow's packets, captured on both sides of
+// the DNAT, agree with the trace of the nft ruleset (no capture finding, completed).
+func TestPrivilegedDiagnoseNFTPortForward(t *testing.T) {
+	n := newNFTRouter(t)
+	n.load(t, nftRouterRuleset)
+	done := runCLIAsync(t, "diagnose", "tcp", "198.18.83.2", "198.18.83.1:80", "--iif", "wan0", "--netns", n.r.Name, "--timeout", "5s", "--json")
+	if body, err := (nftFlow{from: n.wanA, src: "198.18.83.2:45001", dst: "198.18.83.1:80"}).get(); err != nil || body != "lan server" {
+		t.Fatalf("the port forward: %q %v", body, err)
+	}
+	r := <-done
+	lines := strings.Split(strings.TrimSpace(r.out), "\n")
+	var last struct {
+		Type    string           `json:"type"`
+		Verdict diagnose.Verdict `json:"verdict"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+		t.Fatalf("last line of diagnose --json: %v\n%s", err, r.out)
+	}
+	v := last.Verdict
+	if r.code != ExitOK || v.Outcome != diagnose.OutcomeCompleted || v.Capture == nil || len(v.Capture.Findings) != 0 || v.Trace == nil ||
+		v.Trace.Forward.OIF != "lan0" || v.Trace.Forward.Packet.Dst.String() != "10.83.1.2:8080" {
+		t.Errorf("diagnose: exit %d, verdict %+v\n%s\n%s", r.code, v, r.out, r.errs)
 	}
 }
