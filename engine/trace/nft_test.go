@@ -137,3 +137,25 @@ func TestTraceNFTFibReversePath(t *testing.T) {
 		t.Fatalf("a source routed via wan0 arriving on lan0 passes nft's rp filter:\n%s", dumpLeg(&spoofed.Forward))
 	}
 }
+
+// An inet table's chains see IPv6 packets, an ip table's do not.
+func TestTraceNFTFamilies(t *testing.T) {
+	drop := func(fam nft.Family) *model.State {
+		s := modeltest.Host(t, `
+link lan0 2001:db8:1::1/64
+link wan0 2001:db8:2::1/64
+route ::/0 via 2001:db8:2::2 dev wan0
+sysctl net.ipv6.conf.all.forwarding=1
+`)
+		s.Nftables = &nft.Ruleset{HostOrder: "little", Tables: []*nft.Table{{Family: fam, Name: "fw", Handle: 1, Chains: []*nft.Chain{
+			{Name: "forward", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookForward, Policy: "drop"},
+		}}}}
+		return s
+	}
+	if r := trace(t, drop(nft.FamilyInet), "tcp [2001:db8:1::5]:40000 [2001:db8:9::7]:443 lan0"); r.Forward.Verdict != LegDrop {
+		t.Fatalf("an inet forward chain with policy drop lets IPv6 through:\n%s", dumpLeg(&r.Forward))
+	}
+	if r := trace(t, drop(nft.FamilyIP), "tcp [2001:db8:1::5]:40000 [2001:db8:9::7]:443 lan0"); r.Forward.Verdict != LegForward {
+		t.Fatalf("an ip table's chain drops IPv6:\n%s", dumpLeg(&r.Forward))
+	}
+}
