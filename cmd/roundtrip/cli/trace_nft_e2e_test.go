@@ -74,11 +74,7 @@ func newNFTRouter(t *testing.T) *nftRouter {
 // load loads a ruleset with nft -f inside the router.
 func (n *nftRouter) load(t *testing.T, ruleset string) {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), "nftables.conf")
-	if err := os.WriteFile(p, []byte(ruleset), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n.r.Run("nft", "-f", p)
+	loadNFT(t, n.r, ruleset)
 }
 
 // nftFlow is one connection of the oracle.
@@ -466,8 +462,7 @@ func TestPrivilegedTraceNFTCase5ReplyBypassesNAT(t *testing.T) {
 	n := lab.Case5(t)
 	client, a := n.Client, n.A
 	a.Run("iptables", "-w", "-t", "nat", "-F")
-	p := filepath.Join(t.TempDir(), "case5.nft")
-	conf := `table ip hnf_fwd {
+	loadNFT(t, a, `table ip hnf_fwd {
 	chain prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
 		ip daddr 10.72.5.34 tcp dport 81 dnat to 10.72.5.32:80
@@ -477,11 +472,7 @@ func TestPrivilegedTraceNFTCase5ReplyBypassesNAT(t *testing.T) {
 		ip saddr 10.72.5.32 snat to 10.72.5.34
 	}
 }
-`
-	if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	a.Run("nft", "-f", p)
+`)
 	if body, err := client.HTTPGet(n.Service, clientTimeout); err == nil {
 		t.Fatalf("the port forward works before the fix (%q): the failure does not reproduce", body)
 	}
@@ -573,4 +564,75 @@ func TestPrivilegedDiagnoseNFTPortForward(t *testing.T) {
 		v.Trace.Forward.OIF != "lan0" || v.Trace.Forward.Packet.Dst.String() != "10.83.1.2:8080" {
 		t.Errorf("diagnose: exit %d, verdict %+v\n%s\n%s", r.code, v, r.out, r.errs)
 	}
+}
+
+// loadNFT loads a ruleset with nft -f inside a namespace.
+func loadNFT(t *testing.T, ns *lab.NS, ruleset string) {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "ruleset.nft")
+	if err := os.WriteFile(p, []byte(ruleset), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns.Run("nft", "-f", p)
+}
+
+// Case 3 with the border written in nft (parity with the iptables border of lab.Case3): the
+// trace on relay 2 names the nft rule that drops HTTP from the underlay, and the kernel's
+// counter of that rule counts the client's SYNs.
+func TestPrivilegedTraceNFTCase3Border(t *testing.T) {
+	lab.RequireTool(t, "nft")
+	c := lab.Case3(t)
+	c.Relay2.Run("iptables", "-w", "-D", "FORWARD", "-i", "u0", "-p", "tcp", "--dport", "80", "-j", "DROP")
+	loadNFT(t, c.Relay2, `table inet border {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "u0" tcp dport 80 counter drop
+	}
+}
+`)
+	if body, err := c.Get(clientTimeout); err == nil {
+		t.Fatalf("the client gets %q through the nft border: the failure does not reproduce", body)
+	}
+	tr := traceLive(t, c.Relay2, "tcp", c.ClientPublic+":40000", c.Service, "--iif", c.Relay2Underlay)
+	f := tr.finding(t, trace.FindingFiltered)
+	if tr.res.Forward.Verdict != trace.LegDrop || !strings.Contains(f.Summary, "the request is dropped by nft chain inet border forward") ||
+		!strings.HasPrefix(f.Evidence[0], `iifname "u0" tcp dport 80 counter packets `) || !strings.Contains(f.Evidence[0], " drop # handle ") {
+		t.Errorf("trace on relay 2: %+v\n%s", f, tr.out)
+	}
+	if n, _ := ruleCounter(t, c.Relay2, "border", "forward", `iifname "u0" tcp dport 80`); n == 0 {
+		t.Error("the kernel's counter of the border rule is 0: the drop the trace names is not the kernel's")
+	}
+	sameAsSnapshot(t, c.Relay2, tr, "tcp", c.ClientPublic+":40000", c.Service, "--iif", c.Relay2Underlay)
+}
+
+// Case 4 with the fix written in nft (parity with lab.Case4's iptables SNAT): with forwarding
+// off, trace says so and doctor names the nft rule as evidence that B forwards; with
+// forwarding on, A reaches D and the trace shows the nft SNAT and the reply coming back.
+func TestPrivilegedTraceNFTCase4SNAT(t *testing.T) {
+	lab.RequireTool(t, "nft")
+	n := lab.Case4(t)
+	loadNFT(t, n.B, `table ip hnf_snat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip daddr 10.72.44.0/24 oifname "eth0" snat to 10.72.44.63
+	}
+}
+`)
+	flow := []string{"tcp", n.AAddr + ":40000", n.Service, "--iif", n.BIn}
+	off := traceLive(t, n.B, flow...)
+	off.finding(t, trace.FindingForwardingDisabled)
+	code, out, _ := runCLI(t, "doctor", "--netns", n.B.Name, "--json")
+	if !strings.Contains(out, "forwarding-off") || !strings.Contains(out, `nft chain ip hnf_snat postrouting: ip daddr 10.72.44.0/24 oifname \"eth0\" snat to 10.72.44.63 # handle `) {
+		t.Errorf("doctor with forwarding off (exit %d) does not name the nft rule:\n%s", code, out)
+	}
+	n.EnableForwarding()
+	if body, err := n.A.HTTPGet(n.Service, clientTimeout); err != nil || body != n.Body {
+		t.Fatalf("A through B with the nft SNAT: %q %v", body, err)
+	}
+	fixed := traceLive(t, n.B, flow...)
+	if fixed.code != ExitOK || len(fixed.res.Findings) != 0 || fixed.res.Forward.Packet.Src.Addr().String() != n.BBusiness ||
+		fixed.res.Reply == nil || fixed.res.Reply.OIF != n.BIn || !hasStep(fixed.res.Forward, "nft ip hnf_snat postrouting", "SNAT 10.72.43.15:40000 -> 10.72.44.63:40000") {
+		t.Errorf("after the fix: exit %d findings %v\n%s", fixed.code, fixed.ids(), fixed.out)
+	}
+	sameAsSnapshot(t, n.B, fixed, flow...)
 }
