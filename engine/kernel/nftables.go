@@ -51,6 +51,9 @@ func readNFTables(ctx context.Context, ns Namespace, st *model.State) error {
 	st.Nftables = rs
 	if !st.NativeNFT() {
 		st.Nftables = nil
+		return nil
 	}
+	// Foreign lists the native tables nothing models; now the trace models them.
+	st.Netfilter.Foreign = nil
 	return nil
 }

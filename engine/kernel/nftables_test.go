@@ -29,9 +29,10 @@ func TestReadNFTablesKeepsOnlyNativeRulesets(t *testing.T) {
 	} {
 		RegisterNFTReader(func(context.Context, Namespace) (*nft.Ruleset, error) { return tc.rs, tc.err })
 		st := &model.State{}
+		st.Netfilter.Foreign = []string{"inet fw"}
 		err := readNFTables(context.Background(), Namespace{Name: "x"}, st)
-		if (err != nil) != tc.wantErr || (st.Nftables != nil) != tc.wantNative {
-			t.Errorf("%s: err %v, nftables %v", tc.name, err, st.Nftables)
+		if (err != nil) != tc.wantErr || (st.Nftables != nil) != tc.wantNative || (len(st.Netfilter.Foreign) == 0) != tc.wantNative {
+			t.Errorf("%s: err %v, nftables %v, foreign %v", tc.name, err, st.Nftables, st.Netfilter.Foreign)
 		}
 	}
 	// Without root the dump is refused (EPERM): no ruleset, no error.

@@ -627,10 +627,9 @@ func (t *tracer) nftLimits() {
 }
 
 // nftReplyDirectionNAT evaluates the native nat chains of a hook for the reply as if it were
-// a new connection, and returns the NAT rules it would hit (as decisive steps): rules written
-// for the reply direction, which never fire.
-func (t *tracer) nftReplyDirectionNAT(hook string, p *netfilter.Packet) []netfilter.Step {
-	var out []netfilter.Step
+// a new connection, and names the first NAT rule it would hit on the reply leg and in the
+// reply-bypasses-nat finding: a rule written for the reply direction, which never fires.
+func (t *tracer) nftReplyDirectionNAT(reply *Leg, hook string, p *netfilter.Packet) {
 	for _, c := range t.nftChains(hook, p.Family) {
 		if c.chain.Type != nft.TypeNAT {
 			continue
@@ -640,9 +639,12 @@ func (t *tracer) nftReplyDirectionNAT(hook string, p *netfilter.Packet) []netfil
 			continue
 		}
 		if a := res.Outcomes[0].Effects.Nat; a != nil {
-			out = append(out, netfilter.Step{What: strings.ToUpper(a.Type) + " (NAT)", Rule: nftRuleText(a.Step), Decisive: true})
-			break
+			rule := nftRuleText(a.Step)
+			reply.Steps = append(reply.Steps, Step{Hook: "nft " + c.table.String() + " " + c.chain.Name, What: "not consulted for replies: this rule matches the reply but nat chains only see a connection's first packet, so it never fires", Rule: rule})
+			if f := t.res.Finding(FindingReplyBypassesNAT); f != nil {
+				f.Evidence = append(f.Evidence, "this rule matches the reply direction and never fires: "+rule)
+			}
+			return
 		}
 	}
-	return out
 }

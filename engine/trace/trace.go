@@ -265,7 +265,7 @@ func (t *tracer) modelLimits() {
 			Evidence: []string{nf.Unavailable},
 			Fix:      finding.Fix{Summary: "make netfilter readable as the reason says (install iptables, or run as root) and trace again", Args: []string{}}})
 	}
-	if len(nf.Foreign) > 0 && t.s.Nftables == nil {
+	if len(nf.Foreign) > 0 {
 		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
 			Summary:  "native nftables tables are loaded that the trace does not model; they may drop or rewrite this flow",
 			Evidence: []string{"nft tables: " + strings.Join(nf.Foreign, ", ")},
@@ -857,7 +857,6 @@ func (t *tracer) checkReplyDirectionNAT(reply *Leg, rp *netfilter.Packet, rct *n
 		}
 		ct := &netfilter.Conn{State: netfilter.CTNew}
 		r := t.nf.Run("nat", hook, &p, ct)
-		r.Steps = append(r.Steps, t.nftReplyDirectionNAT(hook, &p)...)
 		for _, st := range r.Steps {
 			if !st.Decisive || st.Rule == "" || !strings.Contains(st.What, "NAT") && !strings.Contains(st.What, "MASQUERADE") {
 				continue
@@ -867,6 +866,7 @@ func (t *tracer) checkReplyDirectionNAT(reply *Leg, rp *netfilter.Packet, rct *n
 				f.Evidence = append(f.Evidence, "this rule matches the reply direction and never fires: "+st.Rule)
 			}
 		}
+		t.nftReplyDirectionNAT(reply, hook, &p)
 	}
 }
 
