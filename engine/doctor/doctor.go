@@ -136,12 +136,12 @@ func (d *doctor) forwardingOff() {
 			ev = append(ev, iptables.RuleCommand(inet.V4, "filter", "FORWARD", &c.Rules[i]))
 		}
 	}
-	ev = append(ev, d.nftForwardEvidence()...)
 	for _, r := range d.s.Rules {
 		if r.Family == inet.V4 && r.IIF != "" && r.IIF != "lo" {
 			ev = append(ev, "ip rule "+r.Args(d.s.TableName))
 		}
 	}
+	ev = append(ev, d.nftForwardEvidence()...)
 	if len(ev) == 0 {
 		return
 	}

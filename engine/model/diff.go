@@ -73,13 +73,13 @@ func (s *State) Lines() []string {
 	for _, f := range s.Netfilter.Foreign {
 		out = append(out, "nft table "+f)
 	}
-	out = append(out, s.nftLines()...)
 	for k, v := range s.Sysctls {
 		if k == SysctlConntrackCount {
 			continue
 		}
 		out = append(out, fmt.Sprintf("sysctl %s=%s", k, v))
 	}
+	out = append(out, s.nftLines()...)
 	slices.Sort(out)
 	return out
 }

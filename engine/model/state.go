@@ -272,7 +272,6 @@ func (s *State) Clone() *State {
 	out.TableNames = maps.Clone(s.TableNames)
 	out.Sysctls = maps.Clone(s.Sysctls)
 	out.Netfilter.Foreign = slices.Clone(s.Netfilter.Foreign)
-	// The nft ruleset is never edited by planning or fakes: it is shared.
 	out.Netfilter.Tables = make([]iptables.Table, len(s.Netfilter.Tables))
 	for i, t := range s.Netfilter.Tables {
 		t.Chains = slices.Clone(t.Chains)

@@ -69,6 +69,8 @@ type netfilterMsg struct {
 type natTick struct{ gen int }
 
 type natRow struct {
+	// nft: a chain or rule of a native nftables table (its text as nft prints it).
+	nft     bool
 	header  bool
 	family  inet.Family
 	chain   string
@@ -79,8 +81,6 @@ type natRow struct {
 	depth   int
 	policy  string
 	target  string
-	// nft: a chain or rule of a native nftables table (its text as nft prints it).
-	nft bool
 }
 
 // NewNAT returns the NAT page.
@@ -280,35 +280,6 @@ func (p *NAT) build() {
 	p.applyFilter()
 }
 
-// nftRows lists the native nftables tables (from the state: they are not read again while
-// the page is shown): each chain, base chains with hook, priority and policy, and its rules
-// with their handles and counters.
-func (p *NAT) nftRows() {
-	rs := p.state.Nftables
-	if rs == nil {
-		return
-	}
-	for _, t := range rs.Tables {
-		if t.Origin != "" {
-			continue
-		}
-		for _, c := range t.Chains {
-			head := fmt.Sprintf("%s %s  regular chain  %d rule(s)", t, c.Name, len(c.Rules))
-			if c.Base() {
-				head = fmt.Sprintf("%s %s  hook %s priority %s policy %s  %d rule(s)", t, c.Name, c.Hook, nft.PriorityName(t.Family, c.Hook, c.Priority), c.Policy, len(c.Rules))
-			}
-			p.rows = append(p.rows, natRow{header: true, nft: true, chain: c.Name, policy: c.Policy, owner: "nft", text: head})
-			for _, r := range c.Rules {
-				row := natRow{nft: true, chain: t.String() + " " + c.Name, owner: "nft", text: fmt.Sprintf("%s # handle %d", r.Text, r.Handle)}
-				if ctr := r.Counter(); ctr != nil {
-					row.packets, row.bytes = ctr.Packets, ctr.Bytes
-				}
-				p.rows = append(p.rows, row)
-			}
-		}
-	}
-}
-
 // reached reports whether any rule of the table jumps to the chain.
 func reached(t *iptables.Table, name string) bool {
 	for _, c := range t.Chains {
@@ -480,4 +451,33 @@ func (p *NAT) View(width, height int) string {
 func (p *NAT) Click(x, y int) tea.Cmd {
 	p.list.Click(y - p.listTop - 1)
 	return nil
+}
+
+// nftRows lists the native nftables tables (from the state: they are not read again while
+// the page is shown): each chain, base chains with hook, priority and policy, and its rules
+// with their handles and counters.
+func (p *NAT) nftRows() {
+	rs := p.state.Nftables
+	if rs == nil {
+		return
+	}
+	for _, t := range rs.Tables {
+		if t.Origin != "" {
+			continue
+		}
+		for _, c := range t.Chains {
+			head := fmt.Sprintf("%s %s  regular chain  %d rule(s)", t, c.Name, len(c.Rules))
+			if c.Base() {
+				head = fmt.Sprintf("%s %s  hook %s priority %s policy %s  %d rule(s)", t, c.Name, c.Hook, nft.PriorityName(t.Family, c.Hook, c.Priority), c.Policy, len(c.Rules))
+			}
+			p.rows = append(p.rows, natRow{header: true, nft: true, chain: c.Name, policy: c.Policy, owner: "nft", text: head})
+			for _, r := range c.Rules {
+				row := natRow{nft: true, chain: t.String() + " " + c.Name, owner: "nft", text: fmt.Sprintf("%s # handle %d", r.Text, r.Handle)}
+				if ctr := r.Counter(); ctr != nil {
+					row.packets, row.bytes = ctr.Packets, ctr.Bytes
+				}
+				p.rows = append(p.rows, row)
+			}
+		}
+	}
 }

@@ -90,6 +90,7 @@ func renderShow(w io.Writer, s *model.State, onlyTable, limit int) {
 	renderRoutes(w, s, onlyTable, limit)
 	if onlyTable < 0 {
 		renderNetfilter(w, s)
+		renderNFTables(w, s.Nftables)
 	}
 }
 
@@ -275,18 +276,17 @@ func renderNetfilter(w io.Writer, s *model.State) {
 	if !any && nf.Unavailable == "" {
 		quote.TermFprintf(w, "  (no rules)\n")
 	}
-	if s.Nftables == nil {
-		for _, f := range nf.Foreign {
-			quote.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
-		}
-		return
+	for _, f := range nf.Foreign {
+		quote.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
 	}
-	renderNFTables(w, s.Nftables)
 }
 
 // renderNFTables prints the native nftables tables as `nft -a list ruleset` does (the
 // iptables-nft tables are shown above as iptables rules).
 func renderNFTables(w io.Writer, rs *nft.Ruleset) {
+	if rs == nil {
+		return
+	}
 	quote.TermFprintf(w, "\nNFTABLES (native tables, modelled by trace)\n")
 	r := nft.NewRenderer(rs.HostOrder)
 	for _, t := range rs.Tables {
