@@ -79,9 +79,6 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 		if st.Netfilter, err = ReadNetfilter(ctx, ns.Runner()); err != nil {
 			return nil, fmt.Errorf("reading netfilter of %s: %w", ns, err)
 		}
-		if err := readNFTables(ctx, ns, st); err != nil {
-			return nil, err
-		}
 	}
 
 	if st.TableNames, err = ReadTableNames(opts.RTTablesDirs); err != nil {
@@ -89,6 +86,11 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 	}
 	if len(st.TableNames) == 0 {
 		st.TableNames = nil // omitted from snapshots rather than written as {}
+	}
+	if !opts.NoNetfilter {
+		if err := readNFTables(ctx, ns, st); err != nil {
+			return nil, err
+		}
 	}
 	return st, nil
 }

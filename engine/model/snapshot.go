@@ -255,16 +255,16 @@ func (s *State) Validate() error {
 		}
 	}
 	s.validateNetfilter(add)
-	if s.Nftables != nil {
-		if err := s.Nftables.Validate(); err != nil {
-			add("nftables: %w", err)
-		}
-	}
 	for k, v := range s.Sysctls {
 		if err := CheckSysctlKey(k); err != nil {
 			add("sysctls: %w", err)
 		} else if err := CheckSysctlValue(v); err != nil && v != "" {
 			add("sysctls: %s: %w", k, err)
+		}
+	}
+	if s.Nftables != nil {
+		if err := s.Nftables.Validate(); err != nil {
+			add("nftables: %w", err)
 		}
 	}
 	if len(errs) == 0 {
