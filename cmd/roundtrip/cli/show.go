@@ -10,7 +10,6 @@ import (
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
-	"roundtrip/engine/nft"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
 )
@@ -278,27 +277,6 @@ func renderNetfilter(w io.Writer, s *model.State) {
 	}
 	for _, f := range nf.Foreign {
 		quote.TermFprintf(w, "  nftables table %s: present, not modelled (traces may miss its effect)\n", f)
-	}
-}
-
-// renderNFTables prints the native nftables tables as `nft -a list ruleset` does (the
-// iptables-nft tables are shown above as iptables rules).
-func renderNFTables(w io.Writer, rs *nft.Ruleset) {
-	if rs == nil {
-		return
-	}
-	quote.TermFprintf(w, "\nNFTABLES (native tables, modelled by trace)\n")
-	r := nft.NewRenderer(rs.HostOrder)
-	for _, t := range rs.Tables {
-		if t.Origin != "" {
-			continue
-		}
-		for _, line := range r.List(t) {
-			quote.TermFprintf(w, "  %s\n", strings.ReplaceAll(line, "\t", "  "))
-		}
-	}
-	for _, n := range rs.Notes {
-		quote.TermFprintf(w, "  note: %s\n", n)
 	}
 }
 
