@@ -261,7 +261,11 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 			what = "no rule decided: " + st.Text
 		}
 		decisive := st.Action == "drop" || st.Action == "reject" || st.Action == "policy" && c.chain.Policy == "drop"
-		leg.Steps = append(leg.Steps, Step{Hook: label, What: what, Rule: nftRuleText(st), Decisive: decisive})
+		rule := nftRuleText(st)
+		if st.Action == "policy" {
+			rule = fmt.Sprintf("chain %s { type %s hook %s priority %s; policy %s; }", name, c.chain.Type, c.chain.Hook, nft.PriorityName(c.table.Family, c.chain.Hook, c.chain.Priority), c.chain.Policy)
+		}
+		leg.Steps = append(leg.Steps, Step{Hook: label, What: what, Rule: rule, Decisive: decisive})
 	}
 	e := o.Effects
 	if e.Mark != nil && *e.Mark != p.Mark {
@@ -304,9 +308,11 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 	last := lastStep(o)
 	decider := nftRuleText(last)
 	by := fmt.Sprintf("rule %s (handle %d)", last.Text, last.Handle)
+	fix := fmt.Sprintf("allow the flow in chain %s before that rule (nft insert rule %s ... accept) if it should pass", name, name)
 	if last.Action == "policy" {
 		decider = fmt.Sprintf("policy %s of chain %s (hook %s)", c.chain.Policy, name, c.chain.Hook)
 		by = "its policy " + c.chain.Policy
+		fix = fmt.Sprintf("accept the flow in chain %s (nft add rule %s ... accept) if it should pass", name, name)
 	}
 	if last.Chain != "" && last.Chain != c.chain.Name {
 		by += " in chain " + last.Chain
@@ -318,7 +324,7 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 	t.add(finding.Finding{ID: FindingFiltered, Severity: finding.SeverityError,
 		Summary:  fmt.Sprintf("the %s is %s by nft chain %s: %s", dir, verb, name, by),
 		Evidence: []string{decider, "packet: " + packetText(p)},
-		Fix:      finding.Fix{Summary: fmt.Sprintf("allow the flow in chain %s before that rule (nft insert rule %s ... accept) if it should pass", name, name)}})
+		Fix:      finding.Fix{Summary: fix}})
 	return false
 }
 
