@@ -56,6 +56,9 @@ func (t *tracer) iptStage(leg *Leg, table, hook string, p *netfilter.Packet, ct 
 // native nft base chains of the hook between them. It returns false when the packet is
 // dropped, rejected or cannot go on.
 func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.Conn, stages ...stage) bool {
+	if hook == "PREROUTING" && !t.ingress(leg, p, ct) {
+		return false
+	}
 	chains := t.nftChains(hook, p.Family)
 	if len(chains) == 0 {
 		for _, s := range stages {
@@ -222,6 +225,34 @@ func (t *tracer) nftChains(hook string, fam inet.Family) []nftChain {
 		return a.Handle > b.Handle
 	})
 	return out
+}
+
+// ingress runs the ingress chains of the input interface (netdev tables, and inet tables'
+// ingress hook), by priority, before prerouting: before conntrack, so without a conntrack
+// entry.
+func (t *tracer) ingress(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) bool {
+	rs := t.s.Nftables
+	if rs == nil || p.IIF == "" {
+		return true
+	}
+	var chains []nftChain
+	for _, tb := range rs.Tables {
+		if tb.Origin != "" || slices.Contains(tb.Flags, "dormant") || tb.Family != nft.FamilyNetdev && tb.Family != nft.FamilyInet {
+			continue
+		}
+		for _, c := range tb.Chains {
+			if c.Hook == nft.HookIngress && slices.Contains(c.Devices, p.IIF) {
+				chains = append(chains, nftChain{tb, c})
+			}
+		}
+	}
+	sort.SliceStable(chains, func(i, j int) bool { return chains[i].chain.Priority < chains[j].chain.Priority })
+	for _, c := range chains {
+		if !t.nftChain(leg, "INGRESS", c, p, ct, false) {
+			return false
+		}
+	}
+	return true
 }
 
 // nftChain evaluates one native chain for the packet and applies what it did: the verdict,
@@ -506,7 +537,7 @@ func (t *tracer) nftPacket(hook string, p *netfilter.Packet, ct *netfilter.Conn,
 		pi.ICMPType, pi.HasICMP = uint8(p.ICMPType), true
 	}
 	h := strings.ToUpper(hook)
-	if p.IIF != "" && (h == "PREROUTING" || h == "INPUT" || h == "FORWARD") {
+	if p.IIF != "" && (h == "INGRESS" || h == "PREROUTING" || h == "INPUT" || h == "FORWARD") {
 		pi.In = t.iface(p.IIF)
 	}
 	if p.OIF != "" && (h == "FORWARD" || h == "OUTPUT" || h == "POSTROUTING") {
@@ -617,7 +648,7 @@ func (t *tracer) nftLimits() {
 			continue
 		}
 		for _, c := range tb.Chains {
-			if c.Base() && (tb.Family == nft.FamilyNetdev || tb.Family == nft.FamilyBridge || tb.Family == nft.FamilyARP || c.Hook == nft.HookIngress || c.Hook == nft.HookEgress) {
+			if c.Base() && (tb.Family == nft.FamilyBridge || tb.Family == nft.FamilyARP || c.Hook == nft.HookEgress) {
 				skipped = append(skipped, fmt.Sprintf("%s %s (hook %s)", tb, c.Name, c.Hook))
 			}
 		}
@@ -627,7 +658,7 @@ func (t *tracer) nftLimits() {
 		return
 	}
 	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
-		Summary:  "parts of the nftables ruleset are not evaluated by the trace (ingress/egress, bridge, arp and netdev chains, or rules the reader could not decode); they may drop or rewrite this flow",
+		Summary:  "parts of the nftables ruleset are not evaluated by the trace (egress, bridge and arp chains, or rules the reader could not decode); they may drop or rewrite this flow",
 		Evidence: ev,
 		Fix:      finding.Fix{Summary: "check them with `nft -a list ruleset`", Args: []string{}}})
 }

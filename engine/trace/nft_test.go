@@ -159,3 +159,21 @@ sysctl net.ipv6.conf.all.forwarding=1
 		t.Fatalf("an ip table's chain drops IPv6:\n%s", dumpLeg(&r.Forward))
 	}
 }
+
+// A netdev ingress chain on the input interface runs before prerouting.
+func TestTraceNFTIngress(t *testing.T) {
+	s := dualUplink(t)
+	s.Nftables.Tables = append(s.Nftables.Tables, &nft.Table{Family: nft.FamilyNetdev, Name: "edge", Handle: 2, Chains: []*nft.Chain{
+		{Name: "in", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookIngress, Priority: -500, Policy: "accept", Devices: []string{"wan0"}, Rules: []*nft.Rule{
+			nftRule(3, "tcp dport 22 drop", []nft.Expr{nftMeta("l4proto", 1), nftEq(1, []byte{6}), {Payload: &nft.Payload{Base: "transport", Offset: 2, Len: 2, Dreg: 1}}, nftEq(1, []byte{0, 22}), nftVerdict("drop")}),
+		}},
+	}})
+	r := trace(t, s, "tcp 198.51.100.9:40000 198.18.9.1:22 wan0")
+	if f := r.Finding(FindingFiltered); r.Forward.Verdict != LegDrop || f == nil || !strings.Contains(f.Summary, "nft chain netdev edge in") {
+		t.Fatalf("the ingress chain of wan0 does not drop ssh:\n%s", dumpLeg(&r.Forward))
+	}
+	// Not on lan0.
+	if r := trace(t, s, "tcp 10.9.1.5:40000 10.9.1.1:22 lan0"); r.Forward.Verdict != LegLocal {
+		t.Fatalf("wan0's ingress chain runs for lan0:\n%s", dumpLeg(&r.Forward))
+	}
+}

@@ -190,11 +190,16 @@ func (n *nftRouter) checkAgainstKernel(t *testing.T, f nftFlow) traceRun {
 // ruleCounter reads a rule's counter back from the kernel, by the start of its text.
 func ruleCounter(t *testing.T, ns *lab.NS, table, chain, prefix string) (uint64, uint64) {
 	t.Helper()
+	return ruleCounterIn(t, ns, nft.FamilyInet, table, chain, prefix)
+}
+
+func ruleCounterIn(t *testing.T, ns *lab.NS, fam nft.Family, table, chain, prefix string) (uint64, uint64) {
+	t.Helper()
 	rs, err := nftread.Read(context.Background(), kernel.Namespace{Name: ns.Name}, nftread.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tb := rs.Table(nft.FamilyInet, table)
+	tb := rs.Table(fam, table)
 	if tb == nil || tb.Chain(chain) == nil {
 		t.Fatalf("no chain %s %s", table, chain)
 	}
@@ -385,6 +390,22 @@ func TestPrivilegedTraceNFTDebianRouter(t *testing.T) {
 	fw := n.checkAgainstKernel(t, nftFlow{name: "wan0 straight to the lan server", from: n.wanA, src: "198.18.83.2:42005", dst: "10.83.1.2:8080", iif: "wan0"})
 	if f := fw.finding(t, trace.FindingFiltered); len(f.Evidence) == 0 || f.Evidence[0] != "policy drop of chain inet filter forward (hook forward)" {
 		t.Errorf("the forward policy drop is not named: %+v", f)
+	}
+	// An ingress chain on wan0 (a netdev table, as DDoS filters are written) drops the port
+	// forward before prerouting.
+	n.load(t, `table netdev hnf_edge {
+	chain in {
+		type filter hook ingress device "wan0" priority -500; policy accept;
+		tcp dport 8080 counter drop
+	}
+}
+`)
+	edge := n.checkAgainstKernel(t, nftFlow{name: "port forward dropped at wan0's ingress", from: n.wanA, src: "198.18.83.2:42006", dst: "198.18.83.1:8080", iif: "wan0"})
+	if f := edge.finding(t, trace.FindingFiltered); !strings.Contains(f.Summary, "nft chain netdev hnf_edge in") || !strings.HasPrefix(f.Evidence[0], "tcp dport 8080 counter packets ") {
+		t.Errorf("the ingress drop is not named: %+v", f)
+	}
+	if n, _ := ruleCounterIn(t, n.r, nft.FamilyNetdev, "hnf_edge", "in", "tcp dport 8080"); n == 0 {
+		t.Error("the kernel did not count the ingress drop")
 	}
 }
 
