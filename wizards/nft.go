@@ -9,7 +9,7 @@ import (
 )
 
 // nftNote says where a plan's netfilter rules go on a host whose firewall is native
-// nftables: into iptables (iptables-nft's tables), beside the host's own nft tables, whose
+// nftables: into iptables' tables (of the host's iptables backend), beside its nft tables, whose
 // chains run with them in priority order. Empty when the plan changes no chain or the host
 // has no native nft table.
 func nftNote(s *model.State, p *plan.Plan) string {
@@ -22,8 +22,8 @@ func nftNote(s *model.State, p *plan.Plan) string {
 			native = append(native, t.String())
 		}
 	}
-	return "this host's firewall is native nftables (" + strings.Join(native, ", ") + "): the plan's rules go into iptables " +
-		"(iptables-nft's tables), beside those tables; both run on each hook in priority order, so a drop or a NAT " +
+	return "this host's firewall is native nftables (" + strings.Join(native, ", ") + "): the plan's rules go into iptables' " +
+		"tables, beside those; both run on each hook in priority order, so a drop or a NAT " +
 		"in an nft chain still applies (roundtrip trace shows both). `roundtrip plan render --format nft` gives " +
 		"the same rules as a native nft table to load instead"
 }

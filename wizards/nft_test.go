@@ -23,7 +23,7 @@ func TestWizardNotesNativeNFT(t *testing.T) {
 	if res, err = o.Plan(s); err != nil {
 		t.Fatal(err)
 	}
-	if notes := strings.Join(res.Notes, "\n"); !strings.Contains(notes, "this host's firewall is native nftables (inet filter): the plan's rules go into iptables") ||
+	if notes := strings.Join(res.Notes, "\n"); !strings.Contains(notes, "this host's firewall is native nftables (inet filter): the plan's rules go into iptables' tables") ||
 		!strings.Contains(notes, "plan render --format nft") {
 		t.Fatalf("notes: %s", notes)
 	}
