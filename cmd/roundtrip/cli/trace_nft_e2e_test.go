@@ -657,3 +657,34 @@ func TestPrivilegedTraceNFTCase4SNAT(t *testing.T) {
 	}
 	sameAsSnapshot(t, n.B, fixed, flow...)
 }
+
+// The same inet table for IPv6: the forward chain's set of ports and the masquerade apply to
+// IPv6 flows too, the `ip daddr @blocked` rule (IPv4 only) does not.
+func TestPrivilegedTraceNFTRouterIPv6(t *testing.T) {
+	lab.RequireTool(t, "nft")
+	l := lab.New(t)
+	n := &nftRouter{r: lab.Host(l, "hnf-r6", true), lan: lab.Host(l, "hnf-lan6", false), wanA: lab.Host(l, "hnf-wan6", false)}
+	for _, ns := range []*lab.NS{n.r, n.lan, n.wanA} {
+		ns.NoDAD()
+	}
+	n.r.Sysctl("net.ipv6.conf.all.forwarding", "1")
+	l.Veth(n.r, "lan0", n.lan, "eth0")
+	l.Veth(n.r, "wan0", n.wanA, "eth0")
+	n.r.Addr("lan0", "fd83:1::1/64")
+	n.r.Addr("wan0", "fd83:83::1/64")
+	n.lan.Addr("eth0", "fd83:1::2/64")
+	n.lan.IP("-6", "route", "add", "default", "via", "fd83:1::1")
+	n.wanA.Addr("eth0", "fd83:83::2/64")
+	n.r.IP("-6", "route", "add", "default", "via", "fd83:83::2", "dev", "wan0")
+	n.wanA.ServeHTTP("[fd83:83::2]:80", "via wan0, v6")
+	n.wanA.ServeHTTP("[fd83:83::2]:8081", "via wan0, v6")
+	n.load(t, nftRouterRuleset)
+	tr := n.checkAgainstKernel(t, nftFlow{name: "lan to wan over IPv6, masqueraded", from: n.lan, src: "[fd83:1::2]:46001", dst: "[fd83:83::2]:80", iif: "lan0", body: "via wan0, v6", oif: "wan0"})
+	if !hasStep(tr.res.Forward, "nft inet hnf srcnat", "MASQUERADE [fd83:1::2]:46001 -> [fd83:83::1]:46001") {
+		t.Errorf("no IPv6 masquerade step:\n%s", tr.out)
+	}
+	pol := n.checkAgainstKernel(t, nftFlow{name: "IPv6 port 8081: the forward policy", from: n.lan, src: "[fd83:1::2]:46002", dst: "[fd83:83::2]:8081", iif: "lan0"})
+	if f := pol.finding(t, trace.FindingFiltered); f.Evidence[0] != "policy drop of chain inet hnf forward (hook forward)" {
+		t.Errorf("IPv6 policy drop: %+v", f)
+	}
+}
