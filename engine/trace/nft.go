@@ -453,8 +453,8 @@ func (t *tracer) nftNAT(leg *Leg, label, hook string, a *nft.NatAction, p *netfi
 		if addr.IsValid() {
 			p.Dst = addr
 		}
-		if a.ProtoMin != 0 && hasPorts {
-			p.DPort = a.ProtoMin
+		if hasPorts {
+			p.DPort = natPort(p.DPort, a)
 		}
 		what = fmt.Sprintf("%s %s -> %s", strings.ToUpper(a.Type), inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Dst, p.DPort)))
 		// The kernel marks the connection as DNATed only when the tuple changed
@@ -473,8 +473,8 @@ func (t *tracer) nftNAT(leg *Leg, label, hook string, a *nft.NatAction, p *netfi
 		if addr.IsValid() {
 			p.Src = addr
 		}
-		if a.ProtoMin != 0 && hasPorts {
-			p.SPort = a.ProtoMin
+		if hasPorts {
+			p.SPort = natPort(p.SPort, a)
 		}
 		what = fmt.Sprintf("%s %s -> %s", strings.ToUpper(a.Type), inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Src, p.SPort)))
 		if a.Type == "masquerade" {
@@ -489,6 +489,20 @@ func (t *tracer) nftNAT(leg *Leg, label, hook string, a *nft.NatAction, p *netfi
 	}
 	leg.Steps = append(leg.Steps, Step{Hook: label, What: what, Rule: rule, Decisive: true})
 	return true
+}
+
+// natPort is the port a NAT range gives: the packet's own when it is in the range (the kernel
+// keeps a tuple that is in range and unique, nf_nat_l4proto_unique_tuple), else the first of
+// the range (which one the kernel picks depends on the other connections).
+func natPort(port uint16, a *nft.NatAction) uint16 {
+	if a.ProtoMin == 0 {
+		return port
+	}
+	hi := max(a.ProtoMax, a.ProtoMin)
+	if port >= a.ProtoMin && port <= hi {
+		return port
+	}
+	return a.ProtoMin
 }
 
 func (t *tracer) natFails(leg *Leg, label, rule, typ string) bool {

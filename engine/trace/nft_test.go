@@ -177,3 +177,10 @@ func TestTraceNFTIngress(t *testing.T) {
 		t.Fatalf("wan0's ingress chain runs for lan0:\n%s", dumpLeg(&r.Forward))
 	}
 }
+
+func TestNATPortKeepsAPortInRange(t *testing.T) {
+	r := &nft.NatAction{ProtoMin: 1024, ProtoMax: 2047}
+	if natPort(1500, r) != 1500 || natPort(40000, r) != 1024 || natPort(80, &nft.NatAction{ProtoMin: 8080, ProtoMax: 8080}) != 8080 || natPort(80, &nft.NatAction{}) != 80 {
+		t.Fatal("natPort")
+	}
+}
