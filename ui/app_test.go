@@ -19,6 +19,7 @@ import (
 	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
+	"roundtrip/engine/nft"
 	"roundtrip/engine/trace"
 	"roundtrip/ui/common"
 	"roundtrip/ui/pages"
@@ -591,4 +592,26 @@ func TestOpenWizardWithAPartialFix(t *testing.T) {
 	if w.Form().Get("out") != "em1" {
 		t.Fatalf("out %q", w.Form().Get("out"))
 	}
+}
+
+func TestNATPageListsNativeNFTables(t *testing.T) {
+	s := case1Host(t)
+	s.Nftables = &nft.Ruleset{HostOrder: "little", Tables: []*nft.Table{{Family: nft.FamilyInet, Name: "fw", Chains: []*nft.Chain{
+		{Name: "forward", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookForward, Priority: 0, Policy: "drop", Rules: []*nft.Rule{
+			{Handle: 4, Text: "ct state established,related counter packets 7 bytes 420 accept", Exprs: []nft.Expr{{Counter: &nft.Counter{Packets: 7, Bytes: 420}}}},
+		}},
+	}}, {Family: nft.FamilyIP, Name: "filter", Origin: "iptables-nft"}}}
+	h := newHarness(t, newFake(t, s), 120, 40)
+	n := h.app.Page(PageNAT).(*pages.NAT)
+	h.press("3", "t", "t", "t", "t")
+	if n.TableName() != "nft" {
+		t.Fatalf("t four times shows %s", n.TableName())
+	}
+	h.mustShow("nft: native tables", "inet fw forward  hook forward priority filter policy drop  1 rule(s)",
+		"nft       7       420     ct state established,related counter packets 7 bytes 420 accept # handle 4")
+	if strings.Contains(h.screen(), "ip filter") {
+		t.Fatalf("iptables-nft's own table is listed among the native ones:\n%s", h.screen())
+	}
+	h.press("t")
+	h.mustShow("iptables -t nat")
 }

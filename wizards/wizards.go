@@ -288,6 +288,9 @@ func (b *builder) result(wizard string) (*Result, error) {
 	if notes == nil {
 		notes = []string{}
 	}
+	if n := nftNote(b.s, p); n != "" {
+		notes = append(notes, n)
+	}
 	return &Result{Wizard: wizard, Plan: p, Notes: notes}, nil
 }
 

@@ -107,6 +107,7 @@ func run(ctx context.Context, s *model.State, f *fib.FIB, progress Progress) (d 
 	d.rpFilterStrict(ups)
 	d.uplinkReturn(ups)
 	d.dnatWithoutSNAT()
+	d.nftDNATWithoutSNAT()
 	d.tablesMissingConnected()
 	d.duplicateRules()
 	d.duplicateIPTablesRules()
@@ -354,6 +355,7 @@ func (d *doctor) forwardingOff() {
 			ev = append(ev, "ip rule "+r.Args(d.s.TableName))
 		}
 	}
+	ev = append(ev, d.nftForwardEvidence()...)
 	if len(ev) == 0 {
 		return
 	}

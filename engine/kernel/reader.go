@@ -87,5 +87,10 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 	if len(st.TableNames) == 0 {
 		st.TableNames = nil // omitted from snapshots rather than written as {}
 	}
+	if !opts.NoNetfilter {
+		if err := readNFTables(ctx, ns, st); err != nil {
+			return nil, err
+		}
+	}
 	return st, nil
 }

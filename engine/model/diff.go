@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -79,6 +80,7 @@ func (s *State) Lines() []string {
 		}
 		out = append(out, fmt.Sprintf("sysctl %s=%s", k, v))
 	}
+	out = append(out, s.nftLines()...)
 	slices.Sort(out)
 	return out
 }
@@ -119,3 +121,44 @@ func Equal(a, b *State) bool { return Diff(a, b) == "" }
 
 // String renders the state in Lines syntax.
 func (s *State) String() string { return strings.Join(s.Lines(), "\n") + "\n" }
+
+// counterText is the volatile part of an nft rule's text.
+var counterText = regexp.MustCompile(`counter packets [0-9]+ bytes [0-9]+`)
+
+// nftLines renders the native nftables tables (iptables-nft's own are in Netfilter already):
+// base chains with hook, priority and policy, rules in order without their counters, and
+// sets by their elements' count.
+func (s *State) nftLines() []string {
+	if s.Nftables == nil {
+		return nil
+	}
+	var out []string
+	for _, t := range s.Nftables.Tables {
+		if t.Origin != "" {
+			continue
+		}
+		out = append(out, "nft table "+t.String())
+		for _, c := range t.Chains {
+			line := fmt.Sprintf("nft chain %s %s", t, c.Name)
+			if c.Base() {
+				line += fmt.Sprintf(" type %s hook %s priority %d policy %s", c.Type, c.Hook, c.Priority, c.Policy)
+			}
+			out = append(out, line)
+			for i, r := range c.Rules {
+				out = append(out, fmt.Sprintf("nft rule %s %s [%d] %s", t, c.Name, i+1, counterText.ReplaceAllString(r.Text, "counter")))
+			}
+		}
+		for _, st := range t.Sets {
+			if st.Has("anonymous") {
+				continue
+			}
+			line := fmt.Sprintf("nft set %s %s %s", t, st.Name, st.KeyType)
+			if !st.Has("timeout") && !st.Has("eval") && !st.Has("dynamic") {
+				// the elements of a dynamic set come and go with traffic
+				line += fmt.Sprintf(" elements %d", len(st.Elements))
+			}
+			out = append(out, line)
+		}
+	}
+	return out
+}

@@ -15,11 +15,21 @@ import (
 )
 
 // SnapshotFormat and SnapshotVersion identify roundtrip's snapshot files. The version grows
-// when a field changes meaning; a loader refuses versions newer than its own.
+// when a field changes meaning or is added; a loader refuses versions newer than its own.
+// Version 2 added the nft ruleset (state.nftables): a snapshot without one is still written
+// as version 1, which older loaders read.
 const (
 	SnapshotFormat  = "roundtrip-snapshot"
-	SnapshotVersion = 1
+	SnapshotVersion = 2
 )
+
+// snapshotVersionOf is the oldest version that can hold the state.
+func snapshotVersionOf(s *State) int {
+	if s != nil && s.Nftables != nil {
+		return 2
+	}
+	return 1
+}
 
 // Snapshot is a saved State with where and when it was taken.
 type Snapshot struct {
@@ -31,7 +41,7 @@ type Snapshot struct {
 
 // NewSnapshot wraps a state for saving.
 func NewSnapshot(s *State, taken time.Time) *Snapshot {
-	return &Snapshot{Format: SnapshotFormat, Version: SnapshotVersion, Taken: taken.UTC(), State: s}
+	return &Snapshot{Format: SnapshotFormat, Version: snapshotVersionOf(s), Taken: taken.UTC(), State: s}
 }
 
 // Marshal encodes the snapshot. The encoding is deterministic (map keys sorted, slices in
@@ -250,6 +260,11 @@ func (s *State) Validate() error {
 			add("sysctls: %w", err)
 		} else if err := CheckSysctlValue(v); err != nil && v != "" {
 			add("sysctls: %s: %w", k, err)
+		}
+	}
+	if s.Nftables != nil {
+		if err := s.Nftables.Validate(); err != nil {
+			add("nftables: %w", err)
 		}
 	}
 	if len(errs) == 0 {

@@ -117,6 +117,8 @@ func TestDiffNamesWhatChanged(t *testing.T) {
 func FuzzParseSnapshot(f *testing.F) {
 	good, _ := NewSnapshot(sampleState(), time.Unix(0, 0)).Marshal()
 	f.Add(good)
+	withNFT, _ := NewSnapshot(nftState("forward"), time.Unix(0, 0)).Marshal()
+	f.Add(withNFT)
 	f.Add([]byte(`{"format":"roundtrip-snapshot","version":1,"state":{"links":[{"name":"a"}],"rules":[{"family":"inet","action":"table","src":"1.2.3.0/24"}],"routes":[],"netfilter":{}}}`))
 	f.Add([]byte("{}"))
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -13,6 +13,7 @@ import (
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
+	"roundtrip/engine/nft"
 )
 
 // State is everything about a host (or one network namespace of it) that decides where a packet
@@ -27,6 +28,7 @@ type State struct {
 	Routes     []Route          `json:"routes"`
 	TableNames map[int]string   `json:"table_names,omitempty"`
 	Netfilter  iptables.Ruleset `json:"netfilter"`
+	Nftables   *nft.Ruleset     `json:"nftables,omitempty"` // see NativeNFT
 	Sysctls    Sysctls          `json:"sysctls,omitempty"`
 }
 

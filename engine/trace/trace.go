@@ -169,6 +169,9 @@ type tracer struct {
 	nf   *netfilter.Sim
 	res  *Result
 	seen map[string]bool // uncertain rules already reported
+	// natSetUp is set when an nft nat chain set up NAT in the current NAT core round, even
+	// one that changed nothing.
+	natSetUp bool
 }
 
 // Trace follows a flow through the host and back. It only reads the state: no kernel.
@@ -278,6 +281,7 @@ func (t *tracer) modelLimits() {
 			Evidence: []string{"nft tables: " + strings.Join(nf.Foreign, ", ")},
 			Fix:      finding.Fix{Summary: "check those tables with `nft list ruleset`", Args: []string{}}})
 	}
+	t.nftLimits()
 }
 
 func (t *tracer) add(f finding.Finding) {
@@ -474,14 +478,11 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	if t.s.LinkByName(p.IIF) == nil {
 		leg.Steps = append(leg.Steps, Step{Hook: "input", What: fmt.Sprintf("interface %s is not among this host's links", p.IIF)})
 	}
-	if !t.table(leg, "raw", "PREROUTING", p, ct) {
-		return
-	}
-	t.conntrackStep(leg, ct)
-	if !t.table(leg, "mangle", "PREROUTING", p, ct) {
-		return
-	}
-	if !t.natBeforeRouting(leg, "PREROUTING", p, ct) {
+	if !t.hook(leg, "PREROUTING", p, ct,
+		t.iptStage(leg, "raw", "PREROUTING", p, ct),
+		stage{prio: prioConntrack, conntrack: true, run: func() bool { t.conntrackStep(leg, ct); return true }},
+		t.iptStage(leg, "mangle", "PREROUTING", p, ct),
+		stage{prio: prioNATDst, nat: true, run: func() bool { return t.natBeforeRouting(leg, "PREROUTING", p, ct) }}) {
 		return
 	}
 	fl := fib.Flow{Family: p.Family, Src: p.Src, Dst: p.Dst, IIF: p.IIF, Mark: p.Mark, Proto: p.Proto, SPort: p.SPort, DPort: p.DPort}
@@ -501,7 +502,7 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 		}
 		p.OIF, p.NextHop = r.OIF, nextHop(r, p.Dst)
 		leg.OIF, leg.Gateway = r.OIF, r.Gateway
-		if !t.table(leg, "mangle", "FORWARD", p, ct) || !t.table(leg, "filter", "FORWARD", p, ct) {
+		if !t.hook(leg, "FORWARD", p, ct, t.iptStage(leg, "mangle", "FORWARD", p, ct), t.iptStage(leg, "filter", "FORWARD", p, ct)) {
 			return
 		}
 		if !t.postrouting(leg, p, ct) {
@@ -516,18 +517,20 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 // deliver runs the INPUT hooks of a packet routed to this host.
 func (t *tracer) deliver(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) {
 	p.OIF = ""
-	if !t.table(leg, "mangle", "INPUT", p, ct) || !t.table(leg, "filter", "INPUT", p, ct) {
-		return
-	}
-	switch {
-	case ct.State == netfilter.CTNew && !ct.SNAT && !p.LocalOut:
-		// nat INPUT holds SNAT rules for local delivery; a packet that looped back from OUTPUT
-		// already had its source manipulation chosen at POSTROUTING.
-		if !t.table(leg, "nat", "INPUT", p, ct) {
-			return
+	natInput := func() bool {
+		switch {
+		case ct.State == netfilter.CTNew && !ct.SNAT && !p.LocalOut:
+			// nat INPUT holds SNAT rules for local delivery; a packet that looped back from
+			// OUTPUT already had its source manipulation chosen at POSTROUTING.
+			return t.table(leg, "nat", "INPUT", p, ct)
+		case ct.Reply && ct.DNAT && ct.State != netfilter.CTUntracked:
+			t.reverseDNAT(leg, "nat INPUT", p, ct)
 		}
-	case ct.Reply && ct.DNAT && ct.State != netfilter.CTUntracked:
-		t.reverseDNAT(leg, "nat INPUT", p, ct)
+		return true
+	}
+	if !t.hook(leg, "INPUT", p, ct, t.iptStage(leg, "mangle", "INPUT", p, ct), t.iptStage(leg, "filter", "INPUT", p, ct),
+		stage{prio: prioNATSrc, nat: true, run: natInput}) {
+		return
 	}
 	leg.outcome = LegLocal
 }
@@ -553,25 +556,28 @@ func (t *tracer) send(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, request
 	if !t.outputRoute(leg, p, r) {
 		return
 	}
-	if !t.table(leg, "raw", "OUTPUT", p, ct) {
-		return
-	}
-	t.conntrackStep(leg, ct)
+	// mangle OUTPUT (and nft chains of type route) route again when they change the mark;
+	// the NAT core when it changes the destination.
 	markBefore := p.Mark
-	if !t.table(leg, "mangle", "OUTPUT", p, ct) {
-		return
+	mangle := func() bool {
+		if !t.table(leg, "mangle", "OUTPUT", p, ct) {
+			return false
+		}
+		return p.Mark == markBefore || t.reroute(leg, p, fmt.Sprintf("mark changed %#x -> %#x", markBefore, p.Mark))
 	}
-	if p.Mark != markBefore && !t.reroute(leg, p, fmt.Sprintf("mark changed %#x -> %#x", markBefore, p.Mark)) {
-		return
+	natOutput := func() bool {
+		dstBefore := p.Dst
+		if !t.natBeforeRouting(leg, "OUTPUT", p, ct) {
+			return false
+		}
+		return p.Dst == dstBefore || t.reroute(leg, p, fmt.Sprintf("destination changed %s -> %s", dstBefore, p.Dst))
 	}
-	dstBefore := p.Dst
-	if !t.natBeforeRouting(leg, "OUTPUT", p, ct) {
-		return
-	}
-	if p.Dst != dstBefore && !t.reroute(leg, p, fmt.Sprintf("destination changed %s -> %s", dstBefore, p.Dst)) {
-		return
-	}
-	if !t.table(leg, "filter", "OUTPUT", p, ct) {
+	if !t.hook(leg, "OUTPUT", p, ct,
+		t.iptStage(leg, "raw", "OUTPUT", p, ct),
+		stage{prio: prioConntrack, conntrack: true, run: func() bool { t.conntrackStep(leg, ct); return true }},
+		stage{prio: prioMangle, run: mangle},
+		stage{prio: prioNATDst, nat: true, run: natOutput},
+		t.iptStage(leg, "filter", "OUTPUT", p, ct)) {
 		return
 	}
 	if !t.postrouting(leg, p, ct) {
@@ -583,7 +589,7 @@ func (t *tracer) send(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, request
 		leg.OIF, leg.Gateway = "", netip.Addr{}
 		p.IIF, p.OIF = "lo", ""
 		leg.Steps = append(leg.Steps, Step{Hook: "loopback", What: "delivered to this host through lo"})
-		if !t.table(leg, "raw", "PREROUTING", p, ct) || !t.table(leg, "mangle", "PREROUTING", p, ct) {
+		if !t.hook(leg, "PREROUTING", p, ct, t.iptStage(leg, "raw", "PREROUTING", p, ct), t.iptStage(leg, "mangle", "PREROUTING", p, ct)) {
 			return
 		}
 		t.deliver(leg, p, ct)
@@ -621,16 +627,16 @@ func (t *tracer) reroute(leg *Leg, p *netfilter.Packet, why string) bool {
 
 // postrouting runs mangle and nat POSTROUTING, or conntrack's reverse DNAT for a reply.
 func (t *tracer) postrouting(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) bool {
-	if !t.table(leg, "mangle", "POSTROUTING", p, ct) {
-		return false
+	nat := func() bool {
+		switch {
+		case ct.State == netfilter.CTNew:
+			return t.table(leg, "nat", "POSTROUTING", p, ct)
+		case ct.Reply && ct.DNAT && ct.State != netfilter.CTUntracked:
+			t.reverseDNAT(leg, "nat POSTROUTING", p, ct)
+		}
+		return true
 	}
-	switch {
-	case ct.State == netfilter.CTNew:
-		return t.table(leg, "nat", "POSTROUTING", p, ct)
-	case ct.Reply && ct.DNAT && ct.State != netfilter.CTUntracked:
-		t.reverseDNAT(leg, "nat POSTROUTING", p, ct)
-	}
-	return true
+	return t.hook(leg, "POSTROUTING", p, ct, t.iptStage(leg, "mangle", "POSTROUTING", p, ct), stage{prio: prioNATSrc, nat: true, run: nat})
 }
 
 // reverseDNAT puts back the address the client spoke to as the reply's source (conntrack does
@@ -986,6 +992,7 @@ func (t *tracer) checkReplyDirectionNAT(reply *Leg, rp *netfilter.Packet, rct *n
 				f.Evidence = append(f.Evidence, "this rule matches the reply direction and never fires: "+st.Rule)
 			}
 		}
+		t.nftReplyDirectionNAT(reply, hook, &p)
 	}
 }
 

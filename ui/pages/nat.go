@@ -12,6 +12,7 @@ import (
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
+	"roundtrip/engine/nft"
 	"roundtrip/engine/plan"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
@@ -20,8 +21,12 @@ import (
 // hookOrder is the order in which a packet meets the built-in chains.
 var hookOrder = []string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
 
-// natTables are the iptables tables the page can show, NAT first.
-var natTables = []string{"nat", "mangle", "filter", "raw"}
+// natTables are the iptables tables the page can show, NAT first, and last the native
+// nftables tables (natNFT), listed beside them.
+var natTables = []string{"nat", "mangle", "filter", "raw", natNFT}
+
+// natNFT is the page's entry for the native nftables tables.
+const natNFT = "nft"
 
 // natEvery is how often the rules and their counters are read again while the page is shown.
 const natEvery = 2 * time.Second
@@ -64,6 +69,8 @@ type netfilterMsg struct {
 type natTick struct{ gen int }
 
 type natRow struct {
+	// nft: a chain or rule of a native nftables table (its text as nft prints it).
+	nft     bool
 	header  bool
 	family  inet.Family
 	chain   string
@@ -83,7 +90,7 @@ type natRow struct {
 // NewNAT returns the NAT page.
 func NewNAT(c *common.Common) *NAT {
 	p := &NAT{c: c}
-	p.keys.Table = common.Bind("t", "next table (nat, mangle, filter, raw)", "t")
+	p.keys.Table = common.Bind("t", "next table (nat, mangle, filter, raw, nft)", "t")
 	p.keys.Filter = common.Bind("/", "filter", "/")
 	p.keys.Detail = common.Bind("enter", "the rule in full", "enter")
 	p.list = components.NewTable(c.Styles,
@@ -238,6 +245,11 @@ func (p *NAT) build() {
 		return
 	}
 	name := natTables[p.table]
+	if name == natNFT {
+		p.nftRows()
+		p.applyFilter()
+		return
+	}
 	for _, fam := range []inet.Family{inet.V4, inet.V6} {
 		// One table per backend that holds it: the kernel runs both.
 		for ti := range p.nf.Tables {
@@ -347,6 +359,9 @@ func (p *NAT) cells(i int) []string {
 	if r.header {
 		return []string{r.chain, r.owner, count(r.packets), count(r.bytes), r.text}
 	}
+	if r.nft {
+		return []string{"", r.owner, count(r.packets), count(r.bytes), r.text}
+	}
 	return []string{"", r.owner, count(r.packets), count(r.bytes), strings.Repeat("  ", r.depth) + "-A " + r.chain + " " + r.text}
 }
 
@@ -369,6 +384,13 @@ func (p *NAT) rowDetail(r natRow) *components.Detail {
 		cmd = iptables.Command(r.family)
 	}
 	table := natTables[p.table]
+	if r.nft {
+		if r.header {
+			return components.NewDetail(p.c.Styles, "Chain "+r.chain+" (nftables)", "Chain", r.text)
+		}
+		return components.NewDetail(p.c.Styles, "Rule of nft chain "+r.chain, "Rule", r.text,
+			"Packets", fmt.Sprint(r.packets), "Bytes", fmt.Sprint(r.bytes))
+	}
 	if r.header {
 		d := components.NewDetail(p.c.Styles, fmt.Sprintf("Chain %s of %s -t %s", r.chain, cmd, table), "Chain", r.text)
 		if r.policy != "" {
@@ -412,6 +434,14 @@ func (p *NAT) View(width, height int) string {
 		return p.detail.View(width, height)
 	}
 	title := fmt.Sprintf(" iptables -t %s", p.TableName())
+	if p.TableName() == natNFT {
+		title = " nft: native tables (as read with the state; r reads again)"
+		if p.state.Nftables == nil {
+			p.list.Empty = "no native nftables tables"
+		}
+	} else {
+		p.list.Empty = "no rules"
+	}
 	right := "t: next table"
 	if p.nf.Backend != "" {
 		right = p.nf.Backend + "  " + right
@@ -454,4 +484,33 @@ func (p *NAT) View(width, height int) string {
 func (p *NAT) Click(x, y int) tea.Cmd {
 	p.list.Click(y - p.listTop - 1)
 	return nil
+}
+
+// nftRows lists the native nftables tables (from the state: they are not read again while
+// the page is shown): each chain, base chains with hook, priority and policy, and its rules
+// with their handles and counters.
+func (p *NAT) nftRows() {
+	rs := p.state.Nftables
+	if rs == nil {
+		return
+	}
+	for _, t := range rs.Tables {
+		if t.Origin != "" {
+			continue
+		}
+		for _, c := range t.Chains {
+			head := fmt.Sprintf("%s %s  regular chain  %d rule(s)", t, c.Name, len(c.Rules))
+			if c.Base() {
+				head = fmt.Sprintf("%s %s  hook %s priority %s policy %s  %d rule(s)", t, c.Name, c.Hook, nft.PriorityName(t.Family, c.Hook, c.Priority), c.Policy, len(c.Rules))
+			}
+			p.rows = append(p.rows, natRow{header: true, nft: true, chain: c.Name, policy: c.Policy, owner: "nft", text: head})
+			for _, r := range c.Rules {
+				row := natRow{nft: true, chain: t.String() + " " + c.Name, owner: "nft", text: fmt.Sprintf("%s # handle %d", r.Text, r.Handle)}
+				if ctr := r.Counter(); ctr != nil {
+					row.packets, row.bytes = ctr.Packets, ctr.Bytes
+				}
+				p.rows = append(p.rows, row)
+			}
+		}
+	}
 }

@@ -287,8 +287,18 @@ func (o *Overview) View(width, height int) string {
 	if o.state.Netfilter.Unavailable != "" {
 		add(st.Warning.Render("  netfilter: " + o.state.Netfilter.Unavailable))
 	}
-	for _, f := range o.state.Netfilter.Foreign {
-		add(st.Warning.Render("  nftables table " + f + " is not modelled: paths through it may differ"))
+	if o.state.Nftables != nil {
+		var native []string
+		for _, t := range o.state.Nftables.Tables {
+			if t.Origin == "" {
+				native = append(native, t.String())
+			}
+		}
+		add(fmt.Sprintf("  nftables: %s (modelled; NAT page, t to nft)", strings.Join(native, ", ")))
+	} else {
+		for _, f := range o.state.Netfilter.Foreign {
+			add(st.Warning.Render("  nftables table " + f + " is not modelled: paths through it may differ"))
+		}
 	}
 
 	if o.follow {

@@ -115,6 +115,7 @@ func renderShowContext(ctx context.Context, w io.Writer, s *model.State, onlyTab
 	}
 	if onlyTable < 0 {
 		renderNetfilter(w, s)
+		renderNFTables(w, s.Nftables)
 	}
 	return nil
 }

@@ -72,3 +72,25 @@ func TestPrivilegedUnknownExpressions(t *testing.T) {
 		t.Errorf("port 82 does not reach the unknown expressions: %+v", res.Outcomes)
 	}
 }
+
+// MayHaveNative: false for a namespace whose only tables are iptables-nft's, true once a
+// native table is added (even one named like iptables-nft's).
+func TestPrivilegedMayHaveNative(t *testing.T) {
+	lab.Require(t)
+	lab.RequireTool(t, "nft", "iptables-nft")
+	ns := lab.New(t).NS("hnf-native")
+	kns := kernel.Namespace{Name: ns.Name}
+	if native, err := MayHaveNative(kns); err != nil || native {
+		t.Fatalf("empty namespace: %v %v", native, err)
+	}
+	ns.Run("iptables-nft", "-w", "-t", "nat", "-A", "POSTROUTING", "-o", "lo", "-j", "MASQUERADE")
+	ns.Run("iptables-nft", "-w", "-A", "FORWARD", "-j", "ACCEPT")
+	if native, err := MayHaveNative(kns); err != nil || native {
+		t.Fatalf("iptables-nft's tables only: %v %v", native, err)
+	}
+	ns.Run("nft", "add", "table", "ip", "mangle")
+	ns.Run("nft", "add", "chain", "ip", "mangle", "prerouting", "{ type filter hook prerouting priority mangle; }")
+	if native, err := MayHaveNative(kns); err != nil || !native {
+		t.Fatalf("a native ip mangle table: %v %v", native, err)
+	}
+}

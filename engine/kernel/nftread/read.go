@@ -33,7 +33,82 @@ type Options struct {
 }
 
 // ErrUnsupported is wrapped when the kernel has no nf_tables (the module is missing).
-var ErrUnsupported = errors.New("nf_tables not available")
+var ErrUnsupported = kernel.ErrNFTUnsupported
+
+// kernel.Read reads the nft ruleset through this package when it is linked in. A host whose
+// tables are all iptables-nft's (a kubernetes node with thousands of rules) is not read in
+// full: iptables-save has shown those rules already.
+func init() {
+	kernel.RegisterNFTReader(func(ctx context.Context, ns kernel.Namespace) (*nft.Ruleset, error) {
+		if native, err := MayHaveNative(ns); err == nil && !native {
+			return &nft.Ruleset{HostOrder: hostOrder}, nil
+		}
+		return Read(ctx, ns, Options{})
+	})
+}
+
+// MayHaveNative reports whether the namespace may hold a table not written by the
+// iptables-nft family of tools, from the tables, chains and sets alone (no rules, no
+// elements): false only when every table has exactly iptables-nft's layout, which
+// nft.DetectOrigins labels iptables-nft whatever the rules hold.
+func MayHaveNative(ns kernel.Namespace) (bool, error) {
+	conn, err := dial(ns)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	tables := map[tableKey]*nft.Table{}
+	rs := &nft.Ruleset{}
+	msgs, err := dump(conn, unix.NFT_MSG_GETTABLE, unix.AF_UNSPEC, nil)
+	if err != nil {
+		return false, fmt.Errorf("listing tables: %w", err)
+	}
+	for _, m := range msgs {
+		t, err := decodeTable(m)
+		if err != nil || t == nil {
+			return true, err
+		}
+		rs.Tables = append(rs.Tables, t)
+		tables[tableKey{t.Family, t.Name}] = t
+	}
+	if len(rs.Tables) == 0 {
+		return false, nil
+	}
+	lookup := func(m msg, name string) *nft.Table {
+		f, ok := nft.FamilyFromNFProto(m.family)
+		if !ok {
+			return nil
+		}
+		return tables[tableKey{f, name}]
+	}
+	if msgs, err = dump(conn, unix.NFT_MSG_GETCHAIN, unix.AF_UNSPEC, nil); err != nil {
+		return false, fmt.Errorf("listing chains: %w", err)
+	}
+	for _, m := range msgs {
+		tname, c, err := decodeChain(m)
+		if err != nil {
+			return true, err
+		}
+		if t := lookup(m, tname); t != nil && c != nil {
+			t.Chains = append(t.Chains, c)
+		}
+	}
+	if msgs, err = dump(conn, unix.NFT_MSG_GETSET, unix.AF_UNSPEC, nil); err != nil {
+		return false, fmt.Errorf("listing sets: %w", err)
+	}
+	for _, m := range msgs {
+		if t := lookup(m, tableName(m.data, unix.NFTA_SET_TABLE)); t != nil {
+			t.Sets = append(t.Sets, &nft.Set{})
+		}
+	}
+	nft.DetectOrigins(rs)
+	for _, t := range rs.Tables {
+		if t.Origin == "" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
 
 // genRetries bounds how often a read is restarted because the ruleset changed under it.
 const genRetries = 5
