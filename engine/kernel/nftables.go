@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -53,7 +55,12 @@ func readNFTables(ctx context.Context, ns Namespace, st *model.State) error {
 		st.Nftables = nil
 		return nil
 	}
-	// Foreign lists the native tables nothing models; now the trace models them.
+	// Foreign lists the native tables nothing models; now the trace models them. So are the
+	// native base chains iptables-nft-save could only mention ("contains incompatible
+	// base-chains"): they are in st.Nftables, not hidden.
 	st.Netfilter.Foreign = nil
+	st.Netfilter.Hidden = slices.DeleteFunc(st.Netfilter.Hidden, func(h string) bool {
+		return strings.Contains(h, "incompatible base-chains")
+	})
 	return nil
 }
