@@ -110,10 +110,36 @@ type Lab struct {
 
 var labSeq atomic.Int64
 
+var (
+	stateDirMu sync.Mutex
+	stateDir   string
+)
+
+// privateStateDir points roundtrip's state directory (journals, trace table records) at a
+// directory of the test process, unless the test chose one: a test that captures or
+// diagnoses in its namespaces must not write to the host's /var/lib/roundtrip. Processes the
+// test starts inherit it.
+func privateStateDir(t testing.TB) {
+	stateDirMu.Lock()
+	defer stateDirMu.Unlock()
+	if os.Getenv(kernel.StateDirEnv) != "" {
+		return
+	}
+	if stateDir == "" {
+		dir, err := os.MkdirTemp("", "roundtrip-test-state-")
+		if err != nil {
+			t.Fatalf("creating the tests' state directory: %v", err)
+		}
+		stateDir = dir
+	}
+	os.Setenv(kernel.StateDirEnv, stateDir)
+}
+
 // New creates an empty lab whose namespaces are deleted when the test ends.
 func New(t testing.TB) *Lab {
 	t.Helper()
 	Require(t)
+	privateStateDir(t)
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d/%d/%d", t.Name(), os.Getpid(), labSeq.Add(1), time.Now().UnixNano()))
 	return &Lab{t: t, prefix: "rt" + hex.EncodeToString(sum[:])[:8]}
 }

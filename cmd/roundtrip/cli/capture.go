@@ -123,6 +123,10 @@ func (p *eventPrinter) emit(ev diagnose.Event) error {
 		ev.Finding.Render(w)
 	case diagnose.EventConntrack:
 		_, err = quote.TermFprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
+	case diagnose.EventDrop:
+		_, err = quote.TermFprintf(w, "%s drop      [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conn, ev.Drop)
+	case diagnose.EventRule:
+		_, err = quote.TermFprintf(w, "%s rule      [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conn, ev.Rule)
 	case diagnose.EventNotice:
 		_, err = quote.TermFprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
 	}

@@ -1,0 +1,372 @@
+package cli
+
+import (
+	"bufio"
+	"encoding/json"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"roundtrip/diagnose"
+	"roundtrip/engine/lab"
+)
+
+// These tests run diagnose and capture with the kernel's word (drop reasons and rule
+// verdicts) as an operator would: a client, a router and a server in namespaces of their own
+// (named with "hdr"), a real client whose packets the kernel drops, and the command's JSON.
+//
+//	client eth0 10.73.1.2 -- lan 10.73.1.1 [router] wan 10.73.2.1 -- eth0 10.73.2.2 server
+
+type dropNet struct {
+	lab                    *lab.Lab
+	client, router, server *lab.NS
+}
+
+const (
+	dnClient    = "10.73.1.2"
+	dnRouterLAN = "10.73.1.1"
+	dnRouterWAN = "10.73.2.1"
+	dnServer    = "10.73.2.2"
+)
+
+func newDropNet(t *testing.T) *dropNet {
+	t.Helper()
+	l := lab.New(t)
+	n := &dropNet{lab: l, client: l.NS("hdr-cli"), router: l.NS("hdr-rtr"), server: l.NS("hdr-srv")}
+	for _, ns := range []*lab.NS{n.client, n.router, n.server} {
+		// No IPv6 chatter in the watched namespaces.
+		ns.Sysctl("net.ipv6.conf.all.disable_ipv6", "1")
+		ns.Sysctl("net.ipv6.conf.default.disable_ipv6", "1")
+	}
+	l.Veth(n.client, "eth0", n.router, "lan")
+	l.Veth(n.router, "wan", n.server, "eth0")
+	n.client.Addr("eth0", dnClient+"/24")
+	n.router.Addr("lan", dnRouterLAN+"/24")
+	n.router.Addr("wan", dnRouterWAN+"/24")
+	n.server.Addr("eth0", dnServer+"/24")
+	n.client.IP("route", "add", "default", "via", dnRouterLAN)
+	n.server.IP("route", "add", "default", "via", dnRouterWAN)
+	n.router.Sysctl("net.ipv4.ip_forward", "1")
+	return n
+}
+
+// jsonEvent is one line of diagnose or capture --json, with the fields of every type.
+type jsonEvent struct {
+	Type     string `json:"type"`
+	Netns    string `json:"netns"`
+	Iface    string `json:"iface"`
+	Reason   string `json:"reason"`
+	Words    string `json:"words"`
+	Location string `json:"location"`
+	Conn     *int   `json:"conn"`
+	Packet   struct {
+		Proto string `json:"proto"`
+		Src   string `json:"src"`
+		Dst   string `json:"dst"`
+	} `json:"packet"`
+	// rule
+	Family  string `json:"family"`
+	Table   string `json:"table"`
+	Chain   string `json:"chain"`
+	Handle  uint64 `json:"handle"`
+	Rule    string `json:"rule"`
+	Verdict any    `json:"verdict"` // a rule step's verdict, or diagnose's last line
+	Finding *diagnose.Finding
+	Notice  string `json:"notice"`
+}
+
+func parseEvents(t *testing.T, out string) []jsonEvent {
+	t.Helper()
+	var evs []jsonEvent
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var raw map[string]json.RawMessage
+		if err := json.Unmarshal(sc.Bytes(), &raw); err != nil {
+			t.Fatalf("a line of --json is not JSON: %q: %v", sc.Text(), err)
+		}
+		var ev jsonEvent
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			// The verdict line's "verdict" and "packet" are objects of other shapes.
+			ev = jsonEvent{}
+			json.Unmarshal(raw["type"], &ev.Type)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// verdictOf returns diagnose's verdict, the last line.
+func verdictOf(t *testing.T, out string) diagnose.Verdict {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var last struct {
+		Type    string           `json:"type"`
+		Verdict diagnose.Verdict `json:"verdict"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil || last.Type != "verdict" {
+		t.Fatalf("the last line of diagnose --json is not the verdict (%v):\n%s", err, out)
+	}
+	return last.Verdict
+}
+
+// dropCase is one way the kernel drops the client's flow, and what it must say.
+type dropCase struct {
+	name   string
+	setup  func(t *testing.T, n *dropNet)
+	watch  func(n *dropNet) *lab.NS // the namespace diagnosed (the router by default)
+	flow   []string                 // PROTO SRC DST for diagnose
+	iif    string
+	client func(t *testing.T, n *dropNet) error
+	reason string // the kernel's reason
+	iface  string // where it dropped
+	where  string // the kernel function, "" any
+	// rule: the rule step that names a netfilter drop (family table chain), "" none expected.
+	rule string
+	// ruleText is a part of the rule's text.
+	ruleText string
+	// model is the model's finding beside the kernel's word, "" when the model cannot see it.
+	model string
+}
+
+func dial(ns *lab.NS, dst, from string) error {
+	c, err := ns.Dial(dst, from, 1500*time.Millisecond)
+	if err == nil {
+		c.Close()
+		return nil
+	}
+	return err
+}
+
+func sendUDP(ns *lab.NS, dst string) error {
+	return ns.Do(func() error {
+		c, err := net.Dial("udp4", dst)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_, err = c.Write([]byte("roundtrip drops test"))
+		return err
+	})
+}
+
+var dropCases = []dropCase{
+	{
+		name: "rp_filter",
+		setup: func(t *testing.T, n *dropNet) {
+			// A second link whose subnet does not route back to the client's address.
+			n.lab.Veth(n.client, "alt", n.router, "alt")
+			n.client.Addr("alt", "10.73.4.2/24")
+			n.router.Addr("alt", "10.73.4.1/24")
+			n.client.Sysctl("net.ipv4.conf.all.arp_announce", "2")
+			n.router.Sysctl("net.ipv4.conf.all.rp_filter", "1")
+			n.router.Sysctl("net.ipv4.conf.alt.rp_filter", "1")
+			n.router.Listen("10.73.4.1:80")
+		},
+		flow: []string{"tcp", dnClient, "10.73.4.1:80"}, iif: "alt",
+		client: func(t *testing.T, n *dropNet) error { return dial(n.client, "10.73.4.1:80", dnClient+":0") },
+		reason: "IP_RPFILTER", iface: "alt", where: "ip_rcv_finish_core", model: "rp-filter-drop",
+	},
+	{
+		name: "iptables DROP",
+		setup: func(t *testing.T, n *dropNet) {
+			lab.RequireTool(t, "iptables-nft")
+			n.server.Listen(dnServer + ":80")
+			n.router.Run("iptables-nft", "-A", "FORWARD", "-d", dnServer, "-p", "tcp", "--dport", "80", "-j", "DROP")
+		},
+		flow: []string{"tcp", dnClient, dnServer + ":80"}, iif: "lan",
+		client: func(t *testing.T, n *dropNet) error { return dial(n.client, dnServer+":80", "") },
+		reason: "NETFILTER_DROP", iface: "lan", rule: "ip filter FORWARD", ruleText: "-j DROP",
+	},
+	{
+		name: "nft drop rule",
+		setup: func(t *testing.T, n *dropNet) {
+			lab.RequireTool(t, "nft")
+			n.router.Run("nft", "add table inet hdrfilter")
+			n.router.Run("nft", "add chain inet hdrfilter hdrfwd { type filter hook forward priority 0; }")
+			n.router.Run("nft", "add rule inet hdrfilter hdrfwd udp dport 5353 counter drop")
+		},
+		flow: []string{"udp", dnClient, dnServer + ":5353"}, iif: "lan",
+		client: func(t *testing.T, n *dropNet) error { return sendUDP(n.client, dnServer+":5353") },
+		reason: "NETFILTER_DROP", iface: "lan", rule: "inet hdrfilter hdrfwd", ruleText: "udp dport 5353 counter drop",
+	},
+	{
+		name:   "unreachable route",
+		setup:  func(t *testing.T, n *dropNet) { n.router.IP("route", "add", "unreachable", "10.73.9.0/24") },
+		flow:   []string{"tcp", dnClient, "10.73.9.9:80"}, iif: "lan",
+		client: func(t *testing.T, n *dropNet) error { return dial(n.client, "10.73.9.9:80", "") },
+		// Linux gives no specific reason there: the location says it (see dropwatch).
+		reason: "NOT_SPECIFIED", iface: "lan", where: "ip_error", model: "unreachable",
+	},
+	{
+		name: "forwarding off",
+		setup: func(t *testing.T, n *dropNet) {
+			n.router.Sysctl("net.ipv4.ip_forward", "0")
+			n.server.Listen(dnServer + ":80")
+		},
+		flow: []string{"tcp", dnClient, dnServer + ":80"}, iif: "lan",
+		client: func(t *testing.T, n *dropNet) error { return dial(n.client, dnServer+":80", "") },
+		reason: "IP_INADDRERRORS", iface: "lan", model: "forwarding-disabled",
+	},
+	{
+		name: "gateway without ARP",
+		setup: func(t *testing.T, n *dropNet) {
+			n.router.IP("route", "add", "10.73.8.0/24", "via", "10.73.2.99")
+			// Give up after one ARP request, 100 ms later.
+			n.router.Sysctl("net.ipv4.neigh.wan.mcast_solicit", "1")
+			n.router.Sysctl("net.ipv4.neigh.wan.retrans_time_ms", "100")
+		},
+		flow: []string{"udp", dnClient, "10.73.8.8:53"}, iif: "lan",
+		client: func(t *testing.T, n *dropNet) error { return sendUDP(n.client, "10.73.8.8:53") },
+		reason: "NEIGH_FAILED", iface: "wan",
+	},
+	{
+		name:  "closed port",
+		setup: func(t *testing.T, n *dropNet) {},
+		watch: func(n *dropNet) *lab.NS { return n.server },
+		flow:  []string{"tcp", dnClient, dnServer + ":81"}, iif: "eth0",
+		client: func(t *testing.T, n *dropNet) error {
+			return dial(n.client, dnServer+":81", "")
+		},
+		reason: "NO_SOCKET", iface: "eth0",
+	},
+}
+
+// Each way of dropping the client's flow: diagnose reports the kernel's reason on the right
+// interface as a drop event, a kernel-drop finding carries it as evidence (with the rule for
+// netfilter, and the model's word where the model sees it), and the verdict leads with it.
+func TestPrivilegedDiagnoseKernelDrops(t *testing.T) {
+	for _, tc := range dropCases {
+		// Not parallel: commands run in this process share their flags' variables.
+		t.Run(tc.name, func(t *testing.T) {
+			n := newDropNet(t)
+			tc.setup(t, n)
+			ns := n.router
+			if tc.watch != nil {
+				ns = tc.watch(n)
+			}
+			args := append([]string{"diagnose", "--netns", ns.Name, "--json", "--timeout", "8s", "--iif", tc.iif}, tc.flow...)
+			done := runCLIAsync(t, args...)
+			if err := tc.client(t, n); err == nil && tc.flow[0] == "tcp" {
+				t.Fatal("the client connected: the drop does not happen")
+			}
+			r := <-done
+			if r.code != ExitFindings {
+				t.Errorf("diagnose exit %d, want %d; stderr:\n%s", r.code, ExitFindings, r.errs)
+			}
+			checkKernelWord(t, tc, r, ns.Name)
+		})
+	}
+}
+
+func checkKernelWord(t *testing.T, tc dropCase, r cliResult, nsName string) {
+	t.Helper()
+	evs := parseEvents(t, r.out)
+	var drop *jsonEvent
+	var rule *jsonEvent
+	var kf *diagnose.Finding
+	for i := range evs {
+		ev := &evs[i]
+		switch ev.Type {
+		case "drop":
+			if drop == nil && ev.Reason == tc.reason {
+				drop = ev
+			}
+		case "rule":
+			if rule == nil && ev.Verdict == "drop" {
+				rule = ev
+			}
+		case "finding":
+			if ev.Finding != nil && ev.Finding.ID == diagnose.FindingKernelDrop && kf == nil {
+				kf = ev.Finding
+			}
+		}
+	}
+	if drop == nil {
+		t.Fatalf("no drop event with reason %s:\n%s\nstderr:\n%s", tc.reason, r.out, r.errs)
+	}
+	if drop.Iface != tc.iface || drop.Netns != nsName || drop.Words == "" || drop.Conn == nil || *drop.Conn == 0 {
+		t.Errorf("drop event %+v: want it on %s in %s, in words, with its connection", *drop, tc.iface, nsName)
+	}
+	if tc.where != "" && drop.Location != tc.where {
+		t.Errorf("drop location %q, want %s", drop.Location, tc.where)
+	}
+	if kf == nil {
+		t.Fatalf("no kernel-drop finding:\n%s", r.out)
+	}
+	t.Logf("kernel-drop: %s\n\tevidence: %q\n\tfix: %s", kf.Summary, kf.Evidence, kf.Fix.Summary)
+	word := "kernel: " + tc.reason + " on " + tc.iface + " in "
+	if !hasPrefixed(kf.Evidence, word) {
+		t.Errorf("kernel-drop evidence %q: want %q...", kf.Evidence, word)
+	}
+	if tc.rule != "" {
+		if rule == nil {
+			t.Fatalf("no rule step with verdict drop:\n%s", r.out)
+		}
+		if got := rule.Family + " " + rule.Table + " " + rule.Chain; got != tc.rule || rule.Handle == 0 || !strings.Contains(rule.Rule, tc.ruleText) {
+			t.Errorf("rule step %s handle %d %q; want %s with a handle and %q", got, rule.Handle, rule.Rule, tc.rule, tc.ruleText)
+		}
+		if !hasPrefixed(kf.Evidence, "rule: "+tc.rule+" handle ") {
+			t.Errorf("kernel-drop evidence %q does not name the rule %s", kf.Evidence, tc.rule)
+		}
+	} else if rule != nil {
+		t.Errorf("a rule step with verdict drop for a drop that is not netfilter's: %+v", *rule)
+	}
+	if tc.model != "" {
+		if !hasPrefixed(kf.Evidence, "model: "+tc.model+": ") || kf.Cause != tc.model {
+			t.Errorf("kernel-drop evidence %q, cause %q: want the model's %s beside the kernel's word", kf.Evidence, kf.Cause, tc.model)
+		}
+	}
+	v := verdictOf(t, r.out)
+	if v.Outcome != diagnose.OutcomeFailed || !strings.HasPrefix(v.Summary, "the flow is broken: kernel-drop: the kernel dropped ") ||
+		!strings.Contains(v.Summary, tc.reason) {
+		t.Errorf("verdict %s: %s; want it to lead with the kernel's %s", v.Outcome, v.Summary, tc.reason)
+	}
+	if v.Capture == nil || !v.Capture.DropsWatched || v.Capture.DropCount == 0 {
+		t.Errorf("verdict's capture: %+v; want the drops counted", v.Capture)
+	}
+}
+
+func hasPrefixed(lines []string, prefix string) bool {
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// capture with a filter reports the kernel's drops of what it captures, and only those: a
+// dropped flow the filter leaves out is not reported.
+func TestPrivilegedCaptureKernelDrops(t *testing.T) {
+	lab.RequireTool(t, "iptables-nft")
+	n := newDropNet(t)
+	n.router.Run("iptables-nft", "-A", "FORWARD", "-d", dnServer, "-p", "tcp", "-m", "multiport", "--dports", "80,8080", "-j", "DROP")
+	done := runCLIAsync(t, "capture", "--netns", n.router.Name, "--json", "--duration", "3s", "tcp", "and", "port", "80")
+	for _, dst := range []string{dnServer + ":8080", dnServer + ":80"} {
+		if err := dial(n.client, dst, ""); err == nil {
+			t.Fatalf("the client reached %s through the DROP rule", dst)
+		}
+	}
+	r := <-done
+	evs := parseEvents(t, r.out)
+	drops, rules := 0, 0
+	for _, ev := range evs {
+		switch ev.Type {
+		case "drop":
+			drops++
+			if ev.Reason != "NETFILTER_DROP" || ev.Iface != "lan" || ev.Packet.Dst != dnServer+":80" {
+				t.Errorf("drop %+v: want NETFILTER_DROP on lan of the SYN to port 80 only", ev)
+			}
+		case "rule":
+			rules++
+			if ev.Packet.Dst != dnServer+":80" && ev.Packet.Src != dnServer+":80" {
+				t.Errorf("rule step of a flow the filter leaves out: %+v", ev)
+			}
+		}
+	}
+	if drops == 0 || rules == 0 {
+		t.Errorf("%d drop and %d rule events; want the SYN to port 80's:\n%s\n%s", drops, rules, r.out, r.errs)
+	}
+}
