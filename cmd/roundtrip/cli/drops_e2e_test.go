@@ -192,9 +192,9 @@ var dropCases = []dropCase{
 		reason: "NETFILTER_DROP", iface: "lan", rule: "inet hdrfilter hdrfwd", ruleText: "udp dport 5353 counter drop",
 	},
 	{
-		name:   "unreachable route",
-		setup:  func(t *testing.T, n *dropNet) { n.router.IP("route", "add", "unreachable", "10.73.9.0/24") },
-		flow:   []string{"tcp", dnClient, "10.73.9.9:80"}, iif: "lan",
+		name:  "unreachable route",
+		setup: func(t *testing.T, n *dropNet) { n.router.IP("route", "add", "unreachable", "10.73.9.0/24") },
+		flow:  []string{"tcp", dnClient, "10.73.9.9:80"}, iif: "lan",
 		client: func(t *testing.T, n *dropNet) error { return dial(n.client, "10.73.9.9:80", "") },
 		// Linux gives no specific reason there: the location says it (see dropwatch).
 		reason: "NOT_SPECIFIED", iface: "lan", where: "ip_error", model: "unreachable",
