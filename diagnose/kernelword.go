@@ -141,10 +141,7 @@ type kernelEvent struct {
 // capture goes on without it. Called before the capture is ready, with no reader running.
 func (s *session) startKernelWord() {
 	ns := s.opts.Namespace.Name
-	kw := &kernelWord{
-		added: map[kernel.ConntrackTuple]bool{}, dropSteps: map[kernel.ConntrackTuple]nftrace.Step{},
-		reported: map[string]bool{}, lastDrop: map[kernel.ConntrackTuple]*KernelDrop{}, readers: make(chan struct{}),
-	}
+	kw := newKernelWord()
 	ff, exact := s.opts.Filter.Flows()
 	var flows []dropwatch.Flow
 	if exact {
@@ -191,6 +188,13 @@ func (s *session) startKernelWord() {
 	}
 	s.kw = kw
 	go kw.read(s)
+}
+
+func newKernelWord() *kernelWord {
+	return &kernelWord{
+		added: map[kernel.ConntrackTuple]bool{}, dropSteps: map[kernel.ConntrackTuple]nftrace.Step{},
+		reported: map[string]bool{}, lastDrop: map[kernel.ConntrackTuple]*KernelDrop{}, readers: make(chan struct{}),
+	}
 }
 
 // dropFlow is a watcher's flow; ports only where the watchers take them (TCP, UDP, any).

@@ -3,12 +3,20 @@ package cli
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
 )
 
@@ -368,5 +376,119 @@ func TestPrivilegedCaptureKernelDrops(t *testing.T) {
 	}
 	if drops == 0 || rules == 0 {
 		t.Errorf("%d drop and %d rule events; want the SYN to port 80's:\n%s\n%s", drops, rules, r.out, r.errs)
+	}
+}
+
+// traceTables lists the inet tables of a namespace that are roundtrip's trace tables.
+func traceTables(t *testing.T, ns *lab.NS) []string {
+	t.Helper()
+	var names []string
+	for _, l := range strings.Split(ns.Run("nft", "list", "tables", "inet"), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && strings.HasPrefix(f[2], "roundtrip_trace_") {
+			names = append(names, f[2])
+		}
+	}
+	return names
+}
+
+// leaveTraceTable makes the table and the record a roundtrip process killed on a kernel
+// without owner tables (before 5.12) leaves behind: the kernel keeps the table.
+func leaveTraceTable(t *testing.T, ns *lab.NS, stateDir string, pid int, start string, seq int) string {
+	t.Helper()
+	table := fmt.Sprintf("roundtrip_trace_%d_%s_%d", pid, start, seq)
+	ns.Run("nft", "add table inet "+table)
+	ns.Run("nft", "add chain inet "+table+" pre { type filter hook prerouting priority -301; }")
+	ns.Run("nft", "add rule inet "+table+" pre meta nftrace set 1")
+	rec, err := json.Marshal(map[string]any{"netns": ns.Name, "family": "inet", "table": table, "pid": pid, "created": time.Now().UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(stateDir, "nftrace", table+".json"), rec, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return table
+}
+
+func markers(t *testing.T, stateDir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(filepath.Join(stateDir, "nftrace"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// A diagnose killed with SIGKILL leaves no trace table behind: the kernel removes the
+// owned table with its process, and rollback (or the next capture or diagnose) removes a
+// table the kernel kept (kernels before 5.12 have no owner tables) with the records.
+func TestPrivilegedTraceTableGoneAfterKill(t *testing.T) {
+	lab.RequireTool(t, "nft")
+	bin := roundtripBinary(t)
+	n := newDropNet(t)
+	stateDir := t.TempDir()
+	t.Setenv(kernel.StateDirEnv, stateDir)
+	env := append(os.Environ(), kernel.StateDirEnv+"="+stateDir)
+
+	cmd := exec.Command(bin, "diagnose", "--netns", n.router.Name, "--timeout", "60s", "--iif", "lan", "tcp", dnClient, dnServer+":80")
+	cmd.Env = env
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	rd := bufio.NewReader(stderr)
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			t.Fatalf("diagnose ended before it watched: %v", err)
+		}
+		if strings.Contains(line, "start the client now") {
+			break
+		}
+	}
+	go io.Copy(io.Discard, rd)
+	pid := cmd.Process.Pid
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))[19]
+	own := fmt.Sprintf("roundtrip_trace_%d_%s_1", pid, start)
+	if got := traceTables(t, n.router); !slices.Equal(got, []string{own}) || !slices.Equal(markers(t, stateDir), []string{own + ".json"}) {
+		t.Fatalf("while diagnose runs: trace tables %v, records %v; want %s and its record", got, markers(t, stateDir), own)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if got := traceTables(t, n.router); len(got) != 0 {
+		t.Errorf("after SIGKILL the owned trace table is still there: %v", got)
+	}
+	kept := leaveTraceTable(t, n.router, stateDir, pid, start, 2)
+
+	code, out, errs := runCommand(t, "env", kernel.StateDirEnv+"="+stateDir, bin, "rollback", "--netns", n.router.Name)
+	if code != ExitOK || !strings.Contains(errs, "removed trace table inet "+kept) {
+		t.Errorf("rollback: exit %d\n%s\n%s", code, out, errs)
+	}
+	if got := traceTables(t, n.router); len(got) != 0 || len(markers(t, stateDir)) != 0 {
+		t.Errorf("after rollback: trace tables %v, records %v; want none", got, markers(t, stateDir))
+	}
+
+	// The next run in the namespace removes what a killed one left, and its own table.
+	kept = leaveTraceTable(t, n.router, stateDir, pid, start, 3)
+	code, out, errs = runCommand(t, "env", kernel.StateDirEnv+"="+stateDir, bin, "capture", "--netns", n.router.Name, "--duration", "1s", "tcp", dnClient, dnServer+":80")
+	if code != ExitOK || !strings.Contains(errs, "removed trace tables left by roundtrip processes that no longer run: ["+kept+"]") {
+		t.Errorf("capture: exit %d\n%s\n%s", code, out, errs)
+	}
+	if got := traceTables(t, n.router); len(got) != 0 || len(markers(t, stateDir)) != 0 {
+		t.Errorf("after the next run: trace tables %v, records %v; want none", got, markers(t, stateDir))
 	}
 }
