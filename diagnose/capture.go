@@ -118,7 +118,10 @@ type session struct {
 	order   reorder
 	ctx     context.Context
 	kw      *kernelWord // nil: the kernel's word is off or unavailable
-	explain func(kernel.ConntrackTuple, string) (Explanation, bool)
+	// hostReady is closed once the host's state and the model are at hand (or cannot be).
+	hostReady chan struct{}
+	hostOnce  sync.Once
+	explain   func(kernel.ConntrackTuple, string) (Explanation, bool)
 
 	stateMu sync.Mutex
 	state   *model.State
@@ -137,7 +140,8 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 		return nil, err
 	}
 	defer capt.Close()
-	s := &session{opts: opts, emit: emit, dec: newDecoder()}
+	s := &session{opts: opts, emit: emit, dec: newDecoder(), hostReady: make(chan struct{})}
+	defer s.hostDone()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if opts.Duration > 0 {
@@ -159,7 +163,10 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 	cfg := CorrelateConfig{ForwardWait: opts.ForwardWait, ReplyWait: opts.ReplyWait}
 	// The host's state is also read for the findings made after the capture ends.
 	s.hostConfig(context.WithoutCancel(ctx), &cfg)
+	s.mu.Lock()
 	s.explain = cfg.Explain
+	s.mu.Unlock()
+	s.hostDone()
 	complete := cfg.Complete
 	cfg.Complete = func(f *Finding) {
 		if complete != nil {
@@ -232,6 +239,9 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 	}
 	return sum, err
 }
+
+// hostDone says that the host's state and the model are at hand, or will not be.
+func (s *session) hostDone() { s.hostOnce.Do(func() { close(s.hostReady) }) }
 
 // notice reports something the user should know about the capture itself.
 func (s *session) notice(msg string) {

@@ -131,9 +131,16 @@ type kernelWord struct {
 }
 
 type kernelEvent struct {
-	at   time.Time
-	drop *dropwatch.Drop
-	step *nftrace.Step
+	at    time.Time
+	drop  *dropwatch.Drop
+	model *modelWord // what the model says of a blocking drop; nil: not asked
+	step  *nftrace.Step
+}
+
+// modelWord is the model's explanation of a dropped packet (ok false: it lets it through).
+type modelWord struct {
+	x  Explanation
+	ok bool
 }
 
 // startKernelWord attaches the drop watcher (and, when the capture selects flows, the rule
@@ -215,6 +222,7 @@ func (kw *kernelWord) read(s *session) {
 	if kw.tr != nil {
 		steps = kw.tr.Events()
 	}
+	asked := map[string]bool{}
 	for drops != nil || steps != nil {
 		select {
 		case d, ok := <-drops:
@@ -222,8 +230,9 @@ func (kw *kernelWord) read(s *session) {
 				drops = nil
 				continue
 			}
+			ev := kernelEvent{at: d.Time, drop: &d, model: kw.askModel(s, &d, asked)}
 			s.mu.Lock()
-			kw.pending = append(kw.pending, kernelEvent{at: d.Time, drop: &d})
+			kw.pending = append(kw.pending, ev)
 			s.mu.Unlock()
 		case st, ok := <-steps:
 			if !ok {
@@ -240,12 +249,51 @@ func (kw *kernelWord) read(s *session) {
 	}
 }
 
+// askModel asks the model about the first blocking drop of each flow, reason and interface,
+// here, outside the session's lock: the model reads the host's state, which takes long
+// enough to stall the capture's readers (and so the order of their packets).
+func (kw *kernelWord) askModel(s *session, d *dropwatch.Drop, asked map[string]bool) *modelWord {
+	if !isBlocking(d) || !d.Packet.Src.Addr().IsValid() {
+		return nil
+	}
+	t := dropTuple(d.Packet)
+	key := fmt.Sprintf("%v %s %s", canon(t), d.Reason, d.Iface)
+	if asked[key] {
+		return nil
+	}
+	asked[key] = true
+	<-s.hostReady
+	s.mu.Lock()
+	explain := s.explain
+	s.mu.Unlock()
+	if explain == nil {
+		return nil
+	}
+	x, ok := explain(t, modelIif(d))
+	return &modelWord{x, ok}
+}
+
+// modelIif is where the model is to start the dropped packet: on the interface it was
+// dropped on, unless the drop happened on the way out (then it was routed already, and a
+// packet the host sent started on the host itself).
+func modelIif(d *dropwatch.Drop) string {
+	switch d.Reason {
+	case "IP_OUTNOROUTES", "NEIGH_FAILED", "NEIGH_CREATEFAIL", "NEIGH_QUEUEFULL", "TC_EGRESS", "BPF_CGROUP_EGRESS", "NO_TX_TARGET", "DEV_READY":
+		return ""
+	}
+	if d.Location.Symbol == "dst_discard_out" {
+		return ""
+	}
+	return d.Iface
+}
+
 // stop detaches the watchers and waits for their readers. Not called with s.mu held.
 func (kw *kernelWord) stop(s *session) {
 	kw.stopOnce.Do(func() { kw.detach(s) })
 }
 
 func (kw *kernelWord) detach(s *session) {
+	s.hostDone() // a reader waiting for the model must not wait for ever
 	if n, err := kw.w.Lost(); err == nil {
 		kw.lost = n
 	}
@@ -322,7 +370,7 @@ func (s *session) releaseKernel(upTo time.Time) {
 		n++
 		switch {
 		case ev.drop != nil:
-			s.kernelDrop(ev.drop)
+			s.kernelDrop(ev.drop, ev.model)
 		case ev.step != nil:
 			if kw.selected(ev.step.Packet) {
 				s.send(Event{Type: EventRule, Time: ev.step.Time, Rule: ev.step, Conn: s.connOf(dropTuple(ev.step.Packet))})
@@ -343,7 +391,7 @@ func (s *session) connOf(t kernel.ConntrackTuple) int {
 // kernelDrop reports one drop: the event, and the first time for its connection and reason a
 // kernel-drop finding with the rule, the model's word beside the kernel's, and a
 // model-kernel-disagree finding where they differ. Called with s.mu held.
-func (s *session) kernelDrop(d *dropwatch.Drop) {
+func (s *session) kernelDrop(d *dropwatch.Drop, model *modelWord) {
 	kw := s.kw
 	if !kw.selected(d.Packet) {
 		return
@@ -372,11 +420,13 @@ func (s *session) kernelDrop(d *dropwatch.Drop) {
 	if kd.Conn != 0 {
 		key = fmt.Sprintf("%d %s %s", kd.Conn, d.Reason, d.Iface)
 	}
-	if kw.reported[key] || !d.Packet.Src.Addr().IsValid() {
+	if kw.reported[key] || !d.Packet.Src.Addr().IsValid() || !isBlocking(d) {
+		// Drops that do not stop a flow (old TCP data, queues purged at a close) are events
+		// only: findings are for what breaks it.
 		return
 	}
 	kw.reported[key] = true
-	s.findings(s.corr.record(s.kernelFindings(&kd, cn, t)))
+	s.findings(s.corr.record(s.kernelFindings(&kd, cn, t, model)))
 }
 
 func absDuration(d time.Duration) time.Duration {
@@ -442,12 +492,9 @@ var unseenByModel = map[string]string{
 
 // kernelFindings makes the findings of a drop: kernel-drop, and model-kernel-disagree where
 // the model explains the packet's fate otherwise.
-func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTuple) []Finding {
+func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTuple, model *modelWord) []Finding {
 	d := &kd.Drop
-	sev := finding.SeverityWarning
-	if isBlocking(d) {
-		sev = finding.SeverityError
-	}
+	sev := finding.SeverityError
 	where := d.Iface
 	if where == "" {
 		where = fmt.Sprintf("ifindex %d", d.Ifindex)
@@ -470,19 +517,17 @@ func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTup
 		}
 		f.Evidence = append(f.Evidence, "rule: not named: "+why)
 	}
-	if sev == finding.SeverityWarning {
-		return []Finding{f}
-	}
 	// The model's word beside the kernel's.
-	mt, iif := s.modelTuple(cn, t, d)
 	var x Explanation
 	explained := false
-	if s.explain != nil {
-		x, explained = s.explain(mt, iif)
+	if model != nil {
+		x, explained = model.x, model.ok
 	}
 	causes, modelled := modelCausesOf(d)
 	out := []Finding{}
 	switch {
+	case model == nil:
+		// Not asked: the host's state could not be read, or the same drop was explained before.
 	case explained && slices.Contains(causes, x.Cause):
 		f.Cause = x.Cause
 		f.Evidence = append(f.Evidence, fmt.Sprintf("model: %s: %s", x.Cause, x.Summary))
@@ -535,29 +580,6 @@ func (s *session) disagree(cn *conn, t kernel.ConntrackTuple, d *dropwatch.Drop,
 	f.Evidence = append(f.Evidence, kernelLine(d))
 	f.Fix = finding.Fix{Summary: "the model of this host misses something the kernel does: a rule or setting it cannot read (nftables, ebtables, tc, a sysctl of another name); please report it with `roundtrip show --json`", Args: []string{}}
 	return f
-}
-
-// modelTuple chooses what to ask the model: the packet as it came into the host, on the
-// interface it came in by (the captured copy of the dropped packet before NAT, if there is
-// one); a packet that never came in (sent by the host) is traced from the host.
-func (s *session) modelTuple(cn *conn, t kernel.ConntrackTuple, d *dropwatch.Drop) (kernel.ConntrackTuple, string) {
-	if cn != nil {
-		role := cn.role(t)
-		for i := range cn.obs {
-			p := &cn.obs[i]
-			if p.Dir == kernel.In && p.Type == kernel.PacketHost && (p.Tuple() == t || role != "" && cn.role(p.Tuple()) == role) {
-				return p.Tuple(), s.corr.cfg.L3(p.Iface)
-			}
-		}
-		if role != "" {
-			return t, ""
-		}
-	}
-	switch d.Reason {
-	case "IP_OUTNOROUTES", "NEIGH_FAILED", "NEIGH_CREATEFAIL", "NEIGH_QUEUEFULL", "TC_EGRESS", "BPF_CGROUP_EGRESS", "NO_TX_TARGET":
-		return t, ""
-	}
-	return t, d.Iface
 }
 
 // connPackets are the connection's captured packets of the tuple's direction, for evidence.

@@ -39,6 +39,16 @@ var (
 	kwT0     = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 )
 
+// kwHand hands a drop to the session as the watchers' reader does: the model asked first.
+func kwHand(s *session, d *dropwatch.Drop) {
+	var m *modelWord
+	if isBlocking(d) {
+		x, ok := s.explain(dropTuple(d.Packet), modelIif(d))
+		m = &modelWord{x, ok}
+	}
+	s.kernelDrop(d, m)
+}
+
 func kwSYN(s *session) {
 	s.corr.Packet(&Packet{Time: kwT0, Iface: "lan", Dir: kernel.In, Type: kernel.PacketHost, Proto: unix.IPPROTO_TCP, L3: "ipv4", Src: kwClient, Dst: kwServer, Flags: tcpSYN})
 }
@@ -75,8 +85,8 @@ func explainAs(cause string) func(kernel.ConntrackTuple, string) (Explanation, b
 func TestKernelDropModelAgrees(t *testing.T) {
 	s, evs := kwSession(t, "tcp and port 80", explainAs(trace.FindingRPFilterDrop))
 	kwSYN(s)
-	s.kernelDrop(kwDrop("IP_RPFILTER", "lan", "ip_rcv_finish_core", kwServer))
-	s.kernelDrop(kwDrop("IP_RPFILTER", "lan", "ip_rcv_finish_core", kwServer))
+	kwHand(s, kwDrop("IP_RPFILTER", "lan", "ip_rcv_finish_core", kwServer))
+	kwHand(s, kwDrop("IP_RPFILTER", "lan", "ip_rcv_finish_core", kwServer))
 	drops := 0
 	for _, e := range *evs {
 		if e.Type == EventDrop {
@@ -114,7 +124,7 @@ func TestKernelDropModelDisagrees(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, evs := kwSession(t, "tcp and port 80", explainAs(tc.model))
 			kwSYN(s)
-			s.kernelDrop(kwDrop(tc.reason, "lan", tc.symbol, kwServer))
+			kwHand(s, kwDrop(tc.reason, "lan", tc.symbol, kwServer))
 			d := kwFindings(*evs, FindingModelKernelDisagree)
 			if (len(d) == 1) != tc.disagree || len(d) > 1 {
 				t.Fatalf("%d model-kernel-disagree findings, want one: %v", len(d), tc.disagree)
@@ -135,16 +145,16 @@ func TestKernelDropRuleAndFilter(t *testing.T) {
 	st := nftrace.Step{Time: d.Time.Add(time.Millisecond), Family: "ip", Table: "filter", Chain: "FORWARD", Handle: 7, Kind: "rule", Verdict: "drop",
 		Rule: nftrace.RuleText{Iptables: "-A FORWARD -p tcp -j DROP"}, Packet: d.Packet}
 	s.kw.dropSteps[canon(dropTuple(st.Packet))] = st
-	s.kernelDrop(d)
+	kwHand(s, d)
 	other := netip.MustParseAddrPort("10.0.2.2:8080")
-	s.kernelDrop(kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", other))
+	kwHand(s, kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", other))
 	kf := kwFindings(*evs, FindingKernelDrop)
 	if len(kf) != 1 || kf[0].Evidence[1] != "rule: ip filter FORWARD handle 7: drop (-A FORWARD -p tcp -j DROP)" {
 		t.Fatalf("kernel-drop findings %+v: want one naming the rule", kf)
 	}
 	// NAT: the port-8080 tuple belongs to a captured connection once conntrack says so.
 	s.kw.added[canon(kernel.ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: kwClient, Dst: other})] = true
-	s.kernelDrop(kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", other))
+	kwHand(s, kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", other))
 	var dsts []string
 	for _, e := range *evs {
 		if e.Type == EventDrop {
@@ -211,5 +221,16 @@ func TestVerdictModelDropsWhatPassed(t *testing.T) {
 	v.conclude(match, time.Second)
 	if strings.Contains(v.Summary, "disagree") {
 		t.Errorf("without the drop watcher: %s; want no disagreement (the kernel was not asked)", v.Summary)
+	}
+}
+
+// A drop that does not stop a flow (the queue purged when a socket closes) is an event, not
+// a finding: a flow that works has none.
+func TestKernelDropHarmless(t *testing.T) {
+	s, evs := kwSession(t, "tcp and port 80", explainAs(""))
+	kwSYN(s)
+	kwHand(s, kwDrop("QUEUE_PURGE", "lan", "sk_stream_kill_queues", kwServer))
+	if len(*evs) != 1 || (*evs)[0].Type != EventDrop || s.corr.Counts()[finding.SeverityError]+s.corr.Counts()[finding.SeverityWarning] != 0 {
+		t.Errorf("events %+v, counts %v; want the drop event only", *evs, s.corr.Counts())
 	}
 }
