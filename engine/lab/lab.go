@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"roundtrip/engine/kernel"
 )
@@ -126,13 +129,27 @@ func privateStateDir(t testing.TB) {
 		return
 	}
 	if stateDir == "" {
-		dir, err := os.MkdirTemp("", "roundtrip-test-state-")
-		if err != nil {
-			t.Fatalf("creating the tests' state directory: %v", err)
-		}
-		stateDir = dir
+		stateDir = testStateDir(t)
 	}
 	os.Setenv(kernel.StateDirEnv, stateDir)
+}
+
+// testStateDir is one directory for every test process of the user (a new one per process
+// would pile up in /tmp: nothing removes it when the process ends), unless what is there is
+// not a private directory of the user's.
+func testStateDir(t testing.TB) string {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("roundtrip-test-state-%d", os.Geteuid()))
+	err := os.Mkdir(dir, 0o700)
+	var st unix.Stat_t
+	if (err == nil || errors.Is(err, os.ErrExist)) && unix.Lstat(dir, &st) == nil &&
+		st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Uid == uint32(os.Geteuid()) && st.Mode&0o077 == 0 {
+		return dir
+	}
+	dir, err = os.MkdirTemp("", "roundtrip-test-state-")
+	if err != nil {
+		t.Fatalf("creating the tests' state directory: %v", err)
+	}
+	return dir
 }
 
 // New creates an empty lab whose namespaces are deleted when the test ends.
