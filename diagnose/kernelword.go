@@ -166,8 +166,8 @@ func (s *session) startKernelWord() {
 		if !errors.Is(err, dropwatch.ErrUnsupported) {
 			err = fmt.Errorf("the kernel's drop reasons are not watched: %w", err)
 		}
+		// Rule verdicts need no BPF: they go on without the drops.
 		s.notice(err.Error())
-		return
 	}
 	kw.w = w
 	if kw.flowsOn {
@@ -193,6 +193,9 @@ func (s *session) startKernelWord() {
 	} else {
 		kw.ruleUnavailable = "rule tracing needs a flow to mark (a filter of hosts, ports and protocols)"
 	}
+	if kw.w == nil && kw.tr == nil {
+		return
+	}
 	s.kw = kw
 	go kw.read(s)
 }
@@ -217,7 +220,10 @@ func dropFlow(proto uint8, src, dst netip.AddrPort) dropwatch.Flow {
 // correlated (reorderDelay), so that a drop names its connection.
 func (kw *kernelWord) read(s *session) {
 	defer close(kw.readers)
-	var drops <-chan dropwatch.Drop = kw.w.Events()
+	var drops <-chan dropwatch.Drop
+	if kw.w != nil {
+		drops = kw.w.Events()
+	}
 	var steps <-chan nftrace.Step
 	if kw.tr != nil {
 		steps = kw.tr.Events()
@@ -294,8 +300,10 @@ func (kw *kernelWord) stop(s *session) {
 
 func (kw *kernelWord) detach(s *session) {
 	s.hostDone() // a reader waiting for the model must not wait for ever
-	if n, err := kw.w.Lost(); err == nil {
-		kw.lost = n
+	if kw.w != nil {
+		if n, err := kw.w.Lost(); err == nil {
+			kw.lost = n
+		}
 	}
 	if kw.tr != nil {
 		if err := kw.tr.Close(); err != nil {
@@ -304,7 +312,9 @@ func (kw *kernelWord) detach(s *session) {
 			s.mu.Unlock()
 		}
 	}
-	kw.w.Close()
+	if kw.w != nil {
+		kw.w.Close()
+	}
 	<-kw.readers
 }
 
@@ -346,8 +356,10 @@ func (s *session) watchConn(e *kernel.ConntrackEntry) {
 		}
 		kw.added[k] = true
 		f := dropFlow(t.Proto, portsOnly(t.Proto, t.Src), portsOnly(t.Proto, t.Dst))
-		if err := kw.w.AddFlow(f); err != nil {
-			s.notice(fmt.Sprintf("watching drops of %s: %v", f, err))
+		if kw.w != nil {
+			if err := kw.w.AddFlow(f); err != nil {
+				s.notice(fmt.Sprintf("watching drops of %s: %v", f, err))
+			}
 		}
 		if kw.tr != nil {
 			if err := kw.tr.AddFlow(f); err != nil {
@@ -614,6 +626,12 @@ func (s *session) kernelEvidence(f *Finding) {
 	}
 	kd := s.kw.lastDrop[canon(f.Flow)]
 	if kd == nil || kd.Conn != f.Conn {
+		// Without the drop watcher, the rule that dropped the packet still tells.
+		if st, ok := s.kw.dropSteps[canon(f.Flow)]; ok && s.kw.w == nil {
+			if line := ruleLine(&st); !slices.Contains(f.Evidence, line) {
+				f.Evidence = append(f.Evidence, line)
+			}
+		}
 		return
 	}
 	line := kd.Line()
@@ -629,7 +647,7 @@ func (s *session) kernelEvidence(f *Finding) {
 // summary adds the drops to a capture's summary. Called with s.mu held.
 func (kw *kernelWord) summary(sum *CaptureSummary) {
 	sum.Drops, sum.DropCount = kw.drops, kw.count
-	sum.DropsWatched = true
+	sum.DropsWatched = kw.w != nil
 	sum.DropsLost = kw.lost
 	if kw.tr != nil {
 		sum.RuleTraceLost = kw.tr.Lost()
