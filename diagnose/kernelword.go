@@ -116,8 +116,9 @@ type kernelWord struct {
 	// flowsOn: the watchers filter by flows, so the connections' NAT tuples are added.
 	flowsOn bool
 	added   map[kernel.ConntrackTuple]bool // canonical tuples added from conntrack
-	// ruleUnavailable says why a netfilter drop has no rule ("" when rule tracing runs).
-	ruleUnavailable string
+	// ruleUnavailable says why a netfilter drop has no rule ("" when rule tracing runs);
+	// legacy names the iptables-legacy tables rule tracing cannot see.
+	ruleUnavailable, legacy string
 
 	pending   []kernelEvent                          // held until the packets before them are correlated
 	dropSteps map[kernel.ConntrackTuple]nftrace.Step // the last drop or reject step, by canonical tuple
@@ -183,6 +184,7 @@ func (s *session) startKernelWord() {
 			for _, warn := range tr.Warnings() {
 				s.notice(warn)
 			}
+			kw.legacy = strings.Join(tr.Warnings(), "; ")
 		case errors.Is(err, nftrace.ErrUnsupported):
 			kw.ruleUnavailable = err.Error()
 			s.notice(err.Error())
@@ -524,6 +526,9 @@ func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTup
 		f.Evidence = append(f.Evidence, ruleLine(kd.Rule))
 	} else if isNetfilterDrop(d) {
 		why := s.kw.ruleUnavailable
+		if why == "" && s.kw.legacy != "" {
+			why = s.kw.legacy + "; the rule is most likely in one of them"
+		}
 		if why == "" {
 			why = "no nf_tables rule step of the packet was traced: the rule is in an iptables-legacy table, or the packet was not marked for tracing"
 		}

@@ -136,6 +136,10 @@ type dropCase struct {
 	ruleText string
 	// model is the model's finding beside the kernel's word, "" when the model cannot see it.
 	model string
+	// notice is a part of a notice the command must give (one line), "" none.
+	notice string
+	// ruleEvidence is the rule line of the kernel-drop finding when no rule step names it.
+	ruleEvidence string
 }
 
 func dial(ns *lab.NS, dst, from string) error {
@@ -186,6 +190,19 @@ var dropCases = []dropCase{
 		flow: []string{"tcp", dnClient, dnServer + ":80"}, iif: "lan",
 		client: func(t *testing.T, n *dropNet) error { return dial(n.client, dnServer+":80", "") },
 		reason: "NETFILTER_DROP", iface: "lan", rule: "ip filter FORWARD", ruleText: "-j DROP",
+	},
+	{
+		name: "iptables-legacy DROP",
+		setup: func(t *testing.T, n *dropNet) {
+			lab.RequireTool(t, "iptables-legacy")
+			n.server.Listen(dnServer + ":80")
+			n.router.Run("iptables-legacy", "-w", "-A", "FORWARD", "-d", dnServer, "-p", "tcp", "--dport", "80", "-j", "DROP")
+		},
+		flow: []string{"tcp", dnClient, dnServer + ":80"}, iif: "lan",
+		client: func(t *testing.T, n *dropNet) error { return dial(n.client, dnServer+":80", "") },
+		// Legacy rules live outside nf_tables: the drop reason comes, the rule is not named.
+		reason: "NETFILTER_DROP", iface: "lan", notice: "rule tracing needs nf_tables",
+		ruleEvidence: "rule: not named: iptables-legacy tables (filter) are not traced",
 	},
 	{
 		name: "nft drop rule",
@@ -319,7 +336,21 @@ func checkKernelWord(t *testing.T, tc dropCase, r cliResult, nsName string) {
 			t.Errorf("kernel-drop evidence %q does not name the rule %s", kf.Evidence, tc.rule)
 		}
 	} else if rule != nil {
-		t.Errorf("a rule step with verdict drop for a drop that is not netfilter's: %+v", *rule)
+		t.Errorf("a rule step with verdict drop for a drop that is not netfilter's, or a legacy one: %+v", *rule)
+	}
+	if tc.ruleEvidence != "" && !hasPrefixed(kf.Evidence, tc.ruleEvidence) {
+		t.Errorf("kernel-drop evidence %q: want %q...", kf.Evidence, tc.ruleEvidence)
+	}
+	if tc.notice != "" {
+		n := 0
+		for _, ev := range evs {
+			if ev.Type == "notice" && strings.Contains(ev.Notice, tc.notice) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d notices saying %q, want one:\n%s", n, tc.notice, r.out)
+		}
 	}
 	if tc.model != "" {
 		if !hasPrefixed(kf.Evidence, "model: "+tc.model+": ") || kf.Cause != tc.model {
