@@ -149,16 +149,26 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 		defer cancel()
 	}
 	s.stop, s.ctx = cancel, ctx
-	if !opts.NoKernelDrops {
-		// Attached before the capture is ready: a client started then has its drops seen.
-		s.startKernelWord()
+	// The kernel's word is attached while the host's state is read (each takes a good part of
+	// a second on a busy machine); the capture is ready once both rings and watchers are.
+	kwStarted := make(chan struct{})
+	go func() {
+		if !opts.NoKernelDrops {
+			s.startKernelWord()
+		}
+		close(kwStarted)
+		if opts.Ready != nil {
+			opts.Ready()
+		}
+	}()
+	stopKernelWord := func() {
+		<-kwStarted
 		if s.kw != nil {
-			defer s.kw.stop(s)
+			// The drops and rule steps still on their way are read before the last flush.
+			s.kw.stop(s)
 		}
 	}
-	if opts.Ready != nil {
-		opts.Ready()
-	}
+	defer stopKernelWord()
 
 	cfg := CorrelateConfig{ForwardWait: opts.ForwardWait, ReplyWait: opts.ReplyWait}
 	// The host's state is also read for the findings made after the capture ends.
@@ -196,10 +206,7 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 	err = capt.Run(ctx, s.packet)
 	cancel()
 	wg.Wait()
-	if s.kw != nil {
-		// The drops and rule steps still on their way are read before the last flush.
-		s.kw.stop(s)
-	}
+	stopKernelWord()
 	// Everything still buffered is in order now, and the findings due are made.
 	s.mu.Lock()
 	s.flush(time.Now().Add(time.Hour))
@@ -271,7 +278,7 @@ func (s *session) findings(fs []Finding) {
 func (s *session) hostConfig(ctx context.Context, cfg *CorrelateConfig) {
 	st, err := s.hostState(ctx)
 	if err != nil {
-		s.notice(fmt.Sprintf("reading the host's state failed, so packets that are not forwarded are not reported: %v", err))
+		s.lockedNotice(fmt.Sprintf("reading the host's state failed, so packets that are not forwarded are not reported: %v", err))
 		return
 	}
 	local := map[netip.Addr]bool{}
@@ -328,7 +335,7 @@ func (s *session) hostState(ctx context.Context) (*model.State, error) {
 func (s *session) conntrackConfig(cfg *CorrelateConfig) {
 	ct, err := kernel.OpenConntrack(s.opts.Namespace)
 	if err != nil {
-		s.notice(fmt.Sprintf("conntrack is not available, so the two sides of a NAT are not tied together: %v", err))
+		s.lockedNotice(fmt.Sprintf("conntrack is not available, so the two sides of a NAT are not tied together: %v", err))
 		return
 	}
 	s.ct = ct

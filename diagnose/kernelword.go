@@ -1,6 +1,7 @@
 package diagnose
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -162,35 +163,37 @@ func (s *session) startKernelWord() {
 		kw.filter = s.opts.Filter
 	}
 	kw.flowsOn = len(flows) > 0
-	w, err := dropwatch.Start(s.ctx, dropwatch.Options{Netns: ns, Flows: flows})
+	// Closed by stop, not by the capture's context: stop reads the lost count first.
+	ctx := context.WithoutCancel(s.ctx)
+	w, err := dropwatch.Start(ctx, dropwatch.Options{Netns: ns, Flows: flows})
 	if err != nil {
 		if !errors.Is(err, dropwatch.ErrUnsupported) {
 			err = fmt.Errorf("the kernel's drop reasons are not watched: %w", err)
 		}
 		// Rule verdicts need no BPF: they go on without the drops.
-		s.notice(err.Error())
+		s.lockedNotice(err.Error())
 	}
 	kw.w = w
 	if kw.flowsOn {
 		// What a killed run left behind goes first (the kernel removes an owned table with
 		// its process; on kernels before 5.12 the marker tells).
 		if removed, _ := nftrace.Cleanup(ns); len(removed) > 0 {
-			s.notice(fmt.Sprintf("removed trace tables left by roundtrip processes that no longer run: %v", removed))
+			s.lockedNotice(fmt.Sprintf("removed trace tables left by roundtrip processes that no longer run: %v", removed))
 		}
-		tr, err := nftrace.Start(s.ctx, nftrace.Options{Netns: ns, Flows: flows})
+		tr, err := nftrace.Start(ctx, nftrace.Options{Netns: ns, Flows: flows})
 		switch {
 		case err == nil:
 			kw.tr = tr
 			for _, warn := range tr.Warnings() {
-				s.notice(warn)
+				s.lockedNotice(warn)
 			}
 			kw.legacy = strings.Join(tr.Warnings(), "; ")
 		case errors.Is(err, nftrace.ErrUnsupported):
 			kw.ruleUnavailable = err.Error()
-			s.notice(err.Error())
+			s.lockedNotice(err.Error())
 		default:
 			kw.ruleUnavailable = err.Error()
-			s.notice(fmt.Sprintf("the rules that drop the flow are not named: %v", err))
+			s.lockedNotice(fmt.Sprintf("the rules that drop the flow are not named: %v", err))
 		}
 	} else {
 		kw.ruleUnavailable = "rule tracing needs a flow to mark (a filter of hosts, ports and protocols)"
@@ -198,8 +201,17 @@ func (s *session) startKernelWord() {
 	if kw.w == nil && kw.tr == nil {
 		return
 	}
+	s.mu.Lock()
 	s.kw = kw
+	s.mu.Unlock()
 	go kw.read(s)
+}
+
+// lockedNotice is notice for a caller that does not hold s.mu.
+func (s *session) lockedNotice(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notice(msg)
 }
 
 func newKernelWord() *kernelWord {
