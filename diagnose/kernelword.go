@@ -406,12 +406,31 @@ func (s *session) releaseKernel(upTo time.Time) {
 	kw.pending = slices.Delete(kw.pending, 0, n)
 }
 
-// connOf returns the id of the captured connection with the tuple (0: none).
+// connOf returns the id of the captured connection of a packet with the tuple (0: none).
 func (s *session) connOf(t kernel.ConntrackTuple) int {
-	if cn := s.corr.conns[canon(t)]; cn != nil {
+	if cn := s.connFor(t); cn != nil {
 		return cn.id
 	}
 	return 0
+}
+
+// connFor finds the captured connection of a packet the kernel reported: by its tuple, or,
+// for a packet NATed before its conntrack entry was confirmed (dropped after DNAT, so
+// conntrack never reported the NAT), by the endpoint NAT left alone when exactly one
+// connection has it.
+func (s *session) connFor(t kernel.ConntrackTuple) *conn {
+	if cn := s.corr.conns[canon(t)]; cn != nil {
+		return cn
+	}
+	if !hasPortsProto(t.Proto) {
+		return nil // an address alone is no connection's
+	}
+	for _, ep := range []netip.AddrPort{t.Src, t.Dst} {
+		if list := s.corr.byEndpoint[endpointKey(t.Proto, ep)]; len(list) == 1 {
+			return list[0]
+		}
+	}
+	return nil
 }
 
 // kernelDrop reports one drop: the event, and the first time for its connection and reason a
@@ -424,7 +443,7 @@ func (s *session) kernelDrop(d *dropwatch.Drop, model *modelWord) {
 	}
 	t := dropTuple(d.Packet)
 	k := canon(t)
-	cn := s.corr.conns[k]
+	cn := s.connFor(t)
 	kd := KernelDrop{Drop: *d}
 	if cn != nil {
 		kd.Conn = cn.id

@@ -234,3 +234,15 @@ func TestKernelDropHarmless(t *testing.T) {
 		t.Errorf("events %+v, counts %v; want the drop event only", *evs, s.corr.Counts())
 	}
 }
+
+// A packet dropped after DNAT, before conntrack confirmed (and so reported) the NAT, belongs
+// to the connection whose client endpoint it still carries.
+func TestKernelDropAfterNAT(t *testing.T) {
+	s, evs := kwSession(t, "", explainAs(""))
+	kwSYN(s)
+	kwHand(s, kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", netip.MustParseAddrPort("10.0.3.3:8080")))
+	kf := kwFindings(*evs, FindingKernelDrop)
+	if len(kf) != 1 || kf[0].Conn != 1 || kf[0].Flow.Dst != kwServer {
+		t.Errorf("kernel-drop findings %+v: want one of connection 1, the flow as the client opened it", kf)
+	}
+}

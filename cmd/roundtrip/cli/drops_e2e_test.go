@@ -192,6 +192,20 @@ var dropCases = []dropCase{
 		reason: "NETFILTER_DROP", iface: "lan", rule: "ip filter FORWARD", ruleText: "-j DROP",
 	},
 	{
+		// After NAT: the packet dropped in FORWARD carries the backend's address, which the
+		// client never used; the model's NAT tuple is watched too.
+		name: "DNAT then DROP",
+		setup: func(t *testing.T, n *dropNet) {
+			lab.RequireTool(t, "iptables-nft")
+			n.server.Listen(dnServer + ":80")
+			n.router.Run("iptables-nft", "-t", "nat", "-A", "PREROUTING", "-i", "lan", "-p", "tcp", "--dport", "8080", "-j", "DNAT", "--to-destination", dnServer+":80")
+			n.router.Run("iptables-nft", "-A", "FORWARD", "-d", dnServer, "-p", "tcp", "--dport", "80", "-j", "DROP")
+		},
+		flow: []string{"tcp", dnClient, dnRouterLAN + ":8080"}, iif: "lan",
+		client: func(t *testing.T, n *dropNet) error { return dial(n.client, dnRouterLAN+":8080", "") },
+		reason: "NETFILTER_DROP", iface: "lan", rule: "ip filter FORWARD", ruleText: "-j DROP", model: "filtered",
+	},
+	{
 		name: "iptables-legacy DROP",
 		setup: func(t *testing.T, n *dropNet) {
 			lab.RequireTool(t, "iptables-legacy")
