@@ -139,10 +139,13 @@ type kernelEvent struct {
 	step  *nftrace.Step
 }
 
-// modelWord is the model's explanation of a dropped packet (ok false: it lets it through).
+// modelWord is the model's explanation of a dropped packet (ok false: it lets it through),
+// once done is closed; none: the model could not be asked (no host state).
 type modelWord struct {
-	x  Explanation
-	ok bool
+	done chan struct{}
+	x    Explanation
+	ok   bool
+	none bool
 }
 
 // startKernelWord attaches the drop watcher (and, when the capture selects flows, the rule
@@ -250,10 +253,18 @@ func (kw *kernelWord) read(s *session) {
 				drops = nil
 				continue
 			}
-			ev := kernelEvent{at: d.Time, drop: &d, model: kw.askModel(s, &d, asked)}
+			// Queued at once, so that it keeps its place among the rule steps; released once
+			// the model has answered.
+			ev := kernelEvent{at: d.Time, drop: &d}
+			if kw.needsModel(&d, asked) {
+				ev.model = &modelWord{done: make(chan struct{})}
+			}
 			s.mu.Lock()
 			kw.pending = append(kw.pending, ev)
 			s.mu.Unlock()
+			if ev.model != nil {
+				s.askModel(&d, ev.model)
+			}
 		case st, ok := <-steps:
 			if !ok {
 				steps = nil
@@ -269,28 +280,34 @@ func (kw *kernelWord) read(s *session) {
 	}
 }
 
-// askModel asks the model about the first blocking drop of each flow, reason and interface,
-// here, outside the session's lock: the model reads the host's state, which takes long
-// enough to stall the capture's readers (and so the order of their packets).
-func (kw *kernelWord) askModel(s *session, d *dropwatch.Drop, asked map[string]bool) *modelWord {
+// needsModel says whether the model is to be asked about a drop: the first blocking drop of
+// each flow, reason and interface.
+func (kw *kernelWord) needsModel(d *dropwatch.Drop, asked map[string]bool) bool {
 	if !isBlocking(d) || !d.Packet.Src.Addr().IsValid() {
-		return nil
+		return false
 	}
-	t := dropTuple(d.Packet)
-	key := fmt.Sprintf("%v %s %s", canon(t), d.Reason, d.Iface)
+	key := fmt.Sprintf("%v %s %s", canon(dropTuple(d.Packet)), d.Reason, d.Iface)
 	if asked[key] {
-		return nil
+		return false
 	}
 	asked[key] = true
+	return true
+}
+
+// askModel asks the model about a drop outside the session's lock: the model reads the
+// host's state, which takes long enough to stall the capture's readers (and so the order of
+// their packets).
+func (s *session) askModel(d *dropwatch.Drop, m *modelWord) {
+	defer close(m.done)
 	<-s.hostReady
 	s.mu.Lock()
 	explain := s.explain
 	s.mu.Unlock()
 	if explain == nil {
-		return nil
+		m.none = true
+		return
 	}
-	x, ok := explain(t, modelIif(d))
-	return &modelWord{x, ok}
+	m.x, m.ok = explain(dropTuple(d.Packet), modelIif(d))
 }
 
 // modelIif is where the model is to start the dropped packet: on the interface it was
@@ -393,6 +410,15 @@ func (s *session) releaseKernel(upTo time.Time) {
 	n := 0
 	for n < len(kw.pending) && !kw.pending[n].at.After(upTo) && s.err == nil {
 		ev := kw.pending[n]
+		if ev.model != nil {
+			select {
+			case <-ev.model.done:
+			default:
+				// The model is still reading the host: this and what follows wait.
+				kw.pending = slices.Delete(kw.pending, 0, n)
+				return
+			}
+		}
 		n++
 		switch {
 		case ev.drop != nil:
@@ -568,6 +594,9 @@ func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTup
 	// The model's word beside the kernel's.
 	var x Explanation
 	explained := false
+	if model != nil && model.none {
+		model = nil
+	}
 	if model != nil {
 		x, explained = model.x, model.ok
 	}

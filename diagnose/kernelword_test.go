@@ -44,7 +44,7 @@ func kwHand(s *session, d *dropwatch.Drop) {
 	var m *modelWord
 	if isBlocking(d) {
 		x, ok := s.explain(dropTuple(d.Packet), modelIif(d))
-		m = &modelWord{x, ok}
+		m = &modelWord{x: x, ok: ok}
 	}
 	s.kernelDrop(d, m)
 }

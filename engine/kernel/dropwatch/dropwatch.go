@@ -166,6 +166,9 @@ func Start(ctx context.Context, o Options) (*Watcher, error) {
 		buf = 256
 	}
 	w.events = make(chan Drop, buf)
+	// The kernel's symbols are read now (a tenth of a second or more), not while the first
+	// drop waits for its location and falls behind what happened after it.
+	w.syms.once.Do(w.syms.load)
 	go w.read()
 	go func() {
 		select {
