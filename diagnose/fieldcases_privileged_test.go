@@ -2,6 +2,7 @@ package diagnose
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/kernel/dropwatch"
 	"roundtrip/engine/lab"
 	"roundtrip/engine/trace"
 )
@@ -56,6 +58,20 @@ func diagnoseLive(t *testing.T, ns string, req trace.Request, client func()) (*V
 	return r.v, slices.Clone(evs)
 }
 
+// requireDropWatch skips a test on a kernel that reports no drop reasons, naming why.
+func requireDropWatch(t *testing.T) {
+	t.Helper()
+	lab.Require(t)
+	w, err := dropwatch.Start(context.Background(), dropwatch.Options{})
+	if errors.Is(err, dropwatch.ErrUnsupported) {
+		lab.SkipKernel(t, "BPF drop reasons", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+}
+
 func kernelDropOf(evs []Event, reason string) *Finding {
 	for _, ev := range evs {
 		if ev.Type == EventFinding && ev.Finding.ID == FindingKernelDrop && strings.Contains(ev.Finding.Summary, ": "+reason+" (") {
@@ -78,6 +94,7 @@ func evidenceWith(f *Finding, prefix string) bool {
 // request came in by, beside the model's forwarding-disabled; forwarded-not-seen carries the
 // kernel's word too, and the verdict leads with it.
 func TestPrivilegedFieldCase4KernelWord(t *testing.T) {
+	requireDropWatch(t)
 	n := lab.Case4(t)
 	req := trace.Request{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort(n.AAddr + ":0"), Dst: netip.MustParseAddrPort(n.Service), IIF: n.BIn}
 	v, evs := diagnoseLive(t, n.B.Name, req, func() {
@@ -147,6 +164,7 @@ func captureLive(t *testing.T, ns, filter string, client func()) []Event {
 // says so beside the correlator's reply-bypasses-nat. The model of the client does not model
 // sockets and says so.
 func TestPrivilegedFieldCase5KernelWord(t *testing.T) {
+	requireDropWatch(t)
 	n := lab.Case5(t)
 	evs := captureLive(t, n.Client.Name, "tcp", func() {
 		if _, err := n.Client.Dial(n.Service, n.ClientAddr+":40032", 1500*time.Millisecond); err == nil {

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -17,6 +19,7 @@ import (
 
 	"roundtrip/diagnose"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/kernel/dropwatch"
 	"roundtrip/engine/lab"
 )
 
@@ -37,6 +40,21 @@ const (
 	dnRouterWAN = "10.73.2.1"
 	dnServer    = "10.73.2.2"
 )
+
+// requireDropWatch skips a test on a kernel that reports no drop reasons (no BTF, before
+// 5.17, locked down), naming why; roundtrip itself goes on without them there.
+func requireDropWatch(t *testing.T) {
+	t.Helper()
+	lab.Require(t)
+	w, err := dropwatch.Start(context.Background(), dropwatch.Options{})
+	if errors.Is(err, dropwatch.ErrUnsupported) {
+		lab.SkipKernel(t, "BPF drop reasons", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+}
 
 func newDropNet(t *testing.T) *dropNet {
 	t.Helper()
@@ -276,6 +294,7 @@ var dropCases = []dropCase{
 // interface as a drop event, a kernel-drop finding carries it as evidence (with the rule for
 // netfilter, and the model's word where the model sees it), and the verdict leads with it.
 func TestPrivilegedDiagnoseKernelDrops(t *testing.T) {
+	requireDropWatch(t)
 	for _, tc := range dropCases {
 		// Not parallel: commands run in this process share their flags' variables.
 		t.Run(tc.name, func(t *testing.T) {
@@ -393,6 +412,7 @@ func hasPrefixed(lines []string, prefix string) bool {
 // capture with a filter reports the kernel's drops of what it captures, and only those: a
 // dropped flow the filter leaves out is not reported.
 func TestPrivilegedCaptureKernelDrops(t *testing.T) {
+	requireDropWatch(t)
 	lab.RequireTool(t, "iptables-nft")
 	n := newDropNet(t)
 	n.router.Run("iptables-nft", "-A", "FORWARD", "-d", dnServer, "-p", "tcp", "-m", "multiport", "--dports", "80,8080", "-j", "DROP")
