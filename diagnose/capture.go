@@ -11,6 +11,8 @@ import (
 
 	"roundtrip/engine/finding"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/kernel/dropwatch"
+	"roundtrip/engine/kernel/nftrace"
 	"roundtrip/engine/model"
 )
 
@@ -33,6 +35,9 @@ type CaptureOptions struct {
 	NoConntrack bool
 	// NoPackets leaves packet events out (findings and the summary still come).
 	NoPackets bool
+	// NoKernelDrops turns off the kernel's own word: the drop watcher (the reason of every
+	// drop of the captured flows) and the rule tracer (the nf_tables rules they meet).
+	NoKernelDrops bool
 	// ForwardWait and ReplyWait tune the correlator (0: defaults).
 	ForwardWait, ReplyWait time.Duration
 	// Done, when set, is asked after every packet and every tick; true ends the capture.
@@ -60,6 +65,10 @@ type Event struct {
 	// Conn is the connection a conntrack event belongs to.
 	Conn   int    `json:"conn,omitempty"`
 	Notice string `json:"notice,omitempty"`
+	// Drop is the kernel's word on a dropped packet (EventDrop); Rule a rule step (EventRule).
+	// Their fields are written at the top of the event's JSON (see MarshalJSON).
+	Drop *dropwatch.Drop `json:"-"`
+	Rule *nftrace.Step   `json:"-"`
 }
 
 // CaptureSummary is what a capture saw, at its end.
@@ -78,6 +87,14 @@ type CaptureSummary struct {
 	Findings []Finding      `json:"findings"`
 	Counts   map[string]int `json:"counts"`
 	Notices  []string       `json:"notices,omitempty"`
+	// Drops are the packets of the captured flows the kernel dropped, with its reason (the
+	// first 1000; DropCount counts them all); DropsLost the ones its ring buffer could not
+	// take; RuleTraceLost the rule traces the netlink socket overran on.
+	DropsWatched  bool         `json:"drops_watched"`
+	Drops         []KernelDrop `json:"drops,omitempty"`
+	DropCount     int          `json:"drop_count,omitempty"`
+	DropsLost     uint64       `json:"drops_lost,omitempty"`
+	RuleTraceLost uint64       `json:"rule_trace_lost,omitempty"`
 }
 
 // Errors counts findings of severity error.
@@ -99,6 +116,12 @@ type session struct {
 	err     error
 	ended   bool // Count or Done ended the capture: nothing more is emitted
 	order   reorder
+	ctx     context.Context
+	kw      *kernelWord // nil: the kernel's word is off or unavailable
+	// hostReady is closed once the host's state and the model are at hand (or cannot be).
+	hostReady chan struct{}
+	hostOnce  sync.Once
+	explain   func(kernel.ConntrackTuple, string) (Explanation, bool)
 
 	stateMu sync.Mutex
 	state   *model.State
@@ -117,21 +140,50 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 		return nil, err
 	}
 	defer capt.Close()
-	if opts.Ready != nil {
-		opts.Ready()
-	}
-	s := &session{opts: opts, emit: emit, dec: newDecoder()}
+	s := &session{opts: opts, emit: emit, dec: newDecoder(), hostReady: make(chan struct{})}
+	defer s.hostDone()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if opts.Duration > 0 {
 		ctx, cancel = context.WithTimeout(ctx, opts.Duration)
 		defer cancel()
 	}
-	s.stop = cancel
+	s.stop, s.ctx = cancel, ctx
+	// The kernel's word is attached while the host's state is read (each takes a good part of
+	// a second on a busy machine); the capture is ready once both rings and watchers are.
+	kwStarted := make(chan struct{})
+	go func() {
+		if !opts.NoKernelDrops {
+			s.startKernelWord()
+		}
+		close(kwStarted)
+		if opts.Ready != nil {
+			opts.Ready()
+		}
+	}()
+	stopKernelWord := func() {
+		<-kwStarted
+		if s.kw != nil {
+			// The drops and rule steps still on their way are read before the last flush.
+			s.kw.stop(s)
+		}
+	}
+	defer stopKernelWord()
 
 	cfg := CorrelateConfig{ForwardWait: opts.ForwardWait, ReplyWait: opts.ReplyWait}
 	// The host's state is also read for the findings made after the capture ends.
 	s.hostConfig(context.WithoutCancel(ctx), &cfg)
+	s.mu.Lock()
+	s.explain = cfg.Explain
+	s.mu.Unlock()
+	s.hostDone()
+	complete := cfg.Complete
+	cfg.Complete = func(f *Finding) {
+		if complete != nil {
+			complete(f)
+		}
+		s.kernelEvidence(f)
+	}
 	if !opts.NoConntrack {
 		s.conntrackConfig(&cfg)
 	}
@@ -154,6 +206,7 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 	err = capt.Run(ctx, s.packet)
 	cancel()
 	wg.Wait()
+	stopKernelWord()
 	// Everything still buffered is in order now, and the findings due are made.
 	s.mu.Lock()
 	s.flush(time.Now().Add(time.Hour))
@@ -185,11 +238,17 @@ func Capture(ctx context.Context, opts CaptureOptions, emit func(Event) error) (
 	sum.Findings = s.corr.Findings()
 	sum.Counts = s.corr.Counts()
 	sum.Notices = s.notices
+	if s.kw != nil {
+		s.kw.summary(sum)
+	}
 	if sum.Findings == nil {
 		sum.Findings = []Finding{}
 	}
 	return sum, err
 }
+
+// hostDone says that the host's state and the model are at hand, or will not be.
+func (s *session) hostDone() { s.hostOnce.Do(func() { close(s.hostReady) }) }
 
 // notice reports something the user should know about the capture itself.
 func (s *session) notice(msg string) {
@@ -219,7 +278,7 @@ func (s *session) findings(fs []Finding) {
 func (s *session) hostConfig(ctx context.Context, cfg *CorrelateConfig) {
 	st, err := s.hostState(ctx)
 	if err != nil {
-		s.notice(fmt.Sprintf("reading the host's state failed, so packets that are not forwarded are not reported: %v", err))
+		s.lockedNotice(fmt.Sprintf("reading the host's state failed, so packets that are not forwarded are not reported: %v", err))
 		return
 	}
 	local := map[netip.Addr]bool{}
@@ -276,7 +335,7 @@ func (s *session) hostState(ctx context.Context) (*model.State, error) {
 func (s *session) conntrackConfig(cfg *CorrelateConfig) {
 	ct, err := kernel.OpenConntrack(s.opts.Namespace)
 	if err != nil {
-		s.notice(fmt.Sprintf("conntrack is not available, so the two sides of a NAT are not tied together: %v", err))
+		s.lockedNotice(fmt.Sprintf("conntrack is not available, so the two sides of a NAT are not tied together: %v", err))
 		return
 	}
 	s.ct = ct
@@ -390,9 +449,16 @@ func (s *session) packet(kp *kernel.Packet) error {
 	return nil
 }
 
-// flush handles the buffered packets captured up to a time, in timestamp order. Called with
-// s.mu held.
+// flush handles the buffered packets captured up to a time, in timestamp order, then the
+// kernel's word on them. Called with s.mu held.
 func (s *session) flush(upTo time.Time) {
+	s.flushPackets(upTo)
+	if !s.ended {
+		s.releaseKernel(upTo)
+	}
+}
+
+func (s *session) flushPackets(upTo time.Time) {
 	for !s.ended && s.err == nil {
 		q := s.order.next()
 		if q == nil || q.peek().raw.Time.After(upTo) {
@@ -459,6 +525,7 @@ func (s *session) watch(ctx context.Context) {
 		fs, conn := s.corr.conntrackEvent(ev.Entry, ev.Time)
 		if conn != 0 {
 			s.send(Event{Type: EventConntrack, Time: ev.Time, Conntrack: &ev, Conn: conn})
+			s.watchConn(&ev.Entry)
 		}
 		s.findings(fs)
 		return nil

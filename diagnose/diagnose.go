@@ -252,12 +252,20 @@ func (v *Verdict) conclude(match func(kernel.ConntrackTuple) bool, timeout time.
 			conns = append(conns, cs)
 		}
 	}
-	var errs []string
+	var errs, kernelErrs []string
 	for _, f := range v.Capture.Findings {
-		if f.Severity == finding.SeverityError && match(f.Flow) {
+		if f.Severity != finding.SeverityError || !match(f.Flow) {
+			continue
+		}
+		// The kernel's own word on a drop goes first: it is what happened, the rest is
+		// inferred from the packets.
+		if f.ID == FindingKernelDrop {
+			kernelErrs = append(kernelErrs, f.ID+": "+f.Summary+kernelCause(&f))
+		} else {
 			errs = append(errs, f.ID+": "+f.Summary)
 		}
 	}
+	errs = append(kernelErrs, errs...)
 	completed := false
 	for _, cs := range conns {
 		completed = completed || cs.Completed
@@ -274,6 +282,11 @@ func (v *Verdict) conclude(match func(kernel.ConntrackTuple) bool, timeout time.
 				v.Summary += ": " + strings.Join(cs.Path, ", ")
 				break
 			}
+		}
+		if f := v.modelDropsWhatPassed(conns); f != nil {
+			v.Capture.Findings = append(v.Capture.Findings, *f)
+			v.Capture.Counts[f.Severity]++
+			v.Summary += "; " + f.ID + ": " + f.Summary
 		}
 	case len(conns) > 0:
 		v.Outcome = OutcomeIncomplete
@@ -345,5 +358,6 @@ func RenderSummary(w io.Writer, s *CaptureSummary) {
 	if s.Conntrack != nil {
 		RenderConntrackStats(w, s.Conntrack)
 	}
+	renderDrops(w, s)
 	quote.TermFprintf(w, "findings: %d error(s), %d warning(s)\n", s.Counts[finding.SeverityError], s.Counts[finding.SeverityWarning])
 }

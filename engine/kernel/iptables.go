@@ -329,7 +329,9 @@ func foreignNFTables(ctx context.Context, r Runner, nftRead bool) ([]string, err
 		} `json:"nftables"`
 	}
 	if err := json.Unmarshal(out, &doc); err != nil {
-		return nil, fmt.Errorf("listing nftables tables: reading `nft -j list tables` output: %w", err)
+		// nft 1.0.6 and earlier cut their JSON short at a table flag they do not know (the
+		// owner flag of roundtrip's own trace tables): the text listing still works.
+		return foreignNFTablesText(ctx, r, nftRead, err)
 	}
 	var foreign []string
 	for _, o := range doc.Nftables {
@@ -337,10 +339,37 @@ func foreignNFTables(ctx context.Context, r Runner, nftRead bool) ([]string, err
 		if t == nil {
 			continue
 		}
-		if nftRead && (t.Family == "ip" || t.Family == "ip6") && iptablesNFTTables[t.Name] {
+		if nftRead && (t.Family == "ip" || t.Family == "ip6") && iptablesNFTTables[t.Name] || isTraceTable(t.Family, t.Name) {
 			continue
 		}
 		foreign = append(foreign, t.Family+" "+t.Name)
+	}
+	return foreign, nil
+}
+
+// isTraceTable says whether a table is one of roundtrip's own temporary trace tables
+// (engine/kernel/nftrace): it only marks packets for tracing and decides nothing.
+func isTraceTable(family, name string) bool {
+	return family == "inet" && strings.HasPrefix(name, "roundtrip_trace_")
+}
+
+// foreignNFTablesText is foreignNFTables from `nft list tables` ("table FAMILY NAME" lines),
+// for when the JSON listing is unreadable (jsonErr).
+func foreignNFTablesText(ctx context.Context, r Runner, nftRead bool, jsonErr error) ([]string, error) {
+	out, err := r.Run(ctx, nil, "nft", "list", "tables")
+	if err != nil {
+		return nil, fmt.Errorf("listing nftables tables: reading `nft -j list tables` output: %w", jsonErr)
+	}
+	var foreign []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 || f[0] != "table" {
+			continue
+		}
+		if nftRead && (f[1] == "ip" || f[1] == "ip6") && iptablesNFTTables[f[2]] || isTraceTable(f[1], f[2]) {
+			continue
+		}
+		foreign = append(foreign, f[1]+" "+f[2])
 	}
 	return foreign, nil
 }

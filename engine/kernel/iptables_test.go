@@ -168,6 +168,23 @@ func TestReadNetfilterToolsMissing(t *testing.T) {
 	}
 }
 
+// nft 1.0.6 cuts its JSON short at the owner flag of a trace table: the text listing is read
+// instead, and roundtrip's own trace tables are not foreign (they decide nothing).
+func TestReadNetfilterNftJSONCutShort(t *testing.T) {
+	r := &fakeRunner{t: t, answers: map[string]fakeAnswer{
+		"iptables -V":        {err: missing(t, "iptables")},
+		"nft -j list tables": {out: `{"nftables": [{"metainfo": {}}, {"table": {"family": "inet", "name": "roundtrip_trace_1_2_3", "handle": 1, "flags": `},
+		"nft list tables":    {out: "table inet roundtrip_trace_1_2_3\ntable inet fw4\n"},
+	}}
+	got, err := kernel.ReadNetfilter(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Foreign, []string{"inet fw4"}) {
+		t.Errorf("foreign tables %q, want only inet fw4", got.Foreign)
+	}
+}
+
 // TestReadNetfilterWithoutPrivilege: an unprivileged user can read routing but not netfilter;
 // the read says why instead of failing, so show and trace still work.
 func TestReadNetfilterWithoutPrivilege(t *testing.T) {
@@ -218,6 +235,7 @@ func TestReadNetfilterErrors(t *testing.T) {
 			"iptables-save -c":   ok(saveV4),
 			"ip6tables-save -c":  ok(saveV6),
 			"nft -j list tables": ok("table inet fw4\n"),
+			"nft list tables":    {err: errors.New(`running "nft list tables": exit status 1: Error: Operation not permitted`)},
 		}, "listing nftables tables: reading `nft -j list tables` output: invalid character"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

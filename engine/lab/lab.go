@@ -6,12 +6,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"roundtrip/engine/kernel"
 )
@@ -110,10 +113,50 @@ type Lab struct {
 
 var labSeq atomic.Int64
 
+var (
+	stateDirMu sync.Mutex
+	stateDir   string
+)
+
+// privateStateDir points roundtrip's state directory (journals, trace table records) at a
+// directory of the test process, unless the test chose one: a test that captures or
+// diagnoses in its namespaces must not write to the host's /var/lib/roundtrip. Processes the
+// test starts inherit it.
+func privateStateDir(t testing.TB) {
+	stateDirMu.Lock()
+	defer stateDirMu.Unlock()
+	if os.Getenv(kernel.StateDirEnv) != "" {
+		return
+	}
+	if stateDir == "" {
+		stateDir = testStateDir(t)
+	}
+	os.Setenv(kernel.StateDirEnv, stateDir)
+}
+
+// testStateDir is one directory for every test process of the user (a new one per process
+// would pile up in /tmp: nothing removes it when the process ends), unless what is there is
+// not a private directory of the user's.
+func testStateDir(t testing.TB) string {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("roundtrip-test-state-%d", os.Geteuid()))
+	err := os.Mkdir(dir, 0o700)
+	var st unix.Stat_t
+	if (err == nil || errors.Is(err, os.ErrExist)) && unix.Lstat(dir, &st) == nil &&
+		st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Uid == uint32(os.Geteuid()) && st.Mode&0o077 == 0 {
+		return dir
+	}
+	dir, err = os.MkdirTemp("", "roundtrip-test-state-")
+	if err != nil {
+		t.Fatalf("creating the tests' state directory: %v", err)
+	}
+	return dir
+}
+
 // New creates an empty lab whose namespaces are deleted when the test ends.
 func New(t testing.TB) *Lab {
 	t.Helper()
 	Require(t)
+	privateStateDir(t)
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d/%d/%d", t.Name(), os.Getpid(), labSeq.Add(1), time.Now().UnixNano()))
 	return &Lab{t: t, prefix: "rt" + hex.EncodeToString(sum[:])[:8]}
 }

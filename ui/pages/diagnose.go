@@ -19,6 +19,7 @@ import (
 	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
+	"roundtrip/engine/quote"
 	"roundtrip/engine/trace"
 	"roundtrip/ui/common"
 	"roundtrip/ui/components"
@@ -89,6 +90,8 @@ type capturePane struct {
 	// error, as the capture's own goroutine saw every event (the screen may have dropped some).
 	completed, failed int
 	tcp               bool
+	// drops counts the kernel's drops of the flow (drop events).
+	drops int
 }
 
 // captureTick redraws the running capture's clock.
@@ -442,8 +445,9 @@ func (p *Diagnose) startCapture() tea.Cmd {
 			select {
 			case ch <- m:
 			default:
-				// The screen cannot keep up: drop packet lines, never findings.
-				if ev.Type == diagnose.EventFinding {
+				// The screen cannot keep up: drop packet lines, never findings or the
+				// kernel's drops.
+				if ev.Type == diagnose.EventFinding || ev.Type == diagnose.EventDrop {
 					ch <- m
 				} else {
 					dropped++
@@ -510,6 +514,16 @@ func (p *Diagnose) captureEvent(ev diagnose.Event) {
 		f := ev.Finding
 		cp.add(fmt.Sprintf("%s %s: %s", sevMark(f.Severity), f.ID, f.Summary))
 		p.addLive(f)
+	case diagnose.EventDrop:
+		// The kernel's own word: what dropped the packet, where, and why.
+		cp.drops++
+		cp.add(quote.Term(fmt.Sprintf("✗ kernel dropped [conn %d] %s", ev.Conn, ev.Drop)))
+	case diagnose.EventRule:
+		// Of the rule steps only the verdicts that end a packet: every step of every packet
+		// would flood the pane (capture --json has them all).
+		if v := ev.Rule.Verdict; v == "drop" || v == "reject" {
+			cp.add(quote.Term(fmt.Sprintf("✗ rule [conn %d] %s", ev.Conn, ev.Rule)))
+		}
 	case diagnose.EventNotice:
 		cp.add("note: " + ev.Notice)
 	}
@@ -865,6 +879,9 @@ func (p *Diagnose) captureView(width, height int) string {
 	}
 	head := fmt.Sprintf(" Live capture  %s", state)
 	right := fmt.Sprintf("%d packets", cp.total)
+	if cp.drops > 0 {
+		right += fmt.Sprintf(" · %d kernel drops", cp.drops)
+	}
 	if cp.completed+cp.failed > 0 {
 		right = fmt.Sprintf("%d completed, %d failed · ", cp.completed, cp.failed) + right
 	}

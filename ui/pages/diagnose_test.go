@@ -3,6 +3,7 @@ package pages
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,8 @@ import (
 
 	"roundtrip/diagnose"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/kernel/dropwatch"
+	"roundtrip/engine/kernel/nftrace"
 	"roundtrip/ui/common"
 )
 
@@ -83,5 +86,49 @@ func TestCaptureClockRunsWithoutPackets(t *testing.T) {
 	p.Update(captureTick{gen: p.capture.gen})
 	if len(timers) != 0 {
 		t.Fatal("a stopped capture keeps its clock running")
+	}
+}
+
+// dropBackend's capture reports one packet and the kernel's drop of it, with the rule.
+type dropBackend struct{ nopBackend }
+
+func (dropBackend) Capture(ctx context.Context, _ *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+	ready()
+	pkt := dropwatch.Packet{L3: "ipv4", Proto: 6, Src: netip.MustParseAddrPort("198.18.7.7:40000"), Dst: netip.MustParseAddrPort("10.0.0.5:80"), Flags: 0x02, Length: 60}
+	emit(diagnose.Event{Type: diagnose.EventDrop, Conn: 1, Drop: &dropwatch.Drop{Iface: "rt-vxlan", Reason: "IP_RPFILTER", Words: dropwatch.Describe("IP_RPFILTER"),
+		Location: dropwatch.Location{Symbol: "ip_rcv_finish_core"}, Packet: pkt}})
+	emit(diagnose.Event{Type: diagnose.EventRule, Conn: 1, Rule: &nftrace.Step{Family: "ip", Table: "filter", Chain: "FORWARD", Handle: 4, Kind: "rule", Verdict: "accept", Packet: pkt}})
+	emit(diagnose.Event{Type: diagnose.EventRule, Conn: 1, Rule: &nftrace.Step{Family: "ip", Table: "filter", Chain: "FORWARD", Handle: 5, Kind: "rule", Verdict: "drop",
+		Rule: nftrace.RuleText{Iptables: "-A FORWARD -j DROP\x1b[31m"}, Packet: pkt}})
+	<-ctx.Done()
+	return &diagnose.CaptureSummary{}, nil
+}
+
+// The Diagnose page shows the kernel's drops of the flow and the rule verdicts that end a
+// packet, with control characters escaped, and counts the drops.
+func TestCaptureShowsKernelDrops(t *testing.T) {
+	c := testCommon()
+	c.Backend = dropBackend{}
+	c.After = func(time.Duration, tea.Msg) tea.Cmd { return nil }
+	s := bigTable(1)
+	p := NewDiagnose(c)
+	p.Update(common.StateMsg{State: s, Routes: common.IndexRoutes(s)})
+	p.SetFlow("tcp", "198.18.7.7:40000", "10.0.0.5:80", "")
+	p.Update(p.runTrace()())
+	p.Update(tea.KeyPressMsg{Code: 'c', Text: "c"})
+	defer p.stopCapture()
+	// Ready, the drop, two rule steps: the page reads them as its commands would.
+	for range 4 {
+		m := <-p.capture.ch
+		p.Update(m)
+	}
+	v := p.View(200, 30)
+	for _, want := range []string{"kernel dropped [conn 1] IP_RPFILTER", "on rt-vxlan in ip_rcv_finish_core", "rule [conn 1] ip filter FORWARD handle 5: drop (-A FORWARD -j DROP\\x1b[31m)", "1 kernel drops"} {
+		if !strings.Contains(v, want) {
+			t.Errorf("the page does not show %q:\n%s", want, v)
+		}
+	}
+	if strings.Contains(v, "handle 4") {
+		t.Errorf("an accept step is shown:\n%s", v)
 	}
 }

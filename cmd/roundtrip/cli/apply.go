@@ -392,7 +392,11 @@ func NewCmdRollback(f *Factory, runF func(*RollbackOptions) error) *Command {
 journal. An apply that was interrupted (the machine or the process died) is rolled back
 from the step it had reached. Only the most recent active apply can be rolled back; roll
 back later ones first. Journals are per network namespace: with --netns X (or under
-ip netns exec X) only X is touched.`,
+ip netns exec X) only X is touched.
+
+It also removes the temporary nf_tables trace tables (inet roundtrip_trace_...) that a
+capture or diagnose killed before it could clean up left in the namespace, and their
+records in the state directory.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.DurationVar(&opts.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 		},
@@ -409,11 +413,19 @@ ip netns exec X) only X is touched.`,
 			if len(inv.Args) == 1 {
 				id = inv.Args[0]
 			}
+			removed := removeTraceTables(inv)
 			a := &kernel.Applier{NS: inv.Namespace(), LockWait: lockWait}
 			if !inv.JSON {
 				a.Log = inv.Stderr
 			}
 			j, err := a.Rollback(inv.Ctx, id, "roundtrip rollback")
+			if errors.Is(err, kernel.ErrNothingToRollBack) && id == "" && len(removed) > 0 {
+				// The trace tables were what was left to undo.
+				if inv.JSON {
+					return inv.PrintJSON(map[string]any{"trace_tables_removed": removed})
+				}
+				return nil
+			}
 			if err != nil {
 				return err
 			}

@@ -123,6 +123,10 @@ func (p *eventPrinter) emit(ev diagnose.Event) error {
 		ev.Finding.Render(w)
 	case diagnose.EventConntrack:
 		_, err = quote.TermFprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
+	case diagnose.EventDrop:
+		_, err = quote.TermFprintf(w, "%s drop      [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conn, ev.Drop)
+	case diagnose.EventRule:
+		_, err = quote.TermFprintf(w, "%s rule      [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conn, ev.Rule)
 	case diagnose.EventNotice:
 		_, err = quote.TermFprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
 	}
@@ -164,6 +168,9 @@ evidence:
                        engine names the cause (forwarding-disabled, rp-filter-drop, ...)
   reset-by-peer        a TCP reset
   retransmits          a segment sent again
+  kernel-drop          the kernel dropped a packet of the captured flows and said why
+                       (reason, interface, function; for netfilter the rule), with the
+                       model's word beside it; model-kernel-disagree where they differ
 
 The filter (--filter, or the words after the flags) is a small tcpdump subset,
 compiled to a kernel BPF program: [src|dst] host ADDR, [src|dst] net CIDR,
@@ -175,8 +182,12 @@ The capture runs until interrupted, --duration or --count. The kernel's counters
 (packets matched, dropped because the ring was full) are always shown at the end,
 with the conntrack table's fill level and drop counters. --pcap writes a pcapng
 file that Wireshark opens with each packet's interface and direction.
+The kernel's drops of the captured packets come from a BPF program on
+skb:kfree_skb, filtered in the kernel to this namespace and the filter's flows; with a
+filter of hosts, ports and protocols a temporary nf_tables trace table also names the
+rules they meet (removed at the end; rollback removes one a killed run left).
 --json prints one JSON object per line: {"type":"packet"|"finding"|"conntrack"|
-"notice", ...}, then {"type":"summary", ...}.
+"drop"|"rule"|"notice", ...}, then {"type":"summary", ...}.
 
 Needs root or CAP_NET_RAW (and CAP_NET_ADMIN for conntrack). Exit status 3 when a
 problem of severity error was found.

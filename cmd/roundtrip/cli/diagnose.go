@@ -30,12 +30,14 @@ func NewCmdDiagnose(f *Factory, runF func(*DiagnoseOptions) error) *Command {
 		Summary: "trace a flow, then watch it live (capture and conntrack) and give a verdict",
 		Help: `Traces the flow with the model of this host (as trace does), then watches it on
 the wire: captures its packets on every interface, before and after the NAT the
-model predicts, and follows its conntrack entries, until the flow completes, fails
-or --timeout passes. Start the real client while it watches (a zero or missing
+model predicts, follows its conntrack entries and watches the kernel's drops of it
+(the reason, interface and kernel function, and for netfilter the rule), until the
+flow completes, fails or --timeout passes. Start the real client while it watches (a zero or missing
 source port matches any client port). It ends with a verdict: completed, failed
 (with the live findings: asymmetric-return, reply-not-seen, reply-bypasses-nat,
-forwarded-not-seen, reset-by-peer, retransmits), incomplete, or not seen (with
-what the model says).
+forwarded-not-seen, reset-by-peer, retransmits, and first the kernel's own word:
+kernel-drop, with model-kernel-disagree where the model says otherwise), incomplete,
+or not seen (with what the model says).
 
 Without the capabilities to capture (root or CAP_NET_RAW) the verdict rests on the
 model alone and says so. --json prints one JSON object per line: the trace, the

@@ -166,6 +166,9 @@ func Start(ctx context.Context, o Options) (*Watcher, error) {
 		buf = 256
 	}
 	w.events = make(chan Drop, buf)
+	// The kernel's symbols are read now (a tenth of a second or more), not while the first
+	// drop waits for its location and falls behind what happened after it.
+	w.syms.once.Do(w.syms.load)
 	go w.read()
 	go func() {
 		select {
@@ -222,6 +225,14 @@ func (w *Watcher) AddFlow(f Flow) error {
 // Lost returns how many matching drops found the kernel's ring buffer full and were not
 // reported.
 func (w *Watcher) Lost() (uint64, error) {
+	// Not while Close frees the map (it takes the lock to mark the watcher closed).
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case <-w.closed:
+		return 0, errors.New("reading the lost drop count: the drop watcher is closed")
+	default:
+	}
 	var per []uint64
 	if err := w.objs.Lost.Lookup(uint32(0), &per); err != nil {
 		return 0, fmt.Errorf("reading the lost drop count: %w", err)

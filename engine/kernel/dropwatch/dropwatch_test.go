@@ -249,3 +249,26 @@ func TestUnsupportedError(t *testing.T) {
 		t.Errorf("loadError of a two-line error says %q", s)
 	}
 }
+
+// A drop written as JSON reads back the same: summaries are read back by scripts and tests.
+func TestDropJSONRoundTrip(t *testing.T) {
+	for _, p := range []Packet{
+		{L3: "ipv4", Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.0.0.1:5000"), Dst: netip.MustParseAddrPort("10.0.0.2:80"), Flags: tcpSYN | tcpACK, Length: 60},
+		{L3: "ipv6", Proto: unix.IPPROTO_ICMPV6, Src: netip.MustParseAddrPort("[fd00::1]:0"), Dst: netip.MustParseAddrPort("[fd00::2]:0"), ICMPType: 128, ICMPID: 7, Length: 64},
+		{L3: "ipv4", Proto: 47, Src: netip.MustParseAddrPort("10.0.0.1:0"), Dst: netip.MustParseAddrPort("10.0.0.2:0"), Length: 100},
+		{L3: "arp", Length: 42},
+	} {
+		d := Drop{Reason: "IP_RPFILTER", Location: Location{Symbol: "ip_rcv_finish_core"}, Packet: p}
+		b, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Drop
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if got.Packet != p || got.Location.Symbol != "ip_rcv_finish_core" || got.Reason != d.Reason {
+			t.Errorf("%s read back as %+v", b, got)
+		}
+	}
+}

@@ -34,6 +34,20 @@ func (l Location) MarshalText() ([]byte, error) {
 	return []byte(l.Symbol), nil
 }
 
+// UnmarshalText reads what MarshalText wrote: a function's name, or an address 0x...
+// (a summary read back from JSON has the function, not the offset).
+func (l *Location) UnmarshalText(b []byte) error {
+	*l = Location{}
+	if a, ok := strings.CutPrefix(string(b), "0x"); ok {
+		if v, err := strconv.ParseUint(a, 16, 64); err == nil {
+			l.Addr = v
+			return nil
+		}
+	}
+	l.Symbol = string(b)
+	return nil
+}
+
 // symbols is the kernel's text symbols sorted by address, read once from /proc/kallsyms.
 type symbols struct {
 	once  sync.Once

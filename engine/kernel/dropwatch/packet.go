@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -102,6 +103,88 @@ func (p Packet) MarshalJSON() ([]byte, error) {
 		v.ICMP = &icmp{p.ICMPType, p.ICMPCode, p.ICMPID}
 	}
 	return json.Marshal(v)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote (a drop read back from a summary).
+func (p *Packet) UnmarshalJSON(b []byte) error {
+	var v struct {
+		L3    string `json:"l3"`
+		Proto string `json:"proto"`
+		Src   string `json:"src"`
+		Dst   string `json:"dst"`
+		Flags string `json:"flags"`
+		ICMP  *struct {
+			Type uint8  `json:"type"`
+			Code uint8  `json:"code"`
+			ID   uint16 `json:"id"`
+		} `json:"icmp"`
+		Len int `json:"len"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*p = Packet{L3: v.L3, Length: v.Len}
+	if v.Proto != "" {
+		n, ok := protoNumber(v.Proto)
+		if !ok {
+			return fmt.Errorf("dropped packet: unknown protocol %q", v.Proto)
+		}
+		p.Proto = n
+	}
+	var err error
+	if p.Src, err = parseEndpoint(v.Src); err != nil {
+		return err
+	}
+	if p.Dst, err = parseEndpoint(v.Dst); err != nil {
+		return err
+	}
+	for i := 0; i < len(v.Flags) && v.Flags != "none"; i++ {
+		switch v.Flags[i] {
+		case 'S':
+			p.Flags |= tcpSYN
+		case 'F':
+			p.Flags |= tcpFIN
+		case 'R':
+			p.Flags |= tcpRST
+		case 'P':
+			p.Flags |= tcpPSH
+		case '.':
+			p.Flags |= tcpACK
+		}
+	}
+	if v.ICMP != nil {
+		p.ICMPType, p.ICMPCode, p.ICMPID = v.ICMP.Type, v.ICMP.Code, v.ICMP.ID
+	}
+	return nil
+}
+
+// protoNumber is the inverse of ProtoName.
+func protoNumber(s string) (uint8, bool) {
+	if n, ok := strings.CutPrefix(s, "proto "); ok {
+		v, err := strconv.ParseUint(n, 10, 8)
+		return uint8(v), err == nil
+	}
+	for p := 0; p < 256; p++ {
+		if ProtoName(uint8(p)) == s {
+			return uint8(p), true
+		}
+	}
+	return 0, false
+}
+
+// parseEndpoint reads "addr:port", "[v6]:port" or a bare address; "" is none.
+func parseEndpoint(s string) (netip.AddrPort, error) {
+	if s == "" {
+		return netip.AddrPort{}, nil
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("dropped packet: bad endpoint %q", s)
+	}
+	return netip.AddrPortFrom(a, 0), nil
 }
 
 // IsEcho says whether an ICMP or ICMPv6 message is an echo request or reply: the only ones

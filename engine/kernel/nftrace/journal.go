@@ -222,7 +222,12 @@ func Cleanup(ns string) ([]string, error) {
 		return nil, fmt.Errorf("removing leftover trace tables: opening namespace %q: %w", ns, err)
 	}
 	defer h.Close()
-	c, err := nftables.New(nftables.WithNetNSFd(int(h)))
+	var opts []nftables.ConnOption
+	if ns != "" {
+		// Not for the current namespace: entering it again needs CAP_SYS_ADMIN.
+		opts = append(opts, nftables.WithNetNSFd(int(h)))
+	}
+	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("removing leftover trace tables in %q: %w", ns, err)
 	}

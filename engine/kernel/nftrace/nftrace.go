@@ -144,8 +144,14 @@ func Start(ctx context.Context, o Options) (*Tracer, error) {
 	if t.table, err = newTableName(); err != nil {
 		return nil, fmt.Errorf("tracing rules: naming the trace table: %w", err)
 	}
+	// The current namespace is not entered again: setns needs CAP_SYS_ADMIN, which rule
+	// tracing in roundtrip's own namespace does not.
+	cfg := &netlink.Config{NetNS: int(h)}
+	if o.Netns == "" {
+		cfg = nil
+	}
 	// Listen first, so that no step of the first packets is missed.
-	if t.mon, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(h)}); err != nil {
+	if t.mon, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
 		return nil, unsupportedOrErr(err)
 	}
 	if err := t.mon.JoinGroup(unix.NFNLGRP_NFTRACE); err != nil {
@@ -153,7 +159,7 @@ func Start(ctx context.Context, o Options) (*Tracer, error) {
 		return nil, unsupportedOrErr(fmt.Errorf("subscribing to nf_tables traces: %w", err))
 	}
 	_ = t.mon.SetReadBuffer(4 << 20)
-	if t.ctl, err = netlink.Dial(unix.NETLINK_NETFILTER, &netlink.Config{NetNS: int(h)}); err != nil {
+	if t.ctl, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
 		t.mon.Close()
 		return nil, unsupportedOrErr(err)
 	}

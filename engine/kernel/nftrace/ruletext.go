@@ -30,6 +30,17 @@ func (r RuleText) String() string {
 // MarshalText writes String, for "rule":"..." in JSON.
 func (r RuleText) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 
+// UnmarshalText reads String's text back: an iptables rule ("-A ...") or an nft one.
+func (r *RuleText) UnmarshalText(b []byte) error {
+	*r = RuleText{}
+	if s := string(b); strings.HasPrefix(s, "-A ") {
+		r.Iptables = s
+	} else {
+		r.Nft = s
+	}
+	return nil
+}
+
 type chainKey struct{ family, table, chain string }
 
 // ruleTexts finds the text of rules by handle, from `nft -a list chain` (and `iptables-nft

@@ -1,0 +1,787 @@
+package diagnose
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/finding"
+	"roundtrip/engine/kernel"
+	"roundtrip/engine/kernel/dropwatch"
+	"roundtrip/engine/kernel/nftrace"
+	"roundtrip/engine/quote"
+	"roundtrip/engine/trace"
+)
+
+// Event types of the kernel's own word on the captured flows.
+const (
+	// EventDrop is a packet of a watched flow the kernel dropped, with its reason.
+	EventDrop = "drop"
+	// EventRule is one step of a watched flow's packet through the nf_tables rules.
+	EventRule = "rule"
+)
+
+// Live finding ids of the kernel's word.
+const (
+	// FindingKernelDrop: the kernel dropped a packet of the flow and said why.
+	FindingKernelDrop = "kernel-drop"
+	// FindingModelKernelDisagree: the kernel dropped what the model lets through, for
+	// another reason than the model's, or let through what the model drops. The id is
+	// trace's, which uses it when the kernel's route lookup disagrees with the model.
+	FindingModelKernelDisagree = trace.FindingKernelDisagrees
+)
+
+// MarshalJSON writes an event as one object: drop and rule events carry their fields at the
+// top ({"type":"drop","time":...,"netns":...,"iface":...,"reason":...,"location":...,
+// "packet":{...},"conn":N}), the others as they are.
+func (e Event) MarshalJSON() ([]byte, error) {
+	switch {
+	case e.Type == EventDrop && e.Drop != nil:
+		return json.Marshal(struct {
+			Type string `json:"type"`
+			*dropwatch.Drop
+			Conn int `json:"conn"`
+		}{e.Type, e.Drop, e.Conn})
+	case e.Type == EventRule && e.Rule != nil:
+		return json.Marshal(struct {
+			Type string `json:"type"`
+			*nftrace.Step
+			Conn int `json:"conn"`
+		}{e.Type, e.Rule, e.Conn})
+	}
+	type plain Event
+	return json.Marshal(plain(e))
+}
+
+// KernelDrop is a drop of the capture's summary: the kernel's word, the connection, and the
+// rule that dropped it when rule tracing named one.
+type KernelDrop struct {
+	dropwatch.Drop
+	Conn int           `json:"conn"`
+	Rule *nftrace.Step `json:"rule,omitempty"`
+}
+
+// Line is the drop in the words of a finding's evidence: "kernel: IP_RPFILTER on lan in
+// ip_rcv_finish_core".
+func (d *KernelDrop) Line() string { return kernelLine(&d.Drop) }
+
+func kernelLine(d *dropwatch.Drop) string {
+	where := d.Iface
+	if where == "" {
+		where = fmt.Sprintf("ifindex %d", d.Ifindex)
+	}
+	loc := d.Location.Symbol
+	if loc == "" {
+		loc = d.Location.String()
+	}
+	return fmt.Sprintf("kernel: %s on %s in %s", d.Reason, where, loc)
+}
+
+// ruleLine is a rule step in the words of a finding's evidence: "rule: ip filter FORWARD
+// handle 3: drop (-A FORWARD -p tcp -j DROP)".
+func ruleLine(s *nftrace.Step) string {
+	where := s.Family + " " + s.Table + " " + s.Chain
+	if s.Handle != 0 {
+		where += fmt.Sprintf(" handle %d", s.Handle)
+	} else {
+		where += " " + s.Kind
+	}
+	line := "rule: " + where + ": " + s.Verdict
+	if text := s.Rule.String(); text != "" {
+		line += " (" + text + ")"
+	}
+	return line
+}
+
+const (
+	maxSummaryDrops = 1000 // drops kept in the summary (DropCount has them all)
+	maxWatchedFlows = 1024 // NAT tuples added to the watchers, beyond the filter's own flows
+	ruleStepWindow  = 2 * time.Second
+)
+
+// kernelWord is the drop watcher and the rule tracer of one capture, and what they said.
+type kernelWord struct {
+	w  *dropwatch.Watcher
+	tr *nftrace.Tracer
+	// filter narrows what the watchers report to the capture's filter (nil: everything).
+	filter *kernel.CaptureFilter
+	// flowsOn: the watchers filter by flows, so the connections' NAT tuples are added.
+	flowsOn bool
+	added   map[kernel.ConntrackTuple]bool // canonical tuples added from conntrack
+	// ruleUnavailable says why a netfilter drop has no rule ("" when rule tracing runs);
+	// legacy names the iptables-legacy tables rule tracing cannot see.
+	ruleUnavailable, legacy string
+
+	pending   []kernelEvent                          // held until the packets before them are correlated
+	dropSteps map[kernel.ConntrackTuple]nftrace.Step // the last drop or reject step, by canonical tuple
+	reported  map[string]bool                        // kernel-drop findings made
+	lastDrop  map[kernel.ConntrackTuple]*KernelDrop
+	drops     []KernelDrop
+	count     int
+	readers   chan struct{} // closed when both readers stopped
+	stopOnce  sync.Once
+	lost      uint64 // drops the kernel's ring could not take, read before the watcher closes
+}
+
+type kernelEvent struct {
+	at    time.Time
+	drop  *dropwatch.Drop
+	model *modelWord // what the model says of a blocking drop; nil: not asked
+	step  *nftrace.Step
+}
+
+// modelWord is the model's explanation of a dropped packet (ok false: it lets it through),
+// once done is closed; none: the model could not be asked (no host state).
+type modelWord struct {
+	done chan struct{}
+	x    Explanation
+	ok   bool
+	none bool
+}
+
+// startKernelWord attaches the drop watcher (and, when the capture selects flows, the rule
+// tracer) for the capture's filter. Where one cannot run, a notice says so in one line and the
+// capture goes on without it. Called before the capture is ready, with no reader running.
+func (s *session) startKernelWord() {
+	ns := s.opts.Namespace.Name
+	kw := newKernelWord()
+	ff, exact := s.opts.Filter.Flows()
+	var flows []dropwatch.Flow
+	if exact {
+		for _, f := range ff {
+			flows = append(flows, dropFlow(f.Proto, f.Src, f.Dst))
+		}
+	}
+	if !exact || s.opts.Filter != nil {
+		// Flows are a superset (both directions, either side); the filter has the last word.
+		kw.filter = s.opts.Filter
+	}
+	kw.flowsOn = len(flows) > 0
+	// Closed by stop, not by the capture's context: stop reads the lost count first.
+	ctx := context.WithoutCancel(s.ctx)
+	w, err := dropwatch.Start(ctx, dropwatch.Options{Netns: ns, Flows: flows})
+	if err != nil {
+		if !errors.Is(err, dropwatch.ErrUnsupported) {
+			err = fmt.Errorf("the kernel's drop reasons are not watched: %w", err)
+		}
+		// Rule verdicts need no BPF: they go on without the drops.
+		s.lockedNotice(err.Error())
+	}
+	kw.w = w
+	if kw.flowsOn {
+		// What a killed run left behind goes first (the kernel removes an owned table with
+		// its process; on kernels before 5.12 the marker tells).
+		if removed, _ := nftrace.Cleanup(ns); len(removed) > 0 {
+			s.lockedNotice(fmt.Sprintf("removed trace tables left by roundtrip processes that no longer run: %v", removed))
+		}
+		tr, err := nftrace.Start(ctx, nftrace.Options{Netns: ns, Flows: flows})
+		switch {
+		case err == nil:
+			kw.tr = tr
+			for _, warn := range tr.Warnings() {
+				s.lockedNotice(warn)
+			}
+			kw.legacy = strings.Join(tr.Warnings(), "; ")
+		case errors.Is(err, nftrace.ErrUnsupported):
+			kw.ruleUnavailable = err.Error()
+			s.lockedNotice(err.Error())
+		default:
+			kw.ruleUnavailable = err.Error()
+			s.lockedNotice(fmt.Sprintf("the rules that drop the flow are not named: %v", err))
+		}
+	} else {
+		kw.ruleUnavailable = "rule tracing needs a flow to mark (a filter of hosts, ports and protocols)"
+	}
+	if kw.w == nil && kw.tr == nil {
+		return
+	}
+	s.mu.Lock()
+	s.kw = kw
+	s.mu.Unlock()
+	go kw.read(s)
+}
+
+// lockedNotice is notice for a caller that does not hold s.mu.
+func (s *session) lockedNotice(msg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.notice(msg)
+}
+
+func newKernelWord() *kernelWord {
+	return &kernelWord{
+		added: map[kernel.ConntrackTuple]bool{}, dropSteps: map[kernel.ConntrackTuple]nftrace.Step{},
+		reported: map[string]bool{}, lastDrop: map[kernel.ConntrackTuple]*KernelDrop{}, readers: make(chan struct{}),
+	}
+}
+
+// dropFlow is a watcher's flow; ports only where the watchers take them (TCP, UDP, any).
+func dropFlow(proto uint8, src, dst netip.AddrPort) dropwatch.Flow {
+	f := dropwatch.Flow{Proto: proto, Src: src.Addr(), Dst: dst.Addr()}
+	if proto == 0 || proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_UDP {
+		f.SrcPort, f.DstPort = src.Port(), dst.Port()
+	}
+	return f
+}
+
+// read takes the watchers' events and holds them until the packets captured before them are
+// correlated (reorderDelay), so that a drop names its connection.
+func (kw *kernelWord) read(s *session) {
+	defer close(kw.readers)
+	var drops <-chan dropwatch.Drop
+	if kw.w != nil {
+		drops = kw.w.Events()
+	}
+	var steps <-chan nftrace.Step
+	if kw.tr != nil {
+		steps = kw.tr.Events()
+	}
+	asked := map[string]bool{}
+	for drops != nil || steps != nil {
+		select {
+		case d, ok := <-drops:
+			if !ok {
+				drops = nil
+				continue
+			}
+			// Queued at once, so that it keeps its place among the rule steps; released once
+			// the model has answered.
+			ev := kernelEvent{at: d.Time, drop: &d}
+			if kw.needsModel(&d, asked) {
+				ev.model = &modelWord{done: make(chan struct{})}
+			}
+			s.mu.Lock()
+			kw.pending = append(kw.pending, ev)
+			s.mu.Unlock()
+			if ev.model != nil {
+				s.askModel(&d, ev.model)
+			}
+		case st, ok := <-steps:
+			if !ok {
+				steps = nil
+				continue
+			}
+			s.mu.Lock()
+			if st.Verdict == "drop" || st.Verdict == "reject" {
+				kw.dropSteps[canon(dropTuple(st.Packet))] = st
+			}
+			kw.pending = append(kw.pending, kernelEvent{at: st.Time, step: &st})
+			s.mu.Unlock()
+		}
+	}
+}
+
+// needsModel says whether the model is to be asked about a drop: the first blocking drop of
+// each flow, reason and interface.
+func (kw *kernelWord) needsModel(d *dropwatch.Drop, asked map[string]bool) bool {
+	if !isBlocking(d) || !d.Packet.Src.Addr().IsValid() {
+		return false
+	}
+	key := fmt.Sprintf("%v %s %s", canon(dropTuple(d.Packet)), d.Reason, d.Iface)
+	if asked[key] {
+		return false
+	}
+	asked[key] = true
+	return true
+}
+
+// askModel asks the model about a drop outside the session's lock: the model reads the
+// host's state, which takes long enough to stall the capture's readers (and so the order of
+// their packets).
+func (s *session) askModel(d *dropwatch.Drop, m *modelWord) {
+	defer close(m.done)
+	<-s.hostReady
+	s.mu.Lock()
+	explain := s.explain
+	s.mu.Unlock()
+	if explain == nil {
+		m.none = true
+		return
+	}
+	m.x, m.ok = explain(dropTuple(d.Packet), modelIif(d))
+}
+
+// modelIif is where the model is to start the dropped packet: on the interface it was
+// dropped on, unless the drop happened on the way out (then it was routed already, and a
+// packet the host sent started on the host itself).
+func modelIif(d *dropwatch.Drop) string {
+	switch d.Reason {
+	case "IP_OUTNOROUTES", "NEIGH_FAILED", "NEIGH_CREATEFAIL", "NEIGH_QUEUEFULL", "TC_EGRESS", "BPF_CGROUP_EGRESS", "NO_TX_TARGET", "DEV_READY":
+		return ""
+	}
+	if d.Location.Symbol == "dst_discard_out" {
+		return ""
+	}
+	return d.Iface
+}
+
+// stop detaches the watchers and waits for their readers. Not called with s.mu held.
+func (kw *kernelWord) stop(s *session) {
+	kw.stopOnce.Do(func() { kw.detach(s) })
+}
+
+func (kw *kernelWord) detach(s *session) {
+	s.hostDone() // a reader waiting for the model must not wait for ever
+	if kw.w != nil {
+		if n, err := kw.w.Lost(); err == nil {
+			kw.lost = n
+		}
+	}
+	if kw.tr != nil {
+		if err := kw.tr.Close(); err != nil {
+			s.mu.Lock()
+			s.notice(fmt.Sprintf("removing the trace table: %v (roundtrip rollback removes it)", err))
+			s.mu.Unlock()
+		}
+	}
+	if kw.w != nil {
+		kw.w.Close()
+	}
+	<-kw.readers
+}
+
+// dropTuple is a dropped packet's tuple in conntrack's terms (ICMP echo ids as ports).
+func dropTuple(p dropwatch.Packet) kernel.ConntrackTuple {
+	t := kernel.ConntrackTuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst}
+	if dropwatch.IsEcho(p.Proto, p.ICMPType) {
+		sp, dp := kernel.ICMPEchoPorts(p.ICMPType, p.ICMPID, p.Proto == unix.IPPROTO_ICMPV6)
+		t.Src, t.Dst = netip.AddrPortFrom(p.Src.Addr(), sp), netip.AddrPortFrom(p.Dst.Addr(), dp)
+	}
+	return t
+}
+
+// selected says whether a packet the watchers reported belongs to the capture: its filter
+// selects it either way, or it is a NAT tuple of a captured connection.
+func (kw *kernelWord) selected(p dropwatch.Packet) bool {
+	if kw.filter == nil {
+		return true
+	}
+	if !p.Src.Addr().IsValid() {
+		return false
+	}
+	t := dropTuple(p)
+	ports := func(ap netip.AddrPort) netip.AddrPort { return portsOnly(p.Proto, ap) }
+	return kw.filter.Match(p.Proto, ports(p.Src), ports(p.Dst)) || kw.filter.Match(p.Proto, ports(p.Dst), ports(p.Src)) || kw.added[canon(t)]
+}
+
+// watchConn adds a captured connection's conntrack tuples to the watchers, so that its
+// packets are watched after NAT too. Called with s.mu held.
+func (s *session) watchConn(e *kernel.ConntrackEntry) {
+	kw := s.kw
+	if kw == nil || !kw.flowsOn {
+		return
+	}
+	for _, t := range []kernel.ConntrackTuple{e.Orig, e.Reply} {
+		k := canon(t)
+		if kw.added[k] || len(kw.added) >= maxWatchedFlows {
+			continue
+		}
+		kw.added[k] = true
+		f := dropFlow(t.Proto, portsOnly(t.Proto, t.Src), portsOnly(t.Proto, t.Dst))
+		if kw.w != nil {
+			if err := kw.w.AddFlow(f); err != nil {
+				s.notice(fmt.Sprintf("watching drops of %s: %v", f, err))
+			}
+		}
+		if kw.tr != nil {
+			if err := kw.tr.AddFlow(f); err != nil {
+				s.notice(fmt.Sprintf("tracing the rules of %s: %v", f, err))
+			}
+		}
+	}
+}
+
+// releaseKernel emits the kernel's events up to a time, in time order. Called with s.mu held.
+func (s *session) releaseKernel(upTo time.Time) {
+	kw := s.kw
+	if kw == nil || len(kw.pending) == 0 {
+		return
+	}
+	slices.SortStableFunc(kw.pending, func(a, b kernelEvent) int { return a.at.Compare(b.at) })
+	n := 0
+	for n < len(kw.pending) && !kw.pending[n].at.After(upTo) && s.err == nil {
+		ev := kw.pending[n]
+		if ev.model != nil {
+			select {
+			case <-ev.model.done:
+			default:
+				// The model is still reading the host: this and what follows wait.
+				kw.pending = slices.Delete(kw.pending, 0, n)
+				return
+			}
+		}
+		n++
+		switch {
+		case ev.drop != nil:
+			s.kernelDrop(ev.drop, ev.model)
+		case ev.step != nil:
+			if kw.selected(ev.step.Packet) {
+				s.send(Event{Type: EventRule, Time: ev.step.Time, Rule: ev.step, Conn: s.connOf(dropTuple(ev.step.Packet))})
+			}
+		}
+	}
+	kw.pending = slices.Delete(kw.pending, 0, n)
+}
+
+// connOf returns the id of the captured connection of a packet with the tuple (0: none).
+func (s *session) connOf(t kernel.ConntrackTuple) int {
+	if cn := s.connFor(t); cn != nil {
+		return cn.id
+	}
+	return 0
+}
+
+// connFor finds the captured connection of a packet the kernel reported: by its tuple, or,
+// for a packet NATed before its conntrack entry was confirmed (dropped after DNAT, so
+// conntrack never reported the NAT), by the endpoint NAT left alone when exactly one
+// connection has it.
+func (s *session) connFor(t kernel.ConntrackTuple) *conn {
+	if cn := s.corr.conns[canon(t)]; cn != nil {
+		return cn
+	}
+	if !hasPortsProto(t.Proto) {
+		return nil // an address alone is no connection's
+	}
+	for _, ep := range []netip.AddrPort{t.Src, t.Dst} {
+		if list := s.corr.byEndpoint[endpointKey(t.Proto, ep)]; len(list) == 1 {
+			return list[0]
+		}
+	}
+	return nil
+}
+
+// kernelDrop reports one drop: the event, and the first time for its connection and reason a
+// kernel-drop finding with the rule, the model's word beside the kernel's, and a
+// model-kernel-disagree finding where they differ. Called with s.mu held.
+func (s *session) kernelDrop(d *dropwatch.Drop, model *modelWord) {
+	kw := s.kw
+	if !kw.selected(d.Packet) {
+		return
+	}
+	t := dropTuple(d.Packet)
+	k := canon(t)
+	cn := s.connFor(t)
+	kd := KernelDrop{Drop: *d}
+	if cn != nil {
+		kd.Conn = cn.id
+	}
+	if st, ok := kw.dropSteps[k]; ok && isNetfilterDrop(d) && absDuration(st.Time.Sub(d.Time)) < ruleStepWindow {
+		kd.Rule = &st
+	}
+	kw.count++
+	if len(kw.drops) < maxSummaryDrops {
+		kw.drops = append(kw.drops, kd)
+	}
+	kw.lastDrop[k] = &kd
+	if cn != nil {
+		kw.lastDrop[canon(cn.flow())] = &kd
+	}
+	s.send(Event{Type: EventDrop, Time: d.Time, Drop: d, Conn: kd.Conn})
+
+	key := fmt.Sprintf("%d %v %s %s", kd.Conn, k, d.Reason, d.Iface)
+	if kd.Conn != 0 {
+		key = fmt.Sprintf("%d %s %s", kd.Conn, d.Reason, d.Iface)
+	}
+	if kw.reported[key] || !d.Packet.Src.Addr().IsValid() || !isBlocking(d) {
+		// Drops that do not stop a flow (old TCP data, queues purged at a close) are events
+		// only: findings are for what breaks it.
+		return
+	}
+	kw.reported[key] = true
+	s.findings(s.corr.record(s.kernelFindings(&kd, cn, t, model)))
+}
+
+func absDuration(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}
+
+func isNetfilterDrop(d *dropwatch.Drop) bool { return d.Reason == "NETFILTER_DROP" }
+
+// blocking are the reasons that stop a flow: a drop for one of them fails it. Other drops
+// (old TCP data, a full socket buffer, a closed socket) are warnings.
+var blocking = map[string]bool{
+	"IP_RPFILTER": true, "NETFILTER_DROP": true, "IP_INNOROUTES": true, "IP_OUTNOROUTES": true,
+	"IP_INADDRERRORS": true, "NEIGH_FAILED": true, "NEIGH_CREATEFAIL": true, "NEIGH_QUEUEFULL": true,
+	"NO_SOCKET": true, "XFRM_POLICY": true, "IP_LOCAL_SOURCE": true, "IP_INVALID_SOURCE": true,
+	"IP_LOCALNET": true, "IP_INVALID_DEST": true, "PKT_TOO_BIG": true, "TC_EGRESS": true,
+	"TC_INGRESS": true, "BPF_CGROUP_EGRESS": true, "SECURITY_HOOK": true, "IPV6DISABLED": true,
+	"DEV_READY": true, "NO_TX_TARGET": true, "IP_NOPROTO": true, "XDP": true,
+	"UNICAST_IN_L2_MULTICAST": true, "IP_INHDR": true,
+}
+
+// routeDropAt are the functions that drop without a reason where a route refuses a packet.
+var routeDropAt = map[string]bool{"ip_error": true, "ip6_pkt_drop": true, "dst_discard": true, "dst_discard_out": true}
+
+func isBlocking(d *dropwatch.Drop) bool {
+	return blocking[d.Reason] || d.Reason == "NOT_SPECIFIED" && routeDropAt[d.Location.Symbol]
+}
+
+// modelCauses are the trace findings that explain a kernel reason: the model agrees with the
+// kernel when it finds one of them. A reason not listed is one the model does not see
+// (neighbours, sockets, queues): there it neither agrees nor disagrees.
+var modelCauses = map[string][]string{
+	"IP_RPFILTER":     {trace.FindingRPFilterDrop},
+	"NETFILTER_DROP":  {trace.FindingFiltered, trace.FindingUncertain},
+	"IP_INNOROUTES":   {trace.FindingNoRoute, trace.FindingForwardingDisabled, trace.FindingUnreachable, trace.FindingProhibit},
+	"IP_INADDRERRORS": {trace.FindingForwardingDisabled, trace.FindingNoRoute},
+	"IP_OUTNOROUTES":  {trace.FindingNoRoute, trace.FindingUnreachable, trace.FindingProhibit},
+	// NOT_SPECIFIED, by where it happened.
+	"ip_error":        {trace.FindingUnreachable, trace.FindingProhibit, trace.FindingNoRoute, trace.FindingBlackhole, trace.FindingForwardingDisabled},
+	"ip6_pkt_drop":    {trace.FindingUnreachable, trace.FindingProhibit, trace.FindingNoRoute},
+	"dst_discard":     {trace.FindingBlackhole},
+	"dst_discard_out": {trace.FindingBlackhole},
+}
+
+func modelCausesOf(d *dropwatch.Drop) ([]string, bool) {
+	if d.Reason == "NOT_SPECIFIED" {
+		c, ok := modelCauses[d.Location.Symbol]
+		return c, ok
+	}
+	c, ok := modelCauses[d.Reason]
+	return c, ok
+}
+
+// unseenByModel says what the model does not look at, for a reason it cannot explain.
+var unseenByModel = map[string]string{
+	"NEIGH_FAILED":     "neighbour resolution (ARP/NDP): the next hop does not answer",
+	"NEIGH_CREATEFAIL": "neighbour resolution (ARP/NDP)",
+	"NEIGH_QUEUEFULL":  "neighbour resolution (ARP/NDP)",
+	"NO_SOCKET":        "sockets: whether a program listens on the port",
+}
+
+// kernelFindings makes the findings of a drop: kernel-drop, and model-kernel-disagree where
+// the model explains the packet's fate otherwise.
+func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTuple, model *modelWord) []Finding {
+	d := &kd.Drop
+	sev := finding.SeverityError
+	where := d.Iface
+	if where == "" {
+		where = fmt.Sprintf("ifindex %d", d.Ifindex)
+	}
+	summary := fmt.Sprintf("the kernel dropped %s on %s: %s (%s)", d.Packet, where, d.Reason, d.Words)
+	var f Finding
+	if cn != nil {
+		f = s.corr.finding(cn, FindingKernelDrop, sev, d.Time, summary, s.connPackets(cn, t))
+	} else {
+		f = s.corr.looseFinding(FindingKernelDrop, sev, d.Time, summary, t)
+	}
+	f.Ingress = d.Iface
+	f.Evidence = append(f.Evidence, kd.Line())
+	if kd.Rule != nil {
+		f.Evidence = append(f.Evidence, ruleLine(kd.Rule))
+	} else if isNetfilterDrop(d) {
+		why := s.kw.ruleUnavailable
+		if why == "" && s.kw.legacy != "" {
+			why = s.kw.legacy + "; the rule is most likely in one of them"
+		}
+		if why == "" {
+			why = "no nf_tables rule step of the packet was traced: the rule is in an iptables-legacy table, or the packet was not marked for tracing"
+		}
+		f.Evidence = append(f.Evidence, "rule: not named: "+why)
+	}
+	// The model's word beside the kernel's.
+	var x Explanation
+	explained := false
+	if model != nil && model.none {
+		model = nil
+	}
+	if model != nil {
+		x, explained = model.x, model.ok
+	}
+	causes, modelled := modelCausesOf(d)
+	out := []Finding{}
+	switch {
+	case model == nil:
+		// Not asked: the host's state could not be read, or the same drop was explained before.
+	case explained && slices.Contains(causes, x.Cause):
+		f.Cause = x.Cause
+		f.Evidence = append(f.Evidence, fmt.Sprintf("model: %s: %s", x.Cause, x.Summary))
+		f.Evidence = append(f.Evidence, x.Evidence...)
+		f.Fix = x.Fix
+	case explained:
+		f.Evidence = append(f.Evidence, fmt.Sprintf("model: %s: %s", x.Cause, x.Summary))
+		if modelled {
+			out = append(out, s.disagree(cn, t, d, fmt.Sprintf("the model says %s (%s) but the kernel dropped it for another reason: %s", x.Cause, x.Summary, kernelLine(d))))
+		}
+	case modelled:
+		f.Evidence = append(f.Evidence, "model: the model of this host lets it through")
+		out = append(out, s.disagree(cn, t, d, fmt.Sprintf("the kernel dropped what the model lets through: %s (%s)", kernelLine(d), d.Words)))
+	default:
+		if what, ok := unseenByModel[d.Reason]; ok {
+			f.Evidence = append(f.Evidence, "model: lets it through; it does not model "+what)
+		}
+	}
+	if f.Fix.Summary == "" {
+		f.Fix = kernelFix(d)
+	}
+	return append([]Finding{f}, out...)
+}
+
+// kernelFix says what to do about a drop the model has no fix for.
+func kernelFix(d *dropwatch.Drop) finding.Fix {
+	fix := finding.Fix{Args: []string{}}
+	switch d.Reason {
+	case "NO_SOCKET":
+		fix.Summary = fmt.Sprintf("nothing listens on %s %s: start the service there, or send the client to the port it listens on", dropwatch.ProtoName(d.Packet.Proto), kernel.Endpoint(d.Packet.Proto, d.Packet.Dst))
+	case "NEIGH_FAILED", "NEIGH_QUEUEFULL", "NEIGH_CREATEFAIL":
+		fix.Summary = fmt.Sprintf("the next hop on %s does not answer ARP/neighbour discovery: check that the gateway is up, on that link, and the route's gateway address", d.Iface)
+	case "NETFILTER_DROP":
+		fix.Summary = "remove or change the rule that drops the flow, or add an accept before it"
+	default:
+		fix.Summary = "the kernel's reason above says where to look: " + d.Words
+	}
+	return fix
+}
+
+// disagree makes a model-kernel-disagree finding.
+func (s *session) disagree(cn *conn, t kernel.ConntrackTuple, d *dropwatch.Drop, summary string) Finding {
+	var f Finding
+	if cn != nil {
+		f = s.corr.finding(cn, FindingModelKernelDisagree, finding.SeverityWarning, d.Time, summary, s.connPackets(cn, t))
+	} else {
+		f = s.corr.looseFinding(FindingModelKernelDisagree, finding.SeverityWarning, d.Time, summary, t)
+	}
+	f.Ingress = d.Iface
+	f.Evidence = append(f.Evidence, kernelLine(d))
+	f.Fix = finding.Fix{Summary: "the model of this host misses something the kernel does: a rule or setting it cannot read (nftables, ebtables, tc, a sysctl of another name); please report it with `roundtrip show --json`", Args: []string{}}
+	return f
+}
+
+// connPackets are the connection's captured packets of the tuple's direction, for evidence.
+func (s *session) connPackets(cn *conn, t kernel.ConntrackTuple) []Packet {
+	role := cn.role(t)
+	var out []Packet
+	for _, p := range cn.obs {
+		if len(out) == 4 {
+			break
+		}
+		if role == "" || cn.role(p.Tuple()) == role {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// looseFinding starts a finding about packets of no captured connection.
+func (c *Correlator) looseFinding(id, severity string, now time.Time, summary string, t kernel.ConntrackTuple) Finding {
+	c.counts[severity]++
+	return Finding{
+		Finding: finding.Finding{ID: id, Severity: severity, Summary: summary, Evidence: []string{}, Fix: finding.Fix{Args: []string{}}},
+		Time:    now, Flow: t, Packets: []Packet{},
+	}
+}
+
+// kernelEvidence adds the kernel's word to another finding about a connection whose packet
+// the kernel dropped (forwarded-not-seen: why it never left). Called with s.mu held.
+func (s *session) kernelEvidence(f *Finding) {
+	if s.kw == nil || f.ID == FindingKernelDrop || f.ID == FindingModelKernelDisagree {
+		return
+	}
+	kd := s.kw.lastDrop[canon(f.Flow)]
+	if kd == nil || kd.Conn != f.Conn {
+		// Without the drop watcher, the rule that dropped the packet still tells.
+		if st, ok := s.kw.dropSteps[canon(f.Flow)]; ok && s.kw.w == nil {
+			if line := ruleLine(&st); !slices.Contains(f.Evidence, line) {
+				f.Evidence = append(f.Evidence, line)
+			}
+		}
+		return
+	}
+	line := kd.Line()
+	if slices.Contains(f.Evidence, line) {
+		return
+	}
+	f.Evidence = append(f.Evidence, line+" ("+kd.Words+")")
+	if kd.Rule != nil {
+		f.Evidence = append(f.Evidence, ruleLine(kd.Rule))
+	}
+}
+
+// summary adds the drops to a capture's summary. Called with s.mu held.
+func (kw *kernelWord) summary(sum *CaptureSummary) {
+	sum.Drops, sum.DropCount = kw.drops, kw.count
+	sum.DropsWatched = kw.w != nil
+	sum.DropsLost = kw.lost
+	if kw.tr != nil {
+		sum.RuleTraceLost = kw.tr.Lost()
+	}
+}
+
+// kernelCause adds the rule and the model's view of a kernel-drop finding to a verdict.
+func kernelCause(f *Finding) string {
+	var extra []string
+	for _, e := range f.Evidence {
+		if strings.HasPrefix(e, "rule: ") || strings.HasPrefix(e, "model: ") {
+			extra = append(extra, e)
+		}
+	}
+	if len(extra) == 0 {
+		return ""
+	}
+	return " [" + strings.Join(extra, "; ") + "]"
+}
+
+// modelDropsWhatPassed is the other half of model-kernel-disagree: the model says the flow
+// is dropped, and it completed while the kernel's drops were watched.
+func (v *Verdict) modelDropsWhatPassed(conns []ConnSummary) *Finding {
+	if !v.Capture.DropsWatched || v.Trace == nil {
+		return nil
+	}
+	for _, id := range causeOrder {
+		tf := v.Trace.Finding(id)
+		if tf == nil || tf.Severity != finding.SeverityError || id == trace.FindingUncertain {
+			continue
+		}
+		f := Finding{
+			Finding: finding.Finding{ID: FindingModelKernelDisagree, Severity: finding.SeverityWarning,
+				Summary:  fmt.Sprintf("the model says the flow is dropped (%s: %s) but it completed, and the kernel dropped none of its packets", tf.ID, tf.Summary),
+				Evidence: []string{"model: " + tf.ID + ": " + tf.Summary, "kernel: no drop of the flow's packets"},
+				Fix:      finding.Fix{Summary: "the model of this host misses something the kernel does; please report it with `roundtrip show --json`", Args: []string{}}},
+			Time: time.Now(), Packets: []Packet{},
+		}
+		for _, cs := range conns {
+			if cs.Completed {
+				f.Conn, f.Flow = cs.ID, cs.Flow
+				break
+			}
+		}
+		return &f
+	}
+	return nil
+}
+
+// renderDrops writes the kernel's drops of a capture's summary.
+func renderDrops(w io.Writer, s *CaptureSummary) {
+	const maxShown = 10
+	if !s.DropsWatched {
+		return
+	}
+	quote.TermFprintf(w, "kernel drops of the captured flows: %d", s.DropCount)
+	if s.DropsLost > 0 {
+		quote.TermFprintf(w, " (%d more lost: the drop watcher's ring was full)", s.DropsLost)
+	}
+	fmt.Fprintln(w)
+	for i := range s.Drops {
+		if i == maxShown {
+			quote.TermFprintf(w, "  ... and %d more (--json lists them)\n", len(s.Drops)-maxShown)
+			break
+		}
+		d := &s.Drops[i]
+		quote.TermFprintf(w, "  conn %d: %s\n", d.Conn, d.Drop.String())
+		if d.Rule != nil {
+			quote.TermFprintf(w, "    %s\n", ruleLine(d.Rule))
+		}
+	}
+}

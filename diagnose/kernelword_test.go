@@ -1,0 +1,248 @@
+package diagnose
+
+import (
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/finding"
+	"roundtrip/engine/kernel"
+	"roundtrip/engine/kernel/dropwatch"
+	"roundtrip/engine/kernel/nftrace"
+	"roundtrip/engine/trace"
+)
+
+// kwSession is a capture session with the kernel's word but no kernel: drops and rule steps
+// are handed to it as the watchers would, the model's answer is explain's.
+func kwSession(t *testing.T, filter string, explain func(kernel.ConntrackTuple, string) (Explanation, bool)) (*session, *[]Event) {
+	t.Helper()
+	f, err := kernel.ParseCaptureFilter(filter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []Event
+	s := &session{emit: func(e Event) error { evs = append(evs, e); return nil }, stop: func() {}, explain: explain}
+	s.corr = NewCorrelator(CorrelateConfig{Explain: explain})
+	s.kw = newKernelWord()
+	s.kw.filter = f
+	s.kw.flowsOn = true
+	return s, &evs
+}
+
+var (
+	kwClient = netip.MustParseAddrPort("10.0.1.2:40000")
+	kwServer = netip.MustParseAddrPort("10.0.2.2:80")
+	kwT0     = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+)
+
+// kwHand hands a drop to the session as the watchers' reader does: the model asked first.
+func kwHand(s *session, d *dropwatch.Drop) {
+	var m *modelWord
+	if isBlocking(d) {
+		x, ok := s.explain(dropTuple(d.Packet), modelIif(d))
+		m = &modelWord{x: x, ok: ok}
+	}
+	s.kernelDrop(d, m)
+}
+
+func kwSYN(s *session) {
+	s.corr.Packet(&Packet{Time: kwT0, Iface: "lan", Dir: kernel.In, Type: kernel.PacketHost, Proto: unix.IPPROTO_TCP, L3: "ipv4", Src: kwClient, Dst: kwServer, Flags: tcpSYN})
+}
+
+func kwDrop(reason, iface, symbol string, dst netip.AddrPort) *dropwatch.Drop {
+	return &dropwatch.Drop{
+		Time: kwT0.Add(time.Millisecond), Netns: "rtr", Iface: iface, Reason: reason, Words: dropwatch.Describe(reason),
+		Location: dropwatch.Location{Symbol: symbol},
+		Packet:   dropwatch.Packet{L3: "ipv4", Proto: unix.IPPROTO_TCP, Src: kwClient, Dst: dst, Flags: tcpSYN, Length: 60},
+	}
+}
+
+func kwFindings(evs []Event, id string) []*Finding {
+	var out []*Finding
+	for _, e := range evs {
+		if e.Type == EventFinding && e.Finding.ID == id {
+			out = append(out, e.Finding)
+		}
+	}
+	return out
+}
+
+func explainAs(cause string) func(kernel.ConntrackTuple, string) (Explanation, bool) {
+	return func(kernel.ConntrackTuple, string) (Explanation, bool) {
+		if cause == "" {
+			return Explanation{}, false
+		}
+		return Explanation{Cause: cause, Summary: "the model's " + cause, Fix: finding.Fix{Summary: "the model's fix", Args: []string{}}}, true
+	}
+}
+
+// The model and the kernel agree: one kernel-drop finding with both words and the model's
+// fix; the same drop again makes an event but no second finding.
+func TestKernelDropModelAgrees(t *testing.T) {
+	s, evs := kwSession(t, "tcp and port 80", explainAs(trace.FindingRPFilterDrop))
+	kwSYN(s)
+	kwHand(s, kwDrop("IP_RPFILTER", "lan", "ip_rcv_finish_core", kwServer))
+	kwHand(s, kwDrop("IP_RPFILTER", "lan", "ip_rcv_finish_core", kwServer))
+	drops := 0
+	for _, e := range *evs {
+		if e.Type == EventDrop {
+			drops++
+			if e.Conn != 1 {
+				t.Errorf("drop event of connection %d, want 1", e.Conn)
+			}
+		}
+	}
+	kf := kwFindings(*evs, FindingKernelDrop)
+	if drops != 2 || len(kf) != 1 || len(kwFindings(*evs, FindingModelKernelDisagree)) != 0 {
+		t.Fatalf("%d drop events, %d kernel-drop findings, %d disagreements; want 2, 1, 0", drops, len(kf), len(kwFindings(*evs, FindingModelKernelDisagree)))
+	}
+	f := kf[0]
+	if f.Severity != finding.SeverityError || f.Conn != 1 || f.Cause != trace.FindingRPFilterDrop || f.Fix.Summary != "the model's fix" ||
+		f.Evidence[0] != "kernel: IP_RPFILTER on lan in ip_rcv_finish_core" || !strings.HasPrefix(f.Evidence[1], "model: rp-filter-drop: ") {
+		t.Errorf("kernel-drop finding %+v", f)
+	}
+}
+
+// The kernel drops what the model lets through, or for another reason than the model's:
+// model-kernel-disagree says so with both words. A reason the model does not see (no socket)
+// is no disagreement.
+func TestKernelDropModelDisagrees(t *testing.T) {
+	for _, tc := range []struct {
+		name, model, reason, symbol string
+		disagree                    bool
+	}{
+		{"lets through", "", "IP_RPFILTER", "ip_rcv_finish_core", true},
+		{"another cause", trace.FindingFiltered, "IP_RPFILTER", "ip_rcv_finish_core", true},
+		{"unreachable route", trace.FindingUnreachable, "NOT_SPECIFIED", "ip_error", false},
+		{"route said nothing", "", "NOT_SPECIFIED", "ip_error", true},
+		{"no socket", "", "NO_SOCKET", "tcp_v4_rcv", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, evs := kwSession(t, "tcp and port 80", explainAs(tc.model))
+			kwSYN(s)
+			kwHand(s, kwDrop(tc.reason, "lan", tc.symbol, kwServer))
+			d := kwFindings(*evs, FindingModelKernelDisagree)
+			if (len(d) == 1) != tc.disagree || len(d) > 1 {
+				t.Fatalf("%d model-kernel-disagree findings, want one: %v", len(d), tc.disagree)
+			}
+			if tc.disagree && (d[0].Severity != finding.SeverityWarning || !strings.Contains(d[0].Summary, "kernel: "+tc.reason+" on lan in "+tc.symbol)) {
+				t.Errorf("disagreement %+v: want a warning with the kernel's word", d[0])
+			}
+		})
+	}
+}
+
+// A netfilter drop names the rule the tracer saw drop the packet; the filter keeps out drops
+// of flows it does not select, unless conntrack tied them to a captured connection.
+func TestKernelDropRuleAndFilter(t *testing.T) {
+	s, evs := kwSession(t, "tcp and port 80", explainAs(""))
+	kwSYN(s)
+	d := kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", kwServer)
+	st := nftrace.Step{Time: d.Time.Add(time.Millisecond), Family: "ip", Table: "filter", Chain: "FORWARD", Handle: 7, Kind: "rule", Verdict: "drop",
+		Rule: nftrace.RuleText{Iptables: "-A FORWARD -p tcp -j DROP"}, Packet: d.Packet}
+	s.kw.dropSteps[canon(dropTuple(st.Packet))] = st
+	kwHand(s, d)
+	other := netip.MustParseAddrPort("10.0.2.2:8080")
+	kwHand(s, kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", other))
+	kf := kwFindings(*evs, FindingKernelDrop)
+	if len(kf) != 1 || kf[0].Evidence[1] != "rule: ip filter FORWARD handle 7: drop (-A FORWARD -p tcp -j DROP)" {
+		t.Fatalf("kernel-drop findings %+v: want one naming the rule", kf)
+	}
+	// NAT: the port-8080 tuple belongs to a captured connection once conntrack says so.
+	s.kw.added[canon(kernel.ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: kwClient, Dst: other})] = true
+	kwHand(s, kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", other))
+	var dsts []string
+	for _, e := range *evs {
+		if e.Type == EventDrop {
+			dsts = append(dsts, e.Drop.Packet.Dst.String())
+		}
+	}
+	if strings.Join(dsts, " ") != "10.0.2.2:80 10.0.2.2:8080" {
+		t.Errorf("drops reported to %v; want port 80, then 8080 only once it is a NAT tuple of the capture", dsts)
+	}
+}
+
+// The JSON of drop and rule events has their fields at the top, as the README says.
+func TestKernelEventJSON(t *testing.T) {
+	d := kwDrop("IP_RPFILTER", "rt-vxlan", "ip_rcv_finish_core", kwServer)
+	b, err := json.Marshal(Event{Type: EventDrop, Time: d.Time, Drop: d, Conn: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["type"] != "drop" || m["netns"] != "rtr" || m["iface"] != "rt-vxlan" || m["reason"] != "IP_RPFILTER" || m["location"] != "ip_rcv_finish_core" ||
+		m["conn"] != 3.0 || m["time"] == nil || m["packet"].(map[string]any)["dst"] != "10.0.2.2:80" {
+		t.Errorf("drop event JSON %s", b)
+	}
+	st := &nftrace.Step{Family: "ip", Table: "filter", Chain: "FORWARD", Handle: 7, Kind: "rule", Verdict: "drop", Rule: nftrace.RuleText{Nft: "tcp dport 80 drop"}, Packet: d.Packet}
+	b, err = json.Marshal(Event{Type: EventRule, Rule: st, Conn: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m = nil
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["type"] != "rule" || m["table"] != "filter" || m["chain"] != "FORWARD" || m["handle"] != 7.0 || m["rule"] != "tcp dport 80 drop" || m["verdict"] != "drop" || m["conn"] != 3.0 || m["packet"] == nil {
+		t.Errorf("rule event JSON %s", b)
+	}
+	// Other events are as before.
+	b, _ = json.Marshal(Event{Type: EventNotice, Notice: "x"})
+	if !strings.Contains(string(b), `"notice":"x"`) || strings.Contains(string(b), "reason") {
+		t.Errorf("notice event JSON %s", b)
+	}
+}
+
+// The reverse disagreement: the model says the flow is dropped, and it completed while the
+// kernel's drops were watched.
+func TestVerdictModelDropsWhatPassed(t *testing.T) {
+	flow := kernel.ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: kwClient, Dst: kwServer}
+	mk := func(watched bool) *Verdict {
+		return &Verdict{
+			Trace: &trace.Result{Findings: []finding.Finding{{ID: trace.FindingRPFilterDrop, Severity: finding.SeverityError, Summary: "rp_filter drops it"}}},
+			Capture: &CaptureSummary{DropsWatched: watched, Counts: map[string]int{}, Findings: []Finding{},
+				Conns: []ConnSummary{{ID: 1, Flow: flow, Completed: true, Path: []string{"lan in request"}}}},
+		}
+	}
+	match := matcher(trace.Request{Proto: unix.IPPROTO_TCP, Src: kwClient, Dst: kwServer})
+	v := mk(true)
+	v.conclude(match, time.Second)
+	if v.Outcome != OutcomeCompleted || !strings.Contains(v.Summary, "model-kernel-disagree: the model says the flow is dropped (rp-filter-drop") || v.Capture.Counts[finding.SeverityWarning] != 1 {
+		t.Errorf("verdict %s: %s; want completed with the disagreement", v.Outcome, v.Summary)
+	}
+	v = mk(false)
+	v.conclude(match, time.Second)
+	if strings.Contains(v.Summary, "disagree") {
+		t.Errorf("without the drop watcher: %s; want no disagreement (the kernel was not asked)", v.Summary)
+	}
+}
+
+// A drop that does not stop a flow (the queue purged when a socket closes) is an event, not
+// a finding: a flow that works has none.
+func TestKernelDropHarmless(t *testing.T) {
+	s, evs := kwSession(t, "tcp and port 80", explainAs(""))
+	kwSYN(s)
+	kwHand(s, kwDrop("QUEUE_PURGE", "lan", "sk_stream_kill_queues", kwServer))
+	if len(*evs) != 1 || (*evs)[0].Type != EventDrop || s.corr.Counts()[finding.SeverityError]+s.corr.Counts()[finding.SeverityWarning] != 0 {
+		t.Errorf("events %+v, counts %v; want the drop event only", *evs, s.corr.Counts())
+	}
+}
+
+// A packet dropped after DNAT, before conntrack confirmed (and so reported) the NAT, belongs
+// to the connection whose client endpoint it still carries.
+func TestKernelDropAfterNAT(t *testing.T) {
+	s, evs := kwSession(t, "", explainAs(""))
+	kwSYN(s)
+	kwHand(s, kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", netip.MustParseAddrPort("10.0.3.3:8080")))
+	kf := kwFindings(*evs, FindingKernelDrop)
+	if len(kf) != 1 || kf[0].Conn != 1 || kf[0].Flow.Dst != kwServer {
+		t.Errorf("kernel-drop findings %+v: want one of connection 1, the flow as the client opened it", kf)
+	}
+}
