@@ -143,6 +143,25 @@ func (r *Result) ForwardLookup() (fib.Flow, fib.Result, bool) {
 	return r.forwardLookup.Flow, r.forwardLookup.Result, true
 }
 
+// Hooks of the steps that end a leg in the kernel's input-path checks, which RTM_GETROUTE
+// makes too (ip_route_input_slow, fib_validate_source).
+const (
+	HookRPFilter   = "rp_filter"
+	HookForwarding = "forwarding"
+)
+
+// RequestStoppedAt reports whether the request itself (not its reply) was stopped by the step
+// of that hook (HookRPFilter, HookForwarding): a route lookup of the request meets that check,
+// one of the reply does not, so only the request's is an answer the kernel can confirm.
+func (r *Result) RequestStoppedAt(hook string) bool {
+	steps := r.Forward.Steps
+	if len(steps) == 0 {
+		return false
+	}
+	last := steps[len(steps)-1]
+	return last.Decisive && last.Hook == hook
+}
+
 // Errors returns how many findings have severity error.
 func (r *Result) Errors() int { return finding.CountErrors(r.Findings) }
 
@@ -543,7 +562,7 @@ func (t *tracer) forwarding(leg *Leg, p *netfilter.Packet) bool {
 		return true
 	}
 	leg.outcome = LegDrop
-	leg.Steps = append(leg.Steps, Step{Hook: "forwarding", What: fmt.Sprintf("dropped: forwarding is off on %s", p.IIF), Rule: fmt.Sprintf("sysctl %s=%s", key, t.s.Sysctls.Text(key)), Decisive: true})
+	leg.Steps = append(leg.Steps, Step{Hook: HookForwarding, What: fmt.Sprintf("dropped: forwarding is off on %s", p.IIF), Rule: fmt.Sprintf("sysctl %s=%s", key, t.s.Sysctls.Text(key)), Decisive: true})
 	if t.res.Has(FindingForwardingDisabled) {
 		return false
 	}
@@ -552,7 +571,7 @@ func (t *tracer) forwarding(leg *Leg, p *netfilter.Packet) bool {
 		cmd = quote.ShellJoin("sysctl", "-w", model.SysctlIPv6Forward+"=1")
 	}
 	t.add(finding.Finding{ID: FindingForwardingDisabled, Severity: finding.SeverityError,
-		Summary: fmt.Sprintf("the request %s arrives on %s and is routed out %s, but forwarding is off: the kernel drops it", packetText(p), p.IIF, leg.route.OIF),
+		Summary: fmt.Sprintf("the %s %s arrives on %s and is routed out %s, but forwarding is off: the kernel drops it", tern(leg == &t.res.Forward, "request", "reply"), packetText(p), p.IIF, leg.route.OIF),
 		Evidence: []string{
 			fmt.Sprintf("%s = %s", key, t.s.Sysctls.Text(key)),
 			t.lookupText(leg.route),
@@ -589,12 +608,12 @@ func (t *tracer) rpFilter(leg *Leg, p *netfilter.Packet, r fib.Result) bool {
 		model.ConfKey(p.IIF, "rp_filter"), t.s.Sysctls.Text(model.ConfKey(p.IIF, "rp_filter")))
 	if ok {
 		if mode != 0 {
-			leg.Steps = append(leg.Steps, Step{Hook: "rp_filter", What: modeText + ": passes; " + why})
+			leg.Steps = append(leg.Steps, Step{Hook: HookRPFilter, What: modeText + ": passes; " + why})
 		}
 		return true
 	}
 	leg.outcome = LegDrop
-	leg.Steps = append(leg.Steps, Step{Hook: "rp_filter", What: modeText + ": dropped; " + why, Rule: t.routeText(rev), Decisive: true})
+	leg.Steps = append(leg.Steps, Step{Hook: HookRPFilter, What: modeText + ": dropped; " + why, Rule: t.routeText(rev), Decisive: true})
 	dir := "request"
 	if leg != &t.res.Forward {
 		dir = "reply"

@@ -686,3 +686,34 @@ func trace(t testing.TB, s *model.State, flow string) *Result {
 	}
 	return Run(s, fib.New(s), req)
 }
+
+// When only the reply fails rp_filter, the request itself passed the kernel's input checks:
+// RequestStoppedAt says so, so a live comparison of the request's route does not call the
+// kernel's (unicast) answer a disagreement.
+func TestTraceReplyRPFilterIsNotTheRequests(t *testing.T) {
+	s := modeltest.Host(t, `
+link eth0 10.0.0.1/24
+link eth1 10.1.0.1/24
+sysctl net.ipv4.ip_forward=1
+sysctl net.ipv4.conf.all.rp_filter=1
+route 192.0.2.0/24 via 10.0.0.254 dev eth0
+route table 100 default via 10.1.0.254 dev eth1
+rule 100 fwmark 0x1 table 100
+ipt mangle -A PREROUTING -i eth0 -j MARK --set-mark 0x1
+`)
+	r := trace(t, s, "udp 10.0.0.5:5000 192.0.2.9:53 eth0")
+	if r.Forward.Verdict != LegForward || r.Forward.OIF != "eth1" {
+		t.Fatalf("forward %s out %s\n%s", r.Forward.Verdict, r.Forward.OIF, dumpLeg(&r.Forward))
+	}
+	if !r.Has(FindingRPFilterDrop) || r.Reply == nil || r.Reply.Verdict != LegDrop {
+		t.Fatalf("want the reply dropped by rp_filter: %v\n%s", finding.IDs(r.Findings), dumpLeg(r.Reply))
+	}
+	if r.RequestStoppedAt(HookRPFilter) {
+		t.Errorf("RequestStoppedAt(rp_filter) = true for a reply-only drop")
+	}
+	// The request failing it is the request's.
+	r = trace(t, s, "udp 192.0.2.9:5000 10.0.0.5:53 eth1")
+	if !r.RequestStoppedAt(HookRPFilter) {
+		t.Errorf("RequestStoppedAt(rp_filter) = false for a dropped request\n%s", dumpLeg(&r.Forward))
+	}
+}
