@@ -48,6 +48,9 @@ type Packet struct {
 	// NextHop is the gateway (or the destination when on-link) chosen by routing, for
 	// MASQUERADE's choice of source address.
 	NextHop netip.Addr
+	// SPortRange and DPortRange say, when NAT gave the packet a port the model cannot know
+	// (SPort or DPort is then 0), the range the kernel picks it from: "1024-65535".
+	SPortRange, DPortRange string
 }
 
 // TCP flag bits as in the TCP header.
@@ -881,51 +884,175 @@ func applyConnmark(p *Packet, ct *Conn, r *iptables.Rule) string {
 	return ""
 }
 
-// ParseNATRange parses a --to-destination / --to-source value: "addr", "addr:port",
-// "addr-addr:port-port", ":port", or for IPv6 "[addr]:port". Of a range the first address and
-// port are taken: which one the kernel picks depends on the other connections, and any of them
-// takes the same path.
-func ParseNATRange(f inet.Family, s string) (netip.Addr, uint16, error) {
+// NATRange is a --to-destination / --to-source / --to-ports value: addresses MinAddr-MaxAddr
+// (invalid when the value names none) and ports MinPort-MaxPort (0 when it names none).
+type NATRange struct {
+	MinAddr, MaxAddr netip.Addr
+	MinPort, MaxPort uint16
+}
+
+// ParseNATSpec parses "addr", "addr:port", "addr-addr:port-port", ":port", or for IPv6
+// "[addr]:port".
+func ParseNATSpec(f inet.Family, s string) (NATRange, error) {
 	var addrS, portS string
 	if f == inet.V6 && strings.HasPrefix(s, "[") {
 		end := strings.IndexByte(s, ']')
 		if end < 0 {
-			return netip.Addr{}, 0, fmt.Errorf("%q: missing ]", s)
+			return NATRange{}, fmt.Errorf("%q: missing ]", s)
 		}
 		addrS = s[1:end]
 		portS = strings.TrimPrefix(s[end+1:], ":")
+		if rest, ok := strings.CutPrefix(portS, "-["); ok {
+			// [a]-[b]:port
+			end := strings.IndexByte(rest, ']')
+			if end < 0 {
+				return NATRange{}, fmt.Errorf("%q: missing ]", s)
+			}
+			addrS += "-" + rest[:end]
+			portS = strings.TrimPrefix(rest[end+1:], ":")
+		}
 	} else if f == inet.V6 {
 		addrS = s
 	} else {
 		addrS, portS, _ = strings.Cut(s, ":")
 	}
-	addrS, _, _ = strings.Cut(addrS, "-")
-	addrS = strings.Trim(addrS, "[]")
-	var a netip.Addr
+	var r NATRange
 	if addrS != "" {
+		lo, hi, isRange := strings.Cut(addrS, "-")
 		var err error
-		if a, err = netip.ParseAddr(addrS); err != nil {
-			return netip.Addr{}, 0, fmt.Errorf("%q: %q is not an address", s, addrS)
+		if r.MinAddr, err = netip.ParseAddr(strings.Trim(lo, "[]")); err != nil {
+			return NATRange{}, fmt.Errorf("%q: %q is not an address", s, lo)
+		}
+		r.MaxAddr = r.MinAddr
+		if isRange {
+			if r.MaxAddr, err = netip.ParseAddr(strings.Trim(hi, "[]")); err != nil {
+				return NATRange{}, fmt.Errorf("%q: %q is not an address", s, hi)
+			}
 		}
 	}
-	port, err := FirstPort(portS)
-	if err != nil {
-		return netip.Addr{}, 0, fmt.Errorf("%q: %w", s, err)
+	var err error
+	if r.MinPort, r.MaxPort, err = ParsePortRange(portS); err != nil {
+		return NATRange{}, fmt.Errorf("%q: %w", s, err)
 	}
-	return a, port, nil
+	return r, nil
 }
 
-func FirstPort(s string) (uint16, error) {
+// ParseNATRange parses a --to-destination / --to-source value (ParseNATSpec) into its first
+// address and first port.
+func ParseNATRange(f inet.Family, s string) (netip.Addr, uint16, error) {
+	r, err := ParseNATSpec(f, s)
+	return r.MinAddr, r.MinPort, err
+}
+
+// ParsePortRange parses "", "80", "1024-65535" (or "1024:65535"); 0, 0 for "".
+func ParsePortRange(s string) (lo, hi uint16, err error) {
 	if s == "" {
-		return 0, nil
+		return 0, 0, nil
 	}
-	s, _, _ = strings.Cut(s, "-")
-	s, _, _ = strings.Cut(s, ":")
+	a, b, isRange := strings.Cut(s, "-")
+	if !isRange {
+		a, b, isRange = strings.Cut(s, ":")
+	}
+	if lo, err = parsePort(a); err != nil {
+		return 0, 0, err
+	}
+	hi = lo
+	if isRange {
+		if hi, err = parsePort(b); err != nil {
+			return 0, 0, err
+		}
+	}
+	if hi < lo {
+		return 0, 0, fmt.Errorf("port range %q runs backwards", s)
+	}
+	return lo, hi, nil
+}
+
+func parsePort(s string) (uint16, error) {
 	p, err := strconv.ParseUint(s, 10, 16)
 	if err != nil {
 		return 0, fmt.Errorf("port %q is not a number 0-65535", s)
 	}
 	return uint16(p), nil
+}
+
+func FirstPort(s string) (uint16, error) {
+	lo, _, err := ParsePortRange(s)
+	return lo, err
+}
+
+// natPort is the port NAT leaves a packet with, as get_unique_tuple and
+// nf_nat_l4proto_unique_tuple choose it (net/netfilter/nf_nat_core.c): the original port is
+// kept when it is in the range (and no other connection holds the same tuple, which the model
+// cannot see, so it assumes none does) unless --random or --random-fully is given. Otherwise a
+// source port is picked at random from the range; a destination port is the range's first
+// (off = 0 for DNAT), or random with --random. Without a range only --random moves a source
+// port, into 1-511, 600-1023 or 1024-65535 by where it was. known is false when the port is
+// random: then the caller shows the range, never a made-up number.
+func natPort(orig, lo, hi uint16, src, random bool) (port uint16, known bool, rng string) {
+	if lo == 0 && hi == 0 {
+		if !random || !src {
+			return orig, true, ""
+		}
+		switch {
+		case orig == 0:
+			return 0, false, "1-65535"
+		case orig < 512:
+			return 0, false, "1-511"
+		case orig < 1024:
+			return 0, false, "600-1023"
+		}
+		return 0, false, "1024-65535"
+	}
+	rng = fmt.Sprint(lo)
+	if hi != lo {
+		rng = fmt.Sprintf("%d-%d", lo, hi)
+	}
+	if lo == hi && !random {
+		return lo, true, rng
+	}
+	if orig != 0 && orig >= lo && orig <= hi && !random {
+		return orig, true, rng
+	}
+	if !src && !random {
+		return lo, true, rng
+	}
+	return 0, false, rng
+}
+
+// setNATPort applies natPort to the packet's source or destination port and says how it was
+// chosen when that is worth saying.
+func setNATPort(p *Packet, r *iptables.Rule, lo, hi uint16, src bool) string {
+	_, rnd := r.TargetOption("random")
+	_, rndFully := r.TargetOption("random-fully")
+	orig := p.DPort
+	if src {
+		orig = p.SPort
+	}
+	port, known, rng := natPort(orig, lo, hi, src, rnd || rndFully)
+	pp, pr := &p.DPort, &p.DPortRange
+	if src {
+		pp, pr = &p.SPort, &p.SPortRange
+	}
+	*pp, *pr = port, ""
+	switch {
+	case !known:
+		*pr = rng
+		why := "not the original port, which is outside it"
+		if rnd || rndFully {
+			why = "random"
+		} else if orig == 0 {
+			why = "the original port is not known"
+		}
+		return fmt.Sprintf(" (port: a port in %s, %s)", rng, why)
+	case rng == "":
+		return ""
+	case port == orig:
+		return fmt.Sprintf(" (port %d kept: it is in %s and the kernel keeps a port in range while no other connection holds the same tuple)", port, rng)
+	case lo != hi:
+		return fmt.Sprintf(" (port %d: the original %d is outside %s, and the kernel tries the range's first port first)", port, orig, rng)
+	}
+	return ""
 }
 
 // applyNAT applies a NAT target to the packet and says what it did. An empty description with
@@ -951,28 +1078,35 @@ func (n *Sim) applyNAT(r *iptables.Rule, hook string, p *Packet) (string, string
 		if !ok {
 			return "", fmt.Sprintf("%s without --%s", r.Target, name)
 		}
-		a, port, err := ParseNATRange(p.Family, v)
+		rng, err := ParseNATSpec(p.Family, v)
 		if err != nil {
 			return "", fmt.Sprintf("%s --%s %v", r.Target, name, err)
+		}
+		a := rng.MinAddr
+		addrNote := ""
+		if rng.MaxAddr != rng.MinAddr {
+			addrNote = fmt.Sprintf(" (address: one of %s-%s, the kernel picks by a hash of the addresses; the first is shown)", rng.MinAddr, rng.MaxAddr)
 		}
 		if r.Target == "DNAT" {
 			old := netip.AddrPortFrom(p.Dst, p.DPort)
 			if a.IsValid() {
 				p.Dst = a
 			}
-			if port != 0 && hasPorts {
-				p.DPort = port
+			note := ""
+			if hasPorts {
+				note = setNATPort(p, r, rng.MinPort, rng.MaxPort, false)
 			}
-			return fmt.Sprintf("DNAT %s -> %s", inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Dst, p.DPort))), ""
+			return fmt.Sprintf("DNAT %s -> %s%s%s", inet.Endpoint(old), portEndpoint(p.Dst, p.DPort, p.DPortRange), addrNote, note), ""
 		}
 		old := netip.AddrPortFrom(p.Src, p.SPort)
 		if a.IsValid() {
 			p.Src = a
 		}
-		if port != 0 && hasPorts {
-			p.SPort = port
+		note := ""
+		if hasPorts {
+			note = setNATPort(p, r, rng.MinPort, rng.MaxPort, true)
 		}
-		return fmt.Sprintf("SNAT %s -> %s", inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Src, p.SPort))), ""
+		return fmt.Sprintf("SNAT %s -> %s%s%s", inet.Endpoint(old), portEndpoint(p.Src, p.SPort, p.SPortRange), addrNote, note), ""
 	case "MASQUERADE":
 		a := n.fib.MasqueradeAddr(p.OIF, p.NextHop, p.Dst)
 		if !a.IsValid() {
@@ -980,14 +1114,16 @@ func (n *Sim) applyNAT(r *iptables.Rule, hook string, p *Packet) (string, string
 		}
 		old := netip.AddrPortFrom(p.Src, p.SPort)
 		p.Src = a
-		if v, ok := optVal("to-ports"); ok && hasPorts {
-			port, err := FirstPort(v)
+		note := ""
+		if hasPorts {
+			v, _ := optVal("to-ports")
+			lo, hi, err := ParsePortRange(v)
 			if err != nil {
 				return "", "MASQUERADE --to-ports " + err.Error()
 			}
-			p.SPort = port
+			note = setNATPort(p, r, lo, hi, true)
 		}
-		return fmt.Sprintf("MASQUERADE %s -> %s (address of %s)", inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Src, p.SPort)), p.OIF), ""
+		return fmt.Sprintf("MASQUERADE %s -> %s (address of %s)%s", inet.Endpoint(old), portEndpoint(p.Src, p.SPort, p.SPortRange), p.OIF, note), ""
 	case "REDIRECT":
 		// nf_nat_redirect_ipv4: locally generated packets go to loopback, others to the first
 		// address of the interface they came in on.
@@ -1010,14 +1146,15 @@ func (n *Sim) applyNAT(r *iptables.Rule, hook string, p *Packet) (string, string
 		}
 		old := netip.AddrPortFrom(p.Dst, p.DPort)
 		p.Dst = a
+		note := ""
 		if v, ok := optVal("to-ports"); ok && hasPorts {
-			port, err := FirstPort(v)
+			lo, hi, err := ParsePortRange(v)
 			if err != nil {
 				return "", "REDIRECT --to-ports " + err.Error()
 			}
-			p.DPort = port
+			note = setNATPort(p, r, lo, hi, false)
 		}
-		return fmt.Sprintf("REDIRECT %s -> %s", inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Dst, p.DPort))), ""
+		return fmt.Sprintf("REDIRECT %s -> %s%s", inet.Endpoint(old), portEndpoint(p.Dst, p.DPort, p.DPortRange), note), ""
 	case "NETMAP":
 		v, ok := optVal("to")
 		if !ok {
@@ -1054,6 +1191,18 @@ func (n *Sim) applyNAT(r *iptables.Rule, hook string, p *Packet) (string, string
 		return fmt.Sprintf("NETMAP source %s -> %s", old, p.Src), ""
 	}
 	return "", fmt.Sprintf("target %s is not modelled", r.Target)
+}
+
+// portEndpoint writes an address with its port, or with the range its port is picked from
+// when NAT left it unknown.
+func portEndpoint(a netip.Addr, port uint16, rng string) string {
+	if port == 0 && rng != "" {
+		if a.Is6() {
+			return fmt.Sprintf("[%s]:(%s)", a, rng)
+		}
+		return fmt.Sprintf("%s:(%s)", a, rng)
+	}
+	return inet.Endpoint(netip.AddrPortFrom(a, port))
 }
 
 // addrType classifies an address as the addrtype match does (inet_dev_addr_type): from the

@@ -126,6 +126,10 @@ type Packet struct {
 	Src   netip.AddrPort `json:"src"`
 	Dst   netip.AddrPort `json:"dst"`
 	Mark  uint32         `json:"mark"`
+	// SrcPortRange and DstPortRange are set when NAT gave the packet a port the model cannot
+	// know (its port is then 0): the range the kernel picks it from, "1024-65535".
+	SrcPortRange string `json:"src_port_range,omitempty"`
+	DstPortRange string `json:"dst_port_range,omitempty"`
 }
 
 // routingDecision is one FIB lookup with the flow it was asked for.
@@ -235,7 +239,8 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 
 	// The reply: what the far end sends back, as conntrack sees it (ESTABLISHED, with the
 	// connmark of the request), entering where the request left.
-	rp := &netfilter.Packet{Family: fam, Proto: req.Proto, Src: p.Dst, Dst: p.Src, SPort: p.DPort, DPort: p.SPort, ICMPType: -1}
+	rp := &netfilter.Packet{Family: fam, Proto: req.Proto, Src: p.Dst, Dst: p.Src, SPort: p.DPort, DPort: p.SPort, ICMPType: -1,
+		SPortRange: p.DPortRange, DPortRange: p.SPortRange}
 	switch req.Proto {
 	case 6:
 		rp.TCPFlags = netfilter.TCPSYN | netfilter.TCPACK
@@ -346,7 +351,7 @@ func (t *tracer) natBeforeRouting(leg *Leg, hook string, p *netfilter.Packet, ct
 		return t.table(leg, "nat", hook, p, ct)
 	case ct.Reply && ct.SNAT && ct.State != netfilter.CTUntracked:
 		old := netip.AddrPortFrom(p.Dst, p.DPort)
-		p.Dst, p.DPort = ct.Orig.Src.Addr(), ct.Orig.Src.Port()
+		p.Dst, p.DPort, p.DPortRange = ct.Orig.Src.Addr(), ct.Orig.Src.Port(), ""
 		leg.Steps = append(leg.Steps, Step{Hook: "nat " + hook, What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
 	}
 	return true
@@ -534,7 +539,7 @@ func (t *tracer) postrouting(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) 
 // it at the source-NAT hooks, after routing: the reply is routed from the backend's address).
 func (t *tracer) reverseDNAT(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.Conn) {
 	old := netip.AddrPortFrom(p.Src, p.SPort)
-	p.Src, p.SPort = ct.Orig.Dst.Addr(), ct.Orig.Dst.Port()
+	p.Src, p.SPort, p.SPortRange = ct.Orig.Dst.Addr(), ct.Orig.Dst.Port(), ""
 	leg.Steps = append(leg.Steps, Step{Hook: hook, What: fmt.Sprintf("conntrack reverses the DNAT: source %s -> %s", old, netip.AddrPortFrom(p.Src, p.SPort))})
 }
 
@@ -718,7 +723,8 @@ func nextHop(r fib.Result, dst netip.Addr) netip.Addr {
 }
 
 func (t *tracer) finishLeg(leg *Leg, p *netfilter.Packet) {
-	leg.Packet = Packet{Proto: inet.ProtoName(p.Proto), Src: netip.AddrPortFrom(p.Src, p.SPort), Dst: netip.AddrPortFrom(p.Dst, p.DPort), Mark: p.Mark}
+	leg.Packet = Packet{Proto: inet.ProtoName(p.Proto), Src: netip.AddrPortFrom(p.Src, p.SPort), Dst: netip.AddrPortFrom(p.Dst, p.DPort), Mark: p.Mark,
+		SrcPortRange: p.SPortRange, DstPortRange: p.DPortRange}
 	leg.Verdict = leg.outcome
 	if leg.uncertain {
 		leg.Verdict = LegUncertain
