@@ -138,7 +138,33 @@ const (
 	SysctlSrcValidMark   = "net.ipv4.conf.all.src_valid_mark"
 	SysctlConntrackCount = "net.netfilter.nf_conntrack_count"
 	SysctlConntrackMax   = "net.netfilter.nf_conntrack_max"
+	// Whether bridged IPv4/IPv6 packets pass iptables/ip6tables (and conntrack): present only
+	// while br_netfilter is loaded, per namespace; absent means off.
+	SysctlBridgeNFIPTables  = "net.bridge.bridge-nf-call-iptables"
+	SysctlBridgeNFIP6Tables = "net.bridge.bridge-nf-call-ip6tables"
 )
+
+// BridgeNFKey returns the sysctl that decides whether bridged packets of a family pass
+// iptables (SysctlBridgeNFIPTables or SysctlBridgeNFIP6Tables).
+func BridgeNFKey(f inet.Family) string {
+	if f == inet.V6 {
+		return SysctlBridgeNFIP6Tables
+	}
+	return SysctlBridgeNFIPTables
+}
+
+// BridgeNFCall reports whether bridged packets of a family pass iptables and conntrack
+// (br_netfilter loaded and its bridge-nf-call sysctl on).
+func (s Sysctls) BridgeNFCall(f inet.Family) bool { return s.Int(BridgeNFKey(f), 0) == 1 }
+
+// BridgeNFText says how the bridge-nf-call sysctl of a family is set, for findings.
+func (s Sysctls) BridgeNFText(f inet.Family) string {
+	k := BridgeNFKey(f)
+	if _, ok := s[k]; !ok {
+		return k + " absent: br_netfilter is not loaded"
+	}
+	return k + " = " + s[k]
+}
 
 // ConfKey returns the name of a per-interface net.ipv4.conf setting ("all", "default" or a link).
 func ConfKey(iface, setting string) string {

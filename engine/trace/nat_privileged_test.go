@@ -112,3 +112,19 @@ func TestPrivilegedNATSourcePorts(t *testing.T) {
 		}
 	}
 }
+
+func render(r *trace.Result) string {
+	var b strings.Builder
+	r.Render(&b, nil)
+	return b.String()
+}
+
+func errorIDs(r *trace.Result) []string {
+	var ids []string
+	for _, f := range r.Findings {
+		if f.Severity == "error" {
+			ids = append(ids, f.ID)
+		}
+	}
+	return ids
+}

@@ -137,6 +137,8 @@ func legSummary(l *Leg) string {
 		out = "forwarded out " + l.OIF
 	case LegOutput:
 		out = "out " + l.OIF
+	case LegBridged:
+		out = "bridged out " + l.OIF
 	case LegUncertain:
 		out = "UNCERTAIN"
 		if l.OIF != "" {

@@ -52,6 +52,7 @@ const (
 	LegLocal       = fib.VerdictLocal // delivered to a socket on this host
 	LegForward     = "forward"        // routed through this host and sent on
 	LegOutput      = "output"         // generated here and sent out
+	LegBridged     = "bridged"        // forwarded by a bridge between two of its ports, not routed
 	LegDrop        = "drop"
 	LegReject      = "reject"
 	LegUncertain   = "uncertain" // a rule the model cannot evaluate may change the path
@@ -232,7 +233,7 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 	t.finishLeg(fwd, p)
 
 	switch fwd.outcome {
-	case LegLocal, LegForward, LegOutput:
+	case LegLocal, LegForward, LegOutput, LegBridged:
 	default:
 		return res // no reply can come
 	}
@@ -256,11 +257,11 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 	reply := &Leg{}
 	res.Reply = reply
 	bypass := t.checkReplyBypassesNAT(fwd, ct)
-	if bypass {
+	if bypass && t.bridgeOf(fwd.OIF) == "" {
 		reply.Steps = append(reply.Steps, Step{Hook: "reply", What: fmt.Sprintf("%s answers %s directly on the shared link; this leg is what would happen if the reply came back through this host", ct.NATed.Dst.Addr(), ct.Orig.Src.Addr())})
 	}
 	switch fwd.outcome {
-	case LegForward, LegOutput:
+	case LegForward, LegOutput, LegBridged:
 		rp.IIF = fwd.OIF
 		t.receive(reply, rp, rct, false)
 	case LegLocal:
@@ -376,6 +377,21 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	if t.s.LinkByName(p.IIF) == nil {
 		leg.Steps = append(leg.Steps, Step{Hook: "input", What: fmt.Sprintf("interface %s is not among this host's links", p.IIF)})
 	}
+	br := t.bridgeOf(p.IIF)
+	brnf := br != "" && t.s.Sysctls.BridgeNFCall(p.Family)
+	if br != "" && br != p.IIF {
+		// A bridge port hands its frames to the bridge: the IP layer, and iptables under
+		// br_netfilter, see them on the bridge device (brnf_get_logical_dev).
+		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("arrives on %s, a port of bridge %s: routing and iptables see it on %s", p.IIF, br, br)})
+		p.IIF, leg.IIF = br, br
+	}
+	if br != "" && !brnf {
+		if pfx, ok := t.bridgedOn(br, p.Src, p.Dst); ok {
+			leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter is off (%s): iptables and conntrack do not see bridged packets", t.s.Sysctls.BridgeNFText(p.Family))})
+			t.bridged(leg, p, ct, br, pfx, false)
+			return
+		}
+	}
 	if !t.table(leg, "raw", "PREROUTING", p, ct) {
 		return
 	}
@@ -383,10 +399,41 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	if !t.table(leg, "mangle", "PREROUTING", p, ct) {
 		return
 	}
+	dstBefore := p.Dst
 	if !t.natBeforeRouting(leg, "PREROUTING", p, ct) {
 		return
 	}
 	fl := fib.Flow{Family: p.Family, Src: p.Src, Dst: p.Dst, IIF: p.IIF, Mark: p.Mark, Proto: p.Proto, SPort: p.SPort, DPort: p.DPort}
+	if brnf {
+		// br_netfilter ran PREROUTING at the bridge, before the bridge decided between
+		// bridging and passing the frame up (br_nf_pre_routing).
+		if p.Dst != dstBefore {
+			// br_nf_pre_routing_finish: a destination NAT changed is routed again (an input
+			// route, so forwarding and rp_filter apply: with forwarding off the route is an
+			// error route to this host, and the packet is dropped as on a routed path); when
+			// the route leaves by the same bridge the frame stays bridged, to the new
+			// destination's MAC address; otherwise it goes up to be routed.
+			r := t.fib.Lookup(fl)
+			if _, fwdOn := t.forwardingOn(br, p.Family); fwdOn && r.Verdict == model.RouteUnicast && r.OIF == br {
+				t.routingSteps(leg, "routing", r)
+				leg.route = r
+				if !t.rpFilter(leg, p, r) {
+					return
+				}
+				leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter (%s): the new destination %s is on %s too, so the frame stays bridged", t.s.Sysctls.BridgeNFText(p.Family), p.Dst, br)})
+				pfx := netip.PrefixFrom(p.Dst, p.Dst.BitLen())
+				if r.Route != nil {
+					pfx = r.Route.Dst
+				}
+				t.bridged(leg, p, ct, br, pfx, true)
+				return
+			}
+		} else if pfx, ok := t.bridgedOn(br, p.Src, p.Dst); ok {
+			leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter is on (%s): the bridged packet passes iptables PREROUTING, FORWARD and POSTROUTING, seen on %s", t.s.Sysctls.BridgeNFText(p.Family), br)})
+			t.bridged(leg, p, ct, br, pfx, true)
+			return
+		}
+	}
 	r := t.route(leg, fl, request)
 	switch r.Verdict {
 	case model.RouteLocal, model.RouteBroadcast:
@@ -413,6 +460,57 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	default:
 		t.routeFailure(leg, p, r)
 	}
+}
+
+// bridgeOf returns the bridge an interface belongs to: itself when it is a bridge, its master
+// when it is a port of one, "" otherwise.
+func (t *tracer) bridgeOf(iface string) string {
+	l := t.s.LinkByName(iface)
+	if l == nil {
+		return ""
+	}
+	if l.Kind == "bridge" {
+		return l.Name
+	}
+	if m := t.s.LinkByName(l.Master); m != nil && m.Kind == "bridge" {
+		return m.Name
+	}
+	return ""
+}
+
+// bridgedOn reports whether a packet from src to dst arriving on bridge br is bridged rather
+// than routed: the sender reaches dst directly when both are in one network of the bridge,
+// so the frame carries dst's MAC address, not the bridge's, and the bridge forwards it between
+// its ports. The network is returned for the explanation.
+func (t *tracer) bridgedOn(br string, src, dst netip.Addr) (netip.Prefix, bool) {
+	if !src.IsValid() || !dst.IsValid() || t.nf.AddrType(dst, "") != "UNICAST" {
+		return netip.Prefix{}, false // to this host (or broadcast): passed up, not bridged
+	}
+	for _, pfx := range t.s.Connected(br) {
+		if pfx.Bits() < pfx.Addr().BitLen() && pfx.Contains(src) && pfx.Contains(dst) {
+			return pfx, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// bridged ends a leg that the bridge forwards between two of its ports: not routed, so
+// ip_forward and rp_filter do not apply. With br_netfilter on (brnf) the packet passes
+// FORWARD and POSTROUTING, seen on the bridge, and conntrack undoes NAT there as on a routed
+// path (br_nf_forward_ip, br_nf_post_routing); PREROUTING has run already.
+func (t *tracer) bridged(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, br string, pfx netip.Prefix, brnf bool) {
+	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("%s and %s are both on %s (%s): the frame is bridged between ports of %s, not routed (ip_forward does not apply)", p.Src, p.Dst, br, pfx, br), Decisive: true})
+	p.OIF, p.NextHop = br, p.Dst
+	leg.OIF, leg.Gateway = br, netip.Addr{}
+	if brnf {
+		if !t.table(leg, "mangle", "FORWARD", p, ct) || !t.table(leg, "filter", "FORWARD", p, ct) {
+			return
+		}
+		if !t.postrouting(leg, p, ct) {
+			return
+		}
+	}
+	leg.outcome = LegBridged
 }
 
 // deliver runs the INPUT hooks of a packet routed to this host.
@@ -830,21 +928,37 @@ func (t *tracer) checkReplyBypassesNAT(fwd *Leg, ct *netfilter.Conn) bool {
 	if !clientOnLink {
 		return false
 	}
+	fam := inet.FamilyOf(backend)
+	br := t.bridgeOf(fwd.OIF)
+	if br != "" && t.s.Sysctls.BridgeNFCall(fam) {
+		// This host is the switch between them: the reply is bridged through it, and with
+		// br_netfilter on conntrack sees it and undoes the DNAT (the pod-to-ClusterIP case).
+		return false
+	}
 	self := fwd.Src
 	if !self.IsValid() {
 		self = t.fib.MasqueradeAddr(fwd.OIF, backend, backend)
 	}
-	rule := finding.SNATCommand(inet.FamilyOf(backend), backend, inet.ProtoName(t.protoOf()), ct.NATed.Dst.Port(), self)
+	rule := finding.SNATCommand(fam, backend, inet.ProtoName(t.protoOf()), ct.NATed.Dst.Port(), self)
 	ev := []string{
 		fmt.Sprintf("the request %s is DNATed to %s and sent out %s", tupleText(ct.Orig), inet.Endpoint(ct.NATed.Dst), fwd.OIF),
 		fmt.Sprintf("no SNAT: the backend sees the client's own address %s", client),
 		fmt.Sprintf("%s and %s are both on %s (%s), so %s answers %s directly from %s, an address the client never spoke to; the client resets or ignores it and conntrack here stays [UNREPLIED]", backend, client, fwd.OIF, pfx, backend, client, inet.Endpoint(ct.NATed.Dst)),
 	}
+	fixText := "also SNAT the forwarded traffic to this host's address so the backend answers through it: " + rule
+	if br != "" {
+		cmd := quote.ShellJoin("sysctl", "-w", model.BridgeNFKey(fam)+"=1")
+		ev = append(ev, fmt.Sprintf("the reply is bridged by %s, this host's own bridge, but br_netfilter is off (%s): bridged packets bypass iptables and conntrack", br, t.s.Sysctls.BridgeNFText(fam)))
+		fixText = fmt.Sprintf("turn br_netfilter on so conntrack sees bridged replies (modprobe br_netfilter; %s), as Docker and kube-proxy expect; or %s", cmd, fixText)
+	}
+	summary := fmt.Sprintf("the reply from %s bypasses this host, so the DNAT of %s is never undone", backend, inet.Endpoint(ct.Orig.Dst))
+	if br != "" {
+		summary = fmt.Sprintf("the reply from %s is bridged by %s past conntrack (br_netfilter is off), so the DNAT of %s is never undone", backend, br, inet.Endpoint(ct.Orig.Dst))
+	}
 	t.add(finding.Finding{ID: FindingReplyBypassesNAT, Severity: finding.SeverityError,
-		Summary:  fmt.Sprintf("the reply from %s bypasses this host, so the DNAT of %s is never undone", backend, inet.Endpoint(ct.Orig.Dst)),
+		Summary:  summary,
 		Evidence: ev,
-		Fix: finding.PortForwardFix("also SNAT the forwarded traffic to this host's address so the backend answers through it: "+rule,
-			finding.PortForwardArgs(t.protoOf(), fwd.IIF, ct.Orig.Dst, ct.NATed.Dst))})
+		Fix:      finding.PortForwardFix(fixText, finding.PortForwardArgs(t.protoOf(), fwd.IIF, ct.Orig.Dst, ct.NATed.Dst))})
 	return true
 }
 
