@@ -82,6 +82,9 @@ type Result struct {
 	Decider   string // the rule (or policy) that dropped or rejected
 	Steps     []Step
 	Uncertain []Uncertain
+	// Branches are the rules on the way whose match depends on state or chance, in order,
+	// with the outcome the evaluation took (Force, or a quiet host's).
+	Branches []Branch
 }
 
 // Step is what one rule (or the policy) did to the packet.
@@ -100,6 +103,9 @@ type Sim struct {
 	s      *model.State
 	fib    *fib.FIB // for MASQUERADE's source address selection
 	parsed map[*iptables.Rule]*iptables.Rule
+	// Force sets the outcome of branch rules (Branch.Key) for the evaluations that follow,
+	// to explore the outcomes a quiet host's assumption leaves out.
+	Force map[*iptables.Rule]bool
 }
 
 func New(s *model.State, f *fib.FIB) *Sim {
@@ -172,7 +178,25 @@ func (n *Sim) Run(table, hook string, p *Packet, ct *Conn) Result {
 		}
 		r := n.rule(p.Family, &top.chain.Rules[top.next])
 		top.next++
-		matched, why := n.matches(r, p, ct)
+		matched, why, br := n.matchesBranch(r, p, ct)
+		if br != nil && why == "" {
+			if nfContinueTargets[r.Target] && t.Chain(r.Target) == nil {
+				continue // a rate-limited LOG: whatever it matches, the path is the same
+			}
+			if f, ok := n.Force[r]; ok {
+				matched = f
+			}
+			br.Taken, br.rule = matched, r
+			br.Rule = iptables.RuleCommand(p.Family, table, top.chain.Name, r)
+			res.Branches = append(res.Branches, *br)
+			what := "depends: matches " + br.When + "; otherwise not (" + br.Else + ")"
+			if br.Prob >= 0 {
+				what = fmt.Sprintf("random branch: matches %s; ", percent(br.Prob)) + map[bool]string{true: "taken here", false: "not taken here"}[matched]
+			} else {
+				what += map[bool]string{true: "; taken as matching", false: "; taken as not matching"}[matched]
+			}
+			res.Steps = append(res.Steps, Step{What: what, Rule: br.Rule})
+		}
 		if !matched && why == "" {
 			continue
 		}
@@ -283,6 +307,9 @@ func (n *Sim) Run(table, hook string, p *Packet, ct *Conn) Result {
 			continue
 		}
 		why = fmt.Sprintf("target %s is not modelled", r.Target)
+		if effect, ok := namedTargetWhy(r); ok {
+			why = effect
+		}
 		res.Uncertain = append(res.Uncertain, Uncertain{text, why})
 		res.Steps = append(res.Steps, Step{What: "uncertain: " + why + "; assumed not to match", Rule: text})
 	}
@@ -306,9 +333,55 @@ func isBuiltinChain(name string) bool {
 	return false
 }
 
-// matches reports whether a rule matches the packet. A non-empty why means the model cannot
-// tell, and says which part of the rule it does not model.
+// matches reports whether a rule matches the packet, taking a branch's assumed outcome. A
+// non-empty why means the model cannot tell, and says which part of the rule it does not model.
 func (n *Sim) matches(r *iptables.Rule, p *Packet, ct *Conn) (bool, string) {
+	ok, why, _ := n.matchesBranch(r, p, ct)
+	return ok, why
+}
+
+// matchesBranch is matches that also returns, when every other part of the rule matches and
+// the rest depends on state or chance (stateMatch), the Branch that says on what; ok is then
+// the quiet host's outcome.
+func (n *Sim) matchesBranch(r *iptables.Rule, p *Packet, ct *Conn) (bool, string, *Branch) {
+	var infos []branchInfo
+	for _, m := range r.Matches {
+		b, why, ok := stateMatch(m, p)
+		if !ok {
+			continue
+		}
+		if why != "" {
+			return false, why, nil
+		}
+		if b.determined {
+			if !b.assumed {
+				return false, "", nil
+			}
+			continue
+		}
+		infos = append(infos, b)
+	}
+	ok, why := n.matchesRest(r, p, ct)
+	if !ok || why != "" || len(infos) == 0 {
+		return ok, why, nil
+	}
+	br := &Branch{Prob: 1, Taken: true}
+	var when, els []string
+	for _, b := range infos {
+		if b.prob < 0 || br.Prob < 0 {
+			br.Prob = -1
+		} else {
+			br.Prob *= b.prob
+		}
+		when, els = append(when, b.when), append(els, b.els)
+		br.Taken = br.Taken && b.assumed
+	}
+	br.When, br.Else = strings.Join(when, " and "), strings.Join(els, " or ")
+	return br.Taken, "", br
+}
+
+// matchesRest evaluates every part of a rule but the matches stateMatch handles.
+func (n *Sim) matchesRest(r *iptables.Rule, p *Packet, ct *Conn) (bool, string) {
 	if r.Fragment != nil && *r.Fragment {
 		// -f matches only second and later fragments; a traced flow's packets are whole.
 		return false, ""
@@ -347,6 +420,9 @@ func (n *Sim) matches(r *iptables.Rule, p *Packet, ct *Conn) (bool, string) {
 		}
 	}
 	for _, m := range r.Matches {
+		if _, _, state := stateMatch(m, p); state {
+			continue
+		}
 		ok, why := n.match(m, p, ct)
 		if why != "" {
 			return false, why
@@ -602,6 +678,8 @@ func (n *Sim) match(m iptables.Match, p *Packet, ct *Conn) (bool, string) {
 			}
 		}
 		return true, ""
+	case "rpfilter":
+		return n.rpfilter(m, p)
 	case "pkttype":
 		for _, o := range m.Options {
 			if o.Name != "pkt-type" || len(o.Values) != 1 {
@@ -621,6 +699,58 @@ func (n *Sim) match(m iptables.Match, p *Packet, ct *Conn) (bool, string) {
 		return true, ""
 	}
 	return false, fmt.Sprintf("match -m %s is not modelled", m.Name)
+}
+
+// rpfilter is the rpfilter match (net/ipv4/netfilter/ipt_rpfilter.c): a reverse lookup of the
+// source as an output lookup from loopback (from the destination, with the mark only under
+// --validmark) must give a unicast route out the interface the packet came in on (any
+// interface with --loose; a local route too with --accept-local). It is the same check as the
+// rp_filter sysctl, made by a rule.
+func (n *Sim) rpfilter(m iptables.Match, p *Packet) (bool, string) {
+	var loose, validMark, acceptLocal, invert bool
+	for _, o := range m.Options {
+		switch o.Name {
+		case "loose":
+			loose = true
+		case "validmark":
+			validMark = true
+		case "accept-local":
+			acceptLocal = true
+		case "invert":
+			invert = true
+		default:
+			return false, fmt.Sprintf("-m rpfilter --%s is not modelled", o.Name)
+		}
+	}
+	if p.IIF == "" {
+		return false, "-m rpfilter on a locally generated packet (it belongs in PREROUTING)"
+	}
+	if p.Dst.IsMulticast() {
+		return !invert, "" // local multicast passes (rpfilter_mt)
+	}
+	fl := fib.Flow{Family: p.Family, Dst: p.Src, Src: p.Dst, Proto: p.Proto, SPort: p.DPort, DPort: p.SPort}
+	if t := n.AddrType(p.Dst, ""); t != "LOCAL" && t != "UNICAST" {
+		fl.Src = netip.Addr{}
+	}
+	if validMark {
+		fl.Mark = p.Mark
+	}
+	r := n.fib.Lookup(fl)
+	pass := false
+	switch r.Verdict {
+	case model.RouteUnicast:
+		pass = loose || r.OIF == p.IIF
+		if !pass && r.Route != nil {
+			for _, nh := range r.Route.Nexthops {
+				pass = pass || nh.Dev == p.IIF
+			}
+		}
+	case model.RouteLocal:
+		pass = acceptLocal
+	case fib.VerdictInvalid:
+		return false, "-m rpfilter: the reverse lookup is refused: " + r.Note
+	}
+	return pass != invert, ""
 }
 
 // matchAddrText matches an iptables address: "10.0.0.0/8", "10.0.0.1", "10.0.0.0/255.0.0.0".

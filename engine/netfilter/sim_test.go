@@ -162,7 +162,8 @@ func TestNFMatches(t *testing.T) {
 		{"-p icmp -m icmp --icmp-type 8 -j ACCEPT", false, false},
 		{"-f -j DROP", false, false},
 		{"-m set --match-set x src -j DROP", false, true},
-		{"-m owner --uid-owner 0 -j DROP", false, true},
+		{"-m owner --uid-owner 0 -j DROP", false, false}, // a received packet has no socket
+		{"-m u32 --u32 0x0&0xf=0x5 -j DROP", false, true},
 		{"-s example.org -j DROP", false, true},
 	} {
 		got, why := n.matches(rule(t, c.spec), p, ct)

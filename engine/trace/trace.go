@@ -5,6 +5,7 @@ package trace
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"roundtrip/engine/fib"
@@ -42,6 +43,10 @@ const (
 	// FindingAssumedReturnRoute says what a forwarded flow without SNAT relies on when nothing
 	// else is wrong: hosts this one cannot see must route the client back through it.
 	FindingAssumedReturnRoute = "assumed-return-route"
+	// FindingCandidates lists the outcomes of rules that depend on chance or state (a
+	// random load-balancing branch, a rate limit, a recent list): the trace follows one and
+	// names every other with what it depends on.
+	FindingCandidates = "candidates"
 	// FindingKernelDisagrees is added by the live trace command when the kernel's own route
 	// lookup (ip route get) differs from the model's.
 	FindingKernelDisagrees = "model-kernel-disagree"
@@ -308,9 +313,13 @@ func (t *tracer) add(f finding.Finding) {
 // table runs one netfilter table at one hook and records what it did. It returns false when
 // the packet is dropped or rejected.
 func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *netfilter.Conn) bool {
+	pIn, ctIn := *p, *ct
 	r := t.nf.Run(table, hook, p, ct)
 	for _, s := range r.Steps {
 		leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: s.What, Rule: s.Rule, Decisive: s.Decisive})
+	}
+	if len(r.Branches) > 0 {
+		t.candidates(leg, table, hook, &pIn, &ctIn, p, r)
 	}
 	for _, u := range r.Uncertain {
 		leg.uncertain = true
@@ -341,6 +350,90 @@ func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *ne
 	}
 	return true
 }
+
+// candidates reports the outcomes of a table's branch rules (chance or state): the one the
+// evaluation took and, for each branch, the other, evaluated again from the packet as it
+// entered the table with that rule's outcome forced. Random branches get their probability
+// of being the one taken (kube-proxy's endpoints: 1/3, 1/2 of the rest, the rest).
+func (t *tracer) candidates(leg *Leg, table, hook string, pIn *netfilter.Packet, ctIn *netfilter.Conn, pOut *netfilter.Packet, r netfilter.Result) {
+	key := table + " " + hook
+	for _, b := range r.Branches {
+		key += "\x00" + b.Rule
+	}
+	if t.seen[key] {
+		return
+	}
+	t.seen[key] = true
+	random := true
+	for _, b := range r.Branches {
+		random = random && b.Prob >= 0 && !b.Taken
+	}
+	taken := outcomeText(r, pOut)
+	differs := false
+	rest := 1.0
+	var ev []string
+	for _, b := range r.Branches {
+		pc, cc := *pIn, *ctIn
+		t.nf.Force = map[*iptables.Rule]bool{b.Key(): !b.Taken}
+		alt := t.nf.Run(table, hook, &pc, &cc)
+		t.nf.Force = nil
+		differs = differs || alt.Verdict != r.Verdict
+		cond := b.When
+		if b.Taken {
+			cond = b.Else
+		}
+		if random {
+			ev = append(ev, fmt.Sprintf("%s (probability %s): %s", b.Rule, percentText(rest*b.Prob), outcomeText(alt, &pc)))
+			rest *= 1 - b.Prob
+			continue
+		}
+		out := outcomeText(alt, &pc)
+		if alt.Decider == b.Rule {
+			out = map[string]string{netfilter.Drop: "dropped", netfilter.Reject: "rejected"}[alt.Verdict] + " by this rule"
+		}
+		ev = append(ev, fmt.Sprintf("%s: %s; the rule: %s", cond, out, b.Rule))
+	}
+	sev := finding.SeverityInfo
+	if differs {
+		sev = finding.SeverityWarning
+	}
+	var summary string
+	if random {
+		ev = append(ev, fmt.Sprintf("none of them (probability %s), the path this trace follows: %s", percentText(rest), taken))
+		summary = fmt.Sprintf("%s %s picks at random among %d branches (-m statistic); this trace follows one, every one is listed with its probability", table, hook, len(r.Branches)+1)
+	} else {
+		var assumed []string
+		for _, b := range r.Branches {
+			assumed = append(assumed, tern(b.Taken, b.When, b.Else))
+		}
+		ev = append([]string{fmt.Sprintf("as traced (assumed %s): %s", strings.Join(assumed, "; "), taken)}, ev...)
+		summary = fmt.Sprintf("%s %s has rules whose outcome depends on rates or history; the trace assumes a quiet host and shows the other outcome", table, hook)
+	}
+	t.add(finding.Finding{ID: FindingCandidates, Severity: sev, Summary: summary, Evidence: ev,
+		Fix: finding.Fix{Summary: "nothing to fix by itself: check the rule counters (" + quote.ShellJoin(iptables.Command(pIn.Family), "-t", table, "-L", hook, "-v", "-n") + ") or conntrack to see which outcome the kernel took", Args: []string{}}})
+	leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: fmt.Sprintf("the outcome depends on chance or state (%d rules): the %s finding lists each", len(r.Branches), FindingCandidates)})
+}
+
+// outcomeText says what a table did: dropped, rejected, or what NAT it applied.
+func outcomeText(r netfilter.Result, p *netfilter.Packet) string {
+	switch r.Verdict {
+	case netfilter.Drop:
+		return "dropped (" + r.Decider + ")"
+	case netfilter.Reject:
+		return "rejected (" + r.Decider + ")"
+	}
+	for i := len(r.Steps) - 1; i >= 0; i-- {
+		if st := r.Steps[i]; st.Decisive || strings.HasPrefix(st.What, "mark ") {
+			return st.What
+		}
+	}
+	if len(r.Steps) > 0 && r.Steps[len(r.Steps)-1].What == "accepted" {
+		return "accepted"
+	}
+	return "goes on: " + packetText(p)
+}
+
+func percentText(p float64) string { return strconv.FormatFloat(p*100, 'g', 4, 64) + "%" }
 
 // natBeforeRouting runs the nat table of PREROUTING or OUTPUT for a connection's first packet.
 // For a reply of an SNATed connection, conntrack instead puts the request's original source

@@ -783,3 +783,46 @@ ipt nat -A PREROUTING -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j DNAT --to-des
 		t.Errorf("to the bridge's address: %s", r.Forward.Verdict)
 	}
 }
+
+// kube-proxy spreads a service over its endpoints with -m statistic: every endpoint is a
+// candidate with its probability; a rate or history rule shows both outcomes.
+func TestTraceCandidates(t *testing.T) {
+	s := modeltest.Host(t, `
+link eth0 192.0.2.10/24
+link eth1 10.1.0.1/24
+sysctl net.ipv4.ip_forward=1
+ipt nat -N KUBE-SVC-X
+ipt nat -N KUBE-SEP-A
+ipt nat -N KUBE-SEP-B
+ipt nat -N KUBE-SEP-C
+ipt nat -A PREROUTING -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-X
+ipt nat -A KUBE-SVC-X -m statistic --mode random --probability 0.33333333349 -j KUBE-SEP-A
+ipt nat -A KUBE-SVC-X -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-B
+ipt nat -A KUBE-SVC-X -j KUBE-SEP-C
+ipt nat -A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.1.0.5:8080
+ipt nat -A KUBE-SEP-B -p tcp -m tcp -j DNAT --to-destination 10.1.0.6:8080
+ipt nat -A KUBE-SEP-C -p tcp -m tcp -j DNAT --to-destination 10.1.0.7:8080
+ipt filter -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --set --name SSH --rsource
+ipt filter -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 30 --hitcount 6 --name SSH --rsource -j REJECT --reject-with icmp-port-unreachable
+ipt filter -A INPUT -p tcp -m tcp --dport 22 -m limit --limit 3/min -j LOG
+`)
+	r := trace(t, s, "tcp 192.0.2.99:40000 10.96.0.10:80 eth0")
+	f := r.Finding(FindingCandidates)
+	if f == nil || f.Severity != finding.SeverityInfo || len(f.Evidence) != 3 || r.Has(FindingUncertain) || r.Forward.Verdict != LegForward {
+		t.Fatalf("findings %v, candidates %+v, forward %s", finding.IDs(r.Findings), f, r.Forward.Verdict)
+	}
+	for i, want := range []string{"(probability 33.33%): DNAT 10.96.0.10:80 -> 10.1.0.5:8080", "(probability 33.33%): DNAT 10.96.0.10:80 -> 10.1.0.6:8080", "none of them (probability 33.33%), the path this trace follows: DNAT 10.96.0.10:80 -> 10.1.0.7:8080"} {
+		if !strings.Contains(f.Evidence[i], want) {
+			t.Errorf("candidate %d: %q, want %q", i, f.Evidence[i], want)
+		}
+	}
+
+	r = trace(t, s, "tcp 192.0.2.99:40000 192.0.2.10:22 eth0")
+	f = r.Finding(FindingCandidates)
+	if f == nil || f.Severity != finding.SeverityWarning || len(f.Evidence) != 2 || r.Forward.Verdict != LegLocal || r.Has(FindingUncertain) {
+		t.Fatalf("findings %v, candidates %+v, forward %s", finding.IDs(r.Findings), f, r.Forward.Verdict)
+	}
+	if !strings.Contains(f.Evidence[1], "once the source address was seen 6 times within 30 s (recent list SSH): rejected by this rule") {
+		t.Errorf("the other outcome: %q", f.Evidence[1])
+	}
+}
