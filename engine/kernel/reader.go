@@ -79,6 +79,11 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 		if st.Netfilter, err = ReadNetfilter(ctx, ns.Runner()); err != nil {
 			return nil, fmt.Errorf("reading netfilter of %s: %w", ns, err)
 		}
+		// The sets the set match tests. Sets that cannot be read (without CAP_NET_ADMIN) do
+		// not fail the read: the rules that test them stay uncertain, naming the set.
+		if sets, err := ReadIPSets(ns); err == nil {
+			st.IPSets = sets
+		}
 	}
 
 	if st.TableNames, err = ReadTableNames(opts.RTTablesDirs); err != nil {

@@ -28,6 +28,9 @@ type State struct {
 	TableNames map[int]string   `json:"table_names,omitempty"`
 	Netfilter  iptables.Ruleset `json:"netfilter"`
 	Sysctls    Sysctls          `json:"sysctls,omitempty"`
+	// IPSets are the ipsets the iptables set match tests (ipset list); nil when none exist
+	// or they could not be read.
+	IPSets []IPSet `json:"ipsets,omitempty"`
 }
 
 // Link is a network interface.
@@ -278,6 +281,7 @@ func (s *State) Clone() *State {
 	out.Routes = slices.Clone(s.Routes)
 	out.TableNames = maps.Clone(s.TableNames)
 	out.Sysctls = maps.Clone(s.Sysctls)
+	out.IPSets = cloneIPSets(s.IPSets)
 	out.Netfilter.Foreign = slices.Clone(s.Netfilter.Foreign)
 	out.Netfilter.Tables = make([]iptables.Table, len(s.Netfilter.Tables))
 	for i, t := range s.Netfilter.Tables {

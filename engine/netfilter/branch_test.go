@@ -148,3 +148,42 @@ func TestNamedMatchesAndRPFilter(t *testing.T) {
 		}
 	}
 }
+
+// The set match over the sets of the state: the most specific hash:net member decides (a
+// nomatch member is an exception), hash:ip with a netmask, hash:ip,port by protocol and port,
+// the flags choosing source or destination.
+func TestMatchSet(t *testing.T) {
+	s := modeltest.Host(t, "link eth0 10.0.0.1/24\n")
+	pfx := netip.MustParsePrefix
+	s.IPSets = []model.IPSet{
+		{Name: "nets", Type: "hash:net", Family: inet.V4, Members: []model.IPSetMember{
+			{Net: pfx("198.51.100.0/24")}, {Net: pfx("198.51.100.128/25"), NoMatch: true}, {Net: pfx("198.51.100.200/32")}}},
+		{Name: "hosts", Type: "hash:ip", Family: inet.V4, Netmask: 24, Members: []model.IPSetMember{{Net: pfx("203.0.113.0/32")}}},
+		{Name: "svc", Type: "hash:ip,port", Family: inet.V4, Members: []model.IPSetMember{{Net: pfx("10.0.0.1/32"), Proto: 6, Port: 22}}},
+		{Name: "macs", Type: "hash:mac", Family: inet.V4},
+	}
+	for _, c := range []struct {
+		spec, src string
+		want      bool
+		unknown   bool
+	}{
+		{"-m set --match-set nets src -j DROP", "198.51.100.7", true, false},
+		{"-m set --match-set nets src -j DROP", "198.51.100.130", false, false}, // nomatch exception
+		{"-m set --match-set nets src --return-nomatch -j DROP", "198.51.100.130", true, false},
+		{"-m set --match-set nets src -j DROP", "198.51.100.200", true, false}, // more specific than the exception
+		{"-m set ! --match-set nets src -j DROP", "192.0.2.1", true, false},
+		{"-m set --match-set nets dst -j DROP", "198.51.100.7", false, false},
+		{"-m set --match-set hosts src -j DROP", "203.0.113.99", true, false}, // netmask 24
+		{"-m set --match-set hosts src -j DROP", "203.0.114.1", false, false},
+		{"-m set --match-set svc dst,dst -j DROP", "192.0.2.1", true, false},
+		{"-m set --match-set svc dst,src -j DROP", "192.0.2.1", false, false},
+		{"-m set --match-set macs src -j DROP", "192.0.2.1", false, true},
+		{"-m set --match-set missing src -j DROP", "192.0.2.1", false, true},
+	} {
+		n := New(s, fib.New(s))
+		got, why := n.matches(rule(t, c.spec), synFrom(c.src, "10.0.0.1", "eth0"), &Conn{State: CTNew})
+		if got != c.want || (why != "") != c.unknown {
+			t.Errorf("%s from %s: %v %q", c.spec, c.src, got, why)
+		}
+	}
+}
