@@ -411,7 +411,7 @@ func (t *tracer) candidates(leg *Leg, table, hook string, pIn *netfilter.Packet,
 	}
 	t.add(finding.Finding{ID: FindingCandidates, Severity: sev, Summary: summary, Evidence: ev,
 		Fix: finding.Fix{Summary: "nothing to fix by itself: check the rule counters (" + quote.ShellJoin(iptables.Command(pIn.Family), "-t", table, "-L", hook, "-v", "-n") + ") or conntrack to see which outcome the kernel took", Args: []string{}}})
-	leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: fmt.Sprintf("the outcome depends on chance or state (%d rules): the %s finding lists each", len(r.Branches), FindingCandidates)})
+	leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: fmt.Sprintf("the outcome depends on chance or state: the %s finding lists every outcome", FindingCandidates)})
 }
 
 // outcomeText says what a table did: dropped, rejected, or what NAT it applied.
@@ -444,7 +444,7 @@ func (t *tracer) natBeforeRouting(leg *Leg, hook string, p *netfilter.Packet, ct
 	case ct.State == netfilter.CTNew:
 		return t.table(leg, "nat", hook, p, ct)
 	case ct.Reply && ct.SNAT && ct.State != netfilter.CTUntracked:
-		old := netip.AddrPortFrom(p.Dst, p.DPort)
+		old := rangeEndpoint(netip.AddrPortFrom(p.Dst, p.DPort), p.DPortRange)
 		p.Dst, p.DPort, p.DPortRange = ct.Orig.Src.Addr(), ct.Orig.Src.Port(), ""
 		leg.Steps = append(leg.Steps, Step{Hook: "nat " + hook, What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
 	}
@@ -729,7 +729,7 @@ func (t *tracer) postrouting(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) 
 // reverseDNAT puts back the address the client spoke to as the reply's source (conntrack does
 // it at the source-NAT hooks, after routing: the reply is routed from the backend's address).
 func (t *tracer) reverseDNAT(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.Conn) {
-	old := netip.AddrPortFrom(p.Src, p.SPort)
+	old := rangeEndpoint(netip.AddrPortFrom(p.Src, p.SPort), p.SPortRange)
 	p.Src, p.SPort, p.SPortRange = ct.Orig.Dst.Addr(), ct.Orig.Dst.Port(), ""
 	leg.Steps = append(leg.Steps, Step{Hook: hook, What: fmt.Sprintf("conntrack reverses the DNAT: source %s -> %s", old, netip.AddrPortFrom(p.Src, p.SPort))})
 }
@@ -926,7 +926,7 @@ func (t *tracer) finishLeg(leg *Leg, p *netfilter.Packet) {
 }
 
 func packetText(p *netfilter.Packet) string {
-	return fmt.Sprintf("%s %s -> %s", inet.ProtoName(p.Proto), inet.Endpoint(netip.AddrPortFrom(p.Src, p.SPort)), inet.Endpoint(netip.AddrPortFrom(p.Dst, p.DPort)))
+	return fmt.Sprintf("%s %s -> %s", inet.ProtoName(p.Proto), rangeEndpoint(netip.AddrPortFrom(p.Src, p.SPort), p.SPortRange), rangeEndpoint(netip.AddrPortFrom(p.Dst, p.DPort), p.DPortRange))
 }
 
 // isLocal reports whether an address is one of this host's (a local route in table local).
