@@ -579,10 +579,20 @@ func (t *tracer) bridgedOn(br string, src, dst netip.Addr) (netip.Prefix, bool) 
 	if !src.IsValid() || !dst.IsValid() || t.nf.AddrType(dst, "") != "UNICAST" {
 		return netip.Prefix{}, false // to this host (or broadcast): passed up, not bridged
 	}
+	own := false
 	for _, pfx := range t.s.Connected(br) {
+		if pfx.Addr().Is4() != dst.Is4() || pfx.Addr().IsLinkLocalUnicast() && dst.Is6() && !dst.IsLinkLocalUnicast() {
+			continue
+		}
+		own = true
 		if pfx.Bits() < pfx.Addr().BitLen() && pfx.Contains(src) && pfx.Contains(dst) {
 			return pfx, true
 		}
+	}
+	if !own {
+		// A bridge without an address of the family is a plain switch: no sender addresses
+		// the bridge itself, everything it gets is bridged.
+		return netip.PrefixFrom(dst, 0).Masked(), true
 	}
 	return netip.Prefix{}, false
 }
@@ -592,7 +602,11 @@ func (t *tracer) bridgedOn(br string, src, dst netip.Addr) (netip.Prefix, bool) 
 // FORWARD and POSTROUTING, seen on the bridge, and conntrack undoes NAT there as on a routed
 // path (br_nf_forward_ip, br_nf_post_routing); PREROUTING has run already.
 func (t *tracer) bridged(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, br string, pfx netip.Prefix, brnf bool) {
-	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("%s and %s are both on %s (%s): the frame is bridged between ports of %s, not routed (ip_forward does not apply)", p.Src, p.Dst, br, pfx, br), Decisive: true})
+	why := fmt.Sprintf("%s and %s are both on %s (%s)", p.Src, p.Dst, br, pfx)
+	if pfx.Bits() == 0 {
+		why = fmt.Sprintf("%s has no address of this family, so it only switches", br)
+	}
+	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: why + fmt.Sprintf(": the frame is bridged between ports of %s, not routed (ip_forward does not apply)", br), Decisive: true})
 	p.OIF, p.NextHop = br, p.Dst
 	leg.OIF, leg.Gateway = br, netip.Addr{}
 	if brnf {

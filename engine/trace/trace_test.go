@@ -826,3 +826,13 @@ ipt filter -A INPUT -p tcp -m tcp --dport 22 -m limit --limit 3/min -j LOG
 		t.Errorf("the other outcome: %q", f.Evidence[1])
 	}
 }
+
+// A bridge without an address is a plain switch: whatever arrives on a port is bridged.
+func TestTraceBridgeWithoutAddress(t *testing.T) {
+	s := modeltest.Host(t, "bridge br0\nport p1 br0\nport p2 br0\n")
+	r := trace(t, s, "tcp 10.72.0.2:40000 10.72.0.3:80 p1")
+	wantFindings(t, r)
+	if r.Forward.Verdict != LegBridged || r.Reply == nil || r.Reply.Verdict != LegBridged {
+		t.Fatalf("forward %s\n%s", r.Forward.Verdict, dumpLeg(&r.Forward))
+	}
+}
