@@ -128,3 +128,51 @@ func newPodNodeBRNF(t *testing.T, ns *lab.NS) {
 	t.Helper()
 	(&podNode{node: ns}).brNetfilter(t, true)
 }
+
+// Docker without its userland proxy DNATs a container's connection to the host's published
+// port back to the container itself (and MASQUERADEs it): the bridge must send the frame out
+// the port it came in on, which it does only with hairpin mode on that port. The kernel's
+// result changes with the flag, which the state does not hold: trace says uncertain and why.
+func TestPrivilegedDockerHairpin(t *testing.T) {
+	rules := `*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+-A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+COMMIT
+`
+	for i, hairpin := range []string{"on", "off"} {
+		t.Run("hairpin "+hairpin, func(t *testing.T) {
+			l := lab.New(t)
+			host := lab.Host(l, "hbr-hdock", true)
+			ctr := lab.Host(l, "hbr-hctr", false)
+			l.Veth(host, "veth1", ctr, "eth0")
+			host.Bridge("docker0", "veth1")
+			host.IP("link", "set", "veth1", "type", "bridge_slave", "hairpin", hairpin)
+			host.Addr("docker0", "172.17.0.1/16")
+			host.Addr("docker0", "198.18.95.1/32")
+			ctr.Addr("eth0", "172.17.0.2/16")
+			ctr.IP("route", "add", "default", "via", "172.17.0.1")
+			newPodNodeBRNF(t, host)
+			host.Run("sh", "-c", `printf '%s' "$1" | iptables-restore`, "sh", rules)
+			ctr.Listen("0.0.0.0:80")
+			src := fmt.Sprintf("172.17.0.2:%d", 41100+i)
+			conn, err := ctr.Dial("198.18.95.1:8080", src, dialTimeout)
+			if conn != nil {
+				conn.Close()
+			}
+			if (err == nil) != (hairpin == "on") {
+				t.Fatalf("the client with hairpin %s: %v", hairpin, err)
+			}
+			res := traceTCP(readState(t, host), src, "198.18.95.1:8080", "veth1")
+			if f := res.Finding(trace.FindingUncertain); res.Forward.Verdict != trace.LegUncertain || f == nil || !strings.Contains(f.Summary, "hairpin mode") {
+				t.Errorf("trace:\n%s", render(res))
+			}
+		})
+	}
+}

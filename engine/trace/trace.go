@@ -609,6 +609,17 @@ func (t *tracer) bridged(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, br s
 	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: why + fmt.Sprintf(": the frame is bridged between ports of %s, not routed (ip_forward does not apply)", br), Decisive: true})
 	p.OIF, p.NextHop = br, p.Dst
 	leg.OIF, leg.Gateway = br, netip.Addr{}
+	if !ct.Reply && p.Dst == ct.Orig.Src.Addr() {
+		// DNATed back to its sender: the frame must leave by the port it came in on, which a
+		// bridge does only with hairpin mode on that port (br_forward's should_deliver).
+		why := fmt.Sprintf("the DNAT sends the packet back to its sender %s: %s forwards it out the port it came in on only with hairpin mode on that port (bridge link set dev PORT hairpin on; Docker sets it without its userland proxy), which the state does not hold", p.Dst, br)
+		leg.uncertain = true
+		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: "uncertain: " + why})
+		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
+			Summary:  "hairpin on a bridge: " + why,
+			Evidence: []string{packetText(p)},
+			Fix:      finding.Fix{Summary: "check the port's hairpin flag with `bridge -d link show`", Args: []string{}}})
+	}
 	if brnf {
 		if !t.table(leg, "mangle", "FORWARD", p, ct) || !t.table(leg, "filter", "FORWARD", p, ct) {
 			return

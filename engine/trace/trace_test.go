@@ -836,3 +836,21 @@ func TestTraceBridgeWithoutAddress(t *testing.T) {
 		t.Fatalf("forward %s\n%s", r.Forward.Verdict, dumpLeg(&r.Forward))
 	}
 }
+
+// A DNAT back to the sender on a bridge needs hairpin mode on its port, which the state does
+// not hold: uncertain, said why.
+func TestTraceBridgeHairpinIsUncertain(t *testing.T) {
+	s := modeltest.Host(t, `
+bridge docker0 172.17.0.1/16
+port veth1 docker0
+link eth0 192.0.2.10/24
+sysctl net.ipv4.ip_forward=1
+sysctl net.bridge.bridge-nf-call-iptables=1
+ipt nat -A PREROUTING -d 192.0.2.10/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+ipt nat -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+`)
+	r := trace(t, s, "tcp 172.17.0.2:40000 192.0.2.10:8080 veth1")
+	if r.Forward.Verdict != LegUncertain || !r.Has(FindingUncertain) || !strings.Contains(r.Finding(FindingUncertain).Summary, "hairpin mode") {
+		t.Fatalf("forward %s, findings %v\n%s", r.Forward.Verdict, finding.IDs(r.Findings), dumpLeg(&r.Forward))
+	}
+}
