@@ -43,6 +43,9 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 	if st.Links, err = readLinks(h); err != nil {
 		return nil, fmt.Errorf("reading links of %s: %w", ns, err)
 	}
+	if err := readBridgePorts(ns, st.Links); err != nil {
+		return nil, err
+	}
 	names := make(map[int]string, len(st.Links))
 	for _, l := range st.Links {
 		names[l.Index] = l.Name

@@ -132,7 +132,7 @@ func newPodNodeBRNF(t *testing.T, ns *lab.NS) {
 // Docker without its userland proxy DNATs a container's connection to the host's published
 // port back to the container itself (and MASQUERADEs it): the bridge must send the frame out
 // the port it came in on, which it does only with hairpin mode on that port. The kernel's
-// result changes with the flag, which the state does not hold: trace says uncertain and why.
+// result changes with the flag; trace reads it and agrees.
 func TestPrivilegedDockerHairpin(t *testing.T) {
 	rules := `*nat
 :PREROUTING ACCEPT [0:0]
@@ -169,9 +169,15 @@ COMMIT
 			if (err == nil) != (hairpin == "on") {
 				t.Fatalf("the client with hairpin %s: %v", hairpin, err)
 			}
-			res := traceTCP(readState(t, host), src, "198.18.95.1:8080", "veth1")
-			if f := res.Finding(trace.FindingUncertain); res.Forward.Verdict != trace.LegUncertain || f == nil || !strings.Contains(f.Summary, "hairpin mode") {
-				t.Errorf("trace:\n%s", render(res))
+			for _, iif := range []string{"veth1", "docker0"} {
+				res := traceTCP(readState(t, host), src, "198.18.95.1:8080", iif)
+				want, wantErr := trace.LegBridged, ""
+				if hairpin == "off" {
+					want, wantErr = trace.LegDrop, trace.FindingBridgeNoHairpin
+				}
+				if got := errorIDs(res); res.Forward.Verdict != want || (wantErr == "") != (len(got) == 0) || wantErr != "" && got[0] != wantErr {
+					t.Errorf("trace from %s:\n%s", iif, render(res))
+				}
 			}
 		})
 	}

@@ -47,6 +47,9 @@ const (
 	// random load-balancing branch, a rate limit, a recent list): the trace follows one and
 	// names every other with what it depends on.
 	FindingCandidates = "candidates"
+	// FindingBridgeNoHairpin: a DNAT sends a packet back to its sender through a bridge port
+	// without hairpin mode, which the bridge drops.
+	FindingBridgeNoHairpin = "bridge-no-hairpin"
 	// FindingKernelDisagrees is added by the live trace command when the kernel's own route
 	// lookup (ip route get) differs from the model's.
 	FindingKernelDisagrees = "model-kernel-disagree"
@@ -472,7 +475,9 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	}
 	br := t.bridgeOf(p.IIF)
 	brnf := br != "" && t.s.Sysctls.BridgeNFCall(p.Family)
+	port := ""
 	if br != "" && br != p.IIF {
+		port = p.IIF
 		// A bridge port hands its frames to the bridge: the IP layer, and iptables under
 		// br_netfilter, see them on the bridge device (brnf_get_logical_dev).
 		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("arrives on %s, a port of bridge %s: routing and iptables see it on %s", p.IIF, br, br)})
@@ -481,7 +486,7 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	if br != "" && !brnf {
 		if pfx, ok := t.bridgedOn(br, p.Src, p.Dst); ok {
 			leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter is off (%s): iptables and conntrack do not see bridged packets", t.s.Sysctls.BridgeNFText(p.Family))})
-			t.bridged(leg, p, ct, br, pfx, false)
+			t.bridged(leg, p, ct, br, port, pfx, false)
 			return
 		}
 	}
@@ -518,12 +523,12 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 				if r.Route != nil {
 					pfx = r.Route.Dst
 				}
-				t.bridged(leg, p, ct, br, pfx, true)
+				t.bridged(leg, p, ct, br, port, pfx, true)
 				return
 			}
 		} else if pfx, ok := t.bridgedOn(br, p.Src, p.Dst); ok {
 			leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter is on (%s): the bridged packet passes iptables PREROUTING, FORWARD and POSTROUTING, seen on %s", t.s.Sysctls.BridgeNFText(p.Family), br)})
-			t.bridged(leg, p, ct, br, pfx, true)
+			t.bridged(leg, p, ct, br, port, pfx, true)
 			return
 		}
 	}
@@ -553,6 +558,57 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	default:
 		t.routeFailure(leg, p, r)
 	}
+}
+
+// hairpin decides a frame DNATed back to its sender: it must leave by the port it came in
+// on, which the bridge does only with hairpin mode on that port (br_forward's should_deliver).
+// The port is the one the flow was traced from, or, when the flow names the bridge, any port
+// when all agree; otherwise the leg is uncertain. It returns false when the frame is dropped.
+func (t *tracer) hairpin(leg *Leg, p *netfilter.Packet, br, port string) bool {
+	var on *bool
+	name := port
+	if port != "" {
+		if l := t.s.LinkByName(port); l != nil {
+			on = l.Hairpin
+		}
+	} else {
+		for _, l := range t.s.Links {
+			if l.Master != br {
+				continue
+			}
+			if l.Hairpin == nil || on != nil && *on != *l.Hairpin {
+				on = nil
+				break
+			}
+			on = l.Hairpin
+			name = "every port of " + br
+		}
+	}
+	switch {
+	case on == nil:
+		why := fmt.Sprintf("the DNAT sends the packet back to its sender %s: %s forwards it out the port it came in on only with hairpin mode on that port, and the state does not say which port that is or whether it has hairpin mode (give the port as --iif)", p.Dst, br)
+		leg.uncertain = true
+		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: "uncertain: " + why})
+		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
+			Summary:  "hairpin on a bridge: " + why,
+			Evidence: []string{packetText(p)},
+			Fix:      finding.Fix{Summary: "check the ports' hairpin flags with `bridge -d link show`", Args: []string{}}})
+		return true
+	case *on:
+		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("back to its sender %s: hairpin mode is on (%s), so %s sends the frame back out the port it came in on", p.Dst, name, br)})
+		return true
+	}
+	leg.outcome = LegDrop
+	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("dropped: the DNAT sends the packet back to its sender %s, out the port it came in on, and hairpin mode is off (%s)", p.Dst, name), Decisive: true})
+	target := port
+	if target == "" {
+		target = "PORT"
+	}
+	t.add(finding.Finding{ID: FindingBridgeNoHairpin, Severity: finding.SeverityError,
+		Summary:  fmt.Sprintf("the request is DNATed back to its sender %s on bridge %s, which does not send a frame back out the port it came in on without hairpin mode", p.Dst, br),
+		Evidence: []string{packetText(p), fmt.Sprintf("hairpin mode is off (%s)", name)},
+		Fix:      finding.Fix{Summary: "turn hairpin mode on for the port: " + quote.ShellJoin("bridge", "link", "set", "dev", target, "hairpin", "on") + " (Docker does it when its userland proxy is off)", Args: []string{}}})
+	return false
 }
 
 // bridgeOf returns the bridge an interface belongs to: itself when it is a bridge, its master
@@ -600,8 +656,9 @@ func (t *tracer) bridgedOn(br string, src, dst netip.Addr) (netip.Prefix, bool) 
 // bridged ends a leg that the bridge forwards between two of its ports: not routed, so
 // ip_forward and rp_filter do not apply. With br_netfilter on (brnf) the packet passes
 // FORWARD and POSTROUTING, seen on the bridge, and conntrack undoes NAT there as on a routed
-// path (br_nf_forward_ip, br_nf_post_routing); PREROUTING has run already.
-func (t *tracer) bridged(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, br string, pfx netip.Prefix, brnf bool) {
+// path (br_nf_forward_ip, br_nf_post_routing); PREROUTING has run already. port is the port it
+// came in on, when known.
+func (t *tracer) bridged(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, br, port string, pfx netip.Prefix, brnf bool) {
 	why := fmt.Sprintf("%s and %s are both on %s (%s)", p.Src, p.Dst, br, pfx)
 	if pfx.Bits() == 0 {
 		why = fmt.Sprintf("%s has no address of this family, so it only switches", br)
@@ -609,16 +666,8 @@ func (t *tracer) bridged(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, br s
 	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: why + fmt.Sprintf(": the frame is bridged between ports of %s, not routed (ip_forward does not apply)", br), Decisive: true})
 	p.OIF, p.NextHop = br, p.Dst
 	leg.OIF, leg.Gateway = br, netip.Addr{}
-	if !ct.Reply && p.Dst == ct.Orig.Src.Addr() {
-		// DNATed back to its sender: the frame must leave by the port it came in on, which a
-		// bridge does only with hairpin mode on that port (br_forward's should_deliver).
-		why := fmt.Sprintf("the DNAT sends the packet back to its sender %s: %s forwards it out the port it came in on only with hairpin mode on that port (bridge link set dev PORT hairpin on; Docker sets it without its userland proxy), which the state does not hold", p.Dst, br)
-		leg.uncertain = true
-		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: "uncertain: " + why})
-		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
-			Summary:  "hairpin on a bridge: " + why,
-			Evidence: []string{packetText(p)},
-			Fix:      finding.Fix{Summary: "check the port's hairpin flag with `bridge -d link show`", Args: []string{}}})
+	if !ct.Reply && p.Dst == ct.Orig.Src.Addr() && !t.hairpin(leg, p, br, port) {
+		return
 	}
 	if brnf {
 		if !t.table(leg, "mangle", "FORWARD", p, ct) || !t.table(leg, "filter", "FORWARD", p, ct) {

@@ -837,20 +837,34 @@ func TestTraceBridgeWithoutAddress(t *testing.T) {
 	}
 }
 
-// A DNAT back to the sender on a bridge needs hairpin mode on its port, which the state does
-// not hold: uncertain, said why.
-func TestTraceBridgeHairpinIsUncertain(t *testing.T) {
-	s := modeltest.Host(t, `
+// A DNAT back to the sender on a bridge needs hairpin mode on its port: decided from the
+// port's flag, uncertain when the state does not hold it.
+func TestTraceBridgeHairpin(t *testing.T) {
+	host := func(hairpin string) string {
+		return `
 bridge docker0 172.17.0.1/16
-port veth1 docker0
+port veth1 docker0` + hairpin + `
 link eth0 192.0.2.10/24
 sysctl net.ipv4.ip_forward=1
 sysctl net.bridge.bridge-nf-call-iptables=1
 ipt nat -A PREROUTING -d 192.0.2.10/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
 ipt nat -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
-`)
-	r := trace(t, s, "tcp 172.17.0.2:40000 192.0.2.10:8080 veth1")
+`
+	}
+	flow := "tcp 172.17.0.2:40000 192.0.2.10:8080 "
+	r := trace(t, modeltest.Host(t, host("")), flow+"veth1")
 	if r.Forward.Verdict != LegUncertain || !r.Has(FindingUncertain) || !strings.Contains(r.Finding(FindingUncertain).Summary, "hairpin mode") {
-		t.Fatalf("forward %s, findings %v\n%s", r.Forward.Verdict, finding.IDs(r.Findings), dumpLeg(&r.Forward))
+		t.Fatalf("flag not read: forward %s, findings %v\n%s", r.Forward.Verdict, finding.IDs(r.Findings), dumpLeg(&r.Forward))
+	}
+	for _, iif := range []string{"veth1", "docker0"} {
+		r = trace(t, modeltest.Host(t, host(" hairpin on")), flow+iif)
+		if r.Forward.Verdict != LegBridged || r.Errors() > 0 || r.Forward.Packet.Src.String() != "172.17.0.1:40000" {
+			t.Errorf("hairpin on, from %s: forward %s from %s, findings %v\n%s", iif, r.Forward.Verdict, r.Forward.Packet.Src, finding.IDs(r.Findings), dumpLeg(&r.Forward))
+		}
+		r = trace(t, modeltest.Host(t, host(" hairpin off")), flow+iif)
+		wantFindings(t, r, FindingBridgeNoHairpin)
+		if r.Forward.Verdict != LegDrop {
+			t.Errorf("hairpin off, from %s: %s", iif, r.Forward.Verdict)
+		}
 	}
 }
