@@ -46,7 +46,7 @@ type Link struct {
 	Peer         string `json:"peer,omitempty"` // veth peer (by name when in this namespace)
 	// Hairpin is a bridge port's hairpin mode (the bridge may send a frame back out the port
 	// it came in on, which a DNAT back to its sender needs); nil when not read.
-	Hairpin *bool `json:"hairpin,omitempty"`
+	Hairpin *bool     `json:"hairpin,omitempty"`
 	Tunnel  *Tunnel   `json:"tunnel,omitempty"`
 	Addrs   []Address `json:"addrs,omitempty"`
 }
