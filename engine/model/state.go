@@ -35,20 +35,20 @@ type State struct {
 
 // Link is a network interface.
 type Link struct {
-	Index        int    `json:"index"`
-	Name         string `json:"name"`
-	Kind         string `json:"kind"` // veth, bridge, vxlan, ipip, gre, loopback, device, ...
-	Up           bool   `json:"up"`   // administratively up (IFF_UP)
-	OperState    string `json:"oper_state,omitempty"`
-	MTU          int    `json:"mtu"`
-	Master       string `json:"master,omitempty"`
-	HardwareAddr string `json:"hwaddr,omitempty"`
-	Peer         string `json:"peer,omitempty"` // veth peer (by name when in this namespace)
+	Index        int       `json:"index"`
+	Name         string    `json:"name"`
+	Kind         string    `json:"kind"` // veth, bridge, vxlan, ipip, gre, loopback, device, ...
+	Up           bool      `json:"up"`   // administratively up (IFF_UP)
+	OperState    string    `json:"oper_state,omitempty"`
+	MTU          int       `json:"mtu"`
+	Master       string    `json:"master,omitempty"`
+	HardwareAddr string    `json:"hwaddr,omitempty"`
+	Peer         string    `json:"peer,omitempty"` // veth peer (by name when in this namespace)
+	Tunnel       *Tunnel   `json:"tunnel,omitempty"`
+	Addrs        []Address `json:"addrs,omitempty"`
 	// Hairpin is a bridge port's hairpin mode (the bridge may send a frame back out the port
 	// it came in on, which a DNAT back to its sender needs); nil when not read.
-	Hairpin *bool     `json:"hairpin,omitempty"`
-	Tunnel  *Tunnel   `json:"tunnel,omitempty"`
-	Addrs   []Address `json:"addrs,omitempty"`
+	Hairpin *bool `json:"hairpin,omitempty"`
 }
 
 // Tunnel holds the parameters of ipip, gre, sit and vxlan links.
