@@ -92,12 +92,14 @@ func TestPrivilegedDockerBridgeHost(t *testing.T) {
 		client := map[string]*lab.NS{"198.18.90.2": out, "172.17.0.3": ctr2}[c.src]
 		port := 40500 + i
 		src := fmt.Sprintf("%s:%d", c.src, port)
+		before := ruleCounters(t, host)
 		conn, err := client.Dial(c.dst, src, dialTimeout)
 		if conn != nil {
 			conn.Close()
 		}
 		res := traceTCP(st, src, c.dst, c.iif)
 		works := len(errorIDs(res)) == 0 && res.Forward.Verdict != trace.LegDrop
+		checkCounted(t, c.name, before, ruleCounters(t, host), res, err == nil)
 		if res.Forward.Verdict != c.verdict || (err == nil) != works || res.Has(trace.FindingUncertain) {
 			t.Errorf("%s: the client: %v; trace %s with errors %v, want %s\n%s", c.name, err, res.Forward.Verdict, errorIDs(res), c.verdict, render(res))
 			continue

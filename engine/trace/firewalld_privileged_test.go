@@ -68,11 +68,13 @@ func TestPrivilegedFirewalldHost(t *testing.T) {
 		{"ssh from the blacklist", "198.18.94.66", "198.18.94.1:22", trace.LegDrop},
 	} {
 		src := fmt.Sprintf("%s:%d", c.src, 41000+i)
+		before := ruleCounters(t, host)
 		conn, err := client.Dial(c.dst, src, dialTimeout)
 		if conn != nil {
 			conn.Close()
 		}
 		res := traceTCP(st, src, c.dst, "eth0")
+		checkCounted(t, c.name, before, ruleCounters(t, host), res, err == nil)
 		if res.Forward.Verdict != c.verdict || (err == nil) != (c.verdict == trace.LegLocal) || res.Has(trace.FindingUncertain) {
 			t.Errorf("%s: the client: %v; trace %s\n%s", c.name, err, res.Forward.Verdict, render(res))
 		}

@@ -100,11 +100,13 @@ func TestPrivilegedLibvirtHost(t *testing.T) {
 		{"guest to guest", "192.168.122.10:40701", "192.168.122.11:22", "vnet0", vm1, trace.LegBridged, ""},
 		{"outside to a guest", "198.18.92.2:40702", "192.168.122.11:22", "eth0", out, trace.LegReject, ""},
 	} {
+		before := ruleCounters(t, host)
 		conn, err := c.client.Dial(c.dst, c.src, dialTimeout)
 		if conn != nil {
 			conn.Close()
 		}
 		res := traceTCP(st, c.src, c.dst, c.iif)
+		checkCounted(t, c.name, before, ruleCounters(t, host), res, err == nil)
 		works := len(errorIDs(res)) == 0
 		if res.Forward.Verdict != c.verdict || (err == nil) != works || res.Has(trace.FindingUncertain) {
 			t.Errorf("%s: the client: %v; trace %s with errors %v, want %s\n%s", c.name, err, res.Forward.Verdict, errorIDs(res), c.verdict, render(res))

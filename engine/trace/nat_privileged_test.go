@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"roundtrip/engine/fib"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
 	"roundtrip/engine/model"
@@ -127,4 +128,59 @@ func errorIDs(r *trace.Result) []string {
 		}
 	}
 	return ids
+}
+
+// ruleCounters reads a namespace's iptables rules with their packet counters, keyed by the
+// command trace shows a rule as.
+func ruleCounters(t *testing.T, ns *lab.NS) map[string]uint64 {
+	t.Helper()
+	st := readState(t, ns)
+	out := map[string]uint64{}
+	for _, tb := range st.Netfilter.Tables {
+		for _, c := range tb.Chains {
+			for i := range c.Rules {
+				r := &c.Rules[i]
+				out[iptables.RuleCommand(tb.Family, tb.Name, c.Name, r)] += r.Packets
+			}
+		}
+	}
+	return out
+}
+
+// actedRules are the rules trace says acted on a leg: they matched and did something (not the
+// random branches it did not take, the outcomes it assumed, nor the rules it explains are not
+// consulted).
+func actedRules(l *trace.Leg) []string {
+	var out []string
+	for _, s := range l.Steps {
+		if !strings.Contains(s.Rule, " -A ") {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(s.What, "random branch"), strings.HasPrefix(s.What, "depends:"),
+			strings.HasPrefix(s.What, "uncertain"), strings.HasPrefix(s.What, "not consulted"):
+			continue
+		}
+		out = append(out, s.Rule)
+	}
+	return out
+}
+
+// checkCounted checks that every rule trace says acted on the flow counted packets between
+// two readings of the counters: the request's always, the reply's when the flow worked.
+func checkCounted(t *testing.T, name string, before, after map[string]uint64, res *trace.Result, worked bool) {
+	t.Helper()
+	rules := actedRules(&res.Forward)
+	if worked && res.Reply != nil {
+		rules = append(rules, actedRules(res.Reply)...)
+	}
+	for _, r := range rules {
+		if _, ok := after[r]; !ok {
+			t.Errorf("%s: trace names a rule the kernel does not have: %s", name, r)
+			continue
+		}
+		if after[r] <= before[r] {
+			t.Errorf("%s: trace says this rule acted, but its counter did not move (%d): %s", name, after[r], r)
+		}
+	}
 }

@@ -75,11 +75,13 @@ func TestPrivilegedTailscaleSubnetRouter(t *testing.T) {
 		{"CGNAT source from the LAN to the router", "100.70.0.9", "192.168.50.1:22", "eth0", lan, trace.LegDrop, ""},
 	} {
 		src := fmt.Sprintf("%s:%d", c.src, 40900+i)
+		before := ruleCounters(t, router)
 		conn, err := c.client.Dial(c.dst, src, dialTimeout)
 		if conn != nil {
 			conn.Close()
 		}
 		res := traceTCP(st, src, c.dst, c.iif)
+		checkCounted(t, c.name, before, ruleCounters(t, router), res, err == nil)
 		works := len(errorIDs(res)) == 0
 		if res.Forward.Verdict != c.verdict || (err == nil) != works || res.Has(trace.FindingUncertain) {
 			t.Errorf("%s: the client: %v; trace %s with errors %v, want %s\n%s", c.name, err, res.Forward.Verdict, errorIDs(res), c.verdict, render(res))
