@@ -58,6 +58,7 @@ func TestPrivilegedFirewalldHost(t *testing.T) {
 	host.Listen("0.0.0.0:22")
 	host.Listen("0.0.0.0:80")
 	st := readState(t, host)
+	checkDoctor(t, st)
 
 	for i, c := range []struct {
 		name, src, dst string

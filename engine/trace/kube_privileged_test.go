@@ -81,6 +81,7 @@ func TestPrivilegedKubeProxyNode(t *testing.T) {
 	podA.Listen("0.0.0.0:8080")
 	podB.Listen("0.0.0.0:8080")
 	st := readState(t, node)
+	checkDoctor(t, st)
 
 	for i, c := range []struct {
 		name, src, dst, iif string

@@ -88,6 +88,7 @@ func TestPrivilegedLibvirtHost(t *testing.T) {
 	out.Listen("0.0.0.0:80")
 	vm2.Listen("0.0.0.0:22")
 	st := readState(t, host)
+	checkDoctor(t, st)
 
 	for _, c := range []struct {
 		name, src, dst, iif string

@@ -3,11 +3,13 @@ package trace_test
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"roundtrip/engine/doctor"
 	"roundtrip/engine/fib"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
@@ -181,6 +183,18 @@ func checkCounted(t *testing.T, name string, before, after map[string]uint64, re
 		}
 		if after[r] <= before[r] {
 			t.Errorf("%s: trace says this rule acted, but its counter did not move (%d): %s", name, after[r], r)
+		}
+	}
+}
+
+// checkDoctor runs doctor on a host's state and reports every finding above info: on these
+// hosts every flow behaves as configured, so such a finding would be contradicted by the
+// kernel, unless the test names it as expected.
+func checkDoctor(t *testing.T, st *model.State, expected ...string) {
+	t.Helper()
+	for _, f := range doctor.Run(st, fib.New(st)) {
+		if f.Severity != "info" && !slices.Contains(expected, f.ID) {
+			t.Errorf("doctor: %s: %s\n%s", f.ID, f.Summary, strings.Join(f.Evidence, "\n"))
 		}
 	}
 }

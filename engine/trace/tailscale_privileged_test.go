@@ -63,6 +63,7 @@ func TestPrivilegedTailscaleSubnetRouter(t *testing.T) {
 	peer.Listen("0.0.0.0:80")
 	router.Listen("0.0.0.0:22")
 	st := readState(t, router)
+	checkDoctor(t, st)
 
 	for i, c := range []struct {
 		name, src, dst, iif string

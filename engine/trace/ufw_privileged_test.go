@@ -51,6 +51,7 @@ func TestPrivilegedUfwHost(t *testing.T) {
 		host.Listen("0.0.0.0:" + p)
 	}
 	st := readState(t, host)
+	checkDoctor(t, st)
 
 	for i, c := range []struct {
 		dst     string
