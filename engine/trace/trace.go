@@ -600,14 +600,15 @@ func (t *tracer) hairpin(leg *Leg, p *netfilter.Packet, br, port string) bool {
 	}
 	leg.outcome = LegDrop
 	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("dropped: the DNAT sends the packet back to its sender %s, out the port it came in on, and hairpin mode is off (%s)", p.Dst, name), Decisive: true})
-	target := port
-	if target == "" {
-		target = "PORT"
+	// A placeholder stays unquoted: pasted as it is, it fails rather than naming a port.
+	target := finding.Placeholder("PORT")
+	if port != "" {
+		target = quote.Shell(port)
 	}
 	t.add(finding.Finding{ID: FindingBridgeNoHairpin, Severity: finding.SeverityError,
 		Summary:  fmt.Sprintf("the request is DNATed back to its sender %s on bridge %s, which does not send a frame back out the port it came in on without hairpin mode", p.Dst, br),
 		Evidence: []string{packetText(p), fmt.Sprintf("hairpin mode is off (%s)", name)},
-		Fix:      finding.Fix{Summary: "turn hairpin mode on for the port: " + quote.ShellJoin("bridge", "link", "set", "dev", target, "hairpin", "on") + " (Docker does it when its userland proxy is off)", Args: []string{}}})
+		Fix:      finding.Fix{Summary: "turn hairpin mode on for the port the sender is on: " + "bridge link set dev " + target + " hairpin on" + " (Docker does it when its userland proxy is off)", Args: []string{}}})
 	return false
 }
 
