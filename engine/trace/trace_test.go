@@ -868,3 +868,17 @@ ipt nat -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 8
 		}
 	}
 }
+
+// IPv6 bridged traffic is decided by bridge-nf-call-ip6tables, not its IPv4 twin.
+func TestTraceBridgeIPv6(t *testing.T) {
+	base := "bridge br0 2001:db8:1::1/64\nport p1 br0\nsysctl net.bridge.bridge-nf-call-iptables=1\n"
+	flow := "tcp [2001:db8:1::2]:40000 [2001:db8:1::3]:80 p1"
+	r := trace(t, modeltest.Host(t, base), flow)
+	if r.Forward.Verdict != LegBridged || stepIndex(&r.Forward, "bridge", "net.bridge.bridge-nf-call-ip6tables absent") < 0 {
+		t.Fatalf("ip6tables off:\n%s", dumpLeg(&r.Forward))
+	}
+	r = trace(t, modeltest.Host(t, base+"sysctl net.bridge.bridge-nf-call-ip6tables=1\n"), flow)
+	if r.Forward.Verdict != LegBridged || stepIndex(&r.Forward, "bridge", "br_netfilter is on (net.bridge.bridge-nf-call-ip6tables = 1)") < 0 {
+		t.Fatalf("ip6tables on:\n%s", dumpLeg(&r.Forward))
+	}
+}
