@@ -704,7 +704,7 @@ func (n *Sim) match(m iptables.Match, p *Packet, ct *Conn) (bool, string) {
 }
 
 // rpfilter is the rpfilter match (net/ipv4/netfilter/ipt_rpfilter.c): a reverse lookup of the
-// source as an output lookup from loopback (from the destination, with the mark only under
+// source from loopback (from the destination, with the mark only under
 // --validmark) must give a unicast route out the interface the packet came in on (any
 // interface with --loose; a local route too with --accept-local). It is the same check as the
 // rp_filter sysctl, made by a rule.
@@ -730,7 +730,10 @@ func (n *Sim) rpfilter(m iptables.Match, p *Packet) (bool, string) {
 	if p.Dst.IsMulticast() {
 		return !invert, "" // local multicast passes (rpfilter_mt)
 	}
-	fl := fib.Flow{Family: p.Family, Dst: p.Src, Src: p.Dst, Proto: p.Proto, SPort: p.DPort, DPort: p.SPort}
+	// A plain FIB lookup from loopback (flowi4_iif = LOOPBACK_IFINDEX), as fib_lookup makes it:
+	// an input lookup from lo, which unlike an output lookup does not require the source to
+	// be this host's.
+	fl := fib.Flow{Family: p.Family, Dst: p.Src, Src: p.Dst, IIF: "lo", Proto: p.Proto, SPort: p.DPort, DPort: p.SPort}
 	if t := n.AddrType(p.Dst, ""); t != "LOCAL" && t != "UNICAST" {
 		fl.Src = netip.Addr{}
 	}
