@@ -257,7 +257,6 @@ var namedMatches = map[string]string{
 	"ttl":     "-m ttl depends on the packet's TTL, which the trace does not know",
 	"hl":      "-m hl depends on the packet's hop limit, which the trace does not know",
 	"socket":  "-m socket matches when a local socket (a transparent proxy's, say) takes the packet, which depends on the sockets open",
-	"physdev": "-m physdev depends on the bridge port the frame came in or goes out on (the bridge's forwarding table)",
 	"bpf":     "-m bpf runs a BPF program the model does not evaluate",
 	"cgroup":  "-m cgroup depends on the sending process's cgroup",
 	"dscp":    "-m dscp depends on the packet's DSCP field, which the trace does not know",

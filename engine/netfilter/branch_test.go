@@ -120,7 +120,6 @@ func TestNamedMatchesAndRPFilter(t *testing.T) {
 		{"-m length --length 0:100 -j DROP", "size"},
 		{"-m ttl --ttl-lt 5 -j DROP", "TTL"},
 		{"-m socket --transparent -j ACCEPT", "local socket"},
-		{"-m physdev --physdev-in veth1 -j ACCEPT", "bridge port"},
 		{"-j NFQUEUE --queue-num 3 --queue-bypass", "queue 3"},
 		{"-j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1460", "SYN"},
 		{"-p tcp -j TPROXY --on-port 3129 --on-ip 0.0.0.0 --tproxy-mark 0x1/0x1", "0.0.0.0:3129"},
@@ -184,6 +183,37 @@ func TestMatchSet(t *testing.T) {
 		got, why := n.matches(rule(t, c.spec), synFrom(c.src, "10.0.0.1", "eth0"), &Conn{State: CTNew})
 		if got != c.want || (why != "") != c.unknown {
 			t.Errorf("%s from %s: %v %q", c.spec, c.src, got, why)
+		}
+	}
+}
+
+// physdev reads what br_netfilter recorded of a packet from a bridge port.
+func TestMatchPhysdev(t *testing.T) {
+	s := modeltest.Host(t, "bridge br0 10.0.0.1/24\nport veth1 br0\n")
+	n := New(s, fib.New(s))
+	for _, c := range []struct {
+		spec    string
+		phys    *PhysDev
+		want    bool
+		unknown bool
+	}{
+		{"-m physdev --physdev-in veth1 -j ACCEPT", nil, false, false},
+		{"-m physdev ! --physdev-is-bridged -j ACCEPT", nil, true, false},
+		{"-m physdev --physdev-in veth1 -j ACCEPT", &PhysDev{In: "veth1"}, true, false},
+		{"-m physdev --physdev-in veth+ -j ACCEPT", &PhysDev{In: "veth1"}, true, false},
+		{"-m physdev --physdev-in tap0 -j ACCEPT", &PhysDev{In: "veth1"}, false, false},
+		{"-m physdev --physdev-in veth1 -j ACCEPT", &PhysDev{}, false, true},
+		{"-m physdev --physdev-is-bridged -j ACCEPT", &PhysDev{In: "veth1"}, false, false},
+		{"-m physdev --physdev-is-bridged -j ACCEPT", &PhysDev{In: "veth1", Bridged: true}, true, false},
+		{"-m physdev --physdev-is-in -j ACCEPT", &PhysDev{}, true, false},
+		{"-m physdev --physdev-out veth2 -j ACCEPT", &PhysDev{In: "veth1"}, true, false},
+		{"-m physdev --physdev-out veth2 -j ACCEPT", &PhysDev{In: "veth1", Bridged: true}, false, true},
+	} {
+		p := synFrom("10.0.0.9", "10.0.0.3", "br0")
+		p.Phys = c.phys
+		got, why := n.matches(rule(t, c.spec), p, &Conn{State: CTNew})
+		if got != c.want || (why != "") != c.unknown {
+			t.Errorf("%s with %+v: %v %q", c.spec, c.phys, got, why)
 		}
 	}
 }

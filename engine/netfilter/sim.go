@@ -48,9 +48,20 @@ type Packet struct {
 	// NextHop is the gateway (or the destination when on-link) chosen by routing, for
 	// MASQUERADE's choice of source address.
 	NextHop netip.Addr
+	// Phys is what br_netfilter records of a packet that came in through a bridge port
+	// (nf_bridge_info), which the physdev match reads; nil for other packets.
+	Phys *PhysDev
 	// SPortRange and DPortRange say, when NAT gave the packet a port the model cannot know
 	// (SPort or DPort is then 0), the range the kernel picks it from: "1024-65535".
 	SPortRange, DPortRange string
+}
+
+// PhysDev is a bridged packet's physical devices: the port it came in on ("" when the trace
+// does not know which) and whether the bridge forwards it to another port (its port there is
+// the bridge's forwarding table's business, never known).
+type PhysDev struct {
+	In      string
+	Bridged bool
 }
 
 // TCP flag bits as in the TCP header.
@@ -682,6 +693,8 @@ func (n *Sim) match(m iptables.Match, p *Packet, ct *Conn) (bool, string) {
 		return n.rpfilter(m, p)
 	case "set":
 		return n.matchSet(m, p)
+	case "physdev":
+		return matchPhysdev(m, p)
 	case "pkttype":
 		for _, o := range m.Options {
 			if o.Name != "pkt-type" || len(o.Values) != 1 {
@@ -756,6 +769,49 @@ func (n *Sim) rpfilter(m iptables.Match, p *Packet) (bool, string) {
 		return false, "-m rpfilter: the reverse lookup is refused: " + r.Note
 	}
 	return pass != invert, ""
+}
+
+// matchPhysdev is the physdev match (net/netfilter/xt_physdev.c) over what br_netfilter
+// recorded: without that record (not from a bridge port, or br_netfilter off) only inverted
+// options match; --physdev-in compares the port when known; --physdev-out cannot be known for
+// a bridged packet (the forwarding table decides) and matches when there is no out port.
+func matchPhysdev(m iptables.Match, p *Packet) (bool, string) {
+	if p.Phys == nil {
+		for _, o := range m.Options {
+			if !o.Not {
+				return false, ""
+			}
+		}
+		return true, ""
+	}
+	for _, o := range m.Options {
+		var ok bool
+		switch o.Name {
+		case "physdev-is-in":
+			ok = true
+		case "physdev-is-bridged", "physdev-is-out":
+			ok = p.Phys.Bridged
+		case "physdev-in":
+			if len(o.Values) != 1 {
+				return false, "-m physdev --physdev-in needs one name"
+			}
+			if p.Phys.In == "" {
+				return false, "-m physdev --physdev-in depends on the bridge port the packet came in on: give it as --iif"
+			}
+			ok = matchIface(o.Values[0], p.Phys.In)
+		case "physdev-out":
+			if !p.Phys.Bridged {
+				continue // no out port: the option matches (inverted or not)
+			}
+			return false, "-m physdev --physdev-out depends on the bridge port the bridge's forwarding table sends the packet to"
+		default:
+			return false, fmt.Sprintf("-m physdev --%s is not modelled", o.Name)
+		}
+		if ok == o.Not {
+			return false, ""
+		}
+	}
+	return true, ""
 }
 
 // matchSet is the set match (xt_set, revision 4): the packet's addresses and ports named by

@@ -152,3 +152,45 @@ func TestPrivilegedBridgePodToPod(t *testing.T) {
 		})
 	}
 }
+
+// The physdev match (Proxmox and libvirt firewalls filter bridged traffic by port with it):
+// bridged pod-to-pod traffic is allowed from one port only; trace reads the port from --iif
+// and agrees with the kernel, and says it cannot know when the flow names only the bridge.
+func TestPrivilegedBridgePhysdev(t *testing.T) {
+	n := newPodNode(t)
+	n.brNetfilter(t, true)
+	n.node.Run("iptables", "-w", "-P", "FORWARD", "DROP")
+	n.node.Run("iptables", "-w", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "ESTABLISHED", "-j", "ACCEPT")
+	n.node.Run("iptables", "-w", "-A", "FORWARD", "-m", "physdev", "--physdev-is-bridged", "--physdev-in", "vetha", "-j", "ACCEPT")
+	n.podA.Listen("0.0.0.0:8080")
+	st := readState(t, n.node)
+	for i, c := range []struct {
+		client   *lab.NS
+		src, dst string
+		port     string
+		works    bool
+	}{
+		{n.podA, "10.244.0.2", "10.244.0.3:8080", "vetha", true},
+		{n.podB, "10.244.0.3", "10.244.0.2:8080", "vethb", false},
+	} {
+		src := fmt.Sprintf("%s:%d", c.src, 41500+i)
+		conn, err := c.client.Dial(c.dst, src, dialTimeout)
+		if conn != nil {
+			conn.Close()
+		}
+		if (err == nil) != c.works {
+			t.Fatalf("%s -> %s: the client: %v, want working=%v", src, c.dst, err, c.works)
+		}
+		res := traceTCP(st, src, c.dst, c.port)
+		want := trace.LegBridged
+		if !c.works {
+			want = trace.LegDrop
+		}
+		if res.Forward.Verdict != want || res.Has(trace.FindingUncertain) {
+			t.Errorf("%s -> %s from %s: trace %s\n%s", src, c.dst, c.port, res.Forward.Verdict, render(res))
+		}
+		if res = traceTCP(st, src, c.dst, "cni0"); !res.Has(trace.FindingUncertain) {
+			t.Errorf("%s -> %s from cni0 (port unknown): trace is sure\n%s", src, c.dst, render(res))
+		}
+	}
+}

@@ -483,6 +483,9 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("arrives on %s, a port of bridge %s: routing and iptables see it on %s", p.IIF, br, br)})
 		p.IIF, leg.IIF = br, br
 	}
+	if brnf {
+		p.Phys = &netfilter.PhysDev{In: port}
+	}
 	if br != "" && !brnf {
 		if pfx, ok := t.bridgedOn(br, p.Src, p.Dst); ok {
 			leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter is off (%s): iptables and conntrack do not see bridged packets", t.s.Sysctls.BridgeNFText(p.Family))})
@@ -671,6 +674,7 @@ func (t *tracer) bridged(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, br, 
 		return
 	}
 	if brnf {
+		p.Phys.Bridged = true
 		if !t.table(leg, "mangle", "FORWARD", p, ct) || !t.table(leg, "filter", "FORWARD", p, ct) {
 			return
 		}
