@@ -252,17 +252,17 @@ func stateMatch(m iptables.Match, p *Packet) (b branchInfo, why string, ok bool)
 
 // namedMatches are matches the model names but does not evaluate, with what they depend on.
 var namedMatches = map[string]string{
-	"u32":     "-m u32 matches raw header or payload bytes, which the model does not build",
-	"length":  "-m length depends on the packet's size, which the trace does not know",
-	"ttl":     "-m ttl depends on the packet's TTL, which the trace does not know",
-	"hl":      "-m hl depends on the packet's hop limit, which the trace does not know",
-	"socket":  "-m socket matches when a local socket (a transparent proxy's, say) takes the packet, which depends on the sockets open",
-	"bpf":     "-m bpf runs a BPF program the model does not evaluate",
-	"cgroup":  "-m cgroup depends on the sending process's cgroup",
-	"dscp":    "-m dscp depends on the packet's DSCP field, which the trace does not know",
-	"tos":     "-m tos depends on the packet's TOS field, which the trace does not know",
-	"helper":  "-m helper depends on a conntrack helper having assigned the connection",
-	"quota":   "-m quota depends on how many bytes have passed already",
+	"u32":    "-m u32 matches raw header or payload bytes, which the model does not build",
+	"length": "-m length depends on the packet's size, which the trace does not know",
+	"ttl":    "-m ttl depends on the packet's TTL, which the trace does not know",
+	"hl":     "-m hl depends on the packet's hop limit, which the trace does not know",
+	"socket": "-m socket matches when a local socket (a transparent proxy's, say) takes the packet, which depends on the sockets open",
+	"bpf":    "-m bpf runs a BPF program the model does not evaluate",
+	"cgroup": "-m cgroup depends on the sending process's cgroup",
+	"dscp":   "-m dscp depends on the packet's DSCP field, which the trace does not know",
+	"tos":    "-m tos depends on the packet's TOS field, which the trace does not know",
+	"helper": "-m helper depends on a conntrack helper having assigned the connection",
+	"quota":  "-m quota depends on how many bytes have passed already",
 }
 
 // namedTargets are targets the model names but does not evaluate, with their effect.
