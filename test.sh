@@ -27,7 +27,7 @@ declare -A pkgs=(
   [ip6tables]=iptables [ip6tables-save]=iptables [ip6tables-restore]=iptables
   [iptables-legacy]=iptables [iptables-nft]=iptables
   [conntrack]=conntrack [curl]=curl [nft]=nftables [tmux]=tmux
-  [setpriv]=util-linux [tshark]=tshark [tcpdump]=tcpdump
+  [setpriv]=util-linux [tshark]=tshark [tcpdump]=tcpdump [ipset]=ipset
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do

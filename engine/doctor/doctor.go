@@ -320,6 +320,42 @@ func (d *doctor) backendsMixed() {
 		Fix:      finding.Fix{Summary: "list both with `iptables-legacy-save` and `iptables-nft-save` (ip6tables-legacy-save and ip6tables-nft-save for IPv6), and move the rules into one backend, the one the software that wrote them uses"}})
 }
 
+// hooksReaching returns, for every chain of a table, the built-in chains from which a packet
+// can reach it through jumps and gotos: a rule in a chain only OUTPUT reaches acts on locally
+// generated packets only.
+func hooksReaching(t *iptables.Table) map[string]map[string]bool {
+	out := map[string]map[string]bool{}
+	for _, hook := range []string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"} {
+		if t.Chain(hook) == nil {
+			continue
+		}
+		queue := []string{hook}
+		seen := map[string]bool{hook: true}
+		for len(queue) > 0 {
+			name := queue[0]
+			queue = queue[1:]
+			if out[name] == nil {
+				out[name] = map[string]bool{}
+			}
+			out[name][hook] = true
+			for _, r := range t.Chain(name).Rules {
+				if !seen[r.Target] && t.Chain(r.Target) != nil {
+					seen[r.Target] = true
+					queue = append(queue, r.Target)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// onlyLocalOut reports whether the rules of a nat chain act only on locally generated packets
+// (the chain is reached from OUTPUT and not from PREROUTING): a DNAT there redirects this
+// host's own connections and forwards nothing.
+func onlyLocalOut(reach map[string]map[string]bool, chain string) bool {
+	return reach[chain]["OUTPUT"] && !reach[chain]["PREROUTING"]
+}
+
 func (d *doctor) forwardingOff() {
 	if d.s.Sysctls.IPForward() {
 		return
@@ -328,6 +364,7 @@ func (d *doctor) forwardingOff() {
 		return // not read: say nothing rather than guess
 	}
 	var ev []string
+	reach := map[*iptables.Table]map[string]map[string]bool{}
 	d.nfRules("nat", func(t *iptables.Table, c *iptables.Chain, r *iptables.Rule) {
 		if t.Family != inet.V4 {
 			return
@@ -335,6 +372,12 @@ func (d *doctor) forwardingOff() {
 		switch r.Target {
 		case "SNAT", "MASQUERADE", "NETMAP":
 		case "DNAT":
+			if reach[t] == nil {
+				reach[t] = hooksReaching(t)
+			}
+			if onlyLocalOut(reach[t], c.Name) {
+				return // this host's own connections, redirected: nothing is forwarded
+			}
 			if o, ok := r.TargetOption("to-destination"); ok && len(o.Values) > 0 {
 				if a, _, err := netfilter.ParseNATRange(inet.V4, o.Values[0]); err == nil && a.IsValid() && d.nf.AddrType(a, "") == "LOCAL" {
 					return // DNAT to this host itself needs no forwarding
@@ -670,8 +713,17 @@ func (d *doctor) outside(f inet.Family) netip.Addr {
 // and no SNAT/MASQUERADE rule catches the forwarded packets (case 5; hairpin in case 2). The
 // check runs nat POSTROUTING on the packet as the DNAT leaves it, from a client on that network.
 func (d *doctor) dnatWithoutSNAT() {
+	reach := map[*iptables.Table]map[string]map[string]bool{}
 	d.nfRules("nat", func(t *iptables.Table, c *iptables.Chain, r *iptables.Rule) {
 		if r.Target != "DNAT" {
+			return
+		}
+		if reach[t] == nil {
+			reach[t] = hooksReaching(t)
+		}
+		if !reach[t][c.Name]["PREROUTING"] {
+			// Only packets that arrive are port-forwarded; a DNAT only OUTPUT reaches
+			// redirects this host's own connections, whose replies come back to it.
 			return
 		}
 		o, ok := r.TargetOption("to-destination")
@@ -684,6 +736,11 @@ func (d *doctor) dnatWithoutSNAT() {
 		}
 		out, pfx := d.linkOf(backend)
 		if out == "" {
+			return
+		}
+		if d.bridge(out) && d.s.Sysctls.BridgeNFCall(t.Family) {
+			// Clients on the backend's bridge get their replies bridged through this host,
+			// where br_netfilter hands them to conntrack, which undoes the DNAT.
 			return
 		}
 		in := out // without -i, clients on the backend's own network reach the DNAT too
@@ -721,6 +778,14 @@ func (d *doctor) dnatWithoutSNAT() {
 			}
 		}
 		text := d.ruleText(t, c, r)
+		ev := []string{text,
+			fmt.Sprintf("%s is on %s (%s); requests arrive on %s", backend, out, pfx, in),
+			fmt.Sprintf("no SNAT or MASQUERADE in nat POSTROUTING catches %s -> %s out %s", client, backend, out)}
+		fixPrefix := ""
+		if d.bridge(out) {
+			ev = append(ev, fmt.Sprintf("%s is a bridge of this host and br_netfilter is off (%s): replies bridged between its ports bypass conntrack", out, d.s.Sysctls.BridgeNFText(t.Family)))
+			fixPrefix = fmt.Sprintf("turn br_netfilter on (modprobe br_netfilter; %s), or ", quote.ShellJoin("sysctl", "-w", model.BridgeNFKey(t.Family)+"=1"))
+		}
 		self := d.fib.MasqueradeAddr(out, backend, backend)
 		protoName := ""
 		if r.Proto != nil {
@@ -728,13 +793,17 @@ func (d *doctor) dnatWithoutSNAT() {
 		}
 		fix := finding.SNATCommand(t.Family, backend, protoName, port, self)
 		d.add(finding.Finding{ID: FindingDNATWithoutSNAT, Severity: finding.SeverityWarning,
-			Summary: fmt.Sprintf("DNAT to %s, which is on %s (%s) where its clients are too, without SNAT: the backend answers clients on %s directly and the connection fails", backend, out, pfx, pfx),
-			Evidence: []string{text,
-				fmt.Sprintf("%s is on %s (%s); requests arrive on %s", backend, out, pfx, in),
-				fmt.Sprintf("no SNAT or MASQUERADE in nat POSTROUTING catches %s -> %s out %s", client, backend, out)},
-			Fix: finding.PortForwardFix("SNAT the forwarded traffic to this host's address: "+fix,
+			Summary:  fmt.Sprintf("DNAT to %s, which is on %s (%s) where its clients are too, without SNAT: the backend answers clients on %s directly and the connection fails", backend, out, pfx, pfx),
+			Evidence: ev,
+			Fix: finding.PortForwardFix(fixPrefix+"SNAT the forwarded traffic to this host's address: "+fix,
 				finding.PortForwardArgs(proto, ruleIn(*r), netip.AddrPortFrom(ruleDstAddr(*r), listenPort), netip.AddrPortFrom(backend, port)))})
 	})
+}
+
+// bridge reports whether an interface is a bridge of this host.
+func (d *doctor) bridge(iface string) bool {
+	l := d.s.LinkByName(iface)
+	return l != nil && l.Kind == "bridge"
 }
 
 // ruleDPort returns the first destination port a rule matches, or 0.

@@ -191,3 +191,39 @@ func TestDoctorConntrackFull(t *testing.T) {
 		}
 	}
 }
+
+// A DNAT in nat OUTPUT (directly or in a chain only OUTPUT reaches) redirects this host's own
+// connections: it is not a port forward, needs no forwarding and no SNAT.
+func TestDoctorDNATInOutputIsNotAPortForward(t *testing.T) {
+	host := `
+link eth0 10.0.0.1/24
+route default via 10.0.0.254 dev eth0
+ipt nat -N LOCAL-SVC
+ipt nat -A OUTPUT -d 10.96.0.1/32 -p tcp -m tcp --dport 443 -j DNAT --to-destination 10.0.0.5:6443
+ipt nat -A OUTPUT -j LOCAL-SVC
+ipt nat -A LOCAL-SVC -d 10.96.0.2/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.6:8080
+`
+	wantDoctor(t, doctorOn(t, host))
+	// Reached from PREROUTING too, the same chain forwards: both findings are real.
+	wantDoctor(t, doctorOn(t, host+"ipt nat -A PREROUTING -j LOCAL-SVC\n"), FindingForwardingOff, FindingDNATWithoutSNAT)
+}
+
+// A DNAT to an endpoint on one of this host's bridges: clients on the bridge get their
+// replies bridged through this host, so with br_netfilter on conntrack undoes the DNAT.
+func TestDoctorDNATOnBridge(t *testing.T) {
+	host := `
+bridge cni0 10.244.0.1/24
+port veth1 cni0
+sysctl net.ipv4.ip_forward=1
+ipt nat -N KUBE-SEP-A
+ipt nat -A PREROUTING -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SEP-A
+ipt nat -A OUTPUT -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SEP-A
+ipt nat -A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.244.0.3:8080
+`
+	wantDoctor(t, doctorOn(t, host+"sysctl net.bridge.bridge-nf-call-iptables=1\n"))
+	fs := doctorOn(t, host)
+	wantDoctor(t, fs, FindingDNATWithoutSNAT)
+	if ev := strings.Join(fs[0].Evidence, "\n"); !strings.Contains(ev, "br_netfilter is off") || !strings.Contains(fs[0].Fix.Summary, "bridge-nf-call-iptables=1") {
+		t.Errorf("finding %+v", fs[0])
+	}
+}

@@ -43,6 +43,9 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 	if st.Links, err = readLinks(h); err != nil {
 		return nil, fmt.Errorf("reading links of %s: %w", ns, err)
 	}
+	if err := readBridgePorts(ns, st.Links); err != nil {
+		return nil, err
+	}
 	names := make(map[int]string, len(st.Links))
 	for _, l := range st.Links {
 		names[l.Index] = l.Name
@@ -78,6 +81,11 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 	if !opts.NoNetfilter {
 		if st.Netfilter, err = ReadNetfilter(ctx, ns.Runner()); err != nil {
 			return nil, fmt.Errorf("reading netfilter of %s: %w", ns, err)
+		}
+		// The sets the set match tests. Sets that cannot be read (without CAP_NET_ADMIN) do
+		// not fail the read: the rules that test them stay uncertain, naming the set.
+		if sets, err := ReadIPSets(ns); err == nil {
+			st.IPSets = sets
 		}
 	}
 

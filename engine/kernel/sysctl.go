@@ -36,11 +36,13 @@ func sysctlKeys(links []model.Link) []string {
 			keys = append(keys, model.ConfKey6(iface, s))
 		}
 	}
-	return append(keys, model.SysctlConntrackCount, model.SysctlConntrackMax)
+	return append(keys, model.SysctlConntrackCount, model.SysctlConntrackMax,
+		model.SysctlBridgeNFIPTables, model.SysctlBridgeNFIP6Tables)
 }
 
 // readSysctls reads the path-deciding sysctls inside the namespace. Settings the kernel does not
-// have are left out: conntrack's before nf_conntrack is loaded, IPv6's when IPv6 is disabled,
+// have are left out: conntrack's before nf_conntrack is loaded, br_netfilter's before it is
+// loaded (which means bridged packets bypass iptables), IPv6's when IPv6 is disabled,
 // a link's when it went away after the link dump.
 func readSysctls(ns Namespace, links []model.Link) (model.Sysctls, error) {
 	keys := sysctlKeys(links)

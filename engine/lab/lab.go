@@ -35,7 +35,7 @@ var labTools = []string{"ip", "iptables", "iptables-save", "iptables-restore", "
 // that says how to get it.
 var toolPackages = map[string]string{
 	"ip": "iproute2", "curl": "curl", "conntrack": "conntrack", "nft": "nftables", "tmux": "tmux",
-	"tcpdump": "tcpdump", "tshark": "tshark", "setpriv": "util-linux", "sh": "dash",
+	"tcpdump": "tcpdump", "tshark": "tshark", "setpriv": "util-linux", "sh": "dash", "ipset": "ipset",
 }
 
 // inCI reports whether the tests run in CI (CI=true, as CI services set it): there a test that

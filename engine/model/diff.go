@@ -9,7 +9,9 @@ import (
 
 // Lines renders the configuration part of a state as one line per item, in ip/iptables/sysctl
 // syntax, in a canonical order. Volatile readings (counters, operational state, the conntrack
-// count) are left out, so two states with equal Lines are configured the same.
+// count) are left out, so two states with equal Lines are configured the same. So are ipsets
+// and bridge port flags: roundtrip never changes them, and the software that does (fail2ban,
+// CrowdSec, Docker) changes them all the time, which would read as drift after an apply.
 func (s *State) Lines() []string {
 	var out []string
 	names := s.TableName

@@ -255,6 +255,11 @@ func (s *State) Validate() error {
 		}
 	}
 	s.validateNetfilter(add)
+	for i := range s.IPSets {
+		if err := s.IPSets[i].Validate(); err != nil {
+			add("ipsets: %w", err)
+		}
+	}
 	for k, v := range s.Sysctls {
 		if err := CheckSysctlKey(k); err != nil {
 			add("sysctls: %w", err)

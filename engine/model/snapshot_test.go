@@ -37,7 +37,10 @@ func sampleState() *State {
 		Netfilter: iptables.Ruleset{Backend: "nf_tables", Tables: []iptables.Table{{Family: inet.V4, Name: "nat", Chains: []iptables.Chain{
 			{Name: "POSTROUTING", Policy: "ACCEPT", Rules: []iptables.Rule{{Spec: "-o eth0 -j MASQUERADE", Out: &iptables.NegStr{Value: "eth0"}, Target: "MASQUERADE"}}},
 		}}}},
-		Sysctls: Sysctls{SysctlIPForward: "1", ConfKey("all", "rp_filter"): "2", ConfKey("eth0", "rp_filter"): "1"},
+		Sysctls: Sysctls{SysctlIPForward: "1", ConfKey("all", "rp_filter"): "2", ConfKey("eth0", "rp_filter"): "1", SysctlBridgeNFIPTables: "1"},
+		IPSets: []IPSet{{Name: "blocked", Type: "hash:net", Family: inet.V4, Members: []IPSetMember{
+			{Net: netip.MustParsePrefix("198.51.100.0/24")}, {Net: netip.MustParsePrefix("198.51.100.128/25"), NoMatch: true}}},
+			{Name: "svc", Type: "hash:ip,port", Family: inet.V6, Members: []IPSetMember{{Net: netip.MustParsePrefix("2001:db8::1/128"), Proto: 6, Port: 22}}}},
 	}
 }
 
@@ -79,6 +82,8 @@ func TestParseSnapshotErrors(t *testing.T) {
 		{"unknown device", replaceLast(string(good), `"dev": "eth0"`, `"dev": "eth9"`), "device eth9"},
 		{"bad action", strings.Replace(string(good), `"action": "unreachable"`, `"action": "teleport"`, 1), `unknown action "teleport"`},
 		{"trailing", string(good) + "{}", "after top-level value"},
+		{"bad ipset name", strings.Replace(string(good), `"name": "blocked"`, `"name": "bl\u001bocked"`, 1), "ipset name"},
+		{"ipset member of another family", strings.Replace(string(good), `"2001:db8::1/128"`, `"192.0.2.1/32"`, 1), "not an address of the set's family"},
 		{"wrong type", strings.Replace(string(good), `"priority": 100`, `"priority": "high"`, 1), "line "},
 	}
 	for _, tt := range tests {

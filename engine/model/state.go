@@ -30,6 +30,9 @@ type State struct {
 	Netfilter  iptables.Ruleset `json:"netfilter"`
 	Nftables   *nft.Ruleset     `json:"nftables,omitempty"` // see NativeNFT
 	Sysctls    Sysctls          `json:"sysctls,omitempty"`
+	// IPSets are the ipsets the iptables set match tests (ipset list); nil when none exist
+	// or they could not be read.
+	IPSets []IPSet `json:"ipsets,omitempty"`
 }
 
 // Link is a network interface.
@@ -45,6 +48,9 @@ type Link struct {
 	Peer         string    `json:"peer,omitempty"` // veth peer (by name when in this namespace)
 	Tunnel       *Tunnel   `json:"tunnel,omitempty"`
 	Addrs        []Address `json:"addrs,omitempty"`
+	// Hairpin is a bridge port's hairpin mode (the bridge may send a frame back out the port
+	// it came in on, which a DNAT back to its sender needs); nil when not read.
+	Hairpin *bool `json:"hairpin,omitempty"`
 }
 
 // Tunnel holds the parameters of ipip, gre, sit and vxlan links.
@@ -140,7 +146,33 @@ const (
 	SysctlSrcValidMark   = "net.ipv4.conf.all.src_valid_mark"
 	SysctlConntrackCount = "net.netfilter.nf_conntrack_count"
 	SysctlConntrackMax   = "net.netfilter.nf_conntrack_max"
+	// Whether bridged IPv4/IPv6 packets pass iptables/ip6tables (and conntrack): present only
+	// while br_netfilter is loaded, per namespace; absent means off.
+	SysctlBridgeNFIPTables  = "net.bridge.bridge-nf-call-iptables"
+	SysctlBridgeNFIP6Tables = "net.bridge.bridge-nf-call-ip6tables"
 )
+
+// BridgeNFKey returns the sysctl that decides whether bridged packets of a family pass
+// iptables (SysctlBridgeNFIPTables or SysctlBridgeNFIP6Tables).
+func BridgeNFKey(f inet.Family) string {
+	if f == inet.V6 {
+		return SysctlBridgeNFIP6Tables
+	}
+	return SysctlBridgeNFIPTables
+}
+
+// BridgeNFCall reports whether bridged packets of a family pass iptables and conntrack
+// (br_netfilter loaded and its bridge-nf-call sysctl on).
+func (s Sysctls) BridgeNFCall(f inet.Family) bool { return s.Int(BridgeNFKey(f), 0) == 1 }
+
+// BridgeNFText says how the bridge-nf-call sysctl of a family is set, for findings.
+func (s Sysctls) BridgeNFText(f inet.Family) string {
+	k := BridgeNFKey(f)
+	if _, ok := s[k]; !ok {
+		return k + " absent: br_netfilter is not loaded"
+	}
+	return k + " = " + s[k]
+}
 
 // ConfKey returns the name of a per-interface net.ipv4.conf setting ("all", "default" or a link).
 func ConfKey(iface, setting string) string {
@@ -248,12 +280,17 @@ func (s *State) Clone() *State {
 			t := *l.Tunnel
 			l.Tunnel = &t
 		}
+		if l.Hairpin != nil {
+			h := *l.Hairpin
+			l.Hairpin = &h
+		}
 		out.Links[i] = l
 	}
 	out.Rules = slices.Clone(s.Rules)
 	out.Routes = slices.Clone(s.Routes)
 	out.TableNames = maps.Clone(s.TableNames)
 	out.Sysctls = maps.Clone(s.Sysctls)
+	out.IPSets = cloneIPSets(s.IPSets)
 	out.Netfilter.Foreign = slices.Clone(s.Netfilter.Foreign)
 	out.Netfilter.Hidden = slices.Clone(s.Netfilter.Hidden)
 	out.Netfilter.Tables = make([]iptables.Table, len(s.Netfilter.Tables))

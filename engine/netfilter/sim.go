@@ -48,6 +48,20 @@ type Packet struct {
 	// NextHop is the gateway (or the destination when on-link) chosen by routing, for
 	// MASQUERADE's choice of source address.
 	NextHop netip.Addr
+	// Phys is what br_netfilter records of a packet that came in through a bridge port
+	// (nf_bridge_info), which the physdev match reads; nil for other packets.
+	Phys *PhysDev
+	// SPortRange and DPortRange say, when NAT gave the packet a port the model cannot know
+	// (SPort or DPort is then 0), the range the kernel picks it from: "1024-65535".
+	SPortRange, DPortRange string
+}
+
+// PhysDev is a bridged packet's physical devices: the port it came in on ("" when the trace
+// does not know which) and whether the bridge forwards it to another port (its port there is
+// the bridge's forwarding table's business, never known).
+type PhysDev struct {
+	In      string
+	Bridged bool
 }
 
 // TCP flag bits as in the TCP header.
@@ -79,6 +93,9 @@ type Result struct {
 	Decider   string // the rule (or policy) that dropped or rejected
 	Steps     []Step
 	Uncertain []Uncertain
+	// Branches are the rules on the way whose match depends on state or chance, in order,
+	// with the outcome the evaluation took (Force, or a quiet host's).
+	Branches []Branch
 }
 
 // Step is what one rule (or the policy) did to the packet.
@@ -102,6 +119,9 @@ type Sim struct {
 	local []model.Route
 	// localRead is set once local is gathered.
 	localRead bool
+	// Force sets the outcome of branch rules (Branch.Key) for the evaluations that follow,
+	// to explore the outcomes a quiet host's assumption leaves out.
+	Force map[*iptables.Rule]bool
 }
 
 func New(s *model.State, f *fib.FIB) *Sim {
@@ -182,7 +202,25 @@ func (n *Sim) runTable(t *iptables.Table, table, hook string, p *Packet, ct *Con
 		}
 		r := n.rule(p.Family, &top.chain.Rules[top.next])
 		top.next++
-		matched, why := n.matches(r, p, ct)
+		matched, why, br := n.matchesBranch(r, p, ct)
+		if br != nil && why == "" {
+			if nfContinueTargets[r.Target] && t.Chain(r.Target) == nil {
+				continue // a rate-limited LOG: whatever it matches, the path is the same
+			}
+			if f, ok := n.Force[r]; ok {
+				matched = f
+			}
+			br.Taken, br.rule = matched, r
+			br.Rule = iptables.RuleCommand(p.Family, table, top.chain.Name, r)
+			res.Branches = append(res.Branches, *br)
+			what := "depends: matches " + br.When + "; otherwise not (" + br.Else + ")"
+			if br.Prob >= 0 {
+				what = fmt.Sprintf("random branch: matches %s; ", percent(br.Prob)) + map[bool]string{true: "taken here", false: "not taken here"}[matched]
+			} else {
+				what += map[bool]string{true: "; taken as matching", false: "; taken as not matching"}[matched]
+			}
+			res.Steps = append(res.Steps, Step{What: what, Rule: br.Rule})
+		}
 		if !matched && why == "" {
 			continue
 		}
@@ -293,6 +331,9 @@ func (n *Sim) runTable(t *iptables.Table, table, hook string, p *Packet, ct *Con
 			continue
 		}
 		why = fmt.Sprintf("target %s is not modelled", r.Target)
+		if effect, ok := namedTargetWhy(r); ok {
+			why = effect
+		}
 		res.Uncertain = append(res.Uncertain, Uncertain{text, why})
 		res.Steps = append(res.Steps, Step{What: "uncertain: " + why + "; assumed not to match", Rule: text})
 	}
@@ -319,9 +360,55 @@ func isBuiltinChain(name string) bool {
 	return false
 }
 
-// matches reports whether a rule matches the packet. A non-empty why means the model cannot
-// tell, and says which part of the rule it does not model.
+// matches reports whether a rule matches the packet, taking a branch's assumed outcome. A
+// non-empty why means the model cannot tell, and says which part of the rule it does not model.
 func (n *Sim) matches(r *iptables.Rule, p *Packet, ct *Conn) (bool, string) {
+	ok, why, _ := n.matchesBranch(r, p, ct)
+	return ok, why
+}
+
+// matchesBranch is matches that also returns, when every other part of the rule matches and
+// the rest depends on state or chance (stateMatch), the Branch that says on what; ok is then
+// the quiet host's outcome.
+func (n *Sim) matchesBranch(r *iptables.Rule, p *Packet, ct *Conn) (bool, string, *Branch) {
+	var infos []branchInfo
+	for _, m := range r.Matches {
+		b, why, ok := stateMatch(m, p)
+		if !ok {
+			continue
+		}
+		if why != "" {
+			return false, why, nil
+		}
+		if b.determined {
+			if !b.assumed {
+				return false, "", nil
+			}
+			continue
+		}
+		infos = append(infos, b)
+	}
+	ok, why := n.matchesRest(r, p, ct)
+	if !ok || why != "" || len(infos) == 0 {
+		return ok, why, nil
+	}
+	br := &Branch{Prob: 1, Taken: true}
+	var when, els []string
+	for _, b := range infos {
+		if b.prob < 0 || br.Prob < 0 {
+			br.Prob = -1
+		} else {
+			br.Prob *= b.prob
+		}
+		when, els = append(when, b.when), append(els, b.els)
+		br.Taken = br.Taken && b.assumed
+	}
+	br.When, br.Else = strings.Join(when, " and "), strings.Join(els, " or ")
+	return br.Taken, "", br
+}
+
+// matchesRest evaluates every part of a rule but the matches stateMatch handles.
+func (n *Sim) matchesRest(r *iptables.Rule, p *Packet, ct *Conn) (bool, string) {
 	if r.Fragment != nil && *r.Fragment {
 		// -f matches only second and later fragments; a traced flow's packets are whole.
 		return false, ""
@@ -360,6 +447,9 @@ func (n *Sim) matches(r *iptables.Rule, p *Packet, ct *Conn) (bool, string) {
 		}
 	}
 	for _, m := range r.Matches {
+		if _, _, state := stateMatch(m, p); state {
+			continue
+		}
 		ok, why := n.match(m, p, ct)
 		if why != "" {
 			return false, why
@@ -615,6 +705,12 @@ func (n *Sim) match(m iptables.Match, p *Packet, ct *Conn) (bool, string) {
 			}
 		}
 		return true, ""
+	case "rpfilter":
+		return n.rpfilter(m, p)
+	case "set":
+		return n.matchSet(m, p)
+	case "physdev":
+		return matchPhysdev(m, p)
 	case "pkttype":
 		for _, o := range m.Options {
 			if o.Name != "pkt-type" || len(o.Values) != 1 {
@@ -634,6 +730,178 @@ func (n *Sim) match(m iptables.Match, p *Packet, ct *Conn) (bool, string) {
 		return true, ""
 	}
 	return false, fmt.Sprintf("match -m %s is not modelled", m.Name)
+}
+
+// rpfilter is the rpfilter match (net/ipv4/netfilter/ipt_rpfilter.c): a reverse lookup of the
+// source from loopback (from the destination, with the mark only under
+// --validmark) must give a unicast route out the interface the packet came in on (any
+// interface with --loose; a local route too with --accept-local). It is the same check as the
+// rp_filter sysctl, made by a rule.
+func (n *Sim) rpfilter(m iptables.Match, p *Packet) (bool, string) {
+	var loose, validMark, acceptLocal, invert bool
+	for _, o := range m.Options {
+		switch o.Name {
+		case "loose":
+			loose = true
+		case "validmark":
+			validMark = true
+		case "accept-local":
+			acceptLocal = true
+		case "invert":
+			invert = true
+		default:
+			return false, fmt.Sprintf("-m rpfilter --%s is not modelled", o.Name)
+		}
+	}
+	if p.IIF == "" {
+		return false, "-m rpfilter on a locally generated packet (it belongs in PREROUTING)"
+	}
+	if p.Dst.IsMulticast() {
+		return !invert, "" // local multicast passes (rpfilter_mt)
+	}
+	// A plain FIB lookup from loopback (flowi4_iif = LOOPBACK_IFINDEX), as fib_lookup makes it:
+	// an input lookup from lo, which unlike an output lookup does not require the source to
+	// be this host's.
+	fl := fib.Flow{Family: p.Family, Dst: p.Src, Src: p.Dst, IIF: "lo", Proto: p.Proto, SPort: p.DPort, DPort: p.SPort}
+	if t := n.AddrType(p.Dst, ""); t != "LOCAL" && t != "UNICAST" {
+		fl.Src = netip.Addr{}
+	}
+	if validMark {
+		fl.Mark = p.Mark
+	}
+	r := n.fib.Lookup(fl)
+	pass := false
+	switch r.Verdict {
+	case model.RouteUnicast:
+		pass = loose || r.OIF == p.IIF
+		if !pass && r.Route != nil {
+			for _, nh := range r.Route.Nexthops {
+				pass = pass || nh.Dev == p.IIF
+			}
+		}
+	case model.RouteLocal:
+		pass = acceptLocal
+	case fib.VerdictInvalid:
+		return false, "-m rpfilter: the reverse lookup is refused: " + r.Note
+	}
+	return pass != invert, ""
+}
+
+// matchPhysdev is the physdev match (net/netfilter/xt_physdev.c) over what br_netfilter
+// recorded: without that record (not from a bridge port, or br_netfilter off) only inverted
+// options match; --physdev-in compares the port when known; --physdev-out cannot be known for
+// a bridged packet (the forwarding table decides) and matches when there is no out port.
+func matchPhysdev(m iptables.Match, p *Packet) (bool, string) {
+	if p.Phys == nil {
+		for _, o := range m.Options {
+			if !o.Not {
+				return false, ""
+			}
+		}
+		return true, ""
+	}
+	for _, o := range m.Options {
+		var ok bool
+		switch o.Name {
+		case "physdev-is-in":
+			ok = true
+		case "physdev-is-bridged", "physdev-is-out":
+			ok = p.Phys.Bridged
+		case "physdev-in":
+			if len(o.Values) != 1 {
+				return false, "-m physdev --physdev-in needs one name"
+			}
+			if p.Phys.In == "" {
+				return false, "-m physdev --physdev-in depends on the bridge port the packet came in on: give it as --iif"
+			}
+			ok = matchIface(o.Values[0], p.Phys.In)
+		case "physdev-out":
+			if !p.Phys.Bridged {
+				continue // no out port: the option matches (inverted or not)
+			}
+			return false, "-m physdev --physdev-out depends on the bridge port the bridge's forwarding table sends the packet to"
+		default:
+			return false, fmt.Sprintf("-m physdev --%s is not modelled", o.Name)
+		}
+		if ok == o.Not {
+			return false, ""
+		}
+	}
+	return true, ""
+}
+
+// matchSet is the set match (xt_set, revision 4): the packet's addresses and ports named by
+// the flags (src, dst, in the set type's order) must be a member of the set; of hash:net
+// members the most specific containing the address decides, and a nomatch member makes the
+// test fail (or, with --return-nomatch, succeed), as ip_set_test does. hash:ip, hash:net,
+// hash:ip,port and hash:net,port are matched; other types leave the rule uncertain.
+func (n *Sim) matchSet(m iptables.Match, p *Packet) (bool, string) {
+	var name string
+	var flags []string
+	var not, returnNoMatch bool
+	for _, o := range m.Options {
+		switch o.Name {
+		case "match-set", "set":
+			if len(o.Values) != 2 {
+				return false, "-m set --match-set needs a set name and flags"
+			}
+			name, flags, not = o.Values[0], strings.Split(o.Values[1], ","), o.Not
+		case "return-nomatch":
+			returnNoMatch = true
+		case "update-counters", "update-subcounters":
+		default:
+			return false, fmt.Sprintf("-m set --%s (counters) is not modelled", o.Name)
+		}
+	}
+	set := n.s.IPSetByName(name)
+	if set == nil {
+		return false, fmt.Sprintf("-m set: set %s is not in the state (ipsets not read, or created since)", name)
+	}
+	if set.Family != p.Family {
+		return not, ""
+	}
+	dims := strings.Split(strings.TrimPrefix(strings.TrimPrefix(set.Type, "hash:"), "bitmap:"), ",")
+	if !strings.HasPrefix(set.Type, "hash:") || len(dims) > 2 || dims[0] != "ip" && dims[0] != "net" || len(dims) == 2 && dims[1] != "port" {
+		return false, fmt.Sprintf("-m set: set %s of type %s is not modelled (hash:ip, hash:net, hash:ip,port and hash:net,port are)", name, set.Type)
+	}
+	if len(flags) < len(dims) {
+		return false, fmt.Sprintf("-m set --match-set %s: %d flags for a set of %d dimensions", name, len(flags), len(dims))
+	}
+	addr := p.Dst
+	if flags[0] == "src" {
+		addr = p.Src
+	}
+	if dims[0] == "ip" && set.Netmask > 0 && set.Netmask < addr.BitLen() {
+		addr = netip.PrefixFrom(addr, set.Netmask).Masked().Addr()
+	}
+	var port uint16
+	if len(dims) == 2 {
+		switch p.Proto {
+		case 6, 17, 132, 136:
+		default:
+			return not, "" // no ports: no member of a port type matches
+		}
+		port = p.DPort
+		if flags[1] == "src" {
+			port = p.SPort
+		}
+		if port == 0 {
+			return false, fmt.Sprintf("-m set --match-set %s: the port is not known: give it in the trace (ADDR:PORT)", name)
+		}
+	}
+	best := -1
+	found, noMatch := false, false
+	for _, mem := range set.Members {
+		if !mem.Net.Contains(addr) || mem.Net.Bits() <= best {
+			continue
+		}
+		if len(dims) == 2 && (mem.Port != port || mem.Proto != p.Proto) {
+			continue
+		}
+		best, found, noMatch = mem.Net.Bits(), true, mem.NoMatch
+	}
+	in := found && (!noMatch || returnNoMatch)
+	return in != not, ""
 }
 
 // matchAddrText matches an iptables address: "10.0.0.0/8", "10.0.0.1", "10.0.0.0/255.0.0.0".
@@ -897,51 +1165,175 @@ func applyConnmark(p *Packet, ct *Conn, r *iptables.Rule) string {
 	return ""
 }
 
-// ParseNATRange parses a --to-destination / --to-source value: "addr", "addr:port",
-// "addr-addr:port-port", ":port", or for IPv6 "[addr]:port". Of a range the first address and
-// port are taken: which one the kernel picks depends on the other connections, and any of them
-// takes the same path.
-func ParseNATRange(f inet.Family, s string) (netip.Addr, uint16, error) {
+// NATRange is a --to-destination / --to-source / --to-ports value: addresses MinAddr-MaxAddr
+// (invalid when the value names none) and ports MinPort-MaxPort (0 when it names none).
+type NATRange struct {
+	MinAddr, MaxAddr netip.Addr
+	MinPort, MaxPort uint16
+}
+
+// ParseNATSpec parses "addr", "addr:port", "addr-addr:port-port", ":port", or for IPv6
+// "[addr]:port".
+func ParseNATSpec(f inet.Family, s string) (NATRange, error) {
 	var addrS, portS string
 	if f == inet.V6 && strings.HasPrefix(s, "[") {
 		end := strings.IndexByte(s, ']')
 		if end < 0 {
-			return netip.Addr{}, 0, fmt.Errorf("%q: missing ]", s)
+			return NATRange{}, fmt.Errorf("%q: missing ]", s)
 		}
 		addrS = s[1:end]
 		portS = strings.TrimPrefix(s[end+1:], ":")
+		if rest, ok := strings.CutPrefix(portS, "-["); ok {
+			// [a]-[b]:port
+			end := strings.IndexByte(rest, ']')
+			if end < 0 {
+				return NATRange{}, fmt.Errorf("%q: missing ]", s)
+			}
+			addrS += "-" + rest[:end]
+			portS = strings.TrimPrefix(rest[end+1:], ":")
+		}
 	} else if f == inet.V6 {
 		addrS = s
 	} else {
 		addrS, portS, _ = strings.Cut(s, ":")
 	}
-	addrS, _, _ = strings.Cut(addrS, "-")
-	addrS = strings.Trim(addrS, "[]")
-	var a netip.Addr
+	var r NATRange
 	if addrS != "" {
+		lo, hi, isRange := strings.Cut(addrS, "-")
 		var err error
-		if a, err = netip.ParseAddr(addrS); err != nil {
-			return netip.Addr{}, 0, fmt.Errorf("%q: %q is not an address", s, addrS)
+		if r.MinAddr, err = netip.ParseAddr(strings.Trim(lo, "[]")); err != nil {
+			return NATRange{}, fmt.Errorf("%q: %q is not an address", s, lo)
+		}
+		r.MaxAddr = r.MinAddr
+		if isRange {
+			if r.MaxAddr, err = netip.ParseAddr(strings.Trim(hi, "[]")); err != nil {
+				return NATRange{}, fmt.Errorf("%q: %q is not an address", s, hi)
+			}
 		}
 	}
-	port, err := FirstPort(portS)
-	if err != nil {
-		return netip.Addr{}, 0, fmt.Errorf("%q: %w", s, err)
+	var err error
+	if r.MinPort, r.MaxPort, err = ParsePortRange(portS); err != nil {
+		return NATRange{}, fmt.Errorf("%q: %w", s, err)
 	}
-	return a, port, nil
+	return r, nil
 }
 
-func FirstPort(s string) (uint16, error) {
+// ParseNATRange parses a --to-destination / --to-source value (ParseNATSpec) into its first
+// address and first port.
+func ParseNATRange(f inet.Family, s string) (netip.Addr, uint16, error) {
+	r, err := ParseNATSpec(f, s)
+	return r.MinAddr, r.MinPort, err
+}
+
+// ParsePortRange parses "", "80", "1024-65535" (or "1024:65535"); 0, 0 for "".
+func ParsePortRange(s string) (lo, hi uint16, err error) {
 	if s == "" {
-		return 0, nil
+		return 0, 0, nil
 	}
-	s, _, _ = strings.Cut(s, "-")
-	s, _, _ = strings.Cut(s, ":")
+	a, b, isRange := strings.Cut(s, "-")
+	if !isRange {
+		a, b, isRange = strings.Cut(s, ":")
+	}
+	if lo, err = parsePort(a); err != nil {
+		return 0, 0, err
+	}
+	hi = lo
+	if isRange {
+		if hi, err = parsePort(b); err != nil {
+			return 0, 0, err
+		}
+	}
+	if hi < lo {
+		return 0, 0, fmt.Errorf("port range %q runs backwards", s)
+	}
+	return lo, hi, nil
+}
+
+func parsePort(s string) (uint16, error) {
 	p, err := strconv.ParseUint(s, 10, 16)
 	if err != nil {
 		return 0, fmt.Errorf("port %q is not a number 0-65535", s)
 	}
 	return uint16(p), nil
+}
+
+func FirstPort(s string) (uint16, error) {
+	lo, _, err := ParsePortRange(s)
+	return lo, err
+}
+
+// natPort is the port NAT leaves a packet with, as get_unique_tuple and
+// nf_nat_l4proto_unique_tuple choose it (net/netfilter/nf_nat_core.c): the original port is
+// kept when it is in the range (and no other connection holds the same tuple, which the model
+// cannot see, so it assumes none does) unless --random or --random-fully is given. Otherwise a
+// source port is picked at random from the range; a destination port is the range's first
+// (off = 0 for DNAT), or random with --random. Without a range only --random moves a source
+// port, into 1-511, 600-1023 or 1024-65535 by where it was. known is false when the port is
+// random: then the caller shows the range, never a made-up number.
+func natPort(orig, lo, hi uint16, src, random bool) (port uint16, known bool, rng string) {
+	if lo == 0 && hi == 0 {
+		if !random || !src {
+			return orig, true, ""
+		}
+		switch {
+		case orig == 0:
+			return 0, false, "1-65535"
+		case orig < 512:
+			return 0, false, "1-511"
+		case orig < 1024:
+			return 0, false, "600-1023"
+		}
+		return 0, false, "1024-65535"
+	}
+	rng = fmt.Sprint(lo)
+	if hi != lo {
+		rng = fmt.Sprintf("%d-%d", lo, hi)
+	}
+	if lo == hi && !random {
+		return lo, true, rng
+	}
+	if orig != 0 && orig >= lo && orig <= hi && !random {
+		return orig, true, rng
+	}
+	if !src && !random {
+		return lo, true, rng
+	}
+	return 0, false, rng
+}
+
+// setNATPort applies natPort to the packet's source or destination port and says how it was
+// chosen when that is worth saying.
+func setNATPort(p *Packet, r *iptables.Rule, lo, hi uint16, src bool) string {
+	_, rnd := r.TargetOption("random")
+	_, rndFully := r.TargetOption("random-fully")
+	orig := p.DPort
+	if src {
+		orig = p.SPort
+	}
+	port, known, rng := natPort(orig, lo, hi, src, rnd || rndFully)
+	pp, pr := &p.DPort, &p.DPortRange
+	if src {
+		pp, pr = &p.SPort, &p.SPortRange
+	}
+	*pp, *pr = port, ""
+	switch {
+	case !known:
+		*pr = rng
+		why := "not the original port, which is outside it"
+		if rnd || rndFully {
+			why = "random"
+		} else if orig == 0 {
+			why = "the original port is not known"
+		}
+		return fmt.Sprintf(" (port: a port in %s, %s)", rng, why)
+	case rng == "":
+		return ""
+	case port == orig:
+		return fmt.Sprintf(" (port %d kept: it is in %s and the kernel keeps a port in range while no other connection holds the same tuple)", port, rng)
+	case lo != hi:
+		return fmt.Sprintf(" (port %d: the original %d is outside %s, and the kernel tries the range's first port first)", port, orig, rng)
+	}
+	return ""
 }
 
 // applyNAT applies a NAT target to the packet and says what it did. An empty description with
@@ -967,28 +1359,35 @@ func (n *Sim) applyNAT(r *iptables.Rule, hook string, p *Packet) (string, string
 		if !ok {
 			return "", fmt.Sprintf("%s without --%s", r.Target, name)
 		}
-		a, port, err := ParseNATRange(p.Family, v)
+		rng, err := ParseNATSpec(p.Family, v)
 		if err != nil {
 			return "", fmt.Sprintf("%s --%s %v", r.Target, name, err)
+		}
+		a := rng.MinAddr
+		addrNote := ""
+		if rng.MaxAddr != rng.MinAddr {
+			addrNote = fmt.Sprintf(" (address: one of %s-%s, the kernel picks by a hash of the addresses; the first is shown)", rng.MinAddr, rng.MaxAddr)
 		}
 		if r.Target == "DNAT" {
 			old := netip.AddrPortFrom(p.Dst, p.DPort)
 			if a.IsValid() {
 				p.Dst = a
 			}
-			if port != 0 && hasPorts {
-				p.DPort = port
+			note := ""
+			if hasPorts {
+				note = setNATPort(p, r, rng.MinPort, rng.MaxPort, false)
 			}
-			return fmt.Sprintf("DNAT %s -> %s", inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Dst, p.DPort))), ""
+			return fmt.Sprintf("DNAT %s -> %s%s%s", inet.Endpoint(old), portEndpoint(p.Dst, p.DPort, p.DPortRange), addrNote, note), ""
 		}
 		old := netip.AddrPortFrom(p.Src, p.SPort)
 		if a.IsValid() {
 			p.Src = a
 		}
-		if port != 0 && hasPorts {
-			p.SPort = port
+		note := ""
+		if hasPorts {
+			note = setNATPort(p, r, rng.MinPort, rng.MaxPort, true)
 		}
-		return fmt.Sprintf("SNAT %s -> %s", inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Src, p.SPort))), ""
+		return fmt.Sprintf("SNAT %s -> %s%s%s", inet.Endpoint(old), portEndpoint(p.Src, p.SPort, p.SPortRange), addrNote, note), ""
 	case "MASQUERADE":
 		a := n.fib.MasqueradeAddr(p.OIF, p.NextHop, p.Dst)
 		if !a.IsValid() {
@@ -996,14 +1395,16 @@ func (n *Sim) applyNAT(r *iptables.Rule, hook string, p *Packet) (string, string
 		}
 		old := netip.AddrPortFrom(p.Src, p.SPort)
 		p.Src = a
-		if v, ok := optVal("to-ports"); ok && hasPorts {
-			port, err := FirstPort(v)
+		note := ""
+		if hasPorts {
+			v, _ := optVal("to-ports")
+			lo, hi, err := ParsePortRange(v)
 			if err != nil {
 				return "", "MASQUERADE --to-ports " + err.Error()
 			}
-			p.SPort = port
+			note = setNATPort(p, r, lo, hi, true)
 		}
-		return fmt.Sprintf("MASQUERADE %s -> %s (address of %s)", inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Src, p.SPort)), p.OIF), ""
+		return fmt.Sprintf("MASQUERADE %s -> %s (address of %s)%s", inet.Endpoint(old), portEndpoint(p.Src, p.SPort, p.SPortRange), p.OIF, note), ""
 	case "REDIRECT":
 		// nf_nat_redirect_ipv4: locally generated packets go to loopback, others to the first
 		// address of the interface they came in on.
@@ -1026,14 +1427,15 @@ func (n *Sim) applyNAT(r *iptables.Rule, hook string, p *Packet) (string, string
 		}
 		old := netip.AddrPortFrom(p.Dst, p.DPort)
 		p.Dst = a
+		note := ""
 		if v, ok := optVal("to-ports"); ok && hasPorts {
-			port, err := FirstPort(v)
+			lo, hi, err := ParsePortRange(v)
 			if err != nil {
 				return "", "REDIRECT --to-ports " + err.Error()
 			}
-			p.DPort = port
+			note = setNATPort(p, r, lo, hi, false)
 		}
-		return fmt.Sprintf("REDIRECT %s -> %s", inet.Endpoint(old), inet.Endpoint(netip.AddrPortFrom(p.Dst, p.DPort))), ""
+		return fmt.Sprintf("REDIRECT %s -> %s%s", inet.Endpoint(old), portEndpoint(p.Dst, p.DPort, p.DPortRange), note), ""
 	case "NETMAP":
 		v, ok := optVal("to")
 		if !ok {
@@ -1070,6 +1472,18 @@ func (n *Sim) applyNAT(r *iptables.Rule, hook string, p *Packet) (string, string
 		return fmt.Sprintf("NETMAP source %s -> %s", old, p.Src), ""
 	}
 	return "", fmt.Sprintf("target %s is not modelled", r.Target)
+}
+
+// portEndpoint writes an address with its port, or with the range its port is picked from
+// when NAT left it unknown.
+func portEndpoint(a netip.Addr, port uint16, rng string) string {
+	if port == 0 && rng != "" {
+		if a.Is6() {
+			return fmt.Sprintf("[%s]:(%s)", a, rng)
+		}
+		return fmt.Sprintf("%s:(%s)", a, rng)
+	}
+	return inet.Endpoint(netip.AddrPortFrom(a, port))
 }
 
 // addrType classifies an address as the addrtype match does (inet_dev_addr_type): from the

@@ -2,6 +2,7 @@ package netfilter
 
 import (
 	"net/netip"
+	"strings"
 	"testing"
 
 	"roundtrip/engine/fib"
@@ -161,7 +162,8 @@ func TestNFMatches(t *testing.T) {
 		{"-p icmp -m icmp --icmp-type 8 -j ACCEPT", false, false},
 		{"-f -j DROP", false, false},
 		{"-m set --match-set x src -j DROP", false, true},
-		{"-m owner --uid-owner 0 -j DROP", false, true},
+		{"-m owner --uid-owner 0 -j DROP", false, false}, // a received packet has no socket
+		{"-m u32 --u32 0x0&0xf=0x5 -j DROP", false, true},
 		{"-s example.org -j DROP", false, true},
 	} {
 		got, why := n.matches(rule(t, c.spec), p, ct)
@@ -179,5 +181,54 @@ func TestMasqueradeAddr(t *testing.T) {
 	}
 	if got := f.MasqueradeAddr("eth0", netip.MustParseAddr("172.16.0.1"), netip.MustParseAddr("8.8.8.8")); got != netip.MustParseAddr("10.0.0.1") {
 		t.Errorf("nexthop elsewhere: %s", got)
+	}
+}
+
+// The port NAT leaves, as get_unique_tuple chooses it: the original port when it is in the
+// range, otherwise a random one in the range for SNAT (never a made-up number: the range is
+// said instead), the range's first for DNAT; --random(-fully) always randomises.
+func TestNATPorts(t *testing.T) {
+	s := modeltest.Host(t, "link wan 192.0.2.2/24\nlink lan 10.0.0.1/24\n")
+	n := New(s, fib.New(s))
+	for _, c := range []struct {
+		spec, hook string
+		sport      uint16
+		want       string // the packet's endpoint that NAT rewrote, port range as (LO-HI)
+		what       string // part of the step's text
+	}{
+		{"-o wan -j MASQUERADE --to-ports 1024-65535", "POSTROUTING", 40000, "192.0.2.2:40000", "port 40000 kept"},
+		{"-o wan -j MASQUERADE --to-ports 1024-65535", "POSTROUTING", 123, "192.0.2.2:(1024-65535)", "a port in 1024-65535, not the original port"},
+		{"-o wan -j MASQUERADE", "POSTROUTING", 123, "192.0.2.2:123", ""},
+		{"-o wan -j MASQUERADE --random-fully", "POSTROUTING", 40000, "192.0.2.2:(1024-65535)", "random"},
+		{"-o wan -j MASQUERADE --random-fully", "POSTROUTING", 700, "192.0.2.2:(600-1023)", "random"},
+		{"-o wan -j SNAT --to-source 192.0.2.9:2000-2100", "POSTROUTING", 2050, "192.0.2.9:2050", "port 2050 kept"},
+		{"-o wan -j SNAT --to-source 192.0.2.9:2000-2100", "POSTROUTING", 40000, "192.0.2.9:(2000-2100)", "a port in 2000-2100"},
+		{"-o wan -j SNAT --to-source 192.0.2.9:2000-2100 --random", "POSTROUTING", 2050, "192.0.2.9:(2000-2100)", "random"},
+		{"-o wan -j SNAT --to-source 192.0.2.9:5555", "POSTROUTING", 40000, "192.0.2.9:5555", ""},
+		{"-o wan -j SNAT --to-source 192.0.2.9-192.0.2.12", "POSTROUTING", 40000, "192.0.2.9:40000", "one of 192.0.2.9-192.0.2.12"},
+		{"-i wan -j DNAT --to-destination 10.0.0.5:8000-8010", "PREROUTING", 0, "10.0.0.5:8000", "the original 443 is outside 8000-8010"},
+		{"-i wan -p tcp -j REDIRECT --to-ports 3000-3999", "PREROUTING", 0, "192.0.2.2:3000", "outside 3000-3999"},
+	} {
+		p := &Packet{Family: inet.V4, Proto: 6, Src: netip.MustParseAddr("10.0.0.7"), Dst: netip.MustParseAddr("203.0.113.5"),
+			SPort: c.sport, DPort: 443, TCPFlags: TCPSYN, ICMPType: -1, OIF: "wan", NextHop: netip.MustParseAddr("192.0.2.1")}
+		if c.hook == "PREROUTING" {
+			p.Src, p.Dst, p.IIF, p.OIF, p.SPort = netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("192.0.2.2"), "wan", "", 50000
+		}
+		s.Netfilter = iptables.Ruleset{}
+		r := rule(t, c.spec)
+		s.Netfilter.Tables = []iptables.Table{{Family: inet.V4, Name: "nat", Chains: []iptables.Chain{{Name: c.hook, Policy: "ACCEPT", Rules: []iptables.Rule{*r}}}}}
+		n := New(s, n.fib)
+		res := n.Run("nat", c.hook, p, &Conn{State: CTNew})
+		got := portEndpoint(p.Src, p.SPort, p.SPortRange)
+		if c.hook == "PREROUTING" {
+			got = portEndpoint(p.Dst, p.DPort, p.DPortRange)
+		}
+		if len(res.Steps) != 1 || len(res.Uncertain) > 0 {
+			t.Errorf("%s: steps %+v uncertain %+v", c.spec, res.Steps, res.Uncertain)
+			continue
+		}
+		if got != c.want || !strings.Contains(res.Steps[0].What, c.what) {
+			t.Errorf("%s from port %d: %s (%q), want %s (%q)", c.spec, c.sport, got, res.Steps[0].What, c.want, c.what)
+		}
 	}
 }

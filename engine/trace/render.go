@@ -3,6 +3,7 @@ package trace
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 	"unicode/utf8"
@@ -105,7 +106,18 @@ func renderLeg(w io.Writer, st style, title string, l *Leg) {
 		}
 	}
 	p := l.Packet
-	fmt.Fprintln(w, wrapText(fmt.Sprintf("  %-16s ", "packet"), fmt.Sprintf("%s %s -> %s%s", p.Proto, inet.Endpoint(p.Src), inet.Endpoint(p.Dst), markText(p.Mark)), renderWidth, strings.Repeat(" ", 19)))
+	fmt.Fprintln(w, wrapText(fmt.Sprintf("  %-16s ", "packet"), fmt.Sprintf("%s %s -> %s%s", p.Proto, rangeEndpoint(p.Src, p.SrcPortRange), rangeEndpoint(p.Dst, p.DstPortRange), markText(p.Mark)), renderWidth, strings.Repeat(" ", 19)))
+}
+
+// rangeEndpoint writes an endpoint whose port NAT picks from a range as ADDR:(RANGE).
+func rangeEndpoint(ap netip.AddrPort, rng string) string {
+	if ap.Port() != 0 || rng == "" {
+		return inet.Endpoint(ap)
+	}
+	if ap.Addr().Is6() {
+		return "[" + ap.Addr().String() + "]:(" + rng + ")"
+	}
+	return ap.Addr().String() + ":(" + rng + ")"
 }
 
 func markText(m uint32) string {
@@ -129,6 +141,8 @@ func legSummary(l *Leg) string {
 		out = "forwarded out " + l.OIF
 	case LegOutput:
 		out = "out " + l.OIF
+	case LegBridged:
+		out = "bridged out " + l.OIF
 	case LegUncertain:
 		out = "UNCERTAIN"
 		if l.OIF != "" {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"roundtrip/engine/fib"
@@ -43,6 +44,13 @@ const (
 	// FindingAssumedReturnRoute says what a forwarded flow without SNAT relies on when nothing
 	// else is wrong: hosts this one cannot see must route the client back through it.
 	FindingAssumedReturnRoute = "assumed-return-route"
+	// FindingCandidates lists the outcomes of rules that depend on chance or state (a
+	// random load-balancing branch, a rate limit, a recent list): the trace follows one and
+	// names every other with what it depends on.
+	FindingCandidates = "candidates"
+	// FindingBridgeNoHairpin: a DNAT sends a packet back to its sender through a bridge port
+	// without hairpin mode, which the bridge drops.
+	FindingBridgeNoHairpin = "bridge-no-hairpin"
 	// FindingKernelDisagrees is added by the live trace command when the kernel's own route
 	// lookup (ip route get) differs from the model's.
 	FindingKernelDisagrees = "model-kernel-disagree"
@@ -53,6 +61,7 @@ const (
 	LegLocal       = fib.VerdictLocal // delivered to a socket on this host
 	LegForward     = "forward"        // routed through this host and sent on
 	LegOutput      = "output"         // generated here and sent out
+	LegBridged     = "bridged"        // forwarded by a bridge between two of its ports, not routed
 	LegDrop        = "drop"
 	LegReject      = "reject"
 	LegUncertain   = "uncertain" // a rule the model cannot evaluate may change the path
@@ -130,6 +139,10 @@ type Packet struct {
 	Src   netip.AddrPort `json:"src"`
 	Dst   netip.AddrPort `json:"dst"`
 	Mark  uint32         `json:"mark"`
+	// SrcPortRange and DstPortRange are set when NAT gave the packet a port the model cannot
+	// know (its port is then 0): the range the kernel picks it from, "1024-65535".
+	SrcPortRange string `json:"src_port_range,omitempty"`
+	DstPortRange string `json:"dst_port_range,omitempty"`
 }
 
 // routingDecision is one FIB lookup with the flow it was asked for.
@@ -145,6 +158,25 @@ func (r *Result) ForwardLookup() (fib.Flow, fib.Result, bool) {
 		return fib.Flow{}, fib.Result{}, false
 	}
 	return r.forwardLookup.Flow, r.forwardLookup.Result, true
+}
+
+// Hooks of the steps that end a leg in the kernel's input-path checks, which RTM_GETROUTE
+// makes too (ip_route_input_slow, fib_validate_source).
+const (
+	HookRPFilter   = "rp_filter"
+	HookForwarding = "forwarding"
+)
+
+// RequestStoppedAt reports whether the request itself (not its reply) was stopped by the step
+// of that hook (HookRPFilter, HookForwarding): a route lookup of the request meets that check,
+// one of the reply does not, so only the request's is an answer the kernel can confirm.
+func (r *Result) RequestStoppedAt(hook string) bool {
+	steps := r.Forward.Steps
+	if len(steps) == 0 {
+		return false
+	}
+	last := steps[len(steps)-1]
+	return last.Decisive && last.Hook == hook
 }
 
 // Errors returns how many findings have severity error.
@@ -216,14 +248,15 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 	t.finishLeg(fwd, p)
 
 	switch fwd.outcome {
-	case LegLocal, LegForward, LegOutput:
+	case LegLocal, LegForward, LegOutput, LegBridged:
 	default:
 		return res // no reply can come
 	}
 
 	// The reply: what the far end sends back, as conntrack sees it (ESTABLISHED, with the
 	// connmark of the request), entering where the request left.
-	rp := &netfilter.Packet{Family: fam, Proto: req.Proto, Src: p.Dst, Dst: p.Src, SPort: p.DPort, DPort: p.SPort, ICMPType: -1}
+	rp := &netfilter.Packet{Family: fam, Proto: req.Proto, Src: p.Dst, Dst: p.Src, SPort: p.DPort, DPort: p.SPort, ICMPType: -1,
+		SPortRange: p.DPortRange, DPortRange: p.SPortRange}
 	switch req.Proto {
 	case 6:
 		rp.TCPFlags = netfilter.TCPSYN | netfilter.TCPACK
@@ -239,11 +272,11 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 	reply := &Leg{}
 	res.Reply = reply
 	bypass := t.checkReplyBypassesNAT(fwd, ct)
-	if bypass {
+	if bypass && t.bridgeOf(fwd.OIF) == "" {
 		reply.Steps = append(reply.Steps, Step{Hook: "reply", What: fmt.Sprintf("%s answers %s directly on the shared link; this leg is what would happen if the reply came back through this host", ct.NATed.Dst.Addr(), ct.Orig.Src.Addr())})
 	}
 	switch fwd.outcome {
-	case LegForward, LegOutput:
+	case LegForward, LegOutput, LegBridged:
 		rp.IIF = fwd.OIF
 		t.receive(reply, rp, rct, false)
 	case LegLocal:
@@ -310,8 +343,9 @@ func (t *tracer) table(leg *Leg, table, hook string, p *netfilter.Packet, ct *ne
 		if mixed {
 			label = iptables.BackendName(b)
 		}
+		pIn, ctIn := *p, *ct
 		r := t.nf.RunIn(b, table, hook, p, ct)
-		if !t.recordTable(leg, label, b, table, hook, r, p, ct) {
+		if !t.recordTable(leg, label, b, table, hook, r, &pIn, &ctIn, p, ct) {
 			return false
 		}
 		if table == "nat" && natDecided(r) {
@@ -401,7 +435,7 @@ func backendNames(bs []string) []string {
 
 // recordTable records what one backend's table did at a hook; false when it dropped or
 // rejected the packet.
-func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r netfilter.Result, p *netfilter.Packet, ct *netfilter.Conn) bool {
+func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r netfilter.Result, pIn *netfilter.Packet, ctIn *netfilter.Conn, p *netfilter.Packet, ct *netfilter.Conn) bool {
 	hookName := table + " " + hook
 	for _, s := range r.Steps {
 		leg.Steps = append(leg.Steps, Step{Hook: hookName, What: s.What, Rule: s.Rule, Decisive: s.Decisive, Backend: label})
@@ -412,6 +446,9 @@ func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r net
 	cmd := iptables.Command(p.Family)
 	if tb := t.s.Netfilter.TableIn(backend, p.Family, table); tb != nil {
 		cmd = t.s.Netfilter.TableCommand(tb)
+	}
+	if len(r.Branches) > 0 {
+		t.candidates(leg, backend, table, hook, pIn, ctIn, p, r)
 	}
 	for _, u := range r.Uncertain {
 		leg.uncertain = true
@@ -443,6 +480,90 @@ func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r net
 	return true
 }
 
+// candidates reports the outcomes of a table's branch rules (chance or state): the one the
+// evaluation took and, for each branch, the other, evaluated again from the packet as it
+// entered the table with that rule's outcome forced. Random branches get their probability
+// of being the one taken (kube-proxy's endpoints: 1/3, 1/2 of the rest, the rest).
+func (t *tracer) candidates(leg *Leg, backend, table, hook string, pIn *netfilter.Packet, ctIn *netfilter.Conn, pOut *netfilter.Packet, r netfilter.Result) {
+	key := table + " " + hook
+	for _, b := range r.Branches {
+		key += "\x00" + b.Rule
+	}
+	if t.seen[key] {
+		return
+	}
+	t.seen[key] = true
+	random := true
+	for _, b := range r.Branches {
+		random = random && b.Prob >= 0 && !b.Taken
+	}
+	taken := outcomeText(r, pOut)
+	differs := false
+	rest := 1.0
+	var ev []string
+	for _, b := range r.Branches {
+		pc, cc := *pIn, *ctIn
+		t.nf.Force = map[*iptables.Rule]bool{b.Key(): !b.Taken}
+		alt := t.nf.RunIn(backend, table, hook, &pc, &cc)
+		t.nf.Force = nil
+		differs = differs || alt.Verdict != r.Verdict
+		cond := b.When
+		if b.Taken {
+			cond = b.Else
+		}
+		if random {
+			ev = append(ev, fmt.Sprintf("%s (probability %s): %s", b.Rule, percentText(rest*b.Prob), outcomeText(alt, &pc)))
+			rest *= 1 - b.Prob
+			continue
+		}
+		out := outcomeText(alt, &pc)
+		if alt.Decider == b.Rule {
+			out = map[string]string{netfilter.Drop: "dropped", netfilter.Reject: "rejected"}[alt.Verdict] + " by this rule"
+		}
+		ev = append(ev, fmt.Sprintf("%s: %s; the rule: %s", cond, out, b.Rule))
+	}
+	sev := finding.SeverityInfo
+	if differs {
+		sev = finding.SeverityWarning
+	}
+	var summary string
+	if random {
+		ev = append(ev, fmt.Sprintf("none of them (probability %s), the path this trace follows: %s", percentText(rest), taken))
+		summary = fmt.Sprintf("%s %s picks at random among %d branches (-m statistic); this trace follows one, every one is listed with its probability", table, hook, len(r.Branches)+1)
+	} else {
+		var assumed []string
+		for _, b := range r.Branches {
+			assumed = append(assumed, tern(b.Taken, b.When, b.Else))
+		}
+		ev = append([]string{fmt.Sprintf("as traced (assumed %s): %s", strings.Join(assumed, "; "), taken)}, ev...)
+		summary = fmt.Sprintf("%s %s has rules whose outcome depends on rates or history; the trace assumes a quiet host and shows the other outcome", table, hook)
+	}
+	t.add(finding.Finding{ID: FindingCandidates, Severity: sev, Summary: summary, Evidence: ev,
+		Fix: finding.Fix{Summary: "nothing to fix by itself: check the rule counters (" + quote.ShellJoin(iptables.Command(pIn.Family), "-t", table, "-L", hook, "-v", "-n") + ") or conntrack to see which outcome the kernel took", Args: []string{}}})
+	leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: fmt.Sprintf("the outcome depends on chance or state: the %s finding lists every outcome", FindingCandidates)})
+}
+
+// outcomeText says what a table did: dropped, rejected, or what NAT it applied.
+func outcomeText(r netfilter.Result, p *netfilter.Packet) string {
+	switch r.Verdict {
+	case netfilter.Drop:
+		return "dropped (" + r.Decider + ")"
+	case netfilter.Reject:
+		return "rejected (" + r.Decider + ")"
+	}
+	for i := len(r.Steps) - 1; i >= 0; i-- {
+		if st := r.Steps[i]; st.Decisive || strings.HasPrefix(st.What, "mark ") {
+			return st.What
+		}
+	}
+	if len(r.Steps) > 0 && r.Steps[len(r.Steps)-1].What == "accepted" {
+		return "accepted"
+	}
+	return "goes on: " + packetText(p)
+}
+
+func percentText(p float64) string { return strconv.FormatFloat(p*100, 'g', 4, 64) + "%" }
+
 // natBeforeRouting runs the nat table of PREROUTING or OUTPUT for a connection's first packet.
 // For a reply of an SNATed connection, conntrack instead puts the request's original source
 // back as the destination at that hook, before routing (nf_nat_ipv4_pre_routing,
@@ -452,8 +573,8 @@ func (t *tracer) natBeforeRouting(leg *Leg, hook string, p *netfilter.Packet, ct
 	case ct.State == netfilter.CTNew:
 		return t.table(leg, "nat", hook, p, ct)
 	case ct.Reply && ct.SNAT && ct.State != netfilter.CTUntracked:
-		old := netip.AddrPortFrom(p.Dst, p.DPort)
-		p.Dst, p.DPort = ct.Orig.Src.Addr(), ct.Orig.Src.Port()
+		old := rangeEndpoint(netip.AddrPortFrom(p.Dst, p.DPort), p.DPortRange)
+		p.Dst, p.DPort, p.DPortRange = ct.Orig.Src.Addr(), ct.Orig.Src.Port(), ""
 		leg.Steps = append(leg.Steps, Step{Hook: "nat " + hook, What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
 	}
 	return true
@@ -478,6 +599,27 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	if t.s.LinkByName(p.IIF) == nil {
 		leg.Steps = append(leg.Steps, Step{Hook: "input", What: fmt.Sprintf("interface %s is not among this host's links", p.IIF)})
 	}
+	br := t.bridgeOf(p.IIF)
+	brnf := br != "" && t.s.Sysctls.BridgeNFCall(p.Family)
+	port := ""
+	if br != "" && br != p.IIF {
+		port = p.IIF
+		// A bridge port hands its frames to the bridge: the IP layer, and iptables under
+		// br_netfilter, see them on the bridge device (brnf_get_logical_dev).
+		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("arrives on %s, a port of bridge %s: routing and iptables see it on %s", p.IIF, br, br)})
+		p.IIF, leg.IIF = br, br
+	}
+	if brnf {
+		p.Phys = &netfilter.PhysDev{In: port}
+	}
+	if br != "" && !brnf {
+		if pfx, ok := t.bridgedOn(br, p.Src, p.Dst); ok {
+			leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter is off (%s): iptables and conntrack do not see bridged packets", t.s.Sysctls.BridgeNFText(p.Family))})
+			t.bridged(leg, p, ct, br, port, pfx, false)
+			return
+		}
+	}
+	dstBefore := p.Dst
 	if !t.hook(leg, "PREROUTING", p, ct,
 		t.iptStage(leg, "raw", "PREROUTING", p, ct),
 		stage{prio: prioConntrack, conntrack: true, run: func() bool { t.conntrackStep(leg, ct); return true }},
@@ -486,6 +628,36 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 		return
 	}
 	fl := fib.Flow{Family: p.Family, Src: p.Src, Dst: p.Dst, IIF: p.IIF, Mark: p.Mark, Proto: p.Proto, SPort: p.SPort, DPort: p.DPort}
+	if brnf {
+		// br_netfilter ran PREROUTING at the bridge, before the bridge decided between
+		// bridging and passing the frame up (br_nf_pre_routing).
+		if p.Dst != dstBefore {
+			// br_nf_pre_routing_finish: a destination NAT changed is routed again (an input
+			// route, so forwarding and rp_filter apply: with forwarding off the route is an
+			// error route to this host, and the packet is dropped as on a routed path); when
+			// the route leaves by the same bridge the frame stays bridged, to the new
+			// destination's MAC address; otherwise it goes up to be routed.
+			r := t.fib.Lookup(fl)
+			if _, fwdOn := t.forwardingOn(br, p.Family); fwdOn && r.Verdict == model.RouteUnicast && r.OIF == br {
+				t.routingSteps(leg, "routing", r)
+				leg.route = r
+				if !t.rpFilter(leg, p, r) {
+					return
+				}
+				leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter (%s): the new destination %s is on %s too, so the frame stays bridged", t.s.Sysctls.BridgeNFText(p.Family), p.Dst, br)})
+				pfx := netip.PrefixFrom(p.Dst, p.Dst.BitLen())
+				if r.Route != nil {
+					pfx = r.Route.Dst
+				}
+				t.bridged(leg, p, ct, br, port, pfx, true)
+				return
+			}
+		} else if pfx, ok := t.bridgedOn(br, p.Src, p.Dst); ok {
+			leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("br_netfilter is on (%s): the bridged packet passes iptables PREROUTING, FORWARD and POSTROUTING, seen on %s", t.s.Sysctls.BridgeNFText(p.Family), br)})
+			t.bridged(leg, p, ct, br, port, pfx, true)
+			return
+		}
+	}
 	r := t.route(leg, fl, request)
 	switch r.Verdict {
 	case model.RouteLocal, model.RouteBroadcast:
@@ -512,6 +684,128 @@ func (t *tracer) receive(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, requ
 	default:
 		t.routeFailure(leg, p, r)
 	}
+}
+
+// hairpin decides a frame DNATed back to its sender: it must leave by the port it came in
+// on, which the bridge does only with hairpin mode on that port (br_forward's should_deliver).
+// The port is the one the flow was traced from, or, when the flow names the bridge, any port
+// when all agree; otherwise the leg is uncertain. It returns false when the frame is dropped.
+func (t *tracer) hairpin(leg *Leg, p *netfilter.Packet, br, port string) bool {
+	var on *bool
+	name := port
+	if port != "" {
+		if l := t.s.LinkByName(port); l != nil {
+			on = l.Hairpin
+		}
+	} else {
+		for _, l := range t.s.Links {
+			if l.Master != br {
+				continue
+			}
+			if l.Hairpin == nil || on != nil && *on != *l.Hairpin {
+				on = nil
+				break
+			}
+			on = l.Hairpin
+			name = "every port of " + br
+		}
+	}
+	switch {
+	case on == nil:
+		why := fmt.Sprintf("the DNAT sends the packet back to its sender %s: %s forwards it out the port it came in on only with hairpin mode on that port, and the state does not say which port that is or whether it has hairpin mode (give the port as --iif)", p.Dst, br)
+		leg.uncertain = true
+		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: "uncertain: " + why})
+		t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
+			Summary:  "hairpin on a bridge: " + why,
+			Evidence: []string{packetText(p)},
+			Fix:      finding.Fix{Summary: "check the ports' hairpin flags with `bridge -d link show`", Args: []string{}}})
+		return true
+	case *on:
+		leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("back to its sender %s: hairpin mode is on (%s), so %s sends the frame back out the port it came in on", p.Dst, name, br)})
+		return true
+	}
+	leg.outcome = LegDrop
+	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: fmt.Sprintf("dropped: the DNAT sends the packet back to its sender %s, out the port it came in on, and hairpin mode is off (%s)", p.Dst, name), Decisive: true})
+	// A placeholder stays unquoted: pasted as it is, it fails rather than naming a port.
+	target := finding.Placeholder("PORT")
+	if port != "" {
+		target = quote.Shell(port)
+	}
+	t.add(finding.Finding{ID: FindingBridgeNoHairpin, Severity: finding.SeverityError,
+		Summary:  fmt.Sprintf("the request is DNATed back to its sender %s on bridge %s, which does not send a frame back out the port it came in on without hairpin mode", p.Dst, br),
+		Evidence: []string{packetText(p), fmt.Sprintf("hairpin mode is off (%s)", name)},
+		Fix:      finding.Fix{Summary: "turn hairpin mode on for the port the sender is on: " + "bridge link set dev " + target + " hairpin on" + " (Docker does it when its userland proxy is off)", Args: []string{}}})
+	return false
+}
+
+// bridgeOf returns the bridge an interface belongs to: itself when it is a bridge, its master
+// when it is a port of one, "" otherwise.
+func (t *tracer) bridgeOf(iface string) string {
+	l := t.s.LinkByName(iface)
+	if l == nil {
+		return ""
+	}
+	if l.Kind == "bridge" {
+		return l.Name
+	}
+	if m := t.s.LinkByName(l.Master); m != nil && m.Kind == "bridge" {
+		return m.Name
+	}
+	return ""
+}
+
+// bridgedOn reports whether a packet from src to dst arriving on bridge br is bridged rather
+// than routed: the sender reaches dst directly when both are in one network of the bridge,
+// so the frame carries dst's MAC address, not the bridge's, and the bridge forwards it between
+// its ports. The network is returned for the explanation.
+func (t *tracer) bridgedOn(br string, src, dst netip.Addr) (netip.Prefix, bool) {
+	if !src.IsValid() || !dst.IsValid() || t.nf.AddrType(dst, "") != "UNICAST" {
+		return netip.Prefix{}, false // to this host (or broadcast): passed up, not bridged
+	}
+	own := false
+	for _, pfx := range t.s.Connected(br) {
+		if pfx.Addr().Is4() != dst.Is4() || pfx.Addr().IsLinkLocalUnicast() && dst.Is6() && !dst.IsLinkLocalUnicast() {
+			continue
+		}
+		own = true
+		if pfx.Bits() < pfx.Addr().BitLen() && pfx.Contains(src) && pfx.Contains(dst) {
+			return pfx, true
+		}
+	}
+	if !own {
+		// A bridge without an address of the family is a plain switch: no sender addresses
+		// the bridge itself, everything it gets is bridged.
+		return netip.PrefixFrom(dst, 0).Masked(), true
+	}
+	return netip.Prefix{}, false
+}
+
+// bridged ends a leg that the bridge forwards between two of its ports: not routed, so
+// ip_forward and rp_filter do not apply. With br_netfilter on (brnf) the packet passes
+// FORWARD and POSTROUTING, seen on the bridge, and conntrack undoes NAT there as on a routed
+// path (br_nf_forward_ip, br_nf_post_routing); PREROUTING has run already. port is the port it
+// came in on, when known.
+func (t *tracer) bridged(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn, br, port string, pfx netip.Prefix, brnf bool) {
+	why := fmt.Sprintf("%s and %s are both on %s (%s)", p.Src, p.Dst, br, pfx)
+	if pfx.Bits() == 0 {
+		why = fmt.Sprintf("%s has no address of this family, so it only switches", br)
+	}
+	leg.Steps = append(leg.Steps, Step{Hook: "bridge", What: why + fmt.Sprintf(": the frame is bridged between ports of %s, not routed (ip_forward does not apply)", br), Decisive: true})
+	p.OIF, p.NextHop = br, p.Dst
+	leg.OIF, leg.Gateway = br, netip.Addr{}
+	if !ct.Reply && p.Dst == ct.Orig.Src.Addr() && !t.hairpin(leg, p, br, port) {
+		return
+	}
+	if brnf {
+		p.Phys.Bridged = true
+		if !t.table(leg, "mangle", "FORWARD", p, ct) || !t.table(leg, "filter", "FORWARD", p, ct) {
+			return
+		}
+		if !t.postrouting(leg, p, ct) {
+			return
+		}
+	}
+	leg.outcome = LegBridged
 }
 
 // deliver runs the INPUT hooks of a packet routed to this host.
@@ -642,8 +936,8 @@ func (t *tracer) postrouting(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) 
 // reverseDNAT puts back the address the client spoke to as the reply's source (conntrack does
 // it at the source-NAT hooks, after routing: the reply is routed from the backend's address).
 func (t *tracer) reverseDNAT(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.Conn) {
-	old := netip.AddrPortFrom(p.Src, p.SPort)
-	p.Src, p.SPort = ct.Orig.Dst.Addr(), ct.Orig.Dst.Port()
+	old := rangeEndpoint(netip.AddrPortFrom(p.Src, p.SPort), p.SPortRange)
+	p.Src, p.SPort, p.SPortRange = ct.Orig.Dst.Addr(), ct.Orig.Dst.Port(), ""
 	leg.Steps = append(leg.Steps, Step{Hook: hook, What: fmt.Sprintf("conntrack reverses the DNAT: source %s -> %s", old, netip.AddrPortFrom(p.Src, p.SPort))})
 }
 
@@ -671,7 +965,7 @@ func (t *tracer) forwarding(leg *Leg, p *netfilter.Packet) bool {
 		return true
 	}
 	leg.outcome = LegDrop
-	leg.Steps = append(leg.Steps, Step{Hook: "forwarding", What: fmt.Sprintf("dropped: forwarding is off on %s", p.IIF), Rule: fmt.Sprintf("sysctl %s=%s", key, t.s.Sysctls.Text(key)), Decisive: true})
+	leg.Steps = append(leg.Steps, Step{Hook: HookForwarding, What: fmt.Sprintf("dropped: forwarding is off on %s", p.IIF), Rule: fmt.Sprintf("sysctl %s=%s", key, t.s.Sysctls.Text(key)), Decisive: true})
 	if t.res.Has(FindingForwardingDisabled) {
 		return false
 	}
@@ -680,7 +974,7 @@ func (t *tracer) forwarding(leg *Leg, p *netfilter.Packet) bool {
 		cmd = quote.ShellJoin("sysctl", "-w", model.SysctlIPv6Forward+"=1")
 	}
 	t.add(finding.Finding{ID: FindingForwardingDisabled, Severity: finding.SeverityError,
-		Summary: fmt.Sprintf("the request %s arrives on %s and is routed out %s, but forwarding is off: the kernel drops it", packetText(p), p.IIF, leg.route.OIF),
+		Summary: fmt.Sprintf("the %s %s arrives on %s and is routed out %s, but forwarding is off: the kernel drops it", tern(leg == &t.res.Forward, "request", "reply"), packetText(p), p.IIF, leg.route.OIF),
 		Evidence: []string{
 			fmt.Sprintf("%s = %s", key, t.s.Sysctls.Text(key)),
 			t.lookupText(leg.route),
@@ -717,12 +1011,12 @@ func (t *tracer) rpFilter(leg *Leg, p *netfilter.Packet, r fib.Result) bool {
 		model.ConfKey(p.IIF, "rp_filter"), t.s.Sysctls.Text(model.ConfKey(p.IIF, "rp_filter")))
 	if ok {
 		if mode != 0 {
-			leg.Steps = append(leg.Steps, Step{Hook: "rp_filter", What: modeText + ": passes; " + why})
+			leg.Steps = append(leg.Steps, Step{Hook: HookRPFilter, What: modeText + ": passes; " + why})
 		}
 		return true
 	}
 	leg.outcome = LegDrop
-	leg.Steps = append(leg.Steps, Step{Hook: "rp_filter", What: modeText + ": dropped; " + why, Rule: t.routeText(rev), Decisive: true})
+	leg.Steps = append(leg.Steps, Step{Hook: HookRPFilter, What: modeText + ": dropped; " + why, Rule: t.routeText(rev), Decisive: true})
 	dir := "request"
 	if leg != &t.res.Forward {
 		dir = "reply"
@@ -827,7 +1121,8 @@ func nextHop(r fib.Result, dst netip.Addr) netip.Addr {
 }
 
 func (t *tracer) finishLeg(leg *Leg, p *netfilter.Packet) {
-	leg.Packet = Packet{Proto: inet.ProtoName(p.Proto), Src: netip.AddrPortFrom(p.Src, p.SPort), Dst: netip.AddrPortFrom(p.Dst, p.DPort), Mark: p.Mark}
+	leg.Packet = Packet{Proto: inet.ProtoName(p.Proto), Src: netip.AddrPortFrom(p.Src, p.SPort), Dst: netip.AddrPortFrom(p.Dst, p.DPort), Mark: p.Mark,
+		SrcPortRange: p.SPortRange, DstPortRange: p.DPortRange}
 	leg.Verdict = leg.outcome
 	if leg.uncertain {
 		leg.Verdict = LegUncertain
@@ -838,7 +1133,7 @@ func (t *tracer) finishLeg(leg *Leg, p *netfilter.Packet) {
 }
 
 func packetText(p *netfilter.Packet) string {
-	return fmt.Sprintf("%s %s -> %s", inet.ProtoName(p.Proto), inet.Endpoint(netip.AddrPortFrom(p.Src, p.SPort)), inet.Endpoint(netip.AddrPortFrom(p.Dst, p.DPort)))
+	return fmt.Sprintf("%s %s -> %s", inet.ProtoName(p.Proto), rangeEndpoint(netip.AddrPortFrom(p.Src, p.SPort), p.SPortRange), rangeEndpoint(netip.AddrPortFrom(p.Dst, p.DPort), p.DPortRange))
 }
 
 // isLocal reports whether an address is one of this host's (a local route in table local).
@@ -933,21 +1228,37 @@ func (t *tracer) checkReplyBypassesNAT(fwd *Leg, ct *netfilter.Conn) bool {
 	if !clientOnLink {
 		return false
 	}
+	fam := inet.FamilyOf(backend)
+	br := t.bridgeOf(fwd.OIF)
+	if br != "" && t.s.Sysctls.BridgeNFCall(fam) {
+		// This host is the switch between them: the reply is bridged through it, and with
+		// br_netfilter on conntrack sees it and undoes the DNAT (the pod-to-ClusterIP case).
+		return false
+	}
 	self := fwd.Src
 	if !self.IsValid() {
 		self = t.fib.MasqueradeAddr(fwd.OIF, backend, backend)
 	}
-	rule := finding.SNATCommand(inet.FamilyOf(backend), backend, inet.ProtoName(t.protoOf()), ct.NATed.Dst.Port(), self)
+	rule := finding.SNATCommand(fam, backend, inet.ProtoName(t.protoOf()), ct.NATed.Dst.Port(), self)
 	ev := []string{
 		fmt.Sprintf("the request %s is DNATed to %s and sent out %s", tupleText(ct.Orig), inet.Endpoint(ct.NATed.Dst), fwd.OIF),
 		fmt.Sprintf("no SNAT: the backend sees the client's own address %s", client),
 		fmt.Sprintf("%s and %s are both on %s (%s), so %s answers %s directly from %s, an address the client never spoke to; the client resets or ignores it and conntrack here stays [UNREPLIED]", backend, client, fwd.OIF, pfx, backend, client, inet.Endpoint(ct.NATed.Dst)),
 	}
+	fixText := "also SNAT the forwarded traffic to this host's address so the backend answers through it: " + rule
+	if br != "" {
+		cmd := quote.ShellJoin("sysctl", "-w", model.BridgeNFKey(fam)+"=1")
+		ev = append(ev, fmt.Sprintf("the reply is bridged by %s, this host's own bridge, but br_netfilter is off (%s): bridged packets bypass iptables and conntrack", br, t.s.Sysctls.BridgeNFText(fam)))
+		fixText = fmt.Sprintf("turn br_netfilter on so conntrack sees bridged replies (modprobe br_netfilter; %s), as Docker and kube-proxy expect; or %s", cmd, fixText)
+	}
+	summary := fmt.Sprintf("the reply from %s bypasses this host, so the DNAT of %s is never undone", backend, inet.Endpoint(ct.Orig.Dst))
+	if br != "" {
+		summary = fmt.Sprintf("the reply from %s is bridged by %s past conntrack (br_netfilter is off), so the DNAT of %s is never undone", backend, br, inet.Endpoint(ct.Orig.Dst))
+	}
 	t.add(finding.Finding{ID: FindingReplyBypassesNAT, Severity: finding.SeverityError,
-		Summary:  fmt.Sprintf("the reply from %s bypasses this host, so the DNAT of %s is never undone", backend, inet.Endpoint(ct.Orig.Dst)),
+		Summary:  summary,
 		Evidence: ev,
-		Fix: finding.PortForwardFix("also SNAT the forwarded traffic to this host's address so the backend answers through it: "+rule,
-			finding.PortForwardArgs(t.protoOf(), fwd.IIF, ct.Orig.Dst, ct.NATed.Dst))})
+		Fix:      finding.PortForwardFix(fixText, finding.PortForwardArgs(t.protoOf(), fwd.IIF, ct.Orig.Dst, ct.NATed.Dst))})
 	return true
 }
 

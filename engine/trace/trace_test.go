@@ -686,3 +686,199 @@ func trace(t testing.TB, s *model.State, flow string) *Result {
 	}
 	return Run(s, fib.New(s), req)
 }
+
+// When only the reply fails rp_filter, the request itself passed the kernel's input checks:
+// RequestStoppedAt says so, so a live comparison of the request's route does not call the
+// kernel's (unicast) answer a disagreement.
+func TestTraceReplyRPFilterIsNotTheRequests(t *testing.T) {
+	s := modeltest.Host(t, `
+link eth0 10.0.0.1/24
+link eth1 10.1.0.1/24
+sysctl net.ipv4.ip_forward=1
+sysctl net.ipv4.conf.all.rp_filter=1
+route 192.0.2.0/24 via 10.0.0.254 dev eth0
+route table 100 default via 10.1.0.254 dev eth1
+rule 100 fwmark 0x1 table 100
+ipt mangle -A PREROUTING -i eth0 -j MARK --set-mark 0x1
+`)
+	r := trace(t, s, "udp 10.0.0.5:5000 192.0.2.9:53 eth0")
+	if r.Forward.Verdict != LegForward || r.Forward.OIF != "eth1" {
+		t.Fatalf("forward %s out %s\n%s", r.Forward.Verdict, r.Forward.OIF, dumpLeg(&r.Forward))
+	}
+	if !r.Has(FindingRPFilterDrop) || r.Reply == nil || r.Reply.Verdict != LegDrop {
+		t.Fatalf("want the reply dropped by rp_filter: %v\n%s", finding.IDs(r.Findings), dumpLeg(r.Reply))
+	}
+	if r.RequestStoppedAt(HookRPFilter) {
+		t.Errorf("RequestStoppedAt(rp_filter) = true for a reply-only drop")
+	}
+	// The request failing it is the request's.
+	r = trace(t, s, "udp 192.0.2.9:5000 10.0.0.5:53 eth1")
+	if !r.RequestStoppedAt(HookRPFilter) {
+		t.Errorf("RequestStoppedAt(rp_filter) = false for a dropped request\n%s", dumpLeg(&r.Forward))
+	}
+}
+
+// A node with pods on a bridge: a pod reaching a ClusterIP whose endpoint is on the same
+// bridge. With br_netfilter on, the request is bridged after the DNAT and conntrack undoes the DNAT on the bridged reply; with it off, the request is routed
+// (forwarding needed) and the reply bridged past conntrack: reply-bypasses-nat.
+func TestTraceBridgeClusterIP(t *testing.T) {
+	base := `
+bridge cni0 10.244.0.1/24
+port veth1 cni0
+port veth2 cni0
+link eth0 192.0.2.10/24
+route default via 192.0.2.1 dev eth0
+ipt nat -A PREROUTING -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.244.0.3:8080
+`
+	flow := "tcp 10.244.0.2:40000 10.96.0.10:80 veth1"
+	on := base + "sysctl net.bridge.bridge-nf-call-iptables=1\nsysctl net.ipv4.ip_forward=1\n"
+	r := trace(t, modeltest.Host(t, on), flow)
+	wantFindings(t, r)
+	f := &r.Forward
+	if f.Verdict != LegBridged || f.IIF != "cni0" || f.OIF != "cni0" || f.Packet.Dst.String() != "10.244.0.3:8080" {
+		t.Fatalf("forward %s %s -> %s %s\n%s", f.Verdict, f.IIF, f.OIF, f.Packet.Dst, dumpLeg(f))
+	}
+	if _, _, ok := r.ForwardLookup(); ok {
+		t.Errorf("a bridged request has no input route the kernel could be asked about")
+	}
+	rp := r.Reply
+	if rp == nil || rp.Verdict != LegBridged || rp.Packet.Src.String() != "10.96.0.10:80" || stepIndex(rp, "nat POSTROUTING", "reverses the DNAT") < 0 {
+		t.Fatalf("reply %+v\n%s", rp, dumpLeg(rp))
+	}
+
+	// Off (the module not loaded: the sysctl absent), forwarding on: routed, reply bypasses.
+	r = trace(t, modeltest.Host(t, base+"sysctl net.ipv4.ip_forward=1\n"), flow)
+	wantFindings(t, r, FindingReplyBypassesNAT)
+	if r.Forward.Verdict != LegForward || r.Reply.Verdict != LegBridged || r.Reply.Packet.Src.String() != "10.244.0.3:8080" {
+		t.Fatalf("forward %s reply %s from %s\n%s", r.Forward.Verdict, r.Reply.Verdict, r.Reply.Packet.Src, dumpLeg(r.Reply))
+	}
+	if f := r.Findings[0]; !strings.Contains(strings.Join(f.Evidence, "\n"), "br_netfilter is off (net.bridge.bridge-nf-call-iptables absent") || !strings.Contains(f.Fix.Summary, "bridge-nf-call-iptables=1") {
+		t.Errorf("finding %+v", f)
+	}
+	// Off with forwarding off: the kernel drops the routed request.
+	r = trace(t, modeltest.Host(t, base+"sysctl net.bridge.bridge-nf-call-iptables=0\n"), flow)
+	wantFindings(t, r, FindingForwardingDisabled)
+	// On with forwarding off: the DNATed packet is routed again with an input route, which
+	// forwarding off makes an error route: dropped (as the kernel does, whatever the comment
+	// in br_nf_pre_routing_finish about bridged DNAT without forwarding says).
+	r = trace(t, modeltest.Host(t, strings.Replace(on, "ip_forward=1", "ip_forward=0", 1)), flow)
+	wantFindings(t, r, FindingForwardingDisabled)
+
+	// Pod to pod on the bridge: bridged whatever ip_forward says; iptables FORWARD sees it
+	// only with br_netfilter on.
+	drop := "ipt filter -P FORWARD DROP\n"
+	r = trace(t, modeltest.Host(t, base+drop), "tcp 10.244.0.2:40000 10.244.0.3:8080 veth1")
+	wantFindings(t, r)
+	if r.Forward.Verdict != LegBridged || r.Reply.Verdict != LegBridged {
+		t.Fatalf("pod to pod, br_netfilter off: %s/%s\n%s", r.Forward.Verdict, r.Reply.Verdict, dumpLeg(&r.Forward))
+	}
+	r = trace(t, modeltest.Host(t, on+drop), "tcp 10.244.0.2:40000 10.244.0.3:8080 cni0")
+	wantFindings(t, r, FindingFiltered)
+	if r.Forward.Verdict != LegDrop || stepIndex(&r.Forward, "filter FORWARD", "policy DROP") < 0 {
+		t.Fatalf("pod to pod, br_netfilter on, FORWARD DROP: %s\n%s", r.Forward.Verdict, dumpLeg(&r.Forward))
+	}
+	// To the bridge's own address: delivered, not bridged.
+	r = trace(t, modeltest.Host(t, on), "tcp 10.244.0.2:40000 10.244.0.1:22 veth1")
+	if r.Forward.Verdict != LegLocal {
+		t.Errorf("to the bridge's address: %s", r.Forward.Verdict)
+	}
+}
+
+// kube-proxy spreads a service over its endpoints with -m statistic: every endpoint is a
+// candidate with its probability; a rate or history rule shows both outcomes.
+func TestTraceCandidates(t *testing.T) {
+	s := modeltest.Host(t, `
+link eth0 192.0.2.10/24
+link eth1 10.1.0.1/24
+sysctl net.ipv4.ip_forward=1
+ipt nat -N KUBE-SVC-X
+ipt nat -N KUBE-SEP-A
+ipt nat -N KUBE-SEP-B
+ipt nat -N KUBE-SEP-C
+ipt nat -A PREROUTING -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j KUBE-SVC-X
+ipt nat -A KUBE-SVC-X -m statistic --mode random --probability 0.33333333349 -j KUBE-SEP-A
+ipt nat -A KUBE-SVC-X -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-B
+ipt nat -A KUBE-SVC-X -j KUBE-SEP-C
+ipt nat -A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.1.0.5:8080
+ipt nat -A KUBE-SEP-B -p tcp -m tcp -j DNAT --to-destination 10.1.0.6:8080
+ipt nat -A KUBE-SEP-C -p tcp -m tcp -j DNAT --to-destination 10.1.0.7:8080
+ipt filter -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --set --name SSH --rsource
+ipt filter -A INPUT -p tcp -m tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 30 --hitcount 6 --name SSH --rsource -j REJECT --reject-with icmp-port-unreachable
+ipt filter -A INPUT -p tcp -m tcp --dport 22 -m limit --limit 3/min -j LOG
+`)
+	r := trace(t, s, "tcp 192.0.2.99:40000 10.96.0.10:80 eth0")
+	f := r.Finding(FindingCandidates)
+	if f == nil || f.Severity != finding.SeverityInfo || len(f.Evidence) != 3 || r.Has(FindingUncertain) || r.Forward.Verdict != LegForward {
+		t.Fatalf("findings %v, candidates %+v, forward %s", finding.IDs(r.Findings), f, r.Forward.Verdict)
+	}
+	for i, want := range []string{"(probability 33.33%): DNAT 10.96.0.10:80 -> 10.1.0.5:8080", "(probability 33.33%): DNAT 10.96.0.10:80 -> 10.1.0.6:8080", "none of them (probability 33.33%), the path this trace follows: DNAT 10.96.0.10:80 -> 10.1.0.7:8080"} {
+		if !strings.Contains(f.Evidence[i], want) {
+			t.Errorf("candidate %d: %q, want %q", i, f.Evidence[i], want)
+		}
+	}
+
+	r = trace(t, s, "tcp 192.0.2.99:40000 192.0.2.10:22 eth0")
+	f = r.Finding(FindingCandidates)
+	if f == nil || f.Severity != finding.SeverityWarning || len(f.Evidence) != 2 || r.Forward.Verdict != LegLocal || r.Has(FindingUncertain) {
+		t.Fatalf("findings %v, candidates %+v, forward %s", finding.IDs(r.Findings), f, r.Forward.Verdict)
+	}
+	if !strings.Contains(f.Evidence[1], "once the source address was seen 6 times within 30 s (recent list SSH): rejected by this rule") {
+		t.Errorf("the other outcome: %q", f.Evidence[1])
+	}
+}
+
+// A bridge without an address is a plain switch: whatever arrives on a port is bridged.
+func TestTraceBridgeWithoutAddress(t *testing.T) {
+	s := modeltest.Host(t, "bridge br0\nport p1 br0\nport p2 br0\n")
+	r := trace(t, s, "tcp 10.72.0.2:40000 10.72.0.3:80 p1")
+	wantFindings(t, r)
+	if r.Forward.Verdict != LegBridged || r.Reply == nil || r.Reply.Verdict != LegBridged {
+		t.Fatalf("forward %s\n%s", r.Forward.Verdict, dumpLeg(&r.Forward))
+	}
+}
+
+// A DNAT back to the sender on a bridge needs hairpin mode on its port: decided from the
+// port's flag, uncertain when the state does not hold it.
+func TestTraceBridgeHairpin(t *testing.T) {
+	host := func(hairpin string) string {
+		return `
+bridge docker0 172.17.0.1/16
+port veth1 docker0` + hairpin + `
+link eth0 192.0.2.10/24
+sysctl net.ipv4.ip_forward=1
+sysctl net.bridge.bridge-nf-call-iptables=1
+ipt nat -A PREROUTING -d 192.0.2.10/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+ipt nat -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+`
+	}
+	flow := "tcp 172.17.0.2:40000 192.0.2.10:8080 "
+	r := trace(t, modeltest.Host(t, host("")), flow+"veth1")
+	if r.Forward.Verdict != LegUncertain || !r.Has(FindingUncertain) || !strings.Contains(r.Finding(FindingUncertain).Summary, "hairpin mode") {
+		t.Fatalf("flag not read: forward %s, findings %v\n%s", r.Forward.Verdict, finding.IDs(r.Findings), dumpLeg(&r.Forward))
+	}
+	for _, iif := range []string{"veth1", "docker0"} {
+		r = trace(t, modeltest.Host(t, host(" hairpin on")), flow+iif)
+		if r.Forward.Verdict != LegBridged || r.Errors() > 0 || r.Forward.Packet.Src.String() != "172.17.0.1:40000" {
+			t.Errorf("hairpin on, from %s: forward %s from %s, findings %v\n%s", iif, r.Forward.Verdict, r.Forward.Packet.Src, finding.IDs(r.Findings), dumpLeg(&r.Forward))
+		}
+		r = trace(t, modeltest.Host(t, host(" hairpin off")), flow+iif)
+		wantFindings(t, r, FindingBridgeNoHairpin)
+		if r.Forward.Verdict != LegDrop {
+			t.Errorf("hairpin off, from %s: %s", iif, r.Forward.Verdict)
+		}
+	}
+}
+
+// IPv6 bridged traffic is decided by bridge-nf-call-ip6tables, not its IPv4 twin.
+func TestTraceBridgeIPv6(t *testing.T) {
+	base := "bridge br0 2001:db8:1::1/64\nport p1 br0\nsysctl net.bridge.bridge-nf-call-iptables=1\n"
+	flow := "tcp [2001:db8:1::2]:40000 [2001:db8:1::3]:80 p1"
+	r := trace(t, modeltest.Host(t, base), flow)
+	if r.Forward.Verdict != LegBridged || stepIndex(&r.Forward, "bridge", "net.bridge.bridge-nf-call-ip6tables absent") < 0 {
+		t.Fatalf("ip6tables off:\n%s", dumpLeg(&r.Forward))
+	}
+	r = trace(t, modeltest.Host(t, base+"sysctl net.bridge.bridge-nf-call-ip6tables=1\n"), flow)
+	if r.Forward.Verdict != LegBridged || stepIndex(&r.Forward, "bridge", "br_netfilter is on (net.bridge.bridge-nf-call-ip6tables = 1)") < 0 {
+		t.Fatalf("ip6tables on:\n%s", dumpLeg(&r.Forward))
+	}
+}

@@ -828,7 +828,7 @@ func (p *Diagnose) legLines(title string, l *trace.Leg, request *trace.Leg, w in
 	}
 	end := legEnd(l)
 	mismatch := request != nil && request.IIF != "" && request.IIF != "lo" && l.OIF != "" && l.OIF != request.IIF
-	failed := l.Verdict != trace.LegLocal && l.Verdict != trace.LegForward && l.Verdict != trace.LegOutput
+	failed := l.Verdict != trace.LegLocal && l.Verdict != trace.LegForward && l.Verdict != trace.LegOutput && l.Verdict != trace.LegBridged
 	switch {
 	case mismatch:
 		for _, line := range components.Wrap(fmt.Sprintf("✗ %s, but the request came in on %s", end, request.IIF), w, "  ") {
@@ -854,6 +854,8 @@ func legEnd(l *trace.Leg) string {
 		if l.Gateway.IsValid() {
 			s += " via " + l.Gateway.String()
 		}
+	case trace.LegBridged:
+		s = "bridged out " + l.OIF
 	default:
 		s = l.Verdict
 	}

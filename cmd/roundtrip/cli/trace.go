@@ -168,21 +168,24 @@ func routeText(r fib.Result) string {
 }
 
 // kernelAgrees compares the kernel's answer with the model's. A kernel refusal agrees with the
-// model's reason for stopping: forwarding off and unreachable routes both give EHOSTUNREACH,
-// and every refusal of the input path (rp_filter, martians) EINVAL, as a blackhole route does.
+// model's reason for stopping the request: forwarding off and unreachable routes both give
+// EHOSTUNREACH, and every refusal of the input path (rp_filter, martians) EINVAL, as a blackhole
+// route does. Only the request's own stop counts: the kernel was asked about the request, so a
+// reply that fails rp_filter does not make its unicast answer a disagreement.
 func kernelAgrees(res *trace.Result, model, kern fib.Result) bool {
+	rpDrop := res.RequestStoppedAt(trace.HookRPFilter)
+	fwdOff := res.RequestStoppedAt(trace.HookForwarding)
 	switch kern.Verdict {
 	case fib.VerdictUnicast:
-		return model.Verdict == fib.VerdictUnicast && mayChoose(model, kern) &&
-			!res.Has(trace.FindingForwardingDisabled) && !res.Has(trace.FindingRPFilterDrop)
+		return model.Verdict == fib.VerdictUnicast && mayChoose(model, kern) && !fwdOff && !rpDrop
 	case fib.VerdictLocal:
-		return model.Verdict == fib.VerdictLocal && !res.Has(trace.FindingRPFilterDrop)
+		return model.Verdict == fib.VerdictLocal && !rpDrop
 	case fib.VerdictUnreachable:
-		return res.Has(trace.FindingForwardingDisabled) || model.Verdict == fib.VerdictUnreachable
+		return fwdOff || model.Verdict == fib.VerdictUnreachable
 	case fib.VerdictNoRoute:
 		return model.Verdict == fib.VerdictNoRoute || model.Verdict == fib.VerdictUnreachable
 	case fib.VerdictInvalid:
-		return model.Verdict == fib.VerdictBlackhole || model.Verdict == fib.VerdictInvalid || res.Has(trace.FindingRPFilterDrop)
+		return model.Verdict == fib.VerdictBlackhole || model.Verdict == fib.VerdictInvalid || rpDrop
 	}
 	return model.Verdict == kern.Verdict
 }

@@ -94,7 +94,12 @@ func TestDoctorSnapshot(t *testing.T) {
 func TestKernelAgrees(t *testing.T) {
 	gw := func(s string) netip.Addr { return netip.MustParseAddr(s) }
 	multipath := &model.Route{Nexthops: []model.Nexthop{{Gateway: gw("10.1.0.254"), Dev: "wan1"}, {Gateway: gw("10.2.0.254"), Dev: "wan2"}}}
-	rpDrop := &trace.Result{Findings: []finding.Finding{{ID: trace.FindingRPFilterDrop}}}
+	rpDrop := &trace.Result{Findings: []finding.Finding{{ID: trace.FindingRPFilterDrop}},
+		Forward: trace.Leg{Steps: []trace.Step{{Hook: "routing"}, {Hook: trace.HookRPFilter, Decisive: true}}}}
+	// Only the reply fails rp_filter: the request is routed as the kernel says.
+	replyRPDrop := &trace.Result{Findings: []finding.Finding{{ID: trace.FindingRPFilterDrop}},
+		Forward: trace.Leg{Steps: []trace.Step{{Hook: "routing", Decisive: true}, {Hook: "filter FORWARD"}}},
+		Reply:   &trace.Leg{Steps: []trace.Step{{Hook: trace.HookRPFilter, Decisive: true}}}}
 	for _, c := range []struct {
 		name        string
 		res         *trace.Result
@@ -110,6 +115,8 @@ func TestKernelAgrees(t *testing.T) {
 		{"multipath, a dead path", &trace.Result{}, fib.Result{Verdict: fib.VerdictUnicast, Route: multipath, Candidates: []int{0}, OIF: "wan1", Gateway: gw("10.1.0.254")},
 			fib.Result{Verdict: fib.VerdictUnicast, OIF: "wan2", Gateway: gw("10.2.0.254")}, false},
 		{"another device", &trace.Result{}, fib.Result{Verdict: fib.VerdictUnicast, OIF: "wan1"}, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, false},
+		{"only the reply fails rp_filter", replyRPDrop, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, true},
+		{"only the reply fails rp_filter, the kernel refuses the request", replyRPDrop, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, fib.Result{Verdict: fib.VerdictInvalid}, false},
 		{"unicast while the model drops for rp_filter", rpDrop, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, fib.Result{Verdict: fib.VerdictUnicast, OIF: "lan0"}, false},
 	} {
 		if got := kernelAgrees(c.res, c.model, c.kern); got != c.want {

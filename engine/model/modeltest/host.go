@@ -18,6 +18,8 @@ import (
 // that trace and doctor tests read like the host they describe:
 //
 //	link eth0 10.0.0.1/24 [more addresses]
+//	bridge br0 [addresses]      (a link of kind bridge)
+//	port veth1 br0 [hairpin on|off]  (a veth link enslaved to a bridge)
 //	route [table T] [blackhole|unreachable|prohibit|throw] DST [via GW] [dev D] [src S] [metric M] [onlink]
 //	rule PRIO [from P] [to P] [iif I] [oif O] [fwmark V[/M]] (table T | blackhole | unreachable | prohibit)
 //	sysctl KEY=VALUE
@@ -79,6 +81,18 @@ func Host(t testing.TB, text string) *model.State {
 		switch w[0] {
 		case "link":
 			addLink(w[1], "veth", w[2:])
+		case "bridge":
+			addLink(w[1], "bridge", w[2:])
+		case "port":
+			if len(w) != 3 && (len(w) != 5 || w[3] != "hairpin") {
+				fail("want port NAME BRIDGE [hairpin on|off]")
+			}
+			addLink(w[1], "veth", nil)
+			s.Links[len(s.Links)-1].Master = w[2]
+			if len(w) == 5 {
+				on := w[4] == "on"
+				s.Links[len(s.Links)-1].Hairpin = &on
+			}
 		case "name":
 			id, _ := strconv.Atoi(w[1])
 			if s.TableNames == nil {
