@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/nft"
 )
 
@@ -26,5 +28,38 @@ func TestWizardNotesNativeNFT(t *testing.T) {
 	if notes := strings.Join(res.Notes, "\n"); !strings.Contains(notes, "this host's firewall is native nftables (inet filter): the plan's rules go into iptables' tables") ||
 		!strings.Contains(notes, "plan render --format nft") {
 		t.Fatalf("notes: %s", notes)
+	}
+}
+
+// When the plan's FORWARD accept goes into one iptables backend and the other backend's
+// FORWARD drops by default, the accept cannot help: the plan says so and what to run.
+func TestWizardNotesForwardDropInOtherBackend(t *testing.T) {
+	o := PortForwardOptions{ListenAddr: mustAddr("10.73.5.34"), ListenPort: 81, To: netip.MustParseAddrPort("10.73.5.32:80")}
+	s := case5Host(t)
+	s.Netfilter = iptables.Ruleset{Backend: iptables.BackendNFT, Tables: []iptables.Table{
+		{Family: inet.V4, Name: "nat", Backend: iptables.BackendNFT, Chains: []iptables.Chain{
+			{Name: "PREROUTING", Policy: "ACCEPT", Rules: []iptables.Rule{{Spec: "-p tcp --dport 8080 -j DNAT --to-destination 10.73.5.40:80"}}},
+			{Name: "POSTROUTING", Policy: "ACCEPT"}}},
+		{Family: inet.V4, Name: "filter", Backend: iptables.BackendLegacy, Chains: []iptables.Chain{
+			{Name: "INPUT", Policy: "ACCEPT"}, {Name: "FORWARD", Policy: "DROP"}, {Name: "OUTPUT", Policy: "ACCEPT"}}},
+	}}
+	res, err := o.Plan(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := res.Plan.ChainBackend(inet.V4); b != iptables.BackendNFT {
+		t.Fatalf("the plan writes into %q, want nf_tables (where the NAT rules are)", b)
+	}
+	want := "filter FORWARD drops by default in the legacy backend too (iptables-legacy -t filter -P FORWARD DROP) while this plan's accept goes into the nft backend"
+	if notes := strings.Join(res.Notes, "\n"); !strings.Contains(notes, want) || !strings.Contains(notes, "--iptables-backend legacy") {
+		t.Fatalf("notes:\n%s", notes)
+	}
+	// The same drop in the backend the plan writes into is what the accept is for: no note.
+	s.Netfilter.Tables[1].Backend = iptables.BackendNFT
+	if res, err = o.Plan(s); err != nil {
+		t.Fatal(err)
+	}
+	if notes := strings.Join(res.Notes, "\n"); strings.Contains(notes, "drops by default in the") {
+		t.Fatalf("a note with the drop in the plan's own backend:\n%s", notes)
 	}
 }

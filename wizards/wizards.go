@@ -291,6 +291,7 @@ func (b *builder) result(wizard string) (*Result, error) {
 	if n := nftNote(b.s, p); n != "" {
 		notes = append(notes, n)
 	}
+	notes = append(notes, forwardDropElsewhere(b.s, p)...)
 	return &Result{Wizard: wizard, Plan: p, Notes: notes}, nil
 }
 
@@ -398,6 +399,31 @@ func (b *builder) acceptForwarded(tag string, matches ...string) {
 		tagged{tag, rules})
 	b.chain(spec, "filter FORWARD drops by default (policy DROP): let this wizard's forwarded connections through")
 	b.notef("filter FORWARD drops by default: the plan accepts this wizard's forwarded connections in chain %s", chainForwardAccept)
+}
+
+// forwardDropElsewhere warns when a plan's FORWARD accept goes into one iptables backend and
+// the other backend's filter FORWARD drops by default: every base chain on a hook must accept
+// a packet, so the accept does not help there. A plan writes a family's chains into one
+// backend (the one holding the host's NAT rules, say), so it cannot fix both; it says what to
+// run instead of failing silently.
+func forwardDropElsewhere(s *model.State, p *plan.Plan) []string {
+	var notes []string
+	for _, c := range p.Changes {
+		if c.Kind != plan.KindChain || c.Op != plan.OpSet || c.Chain == nil || c.Chain.Table != "filter" || c.Chain.Name != chainForwardAccept {
+			continue
+		}
+		for _, t := range s.Netfilter.TablesNamed(c.Chain.Family, "filter") {
+			b := s.Netfilter.TableBackend(t)
+			fwd := t.Chain("FORWARD")
+			if b == "" || b == c.Chain.Backend || c.Chain.Backend == "" || fwd == nil || fwd.Policy != "DROP" {
+				continue
+			}
+			other := iptables.BackendCommand(c.Chain.Family, b)
+			notes = append(notes, fmt.Sprintf("filter FORWARD drops by default in the %s backend too (%s) while this plan's accept goes into the %s backend: a packet must be accepted by both, so the forwarded flow stays dropped until %s accepts it as well, or plan again with --iptables-backend %s",
+				iptables.BackendName(b), quote.ShellJoin(other, "-t", "filter", "-P", "FORWARD", "DROP"), iptables.BackendName(c.Chain.Backend), other, iptables.BackendName(b)))
+		}
+	}
+	return notes
 }
 
 // peerPlan plans a desired state for a host roundtrip cannot see (the other end of a tunnel,
