@@ -187,6 +187,11 @@ func (c *Correlator) Packet(p *Packet) []Finding {
 	if newLeg {
 		cn.legKeys = append(cn.legKeys, key)
 		c.waiting[cn] = true
+		if !created {
+			// The stray reply may come after the client's reset of it, which opened the
+			// connection (the two directions' rings interleave late under load).
+			out = append(out, c.checkBypass(cn, p.Time)...)
+		}
 	}
 	if created || newLeg || len(cn.retx) != retx || p.Flags&tcpRST != 0 {
 		out = append(out, c.evaluate(cn, p.Time)...)
@@ -749,6 +754,11 @@ func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) 
 		p := &stray.obs[i]
 		t := p.Tuple()
 		if t.Src == ep {
+			if p.Proto == unix.IPPROTO_TCP && p.Flags&tcpRST != 0 {
+				// The client's reset of the stray reply: the two capture rings may hand it
+				// over before the reply it answers, but it is no sign of a connection.
+				continue
+			}
 			return Finding{}, false // the client spoke to this peer itself
 		}
 		if t.Dst != ep || t.Src == req.server {
