@@ -915,7 +915,7 @@ func FuzzRenderIPTablesRestore(f *testing.F) {
 	privileged := iptNS != nil
 	empty := &model.State{}
 	f.Fuzz(func(t *testing.T, iface, comment, prefix string) {
-		iface, comment, prefix, p := nftInput(iface, comment, prefix)
+		_, comment, prefix, p := nftInput(iface, comment, prefix)
 		if p == nil {
 			return
 		}
