@@ -1,29 +1,164 @@
 package wizards
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 
+	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
+	"roundtrip/engine/nft"
 	"roundtrip/engine/plan"
+	"roundtrip/engine/quote"
 )
 
-// nftNote says where a plan's netfilter rules go on a host whose firewall is native
-// nftables: into iptables' tables (of the host's iptables backend), beside its nft tables, whose
-// chains run with them in priority order. Empty when the plan changes no chain or the host
-// has no native nft table.
+// On a host whose firewall is native nftables (State.UseNFT, or --firewall nft) a wizard's
+// chains go into roundtrip's own nft table (plan.KindNFT) rather than into iptables.
+
+// nftChain plans one of roundtrip's chains in its nft table. A chain there holds the rules of
+// this run only: rules of other runs in it (another port forward sharing RT-PF-PRE) cannot be
+// carried over, since the table holds them as nft rules, not as the iptables rules a plan is
+// made of; such a plan is refused rather than dropping them.
+func (b *builder) nftChain(c plan.ChainSpec, why string) {
+	if t := nftOwnTable(b.s); t != nil {
+		tags := map[string]bool{}
+		for _, spec := range c.Rules {
+			if r, err := iptables.ParseRule(inet.V4, spec); err == nil {
+				tags[ruleTag(r)] = true
+			}
+		}
+		for _, ch := range t.Chains {
+			if ch.Name != c.Name {
+				continue
+			}
+			for _, r := range ch.Rules {
+				if !tags[r.Comment] {
+					b.errs = append(b.errs, fmt.Errorf("chain %s of nft table %s %s holds a rule of another wizard run (%s): roundtrip cannot merge rules into its nft chains; roll that run back first, or plan with --firewall iptables",
+						c.Name, plan.NFTFamily, plan.NFTTable, quote.Term(r.Text)))
+					return
+				}
+			}
+		}
+	}
+	if b.claim(plan.Change{Kind: plan.KindNFT, Op: plan.OpSet, NFT: &c}, why) {
+		b.d.NFTChains = append(b.d.NFTChains, c)
+	}
+}
+
+// sweepNFT plans the removal of this wizard's chains in roundtrip's nft table that the current
+// options no longer want.
+func (b *builder) sweepNFT() {
+	t := nftOwnTable(b.s)
+	if t == nil {
+		return
+	}
+	for _, c := range t.Chains {
+		if c.Hook != "" || !strings.HasPrefix(c.Name, b.owner) {
+			continue
+		}
+		if slices.ContainsFunc(b.d.NFTChains, func(d plan.ChainSpec) bool { return d.Name == c.Name }) {
+			continue
+		}
+		// Deleting needs only the name: the base chains of every hook go with the chain.
+		spec := plan.ChainSpec{Family: inet.V4, Table: "filter", Name: c.Name}
+		b.d.RemoveNFTChains = append(b.d.RemoveNFTChains, spec)
+		b.d.Why[plan.Change{Kind: plan.KindNFT, Op: plan.OpDelete, NFT: &spec}.ObjectKey()] = "left from an earlier run of this wizard with other options"
+	}
+}
+
+// nftOwnTable returns roundtrip's own nft table on the host, or nil.
+func nftOwnTable(s *model.State) *nft.Table {
+	if s.Nftables == nil {
+		return nil
+	}
+	for _, t := range s.Nftables.Tables {
+		if string(t.Family) == plan.NFTFamily && t.Name == plan.NFTTable {
+			return t
+		}
+	}
+	return nil
+}
+
+// nftNote says where a plan's netfilter rules go on a host whose firewall is native nftables:
+// into roundtrip's own nft table, or (--firewall iptables, or a host with iptables rules of
+// its own) into iptables' tables beside the nft ones. Either way a packet must be accepted by
+// every base chain of its hook: the note names the host's chains whose policy drops forwarded
+// packets, which roundtrip's table cannot override, and the rule the operator adds to them.
+// Empty when the plan changes no netfilter rule or the host has no native nft table.
 func nftNote(s *model.State, p *plan.Plan) string {
-	if !s.NativeNFT() || !slices.ContainsFunc(p.Changes, func(c plan.Change) bool { return c.Kind == plan.KindChain }) {
+	hasNFT := slices.ContainsFunc(p.Changes, func(c plan.Change) bool { return c.Kind == plan.KindNFT })
+	hasChain := slices.ContainsFunc(p.Changes, func(c plan.Change) bool { return c.Kind == plan.KindChain })
+	if !s.NativeNFT() || !hasNFT && !hasChain {
 		return ""
 	}
 	var native []string
 	for _, t := range s.Nftables.Tables {
-		if t.Origin == "" {
+		if t.Origin == "" && !(string(t.Family) == plan.NFTFamily && t.Name == plan.NFTTable) {
 			native = append(native, t.String())
 		}
 	}
-	return "this host's firewall is native nftables (" + strings.Join(native, ", ") + "): the plan's rules go into iptables' " +
-		"tables, beside those; both run on each hook in priority order, so a drop or a NAT " +
-		"in an nft chain still applies (roundtrip trace shows both). `roundtrip plan render --format nft` gives " +
-		"the same rules as a native nft table to load instead"
+	var note string
+	if hasNFT {
+		note = "this host's firewall is native nftables (" + strings.Join(native, ", ") + "): the plan's rules go into roundtrip's own table " +
+			plan.NFTFamily + " " + plan.NFTTable + ", loaded with nft -f in one transaction (rollback restores the table as it was); " +
+			"--firewall iptables puts them into iptables instead"
+	} else {
+		note = "this host's firewall is native nftables (" + strings.Join(native, ", ") + "): the plan's rules go into iptables' " +
+			"tables, beside those; both run on each hook in priority order, so a drop or a NAT " +
+			"in an nft chain still applies (roundtrip trace shows both). `roundtrip plan render --format nft` gives " +
+			"the same rules as a native nft table to load instead, and --firewall nft applies them so"
+	}
+	if drops := nftForwardDrops(s); len(drops) > 0 && planForwards(p) {
+		dnat := slices.ContainsFunc(p.Changes, func(c plan.Change) bool {
+			spec := c.NFT
+			if spec == nil {
+				spec = c.Chain
+			}
+			return spec != nil && c.Op != plan.OpDelete && slices.ContainsFunc(spec.Rules, func(r string) bool { return strings.Contains(r, "-j DNAT") })
+		})
+		accept := "ct status dnat accept"
+		if !dnat {
+			accept = "iifname LAN oifname WAN accept (with this wizard's interfaces)"
+		}
+		var adds []string
+		for _, d := range drops {
+			adds = append(adds, "nft insert rule "+d+" "+accept)
+		}
+		note += fmt.Sprintf("; the host's forward chain %s drops by default, and an accept in another table cannot override that "+
+			"(a packet must pass every base chain of its hook): roundtrip does not change the host's own tables, so this wizard's "+
+			"forwarded connections stay dropped until you accept them there, e.g. %s", strings.Join(drops, ", "), strings.Join(adds, "; "))
+	}
+	return note
+}
+
+// nftForwardDrops lists the host's native base chains on the forward hook whose policy
+// drops, as "FAMILY TABLE CHAIN".
+func nftForwardDrops(s *model.State) []string {
+	var out []string
+	for _, t := range s.Nftables.Tables {
+		if t.Origin != "" || string(t.Family) == plan.NFTFamily && t.Name == plan.NFTTable {
+			continue
+		}
+		if t.Family != "inet" && t.Family != "ip" {
+			continue
+		}
+		for _, c := range t.Chains {
+			if c.Hook == "forward" && c.Policy == "drop" {
+				out = append(out, fmt.Sprintf("%s %s %s", t.Family, t.Name, c.Name))
+			}
+		}
+	}
+	return out
+}
+
+// planForwards reports whether the plan turns on forwarding or NATs forwarded traffic.
+func planForwards(p *plan.Plan) bool {
+	return slices.ContainsFunc(p.Changes, func(c plan.Change) bool {
+		spec := c.NFT
+		if spec == nil {
+			spec = c.Chain
+		}
+		return spec != nil && spec.Table == "nat" || c.Sysctl != nil && c.Sysctl.Key == model.SysctlIPForward
+	})
 }

@@ -41,6 +41,10 @@ const nftHookPrefix = "hook."
 // expressions differently from how they are written, so the rules' text cannot be compared).
 const nftFingerprintPrefix = "roundtrip "
 
+// nftBuiltins are the iptables built-in chains a base chain of roundtrip's table may stand
+// for (whichever table: a chain deleted goes with the base chains of all of them).
+var nftBuiltins = []string{"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+
 // NFTHookChain is the name of the base chain that hooks chain name from an iptables built-in
 // chain (PREROUTING...).
 func NFTHookChain(builtin, name string) string {
@@ -145,7 +149,7 @@ func nftInEffect(c Change, s *model.State) bool {
 	hooks := map[string]bool{}
 	if t != nil {
 		for _, b := range t.Chains {
-			for _, builtin := range hookable[spec.Table] {
+			for _, builtin := range nftBuiltins {
 				if b.Name == NFTHookChain(builtin, spec.Name) {
 					hooks[builtin] = true
 				}
@@ -193,7 +197,7 @@ func NFTScript(changes []Change) ([]byte, error) {
 		// The chain and its base chains go, then come back as planned: a chain's comment
 		// (its fingerprint) is set only when it is created, and base chains go first since a
 		// chain that is jumped to cannot be deleted.
-		for _, builtin := range hookable[spec.Table] {
+		for _, builtin := range nftBuiltins {
 			hc, err := quote.NFTIdent(NFTHookChain(builtin, spec.Name))
 			if err != nil {
 				return nil, err
