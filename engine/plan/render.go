@@ -901,6 +901,9 @@ func nftRule(f inet.Family, r iptables.Rule) (string, error) {
 					key = "ct mark"
 				}
 				s, err = markExpr(key, o.Values[0], o.Not)
+			case m.Name == "conntrack" && o.Name == "ctstate" && len(o.Values) == 1 && (strings.EqualFold(o.Values[0], "DNAT") || strings.EqualFold(o.Values[0], "SNAT")):
+				// conntrack's virtual states DNAT and SNAT are nft's ct status bits.
+				s = fmt.Sprintf("ct status %s%s", neq(o.Not), strings.ToLower(o.Values[0]))
 			case m.Name == "conntrack" && o.Name == "ctstate" || m.Name == "state" && o.Name == "state":
 				var states string
 				if states, err = nftWords("conntrack state", o.Values, nftCtStates); err == nil {
