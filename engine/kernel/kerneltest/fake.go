@@ -21,7 +21,6 @@ import (
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
-	"roundtrip/engine/nft"
 	"roundtrip/engine/plan"
 )
 
@@ -50,9 +49,9 @@ type Fake struct {
 	Log []string
 	ops int
 
-	// NFTTable is the listing of roundtrip's nft table NFTList gives ("": none);
-	// NFTLoaded the scripts NFTLoad loaded, in order.
-	NFTTable  string
+	// nftTable is roundtrip's own nft table (nil: none), see nft.go; NFTLoaded holds the
+	// scripts NFTLoad loaded, in order.
+	nftTable  *fakeNFTTable
 	NFTLoaded []string
 }
 
@@ -150,6 +149,10 @@ func (f *Fake) ReadState(_ context.Context, what kernel.ReadWhat) (*model.State,
 	}
 	if what.NoNetfilter {
 		st.Netfilter = iptables.Ruleset{}
+	} else {
+		f.mu.Lock()
+		st.Nftables = f.nftRuleset(st.Nftables)
+		f.mu.Unlock()
 	}
 	return st, nil
 }
@@ -517,33 +520,6 @@ func restore(st *model.State, backend string, fam inet.Family, tx []byte) error 
 // FlushConntrack implements kernel.Host: the fake holds no conntrack entries.
 func (f *Fake) FlushConntrack(_ context.Context, c plan.ConntrackFlush) error {
 	return f.op("conntrack", fmt.Sprintf("conntrack -D -f %s", c.Family), func() error { return nil })
-}
-
-// ReadNftables implements kernel.Host: the state's nft ruleset.
-func (f *Fake) ReadNftables(context.Context) (*nft.Ruleset, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.state.Clone().Nftables, nil
-}
-
-// NFTList implements kernel.Host: roundtrip's table is the text NFTTable holds (the fake
-// does not interpret nft; it keeps the listing a test gives it, or none).
-func (f *Fake) NFTList(context.Context) (string, bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.NFTTable, f.NFTTable != "", nil
-}
-
-// NFTLoad implements kernel.Host: the script is logged (op kind "nft") and kept in
-// NFTLoaded; a check changes nothing and is not an operation.
-func (f *Fake) NFTLoad(_ context.Context, script []byte, check bool) error {
-	if check {
-		return nil
-	}
-	return f.op("nft", "nft -f - # "+strconv.Itoa(len(script))+" bytes", func() error {
-		f.NFTLoaded = append(f.NFTLoaded, string(script))
-		return nil
-	})
 }
 
 // ReadFile implements kernel.Host.
