@@ -5,42 +5,46 @@ import (
 	"slices"
 	"strings"
 
+	"crypto/sha256"
+	"encoding/hex"
+
 	"roundtrip/engine/inet"
-	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/nft"
 	"roundtrip/engine/plan"
-	"roundtrip/engine/quote"
 )
 
 // On a host whose firewall is native nftables (State.UseNFT, or --firewall nft) a wizard's
 // chains go into roundtrip's own nft table (plan.KindNFT) rather than into iptables.
 
-// nftChain plans one of roundtrip's chains in its nft table. A chain there holds the rules of
-// this run only: rules of other runs in it (another port forward sharing RT-PF-PRE) cannot be
-// carried over, since the table holds them as nft rules, not as the iptables rules a plan is
-// made of; such a plan is refused rather than dropping them.
-func (b *builder) nftChain(c plan.ChainSpec, why string) {
-	if t := nftOwnTable(b.s); t != nil {
-		tags := map[string]bool{}
-		for _, spec := range c.Rules {
-			if r, err := iptables.ParseRule(inet.V4, spec); err == nil {
-				tags[ruleTag(r)] = true
-			}
+// shared plans this run's rules (group.tag) in one of roundtrip's chains that several wizard
+// runs share (each port forward adds its rules to RT-PF-PRE). In iptables the chain holds
+// every run's rules (sharedChain). In roundtrip's nft table each run has chains of its own,
+// NAME.HASH (of its tag): the table holds nft rules, which a plan (made of iptables rules)
+// could not carry over for the other runs; a run whose group is empty removes its chain.
+func (b *builder) shared(table, name string, hooks []plan.Jump, group tagged, why string) {
+	if !b.s.UseNFT() {
+		if len(group.rules) > 0 || b.s.Netfilter.FindChain(inet.V4, table, name) != nil {
+			b.chain(sharedChain(b.s, table, name, hooks, group), why)
 		}
-		for _, ch := range t.Chains {
-			if ch.Name != c.Name {
-				continue
-			}
-			for _, r := range ch.Rules {
-				if !tags[r.Comment] {
-					b.errs = append(b.errs, fmt.Errorf("chain %s of nft table %s %s holds a rule of another wizard run (%s): roundtrip cannot merge rules into its nft chains; roll that run back first, or plan with --firewall iptables",
-						c.Name, plan.NFTFamily, plan.NFTTable, quote.Term(r.Text)))
-					return
-				}
-			}
-		}
+		return
 	}
+	sum := sha256.Sum256([]byte(group.tag))
+	own := name + "." + hex.EncodeToString(sum[:4])
+	spec := plan.ChainSpec{Family: inet.V4, Table: table, Name: own, Jumps: hooks, Rules: group.rules}
+	if len(group.rules) > 0 {
+		b.nftChain(spec, why)
+		return
+	}
+	if t := nftOwnTable(b.s); t != nil && slices.ContainsFunc(t.Chains, func(c *nft.Chain) bool { return c.Name == own }) {
+		spec.Jumps, spec.Rules = nil, nil
+		b.d.RemoveNFTChains = append(b.d.RemoveNFTChains, spec)
+		b.d.Why[plan.Change{Kind: plan.KindNFT, Op: plan.OpDelete, NFT: &spec}.ObjectKey()] = "this run no longer needs it"
+	}
+}
+
+// nftChain plans one of roundtrip's chains in its nft table, replacing the chain of that name.
+func (b *builder) nftChain(c plan.ChainSpec, why string) {
 	if b.claim(plan.Change{Kind: plan.KindNFT, Op: plan.OpSet, NFT: &c}, why) {
 		b.d.NFTChains = append(b.d.NFTChains, c)
 	}

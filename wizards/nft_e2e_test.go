@@ -35,8 +35,8 @@ var nftCounters = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 // TestPrivilegedPortForwardThroughNFT applies case 5's wizard on a router whose firewall is
 // native nftables: the plan goes into roundtrip's own table (nothing into iptables), the real
 // client is dropped by the host's own forward chain until the operator adds the accept the
-// note names, then gets through, trace sees the DNAT of roundtrip's table, and rollback leaves
-// `nft list ruleset` as it was.
+// note names, then gets through, trace sees the DNAT of roundtrip's table, a second forward
+// works beside the first, and rollback leaves `nft list ruleset` as it was.
 func TestPrivilegedPortForwardThroughNFT(t *testing.T) {
 	t.Parallel()
 	lab.RequireTool(t, "nft", "iptables-nft-save")
@@ -106,6 +106,17 @@ func TestPrivilegedPortForwardThroughNFT(t *testing.T) {
 	gets(t, "the client after the operator's accept", body, err, "backend")
 	h.expectNoFinding(flow[0], flow[1], flow[2])
 	h.replanIsEmpty(w)
+
+	// A second forward lives beside the first: each run has chains of its own in the table.
+	w2 := &PortForwardOptions{ListenAddr: netip.MustParseAddr("10.73.1.1"), ListenPort: 8081, To: netip.MustParseAddrPort("10.73.2.2:80")}
+	h.apply(w2)
+	body, err = client.HTTPGet("10.73.1.1:8081", clientTimeout)
+	gets(t, "the client through the second forward", body, err, "backend")
+	body, err = get()
+	gets(t, "the client through the first forward, after the second", body, err, "backend")
+	h.replanIsEmpty(w)
+	h.replanIsEmpty(w2)
+
 	handle := regexp.MustCompile(`ct status dnat accept # handle (\d+)`).FindStringSubmatch(r.Run("nft", "-a", "list", "chain", "inet", "filter", "forward"))
 	if handle == nil {
 		t.Fatal("the operator's rule is not listed")
