@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"roundtrip/engine/fib"
 	"roundtrip/engine/kernel"
 	_ "roundtrip/engine/kernel/nftread" // State.Nftables, as the roundtrip binary reads it
 	"roundtrip/engine/lab"
@@ -98,6 +99,15 @@ func TestPrivilegedPortForwardThroughNFT(t *testing.T) {
 	flow := []string{"10.73.1.2:40000", "10.73.1.1:8080", "eth0"}
 	if f := strings.Join(h.findings(flow[0], flow[1], flow[2]), "\n"); !strings.Contains(f, trace.FindingFiltered+":") {
 		t.Errorf("trace does not find the host's forward drop after the DNAT of roundtrip's table: %q", f)
+	}
+
+	st := h.read()
+	tr := trace.Run(st, fib.New(st), trace.Request{Proto: 6, Src: netip.MustParseAddrPort(flow[0]), Dst: netip.MustParseAddrPort(flow[1]), IIF: flow[2]})
+	var rendered strings.Builder
+	tr.Render(&rendered, st)
+	t.Logf("trace after the apply:\n%s", rendered.String())
+	if out := rendered.String(); !strings.Contains(out, "roundtrip") || !strings.Contains(out, "10.73.2.2") {
+		t.Errorf("the trace does not show the DNAT of roundtrip's table:\n%s", out)
 	}
 
 	// The operator adds what the note says to their own table.
