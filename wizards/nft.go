@@ -1,17 +1,19 @@
 package wizards
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 
-	"crypto/sha256"
-	"encoding/hex"
-
 	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/nft"
 	"roundtrip/engine/plan"
+	"roundtrip/engine/quote"
 )
 
 // On a host whose firewall is native nftables (State.UseNFT, or --firewall nft) a wizard's
@@ -114,26 +116,71 @@ func nftNote(s *model.State, p *plan.Plan) string {
 			"the same rules as a native nft table to load instead, and --firewall nft applies them so"
 	}
 	if drops := nftForwardDrops(s); len(drops) > 0 && planForwards(p) {
-		dnat := slices.ContainsFunc(p.Changes, func(c plan.Change) bool {
-			spec := c.NFT
-			if spec == nil {
-				spec = c.Chain
-			}
-			return spec != nil && c.Op != plan.OpDelete && slices.ContainsFunc(spec.Rules, func(r string) bool { return strings.Contains(r, "-j DNAT") })
-		})
-		accept := "ct status dnat accept"
-		if !dnat {
-			accept = "iifname LAN oifname WAN accept (with this wizard's interfaces)"
-		}
 		var adds []string
 		for _, d := range drops {
-			adds = append(adds, "nft insert rule "+d+" "+accept)
+			for _, a := range forwardAccepts(p) {
+				adds = append(adds, "nft insert rule "+d+" "+a)
+			}
 		}
 		note += fmt.Sprintf("; the host's forward chain %s drops by default, and an accept in another table cannot override that "+
 			"(a packet must pass every base chain of its hook): roundtrip does not change the host's own tables, so this wizard's "+
 			"forwarded connections stay dropped until you accept them there, e.g. %s", strings.Join(drops, ", "), strings.Join(adds, "; "))
 	}
 	return note
+}
+
+// forwardAccepts returns the nft rules that accept the forwarded connections of a plan's NAT
+// rules in a forward chain: `ct status dnat accept` for DNATs, the source, destination and
+// output interface of each SNAT or masquerade. Values are checked and quoted.
+func forwardAccepts(p *plan.Plan) []string {
+	var out []string
+	add := func(s string) {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, c := range p.Changes {
+		spec := c.NFT
+		if spec == nil {
+			spec = c.Chain
+		}
+		if spec == nil || c.Op == plan.OpDelete || spec.Family != inet.V4 {
+			continue
+		}
+		for _, rs := range spec.Rules {
+			r, err := iptables.ParseRule(inet.V4, rs)
+			if err != nil {
+				continue
+			}
+			switch r.Target {
+			case "DNAT":
+				add("ct status dnat accept")
+			case "SNAT", "MASQUERADE":
+				var parts []string
+				for _, a := range []struct {
+					dir string
+					v   *iptables.NegAddr
+				}{{"saddr", r.Src}, {"daddr", r.Dst}} {
+					if a.v == nil || a.v.Not {
+						continue
+					}
+					if pf, err := netip.ParsePrefix(a.v.Prefix); err == nil && pf.Addr().Is4() {
+						parts = append(parts, "ip "+a.dir+" "+pf.Masked().String())
+					}
+				}
+				if r.Out != nil && !r.Out.Not && !strings.HasSuffix(r.Out.Value, "+") {
+					if q, err := quote.NFTString(r.Out.Value); err == nil {
+						parts = append(parts, "oifname "+q)
+					}
+				}
+				add(strings.Join(append(parts, "accept"), " "))
+			}
+		}
+	}
+	if len(out) == 0 {
+		out = append(out, "ct status dnat accept")
+	}
+	return out
 }
 
 // nftForwardDrops lists the host's native base chains on the forward hook whose policy

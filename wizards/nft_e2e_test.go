@@ -147,3 +147,66 @@ func loadNFT(t *testing.T, ns *lab.NS, ruleset string) {
 		t.Fatalf("loading the host's ruleset: %v", err)
 	}
 }
+
+// TestPrivilegedSNATGatewayThroughNFT is case 4 on a gateway whose firewall is native nft
+// with a forward policy of drop: the SNAT goes into roundtrip's table, the note's accept
+// (taken from the note itself) added to the host's chain lets A through, and rollback (after
+// the operator's rule is gone) leaves `nft list ruleset` and iptables as they were.
+func TestPrivilegedSNATGatewayThroughNFT(t *testing.T) {
+	t.Parallel()
+	lab.RequireTool(t, "nft", "iptables-nft-save")
+	l := lab.NewPrefixed(t, "hna")
+	a, b, d := lab.Host(l, "a", false), lab.Host(l, "b", true), lab.Host(l, "d", false)
+	l.Veth(a, "eth0", b, "eth1")
+	l.Veth(b, "eth0", d, "eth0")
+	a.Addr("eth0", "10.74.43.15/24")
+	a.IP("route", "add", "10.74.44.0/24", "via", "10.74.43.101")
+	b.Addr("eth1", "10.74.43.101/24")
+	b.Addr("eth0", "10.74.44.63/24")
+	b.IP("route", "add", "default", "via", "10.74.44.1", "dev", "eth0")
+	d.Addr("eth0", "10.74.44.10/24")
+	d.Addr("eth0", "10.74.44.1/24")
+	d.ServeHTTP("0.0.0.0:80", "business web")
+	loadNFT(t, b, debianFilter)
+	get := func() (string, error) { return a.HTTPGet("10.74.44.10:80", clientTimeout) }
+	_, err := get()
+	fails(t, "A before the wizard (no way back from D)", err)
+
+	h := newE2EHost(t, b)
+	h.settle()
+	before := h.read()
+	rulesetBefore := nftCounters.ReplaceAllString(b.Run("nft", "list", "ruleset"), "counter")
+	iptBefore := b.Run("iptables-nft-save")
+	w := &SNATGatewayOptions{From: []netip.Prefix{netip.MustParsePrefix("10.74.43.0/24")}, To: []netip.Prefix{netip.MustParsePrefix("10.74.44.0/24")}, Out: "eth0"}
+	res := h.apply(w)
+	if ipt := b.Run("iptables-nft-save"); ipt != iptBefore {
+		t.Errorf("the apply wrote into iptables-nft:\n%s", ipt)
+	}
+	if rs := b.Run("nft", "list", "table", "inet", "roundtrip"); !strings.Contains(rs, "snat ip to 10.74.44.63") {
+		t.Errorf("roundtrip's table lacks the SNAT:\n%s", rs)
+	}
+	_, err = get()
+	fails(t, "A through the host's forward drop", err)
+
+	m := regexp.MustCompile(`nft insert rule inet filter forward ([^;]*accept)`).FindStringSubmatch(strings.Join(res.Notes, "\n"))
+	if m == nil || !strings.Contains(m[1], `oifname "eth0"`) || !strings.Contains(m[1], "ip saddr 10.74.43.0/24") {
+		t.Fatalf("the note names no accept for the SNAT: %q", res.Notes)
+	}
+	b.Run("sh", "-c", "nft insert rule inet filter forward "+m[1])
+	body, err := get()
+	gets(t, "A after the note's accept", body, err, "business web")
+	h.replanIsEmpty(w)
+
+	handle := regexp.MustCompile(`oifname "eth0" accept # handle (\d+)`).FindStringSubmatch(b.Run("nft", "-a", "list", "chain", "inet", "filter", "forward"))
+	if handle == nil {
+		t.Fatal("the operator's rule is not listed")
+	}
+	b.Run("nft", "delete", "rule", "inet", "filter", "forward", "handle", handle[1])
+	h.rollbackAll()
+	if after := nftCounters.ReplaceAllString(b.Run("nft", "list", "ruleset"), "counter"); after != rulesetBefore {
+		t.Errorf("nft list ruleset after rollback differs from before:\n--- before\n%s\n--- after\n%s", rulesetBefore, after)
+	}
+	_, err = get()
+	fails(t, "A after rollback", err)
+	h.sameState(before)
+}
