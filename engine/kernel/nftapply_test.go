@@ -8,6 +8,7 @@ import (
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
+	"roundtrip/engine/kernel/kerneltest"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 )
@@ -118,5 +119,28 @@ func TestFakeNFTTamperedUndoRefused(t *testing.T) {
 		if len(w.fake.NFTLoaded) != n {
 			t.Errorf("a tampered listing was loaded: %q", w.fake.NFTLoaded[n:])
 		}
+	}
+}
+
+// The drift check reads roundtrip's table back: a chain that is not there as planned (here
+// emptied by someone right after the load) is reported.
+func TestFakeNFTDrift(t *testing.T) {
+	ctx := context.Background()
+	w := newWorld(t, fakeState())
+	w.fake.After = func(op kerneltest.Op) {
+		if op.Kind == "nft" {
+			if err := w.fake.SetNFTListing("table inet roundtrip {\n}\n"); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	p := plan.New("nft")
+	p.Changes = []plan.Change{nftChange("RT-PF-B", "-d 10.88.0.1/32 -p tcp -m tcp --dport 83 -m comment --comment rt:b -j DNAT --to-destination 10.88.0.5:80")}
+	res, err := w.applier.Apply(ctx, p, kernel.ApplyOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Drift) != 1 || !strings.Contains(res.Drift[0], "nft inet roundtrip: chain RT-PF-B") {
+		t.Errorf("drift: %q", res.Drift)
 	}
 }
