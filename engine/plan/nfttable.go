@@ -85,11 +85,11 @@ func nftChainRules(c ChainSpec) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("nft chain %s rule %d %s: %w", c.Name, i+1, quote.Term(spec), err)
 		}
-		// In an inet table a NAT statement must say which family its address is.
-		for _, verb := range []string{"dnat to ", "snat to "} {
-			if strings.Contains(line, " "+verb) {
-				line = strings.Replace(line, " "+verb, " "+verb[:5]+"ip to ", 1)
-			}
+		// In an inet table a NAT statement must say which family its address is. The verdict
+		// is the first "dnat to"/"snat to" of the line: the matches before it hold addresses,
+		// ports and interface names (no spaces), the comment comes after it.
+		if verb := strings.ToLower(r.Target); verb == "dnat" || verb == "snat" {
+			line = strings.Replace(line, " "+verb+" to ", " "+verb+" ip to ", 1)
 		}
 		out = append(out, line)
 	}
