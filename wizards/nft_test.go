@@ -7,6 +7,7 @@ import (
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
+	"roundtrip/engine/model"
 	"roundtrip/engine/nft"
 )
 
@@ -22,6 +23,16 @@ func TestWizardNotesNativeNFT(t *testing.T) {
 		t.Fatalf("a note about nftables on a host without: %v", res.Notes)
 	}
 	s.Nftables = &nft.Ruleset{HostOrder: "little", Tables: []*nft.Table{{Family: nft.FamilyInet, Name: "filter"}, {Family: nft.FamilyIP, Name: "nat", Origin: "iptables-nft"}}}
+	if res, err = o.Plan(s); err != nil {
+		t.Fatal(err)
+	}
+	if notes := strings.Join(res.Notes, "\n"); !strings.Contains(notes, "this host's firewall is native nftables (inet filter): the plan's rules go into roundtrip's own table inet roundtrip") {
+		t.Fatalf("notes: %s", notes)
+	}
+	if !strings.Contains(string(res.Plan.Script()), "nft -f - <<'RT_NFT_EOF'") {
+		t.Fatalf("the script does not load roundtrip's nft table:\n%s", res.Plan.Script())
+	}
+	s.WriteFirewall = model.FirewallIPTables
 	if res, err = o.Plan(s); err != nil {
 		t.Fatal(err)
 	}

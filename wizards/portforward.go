@@ -323,25 +323,19 @@ func (o *PortForwardOptions) Plan(s *model.State) (*Result, error) {
 	if o.Hairpin && o.In != "" && o.In != backendName {
 		pre = append(pre, fmt.Sprintf("-d %s/32 -i %s -p %s -m %s --dport %d%s", o.ListenAddr, backendName, proto, proto, o.ListenPort, dnat))
 	}
-	if len(pre) > 0 || s.Netfilter.FindChain(inet.V4, "nat", chainPFPre) != nil {
-		b.chain(sharedChain(s, "nat", chainPFPre, []plan.Jump{{Chain: "PREROUTING", Position: 1}}, tagged{tag, pre}),
-			fmt.Sprintf("connections to %s are sent to %s", o.listenText(), o.To))
-	}
+	b.shared("nat", chainPFPre, []plan.Jump{{Chain: "PREROUTING", Position: 1}}, tagged{tag, pre},
+		fmt.Sprintf("connections to %s are sent to %s", o.listenText(), o.To))
 	var out []string
 	if o.Hairpin {
 		out = append(out, match(o.ListenAddr, o.ListenPort)+dnat)
 	}
-	if len(out) > 0 || s.Netfilter.FindChain(inet.V4, "nat", chainPFOut) != nil {
-		b.chain(sharedChain(s, "nat", chainPFOut, []plan.Jump{{Chain: "OUTPUT", Position: 1}}, tagged{tag, out}),
-			"connections this host itself makes to the public address are forwarded too")
-	}
+	b.shared("nat", chainPFOut, []plan.Jump{{Chain: "OUTPUT", Position: 1}}, tagged{tag, out},
+		"connections this host itself makes to the public address are forwarded too")
 
 	// Replies: SNAT when the backend would otherwise answer the client directly.
 	post := o.snatRules(b, h, proto, tag)
-	if len(post) > 0 || s.Netfilter.FindChain(inet.V4, "nat", chainPFPost) != nil {
-		b.chain(sharedChain(s, "nat", chainPFPost, []plan.Jump{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, post}),
-			"forwarded connections leave with this host's address, so the backend's answers come back here to be un-NATed")
-	}
+	b.shared("nat", chainPFPost, []plan.Jump{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, post},
+		"forwarded connections leave with this host's address, so the backend's answers come back here to be un-NATed")
 
 	ingress := []string{o.In}
 	if o.In == "" && h.listenLink != nil {

@@ -165,7 +165,7 @@ func (o *SNATGatewayOptions) Plan(s *model.State) (*Result, error) {
 		}
 	}
 	b.forwarding(fmt.Sprintf("this host forwards %s to %s", prefixList(h.from), prefixList(h.to)), h.in.Name, h.out.Name)
-	b.chain(sharedChain(s, "nat", chainSNAT, []plan.Jump{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, rules}),
+	b.shared("nat", chainSNAT, []plan.Jump{{Chain: "POSTROUTING", Position: 1}}, tagged{tag, rules},
 		fmt.Sprintf("the hosts of %s answer %s, which they reach without a route back", prefixList(h.to), h.source))
 	b.acceptForwarded(tag, matches...)
 	b.notef("traffic from %s to %s leaves %s as %s: the hosts there need no route back to %s", prefixList(h.from), prefixList(h.to), h.out.Name, h.source, prefixList(h.from))

@@ -184,6 +184,10 @@ func (b *builder) link(l model.Link, why string) {
 }
 
 func (b *builder) chain(c plan.ChainSpec, why string) {
+	if b.s.UseNFT() {
+		b.nftChain(c, why)
+		return
+	}
 	if b.claim(plan.Change{Kind: plan.KindChain, Op: plan.OpSet, Chain: &c}, why) {
 		b.d.Chains = append(b.d.Chains, c)
 	}
@@ -256,6 +260,7 @@ func (b *builder) sweep() {
 	if b.owner == "" {
 		return
 	}
+	b.sweepNFT()
 	for _, t := range b.s.Netfilter.Tables {
 		if t.Family != inet.V4 {
 			continue

@@ -101,6 +101,7 @@ type Step struct {
 	Undo    []plan.Change   `json:"undo,omitempty"`
 	Undos   [][]plan.Change `json:"-"`
 	File    *FileUndo       `json:"file,omitempty"`
+	NFT     *NFTUndo        `json:"nft,omitempty"` // a step of nft changes (one nft -f)
 	Batch   bool            `json:"batch,omitempty"`
 	First   int             `json:"first"` // the plan's index of the first change
 
@@ -706,6 +707,11 @@ func (a *Applier) exec(ctx context.Context, host Host, st *Step) (stepFailure, e
 		return stepFailure{}, nil
 	case st.Batch:
 		return a.batch(ctx, host, st.Changes, st.First)
+	case st.NFT != nil:
+		if err := loadNFT(ctx, host, st); err != nil {
+			return stepFailure{noEffect: true}, err
+		}
+		return stepFailure{}, nil
 	case len(st.Changes) > 0 && st.Changes[0].Kind == plan.KindChain:
 		if err := restoreChains(ctx, host, st.Changes); err != nil {
 			return stepFailure{noEffect: true}, err
@@ -789,6 +795,9 @@ func (a *Applier) undoStep(ctx context.Context, host Host, st *Step, took []int)
 			return host.WriteFile(st.File.Path, st.File.Old)
 		}
 		return host.RemoveFile(st.File.Path)
+	}
+	if st.NFT != nil {
+		return undoNFT(ctx, host, st.NFT)
 	}
 	if st.Batch {
 		if took == nil {
@@ -880,6 +889,8 @@ func execChange(ctx context.Context, host Host, c plan.Change, tolerant bool) (e
 		return true, host.FlushConntrack(ctx, *c.Conntrack)
 	case plan.KindTable:
 		return false, fmt.Errorf("table names are written as one file step, not one by one")
+	case plan.KindNFT:
+		return false, fmt.Errorf("nft chains are loaded as one nft -f step, not one by one")
 	}
 	if tolerant && err != nil && ignorable(c, err) {
 		return false, nil

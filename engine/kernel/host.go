@@ -18,6 +18,7 @@ import (
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
+	"roundtrip/engine/nft"
 	"roundtrip/engine/plan"
 	"roundtrip/engine/safefile"
 )
@@ -65,6 +66,15 @@ type Host interface {
 	RestoreIn(ctx context.Context, backend string, f inet.Family, tx []byte, test bool) error
 
 	FlushConntrack(ctx context.Context, f plan.ConntrackFlush) error
+
+	// ReadNftables reads the nft ruleset (nil without nf_tables or a reader linked in).
+	ReadNftables(ctx context.Context) (*nft.Ruleset, error)
+	// NFTList prints roundtrip's own table (`nft list table inet roundtrip`); exists is false
+	// when there is none.
+	NFTList(ctx context.Context) (listing string, exists bool, err error)
+	// NFTLoad loads an nft script as one transaction (`nft -f`); with check, `nft -c`, which
+	// changes nothing.
+	NFTLoad(ctx context.Context, script []byte, check bool) error
 
 	ReadFile(path string) ([]byte, error) // fs.ErrNotExist when absent
 	WriteFile(path string, data []byte) error

@@ -47,6 +47,9 @@ type planner struct {
 	nfOrder  []inet.Family
 	tables   *Step
 	tablesK  int
+	nft      *Step // the nft changes: one nft -f transaction
+	nftK     int
+	nftRead  bool
 	flushes  []plan.Change
 	sysctls  map[string]bool // keys whose old value is known
 	nfRead   bool
@@ -119,6 +122,15 @@ func (p *planner) add(i int, c plan.Change) error {
 			p.settler.SetNetfilter(nf)
 			p.nfRead = true
 		}
+	case plan.KindNFT:
+		if !p.nftRead {
+			rs, err := p.host.ReadNftables(p.ctx)
+			if err != nil {
+				return err
+			}
+			p.settler.Before().Nftables = rs
+			p.nftRead = true
+		}
 	}
 	pc, pending := p.settler.Next(i, c)
 	if p.problems = p.problems || p.settler.Problems() > 0; p.problems {
@@ -156,6 +168,14 @@ func (p *planner) add(i int, c plan.Change) error {
 		}
 		st.Changes = append(st.Changes, pc)
 		st.Undo = append(st.Undo, undo...)
+	case plan.KindNFT:
+		if p.nft == nil {
+			if err := p.flushBatch(); err != nil {
+				return err
+			}
+			p.nft, p.nftK = &Step{First: i}, p.reserve()
+		}
+		p.nft.Changes = append(p.nft.Changes, pc)
 	case plan.KindTable:
 		if p.tables == nil {
 			if err := p.flushBatch(); err != nil {
@@ -222,6 +242,11 @@ func (p *planner) finish(before *model.State) error {
 			return fmt.Errorf("checking the plan's %s rules with %s --test: the kernel refuses them (nothing was changed): %w", f, tool, err)
 		}
 		if err := p.sink(p.nfK[f], st); err != nil {
+			return err
+		}
+	}
+	if p.nft != nil {
+		if err := p.nftStep(); err != nil {
 			return err
 		}
 	}
@@ -334,7 +359,7 @@ func (w *driftWants) add(i int, c plan.Change) {
 	case plan.KindConntrack:
 	default:
 		w.others = append(w.others, indexedChange{i, c})
-		w.chains = w.chains || c.Kind == plan.KindChain
+		w.chains = w.chains || c.Kind == plan.KindChain || c.Kind == plan.KindNFT
 	}
 }
 

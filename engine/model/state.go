@@ -33,6 +33,39 @@ type State struct {
 	// IPSets are the ipsets the iptables set match tests (ipset list); nil when none exist
 	// or they could not be read.
 	IPSets []IPSet `json:"ipsets,omitempty"`
+	// WriteFirewall is where wizards write roundtrip's netfilter rules when the user chose
+	// (--firewall): FirewallNFT (roundtrip's own nft table) or FirewallIPTables; "" chooses
+	// by the host (UseNFT). Not part of a snapshot.
+	WriteFirewall string `json:"-"`
+}
+
+// Firewalls a plan can write its netfilter rules into.
+const (
+	FirewallNFT      = "nft"
+	FirewallIPTables = "iptables"
+)
+
+// UseNFT reports whether a plan writes its netfilter rules into roundtrip's own nft table:
+// when asked to, or, unasked, when the host's firewall is native nftables and it has no
+// iptables rules of its own (of either backend) that roundtrip's chains would join.
+func (s *State) UseNFT() bool {
+	switch s.WriteFirewall {
+	case FirewallNFT:
+		return true
+	case FirewallIPTables:
+		return false
+	}
+	if !s.NativeNFT() {
+		return false
+	}
+	for _, t := range s.Netfilter.Tables {
+		for _, c := range t.Chains {
+			if len(c.Rules) > 0 || c.Policy != "" && c.Policy != "ACCEPT" {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // Link is a network interface.

@@ -119,6 +119,8 @@ func (c Change) inEffect(s *model.State, routes routeLookup) bool {
 		slices.Sort(got)
 		slices.Sort(want)
 		return slices.Equal(got, want)
+	case KindNFT:
+		return nftInEffect(c, s)
 	}
 	return false
 }

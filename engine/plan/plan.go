@@ -46,6 +46,7 @@ const (
 	KindRule      ChangeKind = "rule"      // a policy routing rule
 	KindChain     ChangeKind = "chain"     // one of roundtrip's iptables chains
 	KindConntrack ChangeKind = "conntrack" // conntrack entries to flush
+	KindNFT       ChangeKind = "nft"       // one of roundtrip's chains in its nft table (inet roundtrip)
 )
 
 // Op is what a change does to its object.
@@ -69,6 +70,7 @@ var validOps = map[ChangeKind][]Op{
 	KindRule:      {OpAdd, OpDelete},
 	KindChain:     {OpSet, OpDelete},
 	KindConntrack: {OpFlush},
+	KindNFT:       {OpSet, OpDelete},
 }
 
 // Plan is an ordered list of changes to one host or namespace, with the intent behind them. It
@@ -96,6 +98,9 @@ type Change struct {
 	Rule      *model.Rule     `json:"rule,omitempty"`
 	Chain     *ChainSpec      `json:"chain,omitempty"`
 	Conntrack *ConntrackFlush `json:"conntrack,omitempty"`
+	// NFT is a chain of roundtrip's own nftables table, written as iptables rules (see
+	// NFTScript).
+	NFT *ChainSpec `json:"nft,omitempty"`
 }
 
 // RTTable names a routing table in rt_tables.
@@ -304,7 +309,7 @@ func familyOK(f inet.Family) error {
 
 func (c Change) payloads() int {
 	n := 0
-	for _, set := range []bool{c.Table != nil, c.Link != nil, c.Address != nil, c.Sysctl != nil, c.Route != nil, c.Rule != nil, c.Chain != nil, c.Conntrack != nil} {
+	for _, set := range []bool{c.Table != nil, c.Link != nil, c.Address != nil, c.Sysctl != nil, c.Route != nil, c.Rule != nil, c.Chain != nil, c.Conntrack != nil, c.NFT != nil} {
 		if set {
 			n++
 		}
@@ -316,7 +321,7 @@ func (c Change) payloads() int {
 func (c Change) check() error {
 	ops, ok := validOps[c.Kind]
 	if !ok {
-		return fmt.Errorf("unknown kind %q: want table, link, address, sysctl, route, rule, chain or conntrack", c.Kind)
+		return fmt.Errorf("unknown kind %q: want table, link, address, sysctl, route, rule, chain, conntrack or nft", c.Kind)
 	}
 	if !slices.Contains(ops, c.Op) {
 		return fmt.Errorf("%s change has op %q: want one of %v", c.Kind, c.Op, ops)
@@ -379,6 +384,11 @@ func (c Change) check() error {
 			return errors.New(`chain change without "chain"`)
 		}
 		return checkChain(*c.Chain, c.Op)
+	case KindNFT:
+		if c.NFT == nil {
+			return errors.New(`nft change without "nft"`)
+		}
+		return checkNFT(*c.NFT, c.Op)
 	case KindConntrack:
 		ct := c.Conntrack
 		if ct == nil {
@@ -713,6 +723,8 @@ func (c Change) object() string {
 		return fmt.Sprintf("chain %s %s %s", c.Chain.Family, c.Chain.Table, c.Chain.Name)
 	case KindConntrack:
 		return "conntrack"
+	case KindNFT:
+		return fmt.Sprintf("nft chain %s %s %s", NFTFamily, NFTTable, c.NFT.Name)
 	}
 	return string(c.Kind)
 }
@@ -967,6 +979,11 @@ func (c Change) normalized() Change {
 	case c.Link != nil && c.Op != OpDelete:
 		l := normalizeLink(*c.Link)
 		c.Link = &l
+	case c.NFT != nil:
+		ch := *c.NFT
+		ch.Rules = canonicalRules(ch.Family, ch.Rules)
+		ch.Jumps = slices.Clone(ch.Jumps)
+		c.NFT = &ch
 	case c.Chain != nil:
 		ch := *c.Chain
 		ch.Rules = canonicalRules(ch.Family, ch.Rules)
@@ -1039,6 +1056,19 @@ func (c Change) Summary() string {
 		return s
 	case KindConntrack:
 		return "conntrack -D " + strings.Join(c.Conntrack.args(), " ")
+	case KindNFT:
+		if c.Op == OpDelete {
+			return fmt.Sprintf("nft %s %s: delete chain %s", NFTFamily, NFTTable, c.NFT.Name)
+		}
+		var hooks []string
+		for _, h := range c.NFT.Jumps {
+			hooks = append(hooks, strings.ToLower(h.Chain))
+		}
+		s := fmt.Sprintf("nft %s %s: chain %s (iptables %s) with %d rule(s)", NFTFamily, NFTTable, c.NFT.Name, c.NFT.Table, len(c.NFT.Rules))
+		if len(hooks) > 0 {
+			s += ", hooked at " + strings.Join(hooks, ", ")
+		}
+		return s
 	}
 	return string(c.Kind) + " " + string(c.Op)
 }
@@ -1092,6 +1122,9 @@ type Desired struct {
 	Routes     []model.Route
 	Rules      []model.Rule
 	Chains     []ChainSpec // roundtrip's chains with their whole contents
+	// NFTChains are roundtrip's chains in its own nft table (KindNFT), for a host whose
+	// firewall is native nftables; RemoveNFTChains go from that table.
+	NFTChains []ChainSpec
 
 	RemoveRules     []model.Rule
 	RemoveRoutes    []model.Route
@@ -1099,6 +1132,7 @@ type Desired struct {
 	RemoveAddresses []LinkAddress
 	RemoveLinks     []string
 	RemoveTables    []RTTable
+	RemoveNFTChains []ChainSpec
 
 	// Flush lists conntrack entries to delete when anything else changes.
 	Flush []ConntrackFlush
@@ -1138,6 +1172,9 @@ func (d *Desired) Plan(cur *model.State) (*Plan, error) {
 		}
 		add(Change{Kind: KindChain, Op: OpSet, Chain: &c})
 	}
+	for _, c := range d.NFTChains {
+		add(Change{Kind: KindNFT, Op: OpSet, NFT: &c})
+	}
 	for _, r := range d.RemoveRules {
 		add(Change{Kind: KindRule, Op: OpDelete, Rule: &r})
 	}
@@ -1149,6 +1186,9 @@ func (d *Desired) Plan(cur *model.State) (*Plan, error) {
 			c.Backend = backend[c.Family]
 		}
 		add(Change{Kind: KindChain, Op: OpDelete, Chain: &ChainSpec{Family: c.Family, Backend: c.Backend, Table: c.Table, Name: c.Name}})
+	}
+	for _, c := range d.RemoveNFTChains {
+		add(Change{Kind: KindNFT, Op: OpDelete, NFT: &ChainSpec{Family: c.Family, Table: c.Table, Name: c.Name}})
 	}
 	for _, a := range d.RemoveAddresses {
 		add(Change{Kind: KindAddress, Op: OpDelete, Address: &a})

@@ -30,10 +30,17 @@ const RTTablesFile = "rt_tables.d/roundtrip.conf"
 func (p *Plan) Script() []byte {
 	var body bytes.Buffer
 	used := map[string]bool{}
-	var chains []Change
+	var chains, nfts []Change
 	chainsAt := -1
 	for _, c := range p.Changes {
 		c = c.normalized()
+		if c.Kind == KindNFT {
+			if chainsAt < 0 {
+				chainsAt = body.Len()
+			}
+			nfts = append(nfts, c)
+			continue
+		}
 		if c.Kind == KindChain {
 			if chainsAt < 0 {
 				chainsAt = body.Len()
@@ -45,7 +52,12 @@ func (p *Plan) Script() []byte {
 	}
 	if chainsAt >= 0 {
 		var nf bytes.Buffer
-		scriptChains(&nf, chains, used)
+		if len(chains) > 0 {
+			scriptChains(&nf, chains, used)
+		}
+		if len(nfts) > 0 {
+			scriptNFT(&nf, nfts)
+		}
 		rest := slices.Clone(body.Bytes()[chainsAt:])
 		body.Truncate(chainsAt)
 		body.Write(nf.Bytes())
@@ -207,6 +219,21 @@ func scriptChange(b *bytes.Buffer, c Change, used map[string]bool) {
 		// conntrack -D exits 1 when no entry matched; there may be none to flush.
 		fmt.Fprintf(b, "if command -v conntrack >/dev/null; then %s >/dev/null 2>&1 || :; fi\n", quote.ShellJoin(append([]string{"conntrack", "-D"}, c.Conntrack.args()...)...))
 	}
+}
+
+// scriptNFT writes the plan's nft chains as one `nft -f` transaction (NFTScript) in a
+// here-document whose delimiter no line of it can be (every line is a statement or a rule).
+func scriptNFT(b *bytes.Buffer, changes []Change) {
+	tx, err := NFTScript(changes)
+	if err != nil {
+		// Plans are checked before they are rendered; say so rather than write half of it.
+		fmt.Fprintf(b, "\n# roundtrip's nft table cannot be rendered: %s\nexit 1\n", quote.OneLine(err.Error()))
+		return
+	}
+	fmt.Fprintf(b, "\n# roundtrip's chains in its own nftables table (%s %s), in one transaction\n", NFTFamily, NFTTable)
+	b.WriteString("nft -f - <<'RT_NFT_EOF'\n")
+	b.Write(tx)
+	b.WriteString("RT_NFT_EOF\n")
 }
 
 // ruleAddArgv renders a rule for `ip rule add`, with its protocol when it has one.
@@ -608,6 +635,21 @@ func (p *Plan) NFT() ([]byte, error) {
 		}
 		b.WriteString("}\n")
 	}
+	var nfts []Change
+	for _, c := range p.Changes {
+		if c.Kind == KindNFT {
+			nfts = append(nfts, c)
+		}
+	}
+	if len(nfts) > 0 {
+		tx, err := NFTScript(nfts)
+		if err != nil {
+			return nil, err
+		}
+		wrote = true
+		b.WriteString("\n")
+		b.Write(tx)
+	}
 	if !wrote {
 		b.WriteString("\n# The plan changes no netfilter rules.\n")
 	}
@@ -859,6 +901,9 @@ func nftRule(f inet.Family, r iptables.Rule) (string, error) {
 					key = "ct mark"
 				}
 				s, err = markExpr(key, o.Values[0], o.Not)
+			case m.Name == "conntrack" && o.Name == "ctstate" && len(o.Values) == 1 && (strings.EqualFold(o.Values[0], "DNAT") || strings.EqualFold(o.Values[0], "SNAT")):
+				// conntrack's virtual states DNAT and SNAT are nft's ct status bits.
+				s = fmt.Sprintf("ct status %s%s", neq(o.Not), strings.ToLower(o.Values[0]))
 			case m.Name == "conntrack" && o.Name == "ctstate" || m.Name == "state" && o.Name == "state":
 				var states string
 				if states, err = nftWords("conntrack state", o.Values, nftCtStates); err == nil {

@@ -150,6 +150,9 @@ const wizardCommonHelp = `  --apply                apply the plan (journaled; un
   -o FILE                save the plan (for roundtrip apply FILE, plan show, plan render)
   --peer-out FILE        save the other end's script
   --iptables-backend B   write iptables rules into legacy or nft (default: where the host's own are)
+  --firewall F           write netfilter rules into nft (roundtrip's own table inet roundtrip)
+                         or iptables (default: nft when the host's firewall is native nftables
+                         and it has no iptables rules)
   --json                 print the plan, the other end's plan and the notes as JSON
   --netns NAME           work on the named network namespace (as ip -n)
   --snapshot FILE        plan against a saved state instead of the live host
@@ -161,6 +164,7 @@ type wizardCommon struct {
 	confirm, lockWait  time.Duration
 	out, peerOut       string
 	backend            string // --iptables-backend
+	firewall           string // --firewall
 }
 
 // bind declares the flags every wizard takes besides the shared ones (--json, --netns and
@@ -173,6 +177,7 @@ func (c *wizardCommon) bind(fs *flag.FlagSet, _ *Invocation) {
 	fs.DurationVar(&c.lockWait, "lock-wait", defaultLockWait, "wait up to `DURATION` for another apply to finish")
 	fs.StringVar(&c.out, "o", "", "save the plan to `FILE`")
 	fs.StringVar(&c.peerOut, "peer-out", "", "save the other end's script to `FILE`")
+	fs.StringVar(&c.firewall, "firewall", "", "write netfilter rules into `FIREWALL` nft (roundtrip's own table) or iptables (default: nft on a native-nftables host without iptables rules)")
 	fs.StringVar(&c.backend, "iptables-backend", "", "write iptables rules into `BACKEND` legacy or nft (default: the backend the host's own rules use)")
 }
 
@@ -213,6 +218,15 @@ func runWizard(o *WizardOptions) error {
 		return err
 	}
 	st.Netfilter.WriteBackend = backend
+	switch common.firewall {
+	case "", model.FirewallNFT, model.FirewallIPTables:
+		st.WriteFirewall = common.firewall
+	default:
+		return Usagef("--firewall %q: want nft or iptables", common.firewall)
+	}
+	if common.firewall == model.FirewallNFT && common.backend != "" {
+		return Usagef("--iptables-backend goes with --firewall iptables, not nft")
+	}
 	res, err := planAsking(inv, w, st)
 	if err != nil {
 		return err

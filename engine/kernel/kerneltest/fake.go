@@ -48,6 +48,11 @@ type Fake struct {
 	// Log holds one line per operation.
 	Log []string
 	ops int
+
+	// nftTable is roundtrip's own nft table (nil: none), see nft.go; NFTLoaded holds the
+	// scripts NFTLoad loaded, in order.
+	nftTable  *fakeNFTTable
+	NFTLoaded []string
 }
 
 // Op is one operation: its number (from 1, in the order made) and what it was.
@@ -144,6 +149,10 @@ func (f *Fake) ReadState(_ context.Context, what kernel.ReadWhat) (*model.State,
 	}
 	if what.NoNetfilter {
 		st.Netfilter = iptables.Ruleset{}
+	} else {
+		f.mu.Lock()
+		st.Nftables = f.nftRuleset(st.Nftables)
+		f.mu.Unlock()
 	}
 	return st, nil
 }
