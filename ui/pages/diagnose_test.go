@@ -10,13 +10,14 @@ import (
 	tea "charm.land/bubbletea/v2"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/kernel"
 	"roundtrip/ui/common"
 )
 
 // waitingBackend captures nothing until its context ends: a client that has not started yet.
 type waitingBackend struct{ nopBackend }
 
-func (waitingBackend) Capture(ctx context.Context, _ *diagnose.CaptureFilter, ready func(), _ func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (waitingBackend) Capture(ctx context.Context, _ *kernel.CaptureFilter, ready func(), _ func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	ready()
 	<-ctx.Done()
 	return &diagnose.CaptureSummary{}, nil
