@@ -9,9 +9,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"roundtrip/engine/capture"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
-	"roundtrip/engine/kernel"
 )
 
 // Packet roles within a connection.
@@ -34,9 +35,9 @@ type CorrelateConfig struct {
 	// packet switched through a bridge is not taken for one that changed interfaces.
 	L3 func(iface string) string
 	// Lookup finds the conntrack entry of a tuple; nil when conntrack cannot be read.
-	Lookup func(kernel.ConntrackTuple) (*kernel.ConntrackEntry, bool)
+	Lookup func(conntrack.Tuple) (*conntrack.Entry, bool)
 	// Explain says why a packet that came in on iif was not forwarded (the trace engine).
-	Explain func(t kernel.ConntrackTuple, iif string) (Explanation, bool)
+	Explain func(t conntrack.Tuple, iif string) (Explanation, bool)
 	// Complete, when set, completes a finding's fix with what the host's state knows (the
 	// gateway of an uplink, connmark for forwarded flows) before the finding is reported.
 	Complete func(f *Finding)
@@ -50,10 +51,10 @@ type CorrelateConfig struct {
 // concurrent use.
 type Correlator struct {
 	cfg        CorrelateConfig
-	conns      map[kernel.ConntrackTuple]*conn // by canonical tuple: both directions, each NAT side
-	byEndpoint map[kernel.ConntrackTuple][]*conn
-	pending    map[kernel.ConntrackTuple]*kernel.ConntrackEntry // entries that no packet matched yet
-	pendingQ   []kernel.ConntrackTuple
+	conns      map[conntrack.Tuple]*conn // by canonical tuple: both directions, each NAT side
+	byEndpoint map[conntrack.Tuple][]*conn
+	pending    map[conntrack.Tuple]*conntrack.Entry // entries that no packet matched yet
+	pendingQ   []conntrack.Tuple
 	waiting    map[*conn]bool // connections with a timed check still open
 	order      []*conn
 	nextID     int
@@ -67,8 +68,8 @@ type Correlator struct {
 type conn struct {
 	id       int
 	proto    uint8
-	keys     []kernel.ConntrackTuple
-	ct       *kernel.ConntrackEntry
+	keys     []conntrack.Tuple
+	ct       *conntrack.Entry
 	client   netip.AddrPort // in tuple terms (ICMP echo ids as ports)
 	server   netip.AddrPort
 	pinned   bool // client known for sure (conntrack, SYN, echo request) rather than guessed
@@ -88,14 +89,14 @@ type conn struct {
 
 type legKey struct {
 	role  string
-	dir   kernel.Direction
+	dir   capture.Direction
 	iface string
 }
 
 // segment identifies a TCP segment on one interface and direction, to spot retransmissions.
 type segment struct {
 	iface    string
-	dir      kernel.Direction
+	dir      capture.Direction
 	src, dst netip.AddrPort
 	seq      uint32
 	payload  int
@@ -125,14 +126,14 @@ func NewCorrelator(cfg CorrelateConfig) *Correlator {
 		cfg.L3 = func(s string) string { return s }
 	}
 	return &Correlator{
-		cfg: cfg, conns: map[kernel.ConntrackTuple]*conn{}, byEndpoint: map[kernel.ConntrackTuple][]*conn{},
-		pending: map[kernel.ConntrackTuple]*kernel.ConntrackEntry{}, waiting: map[*conn]bool{},
+		cfg: cfg, conns: map[conntrack.Tuple]*conn{}, byEndpoint: map[conntrack.Tuple][]*conn{},
+		pending: map[conntrack.Tuple]*conntrack.Entry{}, waiting: map[*conn]bool{},
 		counts: map[string]int{},
 	}
 }
 
 // canon orders a tuple's endpoints so that both directions of a flow share one key.
-func canon(t kernel.ConntrackTuple) kernel.ConntrackTuple {
+func canon(t conntrack.Tuple) conntrack.Tuple {
 	if t.Dst.Compare(t.Src) < 0 {
 		return t.Reverse()
 	}
@@ -140,8 +141,8 @@ func canon(t kernel.ConntrackTuple) kernel.ConntrackTuple {
 }
 
 // endpointKey names one endpoint of a protocol, for finding connections that share it.
-func endpointKey(proto uint8, ap netip.AddrPort) kernel.ConntrackTuple {
-	return kernel.ConntrackTuple{Proto: proto, Src: ap}
+func endpointKey(proto uint8, ap netip.AddrPort) conntrack.Tuple {
+	return conntrack.Tuple{Proto: proto, Src: ap}
 }
 
 // Packet adds a captured packet. It sets p.Conn and p.Role and returns the findings the
@@ -164,7 +165,7 @@ func (c *Correlator) Packet(p *Packet) []Finding {
 	cn.note(p, t)
 	p.Conn, p.Role = cn.id, cn.role(t)
 	key := legKey{role: p.Role, dir: p.Dir, iface: c.cfg.L3(p.Iface)}
-	newLeg := p.Type != kernel.PacketOtherHost && !slices.Contains(cn.legKeys, key)
+	newLeg := p.Type != capture.PacketOtherHost && !slices.Contains(cn.legKeys, key)
 	// The first packets are kept as evidence, and after them the first of every new leg and
 	// every reset, up to a bound: a long connection costs no more than a short one.
 	if len(cn.obs) < maxObs || (newLeg || p.Flags&tcpRST != 0) && len(cn.obs) < maxObsHard {
@@ -182,7 +183,7 @@ func (c *Correlator) Packet(p *Packet) []Finding {
 		p.Conn, p.Role = cn.id, cn.role(t)
 		out = append(out, c.checkBypass(cn, p.Time)...)
 		key.role = p.Role
-		newLeg = p.Type != kernel.PacketOtherHost && !slices.Contains(cn.legKeys, key)
+		newLeg = p.Type != capture.PacketOtherHost && !slices.Contains(cn.legKeys, key)
 	}
 	if newLeg {
 		cn.legKeys = append(cn.legKeys, key)
@@ -199,12 +200,12 @@ func (c *Correlator) Packet(p *Packet) []Finding {
 	return c.record(out)
 }
 
-func (c *Correlator) newConn(k kernel.ConntrackTuple, p *Packet) *conn {
+func (c *Correlator) newConn(k conntrack.Tuple, p *Packet) *conn {
 	if len(c.conns) >= c.cfg.MaxConns {
 		c.evict()
 	}
 	c.nextID++
-	cn := &conn{id: c.nextID, proto: p.Proto, keys: []kernel.ConntrackTuple{k}, first: p.Time, segs: map[segment]int{}, reported: map[string]bool{}}
+	cn := &conn{id: c.nextID, proto: p.Proto, keys: []conntrack.Tuple{k}, first: p.Time, segs: map[segment]int{}, reported: map[string]bool{}}
 	c.conns[k] = cn
 	c.order = append(c.order, cn)
 	for _, ep := range []netip.AddrPort{k.Src, k.Dst} {
@@ -241,7 +242,7 @@ func (c *Correlator) forget(cn *conn) {
 
 // lookup asks conntrack for a tuple's entry, at most 200 times a second so that a flood of new
 // flows does not turn into a flood of netlink requests.
-func (c *Correlator) lookup(t kernel.ConntrackTuple, now time.Time) (*kernel.ConntrackEntry, bool) {
+func (c *Correlator) lookup(t conntrack.Tuple, now time.Time) (*conntrack.Entry, bool) {
 	if c.cfg.Lookup == nil {
 		return nil, false
 	}
@@ -257,11 +258,11 @@ func (c *Correlator) lookup(t kernel.ConntrackTuple, now time.Time) (*kernel.Con
 
 // Conntrack adds a conntrack entry (from an event or a lookup): packets of its original and
 // reply tuples become one connection.
-func (c *Correlator) Conntrack(e kernel.ConntrackEntry, now time.Time) []Finding {
+func (c *Correlator) Conntrack(e conntrack.Entry, now time.Time) []Finding {
 	return c.record(c.link(&e, now))
 }
 
-func (c *Correlator) link(e *kernel.ConntrackEntry, now time.Time) []Finding {
+func (c *Correlator) link(e *conntrack.Entry, now time.Time) []Finding {
 	k1, k2 := canon(e.Orig), canon(e.Reply)
 	c1, c2 := c.conns[k1], c.conns[k2]
 	if c1 == nil && c2 == nil {
@@ -288,7 +289,7 @@ func (c *Correlator) link(e *kernel.ConntrackEntry, now time.Time) []Finding {
 	case c2 != nil && c2 != c1:
 		cn = c.merge(c1, c2)
 	}
-	for _, k := range []kernel.ConntrackTuple{k1, k2} {
+	for _, k := range []conntrack.Tuple{k1, k2} {
 		if c.conns[k] == nil {
 			c.conns[k] = cn
 			cn.keys = append(cn.keys, k)
@@ -300,7 +301,7 @@ func (c *Correlator) link(e *kernel.ConntrackEntry, now time.Time) []Finding {
 	for i := range cn.obs {
 		o := &cn.obs[i]
 		o.Conn, o.Role = cn.id, cn.role(o.Tuple())
-		if key := (legKey{role: o.Role, dir: o.Dir, iface: c.cfg.L3(o.Iface)}); o.Type != kernel.PacketOtherHost && !slices.Contains(cn.legKeys, key) {
+		if key := (legKey{role: o.Role, dir: o.Dir, iface: c.cfg.L3(o.Iface)}); o.Type != capture.PacketOtherHost && !slices.Contains(cn.legKeys, key) {
 			cn.legKeys = append(cn.legKeys, key)
 		}
 	}
@@ -354,7 +355,7 @@ func (c *Correlator) merge(a, b *conn) *conn {
 }
 
 // note counts a packet, learns the client from it and spots retransmissions.
-func (cn *conn) note(p *Packet, t kernel.ConntrackTuple) {
+func (cn *conn) note(p *Packet, t conntrack.Tuple) {
 	cn.count++
 	if p.Time.After(cn.last) {
 		cn.last = p.Time
@@ -393,7 +394,7 @@ func (cn *conn) note(p *Packet, t kernel.ConntrackTuple) {
 }
 
 // role says whether a tuple travels as the connection's request or its reply.
-func (cn *conn) role(t kernel.ConntrackTuple) string {
+func (cn *conn) role(t conntrack.Tuple) string {
 	if e := cn.ct; e != nil {
 		switch t {
 		case e.Orig, e.Reply.Reverse():
@@ -412,11 +413,11 @@ func (cn *conn) role(t kernel.ConntrackTuple) string {
 }
 
 // flow is the connection as the client opened it.
-func (cn *conn) flow() kernel.ConntrackTuple {
+func (cn *conn) flow() conntrack.Tuple {
 	if cn.ct != nil {
 		return cn.ct.Orig
 	}
-	return kernel.ConntrackTuple{Proto: cn.proto, Src: cn.client, Dst: cn.server}
+	return conntrack.Tuple{Proto: cn.proto, Src: cn.client, Dst: cn.server}
 }
 
 // legs sorts the connection's packets by role and direction: the first packet of each
@@ -433,7 +434,7 @@ func (c *Correlator) legsOf(cn *conn) legs {
 	keys := seen[:0]
 	for i := range cn.obs {
 		p := &cn.obs[i]
-		if p.Type == kernel.PacketOtherHost {
+		if p.Type == capture.PacketOtherHost {
 			continue
 		}
 		role := cn.role(p.Tuple())
@@ -451,11 +452,11 @@ func (c *Correlator) legsOf(cn *conn) legs {
 		}
 		keys = append(keys, key)
 		switch {
-		case role == RoleRequest && p.Dir == kernel.In:
+		case role == RoleRequest && p.Dir == capture.In:
 			l.reqIn = append(l.reqIn, *p)
 		case role == RoleRequest:
 			l.reqOut = append(l.reqOut, *p)
-		case p.Dir == kernel.In:
+		case p.Dir == capture.In:
 			l.repIn = append(l.repIn, *p)
 		default:
 			l.repOut = append(l.repOut, *p)
@@ -491,7 +492,7 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 			f.Evidence = append(f.Evidence,
 				fmt.Sprintf("%s came in on %s", in.What(), in.Iface),
 				fmt.Sprintf("%s left by %s", out2.What(), out2.Iface),
-				fmt.Sprintf("the reply's source %s is what the client sees; a NAT or stateful firewall in front of %s never sees the reply and the client drops or resets it", kernel.Endpoint(out2.Proto, out2.Src), f.Ingress))
+				fmt.Sprintf("the reply's source %s is what the client sees; a NAT or stateful firewall in front of %s never sees the reply and the client drops or resets it", conntrack.Endpoint(out2.Proto, out2.Src), f.Ingress))
 			// The gateway of the uplink is the wizard's to find (or the trace's, in Complete);
 			// a forwarded reply has no local address to choose a table by: connmark.
 			args := []string{"--uplink", f.Ingress}
@@ -520,13 +521,13 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 	}
 	if !cn.reported[FindingResetByPeer] {
 		for _, p := range cn.obs {
-			if p.Proto != unix.IPPROTO_TCP || p.Flags&tcpRST == 0 || p.Type == kernel.PacketOtherHost {
+			if p.Proto != unix.IPPROTO_TCP || p.Flags&tcpRST == 0 || p.Type == capture.PacketOtherHost {
 				continue
 			}
 			role := cn.role(p.Tuple())
-			who := "the server " + kernel.Endpoint(p.Proto, p.Src)
+			who := "the server " + conntrack.Endpoint(p.Proto, p.Src)
 			if role == RoleRequest {
-				who = "the client " + kernel.Endpoint(p.Proto, p.Src)
+				who = "the client " + conntrack.Endpoint(p.Proto, p.Src)
 			}
 			sev, summary := finding.SeverityWarning, who+" reset the connection"
 			if role == RoleReply && !cn.handshake(c).synAck {
@@ -536,7 +537,7 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("%s on %s %s", p.What(), p.Iface, p.Dir))
 			f.Fix.Summary = "a reset ends a connection at once: look at the other findings of this connection for why it was sent"
 			if sev == finding.SeverityError {
-				f.Fix.Summary = fmt.Sprintf("check that a server listens on %s and that no REJECT rule matches the flow", kernel.Endpoint(p.Proto, p.Src))
+				f.Fix.Summary = fmt.Sprintf("check that a server listens on %s and that no REJECT rule matches the flow", conntrack.Endpoint(p.Proto, p.Src))
 			}
 			if l.request && role == RoleRequest && !cn.handshake(c).synAck {
 				f.Evidence = append(f.Evidence, "the client resets what it did not ask for: a reply from an unexpected address or port gets a reset")
@@ -548,7 +549,7 @@ func (c *Correlator) evaluate(cn *conn, now time.Time) []Finding {
 	if len(cn.retx) > 0 && !cn.reported[FindingRetransmits] {
 		r := cn.retx[0]
 		f := c.finding(cn, FindingRetransmits, finding.SeverityWarning, now,
-			fmt.Sprintf("%s sent a segment again: what should answer it did not arrive", kernel.Endpoint(r.Proto, r.Src)),
+			fmt.Sprintf("%s sent a segment again: what should answer it did not arrive", conntrack.Endpoint(r.Proto, r.Src)),
 			append([]Packet{}, cn.retx...))
 		for _, x := range cn.retx {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("again at %s on %s %s: %s", x.Time.Format("15:04:05.000000"), x.Iface, x.Dir, x.What()))
@@ -565,7 +566,7 @@ type handshakeState struct{ syn, synAck, ack bool }
 func (cn *conn) handshake(c *Correlator) handshakeState {
 	var h handshakeState
 	for _, p := range cn.obs {
-		if p.Proto != unix.IPPROTO_TCP || p.Type == kernel.PacketOtherHost {
+		if p.Proto != unix.IPPROTO_TCP || p.Type == capture.PacketOtherHost {
 			continue
 		}
 		h.see(cn.role(p.Tuple()), p.Flags)
@@ -624,7 +625,7 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 	in := l.reqIn[0]
 	switch {
 	case len(l.reqOut) == 0 && !cn.reported[FindingForwardedNotSeen] && now.Sub(in.Time) >= c.cfg.ForwardWait:
-		if in.Type != kernel.PacketHost || c.cfg.Local == nil {
+		if in.Type != capture.PacketHost || c.cfg.Local == nil {
 			delete(c.waiting, cn)
 			return nil
 		}
@@ -648,7 +649,7 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 		}
 		delete(c.waiting, cn)
 		f := c.finding(cn, FindingForwardedNotSeen, finding.SeverityError, now,
-			fmt.Sprintf("the %s packet from %s to %s came in on %s and never left", inet.ProtoName(int(in.Proto)), kernel.Endpoint(in.Proto, in.Src), kernel.Endpoint(in.Proto, in.Dst), in.Iface), []Packet{in})
+			fmt.Sprintf("the %s packet from %s to %s came in on %s and never left", inet.ProtoName(int(in.Proto)), conntrack.Endpoint(in.Proto, in.Src), conntrack.Endpoint(in.Proto, in.Dst), in.Iface), []Packet{in})
 		f.Evidence = append(f.Evidence, fmt.Sprintf("%s came in on %s", in.What(), in.Iface))
 		f.Ingress = c.cfg.L3(in.Iface)
 		f.Evidence = append(f.Evidence, fmt.Sprintf("no copy of it left by any captured interface within %s", c.cfg.ForwardWait))
@@ -676,7 +677,7 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 			}
 		}
 		f := c.finding(cn, FindingReplyNotSeen, finding.SeverityError, now,
-			fmt.Sprintf("the request was forwarded by %s to %s and no reply came back through this host", o.Iface, kernel.Endpoint(o.Proto, o.Dst)),
+			fmt.Sprintf("the request was forwarded by %s to %s and no reply came back through this host", o.Iface, conntrack.Endpoint(o.Proto, o.Dst)),
 			[]Packet{in, o})
 		f.Ingress, f.Egress = c.cfg.L3(in.Iface), c.cfg.L3(o.Iface)
 		f.Evidence = append(f.Evidence,
@@ -696,7 +697,7 @@ func (c *Correlator) checkTimed(cn *conn, now time.Time) []Finding {
 		}
 		if cn.ct != nil && cn.ct.DNAT() && !cn.ct.SNAT() {
 			f.Evidence = append(f.Evidence, fmt.Sprintf("the connection is DNATed (to %s) but not SNATed: the reply goes from %s straight to %s, which expects %s and drops or resets it (reply bypasses NAT)",
-				kernel.Endpoint(o.Proto, cn.ct.Reply.Src), kernel.Endpoint(o.Proto, cn.ct.Reply.Src), client, kernel.Endpoint(o.Proto, cn.ct.Orig.Dst)))
+				conntrack.Endpoint(o.Proto, cn.ct.Reply.Src), conntrack.Endpoint(o.Proto, cn.ct.Reply.Src), client, conntrack.Endpoint(o.Proto, cn.ct.Orig.Dst)))
 			f.Fix = finding.PortForwardFix(fmt.Sprintf("also SNAT the forwarded traffic to this host's address so the reply comes back through it: %s -t nat -A POSTROUTING -d %s -p %s --dport %d -j SNAT --to-source %s",
 				iptablesCmd(cn.ct.Orig.Dst.Addr()), cn.ct.Reply.Src.Addr(), inet.ProtoName(int(o.Proto)), cn.ct.Reply.Src.Port(), cn.ct.Orig.Dst.Addr()),
 				finding.PortForwardArgs(int(o.Proto), f.Ingress, cn.ct.Orig.Dst, cn.ct.Reply.Src))
@@ -777,7 +778,7 @@ func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) 
 		return Finding{}, false
 	}
 	f := c.finding(req, FindingReplyBypassesNAT, finding.SeverityError, now,
-		fmt.Sprintf("the reply came from %s but the client %s spoke to %s", kernel.Endpoint(reply.Proto, reply.Src), kernel.Endpoint(request.Proto, ep), kernel.Endpoint(request.Proto, request.Dst)),
+		fmt.Sprintf("the reply came from %s but the client %s spoke to %s", conntrack.Endpoint(reply.Proto, reply.Src), conntrack.Endpoint(request.Proto, ep), conntrack.Endpoint(request.Proto, request.Dst)),
 		[]Packet{*request, *reply})
 	f.Ingress, f.Egress = request.Iface, reply.Iface
 	f.Evidence = append(f.Evidence,
@@ -786,9 +787,9 @@ func (c *Correlator) bypass(req, stray *conn, ep netip.AddrPort, now time.Time) 
 		"the server behind a DNAT answered the client directly: its reply never went back through the NAT, so its source was never rewritten")
 	// This host DNATs when conntrack says so; otherwise the NAT is another host's, and the
 	// wizard runs there: the client spoke to request.Dst, the backend answered from reply.Src.
-	listen, backend, in, where := request.Dst, reply.Src, "", "on the host that DNATs "+kernel.Endpoint(request.Proto, request.Dst)
+	listen, backend, in, where := request.Dst, reply.Src, "", "on the host that DNATs "+conntrack.Endpoint(request.Proto, request.Dst)
 	if req.ct != nil && req.ct.DNAT() {
-		listen, backend, in, where = req.ct.Orig.Dst, req.ct.Reply.Src, c.cfg.L3(request.Iface), "on this host, which DNATs "+kernel.Endpoint(request.Proto, request.Dst)
+		listen, backend, in, where = req.ct.Orig.Dst, req.ct.Reply.Src, c.cfg.L3(request.Iface), "on this host, which DNATs "+conntrack.Endpoint(request.Proto, request.Dst)
 	}
 	f.Fix = finding.PortForwardFix(where+": also SNAT the forwarded traffic to its own address so that replies return through it",
 		finding.PortForwardArgs(int(request.Proto), in, listen, backend))
@@ -843,13 +844,13 @@ func (c *Correlator) Counts() map[string]int { return c.counts }
 
 // ConnSummary describes one connection at the end of a capture.
 type ConnSummary struct {
-	ID        int                    `json:"id"`
-	Flow      kernel.ConntrackTuple  `json:"flow"`
-	Packets   int                    `json:"packets"`
-	Path      []string               `json:"path"` // "eth0 in request", ... in time order
-	Completed bool                   `json:"completed"`
-	Conntrack *kernel.ConntrackEntry `json:"conntrack,omitempty"`
-	Findings  []string               `json:"findings,omitempty"`
+	ID        int              `json:"id"`
+	Flow      conntrack.Tuple  `json:"flow"`
+	Packets   int              `json:"packets"`
+	Path      []string         `json:"path"` // "eth0 in request", ... in time order
+	Completed bool             `json:"completed"`
+	Conntrack *conntrack.Entry `json:"conntrack,omitempty"`
+	Findings  []string         `json:"findings,omitempty"`
 }
 
 // Conns summarises the connections, oldest first.

@@ -13,18 +13,19 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"roundtrip/engine/capture"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/finding"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/trace"
 )
 
 var t0 = time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
 
 // pkt builds a decoded TCP packet.
-func pkt(ms int, iface string, dir kernel.Direction, src, dst string, flags uint8) *Packet {
-	typ := kernel.PacketHost
-	if dir == kernel.Out {
-		typ = kernel.PacketOutgoing
+func pkt(ms int, iface string, dir capture.Direction, src, dst string, flags uint8) *Packet {
+	typ := capture.PacketHost
+	if dir == capture.Out {
+		typ = capture.PacketOutgoing
 	}
 	return &Packet{Time: t0.Add(time.Duration(ms) * time.Millisecond), Iface: iface, Dir: dir, Type: typ, Length: 60,
 		Proto: unix.IPPROTO_TCP, L3: "ip", Src: netip.MustParseAddrPort(src), Dst: netip.MustParseAddrPort(dst), Flags: flags, Seq: 1000}
@@ -49,8 +50,8 @@ func feed(c *Correlator, pkts ...*Packet) []Finding {
 }
 
 func TestCorrelateAsymmetricReturnInAnyOrder(t *testing.T) {
-	syn := pkt(0, "eth0", kernel.In, "198.18.72.10:40001", "10.72.1.2:80", tcpSYN)
-	synack := pkt(1, "em1", kernel.Out, "10.72.1.2:80", "198.18.72.10:40001", tcpSYN|tcpACK)
+	syn := pkt(0, "eth0", capture.In, "198.18.72.10:40001", "10.72.1.2:80", tcpSYN)
+	synack := pkt(1, "em1", capture.Out, "10.72.1.2:80", "198.18.72.10:40001", tcpSYN|tcpACK)
 	// The rings hand over sent packets independently of received ones: either may come first.
 	for _, order := range [][]*Packet{{syn, synack}, {synack, syn}} {
 		c := NewCorrelator(CorrelateConfig{})
@@ -67,9 +68,9 @@ func TestCorrelateAsymmetricReturnInAnyOrder(t *testing.T) {
 		}
 		return s
 	}})
-	fs := feed(c, pkt(0, "port1", kernel.In, "198.18.72.10:40001", "10.72.1.2:80", tcpSYN),
-		pkt(1, "port2", kernel.Out, "10.72.1.2:80", "198.18.72.10:40001", tcpSYN|tcpACK),
-		pkt(2, "port1", kernel.In, "198.18.72.10:40001", "10.72.1.2:80", tcpACK))
+	fs := feed(c, pkt(0, "port1", capture.In, "198.18.72.10:40001", "10.72.1.2:80", tcpSYN),
+		pkt(1, "port2", capture.Out, "10.72.1.2:80", "198.18.72.10:40001", tcpSYN|tcpACK),
+		pkt(2, "port1", capture.In, "198.18.72.10:40001", "10.72.1.2:80", tcpACK))
 	if len(fs) != 0 {
 		t.Errorf("findings through one bridge: %v", ids(fs))
 	}
@@ -81,22 +82,22 @@ func TestCorrelateAsymmetricReturnInAnyOrder(t *testing.T) {
 // TestCorrelateNATAcrossInterfaces ties the two sides of a DNAT+SNAT box into one connection
 // through the conntrack entry, whether it arrives before or after the packets.
 func TestCorrelateNATAcrossInterfaces(t *testing.T) {
-	e := kernel.ConntrackEntry{
-		Orig:  kernel.ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.185:40006"), Dst: netip.MustParseAddrPort("10.72.5.34:81")},
-		Reply: kernel.ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.32:80"), Dst: netip.MustParseAddrPort("10.72.5.34:61000")},
+	e := conntrack.Entry{
+		Orig:  conntrack.Tuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.185:40006"), Dst: netip.MustParseAddrPort("10.72.5.34:81")},
+		Reply: conntrack.Tuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.32:80"), Dst: netip.MustParseAddrPort("10.72.5.34:61000")},
 	}
 	pkts := []*Packet{
-		pkt(0, "eth0", kernel.In, "10.72.5.185:40006", "10.72.5.34:81", tcpSYN),
-		pkt(1, "eth1", kernel.Out, "10.72.5.34:61000", "10.72.5.32:80", tcpSYN),
-		pkt(2, "eth1", kernel.In, "10.72.5.32:80", "10.72.5.34:61000", tcpSYN|tcpACK),
-		pkt(3, "eth0", kernel.Out, "10.72.5.34:81", "10.72.5.185:40006", tcpSYN|tcpACK),
-		pkt(4, "eth0", kernel.In, "10.72.5.185:40006", "10.72.5.34:81", tcpACK),
-		pkt(5, "eth1", kernel.Out, "10.72.5.34:61000", "10.72.5.32:80", tcpACK),
+		pkt(0, "eth0", capture.In, "10.72.5.185:40006", "10.72.5.34:81", tcpSYN),
+		pkt(1, "eth1", capture.Out, "10.72.5.34:61000", "10.72.5.32:80", tcpSYN),
+		pkt(2, "eth1", capture.In, "10.72.5.32:80", "10.72.5.34:61000", tcpSYN|tcpACK),
+		pkt(3, "eth0", capture.Out, "10.72.5.34:81", "10.72.5.185:40006", tcpSYN|tcpACK),
+		pkt(4, "eth0", capture.In, "10.72.5.185:40006", "10.72.5.34:81", tcpACK),
+		pkt(5, "eth1", capture.Out, "10.72.5.34:61000", "10.72.5.32:80", tcpACK),
 	}
 	for _, viaLookup := range []bool{false, true} {
 		cfg := CorrelateConfig{Local: func(a netip.Addr) bool { return a.String() == "10.72.5.34" }}
 		if viaLookup {
-			cfg.Lookup = func(tu kernel.ConntrackTuple) (*kernel.ConntrackEntry, bool) { return &e, e.Has(tu) }
+			cfg.Lookup = func(tu conntrack.Tuple) (*conntrack.Entry, bool) { return &e, e.Has(tu) }
 		}
 		c := NewCorrelator(cfg)
 		if !viaLookup {
@@ -120,18 +121,18 @@ func TestCorrelateNATAcrossInterfaces(t *testing.T) {
 }
 
 func TestCorrelateReplyNotSeenSameLink(t *testing.T) {
-	e := kernel.ConntrackEntry{
-		Orig:  kernel.ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.185:40005"), Dst: netip.MustParseAddrPort("10.72.5.34:81")},
-		Reply: kernel.ConntrackTuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.32:80"), Dst: netip.MustParseAddrPort("10.72.5.185:40005")},
+	e := conntrack.Entry{
+		Orig:  conntrack.Tuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.185:40005"), Dst: netip.MustParseAddrPort("10.72.5.34:81")},
+		Reply: conntrack.Tuple{Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.72.5.32:80"), Dst: netip.MustParseAddrPort("10.72.5.185:40005")},
 	}
 	c := NewCorrelator(CorrelateConfig{
 		ReplyWait: time.Second,
 		Local:     func(a netip.Addr) bool { return a.String() == "10.72.5.34" },
-		Lookup:    func(tu kernel.ConntrackTuple) (*kernel.ConntrackEntry, bool) { return &e, e.Has(tu) },
+		Lookup:    func(tu conntrack.Tuple) (*conntrack.Entry, bool) { return &e, e.Has(tu) },
 	})
 	var fs []Finding
-	fs = append(fs, c.Packet(pkt(0, "eth0", kernel.In, "10.72.5.185:40005", "10.72.5.34:81", tcpSYN))...)
-	fs = append(fs, c.Packet(pkt(1, "eth0", kernel.Out, "10.72.5.185:40005", "10.72.5.32:80", tcpSYN))...)
+	fs = append(fs, c.Packet(pkt(0, "eth0", capture.In, "10.72.5.185:40005", "10.72.5.34:81", tcpSYN))...)
+	fs = append(fs, c.Packet(pkt(1, "eth0", capture.Out, "10.72.5.185:40005", "10.72.5.32:80", tcpSYN))...)
 	if early := c.Tick(t0.Add(500 * time.Millisecond)); len(early) != 0 || len(fs) != 0 {
 		t.Fatalf("findings before the reply wait is over: %v %v", ids(fs), ids(early))
 	}
@@ -154,15 +155,15 @@ func TestCorrelateForwardedNotSeen(t *testing.T) {
 	var asked []string
 	c := NewCorrelator(CorrelateConfig{
 		Local: func(a netip.Addr) bool { return a.String() == "10.72.43.101" },
-		Explain: func(tu kernel.ConntrackTuple, iif string) (Explanation, bool) {
+		Explain: func(tu conntrack.Tuple, iif string) (Explanation, bool) {
 			asked = append(asked, tu.String()+" on "+iif)
 			return Explanation{Cause: trace.FindingForwardingDisabled, Summary: "forwarding is off", Fix: finding.Fix{Wizard: finding.WizardSNATGateway}}, true
 		},
 	})
 	fs := feed(c,
-		pkt(0, "eth1", kernel.In, "10.72.43.15:40004", "10.72.44.10:80", tcpSYN),
+		pkt(0, "eth1", capture.In, "10.72.43.15:40004", "10.72.44.10:80", tcpSYN),
 		// Packets for this host itself are delivered, not forwarded.
-		pkt(0, "eth1", kernel.In, "10.72.43.15:40005", "10.72.43.101:22", tcpSYN))
+		pkt(0, "eth1", capture.In, "10.72.43.15:40005", "10.72.43.101:22", tcpSYN))
 	if len(fs) != 1 || fs[0].ID != FindingForwardedNotSeen || fs[0].Cause != trace.FindingForwardingDisabled || fs[0].Ingress != "eth1" {
 		t.Fatalf("findings %+v; want forwarded-not-seen caused by forwarding-disabled", fs)
 	}
@@ -171,10 +172,10 @@ func TestCorrelateForwardedNotSeen(t *testing.T) {
 	}
 	// A packet that leaves in time is no finding.
 	c = NewCorrelator(CorrelateConfig{Local: func(netip.Addr) bool { return false }})
-	fs = feed(c, pkt(0, "eth1", kernel.In, "10.72.43.15:40004", "10.72.44.10:80", tcpSYN),
-		pkt(1, "eth0", kernel.Out, "10.72.43.15:40004", "10.72.44.10:80", tcpSYN),
-		pkt(2, "eth0", kernel.In, "10.72.44.10:80", "10.72.43.15:40004", tcpSYN|tcpACK),
-		pkt(3, "eth1", kernel.Out, "10.72.44.10:80", "10.72.43.15:40004", tcpSYN|tcpACK))
+	fs = feed(c, pkt(0, "eth1", capture.In, "10.72.43.15:40004", "10.72.44.10:80", tcpSYN),
+		pkt(1, "eth0", capture.Out, "10.72.43.15:40004", "10.72.44.10:80", tcpSYN),
+		pkt(2, "eth0", capture.In, "10.72.44.10:80", "10.72.43.15:40004", tcpSYN|tcpACK),
+		pkt(3, "eth1", capture.Out, "10.72.44.10:80", "10.72.43.15:40004", tcpSYN|tcpACK))
 	if len(fs) != 0 {
 		t.Errorf("findings for a forwarded flow: %v", ids(fs))
 	}
@@ -183,9 +184,9 @@ func TestCorrelateForwardedNotSeen(t *testing.T) {
 // TestCorrelateReplyBypassesNAT is the client's side of case 5: it sent a SYN to the port
 // forward and got a SYN-ACK from the backend, which it resets.
 func TestCorrelateReplyBypassesNAT(t *testing.T) {
-	syn := pkt(0, "eth0", kernel.Out, "10.72.5.185:40005", "10.72.5.34:81", tcpSYN)
-	stray := pkt(1, "eth0", kernel.In, "10.72.5.32:80", "10.72.5.185:40005", tcpSYN|tcpACK)
-	rst := pkt(2, "eth0", kernel.Out, "10.72.5.185:40005", "10.72.5.32:80", tcpRST)
+	syn := pkt(0, "eth0", capture.Out, "10.72.5.185:40005", "10.72.5.34:81", tcpSYN)
+	stray := pkt(1, "eth0", capture.In, "10.72.5.32:80", "10.72.5.185:40005", tcpSYN|tcpACK)
+	rst := pkt(2, "eth0", capture.Out, "10.72.5.185:40005", "10.72.5.32:80", tcpRST)
 	// The rings of two directions may hand the client's reset over before the reply it answers.
 	for _, order := range [][]*Packet{{syn, stray, rst}, {stray, rst, syn}, {syn, rst, stray}} {
 		c := NewCorrelator(CorrelateConfig{})
@@ -205,10 +206,10 @@ func TestCorrelateReplyBypassesNAT(t *testing.T) {
 	// Two servers answering one client port each from itself is no bypass.
 	c := NewCorrelator(CorrelateConfig{})
 	fs := feed(c,
-		pkt(0, "eth0", kernel.Out, "10.0.0.1:5000", "10.0.0.2:80", tcpSYN),
-		pkt(1, "eth0", kernel.In, "10.0.0.2:80", "10.0.0.1:5000", tcpSYN|tcpACK),
-		pkt(2, "eth0", kernel.Out, "10.0.0.1:5000", "10.0.0.3:80", tcpSYN),
-		pkt(3, "eth0", kernel.In, "10.0.0.3:80", "10.0.0.1:5000", tcpSYN|tcpACK))
+		pkt(0, "eth0", capture.Out, "10.0.0.1:5000", "10.0.0.2:80", tcpSYN),
+		pkt(1, "eth0", capture.In, "10.0.0.2:80", "10.0.0.1:5000", tcpSYN|tcpACK),
+		pkt(2, "eth0", capture.Out, "10.0.0.1:5000", "10.0.0.3:80", tcpSYN),
+		pkt(3, "eth0", capture.In, "10.0.0.3:80", "10.0.0.1:5000", tcpSYN|tcpACK))
 	if len(fs) != 0 {
 		t.Errorf("findings %v for two ordinary connections from one port", ids(fs))
 	}
@@ -217,9 +218,9 @@ func TestCorrelateReplyBypassesNAT(t *testing.T) {
 func TestCorrelateRetransmitsAndRefused(t *testing.T) {
 	c := NewCorrelator(CorrelateConfig{})
 	fs := feed(c,
-		pkt(0, "eth0", kernel.Out, "10.0.0.1:5000", "10.0.0.2:80", tcpSYN),
-		pkt(1000, "eth0", kernel.Out, "10.0.0.1:5000", "10.0.0.2:80", tcpSYN),
-		pkt(1001, "eth0", kernel.In, "10.0.0.2:80", "10.0.0.1:5000", tcpRST|tcpACK))
+		pkt(0, "eth0", capture.Out, "10.0.0.1:5000", "10.0.0.2:80", tcpSYN),
+		pkt(1000, "eth0", capture.Out, "10.0.0.1:5000", "10.0.0.2:80", tcpSYN),
+		pkt(1001, "eth0", capture.In, "10.0.0.2:80", "10.0.0.1:5000", tcpRST|tcpACK))
 	if got := ids(fs); !slices.Equal(got, []string{FindingResetByPeer, FindingRetransmits}) {
 		t.Fatalf("findings %v", got)
 	}
@@ -246,16 +247,16 @@ func TestDecodeAndJSON(t *testing.T) {
 	icmp6 := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeEchoRequest, 0)}
 	icmp6.SetNetworkLayerForChecksum(ip6)
 	cases := []struct {
-		kp   kernel.Packet
+		kp   capture.Packet
 		want string
 	}{
-		{kernel.Packet{Iface: "eth0", Dir: kernel.In, LinkType: kernel.LinkEthernet,
+		{capture.Packet{Iface: "eth0", Dir: capture.In, LinkType: capture.LinkEthernet,
 			Data: ser(&layers.Ethernet{SrcMAC: mac1, DstMAC: mac2, EthernetType: layers.EthernetTypeIPv4}, ip4, tcp, gopacket.Payload("hello"))},
 			"tcp 10.0.0.1:5000 > 10.0.0.2:80 [S.] seq 7 ack 9 len 5"},
-		{kernel.Packet{Iface: "wg0", Dir: kernel.Out, LinkType: kernel.LinkRawIP,
+		{capture.Packet{Iface: "wg0", Dir: capture.Out, LinkType: capture.LinkRawIP,
 			Data: ser(ip6, icmp6, &layers.ICMPv6Echo{Identifier: 42, SeqNumber: 3})},
 			"ipv6-icmp 2001:db8::1 > 2001:db8::2 echo request id 42 seq 3"},
-		{kernel.Packet{Iface: "eth0", Dir: kernel.In, LinkType: kernel.LinkEthernet,
+		{capture.Packet{Iface: "eth0", Dir: capture.In, LinkType: capture.LinkEthernet,
 			Data: ser(&layers.Ethernet{SrcMAC: mac1, DstMAC: layers.EthernetBroadcast, EthernetType: layers.EthernetTypeARP},
 				&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4, Operation: layers.ARPRequest,
 					SourceHwAddress: mac1, SourceProtAddress: []byte{10, 0, 0, 1}, DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 0, 0, 2}})},

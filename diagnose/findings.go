@@ -10,9 +10,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"roundtrip/engine/capture"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/trace"
@@ -42,16 +43,16 @@ type Finding struct {
 	// Conn is the correlator's id of the connection, as in packet events.
 	Conn int `json:"conn"`
 	// Flow is the connection as the client opened it.
-	Flow kernel.ConntrackTuple `json:"flow"`
+	Flow conntrack.Tuple `json:"flow"`
 	// Ingress and Egress are the interfaces the finding is about (asymmetric-return: where
 	// the request came in, where the reply left; forwarded-not-seen: where the packet came in).
 	Ingress string `json:"ingress,omitempty"`
 	Egress  string `json:"egress,omitempty"`
 	// Cause explains forwarded-not-seen with the trace engine's finding id
 	// (forwarding-disabled, rp-filter-drop, filtered, no-route, ...).
-	Cause     string                 `json:"cause,omitempty"`
-	Packets   []Packet               `json:"packets"`
-	Conntrack *kernel.ConntrackEntry `json:"conntrack,omitempty"`
+	Cause     string           `json:"cause,omitempty"`
+	Packets   []Packet         `json:"packets"`
+	Conntrack *conntrack.Entry `json:"conntrack,omitempty"`
 }
 
 // Render writes the finding for a person.
@@ -98,7 +99,7 @@ var causeOrder = []string{
 
 // ExplainWithTrace asks the trace engine why a packet arriving on iif with tuple t is not
 // forwarded. ok is false when the model finds no reason (it thinks the packet leaves).
-func ExplainWithTrace(s *model.State, t kernel.ConntrackTuple, iif string) (Explanation, bool) {
+func ExplainWithTrace(s *model.State, t conntrack.Tuple, iif string) (Explanation, bool) {
 	res := trace.Run(s, fib.New(s), trace.Request{Proto: int(t.Proto), Src: portsOnly(t.Proto, t.Src), Dst: portsOnly(t.Proto, t.Dst), IIF: iif})
 	for _, id := range causeOrder {
 		if f := res.Finding(id); f != nil {
@@ -124,7 +125,7 @@ func CompleteFix(st *model.State, f *Finding) {
 	if st == nil || f.Fix.Wizard == "" || len(f.Packets) == 0 || f.Ingress == "" {
 		return
 	}
-	if first := f.Packets[0]; first.Role != RoleRequest || first.Dir != kernel.In {
+	if first := f.Packets[0]; first.Role != RoleRequest || first.Dir != capture.In {
 		return
 	}
 	res := trace.Run(st, fib.New(st), trace.Request{Proto: int(f.Flow.Proto), Src: portsOnly(f.Flow.Proto, f.Flow.Src), Dst: portsOnly(f.Flow.Proto, f.Flow.Dst), IIF: f.Ingress})

@@ -11,16 +11,17 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"roundtrip/engine/capture"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/inet"
-	"roundtrip/engine/kernel"
 )
 
 // Packet is a captured packet, decoded: where it was seen and what it carries.
 type Packet struct {
 	Time   time.Time
 	Iface  string
-	Dir    kernel.Direction
-	Type   kernel.PacketType
+	Dir    capture.Direction
+	Type   capture.PacketType
 	Length int
 	// Proto is the IP protocol; 0 for a packet that is not IP (then L3 names it, e.g. "arp").
 	Proto    uint8
@@ -51,10 +52,10 @@ const (
 )
 
 // Tuple is the packet's connection tuple, in conntrack's terms (ICMP echo ids as ports).
-func (p *Packet) Tuple() kernel.ConntrackTuple {
-	t := kernel.ConntrackTuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst}
+func (p *Packet) Tuple() conntrack.Tuple {
+	t := conntrack.Tuple{Proto: p.Proto, Src: p.Src, Dst: p.Dst}
 	if p.Proto == unix.IPPROTO_ICMP || p.Proto == unix.IPPROTO_ICMPV6 {
-		sp, dp := kernel.ICMPEchoPorts(p.ICMPType, p.ICMPID, p.Proto == unix.IPPROTO_ICMPV6)
+		sp, dp := conntrack.ICMPEchoPorts(p.ICMPType, p.ICMPID, p.Proto == unix.IPPROTO_ICMPV6)
 		t.Src, t.Dst = netip.AddrPortFrom(p.Src.Addr(), sp), netip.AddrPortFrom(p.Dst.Addr(), dp)
 	}
 	return t
@@ -98,7 +99,7 @@ func (p *Packet) What() string {
 	if p.Proto == 0 {
 		return p.Info
 	}
-	s := fmt.Sprintf("%s %s > %s", inet.ProtoName(int(p.Proto)), kernel.Endpoint(p.Proto, p.Src), kernel.Endpoint(p.Proto, p.Dst))
+	s := fmt.Sprintf("%s %s > %s", inet.ProtoName(int(p.Proto)), conntrack.Endpoint(p.Proto, p.Src), conntrack.Endpoint(p.Proto, p.Dst))
 	switch p.Proto {
 	case unix.IPPROTO_TCP:
 		s += fmt.Sprintf(" [%s] seq %d", flagString(p.Flags), p.Seq)
@@ -138,7 +139,7 @@ func icmpText(p *Packet) string {
 // String is the packet as one line: time, interface, direction and content.
 func (p *Packet) String() string {
 	dir := p.Dir.String()
-	if p.Dir == kernel.In && p.Type != kernel.PacketHost {
+	if p.Dir == capture.In && p.Type != capture.PacketHost {
 		dir += " (" + p.Type.String() + ")"
 	}
 	return fmt.Sprintf("%s %-8s %-3s %s", p.Time.Format("15:04:05.000000"), p.Iface, dir, p.What())
@@ -146,19 +147,19 @@ func (p *Packet) String() string {
 
 // packetJSON is the stable JSON form of a packet.
 type packetJSON struct {
-	Time    time.Time         `json:"time"`
-	Iface   string            `json:"iface"`
-	Dir     kernel.Direction  `json:"dir"`
-	Type    kernel.PacketType `json:"pkttype"`
-	Length  int               `json:"len"`
-	Proto   string            `json:"proto"`
-	Src     string            `json:"src,omitempty"`
-	Dst     string            `json:"dst,omitempty"`
-	Flags   string            `json:"flags,omitempty"`
-	Seq     *uint32           `json:"seq,omitempty"`
-	Ack     *uint32           `json:"ack,omitempty"`
-	Payload int               `json:"payload"`
-	ICMP    string            `json:"icmp,omitempty"`
+	Time    time.Time          `json:"time"`
+	Iface   string             `json:"iface"`
+	Dir     capture.Direction  `json:"dir"`
+	Type    capture.PacketType `json:"pkttype"`
+	Length  int                `json:"len"`
+	Proto   string             `json:"proto"`
+	Src     string             `json:"src,omitempty"`
+	Dst     string             `json:"dst,omitempty"`
+	Flags   string             `json:"flags,omitempty"`
+	Seq     *uint32            `json:"seq,omitempty"`
+	Ack     *uint32            `json:"ack,omitempty"`
+	Payload int                `json:"payload"`
+	ICMP    string             `json:"icmp,omitempty"`
 	// The ICMP header's fields, for ICMP packets only.
 	ICMPType *uint8  `json:"icmp_type,omitempty"`
 	ICMPCode *uint8  `json:"icmp_code,omitempty"`
@@ -175,7 +176,7 @@ func (p Packet) MarshalJSON() ([]byte, error) {
 		Payload: p.Payload, Info: p.Info, Conn: p.Conn, Role: p.Role, Proto: p.L3}
 	if p.Proto != 0 {
 		j.Proto = inet.ProtoName(int(p.Proto))
-		j.Src, j.Dst = kernel.Endpoint(p.Proto, p.Src), kernel.Endpoint(p.Proto, p.Dst)
+		j.Src, j.Dst = conntrack.Endpoint(p.Proto, p.Src), conntrack.Endpoint(p.Proto, p.Dst)
 	}
 	switch p.Proto {
 	case unix.IPPROTO_TCP:
@@ -288,10 +289,10 @@ func newDecoder() *decoder {
 }
 
 // decode fills p from a captured packet. It returns false for a frame it cannot make sense of.
-func (d *decoder) decode(kp *kernel.Packet, p *Packet) bool {
+func (d *decoder) decode(kp *capture.Packet, p *Packet) bool {
 	*p = Packet{Time: kp.Time, Iface: kp.Iface, Dir: kp.Dir, Type: kp.Type, Length: kp.Length}
 	first := layers.LayerTypeEthernet
-	if kp.LinkType == kernel.LinkRawIP {
+	if kp.LinkType == capture.LinkRawIP {
 		if len(kp.Data) == 0 {
 			return false
 		}
@@ -338,7 +339,7 @@ func (d *decoder) decode(kp *kernel.Packet, p *Packet) bool {
 			p.ICMPID, p.ICMPSeq = d.echo6.Identifier, d.echo6.SeqNumber
 		}
 	}
-	if !ok && len(kp.Data) >= 14 && kp.LinkType == kernel.LinkEthernet {
+	if !ok && len(kp.Data) >= 14 && kp.LinkType == capture.LinkEthernet {
 		p.L3 = fmt.Sprintf("ethertype-0x%04x", uint16(kp.Data[12])<<8|uint16(kp.Data[13]))
 		p.Info = p.L3
 		return true

@@ -10,7 +10,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
 
-	"roundtrip/engine/kernel"
+	"roundtrip/engine/capture"
 )
 
 // pcapWriter writes captured packets as pcapng: one interface block per interface (with its
@@ -24,14 +24,14 @@ type pcapWriter struct {
 	start   time.Time
 }
 
-func linkTypeOf(lt kernel.LinkType) layers.LinkType {
-	if lt == kernel.LinkRawIP {
+func linkTypeOf(lt capture.LinkType) layers.LinkType {
+	if lt == capture.LinkRawIP {
 		return layers.LinkTypeRaw
 	}
 	return layers.LinkTypeEthernet
 }
 
-func newPcapWriter(out io.Writer, ifaces []kernel.CaptureInterface, filter string, snaplen int) (*pcapWriter, error) {
+func newPcapWriter(out io.Writer, ifaces []capture.Interface, filter string, snaplen int) (*pcapWriter, error) {
 	if len(ifaces) == 0 {
 		return nil, fmt.Errorf("writing pcap: no interfaces to describe")
 	}
@@ -51,14 +51,14 @@ func newPcapWriter(out io.Writer, ifaces []kernel.CaptureInterface, filter strin
 	return p, nil
 }
 
-func (p *pcapWriter) ngInterface(i kernel.CaptureInterface) pcapgo.NgInterface {
+func (p *pcapWriter) ngInterface(i capture.Interface) pcapgo.NgInterface {
 	return pcapgo.NgInterface{
 		Name: i.Name, Description: i.Kind, Filter: p.filter, OS: runtime.GOOS,
 		LinkType: linkTypeOf(i.LinkType), SnapLength: uint32(p.snaplen), TimestampResolution: 9,
 	}
 }
 
-func (p *pcapWriter) add(i kernel.CaptureInterface) (int, error) {
+func (p *pcapWriter) add(i capture.Interface) (int, error) {
 	id, err := p.w.AddInterface(p.ngInterface(i))
 	if err != nil {
 		return 0, fmt.Errorf("writing pcap: %w", err)
@@ -69,25 +69,25 @@ func (p *pcapWriter) add(i kernel.CaptureInterface) (int, error) {
 
 // write adds a packet; an interface first seen now gets its block first (pcapng allows
 // interface blocks anywhere before the packets that use them).
-func (p *pcapWriter) write(kp *kernel.Packet) error {
+func (p *pcapWriter) write(kp *capture.Packet) error {
 	id, ok := p.ids[kp.IfIndex]
 	if !ok {
 		var err error
-		if id, err = p.add(kernel.CaptureInterface{Index: kp.IfIndex, Name: kp.Iface, LinkType: kp.LinkType}); err != nil {
+		if id, err = p.add(capture.Interface{Index: kp.IfIndex, Name: kp.Iface, LinkType: kp.LinkType}); err != nil {
 			return err
 		}
 	}
 	flags := pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
-	if kp.Dir == kernel.In {
+	if kp.Dir == capture.In {
 		flags.Direction = pcapgo.NgEpbFlagDirectionInbound
 		switch kp.Type {
-		case kernel.PacketHost:
+		case capture.PacketHost:
 			flags.Reception = pcapgo.NgEpbFlagReceptionTypeUnicast
-		case kernel.PacketBroadcast:
+		case capture.PacketBroadcast:
 			flags.Reception = pcapgo.NgEpbFlagReceptionTypeBroadcast
-		case kernel.PacketMulticast:
+		case capture.PacketMulticast:
 			flags.Reception = pcapgo.NgEpbFlagReceptionTypeMulticast
-		case kernel.PacketOtherHost:
+		case capture.PacketOtherHost:
 			flags.Reception = pcapgo.NgEpbFlagReceptionTypePromiscuous
 		}
 	}
@@ -100,7 +100,7 @@ func (p *pcapWriter) write(kp *kernel.Packet) error {
 
 // close writes the kernel's counters as interface statistics of the first interface (the
 // rings serve all interfaces at once, so the drops are not per interface) and flushes.
-func (p *pcapWriter) close(st kernel.CaptureStats) error {
+func (p *pcapWriter) close(st capture.Stats) error {
 	err := p.w.WriteInterfaceStats(0, pcapgo.NgInterfaceStatistics{
 		LastUpdate: time.Now(), StartTime: p.start, EndTime: time.Now(),
 		PacketsReceived: st.KernelPackets, PacketsDropped: st.KernelDrops,

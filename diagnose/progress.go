@@ -3,8 +3,8 @@ package diagnose
 import (
 	"golang.org/x/sys/unix"
 
+	"roundtrip/engine/capture"
 	"roundtrip/engine/finding"
-	"roundtrip/engine/kernel"
 )
 
 // Progress follows a capture's events to tell, while it runs, how the flow fares: how many of
@@ -37,7 +37,7 @@ func (p *Progress) Observe(ev Event) {
 		return c
 	}
 	switch {
-	case ev.Type == EventPacket && ev.Packet != nil && ev.Packet.Conn != 0 && ev.Packet.Type != kernel.PacketOtherHost:
+	case ev.Type == EventPacket && ev.Packet != nil && ev.Packet.Conn != 0 && ev.Packet.Type != capture.PacketOtherHost:
 		pk := ev.Packet
 		c := conn(pk.Conn)
 		if pk.Proto == unix.IPPROTO_TCP {

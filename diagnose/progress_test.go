@@ -3,7 +3,7 @@ package diagnose
 import (
 	"testing"
 
-	"roundtrip/engine/kernel"
+	"roundtrip/engine/capture"
 )
 
 // TestProgressCountsCompletedAndFailedConnections feeds a correlator's output to Progress as a
@@ -20,19 +20,19 @@ func TestProgressCountsCompletedAndFailedConnections(t *testing.T) {
 		}
 	}
 	for i, port := range []string{"40001", "40002"} {
-		emit(pkt(0, "eth0", kernel.In, "198.18.72.10:"+port, "10.72.1.2:80", tcpSYN))
-		emit(pkt(1, "eth0", kernel.Out, "10.72.1.2:80", "198.18.72.10:"+port, tcpSYN|tcpACK))
+		emit(pkt(0, "eth0", capture.In, "198.18.72.10:"+port, "10.72.1.2:80", tcpSYN))
+		emit(pkt(1, "eth0", capture.Out, "10.72.1.2:80", "198.18.72.10:"+port, tcpSYN|tcpACK))
 		if p.Completed() != i {
 			t.Fatalf("handshake %d counts before its ACK: %d completed", i+1, p.Completed())
 		}
-		emit(pkt(2, "eth0", kernel.In, "198.18.72.10:"+port, "10.72.1.2:80", tcpACK))
+		emit(pkt(2, "eth0", capture.In, "198.18.72.10:"+port, "10.72.1.2:80", tcpACK))
 	}
 	if p.Completed() != 2 || p.Failed() != 0 || !p.TCP() {
 		t.Fatalf("after two handshakes: completed %d failed %d", p.Completed(), p.Failed())
 	}
-	emit(pkt(3, "eth0", kernel.In, "198.18.72.10:40003", "10.72.1.2:80", tcpSYN))
-	emit(pkt(4, "em1", kernel.Out, "10.72.1.2:80", "198.18.72.10:40003", tcpSYN|tcpACK))
-	emit(pkt(5, "eth0", kernel.In, "198.18.72.10:40004", "10.72.1.2:80", tcpSYN))
+	emit(pkt(3, "eth0", capture.In, "198.18.72.10:40003", "10.72.1.2:80", tcpSYN))
+	emit(pkt(4, "em1", capture.Out, "10.72.1.2:80", "198.18.72.10:40003", tcpSYN|tcpACK))
+	emit(pkt(5, "eth0", capture.In, "198.18.72.10:40004", "10.72.1.2:80", tcpSYN))
 	if p.Completed() != 2 || p.Failed() != 1 {
 		t.Fatalf("with an asymmetric return and a waiting SYN: completed %d failed %d", p.Completed(), p.Failed())
 	}

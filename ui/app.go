@@ -13,9 +13,9 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"charm.land/lipgloss/v2"
 
+	"roundtrip/engine/apply"
 	"roundtrip/engine/doctor"
 	"roundtrip/engine/fib"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
 	"roundtrip/ui/common"
@@ -80,7 +80,7 @@ type App struct {
 	status    string
 	statusErr bool
 
-	pending    *kernel.Journal
+	pending    *apply.Journal
 	confirming bool
 }
 
@@ -116,7 +116,7 @@ func (a *App) Loading() bool { return a.loading }
 func (a *App) Status() string { return a.status }
 
 // Pending returns the apply waiting for confirmation, or nil.
-func (a *App) Pending() *kernel.Journal { return a.pending }
+func (a *App) Pending() *apply.Journal { return a.pending }
 
 // Init implements tea.Model: the first frame shows at once, the state arrives later.
 func (a *App) Init() tea.Cmd {
@@ -318,25 +318,25 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 
 // journalChanged takes the journal of the countdown as it is now: once it is no longer
 // pending, the countdown ends and the status says what became of it.
-func (a *App) journalChanged(j *kernel.Journal) tea.Cmd {
+func (a *App) journalChanged(j *apply.Journal) tea.Cmd {
 	if a.pending == nil || j.ID != a.pending.ID {
 		return nil
 	}
-	if j.Status == kernel.StatusPending {
+	if j.Status == apply.StatusPending {
 		a.pending = j
 		return nil
 	}
 	a.pending = nil
 	switch j.Status {
-	case kernel.StatusConfirmed:
+	case apply.StatusConfirmed:
 		a.status, a.statusErr = fmt.Sprintf("journal %s was confirmed: the changes stay", j.ID), false
-	case kernel.StatusRolledBack:
+	case apply.StatusRolledBack:
 		why := j.Reason
 		if why == "" {
 			why = "rolled back"
 		}
 		a.status, a.statusErr = fmt.Sprintf("journal %s was rolled back (%s): the host is as before it", j.ID, why), true
-	case kernel.StatusRollbackFailed:
+	case apply.StatusRollbackFailed:
 		a.status, a.statusErr = fmt.Sprintf("the rollback of journal %s failed: %s", j.ID, strings.Join(j.Errors, "; ")), true
 	default:
 		a.status, a.statusErr = fmt.Sprintf("journal %s is %s", j.ID, j.Status), false
@@ -346,7 +346,7 @@ func (a *App) journalChanged(j *kernel.Journal) tea.Cmd {
 }
 
 type confirmedMsg struct {
-	j   *kernel.Journal
+	j   *apply.Journal
 	err error
 }
 

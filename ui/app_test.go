@@ -14,10 +14,12 @@ import (
 	"github.com/charmbracelet/colorprofile"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/apply"
+	"roundtrip/engine/capture"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/doctor"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/nft"
 	"roundtrip/engine/trace"
@@ -27,17 +29,17 @@ import (
 
 // conntrackFixture is what case 1's server shows: an established connection from a LAN
 // client, and the client's connection through the firewall's DNAT, answered the wrong way.
-func conntrackFixture() []kernel.ConntrackEntry {
+func conntrackFixture() []conntrack.Entry {
 	ap := netip.MustParseAddrPort
-	return []kernel.ConntrackEntry{
-		{ID: 1, Family: inet.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.9:51000"), Dst: ap("10.72.1.2:22")},
-			Reply:  kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.2:22"), Dst: ap("10.72.1.9:51000")},
-			Status: kernel.CTStatusSeenReply, TCPState: "ESTABLISHED", Timeout: 431999},
-		{ID: 2, Family: inet.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80")},
-			Reply: kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.2:80"), Dst: ap("198.18.72.10:40000")}, TCPState: "SYN_RECV", Timeout: 58},
-		{ID: 3, Family: inet.V4, Orig: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.10:40100"), Dst: ap("192.168.72.254:8080")},
-			Reply:  kernel.ConntrackTuple{Proto: 6, Src: ap("10.72.1.5:80"), Dst: ap("10.72.1.2:40100")},
-			Status: kernel.CTStatusSeenReply, TCPState: "ESTABLISHED", Mark: 0x100, Timeout: 300},
+	return []conntrack.Entry{
+		{ID: 1, Family: inet.V4, Orig: conntrack.Tuple{Proto: 6, Src: ap("10.72.1.9:51000"), Dst: ap("10.72.1.2:22")},
+			Reply:  conntrack.Tuple{Proto: 6, Src: ap("10.72.1.2:22"), Dst: ap("10.72.1.9:51000")},
+			Status: conntrack.StatusSeenReply, TCPState: "ESTABLISHED", Timeout: 431999},
+		{ID: 2, Family: inet.V4, Orig: conntrack.Tuple{Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80")},
+			Reply: conntrack.Tuple{Proto: 6, Src: ap("10.72.1.2:80"), Dst: ap("198.18.72.10:40000")}, TCPState: "SYN_RECV", Timeout: 58},
+		{ID: 3, Family: inet.V4, Orig: conntrack.Tuple{Proto: 6, Src: ap("198.18.72.10:40100"), Dst: ap("192.168.72.254:8080")},
+			Reply:  conntrack.Tuple{Proto: 6, Src: ap("10.72.1.5:80"), Dst: ap("10.72.1.2:40100")},
+			Status: conntrack.StatusSeenReply, TCPState: "ESTABLISHED", Mark: 0x100, Timeout: 300},
 	}
 }
 
@@ -305,9 +307,9 @@ func TestDiagnoseToWizardApplyAndConfirm(t *testing.T) {
 
 func TestPendingCountdownAndExpiry(t *testing.T) {
 	be := newFake(t, case1Host(t))
-	be.pending = &kernel.Journal{JournalHead: kernel.JournalHead{ID: "j1", Intent: "roundtrip wizard source-return --uplink eth0"},
-		Status: kernel.StatusPending, ConfirmBy: testNow.Add(42 * time.Second)}
-	be.journals = []*kernel.Journal{be.pending}
+	be.pending = &apply.Journal{Head: apply.Head{ID: "j1", Intent: "roundtrip wizard source-return --uplink eth0"},
+		Status: apply.StatusPending, ConfirmBy: testNow.Add(42 * time.Second)}
+	be.journals = []*apply.Journal{be.pending}
 	h := newHarness(t, be, 80, 24)
 	h.mustShow("changes revert in 0:42 — press y to keep them (journal j1)")
 	// Past the deadline, until the timer has rolled it back, the countdown says it is going.
@@ -359,7 +361,7 @@ func TestConsoleFollowsTheRevertTimer(t *testing.T) {
 	// A confirm from another session shows the same way.
 	h.press("6", "a", "enter")
 	be.mu.Lock()
-	be.pending.Status, be.pending = kernel.StatusConfirmed, nil
+	be.pending.Status, be.pending = apply.StatusConfirmed, nil
 	be.mu.Unlock()
 	h.fire()
 	h.mustShow("✓ applied and confirmed", "was confirmed: the changes stay")
@@ -369,8 +371,8 @@ func TestConsoleFollowsTheRevertTimer(t *testing.T) {
 // and after its deadline, rather than as a countdown that ends in nothing.
 func TestPendingWithDeadTimer(t *testing.T) {
 	be := newFake(t, case1Host(t))
-	be.pending = &kernel.Journal{JournalHead: kernel.JournalHead{ID: "j1", Intent: "roundtrip wizard source-return --uplink eth0"},
-		Status: kernel.StatusPending, ConfirmBy: testNow.Add(42 * time.Second), TimerDead: true}
+	be.pending = &apply.Journal{Head: apply.Head{ID: "j1", Intent: "roundtrip wizard source-return --uplink eth0"},
+		Status: apply.StatusPending, ConfirmBy: testNow.Add(42 * time.Second), TimerDead: true}
 	h := newHarness(t, be, 160, 24)
 	h.mustShow("the revert timer of journal j1 died: nothing reverts these changes")
 	h.app.c.Now = func() time.Time { return testNow.Add(43 * time.Second) }
@@ -468,8 +470,8 @@ func TestConntrackPage(t *testing.T) {
 func TestLiveCapturePane(t *testing.T) {
 	be := newFake(t, case1Host(t))
 	ap := netip.MustParseAddrPort
-	syn := &diagnose.Packet{Time: testNow, Iface: "eth0", Dir: kernel.In, Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80"), Flags: 0x02}
-	synack := &diagnose.Packet{Time: testNow, Iface: "em1", Dir: kernel.Out, Proto: 6, Src: ap("10.72.1.2:80"), Dst: ap("198.18.72.10:40000"), Flags: 0x12}
+	syn := &diagnose.Packet{Time: testNow, Iface: "eth0", Dir: capture.In, Proto: 6, Src: ap("198.18.72.10:40000"), Dst: ap("10.72.1.2:80"), Flags: 0x02}
+	synack := &diagnose.Packet{Time: testNow, Iface: "em1", Dir: capture.Out, Proto: 6, Src: ap("10.72.1.2:80"), Dst: ap("198.18.72.10:40000"), Flags: 0x12}
 	f := &diagnose.Finding{Finding: finding.Finding{ID: trace.FindingAsymmetricReturn, Severity: finding.SeverityError,
 		Summary: "the request came in on eth0 and the reply left by em1",
 		Fix:     finding.Fix{Wizard: finding.WizardSourceReturn, Args: []string{"--uplink", "eth0"}}}, Ingress: "eth0", Egress: "em1"}

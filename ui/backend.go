@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/apply"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
@@ -24,6 +26,11 @@ const lockWait = 10 * time.Second
 // process runs in, which is what `ip netns exec NS roundtrip` gives).
 type LiveBackend struct {
 	NS kernel.Namespace
+}
+
+// NewLiveBackend looks at the network namespace of that name ("" for the process's own).
+func NewLiveBackend(netns string) *LiveBackend {
+	return &LiveBackend{NS: kernel.Namespace{Name: netns}}
 }
 
 // Where implements common.Backend.
@@ -69,48 +76,65 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 }
 
 // Apply implements common.Backend.
-func (b *LiveBackend) Apply(ctx context.Context, p *plan.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error) {
+func (b *LiveBackend) Apply(ctx context.Context, p *plan.Plan, opts apply.Options, progress func(string)) (*apply.Result, error) {
 	a := &kernel.Applier{NS: b.NS, LockWait: lockWait, Log: &lineWriter{fn: progress}}
 	return a.Apply(ctx, p, opts)
 }
 
+// summary is the journal as the console sees it (nil stays nil).
+func summary(j *kernel.Journal, err error) (*apply.Journal, error) {
+	if j == nil {
+		return nil, err
+	}
+	return &j.Journal, err
+}
+
 // Confirm implements common.Backend.
-func (b *LiveBackend) Confirm(ctx context.Context) (*kernel.Journal, error) {
-	return kernel.Confirm(ctx, b.NS, "", lockWait)
+func (b *LiveBackend) Confirm(ctx context.Context) (*apply.Journal, error) {
+	return summary(kernel.Confirm(ctx, b.NS, "", lockWait))
 }
 
 // Rollback implements common.Backend.
-func (b *LiveBackend) Rollback(ctx context.Context, id string) (*kernel.Journal, error) {
+func (b *LiveBackend) Rollback(ctx context.Context, id string) (*apply.Journal, error) {
 	a := &kernel.Applier{NS: b.NS, LockWait: lockWait}
-	return a.Rollback(ctx, id, "rolled back from the console")
+	return summary(a.Rollback(ctx, id, "rolled back from the console"))
 }
 
 // History implements common.Backend.
-func (b *LiveBackend) History(ctx context.Context) ([]*kernel.Journal, error) {
+func (b *LiveBackend) History(ctx context.Context) ([]*apply.Journal, error) {
 	s, err := kernel.OpenStore(b.NS)
 	if err != nil {
 		return nil, err
 	}
-	return s.List()
+	js, err := s.List()
+	out := make([]*apply.Journal, len(js))
+	for i, j := range js {
+		out[i] = &j.Journal
+	}
+	return out, err
 }
 
 // Pending implements common.Backend.
-func (b *LiveBackend) Pending(ctx context.Context) (*kernel.Journal, error) {
-	return kernel.PendingConfirmation(b.NS)
+func (b *LiveBackend) Pending(ctx context.Context) (*apply.Journal, error) {
+	return summary(kernel.PendingConfirmation(b.NS))
 }
 
 // Journal implements common.Backend.
-func (b *LiveBackend) Journal(ctx context.Context, id string) (*kernel.Journal, error) {
+func (b *LiveBackend) Journal(ctx context.Context, id string) (*apply.Journal, error) {
 	s, err := kernel.OpenStore(b.NS)
 	if err != nil {
 		return nil, err
 	}
-	return s.Load(id)
+	return summary(s.Load(id))
 }
 
 // JournalSteps implements common.Backend.
-func (b *LiveBackend) JournalSteps(ctx context.Context, j *kernel.Journal, max int) ([]string, error) {
-	return j.StepSummaries(max)
+func (b *LiveBackend) JournalSteps(ctx context.Context, j *apply.Journal, max int) ([]string, error) {
+	s, err := kernel.OpenStore(b.NS)
+	if err != nil {
+		return nil, err
+	}
+	return s.StepSummaries(j.ID, max)
 }
 
 // Netfilter implements common.Backend.
@@ -119,14 +143,14 @@ func (b *LiveBackend) Netfilter(ctx context.Context) (iptables.Ruleset, error) {
 }
 
 // Neighbours implements common.Backend.
-func (b *LiveBackend) Neighbours(ctx context.Context) ([]kernel.Neighbour, error) {
+func (b *LiveBackend) Neighbours(ctx context.Context) ([]model.Neighbour, error) {
 	return kernel.ReadNeighbours(b.NS)
 }
 
 var errEnough = errors.New("enough entries")
 
 // Conntrack implements common.Backend.
-func (b *LiveBackend) Conntrack(ctx context.Context, max int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error) {
+func (b *LiveBackend) Conntrack(ctx context.Context, max int) ([]conntrack.Entry, conntrack.Stats, error) {
 	stats, err := kernel.ReadConntrackStats(b.NS)
 	if err != nil {
 		return nil, stats, err
@@ -136,8 +160,8 @@ func (b *LiveBackend) Conntrack(ctx context.Context, max int) ([]kernel.Conntrac
 		return nil, stats, err
 	}
 	defer c.Close()
-	var out []kernel.ConntrackEntry
-	err = c.Dump(ctx, nil, func(e *kernel.ConntrackEntry) error {
+	var out []conntrack.Entry
+	err = c.Dump(ctx, nil, func(e *conntrack.Entry) error {
 		out = append(out, *e)
 		if len(out) >= max {
 			return errEnough
@@ -151,7 +175,7 @@ func (b *LiveBackend) Conntrack(ctx context.Context, max int) ([]kernel.Conntrac
 }
 
 // Capture implements common.Backend.
-func (b *LiveBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (b *LiveBackend) Capture(ctx context.Context, filter *diagnose.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	return diagnose.Capture(ctx, diagnose.CaptureOptions{Namespace: b.NS, Filter: filter, Ready: ready}, emit)
 }
 
@@ -185,31 +209,31 @@ func (b *SnapshotBackend) refuse() error {
 }
 
 // Apply implements common.Backend.
-func (b *SnapshotBackend) Apply(context.Context, *plan.Plan, kernel.ApplyOptions, func(string)) (*kernel.Result, error) {
+func (b *SnapshotBackend) Apply(context.Context, *plan.Plan, apply.Options, func(string)) (*apply.Result, error) {
 	return nil, b.refuse()
 }
 
 // Confirm implements common.Backend.
-func (b *SnapshotBackend) Confirm(context.Context) (*kernel.Journal, error) { return nil, b.refuse() }
+func (b *SnapshotBackend) Confirm(context.Context) (*apply.Journal, error) { return nil, b.refuse() }
 
 // Rollback implements common.Backend.
-func (b *SnapshotBackend) Rollback(context.Context, string) (*kernel.Journal, error) {
+func (b *SnapshotBackend) Rollback(context.Context, string) (*apply.Journal, error) {
 	return nil, b.refuse()
 }
 
 // History implements common.Backend: a snapshot has none.
-func (b *SnapshotBackend) History(context.Context) ([]*kernel.Journal, error) { return nil, nil }
+func (b *SnapshotBackend) History(context.Context) ([]*apply.Journal, error) { return nil, nil }
 
 // Pending implements common.Backend: nothing waits on a snapshot.
-func (b *SnapshotBackend) Pending(context.Context) (*kernel.Journal, error) { return nil, nil }
+func (b *SnapshotBackend) Pending(context.Context) (*apply.Journal, error) { return nil, nil }
 
 // Journal implements common.Backend: a snapshot has no journals.
-func (b *SnapshotBackend) Journal(context.Context, string) (*kernel.Journal, error) {
+func (b *SnapshotBackend) Journal(context.Context, string) (*apply.Journal, error) {
 	return nil, errors.New("a snapshot has no journals")
 }
 
 // JournalSteps implements common.Backend: a snapshot has no journals.
-func (b *SnapshotBackend) JournalSteps(context.Context, *kernel.Journal, int) ([]string, error) {
+func (b *SnapshotBackend) JournalSteps(context.Context, *apply.Journal, int) ([]string, error) {
 	return nil, errors.New("a snapshot has no journals")
 }
 
@@ -223,14 +247,14 @@ func (b *SnapshotBackend) Netfilter(ctx context.Context) (iptables.Ruleset, erro
 }
 
 // Neighbours implements common.Backend: a snapshot holds no neighbour table.
-func (b *SnapshotBackend) Neighbours(context.Context) ([]kernel.Neighbour, error) { return nil, nil }
+func (b *SnapshotBackend) Neighbours(context.Context) ([]model.Neighbour, error) { return nil, nil }
 
 // Conntrack implements common.Backend.
-func (b *SnapshotBackend) Conntrack(context.Context, int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error) {
-	return nil, kernel.ConntrackStats{}, errors.New("a snapshot holds no conntrack table")
+func (b *SnapshotBackend) Conntrack(context.Context, int) ([]conntrack.Entry, conntrack.Stats, error) {
+	return nil, conntrack.Stats{}, errors.New("a snapshot holds no conntrack table")
 }
 
 // Capture implements common.Backend.
-func (b *SnapshotBackend) Capture(context.Context, *kernel.CaptureFilter, func(), func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (b *SnapshotBackend) Capture(context.Context, *diagnose.CaptureFilter, func(), func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	return nil, errors.New("a snapshot has no packets to capture: run roundtrip on the host")
 }

@@ -15,11 +15,12 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/capture"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/doctor"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/trace"
 	"roundtrip/ui/common"
@@ -67,7 +68,7 @@ func TestLiveCaptureFromAnyClientPortAndItsClock(t *testing.T) {
 	be := newFake(t, case1Host(t))
 	ap := netip.MustParseAddrPort
 	// The client's real connection, from a port the operator could not know.
-	be.events = []diagnose.Event{{Type: diagnose.EventPacket, Packet: &diagnose.Packet{Time: testNow, Iface: "eth0", Dir: kernel.In,
+	be.events = []diagnose.Event{{Type: diagnose.EventPacket, Packet: &diagnose.Packet{Time: testNow, Iface: "eth0", Dir: capture.In,
 		Proto: 6, Src: ap("198.18.72.10:51234"), Dst: ap("10.72.1.2:80"), Flags: 0x02}}}
 	h := newHarness(t, be, 80, 24)
 	traceCase1(h) // Source 198.18.72.10:40000
@@ -94,7 +95,7 @@ func TestFixOfAFindingFillsTheFormOrSaysWhatIsMissing(t *testing.T) {
 	live := &diagnose.Finding{Finding: finding.Finding{ID: trace.FindingAsymmetricReturn, Severity: finding.SeverityError,
 		Summary: "the request came in on eth0 but the reply left by em1", Evidence: []string{"SYN came in on eth0"},
 		Fix: finding.Fix{Summary: "route replies back", Wizard: finding.WizardSourceReturn, Args: []string{}}},
-		Ingress: "eth0", Egress: "em1", Conn: 1, Flow: kernel.ConntrackTuple{Proto: 6, Src: ap("198.18.72.11:40000"), Dst: ap("10.72.1.2:80")}}
+		Ingress: "eth0", Egress: "em1", Conn: 1, Flow: conntrack.Tuple{Proto: 6, Src: ap("198.18.72.11:40000"), Dst: ap("10.72.1.2:80")}}
 	be.events = []diagnose.Event{{Type: diagnose.EventFinding, Finding: live}}
 	h := newHarness(t, be, 80, 24)
 	w := h.app.Page(PageWizards).(*pages.Wizards)
@@ -162,7 +163,7 @@ func TestLiveFindingsGroupByProblemAndFlow(t *testing.T) {
 				Summary: "the request came in on eth0 but the reply left by em1", Evidence: []string{fmt.Sprintf("SYN from port %d came in on eth0", port)},
 				Fix: finding.Fix{Wizard: finding.WizardSourceReturn, Args: []string{}}},
 			Ingress: "eth0", Egress: "em1", Conn: i + 1,
-			Flow: kernel.ConntrackTuple{Proto: 6, Src: ap(fmt.Sprintf("198.18.72.10:%d", port)), Dst: ap("10.72.1.2:80")}}})
+			Flow: conntrack.Tuple{Proto: 6, Src: ap(fmt.Sprintf("198.18.72.10:%d", port)), Dst: ap("10.72.1.2:80")}}})
 	}
 	h := newHarness(t, be, 80, 24)
 	traceCase1(h)
@@ -406,9 +407,9 @@ func TestRouteFilterFindsText(t *testing.T) {
 func TestConntrackSortsAndCountsMatches(t *testing.T) {
 	be := newFake(t, case1Host(t))
 	ap := netip.MustParseAddrPort
-	be.conntrack = append(conntrackFixture(), kernel.ConntrackEntry{ID: 4, Family: inet.V4,
-		Orig:  kernel.ConntrackTuple{Proto: 17, Src: ap("10.72.1.50:5353"), Dst: ap("10.72.1.1:53")},
-		Reply: kernel.ConntrackTuple{Proto: 17, Src: ap("10.72.1.1:53"), Dst: ap("10.72.1.50:5353")}, Timeout: 25})
+	be.conntrack = append(conntrackFixture(), conntrack.Entry{ID: 4, Family: inet.V4,
+		Orig:  conntrack.Tuple{Proto: 17, Src: ap("10.72.1.50:5353"), Dst: ap("10.72.1.1:53")},
+		Reply: conntrack.Tuple{Proto: 17, Src: ap("10.72.1.1:53"), Dst: ap("10.72.1.50:5353")}, Timeout: 25})
 	h := newHarness(t, be, 120, 40)
 	c := h.app.Page(PageConntrack).(*pages.Conntrack)
 	h.press("4")
@@ -456,13 +457,13 @@ func TestVerdictSaysWhenTheFlowWorks(t *testing.T) {
 	ap := netip.MustParseAddrPort
 	for i := range 12 {
 		client := ap(fmt.Sprintf("198.18.72.10:%d", 41000+i))
-		pk := func(dir kernel.Direction, src, dst netip.AddrPort, role string, flags uint8) diagnose.Event {
+		pk := func(dir capture.Direction, src, dst netip.AddrPort, role string, flags uint8) diagnose.Event {
 			return diagnose.Event{Type: diagnose.EventPacket, Packet: &diagnose.Packet{Time: testNow, Iface: "eth0", Dir: dir,
 				Proto: 6, Src: src, Dst: dst, Flags: flags, Conn: i + 1, Role: role}}
 		}
 		server := ap("10.72.1.2:80")
-		be.events = append(be.events, pk(kernel.In, client, server, diagnose.RoleRequest, 0x02),
-			pk(kernel.Out, server, client, diagnose.RoleReply, 0x12), pk(kernel.In, client, server, diagnose.RoleRequest, 0x10))
+		be.events = append(be.events, pk(capture.In, client, server, diagnose.RoleRequest, 0x02),
+			pk(capture.Out, server, client, diagnose.RoleReply, 0x12), pk(capture.In, client, server, diagnose.RoleRequest, 0x10))
 	}
 	h := newHarness(t, be, 80, 24)
 	traceCase1(h)
@@ -481,7 +482,7 @@ func TestUplinksOfferedWithTheirGateways(t *testing.T) {
 	s.Links = slices.Clone(s.Links)
 	s.Links[2].Addrs = []model.Address{{Prefix: netip.MustParsePrefix("192.168.72.254/24"), Scope: "global"}}
 	be := newFake(t, s)
-	be.neighbours = []kernel.Neighbour{
+	be.neighbours = []model.Neighbour{
 		{Dev: "em1", Addr: netip.MustParseAddr("192.168.72.253"), State: "reachable"},
 		{Dev: "em1", Addr: netip.MustParseAddr("192.168.72.9"), State: "failed"},
 		{Dev: "lo", Addr: netip.MustParseAddr("127.0.0.1"), State: "noarp"},

@@ -18,6 +18,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/apply"
+	"roundtrip/engine/conntrack"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/kernel"
@@ -110,20 +112,20 @@ type fakeBackend struct {
 
 	applied   []*plan.Plan
 	confirms  []time.Duration
-	journals  []*kernel.Journal
-	pending   *kernel.Journal
+	journals  []*apply.Journal
+	pending   *apply.Journal
 	confirmed int
 	rollbacks []string
 
-	conntrack      []kernel.ConntrackEntry
+	conntrack      []conntrack.Entry
 	conntrackCalls int
 	events         []diagnose.Event
-	filters        []*kernel.CaptureFilter // what each capture was asked to select
+	filters        []*diagnose.CaptureFilter // what each capture was asked to select
 
 	// netfilter, when set, is what Netfilter reads (the rules with newer counters).
 	netfilter      *iptables.Ruleset
 	netfilterCalls int
-	neighbours     []kernel.Neighbour
+	neighbours     []model.Neighbour
 }
 
 func newFake(t testing.TB, s *model.State) *fakeBackend {
@@ -159,7 +161,7 @@ func (f *fakeBackend) ReadState(ctx context.Context) (*model.State, error) {
 	return f.state, nil
 }
 
-func (f *fakeBackend) Apply(ctx context.Context, p *plan.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error) {
+func (f *fakeBackend) Apply(ctx context.Context, p *plan.Plan, opts apply.Options, progress func(string)) (*apply.Result, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.readOnly != "" {
@@ -177,34 +179,34 @@ func (f *fakeBackend) Apply(ctx context.Context, p *plan.Plan, opts kernel.Apply
 	f.state = p.Expect(before)
 	f.applied = append(f.applied, p)
 	f.confirms = append(f.confirms, opts.Confirm)
-	j := &kernel.Journal{JournalHead: kernel.JournalHead{ID: fmt.Sprintf("20250301-120000-%04d", len(f.journals)), Intent: p.Intent, Steps: len(p.Changes), Changes: len(p.Changes)}, Status: kernel.StatusApplied}
+	j := &apply.Journal{Head: apply.Head{ID: fmt.Sprintf("20250301-120000-%04d", len(f.journals)), Intent: p.Intent, Steps: len(p.Changes), Changes: len(p.Changes)}, Status: apply.StatusApplied}
 	if opts.Confirm > 0 {
-		j.Status, j.ConfirmBy = kernel.StatusPending, testNow.Add(opts.Confirm)
+		j.Status, j.ConfirmBy = apply.StatusPending, testNow.Add(opts.Confirm)
 		f.pending = j
 	}
 	f.journals = append(f.journals, j)
-	return &kernel.Result{Journal: j, Changes: len(p.Changes), Pending: len(p.Changes), Before: before}, nil
+	return &apply.Result{Journal: j, Changes: len(p.Changes), Pending: len(p.Changes), Before: before}, nil
 }
 
-func (f *fakeBackend) Confirm(ctx context.Context) (*kernel.Journal, error) {
+func (f *fakeBackend) Confirm(ctx context.Context) (*apply.Journal, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.pending == nil {
 		return nil, kernel.ErrNothingToConfirm
 	}
 	j := f.pending
-	j.Status, f.pending = kernel.StatusConfirmed, nil
+	j.Status, f.pending = apply.StatusConfirmed, nil
 	f.confirmed++
 	return j, nil
 }
 
-func (f *fakeBackend) Rollback(ctx context.Context, id string) (*kernel.Journal, error) {
+func (f *fakeBackend) Rollback(ctx context.Context, id string) (*apply.Journal, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.rollbacks = append(f.rollbacks, id)
 	for i := len(f.journals) - 1; i >= 0; i-- {
 		if j := f.journals[i]; j.Active() && (id == "" || id == j.ID) {
-			j.Status = kernel.StatusRolledBack
+			j.Status = apply.StatusRolledBack
 			if f.pending == j {
 				f.pending = nil
 			}
@@ -214,19 +216,19 @@ func (f *fakeBackend) Rollback(ctx context.Context, id string) (*kernel.Journal,
 	return nil, kernel.ErrNothingToRollBack
 }
 
-func (f *fakeBackend) History(ctx context.Context) ([]*kernel.Journal, error) {
+func (f *fakeBackend) History(ctx context.Context) ([]*apply.Journal, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return append([]*kernel.Journal(nil), f.journals...), nil
+	return append([]*apply.Journal(nil), f.journals...), nil
 }
 
-func (f *fakeBackend) Pending(ctx context.Context) (*kernel.Journal, error) {
+func (f *fakeBackend) Pending(ctx context.Context) (*apply.Journal, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.pending, nil
 }
 
-func (f *fakeBackend) JournalSteps(ctx context.Context, j *kernel.Journal, max int) ([]string, error) {
+func (f *fakeBackend) JournalSteps(ctx context.Context, j *apply.Journal, max int) ([]string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, jj := range f.journals {
@@ -245,7 +247,7 @@ func (f *fakeBackend) JournalSteps(ctx context.Context, j *kernel.Journal, max i
 	return nil, fmt.Errorf("no journal %s", j.ID)
 }
 
-func (f *fakeBackend) Journal(ctx context.Context, id string) (*kernel.Journal, error) {
+func (f *fakeBackend) Journal(ctx context.Context, id string) (*apply.Journal, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, j := range f.journals {
@@ -264,7 +266,7 @@ func (f *fakeBackend) expire(before *model.State) {
 	if f.pending == nil {
 		f.t.Fatal("nothing pending to expire")
 	}
-	f.pending.Status, f.pending.Reason = kernel.StatusRolledBack, "not confirmed within 1m0s"
+	f.pending.Status, f.pending.Reason = apply.StatusRolledBack, "not confirmed within 1m0s"
 	f.pending, f.state = nil, before
 }
 
@@ -278,24 +280,24 @@ func (f *fakeBackend) Netfilter(ctx context.Context) (iptables.Ruleset, error) {
 	return f.state.Netfilter, nil
 }
 
-func (f *fakeBackend) Neighbours(ctx context.Context) ([]kernel.Neighbour, error) {
+func (f *fakeBackend) Neighbours(ctx context.Context) ([]model.Neighbour, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.neighbours, nil
 }
 
-func (f *fakeBackend) Conntrack(ctx context.Context, max int) ([]kernel.ConntrackEntry, kernel.ConntrackStats, error) {
+func (f *fakeBackend) Conntrack(ctx context.Context, max int) ([]conntrack.Entry, conntrack.Stats, error) {
 	if !f.live {
 		f.t.Errorf("Conntrack called on a snapshot")
-		return nil, kernel.ConntrackStats{}, errors.New("snapshot")
+		return nil, conntrack.Stats{}, errors.New("snapshot")
 	}
 	f.mu.Lock()
 	f.conntrackCalls++
 	f.mu.Unlock()
-	return append([]kernel.ConntrackEntry(nil), f.conntrack...), kernel.ConntrackStats{Count: len(f.conntrack), Max: 262144}, nil
+	return append([]conntrack.Entry(nil), f.conntrack...), conntrack.Stats{Count: len(f.conntrack), Max: 262144}, nil
 }
 
-func (f *fakeBackend) Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
+func (f *fakeBackend) Capture(ctx context.Context, filter *diagnose.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	if !f.live {
 		f.t.Errorf("Capture called on a snapshot")
 	}

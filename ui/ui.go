@@ -11,7 +11,6 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
-	"roundtrip/engine/kernel"
 	"roundtrip/ui/common"
 )
 
@@ -42,7 +41,7 @@ func New(ctx context.Context, o Options) *App {
 	case o.Snapshot != "":
 		b = &SnapshotBackend{Path: o.Snapshot}
 	default:
-		b = &LiveBackend{NS: kernel.Namespace{Name: o.Namespace}}
+		b = NewLiveBackend(o.Namespace)
 	}
 	mode := common.DetectMode()
 	if o.Mode != nil {

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"roundtrip/engine/apply"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 )
@@ -63,33 +64,13 @@ type Applier struct {
 // synced "started" record, per batch.
 const DefaultBatchSize = 4096
 
-// ApplyOptions are the choices of one apply.
-type ApplyOptions struct {
-	// Confirm, when positive, starts a detached timer that rolls the apply back after this
-	// long unless `roundtrip confirm` runs first.
-	Confirm time.Duration
-	// SSH is the operator's session; nil means the one SSH_CONNECTION names, if any. A plan
-	// that changes how replies reach its client is refused unless Confirm or Force is given.
-	SSH *plan.SSHSession
-	// Force skips the SSH lockout check.
-	Force bool
-}
-
-// Result is what an apply did.
-type Result struct {
-	Journal *Journal // nil when nothing needed changing
-	Changes int      // in the plan
-	Pending int      // of those, not in effect before
-	Before  *model.State
-	// Drift lists planned changes not in effect when the state was read back after the apply.
-	Drift []string
-	NoOp  bool
-	// Lockout is set when the plan changes the route back to the operator's SSH client (the
-	// apply went ahead with a confirmation window, or forced).
-	Lockout *plan.Lockout
-	// Notes are what the journal directory set aside on the way (an empty old journal).
-	Notes []string
-}
+// The values of an apply live in engine/apply; these names keep the adapter's callers as
+// they were.
+type (
+	ApplyOptions = apply.Options
+	Result       = apply.Result
+	LockoutError = apply.LockoutError
+)
 
 // Step is one unit of an apply: one change; all netfilter changes of one family (one
 // iptables-restore transaction); all routing table names (one file); or a batch of routes or
@@ -217,17 +198,9 @@ func (a *Applier) tablesFile() string {
 	return filepath.Join(dir, plan.RTTablesFile)
 }
 
-// LockoutError is returned when a plan would change how the server's replies reach the
-// operator's SSH client and neither a confirmation window nor Force was given.
-type LockoutError struct{ Lockout plan.Lockout }
-
-func (e *LockoutError) Error() string {
-	return "refusing to apply over SSH: " + e.Lockout.Reason + ", which may cut you off: apply with a confirmation window (it reverts unless confirmed from a new SSH session), or force it if you have another way in"
-}
-
-// session returns the SSH session of an apply, if any, and a warning when SSH_CONNECTION
+// sshSession returns the SSH session of an apply, if any, and a warning when SSH_CONNECTION
 // cannot be read.
-func (o ApplyOptions) session() (*plan.SSHSession, string) {
+func sshSession(o ApplyOptions) (*plan.SSHSession, string) {
 	if o.SSH != nil || o.Force {
 		return o.SSH, ""
 	}
@@ -254,7 +227,7 @@ func lockoutPolicy(before, after *model.State, sess *plan.SSHSession, opts Apply
 		return nil, nil
 	}
 	if opts.Confirm <= 0 {
-		return &lo, &LockoutError{lo}
+		return &lo, &LockoutError{Lockout: lo}
 	}
 	return &lo, nil
 }
@@ -263,7 +236,7 @@ func lockoutPolicy(before, after *model.State, sess *plan.SSHSession, opts Apply
 // before applying): the lockout when the plan changes how replies reach the session's client,
 // with a LockoutError when the apply would be refused.
 func CheckLockout(before *model.State, p *plan.Plan, opts ApplyOptions) (*plan.Lockout, error) {
-	sess, _ := opts.session()
+	sess, _ := sshSession(opts)
 	if sess == nil {
 		return nil, nil
 	}
@@ -327,7 +300,7 @@ func (a *Applier) ApplySource(ctx context.Context, src plan.Source, opts ApplyOp
 		return nil, fmt.Errorf("%w (nothing was changed)", err)
 	}
 	defer j.Close()
-	res.Journal = j
+	res.Journal = &j.Journal
 	sf, err := store.openSteps(j)
 	if err != nil {
 		a.abandon(j, "its steps could not be read back")

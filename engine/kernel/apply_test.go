@@ -341,8 +341,8 @@ func TestPrivilegedConcurrentApply(t *testing.T) {
 	if one.Intent != "set "+model.SysctlIPForward || two.ID != second.Journal.ID {
 		t.Fatalf("journals in the wrong order: %s, %s", one, two)
 	}
-	if !two.JournalHead.Started.After(one.AppliedAt) {
-		t.Errorf("the second apply started at %s, before the first finished at %s", two.JournalHead.Started, one.AppliedAt)
+	if !two.Head.Started.After(one.AppliedAt) {
+		t.Errorf("the second apply started at %s, before the first finished at %s", two.Head.Started, one.AppliedAt)
 	}
 }
 

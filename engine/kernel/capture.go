@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -16,112 +15,35 @@ import (
 	"github.com/gopacket/gopacket/afpacket"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/capture"
 )
 
-// Direction says whether the interface a packet was seen on received it or sent it.
-type Direction uint8
+// The values of a capture live in engine/capture; these names keep the adapter's callers as
+// they were.
+type (
+	Direction        = capture.Direction
+	PacketType       = capture.PacketType
+	LinkType         = capture.LinkType
+	CaptureInterface = capture.Interface
+	Packet           = capture.Packet
+	CaptureStats     = capture.Stats
+)
 
-// Directions of a captured packet.
+// Directions, packet types and link types (engine/capture).
 const (
-	In  Direction = 1 // received by the interface (any pkt_type but PACKET_OUTGOING)
-	Out Direction = 2 // sent by the interface (PACKET_OUTGOING)
+	In  = capture.In
+	Out = capture.Out
+
+	PacketHost      = capture.PacketHost
+	PacketBroadcast = capture.PacketBroadcast
+	PacketMulticast = capture.PacketMulticast
+	PacketOtherHost = capture.PacketOtherHost
+	PacketOutgoing  = capture.PacketOutgoing
+
+	LinkEthernet = capture.LinkEthernet
+	LinkRawIP    = capture.LinkRawIP
 )
-
-func (d Direction) String() string {
-	switch d {
-	case In:
-		return "in"
-	case Out:
-		return "out"
-	}
-	return "?"
-}
-
-// MarshalText writes "in" or "out".
-func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// UnmarshalText reads "in" or "out".
-func (d *Direction) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "in":
-		*d = In
-	case "out":
-		*d = Out
-	default:
-		return fmt.Errorf("invalid direction %q: want in or out", b)
-	}
-	return nil
-}
-
-// PacketType is the kernel's classification of a packet (sll_pkttype): to this host, broadcast,
-// multicast, to another host (seen because the interface is promiscuous, e.g. a bridge port),
-// or sent by this host.
-type PacketType uint8
-
-// Packet types, as in linux/if_packet.h.
-const (
-	PacketHost      PacketType = unix.PACKET_HOST
-	PacketBroadcast PacketType = unix.PACKET_BROADCAST
-	PacketMulticast PacketType = unix.PACKET_MULTICAST
-	PacketOtherHost PacketType = unix.PACKET_OTHERHOST
-	PacketOutgoing  PacketType = unix.PACKET_OUTGOING
-)
-
-func (t PacketType) String() string {
-	switch t {
-	case PacketHost:
-		return "host"
-	case PacketBroadcast:
-		return "broadcast"
-	case PacketMulticast:
-		return "multicast"
-	case PacketOtherHost:
-		return "otherhost"
-	case PacketOutgoing:
-		return "outgoing"
-	}
-	return fmt.Sprint(uint8(t))
-}
-
-// MarshalText writes the type's name.
-func (t PacketType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
-
-// UnmarshalText reads a type's name.
-func (t *PacketType) UnmarshalText(b []byte) error {
-	for _, c := range []PacketType{PacketHost, PacketBroadcast, PacketMulticast, PacketOtherHost, PacketOutgoing} {
-		if c.String() == string(b) {
-			*t = c
-			return nil
-		}
-	}
-	return fmt.Errorf("invalid packet type %q", b)
-}
-
-// LinkType is the framing of captured packets: what the first byte of Packet.Data is.
-type LinkType uint8
-
-// Link types of captured packets.
-const (
-	LinkEthernet LinkType = 1 // an Ethernet header (Ethernet, veth, bridge, vxlan, loopback)
-	LinkRawIP    LinkType = 2 // the IP header (ipip, gre, sit, wireguard, tun: no link header)
-)
-
-func (l LinkType) String() string {
-	if l == LinkEthernet {
-		return "ethernet"
-	}
-	return "raw-ip"
-}
-
-// CaptureInterface is an interface of the namespace a capture listens on.
-type CaptureInterface struct {
-	Index        int              `json:"index"`
-	Name         string           `json:"name"`
-	Kind         string           `json:"kind,omitempty"`
-	Master       string           `json:"master,omitempty"`
-	HardwareAddr net.HardwareAddr `json:"-"`
-	LinkType     LinkType         `json:"-"`
-}
 
 // CaptureConfig says what to capture.
 type CaptureConfig struct {
@@ -182,20 +104,6 @@ func memAvailable() (uint64, error) {
 		}
 	}
 	return 0, errors.New("no MemAvailable in /proc/meminfo")
-}
-
-// Packet is one captured packet.
-type Packet struct {
-	Time     time.Time
-	IfIndex  int
-	Iface    string
-	Dir      Direction
-	Type     PacketType
-	LinkType LinkType
-	Length   int // length on the wire; Data may be shorter (snap length)
-	// Data are the captured bytes. They live in the kernel ring and are only valid during the
-	// callback: copy them to keep them.
-	Data []byte
 }
 
 // ErrStopCapture, returned by a capture callback, ends Capture.Run without an error.
@@ -492,19 +400,6 @@ func classify(data []byte, ifc CaptureInterface) PacketType {
 		return PacketHost
 	}
 	return PacketOtherHost
-}
-
-// CaptureStats counts what a capture saw, summed over both rings.
-type CaptureStats struct {
-	// Received is how many packets roundtrip read from the rings.
-	Received uint64 `json:"received"`
-	// KernelPackets is how many packets matched the filter in the kernel (tp_packets),
-	// including the dropped ones.
-	KernelPackets uint64 `json:"kernel_packets"`
-	// KernelDrops is how many matching packets the kernel dropped because the ring was full.
-	KernelDrops uint64 `json:"kernel_drops"`
-	// QueueFreezes counts how often a ring filled up (TPACKET_V3 tp_freeze_q_cnt).
-	QueueFreezes uint64 `json:"queue_freezes"`
 }
 
 // Stats returns the counters since the filter was attached.

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"roundtrip/engine/apply"
 )
 
 // An apply writes two files in the namespace's state directory:
@@ -108,61 +110,29 @@ func (fr *frameReader) next() (byte, []byte, error) {
 	return h[8], p, nil
 }
 
-// Journal statuses.
-const (
-	StatusApplying       = "applying"        // steps under way, or the apply died (see Interrupted)
-	StatusApplied        = "applied"         // done, no confirmation asked
-	StatusPending        = "pending-confirm" // done; reverts at ConfirmBy unless confirmed
-	StatusConfirmed      = "confirmed"
-	StatusRolledBack     = "rolled-back"
-	StatusRollbackFailed = "rollback-failed" // some undo step failed: see Errors
-	StatusUnreadable     = "unreadable"      // corrupt or not trusted: see Problem; skipped
+// The values of an apply's journal live in engine/apply; these names keep the adapter's
+// callers as they were.
+type (
+	JournalHead = apply.Head
+	TimerID     = apply.TimerID
 )
 
-// JournalHead is what a journal records before its first step.
-type JournalHead struct {
-	ID        string        `json:"id"`
-	Started   time.Time     `json:"started"`
-	Intent    string        `json:"intent"`
-	Namespace string        `json:"namespace,omitempty"`
-	PID       int           `json:"pid"`
-	Confirm   time.Duration `json:"confirm,omitempty"`
-	Steps     int           `json:"steps"`   // in ID.steps
-	Changes   int           `json:"changes"` // in the plan
-	Pending   int           `json:"pending"` // of those, not in effect before the apply
-}
+// Journal statuses (engine/apply).
+const (
+	StatusApplying       = apply.StatusApplying
+	StatusApplied        = apply.StatusApplied
+	StatusPending        = apply.StatusPending
+	StatusConfirmed      = apply.StatusConfirmed
+	StatusRolledBack     = apply.StatusRolledBack
+	StatusRollbackFailed = apply.StatusRollbackFailed
+	StatusUnreadable     = apply.StatusUnreadable
+)
 
-// TimerID identifies a revert timer process across pid reuse and reboots.
-type TimerID struct {
-	PID   int    `json:"pid"`
-	Start uint64 `json:"start,omitempty"` // clock ticks after boot (/proc/PID/stat)
-	Boot  string `json:"boot,omitempty"`  // /proc/sys/kernel/random/boot_id
-}
-
-// Journal is what was actually done by one apply, and what happened to it since.
+// Journal is what was actually done by one apply, and what happened to it since: the summary
+// (apply.Journal, what history and the console show) and what a rollback needs.
 type Journal struct {
-	JournalHead
+	apply.Journal
 
-	Status      string    `json:"status"`
-	AppliedAt   time.Time `json:"applied_at,omitzero"`
-	ConfirmBy   time.Time `json:"confirm_by,omitzero"`
-	ConfirmedAt time.Time `json:"confirmed_at,omitzero"`
-	EndedAt     time.Time `json:"ended_at,omitzero"` // rolled back
-	Reason      string    `json:"reason,omitempty"`  // why it was rolled back
-	Errors      []string  `json:"errors,omitempty"`
-	Drift       []string  `json:"drift,omitempty"`
-	Timer       *TimerID  `json:"timer,omitempty"`
-	// TimerDead is set (by List and Load) for a journal waiting for confirmation whose revert
-	// timer process is gone: nothing will revert it by itself.
-	TimerDead bool `json:"-"`
-	// Problem says why an unreadable journal cannot be used.
-	Problem string `json:"problem,omitempty"`
-	// Empty is set for an unreadable journal without a head: its apply died before it
-	// changed anything.
-	Empty  bool `json:"empty,omitempty"`
-	Legacy bool `json:"legacy,omitempty"` // written by roundtrip's first journal format
-
-	Path    string       `json:"-"`
 	Started map[int]bool `json:"-"` // steps begun
 	Done    map[int]bool `json:"-"` // steps finished
 	Undone  map[int]bool `json:"-"` // steps reversed
@@ -206,7 +176,7 @@ type record struct {
 }
 
 func newJournal(head JournalHead, path string) *Journal {
-	return &Journal{JournalHead: head, Path: path, Status: StatusApplying,
+	return &Journal{Journal: apply.Journal{Head: head, Path: path, Status: StatusApplying},
 		Started: map[int]bool{}, Done: map[int]bool{}, Undone: map[int]bool{}, failures: map[int]stepFailure{}}
 }
 
@@ -469,9 +439,9 @@ func parseLegacy(r *bufio.Reader, path string) (*Journal, error) {
 
 // summary returns the journal without what only a rollback needs.
 func (j *Journal) summary() *Journal {
-	s := &Journal{JournalHead: j.JournalHead, Status: j.Status, AppliedAt: j.AppliedAt, ConfirmBy: j.ConfirmBy,
+	s := &Journal{Journal: apply.Journal{Head: j.Head, Status: j.Status, AppliedAt: j.AppliedAt, ConfirmBy: j.ConfirmBy,
 		ConfirmedAt: j.ConfirmedAt, EndedAt: j.EndedAt, Reason: j.Reason, Errors: j.Errors, Drift: j.Drift,
-		Timer: j.Timer, Problem: j.Problem, Empty: j.Empty, Legacy: j.Legacy, Path: j.Path}
+		Timer: j.Timer, Problem: j.Problem, Empty: j.Empty, Legacy: j.Legacy, Path: j.Path}}
 	if len(s.Errors) > 20 {
 		s.Errors = append(s.Errors[:20:20], fmt.Sprintf("... and %d more", len(j.Errors)-20))
 	}
@@ -479,23 +449,6 @@ func (j *Journal) summary() *Journal {
 		s.Drift = append(s.Drift[:20:20], fmt.Sprintf("... and %d more", len(j.Drift)-20))
 	}
 	return s
-}
-
-// Active reports whether the journal's changes are (or may be, after a crash) on the host.
-func (j *Journal) Active() bool {
-	switch j.Status {
-	case StatusApplying, StatusApplied, StatusPending, StatusConfirmed, StatusRollbackFailed:
-		return true
-	}
-	return false
-}
-
-// TimerPID returns the pid of the journal's revert timer (0 when it has none).
-func (j *Journal) TimerPID() int {
-	if j.Timer == nil {
-		return 0
-	}
-	return j.Timer.PID
 }
 
 // checkTimer sets TimerDead for a journal waiting for confirmation whose timer process is
@@ -532,25 +485,6 @@ func containsArg(args []string, want string) bool {
 		}
 	}
 	return false
-}
-
-// String renders a one-line history entry.
-func (j *Journal) String() string {
-	s := fmt.Sprintf("%s  %-15s %d step(s)  %s", j.ID, j.Status, j.Steps, j.Intent)
-	switch {
-	case j.Status == StatusPending && j.TimerDead && time.Now().After(j.ConfirmBy):
-		s += fmt.Sprintf("  (was due to revert at %s, but its revert timer died: the next apply or rollback reverts it; roundtrip confirm keeps it)", j.ConfirmBy.Local().Format("15:04:05"))
-	case j.Status == StatusPending && j.TimerDead:
-		s += fmt.Sprintf("  (its revert timer died: nothing reverts it at %s; run roundtrip confirm or roundtrip rollback)", j.ConfirmBy.Local().Format("15:04:05"))
-	case j.Status == StatusPending:
-		s += fmt.Sprintf("  (reverts at %s unless confirmed)", j.ConfirmBy.Local().Format("15:04:05"))
-	case j.Status == StatusUnreadable:
-		s += fmt.Sprintf("  (%s; it is skipped: check the host, then remove %s)", j.Problem, j.Path)
-	}
-	if j.Reason != "" {
-		s += "  (" + j.Reason + ")"
-	}
-	return s
 }
 
 // stepsFile is the steps of a journal, read one at a time.
@@ -640,17 +574,23 @@ func (j *Journal) StepSummaries(max int) ([]string, error) {
 	if j.store == nil {
 		return nil, fmt.Errorf("journal %s: its steps were not loaded", j.ID)
 	}
+	return j.store.StepSummaries(j.ID, max)
+}
+
+// StepSummaries returns one line for each of the first max steps of the journal with that id
+// (Journal.StepSummaries), for callers that hold only its summary (apply.Journal).
+func (s *Store) StepSummaries(id string, max int) ([]string, error) {
 	// A journal from List is a summary: load it whole (legacy journals hold their steps).
-	full, err := j.store.Load(j.ID)
+	full, err := s.Load(id)
 	if err != nil {
 		return nil, err
 	}
-	sf, err := j.store.openSteps(full)
+	sf, err := s.openSteps(full)
 	if err != nil {
 		return nil, err
 	}
 	defer sf.close()
-	n := j.Steps
+	n := full.Steps
 	if max > 0 && n > max {
 		n = max
 	}

@@ -65,7 +65,7 @@ func (a *Applier) plan(ctx context.Context, host Host, src plan.Source, opts App
 	if err != nil {
 		return nil, err
 	}
-	sess, warn := opts.session()
+	sess, warn := sshSession(opts)
 	if warn != "" {
 		a.logf("warning: %s", warn)
 	}

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"roundtrip/engine/apply"
 )
 
 // StateDirEnv names the environment variable that moves roundtrip's journals away from
@@ -402,9 +404,9 @@ func (s *Store) List() ([]*Journal, error) {
 				if errors.Is(err, fs.ErrNotExist) {
 					continue
 				}
-				j = &Journal{JournalHead: JournalHead{ID: id}, Path: filepath.Join(s.Dir, name), Status: StatusUnreadable, Problem: err.Error(),
-					Empty: errors.Is(err, errNoHead)}
-				j.JournalHead.Started = fi.ModTime().UTC()
+				j = &Journal{Journal: apply.Journal{Head: JournalHead{ID: id}, Path: filepath.Join(s.Dir, name), Status: StatusUnreadable, Problem: err.Error(),
+					Empty: errors.Is(err, errNoHead)}}
+				j.Head.Started = fi.ModTime().UTC()
 			}
 			ent = indexEntry{Size: fi.Size(), ModTime: changeTime(fi), Journal: j.summary()}
 		}
@@ -419,7 +421,7 @@ func (s *Store) List() ([]*Journal, error) {
 		s.writeIndex(fresh)
 	}
 	slices.SortFunc(out, func(a, b *Journal) int {
-		if c := a.JournalHead.Started.Compare(b.JournalHead.Started); c != 0 {
+		if c := a.Head.Started.Compare(b.Head.Started); c != 0 {
 			return c
 		}
 		return strings.Compare(a.ID, b.ID)

@@ -5,9 +5,9 @@ import (
 	"errors"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/apply"
 	"roundtrip/engine/conntrack"
 	"roundtrip/engine/iptables"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 )
@@ -27,39 +27,39 @@ type Backend interface {
 	ReadState(ctx context.Context) (*model.State, error)
 
 	// Apply applies a plan; opts.Confirm > 0 starts a revert timer that undoes it unless
-	// Confirm comes first. The apply refuses (kernel.LockoutError) a plan that changes the
+	// Confirm comes first. The apply refuses (apply.LockoutError) a plan that changes the
 	// route back to opts.SSH's client without a confirmation window. progress receives one
 	// line per step as the apply goes.
-	Apply(ctx context.Context, p *plan.Plan, opts kernel.ApplyOptions, progress func(string)) (*kernel.Result, error)
+	Apply(ctx context.Context, p *plan.Plan, opts apply.Options, progress func(string)) (*apply.Result, error)
 	// Confirm keeps the apply waiting for confirmation.
-	Confirm(ctx context.Context) (*kernel.Journal, error)
+	Confirm(ctx context.Context) (*apply.Journal, error)
 	// Rollback undoes the journal with that id (the latest active one when id is "").
-	Rollback(ctx context.Context, id string) (*kernel.Journal, error)
+	Rollback(ctx context.Context, id string) (*apply.Journal, error)
 	// History lists the journals of applies, oldest first.
-	History(ctx context.Context) ([]*kernel.Journal, error)
+	History(ctx context.Context) ([]*apply.Journal, error)
 	// Pending returns the apply waiting for confirmation, or nil.
-	Pending(ctx context.Context) (*kernel.Journal, error)
+	Pending(ctx context.Context) (*apply.Journal, error)
 	// Journal returns the journal with that id as it is now: the console reads it again while
 	// an apply waits, so that a confirm or a rollback made elsewhere (or by the revert timer)
 	// shows at once.
-	Journal(ctx context.Context, id string) (*kernel.Journal, error)
+	Journal(ctx context.Context, id string) (*apply.Journal, error)
 	// JournalSteps returns one line for each of the first max steps of a journal (read from
 	// its steps file, for the history's detail view).
-	JournalSteps(ctx context.Context, j *kernel.Journal, max int) ([]string, error)
+	JournalSteps(ctx context.Context, j *apply.Journal, max int) ([]string, error)
 
 	// Netfilter reads only the iptables rules and their counters: the NAT page refreshes them
 	// without reading every route again.
 	Netfilter(ctx context.Context) (iptables.Ruleset, error)
 	// Neighbours lists the neighbour (ARP/NDP) table: a gateway no route names is suggested
 	// from it.
-	Neighbours(ctx context.Context) ([]kernel.Neighbour, error)
+	Neighbours(ctx context.Context) ([]model.Neighbour, error)
 
 	// Conntrack lists up to max entries of the connection tracking table, with its size.
 	Conntrack(ctx context.Context, max int) ([]conntrack.Entry, conntrack.Stats, error)
 	// Capture watches the packets that pass filter on every interface, correlated into
 	// connections, until ctx ends; ready is called once packets are kept (the capture runs),
 	// and emit gets every packet and finding as it happens.
-	Capture(ctx context.Context, filter *kernel.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error)
+	Capture(ctx context.Context, filter *diagnose.CaptureFilter, ready func(), emit func(diagnose.Event) error) (*diagnose.CaptureSummary, error)
 }
 
 // ErrReadOnly is returned by a backend that cannot change anything.

@@ -8,9 +8,9 @@ import (
 
 	tea "charm.land/bubbletea/v2"
 
+	"roundtrip/engine/apply"
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 )
 
@@ -87,14 +87,14 @@ type StatusMsg struct {
 // PendingMsg tells the app which apply waits for confirmation (nil: none), so that the
 // countdown shows on every page.
 type PendingMsg struct {
-	Journal *kernel.Journal
+	Journal *apply.Journal
 	Err     error
 }
 
 // JournalMsg delivers a journal as it is now (confirmed, rolled back by the revert timer, ...),
 // so that every page shows the apply's state as it is, not as it was when it was made.
 type JournalMsg struct {
-	Journal *kernel.Journal
+	Journal *apply.Journal
 }
 
 // Status returns a command that shows a status line.

@@ -14,10 +14,10 @@ import (
 	"charm.land/lipgloss/v2"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/capture"
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/trace"
@@ -504,7 +504,7 @@ func (p *Diagnose) captureEvent(ev diagnose.Event) {
 			cp.counts[pk.Iface] = n
 			cp.order = append(cp.order, pk.Iface)
 		}
-		if pk.Dir == kernel.Out {
+		if pk.Dir == capture.Out {
 			n[1]++
 		} else {
 			n[0]++

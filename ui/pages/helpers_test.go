@@ -11,7 +11,6 @@ import (
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 )
 
@@ -75,7 +74,7 @@ func TestUplinkOffers(t *testing.T) {
 		{Index: 6, Name: "eth4", Up: false, Addrs: []model.Address{{Prefix: netip.MustParsePrefix("100.64.0.2/24"), Scope: "global"}}},
 	}}
 	s.Routes = []model.Route{{Family: inet.V4, Table: model.TableMain, Dst: netip.MustParsePrefix("0.0.0.0/0"), Gateway: netip.MustParseAddr("10.0.0.1"), Dev: "eth0"}}
-	neigh := []kernel.Neighbour{
+	neigh := []model.Neighbour{
 		{Dev: "eth1", Addr: netip.MustParseAddr("192.0.2.1"), State: "stale"},
 		{Dev: "eth1", Addr: netip.MustParseAddr("192.0.2.99"), State: "failed"},
 		{Dev: "eth3", Addr: netip.MustParseAddr("203.0.113.1"), State: "reachable"},

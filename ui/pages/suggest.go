@@ -6,7 +6,6 @@ import (
 	"strconv"
 
 	"roundtrip/engine/inet"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 )
 
@@ -31,7 +30,7 @@ func (o uplinkOffer) String() string {
 // when no route names one, from the neighbour table (the only neighbour heard from on the
 // interface's networks, or the one that announced itself as a router); on a /30 or /31, the
 // other end.
-func uplinkOffers(s *model.State, neigh []kernel.Neighbour) []uplinkOffer {
+func uplinkOffers(s *model.State, neigh []model.Neighbour) []uplinkOffer {
 	if s == nil {
 		return nil
 	}
@@ -95,8 +94,8 @@ func routeGateway(s *model.State, dev string) netip.Addr {
 
 // neighbourGateway is the one neighbour on dev's networks that answered lately, or the one
 // of several that is a router.
-func neighbourGateway(neigh []kernel.Neighbour, dev string, nets []netip.Prefix, own map[netip.Addr]bool) netip.Addr {
-	var cands []kernel.Neighbour
+func neighbourGateway(neigh []model.Neighbour, dev string, nets []netip.Prefix, own map[netip.Addr]bool) netip.Addr {
+	var cands []model.Neighbour
 	for _, n := range neigh {
 		if n.Dev != dev || !n.Addr.Is4() || !n.Usable() || own[n.Addr] {
 			continue

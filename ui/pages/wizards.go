@@ -12,8 +12,8 @@ import (
 	tea "charm.land/bubbletea/v2"
 	"github.com/charmbracelet/x/ansi"
 
+	"roundtrip/engine/apply"
 	"roundtrip/engine/finding"
-	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 	"roundtrip/engine/safefile"
@@ -84,9 +84,9 @@ type Wizards struct {
 	applying bool
 	progress []string
 	applyCh  chan tea.Msg
-	applied  *kernel.Result
+	applied  *apply.Result
 	applyErr error
-	pending  *kernel.Journal
+	pending  *apply.Journal
 
 	// lockout is the SSH lockout check of the plan in the apply dialog (nil while it runs or
 	// when not over SSH).
@@ -94,7 +94,7 @@ type Wizards struct {
 	lockoutCheck bool
 
 	rollingBack bool
-	history     []*kernel.Journal
+	history     []*apply.Journal
 	historyErr  error
 	histSel     int
 	detail      *components.Detail
@@ -117,7 +117,7 @@ type planMsg struct {
 type neighboursMsg struct {
 	gen   int
 	state *model.State
-	neigh []kernel.Neighbour
+	neigh []model.Neighbour
 }
 
 type savedMsg struct {
@@ -133,7 +133,7 @@ type applyProgressMsg struct {
 
 type applyDoneMsg struct {
 	gen int
-	res *kernel.Result
+	res *apply.Result
 	err error
 }
 
@@ -143,12 +143,12 @@ type lockoutMsg struct {
 }
 
 type rollbackDoneMsg struct {
-	j   *kernel.Journal
+	j   *apply.Journal
 	err error
 }
 
 type historyMsg struct {
-	js  []*kernel.Journal
+	js  []*apply.Journal
 	err error
 }
 
@@ -228,7 +228,7 @@ func (p *Wizards) PlanError() error { return p.planErr }
 func (p *Wizards) Dialog() bool { return p.dialog != dialogNone }
 
 // Applied returns the result of the last apply, or nil.
-func (p *Wizards) Applied() *kernel.Result { return p.applied }
+func (p *Wizards) Applied() *apply.Result { return p.applied }
 
 func (p *Wizards) replan() tea.Cmd {
 	p.planGen++
@@ -361,7 +361,7 @@ func (p *Wizards) readNeighbours(s *model.State) tea.Cmd {
 	p.neighGen++
 	gen, b, ctx := p.neighGen, p.c.Backend, p.c.Ctx
 	return func() tea.Msg {
-		var neigh []kernel.Neighbour
+		var neigh []model.Neighbour
 		if b.Live() {
 			// Without the neighbours the gateways still come from routes: an error only
 			// makes the suggestions poorer.
@@ -400,7 +400,7 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 		if p.applied != nil && p.applied.Journal != nil && p.applied.Journal.ID == j.ID {
 			p.applied.Journal = j
 		}
-		if p.pending != nil && p.pending.ID == j.ID && j.Status != kernel.StatusPending {
+		if p.pending != nil && p.pending.ID == j.ID && j.Status != apply.StatusPending {
 			p.pending = nil
 		}
 		if p.pane == paneHistory || p.dialog == dialogRollback {
@@ -431,7 +431,7 @@ func (p *Wizards) Update(msg tea.Msg) tea.Cmd {
 		}
 		p.applying = false
 		p.applied, p.applyErr = msg.res, msg.err
-		var lo *kernel.LockoutError
+		var lo *apply.LockoutError
 		if errors.As(msg.err, &lo) {
 			// Refused before anything changed: back to the dialog, to pick a window.
 			p.applyErr, p.dialog = nil, dialogApply
@@ -691,9 +691,9 @@ func (p *Wizards) save(path string) tea.Cmd {
 }
 
 // journalDetail shows one apply of the history in full.
-func journalDetail(st *common.Styles, j *kernel.Journal, sums []string, err error) *components.Detail {
+func journalDetail(st *common.Styles, j *apply.Journal, sums []string, err error) *components.Detail {
 	d := components.NewDetail(st, "Apply "+j.ID, "Status", j.Status, "Command", j.Intent)
-	if t := j.JournalHead.Started; !t.IsZero() {
+	if t := j.Head.Started; !t.IsZero() {
 		d.Add("Started", t.Local().Format("2006-01-02 15:04:05"))
 	}
 	if !j.ConfirmBy.IsZero() {
@@ -735,13 +735,13 @@ func journalDetail(st *common.Styles, j *kernel.Journal, sums []string, err erro
 
 // journalStepsMsg carries the step lines of the journal whose detail is open.
 type journalStepsMsg struct {
-	j    *kernel.Journal
+	j    *apply.Journal
 	sums []string
 	err  error
 }
 
 // loadSteps reads the first steps of a journal for its detail view.
-func (p *Wizards) loadSteps(j *kernel.Journal) tea.Cmd {
+func (p *Wizards) loadSteps(j *apply.Journal) tea.Cmd {
 	b, ctx := p.c.Backend, p.c.Ctx
 	return func() tea.Msg {
 		const shown = 50
@@ -771,7 +771,7 @@ func (p *Wizards) apply() tea.Cmd {
 	gen, b, pl := p.applyGen, p.c.Backend, p.result.Plan
 	// The Applier makes the SSH lockout check and refuses a plan that changes the route back
 	// to the session without a confirmation window.
-	opts := kernel.ApplyOptions{Confirm: confirmChoices[p.confirm]}
+	opts := apply.Options{Confirm: confirmChoices[p.confirm]}
 	if p.c.SSH != "" {
 		if sess, err := plan.ParseSSHConnection(p.c.SSH); err == nil {
 			opts.SSH = &sess
@@ -1096,7 +1096,7 @@ func (p *Wizards) applyStatus(width int) []string {
 		j := p.applied.Journal
 		head := fmt.Sprintf("journal %s, %d step(s)", j.ID, j.Steps)
 		switch j.Status {
-		case kernel.StatusRolledBack:
+		case apply.StatusRolledBack:
 			why := j.Reason
 			if why == "" {
 				why = "rolled back"
@@ -1104,14 +1104,14 @@ func (p *Wizards) applyStatus(width int) []string {
 			for _, l := range components.Wrap(fmt.Sprintf("↺ rolled back (%s): %s; the host is as before the apply", why, head), width-2, "  ") {
 				out = append(out, st.Warning.Render("  "+l))
 			}
-		case kernel.StatusRollbackFailed:
+		case apply.StatusRollbackFailed:
 			out = append(out, st.Error.Render("  ✗ the rollback of "+head+" failed: the host is half way"))
 			for _, e := range j.Errors {
 				for _, l := range components.Wrap(e, width-4, "  ") {
 					out = append(out, st.Error.Render("    "+l))
 				}
 			}
-		case kernel.StatusConfirmed:
+		case apply.StatusConfirmed:
 			out = append(out, st.OK.Render("  ✓ applied and confirmed: "+head))
 		default:
 			out = append(out, st.OK.Render("  ✓ applied: "+head))

@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"roundtrip/engine/apply"
 	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/plan"
@@ -261,7 +262,7 @@ func reportApply(inv *Invocation, res *kernel.Result, wait bool) error {
 // waitForConfirm shows the countdown of a pending apply and confirms it when the operator types
 // yes. It returns when the apply is confirmed (here or by `roundtrip confirm` elsewhere), when
 // the timer rolls it back (an error), or when it is interrupted (the timer stays armed).
-func waitForConfirm(inv *Invocation, j *kernel.Journal) error {
+func waitForConfirm(inv *Invocation, j *apply.Journal) error {
 	store, err := kernel.OpenStore(inv.Namespace())
 	if err != nil {
 		return err
@@ -457,7 +458,7 @@ type historyJSON struct {
 }
 
 func historyEntry(j *kernel.Journal) historyJSON {
-	h := historyJSON{ID: j.ID, Started: j.JournalHead.Started, Intent: j.Intent, Status: j.Status, Steps: j.Steps,
+	h := historyJSON{ID: j.ID, Started: j.Head.Started, Intent: j.Intent, Status: j.Status, Steps: j.Steps,
 		ConfirmBy: j.ConfirmBy, Reason: j.Reason, Errors: j.Errors, Drift: j.Drift, TimerDead: j.TimerDead, Problem: j.Problem}
 	if j.Problem != "" {
 		h.Path = j.Path
