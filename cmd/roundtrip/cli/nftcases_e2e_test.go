@@ -96,6 +96,18 @@ func noModelDoubt(t *testing.T, what string, tr traceRun) {
 	}
 }
 
+// problems are the findings of a trace that are more than information (a gateway that DNATs
+// without SNAT assumes the server routes back through it, and says so).
+func problems(tr traceRun) []string {
+	var ids []string
+	for _, f := range tr.res.Findings {
+		if f.Severity != finding.SeverityInfo {
+			ids = append(ids, f.ID)
+		}
+	}
+	return ids
+}
+
 // rollbackCLI undoes the latest apply in ns with the rollback command.
 func rollbackCLI(t *testing.T, ns *lab.NS) {
 	t.Helper()
@@ -204,4 +216,193 @@ func TestPrivilegedNFTCase1SourceReturn(t *testing.T) {
 	}
 	rollbackCLI(t, c.Server)
 	restored("the connmark fix")
+}
+
+// case2GatewayNFT is case 2's gateway with its whole firewall in nft, the way an operator
+// writes the seed's third method: LAN traffic to ISP B's list (a set) is marked in a
+// mangle-priority chain and `ip rule fwmark 0x2` sends it out wan2; both WANs masquerade; port
+// 80 of both public addresses is DNATed to the web server; input and forward drop by policy.
+// The first attempt marks every packet from the LAN to ISP B's list (case2MarkEveryPacket),
+// replies too; the operator's correction marks the connection (case2MarkConnection).
+const case2GatewayNFT = `table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		iif "lo" accept
+		ct state established,related accept
+		iifname "lan0" accept
+		meta l4proto icmp accept
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+		iifname "lan0" oifname { "wan1", "wan2" } accept
+		ct status dnat accept
+	}
+}
+table ip nat {
+	chain prerouting {
+		type nat hook prerouting priority dstnat; policy accept;
+		iifname "wan1" ip daddr 198.18.74.2 tcp dport 80 dnat to 10.73.20.100:80
+		iifname "wan2" ip daddr 198.18.75.2 tcp dport 80 dnat to 10.73.20.100:80
+	}
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		oifname "wan1" masquerade
+		oifname "wan2" masquerade
+	}
+}
+`
+
+const case2MarkEveryPacket = `table inet mangle {
+	set isp_b {
+		type ipv4_addr
+		flags interval
+		elements = { 198.18.77.0/24 }
+	}
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "lan0" ip daddr @isp_b meta mark set 0x2
+	}
+}
+`
+
+const case2MarkConnection = `delete table inet mangle
+table inet mangle {
+	set isp_b {
+		type ipv4_addr
+		flags interval
+		elements = { 198.18.77.0/24 }
+	}
+	chain prerouting {
+		type filter hook prerouting priority mangle; policy accept;
+		iifname "lan0" ct state new ip daddr @isp_b ct mark set 0x2
+		iifname "lan0" meta mark set ct mark
+	}
+}
+`
+
+// Case 2 with the gateway's firewall, marks and NAT in nft only. Before any fix: the LAN
+// reaches ISP B's network by wan2 (the mark), and trace follows the nft mark into the fwmark
+// rule. The first mark rule also marks the replies to ISP B's clients that came in by wan1:
+// they leave by wan2 and the cross access to ISP A's address times out; trace names it, with
+// the nft rule that marked the reply. With the operator's correction (a connection mark) that
+// works, and the classic failure is left: ISP A's client reaching ISP B's address is answered
+// by wan1. trace names it and suggests source-return in connmark mode; doctor names the per-WAN
+// table without the LAN route. The suggested fix (CONNMARK in iptables-nft, beside the
+// native mangle chain at the same priority) makes every flow work; rollback brings the
+// failure back and leaves the gateway's own tables as they were.
+func TestPrivilegedNFTCase2DualWAN(t *testing.T) {
+	lab.RequireTool(t, "nft")
+	c := lab.Case2In(lab.NewPrefixed(t, "hnc"))
+	gw := c.GW
+	nftOnly(t, gw, case2GatewayNFT+case2MarkEveryPacket)
+	gw.IP("route", "add", "default", "via", c.GWB, "dev", c.WANB, "table", "200")
+	gw.IP("rule", "add", "fwmark", "0x2", "lookup", "200", "priority", "1000")
+	t.Setenv("ROUNDTRIP_IPROUTE2_DIR", t.TempDir())
+
+	web := func(pub string) string { return pub + ":80" }
+	crossA := []string{"tcp", c.ClientAAddr + ":40000", web(c.PublicB), "--iif", c.WANB}
+	crossB := []string{"tcp", c.ClientBAddr + ":40000", web(c.PublicA), "--iif", c.WANA}
+	lanB := []string{"tcp", c.LANHostAddr + ":40000", c.ServerBAddr, "--iif", c.LAN}
+	// works checks the flows that must work: each answer's prefix is the web page or the
+	// public address the ISP's server saw.
+	works := func(when string, cross ...*lab.NS) {
+		t.Helper()
+		for _, w := range []struct {
+			what     string
+			from     *lab.NS
+			to, want string
+		}{
+			{"a LAN host to ISP B's network (by wan2)", c.LANHost, c.ServerBAddr, c.PublicB + ":"},
+			{"a LAN host to ISP A's network (by wan1)", c.LANHost, c.ServerAAddr, c.PublicA + ":"},
+			{"ISP A's client to ISP B's address", c.ClientA, web(c.PublicB), c.Body},
+			{"ISP B's client to ISP A's address", c.ClientB, web(c.PublicA), c.Body},
+		} {
+			if (w.from == c.ClientA || w.from == c.ClientB) && !slices.Contains(cross, w.from) {
+				continue
+			}
+			if body, err := w.from.HTTPGet(w.to, clientTimeout); err != nil || !strings.HasPrefix(body, w.want) {
+				t.Errorf("%s %s: %q %v, want %q", w.what, when, body, err, w.want)
+			}
+		}
+	}
+	fails := func(what, when string, from *lab.NS, to string) {
+		t.Helper()
+		if body, err := from.HTTPGet(to, clientTimeout); err == nil {
+			t.Errorf("%s %s gets %q: the failure does not reproduce", what, when, body)
+		}
+	}
+	const markRule = `iifname "lan0" ip daddr @isp_b meta mark set 0x00000002 # handle `
+
+	// The first attempt: the LAN's traffic to ISP B leaves by wan2, and trace says why.
+	works("with the first mark rule")
+	tr := traceLive(t, gw, lanB...)
+	noModelDoubt(t, "LAN to ISP B", tr)
+	if tr.res.Forward.OIF != c.WANB || tr.res.Forward.Rule == nil || *tr.res.Forward.Rule != 1000 || stepRule(&tr.res.Forward, "nft inet mangle prerouting", markRule) == "" ||
+		!hasStep(tr.res.Forward, "nft ip nat postrouting", "MASQUERADE 10.73.20.50:40000 -> 198.18.75.2:40000") {
+		t.Errorf("LAN to ISP B: trace does not follow the nft mark out wan2:\n%s", tr.out)
+	}
+	fails("ISP B's client to ISP A's address", "with the first mark rule", c.ClientB, web(c.PublicA))
+	tr = traceLive(t, gw, crossB...)
+	noModelDoubt(t, "cross access to ISP A's address", tr)
+	f := tr.finding(t, trace.FindingAsymmetricReturn)
+	if !strings.Contains(f.Summary, "in on wan1 but the reply leaves by wan2") || tr.res.Reply == nil || tr.res.Reply.Rule == nil || *tr.res.Reply.Rule != 1000 ||
+		stepRule(tr.res.Reply, "nft inet mangle prerouting", markRule) == "" || !strings.Contains(strings.Join(f.Evidence, "\n"), "fwmark 0x2 lookup 200") {
+		t.Errorf("cross access to ISP A's address: trace does not name the reply marked by nft: %+v\n%s", f, tr.out)
+	}
+
+	// The correction: the mark belongs to the connection.
+	loadNFT(t, gw, case2MarkConnection)
+	works("with the connection mark", c.ClientB)
+	tr = traceLive(t, gw, lanB...)
+	noModelDoubt(t, "LAN to ISP B with the connection mark", tr)
+	if tr.res.Forward.OIF != c.WANB || tr.res.Forward.Packet.Mark != 2 || stepRule(&tr.res.Forward, "nft inet mangle prerouting", `iifname "lan0" ct state new ip daddr @isp_b ct mark set 0x00000002 # handle `) == "" {
+		t.Errorf("LAN to ISP B with the connection mark:\n%s", tr.out)
+	}
+	if tr := traceLive(t, gw, crossB...); len(problems(tr)) != 0 {
+		t.Errorf("cross access to ISP A's address with the connection mark: %v\n%s", problems(tr), tr.out)
+	}
+	// The classic failure is left.
+	fails("ISP A's client to ISP B's address", "before the fix", c.ClientA, web(c.PublicB))
+	tr = traceLive(t, gw, crossA...)
+	noModelDoubt(t, "cross access to ISP B's address", tr)
+	f = tr.finding(t, trace.FindingAsymmetricReturn)
+	if tr.code != ExitFindings || !strings.Contains(f.Summary, "in on wan2 but the reply leaves by wan1") || f.Fix.Wizard != finding.WizardSourceReturn ||
+		!slices.Contains(f.Fix.Args, "connmark") || !hasStep(tr.res.Forward, "nft ip nat prerouting", "DNAT 198.18.75.2:80 -> 10.73.20.100:80") ||
+		stepRule(&tr.res.Forward, "nft inet filter forward", "ct status dnat accept # handle ") == "" {
+		t.Errorf("cross access to ISP B's address: exit %d finding %+v\n%s", tr.code, f, tr.out)
+	}
+	sameAsSnapshot(t, gw, tr, crossA...)
+	code, out, _ := runCLI(t, "doctor", "--netns", gw.Name, "--json")
+	if !strings.Contains(out, `"`+doctor.FindingTableMissingConnected+`"`) || !strings.Contains(out, "ip route add 10.73.20.0/24 dev lan0 table 200") {
+		t.Errorf("doctor on the gateway (exit %d) does not name table 200 without the LAN route:\n%s", code, out)
+	}
+
+	own := nftTables(t, gw, "inet filter", "inet mangle", "ip nat")
+	before := readNS(t, gw)
+	applySuggestedFix(t, gw.Name, f)
+	if save := gw.Run("iptables-nft-save", "-t", "mangle"); !strings.Contains(save, "CONNMARK") {
+		t.Errorf("the fix's CONNMARK rules are not in iptables-nft:\n%s", save)
+	}
+	works("after the fix", c.ClientA, c.ClientB)
+	for _, fl := range [][]string{crossA, crossB, lanB} {
+		tr := traceLive(t, gw, fl...)
+		noModelDoubt(t, "after the fix", tr)
+		if len(problems(tr)) != 0 {
+			t.Errorf("trace %v after the fix: %v\n%s", fl, problems(tr), tr.out)
+		}
+		if fl[2] == c.ServerBAddr && (tr.res.Forward.OIF != c.WANB || tr.res.Forward.Packet.Mark&0x2 == 0) {
+			t.Errorf("LAN to ISP B after the fix: out %s mark %#x\n%s", tr.res.Forward.OIF, tr.res.Forward.Packet.Mark, tr.out)
+		}
+	}
+
+	rollbackCLI(t, gw)
+	fails("ISP A's client to ISP B's address", "after rollback", c.ClientA, web(c.PublicB))
+	works("after rollback", c.ClientB)
+	if d := model.Diff(before, readNS(t, gw)); d != "" {
+		t.Errorf("rollback did not restore the gateway:\n%s", d)
+	}
+	if after := nftTables(t, gw, "inet filter", "inet mangle", "ip nat"); after != own {
+		t.Errorf("the fix and its rollback changed the gateway's own tables:\n%s\nwas\n%s", after, own)
+	}
 }
