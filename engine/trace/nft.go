@@ -80,6 +80,9 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 	// see the entry from the start.
 	attached := !slices.ContainsFunc(stages, func(s stage) bool { return s.conntrack })
 	next := 0
+	// tie is the other order of nft chains that share the priority of an iptables table, run
+	// beforehand (the table first) to compare with the order taken once the table has run.
+	var tie *tieRun
 	runFilters := func(s *stage) bool {
 		upTo := int32(1<<31 - 1)
 		if s != nil {
@@ -93,6 +96,13 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 			c := filters[next]
 			if pr == upTo && s.table != "" && t.hasRules(s.table, hook, p.Family) {
 				leg.Steps = append(leg.Steps, Step{Hook: "order", What: fmt.Sprintf("nft chain %s %s and iptables %s %s share priority %d: the kernel runs the most recently registered first, which is not visible; assumed the nft chain first", c.table, c.chain.Name, s.table, hook, pr)})
+				if tie == nil {
+					end := next
+					for end < len(filters) && filters[end].chain.Priority == pr {
+						end++
+					}
+					tie = t.otherOrder(hook, *s, filters[next:end], p, ct, attached)
+				}
 			}
 			mark, src, dst := p.Mark, p.Src, p.Dst
 			if !t.nftChain(leg, hook, c, p, ct, attached) {
@@ -120,13 +130,85 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 				return false
 			}
 		case !s.run():
+			t.orderMatters(tie, false, p, ct)
 			return false
 		}
+		t.orderMatters(tie, true, p, ct)
+		tie = nil
 		if s.conntrack {
 			attached = true
 		}
 	}
 	return runFilters(nil)
+}
+
+// tieRun is what an iptables table and the nft chains of its priority did to the packet when
+// run in the order the trace does not take (the table first).
+type tieRun struct {
+	what   string // the chains and the table, for the finding
+	ok     bool   // the packet went on
+	p      netfilter.Packet
+	ct     netfilter.Conn
+	prio   int32
+	chains []string
+}
+
+// otherOrder runs the iptables stage s and then the tied nft chains on copies of the packet
+// and its connection, and puts everything back: the kernel's order at equal priority is not
+// in the state, so the order the trace takes is only an assumption, to be named when the
+// other order ends differently.
+func (t *tracer) otherOrder(hook string, s stage, tied []nftChain, p *netfilter.Packet, ct *netfilter.Conn, attached bool) *tieRun {
+	p0, ct0, n0 := *p, *ct, len(t.res.Findings)
+	seen := make(map[string]bool, len(t.seen))
+	for k, v := range t.seen {
+		seen[k] = v
+	}
+	natSetUp := t.natSetUp
+	scratch := &Leg{}
+	r := &tieRun{prio: s.prio, what: "iptables " + s.table + " " + hook}
+	r.ok = t.table(scratch, s.table, hook, p, ct)
+	for _, c := range tied {
+		r.chains = append(r.chains, c.table.String()+" "+c.chain.Name)
+		if r.ok {
+			r.ok = t.nftChain(scratch, hook, c, p, ct, attached)
+		}
+	}
+	r.p, r.ct = *p, *ct
+	*p, *ct = p0, ct0
+	t.res.Findings, t.seen, t.natSetUp = t.res.Findings[:n0], seen, natSetUp
+	return r
+}
+
+// orderMatters adds an uncertain finding when the tied chains and table, in the order taken,
+// left the packet otherwise than in the other order (ok: whether it went on).
+func (t *tracer) orderMatters(r *tieRun, ok bool, p *netfilter.Packet, ct *netfilter.Conn) {
+	if r == nil {
+		return
+	}
+	var diff []string
+	if ok != r.ok {
+		diff = append(diff, fmt.Sprintf("the packet goes on: %v, and %v in the other order", ok, r.ok))
+	}
+	if ok && r.ok {
+		if p.Mark != r.p.Mark {
+			diff = append(diff, fmt.Sprintf("the packet's mark is %#x, and %#x in the other order", p.Mark, r.p.Mark))
+		}
+		if ct.Mark != r.ct.Mark {
+			diff = append(diff, fmt.Sprintf("the connection's mark is %#x, and %#x in the other order", ct.Mark, r.ct.Mark))
+		}
+		if p.Src != r.p.Src || p.Dst != r.p.Dst || p.SPort != r.p.SPort || p.DPort != r.p.DPort || p.OIF != r.p.OIF {
+			diff = append(diff, fmt.Sprintf("the packet is %s, and %s in the other order", packetText(p), packetText(&r.p)))
+		}
+	}
+	if len(diff) == 0 {
+		return
+	}
+	chains := "nft chain " + strings.Join(r.chains, ", nft chain ")
+	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
+		Summary: fmt.Sprintf("%s and %s share priority %d and their order changes the outcome: the kernel runs the most recently registered first, which the state does not show; the trace assumed the nft chain first", chains, r.what, r.prio),
+		Evidence: diff,
+		Fix: finding.Fix{Summary: "give one of them another priority (an nft chain at mangle - 1 or + 1), so that the order is defined; " +
+			"`nft list hooks` shows the kernel's order"}})
 }
 
 // hasRules reports whether an iptables table's built-in chain on the hook has rules.

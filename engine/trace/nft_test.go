@@ -108,6 +108,29 @@ func TestTraceNFTRunsByPriorityBetweenIPTables(t *testing.T) {
 	if tie.Forward.Verdict == LegDrop || !strings.Contains(dumpLeg(&tie.Forward), "order: nft chain inet fw check and iptables mangle PREROUTING share priority -150") {
 		t.Fatalf("a tie at -150:\n%s", dumpLeg(&tie.Forward))
 	}
+	// The other order (mangle first, as after the mangle table was registered last) drops
+	// the packet: the outcome is the kernel's secret, and the trace says so.
+	f = tie.Finding(FindingUncertain)
+	if f == nil || !strings.Contains(f.Summary, "nft chain inet fw check and iptables mangle PREROUTING share priority -150 and their order changes the outcome") ||
+		len(f.Evidence) != 1 || f.Evidence[0] != "the packet goes on: true, and false in the other order" {
+		t.Fatalf("a tie at -150 whose order decides the verdict: %+v", tie.Findings)
+	}
+	// Where the order changes nothing (port 443 is not marked by mangle) nothing is said.
+	if other := trace(t, dualUplink(t, dropMarked(-150)), "tcp 10.9.1.5:40000 203.0.113.7:443 lan0"); other.Has(FindingUncertain) {
+		t.Fatalf("a tie whose order does not matter is uncertain: %+v", other.Findings)
+	}
+	// Both set the mark: the last one wins, and which is last is not known.
+	setMark := &nft.Chain{Name: "mark", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -150, Policy: "accept", Rules: []*nft.Rule{
+		nftRule(4, `iifname "lan0" meta mark set 0x00000001`, []nft.Expr{nftMeta("iifname", 1), nftEq(1, nftIfname("lan0"))}, nftMarkSet(1)),
+	}}
+	both := trace(t, dualUplink(t, setMark), "tcp 10.9.1.5:40000 203.0.113.7:25 lan0")
+	if f := both.Finding(FindingUncertain); f == nil || both.Forward.Packet.Mark != 2 || len(f.Evidence) != 1 || f.Evidence[0] != "the packet's mark is 0x2, and 0x1 in the other order" {
+		t.Fatalf("two marks at one priority: mark %#x, findings %+v", both.Forward.Packet.Mark, both.Findings)
+	}
+	// The state is put back after the other order: the leg's steps are the assumed order's.
+	if leg := dumpLeg(&both.Forward); strings.Count(leg, "meta mark set 0x00000001") != 1 {
+		t.Fatalf("the other order's steps leaked into the leg:\n%s", leg)
+	}
 }
 
 // A rate limit cannot be decided: the trace says so with the rule's text.

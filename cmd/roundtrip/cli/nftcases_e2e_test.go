@@ -285,7 +285,8 @@ table inet mangle {
 // reaches ISP B's network by wan2 (the mark), and trace follows the nft mark into the fwmark
 // rule. The first mark rule also marks the replies to ISP B's clients that came in by wan1:
 // they leave by wan2 and the cross access to ISP A's address times out; trace names it, with
-// the nft rule that marked the reply. With the operator's correction (a connection mark) that
+// the nft rule that marked the reply (and the fix it suggests there loses to that rule, which
+// trace flags as uncertain: the order of two chains at one priority is not in the state). With the operator's correction (a connection mark) that
 // works, and the classic failure is left: ISP A's client reaching ISP B's address is answered
 // by wan1. trace names it and suggests source-return in connmark mode; doctor names the per-WAN
 // table without the LAN route. The suggested fix (CONNMARK in iptables-nft, beside the
@@ -350,6 +351,19 @@ func TestPrivilegedNFTCase2DualWAN(t *testing.T) {
 		stepRule(tr.res.Reply, "nft inet mangle prerouting", markRule) == "" || !strings.Contains(strings.Join(f.Evidence, "\n"), "fwmark 0x2 lookup 200") {
 		t.Errorf("cross access to ISP A's address: trace does not name the reply marked by nft: %+v\n%s", f, tr.out)
 	}
+
+	// The fix this finding suggests does not help: the wizard's CONNMARK restore runs in
+	// iptables-nft's mangle PREROUTING, registered after the native chain at the same
+	// priority, so the kernel runs it first and the nft rule's `meta mark set 0x2` wins; the
+	// trace cannot see that order and says its outcome is uncertain, naming both marks.
+	applySuggestedFix(t, gw.Name, f)
+	fails("ISP B's client to ISP A's address", "after the suggested fix under the first mark rule", c.ClientB, web(c.PublicA))
+	tr = traceLive(t, gw, crossB...)
+	if u := tr.res.Finding(trace.FindingUncertain); u == nil || !strings.Contains(u.Summary, "nft chain inet mangle prerouting and iptables mangle PREROUTING share priority -150 and their order changes the outcome") ||
+		!slices.Contains(u.Evidence, "the packet's mark is 0x1000002, and 0x2 in the other order") {
+		t.Errorf("trace does not say that the order of the tied mangle chains decides the reply's mark: %+v\n%s", u, tr.out)
+	}
+	rollbackCLI(t, gw)
 
 	// The correction: the mark belongs to the connection.
 	loadNFT(t, gw, case2MarkConnection)
