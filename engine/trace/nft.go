@@ -205,7 +205,7 @@ func (t *tracer) orderMatters(r *tieRun, ok bool, p *netfilter.Packet, ct *netfi
 	}
 	chains := "nft chain " + strings.Join(r.chains, ", nft chain ")
 	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
-		Summary: fmt.Sprintf("%s and %s share priority %d and their order changes the outcome: the kernel runs the most recently registered first, which the state does not show; the trace assumed the nft chain first", chains, r.what, r.prio),
+		Summary:  fmt.Sprintf("%s and %s share priority %d and their order changes the outcome: the kernel runs the most recently registered first, which the state does not show; the trace assumed the nft chain first", chains, r.what, r.prio),
 		Evidence: diff,
 		Fix: finding.Fix{Summary: "give one of them another priority (an nft chain at mangle - 1 or + 1), so that the order is defined; " +
 			"`nft list hooks` shows the kernel's order"}})
