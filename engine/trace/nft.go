@@ -130,10 +130,10 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 				return false
 			}
 		case !s.run():
-			t.orderMatters(tie, false, p, ct)
+			t.orderMatters(leg, tie, false, p, ct)
 			return false
 		}
-		t.orderMatters(tie, true, p, ct)
+		t.orderMatters(leg, tie, true, p, ct)
 		tie = nil
 		if s.conntrack {
 			attached = true
@@ -180,8 +180,9 @@ func (t *tracer) otherOrder(hook string, s stage, tied []nftChain, p *netfilter.
 }
 
 // orderMatters adds an uncertain finding when the tied chains and table, in the order taken,
-// left the packet otherwise than in the other order (ok: whether it went on).
-func (t *tracer) orderMatters(r *tieRun, ok bool, p *netfilter.Packet, ct *netfilter.Conn) {
+// left the packet otherwise than in the other order (ok: whether it went on); the leg's
+// verdict is then uncertain, as for a table in both iptables backends.
+func (t *tracer) orderMatters(leg *Leg, r *tieRun, ok bool, p *netfilter.Packet, ct *netfilter.Conn) {
 	if r == nil {
 		return
 	}
@@ -203,7 +204,13 @@ func (t *tracer) orderMatters(r *tieRun, ok bool, p *netfilter.Packet, ct *netfi
 	if len(diff) == 0 {
 		return
 	}
+	leg.uncertain = true
 	chains := "nft chain " + strings.Join(r.chains, ", nft chain ")
+	key := "tie " + chains + " " + r.what + " " + strings.Join(diff, "\n")
+	if t.seen[key] {
+		return
+	}
+	t.seen[key] = true
 	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
 		Summary:  fmt.Sprintf("%s and %s share priority %d and their order changes the outcome: the kernel runs the most recently registered first, which the state does not show; the trace assumed the nft chain first", chains, r.what, r.prio),
 		Evidence: diff,
