@@ -23,7 +23,8 @@ import (
 // modules. nat-type chains run inside the NAT core, in their priority order, for the first
 // packet of a connection only, until one sets up NAT.
 //
-// Only native tables are evaluated here: iptables-nft's tables are the iptables model's.
+// Only native chains are evaluated here: iptables-nft's tables are the iptables model's,
+// except for the native base chains of a table both wrote into (nft.Table.Native).
 
 // stage is one of trace's own steps on a hook.
 type stage struct {
@@ -294,11 +295,11 @@ func (t *tracer) nftChains(hook string, fam inet.Family) []nftChain {
 	}
 	var out []nftChain
 	for _, tb := range rs.Tables {
-		if tb.Origin != "" || slices.Contains(tb.Flags, "dormant") || tb.Family != pf && tb.Family != nft.FamilyInet {
+		if !tb.HasNative() || slices.Contains(tb.Flags, "dormant") || tb.Family != pf && tb.Family != nft.FamilyInet {
 			continue
 		}
 		for _, c := range tb.Chains {
-			if c.Hook == h {
+			if c.Hook == h && tb.Native(c) {
 				out = append(out, nftChain{tb, c})
 			}
 		}
@@ -326,7 +327,7 @@ func (t *tracer) ingress(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) bool
 	}
 	var chains []nftChain
 	for _, tb := range rs.Tables {
-		if tb.Origin != "" || slices.Contains(tb.Flags, "dormant") || tb.Family != nft.FamilyNetdev && tb.Family != nft.FamilyInet {
+		if !tb.HasNative() || slices.Contains(tb.Flags, "dormant") || tb.Family != nft.FamilyNetdev && tb.Family != nft.FamilyInet {
 			continue
 		}
 		for _, c := range tb.Chains {
@@ -747,11 +748,11 @@ func (t *tracer) nftLimits() {
 	}
 	var skipped []string
 	for _, tb := range rs.Tables {
-		if tb.Origin != "" || slices.Contains(tb.Flags, "dormant") {
+		if !tb.HasNative() || slices.Contains(tb.Flags, "dormant") {
 			continue
 		}
 		for _, c := range tb.Chains {
-			if c.Base() && (tb.Family == nft.FamilyBridge || tb.Family == nft.FamilyARP || c.Hook == nft.HookEgress) {
+			if c.Base() && tb.Native(c) && (tb.Family == nft.FamilyBridge || tb.Family == nft.FamilyARP || c.Hook == nft.HookEgress) {
 				skipped = append(skipped, fmt.Sprintf("%s %s (hook %s)", tb, c.Name, c.Hook))
 			}
 		}

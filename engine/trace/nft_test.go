@@ -207,3 +207,30 @@ func TestNATPortKeepsAPortInRange(t *testing.T) {
 		t.Fatal("natPort")
 	}
 }
+
+// A hand-written `table ip mangle` that iptables-nft wrote into as well (its PREROUTING with
+// a compat rule, which the iptables model evaluates): the table is iptables-nft's, but its
+// native chain still runs, with the regular chain it jumps to, and its mark routes the flow.
+func TestTraceNFTNativeChainInASharedTable(t *testing.T) {
+	s := dualUplink(t)
+	setOne := &nft.Chain{Name: "set_one", Handle: 2, Rules: []*nft.Rule{nftRule(6, "meta mark set 0x00000001", nftMarkSet(1))}}
+	native := &nft.Chain{Name: "mark", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -140, Policy: "accept", Rules: []*nft.Rule{
+		nftRule(5, `iifname "lan0" jump set_one`, []nft.Expr{nftMeta("iifname", 1), nftEq(1, nftIfname("lan0")), {Verdict: &nft.Verdict{Kind: "jump", Chain: "set_one"}}}),
+	}}
+	// iptables-nft's built-in chain: its rule is the iptables model's (`ipt mangle` of
+	// dualUplink stands for it), and must not run twice.
+	builtin := &nft.Chain{Name: "PREROUTING", Handle: 3, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -150, Policy: "accept", Rules: []*nft.Rule{
+		{Handle: 7, Text: "meta mark set 0x00000009", Exprs: append(nftMarkSet(9), nft.Expr{Xt: &nft.Xt{Kind: "target", Name: "MARK"}})},
+	}}
+	shared := &nft.Table{Family: nft.FamilyIP, Name: "mangle", Handle: 2, Chains: []*nft.Chain{native, setOne, builtin}}
+	s.Nftables.Tables = []*nft.Table{shared}
+	nft.DetectOrigins(s.Nftables)
+	if shared.Origin != "iptables-nft" {
+		t.Fatalf("origin %q", shared.Origin)
+	}
+	r := trace(t, s, "tcp 10.9.1.5:40000 203.0.113.7:443 lan0")
+	leg := dumpLeg(&r.Forward)
+	if r.Forward.OIF != "wan1" || r.Forward.Packet.Mark != 1 || !strings.Contains(leg, "nft ip mangle mark") || strings.Contains(leg, "0x00000009") {
+		t.Fatalf("the native chain of the shared table: out %s mark %#x\n%s", r.Forward.OIF, r.Forward.Packet.Mark, leg)
+	}
+}
