@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -418,5 +420,90 @@ func TestPrivilegedNFTCase2DualWAN(t *testing.T) {
 	}
 	if after := nftTables(t, gw, "inet filter", "inet mangle", "ip nat"); after != own {
 		t.Errorf("the fix and its rollback changed the gateway's own tables:\n%s\nwas\n%s", after, own)
+	}
+}
+
+// Case 2's full fix on the nft-only gateway, the multi-wan wizard as in the iptables
+// version: its SNAT goes through iptables-nft into `table ip nat`, which is the gateway's own
+// hand-written table of that name. nft then calls the table iptables-nft's, and the trace must
+// still run its native DNAT chain (it used to drop the table whole: cross access traced as
+// local delivery dropped by the input policy while the kernel forwarded it). The wizard says
+// where its rules go; after rollback the native chains are as they were, and iptables-nft's
+// empty built-in chain stays in the table, as the wizard warned.
+func TestPrivilegedNFTCase2MultiWANSharedNATTable(t *testing.T) {
+	lab.RequireTool(t, "nft")
+	c := lab.Case2In(lab.NewPrefixed(t, "hnc"))
+	gw := c.GW
+	nftOnly(t, gw, case2GatewayNFT)
+	t.Setenv("ROUNDTRIP_IPROUTE2_DIR", t.TempDir())
+	t.Setenv("ROUNDTRIP_STATE_DIR", t.TempDir())
+	web := func(pub string) string { return pub + ":80" }
+	crossA := []string{"tcp", c.ClientAAddr + ":40000", web(c.PublicB), "--iif", c.WANB}
+
+	if body, err := c.ClientA.HTTPGet(web(c.PublicB), clientTimeout); err == nil {
+		t.Fatalf("cross access to ISP B's address works before the wizard (%q)", body)
+	}
+	if body, err := c.LANHost.HTTPGet(c.ServerBAddr, clientTimeout); err != nil || !strings.HasPrefix(body, c.PublicA+":") {
+		t.Fatalf("the LAN to ISP B's network before the wizard: %q %v, want masqueraded out wan1", body, err)
+	}
+	tr := traceLive(t, gw, crossA...)
+	tr.finding(t, trace.FindingAsymmetricReturn)
+
+	list := filepath.Join(t.TempDir(), "isp_b.txt")
+	if err := os.WriteFile(list, []byte(c.NetB+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	planFile := filepath.Join(t.TempDir(), "plan.json")
+	code, out, errs := runCLI(t, "wizard", "multi-wan", "--wan", c.WANA+":"+c.GWA+":isp_a", "--wan", c.WANB+":"+c.GWB+":isp_b", "--lan", c.LAN,
+		"--route-list", "isp_b="+list, "--snat", "--connmark", "--netns", gw.Name, "-o", planFile)
+	if code != ExitOK || !strings.Contains(out+errs, "iptables-nft writes into this host's own table ip nat") {
+		t.Fatalf("multi-wan: exit %d, no word of the shared table:\n%s\n%s", code, out, errs)
+	}
+	own := nftTables(t, gw, "inet filter") + gw.Run("nft", "-s", "list", "chain", "ip", "nat", "prerouting") + gw.Run("nft", "-s", "list", "chain", "ip", "nat", "postrouting")
+	if code, _, errs := runCLI(t, "apply", planFile, "--netns", gw.Name); code != ExitOK {
+		t.Fatalf("apply: exit %d: %s", code, errs)
+	}
+	for _, w := range []struct {
+		what     string
+		from     *lab.NS
+		to, want string
+	}{
+		{"cross access to ISP B's address", c.ClientA, web(c.PublicB), c.Body},
+		{"cross access to ISP A's address", c.ClientB, web(c.PublicA), c.Body},
+		{"the LAN to ISP B's network", c.LANHost, c.ServerBAddr, c.PublicB + ":"},
+		{"the LAN to ISP A's network", c.LANHost, c.ServerAAddr, c.PublicA + ":"},
+	} {
+		if body, err := w.from.HTTPGet(w.to, clientTimeout); err != nil || !strings.HasPrefix(body, w.want) {
+			t.Errorf("%s after the wizard: %q %v, want %q", w.what, body, err, w.want)
+		}
+	}
+	if save := gw.Run("iptables-nft-save", "-t", "nat"); !strings.Contains(save, "contains incompatible base-chains") {
+		t.Errorf("iptables-nft did not write into the gateway's own ip nat table:\n%s", save)
+	}
+	tr = traceLive(t, gw, crossA...)
+	noModelDoubt(t, "cross access after the wizard", tr)
+	if tr.res.Forward.Verdict != trace.LegForward || tr.res.Forward.OIF != c.LAN || len(problems(tr)) != 0 || tr.res.Reply == nil || tr.res.Reply.OIF != c.WANB ||
+		!hasStep(tr.res.Forward, "nft ip nat prerouting", "DNAT 198.18.75.2:80 -> 10.73.20.100:80") {
+		t.Errorf("trace of the cross access after the wizard does not run the shared table's DNAT:\n%s", tr.out)
+	}
+	lanB := traceLive(t, gw, "tcp", c.LANHostAddr+":40000", c.ServerBAddr, "--iif", c.LAN)
+	if lanB.res.Forward.OIF != c.WANB || !strings.HasPrefix(lanB.res.Forward.Packet.Src.String(), c.PublicB+":") || len(problems(lanB)) != 0 {
+		t.Errorf("trace of the LAN to ISP B after the wizard:\n%s", lanB.out)
+	}
+	if code, out, _ := runCLI(t, "show", "--netns", gw.Name); code != ExitOK || !strings.Contains(out, "table ip nat {") ||
+		!strings.Contains(out, `iifname "wan2" ip daddr 198.18.75.2 tcp dport 80 dnat to 10.73.20.100:80 # handle `) {
+		t.Errorf("show does not list the shared table's native chains:\n%s", out)
+	}
+
+	rollbackCLI(t, gw)
+	if body, err := c.ClientA.HTTPGet(web(c.PublicB), clientTimeout); err == nil {
+		t.Errorf("cross access to ISP B's address works after rollback (%q)", body)
+	}
+	after := nftTables(t, gw, "inet filter") + gw.Run("nft", "-s", "list", "chain", "ip", "nat", "prerouting") + gw.Run("nft", "-s", "list", "chain", "ip", "nat", "postrouting")
+	if after != own {
+		t.Errorf("the gateway's own chains changed:\n%s\nwas\n%s", after, own)
+	}
+	if left, err := gw.Try("nft", "list", "chain", "ip", "nat", "POSTROUTING"); err != nil || strings.Contains(left, "jump") {
+		t.Errorf("iptables-nft's built-in chain after rollback (the wizard says it stays, empty): %v\n%s", err, left)
 	}
 }
