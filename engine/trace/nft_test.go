@@ -2,6 +2,7 @@ package trace
 
 import (
 	"encoding/binary"
+	"slices"
 	"strings"
 	"testing"
 
@@ -232,5 +233,22 @@ func TestTraceNFTNativeChainInASharedTable(t *testing.T) {
 	leg := dumpLeg(&r.Forward)
 	if r.Forward.OIF != "wan1" || r.Forward.Packet.Mark != 1 || !strings.Contains(leg, "nft ip mangle mark") || strings.Contains(leg, "0x00000009") {
 		t.Fatalf("the native chain of the shared table: out %s mark %#x\n%s", r.Forward.OIF, r.Forward.Packet.Mark, leg)
+	}
+}
+
+// A route chain marks the router's replies that would leave by wan0; the mark's ip rule
+// sends them out wan1 instead: the asymmetric return names the nft rule that set the mark.
+func TestTraceNFTAsymmetricReturnNamesTheMarkRule(t *testing.T) {
+	route := &nft.Chain{Name: "route_out", Handle: 1, Type: nft.TypeRoute, Hook: nft.HookOutput, Priority: -150, Policy: "accept", Rules: []*nft.Rule{
+		nftRule(4, `oifname "wan0" meta mark set 0x00000001`, []nft.Expr{nftMeta("oifname", 1), nftEq(1, nftIfname("wan0"))}, nftMarkSet(1)),
+	}}
+	r := trace(t, dualUplink(t, route), "tcp 203.0.113.9:40000 198.18.9.1:22 wan0")
+	f := r.Finding(FindingAsymmetricReturn)
+	if f == nil || r.Reply == nil || r.Reply.OIF != "wan1" {
+		t.Fatalf("no asymmetric return: %+v\n%s", r.Findings, dumpLeg(r.Reply))
+	}
+	want := `the reply's mark 0x1, which rule 100 matches, was set by nft inet fw route_out: oifname "wan0" meta mark set 0x00000001 # handle 4`
+	if !slices.Contains(f.Evidence, want) {
+		t.Fatalf("evidence %q lacks %q\n%s", f.Evidence, want, dumpLeg(r.Reply))
 	}
 }

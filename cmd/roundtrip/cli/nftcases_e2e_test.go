@@ -350,7 +350,8 @@ func TestPrivilegedNFTCase2DualWAN(t *testing.T) {
 	noModelDoubt(t, "cross access to ISP A's address", tr)
 	f := tr.finding(t, trace.FindingAsymmetricReturn)
 	if !strings.Contains(f.Summary, "in on wan1 but the reply leaves by wan2") || tr.res.Reply == nil || tr.res.Reply.Rule == nil || *tr.res.Reply.Rule != 1000 ||
-		stepRule(tr.res.Reply, "nft inet mangle prerouting", markRule) == "" || !strings.Contains(strings.Join(f.Evidence, "\n"), "fwmark 0x2 lookup 200") {
+		stepRule(tr.res.Reply, "nft inet mangle prerouting", markRule) == "" || !strings.Contains(strings.Join(f.Evidence, "\n"), "fwmark 0x2 lookup 200") ||
+		!strings.Contains(strings.Join(f.Evidence, "\n"), "the reply's mark 0x2, which rule 1000 matches, was set by nft inet mangle prerouting: "+markRule) {
 		t.Errorf("cross access to ISP A's address: trace does not name the reply marked by nft: %+v\n%s", f, tr.out)
 	}
 
