@@ -10,6 +10,7 @@ import (
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/netfilter"
 	"roundtrip/engine/nft"
@@ -82,8 +83,10 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 	attached := !slices.ContainsFunc(stages, func(s stage) bool { return s.conntrack })
 	next := 0
 	// tie is the other order of nft chains that share the priority of an iptables table, run
-	// beforehand (the table first) to compare with the order taken once the table has run.
+	// beforehand to compare with the order taken once both have run; early is set when the
+	// table ran before its tied chains (iptables-nft's table is the newer), with its result.
 	var tie *tieRun
+	early, earlyOK := false, true
 	runFilters := func(s *stage) bool {
 		upTo := int32(1<<31 - 1)
 		if s != nil {
@@ -95,18 +98,32 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 				break
 			}
 			c := filters[next]
-			if pr == upTo && s.table != "" && t.hasRules(s.table, hook, p.Family) {
-				leg.Steps = append(leg.Steps, Step{Hook: "order", What: fmt.Sprintf("nft chain %s %s and iptables %s %s share priority %d: the kernel runs the most recently registered first, which is not visible; assumed the nft chain first", c.table, c.chain.Name, s.table, hook, pr)})
-				if tie == nil {
-					end := next
-					for end < len(filters) && filters[end].chain.Priority == pr {
-						end++
+			if pr == upTo && s.table != "" && !early && tie == nil && t.hasRules(s.table, hook, p.Family) {
+				end := next
+				for end < len(filters) && filters[end].chain.Priority == pr {
+					end++
+				}
+				tied := filters[next:end]
+				newer := t.iptablesNewer(s.table, hook, p.Family, tied)
+				if newer == "" {
+					leg.Steps = append(leg.Steps, Step{Hook: "order", What: fmt.Sprintf("nft chain %s %s and iptables %s %s share priority %d: the kernel runs the most recently registered first, which is not visible; assumed the nft chain first", c.table, c.chain.Name, s.table, hook, pr)})
+					tie = t.otherOrder(hook, *s, tied, p, ct, attached, true)
+				} else {
+					leg.Steps = append(leg.Steps, Step{Hook: "order", What: fmt.Sprintf("nft chain %s %s and iptables %s %s share priority %d: the kernel runs the most recently registered first; %s, so the iptables table is taken first", c.table, c.chain.Name, s.table, hook, pr, newer)})
+					tie = t.otherOrder(hook, *s, tied, p, ct, attached, false)
+					early, earlyOK = true, s.run()
+					if !earlyOK {
+						t.orderMatters(leg, tie, false, p, ct)
+						tie = nil
+						next = len(filters)
+						return false
 					}
-					tie = t.otherOrder(hook, *s, filters[next:end], p, ct, attached)
 				}
 			}
 			mark, src, dst := p.Mark, p.Src, p.Dst
 			if !t.nftChain(leg, hook, c, p, ct, attached) {
+				t.orderMatters(leg, tie, false, p, ct)
+				tie = nil
 				next = len(filters)
 				return false
 			}
@@ -118,14 +135,21 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 				return false
 			}
 		}
+		if early && tie != nil {
+			t.orderMatters(leg, tie, true, p, ct)
+			tie = nil
+		}
 		return true
 	}
 	for i := range stages {
 		s := &stages[i]
+		early, earlyOK = false, true
 		if !runFilters(s) {
 			return false
 		}
 		switch {
+		case early:
+			// the table ran before the nft chains of its priority
 		case s.nat:
 			if !t.natCore(leg, hook, *s, nats, p, ct, attached) {
 				return false
@@ -144,21 +168,22 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 }
 
 // tieRun is what an iptables table and the nft chains of its priority did to the packet when
-// run in the order the trace does not take (the table first).
+// run in the order the trace does not take.
 type tieRun struct {
-	what   string // the chains and the table, for the finding
-	ok     bool   // the packet went on
-	p      netfilter.Packet
-	ct     netfilter.Conn
-	prio   int32
-	chains []string
+	what    string // the iptables table and hook, for the finding
+	assumed string // the order the trace takes
+	ok      bool   // the packet went on
+	p       netfilter.Packet
+	ct      netfilter.Conn
+	prio    int32
+	chains  []string
 }
 
-// otherOrder runs the iptables stage s and then the tied nft chains on copies of the packet
-// and its connection, and puts everything back: the kernel's order at equal priority is not
-// in the state, so the order the trace takes is only an assumption, to be named when the
-// other order ends differently.
-func (t *tracer) otherOrder(hook string, s stage, tied []nftChain, p *netfilter.Packet, ct *netfilter.Conn, attached bool) *tieRun {
+// otherOrder runs the iptables stage s and the tied nft chains, the table first when
+// tableFirst, on copies of the packet and its connection, and puts everything back: the
+// kernel's order at equal priority is not in the state, so the order the trace takes is only
+// an assumption, to be named when the other order ends differently.
+func (t *tracer) otherOrder(hook string, s stage, tied []nftChain, p *netfilter.Packet, ct *netfilter.Conn, attached, tableFirst bool) *tieRun {
 	p0, ct0, n0 := *p, *ct, len(t.res.Findings)
 	seen := make(map[string]bool, len(t.seen))
 	for k, v := range t.seen {
@@ -166,18 +191,61 @@ func (t *tracer) otherOrder(hook string, s stage, tied []nftChain, p *netfilter.
 	}
 	natSetUp := t.natSetUp
 	scratch := &Leg{}
-	r := &tieRun{prio: s.prio, what: "iptables " + s.table + " " + hook}
-	r.ok = t.table(scratch, s.table, hook, p, ct)
+	r := &tieRun{prio: s.prio, what: "iptables " + s.table + " " + hook, assumed: "the nft chain first", ok: true}
+	if !tableFirst {
+		r.assumed = "the iptables table first (it is the newer)"
+	}
+	if tableFirst {
+		r.ok = t.table(scratch, s.table, hook, p, ct)
+	}
 	for _, c := range tied {
 		r.chains = append(r.chains, c.table.String()+" "+c.chain.Name)
 		if r.ok {
 			r.ok = t.nftChain(scratch, hook, c, p, ct, attached)
 		}
 	}
+	if !tableFirst && r.ok {
+		r.ok = t.table(scratch, s.table, hook, p, ct)
+	}
 	r.p, r.ct = *p, *ct
 	*p, *ct = p0, ct0
 	t.res.Findings, t.seen, t.natSetUp = t.res.Findings[:n0], seen, natSetUp
 	return r
+}
+
+// iptablesNewer says why iptables-nft's table of an iptables stage was registered on the hook
+// after every tied native chain, from the handles nf_tables gives in creation order (tables
+// in a namespace, chains in a table): "" when it was not, or when that cannot be told (the
+// legacy backend holds the table, or iptables-nft's table is not in the state). A native
+// chain added to an older table later is the case this misjudges; the uncertain finding
+// still names the other order when it matters.
+func (t *tracer) iptablesNewer(table, hook string, fam inet.Family, tied []nftChain) string {
+	backends, _ := t.nf.TableOrder(fam, table)
+	if len(backends) != 1 || backends[0] != iptables.BackendNFT || t.s.Nftables == nil {
+		return ""
+	}
+	nf := nft.FamilyIP
+	if fam == inet.V6 {
+		nf = nft.FamilyIP6
+	}
+	it := t.s.Nftables.Table(nf, table)
+	if it == nil || it.Origin != "iptables-nft" {
+		return ""
+	}
+	ic := it.Chain(hook)
+	if ic == nil || !ic.Base() {
+		return ""
+	}
+	for _, c := range tied {
+		if c.table == it {
+			if ic.Handle <= c.chain.Handle {
+				return ""
+			}
+		} else if it.Handle <= c.table.Handle {
+			return ""
+		}
+	}
+	return fmt.Sprintf("iptables-nft's table %s (handle %d) was created after %s (handle %d)", it, it.Handle, tied[0].table, tied[0].table.Handle)
 }
 
 // orderMatters adds an uncertain finding when the tied chains and table, in the order taken,
@@ -213,7 +281,7 @@ func (t *tracer) orderMatters(leg *Leg, r *tieRun, ok bool, p *netfilter.Packet,
 	}
 	t.seen[key] = true
 	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
-		Summary:  fmt.Sprintf("%s and %s share priority %d and their order changes the outcome: the kernel runs the most recently registered first, which the state does not show; the trace assumed the nft chain first", chains, r.what, r.prio),
+		Summary:  fmt.Sprintf("%s and %s share priority %d and their order changes the outcome: the kernel runs the most recently registered first, which the state shows only by creation order; the trace assumed %s", chains, r.what, r.prio, r.assumed),
 		Evidence: diff,
 		Fix: finding.Fix{Summary: "give one of them another priority (an nft chain at mangle - 1 or + 1), so that the order is defined; " +
 			"`nft list hooks` shows the kernel's order"}})

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/model/modeltest"
 	"roundtrip/engine/nft"
@@ -127,6 +128,24 @@ func TestTraceNFTRunsByPriorityBetweenIPTables(t *testing.T) {
 	both := trace(t, dualUplink(t, setMark), "tcp 10.9.1.5:40000 203.0.113.7:25 lan0")
 	if f := both.Finding(FindingUncertain); f == nil || both.Forward.Verdict != LegUncertain || both.Forward.Packet.Mark != 2 || len(f.Evidence) != 1 || f.Evidence[0] != "the packet's mark is 0x2, and 0x1 in the other order" {
 		t.Fatalf("two marks at one priority: mark %#x, findings %+v", both.Forward.Packet.Mark, both.Findings)
+	}
+	// With iptables-nft's table in the ruleset, the creation order is known: the newer
+	// registered its hook last and runs first. Created after the nft table, the mangle table
+	// marks the packet before the nft chain sees it, which then drops it.
+	for _, c := range []struct {
+		handle uint64
+		drop   bool
+	}{{9, true}, {0, false}} {
+		s := dualUplink(t, dropMarked(-150))
+		s.Netfilter.Backend = iptables.BackendNFT
+		s.Nftables.Tables = append(s.Nftables.Tables, &nft.Table{Family: nft.FamilyIP, Name: "mangle", Handle: c.handle, Origin: "iptables-nft", Chains: []*nft.Chain{
+			{Name: "PREROUTING", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -150, Policy: "accept"}}})
+		r := trace(t, s, "tcp 10.9.1.5:40000 203.0.113.7:25 lan0")
+		leg := dumpLeg(&r.Forward)
+		dropped := r.Has(FindingFiltered) && strings.Contains(leg, "meta mark 0x00000002 drop # handle 4")
+		if dropped != c.drop || !r.Has(FindingUncertain) || c.drop != strings.Contains(leg, "iptables-nft's table ip mangle (handle 9) was created after inet fw (handle 1), so the iptables table is taken first") {
+			t.Errorf("iptables-nft's mangle with handle %d: dropped %v, findings %+v\n%s", c.handle, dropped, r.Findings, leg)
+		}
 	}
 	// The state is put back after the other order: the leg's steps are the assumed order's.
 	if leg := dumpLeg(&both.Forward); strings.Count(leg, "meta mark set 0x00000001") != 1 {

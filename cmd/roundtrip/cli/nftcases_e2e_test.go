@@ -357,14 +357,18 @@ func TestPrivilegedNFTCase2DualWAN(t *testing.T) {
 
 	// The fix this finding suggests does not help: the wizard's CONNMARK restore runs in
 	// iptables-nft's mangle PREROUTING, registered after the native chain at the same
-	// priority, so the kernel runs it first and the nft rule's `meta mark set 0x2` wins; the
-	// trace cannot see that order and says its outcome is uncertain, naming both marks.
+	// priority, so the kernel runs it first and the nft rule's `meta mark set 0x2` wins. The
+	// trace takes that order from the tables' creation order, still finds the reply leaving
+	// by wan2, and says that the other order would end otherwise.
 	applySuggestedFix(t, gw.Name, f)
 	fails("ISP B's client to ISP A's address", "after the suggested fix under the first mark rule", c.ClientB, web(c.PublicA))
 	tr = traceLive(t, gw, crossB...)
-	if u := tr.res.Finding(trace.FindingUncertain); u == nil || !strings.Contains(u.Summary, "nft chain inet mangle prerouting and iptables mangle PREROUTING share priority -150 and their order changes the outcome") ||
-		!slices.Contains(u.Evidence, "the packet's mark is 0x1000002, and 0x2 in the other order") {
-		t.Errorf("trace does not say that the order of the tied mangle chains decides the reply's mark: %+v\n%s", u, tr.out)
+	u := tr.res.Finding(trace.FindingUncertain)
+	if !tr.res.Has(trace.FindingAsymmetricReturn) || tr.res.Reply == nil || tr.res.Reply.OIF != c.WANB || u == nil ||
+		!strings.Contains(u.Summary, "nft chain inet mangle prerouting and iptables mangle PREROUTING share priority -150 and their order changes the outcome") ||
+		!strings.Contains(u.Summary, "the trace assumed the iptables table first (it is the newer)") ||
+		!slices.Contains(u.Evidence, "the packet's mark is 0x2, and 0x1000002 in the other order") {
+		t.Errorf("trace after the suggested fix under the first mark rule: findings %v, uncertain %+v\n%s", tr.ids(), u, tr.out)
 	}
 	rollbackCLI(t, gw)
 
