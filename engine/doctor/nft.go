@@ -60,11 +60,11 @@ func (d *doctor) nftDNATWithoutSNAT() {
 		return
 	}
 	for _, t := range rs.Tables {
-		if t.Origin != "" || t.Family != nft.FamilyIP && t.Family != nft.FamilyInet {
+		if !t.HasNative() || t.Family != nft.FamilyIP && t.Family != nft.FamilyInet {
 			continue
 		}
 		for _, c := range t.Chains {
-			if c.Type != nft.TypeNAT || c.Hook != nft.HookPrerouting {
+			if c.Type != nft.TypeNAT || c.Hook != nft.HookPrerouting || !t.Native(c) {
 				continue
 			}
 			for _, r := range c.Rules {
@@ -116,11 +116,11 @@ func (d *doctor) nftDNATRule(rs *nft.Ruleset, t *nft.Table, c *nft.Chain, r *nft
 	var snatChain *nft.Chain
 	var snatTable *nft.Table
 	for _, pt := range rs.Tables {
-		if pt.Origin != "" || pt.Family != nft.FamilyIP && pt.Family != nft.FamilyInet || slices.Contains(pt.Flags, "dormant") {
+		if !pt.HasNative() || pt.Family != nft.FamilyIP && pt.Family != nft.FamilyInet || slices.Contains(pt.Flags, "dormant") {
 			continue
 		}
 		for _, pc := range pt.Chains {
-			if pc.Type != nft.TypeNAT || pc.Hook != nft.HookPostrouting {
+			if pc.Type != nft.TypeNAT || pc.Hook != nft.HookPostrouting || !pt.Native(pc) {
 				continue
 			}
 			if snatChain == nil || pt == t {
@@ -187,11 +187,11 @@ func (d *doctor) nftForwardEvidence() []string {
 	}
 	var ev []string
 	for _, t := range rs.Tables {
-		if t.Origin != "" || t.Family != nft.FamilyIP && t.Family != nft.FamilyInet || slices.Contains(t.Flags, "dormant") {
+		if !t.HasNative() || t.Family != nft.FamilyIP && t.Family != nft.FamilyInet || slices.Contains(t.Flags, "dormant") {
 			continue
 		}
 		for _, c := range t.Chains {
-			if c.Type == nft.TypeNAT && c.Hook == nft.HookPostrouting || c.Hook == nft.HookForward {
+			if t.Native(c) && (c.Type == nft.TypeNAT && c.Hook == nft.HookPostrouting || c.Hook == nft.HookForward) {
 				for _, r := range c.Rules {
 					ev = append(ev, fmt.Sprintf("nft chain %s %s: %s # handle %d", t, c.Name, r.Text, r.Handle))
 				}

@@ -47,7 +47,12 @@ type Case1Net struct {
 // Case1 builds case 1 in its broken state.
 func Case1(t testing.TB) *Case1Net {
 	t.Helper()
-	l := New(t)
+	return Case1In(New(t))
+}
+
+// Case1In builds case 1 in the lab l (one made with NewPrefixed, say).
+func Case1In(l *Lab) *Case1Net {
+	l.t.Helper()
 	c := &Case1Net{
 		Lab: l, ClientAddr: "198.18.72.10", Service: "198.18.73.2:80", ServerAddr: "10.72.1.2:80",
 		ServerPublicAddr: "192.168.72.254", ServerLAN: "eth0", ServerPublic: "em1", Body: "web server C",

@@ -57,7 +57,12 @@ type Case2Net struct {
 // Case2 builds case 2 in its broken state.
 func Case2(t testing.TB) *Case2Net {
 	t.Helper()
-	l := New(t)
+	return Case2In(New(t))
+}
+
+// Case2In builds case 2 in the lab l (one made with NewPrefixed, say).
+func Case2In(l *Lab) *Case2Net {
+	l.t.Helper()
 	c := &Case2Net{Lab: l, LAN: "lan0", WANA: "wan1", WANB: "wan2", GWA: "198.18.74.1", GWB: "198.18.75.1",
 		PublicA: "198.18.74.2", PublicB: "198.18.75.2", LANNet: "10.73.20.0/24", LANAddr: "10.73.20.1",
 		LANHostAddr: "10.73.20.50", WebAddr: "10.73.20.100", NetA: "198.18.76.0/24", NetB: "198.18.77.0/24",

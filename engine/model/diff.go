@@ -136,7 +136,7 @@ func (s *State) nftLines() []string {
 	}
 	var out []string
 	for _, t := range s.Nftables.Tables {
-		if t.Origin != "" {
+		if t = t.NativeView(); t == nil {
 			continue
 		}
 		out = append(out, "nft table "+t.String())

@@ -12,7 +12,7 @@ func (s *State) NativeNFT() bool {
 		return false
 	}
 	for _, t := range s.Nftables.Tables {
-		if t.Origin == "" {
+		if t.HasNative() {
 			return true
 		}
 	}

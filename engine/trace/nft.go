@@ -10,6 +10,7 @@ import (
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
 	"roundtrip/engine/inet"
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/netfilter"
 	"roundtrip/engine/nft"
@@ -23,7 +24,8 @@ import (
 // modules. nat-type chains run inside the NAT core, in their priority order, for the first
 // packet of a connection only, until one sets up NAT.
 //
-// Only native tables are evaluated here: iptables-nft's tables are the iptables model's.
+// Only native chains are evaluated here: iptables-nft's tables are the iptables model's,
+// except for the native base chains of a table both wrote into (nft.Table.Native).
 
 // stage is one of trace's own steps on a hook.
 type stage struct {
@@ -80,6 +82,11 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 	// see the entry from the start.
 	attached := !slices.ContainsFunc(stages, func(s stage) bool { return s.conntrack })
 	next := 0
+	// tie is the other order of nft chains that share the priority of an iptables table, run
+	// beforehand to compare with the order taken once both have run; early is set when the
+	// table ran before its tied chains (iptables-nft's table is the newer), with its result.
+	var tie *tieRun
+	early, earlyOK := false, true
 	runFilters := func(s *stage) bool {
 		upTo := int32(1<<31 - 1)
 		if s != nil {
@@ -91,11 +98,32 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 				break
 			}
 			c := filters[next]
-			if pr == upTo && s.table != "" && t.hasRules(s.table, hook, p.Family) {
-				leg.Steps = append(leg.Steps, Step{Hook: "order", What: fmt.Sprintf("nft chain %s %s and iptables %s %s share priority %d: the kernel runs the most recently registered first, which is not visible; assumed the nft chain first", c.table, c.chain.Name, s.table, hook, pr)})
+			if pr == upTo && s.table != "" && !early && tie == nil && t.hasRules(s.table, hook, p.Family) {
+				end := next
+				for end < len(filters) && filters[end].chain.Priority == pr {
+					end++
+				}
+				tied := filters[next:end]
+				newer := t.iptablesNewer(s.table, hook, p.Family, tied)
+				if newer == "" {
+					leg.Steps = append(leg.Steps, Step{Hook: "order", What: fmt.Sprintf("nft chain %s %s and iptables %s %s share priority %d: the kernel runs the most recently registered first, which is not visible; assumed the nft chain first", c.table, c.chain.Name, s.table, hook, pr)})
+					tie = t.otherOrder(hook, *s, tied, p, ct, attached, true)
+				} else {
+					leg.Steps = append(leg.Steps, Step{Hook: "order", What: fmt.Sprintf("nft chain %s %s and iptables %s %s share priority %d: the kernel runs the most recently registered first; %s, so the iptables table is taken first", c.table, c.chain.Name, s.table, hook, pr, newer)})
+					tie = t.otherOrder(hook, *s, tied, p, ct, attached, false)
+					early, earlyOK = true, s.run()
+					if !earlyOK {
+						t.orderMatters(leg, tie, false, p, ct)
+						tie = nil
+						next = len(filters)
+						return false
+					}
+				}
 			}
 			mark, src, dst := p.Mark, p.Src, p.Dst
 			if !t.nftChain(leg, hook, c, p, ct, attached) {
+				t.orderMatters(leg, tie, false, p, ct)
+				tie = nil
 				next = len(filters)
 				return false
 			}
@@ -107,26 +135,156 @@ func (t *tracer) hook(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.
 				return false
 			}
 		}
+		if early && tie != nil {
+			t.orderMatters(leg, tie, true, p, ct)
+			tie = nil
+		}
 		return true
 	}
 	for i := range stages {
 		s := &stages[i]
+		early, earlyOK = false, true
 		if !runFilters(s) {
 			return false
 		}
 		switch {
+		case early:
+			// the table ran before the nft chains of its priority
 		case s.nat:
 			if !t.natCore(leg, hook, *s, nats, p, ct, attached) {
 				return false
 			}
 		case !s.run():
+			t.orderMatters(leg, tie, false, p, ct)
 			return false
 		}
+		t.orderMatters(leg, tie, true, p, ct)
+		tie = nil
 		if s.conntrack {
 			attached = true
 		}
 	}
 	return runFilters(nil)
+}
+
+// tieRun is what an iptables table and the nft chains of its priority did to the packet when
+// run in the order the trace does not take.
+type tieRun struct {
+	what    string // the iptables table and hook, for the finding
+	assumed string // the order the trace takes
+	ok      bool   // the packet went on
+	p       netfilter.Packet
+	ct      netfilter.Conn
+	prio    int32
+	chains  []string
+}
+
+// otherOrder runs the iptables stage s and the tied nft chains, the table first when
+// tableFirst, on copies of the packet and its connection, and puts everything back: the
+// kernel's order at equal priority is not in the state, so the order the trace takes is only
+// an assumption, to be named when the other order ends differently.
+func (t *tracer) otherOrder(hook string, s stage, tied []nftChain, p *netfilter.Packet, ct *netfilter.Conn, attached, tableFirst bool) *tieRun {
+	p0, ct0, n0 := *p, *ct, len(t.res.Findings)
+	seen := make(map[string]bool, len(t.seen))
+	for k, v := range t.seen {
+		seen[k] = v
+	}
+	natSetUp := t.natSetUp
+	scratch := &Leg{}
+	r := &tieRun{prio: s.prio, what: "iptables " + s.table + " " + hook, assumed: "the nft chain first", ok: true}
+	if !tableFirst {
+		r.assumed = "the iptables table first (it is the newer)"
+	}
+	if tableFirst {
+		r.ok = t.table(scratch, s.table, hook, p, ct)
+	}
+	for _, c := range tied {
+		r.chains = append(r.chains, c.table.String()+" "+c.chain.Name)
+		if r.ok {
+			r.ok = t.nftChain(scratch, hook, c, p, ct, attached)
+		}
+	}
+	if !tableFirst && r.ok {
+		r.ok = t.table(scratch, s.table, hook, p, ct)
+	}
+	r.p, r.ct = *p, *ct
+	*p, *ct = p0, ct0
+	t.res.Findings, t.seen, t.natSetUp = t.res.Findings[:n0], seen, natSetUp
+	return r
+}
+
+// iptablesNewer says why iptables-nft's table of an iptables stage was registered on the hook
+// after every tied native chain, from the handles nf_tables gives in creation order (tables
+// in a namespace, chains in a table): "" when it was not, or when that cannot be told (the
+// legacy backend holds the table, or iptables-nft's table is not in the state). A native
+// chain added to an older table later is the case this misjudges; the uncertain finding
+// still names the other order when it matters.
+func (t *tracer) iptablesNewer(table, hook string, fam inet.Family, tied []nftChain) string {
+	backends, _ := t.nf.TableOrder(fam, table)
+	if len(backends) != 1 || backends[0] != iptables.BackendNFT || t.s.Nftables == nil {
+		return ""
+	}
+	nf := nft.FamilyIP
+	if fam == inet.V6 {
+		nf = nft.FamilyIP6
+	}
+	it := t.s.Nftables.Table(nf, table)
+	if it == nil || it.Origin != "iptables-nft" {
+		return ""
+	}
+	ic := it.Chain(hook)
+	if ic == nil || !ic.Base() {
+		return ""
+	}
+	for _, c := range tied {
+		if c.table == it {
+			if ic.Handle <= c.chain.Handle {
+				return ""
+			}
+		} else if it.Handle <= c.table.Handle {
+			return ""
+		}
+	}
+	return fmt.Sprintf("iptables-nft's table %s (handle %d) was created after %s (handle %d)", it, it.Handle, tied[0].table, tied[0].table.Handle)
+}
+
+// orderMatters adds an uncertain finding when the tied chains and table, in the order taken,
+// left the packet otherwise than in the other order (ok: whether it went on); the leg's
+// verdict is then uncertain, as for a table in both iptables backends.
+func (t *tracer) orderMatters(leg *Leg, r *tieRun, ok bool, p *netfilter.Packet, ct *netfilter.Conn) {
+	if r == nil {
+		return
+	}
+	var diff []string
+	if ok != r.ok {
+		diff = append(diff, fmt.Sprintf("the packet goes on: %v, and %v in the other order", ok, r.ok))
+	}
+	if ok && r.ok {
+		if p.Mark != r.p.Mark {
+			diff = append(diff, fmt.Sprintf("the packet's mark is %#x, and %#x in the other order", p.Mark, r.p.Mark))
+		}
+		if ct.Mark != r.ct.Mark {
+			diff = append(diff, fmt.Sprintf("the connection's mark is %#x, and %#x in the other order", ct.Mark, r.ct.Mark))
+		}
+		if p.Src != r.p.Src || p.Dst != r.p.Dst || p.SPort != r.p.SPort || p.DPort != r.p.DPort || p.OIF != r.p.OIF {
+			diff = append(diff, fmt.Sprintf("the packet is %s, and %s in the other order", packetText(p), packetText(&r.p)))
+		}
+	}
+	if len(diff) == 0 {
+		return
+	}
+	leg.uncertain = true
+	chains := "nft chain " + strings.Join(r.chains, ", nft chain ")
+	key := "tie " + chains + " " + r.what + " " + strings.Join(diff, "\n")
+	if t.seen[key] {
+		return
+	}
+	t.seen[key] = true
+	t.add(finding.Finding{ID: FindingUncertain, Severity: finding.SeverityWarning,
+		Summary:  fmt.Sprintf("%s and %s share priority %d and their order changes the outcome: the kernel runs the most recently registered first, which the state shows only by creation order; the trace assumed %s", chains, r.what, r.prio, r.assumed),
+		Evidence: diff,
+		Fix: finding.Fix{Summary: "give one of them another priority (an nft chain at mangle - 1 or + 1), so that the order is defined; " +
+			"`nft list hooks` shows the kernel's order"}})
 }
 
 // hasRules reports whether an iptables table's built-in chain on the hook has rules.
@@ -205,11 +363,11 @@ func (t *tracer) nftChains(hook string, fam inet.Family) []nftChain {
 	}
 	var out []nftChain
 	for _, tb := range rs.Tables {
-		if tb.Origin != "" || slices.Contains(tb.Flags, "dormant") || tb.Family != pf && tb.Family != nft.FamilyInet {
+		if !tb.HasNative() || slices.Contains(tb.Flags, "dormant") || tb.Family != pf && tb.Family != nft.FamilyInet {
 			continue
 		}
 		for _, c := range tb.Chains {
-			if c.Hook == h {
+			if c.Hook == h && tb.Native(c) {
 				out = append(out, nftChain{tb, c})
 			}
 		}
@@ -237,7 +395,7 @@ func (t *tracer) ingress(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) bool
 	}
 	var chains []nftChain
 	for _, tb := range rs.Tables {
-		if tb.Origin != "" || slices.Contains(tb.Flags, "dormant") || tb.Family != nft.FamilyNetdev && tb.Family != nft.FamilyInet {
+		if !tb.HasNative() || slices.Contains(tb.Flags, "dormant") || tb.Family != nft.FamilyNetdev && tb.Family != nft.FamilyInet {
 			continue
 		}
 		for _, c := range tb.Chains {
@@ -658,11 +816,11 @@ func (t *tracer) nftLimits() {
 	}
 	var skipped []string
 	for _, tb := range rs.Tables {
-		if tb.Origin != "" || slices.Contains(tb.Flags, "dormant") {
+		if !tb.HasNative() || slices.Contains(tb.Flags, "dormant") {
 			continue
 		}
 		for _, c := range tb.Chains {
-			if c.Base() && (tb.Family == nft.FamilyBridge || tb.Family == nft.FamilyARP || c.Hook == nft.HookEgress) {
+			if c.Base() && tb.Native(c) && (tb.Family == nft.FamilyBridge || tb.Family == nft.FamilyARP || c.Hook == nft.HookEgress) {
 				skipped = append(skipped, fmt.Sprintf("%s %s (hook %s)", tb, c.Name, c.Hook))
 			}
 		}

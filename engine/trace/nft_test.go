@@ -2,9 +2,11 @@ package trace
 
 import (
 	"encoding/binary"
+	"slices"
 	"strings"
 	"testing"
 
+	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/model/modeltest"
 	"roundtrip/engine/nft"
@@ -105,8 +107,49 @@ func TestTraceNFTRunsByPriorityBetweenIPTables(t *testing.T) {
 	// At the same priority the kernel's order is not visible: the nft chain is taken first,
 	// and the trace says so.
 	tie := trace(t, dualUplink(t, dropMarked(-150)), "tcp 10.9.1.5:40000 203.0.113.7:25 lan0")
-	if tie.Forward.Verdict == LegDrop || !strings.Contains(dumpLeg(&tie.Forward), "order: nft chain inet fw check and iptables mangle PREROUTING share priority -150") {
+	if tie.Forward.Verdict != LegUncertain || !strings.Contains(dumpLeg(&tie.Forward), "order: nft chain inet fw check and iptables mangle PREROUTING share priority -150") {
 		t.Fatalf("a tie at -150:\n%s", dumpLeg(&tie.Forward))
+	}
+	// The other order (mangle first, as after the mangle table was registered last) drops
+	// the packet: the outcome is the kernel's secret, and the trace says so.
+	f = tie.Finding(FindingUncertain)
+	if f == nil || !strings.Contains(f.Summary, "nft chain inet fw check and iptables mangle PREROUTING share priority -150 and their order changes the outcome") ||
+		len(f.Evidence) != 1 || f.Evidence[0] != "the packet goes on: true, and false in the other order" {
+		t.Fatalf("a tie at -150 whose order decides the verdict: %+v", tie.Findings)
+	}
+	// Where the order changes nothing (port 443 is not marked by mangle) nothing is said.
+	if other := trace(t, dualUplink(t, dropMarked(-150)), "tcp 10.9.1.5:40000 203.0.113.7:443 lan0"); other.Has(FindingUncertain) {
+		t.Fatalf("a tie whose order does not matter is uncertain: %+v", other.Findings)
+	}
+	// Both set the mark: the last one wins, and which is last is not known.
+	setMark := &nft.Chain{Name: "mark", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -150, Policy: "accept", Rules: []*nft.Rule{
+		nftRule(4, `iifname "lan0" meta mark set 0x00000001`, []nft.Expr{nftMeta("iifname", 1), nftEq(1, nftIfname("lan0"))}, nftMarkSet(1)),
+	}}
+	both := trace(t, dualUplink(t, setMark), "tcp 10.9.1.5:40000 203.0.113.7:25 lan0")
+	if f := both.Finding(FindingUncertain); f == nil || both.Forward.Verdict != LegUncertain || both.Forward.Packet.Mark != 2 || len(f.Evidence) != 1 || f.Evidence[0] != "the packet's mark is 0x2, and 0x1 in the other order" {
+		t.Fatalf("two marks at one priority: mark %#x, findings %+v", both.Forward.Packet.Mark, both.Findings)
+	}
+	// With iptables-nft's table in the ruleset, the creation order is known: the newer
+	// registered its hook last and runs first. Created after the nft table, the mangle table
+	// marks the packet before the nft chain sees it, which then drops it.
+	for _, c := range []struct {
+		handle uint64
+		drop   bool
+	}{{9, true}, {0, false}} {
+		s := dualUplink(t, dropMarked(-150))
+		s.Netfilter.Backend = iptables.BackendNFT
+		s.Nftables.Tables = append(s.Nftables.Tables, &nft.Table{Family: nft.FamilyIP, Name: "mangle", Handle: c.handle, Origin: "iptables-nft", Chains: []*nft.Chain{
+			{Name: "PREROUTING", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -150, Policy: "accept"}}})
+		r := trace(t, s, "tcp 10.9.1.5:40000 203.0.113.7:25 lan0")
+		leg := dumpLeg(&r.Forward)
+		dropped := r.Has(FindingFiltered) && strings.Contains(leg, "meta mark 0x00000002 drop # handle 4")
+		if dropped != c.drop || !r.Has(FindingUncertain) || c.drop != strings.Contains(leg, "iptables-nft's table ip mangle (handle 9) was created after inet fw (handle 1), so the iptables table is taken first") {
+			t.Errorf("iptables-nft's mangle with handle %d: dropped %v, findings %+v\n%s", c.handle, dropped, r.Findings, leg)
+		}
+	}
+	// The state is put back after the other order: the leg's steps are the assumed order's.
+	if leg := dumpLeg(&both.Forward); strings.Count(leg, "meta mark set 0x00000001") != 1 {
+		t.Fatalf("the other order's steps leaked into the leg:\n%s", leg)
 	}
 }
 
@@ -182,5 +225,49 @@ func TestNATPortKeepsAPortInRange(t *testing.T) {
 	r := &nft.NatAction{ProtoMin: 1024, ProtoMax: 2047}
 	if natPort(1500, r) != 1500 || natPort(40000, r) != 1024 || natPort(80, &nft.NatAction{ProtoMin: 8080, ProtoMax: 8080}) != 8080 || natPort(80, &nft.NatAction{}) != 80 {
 		t.Fatal("natPort")
+	}
+}
+
+// A hand-written `table ip mangle` that iptables-nft wrote into as well (its PREROUTING with
+// a compat rule, which the iptables model evaluates): the table is iptables-nft's, but its
+// native chain still runs, with the regular chain it jumps to, and its mark routes the flow.
+func TestTraceNFTNativeChainInASharedTable(t *testing.T) {
+	s := dualUplink(t)
+	setOne := &nft.Chain{Name: "set_one", Handle: 2, Rules: []*nft.Rule{nftRule(6, "meta mark set 0x00000001", nftMarkSet(1))}}
+	native := &nft.Chain{Name: "mark", Handle: 1, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -140, Policy: "accept", Rules: []*nft.Rule{
+		nftRule(5, `iifname "lan0" jump set_one`, []nft.Expr{nftMeta("iifname", 1), nftEq(1, nftIfname("lan0")), {Verdict: &nft.Verdict{Kind: "jump", Chain: "set_one"}}}),
+	}}
+	// iptables-nft's built-in chain: its rule is the iptables model's (`ipt mangle` of
+	// dualUplink stands for it), and must not run twice.
+	builtin := &nft.Chain{Name: "PREROUTING", Handle: 3, Type: nft.TypeFilter, Hook: nft.HookPrerouting, Priority: -150, Policy: "accept", Rules: []*nft.Rule{
+		{Handle: 7, Text: "meta mark set 0x00000009", Exprs: append(nftMarkSet(9), nft.Expr{Xt: &nft.Xt{Kind: "target", Name: "MARK"}})},
+	}}
+	shared := &nft.Table{Family: nft.FamilyIP, Name: "mangle", Handle: 2, Chains: []*nft.Chain{native, setOne, builtin}}
+	s.Nftables.Tables = []*nft.Table{shared}
+	nft.DetectOrigins(s.Nftables)
+	if shared.Origin != "iptables-nft" {
+		t.Fatalf("origin %q", shared.Origin)
+	}
+	r := trace(t, s, "tcp 10.9.1.5:40000 203.0.113.7:443 lan0")
+	leg := dumpLeg(&r.Forward)
+	if r.Forward.OIF != "wan1" || r.Forward.Packet.Mark != 1 || !strings.Contains(leg, "nft ip mangle mark") || strings.Contains(leg, "0x00000009") {
+		t.Fatalf("the native chain of the shared table: out %s mark %#x\n%s", r.Forward.OIF, r.Forward.Packet.Mark, leg)
+	}
+}
+
+// A route chain marks the router's replies that would leave by wan0; the mark's ip rule
+// sends them out wan1 instead: the asymmetric return names the nft rule that set the mark.
+func TestTraceNFTAsymmetricReturnNamesTheMarkRule(t *testing.T) {
+	route := &nft.Chain{Name: "route_out", Handle: 1, Type: nft.TypeRoute, Hook: nft.HookOutput, Priority: -150, Policy: "accept", Rules: []*nft.Rule{
+		nftRule(4, `oifname "wan0" meta mark set 0x00000001`, []nft.Expr{nftMeta("oifname", 1), nftEq(1, nftIfname("wan0"))}, nftMarkSet(1)),
+	}}
+	r := trace(t, dualUplink(t, route), "tcp 203.0.113.9:40000 198.18.9.1:22 wan0")
+	f := r.Finding(FindingAsymmetricReturn)
+	if f == nil || r.Reply == nil || r.Reply.OIF != "wan1" {
+		t.Fatalf("no asymmetric return: %+v\n%s", r.Findings, dumpLeg(r.Reply))
+	}
+	want := `the reply's mark 0x1, which rule 100 matches, was set by nft inet fw route_out: oifname "wan0" meta mark set 0x00000001 # handle 4`
+	if !slices.Contains(f.Evidence, want) {
+		t.Fatalf("evidence %q lacks %q\n%s", f.Evidence, want, dumpLeg(r.Reply))
 	}
 }

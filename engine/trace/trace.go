@@ -1154,6 +1154,10 @@ func (t *tracer) checkAsymmetric(fwd, reply *Leg, ct *netfilter.Conn) {
 		fmt.Sprintf("the reply %s -> %s leaves by %s: %s", inet.Endpoint(reply.Packet.Src), inet.Endpoint(reply.Packet.Dst), reply.OIF, t.lookupText(reply.route)),
 		t.replySourceText(reply, ct),
 	}
+	if by := markSetter(reply); by != "" && reply.route.Rule != nil && reply.route.Rule.Mark != nil {
+		// The mark that chose the route is the firewall's doing: name the rule that set it.
+		ev = append(ev, fmt.Sprintf("the reply's mark %#x, which rule %d matches, was set by %s", reply.Packet.Mark, reply.route.Rule.Priority, by))
+	}
 	gw := t.gatewayOn(fwd.IIF)
 	// The wizard's --uplink is IFACE[:GATEWAY]; the gateway is left out when it is not known
 	// so the wizard detects it or asks.
@@ -1178,6 +1182,26 @@ func (t *tracer) checkAsymmetric(fwd, reply *Leg, ct *netfilter.Conn) {
 		Summary:  fmt.Sprintf("the request comes in on %s but the reply leaves by %s", fwd.IIF, reply.OIF),
 		Evidence: ev,
 		Fix:      finding.Fix{Summary: fix, Wizard: finding.WizardSourceReturn, Args: args}})
+}
+
+// markSetter names the last step of a leg that changed its packet's mark, with the rule (an
+// nft rule's text is on the step before its "mark a -> b" step); "" when none did.
+func markSetter(leg *Leg) string {
+	by := ""
+	for i, st := range leg.Steps {
+		if !strings.HasPrefix(st.What, "mark ") || !strings.Contains(st.What, " -> ") {
+			continue
+		}
+		rule := st.Rule
+		if rule == "" && i > 0 && leg.Steps[i-1].Hook == st.Hook {
+			rule = leg.Steps[i-1].Rule
+		}
+		by = st.Hook
+		if rule != "" {
+			by += ": " + rule
+		}
+	}
+	return by
 }
 
 func tern(c bool, a, b string) string {

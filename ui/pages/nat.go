@@ -495,7 +495,7 @@ func (p *NAT) nftRows() {
 		return
 	}
 	for _, t := range rs.Tables {
-		if t.Origin != "" {
+		if t = t.NativeView(); t == nil {
 			continue
 		}
 		for _, c := range t.Chains {

@@ -290,7 +290,7 @@ func (o *Overview) View(width, height int) string {
 	if o.state.Nftables != nil {
 		var native []string
 		for _, t := range o.state.Nftables.Tables {
-			if t.Origin == "" {
+			if t.HasNative() {
 				native = append(native, t.String())
 			}
 		}

@@ -20,7 +20,7 @@ func renderNFTables(w io.Writer, rs *nft.Ruleset) {
 	quote.TermFprintf(w, "\nNFTABLES (native tables, modelled by trace)\n")
 	r := nft.NewRenderer(rs.HostOrder)
 	for _, t := range rs.Tables {
-		if t.Origin != "" {
+		if t = t.NativeView(); t == nil {
 			continue
 		}
 		for _, line := range r.List(t) {

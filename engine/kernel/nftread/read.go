@@ -103,7 +103,7 @@ func MayHaveNative(ns kernel.Namespace) (bool, error) {
 	}
 	nft.DetectOrigins(rs)
 	for _, t := range rs.Tables {
-		if t.Origin == "" {
+		if t.HasNative() {
 			return true, nil
 		}
 	}
