@@ -258,6 +258,11 @@ func (o *MultiWANOptions) resolve(s *model.State) (*mwPlan, error) {
 
 // Plan implements Wizard.
 func (o *MultiWANOptions) Plan(s *model.State) (*Result, error) {
+	return withNFTFallback(s, o.plan)
+}
+
+// plan is Plan for one choice of firewall.
+func (o *MultiWANOptions) plan(s *model.State) (*Result, error) {
 	b, _, err := o.build(s, nil)
 	if err != nil {
 		return nil, err

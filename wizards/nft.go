@@ -3,6 +3,7 @@ package wizards
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -47,6 +48,13 @@ func (b *builder) shared(table, name string, hooks []plan.Jump, group tagged, wh
 
 // nftChain plans one of roundtrip's chains in its nft table, replacing the chain of that name.
 func (b *builder) nftChain(c plan.ChainSpec, why string) {
+	if b.s.WriteFirewall == "" && b.noNFT == nil {
+		// nft was the host's choice, not the user's: rules nft cannot take send the whole
+		// plan to iptables (withNFTFallback) rather than fail.
+		if err := plan.NFTTranslates(c); err != nil {
+			b.noNFT = err
+		}
+	}
 	if b.claim(plan.Change{Kind: plan.KindNFT, Op: plan.OpSet, NFT: &c}, why) {
 		b.d.NFTChains = append(b.d.NFTChains, c)
 	}
@@ -249,4 +257,30 @@ func sharedTables(s *model.State, p *plan.Plan) string {
 		}
 	}
 	return strings.Join(out, "")
+}
+
+// nftFallback is a wizard run that chose roundtrip's nft table by the host's firewall and met
+// a rule that has no nft form there.
+type nftFallback struct{ why error }
+
+func (e *nftFallback) Error() string {
+	return "roundtrip's nft table cannot hold this plan's rules: " + e.why.Error()
+}
+
+// withNFTFallback runs a wizard's planning; when it chose nft on its own (the host's firewall
+// is native nftables) and a rule cannot go there, it plans again into iptables, beside the
+// native tables, and says why. With --firewall nft the untranslatable rule is an error.
+func withNFTFallback(s *model.State, planOnce func(*model.State) (*Result, error)) (*Result, error) {
+	res, err := planOnce(s)
+	var fb *nftFallback
+	if !errors.As(err, &fb) {
+		return res, err
+	}
+	ipt := s.Clone()
+	ipt.WriteFirewall = model.FirewallIPTables
+	if res, err = planOnce(ipt); err != nil {
+		return nil, err
+	}
+	res.Notes = append(res.Notes, fmt.Sprintf("this plan's rules go into iptables, not roundtrip's own nft table, which cannot hold them (%v); --firewall nft insists and fails", fb.why))
+	return res, nil
 }

@@ -9,6 +9,7 @@ import (
 	"roundtrip/engine/iptables"
 	"roundtrip/engine/model"
 	"roundtrip/engine/nft"
+	"roundtrip/engine/plan"
 )
 
 // On a host whose firewall is native nft, a wizard that writes rules says where they go.
@@ -89,5 +90,43 @@ func TestWizardNotesForwardDropInOtherBackend(t *testing.T) {
 	}
 	if notes := strings.Join(res.Notes, "\n"); strings.Contains(notes, "drops by default in the") {
 		t.Fatalf("a note with the drop in the plan's own backend:\n%s", notes)
+	}
+}
+
+// CONNMARK with masks has no form in roundtrip's nft table: on a native-nft host the wizard
+// that chose nft by itself plans into iptables instead and says why; --firewall nft fails.
+func TestWizardFallsBackToIPTablesWithoutNFTForm(t *testing.T) {
+	s := case1Host(t)
+	s.Nftables = &nft.Ruleset{HostOrder: "little", Tables: []*nft.Table{{Family: nft.FamilyInet, Name: "filter"}}}
+	if !s.UseNFT() {
+		t.Fatal("a native-nft host without iptables rules does not choose nft")
+	}
+	o := &SourceReturnOptions{Uplinks: []Uplink{{Iface: "lan0", Gateway: mustAddr("10.73.1.1")}, {Iface: "em1"}}, Mode: ModeConnmark}
+	res, err := o.Plan(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chains, nfts := 0, 0
+	for _, c := range res.Plan.Changes {
+		switch c.Kind {
+		case plan.KindChain:
+			chains++
+		case plan.KindNFT:
+			nfts++
+		}
+	}
+	if chains == 0 || nfts != 0 {
+		t.Fatalf("%d iptables chain changes and %d nft ones, want iptables only", chains, nfts)
+	}
+	if notes := strings.Join(res.Notes, "\n"); !strings.Contains(notes, "this plan's rules go into iptables, not roundtrip's own nft table, which cannot hold them (nft chain") ||
+		!strings.Contains(notes, "CONNMARK") {
+		t.Fatalf("notes:\n%s", notes)
+	}
+	if s.WriteFirewall != "" {
+		t.Fatalf("planning changed the caller's state: WriteFirewall %q", s.WriteFirewall)
+	}
+	s.WriteFirewall = model.FirewallNFT
+	if _, err := o.Plan(s); err == nil || !strings.Contains(err.Error(), "no translation for -j CONNMARK") {
+		t.Fatalf("--firewall nft with CONNMARK masks: %v, want the rule named", err)
 	}
 }

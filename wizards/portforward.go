@@ -281,6 +281,11 @@ func (o *PortForwardOptions) tag() string {
 
 // Plan implements Wizard.
 func (o *PortForwardOptions) Plan(s *model.State) (*Result, error) {
+	return withNFTFallback(s, o.plan)
+}
+
+// plan is Plan for one choice of firewall.
+func (o *PortForwardOptions) plan(s *model.State) (*Result, error) {
 	h, err := o.resolve(s)
 	if err != nil {
 		return nil, err

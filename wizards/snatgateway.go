@@ -146,6 +146,11 @@ const chainSNAT = plan.ChainPrefix + "SNAT"
 
 // Plan implements Wizard.
 func (o *SNATGatewayOptions) Plan(s *model.State) (*Result, error) {
+	return withNFTFallback(s, o.plan)
+}
+
+// plan is Plan for one choice of firewall.
+func (o *SNATGatewayOptions) plan(s *model.State) (*Result, error) {
 	h, err := o.resolve(s)
 	if err != nil {
 		return nil, err

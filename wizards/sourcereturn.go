@@ -117,6 +117,11 @@ func (o *SourceReturnOptions) uplinks(s *model.State) ([]returnUplink, error) {
 
 // Plan implements Wizard.
 func (o *SourceReturnOptions) Plan(s *model.State) (*Result, error) {
+	return withNFTFallback(s, o.plan)
+}
+
+// plan is Plan for one choice of firewall.
+func (o *SourceReturnOptions) plan(s *model.State) (*Result, error) {
 	ups, err := o.uplinks(s)
 	if err != nil {
 		return nil, err

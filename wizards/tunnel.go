@@ -232,6 +232,11 @@ func (o *TunnelOptions) route(dst netip.Prefix, gw netip.Addr) model.Route {
 
 // Plan implements Wizard.
 func (o *TunnelOptions) Plan(s *model.State) (*Result, error) {
+	return withNFTFallback(s, o.plan)
+}
+
+// plan is Plan for one choice of firewall.
+func (o *TunnelOptions) plan(s *model.State) (*Result, error) {
 	h, err := o.resolve(s)
 	if err != nil {
 		return nil, err

@@ -115,6 +115,9 @@ type builder struct {
 	tables map[int]bool      // tables this run owns
 	notes  []string
 	errs   []error
+	// noNFT holds why a chain cannot go into roundtrip's nft table when the host's firewall
+	// chose nft (not the user): the wizard then plans again into iptables (withNFTFallback).
+	noNFT error
 }
 
 func newBuilder(s *model.State, owner, intent string) *builder {
@@ -283,6 +286,9 @@ func (b *builder) sweep() {
 func (b *builder) result(wizard string) (*Result, error) {
 	if len(b.errs) > 0 {
 		return nil, errors.Join(b.errs...)
+	}
+	if b.noNFT != nil {
+		return nil, &nftFallback{b.noNFT}
 	}
 	p, err := b.d.Plan(b.s)
 	if err != nil {

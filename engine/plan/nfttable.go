@@ -318,3 +318,11 @@ func CheckNFTListing(s string) error {
 	}
 	return nil
 }
+
+// NFTTranslates reports whether a chain's rules can go into roundtrip's own nft table: nil,
+// or the first rule that cannot (CONNMARK with masks, say, has no nft form roundtrip writes).
+// Wizards ask it before they choose nft on their own.
+func NFTTranslates(c ChainSpec) error {
+	_, err := nftChainRules(c)
+	return err
+}
