@@ -2,8 +2,12 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
@@ -93,4 +97,57 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 		}
 	}
 	return st, nil
+}
+
+// LinkNames maps the ifindexes of a state's links to their names, as EachRoute wants them.
+func LinkNames(st *model.State) map[int]string {
+	names := make(map[int]string, len(st.Links))
+	for _, l := range st.Links {
+		names[l.Index] = l.Name
+	}
+	return names
+}
+
+// EachRoute streams the routes of every table of both families to fn as the dump delivers
+// them, in the order Read stores them, converted as Read converts them (names maps ifindexes
+// to link names, see LinkNames); fn may keep the route. When the kernel interrupts a dump
+// because the tables changed meanwhile, EachRoute calls restart, so that the caller drops what
+// it got, and dumps both families again.
+func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart func(), fn func(*model.Route)) error {
+	h, err := ns.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC} // every table, as readRoutes
+	for try := 0; ; try++ {
+		if try > 0 {
+			restart()
+		}
+		err = nil
+		for _, fam := range []inet.Family{inet.V4, inet.V6} {
+			n := 0
+			err = h.RouteListFilteredIter(int(fam), filter, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
+				if n++; n%4096 == 0 && ctx.Err() != nil {
+					return false
+				}
+				m := convertRoute(&r, fam, names)
+				fn(&m)
+				return true
+			})
+			if cerr := ctx.Err(); cerr != nil {
+				return fmt.Errorf("reading %s routes of %s: %w", fam, ns, cerr)
+			}
+			if err != nil {
+				err = fmt.Errorf("reading %s routes of %s: %w", fam, ns, err)
+				break
+			}
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return err
+		}
+		if try+1 == dumpRetries {
+			return fmt.Errorf("the kernel interrupted the route dump %d times because the tables kept changing; try again: %w", dumpRetries, err)
+		}
+	}
 }
