@@ -41,8 +41,9 @@ func TestPrivilegedEachRouteMatchesRead(t *testing.T) {
 	}
 	var got []model.Route
 	restarts := 0
-	err = kernel.EachRoute(t.Context(), ns, kernel.LinkNames(st), func() { restarts++; got = nil }, func(r *model.Route) {
+	err = kernel.EachRoute(t.Context(), ns, kernel.LinkNames(st), func() error { restarts++; got = nil; return nil }, func(r *model.Route) error {
 		got = append(got, *r)
+		return nil
 	})
 	if err != nil {
 		t.Fatal(err)

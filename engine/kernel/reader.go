@@ -110,10 +110,11 @@ func LinkNames(st *model.State) map[int]string {
 
 // EachRoute streams the routes of every table of both families to fn as the dump delivers
 // them, in the order Read stores them, converted as Read converts them (names maps ifindexes
-// to link names, see LinkNames); fn may keep the route. When the kernel interrupts a dump
-// because the tables changed meanwhile, EachRoute calls restart, so that the caller drops what
-// it got, and dumps both families again.
-func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart func(), fn func(*model.Route)) error {
+// to link names, see LinkNames); fn may keep the route, and an error from it ends the dump
+// with that error. When the kernel interrupts a dump because the tables changed meanwhile,
+// EachRoute calls restart, so that the caller drops what it got (or gives up: its error ends
+// EachRoute), and dumps both families again.
+func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart func() error, fn func(*model.Route) error) error {
 	h, err := ns.Handle()
 	if err != nil {
 		return err
@@ -122,19 +123,25 @@ func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart 
 	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC} // every table, as readRoutes
 	for try := 0; ; try++ {
 		if try > 0 {
-			restart()
+			if err := restart(); err != nil {
+				return err
+			}
 		}
 		err = nil
 		for _, fam := range []inet.Family{inet.V4, inet.V6} {
 			n := 0
+			var fnErr error
 			err = h.RouteListFilteredIter(int(fam), filter, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
 				if n++; n%4096 == 0 && ctx.Err() != nil {
 					return false
 				}
 				m := convertRoute(&r, fam, names)
-				fn(&m)
-				return true
+				fnErr = fn(&m)
+				return fnErr == nil
 			})
+			if fnErr != nil {
+				return fnErr
+			}
 			if cerr := ctx.Err(); cerr != nil {
 				return fmt.Errorf("reading %s routes of %s: %w", fam, ns, cerr)
 			}

@@ -13,6 +13,7 @@ import (
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
+	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
@@ -398,6 +399,9 @@ on any machine. Without -o the snapshot goes to standard output.`,
 			if len(inv.Args) > 0 {
 				return Usagef("snapshot takes no arguments, got %q (did you mean -o %s?)", inv.Args[0], inv.Args[0])
 			}
+			if inv.Live() {
+				return streamSnapshot(inv, out)
+			}
 			s, err := inv.State()
 			if err != nil {
 				return err
@@ -422,4 +426,63 @@ on any machine. Without -o the snapshot goes to standard output.`,
 			return nil
 		},
 	}
+}
+
+// streamSnapshot writes a snapshot of the live host with its routes encoded as the dump
+// delivers them: memory does not grow with the tables (model.SnapshotWriter writes what
+// Snapshot.Marshal would). A file is written under a temporary name and renamed over out when
+// complete, so an interrupted run leaves no snapshot; standard output gets what was written
+// until then.
+func streamSnapshot(inv *Invocation, out string) error {
+	ns := inv.Namespace()
+	s, err := kernel.ReadWith(inv.Ctx, ns, kernel.ReadOptions{NoRoutes: true})
+	if err != nil {
+		return err
+	}
+	taken := time.Now()
+	var (
+		file *safefile.File
+		sw   *model.SnapshotWriter
+	)
+	defer func() {
+		if file != nil {
+			file.Abort() // nothing after Commit
+		}
+	}()
+	start := func() error {
+		var w io.Writer = inv.Stdout
+		if out != "" && out != "-" {
+			if file != nil {
+				file.Abort()
+			}
+			if file, err = safefile.Create(out, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
+				return fmt.Errorf("writing snapshot: %w", err)
+			}
+			w = file
+		} else if sw != nil {
+			return fmt.Errorf("the routes changed while they were written to standard output: try again, or write to a file with -o")
+		}
+		sw, err = model.NewSnapshotWriter(w, s, taken)
+		return err
+	}
+	if err := start(); err != nil {
+		return err
+	}
+	if err := kernel.EachRoute(inv.Ctx, ns, kernel.LinkNames(s), start, func(r *model.Route) error { return sw.Route(r) }); err != nil {
+		return err
+	}
+	if err := inv.Ctx.Err(); err != nil {
+		return err // interrupted: no snapshot rather than one the operator stopped
+	}
+	if err := sw.Close(); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	if file == nil {
+		return nil
+	}
+	if err := file.Commit(); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, sw.Routes(), len(s.Rules))
+	return nil
 }

@@ -115,16 +115,18 @@ func traceState(inv *Invocation) (*model.State, *fib.FIB, error) {
 		b    *fib.Builder
 		keep trace.RouteKeeper
 	)
-	start := func() {
+	start := func() error {
 		s.Routes = nil
 		b, keep = fib.NewBuilder(s), trace.RouteKeeper{}
+		return nil
 	}
 	start()
-	err = kernel.EachRoute(inv.Ctx, ns, kernel.LinkNames(s), start, func(r *model.Route) {
+	err = kernel.EachRoute(inv.Ctx, ns, kernel.LinkNames(s), start, func(r *model.Route) error {
 		b.Add(*r)
 		if keep.Keep(r) {
 			s.Routes = append(s.Routes, *r)
 		}
+		return nil
 	})
 	if err != nil {
 		return nil, nil, err
