@@ -158,3 +158,37 @@ func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart 
 		}
 	}
 }
+
+// EachRouteOf streams the routes of one table and family to fn, as EachRoute does (the kernel
+// filters the dump, strict checking being on). A dump the kernel interrupts is an error: what
+// fn was given cannot be taken back.
+func EachRouteOf(ctx context.Context, ns Namespace, fam inet.Family, table int, names map[int]string, fn func(*model.Route) error) error {
+	h, err := ns.Handle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	n := 0
+	var fnErr error
+	err = h.RouteListFilteredIter(int(fam), &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
+		if n++; n%4096 == 0 && ctx.Err() != nil {
+			return false
+		}
+		m := convertRoute(&r, fam, names)
+		fnErr = fn(&m)
+		return fnErr == nil
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return fmt.Errorf("reading %s routes of table %d of %s: %w", fam, table, ns, cerr)
+	}
+	if errors.Is(err, netlink.ErrDumpInterrupted) {
+		return fmt.Errorf("reading %s routes of table %d of %s: the table changed while it was read; try again: %w", fam, table, ns, err)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s routes of table %d of %s: %w", fam, table, ns, err)
+	}
+	return nil
+}
