@@ -163,24 +163,31 @@ type fibRule struct {
 	ifgroup  int // suppress_ifgroup, -1 when unset
 }
 
-// fibRoute is a route as lookups read it. Routes are stored by value in their prefix's entry, and
-// a single path inline, so that a lookup reaches a route's data in as few cache misses as possible.
+// fibRoute is a route as lookups read it. Routes are stored by value in their prefix's entry, so
+// that a lookup reaches a route's data in as few cache misses as possible; a single path is
+// shared by the routes whose path is the same (a full table has a few), so a route is small.
 type fibRoute struct {
 	r *model.Route
 	// dst is the route's destination: r.Dst, except for a shared route (Builder), whose r is a
 	// template with no Dst.
-	dst     netip.Prefix
-	shared  bool
-	typ     string
-	reject  bool // blackhole, unreachable, prohibit, throw: the lookup answers an error
-	tos     uint8
-	metric  int
-	scope   int
-	prefsrc netip.Addr
-	npaths  int
-	one     fibNexthop   // the path of a single-path route
-	multi   []fibNexthop // the paths of a multipath route
+	dst    netip.Prefix
+	typ    string
+	metric int
+	scope  int
+	npaths int
+	one    *fibNexthop  // the path of a single-path route; nil when it has none
+	multi  []fibNexthop // the paths of a multipath route
+	shared bool
+	reject bool // blackhole, unreachable, prohibit, throw: the lookup answers an error
+	tos    uint8
 }
+
+// prefSrc is the route's prefsrc (in r: a template shares it).
+func (r *fibRoute) prefSrc() netip.Addr { return r.r.Src.Unmap() }
+
+// noNexthop is what nh returns for a route without a path, as the zero path it once held
+// inline. Nothing writes to it: only paths below npaths are resolved.
+var noNexthop fibNexthop
 
 // model returns the route as the state has it; a shared route's is made here.
 func (r *fibRoute) model() *model.Route {
@@ -206,7 +213,10 @@ func (r *fibRoute) nh(i int) *fibNexthop {
 	if r.multi != nil {
 		return &r.multi[i]
 	}
-	return &r.one
+	if r.one == nil {
+		return &noNexthop
+	}
+	return r.one
 }
 
 type fibNexthop struct {
@@ -407,6 +417,7 @@ type Builder struct {
 	// move.
 	templates map[routeTemplate]*model.Route
 	chunk     []model.Route
+	paths     nexthops
 	slab      []fibRoute
 	// host indexes the IPv4 routes of host scope: only a gateway inside one needs the kernel's
 	// gateway resolution replayed (resolveRouteGateways), and such routes are few.
@@ -491,7 +502,7 @@ func (b *Builder) add(r, stored *model.Route, shared bool) {
 		}
 		b.lastFam, b.lastTable = r.Family, r.Table
 	}
-	fr := f.fibRoute(r)
+	fr := f.fibRoute(r, &b.paths)
 	fr.r, fr.shared = stored, shared
 	p := r.Dst
 	if p.Addr().Is4In6() {
@@ -552,19 +563,19 @@ func (b *Builder) FIB() *FIB {
 	for id, t := range f.fams[0].tables {
 		walk(id, &t.root)
 	}
-	b.f, b.chunk, b.slab, b.host, b.t, b.templates = nil, nil, nil, nil, nil, nil
+	b.f, b.chunk, b.slab, b.host, b.t, b.templates, b.paths = nil, nil, nil, nil, nil, nil, nexthops{}
 	return f
 }
 
-// fibRoute makes the indexed form of a route.
-func (f *FIB) fibRoute(r *model.Route) fibRoute {
+// fibRoute makes the indexed form of a route; its single path comes from paths.
+func (f *FIB) fibRoute(r *model.Route, paths *nexthops) fibRoute {
 	link := func(name string) *fibLink {
 		if name == "" {
 			return nil
 		}
 		return f.links[name]
 	}
-	fr := fibRoute{r: r, dst: r.Dst, typ: r.Type, tos: r.TOS, metric: r.Metric, prefsrc: r.Src.Unmap()}
+	fr := fibRoute{r: r, dst: r.Dst, typ: r.Type, tos: r.TOS, metric: r.Metric}
 	if fr.typ == "" {
 		fr.typ = model.RouteUnicast
 	}
@@ -577,14 +588,51 @@ func (f *FIB) fibRoute(r *model.Route) fibRoute {
 		}
 		fr.npaths = len(fr.multi)
 	} else if r.Dev != "" || r.Gateway.IsValid() {
-		fr.one = fibNexthop{gw: r.Gateway.Unmap(), link: link(r.Dev), dev: r.Dev, index: -1, onlink: r.OnLink}
+		fr.one = paths.get(fibNexthop{gw: r.Gateway.Unmap(), link: link(r.Dev), dev: r.Dev, index: -1, onlink: r.OnLink}, r.Table, fr.scope)
 		fr.npaths = 1
 	} else if r.Family == inet.V6 && f.lo != nil {
 		// IPv6 reject routes hang off the loopback device (ip6_route_info_create).
-		fr.one = fibNexthop{link: f.lo, dev: f.lo.name, index: -1}
+		fr.one = paths.get(fibNexthop{link: f.lo, dev: f.lo.name, index: -1}, r.Table, fr.scope)
 		fr.npaths = 1
 	}
 	return fr
+}
+
+// nexthops hands out single paths, one per distinct path. A path is shared only by routes of
+// one table and scope: resolveRouteGateways decides its use of the gateway from those.
+type nexthops struct {
+	shared map[nexthopKey]*fibNexthop
+	slab   []fibNexthop
+}
+
+type nexthopKey struct {
+	gw           netip.Addr
+	dev          string
+	link         *fibLink
+	onlink       bool
+	table, scope int
+}
+
+// maxSharedNexthops bounds the paths shared: beyond, each route gets its own.
+const maxSharedNexthops = 1 << 16
+
+func (p *nexthops) get(n fibNexthop, table, scope int) *fibNexthop {
+	k := nexthopKey{gw: n.gw, dev: n.dev, link: n.link, onlink: n.onlink, table: table, scope: scope}
+	if s := p.shared[k]; s != nil {
+		return s
+	}
+	if len(p.slab) == cap(p.slab) {
+		p.slab = make([]fibNexthop, 0, 1024)
+	}
+	p.slab = append(p.slab, n)
+	s := &p.slab[len(p.slab)-1]
+	if len(p.shared) < maxSharedNexthops {
+		if p.shared == nil {
+			p.shared = map[nexthopKey]*fibNexthop{}
+		}
+		p.shared[k] = s
+	}
+	return s
 }
 
 type gatewayKey struct {
@@ -1146,7 +1194,7 @@ func (f *FIB) lookup4(q *query) Result {
 	case r.typ == model.RouteLocal:
 		res.OIF = f.loName()
 		if !q.input {
-			res.PrefSrc = r.prefsrc
+			res.PrefSrc = r.prefSrc()
 			if !res.PrefSrc.IsValid() {
 				res.PrefSrc = q.dst
 			}
@@ -1241,8 +1289,8 @@ func pickCandidate(r *fibRoute, cands []int, q *query) int {
 // prefSrc4 is fib_result_prefsrc: the route's prefsrc, else inet_select_addr on the nexthop's
 // device, preferring an address on the gateway's subnet, within the route's scope.
 func (f *FIB) prefSrc4(r *fibRoute, nh int) netip.Addr {
-	if r.prefsrc.IsValid() {
-		return r.prefsrc
+	if ps := r.prefSrc(); ps.IsValid() {
+		return ps
 	}
 	n := r.nh(nh)
 	return f.selectAddr4(n.link, n.gw, r.scope)
@@ -1631,8 +1679,8 @@ func (f *FIB) lookup6(q *query) Result {
 // prefSrc6 is ip6_route_get_saddr: the route's prefsrc, else source address selection on the
 // path's device.
 func (f *FIB) prefSrc6(r *fibRoute, nh int, dst netip.Addr) netip.Addr {
-	if r.prefsrc.IsValid() {
-		return r.prefsrc
+	if ps := r.prefSrc(); ps.IsValid() {
+		return ps
 	}
 	var dev *fibLink
 	if nh >= 0 && nh < r.npaths {
