@@ -29,10 +29,21 @@ func TestPrivilegedEachRouteMatchesRead(t *testing.T) {
 		{"10.60.0.0/16", "table", "1000", "nexthop", "via", "10.1.0.2", "dev", "v1", "weight", "3",
 			"nexthop", "via", "10.2.0.2", "dev", "v2"},
 		{"198.18.0.0/15", "via", "10.2.0.2", "metric", "10", "src", "10.2.0.1"},
+		{"172.17.0.0/16", "dev", "v1", "src", "10.1.0.1", "metric", "50", "scope", "link", "table", "200"},
+		{"unreachable", "10.51.0.0/16", "table", "200"},
+		{"prohibit", "10.52.0.0/16", "table", "200"},
+		{"throw", "10.53.0.0/16", "table", "4294967000"},
+		{"10.54.0.0/16", "via", "10.1.0.2", "table", "4294967000", "proto", "bird"},
 	} {
 		a.IP(append([]string{"route", "add"}, r...)...)
 	}
 	a.IP("-6", "route", "add", "2001:db8:7::/48", "via", "2001:db8:1::2", "table", "100")
+	a.IP("addr", "add", "2001:db8:2::1/64", "dev", "v2", "nodad")
+	a.IP("-6", "route", "add", "2001:db8:8::/48", "table", "1000",
+		"nexthop", "via", "2001:db8:1::2", "dev", "v1", "weight", "2",
+		"nexthop", "via", "2001:db8:2::2", "dev", "v2", "weight", "5")
+	a.IP("-6", "route", "add", "unreachable", "2001:db8:6::/48", "table", "200")
+	a.IP("route", "add", "10.55.0.0/16", "via", "inet6", "2001:db8:1::2", "dev", "v1") // RFC 5549
 
 	ns := kernel.Namespace{Name: a.Name}
 	st, err := kernel.Read(t.Context(), ns)
@@ -51,7 +62,7 @@ func TestPrivilegedEachRouteMatchesRead(t *testing.T) {
 	if restarts != 0 {
 		t.Errorf("%d restarts of an unchanging dump", restarts)
 	}
-	if len(got) < 15 {
+	if len(got) < 25 {
 		t.Fatalf("streamed %d routes, want the configured ones and the kernel's", len(got))
 	}
 	if d := cmp.Diff(st.Routes, got, addrCmp, prefixCmp); d != "" {

@@ -7,7 +7,6 @@ import (
 	"os"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
@@ -115,12 +114,11 @@ func LinkNames(st *model.State) map[int]string {
 // EachRoute calls restart, so that the caller drops what it got (or gives up: its error ends
 // EachRoute), and dumps both families again.
 func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart func() error, fn func(*model.Route) error) error {
-	h, err := ns.Handle()
+	l, err := OpenHost(ns, nil)
 	if err != nil {
 		return err
 	}
-	defer h.Close()
-	filter := &netlink.Route{Table: unix.RT_TABLE_UNSPEC} // every table, as readRoutes
+	defer l.Close()
 	for try := 0; ; try++ {
 		if try > 0 {
 			if err := restart(); err != nil {
@@ -129,23 +127,7 @@ func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart 
 		}
 		err = nil
 		for _, fam := range []inet.Family{inet.V4, inet.V6} {
-			n := 0
-			var fnErr error
-			err = h.RouteListFilteredIter(int(fam), filter, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
-				if n++; n%4096 == 0 && ctx.Err() != nil {
-					return false
-				}
-				m := convertRoute(&r, fam, names)
-				fnErr = fn(&m)
-				return fnErr == nil
-			})
-			if fnErr != nil {
-				return fnErr
-			}
-			if cerr := ctx.Err(); cerr != nil {
-				return fmt.Errorf("reading %s routes of %s: %w", fam, ns, cerr)
-			}
-			if err != nil {
+			if err = eachRouteOf(ctx, l, fam, 0, names, fn); err != nil {
 				err = fmt.Errorf("reading %s routes of %s: %w", fam, ns, err)
 				break
 			}
@@ -159,31 +141,36 @@ func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart 
 	}
 }
 
-// EachRouteOf streams the routes of one table and family to fn, as EachRoute does (the kernel
-// filters the dump, strict checking being on). A dump the kernel interrupts is an error: what
-// fn was given cannot be taken back.
-func EachRouteOf(ctx context.Context, ns Namespace, fam inet.Family, table int, names map[int]string, fn func(*model.Route) error) error {
-	h, err := ns.Handle()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	n := 0
+// eachRouteOf is one dump of the pipe's (decoded straight from the messages, as the change
+// engine's drift check reads them, and as Read converts them: TestPrivilegedEachRouteMatches
+// Read), of one table when table is not 0; an error of fn ends it.
+func eachRouteOf(ctx context.Context, l *LiveHost, fam inet.Family, table int, names map[int]string, fn func(*model.Route) error) error {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var fnErr error
-	err = h.RouteListFilteredIter(int(fam), &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE, func(r netlink.Route) bool {
-		if n++; n%4096 == 0 && ctx.Err() != nil {
-			return false
+	err := l.EachRoute(dctx, fam, table, names, func(r model.Route) {
+		if fnErr == nil {
+			if fnErr = fn(&r); fnErr != nil {
+				cancel()
+			}
 		}
-		m := convertRoute(&r, fam, names)
-		fnErr = fn(&m)
-		return fnErr == nil
 	})
 	if fnErr != nil {
 		return fnErr
 	}
-	if cerr := ctx.Err(); cerr != nil {
-		return fmt.Errorf("reading %s routes of table %d of %s: %w", fam, table, ns, cerr)
+	return err
+}
+
+// EachRouteOf streams the routes of one table and family to fn, as EachRoute does (the kernel
+// filters the dump, strict checking being on). A dump the kernel interrupts is an error: what
+// fn was given cannot be taken back.
+func EachRouteOf(ctx context.Context, ns Namespace, fam inet.Family, table int, names map[int]string, fn func(*model.Route) error) error {
+	l, err := OpenHost(ns, nil)
+	if err != nil {
+		return err
 	}
+	defer l.Close()
+	err = eachRouteOf(ctx, l, fam, table, names, fn)
 	if errors.Is(err, netlink.ErrDumpInterrupted) {
 		return fmt.Errorf("reading %s routes of table %d of %s: the table changed while it was read; try again: %w", fam, table, ns, err)
 	}
