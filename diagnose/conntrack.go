@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
@@ -87,6 +90,7 @@ func ListConntrack(ctx context.Context, opts ConntrackOptions, w io.Writer) (*Co
 			err = oerr
 		} else {
 			defer c.Close()
+			var line []byte
 			err = c.Dump(ctx, &opts.Filter, func(e *kernel.ConntrackEntry) error {
 				res.Entries++
 				if opts.JSON {
@@ -95,7 +99,13 @@ func ListConntrack(ctx context.Context, opts ConntrackOptions, w io.Writer) (*Co
 						Entry *kernel.ConntrackEntry `json:"entry"`
 					}{"entry", e})
 				}
-				_, err := fmt.Fprintln(w, quote.Term(EntryLine(e)))
+				line = AppendEntryLine(line[:0], e)
+				if !plainASCII(line) {
+					line = append([]byte(quote.Term(string(line))), '\n')
+				} else {
+					line = append(line, '\n')
+				}
+				_, err := w.Write(line)
 				return err
 			})
 		}
@@ -136,41 +146,89 @@ func RenderConntrackStats(w io.Writer, s *kernel.ConntrackStats) {
 
 // EntryLine renders an entry on one line: the original tuple, then the reply tuple, then
 // what NAT did and the state.
-func EntryLine(e *kernel.ConntrackEntry) string {
-	var b strings.Builder
+func EntryLine(e *kernel.ConntrackEntry) string { return string(AppendEntryLine(nil, e)) }
+
+// AppendEntryLine appends EntryLine's text to b without fmt: a listing of a full table formats
+// a quarter of a million lines, as `conntrack -L` does.
+func AppendEntryLine(b []byte, e *kernel.ConntrackEntry) []byte {
 	state := e.TCPState
 	if state == "" {
 		state = "-"
 	}
-	fmt.Fprintf(&b, "%-5s %-11s %6ds  %s -> %s  reply %s -> %s",
-		inet.ProtoName(int(e.Orig.Proto)), state, e.Timeout,
-		kernel.Endpoint(e.Orig.Proto, e.Orig.Src), kernel.Endpoint(e.Orig.Proto, e.Orig.Dst),
-		kernel.Endpoint(e.Orig.Proto, e.Reply.Src), kernel.Endpoint(e.Orig.Proto, e.Reply.Dst))
-	var nat []string
-	if e.DNAT() {
-		nat = append(nat, "DNAT")
+	b = appendPadded(b, inet.ProtoName(int(e.Orig.Proto)), 5)
+	b = append(b, ' ')
+	b = appendPadded(b, state, 11)
+	b = append(b, ' ')
+	if n := decimalWidth(e.Timeout); n < 6 {
+		b = append(b, "      "[:6-n]...)
 	}
-	if e.SNAT() {
-		nat = append(nat, "SNAT")
+	b = strconv.AppendUint(b, uint64(e.Timeout), 10)
+	b = append(b, "s  "...)
+	b = appendEndpoint(b, e.Orig.Proto, e.Orig.Src)
+	b = append(b, " -> "...)
+	b = appendEndpoint(b, e.Orig.Proto, e.Orig.Dst)
+	b = append(b, "  reply "...)
+	b = appendEndpoint(b, e.Orig.Proto, e.Reply.Src)
+	b = append(b, " -> "...)
+	b = appendEndpoint(b, e.Orig.Proto, e.Reply.Dst)
+	switch dnat, snat := e.DNAT(), e.SNAT(); {
+	case dnat && snat:
+		b = append(b, "  DNAT+SNAT"...)
+	case dnat:
+		b = append(b, "  DNAT"...)
+	case snat:
+		b = append(b, "  SNAT"...)
 	}
-	if len(nat) > 0 {
-		fmt.Fprintf(&b, "  %s", strings.Join(nat, "+"))
-	}
-	var flags []string
-	if e.Unreplied() {
-		flags = append(flags, "UNREPLIED")
-	}
-	if e.Status&kernel.CTStatusAssured != 0 {
-		flags = append(flags, "ASSURED")
-	}
-	if len(flags) > 0 {
-		fmt.Fprintf(&b, "  [%s]", strings.Join(flags, " "))
+	switch unreplied, assured := e.Unreplied(), e.Status&kernel.CTStatusAssured != 0; {
+	case unreplied && assured:
+		b = append(b, "  [UNREPLIED ASSURED]"...)
+	case unreplied:
+		b = append(b, "  [UNREPLIED]"...)
+	case assured:
+		b = append(b, "  [ASSURED]"...)
 	}
 	if e.Mark != 0 {
-		fmt.Fprintf(&b, "  mark 0x%x", e.Mark)
+		b = append(b, "  mark 0x"...)
+		b = strconv.AppendUint(b, uint64(e.Mark), 16)
 	}
 	if e.Zone != 0 {
-		fmt.Fprintf(&b, "  zone %d", e.Zone)
+		b = append(b, "  zone "...)
+		b = strconv.AppendUint(b, uint64(e.Zone), 10)
 	}
-	return b.String()
+	return b
+}
+
+// plainASCII is quote.PlainASCII for bytes: a line that passes needs no escaping.
+func plainASCII(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// appendPadded appends s left-justified in width runes, as fmt's %-Ns does.
+func appendPadded(b []byte, s string, width int) []byte {
+	b = append(b, s...)
+	for n := utf8.RuneCountInString(s); n < width; n++ {
+		b = append(b, ' ')
+	}
+	return b
+}
+
+func decimalWidth(v uint32) int {
+	n := 1
+	for ; v >= 10; v /= 10 {
+		n++
+	}
+	return n
+}
+
+// appendEndpoint appends kernel.Endpoint's text.
+func appendEndpoint(b []byte, proto uint8, ap netip.AddrPort) []byte {
+	if inet.HasPorts(int(proto)) {
+		return ap.AppendTo(b)
+	}
+	return ap.Addr().AppendTo(b)
 }

@@ -163,19 +163,49 @@ type fibRule struct {
 	ifgroup  int // suppress_ifgroup, -1 when unset
 }
 
-// fibRoute is a route as lookups read it. Routes are stored by value in their prefix's entry, and
-// a single path inline, so that a lookup reaches a route's data in as few cache misses as possible.
+// fibRoute is a route as lookups read it. Routes are stored by value in their prefix's entry, so
+// that a lookup reaches a route's data in as few cache misses as possible; a single path is
+// shared by the routes whose path is the same (a full table has a few), so a route is small.
 type fibRoute struct {
-	r       *model.Route
-	typ     string
-	reject  bool // blackhole, unreachable, prohibit, throw: the lookup answers an error
-	tos     uint8
-	metric  int
-	scope   int
-	prefsrc netip.Addr
-	npaths  int
-	one     fibNexthop   // the path of a single-path route
-	multi   []fibNexthop // the paths of a multipath route
+	r *model.Route
+	// dst is the route's destination: r.Dst, except for a shared route (Builder), whose r is a
+	// template with no Dst.
+	dst    netip.Prefix
+	typ    string
+	metric int
+	scope  int
+	npaths int
+	one    *fibNexthop  // the path of a single-path route; nil when it has none
+	multi  []fibNexthop // the paths of a multipath route
+	shared bool
+	reject bool // blackhole, unreachable, prohibit, throw: the lookup answers an error
+	tos    uint8
+}
+
+// prefSrc is the route's prefsrc (in r: a template shares it).
+func (r *fibRoute) prefSrc() netip.Addr { return r.r.Src.Unmap() }
+
+// noNexthop is what nh returns for a route without a path, as the zero path it once held
+// inline. Nothing writes to it: only paths below npaths are resolved.
+var noNexthop fibNexthop
+
+// model returns the route as the state has it; a shared route's is made here.
+func (r *fibRoute) model() *model.Route {
+	if !r.shared {
+		return r.r
+	}
+	m := *r.r
+	m.Dst = r.dst
+	return &m
+}
+
+// sameAs reports whether a shared route is m.
+func (r *fibRoute) sameAs(m *model.Route) bool {
+	t := r.r
+	return len(m.Nexthops) == 0 && m.Dst == r.dst && m.Family == t.Family && m.Table == t.Table &&
+		m.Metric == t.Metric && m.Type == t.Type && m.Dev == t.Dev && m.Scope == t.Scope &&
+		m.Protocol == t.Protocol && m.TOS == t.TOS && m.Gateway == t.Gateway && m.Src == t.Src &&
+		m.OnLink == t.OnLink
 }
 
 // nh returns path i of the route.
@@ -183,7 +213,10 @@ func (r *fibRoute) nh(i int) *fibNexthop {
 	if r.multi != nil {
 		return &r.multi[i]
 	}
-	return &r.one
+	if r.one == nil {
+		return &noNexthop
+	}
+	return r.one
 }
 
 type fibNexthop struct {
@@ -237,7 +270,10 @@ func parseScope(s string, def int) int {
 }
 
 // New indexes a state for lookups.
-func New(s *model.State) *FIB {
+func New(s *model.State) *FIB { return NewBuilder(s).FIB() }
+
+// newFIB indexes the links, addresses and rules of a state, not its routes.
+func newFIB(s *model.State) *FIB {
 	f := &FIB{state: s, links: make(map[string]*fibLink, len(s.Links))}
 	for i := range s.Links {
 		l := &s.Links[i]
@@ -291,7 +327,6 @@ func New(s *model.State) *FIB {
 	f.fams[0] = fibFamily{fam: inet.V4, tables: map[int]*lpmTrie{}}
 	f.fams[1] = fibFamily{fam: inet.V6, tables: map[int]*lpmTrie{}}
 	f.buildRules(s)
-	f.buildRoutes(s)
 	return f
 }
 
@@ -371,101 +406,233 @@ func (f *FIB) buildRules(s *model.State) {
 	}
 }
 
-func (f *FIB) buildRoutes(s *model.State) {
-	// Routes are stored in one slab, each prefix's first route in place: a million routes are
-	// then one allocation, not a million. Consecutive routes mostly share table and device.
-	slab := make([]fibRoute, len(s.Routes))
-	var (
-		lastFam   inet.Family
-		lastTable = -1
-		t         *lpmTrie
-	)
-	link := func(name string) *fibLink {
-		if name == "" {
-			return nil
-		}
-		return f.links[name]
-	}
-	// Only a gateway inside an IPv4 route of host scope (a local address) needs the kernel's
-	// gateway resolution to be replayed (resolveGateways): such routes are few, so index them
-	// first and test each gateway against them.
-	host := newLPMTrie(inet.V4)
+// Builder indexes routes one at a time, as a dump delivers them, so that a FIB of a full table
+// can be built without a State holding every route first (live trace). The FIB it makes
+// answers exactly as New's for a state with the same routes in the same order.
+type Builder struct {
+	f *FIB
+	// Routes added by Add that differ only in their destination (a full table's routes via a
+	// few gateways) share one model.Route, the template, whose Dst is zero; a Result gets a
+	// copy with its own Dst (FIB.modelRoute). Other routes are copied into chunks that never
+	// move.
+	templates map[routeTemplate]*model.Route
+	chunk     []model.Route
+	paths     nexthops
+	slab      []fibRoute
+	// host indexes the IPv4 routes of host scope: only a gateway inside one needs the kernel's
+	// gateway resolution replayed (resolveRouteGateways), and such routes are few.
+	host      *lpmTrie
+	lastFam   inet.Family
+	lastTable int
+	t         *lpmTrie
+}
+
+// routeTemplate is what routes sharing a template have in common: everything but Dst (and
+// Nexthops: multipath routes are not shared).
+type routeTemplate struct {
+	family                 inet.Family
+	table, metric          int
+	typ, dev, scope, proto string
+	tos                    uint8
+	gateway, src           netip.Addr
+	onlink                 bool
+}
+
+// maxTemplates bounds the templates a Builder keeps: a table whose routes differ in more than
+// their destinations (a metric per route) gets a copy per route rather than a map as large.
+const maxTemplates = 4096
+
+// NewBuilder indexes the links, addresses, rules and sysctls of s, and the routes s holds; Add
+// adds more routes after them.
+func NewBuilder(s *model.State) *Builder {
+	f := newFIB(s)
+	b := &Builder{f: f, host: newLPMTrie(inet.V4), lastTable: -1, slab: make([]fibRoute, 0, len(s.Routes))}
 	for i := range s.Routes {
-		r := &s.Routes[i]
-		if r.Family == inet.V4 && r.Dst.IsValid() && parseScope(r.Scope, defaultRouteScope(r)) >= scopeHost {
-			host.entry(netip.PrefixFrom(r.Dst.Addr().Unmap(), r.Dst.Bits()).Masked(), true)
+		b.add(&s.Routes[i], &s.Routes[i], false)
+	}
+	return b
+}
+
+// builderChunk is the number of routes or indexed routes a Builder stores per allocation.
+const builderChunk = 4096
+
+// Add adds a route after those added before, as if it were the next route of the state.
+func (b *Builder) Add(r model.Route) {
+	if len(r.Nexthops) == 0 && r.Dst.IsValid() && r.Dst == r.Dst.Masked() && !r.Dst.Addr().Is4In6() {
+		k := routeTemplate{family: r.Family, table: r.Table, metric: r.Metric, typ: r.Type, dev: r.Dev,
+			scope: r.Scope, proto: r.Protocol, tos: r.TOS, gateway: r.Gateway, src: r.Src, onlink: r.OnLink}
+		t := b.templates[k]
+		if t == nil && len(b.templates) < maxTemplates {
+			if b.templates == nil {
+				b.templates = map[routeTemplate]*model.Route{}
+			}
+			t = new(model.Route)
+			*t = r
+			t.Dst = netip.Prefix{}
+			b.templates[k] = t
+		}
+		if t != nil {
+			b.add(&r, t, true)
+			return
 		}
 	}
-	var pending []int
-	viaHost := func(gw netip.Addr) bool {
-		var c lpmCursor
-		host.find(gw, &c)
-		return c.next() != nil
+	if len(b.chunk) == cap(b.chunk) {
+		b.chunk = make([]model.Route, 0, builderChunk)
 	}
-	for i := range s.Routes {
-		r := &s.Routes[i]
-		if r.Family != inet.V4 && r.Family != inet.V6 || !r.Dst.IsValid() {
-			continue
-		}
-		if r.Family != lastFam || r.Table != lastTable {
-			fam := f.family(r.Family)
-			t = fam.tables[r.Table]
-			if t == nil {
-				t = newLPMTrie(r.Family)
-				fam.tables[r.Table] = t
-			}
-			lastFam, lastTable = r.Family, r.Table
-		}
-		fr := fibRoute{r: r, typ: r.Type, tos: r.TOS, metric: r.Metric, prefsrc: r.Src.Unmap()}
-		if fr.typ == "" {
-			fr.typ = model.RouteUnicast
-		}
-		fr.reject = isErrorType(fr.typ)
-		fr.scope = parseScope(r.Scope, defaultRouteScope(r))
-		if len(r.Nexthops) > 0 {
-			fr.multi = make([]fibNexthop, len(r.Nexthops))
-			for j, nh := range r.Nexthops {
-				fr.multi[j] = fibNexthop{gw: nh.Gateway.Unmap(), link: link(nh.Dev), dev: nh.Dev, index: j, onlink: nh.OnLink || r.OnLink}
-			}
-			fr.npaths = len(fr.multi)
-		} else if r.Dev != "" || r.Gateway.IsValid() {
-			fr.one = fibNexthop{gw: r.Gateway.Unmap(), link: link(r.Dev), dev: r.Dev, index: -1, onlink: r.OnLink}
-			fr.npaths = 1
-		} else if r.Family == inet.V6 && f.lo != nil {
-			// IPv6 reject routes hang off the loopback device (ip6_route_info_create).
-			fr.one = fibNexthop{link: f.lo, dev: f.lo.name, index: -1}
-			fr.npaths = 1
-		}
-		p := r.Dst
-		if p.Addr().Is4In6() {
-			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
-		}
-		if r.Family == inet.V4 && r.Table == model.TableLocal && fr.typ == model.RouteLocal && r.Protocol != "kernel" {
-			f.customLocal4 = true // fib_has_custom_local_routes
-		}
-		if r.Family == inet.V4 {
-			for j := 0; j < fr.npaths; j++ {
-				if n := fr.nh(j); n.gw.IsValid() && !n.onlink && viaHost(n.gw) {
-					pending = append(pending, i)
-					break
-				}
-			}
-		}
-		e := t.entry(p.Masked(), true)
-		if e.routes == nil {
-			slab[i] = fr
-			e.routes = slab[i : i+1 : i+1]
-		} else {
-			e.routes = append(e.routes, fr)
-		}
+	b.chunk = append(b.chunk, r)
+	b.add(&r, &b.chunk[len(b.chunk)-1], false)
+}
+
+// add indexes r; the indexed route refers to stored, which is r itself or, when shared, its
+// template.
+func (b *Builder) add(r, stored *model.Route, shared bool) {
+	f := b.f
+	if r.Family == inet.V4 && r.Dst.IsValid() && parseScope(r.Scope, defaultRouteScope(r)) >= scopeHost {
+		b.host.entry(netip.PrefixFrom(r.Dst.Addr().Unmap(), r.Dst.Bits()).Masked(), true)
 	}
+	if r.Family != inet.V4 && r.Family != inet.V6 || !r.Dst.IsValid() {
+		return
+	}
+	if r.Family != b.lastFam || r.Table != b.lastTable {
+		fam := f.family(r.Family)
+		b.t = fam.tables[r.Table]
+		if b.t == nil {
+			b.t = newLPMTrie(r.Family)
+			fam.tables[r.Table] = b.t
+		}
+		b.lastFam, b.lastTable = r.Family, r.Table
+	}
+	fr := f.fibRoute(r, &b.paths)
+	fr.r, fr.shared = stored, shared
+	p := r.Dst
+	if p.Addr().Is4In6() {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	if r.Family == inet.V4 && r.Table == model.TableLocal && fr.typ == model.RouteLocal && r.Protocol != "kernel" {
+		f.customLocal4 = true // fib_has_custom_local_routes
+	}
+	e := b.t.entry(p.Masked(), true)
+	if e.routes == nil {
+		// Each prefix's first route sits in a slab: a million routes are then a few
+		// allocations, not a million.
+		if len(b.slab) == cap(b.slab) {
+			b.slab = make([]fibRoute, 0, builderChunk)
+		}
+		b.slab = append(b.slab, fr)
+		n := len(b.slab)
+		e.routes = b.slab[n-1 : n : n]
+	} else {
+		e.routes = append(e.routes, fr)
+	}
+}
+
+// FIB finishes the index; the builder must not be used afterwards.
+func (b *Builder) FIB() *FIB {
+	f := b.f
 	for fi := range f.fams {
 		v6 := f.fams[fi].fam == inet.V6
 		for _, t := range f.fams[fi].tables {
 			sortEntries(&t.root, v6)
 		}
 	}
-	f.resolveGateways(pending)
+	// Only a gateway inside an IPv4 route of host scope (a local address) needs the kernel's
+	// gateway resolution to be replayed.
+	viaHost := func(gw netip.Addr) bool {
+		var c lpmCursor
+		b.host.find(gw, &c)
+		return c.next() != nil
+	}
+	cache := map[gatewayKey]bool{}
+	var walk func(table int, n *lpmNode)
+	walk = func(table int, n *lpmNode) {
+		for i := range n.entries {
+			for j := range n.entries[i].routes {
+				r := &n.entries[i].routes[j]
+				for k := 0; k < r.npaths; k++ {
+					if nh := r.nh(k); nh.gw.IsValid() && !nh.onlink && viaHost(nh.gw) {
+						f.resolveRouteGateways(cache, table, r)
+						break
+					}
+				}
+			}
+		}
+		for _, c := range n.children {
+			walk(table, c)
+		}
+	}
+	for id, t := range f.fams[0].tables {
+		walk(id, &t.root)
+	}
+	b.f, b.chunk, b.slab, b.host, b.t, b.templates, b.paths = nil, nil, nil, nil, nil, nil, nexthops{}
+	return f
+}
+
+// fibRoute makes the indexed form of a route; its single path comes from paths.
+func (f *FIB) fibRoute(r *model.Route, paths *nexthops) fibRoute {
+	link := func(name string) *fibLink {
+		if name == "" {
+			return nil
+		}
+		return f.links[name]
+	}
+	fr := fibRoute{r: r, dst: r.Dst, typ: r.Type, tos: r.TOS, metric: r.Metric}
+	if fr.typ == "" {
+		fr.typ = model.RouteUnicast
+	}
+	fr.reject = isErrorType(fr.typ)
+	fr.scope = parseScope(r.Scope, defaultRouteScope(r))
+	if len(r.Nexthops) > 0 {
+		fr.multi = make([]fibNexthop, len(r.Nexthops))
+		for j, nh := range r.Nexthops {
+			fr.multi[j] = fibNexthop{gw: nh.Gateway.Unmap(), link: link(nh.Dev), dev: nh.Dev, index: j, onlink: nh.OnLink || r.OnLink}
+		}
+		fr.npaths = len(fr.multi)
+	} else if r.Dev != "" || r.Gateway.IsValid() {
+		fr.one = paths.get(fibNexthop{gw: r.Gateway.Unmap(), link: link(r.Dev), dev: r.Dev, index: -1, onlink: r.OnLink}, r.Table, fr.scope)
+		fr.npaths = 1
+	} else if r.Family == inet.V6 && f.lo != nil {
+		// IPv6 reject routes hang off the loopback device (ip6_route_info_create).
+		fr.one = paths.get(fibNexthop{link: f.lo, dev: f.lo.name, index: -1}, r.Table, fr.scope)
+		fr.npaths = 1
+	}
+	return fr
+}
+
+// nexthops hands out single paths, one per distinct path. A path is shared only by routes of
+// one table and scope: resolveRouteGateways decides its use of the gateway from those.
+type nexthops struct {
+	shared map[nexthopKey]*fibNexthop
+	slab   []fibNexthop
+}
+
+type nexthopKey struct {
+	gw           netip.Addr
+	dev          string
+	link         *fibLink
+	onlink       bool
+	table, scope int
+}
+
+// maxSharedNexthops bounds the paths shared: beyond, each route gets its own.
+const maxSharedNexthops = 1 << 16
+
+func (p *nexthops) get(n fibNexthop, table, scope int) *fibNexthop {
+	k := nexthopKey{gw: n.gw, dev: n.dev, link: n.link, onlink: n.onlink, table: table, scope: scope}
+	if s := p.shared[k]; s != nil {
+		return s
+	}
+	if len(p.slab) == cap(p.slab) {
+		p.slab = make([]fibNexthop, 0, 1024)
+	}
+	p.slab = append(p.slab, n)
+	s := &p.slab[len(p.slab)-1]
+	if len(p.shared) < maxSharedNexthops {
+		if p.shared == nil {
+			p.shared = map[nexthopKey]*fibNexthop{}
+		}
+		p.shared[k] = s
+	}
+	return s
 }
 
 type gatewayKey struct {
@@ -474,27 +641,18 @@ type gatewayKey struct {
 	dev          string
 }
 
-// resolveGateways finds the IPv4 gateways the kernel does not use. fib_check_nh_v4_gw resolves
+// resolveRouteGateways finds the IPv4 gateways the kernel does not use. fib_check_nh_v4_gw resolves
 // a gateway when its route is added: in the route's table (unless main), else by a full lookup,
 // bound to the nexthop's device, among routes of link scope or narrower; the scope of the route
 // found becomes the nexthop's. Only a host-scope answer (a local address) changes anything. The
 // kernel does this once, when the route is added; the model does it on the current tables.
-func (f *FIB) resolveGateways(pending []int) {
-	cache := map[gatewayKey]bool{}
-	for _, i := range pending {
-		if r := f.routeOf(&f.state.Routes[i]); r != nil {
-			f.resolveRouteGateways(cache, r)
-		}
-	}
-}
-
-func (f *FIB) resolveRouteGateways(cache map[gatewayKey]bool, r *fibRoute) {
+func (f *FIB) resolveRouteGateways(cache map[gatewayKey]bool, table int, r *fibRoute) {
 	for j := 0; j < r.npaths; j++ {
 		n := r.nh(j)
 		if !n.gw.IsValid() || n.onlink {
 			continue
 		}
-		k := gatewayKey{table: r.r.Table, scope: max(r.scope+1, scopeLink), gw: n.gw, dev: n.dev}
+		k := gatewayKey{table: table, scope: max(r.scope+1, scopeLink), gw: n.gw, dev: n.dev}
 		direct, ok := cache[k]
 		if !ok {
 			direct = f.gatewayScope(k) >= scopeHost
@@ -611,7 +769,7 @@ func (f *FIB) walk(q *query, res *Result) (walkResult, bool) {
 	}
 	res.Verdict = w.verdict
 	if w.route != nil {
-		res.Route, res.Table = w.route.r, w.table
+		res.Route, res.Table = w.route.model(), w.table
 		if w.route.typ == model.RouteNAT || w.route.typ == "xresolve" {
 			res.Verdict = VerdictBlackhole
 		}
@@ -1030,13 +1188,13 @@ func (f *FIB) lookup4(q *query) Result {
 	}
 
 	r := w.route
-	res.Route, res.Table, res.Verdict = r.r, w.table, r.typ
+	res.Route, res.Table, res.Verdict = r.model(), w.table, r.typ
 	nh := w.nh
 	switch {
 	case r.typ == model.RouteLocal:
 		res.OIF = f.loName()
 		if !q.input {
-			res.PrefSrc = r.prefsrc
+			res.PrefSrc = r.prefSrc()
 			if !res.PrefSrc.IsValid() {
 				res.PrefSrc = q.dst
 			}
@@ -1131,8 +1289,8 @@ func pickCandidate(r *fibRoute, cands []int, q *query) int {
 // prefSrc4 is fib_result_prefsrc: the route's prefsrc, else inet_select_addr on the nexthop's
 // device, preferring an address on the gateway's subnet, within the route's scope.
 func (f *FIB) prefSrc4(r *fibRoute, nh int) netip.Addr {
-	if r.prefsrc.IsValid() {
-		return r.prefsrc
+	if ps := r.prefSrc(); ps.IsValid() {
+		return ps
 	}
 	n := r.nh(nh)
 	return f.selectAddr4(n.link, n.gw, r.scope)
@@ -1239,8 +1397,8 @@ func (f *FIB) routeOf(r *model.Route) *fibRoute {
 		return nil
 	}
 	for i := range e.routes {
-		if e.routes[i].r == r {
-			return &e.routes[i]
+		if fr := &e.routes[i]; fr.r == r || fr.shared && fr.sameAs(r) {
+			return fr
 		}
 	}
 	return nil
@@ -1348,7 +1506,7 @@ func (f *FIB) validateSource(q *query, dev *fibLink, dst netip.Addr, oif string)
 	mode := [...]string{"off", "strict", "loose"}[min(rpf, 2)]
 	if w.route == nil || isErrorType(w.route.typ) {
 		if w.route != nil {
-			rev.Route = w.route.r
+			rev.Route = w.route.model()
 		}
 		if rpf != 0 {
 			return false, rev, fmt.Sprintf("rp_filter %s: no route back to %s (%s)", mode, q.src, w.verdict)
@@ -1356,7 +1514,7 @@ func (f *FIB) validateSource(q *query, dev *fibLink, dst netip.Addr, oif string)
 		return true, rev, fmt.Sprintf("rp_filter off: no route back to %s, accepted", q.src)
 	}
 	r := w.route
-	rev.Route = r.r
+	rev.Route = r.model()
 	rev.Verdict = r.typ
 	if w.nh >= 0 {
 		rev.OIF, rev.Gateway, rev.Nexthop = r.nh(w.nh).dev, r.nh(w.nh).gateway(), r.nh(w.nh).index
@@ -1479,7 +1637,7 @@ func (f *FIB) lookup6(q *query) Result {
 		return res
 	}
 	r := w.route
-	res.Route, res.Table, res.Verdict = r.r, w.table, r.typ
+	res.Route, res.Table, res.Verdict = r.model(), w.table, r.typ
 	nh := w.nh
 	if r.npaths > 1 {
 		// fib6_select_path: the hash picks a sibling whose upper bound it falls under; one
@@ -1521,8 +1679,8 @@ func (f *FIB) lookup6(q *query) Result {
 // prefSrc6 is ip6_route_get_saddr: the route's prefsrc, else source address selection on the
 // path's device.
 func (f *FIB) prefSrc6(r *fibRoute, nh int, dst netip.Addr) netip.Addr {
-	if r.prefsrc.IsValid() {
-		return r.prefsrc
+	if ps := r.prefSrc(); ps.IsValid() {
+		return ps
 	}
 	var dev *fibLink
 	if nh >= 0 && nh < r.npaths {

@@ -514,7 +514,7 @@ func TestFIBLPMIndex(t *testing.T) {
 			}
 		}
 		for _, p := range prefixes {
-			tr.entry(p, true).routes = []fibRoute{{r: &model.Route{Dst: p}}}
+			tr.entry(p, true).routes = []fibRoute{{r: &model.Route{Dst: p}, dst: p}}
 		}
 		addrs := []string{"10.1.2.3", "10.1.2.200", "10.200.0.1", "11.1.1.1", "12.0.0.1"}
 		if fam == inet.V6 {

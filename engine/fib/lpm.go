@@ -46,7 +46,7 @@ func (e *lpmEntry) prefix() netip.Prefix {
 	if len(e.routes) == 0 {
 		return netip.Prefix{}
 	}
-	return netip.PrefixFrom(e.routes[0].r.Dst.Addr().Unmap(), int(e.bits)).Masked()
+	return netip.PrefixFrom(e.routes[0].dst.Addr().Unmap(), int(e.bits)).Masked()
 }
 
 func newLPMTrie(f inet.Family) *lpmTrie {

@@ -28,8 +28,8 @@ func (f *FIB) OnLink(table int, gw netip.Addr, dev string) bool {
 		t.find(gw.Unmap(), &c)
 		for e := c.next(); e != nil; e = c.next() {
 			for i := range e.routes {
-				r := e.routes[i].r
-				if r.Family != fam || !r.Dst.Contains(gw) || r.Type != model.RouteUnicast && r.Type != "" ||
+				r, dst := e.routes[i].r, e.routes[i].dst
+				if r.Family != fam || !dst.Contains(gw) || r.Type != model.RouteUnicast && r.Type != "" ||
 					r.Gateway.IsValid() || len(r.Nexthops) > 0 {
 					continue
 				}
@@ -89,8 +89,8 @@ func (f *FIB) Covers(fam inet.Family, table int, p netip.Prefix) bool {
 			break // only the default route is left, which does not count
 		}
 		for i := range e.routes {
-			r := e.routes[i].r
-			if r.Family == fam && r.Dst.Bits() > 0 && r.Dst.Bits() <= p.Bits() && r.Dst.Contains(a) {
+			r, dst := e.routes[i].r, e.routes[i].dst
+			if r.Family == fam && dst.Bits() > 0 && dst.Bits() <= p.Bits() && dst.Contains(a) {
 				return true
 			}
 		}

@@ -201,12 +201,12 @@ func (m nfgenmsg) Serialize() []byte {
 // The family and a mark are filtered by the kernel (CTA_MARK and CTA_MARK_MASK, Linux 4.x),
 // the rest here.
 func (c *Conntrack) Dump(ctx context.Context, f *ConntrackFilter, fn func(*ConntrackEntry) error) error {
-	return c.dump(ctx, f, func(_ *conntrack.Flow, e *ConntrackEntry) error { return fn(e) })
+	return c.dump(ctx, f, false, func(_ *conntrack.Flow, e *ConntrackEntry) error { return fn(e) })
 }
 
-// dump is Dump that also hands fn the library's flow, which goes back to the library (to
-// delete the entry) with all the entry leaves out, such as the type of an ICMP tuple.
-func (c *Conntrack) dump(ctx context.Context, f *ConntrackFilter, fn func(*conntrack.Flow, *ConntrackEntry) error) error {
+// dump is Dump that, withFlow, also hands fn the library's flow, which goes back to the library
+// (to delete the entry) with all the entry leaves out, such as the type of an ICMP tuple.
+func (c *Conntrack) dump(ctx context.Context, f *ConntrackFilter, withFlow bool, fn func(*conntrack.Flow, *ConntrackEntry) error) error {
 	sock, err := c.ns.socket(unix.NETLINK_NETFILTER)
 	if err != nil {
 		return err
@@ -233,16 +233,25 @@ func (c *Conntrack) dump(ctx context.Context, f *ConntrackFilter, fn func(*connt
 			cbErr = ctx.Err()
 			return false
 		}
-		ev, err := decodeEvent(m, 0)
-		if err != nil {
-			cbErr = fmt.Errorf("decoding a conntrack entry: %w", err)
-			return false
+		// Without the library's flow wanted, the entry is decoded straight from the message
+		// (no allocation); ti-mo decodes what that decoder does not expect.
+		var flow *conntrack.Flow
+		e, ok := ConntrackEntry{}, false
+		if !withFlow {
+			e, ok = decodeEntry(m)
 		}
-		e := convertFlow(ev.Flow)
+		if !ok {
+			ev, err := decodeEvent(m, 0)
+			if err != nil {
+				cbErr = fmt.Errorf("decoding a conntrack entry: %w", err)
+				return false
+			}
+			flow, e = ev.Flow, convertFlow(ev.Flow)
+		}
 		if !f.Match(&e) {
 			return true
 		}
-		if err := fn(ev.Flow, &e); err != nil {
+		if err := fn(flow, &e); err != nil {
 			cbErr = err
 			return false
 		}

@@ -394,7 +394,7 @@ func (l *LiveHost) FlushConntrack(ctx context.Context, f plan.ConntrackFlush) er
 	}
 	defer c.Close()
 	var deleteErr error
-	err = c.dump(ctx, &ConntrackFilter{Family: f.Family, Mark: f.Mark}, func(fl *conntrack.Flow, _ *ConntrackEntry) error {
+	err = c.dump(ctx, &ConntrackFilter{Family: f.Family, Mark: f.Mark}, true, func(fl *conntrack.Flow, _ *ConntrackEntry) error {
 		t := fl.TupleOrig
 		if f.Proto != 0 && int(t.Proto.Protocol) != f.Proto ||
 			f.Src.IsValid() && !f.Src.Contains(t.IP.SourceAddress.Unmap()) ||

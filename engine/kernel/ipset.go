@@ -39,8 +39,8 @@ const (
 	ipsetAttrIPv6 = 2
 	// IPSET_FLAG_NOMATCH in IPSET_ATTR_CADT_FLAGS.
 	ipsetFlagNoMatch = 1 << 2
-	// nla_type carries NLA_F_NESTED and NLA_F_NET_BYTEORDER in its top bits.
-	nlaTypeMask = 0x3fff
+	// nla_type carries NLA_F_NESTED and NLA_F_NET_BYTEORDER in its top bits: nlaTypeMask
+	// (ctdecode.go) takes them off.
 )
 
 // ReadIPSets lists the namespace's ipsets with their members, as `ipset list` does, over

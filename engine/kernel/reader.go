@@ -2,8 +2,11 @@ package kernel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+
+	"github.com/vishvananda/netlink"
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
@@ -101,4 +104,86 @@ func ReadWith(ctx context.Context, ns Namespace, opts ReadOptions) (*model.State
 		}
 	}
 	return st, nil
+}
+
+// LinkNames maps the ifindexes of a state's links to their names, as EachRoute wants them.
+func LinkNames(st *model.State) map[int]string {
+	names := make(map[int]string, len(st.Links))
+	for _, l := range st.Links {
+		names[l.Index] = l.Name
+	}
+	return names
+}
+
+// EachRoute streams the routes of every table of both families to fn as the dump delivers
+// them, in the order Read stores them, converted as Read converts them (names maps ifindexes
+// to link names, see LinkNames); fn may keep the route, and an error from it ends the dump
+// with that error. When the kernel interrupts a dump because the tables changed meanwhile,
+// EachRoute calls restart, so that the caller drops what it got (or gives up: its error ends
+// EachRoute), and dumps both families again.
+func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart func() error, fn func(*model.Route) error) error {
+	l, err := OpenHost(ns, nil)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	for try := 0; ; try++ {
+		if try > 0 {
+			if err := restart(); err != nil {
+				return err
+			}
+		}
+		err = nil
+		for _, fam := range []inet.Family{inet.V4, inet.V6} {
+			if err = eachRouteOf(ctx, l, fam, 0, names, fn); err != nil {
+				err = fmt.Errorf("reading %s routes of %s: %w", fam, ns, err)
+				break
+			}
+		}
+		if !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return err
+		}
+		if try+1 == dumpRetries {
+			return fmt.Errorf("the kernel interrupted the route dump %d times because the tables kept changing; try again: %w", dumpRetries, err)
+		}
+	}
+}
+
+// eachRouteOf is one dump of the pipe's (decoded straight from the messages, as the change
+// engine's drift check reads them, and as Read converts them: TestPrivilegedEachRouteMatches
+// Read), of one table when table is not 0; an error of fn ends it.
+func eachRouteOf(ctx context.Context, l *LiveHost, fam inet.Family, table int, names map[int]string, fn func(*model.Route) error) error {
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var fnErr error
+	err := l.EachRoute(dctx, fam, table, names, func(r model.Route) {
+		if fnErr == nil {
+			if fnErr = fn(&r); fnErr != nil {
+				cancel()
+			}
+		}
+	})
+	if fnErr != nil {
+		return fnErr
+	}
+	return err
+}
+
+// EachRouteOf streams the routes of one table and family to fn, as EachRoute does (the kernel
+// filters the dump, strict checking being on). A dump the kernel interrupts is an error: what
+// fn was given cannot be taken back.
+func EachRouteOf(ctx context.Context, ns Namespace, fam inet.Family, table int, names map[int]string, fn func(*model.Route) error) error {
+	l, err := OpenHost(ns, nil)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	err = eachRouteOf(ctx, l, fam, table, names, fn)
+	if errors.Is(err, netlink.ErrDumpInterrupted) {
+		return fmt.Errorf("reading %s routes of table %d of %s: the table changed while it was read; try again: %w", fam, table, ns, err)
+	}
+	if err != nil {
+		return fmt.Errorf("reading %s routes of table %d of %s: %w", fam, table, ns, err)
+	}
+	return nil
 }

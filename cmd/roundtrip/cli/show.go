@@ -13,6 +13,7 @@ import (
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/iptables"
+	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
 	"roundtrip/engine/safefile"
@@ -60,6 +61,9 @@ summarised; --all prints every route, --table shows one table only.
 			if limit < 0 {
 				return Usagef("--limit %d: want a number of routes (--all shows every route)", limit)
 			}
+			if inv.Live() && !inv.JSON {
+				return showLiveCommand(inv, table, all, limit)
+			}
 			s, err := inv.State()
 			if err != nil {
 				return err
@@ -93,6 +97,30 @@ summarised; --all prints every route, --table shows one table only.
 			return bw.Flush()
 		},
 	}
+}
+
+// showLiveCommand is show on the live host, printed as it is read (showLive).
+func showLiveCommand(inv *Invocation, table string, all bool, limit int) error {
+	only := -1
+	if table != "" {
+		// Table names come from rt_tables, not from the routes.
+		names, err := kernel.ReadTableNames(nil)
+		if err != nil {
+			return err
+		}
+		if only, err = (&model.State{TableNames: names}).TableID(table); err != nil {
+			return Usagef("%v", err)
+		}
+	}
+	if all {
+		limit = -1
+	}
+	bw := bufio.NewWriterSize(inv.Stdout, 64<<10)
+	if err := showLive(inv, bw, only, limit); err != nil {
+		bw.Flush()
+		return err
+	}
+	return bw.Flush()
 }
 
 // renderShow prints a state for a person at 80 columns. Every value from the state is escaped
@@ -226,58 +254,76 @@ func renderRules(w io.Writer, s *model.State) {
 // with the state reads it (counting, not timing).
 var showOps atomic.Int64
 
-// routeGroup is the routes of one table and family: how many, and the positions (in
-// State.Routes) of those to print.
+// routeGroup is the routes of one table and family: how many, and those to print (by their
+// positions in State.Routes, or, read from a dump, as copies).
 type routeGroup struct {
 	count int
 	shown []int
+	kept  []model.Route
 }
 
-func renderRoutes(ctx context.Context, w io.Writer, s *model.State, onlyTable, limit int) error {
-	// One pass groups the routes by table and family, in stored order, keeping only those to
-	// print: a full table is read once, however many tables there are.
-	type key struct {
-		table int
-		fam   inet.Family
+// routeKey names a routeGroup.
+type routeKey struct {
+	table int
+	fam   inet.Family
+}
+
+// routeIndex groups routes by table and family in one pass, in stored order, keeping only
+// those to print: a full table is read once, however many tables there are.
+type routeIndex struct {
+	onlyTable, limit int
+	copies           bool // keep copies (a dump) rather than positions (a State)
+	groups           map[routeKey]*routeGroup
+	ids              []int
+	seen             map[int]bool
+	last             *routeGroup
+	lastKey          routeKey
+}
+
+func newRouteIndex(onlyTable, limit int, copies bool) *routeIndex {
+	return &routeIndex{onlyTable: onlyTable, limit: limit, copies: copies,
+		groups: map[routeKey]*routeGroup{}, seen: map[int]bool{}, lastKey: routeKey{table: -1}}
+}
+
+// add counts route r, at position i of the state (ignored when keeping copies).
+func (x *routeIndex) add(i int, r *model.Route) {
+	if x.onlyTable >= 0 && r.Table != x.onlyTable {
+		return
 	}
-	groups := map[key]*routeGroup{}
-	var ids []int
-	seen := map[int]bool{}
-	var last *routeGroup
-	lastKey := key{table: -1}
-	for i := range s.Routes {
-		showOps.Add(1)
-		if i%4096 == 0 && ctx.Err() != nil {
-			return ctx.Err()
-		}
-		r := &s.Routes[i]
-		if onlyTable >= 0 && r.Table != onlyTable {
-			continue
-		}
-		k := key{r.Table, r.Family}
-		if last == nil || k != lastKey {
-			last = groups[k]
-			if last == nil {
-				last = &routeGroup{}
-				groups[k] = last
-				if !seen[r.Table] {
-					seen[r.Table] = true
-					ids = append(ids, r.Table)
-				}
+	k := routeKey{r.Table, r.Family}
+	if x.last == nil || k != x.lastKey {
+		x.last = x.groups[k]
+		if x.last == nil {
+			x.last = &routeGroup{}
+			x.groups[k] = x.last
+			if !x.seen[r.Table] {
+				x.seen[r.Table] = true
+				x.ids = append(x.ids, r.Table)
 			}
-			lastKey = k
 		}
-		last.count++
-		if limit < 0 || len(last.shown) < limit {
-			last.shown = append(last.shown, i)
-		}
+		x.lastKey = k
 	}
+	g := x.last
+	g.count++
+	switch {
+	case x.copies && x.limit >= 0 && len(g.kept) < x.limit:
+		g.kept = append(g.kept, *r)
+	case !x.copies && (x.limit < 0 || len(g.shown) < x.limit):
+		g.shown = append(g.shown, i)
+	}
+}
+
+// render prints the groups, main first, then the numbered and named tables, local last: the
+// order of interest. each calls emit for the routes of a group to print, in order.
+func (x *routeIndex) render(w io.Writer, tableName func(int) string,
+	each func(k routeKey, g *routeGroup, emit func(*model.Route)) (int, error)) error {
+	ids := x.ids
 	slices.Sort(ids)
-	// main first, then the numbered and named tables, local last: the order of interest.
 	slices.SortStableFunc(ids, func(a, b int) int { return tableRank(a) - tableRank(b) })
 	for _, id := range ids {
 		for _, f := range []inet.Family{inet.V4, inet.V6} {
-			g := groups[key{id, f}]
+			k := routeKey{id, f}
+			g := x.groups[k]
 			if g == nil || g.count == 0 {
 				continue
 			}
@@ -285,20 +331,98 @@ func renderRoutes(ctx context.Context, w io.Writer, s *model.State, onlyTable, l
 			if f == inet.V6 {
 				fam = " (IPv6)"
 			}
-			quote.TermFprintf(w, "\nTABLE %s%s: %d route(s)\n", s.TableName(id), fam, g.count)
-			for n, i := range g.shown {
-				showOps.Add(1)
-				if n%4096 == 4095 && ctx.Err() != nil {
-					return ctx.Err()
-				}
-				r := s.Routes[i]
-				r.Table = model.TableMain // the heading names the table already
-				quote.TermFprintf(w, "  %s\n", r.Args(s.TableName))
+			quote.TermFprintf(w, "\nTABLE %s%s: %d route(s)\n", tableName(id), fam, g.count)
+			shown, err := each(k, g, func(r *model.Route) {
+				c := *r
+				c.Table = model.TableMain // the heading names the table already
+				quote.TermFprintf(w, "  %s\n", c.Args(tableName))
+			})
+			if err != nil {
+				return err
 			}
-			if len(g.shown) < g.count {
-				quote.TermFprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", g.count-len(g.shown), s.TableName(id))
+			if shown < g.count {
+				quote.TermFprintf(w, "  ... %d more (roundtrip show --table %s --all)\n", g.count-shown, tableName(id))
 			}
 		}
+	}
+	return nil
+}
+
+func renderRoutes(ctx context.Context, w io.Writer, s *model.State, onlyTable, limit int) error {
+	x := newRouteIndex(onlyTable, limit, false)
+	for i := range s.Routes {
+		showOps.Add(1)
+		if i%4096 == 0 && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		x.add(i, &s.Routes[i])
+	}
+	return x.render(w, s.TableName, func(_ routeKey, g *routeGroup, emit func(*model.Route)) (int, error) {
+		for n, i := range g.shown {
+			showOps.Add(1)
+			if n%4096 == 4095 && ctx.Err() != nil {
+				return n, ctx.Err()
+			}
+			emit(&s.Routes[i])
+		}
+		return len(g.shown), nil
+	})
+}
+
+// showLive prints the live host as renderShowContext prints its State, without holding its
+// routes: one dump counts the routes of each table and keeps the few to print (and the
+// default routes, for GATEWAYS); with --all each table is then dumped again, on its own, and
+// printed as the kernel delivers it.
+func showLive(inv *Invocation, w io.Writer, onlyTable, limit int) error {
+	ctx, ns := inv.Ctx, inv.Namespace()
+	s, err := kernel.ReadWith(ctx, ns, kernel.ReadOptions{NoRoutes: true})
+	if err != nil {
+		return err
+	}
+	names := kernel.LinkNames(s)
+	var x *routeIndex
+	start := func() error {
+		x, s.Routes = newRouteIndex(onlyTable, limit, true), nil
+		return nil
+	}
+	start()
+	err = kernel.EachRoute(ctx, ns, names, start, func(r *model.Route) error {
+		if r.Dst.Bits() == 0 && r.Type == model.RouteUnicast {
+			s.Routes = append(s.Routes, *r) // all renderGateways reads
+		}
+		x.add(-1, r)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if onlyTable < 0 {
+		renderHeader(w, s)
+		renderLinks(w, s)
+		renderGateways(w, s)
+		renderRules(w, s)
+	}
+	err = x.render(w, s.TableName, func(k routeKey, g *routeGroup, emit func(*model.Route)) (int, error) {
+		if limit >= 0 {
+			for i := range g.kept {
+				emit(&g.kept[i])
+			}
+			return len(g.kept), nil
+		}
+		n := 0
+		err := kernel.EachRouteOf(ctx, ns, k.fam, k.table, names, func(r *model.Route) error {
+			n++
+			emit(r)
+			return nil
+		})
+		return n, err
+	})
+	if err != nil {
+		return err
+	}
+	if onlyTable < 0 {
+		renderNetfilter(w, s)
+		renderNFTables(w, s.Nftables)
 	}
 	return nil
 }
@@ -398,6 +522,9 @@ on any machine. Without -o the snapshot goes to standard output.`,
 			if len(inv.Args) > 0 {
 				return Usagef("snapshot takes no arguments, got %q (did you mean -o %s?)", inv.Args[0], inv.Args[0])
 			}
+			if inv.Live() {
+				return streamSnapshot(inv, out)
+			}
 			s, err := inv.State()
 			if err != nil {
 				return err
@@ -422,4 +549,63 @@ on any machine. Without -o the snapshot goes to standard output.`,
 			return nil
 		},
 	}
+}
+
+// streamSnapshot writes a snapshot of the live host with its routes encoded as the dump
+// delivers them: memory does not grow with the tables (model.SnapshotWriter writes what
+// Snapshot.Marshal would). A file is written under a temporary name and renamed over out when
+// complete, so an interrupted run leaves no snapshot; standard output gets what was written
+// until then.
+func streamSnapshot(inv *Invocation, out string) error {
+	ns := inv.Namespace()
+	s, err := kernel.ReadWith(inv.Ctx, ns, kernel.ReadOptions{NoRoutes: true})
+	if err != nil {
+		return err
+	}
+	taken := time.Now()
+	var (
+		file *safefile.File
+		sw   *model.SnapshotWriter
+	)
+	defer func() {
+		if file != nil {
+			file.Abort() // nothing after Commit
+		}
+	}()
+	start := func() error {
+		var w io.Writer = inv.Stdout
+		if out != "" && out != "-" {
+			if file != nil {
+				file.Abort()
+			}
+			if file, err = safefile.Create(out, safefile.ModePrivate, safefile.ToWriter(inv.Stderr)); err != nil {
+				return fmt.Errorf("writing snapshot: %w", err)
+			}
+			w = file
+		} else if sw != nil {
+			return fmt.Errorf("the routes changed while they were written to standard output: try again, or write to a file with -o")
+		}
+		sw, err = model.NewSnapshotWriter(w, s, taken)
+		return err
+	}
+	if err := start(); err != nil {
+		return err
+	}
+	if err := kernel.EachRoute(inv.Ctx, ns, kernel.LinkNames(s), start, func(r *model.Route) error { return sw.Route(r) }); err != nil {
+		return err
+	}
+	if err := inv.Ctx.Err(); err != nil {
+		return err // interrupted: no snapshot rather than one the operator stopped
+	}
+	if err := sw.Close(); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	if file == nil {
+		return nil
+	}
+	if err := file.Commit(); err != nil {
+		return fmt.Errorf("writing snapshot: %w", err)
+	}
+	fmt.Fprintf(inv.Stderr, "snapshot written to %s (%d routes, %d rules)\n", out, sw.Routes(), len(s.Rules))
+	return nil
 }

@@ -23,7 +23,7 @@ var (
 
 // roundtripBinary builds the real binary once per test run, for tests that run it the way an
 // operator does (under ip netns exec, in tmux, killed with signals).
-func roundtripBinary(t *testing.T) string {
+func roundtripBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "roundtrip-bin-")

@@ -68,7 +68,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			s, err := inv.State()
+			s, fib, err := traceState(inv)
 			if err != nil {
 				return err
 			}
@@ -76,7 +76,6 @@ Examples:
 				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
 			}
 			req.IIF = iif
-			fib := fib.New(s)
 			res := trace.Run(s, fib, req)
 			if inv.Live() {
 				compareWithKernel(inv, res)
@@ -94,6 +93,45 @@ Examples:
 			return nil
 		},
 	}
+}
+
+// traceState reads what trace needs and indexes it. Live, the routes go into the FIB as the
+// dump delivers them and the state keeps only the few that trace reads itself
+// (trace.RouteKeeper), so a full table is held once, indexed, rather than also as a State.
+func traceState(inv *Invocation) (*model.State, *fib.FIB, error) {
+	if !inv.Live() {
+		s, err := inv.State()
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, fib.New(s), nil
+	}
+	ns := inv.Namespace()
+	s, err := kernel.ReadWith(inv.Ctx, ns, kernel.ReadOptions{NoRoutes: true})
+	if err != nil {
+		return nil, nil, err
+	}
+	var (
+		b    *fib.Builder
+		keep trace.RouteKeeper
+	)
+	start := func() error {
+		s.Routes = nil
+		b, keep = fib.NewBuilder(s), trace.RouteKeeper{}
+		return nil
+	}
+	start()
+	err = kernel.EachRoute(inv.Ctx, ns, kernel.LinkNames(s), start, func(r *model.Route) error {
+		b.Add(*r)
+		if keep.Keep(r) {
+			s.Routes = append(s.Routes, *r)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return s, b.FIB(), nil
 }
 
 // parseTraceArgs checks the positional arguments and --mark; every mistake is a usage error
