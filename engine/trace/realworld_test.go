@@ -64,6 +64,8 @@ type rwFlow struct {
 	// quiet, for a rate rule: how many connections get trace's (quiet host) outcome; the
 	// next one must get the other outcome trace names among its candidates.
 	quiet int
+	// port is the client's source port when it matters (a privileged port); 0: assigned.
+	port uint16
 }
 
 // newRealWorld creates the lab (namespaces prefixed hdf) and the host under test.
@@ -225,6 +227,9 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 	client := h.peers[f.client]
 	h.port++
 	src := netip.AddrPortFrom(netip.MustParseAddr(f.src), h.port)
+	if f.port != 0 {
+		src = netip.AddrPortFrom(src.Addr(), f.port+uint16(try))
+	}
 	dst := netip.MustParseAddrPort(f.dst)
 	name := fmt.Sprintf("%s (%s -> %s, try %d)", f.name, src, dst, try+1)
 
@@ -304,7 +309,7 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 	}
 	if !works {
 		// A REJECT answers at once, a DROP leaves the client waiting.
-		if wantTimeout := res.Forward.Verdict != trace.LegReject; k.timeout != wantTimeout {
+		if wantTimeout := res.Forward.Verdict != trace.LegReject || res.Has(trace.FindingRejectElsewhere); k.timeout != wantTimeout {
 			t.Errorf("%s: the client: %v (timeout %v); trace %s", name, k.err, k.timeout, res.Forward.Verdict)
 		}
 	}

@@ -51,6 +51,10 @@ const (
 	// FindingBridgeNoHairpin: a DNAT sends a packet back to its sender through a bridge port
 	// without hairpin mode, which the bridge drops.
 	FindingBridgeNoHairpin = "bridge-no-hairpin"
+	// FindingRejectElsewhere: a REJECT's answer (ICMP error or TCP reset) is routed toward the
+	// client's address by another interface than the request came in on, so the client never
+	// hears it and waits as for a DROP.
+	FindingRejectElsewhere = "reject-answer-elsewhere"
 	// FindingKernelDisagrees is added by the live trace command when the kernel's own route
 	// lookup (ip route get) differs from the model's.
 	FindingKernelDisagrees = "model-kernel-disagree"
@@ -249,6 +253,9 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 
 	switch fwd.outcome {
 	case LegLocal, LegForward, LegOutput, LegBridged:
+	case LegReject:
+		t.checkRejectAnswer(fwd, p)
+		return res
 	default:
 		return res // no reply can come
 	}
@@ -291,6 +298,30 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 		t.checkAssumedReturn(fwd, reply, ct)
 	}
 	return res
+}
+
+// checkRejectAnswer follows the answer a REJECT sends for a request that came in on an
+// interface: the kernel routes it to the request's source like any packet this host sends
+// (icmp_send, nf_send_reset), so when that route leaves elsewhere the client never hears the
+// rejection and waits as for a DROP.
+func (t *tracer) checkRejectAnswer(fwd *Leg, p *netfilter.Packet) {
+	in := fwd.IIF
+	if in == "" || !p.Src.IsValid() || t.isLocal(p.Src) {
+		return
+	}
+	r := t.fib.Lookup(fib.Flow{Family: p.Family, Dst: p.Src, Proto: 1})
+	if r.OIF == in || r.OIF != "" && t.bridgeOf(r.OIF) == in || t.bridgeOf(in) == r.OIF {
+		return
+	}
+	where := "nowhere (" + r.Verdict + ")"
+	if r.OIF != "" {
+		where = "out " + r.OIF
+	}
+	fwd.Steps = append(fwd.Steps, Step{Hook: "reject", What: fmt.Sprintf("the rejection is routed to %s %s, not back out %s", p.Src, where, in), Rule: t.routeText(r)})
+	t.add(finding.Finding{ID: FindingRejectElsewhere, Severity: finding.SeverityWarning,
+		Summary:  fmt.Sprintf("the rejection of this request goes to %s %s, not out %s where the request came in: the client does not hear it and times out as if dropped", p.Src, where, in),
+		Evidence: []string{t.lookupText(r)},
+		Fix:      finding.Fix{Summary: fmt.Sprintf("route %s back out %s if the client should be told", p.Src, in), Args: []string{}}})
 }
 
 // modelLimits reports the parts of the state the trace cannot see.

@@ -882,3 +882,30 @@ func TestTraceBridgeIPv6(t *testing.T) {
 		t.Fatalf("ip6tables on:\n%s", dumpLeg(&r.Forward))
 	}
 }
+
+// A REJECT's answer is routed to the request's source like any packet the host sends: when
+// that route leaves by another interface, the client does not hear it, and trace says so.
+func TestTraceRejectAnswerElsewhere(t *testing.T) {
+	s := modeltest.Host(t, `
+link lan 192.168.122.1/24
+link wan 198.18.92.1/24
+sysctl net.ipv4.ip_forward=1
+route default via 198.18.92.2 dev wan
+ipt filter -A FORWARD -i lan ! -s 192.168.122.0/24 -j REJECT --reject-with icmp-port-unreachable
+`)
+	r := trace(t, s, "tcp 10.9.9.9:40000 198.18.92.2:80 lan")
+	wantFindings(t, r, FindingFiltered, FindingRejectElsewhere)
+	if f := r.Finding(FindingRejectElsewhere); r.Forward.Verdict != LegReject || !strings.Contains(f.Summary, "out wan") {
+		t.Fatalf("verdict %s, finding %+v", r.Forward.Verdict, f)
+	}
+	// From the guest network the answer goes back out lan: nothing to say.
+	s = modeltest.Host(t, `
+link lan 192.168.122.1/24
+link wan 198.18.92.1/24
+sysctl net.ipv4.ip_forward=1
+route default via 198.18.92.2 dev wan
+ipt filter -A FORWARD -i lan -j REJECT --reject-with icmp-port-unreachable
+`)
+	r = trace(t, s, "tcp 192.168.122.10:40000 198.18.92.2:80 lan")
+	wantFindings(t, r, FindingFiltered)
+}
