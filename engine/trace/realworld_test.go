@@ -179,6 +179,10 @@ func (h *rwHost) sent(src, dst netip.AddrPort, flags uint8, wait time.Duration) 
 	}
 }
 
+// rwDialTimeout tells a dropped connection from one that works: in namespaces of one machine
+// a handshake takes well under a millisecond.
+const rwDialTimeout = 800 * time.Millisecond
+
 const (
 	flagSYN = 0x02
 	flagACK = 0x10
@@ -247,7 +251,7 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 
 	before := ruleCounters(t, h.host)
 	var k kernelResult
-	conn, err := client.Dial(f.dst, src.String(), dialTimeout)
+	conn, err := client.Dial(f.dst, src.String(), rwDialTimeout)
 	if conn != nil {
 		conn.Close()
 	}
