@@ -307,6 +307,14 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 	}
 
 	same := true // the kernel followed trace's own path
+	if works && k.timeout && (res.Has(trace.FindingNoReturnRoute) || res.Has(trace.FindingAssumedReturnRoute)) {
+		// The far end has no way back: beyond this host, and trace said the reply depends on
+		// it. What the host did must still be what trace says.
+		works = false
+		if len(k.egress) == 0 {
+			t.Errorf("%s: trace sends the request out %s (the reply depending on the far end), the capture saw it leave nowhere", name, res.Forward.OIF)
+		}
+	}
 	if (k.err == nil) != works {
 		t.Errorf("%s: the client: %v; trace says it %s (%s, errors %v)\n%s", name, k.err, tern(works, "works", "fails"), res.Forward.Verdict, errorIDs(res), render(res))
 		return false
