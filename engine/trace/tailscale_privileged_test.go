@@ -57,8 +57,8 @@ func TestPrivilegedTailscaleSubnetRouter(t *testing.T) {
 	peer.Addr("eth0", "100.100.1.2/32")
 	peer.IP("route", "add", "100.100.1.1/32", "dev", "eth0")
 	peer.IP("route", "add", "default", "via", "100.100.1.1", "dev", "eth0", "onlink") // the exit node
-	lan.Addr("eth0", "100.70.0.9/32")    // a CGNAT-range source on the LAN side
-	lan.Addr("eth0", "100.115.92.5/32") // one in the ChromeOS VM range, which ts-input lets by
+	lan.Addr("eth0", "100.70.0.9/32")                                                 // a CGNAT-range source on the LAN side
+	lan.Addr("eth0", "100.115.92.5/32")                                               // one in the ChromeOS VM range, which ts-input lets by
 	lan.IP("route", "add", "100.100.1.0/24", "via", "192.168.50.1")
 	lan.IP("route", "add", "default", "via", "192.168.50.1")
 	lan.Listen("0.0.0.0:80")
