@@ -84,6 +84,8 @@ func TestPrivilegedDockerBridgeHost(t *testing.T) {
 		{name: "container to the published port (userland proxy)", client: "ctr2", src: "172.17.0.3", dst: "198.18.90.1:8080", iif: "veth2", verdict: trace.LegLocal},
 		{name: "container to its own published port (hairpin through the proxy)", client: "ctr1", src: "172.17.0.2", dst: "198.18.90.1:8080", iif: "veth1", verdict: trace.LegLocal},
 		{name: "host to the published port (nat OUTPUT)", client: "host", src: "198.18.90.1", dst: "198.18.90.1:8080", verdict: trace.LegOutput},
+		{name: "host to the published port on loopback (userland proxy)", client: "host", src: "127.0.0.1", dst: "127.0.0.1:8080", verdict: trace.LegLocal},
+		{name: "container to the published port on docker0's address", client: "ctr2", src: "172.17.0.3", dst: "172.17.0.1:8080", iif: "veth2", verdict: trace.LegLocal},
 		{name: "routed to a published container port", client: "out", src: "198.18.90.2", dst: "172.17.0.2:80", iif: "eth0", verdict: trace.LegForward},
 		{name: "routed to an unpublished container port", client: "out", src: "198.18.90.2", dst: "172.17.0.2:81", iif: "eth0", verdict: trace.LegDrop},
 		{name: "routed to a container without published ports", client: "out", src: "198.18.90.2", dst: "172.17.0.3:80", iif: "eth0", verdict: trace.LegDrop},

@@ -105,6 +105,7 @@ func TestPrivilegedKubeProxyNode(t *testing.T) {
 	h.host.Addr("eth0", "198.18.91.1/24")
 	h.host.IP("route", "add", "default", "via", "198.18.91.2")
 	newPodNodeBRNF(t, h.host)
+	h.host.Sysctl("net.ipv4.conf.all.route_localnet", "1") // kube-proxy's, for NodePorts on localhost
 	pods[0].Listen("0.0.0.0:8080")
 	pods[1].Listen("0.0.0.0:8080")
 	pods[2].Listen("0.0.0.0:5432")
@@ -125,6 +126,8 @@ func TestPrivilegedKubeProxyNode(t *testing.T) {
 		{name: "pod to outside (CNI ipMasq)", client: "podb", src: "10.244.0.3", dst: "198.18.91.2:80", iif: "veth1", verdict: trace.LegForward},
 		{name: "pod to pod", client: "poda", src: "10.244.0.2", dst: "10.244.0.4:5432", iif: "veth0", verdict: trace.LegBridged},
 		{name: "outside to a pod (routed)", client: "out", src: "198.18.91.2", dst: "10.244.0.3:8080", iif: "eth0", verdict: trace.LegForward},
+		{name: "pod to a NodePort of its node", client: "podc", src: "10.244.0.4", dst: "198.18.91.1:30080", iif: "veth2", verdict: trace.LegBridged, tries: 4},
+		{name: "node to a NodePort on loopback", client: "host", src: "127.0.0.1", dst: "127.0.0.1:30080", verdict: trace.LegOutput, tries: 4},
 		{name: "pod to the kubelet", client: "podb", src: "10.244.0.3", dst: "10.244.0.1:10250", iif: "veth1", verdict: trace.LegLocal},
 	})
 }

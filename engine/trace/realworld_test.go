@@ -307,6 +307,12 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 	}
 
 	same := true // the kernel followed trace's own path
+	after := ruleCounters(t, h.host)
+	if strings.Contains(cand, "(probability ") && !allCounted(before, after, actedRules(&res.Forward)) {
+		// A random branch: the counters show the kernel took another one than trace follows
+		// (when no conntrack entry is left to tell, as for a dropped packet).
+		same = false
+	}
 	if works && k.timeout && (res.Has(trace.FindingNoReturnRoute) || res.Has(trace.FindingAssumedReturnRoute)) {
 		// The far end has no way back: beyond this host, and trace said the reply depends on
 		// it. What the host did must still be what trace says.
@@ -382,7 +388,7 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 	// Counters: a rule trace says acted must have counted, unless the kernel took another of
 	// the candidates (then trace's rules are not the kernel's).
 	if same && try < max(f.quiet, 1) {
-		checkCounted(t, name, before, ruleCounters(t, h.host), res, k.err == nil)
+		checkCounted(t, name, before, after, res, k.err == nil)
 	}
 	return same
 }
@@ -400,6 +406,16 @@ func (k kernelResult) String() string {
 		fmt.Fprintf(&b, ", reply out %s from %s", p.iface, p.src)
 	}
 	return b.String()
+}
+
+// allCounted reports whether every rule counted packets between two readings.
+func allCounted(before, after map[string]uint64, rules []string) bool {
+	for _, r := range rules {
+		if after[r] <= before[r] {
+			return false
+		}
+	}
+	return true
 }
 
 // conntrack looks the flow up in the host's conntrack table.
