@@ -9,7 +9,7 @@ import (
 )
 
 // dockerRules is the iptables layout Docker 27 writes for its default bridge network with one
-// published port (docker run -p 8080:80, userland proxy on), as its documentation ("Packet
+// published port (docker run -p 8080:80 -p 5353:53/udp, userland proxy on), as its documentation ("Packet
 // filtering and firewalls", docs.docker.com/engine/network/packet-filtering-firewalls/)
 // describes and iptables-save prints it on such a host (libnetwork's iptables.go and
 // bridge/setup_ip_tables.go write these chains), with the hairpin MASQUERADE of the published
@@ -25,8 +25,10 @@ const dockerRules = `*nat
 -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
 -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+-A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p udp -m udp --dport 53 -j MASQUERADE
 -A DOCKER -i docker0 -j RETURN
 -A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+-A DOCKER ! -i docker0 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.17.0.2:53
 COMMIT
 *filter
 :INPUT ACCEPT [0:0]
@@ -43,6 +45,7 @@ COMMIT
 -A FORWARD -i docker0 ! -o docker0 -j ACCEPT
 -A FORWARD -i docker0 -o docker0 -j ACCEPT
 -A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p udp -m udp --dport 53 -j ACCEPT
 -A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
 -A DOCKER-ISOLATION-STAGE-1 -j RETURN
 -A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
@@ -74,12 +77,16 @@ func TestPrivilegedDockerBridgeHost(t *testing.T) {
 	out.Listen("0.0.0.0:80")
 	h.host.Listen("0.0.0.0:8080") // the userland proxy of the published port
 	h.host.Listen("0.0.0.0:22")
+	udpEcho(t, ctr1, "0.0.0.0:53")
+	udpEcho(t, out, "0.0.0.0:5000")
 	h.load(dockerRules)
 
 	h.run([]rwFlow{
 		{name: "published port", client: "out", src: "198.18.90.2", dst: "198.18.90.1:8080", iif: "eth0", verdict: trace.LegForward},
 		{name: "published port from a source DOCKER-USER drops", client: "out", src: "198.18.90.200", dst: "198.18.90.1:8080", iif: "eth0", verdict: trace.LegDrop},
 		{name: "container to outside", client: "ctr2", src: "172.17.0.3", dst: "198.18.90.2:80", iif: "veth2", verdict: trace.LegForward},
+		{name: "published UDP port", client: "out", src: "198.18.90.2", dst: "198.18.90.1:5353", iif: "eth0", verdict: trace.LegForward, udp: true},
+		{name: "container to outside over UDP", client: "ctr2", src: "172.17.0.3", dst: "198.18.90.2:5000", iif: "veth2", verdict: trace.LegForward, udp: true},
 		{name: "container to container", client: "ctr2", src: "172.17.0.3", dst: "172.17.0.2:80", iif: "veth2", verdict: trace.LegBridged},
 		{name: "container to the published port (userland proxy)", client: "ctr2", src: "172.17.0.3", dst: "198.18.90.1:8080", iif: "veth2", verdict: trace.LegLocal},
 		{name: "container to its own published port (hairpin through the proxy)", client: "ctr1", src: "172.17.0.2", dst: "198.18.90.1:8080", iif: "veth1", verdict: trace.LegLocal},
@@ -114,6 +121,7 @@ func TestPrivilegedDockerHairpin(t *testing.T) {
 -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
 -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
 -A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p tcp -m tcp --dport 80 -j MASQUERADE
+-A POSTROUTING -s 172.17.0.2/32 -d 172.17.0.2/32 -p udp -m udp --dport 53 -j MASQUERADE
 -A DOCKER -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
 COMMIT
 `

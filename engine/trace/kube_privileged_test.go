@@ -14,7 +14,7 @@ import (
 // masquerade mark, MASQUERADE --random-fully, the filter table's KUBE-SERVICES /
 // KUBE-EXTERNAL-SERVICES REJECTs of services without endpoints and KUBE-FIREWALL's localnet
 // drop. Services: web (10.96.0.10:80, NodePort 30080, endpoints pod A and B, -m statistic),
-// db (10.96.0.11:80, one endpoint, pod C), empty (10.96.0.20:80, NodePort 30081, none). Pod
+// db (10.96.0.11:80, one endpoint, pod C), kube-dns (10.96.0.53:53/udp, pod C), empty (10.96.0.20:80, NodePort 30081, none). Pod
 // B's egress MASQUERADE is the CNI bridge plugin's (ipMasq: true) CNI-<id> chain.
 const kubeRules = `*nat
 :PREROUTING ACCEPT [0:0]
@@ -29,8 +29,10 @@ const kubeRules = `*nat
 :KUBE-SEP-A - [0:0]
 :KUBE-SEP-B - [0:0]
 :KUBE-SEP-C - [0:0]
+:KUBE-SEP-DNS - [0:0]
 :KUBE-SERVICES - [0:0]
 :KUBE-SVC-DB - [0:0]
+:KUBE-SVC-DNS - [0:0]
 :KUBE-SVC-WEB - [0:0]
 -A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
 -A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
@@ -52,10 +54,15 @@ const kubeRules = `*nat
 -A KUBE-SEP-C -s 10.244.0.4/32 -m comment --comment "default/db" -j KUBE-MARK-MASQ
 -A KUBE-SEP-C -p tcp -m comment --comment "default/db" -m tcp -j DNAT --to-destination 10.244.0.4:5432
 -A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment "default/web cluster IP" -m tcp --dport 80 -j KUBE-SVC-WEB
+-A KUBE-SEP-DNS -s 10.244.0.4/32 -m comment --comment "kube-system/kube-dns:dns" -j KUBE-MARK-MASQ
+-A KUBE-SEP-DNS -p udp -m comment --comment "kube-system/kube-dns:dns" -m udp -j DNAT --to-destination 10.244.0.4:53
+-A KUBE-SERVICES -d 10.96.0.53/32 -p udp -m comment --comment "kube-system/kube-dns:dns cluster IP" -m udp --dport 53 -j KUBE-SVC-DNS
 -A KUBE-SERVICES -d 10.96.0.11/32 -p tcp -m comment --comment "default/db cluster IP" -m tcp --dport 80 -j KUBE-SVC-DB
 -A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
 -A KUBE-SVC-DB ! -s 10.244.0.0/16 -d 10.96.0.11/32 -p tcp -m comment --comment "default/db cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
 -A KUBE-SVC-DB -m comment --comment "default/db -> 10.244.0.4:5432" -j KUBE-SEP-C
+-A KUBE-SVC-DNS ! -s 10.244.0.0/16 -d 10.96.0.53/32 -p udp -m comment --comment "kube-system/kube-dns:dns cluster IP" -m udp --dport 53 -j KUBE-MARK-MASQ
+-A KUBE-SVC-DNS -m comment --comment "kube-system/kube-dns:dns -> 10.244.0.4:53" -j KUBE-SEP-DNS
 -A KUBE-SVC-WEB ! -s 10.244.0.0/16 -d 10.96.0.10/32 -p tcp -m comment --comment "default/web cluster IP" -m tcp --dport 80 -j KUBE-MARK-MASQ
 -A KUBE-SVC-WEB -m comment --comment "default/web -> 10.244.0.2:8080" -m statistic --mode random --probability 0.50000000000 -j KUBE-SEP-A
 -A KUBE-SVC-WEB -m comment --comment "default/web -> 10.244.0.3:8080" -j KUBE-SEP-B
@@ -110,6 +117,7 @@ func TestPrivilegedKubeProxyNode(t *testing.T) {
 	pods[1].Listen("0.0.0.0:8080")
 	pods[2].Listen("0.0.0.0:5432")
 	out.Listen("0.0.0.0:80")
+	udpEcho(t, pods[2], "0.0.0.0:53")
 	h.host.Listen("0.0.0.0:10250") // the kubelet
 	h.load(kubeRules)
 
@@ -118,6 +126,8 @@ func TestPrivilegedKubeProxyNode(t *testing.T) {
 		{name: "pod to a ClusterIP it is an endpoint of (hairpin)", client: "poda", src: "10.244.0.2", dst: "10.96.0.10:80", iif: "veth0", verdict: trace.LegBridged, tries: 6},
 		{name: "outside to NodePort", client: "out", src: "198.18.91.2", dst: "198.18.91.1:30080", iif: "eth0", verdict: trace.LegForward, tries: 6},
 		{name: "outside to ClusterIP (routed)", client: "out", src: "198.18.91.2", dst: "10.96.0.10:80", iif: "eth0", verdict: trace.LegForward, tries: 6},
+		{name: "pod to the DNS ClusterIP over UDP", client: "poda", src: "10.244.0.2", dst: "10.96.0.53:53", iif: "veth0", verdict: trace.LegBridged, udp: true},
+		{name: "outside to the DNS ClusterIP over UDP (routed)", client: "out", src: "198.18.91.2", dst: "10.96.0.53:53", iif: "eth0", verdict: trace.LegForward, udp: true},
 		{name: "pod to a one-endpoint ClusterIP", client: "poda", src: "10.244.0.2", dst: "10.96.0.11:80", iif: "veth0", verdict: trace.LegBridged},
 		{name: "node to a ClusterIP (nat OUTPUT)", client: "host", src: "198.18.91.1", dst: "10.96.0.11:80", verdict: trace.LegOutput},
 		{name: "pod to a service without endpoints", client: "poda", src: "10.244.0.2", dst: "10.96.0.20:80", iif: "veth0", verdict: trace.LegReject},

@@ -83,11 +83,16 @@ func TestPrivilegedLibvirtHost(t *testing.T) {
 	vm2.Listen("0.0.0.0:22")
 	h.host.Listen("0.0.0.0:53") // dnsmasq
 	h.host.Listen("0.0.0.0:22")
+	udpEcho(t, h.host, "0.0.0.0:53")
+	udpEcho(t, out, "0.0.0.0:5000")
 	h.load(libvirtRules)
 
 	h.run([]rwFlow{
 		{name: "guest to outside", client: "vm1", src: "192.168.122.10", dst: "198.18.92.2:80", iif: "vnet0", verdict: trace.LegForward},
 		{name: "guest to outside from a privileged port", client: "vm1", src: "192.168.122.10", dst: "198.18.92.2:80", iif: "vnet0", verdict: trace.LegForward, port: 700},
+		{name: "guest to outside over UDP", client: "vm1", src: "192.168.122.10", dst: "198.18.92.2:5000", iif: "vnet0", verdict: trace.LegForward, udp: true},
+		{name: "guest to outside over UDP from a privileged port", client: "vm1", src: "192.168.122.10", dst: "198.18.92.2:5000", iif: "vnet0", verdict: trace.LegForward, udp: true, port: 600},
+		{name: "guest to dnsmasq over UDP", client: "vm2", src: "192.168.122.11", dst: "192.168.122.1:53", iif: "vnet1", verdict: trace.LegLocal, udp: true},
 		{name: "guest to guest", client: "vm1", src: "192.168.122.10", dst: "192.168.122.11:22", iif: "vnet0", verdict: trace.LegBridged},
 		{name: "outside to a guest", client: "out", src: "198.18.92.2", dst: "192.168.122.11:22", iif: "eth0", verdict: trace.LegReject},
 		{name: "guest to dnsmasq", client: "vm2", src: "192.168.122.11", dst: "192.168.122.1:53", iif: "vnet1", verdict: trace.LegLocal},

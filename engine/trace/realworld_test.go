@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"roundtrip/engine/fib"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
 	"roundtrip/engine/model"
@@ -46,6 +47,7 @@ type rwHost struct {
 
 // rwPacket is one captured TCP packet on the host.
 type rwPacket struct {
+	proto    uint8
 	iface    string
 	out      bool
 	src, dst netip.AddrPort
@@ -66,6 +68,7 @@ type rwFlow struct {
 	quiet int
 	// port is the client's source port when it matters (a privileged port); 0: assigned.
 	port uint16
+	udp  bool // a UDP exchange (one datagram and its echo) instead of a TCP connection
 }
 
 // newRealWorld creates the lab (namespaces prefixed hdf) and the host under test.
@@ -105,7 +108,7 @@ func (h *rwHost) load(rules string, expected ...string) {
 
 func (h *rwHost) startCapture() {
 	h.t.Helper()
-	f, err := kernel.ParseCaptureFilter("tcp")
+	f, err := kernel.ParseCaptureFilter("tcp or udp")
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -133,7 +136,7 @@ func (h *rwHost) startCapture() {
 	h.t.Cleanup(func() { cancel(); <-done; c.Close() })
 }
 
-// decodeTCP reads the addresses, ports and flags of an IPv4 TCP packet.
+// decodeTCP reads the addresses, ports and flags of an IPv4 TCP or UDP packet.
 func decodeTCP(p *kernel.Packet) (rwPacket, bool) {
 	d := p.Data
 	if p.LinkType == kernel.LinkEthernet {
@@ -142,32 +145,36 @@ func decodeTCP(p *kernel.Packet) (rwPacket, bool) {
 		}
 		d = d[14:]
 	}
-	if len(d) < 20 || d[0]>>4 != 4 || d[9] != 6 {
+	if len(d) < 20 || d[0]>>4 != 4 || d[9] != 6 && d[9] != 17 {
 		return rwPacket{}, false
 	}
 	ihl := int(d[0]&0xf) * 4
-	if len(d) < ihl+14 {
+	if len(d) < ihl+8 || d[9] == 6 && len(d) < ihl+14 {
 		return rwPacket{}, false
 	}
 	src, _ := netip.AddrFromSlice(d[12:16])
 	dst, _ := netip.AddrFromSlice(d[16:20])
 	tcp := d[ihl:]
+	var flags uint8
+	if d[9] == 6 {
+		flags = tcp[13]
+	}
 	return rwPacket{
-		iface: p.Iface, out: p.Dir == kernel.Out, flags: tcp[13],
+		proto: d[9], iface: p.Iface, out: p.Dir == kernel.Out, flags: flags,
 		src: netip.AddrPortFrom(src, binary.BigEndian.Uint16(tcp[0:])),
 		dst: netip.AddrPortFrom(dst, binary.BigEndian.Uint16(tcp[2:])),
 	}, true
 }
 
-// sent returns the interfaces the host sent a packet of the tuple with exactly these SYN/ACK
-// flags on, waiting up to wait for the capture to deliver at least one.
-func (h *rwHost) sent(src, dst netip.AddrPort, flags uint8, wait time.Duration) []rwPacket {
+// sent returns the packets of the tuple the host sent (TCP: with exactly these SYN/ACK flags),
+// waiting up to wait for the capture to deliver at least one.
+func (h *rwHost) sent(proto uint8, src, dst netip.AddrPort, flags uint8, wait time.Duration) []rwPacket {
 	deadline := time.Now().Add(wait)
 	for {
 		var out []rwPacket
 		h.mu.Lock()
 		for _, p := range h.pkts {
-			if p.out && p.src == src && p.dst == dst && p.flags&(flagSYN|flagACK) == flags {
+			if p.out && p.proto == proto && p.src == src && p.dst == dst && (proto != 6 || p.flags&(flagSYN|flagACK) == flags) {
 				out = append(out, p)
 			}
 		}
@@ -204,12 +211,15 @@ func (h *rwHost) run(flows []rwFlow) {
 			tries = f.quiet + 1
 		}
 		agreed := false
-		for try := range tries {
+		try := 0
+		// A random branch: at least the tries asked, and on until the kernel has taken the
+		// path trace follows once (its counters then checked), 16 at most (2^-16 at 50%).
+		for ; try < tries || f.tries > 1 && !agreed && try < 16; try++ {
 			ok := h.flow(f, try)
 			agreed = agreed || ok
 		}
 		if f.tries > 1 && !agreed {
-			h.t.Errorf("%s: in %d tries the kernel never took the branch trace follows", f.name, tries)
+			h.t.Errorf("%s: in %d tries the kernel never took the branch trace follows", f.name, try)
 		}
 	}
 }
@@ -237,7 +247,11 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 	dst := netip.MustParseAddrPort(f.dst)
 	name := fmt.Sprintf("%s (%s -> %s, try %d)", f.name, src, dst, try+1)
 
-	res := traceTCP(h.st, src.String(), f.dst, f.iif)
+	proto := uint8(6)
+	if f.udp {
+		proto = 17
+	}
+	res := trace.Run(h.st, fib.New(h.st), trace.Request{Proto: int(proto), Src: src, Dst: dst, IIF: f.iif})
 	if res.Forward.Verdict != f.verdict {
 		t.Errorf("%s: trace %s, the table says %s\n%s", name, res.Forward.Verdict, f.verdict, render(res))
 	}
@@ -251,14 +265,20 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 
 	before := ruleCounters(t, h.host)
 	var k kernelResult
-	conn, err := client.Dial(f.dst, src.String(), rwDialTimeout)
-	if conn != nil {
-		conn.Close()
+	var err error
+	if f.udp {
+		err = udpExchange(client, src, dst)
+	} else {
+		var conn net.Conn
+		conn, err = client.Dial(f.dst, src.String(), rwDialTimeout)
+		if conn != nil {
+			conn.Close()
+		}
 	}
 	k.err = err
 	var ne net.Error
 	k.timeout = errors.As(err, &ne) && ne.Timeout()
-	if e, err := h.conntrack(src, dst); err == nil {
+	if e, err := h.conntrack(proto, src, dst); err == nil {
 		k.entry = &e
 	} else if !errors.Is(err, kernel.ErrConntrackNotFound) {
 		t.Fatalf("%s: %v", name, err)
@@ -272,9 +292,9 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 	if k.err == nil {
 		wait = time.Second
 	}
-	k.egress = h.sent(outSrc, outDst, flagSYN, wait)
+	k.egress = h.sent(proto, outSrc, outDst, flagSYN, wait)
 	if f.client != "host" {
-		k.replyOut = h.sent(dst, src, flagSYN|flagACK, wait)
+		k.replyOut = h.sent(proto, dst, src, flagSYN|flagACK, wait)
 		if k.err != nil {
 			k.replyOut = nil
 		}
@@ -418,14 +438,60 @@ func allCounted(before, after map[string]uint64, rules []string) bool {
 	return true
 }
 
+// udpEcho answers every datagram to addr inside the namespace with the same bytes, until the
+// test ends.
+func udpEcho(t *testing.T, ns *lab.NS, addr string) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := ns.Do(func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	}); err != nil {
+		t.Fatalf("udp echo on %s in %s: %v", addr, ns.Name, err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(buf[:n], from)
+		}
+	}()
+}
+
+// udpExchange sends one datagram from src to dst inside the namespace and waits for its echo:
+// nil when it comes, a refused error when an ICMP error comes back, a timeout otherwise.
+func udpExchange(ns *lab.NS, src, dst netip.AddrPort) error {
+	var conn *net.UDPConn
+	if err := ns.Do(func() error {
+		var err error
+		conn, err = net.DialUDP("udp4", net.UDPAddrFromAddrPort(src), net.UDPAddrFromAddrPort(dst))
+		return err
+	}); err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(rwDialTimeout))
+	if _, err := conn.Write([]byte("roundtrip")); err != nil {
+		return err
+	}
+	buf := make([]byte, 64)
+	_, err := conn.Read(buf)
+	return err
+}
+
 // conntrack looks the flow up in the host's conntrack table.
-func (h *rwHost) conntrack(src, dst netip.AddrPort) (kernel.ConntrackEntry, error) {
+func (h *rwHost) conntrack(proto uint8, src, dst netip.AddrPort) (kernel.ConntrackEntry, error) {
 	ct, err := kernel.OpenConntrack(kernel.Namespace{Name: h.host.Name})
 	if err != nil {
 		return kernel.ConntrackEntry{}, err
 	}
 	defer ct.Close()
-	return ct.Get(kernel.ConntrackTuple{Proto: 6, Src: src, Dst: dst})
+	return ct.Get(kernel.ConntrackTuple{Proto: proto, Src: src, Dst: dst})
 }
 
 // addrPortIn reports whether the kernel's got is trace's want: the same address:port, or the
