@@ -90,13 +90,10 @@ COMMIT
 COMMIT
 `
 
-// A kube-proxy node with pods A, B, C on cni0 (br_netfilter on, hairpin on the ports as the
-// kubelet's hairpin-veth mode sets it) and a host outside: every flow's kernel decisions
-// against trace's. For the web service the kernel picks an endpoint at random; each pick must
-// be one of trace's candidates, and at least one the path trace follows.
-func TestPrivilegedKubeProxyNode(t *testing.T) {
-	t.Parallel()
-	h := newRealWorld(t, "knode", true)
+// kubeNode builds the node of the kube-proxy tests, br_netfilter on or off, and loads its rules
+// (doctor's expected findings given).
+func kubeNode(t *testing.T, name string, brnf bool, expected ...string) *rwHost {
+	h := newRealWorld(t, name, true)
 	var pods []*lab.NS
 	for i, name := range []string{"poda", "podb", "podc"} {
 		pods = append(pods, h.peer(name, fmt.Sprintf("veth%d", i), fmt.Sprintf("10.244.0.%d/24", i+2), "10.244.0.1"))
@@ -111,7 +108,7 @@ func TestPrivilegedKubeProxyNode(t *testing.T) {
 	h.host.Addr("cni0", "10.244.0.1/24")
 	h.host.Addr("eth0", "198.18.91.1/24")
 	h.host.IP("route", "add", "default", "via", "198.18.91.2")
-	newPodNodeBRNF(t, h.host)
+	(&podNode{node: h.host}).brNetfilter(t, brnf)
 	h.host.Sysctl("net.ipv4.conf.all.route_localnet", "1") // kube-proxy's, for NodePorts on localhost
 	pods[0].Listen("0.0.0.0:8080")
 	pods[1].Listen("0.0.0.0:8080")
@@ -119,7 +116,17 @@ func TestPrivilegedKubeProxyNode(t *testing.T) {
 	out.Listen("0.0.0.0:80")
 	udpEcho(t, pods[2], "0.0.0.0:53")
 	h.host.Listen("0.0.0.0:10250") // the kubelet
-	h.load(kubeRules)
+	h.load(kubeRules, expected...)
+	return h
+}
+
+// A kube-proxy node with pods A, B, C on cni0 (br_netfilter on, hairpin on the ports as the
+// kubelet's hairpin-veth mode sets it) and a host outside: every flow's kernel decisions
+// against trace's. For the web service the kernel picks an endpoint at random; each pick must
+// be one of trace's candidates, and at least one the path trace follows.
+func TestPrivilegedKubeProxyNode(t *testing.T) {
+	t.Parallel()
+	h := kubeNode(t, "knode", true)
 
 	h.run([]rwFlow{
 		{name: "pod to ClusterIP", client: "podc", src: "10.244.0.4", dst: "10.96.0.10:80", iif: "veth2", verdict: trace.LegBridged, tries: 6},
@@ -139,5 +146,27 @@ func TestPrivilegedKubeProxyNode(t *testing.T) {
 		{name: "pod to a NodePort of its node", client: "podc", src: "10.244.0.4", dst: "198.18.91.1:30080", iif: "veth2", verdict: trace.LegBridged, tries: 4},
 		{name: "node to a NodePort on loopback", client: "host", src: "127.0.0.1", dst: "127.0.0.1:30080", verdict: trace.LegOutput, tries: 4},
 		{name: "pod to the kubelet", client: "podb", src: "10.244.0.3", dst: "10.244.0.1:10250", iif: "veth1", verdict: trace.LegLocal},
+	})
+}
+
+// The same node with br_netfilter off (the module not loaded, or bridge-nf-call-iptables=0):
+// a pod reaching a ClusterIP whose endpoint shares its bridge gets the endpoint's reply
+// bridged past conntrack, un-DNATed, and the connection fails; trace says why and doctor warns
+// of it (dnat-same-subnet-no-snat, which the kernel confirms). Everything routed still works.
+// The ICMP redirects the node sends a pod it routes back onto cni0 also hold back the ICMP
+// error of a later REJECT to that pod (the per-destination ICMP limit): the pod then times
+// out, which trace names as what the rejection depends on.
+func TestPrivilegedKubeProxyNodeWithoutBRNetfilter(t *testing.T) {
+	t.Parallel()
+	h := kubeNode(t, "knonf", false, "dnat-same-subnet-no-snat")
+	h.run([]rwFlow{
+		{name: "pod to ClusterIP (reply bridged past conntrack)", client: "podc", src: "10.244.0.4", dst: "10.96.0.10:80", iif: "veth2", verdict: trace.LegForward, tries: 4},
+		{name: "pod to a one-endpoint ClusterIP (reply bridged past conntrack)", client: "poda", src: "10.244.0.2", dst: "10.96.0.11:80", iif: "veth0", verdict: trace.LegForward},
+		{name: "pod to the DNS ClusterIP over UDP (reply bridged past conntrack)", client: "poda", src: "10.244.0.2", dst: "10.96.0.53:53", iif: "veth0", verdict: trace.LegForward, udp: true},
+		{name: "outside to NodePort", client: "out", src: "198.18.91.2", dst: "198.18.91.1:30080", iif: "eth0", verdict: trace.LegForward, tries: 4},
+		{name: "pod to a NodePort of its node (masqueraded)", client: "podc", src: "10.244.0.4", dst: "198.18.91.1:30080", iif: "veth2", verdict: trace.LegForward, tries: 4},
+		{name: "pod to pod", client: "poda", src: "10.244.0.2", dst: "10.244.0.4:5432", iif: "veth0", verdict: trace.LegBridged},
+		{name: "pod to outside (CNI ipMasq)", client: "podb", src: "10.244.0.3", dst: "198.18.91.2:80", iif: "veth1", verdict: trace.LegForward},
+		{name: "pod to a service without endpoints", client: "poda", src: "10.244.0.2", dst: "10.96.0.20:80", iif: "veth0", verdict: trace.LegReject},
 	})
 }

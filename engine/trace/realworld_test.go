@@ -108,7 +108,7 @@ func (h *rwHost) load(rules string, expected ...string) {
 
 func (h *rwHost) startCapture() {
 	h.t.Helper()
-	f, err := kernel.ParseCaptureFilter("tcp or udp")
+	f, err := kernel.ParseCaptureFilter("tcp or udp or icmp")
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -145,10 +145,19 @@ func decodeTCP(p *kernel.Packet) (rwPacket, bool) {
 		}
 		d = d[14:]
 	}
-	if len(d) < 20 || d[0]>>4 != 4 || d[9] != 6 && d[9] != 17 {
+	if len(d) < 20 || d[0]>>4 != 4 || d[9] != 6 && d[9] != 17 && d[9] != 1 {
 		return rwPacket{}, false
 	}
 	ihl := int(d[0]&0xf) * 4
+	if d[9] == 1 { // an ICMP error: who it goes to, and its type
+		src, _ := netip.AddrFromSlice(d[12:16])
+		dst, _ := netip.AddrFromSlice(d[16:20])
+		if len(d) < ihl+1 {
+			return rwPacket{}, false
+		}
+		return rwPacket{proto: 1, iface: p.Iface, out: p.Dir == kernel.Out, flags: d[ihl],
+			src: netip.AddrPortFrom(src, 0), dst: netip.AddrPortFrom(dst, 0)}, true
+	}
 	if len(d) < ihl+8 || d[9] == 6 && len(d) < ihl+14 {
 		return rwPacket{}, false
 	}
@@ -190,7 +199,25 @@ func (h *rwHost) sent(proto uint8, src, dst netip.AddrPort, flags uint8, wait ti
 // a handshake takes well under a millisecond.
 const rwDialTimeout = 800 * time.Millisecond
 
+// answers returns, of the packets captured since mark, the ICMP errors to the client's address and the TCP resets of the flow the
+// host sent (a REJECT's answer).
+func (h *rwHost) answers(mark int, src, dst netip.AddrPort) []rwPacket {
+	var out []rwPacket
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.pkts[mark:] {
+		if !p.out {
+			continue
+		}
+		if p.proto == 1 && p.dst.Addr() == src.Addr() && p.flags == 3 || p.proto == 6 && p.src == dst && p.dst == src && p.flags&flagRST != 0 {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 const (
+	flagRST = 0x04
 	flagSYN = 0x02
 	flagACK = 0x10
 )
@@ -231,6 +258,7 @@ type kernelResult struct {
 	entry    *kernel.ConntrackEntry
 	egress   []rwPacket // the request's SYN as the host sent it
 	replyOut []rwPacket // the reply's SYN-ACK as the host sent it
+	answer   []rwPacket // a REJECT's answer (ICMP error or TCP reset) as the host sent it
 }
 
 // flow sends one connection and compares. It reports whether the kernel followed the very
@@ -264,6 +292,9 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 	}
 
 	before := ruleCounters(t, h.host)
+	h.mu.Lock()
+	mark := len(h.pkts)
+	h.mu.Unlock()
 	var k kernelResult
 	var err error
 	if f.udp {
@@ -299,6 +330,7 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 			k.replyOut = nil
 		}
 	}
+	k.answer = h.answers(mark, src, dst)
 
 	replyText := ""
 	if res.Reply != nil {
@@ -346,9 +378,30 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 		return false
 	}
 	if !works {
-		// A REJECT answers at once, a DROP leaves the client waiting.
-		if wantTimeout := res.Forward.Verdict != trace.LegReject || res.Has(trace.FindingRejectElsewhere); k.timeout != wantTimeout {
-			t.Errorf("%s: the client: %v (timeout %v); trace %s", name, k.err, k.timeout, res.Forward.Verdict)
+		// A REJECT answers at once, by the route back to the client (which trace names when it
+		// is not the way the request came in); a DROP answers nothing and leaves the client
+		// waiting. The client's own result is not the judge of a REJECT: an ICMP error that
+		// reaches a connecting socket while connect() still holds it is only a soft error
+		// there (tcp_v4_err), and the client retries until it times out.
+		if res.Forward.Verdict == trace.LegReject {
+			elsewhere := res.Has(trace.FindingRejectElsewhere)
+			limited := false // trace said the ICMP error depends on a rate limit
+			if f := res.Finding(trace.FindingFiltered); f != nil {
+				limited = strings.Contains(strings.Join(f.Evidence, "\n"), "net.ipv4.icmp_ratelimit")
+			}
+			if len(k.answer) == 0 && !(limited && k.timeout) {
+				t.Errorf("%s: trace rejects, the host sent no ICMP error or reset (client: %v)", name, k.err)
+			}
+			for _, p := range k.answer {
+				if h.on(p.iface, res.Forward.IIF) == elsewhere {
+					t.Errorf("%s: the host sent the rejection out %s, trace: %s", name, p.iface, tern(elsewhere, "elsewhere than "+res.Forward.IIF, "back out "+res.Forward.IIF))
+				}
+			}
+			if elsewhere && !k.timeout {
+				t.Errorf("%s: the client: %v; trace says the rejection goes elsewhere", name, k.err)
+			}
+		} else if !k.timeout || len(k.answer) > 0 && res.Forward.Verdict == trace.LegDrop {
+			t.Errorf("%s: the client: %v (timeout %v), the host answered %d times; trace %s", name, k.err, k.timeout, len(k.answer), res.Forward.Verdict)
 		}
 	}
 
@@ -424,6 +477,9 @@ func (k kernelResult) String() string {
 	}
 	for _, p := range k.replyOut {
 		fmt.Fprintf(&b, ", reply out %s from %s", p.iface, p.src)
+	}
+	for _, p := range k.answer {
+		fmt.Fprintf(&b, ", rejection (proto %d) out %s", p.proto, p.iface)
 	}
 	return b.String()
 }

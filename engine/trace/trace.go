@@ -502,14 +502,23 @@ func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r net
 		if ct.Reply {
 			dir = "reply"
 		}
+		ev := []string{r.Decider, "packet: " + packetText(p)}
+		if r.Verdict == netfilter.Reject && !strings.Contains(r.Decider, "tcp-reset") {
+			ev = append(ev, icmpRateLimitNote)
+		}
 		t.add(finding.Finding{ID: FindingFiltered, Severity: finding.SeverityError,
 			Summary:  fmt.Sprintf("the %s is %s by %s", dir, map[string]string{netfilter.Drop: "dropped", netfilter.Reject: "rejected"}[r.Verdict], hookName),
-			Evidence: []string{r.Decider, "packet: " + packetText(p)},
+			Evidence: ev,
 			Fix:      finding.Fix{Summary: fmt.Sprintf("allow the flow in %s before that rule (or remove the rule) if it should pass", hookName)}})
 		return false
 	}
 	return true
 }
+
+// icmpRateLimitNote says what a REJECT's ICMP error depends on that the model cannot know:
+// icmp_send's per-destination limit (icmpv4_xrlim_allow over the inet_peer's tokens, whose
+// refill time ICMP redirects to the same host reset too, ip_rt_send_redirect).
+const icmpRateLimitNote = "the ICMP error is rate-limited per destination (net.ipv4.icmp_ratelimit, 1 s after a burst of 6; ICMP redirects this host sent to the client hold it back too): past the limit the client hears nothing and times out as for a DROP"
 
 // candidates reports the outcomes of a table's branch rules (chance or state): the one the
 // evaluation took and, for each branch, the other, evaluated again from the packet as it

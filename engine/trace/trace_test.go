@@ -909,3 +909,22 @@ ipt filter -A FORWARD -i lan -j REJECT --reject-with icmp-port-unreachable
 	r = trace(t, s, "tcp 192.168.122.10:40000 198.18.92.2:80 lan")
 	wantFindings(t, r, FindingFiltered)
 }
+
+// A REJECT's ICMP error depends on the per-destination ICMP rate limit, which the model cannot
+// see: the filtered finding says so; a TCP reset is not limited.
+func TestTraceRejectICMPRateLimitNamed(t *testing.T) {
+	for _, c := range []struct {
+		with    string
+		limited bool
+	}{{"icmp-port-unreachable", true}, {"tcp-reset", false}} {
+		s := modeltest.Host(t, `
+link eth0 10.0.0.1/24
+ipt filter -A INPUT -p tcp -m tcp --dport 22 -j REJECT --reject-with `+c.with+`
+`)
+		r := trace(t, s, "tcp 10.0.0.5:40000 10.0.0.1:22 eth0")
+		f := r.Finding(FindingFiltered)
+		if f == nil || strings.Contains(strings.Join(f.Evidence, "\n"), "icmp_ratelimit") != c.limited {
+			t.Errorf("reject-with %s: %+v", c.with, f)
+		}
+	}
+}
