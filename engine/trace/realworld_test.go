@@ -400,6 +400,12 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 			if elsewhere && !k.timeout {
 				t.Errorf("%s: the client: %v; trace says the rejection goes elsewhere", name, k.err)
 			}
+		} else if v := res.Forward.Verdict; v == trace.LegNoRoute || v == trace.LegUnreachable || v == trace.LegProhibit {
+			// The routing decision answers: an ICMP error to a forwarded packet, an error of
+			// connect() to a local one.
+			if k.err == nil || k.timeout && len(k.answer) == 0 {
+				t.Errorf("%s: the client: %v, the host answered %d times; trace %s", name, k.err, len(k.answer), v)
+			}
 		} else if !k.timeout || len(k.answer) > 0 && res.Forward.Verdict == trace.LegDrop {
 			t.Errorf("%s: the client: %v (timeout %v), the host answered %d times; trace %s", name, k.err, k.timeout, len(k.answer), res.Forward.Verdict)
 		}
