@@ -55,13 +55,11 @@ COMMIT
 COMMIT
 `
 
-// A Docker host (br_netfilter on, as Docker sets it) with two containers on docker0 and a
-// host outside (198.18.90.2 allowed by DOCKER-USER, 198.18.90.200 not): every flow's kernel
-// decisions against trace's (realworld_test.go), and doctor finds nothing the kernel's
-// behaviour contradicts.
-func TestPrivilegedDockerBridgeHost(t *testing.T) {
-	t.Parallel()
-	h := newRealWorld(t, "dock", true)
+// dockerHost builds a Docker host (br_netfilter on, as Docker sets it) with two containers on
+// docker0 and a host outside (198.18.90.2 allowed by DOCKER-USER, 198.18.90.200 not), and
+// loads rules.
+func dockerHost(t *testing.T, name, rules string) *rwHost {
+	h := newRealWorld(t, name, true)
 	ctr1 := h.peer("ctr1", "veth1", "172.17.0.2/16", "172.17.0.1")
 	ctr2 := h.peer("ctr2", "veth2", "172.17.0.3/16", "172.17.0.1")
 	out := h.peer("out", "eth0", "198.18.90.2/24", "")
@@ -79,7 +77,15 @@ func TestPrivilegedDockerBridgeHost(t *testing.T) {
 	h.host.Listen("0.0.0.0:22")
 	udpEcho(t, ctr1, "0.0.0.0:53")
 	udpEcho(t, out, "0.0.0.0:5000")
-	h.load(dockerRules)
+	h.load(rules)
+	return h
+}
+
+// A Docker 27 host: every flow's kernel decisions against trace's (realworld_test.go), and
+// doctor finds nothing the kernel's behaviour contradicts.
+func TestPrivilegedDockerBridgeHost(t *testing.T) {
+	t.Parallel()
+	h := dockerHost(t, "dock", dockerRules)
 
 	h.run([]rwFlow{
 		{name: "published port", client: "out", src: "198.18.90.2", dst: "198.18.90.1:8080", iif: "eth0", verdict: trace.LegForward},
@@ -96,6 +102,79 @@ func TestPrivilegedDockerBridgeHost(t *testing.T) {
 		{name: "routed to a published container port", client: "out", src: "198.18.90.2", dst: "172.17.0.2:80", iif: "eth0", verdict: trace.LegForward},
 		{name: "routed to an unpublished container port", client: "out", src: "198.18.90.2", dst: "172.17.0.2:81", iif: "eth0", verdict: trace.LegDrop},
 		{name: "routed to a container without published ports", client: "out", src: "198.18.90.2", dst: "172.17.0.3:80", iif: "eth0", verdict: trace.LegDrop},
+		{name: "container to the host", client: "ctr1", src: "172.17.0.2", dst: "172.17.0.1:22", iif: "veth1", verdict: trace.LegLocal},
+		{name: "outside to the host", client: "out", src: "198.18.90.200", dst: "198.18.90.1:22", iif: "eth0", verdict: trace.LegLocal},
+	})
+}
+
+// docker28Rules is the layout Docker 28 writes for the same containers, as moby's design notes
+// for the bridge driver's iptables rules (libnetwork/drivers/bridge, "iptables" docs) and
+// docs.docker.com's "Docker with iptables" describe it: DOCKER-FORWARD with per-bridge
+// DOCKER-CT, DOCKER-INTERNAL and DOCKER-BRIDGE chains replacing the isolation stages in FORWARD,
+// a DROP of whatever else enters a bridge in DOCKER, and the raw table's PREROUTING DROP of
+// packets routed to a container's address from outside its bridge (28.0: "direct routing" to
+// containers blocked unless the gateway mode is routed).
+const docker28Rules = `*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -d 172.17.0.2/32 ! -i docker0 -j DROP
+-A PREROUTING -d 172.17.0.3/32 ! -i docker0 -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+-A DOCKER ! -i docker0 -p udp -m udp --dport 5353 -j DNAT --to-destination 172.17.0.2:53
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-BRIDGE - [0:0]
+:DOCKER-CT - [0:0]
+:DOCKER-FORWARD - [0:0]
+:DOCKER-INTERNAL - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-FORWARD
+-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p udp -m udp --dport 53 -j ACCEPT
+-A DOCKER ! -i docker0 -o docker0 -j DROP
+-A DOCKER-BRIDGE -o docker0 -j DOCKER
+-A DOCKER-CT -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A DOCKER-FORWARD -j DOCKER-CT
+-A DOCKER-FORWARD -j DOCKER-INTERNAL
+-A DOCKER-FORWARD -j DOCKER-BRIDGE
+-A DOCKER-FORWARD -i docker0 -j ACCEPT
+-A DOCKER-USER -i eth0 ! -s 198.18.90.0/25 -j DROP
+COMMIT
+`
+
+// A Docker 28 host: the same flows as Docker 27's, except that a container's address is no
+// longer reachable by routing from outside (raw PREROUTING), each compared with the kernel.
+func TestPrivilegedDocker28BridgeHost(t *testing.T) {
+	t.Parallel()
+	h := dockerHost(t, "dock28", docker28Rules)
+	h.run([]rwFlow{
+		{name: "published port", client: "out", src: "198.18.90.2", dst: "198.18.90.1:8080", iif: "eth0", verdict: trace.LegForward},
+		{name: "published UDP port", client: "out", src: "198.18.90.2", dst: "198.18.90.1:5353", iif: "eth0", verdict: trace.LegForward, udp: true},
+		{name: "published port from a source DOCKER-USER drops", client: "out", src: "198.18.90.200", dst: "198.18.90.1:8080", iif: "eth0", verdict: trace.LegDrop},
+		{name: "container to outside", client: "ctr2", src: "172.17.0.3", dst: "198.18.90.2:80", iif: "veth2", verdict: trace.LegForward},
+		{name: "container to outside over UDP", client: "ctr2", src: "172.17.0.3", dst: "198.18.90.2:5000", iif: "veth2", verdict: trace.LegForward, udp: true},
+		{name: "container to container", client: "ctr2", src: "172.17.0.3", dst: "172.17.0.2:80", iif: "veth2", verdict: trace.LegBridged},
+		{name: "container to the published port (userland proxy)", client: "ctr2", src: "172.17.0.3", dst: "198.18.90.1:8080", iif: "veth2", verdict: trace.LegLocal},
+		{name: "host to the published port (nat OUTPUT)", client: "host", src: "198.18.90.1", dst: "198.18.90.1:8080", verdict: trace.LegOutput},
+		{name: "host to a container", client: "host", src: "172.17.0.1", dst: "172.17.0.3:80", verdict: trace.LegOutput},
+		{name: "routed to a published container port (raw DROP)", client: "out", src: "198.18.90.2", dst: "172.17.0.2:80", iif: "eth0", verdict: trace.LegDrop},
+		{name: "routed to an unpublished container port", client: "out", src: "198.18.90.2", dst: "172.17.0.3:80", iif: "eth0", verdict: trace.LegDrop},
 		{name: "container to the host", client: "ctr1", src: "172.17.0.2", dst: "172.17.0.1:22", iif: "veth1", verdict: trace.LegLocal},
 		{name: "outside to the host", client: "out", src: "198.18.90.200", dst: "198.18.90.1:22", iif: "eth0", verdict: trace.LegLocal},
 	})
