@@ -337,6 +337,9 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 		replyText = fmt.Sprintf(", reply out %q from %s", res.Reply.OIF, res.Reply.Packet.Src)
 	}
 	t.Logf("%s: kernel: %s; trace: %s out %q%s", name, k, res.Forward.Verdict, res.Forward.OIF, replyText)
+	if cand != "" && try == 0 {
+		t.Logf("%s: trace's candidates:\n%s", name, cand)
+	}
 
 	works := len(errorIDs(res)) == 0
 	switch res.Forward.Verdict {
@@ -418,11 +421,14 @@ func (h *rwHost) flow(f rwFlow, try int) bool {
 			same = false
 			if cand == "" || !strings.Contains(cand, outDst.String()) {
 				t.Errorf("%s: trace sends to %s (range %q), the kernel DNATed to %s, not among trace's candidates:\n%s", name, fp.Dst, fp.DstPortRange, outDst, render(res))
+			} else if line := candidateLine(cand, "-> "+outDst.String()); !strings.Contains(line, " as "+outSrc.Addr().String()+":") {
+				// The candidate names where its branch leads: the source the kernel gave it too.
+				t.Errorf("%s: the kernel sent the request as %s -> %s; trace's candidate says: %s", name, outSrc, outDst, line)
 			}
 		}
-		// When the kernel took another branch than trace follows, what the other branch
-		// leads to later (the hairpin MASQUERADE of a service's own endpoint) is not trace's
-		// path: the branch was named above.
+		// When the kernel took another branch than trace follows, the source is compared
+		// with what that branch's candidate says above (the hairpin MASQUERADE of a
+		// service's own endpoint), not with trace's own path.
 		if same && !addrPortIn(fp.Src, fp.SrcPortRange, outSrc) {
 			t.Errorf("%s: trace sends from %s (range %q), the kernel SNATed to %s\n%s", name, fp.Src, fp.SrcPortRange, outSrc, render(res))
 		}
@@ -488,6 +494,16 @@ func (k kernelResult) String() string {
 		fmt.Fprintf(&b, ", rejection (proto %d) out %s", p.proto, p.iface)
 	}
 	return b.String()
+}
+
+// candidateLine returns the line of the candidates evidence that has sub.
+func candidateLine(cand, sub string) string {
+	for _, l := range strings.Split(cand, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
 }
 
 // allCounted reports whether every rule counted packets between two readings.

@@ -200,6 +200,8 @@ func (r *Result) Finding(id string) *finding.Finding {
 }
 
 type tracer struct {
+	req  Request
+	sub  bool // a trace of one random branch's path, inside candidates: no candidates of its own
 	s    *model.State
 	fib  *fib.FIB
 	nf   *netfilter.Sim
@@ -213,6 +215,13 @@ type tracer struct {
 // Trace follows a flow through the host and back. It only reads the state: no kernel.
 func Run(s *model.State, f *fib.FIB, req Request) *Result {
 	t := &tracer{s: s, fib: f, nf: netfilter.New(s, f), res: &Result{}, seen: map[string]bool{}}
+	return t.run(req)
+}
+
+// run traces the request into t.res.
+func (t *tracer) run(req Request) *Result {
+	t.req = req
+	f := t.fib
 	res := t.res
 	fam := inet.FamilyOf(req.Dst.Addr())
 	res.Flow = Flow{Proto: inet.ProtoName(req.Proto), Src: req.Src, Dst: req.Dst, IIF: req.IIF, Mark: req.Mark}
@@ -478,7 +487,7 @@ func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r net
 	if tb := t.s.Netfilter.TableIn(backend, p.Family, table); tb != nil {
 		cmd = t.s.Netfilter.TableCommand(tb)
 	}
-	if len(r.Branches) > 0 {
+	if len(r.Branches) > 0 && !t.sub {
 		t.candidates(leg, backend, table, hook, pIn, ctIn, p, r)
 	}
 	for _, u := range r.Uncertain {
@@ -552,7 +561,7 @@ func (t *tracer) candidates(leg *Leg, backend, table, hook string, pIn *netfilte
 			cond = b.Else
 		}
 		if random {
-			ev = append(ev, fmt.Sprintf("%s (probability %s): %s", b.Rule, percentText(rest*b.Prob), outcomeText(alt, &pc)))
+			ev = append(ev, fmt.Sprintf("%s (probability %s): %s%s", b.Rule, percentText(rest*b.Prob), outcomeText(alt, &pc), t.branchPath(b.Key())))
 			rest *= 1 - b.Prob
 			continue
 		}
@@ -581,6 +590,42 @@ func (t *tracer) candidates(leg *Leg, backend, table, hook string, pIn *netfilte
 	t.add(finding.Finding{ID: FindingCandidates, Severity: sev, Summary: summary, Evidence: ev,
 		Fix: finding.Fix{Summary: "nothing to fix by itself: check the rule counters (" + quote.ShellJoin(iptables.Command(pIn.Family), "-t", table, "-L", hook, "-v", "-n") + ") or conntrack to see which outcome the kernel took", Args: []string{}}})
 	leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: fmt.Sprintf("the outcome depends on chance or state: the %s finding lists every outcome", FindingCandidates)})
+}
+
+// branchPath follows the whole flow with a random branch rule forced to match, and says how
+// the request ends: what the branch leads to later (kube-proxy's hairpin MASQUERADE of a pod
+// that reaches itself through its service) is not in its own chain's outcome.
+func (t *tracer) branchPath(key *iptables.Rule) string {
+	if key == nil {
+		return ""
+	}
+	saved := t.nf.Force
+	t.nf.Force = map[*iptables.Rule]bool{key: true}
+	sub := &tracer{s: t.s, fib: t.fib, nf: t.nf, res: &Result{}, seen: map[string]bool{}, sub: true}
+	r := sub.run(t.req)
+	t.nf.Force = saved
+	l := r.Forward
+	end := "; the request then: " + l.Verdict
+	switch l.Verdict {
+	case LegForward, LegOutput, LegBridged:
+		p := l.Packet
+		end += fmt.Sprintf(" out %s as %s -> %s", l.OIF, rangeEndpoint(p.Src, p.SrcPortRange), rangeEndpoint(p.Dst, p.DstPortRange))
+	}
+	if errs := finding.CountErrors(r.Findings); errs > 0 {
+		end += fmt.Sprintf(" (%d error(s): %s)", errs, strings.Join(errorIDs(r.Findings), ", "))
+	}
+	return end
+}
+
+// errorIDs lists the ids of the error findings.
+func errorIDs(fs []finding.Finding) []string {
+	var out []string
+	for _, f := range fs {
+		if f.Severity == finding.SeverityError {
+			out = append(out, f.ID)
+		}
+	}
+	return out
 }
 
 // outcomeText says what a table did: dropped, rejected, or what NAT it applied.

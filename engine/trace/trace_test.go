@@ -928,3 +928,25 @@ ipt filter -A INPUT -p tcp -m tcp --dport 22 -j REJECT --reject-with `+c.with+`
 		}
 	}
 }
+
+// A random branch's candidate says where the branch leads, not only what its chain does: the
+// MASQUERADE in POSTROUTING that only that endpoint gets.
+func TestTraceRandomCandidateSaysWhereItLeads(t *testing.T) {
+	s := modeltest.Host(t, `
+link lan 10.0.0.1/24
+link wan 198.51.100.1/24
+sysctl net.ipv4.ip_forward=1
+ipt nat -A PREROUTING -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -m statistic --mode random --probability 0.5 -j DNAT --to-destination 10.0.0.5:80
+ipt nat -A PREROUTING -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.6:80
+ipt nat -A POSTROUTING -d 10.0.0.5/32 -j MASQUERADE
+`)
+	r := trace(t, s, "tcp 198.51.100.9:40000 198.51.100.1:80 wan")
+	c := r.Finding(FindingCandidates)
+	if c == nil || len(c.Evidence) != 2 || !strings.HasSuffix(c.Evidence[0], "; the request then: forward out lan as 10.0.0.1:40000 -> 10.0.0.5:80") {
+		t.Fatalf("candidates %+v", c)
+	}
+	// The trace itself follows the fall-through, unmasqueraded.
+	if got := r.Forward.Packet.Src.String(); got != "198.51.100.9:40000" || r.Forward.Packet.Dst.String() != "10.0.0.6:80" {
+		t.Errorf("traced path %s -> %s", got, r.Forward.Packet.Dst)
+	}
+}
