@@ -349,6 +349,56 @@ func hooksReaching(t *iptables.Table) map[string]map[string]bool {
 	return out
 }
 
+// rulesReachedFrom returns the rules of a table a packet arriving on iface can get to from a
+// hook, judged by interfaces alone: a rule for another interface is skipped, and a rule that
+// ends the chain for every packet of iface (a -g, or a verdict or NAT target, with no match
+// but -i) leaves the rest of its chain unreached. Everything else is assumed reachable, so
+// the answer errs toward "reached".
+func rulesReachedFrom(t *iptables.Table, hook, iface string) map[*iptables.Rule]bool {
+	out := map[*iptables.Rule]bool{}
+	seen := map[string]bool{}
+	var walk func(name string)
+	walk = func(name string) {
+		c := t.Chain(name)
+		if c == nil || seen[name] {
+			return
+		}
+		seen[name] = true
+		for i := range c.Rules {
+			r := &c.Rules[i]
+			if r.In != nil && ifaceMatches(r.In.Value, iface) == r.In.Not {
+				continue
+			}
+			out[r] = true
+			if t.Chain(r.Target) != nil {
+				walk(r.Target)
+			}
+			onlyIn := r.Src == nil && r.Dst == nil && r.Out == nil && r.Proto == nil && r.Fragment == nil && len(r.Matches) == 0
+			if !onlyIn {
+				continue
+			}
+			switch r.Target {
+			case "ACCEPT", "DROP", "REJECT", "RETURN", "DNAT", "SNAT", "MASQUERADE", "REDIRECT":
+				return
+			}
+			if r.Goto {
+				return
+			}
+		}
+	}
+	walk(hook)
+	return out
+}
+
+// ifaceMatches matches an interface name against iptables' -i/-o pattern (a trailing + is a
+// prefix).
+func ifaceMatches(pattern, iface string) bool {
+	if p, ok := strings.CutSuffix(pattern, "+"); ok {
+		return strings.HasPrefix(iface, p)
+	}
+	return pattern == iface
+}
+
 // onlyLocalOut reports whether the rules of a nat chain act only on locally generated packets
 // (the chain is reached from OUTPUT and not from PREROUTING): a DNAT there redirects this
 // host's own connections and forwards nothing.
@@ -755,6 +805,11 @@ func (d *doctor) dnatWithoutSNAT() {
 		}
 		client := d.clientIn(pfx, backend)
 		if !client.IsValid() {
+			return
+		}
+		if !rulesReachedFrom(t, "PREROUTING", in)[r] {
+			// Packets from that network never get to the rule: an earlier rule sends them
+			// elsewhere for good (firewalld's -g to the zone of their interface).
 			return
 		}
 		proto := 6

@@ -227,3 +227,25 @@ ipt nat -A KUBE-SEP-A -p tcp -m tcp -j DNAT --to-destination 10.244.0.3:8080
 		t.Errorf("finding %+v", fs[0])
 	}
 }
+
+// firewalld sends each interface's packets (-g) to its zone's chain: a forward port of the
+// public zone is not reached by clients on the internal zone's network, even though the
+// catch-all -g of the default zone names the same chain.
+func TestDoctorDNATOnlyReachedFromItsZone(t *testing.T) {
+	host := `
+link eth0 198.18.94.1/24
+link eth1 10.94.1.1/24
+sysctl net.ipv4.ip_forward=1
+ipt nat -N PREROUTING_ZONES
+ipt nat -N PRE_public
+ipt nat -N PRE_internal
+ipt nat -A PREROUTING -j PREROUTING_ZONES
+ipt nat -A PREROUTING_ZONES -i eth1 -g PRE_internal
+ipt nat -A PREROUTING_ZONES -i eth0 -g PRE_public
+ipt nat -A PREROUTING_ZONES -g PRE_public
+ipt nat -A PRE_public -p tcp -m tcp --dport 8443 -j DNAT --to-destination 10.94.1.2:443
+`
+	wantDoctor(t, doctorOn(t, host))
+	// Without the internal zone's -g, eth1's clients fall through to the public zone.
+	wantDoctor(t, doctorOn(t, strings.Replace(host, "ipt nat -A PREROUTING_ZONES -i eth1 -g PRE_internal\n", "", 1)), FindingDNATWithoutSNAT)
+}

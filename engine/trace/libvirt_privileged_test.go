@@ -1,16 +1,16 @@
 package trace_test
 
 import (
-	"fmt"
 	"testing"
 
-	"roundtrip/engine/lab"
 	"roundtrip/engine/trace"
 )
 
 // libvirtRules is the layout libvirt (5.1 and later, iptables backend) writes for its default
-// NAT network virbr0 (192.168.122.0/24): LIBVIRT_* chains, MASQUERADE --to-ports 1024-65535
-// for TCP and UDP, guests reachable only by connections they opened.
+// NAT network virbr0 (192.168.122.0/24), as its network driver writes it
+// (src/network/bridge_driver_linux.c, src/util/viriptables.c) and libvirt.org's "Firewall and
+// network filtering" page describes it: LIBVIRT_* chains, MASQUERADE --to-ports 1024-65535
+// for TCP and UDP, guests reachable only by connections they opened, DNS and DHCP to the host.
 const libvirtRules = `*mangle
 :PREROUTING ACCEPT [0:0]
 :INPUT ACCEPT [0:0]
@@ -65,70 +65,43 @@ COMMIT
 `
 
 // A libvirt host (br_netfilter off, as without Docker) with two guests on virbr0 and a host
-// outside: client results, conntrack's SNAT and trace agree.
+// outside: every flow's kernel decisions against trace's (realworld_test.go).
 func TestPrivilegedLibvirtHost(t *testing.T) {
-	l := lab.New(t)
-	host := lab.Host(l, "hbr-virt", true)
-	vm1, vm2 := lab.Host(l, "hbr-vm1", false), lab.Host(l, "hbr-vm2", false)
-	out := lab.Host(l, "hbr-vout", false)
-	l.Veth(host, "vnet0", vm1, "eth0")
-	l.Veth(host, "vnet1", vm2, "eth0")
-	l.Veth(host, "eth0", out, "eth0")
-	host.Bridge("virbr0", "vnet0", "vnet1")
-	host.Addr("virbr0", "192.168.122.1/24")
-	host.Addr("eth0", "198.18.92.1/24")
-	vm1.Addr("eth0", "192.168.122.10/24")
-	vm1.IP("route", "add", "default", "via", "192.168.122.1")
-	vm2.Addr("eth0", "192.168.122.11/24")
-	vm2.IP("route", "add", "default", "via", "192.168.122.1")
-	out.Addr("eth0", "198.18.92.2/24")
+	t.Parallel()
+	h := newRealWorld(t, "virt", true)
+	vm1 := h.peer("vm1", "vnet0", "192.168.122.10/24", "192.168.122.1")
+	vm2 := h.peer("vm2", "vnet1", "192.168.122.11/24", "192.168.122.1")
+	out := h.peer("out", "eth0", "198.18.92.2/24", "")
 	out.IP("route", "add", "192.168.122.0/24", "via", "198.18.92.1")
-	(&podNode{node: host}).brNetfilter(t, false)
-	host.Run("sh", "-c", `printf '%s' "$1" | iptables-restore`, "sh", libvirtRules)
+	vm1.Addr("eth0", "10.9.9.9/32") // a source the guest network does not own
+	h.host.Bridge("virbr0", "vnet0", "vnet1")
+	h.host.Addr("virbr0", "192.168.122.1/24")
+	h.host.Addr("eth0", "198.18.92.1/24")
+	h.host.IP("route", "add", "default", "via", "198.18.92.2")
+	(&podNode{node: h.host}).brNetfilter(t, false)
 	out.Listen("0.0.0.0:80")
 	vm2.Listen("0.0.0.0:22")
-	st := readState(t, host)
-	checkDoctor(t, st)
+	h.host.Listen("0.0.0.0:53") // dnsmasq
+	h.host.Listen("0.0.0.0:22")
+	udpEcho(t, h.host, "0.0.0.0:53")
+	udpEcho(t, out, "0.0.0.0:5000")
+	h.load(libvirtRules)
 
-	for _, c := range []struct {
-		name, src, dst, iif string
-		client              *lab.NS
-		verdict             string
-		snat                string // the source trace predicts, as rendered
-	}{
-		{"guest to outside, port kept", "192.168.122.10:40700", "198.18.92.2:80", "vnet0", vm1, trace.LegForward, "198.18.92.1:40700"},
-		{"guest to outside, privileged port", "192.168.122.10:700", "198.18.92.2:80", "vnet0", vm1, trace.LegForward, "198.18.92.1:(1024-65535)"},
-		{"guest to guest", "192.168.122.10:40701", "192.168.122.11:22", "vnet0", vm1, trace.LegBridged, ""},
-		{"outside to a guest", "198.18.92.2:40702", "192.168.122.11:22", "eth0", out, trace.LegReject, ""},
-	} {
-		before := ruleCounters(t, host)
-		conn, err := c.client.Dial(c.dst, c.src, dialTimeout)
-		if conn != nil {
-			conn.Close()
-		}
-		res := traceTCP(st, c.src, c.dst, c.iif)
-		checkCounted(t, c.name, before, ruleCounters(t, host), res, err == nil)
-		works := len(errorIDs(res)) == 0
-		if res.Forward.Verdict != c.verdict || (err == nil) != works || res.Has(trace.FindingUncertain) {
-			t.Errorf("%s: the client: %v; trace %s with errors %v, want %s\n%s", c.name, err, res.Forward.Verdict, errorIDs(res), c.verdict, render(res))
-			continue
-		}
-		if c.snat == "" {
-			continue
-		}
-		e := conntrackEntry(t, host, c.src, c.dst)
-		fp := res.Forward.Packet
-		got := fmt.Sprintf("%s:%d", fp.Src.Addr(), fp.Src.Port())
-		if fp.SrcPortRange != "" {
-			got = fmt.Sprintf("%s:(%s)", fp.Src.Addr(), fp.SrcPortRange)
-			if e.Reply.Dst.Port() < 1024 {
-				t.Errorf("%s: the kernel took port %d, outside the range", c.name, e.Reply.Dst.Port())
-			}
-		} else if fp.Src != e.Reply.Dst {
-			t.Errorf("%s: trace source %s, kernel %s", c.name, fp.Src, e.Reply.Dst)
-		}
-		if got != c.snat {
-			t.Errorf("%s: trace source %s, want %s", c.name, got, c.snat)
-		}
-	}
+	h.run([]rwFlow{
+		{name: "guest to outside", client: "vm1", src: "192.168.122.10", dst: "198.18.92.2:80", iif: "vnet0", verdict: trace.LegForward},
+		{name: "guest to outside from a privileged port", client: "vm1", src: "192.168.122.10", dst: "198.18.92.2:80", iif: "vnet0", verdict: trace.LegForward, port: 700},
+		{name: "guest to outside over UDP", client: "vm1", src: "192.168.122.10", dst: "198.18.92.2:5000", iif: "vnet0", verdict: trace.LegForward, udp: true},
+		{name: "guest to outside over UDP from a privileged port", client: "vm1", src: "192.168.122.10", dst: "198.18.92.2:5000", iif: "vnet0", verdict: trace.LegForward, udp: true, port: 600},
+		{name: "guest to dnsmasq over UDP", client: "vm2", src: "192.168.122.11", dst: "192.168.122.1:53", iif: "vnet1", verdict: trace.LegLocal, udp: true},
+		{name: "guest to guest", client: "vm1", src: "192.168.122.10", dst: "192.168.122.11:22", iif: "vnet0", verdict: trace.LegBridged},
+		{name: "outside to a guest", client: "out", src: "198.18.92.2", dst: "192.168.122.11:22", iif: "eth0", verdict: trace.LegReject},
+		{name: "guest to dnsmasq", client: "vm2", src: "192.168.122.11", dst: "192.168.122.1:53", iif: "vnet1", verdict: trace.LegLocal},
+		{name: "guest to the host's ssh", client: "vm2", src: "192.168.122.11", dst: "192.168.122.1:22", iif: "vnet1", verdict: trace.LegLocal},
+		{name: "guest to the host's outside address", client: "vm1", src: "192.168.122.10", dst: "198.18.92.1:22", iif: "vnet0", verdict: trace.LegLocal},
+		{name: "outside to the host", client: "out", src: "198.18.92.2", dst: "198.18.92.1:22", iif: "eth0", verdict: trace.LegLocal},
+		{name: "outside to virbr0's address", client: "out", src: "198.18.92.2", dst: "192.168.122.1:22", iif: "eth0", verdict: trace.LegLocal},
+		{name: "host to a guest", client: "host", src: "192.168.122.1", dst: "192.168.122.11:22", verdict: trace.LegOutput},
+		{name: "guest with a foreign source address", client: "vm1", src: "10.9.9.9", dst: "198.18.92.2:80", iif: "vnet0", verdict: trace.LegReject},
+		{name: "outside to a guest's closed port", client: "out", src: "198.18.92.2", dst: "192.168.122.10:22", iif: "eth0", verdict: trace.LegReject},
+	})
 }

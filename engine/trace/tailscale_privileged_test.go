@@ -1,14 +1,15 @@
 package trace_test
 
 import (
-	"fmt"
 	"testing"
 
-	"roundtrip/engine/lab"
 	"roundtrip/engine/trace"
 )
 
-// tailscaleRules is the layout tailscaled (1.5x, iptables mode) writes on a subnet router:
+// tailscaleRules is the layout tailscaled (1.5x, iptables mode) writes on a subnet router and
+// exit node, as its netfilter runner (util/linuxfw/iptables_runner.go: the base chains, the
+// SNAT rule of --snat-subnet-routes) writes it and tailscale.com's "Subnet routers" and "Exit
+// nodes" pages describe the masquerading:
 // ts-input drops CGNAT-range sources that do not come from tailscale0, ts-forward marks what
 // comes from the tailnet (0x40000/0xff0000) and accepts it, ts-postrouting MASQUERADEs what
 // carries the mark. Here tailscale0 is a veth standing in for the TUN device (the rules match
@@ -40,64 +41,45 @@ COMMIT
 COMMIT
 `
 
-// A Tailscale subnet router between the tailnet and a LAN: a tailnet peer reaches a LAN host
-// masqueraded, a LAN host reaches the peer unmasqueraded, and CGNAT-range sources from the LAN
-// are dropped; client results, conntrack and trace agree.
+// A Tailscale subnet router and exit node between the tailnet, a LAN and the internet: every
+// flow's kernel decisions against trace's (realworld_test.go).
 func TestPrivilegedTailscaleSubnetRouter(t *testing.T) {
-	l := lab.New(t)
-	router := lab.Host(l, "hbr-ts", true)
-	peer, lan := lab.Host(l, "hbr-tpeer", false), lab.Host(l, "hbr-tlan", false)
-	l.Veth(peer, "eth0", router, "tailscale0")
-	l.Veth(lan, "eth0", router, "eth0")
-	router.Addr("tailscale0", "100.100.1.1/32")
-	router.IP("route", "add", "100.100.1.2/32", "dev", "tailscale0")
-	router.Addr("eth0", "192.168.50.1/24")
+	t.Parallel()
+	h := newRealWorld(t, "ts", true)
+	peer := h.peer("tpeer", "tailscale0", "", "")
+	lan := h.peer("tlan", "eth0", "192.168.50.10/24", "")
+	inet := h.peer("tinet", "wan", "198.18.97.2/24", "")
+	h.host.Addr("tailscale0", "100.100.1.1/32")
+	h.host.IP("route", "add", "100.100.1.2/32", "dev", "tailscale0")
+	h.host.Addr("eth0", "192.168.50.1/24")
+	h.host.Addr("wan", "198.18.97.1/24")
+	h.host.IP("route", "add", "default", "via", "198.18.97.2")
 	peer.Addr("eth0", "100.100.1.2/32")
 	peer.IP("route", "add", "100.100.1.1/32", "dev", "eth0")
-	peer.IP("route", "add", "192.168.50.0/24", "via", "100.100.1.1", "dev", "eth0", "onlink")
-	lan.Addr("eth0", "192.168.50.10/24")
-	lan.Addr("eth0", "100.70.0.9/32") // a CGNAT-range source on the LAN side
-	lan.IP("route", "add", "100.100.1.2/32", "via", "192.168.50.1")
-	router.Run("sh", "-c", `printf '%s' "$1" | iptables-restore`, "sh", tailscaleRules)
+	peer.IP("route", "add", "default", "via", "100.100.1.1", "dev", "eth0", "onlink") // the exit node
+	lan.Addr("eth0", "100.70.0.9/32")                                                 // a CGNAT-range source on the LAN side
+	lan.Addr("eth0", "100.115.92.5/32")                                               // one in the ChromeOS VM range, which ts-input lets by
+	lan.IP("route", "add", "100.100.1.0/24", "via", "192.168.50.1")
+	lan.IP("route", "add", "default", "via", "192.168.50.1")
 	lan.Listen("0.0.0.0:80")
+	lan.Listen("0.0.0.0:22")
 	peer.Listen("0.0.0.0:80")
-	router.Listen("0.0.0.0:22")
-	st := readState(t, router)
-	checkDoctor(t, st)
+	inet.Listen("0.0.0.0:80")
+	h.host.Listen("0.0.0.0:22")
+	h.load(tailscaleRules)
 
-	for i, c := range []struct {
-		name, src, dst, iif string
-		client              *lab.NS
-		verdict             string
-		snat                string // the source conntrack expects the reply at, "" without SNAT
-	}{
-		{"tailnet peer to a LAN host", "100.100.1.2", "192.168.50.10:80", "tailscale0", peer, trace.LegForward, "192.168.50.1"},
-		{"LAN host to the tailnet peer", "192.168.50.10", "100.100.1.2:80", "eth0", lan, trace.LegForward, ""},
-		{"CGNAT source from the LAN to the router", "100.70.0.9", "192.168.50.1:22", "eth0", lan, trace.LegDrop, ""},
-	} {
-		src := fmt.Sprintf("%s:%d", c.src, 40900+i)
-		before := ruleCounters(t, router)
-		conn, err := c.client.Dial(c.dst, src, dialTimeout)
-		if conn != nil {
-			conn.Close()
-		}
-		res := traceTCP(st, src, c.dst, c.iif)
-		checkCounted(t, c.name, before, ruleCounters(t, router), res, err == nil)
-		works := len(errorIDs(res)) == 0
-		if res.Forward.Verdict != c.verdict || (err == nil) != works || res.Has(trace.FindingUncertain) {
-			t.Errorf("%s: the client: %v; trace %s with errors %v, want %s\n%s", c.name, err, res.Forward.Verdict, errorIDs(res), c.verdict, render(res))
-			continue
-		}
-		if c.verdict != trace.LegForward {
-			continue
-		}
-		e := conntrackEntry(t, router, src, c.dst)
-		want := src
-		if c.snat != "" {
-			want = fmt.Sprintf("%s:%d", c.snat, 40900+i)
-		}
-		if e.Reply.Dst.String() != want || res.Forward.Packet.Src.String() != want {
-			t.Errorf("%s: conntrack expects the reply at %s, trace sends from %s, want %s", c.name, e.Reply.Dst, res.Forward.Packet.Src, want)
-		}
-	}
+	h.run([]rwFlow{
+		{name: "tailnet peer to a LAN host", client: "tpeer", src: "100.100.1.2", dst: "192.168.50.10:80", iif: "tailscale0", verdict: trace.LegForward},
+		{name: "tailnet peer to another LAN port", client: "tpeer", src: "100.100.1.2", dst: "192.168.50.10:22", iif: "tailscale0", verdict: trace.LegForward},
+		{name: "tailnet peer through the exit node", client: "tpeer", src: "100.100.1.2", dst: "198.18.97.2:80", iif: "tailscale0", verdict: trace.LegForward},
+		{name: "LAN host to the tailnet peer", client: "tlan", src: "192.168.50.10", dst: "100.100.1.2:80", iif: "eth0", verdict: trace.LegForward},
+		{name: "CGNAT source from the LAN to the router", client: "tlan", src: "100.70.0.9", dst: "192.168.50.1:22", iif: "eth0", verdict: trace.LegDrop},
+		{name: "CGNAT source from the LAN to the tailnet", client: "tlan", src: "100.70.0.9", dst: "100.100.1.2:80", iif: "eth0", verdict: trace.LegDrop},
+		{name: "ChromeOS VM range from the LAN to the router", client: "tlan", src: "100.115.92.5", dst: "192.168.50.1:22", iif: "eth0", verdict: trace.LegLocal},
+		{name: "tailnet peer to the router's tailnet address", client: "tpeer", src: "100.100.1.2", dst: "100.100.1.1:22", iif: "tailscale0", verdict: trace.LegLocal},
+		{name: "tailnet peer to the router's LAN address", client: "tpeer", src: "100.100.1.2", dst: "192.168.50.1:22", iif: "tailscale0", verdict: trace.LegLocal},
+		{name: "LAN host to the router", client: "tlan", src: "192.168.50.10", dst: "192.168.50.1:22", iif: "eth0", verdict: trace.LegLocal},
+		{name: "router to the tailnet peer", client: "host", src: "100.100.1.1", dst: "100.100.1.2:80", verdict: trace.LegOutput},
+		{name: "LAN host to the internet (no masquerade: the reply has no way back)", client: "tlan", src: "192.168.50.10", dst: "198.18.97.2:80", iif: "eth0", verdict: trace.LegForward},
+	})
 }

@@ -51,6 +51,10 @@ const (
 	// FindingBridgeNoHairpin: a DNAT sends a packet back to its sender through a bridge port
 	// without hairpin mode, which the bridge drops.
 	FindingBridgeNoHairpin = "bridge-no-hairpin"
+	// FindingRejectElsewhere: a REJECT's answer (ICMP error or TCP reset) is routed toward the
+	// client's address by another interface than the request came in on, so the client never
+	// hears it and waits as for a DROP.
+	FindingRejectElsewhere = "reject-answer-elsewhere"
 	// FindingKernelDisagrees is added by the live trace command when the kernel's own route
 	// lookup (ip route get) differs from the model's.
 	FindingKernelDisagrees = "model-kernel-disagree"
@@ -196,6 +200,8 @@ func (r *Result) Finding(id string) *finding.Finding {
 }
 
 type tracer struct {
+	req  Request
+	sub  bool // a trace of one random branch's path, inside candidates: no candidates of its own
 	s    *model.State
 	fib  *fib.FIB
 	nf   *netfilter.Sim
@@ -209,6 +215,13 @@ type tracer struct {
 // Trace follows a flow through the host and back. It only reads the state: no kernel.
 func Run(s *model.State, f *fib.FIB, req Request) *Result {
 	t := &tracer{s: s, fib: f, nf: netfilter.New(s, f), res: &Result{}, seen: map[string]bool{}}
+	return t.run(req)
+}
+
+// run traces the request into t.res.
+func (t *tracer) run(req Request) *Result {
+	t.req = req
+	f := t.fib
 	res := t.res
 	fam := inet.FamilyOf(req.Dst.Addr())
 	res.Flow = Flow{Proto: inet.ProtoName(req.Proto), Src: req.Src, Dst: req.Dst, IIF: req.IIF, Mark: req.Mark}
@@ -249,6 +262,9 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 
 	switch fwd.outcome {
 	case LegLocal, LegForward, LegOutput, LegBridged:
+	case LegReject:
+		t.checkRejectAnswer(fwd, p)
+		return res
 	default:
 		return res // no reply can come
 	}
@@ -291,6 +307,30 @@ func Run(s *model.State, f *fib.FIB, req Request) *Result {
 		t.checkAssumedReturn(fwd, reply, ct)
 	}
 	return res
+}
+
+// checkRejectAnswer follows the answer a REJECT sends for a request that came in on an
+// interface: the kernel routes it to the request's source like any packet this host sends
+// (icmp_send, nf_send_reset), so when that route leaves elsewhere the client never hears the
+// rejection and waits as for a DROP.
+func (t *tracer) checkRejectAnswer(fwd *Leg, p *netfilter.Packet) {
+	in := fwd.IIF
+	if in == "" || !p.Src.IsValid() || t.isLocal(p.Src) {
+		return
+	}
+	r := t.fib.Lookup(fib.Flow{Family: p.Family, Dst: p.Src, Proto: 1})
+	if r.OIF == in || r.OIF != "" && t.bridgeOf(r.OIF) == in || t.bridgeOf(in) == r.OIF {
+		return
+	}
+	where := "nowhere (" + r.Verdict + ")"
+	if r.OIF != "" {
+		where = "out " + r.OIF
+	}
+	fwd.Steps = append(fwd.Steps, Step{Hook: "reject", What: fmt.Sprintf("the rejection is routed to %s %s, not back out %s", p.Src, where, in), Rule: t.routeText(r)})
+	t.add(finding.Finding{ID: FindingRejectElsewhere, Severity: finding.SeverityWarning,
+		Summary:  fmt.Sprintf("the rejection of this request goes to %s %s, not out %s where the request came in: the client does not hear it and times out as if dropped", p.Src, where, in),
+		Evidence: []string{t.lookupText(r)},
+		Fix:      finding.Fix{Summary: fmt.Sprintf("route %s back out %s if the client should be told", p.Src, in), Args: []string{}}})
 }
 
 // modelLimits reports the parts of the state the trace cannot see.
@@ -447,7 +487,7 @@ func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r net
 	if tb := t.s.Netfilter.TableIn(backend, p.Family, table); tb != nil {
 		cmd = t.s.Netfilter.TableCommand(tb)
 	}
-	if len(r.Branches) > 0 {
+	if len(r.Branches) > 0 && !t.sub {
 		t.candidates(leg, backend, table, hook, pIn, ctIn, p, r)
 	}
 	for _, u := range r.Uncertain {
@@ -471,14 +511,23 @@ func (t *tracer) recordTable(leg *Leg, label, backend, table, hook string, r net
 		if ct.Reply {
 			dir = "reply"
 		}
+		ev := []string{r.Decider, "packet: " + packetText(p)}
+		if r.Verdict == netfilter.Reject && !strings.Contains(r.Decider, "tcp-reset") {
+			ev = append(ev, icmpRateLimitNote)
+		}
 		t.add(finding.Finding{ID: FindingFiltered, Severity: finding.SeverityError,
 			Summary:  fmt.Sprintf("the %s is %s by %s", dir, map[string]string{netfilter.Drop: "dropped", netfilter.Reject: "rejected"}[r.Verdict], hookName),
-			Evidence: []string{r.Decider, "packet: " + packetText(p)},
+			Evidence: ev,
 			Fix:      finding.Fix{Summary: fmt.Sprintf("allow the flow in %s before that rule (or remove the rule) if it should pass", hookName)}})
 		return false
 	}
 	return true
 }
+
+// icmpRateLimitNote says what a REJECT's ICMP error depends on that the model cannot know:
+// icmp_send's per-destination limit (icmpv4_xrlim_allow over the inet_peer's tokens, whose
+// refill time ICMP redirects to the same host reset too, ip_rt_send_redirect).
+const icmpRateLimitNote = "the ICMP error is rate-limited per destination (net.ipv4.icmp_ratelimit, 1 s after a burst of 6; ICMP redirects this host sent to the client hold it back too): past the limit the client hears nothing and times out as for a DROP"
 
 // candidates reports the outcomes of a table's branch rules (chance or state): the one the
 // evaluation took and, for each branch, the other, evaluated again from the packet as it
@@ -512,7 +561,7 @@ func (t *tracer) candidates(leg *Leg, backend, table, hook string, pIn *netfilte
 			cond = b.Else
 		}
 		if random {
-			ev = append(ev, fmt.Sprintf("%s (probability %s): %s", b.Rule, percentText(rest*b.Prob), outcomeText(alt, &pc)))
+			ev = append(ev, fmt.Sprintf("%s (probability %s): %s%s", b.Rule, percentText(rest*b.Prob), outcomeText(alt, &pc), t.branchPath(b.Key())))
 			rest *= 1 - b.Prob
 			continue
 		}
@@ -541,6 +590,42 @@ func (t *tracer) candidates(leg *Leg, backend, table, hook string, pIn *netfilte
 	t.add(finding.Finding{ID: FindingCandidates, Severity: sev, Summary: summary, Evidence: ev,
 		Fix: finding.Fix{Summary: "nothing to fix by itself: check the rule counters (" + quote.ShellJoin(iptables.Command(pIn.Family), "-t", table, "-L", hook, "-v", "-n") + ") or conntrack to see which outcome the kernel took", Args: []string{}}})
 	leg.Steps = append(leg.Steps, Step{Hook: table + " " + hook, What: fmt.Sprintf("the outcome depends on chance or state: the %s finding lists every outcome", FindingCandidates)})
+}
+
+// branchPath follows the whole flow with a random branch rule forced to match, and says how
+// the request ends: what the branch leads to later (kube-proxy's hairpin MASQUERADE of a pod
+// that reaches itself through its service) is not in its own chain's outcome.
+func (t *tracer) branchPath(key *iptables.Rule) string {
+	if key == nil {
+		return ""
+	}
+	saved := t.nf.Force
+	t.nf.Force = map[*iptables.Rule]bool{key: true}
+	sub := &tracer{s: t.s, fib: t.fib, nf: t.nf, res: &Result{}, seen: map[string]bool{}, sub: true}
+	r := sub.run(t.req)
+	t.nf.Force = saved
+	l := r.Forward
+	end := "; the request then: " + l.Verdict
+	switch l.Verdict {
+	case LegForward, LegOutput, LegBridged:
+		p := l.Packet
+		end += fmt.Sprintf(" out %s as %s -> %s", l.OIF, rangeEndpoint(p.Src, p.SrcPortRange), rangeEndpoint(p.Dst, p.DstPortRange))
+	}
+	if errs := finding.CountErrors(r.Findings); errs > 0 {
+		end += fmt.Sprintf(" (%d error(s): %s)", errs, strings.Join(errorIDs(r.Findings), ", "))
+	}
+	return end
+}
+
+// errorIDs lists the ids of the error findings.
+func errorIDs(fs []finding.Finding) []string {
+	var out []string
+	for _, f := range fs {
+		if f.Severity == finding.SeverityError {
+			out = append(out, f.ID)
+		}
+	}
+	return out
 }
 
 // outcomeText says what a table did: dropped, rejected, or what NAT it applied.

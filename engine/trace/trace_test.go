@@ -882,3 +882,71 @@ func TestTraceBridgeIPv6(t *testing.T) {
 		t.Fatalf("ip6tables on:\n%s", dumpLeg(&r.Forward))
 	}
 }
+
+// A REJECT's answer is routed to the request's source like any packet the host sends: when
+// that route leaves by another interface, the client does not hear it, and trace says so.
+func TestTraceRejectAnswerElsewhere(t *testing.T) {
+	s := modeltest.Host(t, `
+link lan 192.168.122.1/24
+link wan 198.18.92.1/24
+sysctl net.ipv4.ip_forward=1
+route default via 198.18.92.2 dev wan
+ipt filter -A FORWARD -i lan ! -s 192.168.122.0/24 -j REJECT --reject-with icmp-port-unreachable
+`)
+	r := trace(t, s, "tcp 10.9.9.9:40000 198.18.92.2:80 lan")
+	wantFindings(t, r, FindingFiltered, FindingRejectElsewhere)
+	if f := r.Finding(FindingRejectElsewhere); r.Forward.Verdict != LegReject || !strings.Contains(f.Summary, "out wan") {
+		t.Fatalf("verdict %s, finding %+v", r.Forward.Verdict, f)
+	}
+	// From the guest network the answer goes back out lan: nothing to say.
+	s = modeltest.Host(t, `
+link lan 192.168.122.1/24
+link wan 198.18.92.1/24
+sysctl net.ipv4.ip_forward=1
+route default via 198.18.92.2 dev wan
+ipt filter -A FORWARD -i lan -j REJECT --reject-with icmp-port-unreachable
+`)
+	r = trace(t, s, "tcp 192.168.122.10:40000 198.18.92.2:80 lan")
+	wantFindings(t, r, FindingFiltered)
+}
+
+// A REJECT's ICMP error depends on the per-destination ICMP rate limit, which the model cannot
+// see: the filtered finding says so; a TCP reset is not limited.
+func TestTraceRejectICMPRateLimitNamed(t *testing.T) {
+	for _, c := range []struct {
+		with    string
+		limited bool
+	}{{"icmp-port-unreachable", true}, {"tcp-reset", false}} {
+		s := modeltest.Host(t, `
+link eth0 10.0.0.1/24
+ipt filter -A INPUT -p tcp -m tcp --dport 22 -j REJECT --reject-with `+c.with+`
+`)
+		r := trace(t, s, "tcp 10.0.0.5:40000 10.0.0.1:22 eth0")
+		f := r.Finding(FindingFiltered)
+		if f == nil || strings.Contains(strings.Join(f.Evidence, "\n"), "icmp_ratelimit") != c.limited {
+			t.Errorf("reject-with %s: %+v", c.with, f)
+		}
+	}
+}
+
+// A random branch's candidate says where the branch leads, not only what its chain does: the
+// MASQUERADE in POSTROUTING that only that endpoint gets.
+func TestTraceRandomCandidateSaysWhereItLeads(t *testing.T) {
+	s := modeltest.Host(t, `
+link lan 10.0.0.1/24
+link wan 198.51.100.1/24
+sysctl net.ipv4.ip_forward=1
+ipt nat -A PREROUTING -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -m statistic --mode random --probability 0.5 -j DNAT --to-destination 10.0.0.5:80
+ipt nat -A PREROUTING -d 198.51.100.1/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.6:80
+ipt nat -A POSTROUTING -d 10.0.0.5/32 -j MASQUERADE
+`)
+	r := trace(t, s, "tcp 198.51.100.9:40000 198.51.100.1:80 wan")
+	c := r.Finding(FindingCandidates)
+	if c == nil || len(c.Evidence) != 2 || !strings.HasSuffix(c.Evidence[0], "; the request then: forward out lan as 10.0.0.1:40000 -> 10.0.0.5:80") {
+		t.Fatalf("candidates %+v", c)
+	}
+	// The trace itself follows the fall-through, unmasqueraded.
+	if got := r.Forward.Packet.Src.String(); got != "198.51.100.9:40000" || r.Forward.Packet.Dst.String() != "10.0.0.6:80" {
+		t.Errorf("traced path %s -> %s", got, r.Forward.Packet.Dst)
+	}
+}
