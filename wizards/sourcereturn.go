@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
 )
@@ -120,8 +121,66 @@ func (o *SourceReturnOptions) Plan(s *model.State) (*Result, error) {
 	return withNFTFallback(s, o.plan)
 }
 
-// plan is Plan for one choice of firewall.
+// plan is Plan for one choice of firewall. Uplinks an earlier run set up stay: each
+// finding's suggested fix names one uplink, and an operator who applies them one after the
+// other expects the second to add to the first, not to take it away (the sweep would remove
+// the first run's marking, or its rule would refuse the second's).
 func (o *SourceReturnOptions) plan(s *model.State) (*Result, error) {
+	kept := o.earlier(s)
+	if len(kept) == 0 {
+		return o.planOnly(s)
+	}
+	all := *o
+	all.Uplinks = append(kept, o.Uplinks...)
+	res, err := all.planOnly(s)
+	if err != nil {
+		return nil, err
+	}
+	var names, dels []string
+	for _, u := range kept {
+		names = append(names, u.Iface)
+		for _, r := range s.Rules {
+			if r.Priority >= plan.PriorityFirst && r.Priority <= plan.PriorityLast && s.TableName(r.Table) == tableName("rt-", u.Iface) {
+				dels = append(dels, fmt.Sprintf("ip rule del priority %d", r.Priority))
+			}
+		}
+	}
+	res.Notes = append([]string{fmt.Sprintf("an earlier run of this wizard answers through %s; that stays, so this plan is that of `%s` "+
+		"(to stop answering through %s this way, first run `%s`, then this wizard again)",
+		strings.Join(names, ", "), intent(&all), strings.Join(names, ", "), strings.Join(dels, "; "))}, res.Notes...)
+	return res, nil
+}
+
+// earlier returns the uplinks an earlier run of this wizard routes (a rule in roundtrip's
+// range pointing at the uplink's rt- table) that the options do not name, with the gateway of
+// that table's default route.
+func (o *SourceReturnOptions) earlier(s *model.State) []Uplink {
+	var out []Uplink
+	for i := range s.Links {
+		l := &s.Links[i]
+		if l.Kind == "loopback" || slices.ContainsFunc(o.Uplinks, func(u Uplink) bool { return u.Iface == l.Name }) {
+			continue
+		}
+		name := tableName("rt-", l.Name)
+		if !slices.ContainsFunc(s.Rules, func(r model.Rule) bool {
+			return r.Family == inet.V4 && r.Priority >= plan.PriorityFirst && r.Priority <= plan.PriorityLast && r.Table != 0 && s.TableName(r.Table) == name
+		}) {
+			continue
+		}
+		u := Uplink{Iface: l.Name}
+		for _, r := range s.Routes {
+			if s.TableName(r.Table) == name && r.Dst.Bits() == 0 && r.Dst.Addr().Is4() && r.Dev == l.Name && r.Gateway.IsValid() {
+				u.Gateway = r.Gateway
+				break
+			}
+		}
+		out = append(out, u)
+	}
+	return out
+}
+
+// planOnly plans exactly the options' uplinks.
+func (o *SourceReturnOptions) planOnly(s *model.State) (*Result, error) {
 	ups, err := o.uplinks(s)
 	if err != nil {
 		return nil, err

@@ -524,3 +524,52 @@ func TestParseFlags(t *testing.T) {
 		t.Error("a bad gateway was accepted")
 	}
 }
+
+// TestSourceReturnRerunKeepsEarlierUplinks runs the suggested fix of one finding after the
+// other (case 2: wan1, then wan2): the second run must not be refused and must keep wan1's
+// marking, rule and table, adding wan2's.
+func TestSourceReturnRerunKeepsEarlierUplinks(t *testing.T) {
+	s := case2Host(t)
+	res, err := (&SourceReturnOptions{Uplinks: []Uplink{{Iface: "wan1", Gateway: mustAddr("198.18.73.5")}}, Mode: ModeConnmark}).Plan(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = res.Plan.Expect(s)
+	res, err = (&SourceReturnOptions{Uplinks: []Uplink{{Iface: "wan2", Gateway: mustAddr("198.18.73.9")}}, Mode: ModeConnmark}).Plan(s)
+	if err != nil {
+		t.Fatalf("second uplink refused: %v", err)
+	}
+	if !strings.Contains(strings.Join(res.Notes, "\n"), "--uplink wan1:198.18.73.5 --uplink wan2:198.18.73.9") {
+		t.Errorf("the notes do not name the full command with both uplinks: %q", res.Notes)
+	}
+	s = res.Plan.Expect(s)
+	pre := s.Netfilter.Table(inet.V4, "mangle").Chain("RT-SR-PRE")
+	if pre == nil {
+		t.Fatal("no RT-SR-PRE after the second run")
+	}
+	var specs []string
+	for _, r := range pre.Rules {
+		specs = append(specs, r.Spec)
+	}
+	all := strings.Join(specs, "\n")
+	if !strings.Contains(all, "-i wan1 ") || !strings.Contains(all, "-i wan2 ") {
+		t.Errorf("RT-SR-PRE should mark both uplinks:\n%s", all)
+	}
+	tables := map[string]bool{}
+	for _, r := range s.Rules {
+		if r.Mark != nil {
+			tables[s.TableName(r.Table)] = true
+		}
+	}
+	if !tables["rt-wan1"] || !tables["rt-wan2"] {
+		t.Errorf("fwmark rules route to %v, want rt-wan1 and rt-wan2", tables)
+	}
+	// Running the same fix again changes nothing.
+	res, err = (&SourceReturnOptions{Uplinks: []Uplink{{Iface: "wan2", Gateway: mustAddr("198.18.73.9")}}, Mode: ModeConnmark}).Plan(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Plan.Changes) != 0 {
+		t.Errorf("third run changes %d things:\n%s", len(res.Plan.Changes), res.Plan.Script())
+	}
+}
