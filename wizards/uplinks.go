@@ -86,6 +86,7 @@ func (b *builder) returnRouting(ups []returnUplink, byAddress, byConnmark bool, 
 		if err := b.rule(r, fmt.Sprintf("packets of connections that came in on %s are routed by %s's table", u.link.Name, u.link.Name)); err != nil {
 			return err
 		}
+		b.markRulesBefore(m, ids[i], u.link.Name)
 		// With strict reverse-path filtering the kernel checks a packet arriving on the uplink
 		// by looking up the route back to its source; only with src_valid_mark does that lookup
 		// carry the packet's mark (fib_validate_source), so only then does it find the uplink's
@@ -117,4 +118,39 @@ func limitList(items []string, n int) string {
 		s += it
 	}
 	return s
+}
+
+// markRulesBefore notes the host's rules that the kernel tries before the planned rule routing
+// mark m to table id and that a packet carrying m can match: a mark rule whose mask leaves m's
+// bits out (fwmark 0x2/0x2) takes the marked replies of a connection the host's own rule also
+// marks, so they never reach the planned rule. Adding m's bits to that rule's mask keeps it
+// for the host's packets and leaves the marked replies to the plan.
+func (b *builder) markRulesBefore(m model.MarkMatch, id int, iface string) {
+	prio := -1
+	for _, r := range b.d.Rules {
+		if r.Table == id && r.Mark != nil && *r.Mark == m {
+			prio = r.Priority
+		}
+	}
+	if prio < 0 {
+		return
+	}
+	for _, x := range b.s.Rules {
+		if x.Family != inet.V4 || x.Priority >= prio || x.Not || x.Mark == nil || b.ownRule(x) || x.Action == model.ActionGoto {
+			continue
+		}
+		if x.Action == model.ActionTable && x.Table == id {
+			continue
+		}
+		// The kernel compares fwmark & mask with the value: on the bits both masks hold the
+		// values must agree; the host's other bits may be anything the host set.
+		if (x.Mark.Value^m.Value)&x.Mark.Mask&m.Mask != 0 {
+			continue
+		}
+		fixed := *x.Mark
+		fixed.Mask |= m.Mask
+		b.notef("ip rule %q comes before this plan's rule %d and also matches replies marked %#x/%#x for %s, so those the host marks too are routed by it, not by %s's table: "+
+			"give it the mask %#x/%#x (`ip rule del priority %d`, then add it again with fwmark %#x/%#x) so that it leaves this plan's replies alone",
+			x.Args(b.s.TableName), prio, m.Value, m.Mask, iface, iface, fixed.Value, fixed.Mask, x.Priority, fixed.Value, fixed.Mask)
+	}
 }

@@ -573,3 +573,29 @@ func TestSourceReturnRerunKeepsEarlierUplinks(t *testing.T) {
 		t.Errorf("third run changes %d things:\n%s", len(res.Plan.Changes), res.Plan.Script())
 	}
 }
+
+// TestSourceReturnNamesEarlierMarkRule: a host rule before the wizard's fwmark rule whose
+// mark match also takes the marked replies (fwmark 0x2/0x2 at 1000: its mask leaves the
+// wizard's bits out) routes them first, so the fix cannot work; the plan names the rule and
+// the match that leaves the wizard's replies alone. An exact fwmark 0x2 cannot match a mark
+// with the wizard's bit set and is not named.
+func TestSourceReturnNamesEarlierMarkRule(t *testing.T) {
+	for _, tc := range []struct {
+		mask uint32
+		want bool
+	}{{0x2, true}, {0xffffffff, false}} {
+		s := case2Host(t)
+		s.TableNames = map[int]string{200: "isp_b"}
+		s.Routes = append(s.Routes, model.Route{Family: inet.V4, Table: 200, Dst: mustPrefix("0.0.0.0/0"), Gateway: mustAddr("198.18.73.9"), Dev: "wan2"})
+		s.Rules = append(s.Rules, model.Rule{Family: inet.V4, Priority: 1000, Mark: &model.MarkMatch{Value: 0x2, Mask: tc.mask}, Action: model.ActionTable, Table: 200})
+		res, err := (&SourceReturnOptions{Uplinks: []Uplink{{Iface: "wan1", Gateway: mustAddr("198.18.73.5")}}, Mode: ModeConnmark}).Plan(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		notes := strings.Join(res.Notes, "\n")
+		got := strings.Contains(notes, "priority 1000") && strings.Contains(notes, "fwmark 0x2/0x1000002")
+		if got != tc.want {
+			t.Errorf("mask %#x: note naming rule 1000 and fwmark 0x2/0x1000002 = %v, want %v:\n%s", tc.mask, got, tc.want, notes)
+		}
+	}
+}
