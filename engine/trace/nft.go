@@ -454,7 +454,7 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 		if st.Action == "policy" {
 			rule = fmt.Sprintf("chain %s { type %s hook %s priority %s; policy %s; }", name, c.chain.Type, c.chain.Hook, nft.PriorityName(c.table.Family, c.chain.Hook, c.chain.Priority), c.chain.Policy)
 		}
-		leg.Steps = append(leg.Steps, Step{Hook: label, What: what, Rule: rule, Decisive: decisive})
+		leg.Steps = append(leg.Steps, Step{Hook: t.nftStepLabel(c, st), What: what, Rule: rule, Decisive: decisive})
 	}
 	e := o.Effects
 	if e.Mark != nil && *e.Mark != p.Mark {
@@ -476,7 +476,7 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 		leg.Steps = append(leg.Steps, Step{Hook: label, What: "also: " + other})
 	}
 	if e.Nat != nil && o.Verdict == "accept" {
-		if !t.nftNAT(leg, label, hook, e.Nat, p, ct) {
+		if !t.nftNAT(leg, t.nftStepLabel(c, e.Nat.Step), hook, e.Nat, p, ct) {
 			return false
 		}
 	}
@@ -515,6 +515,17 @@ func (t *tracer) nftChain(leg *Leg, hook string, c nftChain, p *netfilter.Packet
 		Evidence: []string{decider, "packet: " + packetText(p)},
 		Fix:      finding.Fix{Summary: fix}})
 	return false
+}
+
+// nftStepLabel names the chain that holds a step's rule: the base chain, or the regular
+// chain it jumped to (roundtrip's table hooks each of its chains from a base chain
+// hook.HOOK.NAME that only jumps, so its DNAT is in NAME, where `nft list` shows it).
+func (t *tracer) nftStepLabel(c nftChain, st nft.Step) string {
+	chain := c.chain.Name
+	if st.Chain != "" {
+		chain = st.Chain
+	}
+	return fmt.Sprintf("nft %s %s", c.table, chain)
 }
 
 func lastStep(o *nft.Outcome) nft.Step {

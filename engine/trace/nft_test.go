@@ -271,3 +271,27 @@ func TestTraceNFTAsymmetricReturnNamesTheMarkRule(t *testing.T) {
 		t.Fatalf("evidence %q lacks %q\n%s", f.Evidence, want, dumpLeg(r.Reply))
 	}
 }
+
+// TestTraceNFTNamesTheChainThatHoldsTheNAT: roundtrip's own table hooks its chain RT-PF-PRE
+// from a base chain that only jumps to it; the DNAT step names RT-PF-PRE, where the rule is.
+func TestTraceNFTNamesTheChainThatHoldsTheNAT(t *testing.T) {
+	s := dualUplink(t)
+	s.Nftables.Tables = append(s.Nftables.Tables, &nft.Table{Family: nft.FamilyInet, Name: "roundtrip", Handle: 2, Chains: []*nft.Chain{
+		{Name: "hook.prerouting.RT-PF-PRE", Handle: 1, Type: nft.TypeNAT, Hook: nft.HookPrerouting, Priority: -100, Policy: "accept", Rules: []*nft.Rule{
+			nftRule(3, "jump RT-PF-PRE", []nft.Expr{{Verdict: &nft.Verdict{Kind: "jump", Chain: "RT-PF-PRE"}}}),
+		}},
+		{Name: "RT-PF-PRE", Handle: 2, Rules: []*nft.Rule{
+			nftRule(4, `iifname "wan0" dnat ip to 10.9.1.100`, []nft.Expr{nftMeta("iifname", 1), nftEq(1, nftIfname("wan0")),
+				{Immediate: &nft.Immediate{Dreg: 1, Data: []byte{10, 9, 1, 100}}},
+				{Nat: &nft.Nat{Type: "dnat", Family: "ip", RegAddrMin: 1, RegAddrMax: 1, Flags: []string{"map-ips"}}}}),
+		}},
+	}})
+	r := trace(t, s, "tcp 203.0.113.7:40000 198.18.9.1:80 wan0")
+	fwd := dumpLeg(&r.Forward)
+	if !strings.Contains(fwd, `nft inet roundtrip RT-PF-PRE: DNAT 198.18.9.1:80 -> 10.9.1.100:80 | iifname "wan0" dnat ip to 10.9.1.100 # handle 4`) {
+		t.Errorf("the DNAT step does not name chain RT-PF-PRE:\n%s", fwd)
+	}
+	if !strings.Contains(fwd, `nft inet roundtrip hook.prerouting.RT-PF-PRE: jump | jump RT-PF-PRE # handle 3`) {
+		t.Errorf("the jump is not named by its base chain:\n%s", fwd)
+	}
+}
