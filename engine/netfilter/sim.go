@@ -82,6 +82,9 @@ type Conn struct {
 	// (the inverse of the reply tuple).
 	Orig, NATed Tuple
 	DNAT, SNAT  bool
+	// DNATBy and SNATBy name the native nft chain that set the NAT up ("inet x prerouting");
+	// empty when an iptables nat table did (or who did is not known).
+	DNATBy, SNATBy string
 }
 
 type Tuple struct{ Src, Dst netip.AddrPort }

@@ -629,6 +629,7 @@ func (t *tracer) nftNAT(leg *Leg, label, hook string, a *nft.NatAction, p *netfi
 		// The kernel marks the connection as DNATed only when the tuple changed
 		// (nf_nat_setup_info); NAT is set up, and no later nat chain runs, either way.
 		ct.DNAT = netip.AddrPortFrom(p.Dst, p.DPort) != old
+		ct.DNATBy = strings.TrimPrefix(label, "nft ")
 		t.natSetUp = true
 	case "snat", "masquerade":
 		old := netip.AddrPortFrom(p.Src, p.SPort)
@@ -650,6 +651,7 @@ func (t *tracer) nftNAT(leg *Leg, label, hook string, a *nft.NatAction, p *netfi
 			what += " (address of " + p.OIF + ")"
 		}
 		ct.SNAT = netip.AddrPortFrom(p.Src, p.SPort) != old
+		ct.SNATBy = strings.TrimPrefix(label, "nft ")
 		t.natSetUp = true
 	default:
 		leg.uncertain = true

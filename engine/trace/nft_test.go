@@ -273,7 +273,9 @@ func TestTraceNFTAsymmetricReturnNamesTheMarkRule(t *testing.T) {
 }
 
 // TestTraceNFTNamesTheChainThatHoldsTheNAT: roundtrip's own table hooks its chain RT-PF-PRE
-// from a base chain that only jumps to it; the DNAT step names RT-PF-PRE, where the rule is.
+// from a base chain that only jumps to it; the DNAT step names RT-PF-PRE, where the rule is,
+// and the reply's undoing of it names that nft chain, not iptables' nat POSTROUTING (the host
+// has no iptables nat table).
 func TestTraceNFTNamesTheChainThatHoldsTheNAT(t *testing.T) {
 	s := dualUplink(t)
 	s.Nftables.Tables = append(s.Nftables.Tables, &nft.Table{Family: nft.FamilyInet, Name: "roundtrip", Handle: 2, Chains: []*nft.Chain{
@@ -293,5 +295,10 @@ func TestTraceNFTNamesTheChainThatHoldsTheNAT(t *testing.T) {
 	}
 	if !strings.Contains(fwd, `nft inet roundtrip hook.prerouting.RT-PF-PRE: jump | jump RT-PF-PRE # handle 3`) {
 		t.Errorf("the jump is not named by its base chain:\n%s", fwd)
+	}
+	reply := dumpLeg(r.Reply)
+	if !strings.Contains(reply, "conntrack (reverse of the DNAT by nft inet roundtrip RT-PF-PRE): conntrack reverses the DNAT: source 10.9.1.100:80 -> 198.18.9.1:80") ||
+		strings.Contains(reply, "nat POSTROUTING") {
+		t.Errorf("the reply's reverse DNAT is not named by the nft chain:\n%s", reply)
 	}
 }

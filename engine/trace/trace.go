@@ -281,7 +281,7 @@ func (t *tracer) run(req Request) *Result {
 	case 58:
 		rp.ICMPType = 129
 	}
-	rct := &netfilter.Conn{State: netfilter.CTEstablished, Reply: true, Mark: ct.Mark, Orig: ct.Orig, NATed: ct.NATed, DNAT: ct.DNAT, SNAT: ct.SNAT}
+	rct := &netfilter.Conn{State: netfilter.CTEstablished, Reply: true, Mark: ct.Mark, Orig: ct.Orig, NATed: ct.NATed, DNAT: ct.DNAT, SNAT: ct.SNAT, DNATBy: ct.DNATBy, SNATBy: ct.SNATBy}
 	if ct.State == netfilter.CTUntracked {
 		rct.State = netfilter.CTUntracked
 	}
@@ -660,7 +660,7 @@ func (t *tracer) natBeforeRouting(leg *Leg, hook string, p *netfilter.Packet, ct
 	case ct.Reply && ct.SNAT && ct.State != netfilter.CTUntracked:
 		old := rangeEndpoint(netip.AddrPortFrom(p.Dst, p.DPort), p.DPortRange)
 		p.Dst, p.DPort, p.DPortRange = ct.Orig.Src.Addr(), ct.Orig.Src.Port(), ""
-		leg.Steps = append(leg.Steps, Step{Hook: "nat " + hook, What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
+		leg.Steps = append(leg.Steps, Step{Hook: reverseNATHook("nat "+hook, "SNAT", ct.SNATBy), What: fmt.Sprintf("conntrack reverses the SNAT: destination %s -> %s", old, netip.AddrPortFrom(p.Dst, p.DPort))})
 	}
 	return true
 }
@@ -1023,7 +1023,17 @@ func (t *tracer) postrouting(leg *Leg, p *netfilter.Packet, ct *netfilter.Conn) 
 func (t *tracer) reverseDNAT(leg *Leg, hook string, p *netfilter.Packet, ct *netfilter.Conn) {
 	old := rangeEndpoint(netip.AddrPortFrom(p.Src, p.SPort), p.SPortRange)
 	p.Src, p.SPort, p.SPortRange = ct.Orig.Dst.Addr(), ct.Orig.Dst.Port(), ""
-	leg.Steps = append(leg.Steps, Step{Hook: hook, What: fmt.Sprintf("conntrack reverses the DNAT: source %s -> %s", old, netip.AddrPortFrom(p.Src, p.SPort))})
+	leg.Steps = append(leg.Steps, Step{Hook: reverseNATHook(hook, "DNAT", ct.DNATBy), What: fmt.Sprintf("conntrack reverses the DNAT: source %s -> %s", old, netip.AddrPortFrom(p.Src, p.SPort))})
+}
+
+// reverseNATHook labels conntrack's undoing of a NAT: by the iptables hook where it happens
+// when an iptables nat table set the NAT up, else by the native nft chain that did (an
+// nft-only host has no iptables nat table to name).
+func reverseNATHook(iptHook, kind, by string) string {
+	if by == "" {
+		return iptHook
+	}
+	return fmt.Sprintf("conntrack (reverse of the %s by nft %s)", kind, by)
 }
 
 func (t *tracer) conntrackStep(leg *Leg, ct *netfilter.Conn) {
