@@ -63,18 +63,50 @@ func (d *doctor) nftDNATWithoutSNAT() {
 		if !t.HasNative() || t.Family != nft.FamilyIP && t.Family != nft.FamilyInet {
 			continue
 		}
+		var bases []*nft.Chain
 		for _, c := range t.Chains {
-			if c.Type != nft.TypeNAT || c.Hook != nft.HookPrerouting || !t.Native(c) {
+			if c.Type == nft.TypeNAT && c.Hook == nft.HookPrerouting && t.Native(c) {
+				bases = append(bases, c)
+			}
+		}
+		if len(bases) == 0 {
+			continue
+		}
+		// The DNAT may sit in a regular chain a base chain jumps to (firewalld's nft backend
+		// keeps it in the zone's chain nat_PRE_public); whether a network's packets get to it
+		// is checked for each rule below.
+		for _, c := range t.Chains {
+			if !t.Native(c) || c.Hook != "" && !slices.Contains(bases, c) {
 				continue
 			}
 			for _, r := range c.Rules {
-				d.nftDNATRule(rs, t, c, r)
+				d.nftDNATRule(rs, t, c, r, bases)
 			}
 		}
 	}
 }
 
-func (d *doctor) nftDNATRule(rs *nft.Ruleset, t *nft.Table, c *nft.Chain, r *nft.Rule) {
+// nftDNATReached reports whether a packet from client arriving on in for dst:dport is
+// translated by rule r of chain c, evaluating the table's nat prerouting base chains: an
+// earlier rule may send that network's packets elsewhere for good (firewalld's goto to the
+// zone chain of their interface). Undecidable expressions count as reaching it.
+func (d *doctor) nftDNATReached(rs *nft.Ruleset, t *nft.Table, bases []*nft.Chain, c *nft.Chain, r *nft.Rule, proto int, client, dst netip.Addr, dport uint16, in string) bool {
+	for _, b := range bases {
+		pkt := &nft.PacketInfo{Proto: 2, L4: uint8(proto), Src: client, Dst: dst, SPort: 40000, DPort: dport, HasPorts: true,
+			Flags: netfilter.TCPSYN, HasFlags: proto == 6, In: &nft.Iface{Name: in}, CTEntry: &nft.CT{State: "new"}}
+		if l := d.s.LinkByName(in); l != nil {
+			pkt.In.Index, pkt.In.Type = uint32(l.Index), 1
+		}
+		for _, o := range rs.EvalChain(t, b, pkt, nil).Outcomes {
+			if n := o.Effects.Nat; n != nil && n.Step.Handle == r.Handle && n.Step.Chain == c.Name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (d *doctor) nftDNATRule(rs *nft.Ruleset, t *nft.Table, c *nft.Chain, r *nft.Rule, bases []*nft.Chain) {
 	backend, port, ok := constDNAT(r)
 	if !ok || d.nf.AddrType(backend, "") == "LOCAL" {
 		return
@@ -105,6 +137,20 @@ func (d *doctor) nftDNATRule(rs *nft.Ruleset, t *nft.Table, c *nft.Chain, r *nft
 	}
 	if port == 0 {
 		port = listenPort
+	}
+	var listen netip.Addr
+	if m := nftDaddr.FindStringSubmatch(r.Text); m != nil {
+		listen, _ = netip.ParseAddr(m[1])
+	}
+	dst, dport := listen, listenPort
+	if !dst.IsValid() {
+		dst = d.fib.MasqueradeAddr(in, client, client) // this host's address on the clients' network
+	}
+	if dport == 0 {
+		dport = port
+	}
+	if dst.IsValid() && !d.nftDNATReached(rs, t, bases, c, r, proto, client, dst, dport, in) {
+		return // packets from that network never get to the rule
 	}
 	// iptables' nat POSTROUTING first (iptables-nft or legacy), then the native chains.
 	p := &netfilter.Packet{Family: inet.V4, Proto: proto, Src: client, Dst: backend, SPort: 40000, DPort: port,
@@ -157,10 +203,6 @@ func (d *doctor) nftDNATRule(rs *nft.Ruleset, t *nft.Table, c *nft.Chain, r *nft
 			w = append(w, "ip")
 		}
 		fix = quote.ShellJoin(append(w, "to", self.String())...)
-	}
-	var listen netip.Addr
-	if m := nftDaddr.FindStringSubmatch(r.Text); m != nil {
-		listen, _ = netip.ParseAddr(m[1])
 	}
 	d.add(finding.Finding{ID: FindingDNATWithoutSNAT, Severity: finding.SeverityWarning,
 		Summary: fmt.Sprintf("DNAT to %s, which is on %s (%s) where its clients are too, without SNAT: the backend answers clients on %s directly and the connection fails", backend, out, pfx, pfx),
