@@ -158,7 +158,9 @@ func (o *SourceReturnOptions) earlier(s *model.State) []Uplink {
 	var out []Uplink
 	for i := range s.Links {
 		l := &s.Links[i]
-		if l.Kind == "loopback" || slices.ContainsFunc(o.Uplinks, func(u Uplink) bool { return u.Iface == l.Name }) {
+		// An uplink that lost its addresses is not kept: its rule then stands in the way, and
+		// the refusal names it with the command that removes it.
+		if l.Kind == "loopback" || len(v4Addrs(l)) == 0 || slices.ContainsFunc(o.Uplinks, func(u Uplink) bool { return u.Iface == l.Name }) {
 			continue
 		}
 		name := tableName("rt-", l.Name)
