@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,9 +55,10 @@ func TestInterruptStopsReadOnlyCommands(t *testing.T) {
 			}
 			done := make(chan error, 1)
 			go func() { done <- cmd.Wait() }()
-			// Long enough for the process to have set up its signal handling, far too short
-			// for it to have read the snapshot.
-			time.Sleep(200 * time.Millisecond)
+			// Once the snapshot is open, Main has set up its signal handling (it does so
+			// before it runs a command), and reading 300k routes takes far longer than this
+			// poll. A fixed sleep lost that race on a loaded machine: the signal came first.
+			waitOpen(t, cmd.Process.Pid, snap)
 			if err := cmd.Process.Signal(c.sig); err != nil {
 				t.Fatal(err)
 			}
@@ -120,4 +122,19 @@ func TestProgressOnlyOnATerminal(t *testing.T) {
 	if got := b.String(); !strings.Contains(got, "doctor ███████░") || !strings.Contains(got, " 25% 12k/50k") || !strings.HasSuffix(got, "\r\x1b[K") {
 		t.Fatalf("bar %q", got)
 	}
+}
+
+// waitOpen waits until process pid has path open (a link in /proc/PID/fd names it).
+func waitOpen(t *testing.T, pid int, path string) {
+	t.Helper()
+	fds := fmt.Sprintf("/proc/%d/fd", pid)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		ents, _ := os.ReadDir(fds)
+		for _, e := range ents {
+			if l, err := os.Readlink(filepath.Join(fds, e.Name())); err == nil && l == path {
+				return
+			}
+		}
+	}
+	t.Fatalf("process %d did not open %s within 10 s", pid, path)
 }
