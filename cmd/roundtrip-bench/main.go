@@ -22,7 +22,7 @@ import (
 	"time"
 )
 
-var sections = []string{"load", "snapshot", "lookup", "conntrack", "capture", "dualwan"}
+var sections = []string{"load", "snapshot", "reads", "lookup", "conntrack", "capture", "dualwan"}
 
 type options struct {
 	bin, out, work, only, profile string
@@ -169,7 +169,7 @@ func run(o options) error {
 }
 
 func (b *bench) sections(r *report, o options, want func(string) bool) error {
-	if want("load") || want("snapshot") || want("lookup") {
+	if want("load") || want("snapshot") || want("reads") || want("lookup") {
 		ns, err := b.routeHost()
 		if err != nil {
 			return err
@@ -185,7 +185,7 @@ func (b *bench) sections(r *report, o options, want func(string) bool) error {
 				}
 			}
 		}
-		if want("snapshot") || want("lookup") {
+		if want("snapshot") || want("reads") || want("lookup") {
 			if err := b.ensureLoaded(ns, n); err != nil {
 				return err
 			}
@@ -201,6 +201,11 @@ func (b *bench) sections(r *report, o options, want func(string) bool) error {
 				}
 			} else if err := b.cmd(b.bin, "snapshot", "--netns", ns, "-o", snap); err != nil {
 				return err
+			}
+			if want("reads") {
+				if err := b.benchReads(r, ns, n); err != nil {
+					return err
+				}
 			}
 			if want("lookup") {
 				if err := b.benchLookups(r, ns, snap, n, o.probes); err != nil {
