@@ -481,6 +481,11 @@ func TestKernelTraceLostNoticed(t *testing.T) {
 	if len(kf) != 1 || !hasPrefix(kf[0].Evidence, "rule: not named: no nf_tables rule step of the packet was read: 5 rule trace messages were lost") {
 		t.Fatalf("kernel-drop findings %+v: want the rule not named for lost traces", kf)
 	}
+	var b strings.Builder
+	RenderSummary(&b, &CaptureSummary{RuleTraceLost: 5, Counts: map[string]int{}})
+	if !strings.Contains(b.String(), "rule traces lost 5 times") {
+		t.Errorf("summary %q: want the lost rule traces said", b.String())
+	}
 }
 
 func hasPrefix(lines []string, prefix string) bool {
