@@ -11,10 +11,14 @@ test:
 #   make bench BENCHFLAGS='-runs 5 -only load,snapshot'
 # (go run ./cmd/roundtrip-bench -h lists them).
 #
-# The full run, written into BENCHMARKS.md (between its generated-block markers): route loads
-# of 10k, 100k and 1M routes, a 1M-route snapshot and lookups, 262144 conntrack entries,
-# capture at 100-300k pps and the dual-WAN comparison with a 10k-CIDR list. About 15-20 minutes;
-# the 1M loads need ~5 GB of memory each.
+# The full run, written into BENCHMARKS.md (between its generated-block markers; the analysis
+# after the block is kept): route loads of 10k, 100k and 1M routes, a 1M-route snapshot, live
+# show, trace and doctor on it, lookups, 262144 conntrack entries, capture at 100-300k pps and
+# the dual-WAN comparison with a 10k-CIDR list, each target of issue 14 judged. About 15-20
+# minutes. A small run that still rewrites the block (a minute; its targets at 1M are not judged):
+#   make bench BENCHFLAGS='-runs 1 -routes 1000,5000 -perline-max 1000 -probes 2000 -conntrack 2000 \
+#     -capture-rates 50000 -capture-time 1s -dualwan-cidrs 100 -dualwan-time 1s -dualwan-probes 50'
+# (add -o OTHER.md to write elsewhere, -ns-prefix P to name its namespaces P-PID-...).
 bench:
 	go run ./cmd/roundtrip-bench -o BENCHMARKS.md $(BENCHFLAGS)
 

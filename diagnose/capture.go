@@ -482,11 +482,18 @@ func (s *session) flushPackets(upTo time.Time) {
 			s.send(Event{Type: EventPacket, Time: p.Time, Packet: p})
 		}
 		s.findings(fs)
-		if s.opts.Count > 0 && s.count >= s.opts.Count || s.opts.Done != nil && s.opts.Done(s.corr, p.Time) {
+		if s.opts.Count > 0 && s.count >= s.opts.Count || s.done(p.Time) {
 			s.ended = true
 			s.stop()
 		}
 	}
+}
+
+// done asks Done whether the capture has seen enough; not before the kernel's events it holds
+// back (a drop waiting for the model or for its rule step, a bounded wait) are released, so
+// that the finding they make is not lost. Called with s.mu held.
+func (s *session) done(now time.Time) bool {
+	return s.opts.Done != nil && s.opts.Done(s.corr, now) && !s.kernelWaiting()
 }
 
 // tick hands over the packets that are in order and makes the findings that are due, twenty
@@ -503,7 +510,7 @@ func (s *session) tick(ctx context.Context) {
 			s.flush(now.Add(-reorderDelay))
 			if !s.ended {
 				s.findings(s.corr.Tick(now))
-				if s.opts.Done != nil && s.opts.Done(s.corr, now) {
+				if s.done(now) {
 					s.ended = true
 					s.stop()
 				}

@@ -355,6 +355,9 @@ func RenderSummary(w io.Writer, s *CaptureSummary) {
 	if s.ConntrackEventsLost > 0 {
 		quote.TermFprintf(w, "conntrack events lost %d times (socket buffer overrun): correlation may miss NAT links\n", s.ConntrackEventsLost)
 	}
+	if s.RuleTraceLost > 0 {
+		quote.TermFprintf(w, "rule traces lost %d times (socket buffer overrun): a netfilter drop may go without its rule\n", s.RuleTraceLost)
+	}
 	if s.Conntrack != nil {
 		RenderConntrackStats(w, s.Conntrack)
 	}

@@ -106,6 +106,12 @@ const (
 	maxSummaryDrops = 1000 // drops kept in the summary (DropCount has them all)
 	maxWatchedFlows = 1024 // NAT tuples added to the watchers, beyond the filter's own flows
 	ruleStepWindow  = 2 * time.Second
+	// ruleStepWait is how long a netfilter drop that is to make a finding waits for the rule
+	// step of its packet, from when the drop was read. The step comes by netlink, the drop by
+	// the BPF ring: on a busy machine the step is read hundreds of milliseconds after the
+	// drop, later than the packets' reorder delay.
+	ruleStepWait = 1500 * time.Millisecond
+	modelQueue   = 256 // drops waiting for the model to be asked
 )
 
 // kernelWord is the drop watcher and the rule tracer of one capture, and what they said.
@@ -121,22 +127,33 @@ type kernelWord struct {
 	// legacy names the iptables-legacy tables rule tracing cannot see.
 	ruleUnavailable, legacy string
 
-	pending   []kernelEvent                          // held until the packets before them are correlated
-	dropSteps map[kernel.ConntrackTuple]nftrace.Step // the last drop or reject step, by canonical tuple
-	reported  map[string]bool                        // kernel-drop findings made
-	lastDrop  map[kernel.ConntrackTuple]*KernelDrop
-	drops     []KernelDrop
-	count     int
-	readers   chan struct{} // closed when both readers stopped
-	stopOnce  sync.Once
-	lost      uint64 // drops the kernel's ring could not take, read before the watcher closes
+	pending []kernelEvent // held until the packets before them are correlated
+	// tracing: rule steps are reported (the tracer runs); a netfilter drop waits for its step.
+	tracing bool
+	// final: the watchers stopped and their readers are done: nothing waits any more.
+	final bool
+	// waiting: releaseKernel holds an event back (for the model, or for a rule step).
+	waiting bool
+	// traceLost is the count of lost rule trace messages already noticed.
+	traceLost  uint64
+	lostTraces func() uint64                          // the tracer's Lost; nil without one
+	now        func() time.Time                       // time.Now; a test's clock
+	dropSteps  map[kernel.ConntrackTuple]nftrace.Step // the last drop or reject step, by canonical tuple
+	reported   map[string]bool                        // kernel-drop findings made
+	lastDrop   map[kernel.ConntrackTuple]*KernelDrop
+	drops      []KernelDrop
+	count      int
+	readers    chan struct{} // closed when both readers stopped
+	stopOnce   sync.Once
+	lost       uint64 // drops the kernel's ring could not take, read before the watcher closes
 }
 
 type kernelEvent struct {
-	at    time.Time
-	drop  *dropwatch.Drop
-	model *modelWord // what the model says of a blocking drop; nil: not asked
-	step  *nftrace.Step
+	at     time.Time
+	queued time.Time // when the reader took it: a netfilter drop waits for its rule from then
+	drop   *dropwatch.Drop
+	model  *modelWord // what the model says of a blocking drop; nil: not asked
+	step   *nftrace.Step
 }
 
 // modelWord is the model's explanation of a dropped packet (ok false: it lets it through),
@@ -186,7 +203,7 @@ func (s *session) startKernelWord() {
 		tr, err := nftrace.Start(ctx, nftrace.Options{Netns: ns, Flows: flows})
 		switch {
 		case err == nil:
-			kw.tr = tr
+			kw.tr, kw.tracing, kw.lostTraces = tr, true, tr.Lost
 			for _, warn := range tr.Warnings() {
 				s.lockedNotice(warn)
 			}
@@ -221,6 +238,7 @@ func newKernelWord() *kernelWord {
 	return &kernelWord{
 		added: map[kernel.ConntrackTuple]bool{}, dropSteps: map[kernel.ConntrackTuple]nftrace.Step{},
 		reported: map[string]bool{}, lastDrop: map[kernel.ConntrackTuple]*KernelDrop{}, readers: make(chan struct{}),
+		now: time.Now,
 	}
 }
 
@@ -236,7 +254,6 @@ func dropFlow(proto uint8, src, dst netip.AddrPort) dropwatch.Flow {
 // read takes the watchers' events and holds them until the packets captured before them are
 // correlated (reorderDelay), so that a drop names its connection.
 func (kw *kernelWord) read(s *session) {
-	defer close(kw.readers)
 	var drops <-chan dropwatch.Drop
 	if kw.w != nil {
 		drops = kw.w.Events()
@@ -245,7 +262,36 @@ func (kw *kernelWord) read(s *session) {
 	if kw.tr != nil {
 		steps = kw.tr.Events()
 	}
-	asked := map[string]bool{}
+	kw.readFrom(s, drops, steps)
+}
+
+// modelAsk is a drop the model is to explain.
+type modelAsk struct {
+	d dropwatch.Drop
+	m *modelWord
+}
+
+// readFrom is read's loop over the two watchers' channels (nil: that watcher is off); it
+// closes kw.readers when both are closed and the model has answered what was asked.
+func (kw *kernelWord) readFrom(s *session, drops <-chan dropwatch.Drop, steps <-chan nftrace.Step) {
+	// The model is asked by a goroutine of its own, one drop after the other: it reads the
+	// host's state, which takes up to a second on a busy machine, and the rule steps that
+	// name the dropped packet's rule must be taken meanwhile (by the time the model answers
+	// and the drop is released, its step is to be known).
+	asks := make(chan modelAsk, modelQueue)
+	asked := make(chan struct{})
+	go func() {
+		defer close(asked)
+		for a := range asks {
+			s.askModel(&a.d, a.m)
+		}
+	}()
+	defer func() {
+		close(asks)
+		<-asked
+		close(kw.readers)
+	}()
+	seen := map[string]bool{}
 	for drops != nil || steps != nil {
 		select {
 		case d, ok := <-drops:
@@ -255,26 +301,27 @@ func (kw *kernelWord) read(s *session) {
 			}
 			// Queued at once, so that it keeps its place among the rule steps; released once
 			// the model has answered.
-			ev := kernelEvent{at: d.Time, drop: &d}
-			if kw.needsModel(&d, asked) {
+			ev := kernelEvent{at: d.Time, queued: kw.now(), drop: &d}
+			if kw.needsModel(&d, seen) {
 				ev.model = &modelWord{done: make(chan struct{})}
 			}
 			s.mu.Lock()
 			kw.pending = append(kw.pending, ev)
 			s.mu.Unlock()
 			if ev.model != nil {
-				s.askModel(&d, ev.model)
+				asks <- modelAsk{d, ev.model}
 			}
 		case st, ok := <-steps:
 			if !ok {
 				steps = nil
 				continue
 			}
+			now := kw.now()
 			s.mu.Lock()
 			if st.Verdict == "drop" || st.Verdict == "reject" {
 				kw.dropSteps[canon(dropTuple(st.Packet))] = st
 			}
-			kw.pending = append(kw.pending, kernelEvent{at: st.Time, step: &st})
+			kw.pending = append(kw.pending, kernelEvent{at: st.Time, queued: now, step: &st})
 			s.mu.Unlock()
 		}
 	}
@@ -347,6 +394,10 @@ func (kw *kernelWord) detach(s *session) {
 		kw.w.Close()
 	}
 	<-kw.readers
+	// Every rule step there will be is known: the last flush waits for nothing.
+	s.mu.Lock()
+	kw.final = true
+	s.mu.Unlock()
 }
 
 // dropTuple is a dropped packet's tuple in conntrack's terms (ICMP echo ids as ports).
@@ -403,21 +454,33 @@ func (s *session) watchConn(e *kernel.ConntrackEntry) {
 // releaseKernel emits the kernel's events up to a time, in time order. Called with s.mu held.
 func (s *session) releaseKernel(upTo time.Time) {
 	kw := s.kw
-	if kw == nil || len(kw.pending) == 0 {
+	if kw == nil {
+		return
+	}
+	s.noticeTraceLost()
+	if len(kw.pending) == 0 {
+		kw.waiting = false
 		return
 	}
 	slices.SortStableFunc(kw.pending, func(a, b kernelEvent) int { return a.at.Compare(b.at) })
+	kw.waiting = false
 	n := 0
 	for n < len(kw.pending) && !kw.pending[n].at.After(upTo) && s.err == nil {
 		ev := kw.pending[n]
+		hold := false
 		if ev.model != nil {
 			select {
 			case <-ev.model.done:
 			default:
-				// The model is still reading the host: this and what follows wait.
-				kw.pending = slices.Delete(kw.pending, 0, n)
-				return
+				// The model is still reading the host.
+				hold = true
 			}
+		}
+		if hold || ev.drop != nil && s.awaitsRule(&ev) {
+			// This and what follows wait, in order.
+			kw.waiting = true
+			kw.pending = slices.Delete(kw.pending, 0, n)
+			return
 		}
 		n++
 		switch {
@@ -431,6 +494,69 @@ func (s *session) releaseKernel(upTo time.Time) {
 	}
 	kw.pending = slices.Delete(kw.pending, 0, n)
 }
+
+// noticeTraceLost says once, when it first happens, that rule trace messages were lost: the
+// netlink socket overran (ENOBUFS), and the rule of a drop may go unnamed. Called with s.mu
+// held.
+func (s *session) noticeTraceLost() {
+	kw := s.kw
+	if kw.lostTraces == nil {
+		return
+	}
+	n := kw.lostTraces()
+	if n == 0 || kw.traceLost != 0 {
+		kw.traceLost = max(kw.traceLost, n)
+		return
+	}
+	kw.traceLost = n
+	s.notice(fmt.Sprintf("nf_tables rule traces were lost: the trace socket's buffer overran (ENOBUFS, %d time(s) so far); some drops may go without their rule (the summary counts them)", n))
+}
+
+// awaitsRule says whether a drop waits for the rule step of its packet: a netfilter drop that
+// is to make a kernel-drop finding while rules are traced, whose step has not been read, for
+// up to ruleStepWait after the drop was read or until the watchers stopped. Called with s.mu
+// held.
+func (s *session) awaitsRule(ev *kernelEvent) bool {
+	kw := s.kw
+	d := ev.drop
+	if !kw.tracing || kw.final || !isNetfilterDrop(d) || !kw.selected(d.Packet) {
+		return false
+	}
+	if kw.tr != nil && kw.tr.Err() != nil {
+		return false // the tracer stopped: no step comes
+	}
+	if kw.ruleOf(d) != nil || kw.now().Sub(ev.queued) >= ruleStepWait {
+		return false
+	}
+	key, finding := s.dropKey(d)
+	return finding && !kw.reported[key]
+}
+
+// ruleOf is the rule step that dropped the packet of a netfilter drop, nil when none was read.
+func (kw *kernelWord) ruleOf(d *dropwatch.Drop) *nftrace.Step {
+	st, ok := kw.dropSteps[canon(dropTuple(d.Packet))]
+	if !ok || !isNetfilterDrop(d) || absDuration(st.Time.Sub(d.Time)) >= ruleStepWindow {
+		return nil
+	}
+	return &st
+}
+
+// dropKey is what a drop's kernel-drop finding is made once for (connection, reason,
+// interface), and whether the drop makes one at all. Called with s.mu held.
+func (s *session) dropKey(d *dropwatch.Drop) (key string, finding bool) {
+	t := dropTuple(d.Packet)
+	key = fmt.Sprintf("%d %v %s %s", 0, canon(t), d.Reason, d.Iface)
+	if cn := s.connFor(t); cn != nil {
+		key = fmt.Sprintf("%d %s %s", cn.id, d.Reason, d.Iface)
+	}
+	// Drops that do not stop a flow (old TCP data, queues purged at a close) are events
+	// only: findings are for what breaks it.
+	return key, d.Packet.Src.Addr().IsValid() && isBlocking(d)
+}
+
+// kernelWaiting says whether kernel events are held back (for the model or a rule step):
+// the capture is not to end on Done before they are released. Called with s.mu held.
+func (s *session) kernelWaiting() bool { return s.kw != nil && s.kw.waiting }
 
 // connOf returns the id of the captured connection of a packet with the tuple (0: none).
 func (s *session) connOf(t kernel.ConntrackTuple) int {
@@ -474,9 +600,7 @@ func (s *session) kernelDrop(d *dropwatch.Drop, model *modelWord) {
 	if cn != nil {
 		kd.Conn = cn.id
 	}
-	if st, ok := kw.dropSteps[k]; ok && isNetfilterDrop(d) && absDuration(st.Time.Sub(d.Time)) < ruleStepWindow {
-		kd.Rule = &st
-	}
+	kd.Rule = kw.ruleOf(d)
 	kw.count++
 	if len(kw.drops) < maxSummaryDrops {
 		kw.drops = append(kw.drops, kd)
@@ -487,13 +611,8 @@ func (s *session) kernelDrop(d *dropwatch.Drop, model *modelWord) {
 	}
 	s.send(Event{Type: EventDrop, Time: d.Time, Drop: d, Conn: kd.Conn})
 
-	key := fmt.Sprintf("%d %v %s %s", kd.Conn, k, d.Reason, d.Iface)
-	if kd.Conn != 0 {
-		key = fmt.Sprintf("%d %s %s", kd.Conn, d.Reason, d.Iface)
-	}
-	if kw.reported[key] || !d.Packet.Src.Addr().IsValid() || !isBlocking(d) {
-		// Drops that do not stop a flow (old TCP data, queues purged at a close) are events
-		// only: findings are for what breaks it.
+	key, finding := s.dropKey(d)
+	if kw.reported[key] || !finding {
 		return
 	}
 	kw.reported[key] = true
@@ -585,6 +704,9 @@ func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTup
 		why := s.kw.ruleUnavailable
 		if why == "" && s.kw.legacy != "" {
 			why = s.kw.legacy + "; the rule is most likely in one of them"
+		}
+		if why == "" && s.kw.traceLost > 0 {
+			why = fmt.Sprintf("no nf_tables rule step of the packet was read: %d rule trace messages were lost (the trace socket's buffer overran)", s.kw.traceLost)
 		}
 		if why == "" {
 			why = "no nf_tables rule step of the packet was traced: the rule is in an iptables-legacy table, or the packet was not marked for tracing"

@@ -3,7 +3,9 @@ package diagnose
 import (
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -245,4 +247,247 @@ func TestKernelDropAfterNAT(t *testing.T) {
 	if len(kf) != 1 || kf[0].Conn != 1 || kf[0].Flow.Dst != kwServer {
 		t.Errorf("kernel-drop findings %+v: want one of connection 1, the flow as the client opened it", kf)
 	}
+}
+
+// kwLive is a session whose kernel's word is read by the real reader from channels the test
+// feeds, with a clock the test sets: rule tracing runs, the model is asked as it would be.
+type kwLive struct {
+	s     *session
+	evs   *[]Event
+	drops chan dropwatch.Drop
+	steps chan nftrace.Step
+	now   atomic.Int64 // the clock, in Unix nanoseconds
+}
+
+func newKWLive(t *testing.T, explain func(kernel.ConntrackTuple, string) (Explanation, bool)) *kwLive {
+	t.Helper()
+	s, evs := kwSession(t, "tcp and port 80", explain)
+	s.hostReady = make(chan struct{})
+	s.hostDone()
+	l := &kwLive{s: s, evs: evs, drops: make(chan dropwatch.Drop), steps: make(chan nftrace.Step)}
+	l.set(kwT0)
+	s.kw.tracing = true
+	s.kw.now = func() time.Time { return time.Unix(0, l.now.Load()) }
+	go s.kw.readFrom(s, l.drops, l.steps)
+	t.Cleanup(func() {
+		close(l.drops)
+		close(l.steps)
+		<-s.kw.readers
+	})
+	return l
+}
+
+// release releases the kernel's events as the capture's ticker does, at the test's clock.
+func (l *kwLive) release(now time.Time) {
+	l.set(now)
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	l.s.releaseKernel(now.Add(-reorderDelay))
+}
+
+func (l *kwLive) set(now time.Time) { l.now.Store(now.UnixNano()) }
+
+// until polls a condition (read under s.mu) for up to 5 s.
+func (l *kwLive) until(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		l.s.mu.Lock()
+		ok := cond()
+		l.s.mu.Unlock()
+		if ok {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("after 5s: not %s", what)
+		}
+	}
+}
+
+func forwardDropStep(d *dropwatch.Drop, at time.Time) nftrace.Step {
+	return nftrace.Step{Time: at, Family: "ip", Table: "filter", Chain: "FORWARD", Handle: 3, Kind: "rule", Verdict: "drop",
+		Rule: nftrace.RuleText{Iptables: "-A FORWARD -p tcp -j DROP"}, Packet: d.Packet}
+}
+
+// The flake of a loaded machine: the rule step of a dropped packet is read after the drop
+// (netlink is slower than the BPF ring, and the model answered first), later than the
+// reorder delay. The drop waits for its step, and the kernel-drop finding names the rule.
+func TestKernelDropWaitsForItsRuleStep(t *testing.T) {
+	l := newKWLive(t, explainAs(trace.FindingFiltered))
+	l.s.mu.Lock()
+	kwSYN(l.s)
+	l.s.mu.Unlock()
+	d := kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", kwServer)
+	l.set(d.Time)
+	l.drops <- *d
+	l.until(t, "the model asked", func() bool {
+		if len(l.s.kw.pending) != 1 || l.s.kw.pending[0].model == nil {
+			return false
+		}
+		select {
+		case <-l.s.kw.pending[0].model.done:
+			return true
+		default:
+			return false
+		}
+	})
+	// Well past the reorder delay, the model has answered, the step is not there yet.
+	l.release(d.Time.Add(600 * time.Millisecond))
+	if kf := kwFindings(*l.evs, FindingKernelDrop); len(kf) != 0 {
+		t.Fatalf("a kernel-drop finding before the rule step came or the wait ended: %q", kf[0].Evidence)
+	}
+	l.s.mu.Lock()
+	waiting := l.s.kernelWaiting()
+	l.s.mu.Unlock()
+	if !waiting {
+		t.Error("kernelWaiting false while a drop waits for its rule step: the capture could end without the finding")
+	}
+	l.steps <- forwardDropStep(d, d.Time.Add(700*time.Millisecond))
+	l.until(t, "the step read", func() bool { return len(l.s.kw.pending) == 2 })
+	l.release(d.Time.Add(850 * time.Millisecond))
+	kf := kwFindings(*l.evs, FindingKernelDrop)
+	if len(kf) != 1 || !slices.Contains(kf[0].Evidence, "rule: ip filter FORWARD handle 3: drop (-A FORWARD -p tcp -j DROP)") {
+		t.Fatalf("kernel-drop findings %+v: want one naming the rule", kf)
+	}
+	if kf[0].Cause != trace.FindingFiltered {
+		t.Errorf("cause %q: want the model's word beside the rule", kf[0].Cause)
+	}
+	var types []string
+	for _, e := range *l.evs {
+		types = append(types, e.Type)
+	}
+	if strings.Join(types, " ") != "drop finding rule" {
+		t.Errorf("events %v: want the drop, its finding, then the rule step, in time order", types)
+	}
+}
+
+// The wait is bounded: a netfilter drop whose rule step never comes (an iptables-legacy
+// rule) makes its finding after ruleStepWait, saying the rule is not named; when the
+// watchers have stopped, at once. A drop of another reason never waits.
+func TestKernelDropRuleWaitBounded(t *testing.T) {
+	l := newKWLive(t, explainAs(""))
+	l.s.mu.Lock()
+	kwSYN(l.s)
+	l.s.mu.Unlock()
+	d := kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", kwServer)
+	l.set(d.Time)
+	l.drops <- *d
+	l.until(t, "the drop queued", func() bool { return len(l.s.kw.pending) == 1 })
+	l.until(t, "the model answered", func() bool {
+		select {
+		case <-l.s.kw.pending[0].model.done:
+			return true
+		default:
+			return false
+		}
+	})
+	l.release(d.Time.Add(ruleStepWait - 10*time.Millisecond))
+	if kf := kwFindings(*l.evs, FindingKernelDrop); len(kf) != 0 {
+		t.Fatal("the finding did not wait for the rule step")
+	}
+	l.release(d.Time.Add(ruleStepWait + 10*time.Millisecond))
+	kf := kwFindings(*l.evs, FindingKernelDrop)
+	if len(kf) != 1 || !hasPrefix(kf[0].Evidence, "rule: not named: ") {
+		t.Fatalf("kernel-drop findings %+v: want one, the rule not named, once the wait is over", kf)
+	}
+
+	// Another connection's drop, with the watchers stopped: released at once.
+	d2 := kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", netip.MustParseAddrPort("10.0.2.3:80"))
+	d2.Packet.Src = netip.MustParseAddrPort("10.0.1.2:40001")
+	d2.Time = d.Time.Add(3 * time.Second)
+	l.set(d2.Time)
+	l.drops <- *d2
+	l.until(t, "the second drop queued", func() bool { return len(l.s.kw.pending) == 1 })
+	l.s.mu.Lock()
+	l.s.kw.final = true
+	l.s.mu.Unlock()
+	l.until(t, "the second drop's model answered", func() bool {
+		select {
+		case <-l.s.kw.pending[0].model.done:
+			return true
+		default:
+			return false
+		}
+	})
+	l.release(d2.Time.Add(200 * time.Millisecond))
+	if kf := kwFindings(*l.evs, FindingKernelDrop); len(kf) != 2 {
+		t.Fatalf("%d kernel-drop findings: the last flush waits for no rule step", len(kf))
+	}
+}
+
+// The model reads the host's state for a drop (up to a second on a busy machine); the rule
+// steps that come meanwhile are read all the same, so that the drop, once the model has
+// answered, names its rule.
+func TestKernelDropModelDoesNotStallSteps(t *testing.T) {
+	unblock := make(chan struct{})
+	explain := func(kernel.ConntrackTuple, string) (Explanation, bool) {
+		<-unblock
+		return Explanation{Cause: trace.FindingFiltered, Summary: "filtered", Fix: finding.Fix{Args: []string{}}}, true
+	}
+	l := newKWLive(t, explain)
+	l.s.mu.Lock()
+	kwSYN(l.s)
+	l.s.mu.Unlock()
+	d := kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", kwServer)
+	l.set(d.Time)
+	l.drops <- *d
+	step := forwardDropStep(d, d.Time.Add(5*time.Millisecond))
+	select {
+	case l.steps <- step:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the rule step is not read while the model reads the host")
+	}
+	l.until(t, "the step recorded", func() bool { return l.s.kw.ruleOf(d) != nil })
+	close(unblock)
+	l.until(t, "the model answered", func() bool {
+		select {
+		case <-l.s.kw.pending[0].model.done:
+			return true
+		default:
+			return false
+		}
+	})
+	l.release(d.Time.Add(200 * time.Millisecond))
+	kf := kwFindings(*l.evs, FindingKernelDrop)
+	if len(kf) != 1 || !hasPrefix(kf[0].Evidence, "rule: ip filter FORWARD handle 3: drop") {
+		t.Fatalf("kernel-drop findings %+v: want one naming the rule", kf)
+	}
+}
+
+// Rule traces the socket could not take (ENOBUFS) are said once, when it happens, and an
+// unnamed rule says why.
+func TestKernelTraceLostNoticed(t *testing.T) {
+	s, evs := kwSession(t, "tcp and port 80", explainAs(""))
+	var lost uint64
+	s.kw.tracing = true
+	s.kw.lostTraces = func() uint64 { return lost }
+	s.releaseKernel(kwT0)
+	lost = 3
+	s.releaseKernel(kwT0)
+	lost = 5
+	s.releaseKernel(kwT0)
+	var notices []string
+	for _, e := range *evs {
+		if e.Type == EventNotice {
+			notices = append(notices, e.Notice)
+		}
+	}
+	if len(notices) != 1 || !strings.Contains(notices[0], "ENOBUFS, 3 time(s)") {
+		t.Fatalf("notices %q: want one saying the traces overran", notices)
+	}
+	kwSYN(s)
+	s.kw.final = true
+	kwHand(s, kwDrop("NETFILTER_DROP", "lan", "nft_do_chain", kwServer))
+	kf := kwFindings(*evs, FindingKernelDrop)
+	if len(kf) != 1 || !hasPrefix(kf[0].Evidence, "rule: not named: no nf_tables rule step of the packet was read: 5 rule trace messages were lost") {
+		t.Fatalf("kernel-drop findings %+v: want the rule not named for lost traces", kf)
+	}
+	var b strings.Builder
+	RenderSummary(&b, &CaptureSummary{RuleTraceLost: 5, Counts: map[string]int{}})
+	if !strings.Contains(b.String(), "rule traces lost 5 times") {
+		t.Errorf("summary %q: want the lost rule traces said", b.String())
+	}
+}
+
+func hasPrefix(lines []string, prefix string) bool {
+	return slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, prefix) })
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -74,76 +73,15 @@ func (p *Packet) isEcho() bool {
 }
 
 // flagString writes TCP flags as tcpdump does: S, F, R, P, and "." for ACK.
-func flagString(f uint8) string {
-	var b strings.Builder
-	for _, x := range []struct {
-		bit uint8
-		c   byte
-	}{{tcpSYN, 'S'}, {tcpFIN, 'F'}, {tcpRST, 'R'}, {tcpPSH, 'P'}, {tcpACK, '.'}} {
-		if f&x.bit != 0 {
-			b.WriteByte(x.c)
-		}
-	}
-	if b.Len() == 0 {
-		return "none"
-	}
-	return b.String()
-}
+func flagString(f uint8) string { return string(appendFlags(nil, f)) }
 
 // What describes the packet's content: "tcp 10.0.0.1:5000 > 10.0.0.2:80 [S] seq 1 len 0".
-func (p *Packet) What() string {
-	if p.Proto == 0 && p.Src.Addr().IsValid() {
-		// IPv6 with a hop-by-hop header first (MLD, router alerts): not decoded further.
-		return fmt.Sprintf("%s %s > %s next header 0 (hop-by-hop options)", p.L3, p.Src.Addr(), p.Dst.Addr())
-	}
-	if p.Proto == 0 {
-		return p.Info
-	}
-	s := fmt.Sprintf("%s %s > %s", inet.ProtoName(int(p.Proto)), conntrack.Endpoint(p.Proto, p.Src), conntrack.Endpoint(p.Proto, p.Dst))
-	switch p.Proto {
-	case unix.IPPROTO_TCP:
-		s += fmt.Sprintf(" [%s] seq %d", flagString(p.Flags), p.Seq)
-		if p.Flags&tcpACK != 0 {
-			s += fmt.Sprintf(" ack %d", p.Ack)
-		}
-		s += fmt.Sprintf(" len %d", p.Payload)
-	case unix.IPPROTO_UDP:
-		s += fmt.Sprintf(" len %d", p.Payload)
-	case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
-		s += " " + icmpText(p)
-	}
-	return s
-}
+func (p *Packet) What() string { return string(p.appendWhat(nil, false)) }
 
-func icmpText(p *Packet) string {
-	v6 := p.Proto == unix.IPPROTO_ICMPV6
-	switch {
-	case !v6 && p.ICMPType == 8, v6 && p.ICMPType == 128:
-		return fmt.Sprintf("echo request id %d seq %d", p.ICMPID, p.ICMPSeq)
-	case !v6 && p.ICMPType == 0, v6 && p.ICMPType == 129:
-		return fmt.Sprintf("echo reply id %d seq %d", p.ICMPID, p.ICMPSeq)
-	case !v6 && p.ICMPType == 3:
-		return fmt.Sprintf("destination unreachable (code %d)", p.ICMPCode)
-	case !v6 && p.ICMPType == 5:
-		return "redirect"
-	case !v6 && p.ICMPType == 11, v6 && p.ICMPType == 3:
-		return "time exceeded"
-	case v6 && p.ICMPType == 1:
-		return fmt.Sprintf("destination unreachable (code %d)", p.ICMPCode)
-	case v6 && p.ICMPType == 2:
-		return "packet too big"
-	}
-	return fmt.Sprintf("type %d code %d", p.ICMPType, p.ICMPCode)
-}
+func icmpText(p *Packet) string { return string(appendICMP(nil, p)) }
 
 // String is the packet as one line: time, interface, direction and content.
-func (p *Packet) String() string {
-	dir := p.Dir.String()
-	if p.Dir == capture.In && p.Type != capture.PacketHost {
-		dir += " (" + p.Type.String() + ")"
-	}
-	return fmt.Sprintf("%s %-8s %-3s %s", p.Time.Format("15:04:05.000000"), p.Iface, dir, p.What())
-}
+func (p *Packet) String() string { return string(p.appendText(nil, false)) }
 
 // packetJSON is the stable JSON form of a packet.
 type packetJSON struct {

@@ -123,7 +123,7 @@ func (b *bench) benchConntrack(r *report, n int, profile string) error {
 		sec.row("`"+m.Name+"`", secs(res[i].wall()), mib(int64(res[i].rss())), cpu(res[i].cpu()), ratio(res[i].wall(), base))
 	}
 	sec.cmds("roundtrip conntrack --netns NS [--json] > file", "ip netns exec NS conntrack -L > file")
-	r.verdict(fmt.Sprintf("conntrack %d listed", n), "≤ 1.2× conntrack -L", res[0].wall()/base, 1.2, "×")
+	r.verdict(fmt.Sprintf("conntrack %d listed", n), "≤ 1.1× conntrack -L", res[0].wall()/base, 1.1, "×")
 	r.verdict(fmt.Sprintf("conntrack %d listed, peak RSS", n), "≤ 200 MB", res[0].rss()/1e6, 200, " MB")
 	for _, name := range []string{"rt", "rtjson", "ct"} {
 		os.Remove(outFile(name))

@@ -22,11 +22,11 @@ import (
 	"time"
 )
 
-var sections = []string{"load", "snapshot", "lookup", "conntrack", "capture", "dualwan"}
+var sections = []string{"load", "snapshot", "reads", "lookup", "conntrack", "capture", "dualwan"}
 
 type options struct {
 	bin, out, work, only, profile string
-	label                         string
+	label, nsPrefix               string
 	runs                          int
 	routes                        []int
 	perLineMax, probes, ctEntries int
@@ -47,6 +47,7 @@ func main() {
 	flag.StringVar(&o.label, "label", "", "describe the roundtrip measured as `TEXT` (default: the git commit of the working directory)")
 	flag.StringVar(&o.only, "only", strings.Join(sections, ","), "run only these `SECTIONS`")
 	flag.StringVar(&o.profile, "profile", "", "also run roundtrip's apply, snapshot and conntrack listing in-process with CPU and heap profiles written to `DIR`")
+	flag.StringVar(&o.nsPrefix, "ns-prefix", "rtbench", "name the namespaces it creates `PREFIX`-PID-...")
 	flag.IntVar(&o.runs, "runs", 3, "measure each command `N` times and report the median")
 	flag.StringVar(&routes, "routes", "10000,100000,1000000", "route table `SIZES` to load; the largest is snapshotted and looked up")
 	flag.IntVar(&o.perLineMax, "perline-max", 100000, "run the one-ip-command-per-route script only up to `N` routes (it takes ~1 ms a route)")
@@ -105,7 +106,7 @@ func intList(s string) ([]int, error) {
 func run(o options) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	b := &bench{ctx: ctx, runs: o.runs, log: os.Stderr, prefix: fmt.Sprintf("rtbench-%d", os.Getpid())}
+	b := &bench{ctx: ctx, runs: o.runs, log: os.Stderr, prefix: fmt.Sprintf("%s-%d", o.nsPrefix, os.Getpid())}
 	var err error
 	if o.work == "" {
 		if b.work, err = os.MkdirTemp("", "rtbench-"); err != nil {
@@ -168,7 +169,7 @@ func run(o options) error {
 }
 
 func (b *bench) sections(r *report, o options, want func(string) bool) error {
-	if want("load") || want("snapshot") || want("lookup") {
+	if want("load") || want("snapshot") || want("reads") || want("lookup") {
 		ns, err := b.routeHost()
 		if err != nil {
 			return err
@@ -184,7 +185,7 @@ func (b *bench) sections(r *report, o options, want func(string) bool) error {
 				}
 			}
 		}
-		if want("snapshot") || want("lookup") {
+		if want("snapshot") || want("reads") || want("lookup") {
 			if err := b.ensureLoaded(ns, n); err != nil {
 				return err
 			}
@@ -200,6 +201,11 @@ func (b *bench) sections(r *report, o options, want func(string) bool) error {
 				}
 			} else if err := b.cmd(b.bin, "snapshot", "--netns", ns, "-o", snap); err != nil {
 				return err
+			}
+			if want("reads") {
+				if err := b.benchReads(r, ns, n); err != nil {
+					return err
+				}
 			}
 			if want("lookup") {
 				if err := b.benchLookups(r, ns, snap, n, o.probes); err != nil {

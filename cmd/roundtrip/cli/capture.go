@@ -1,11 +1,14 @@
 package cli
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"roundtrip/diagnose"
@@ -96,45 +99,139 @@ func capabilityHint(err error) error {
 }
 
 // eventPrinter writes capture events: one JSON object per line, or one text line each.
+// Output is buffered and flushed twenty times a second (and at the end), and packet lines
+// are built without fmt into one reused buffer: at a few hundred thousand packets a second a
+// write(2) and fmt per line cost more than everything else capture does, and the kernel
+// dropped what the printer could not keep up with (BENCHMARKS.md, capture).
 type eventPrinter struct {
-	inv *Invocation
-	enc *json.Encoder
+	inv  *Invocation
+	mu   sync.Mutex // the flusher against emit
+	out  *bufio.Writer
+	enc  *json.Encoder
+	line []byte
+	err  error // the first write error: the capture stops with it
+	done chan struct{}
+	wg   sync.WaitGroup
 }
 
+// printerFlush is how often buffered output is written out while events come.
+const printerFlush = 50 * time.Millisecond
+
+// newEventPrinter starts a printer; close flushes it and stops its flusher.
 func newEventPrinter(inv *Invocation) *eventPrinter {
-	return &eventPrinter{inv: inv, enc: json.NewEncoder(inv.Stdout)}
+	p := &eventPrinter{inv: inv, out: bufio.NewWriterSize(inv.Stdout, 64<<10), done: make(chan struct{})}
+	p.enc = json.NewEncoder(p.out)
+	p.wg.Go(func() {
+		t := time.NewTicker(printerFlush)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.done:
+				return
+			case <-t.C:
+				p.mu.Lock()
+				if p.out.Buffered() > 0 && p.err == nil {
+					p.err = p.out.Flush()
+				}
+				p.mu.Unlock()
+			}
+		}
+	})
+	return p
+}
+
+// close stops the flusher and writes out what is buffered.
+func (p *eventPrinter) close() error {
+	select {
+	case <-p.done:
+	default:
+		close(p.done)
+	}
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err == nil {
+		p.err = p.out.Flush()
+	}
+	return p.err
 }
 
 func (p *eventPrinter) emit(ev diagnose.Event) error {
-	if p.inv.JSON {
-		return p.enc.Encode(ev)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err != nil {
+		return p.err
 	}
-	w := p.inv.Stdout
+	if p.inv.JSON {
+		p.err = p.enc.Encode(ev)
+		return p.err
+	}
+	w := p.out
 	var err error
 	switch ev.Type {
 	case diagnose.EventPacket:
-		pk := ev.Packet
-		if pk.Conn != 0 {
-			_, err = quote.TermFprintf(w, "%s  [conn %d %s]\n", pk, pk.Conn, pk.Role)
-		} else {
-			_, err = quote.TermFprintf(w, "%s\n", pk)
-		}
+		p.line = appendPacketLine(p.line[:0], ev.Packet)
+		_, err = w.Write(p.line)
 	case diagnose.EventFinding:
+		// Findings are rare and what the person waits for: written out at once.
 		ev.Finding.Render(w)
+		err = w.Flush()
 	case diagnose.EventConntrack:
 		_, err = quote.TermFprintf(w, "%s conntrack %-7s [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conntrack.Type, ev.Conn, diagnose.EntryLine(&ev.Conntrack.Entry))
 	case diagnose.EventDrop:
-		_, err = quote.TermFprintf(w, "%s drop      [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conn, ev.Drop)
+		// A drop and a rule step can come with every packet of a flow: built as packet
+		// lines are.
+		p.line = appendKernelLine(p.line[:0], ev, "drop      ", ev.Drop.String())
+		_, err = w.Write(p.line)
 	case diagnose.EventRule:
-		_, err = quote.TermFprintf(w, "%s rule      [conn %d] %s\n", ev.Time.Format("15:04:05.000000"), ev.Conn, ev.Rule)
+		p.line = appendKernelLine(p.line[:0], ev, "rule      ", ev.Rule.String())
+		_, err = w.Write(p.line)
 	case diagnose.EventNotice:
-		_, err = quote.TermFprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
+		// Standard error is not buffered: what was printed before the notice goes first.
+		if err = w.Flush(); err == nil {
+			_, err = quote.TermFprintf(p.inv.Stderr, "roundtrip: %s\n", ev.Notice)
+		}
 	}
+	p.err = err
 	return err
 }
 
+// appendPacketLine appends a packet's text line: the packet, its connection and role.
+func appendPacketLine(b []byte, pk *diagnose.Packet) []byte {
+	b = pk.AppendLine(b)
+	if pk.Conn != 0 {
+		b = append(b, "  [conn "...)
+		b = strconv.AppendInt(b, int64(pk.Conn), 10)
+		b = append(b, ' ')
+		b = append(b, quote.Term(pk.Role)...)
+		b = append(b, ']')
+	}
+	return append(b, '\n')
+}
+
+// appendKernelLine appends "TIME KIND[conn N] TEXT\n", TEXT escaped for a terminal.
+func appendKernelLine(b []byte, ev diagnose.Event, kind, text string) []byte {
+	b = ev.Time.AppendFormat(b, "15:04:05.000000")
+	b = append(b, ' ')
+	b = append(b, kind...)
+	b = append(b, "[conn "...)
+	b = strconv.AppendInt(b, int64(ev.Conn), 10)
+	b = append(b, "] "...)
+	b = append(b, quote.Term(text)...)
+	return append(b, '\n')
+}
+
+// final writes the closing JSON object and flushes.
 func (p *eventPrinter) final(kind string, v any) error {
-	return p.enc.Encode(map[string]any{"type": kind, kind: v})
+	if err := p.close(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := p.enc.Encode(map[string]any{"type": kind, kind: v}); err != nil {
+		return err
+	}
+	return p.out.Flush()
 }
 
 // CaptureOptions are the options of one run of roundtrip capture: fresh for every run.
@@ -146,6 +243,7 @@ type CaptureOptions struct {
 	count    int
 	snaplen  int
 	bufMiB   int
+	noKernel bool
 }
 
 // NewCmdCapture returns the command; runF, when not nil, runs instead of it with the options
@@ -186,6 +284,8 @@ The kernel's drops of the captured packets come from a BPF program on
 skb:kfree_skb, filtered in the kernel to this namespace and the filter's flows; with a
 filter of hosts, ports and protocols a temporary nf_tables trace table also names the
 rules they meet (removed at the end; rollback removes one a killed run left).
+Both cost work for every packet of the flow, in the kernel as well: on a busy link
+--no-kernel-word captures as tcpdump does.
 --json prints one JSON object per line: {"type":"packet"|"finding"|"conntrack"|
 "drop"|"rule"|"notice", ...}, then {"type":"summary", ...}.
 
@@ -202,6 +302,7 @@ Examples:
 			fs.DurationVar(&opts.duration, "duration", 0, "stop after `D` (e.g. 30s; default: until interrupted)")
 			fs.IntVar(&opts.count, "count", 0, "stop after `N` packets")
 			fs.IntVar(&opts.snaplen, "snaplen", kernel.DefaultSnapLen, "keep at most `N` bytes of each packet (1-262144)")
+			fs.BoolVar(&opts.noKernel, "no-kernel-word", false, "do not watch the kernel's drops nor trace the rules (both cost work for every packet of the flow: for a busy link)")
 			fs.IntVar(&opts.bufMiB, "buffer", kernel.DefaultCaptureBuffer>>20, "kernel ring size in `MiB`, for each direction (1-1024; both rings at most half the free memory)")
 		},
 		Run: func(inv *Invocation) error {
@@ -209,7 +310,7 @@ Examples:
 			if runF != nil {
 				return runF(opts)
 			}
-			cf, filter, duration, count, snaplen, bufMiB := opts.cf, opts.filter, opts.duration, opts.count, opts.snaplen, opts.bufMiB
+			cf, filter, duration, count, snaplen, bufMiB, noKernel := opts.cf, opts.filter, opts.duration, opts.count, opts.snaplen, opts.bufMiB, opts.noKernel
 			expr := filter
 			if len(inv.Args) > 0 {
 				if filter != "" {
@@ -230,7 +331,7 @@ Examples:
 			}
 			opts := diagnose.CaptureOptions{
 				Namespace: inv.Namespace(), Ifaces: cf.ifaceList(), Filter: f, Duration: duration, Count: count,
-				SnapLen: snaplen, BufferSize: bufMiB << 20,
+				SnapLen: snaplen, BufferSize: bufMiB << 20, NoKernelDrops: noKernel,
 			}
 			if pcap != nil {
 				opts.Pcap = pcap
@@ -242,6 +343,9 @@ Examples:
 			}
 			pr := newEventPrinter(inv)
 			sum, err := diagnose.Capture(inv.Ctx, opts, pr.emit)
+			if perr := pr.close(); err == nil {
+				err = perr
+			}
 			err = closePcap(pcap, sum != nil, err)
 			if sum == nil {
 				return capabilityHint(err)

@@ -88,6 +88,9 @@ Examples:
 				fmt.Fprintf(inv.Stderr, "roundtrip diagnose: watching the flow for up to %s; start the client now\n", timeout)
 			}
 			v, err := diagnose.Diagnose(inv.Ctx, opts, pr.emit)
+			if perr := pr.close(); err == nil {
+				err = perr
+			}
 			// Without a live capture (no capability) nothing went into the file: it is not left.
 			err = closePcap(pcap, err == nil && v.Capture != nil, err)
 			if err != nil {

@@ -158,7 +158,7 @@ func Start(ctx context.Context, o Options) (*Tracer, error) {
 		t.mon.Close()
 		return nil, unsupportedOrErr(fmt.Errorf("subscribing to nf_tables traces: %w", err))
 	}
-	_ = t.mon.SetReadBuffer(4 << 20)
+	setReadBuffer(t.mon, traceReadBuffer)
 	if t.ctl, err = netlink.Dial(unix.NETLINK_NETFILTER, cfg); err != nil {
 		t.mon.Close()
 		return nil, unsupportedOrErr(err)
@@ -183,6 +183,25 @@ func Start(ctx context.Context, o Options) (*Tracer, error) {
 		}
 	}()
 	return t, nil
+}
+
+// traceReadBuffer is the trace socket's receive buffer. Every chain a traced packet meets
+// sends a message of a few hundred bytes; while the reader waits for a CPU the kernel queues
+// them here, and past it drops them (ENOBUFS, counted in Lost).
+const traceReadBuffer = 4 << 20
+
+// setReadBuffer sets a socket's receive buffer beyond net.core.rmem_max where the process may
+// (SO_RCVBUFFORCE, CAP_NET_ADMIN, which tracing needs anyway), else up to rmem_max.
+func setReadBuffer(c *netlink.Conn, n int) {
+	if rc, err := c.SyscallConn(); err == nil {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, n)
+		}); err == nil && serr == nil {
+			return
+		}
+	}
+	_ = c.SetReadBuffer(n) // best effort: the default still works, with more ENOBUFS under load
 }
 
 // create makes the table, its chains and the flows' rules in one transaction, recorded in a
