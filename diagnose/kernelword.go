@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -777,7 +778,7 @@ func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTup
 			why = fmt.Sprintf("no nf_tables rule step of the packet was read: %d rule trace messages were lost (the trace socket's buffer overran)", s.kw.traceLost)
 		}
 		if why == "" {
-			why = "no nf_tables rule step of the packet was traced: the rule is in an iptables-legacy table, or the packet was not marked for tracing"
+			why = "no nf_tables rule step of the packet was traced: the rule is in an iptables-legacy table, or the packet was not marked for tracing (a flow's first packets are, then " + strconv.Itoa(nftrace.TraceRate) + " a second)"
 		}
 		f.Evidence = append(f.Evidence, "rule: not named: "+why)
 	}
