@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,6 +69,10 @@ type KernelDrop struct {
 	dropwatch.Drop
 	Conn int           `json:"conn"`
 	Rule *nftrace.Step `json:"rule,omitempty"`
+	// Count, on the first drop of its connection, reason, interface and kernel function,
+	// is how many such drops there were in all: after the first maxDropLines only they are
+	// counted (a flood is one line and a number, not a line a packet).
+	Count int `json:"count,omitempty"`
 }
 
 // Line is the drop in the words of a finding's evidence: "kernel: IP_RPFILTER on lan in
@@ -104,6 +109,9 @@ func ruleLine(s *nftrace.Step) string {
 
 const (
 	maxSummaryDrops = 1000 // drops kept in the summary (DropCount has them all)
+	// maxDropLines is how many drops of one connection, reason, interface and kernel
+	// function are reported each (an event, a summary entry); the rest are counted.
+	maxDropLines    = 5
 	maxWatchedFlows = 1024 // NAT tuples added to the watchers, beyond the filter's own flows
 	ruleStepWindow  = 2 * time.Second
 	// ruleStepWait is how long a netfilter drop that is to make a finding waits for the rule
@@ -128,6 +136,11 @@ type kernelWord struct {
 	ruleUnavailable, legacy string
 
 	pending []kernelEvent // held until the packets before them are correlated
+	// unsorted: an event was queued before one queued earlier (the readers race): pending
+	// is sorted once before it is released. Mostly each comes in order and is appended.
+	unsorted bool
+	// runs counts the drops of each connection, reason, interface and kernel function.
+	runs map[dropRunKey]*dropRun
 	// tracing: rule steps are reported (the tracer runs); a netfilter drop waits for its step.
 	tracing bool
 	// final: the watchers stopped and their readers are done: nothing waits any more.
@@ -139,7 +152,7 @@ type kernelWord struct {
 	lostTraces func() uint64                          // the tracer's Lost; nil without one
 	now        func() time.Time                       // time.Now; a test's clock
 	dropSteps  map[kernel.ConntrackTuple]nftrace.Step // the last drop or reject step, by canonical tuple
-	reported   map[string]bool                        // kernel-drop findings made
+	reported   map[dropFindingKey]bool                // kernel-drop findings made
 	lastDrop   map[kernel.ConntrackTuple]*KernelDrop
 	drops      []KernelDrop
 	count      int
@@ -237,7 +250,7 @@ func (s *session) lockedNotice(msg string) {
 func newKernelWord() *kernelWord {
 	return &kernelWord{
 		added: map[kernel.ConntrackTuple]bool{}, dropSteps: map[kernel.ConntrackTuple]nftrace.Step{},
-		reported: map[string]bool{}, lastDrop: map[kernel.ConntrackTuple]*KernelDrop{}, readers: make(chan struct{}),
+		reported: map[dropFindingKey]bool{}, runs: map[dropRunKey]*dropRun{}, lastDrop: map[kernel.ConntrackTuple]*KernelDrop{}, readers: make(chan struct{}),
 		now: time.Now,
 	}
 }
@@ -291,7 +304,7 @@ func (kw *kernelWord) readFrom(s *session, drops <-chan dropwatch.Drop, steps <-
 		<-asked
 		close(kw.readers)
 	}()
-	seen := map[string]bool{}
+	seen := map[dropFindingKey]bool{}
 	for drops != nil || steps != nil {
 		select {
 		case d, ok := <-drops:
@@ -306,7 +319,7 @@ func (kw *kernelWord) readFrom(s *session, drops <-chan dropwatch.Drop, steps <-
 				ev.model = &modelWord{done: make(chan struct{})}
 			}
 			s.mu.Lock()
-			kw.pending = append(kw.pending, ev)
+			kw.queue(ev)
 			s.mu.Unlock()
 			if ev.model != nil {
 				asks <- modelAsk{d, ev.model}
@@ -321,19 +334,28 @@ func (kw *kernelWord) readFrom(s *session, drops <-chan dropwatch.Drop, steps <-
 			if st.Verdict == "drop" || st.Verdict == "reject" {
 				kw.dropSteps[canon(dropTuple(st.Packet))] = st
 			}
-			kw.pending = append(kw.pending, kernelEvent{at: st.Time, queued: now, step: &st})
+			kw.queue(kernelEvent{at: st.Time, queued: now, step: &st})
 			s.mu.Unlock()
 		}
 	}
 }
 
+// queue adds an event to the pending ones, noting when it is out of time order (so that
+// releaseKernel sorts only then, not at every packet). Called with s.mu held.
+func (kw *kernelWord) queue(ev kernelEvent) {
+	if n := len(kw.pending); n > 0 && ev.at.Before(kw.pending[n-1].at) {
+		kw.unsorted = true
+	}
+	kw.pending = append(kw.pending, ev)
+}
+
 // needsModel says whether the model is to be asked about a drop: the first blocking drop of
 // each flow, reason and interface.
-func (kw *kernelWord) needsModel(d *dropwatch.Drop, asked map[string]bool) bool {
+func (kw *kernelWord) needsModel(d *dropwatch.Drop, asked map[dropFindingKey]bool) bool {
 	if !isBlocking(d) || !d.Packet.Src.Addr().IsValid() {
 		return false
 	}
-	key := fmt.Sprintf("%v %s %s", canon(dropTuple(d.Packet)), d.Reason, d.Iface)
+	key := dropFindingKey{tuple: canon(dropTuple(d.Packet)), reason: d.Reason, iface: d.Iface}
 	if asked[key] {
 		return false
 	}
@@ -462,7 +484,10 @@ func (s *session) releaseKernel(upTo time.Time) {
 		kw.waiting = false
 		return
 	}
-	slices.SortStableFunc(kw.pending, func(a, b kernelEvent) int { return a.at.Compare(b.at) })
+	if kw.unsorted {
+		slices.SortStableFunc(kw.pending, func(a, b kernelEvent) int { return a.at.Compare(b.at) })
+		kw.unsorted = false
+	}
 	kw.waiting = false
 	n := 0
 	for n < len(kw.pending) && !kw.pending[n].at.After(upTo) && s.err == nil {
@@ -541,17 +566,41 @@ func (kw *kernelWord) ruleOf(d *dropwatch.Drop) *nftrace.Step {
 	return &st
 }
 
+// dropFindingKey is what a kernel-drop finding is made once for: a connection (or the
+// canonical tuple of a packet of none), a reason and an interface.
+type dropFindingKey struct {
+	conn          int
+	tuple         kernel.ConntrackTuple
+	reason, iface string
+}
+
+// dropRunKey is what repeated drops are counted by: dropFindingKey and the kernel function.
+type dropRunKey struct {
+	dropFindingKey
+	loc dropwatch.Location
+}
+
+// dropRun is the drops of one dropRunKey: how many, and the summary entry of the first (-1:
+// the summary was full).
+type dropRun struct {
+	n, first int
+}
+
 // dropKey is what a drop's kernel-drop finding is made once for (connection, reason,
 // interface), and whether the drop makes one at all. Called with s.mu held.
-func (s *session) dropKey(d *dropwatch.Drop) (key string, finding bool) {
+func (s *session) dropKey(d *dropwatch.Drop) (key dropFindingKey, finding bool) {
 	t := dropTuple(d.Packet)
-	key = fmt.Sprintf("%d %v %s %s", 0, canon(t), d.Reason, d.Iface)
-	if cn := s.connFor(t); cn != nil {
-		key = fmt.Sprintf("%d %s %s", cn.id, d.Reason, d.Iface)
-	}
+	key = findingKey(s.connFor(t), t, d)
 	// Drops that do not stop a flow (old TCP data, queues purged at a close) are events
 	// only: findings are for what breaks it.
 	return key, d.Packet.Src.Addr().IsValid() && isBlocking(d)
+}
+
+func findingKey(cn *conn, t kernel.ConntrackTuple, d *dropwatch.Drop) dropFindingKey {
+	if cn != nil {
+		return dropFindingKey{conn: cn.id, reason: d.Reason, iface: d.Iface}
+	}
+	return dropFindingKey{tuple: canon(t), reason: d.Reason, iface: d.Iface}
 }
 
 // kernelWaiting says whether kernel events are held back (for the model or a rule step):
@@ -594,15 +643,35 @@ func (s *session) kernelDrop(d *dropwatch.Drop, model *modelWord) {
 		return
 	}
 	t := dropTuple(d.Packet)
-	k := canon(t)
 	cn := s.connFor(t)
+	kw.count++
+	// Repeated drops (a flood the receiver cannot take) are counted on the first one's
+	// summary entry: one map lookup each, no event, no finding (made by the first).
+	fk := findingKey(cn, t, d)
+	rk := dropRunKey{dropFindingKey: fk, loc: d.Location}
+	run := kw.runs[rk]
+	if run == nil {
+		run = &dropRun{first: -1}
+		kw.runs[rk] = run
+	}
+	run.n++
+	if run.first >= 0 {
+		kw.drops[run.first].Count = run.n
+	}
+	if run.n > maxDropLines {
+		return
+	}
+	k := canon(t)
 	kd := KernelDrop{Drop: *d}
 	if cn != nil {
 		kd.Conn = cn.id
 	}
 	kd.Rule = kw.ruleOf(d)
-	kw.count++
 	if len(kw.drops) < maxSummaryDrops {
+		if run.n == 1 {
+			run.first = len(kw.drops)
+			kd.Count = 1
+		}
 		kw.drops = append(kw.drops, kd)
 	}
 	kw.lastDrop[k] = &kd
@@ -611,11 +680,11 @@ func (s *session) kernelDrop(d *dropwatch.Drop, model *modelWord) {
 	}
 	s.send(Event{Type: EventDrop, Time: d.Time, Drop: d, Conn: kd.Conn})
 
-	key, finding := s.dropKey(d)
-	if kw.reported[key] || !finding {
+	finding := d.Packet.Src.Addr().IsValid() && isBlocking(d)
+	if kw.reported[fk] || !finding {
 		return
 	}
-	kw.reported[key] = true
+	kw.reported[fk] = true
 	s.findings(s.corr.record(s.kernelFindings(&kd, cn, t, model)))
 }
 
@@ -709,7 +778,7 @@ func (s *session) kernelFindings(kd *KernelDrop, cn *conn, t kernel.ConntrackTup
 			why = fmt.Sprintf("no nf_tables rule step of the packet was read: %d rule trace messages were lost (the trace socket's buffer overran)", s.kw.traceLost)
 		}
 		if why == "" {
-			why = "no nf_tables rule step of the packet was traced: the rule is in an iptables-legacy table, or the packet was not marked for tracing"
+			why = "no nf_tables rule step of the packet was traced: the rule is in an iptables-legacy table, or the packet was not marked for tracing (a flow's first packets are, then " + strconv.Itoa(nftrace.TraceRate) + " a second)"
 		}
 		f.Evidence = append(f.Evidence, "rule: not named: "+why)
 	}
@@ -901,7 +970,11 @@ func renderDrops(w io.Writer, s *CaptureSummary) {
 			break
 		}
 		d := &s.Drops[i]
-		quote.TermFprintf(w, "  conn %d: %s\n", d.Conn, d.Drop.String())
+		if d.Count > 1 {
+			quote.TermFprintf(w, "  conn %d: %s (%d like it)\n", d.Conn, d.Drop.String(), d.Count)
+		} else {
+			quote.TermFprintf(w, "  conn %d: %s\n", d.Conn, d.Drop.String())
+		}
 		if d.Rule != nil {
 			quote.TermFprintf(w, "    %s\n", ruleLine(d.Rule))
 		}

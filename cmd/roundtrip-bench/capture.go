@@ -81,8 +81,8 @@ func (b *bench) capturers() []capturer {
 		}
 	}
 	return []capturer{
-		// By default the kernel's word is on: every packet of the flow is traced through the
-		// rules, and every drop of it reported (the sink below drops them all).
+		// By default the kernel's word is on: every drop of the flow is watched (the sink
+		// below drops them all), its first packets traced through the rules.
 		{name: "roundtrip capture", vs: tdText, args: rt(), counts: rtCounts},
 		{name: "roundtrip capture --no-kernel-word", vs: tdText, args: rt("--no-kernel-word"), counts: rtCounts},
 		// Text lines still go to standard output (read and discarded here), as --pcap writes
@@ -278,7 +278,7 @@ func (b *bench) benchCapture(r *report, rates []int, d time.Duration, profile st
 
 	sec := r.section("Capture on a veth at a steady rate",
 		fmt.Sprintf("60-byte UDP frames sent at a fixed rate for %s from a packet socket in one namespace to a veth in another, "+
-			"while one tool at a time captures them there with the filter `%s` (roundtrip in its default text mode, which traces each packet of the flow through the rules and reports each drop; "+
+			"while one tool at a time captures them there with the filter `%s` (roundtrip in its default text mode, which watches every drop of the flow, traces its first packets (then 20 a second) through the rules and reports the first drops of each connection and reason, counting the rest; "+
 			"then without that, printing text, and writing a pcap file besides; its default 8 MiB ring; "+
 			"tcpdump with the same 8 MiB buffer, writing a pcap to /dev/null, or printing a line per packet). "+
 			"Packets seen and drops are each tool's own counters (the kernel's PACKET_STATISTICS).", d, captureFilter))

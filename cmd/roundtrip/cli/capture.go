@@ -181,7 +181,7 @@ func (p *eventPrinter) emit(ev diagnose.Event) error {
 	case diagnose.EventDrop:
 		// A drop and a rule step can come with every packet of a flow: built as packet
 		// lines are.
-		p.line = appendKernelLine(p.line[:0], ev, "drop      ", ev.Drop.String())
+		p.line = appendDropLine(p.line[:0], ev)
 		_, err = w.Write(p.line)
 	case diagnose.EventRule:
 		p.line = appendKernelLine(p.line[:0], ev, "rule      ", ev.Rule.String())
@@ -218,6 +218,22 @@ func appendKernelLine(b []byte, ev diagnose.Event, kind, text string) []byte {
 	b = strconv.AppendInt(b, int64(ev.Conn), 10)
 	b = append(b, "] "...)
 	b = append(b, quote.Term(text)...)
+	return append(b, '\n')
+}
+
+// appendDropLine is appendKernelLine of a drop, its text built without fmt and escaped only
+// where a name the kernel gave carries a control character (numbers and addresses cannot).
+func appendDropLine(b []byte, ev diagnose.Event) []byte {
+	d := ev.Drop
+	if quote.HasControl(d.Reason) || quote.HasControl(d.Words) || quote.HasControl(d.Iface) ||
+		quote.HasControl(d.Location.Symbol) || quote.HasControl(d.Packet.L3) {
+		return appendKernelLine(b, ev, "drop      ", d.String())
+	}
+	b = ev.Time.AppendFormat(b, "15:04:05.000000")
+	b = append(b, " drop      [conn "...)
+	b = strconv.AppendInt(b, int64(ev.Conn), 10)
+	b = append(b, "] "...)
+	b = d.AppendText(b)
 	return append(b, '\n')
 }
 

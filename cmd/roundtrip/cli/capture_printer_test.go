@@ -109,12 +109,16 @@ func TestKernelLinesMatchFmt(t *testing.T) {
 	at := time.Date(2026, 12, 3, 14, 0, 0, 123456789, time.UTC)
 	d := &dropwatch.Drop{Time: at, Iface: "eth\x1b[2J1", Reason: "SOCKET_RCVBUFF", Words: "the socket's receive buffer is full",
 		Packet: dropwatch.Packet{Proto: unix.IPPROTO_UDP, Src: netip.MustParseAddrPort("10.95.1.1:40000"), Dst: netip.MustParseAddrPort("10.95.1.2:9999")}}
+	clean := *d
+	clean.Iface, clean.Location = "eth1", dropwatch.Location{Symbol: "sk_filter_trim_cap", Offset: 0x11c}
+	clean.Packet.Proto, clean.Packet.Flags, clean.Packet.Length = unix.IPPROTO_TCP, 0x02, 60
 	st := &nftrace.Step{Time: at, Family: "inet", Table: "t\nx", Chain: "input", Handle: 4, Kind: "rule", Verdict: "drop", Packet: d.Packet}
 	for _, c := range []struct {
 		ev   diagnose.Event
 		want string
 	}{
 		{diagnose.Event{Type: diagnose.EventDrop, Time: at, Conn: 3, Drop: d}, quote.TermSprintf("%s drop      [conn %d] %s\n", at.Format("15:04:05.000000"), 3, d)},
+		{diagnose.Event{Type: diagnose.EventDrop, Time: at, Conn: 12, Drop: &clean}, quote.TermSprintf("%s drop      [conn %d] %s\n", at.Format("15:04:05.000000"), 12, &clean)},
 		{diagnose.Event{Type: diagnose.EventRule, Time: at, Conn: 0, Rule: st}, quote.TermSprintf("%s rule      [conn %d] %s\n", at.Format("15:04:05.000000"), 0, st)},
 	} {
 		out := &lockedBuffer{}
@@ -128,5 +132,20 @@ func TestKernelLinesMatchFmt(t *testing.T) {
 		if got := out.String(); got != c.want {
 			t.Errorf("%s line:\n got %q\nwant %q", c.ev.Type, got, c.want)
 		}
+	}
+}
+
+// TestEventPrinterDropAllocs: a drop's line (no control characters) allocates nothing.
+func TestEventPrinterDropAllocs(t *testing.T) {
+	inv := &Invocation{Factory: &Factory{Ctx: context.Background(), Stdout: io.Discard, Stderr: io.Discard}}
+	pr := newEventPrinter(inv)
+	defer pr.close()
+	at := time.Date(2026, 12, 3, 14, 0, 0, 0, time.UTC)
+	d := &dropwatch.Drop{Time: at, Iface: "eth1", Reason: "SOCKET_RCVBUFF", Words: "the socket's receive buffer is full",
+		Location: dropwatch.Location{Symbol: "sk_filter_trim_cap", Offset: 0x11c},
+		Packet:   dropwatch.Packet{L3: "ipv4", Proto: unix.IPPROTO_UDP, Src: netip.MustParseAddrPort("10.95.1.1:40000"), Dst: netip.MustParseAddrPort("10.95.1.2:9999"), Length: 100}}
+	ev := diagnose.Event{Type: diagnose.EventDrop, Time: at, Conn: 1, Drop: d}
+	if n := testing.AllocsPerRun(1000, func() { pr.emit(ev) }); n > 0 {
+		t.Errorf("%.2f allocations per drop line, want 0", n)
 	}
 }

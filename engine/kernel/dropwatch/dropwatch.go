@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,12 +50,24 @@ func Explain(reason string, loc Location) string {
 
 // String is the drop on one line: "IP_RPFILTER (reverse-path filter ...) on eth1 in
 // ip_rcv_finish_core+0x1a3: tcp 10.0.0.1:5000 > 10.0.0.2:80 [S] len 60".
-func (d Drop) String() string {
-	where := d.Iface
-	if where == "" {
-		where = fmt.Sprintf("ifindex %d", d.Ifindex)
+func (d Drop) String() string { return string(d.AppendText(nil)) }
+
+// AppendText appends String's text, without fmt (a capture may print a line a drop).
+func (d *Drop) AppendText(b []byte) []byte {
+	b = append(b, d.Reason...)
+	b = append(b, " ("...)
+	b = append(b, d.Words...)
+	b = append(b, ") on "...)
+	if d.Iface == "" {
+		b = append(b, "ifindex "...)
+		b = strconv.AppendInt(b, int64(d.Ifindex), 10)
+	} else {
+		b = append(b, d.Iface...)
 	}
-	return fmt.Sprintf("%s (%s) on %s in %s: %s", d.Reason, d.Words, where, d.Location, d.Packet)
+	b = append(b, " in "...)
+	b = d.Location.AppendText(b)
+	b = append(b, ": "...)
+	return d.Packet.AppendText(b)
 }
 
 // Options says what to watch.

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -269,6 +270,48 @@ func TestDropJSONRoundTrip(t *testing.T) {
 		}
 		if got.Packet != p || got.Location.Symbol != "ip_rcv_finish_core" || got.Reason != d.Reason {
 			t.Errorf("%s read back as %+v", b, got)
+		}
+	}
+}
+
+// TestDropTextMatchesFmt: the text built without fmt is what fmt wrote before, for every
+// kind of packet and location.
+func TestDropTextMatchesFmt(t *testing.T) {
+	ref := func(d Drop) string {
+		where := d.Iface
+		if where == "" {
+			where = fmt.Sprintf("ifindex %d", d.Ifindex)
+		}
+		loc := fmt.Sprintf("0x%x", d.Location.Addr)
+		if d.Location.Symbol != "" {
+			loc = fmt.Sprintf("%s+0x%x", d.Location.Symbol, d.Location.Offset)
+		}
+		p := d.Packet
+		pkt := fmt.Sprintf("%s len %d", p.L3, p.Length)
+		if p.Src.Addr().IsValid() {
+			pkt = fmt.Sprintf("%s %s > %s", ProtoName(p.Proto), endpoint(p.Proto, p.Src), endpoint(p.Proto, p.Dst))
+			switch p.Proto {
+			case unix.IPPROTO_TCP:
+				pkt += " [" + FlagString(p.Flags) + "]"
+			case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
+				pkt += fmt.Sprintf(" type %d code %d", p.ICMPType, p.ICMPCode)
+			}
+			pkt += fmt.Sprintf(" len %d", p.Length)
+		}
+		return fmt.Sprintf("%s (%s) on %s in %s: %s", d.Reason, d.Words, where, loc, pkt)
+	}
+	src, dst := netip.MustParseAddrPort("10.0.0.1:5000"), netip.MustParseAddrPort("[2001:db8::2]:80")
+	for _, d := range []Drop{
+		{Reason: "NETFILTER_DROP", Words: "w", Iface: "lan", Location: Location{Symbol: "nft_do_chain", Offset: 0x1a4},
+			Packet: Packet{L3: "ipv4", Proto: unix.IPPROTO_TCP, Src: src, Dst: dst, Flags: 0x12, Length: 60}},
+		{Reason: "SOCKET_RCVBUFF", Ifindex: 7, Location: Location{Addr: 0xffffffff81000000},
+			Packet: Packet{L3: "ipv6", Proto: unix.IPPROTO_UDP, Src: src, Dst: dst, Length: 1200}},
+		{Reason: "IP_INHDR", Iface: "eth0", Packet: Packet{L3: "ipv4", Proto: unix.IPPROTO_ICMP, Src: src, Dst: dst, ICMPType: 8, ICMPCode: 0, Length: 84}},
+		{Reason: "NOT_SPECIFIED", Iface: "eth0", Packet: Packet{L3: "arp", Length: 42}},
+		{Reason: "X", Iface: "eth0", Packet: Packet{L3: "ipv4", Proto: 47, Src: src, Dst: dst, Length: 100}},
+	} {
+		if got, want := d.String(), ref(d); got != want {
+			t.Errorf("got  %q\nwant %q", got, want)
 		}
 	}
 }

@@ -18,11 +18,19 @@ type Location struct {
 	Addr   uint64
 }
 
-func (l Location) String() string {
-	if l.Symbol == "" {
-		return fmt.Sprintf("0x%x", l.Addr)
+func (l Location) String() string { return string(l.AppendText(nil)) }
+
+// AppendText appends String's text.
+func (l Location) AppendText(b []byte) []byte {
+	if l.Symbol != "" {
+		b = append(b, l.Symbol...)
+		b = append(b, '+')
 	}
-	return fmt.Sprintf("%s+0x%x", l.Symbol, l.Offset)
+	b = append(b, "0x"...)
+	if l.Symbol == "" {
+		return strconv.AppendUint(b, l.Addr, 16)
+	}
+	return strconv.AppendUint(b, l.Offset, 16)
 }
 
 // MarshalText writes the function's name (String adds the offset), or the address when

@@ -62,18 +62,40 @@ func endpoint(proto uint8, ap netip.AddrPort) string {
 }
 
 // String describes the packet on one line: "tcp 10.0.0.1:5000 > 10.0.0.2:80 [S] len 60".
-func (p Packet) String() string {
+func (p Packet) String() string { return string(p.AppendText(nil)) }
+
+// AppendText appends String's text, without fmt (a capture may print a line a drop).
+func (p Packet) AppendText(b []byte) []byte {
 	if !p.Src.Addr().IsValid() {
-		return fmt.Sprintf("%s len %d", p.L3, p.Length)
+		b = append(b, p.L3...)
+		b = append(b, " len "...)
+		return strconv.AppendInt(b, int64(p.Length), 10)
 	}
-	s := fmt.Sprintf("%s %s > %s", ProtoName(p.Proto), endpoint(p.Proto, p.Src), endpoint(p.Proto, p.Dst))
+	b = append(b, ProtoName(p.Proto)...)
+	b = append(b, ' ')
+	b = appendEndpoint(b, p.Proto, p.Src)
+	b = append(b, " > "...)
+	b = appendEndpoint(b, p.Proto, p.Dst)
 	switch p.Proto {
 	case unix.IPPROTO_TCP:
-		s += " [" + FlagString(p.Flags) + "]"
+		b = append(b, " ["...)
+		b = append(b, FlagString(p.Flags)...)
+		b = append(b, ']')
 	case unix.IPPROTO_ICMP, unix.IPPROTO_ICMPV6:
-		s += fmt.Sprintf(" type %d code %d", p.ICMPType, p.ICMPCode)
+		b = append(b, " type "...)
+		b = strconv.AppendUint(b, uint64(p.ICMPType), 10)
+		b = append(b, " code "...)
+		b = strconv.AppendUint(b, uint64(p.ICMPCode), 10)
 	}
-	return s + fmt.Sprintf(" len %d", p.Length)
+	b = append(b, " len "...)
+	return strconv.AppendInt(b, int64(p.Length), 10)
+}
+
+func appendEndpoint(b []byte, proto uint8, ap netip.AddrPort) []byte {
+	if proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_UDP {
+		return ap.AppendTo(b)
+	}
+	return ap.Addr().AppendTo(b)
 }
 
 // MarshalJSON writes the packet as {"l3":"ipv4","proto":"tcp","src":"10.0.0.1:5000",...}.

@@ -142,6 +142,13 @@ func delTableOp(table string) (netlink.Message, error) {
 	return op(unix.NFT_MSG_DELTABLE, 0, []netlink.Attribute{{Type: unix.NFTA_TABLE_NAME, Data: cstr(table)}})
 }
 
+// The trace rules' limit, per rule (a flow's direction in one chain): a burst of TraceBurst
+// packets, then TraceRate a second.
+const (
+	TraceRate  = 20
+	TraceBurst = 20
+)
+
 // flowOps adds the rules that mark a flow's packets for tracing, in both directions, to both
 // chains.
 func flowOps(table string, f dropwatch.Flow) ([]netlink.Message, error) {
@@ -150,6 +157,11 @@ func flowOps(table string, f dropwatch.Flow) ([]netlink.Message, error) {
 		return nil, err
 	}
 	setTrace := []expr.Any{
+		// Only a flow's first packets, and then a few a second, are traced: a flood of one
+		// flow (every packet dropped) otherwise floods the trace socket with several
+		// messages a packet, costing more than the capture itself. The first dropped
+		// packets of a connection are traced, so a drop's rule is still named.
+		&expr.Limit{Type: expr.LimitTypePkts, Rate: TraceRate, Unit: expr.LimitTimeSecond, Burst: TraceBurst},
 		&expr.Immediate{Register: 1, Data: []byte{1}},
 		&expr.Meta{Key: expr.MetaKeyNFTRACE, SourceRegister: true, Register: 1},
 	}

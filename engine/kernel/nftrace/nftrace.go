@@ -3,7 +3,8 @@
 //
 // The table, inet roundtrip_trace_PID_START_SEQ, has a chain on prerouting and one on
 // output at priority raw - 1 whose rules set `meta nftrace 1` for the flows (both
-// directions); every nf_tables chain the packet then meets, iptables-nft's included, emits
+// directions), the first TraceBurst packets of each and then TraceRate a second (a flood of
+// dropped packets is not a flood of traces); every nf_tables chain the packet then meets, iptables-nft's included, emits
 // NFT_MSG_TRACE events on NFNLGRP_NFTRACE, decoded here into Steps. The table is owned by its
 // netlink socket (NFT_TABLE_F_OWNER, Linux 5.12), so the kernel removes it when the process
 // dies however it dies; it is also recorded in STATE_DIR/nftrace/TABLE.json until Close, and
