@@ -15,7 +15,7 @@
 # skipping; only tests of kernel features this kernel lacks (ipip, gre) still skip, by name.
 #
 # Extra arguments go to go test, e.g. ./test.sh -run Case1 ./cmd/... (./... when no package is
-# named).
+# named). ./test.sh --deps-only installs what the tests need and stops there.
 set -uo pipefail
 cd "$(dirname "$0")"
 
@@ -48,6 +48,14 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "test.sh: missing ${missing[*]}: install them (as root: apt-get install ${missing[*]})," >&2
     echo "         or run ./test.sh as root on Debian/Ubuntu, which installs them; the tests that need them will not run" >&2
   fi
+fi
+
+# ./test.sh --deps-only: install what the tests need, run nothing (.ci/run does this first).
+if [ "${1:-}" = --deps-only ]; then
+  for cmd in "${!pkgs[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || { echo "test.sh: $cmd is still missing (package ${pkgs[$cmd]})" >&2; exit 1; }
+  done
+  exit 0
 fi
 
 if ! command -v go >/dev/null 2>&1; then
