@@ -28,6 +28,7 @@ declare -A pkgs=(
   [iptables-legacy]=iptables [iptables-nft]=iptables
   [conntrack]=conntrack [curl]=curl [nft]=nftables [tmux]=tmux
   [setpriv]=util-linux [tshark]=tshark [tcpdump]=tcpdump [ipset]=ipset
+  [zsh]=zsh [fish]=fish
 )
 missing=()
 for cmd in "${!pkgs[@]}"; do
