@@ -504,6 +504,11 @@ func nftFields(f fuzzFields) *plan.Plan { return nftPlan(f.Up, f.Text, f.Val) }
 // nftInput is the fuzzers' input as the plan holds it, and the plan (nil when it does not
 // load even with placeholders for the fields that fail alone).
 func nftInput(iface, comment, prefix string) (string, string, string, *plan.Plan) {
+	if iface == "" {
+		// No interface is no -i match at all: a plan of another shape than the reference,
+		// whose strings the comparison could not line up.
+		iface = placeholders.Up
+	}
 	n := fuzzFields{Up: iface, Text: comment, Val: prefix}.jsonNormal().usable(nftFields)
 	return n.Up, n.Text, n.Val, load(nftFields(n))
 }
