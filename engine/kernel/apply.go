@@ -316,7 +316,7 @@ func (a *Applier) ApplySource(ctx context.Context, src plan.Source, opts ApplyOp
 		}
 	}
 	j.prepared = j.size
-	if err := a.run(ctx, host, j, sf); err != nil {
+	if err := a.run(ctx, host, j, sf, pl.wants); err != nil {
 		return nil, err
 	}
 	var confirmBy time.Time
@@ -329,7 +329,7 @@ func (a *Applier) ApplySource(ctx context.Context, src plan.Source, opts ApplyOp
 		return nil, a.fail(ctx, host, j, sf, j.Steps-1, fmt.Errorf("recording the apply as finished: %w", err))
 	}
 	store.updateIndex(j)
-	drift, err := a.drift(ctx, host, src, pl.wants, sf, j.Steps)
+	drift, err := a.drift(ctx, host, src, pl.wants)
 	if err != nil {
 		return res, fmt.Errorf("applied, but reading the state back for the drift check failed: %w", err)
 	}
@@ -436,12 +436,15 @@ func (a *Applier) checkSettled(ctx context.Context, store *Store, host Host) err
 }
 
 // run applies the steps one by one. The next step is read from the steps file while the
-// kernel works on the current one.
-func (a *Applier) run(ctx context.Context, host Host, j *Journal, sf *stepsFile) error {
+// kernel works on the current one; so are the drift check's hashes of its routes and rules
+// (wants), which costs nothing then and would be a second read of every batch after the apply.
+func (a *Applier) run(ctx context.Context, host Host, j *Journal, sf *stepsFile, wants *driftWants) error {
 	type read struct {
 		st  *Step
 		err error
 	}
+	// One fetch runs at a time (the next starts once the last is received), so wants is
+	// filled in order and is complete when the last step has been received.
 	fetch := func(k int) <-chan read {
 		c := make(chan read, 1)
 		if k >= j.Steps {
@@ -449,6 +452,11 @@ func (a *Applier) run(ctx context.Context, host Host, j *Journal, sf *stepsFile)
 		}
 		go func() {
 			st, err := sf.step(k)
+			if err == nil && st.Batch {
+				for _, c := range st.Changes {
+					wants.add(0, c)
+				}
+			}
 			c <- read{st, err}
 		}()
 		return c

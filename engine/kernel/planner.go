@@ -136,8 +136,8 @@ func (p *planner) add(i int, c plan.Change) error {
 	if p.problems = p.problems || p.settler.Problems() > 0; p.problems {
 		return nil // keep checking, to report every problem; nothing is applied
 	}
-	// Pending routes and rules are looked for by the drift check from the steps file, where
-	// they are anyway; only the others are kept here.
+	// Pending routes and rules are added to the drift check's wants as their batches are
+	// read back from the steps file to be applied (Applier.run); only the others are kept here.
 	if !pending || pc.Kind != plan.KindRoute && pc.Kind != plan.KindRule {
 		p.wants.add(i, pc)
 	}
@@ -370,22 +370,10 @@ const maxDriftLines = 100
 // plan that is not held. Routes are compared by hash with a dump of the tables the plan
 // touches, as the kernel streams it; a planned route whose identity the kernel holds twice
 // (IPv6 siblings) counts as in effect when one of them is the planned one.
-func (a *Applier) drift(ctx context.Context, host Host, src plan.Source, w *driftWants, sf *stepsFile, steps int) ([]string, error) {
+func (a *Applier) drift(ctx context.Context, host Host, src plan.Source, w *driftWants) ([]string, error) {
 	after, err := host.ReadState(ctx, ReadWhat{NoRoutes: true, NoNetfilter: !w.chains})
 	if err != nil {
 		return nil, err
-	}
-	for k := range steps {
-		st, err := sf.step(k)
-		if err != nil {
-			return nil, err
-		}
-		if st.Batch {
-			for _, c := range st.Changes {
-				w.add(0, c)
-			}
-			recycle(st)
-		}
 	}
 	missing := map[int]string{} // change index: summary
 	for _, ic := range w.others {
