@@ -744,10 +744,13 @@ func NormalizeRoute(r model.Route) model.Route {
 	if r.Protocol == "" {
 		r.Protocol = "boot"
 	}
-	// The kernel reads a protocol back by its number, named where rt_protos has a name.
-	if n, err := strconv.ParseUint(r.Protocol, 10, 8); err == nil {
-		if name, ok := model.RouteProtocolNames[int(n)]; ok {
-			r.Protocol = name
+	// The kernel reads a protocol back by its number, named where rt_protos has a name. (Only
+	// a number is parsed: a failed ParseUint allocates its error, a million times in a load.)
+	if c := r.Protocol[0]; c >= '0' && c <= '9' {
+		if n, err := strconv.ParseUint(r.Protocol, 10, 8); err == nil {
+			if name, ok := model.RouteProtocolNames[int(n)]; ok {
+				r.Protocol = name
+			}
 		}
 	}
 	if r.Dst.IsValid() {
