@@ -199,8 +199,7 @@ func (f *File) scanPass(fn func(int, Change) error, headOnly, dupPass bool) erro
 	var ps problems
 	var keys HashList // object hashes, for duplicates
 	in := &interner{}
-	n := 0
-	stopped := false // fn is no longer called once a problem is found
+	el := &elems{fn: fn, ps: &ps, keys: &keys}
 	headerCheck := func() {
 		if seen["format"] && head.Format != Format {
 			ps.add("format is %q, want %q (was it written by a roundtrip wizard?)", head.Format, Format)
@@ -267,6 +266,15 @@ func (f *File) scanPass(fn func(int, Change) error, headOnly, dupPass bool) erro
 			if err := s.expect('['); err != nil {
 				return fail(err)
 			}
+			// Large plans are decoded in parallel; the loop below reads what that leaves to
+			// it (all of a small plan, or the rest of one that is unusual from some point on).
+			done, err := f.parallel(s, el)
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
 			for elem := 0; ; elem++ {
 				if !s.skipSpace() {
 					return fail(io.ErrUnexpectedEOF)
@@ -286,22 +294,8 @@ func (f *File) scanPass(fn func(int, Change) error, headOnly, dupPass bool) erro
 				if err != nil {
 					return f.jsonError(s, offsetError{err, start})
 				}
-				if err := c.check(); err != nil {
-					ps.add("change %d: %w", n+1, err)
-					stopped = true
-				} else {
-					if c.Kind != KindConntrack {
-						keys.Add(c.objectHash())
-					}
-					if !stopped {
-						if err := fn(n, c); err != nil {
-							return err
-						}
-					}
-				}
-				n++
-				if len(ps.errs) >= model.MaxProblems {
-					return ps.err("invalid plan")
+				if err := el.take(checked(c)); err != nil {
+					return err
 				}
 			}
 			continue
@@ -368,6 +362,57 @@ func (f *File) scanPass(fn func(int, Change) error, headOnly, dupPass bool) erro
 		f.duplicates(set, &ps)
 	}
 	return ps.err("invalid plan")
+}
+
+// elems takes the decoded changes of a plan in order: the same steps whether they were
+// decoded here or in parallel (parallel.go).
+type elems struct {
+	fn      func(int, Change) error
+	ps      *problems
+	keys    *HashList // object hashes, for duplicates
+	n       int       // changes taken
+	stopped bool      // fn is no longer called once a problem is found
+}
+
+// decoded is a change with what checking it found: its problem, or its object's hash.
+type decoded struct {
+	c    Change
+	err  error
+	hash uint64
+}
+
+// checked checks a change on its own (Change.check) and hashes its object.
+func checked(c Change) decoded {
+	if err := c.check(); err != nil {
+		return decoded{c: c, err: err}
+	}
+	d := decoded{c: c}
+	if c.Kind != KindConntrack {
+		d.hash = c.objectHash()
+	}
+	return d
+}
+
+// take takes the next change: it records its problem, or its hash and passes it to fn.
+func (e *elems) take(d decoded) error {
+	if d.err != nil {
+		e.ps.add("change %d: %w", e.n+1, d.err)
+		e.stopped = true
+	} else {
+		if d.c.Kind != KindConntrack {
+			e.keys.Add(d.hash)
+		}
+		if !e.stopped {
+			if err := e.fn(e.n, d.c); err != nil {
+				return err
+			}
+		}
+	}
+	e.n++
+	if len(e.ps.errs) >= model.MaxProblems {
+		return e.ps.err("invalid plan")
+	}
+	return nil
 }
 
 // matchKey matches a JSON key to a field name as encoding/json does.
