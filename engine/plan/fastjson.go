@@ -88,6 +88,8 @@ func fastChange(b []byte, in *interner) (Change, int, bool) {
 // protocols), so that a million routes do not allocate a million copies of "eth0".
 type interner struct {
 	m      map[string]string
+	recent [8]string     // the last strings got, compared before the map is asked
+	next   int           // the slot of recent to fill next
 	routes []model.Route // handed out one by one: one allocation for many routes
 }
 
@@ -102,16 +104,25 @@ func (in *interner) route() *model.Route {
 }
 
 func (in *interner) get(b []byte) string {
-	if s, ok := in.m[string(b)]; ok {
-		return s
+	// A route has four names (type, dev, scope, protocol), the same in most routes of a plan:
+	// comparing a few short strings costs less than hashing one.
+	for _, s := range in.recent {
+		if s == string(b) {
+			return s
+		}
 	}
-	s := string(b)
-	if in.m == nil {
-		in.m = map[string]string{}
+	s, ok := in.m[string(b)]
+	if !ok {
+		s = string(b)
+		if in.m == nil {
+			in.m = map[string]string{}
+		}
+		if len(in.m) < 4096 {
+			in.m[s] = s
+		}
 	}
-	if len(in.m) < 4096 {
-		in.m[s] = s
-	}
+	in.recent[in.next] = s
+	in.next = (in.next + 1) % len(in.recent)
 	return s
 }
 

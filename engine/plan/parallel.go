@@ -21,8 +21,9 @@ import (
 // the sequential loop takes over from the start of its chunk, with its own messages.
 
 // parChunk is the size of a chunk; plans of less than two chunks are read sequentially.
-// Tests lower it.
-var parChunk int64 = 512 << 10
+// A few chunks are in flight at a time, decoded (~1000 changes each), so that the memory of
+// an apply does not grow with its plan. Tests lower it.
+var parChunk int64 = 128 << 10
 
 // parWorkers is how many chunks are decoded at once: the machine's cores, up to 4.
 var parWorkers = func() int { return min(runtime.GOMAXPROCS(0), 4) }
@@ -57,6 +58,8 @@ func (f *File) parallel(s *jsonScanner, el *elems) (done bool, err error) {
 		out chan chunkResult
 	}
 	tasks := make(chan task, workers+2)
+	// Lists of decoded changes the orderer is done with, for the workers to fill again.
+	free := make(chan []decoded, workers+2)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -68,8 +71,13 @@ func (f *File) parallel(s *jsonScanner, el *elems) (done bool, err error) {
 				if t.k > 0 {
 					start = f.guessStart(bound(t.k), bound(t.k+1))
 				}
+				var list []decoded
+				select {
+				case list = <-free:
+				default:
+				}
 				var r chunkResult
-				r, buf = f.decodeChunk(in, buf, start, bound(t.k+1), t.k == 0)
+				r, buf = f.decodeChunk(in, buf, list, start, bound(t.k+1), t.k == 0)
 				t.out <- r
 			}
 		}()
@@ -103,7 +111,7 @@ func (f *File) parallel(s *jsonScanner, el *elems) (done bool, err error) {
 			continue // a change started in an earlier chunk spans this one
 		}
 		if r.start != expect {
-			r, _ = f.decodeChunk(in, nil, expect, bound(k+1), k == 0)
+			r, _ = f.decodeChunk(in, nil, r.elems, expect, bound(k+1), k == 0)
 			parStats.redone.Add(1)
 		} else if k > 0 {
 			parStats.confirmed.Add(1)
@@ -116,6 +124,11 @@ func (f *File) parallel(s *jsonScanner, el *elems) (done bool, err error) {
 			if err := el.take(d); err != nil {
 				return false, err
 			}
+		}
+		clear(r.elems) // fn has copied the changes it keeps
+		select {
+		case free <- r.elems[:0]:
+		default:
 		}
 		if r.ended {
 			seek(r.next)
@@ -172,7 +185,7 @@ type window struct {
 // reports false on a read error.
 func (w *window) need(i, n int) bool {
 	for !w.eof && len(w.b) < i+n {
-		grow := max(i+n-len(w.b), 256<<10)
+		grow := max(i+n-len(w.b), 32<<10)
 		if len(w.b)+grow > cap(w.b) {
 			nb := make([]byte, len(w.b), 2*cap(w.b)+grow)
 			copy(nb, w.b)
@@ -194,22 +207,18 @@ func (w *window) need(i, n int) bool {
 // decodeChunk decodes the changes that start in [start, end), the first at start (first: the
 // first chunk, whose start is just after the array's '[' and may be its ']'). buf is room
 // for the bytes, returned for the next chunk: nothing decoded refers to it.
-func (f *File) decodeChunk(in *interner, buf []byte, start, end int64, first bool) (chunkResult, []byte) {
-	r := chunkResult{start: start}
+func (f *File) decodeChunk(in *interner, buf []byte, list []decoded, start, end int64, first bool) (chunkResult, []byte) {
+	r := chunkResult{start: start, elems: list[:0]}
 	if start < 0 {
 		return r, buf
 	}
 	w := &window{f: f, base: start, b: buf[:0]}
-	if cap(w.b) < int(end-start)+64<<10 {
-		w.b = make([]byte, 0, end-start+64<<10)
-	}
 	r = w.decode(in, end, first, r)
 	return r, w.b
 }
 
 func (w *window) decode(in *interner, end int64, first bool, r chunkResult) chunkResult {
 	start := w.base
-	r.elems = make([]decoded, 0, (end-start)/256+1)
 	fail := func() chunkResult { r.failed, r.elems = true, nil; return r }
 	i := 0
 	skip := func() bool {

@@ -21,6 +21,7 @@ type Settler struct {
 	m      *shadow
 	chains []indexedChange // validated by Finish, once every chain the plan creates is known
 	probs  []indexedErr
+	slab   []model.Route // normalized routes are handed out from here: one allocation for many
 }
 
 type indexedChange struct {
@@ -62,7 +63,15 @@ func (s *Settler) Before() *model.State { return s.before }
 // asked to make it. Conntrack flushes are always pending; the caller keeps them only when
 // something else is.
 func (s *Settler) Next(i int, c Change) (Change, bool) {
-	c = c.normalized()
+	if c.Route != nil { // c.normalized(), without an allocation per route
+		if len(s.slab) == 0 {
+			s.slab = make([]model.Route, 256)
+		}
+		s.slab[0] = NormalizeRoute(*c.Route)
+		c.Route, s.slab = &s.slab[0], s.slab[1:]
+	} else {
+		c = c.normalized()
+	}
 	if c.Kind == KindChain {
 		s.chains = append(s.chains, indexedChange{i, c})
 	} else if err := validateAgainst(c, s.m, nil); err != nil {
