@@ -76,6 +76,8 @@ type App struct {
 	// cancelAnalysis stops the doctor (esc, or a new read that replaces its state).
 	cancelAnalysis context.CancelFunc
 	progress       *analysisProgress
+	// routesRead counts the routes read so far by a streaming backend's read (nil otherwise).
+	routesRead *atomic.Int64
 
 	status    string
 	statusErr bool
@@ -133,6 +135,20 @@ func (a *App) load() tea.Cmd {
 	a.cancelLoad = cancel
 	a.loading, a.loadStart = true, a.c.Now()
 	seq, b := a.seq, a.c.Backend
+	a.routesRead = nil
+	if rs, ok := b.(common.RouteStreamer); ok {
+		// The state without its routes first: the pages show it at once (the Routing page
+		// streams the table it shows), then every route, for the doctor.
+		base := func() tea.Msg {
+			s, err := rs.ReadStateWithoutRoutes(ctx)
+			if err != nil {
+				cancel()
+				return common.StateMsg{Seq: seq, Err: err}
+			}
+			return common.BaseStateMsg{Seq: seq, State: s}
+		}
+		return tea.Batch(base, a.c.After(250*time.Millisecond, loadTick{seq}))
+	}
 	read := func() tea.Msg {
 		defer cancel()
 		start := time.Now()
@@ -143,6 +159,46 @@ func (a *App) load() tea.Cmd {
 		return common.StateMsg{Seq: seq, State: s, Routes: common.IndexRoutes(s), Took: time.Since(start)}
 	}
 	return tea.Batch(read, a.c.After(250*time.Millisecond, loadTick{seq}))
+}
+
+// readRoutes reads every route of a streaming backend into a copy of the state read without
+// them: the whole state the doctor, the FIB and the other pages work on.
+func (a *App) readRoutes(seq int, base *model.State) tea.Cmd {
+	rs := a.c.Backend.(common.RouteStreamer)
+	ctx, cancel := context.WithCancel(a.c.Ctx)
+	prev := a.cancelLoad
+	a.cancelLoad = func() { cancel(); prev() }
+	n := &atomic.Int64{}
+	a.routesRead = n
+	return func() tea.Msg {
+		defer cancel()
+		start := time.Now()
+		s := *base
+		s.Routes = nil
+		err := rs.EachRoute(ctx, base, 0, func() { s.Routes = s.Routes[:0]; n.Store(0) }, func(r *model.Route) error {
+			s.Routes = append(s.Routes, *r)
+			n.Add(1)
+			return nil
+		})
+		if err != nil {
+			return common.StateMsg{Seq: seq, Err: err}
+		}
+		return common.StateMsg{Seq: seq, State: &s, Routes: common.IndexRoutes(&s), Took: time.Since(start)}
+	}
+}
+
+// Stop cancels everything the console runs in the background (it quits): the state's read,
+// the doctor, and what the pages read.
+func (a *App) Stop() {
+	if a.cancelLoad != nil {
+		a.cancelLoad()
+	}
+	a.stopAnalysis()
+	for _, p := range a.pages {
+		if s, ok := p.(interface{ Stop() }); ok {
+			s.Stop()
+		}
+	}
 }
 
 // checkJournal reads a journal again: the countdown's journal, whose fate is decided
@@ -227,6 +283,11 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.WindowSizeMsg:
 		a.width, a.height = msg.Width, msg.Height
 		return a, nil
+	case common.BaseStateMsg:
+		if msg.Seq != a.seq {
+			return a, nil
+		}
+		return a, tea.Batch(a.broadcast(msg), a.readRoutes(msg.Seq, msg.State))
 	case common.StateMsg:
 		if msg.Seq != a.seq {
 			return a, nil
@@ -353,6 +414,7 @@ type confirmedMsg struct {
 func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 	k := common.Keys
 	if msg.String() == "ctrl+c" {
+		a.Stop()
 		return tea.Quit
 	}
 	page := a.pages[a.Active]
@@ -381,6 +443,7 @@ func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Help):
 		a.showHelp, a.helpPager.Offset = true, 0
 	case key.Matches(msg, k.Quit):
+		a.Stop()
 		return tea.Quit
 	case key.Matches(msg, k.NextPage):
 		return a.activate((a.Active + 1) % len(a.pages))
@@ -457,7 +520,11 @@ func (a *App) statusLine(width int) string {
 		}
 		return statusLines(st.Warning, text, width)
 	case a.loading:
-		return st.Dim.Render(components.Fit(fmt.Sprintf(" reading state of %s… %.1fs (esc cancels)", a.c.Backend.Where(), a.c.Now().Sub(a.loadStart).Seconds()), width))
+		what := "state"
+		if n := a.routesRead; n != nil {
+			what = fmt.Sprintf("routes (%d so far)", n.Load())
+		}
+		return st.Dim.Render(components.Fit(fmt.Sprintf(" reading %s of %s… %.1fs (esc cancels)", what, a.c.Backend.Where(), a.c.Now().Sub(a.loadStart).Seconds()), width))
 	case a.status != "" && a.statusErr:
 		return statusLines(st.Error, a.status, width)
 	case a.status != "":
