@@ -114,6 +114,9 @@ func (a *App) State() *model.State { return a.state }
 // Loading reports whether a state read is under way.
 func (a *App) Loading() bool { return a.loading }
 
+// Analysing reports whether the doctor runs on the state read.
+func (a *App) Analysing() bool { return a.analysing }
+
 // Status returns the status line's message.
 func (a *App) Status() string { return a.status }
 

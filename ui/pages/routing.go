@@ -179,6 +179,14 @@ func (p *Routing) TableID() int {
 // that streams its table lists them by ListedRoute instead.
 func (p *Routing) Rows() []int32 { return p.rows }
 
+// Tables returns the ids of the tables offered, in order (none before a state is read).
+func (p *Routing) Tables() []int {
+	if p.index == nil {
+		return nil
+	}
+	return p.index.Tables
+}
+
 // Listed returns how many routes are listed (after the filter; of a streamed table, those read
 // so far).
 func (p *Routing) Listed() int { return p.routes.Rows }
