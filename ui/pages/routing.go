@@ -58,8 +58,9 @@ type Routing struct {
 	keys struct{ NextTable, PrevTable, Focus, Filter, ClearFilter, Detail key.Binding }
 
 	// With a backend that streams routes (common.RouteStreamer), the page reads only the
-	// table it shows, into store, as the kernel dumps it; state then holds no routes of its
-	// own, and rows (when a filter is set) are positions in the store.
+	// table it shows, into store, as the kernel dumps it, and never looks at state.Routes
+	// (which the app fills later, for the doctor); rows (when a filter is set) are positions
+	// in the store.
 	stream       common.RouteStreamer
 	store        *common.RouteStore
 	storeResets  int
@@ -68,7 +69,7 @@ type Routing struct {
 	streamCancel context.CancelFunc
 	streaming    bool
 	streamErr    error
-	// filter is the filter as parsed; filteredTo is how many routes of the store it has seen.
+	// parsed is the filter as parsed; filteredTo is how many routes of the store it has seen.
 	parsed     common.RouteFilter
 	filteredTo int
 	scratch    model.Route
