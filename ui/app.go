@@ -49,6 +49,13 @@ type analysisProgress struct{ done, total atomic.Int64 }
 
 type pendingTick struct{}
 
+// routesDue starts the read of every route if the Routing page has not asked for it by then
+// (FirstScreenMsg).
+type routesDue struct{ seq int }
+
+// routesWait is how long the read of every route waits for the Routing page's first screen.
+const routesWait = time.Second
+
 // App is the console's root model: the tab bar, the active page, the status line and the
 // help bar. It reads the state (in a command), hands it to every page, and keeps the
 // countdown of an apply that waits for confirmation on every page.
@@ -76,6 +83,11 @@ type App struct {
 	// cancelAnalysis stops the doctor (esc, or a new read that replaces its state).
 	cancelAnalysis context.CancelFunc
 	progress       *analysisProgress
+	// base is the state without routes of a streaming backend's read, until the app reads
+	// every route into a copy of it (on FirstScreenMsg, or routesDue at the latest).
+	base *model.State
+	// stopped says the console quits: nothing more is started.
+	stopped bool
 	// routesRead counts the routes read so far by a streaming backend's read (nil otherwise).
 	routesRead *atomic.Int64
 
@@ -138,7 +150,7 @@ func (a *App) load() tea.Cmd {
 	a.cancelLoad = cancel
 	a.loading, a.loadStart = true, a.c.Now()
 	seq, b := a.seq, a.c.Backend
-	a.routesRead = nil
+	a.routesRead, a.base = nil, nil
 	if rs, ok := b.(common.RouteStreamer); ok {
 		// The state without its routes first: the pages show it at once (the Routing page
 		// streams the table it shows), then every route, for the doctor.
@@ -190,9 +202,20 @@ func (a *App) readRoutes(seq int, base *model.State) tea.Cmd {
 	}
 }
 
+// startRoutes reads every route of the read seq, once.
+func (a *App) startRoutes(seq int) tea.Cmd {
+	if seq != a.seq || a.base == nil || a.stopped {
+		return nil
+	}
+	base := a.base
+	a.base = nil
+	return a.readRoutes(seq, base)
+}
+
 // Stop cancels everything the console runs in the background (it quits): the state's read,
 // the doctor, and what the pages read.
 func (a *App) Stop() {
+	a.stopped = true
 	if a.cancelLoad != nil {
 		a.cancelLoad()
 	}
@@ -290,7 +313,14 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if msg.Seq != a.seq {
 			return a, nil
 		}
-		return a, tea.Batch(a.broadcast(msg), a.readRoutes(msg.Seq, msg.State))
+		// The Routing page streams the table it shows; every route (for the doctor) is read
+		// once its first screen is there, not before: the first frame does not wait for it.
+		a.base = msg.State
+		return a, tea.Batch(a.broadcast(msg), a.c.After(routesWait, routesDue{msg.Seq}))
+	case common.FirstScreenMsg:
+		return a, a.startRoutes(msg.Seq)
+	case routesDue:
+		return a, a.startRoutes(msg.seq)
 	case common.StateMsg:
 		if msg.Seq != a.seq {
 			return a, nil
@@ -439,6 +469,12 @@ func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 	switch {
 	case key.Matches(msg, k.Cancel) && a.loading:
 		a.cancelLoad()
+		if a.base != nil {
+			// Every route was not being read yet: nothing will say it was cancelled but this.
+			a.base = nil
+			seq := a.seq
+			return func() tea.Msg { return common.StateMsg{Seq: seq, Err: context.Canceled} }
+		}
 		return nil
 	case key.Matches(msg, k.Cancel) && a.analysing && a.cancelAnalysis != nil:
 		a.cancelAnalysis() // the doctor's message comes back cancelled, and says so

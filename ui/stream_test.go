@@ -228,10 +228,15 @@ func TestStreamedRoutingFirstFrameBeforeAllRoutes(t *testing.T) {
 	}
 	scr := d.screen()
 	main := tableRoutes(s, model.TableMain)
-	for _, w := range []string{"reading… ", "Rules (4, in order)", main[0].Dst.String(), "reading routes (", "lookup 100"} {
+	for _, w := range []string{"reading… ", "Rules (4, in order)", main[0].Dst.String(), "lookup 100"} {
 		if !strings.Contains(scr, w) {
 			t.Fatalf("the first frame lacks %q:\n%s", w, scr)
 		}
+	}
+	// Only now does the app read every route (for the doctor); it says how far it got.
+	d.until("the app reading every route", func() bool { return d.app.routesRead != nil })
+	if scr := d.screen(); !strings.Contains(scr, "reading routes (") {
+		t.Fatalf("the status line does not say that every route is read:\n%s", scr)
 	}
 	close(be.gate)
 	d.until("the whole table and state", func() bool { return !p.Streaming() && d.app.State() != nil })
@@ -329,7 +334,7 @@ func TestStreamedRoutingCancelledOnQuit(t *testing.T) {
 	d := newDriver(t, be, 100, 30)
 	d.press("2")
 	p := d.routing()
-	d.until("the first screen", func() bool { return p.Listed() >= 256 })
+	d.until("the first screen, and the app reading every route", func() bool { return p.Listed() >= 256 && d.app.routesRead != nil })
 	d.press("q")
 	d.until("both streams cancelled", func() bool { return be.wasCancelled(model.TableMain) && be.wasCancelled(0) })
 	d.until("the page's stream over", func() bool { return !p.Streaming() })
@@ -338,3 +343,30 @@ func TestStreamedRoutingCancelledOnQuit(t *testing.T) {
 	}
 }
 
+
+// The app reads every route only once the Routing page has its first screen; esc before that
+// cancels the read, and says so, without ever starting it.
+func TestStreamedReadCancelledBeforeEveryRoute(t *testing.T) {
+	s := streamHost(t, 2000)
+	be := &streamFake{fakeBackend: newFake(t, s), gate: make(chan struct{}), gateAt: 10}
+	d := newDriver(t, be, 100, 30)
+	d.press("2")
+	p := d.routing()
+	d.until("the rules", func() bool { return len(p.Tables()) > 0 && strings.Contains(d.screen(), "lookup 100") })
+	if d.app.routesRead != nil || !d.app.Loading() {
+		t.Fatalf("the app reads every route before the page's first screen (loading %v)", d.app.Loading())
+	}
+	d.press("esc")
+	d.until("the read cancelled", func() bool { return !d.app.Loading() })
+	if !strings.Contains(d.app.Status(), "cancelled") {
+		t.Errorf("status %q, want the read cancelled", d.app.Status())
+	}
+	be.smu.Lock()
+	defer be.smu.Unlock()
+	for _, table := range be.asked {
+		if table == 0 {
+			t.Error("every route was read after all")
+		}
+	}
+	close(be.gate)
+}

@@ -23,6 +23,10 @@ type RouteStore struct {
 	off    []uint32
 	shapes []routeShape
 	shapeN map[routeShape]uint32
+	// last is the shape of the route added last: most routes share their neighbour's, which
+	// saves hashing four strings per route.
+	last   routeShape
+	lastID uint32
 	// extra holds, whole, the rare routes the compact form does not cover (multipath,
 	// addresses with zones).
 	extra []model.Route
@@ -79,11 +83,15 @@ func (s *RouteStore) Add(r *model.Route) {
 		return
 	}
 	sh := routeShape{r.Family, r.Table, r.Type, r.TOS, r.Dev, r.Scope, r.Protocol, r.OnLink}
-	id, ok := s.shapeN[sh]
-	if !ok {
-		id = uint32(len(s.shapes))
-		s.shapes = append(s.shapes, sh)
-		s.shapeN[sh] = id
+	id := s.lastID
+	if len(s.shapes) == 0 || sh != s.last {
+		var ok bool
+		if id, ok = s.shapeN[sh]; !ok {
+			id = uint32(len(s.shapes))
+			s.shapes = append(s.shapes, sh)
+			s.shapeN[sh] = id
+		}
+		s.last, s.lastID = sh, id
 	}
 	var flags byte
 	if !r.Dst.Addr().Is4() {

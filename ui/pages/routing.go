@@ -69,6 +69,8 @@ type Routing struct {
 	streamCancel context.CancelFunc
 	streaming    bool
 	streamErr    error
+	// firstSent says that FirstScreenMsg went out for the read streamSeq.
+	firstSent bool
 	// parsed is the filter as parsed; filteredTo is how many routes of the store it has seen.
 	parsed     common.RouteFilter
 	filteredTo int
@@ -309,6 +311,11 @@ func (p *Routing) streamed(msg routeStreamMsg) tea.Cmd {
 	} else if msg.tick && p.streaming {
 		cmds = append(cmds, p.c.After(streamTick, routeStreamMsg{gen: msg.gen, tick: true}))
 	}
+	if !p.firstSent && (msg.done || p.store.Len() >= firstScreen) {
+		p.firstSent = true
+		seq := p.streamSeq
+		cmds = append(cmds, func() tea.Msg { return common.FirstScreenMsg{Seq: seq} })
+	}
 	if r := p.store.Resets(); r != p.storeResets {
 		// The kernel interrupted the dump and it started again: so does the filter.
 		p.storeResets = r
@@ -362,7 +369,7 @@ func (p *Routing) Update(msg tea.Msg) tea.Cmd {
 			return nil
 		}
 		p.takeState(msg.State, streamTables(msg.State, nil))
-		p.streamSeq = msg.Seq
+		p.streamSeq, p.firstSent = msg.Seq, false
 		return p.startStream()
 	case common.StateMsg:
 		if msg.Err != nil {
