@@ -343,7 +343,6 @@ func TestStreamedRoutingCancelledOnQuit(t *testing.T) {
 	}
 }
 
-
 // The app reads every route only once the Routing page has its first screen; esc before that
 // cancels the read, and says so, without ever starting it.
 func TestStreamedReadCancelledBeforeEveryRoute(t *testing.T) {
