@@ -100,8 +100,7 @@ func (f *streamFake) wasCancelled(table int) bool {
 }
 
 // driver runs an App as bubbletea's loop does: every command in a goroutine of its own, the
-// messages one at a time into Update. Timers are left out (the streams' own messages move
-// the pages on).
+// messages one at a time into Update, timers on the real clock.
 type driver struct {
 	t    testing.TB
 	app  *App
@@ -114,7 +113,9 @@ func newDriver(t testing.TB, b common.Backend, w, h int) *driver {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := common.New(ctx, common.NewStyles(common.ModePlain), b)
 	c.Now = func() time.Time { return testNow }
-	c.After = func(time.Duration, tea.Msg) tea.Cmd { return nil }
+	c.After = func(d time.Duration, msg tea.Msg) tea.Cmd {
+		return tea.Tick(d, func(time.Time) tea.Msg { return msg })
+	}
 	d := &driver{t: t, app: NewApp(c, false), msgs: make(chan tea.Msg, 64), done: make(chan struct{})}
 	t.Cleanup(func() { cancel(); close(d.done) })
 	d.send(tea.WindowSizeMsg{Width: w, Height: h})
@@ -264,7 +265,7 @@ func TestStreamedRoutingFirstFrameBeforeAllRoutes(t *testing.T) {
 // stream of the one left.
 func TestStreamedRoutingFilterAndTableSwitch(t *testing.T) {
 	s := streamHost(t, 120000)
-	be := &streamFake{fakeBackend: newFake(t, s), gate: make(chan struct{}), gateAt: 1000}
+	be := &streamFake{fakeBackend: newFake(t, s), gate: make(chan struct{}), gateAt: 2048}
 	d := newDriver(t, be, 100, 30)
 	d.press("2")
 	p := d.routing()

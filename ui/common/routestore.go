@@ -5,7 +5,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"slices"
-	"sync"
+	"sync/atomic"
 
 	"roundtrip/engine/inet"
 	"roundtrip/engine/model"
@@ -15,24 +15,39 @@ import (
 // is a few bytes (its destination, gateway, source and metric, and the number of its "shape",
 // the fields that repeat from route to route: family, type, device, protocol, scope), so a
 // table of a million routes takes ~16 MB rather than the ~250 MB of as many model.Route
-// values. The reader of the stream adds routes while the page reads those already there:
-// every method is safe for concurrent use.
+// values. One goroutine (the stream's) adds routes while the page reads those already
+// published, without a lock: a key never waits for the stream, however busy the machine.
 type RouteStore struct {
-	mu     sync.RWMutex
+	// The writer's own, never read by others: the slices only grow (or are replaced by
+	// Reset), so a published view, which holds shorter headers of the same arrays, stays
+	// valid and unchanged.
 	data   []byte
 	off    []uint32
 	shapes []routeShape
 	shapeN map[routeShape]uint32
-	// last is the shape of the route added last: most routes share their neighbour's, which
-	// saves hashing four strings per route.
-	last   routeShape
-	lastID uint32
 	// extra holds, whole, the rare routes the compact form does not cover (multipath,
 	// addresses with zones).
 	extra []model.Route
-	// resets counts Reset's calls: positions taken before one mean nothing after it.
-	resets int
+	// last is the shape of the route added last: most routes share their neighbour's, which
+	// saves hashing four strings per route.
+	last    routeShape
+	lastID  uint32
+	pending int // routes added since the last Flush
+
+	view   atomic.Pointer[storeView]
+	resets atomic.Int64
 }
+
+// storeView is what readers see: the routes published so far.
+type storeView struct {
+	data   []byte
+	off    []uint32
+	shapes []routeShape
+	extra  []model.Route
+}
+
+// flushEvery is how many routes Add publishes at a time.
+const flushEvery = 1024
 
 // routeShape is what a route shares with most others of its table.
 type routeShape struct {
@@ -62,17 +77,29 @@ func NewRouteStore() *RouteStore {
 	return &RouteStore{shapeN: map[routeShape]uint32{}}
 }
 
-// Len returns how many routes the store holds.
+// Len returns how many routes are published.
 func (s *RouteStore) Len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.off)
+	if v := s.view.Load(); v != nil {
+		return len(v.off)
+	}
+	return 0
 }
 
-// Add appends a route (a copy: r may be reused by the caller).
+// Flush publishes the routes added so far (Add does every flushEvery routes).
+func (s *RouteStore) Flush() {
+	s.view.Store(&storeView{data: s.data, off: s.off, shapes: s.shapes, extra: s.extra})
+	s.pending = 0
+}
+
+// Add appends a route (a copy: r may be reused by the caller). Only one goroutine may add.
 func (s *RouteStore) Add(r *model.Route) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.add(r)
+	if s.pending++; s.pending >= flushEvery {
+		s.Flush()
+	}
+}
+
+func (s *RouteStore) add(r *model.Route) {
 	s.off = append(s.off, uint32(len(s.data)))
 	if !compactable(r) {
 		s.data = append(s.data, rsExtra)
@@ -150,46 +177,44 @@ func readAddr(b []byte, v6 bool) (netip.Addr, []byte) {
 	return netip.AddrFrom4([4]byte(b[:4])), b[4:]
 }
 
-// Reset empties the store (a dump the kernel interrupted starts again).
+// Reset empties the store (a dump the kernel interrupted starts again). Only the goroutine
+// that adds may reset. New arrays, not the old ones emptied: readers may still hold a view of
+// them.
 func (s *RouteStore) Reset() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.data, s.off, s.extra = s.data[:0], s.off[:0], nil
-	s.resets++
+	s.data, s.off, s.shapes, s.extra = nil, nil, nil, nil
+	s.shapeN = map[routeShape]uint32{}
+	s.resets.Add(1)
+	s.Flush()
 }
 
 // Resets returns how often the store was emptied.
-func (s *RouteStore) Resets() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.resets
-}
+func (s *RouteStore) Resets() int { return int(s.resets.Load()) }
 
-// Route writes the i-th route into r (which the caller may reuse: it shares only strings and,
-// for the rare multipath route, its nexthops with the store, which never changes them). It
-// reports false, leaving r alone, when the store has no such route (it was reset).
+// Route writes the i-th route published into r (which the caller may reuse: it shares only
+// strings and, for the rare multipath route, its nexthops with the store, which never changes
+// them). It reports false, leaving r alone, when there is no such route (yet, or any more
+// after a Reset).
 func (s *RouteStore) Route(i int, r *model.Route) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if i < 0 || i >= len(s.off) {
+	v := s.view.Load()
+	if v == nil || i < 0 || i >= len(v.off) {
 		return false
 	}
-	s.route(i, r)
+	v.route(i, r)
 	return true
 }
 
-func (s *RouteStore) route(i int, r *model.Route) {
-	b := s.data[s.off[i]:]
+func (v *storeView) route(i int, r *model.Route) {
+	b := v.data[v.off[i]:]
 	flags := b[0]
 	b = b[1:]
 	if flags&rsExtra != 0 {
 		n, _ := binary.Uvarint(b)
-		*r = s.extra[n]
+		*r = v.extra[n]
 		return
 	}
 	id, k := binary.Uvarint(b)
 	b = b[k:]
-	sh := &s.shapes[id]
+	sh := &v.shapes[id]
 	*r = model.Route{Family: sh.family, Table: sh.table, Type: sh.typ, TOS: sh.tos, Dev: sh.dev,
 		Scope: sh.scope, Protocol: sh.protocol, OnLink: sh.onlink}
 	var dst netip.Addr
@@ -208,33 +233,33 @@ func (s *RouteStore) route(i int, r *model.Route) {
 	}
 }
 
-// Filter returns the positions in [from, to) whose routes pass f. It checks ctx every 16k
-// routes and holds the store's lock only that long at a time, so the stream goes on while a
-// filter runs.
+// Filter returns the positions in [from, to) of the routes published whose routes pass f. It
+// checks ctx every 16k routes.
 func (s *RouteStore) Filter(ctx context.Context, from, to int, f RouteFilter) ([]int32, error) {
+	v := s.view.Load()
+	if v == nil {
+		return nil, ctx.Err()
+	}
+	to = min(to, len(v.off))
 	var out []int32
 	var r model.Route
-	const step = 1 << 14
-	for lo := from; lo < to; lo += step {
-		if ctx.Err() != nil {
+	for i := from; i < to; i++ {
+		if i&0x3fff == 0 && ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		s.mu.RLock()
-		hi := min(lo+step, to, len(s.off))
-		for i := lo; i < hi; i++ {
-			s.route(i, &r)
-			if f.Match(&r) {
-				out = append(out, int32(i))
-			}
+		v.route(i, &r)
+		if f.Match(&r) {
+			out = append(out, int32(i))
 		}
-		s.mu.RUnlock()
 	}
 	return out, nil
 }
 
-// Bytes returns roughly how much memory the store holds.
+// Bytes returns roughly how much memory the published routes take.
 func (s *RouteStore) Bytes() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return cap(s.data) + 4*cap(s.off) + len(s.extra)*200
+	v := s.view.Load()
+	if v == nil {
+		return 0
+	}
+	return cap(v.data) + 4*cap(v.off) + len(v.extra)*200
 }

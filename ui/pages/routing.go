@@ -286,10 +286,12 @@ func (p *Routing) startStream() tea.Cmd {
 		err := b.EachRoute(ctx, base, table, func() { store.Reset(); n = 0 }, func(r *model.Route) error {
 			store.Add(r)
 			if n++; n == firstScreen {
+				store.Flush()
 				signal()
 			}
 			return nil
 		})
+		store.Flush()
 		signal()
 		return routeStreamMsg{gen: gen, done: true, err: err}
 	}
