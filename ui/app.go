@@ -216,6 +216,10 @@ func (a *App) startRoutes(seq int) tea.Cmd {
 // the doctor, and what the pages read.
 func (a *App) Stop() {
 	a.stopped = true
+	if a.base != nil {
+		// Every route was not being read yet, and will not be.
+		a.base, a.loading = nil, false
+	}
 	if a.cancelLoad != nil {
 		a.cancelLoad()
 	}
