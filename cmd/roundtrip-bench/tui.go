@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"syscall"
@@ -36,15 +37,19 @@ const (
 
 // tuiResult is what the child reports.
 type tuiResult struct {
-	FirstFrame   float64   `json:"first_frame_s"`
-	FrameRoutes  int       `json:"frame_routes"`
-	TableRead    float64   `json:"table_read_s"`
-	TableRoutes  int       `json:"table_routes"`
-	StateRead    float64   `json:"state_read_s"`
-	DoctorDone   float64   `json:"doctor_done_s"`
-	KeysReading  []float64 `json:"keys_reading_ms"`
-	KeysSettled  []float64 `json:"keys_settled_ms"`
-	FrameExcerpt string    `json:"frame"`
+	FirstFrame  float64   `json:"first_frame_s"`
+	FrameRoutes int       `json:"frame_routes"`
+	TableRead   float64   `json:"table_read_s"`
+	TableRoutes int       `json:"table_routes"`
+	StateRead   float64   `json:"state_read_s"`
+	DoctorDone  float64   `json:"doctor_done_s"`
+	KeysReading []float64 `json:"keys_reading_ms"`
+	KeysSettled []float64 `json:"keys_settled_ms"`
+	// KeysReadingGC counts the keys while reading during which a GC cycle ended (the doctor's
+	// state grows meanwhile); KeysReadingNoGCMax is the slowest of the others.
+	KeysReadingGC      int     `json:"keys_reading_gc"`
+	KeysReadingNoGCMax float64 `json:"keys_reading_nogc_max_ms"`
+	FrameExcerpt       string  `json:"frame"`
 }
 
 // tuiTimer wraps the console's model: it opens the Routing page on the loaded table as an
@@ -75,14 +80,16 @@ func (m *tuiTimer) routing() *pages.Routing { return m.app.Page(ui.PageRouting).
 
 func (m *tuiTimer) since() float64 { return time.Since(m.start).Seconds() }
 
-// key times one key and the frame after it, in milliseconds.
-func (m *tuiTimer) key() (float64, tea.Cmd) {
+// key times one key and the frame after it, in milliseconds, and says whether a GC cycle ended
+// meanwhile.
+func (m *tuiTimer) key() (float64, bool, tea.Cmd) {
 	k := tuiKeySeq[m.keyN%len(tuiKeySeq)]
 	m.keyN++
+	gc := gcCycles()
 	t := time.Now()
 	_, cmd := m.app.Update(k)
 	_ = m.app.Render()
-	return float64(time.Since(t).Microseconds()) / 1e3, cmd
+	return float64(time.Since(t).Microseconds()) / 1e3, gcCycles() != gc, cmd
 }
 
 func (m *tuiTimer) tick() tea.Cmd {
@@ -120,8 +127,13 @@ func (m *tuiTimer) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 	case 1:
 		if _, ok := msg.(tuiKeyTick); ok {
-			ms, cmd := m.key()
+			ms, gc, cmd := m.key()
 			m.res.KeysReading = append(m.res.KeysReading, ms)
+			if gc {
+				m.res.KeysReadingGC++
+			} else {
+				m.res.KeysReadingNoGCMax = max(m.res.KeysReadingNoGCMax, ms)
+			}
 			cmds = append(cmds, cmd)
 			if len(m.res.KeysReading) == tuiKeys {
 				m.phase = 2
@@ -140,7 +152,7 @@ func (m *tuiTimer) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		}
 	case 3:
 		if _, ok := msg.(tuiKeyTick); ok {
-			ms, cmd := m.key()
+			ms, _, cmd := m.key()
 			m.res.KeysSettled = append(m.res.KeysSettled, ms)
 			cmds = append(cmds, cmd)
 			if len(m.res.KeysSettled) < tuiKeys {
@@ -155,6 +167,12 @@ func (m *tuiTimer) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 }
 
 func (m *tuiTimer) View() tea.View { return m.app.View() }
+
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
 
 // tuiChild runs the console on ns (its output drawn to /dev/null, at 120×40) and prints what
 // tuiTimer measured as JSON.
@@ -237,6 +255,9 @@ func (b *bench) benchTUI(r *report, ns string, n int) error {
 	sec.row("every route read (the doctor's state)", secs(med(func(x tuiResult) float64 { return x.StateRead })))
 	sec.row("every route read and the doctor done (looked at after the keys while reading)", secs(med(func(x tuiResult) float64 { return x.DoctorDone })))
 	sec.row("a key while reading and checking: median / max", fmt.Sprintf("%.2f ms / %.2f ms", keyStat(reading, medianOf), keyStat(reading, maxOf)))
+	sec.row("keys while reading during which a GC cycle ended; the slowest of the others",
+		fmt.Sprintf("%d of %d; %.2f ms", int(med(func(x tuiResult) float64 { return float64(x.KeysReadingGC) })), tuiKeys,
+			med(func(x tuiResult) float64 { return x.KeysReadingNoGCMax })))
 	sec.row("a key after: median / max", fmt.Sprintf("%.2f ms / %.2f ms", keyStat(settled, medianOf), keyStat(settled, maxOf)))
 	sec.row("peak RSS of the console", mib(int64(ms.rss())))
 	sec.cmds("roundtrip --netns NS   # then 2, ] to table 100, and scroll")
