@@ -92,6 +92,7 @@ func BenchmarkScrollKey1M(b *testing.B) {
 	p := d.routing()
 	d.until("the table and the state read", func() bool { return !p.Streaming() && d.app.State() != nil })
 	d.app.Stop() // the doctor, which would run beside the keys
+	b.ReportAllocs()
 	keys := []tea.KeyPressMsg{keyMsg("pgdown"), keyMsg("down"), keyMsg("end"), keyMsg("pgup"), keyMsg("up"), keyMsg("home")}
 	i := 0
 	b.ResetTimer()
