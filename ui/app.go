@@ -49,6 +49,13 @@ type analysisProgress struct{ done, total atomic.Int64 }
 
 type pendingTick struct{}
 
+// routesDue starts the read of every route if the Routing page has not asked for it by then
+// (FirstScreenMsg).
+type routesDue struct{ seq int }
+
+// routesWait is how long the read of every route waits for the Routing page's first screen.
+const routesWait = time.Second
+
 // App is the console's root model: the tab bar, the active page, the status line and the
 // help bar. It reads the state (in a command), hands it to every page, and keeps the
 // countdown of an apply that waits for confirmation on every page.
@@ -76,6 +83,13 @@ type App struct {
 	// cancelAnalysis stops the doctor (esc, or a new read that replaces its state).
 	cancelAnalysis context.CancelFunc
 	progress       *analysisProgress
+	// base is the state without routes of a streaming backend's read, until the app reads
+	// every route into a copy of it (on FirstScreenMsg, or routesDue at the latest).
+	base *model.State
+	// stopped says the console quits: nothing more is started.
+	stopped bool
+	// routesRead counts the routes read so far by a streaming backend's read (nil otherwise).
+	routesRead *atomic.Int64
 
 	status    string
 	statusErr bool
@@ -112,6 +126,9 @@ func (a *App) State() *model.State { return a.state }
 // Loading reports whether a state read is under way.
 func (a *App) Loading() bool { return a.loading }
 
+// Analysing reports whether the doctor runs on the state read.
+func (a *App) Analysing() bool { return a.analysing }
+
 // Status returns the status line's message.
 func (a *App) Status() string { return a.status }
 
@@ -133,6 +150,20 @@ func (a *App) load() tea.Cmd {
 	a.cancelLoad = cancel
 	a.loading, a.loadStart = true, a.c.Now()
 	seq, b := a.seq, a.c.Backend
+	a.routesRead, a.base = nil, nil
+	if rs, ok := b.(common.RouteStreamer); ok {
+		// The state without its routes first: the pages show it at once (the Routing page
+		// streams the table it shows), then every route, for the doctor.
+		base := func() tea.Msg {
+			s, err := rs.ReadStateWithoutRoutes(ctx)
+			if err != nil {
+				cancel()
+				return common.StateMsg{Seq: seq, Err: err}
+			}
+			return common.BaseStateMsg{Seq: seq, State: s}
+		}
+		return tea.Batch(base, a.c.After(250*time.Millisecond, loadTick{seq}))
+	}
 	read := func() tea.Msg {
 		defer cancel()
 		start := time.Now()
@@ -143,6 +174,61 @@ func (a *App) load() tea.Cmd {
 		return common.StateMsg{Seq: seq, State: s, Routes: common.IndexRoutes(s), Took: time.Since(start)}
 	}
 	return tea.Batch(read, a.c.After(250*time.Millisecond, loadTick{seq}))
+}
+
+// readRoutes reads every route of a streaming backend into a copy of the state read without
+// them: the whole state the doctor, the FIB and the other pages work on.
+func (a *App) readRoutes(seq int, base *model.State) tea.Cmd {
+	rs := a.c.Backend.(common.RouteStreamer)
+	ctx, cancel := context.WithCancel(a.c.Ctx)
+	prev := a.cancelLoad
+	a.cancelLoad = func() { cancel(); prev() }
+	n := &atomic.Int64{}
+	a.routesRead = n
+	return func() tea.Msg {
+		defer cancel()
+		start := time.Now()
+		s := *base
+		s.Routes = nil
+		err := rs.EachRoute(ctx, base, 0, func() { s.Routes = s.Routes[:0]; n.Store(0) }, func(r *model.Route) error {
+			s.Routes = append(s.Routes, *r)
+			n.Add(1)
+			return nil
+		})
+		if err != nil {
+			return common.StateMsg{Seq: seq, Err: err}
+		}
+		return common.StateMsg{Seq: seq, State: &s, Routes: common.IndexRoutes(&s), Took: time.Since(start)}
+	}
+}
+
+// startRoutes reads every route of the read seq, once.
+func (a *App) startRoutes(seq int) tea.Cmd {
+	if seq != a.seq || a.base == nil || a.stopped {
+		return nil
+	}
+	base := a.base
+	a.base = nil
+	return a.readRoutes(seq, base)
+}
+
+// Stop cancels everything the console runs in the background (it quits): the state's read,
+// the doctor, and what the pages read.
+func (a *App) Stop() {
+	a.stopped = true
+	if a.base != nil {
+		// Every route was not being read yet, and will not be.
+		a.base, a.loading = nil, false
+	}
+	if a.cancelLoad != nil {
+		a.cancelLoad()
+	}
+	a.stopAnalysis()
+	for _, p := range a.pages {
+		if s, ok := p.(interface{ Stop() }); ok {
+			s.Stop()
+		}
+	}
 }
 
 // checkJournal reads a journal again: the countdown's journal, whose fate is decided
@@ -227,6 +313,18 @@ func (a *App) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case tea.WindowSizeMsg:
 		a.width, a.height = msg.Width, msg.Height
 		return a, nil
+	case common.BaseStateMsg:
+		if msg.Seq != a.seq {
+			return a, nil
+		}
+		// The Routing page streams the table it shows; every route (for the doctor) is read
+		// once its first screen is there, not before: the first frame does not wait for it.
+		a.base = msg.State
+		return a, tea.Batch(a.broadcast(msg), a.c.After(routesWait, routesDue{msg.Seq}))
+	case common.FirstScreenMsg:
+		return a, a.startRoutes(msg.Seq)
+	case routesDue:
+		return a, a.startRoutes(msg.seq)
 	case common.StateMsg:
 		if msg.Seq != a.seq {
 			return a, nil
@@ -353,6 +451,7 @@ type confirmedMsg struct {
 func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 	k := common.Keys
 	if msg.String() == "ctrl+c" {
+		a.Stop()
 		return tea.Quit
 	}
 	page := a.pages[a.Active]
@@ -374,6 +473,12 @@ func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 	switch {
 	case key.Matches(msg, k.Cancel) && a.loading:
 		a.cancelLoad()
+		if a.base != nil {
+			// Every route was not being read yet: nothing will say it was cancelled but this.
+			a.base = nil
+			seq := a.seq
+			return func() tea.Msg { return common.StateMsg{Seq: seq, Err: context.Canceled} }
+		}
 		return nil
 	case key.Matches(msg, k.Cancel) && a.analysing && a.cancelAnalysis != nil:
 		a.cancelAnalysis() // the doctor's message comes back cancelled, and says so
@@ -381,6 +486,7 @@ func (a *App) key(msg tea.KeyPressMsg) tea.Cmd {
 	case key.Matches(msg, k.Help):
 		a.showHelp, a.helpPager.Offset = true, 0
 	case key.Matches(msg, k.Quit):
+		a.Stop()
 		return tea.Quit
 	case key.Matches(msg, k.NextPage):
 		return a.activate((a.Active + 1) % len(a.pages))
@@ -457,7 +563,11 @@ func (a *App) statusLine(width int) string {
 		}
 		return statusLines(st.Warning, text, width)
 	case a.loading:
-		return st.Dim.Render(components.Fit(fmt.Sprintf(" reading state of %s… %.1fs (esc cancels)", a.c.Backend.Where(), a.c.Now().Sub(a.loadStart).Seconds()), width))
+		what := "state"
+		if n := a.routesRead; n != nil {
+			what = fmt.Sprintf("routes (%d so far)", n.Load())
+		}
+		return st.Dim.Render(components.Fit(fmt.Sprintf(" reading %s of %s… %.1fs (esc cancels)", what, a.c.Backend.Where(), a.c.Now().Sub(a.loadStart).Seconds()), width))
 	case a.status != "" && a.statusErr:
 		return statusLines(st.Error, a.status, width)
 	case a.status != "":

@@ -258,3 +258,17 @@ func (b *SnapshotBackend) Conntrack(context.Context, int) ([]conntrack.Entry, co
 func (b *SnapshotBackend) Capture(context.Context, *diagnose.CaptureFilter, func(), func(diagnose.Event) error) (*diagnose.CaptureSummary, error) {
 	return nil, errors.New("a snapshot has no packets to capture: run roundtrip on the host")
 }
+
+// ReadStateWithoutRoutes implements common.RouteStreamer.
+func (b *LiveBackend) ReadStateWithoutRoutes(ctx context.Context) (*model.State, error) {
+	return kernel.ReadWith(ctx, b.NS, kernel.ReadOptions{NoRoutes: true})
+}
+
+// EachRoute implements common.RouteStreamer.
+func (b *LiveBackend) EachRoute(ctx context.Context, s *model.State, table int, restart func(), fn func(*model.Route) error) error {
+	again := func() error { restart(); return nil }
+	if table == 0 {
+		return kernel.EachRoute(ctx, b.NS, kernel.LinkNames(s), again, fn)
+	}
+	return kernel.EachRouteOfTable(ctx, b.NS, table, kernel.LinkNames(s), again, fn)
+}

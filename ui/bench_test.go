@@ -57,3 +57,52 @@ func BenchmarkFirstFrame1M(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkStreamedFirstFrame1M measures the first full frame of the Routing page with a backend
+// that streams (as the live one does) a main table of a million routes: from the app's start
+// to a frame that shows the rules and a screenful of routes, while the table and the app's
+// read of every route go on. The backend streams from memory, so this is the console's own
+// cost; roundtrip-bench measures it against a kernel.
+func BenchmarkStreamedFirstFrame1M(b *testing.B) {
+	s := millionRoutes(b)
+	be := &streamFake{fakeBackend: newFake(b, s)}
+	for b.Loop() {
+		d := newDriver(b, be, 120, 40)
+		d.press("2")
+		p := d.routing()
+		d.until("the first screen", func() bool { return p.Listed() >= 40 })
+		if frame := d.screen(); !strings.Contains(frame, "11.0.0.0/24") || !strings.Contains(frame, "reading…") {
+			b.Fatalf("frame:\n%s", frame)
+		}
+		b.StopTimer()
+		d.app.Stop()
+		d.until("the reads stopped", func() bool { return !p.Streaming() && !d.app.Loading() })
+		b.StartTimer()
+	}
+}
+
+// BenchmarkScrollKey1M measures one key on the Routing page of a streamed main table of a
+// million routes, read whole: the key (pgdown, down, end, pgup, up, home in turn) and the
+// frame drawn after it. It costs what one screen costs, wherever the cursor is.
+func BenchmarkScrollKey1M(b *testing.B) {
+	s := millionRoutes(b)
+	be := &streamFake{fakeBackend: newFake(b, s)}
+	d := newDriver(b, be, 120, 40)
+	d.press("2")
+	p := d.routing()
+	d.until("the table and the state read", func() bool { return !p.Streaming() && d.app.State() != nil })
+	d.app.Stop() // the doctor, which would run beside the keys
+	b.ReportAllocs()
+	keys := []tea.KeyPressMsg{keyMsg("pgdown"), keyMsg("down"), keyMsg("end"), keyMsg("pgup"), keyMsg("up"), keyMsg("home")}
+	i := 0
+	b.ResetTimer()
+	for b.Loop() {
+		d.app.Update(keys[i%len(keys)])
+		_ = d.app.View()
+		i++
+	}
+	b.StopTimer()
+	if p.Listed() != 1_000_004 {
+		b.Fatalf("%d routes listed", p.Listed())
+	}
+}

@@ -38,6 +38,9 @@ type options struct {
 }
 
 func main() {
+	if ns := os.Getenv(tuiChildEnv); ns != "" {
+		os.Exit(tuiChild(ns))
+	}
 	var o options
 	var routes, rates string
 	flag.StringVar(&o.bin, "roundtrip", "", "the roundtrip `BINARY` to measure (default: build ./cmd/roundtrip with CGO_ENABLED=0)")
@@ -204,6 +207,9 @@ func (b *bench) sections(r *report, o options, want func(string) bool) error {
 			}
 			if want("reads") {
 				if err := b.benchReads(r, ns, n); err != nil {
+					return err
+				}
+				if err := b.benchTUI(r, ns, n); err != nil {
 					return err
 				}
 			}

@@ -64,3 +64,17 @@ type Backend interface {
 
 // ErrReadOnly is returned by a backend that cannot change anything.
 var ErrReadOnly = errors.New("read-only")
+
+// RouteStreamer is implemented by a backend that reads routes as a stream (the live one):
+// the Routing page then reads only the table it shows, as the kernel dumps it, into a
+// RouteStore, and shows the first screen long before a table of a million routes is read; the
+// app reads the state without routes first, so that the page has its rules at once.
+type RouteStreamer interface {
+	// ReadStateWithoutRoutes reads what ReadState reads but the routes.
+	ReadStateWithoutRoutes(ctx context.Context) (*model.State, error)
+	// EachRoute streams the routes of one table (every table when table is 0), IPv4 then
+	// IPv6, to fn as they are read, converted as ReadState converts them; fn's error ends it.
+	// When the kernel interrupts the dump because the table changed, restart is called (the
+	// caller drops what it got) and the dump starts again.
+	EachRoute(ctx context.Context, s *model.State, table int, restart func(), fn func(*model.Route) error) error
+}

@@ -47,6 +47,20 @@ type StateMsg struct {
 	Took   time.Duration
 }
 
+// BaseStateMsg delivers, from a backend that streams routes (RouteStreamer), the state without
+// its routes, at once: the Routing page shows the rules and streams the table it shows while
+// the app goes on reading every route (for the doctor), which then comes as a StateMsg of the
+// same Seq.
+type BaseStateMsg struct {
+	Seq   int
+	State *model.State
+}
+
+// FirstScreenMsg says that the Routing page has the first screen of the table it streams (or
+// all of a smaller table): only then does the app start reading every route for the doctor,
+// so that the two reads do not share the CPU before the first frame.
+type FirstScreenMsg struct{ Seq int }
+
 // AnalysisMsg delivers what is computed from a state after it arrives: the FIB that trace
 // needs and the doctor's findings. It is computed in the background because a FIB of a
 // million routes takes a while to build.

@@ -42,6 +42,13 @@ func IndexRoutes(s *model.State) *RouteIndex {
 			ix.Defaults = append(ix.Defaults, int32(i))
 		}
 	}
+	SortTables(ix.Tables)
+	return ix
+}
+
+// SortTables orders table ids as the Routing page offers them: main, then the others in
+// ascending order, then local and default.
+func SortTables(tables []int) {
 	rank := func(t int) int {
 		switch t {
 		case model.TableMain:
@@ -53,13 +60,12 @@ func IndexRoutes(s *model.State) *RouteIndex {
 		}
 		return 1
 	}
-	slices.SortFunc(ix.Tables, func(a, b int) int {
+	slices.SortFunc(tables, func(a, b int) int {
 		if ra, rb := rank(a), rank(b); ra != rb {
 			return ra - rb
 		}
 		return a - b
 	})
-	return ix
 }
 
 // RouteFilter selects routes by what an operator types: an address (routes whose destination

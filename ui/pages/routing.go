@@ -2,9 +2,13 @@ package pages
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"charm.land/bubbles/v2/key"
 	tea "charm.land/bubbletea/v2"
@@ -19,6 +23,13 @@ import (
 // takes well under a millisecond, so the result shows in the same frame as the keystroke.
 // Bigger tables are filtered in a command, and a newer keystroke cancels an older filter.
 const syncFilterLimit = 50000
+
+// firstScreen is how many routes of a streamed table make the first frame: more than a screen
+// holds, so that the first frame is full.
+const firstScreen = 256
+
+// streamTick is how often the count and the rows of a table being read are brought up to date.
+const streamTick = 100 * time.Millisecond
 
 // Routing shows the policy rules in order and the routes of one table at a time, filtered by
 // address, prefix or device.
@@ -45,17 +56,47 @@ type Routing struct {
 	detailRule *model.Rule
 
 	keys struct{ NextTable, PrevTable, Focus, Filter, ClearFilter, Detail key.Binding }
+
+	// With a backend that streams routes (common.RouteStreamer), the page reads only the
+	// table it shows, into store, as the kernel dumps it, and never looks at state.Routes
+	// (which the app fills later, for the doctor); rows (when a filter is set) are positions
+	// in the store.
+	stream       common.RouteStreamer
+	store        *common.RouteStore
+	storeResets  int
+	streamGen    int
+	streamSeq    int // the read whose state the stream started from
+	streamCancel context.CancelFunc
+	streaming    bool
+	streamErr    error
+	// firstSent says that FirstScreenMsg went out for the read streamSeq.
+	firstSent bool
+	// parsed is the filter as parsed; filteredTo is how many routes of the store it has seen.
+	parsed     common.RouteFilter
+	filteredTo int
+	scratch    model.Route
 }
 
 type routeFilterMsg struct {
+	gen      int
+	from, to int
+	rows     []int32
+	err      error
+}
+
+// routeStreamMsg says that more routes of the streamed table are there (done: all of them,
+// or the read failed with err).
+type routeStreamMsg struct {
 	gen  int
-	rows []int32
+	tick bool
+	done bool
 	err  error
 }
 
 // NewRouting returns the Routing page.
 func NewRouting(c *common.Common) *Routing {
 	p := &Routing{c: c}
+	p.stream, _ = c.Backend.(common.RouteStreamer)
 	p.keys.NextTable = common.Bind("]/→", "next table", "]", "right", "l")
 	p.keys.PrevTable = common.Bind("[/←", "previous table", "[", "left", "h")
 	p.keys.Focus = common.Bind("s", "rules ⇄ routes", "s")
@@ -84,7 +125,7 @@ func NewRouting(c *common.Common) *Routing {
 	p.routes.Cell = p.routeCells
 	p.routes.Key = func(i int) string {
 		// What tells routes of a table apart, formatted cheaply: SetRows may ask thousands.
-		r := &p.state.Routes[p.rows[i]]
+		r := p.routeAt(i)
 		b := r.Dst.AppendTo(make([]byte, 0, 48))
 		b = append(b, ' ')
 		b = append(b, r.Type...)
@@ -137,8 +178,187 @@ func (p *Routing) TableID() int {
 	return p.index.Tables[p.table]
 }
 
-// Rows returns the positions (in State.Routes) of the routes listed, after the filter.
+// Rows returns the positions (in State.Routes) of the routes listed, after the filter. A page
+// that streams its table lists them by ListedRoute instead.
 func (p *Routing) Rows() []int32 { return p.rows }
+
+// Tables returns the ids of the tables offered, in order (none before a state is read).
+func (p *Routing) Tables() []int {
+	if p.index == nil {
+		return nil
+	}
+	return p.index.Tables
+}
+
+// Listed returns how many routes are listed (after the filter; of a streamed table, those read
+// so far).
+func (p *Routing) Listed() int { return p.routes.Rows }
+
+// ListedRoute returns the i-th route listed.
+func (p *Routing) ListedRoute(i int) model.Route { return *p.routeAt(i) }
+
+// Streaming reports whether the table shown is still being read.
+func (p *Routing) Streaming() bool { return p.streaming }
+
+// Stop cancels the reading and filtering under way (the console quits).
+func (p *Routing) Stop() {
+	if p.streamCancel != nil {
+		p.streamCancel()
+	}
+	if p.filterCancel != nil {
+		p.filterCancel()
+	}
+}
+
+// routeAt returns the i-th route listed; for a streamed table it is decoded into a scratch
+// value, valid until the next call.
+func (p *Routing) routeAt(i int) *model.Route {
+	if p.stream == nil {
+		return &p.state.Routes[p.rows[i]]
+	}
+	pos := i
+	if !p.parsed.Empty() {
+		if i >= len(p.rows) {
+			p.scratch = model.Route{}
+			return &p.scratch
+		}
+		pos = int(p.rows[i])
+	}
+	if p.store == nil || !p.store.Route(pos, &p.scratch) {
+		p.scratch = model.Route{}
+	}
+	return &p.scratch
+}
+
+// total returns how many routes the table shown holds (of a streamed table: read so far).
+func (p *Routing) total() int {
+	if p.stream != nil {
+		if p.store == nil {
+			return 0
+		}
+		return p.store.Len()
+	}
+	return len(p.index.ByTable[p.TableID()])
+}
+
+// streamTables lists the tables a streaming page offers: those that hold routes (once the whole
+// state is read) and those the rules look up, main first, as IndexRoutes orders them.
+func streamTables(s *model.State, ix *common.RouteIndex) *common.RouteIndex {
+	out := &common.RouteIndex{}
+	if ix != nil {
+		out.Defaults = ix.Defaults
+		out.Tables = slices.Clone(ix.Tables)
+	}
+	cand := []int{model.TableMain, model.TableLocal}
+	for _, r := range s.Rules {
+		if (r.Action == model.ActionTable || r.Action == "") && r.Table != 0 {
+			cand = append(cand, r.Table)
+		}
+	}
+	for _, t := range cand {
+		if !slices.Contains(out.Tables, t) {
+			out.Tables = append(out.Tables, t)
+		}
+	}
+	common.SortTables(out.Tables)
+	return out
+}
+
+// startStream reads the table shown from the start, cancelling the read of the one before.
+func (p *Routing) startStream() tea.Cmd {
+	if p.streamCancel != nil {
+		p.streamCancel()
+	}
+	p.streamGen++
+	gen, table, b, base := p.streamGen, p.TableID(), p.stream, p.state
+	ctx, cancel := context.WithCancel(p.c.Ctx)
+	p.streamCancel = cancel
+	store := common.NewRouteStore()
+	p.store, p.storeResets, p.streaming, p.streamErr = store, 0, true, nil
+	p.rows = nil
+	p.routes.SetRows(0)
+	ready := make(chan struct{})
+	var once sync.Once
+	signal := func() { once.Do(func() { close(ready) }) }
+	read := func() tea.Msg {
+		defer cancel()
+		n := 0
+		err := b.EachRoute(ctx, base, table, func() { store.Reset(); n = 0 }, func(r *model.Route) error {
+			store.Add(r)
+			if n++; n == firstScreen {
+				store.Flush()
+				signal()
+			}
+			return nil
+		})
+		store.Flush()
+		signal()
+		return routeStreamMsg{gen: gen, done: true, err: err}
+	}
+	wait := func() tea.Msg { <-ready; return routeStreamMsg{gen: gen} }
+	return tea.Batch(read, wait, p.c.After(streamTick, routeStreamMsg{gen: gen, tick: true}), p.refilter())
+}
+
+// streamed takes what the stream brought: the new rows, filtered when a filter is set.
+func (p *Routing) streamed(msg routeStreamMsg) tea.Cmd {
+	if msg.gen != p.streamGen {
+		return nil
+	}
+	var cmds []tea.Cmd
+	if msg.done {
+		p.streaming, p.streamErr = false, msg.err
+		if msg.err != nil && !errors.Is(msg.err, context.Canceled) {
+			cmds = append(cmds, common.StatusError(fmt.Errorf("reading table %s: %w", p.state.TableName(p.TableID()), msg.err)))
+		}
+	} else if msg.tick && p.streaming {
+		cmds = append(cmds, p.c.After(streamTick, routeStreamMsg{gen: msg.gen, tick: true}))
+	}
+	if !p.firstSent && (msg.done || p.store.Len() >= firstScreen) {
+		p.firstSent = true
+		seq := p.streamSeq
+		cmds = append(cmds, func() tea.Msg { return common.FirstScreenMsg{Seq: seq} })
+	}
+	if r := p.store.Resets(); r != p.storeResets {
+		// The kernel interrupted the dump and it started again: so does the filter.
+		p.storeResets = r
+		cmds = append(cmds, p.refilter())
+	} else {
+		cmds = append(cmds, p.extendFilter())
+	}
+	return tea.Batch(cmds...)
+}
+
+// extendFilter brings the rows of a streamed table up to what the store holds: the routes
+// added since the last time are filtered (at once when they are few, else in a command).
+func (p *Routing) extendFilter() tea.Cmd {
+	if p.store == nil {
+		return nil
+	}
+	n := p.store.Len()
+	if p.parsed.Empty() {
+		p.routes.SetRows(n)
+		return nil
+	}
+	if p.filterBusy || p.filteredTo >= n {
+		return nil
+	}
+	from, f, store := p.filteredTo, p.parsed, p.store
+	if n-from <= syncFilterLimit {
+		rows, _ := store.Filter(context.Background(), from, n, f)
+		p.filteredTo = n
+		p.setRows(append(p.rows, rows...))
+		return nil
+	}
+	ctx, cancel := context.WithCancel(p.c.Ctx)
+	p.filterCancel = cancel
+	p.filterBusy = true
+	gen := p.filterGen
+	return func() tea.Msg {
+		defer cancel()
+		rows, err := store.Filter(ctx, from, n, f)
+		return routeFilterMsg{gen: gen, from: from, to: n, rows: rows, err: err}
+	}
+}
 
 // FilterText returns the filter as typed.
 func (p *Routing) FilterText() string { return p.filter.Get("filter") }
@@ -146,31 +366,51 @@ func (p *Routing) FilterText() string { return p.filter.Get("filter") }
 // Update implements Page.
 func (p *Routing) Update(msg tea.Msg) tea.Cmd {
 	switch msg := msg.(type) {
+	case common.BaseStateMsg:
+		if p.stream == nil {
+			return nil
+		}
+		p.takeState(msg.State, streamTables(msg.State, nil))
+		p.streamSeq, p.firstSent = msg.Seq, false
+		return p.startStream()
 	case common.StateMsg:
 		if msg.Err != nil {
 			return nil
 		}
-		cur := p.TableID()
-		p.state, p.index = msg.State, msg.Routes
-		p.table = 0
-		for i, t := range p.index.Tables {
-			if t == cur {
-				p.table = i
+		if p.stream != nil {
+			cur := p.TableID()
+			p.takeState(msg.State, streamTables(msg.State, msg.Routes))
+			if msg.Seq == p.streamSeq && p.store != nil && cur == p.TableID() {
+				// The whole state of the read whose table is streamed already.
+				return nil
 			}
+			p.streamSeq = msg.Seq
+			return p.startStream()
 		}
-		p.rules.SetRows(len(p.state.Rules))
+		p.takeState(msg.State, msg.Routes)
 		// The old positions mean nothing in the new state: no rows until the filter has run
 		// (the cursor stays where it was, for the selection to be found again near it).
 		p.rows, p.routes.Rows = nil, 0
 		return p.refilter()
+	case routeStreamMsg:
+		return p.streamed(msg)
 	case routeFilterMsg:
-		if msg.gen == p.filterGen {
-			p.filterBusy = false
-			if msg.err == nil {
-				p.setRows(msg.rows)
-			}
+		if msg.gen != p.filterGen {
+			return nil
 		}
-		return nil
+		p.filterBusy = false
+		if msg.err != nil {
+			return nil
+		}
+		if p.stream == nil {
+			p.setRows(msg.rows)
+			return nil
+		}
+		if msg.from == p.filteredTo {
+			p.filteredTo = msg.to
+			p.setRows(append(p.rows, msg.rows...))
+		}
+		return p.extendFilter()
 	case tea.KeyPressMsg:
 		return p.key(msg)
 	case tea.MouseWheelMsg:
@@ -181,6 +421,19 @@ func (p *Routing) Update(msg tea.Msg) tea.Cmd {
 		}
 	}
 	return nil
+}
+
+// takeState shows a state's rules and offers its tables, staying on the table shown.
+func (p *Routing) takeState(s *model.State, ix *common.RouteIndex) {
+	cur := p.TableID()
+	p.state, p.index = s, ix
+	p.table = 0
+	for i, t := range p.index.Tables {
+		if t == cur {
+			p.table = i
+		}
+	}
+	p.rules.SetRows(len(p.state.Rules))
 }
 
 func (p *Routing) key(msg tea.KeyPressMsg) tea.Cmd {
@@ -263,7 +516,8 @@ func (p *Routing) openDetail() {
 	if p.routes.Rows == 0 {
 		return
 	}
-	r := &p.state.Routes[p.rows[p.routes.Cursor]]
+	rc := *p.routeAt(p.routes.Cursor)
+	r := &rc
 	cells := p.routeCells(p.routes.Cursor)
 	p.detail = components.NewDetail(p.c.Styles, "Route in table "+names(r.Table),
 		"Route", "ip "+r.Family.Flag()+" route add "+r.Args(names), "Destination", cells[0])
@@ -283,6 +537,9 @@ func (p *Routing) showTable(r *model.Rule) tea.Cmd {
 			p.rulesFocus = false
 			p.rules.Focused, p.routes.Focused = false, true
 			p.routes.Reset()
+			if p.stream != nil {
+				return p.startStream()
+			}
 			return p.refilter()
 		}
 	}
@@ -295,6 +552,9 @@ func (p *Routing) switchTable(d int) tea.Cmd {
 	}
 	p.table = (p.table + d + len(p.index.Tables)) % len(p.index.Tables)
 	p.routes.Reset()
+	if p.stream != nil {
+		return p.startStream()
+	}
 	return p.refilter()
 }
 
@@ -313,6 +573,14 @@ func (p *Routing) refilter() tea.Cmd {
 	if p.filterCancel != nil {
 		p.filterCancel()
 		p.filterCancel = nil
+	}
+	if p.stream != nil {
+		p.parsed = common.ParseRouteFilter(p.FilterText())
+		p.filterBusy, p.filteredTo = false, 0
+		if !p.parsed.Empty() {
+			p.setRows(nil)
+		}
+		return p.extendFilter()
 	}
 	all := p.index.ByTable[p.TableID()]
 	f := common.ParseRouteFilter(p.FilterText())
@@ -342,7 +610,7 @@ func (p *Routing) ruleCells(i int) []string {
 }
 
 func (p *Routing) routeCells(i int) []string {
-	r := &p.state.Routes[p.rows[i]]
+	r := p.routeAt(i)
 	dst := "default"
 	if r.Dst.Bits() != 0 {
 		dst = r.Dst.String()
@@ -398,7 +666,7 @@ func (p *Routing) View(width, height int) string {
 	b.WriteString(p.rules.View(width, rulesH) + "\n")
 
 	id := p.TableID()
-	all := len(p.index.ByTable[id])
+	all := p.total()
 	title := fmt.Sprintf(" Table ‹ %s › %d of %d", p.state.TableName(id), p.table+1, max(len(p.index.Tables), 1))
 	count := fmt.Sprintf("%d routes", all)
 	if ft := p.FilterText(); ft != "" {
@@ -406,6 +674,14 @@ func (p *Routing) View(width, height int) string {
 		if p.filterBusy {
 			count = "filtering…"
 		}
+	}
+	switch {
+	case p.streaming:
+		count = "reading… " + count
+	case p.streamErr != nil && !errors.Is(p.streamErr, context.Canceled):
+		count = "read failed: " + count
+	case p.streamErr != nil:
+		count = "read cancelled: " + count
 	}
 	if all > 0 {
 		count += "  " + p.routes.Position()
