@@ -93,7 +93,7 @@ func TestBuilderMatchesNew(t *testing.T) {
 		t.Fatal("no multipath lookup was made")
 	}
 	for id, tb := range streamed.fams[0].tables {
-		if len(full.fams[0].tables[id].root.entries) != len(tb.root.entries) {
+		if len(full.fams[0].tables[id].root.vals) != len(tb.root.vals) {
 			t.Fatalf("table %d differs", id)
 		}
 	}

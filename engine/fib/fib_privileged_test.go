@@ -166,7 +166,7 @@ type fibLab struct {
 var fibLinks = []string{"e1", "e2", "e3", "e4", "e5"}
 
 func newFIBLab(t *testing.T, seed uint64) *fibLab {
-	l := lab.New(t)
+	l := lab.NewPrefixed(t, "rtfb")
 	r, p := l.NS("fib"), l.NS("peer")
 	// Addresses must be usable at once: no duplicate address detection anywhere.
 	r.NoDAD()

@@ -514,7 +514,11 @@ func TestFIBLPMIndex(t *testing.T) {
 			}
 		}
 		for _, p := range prefixes {
-			tr.entry(p, true).routes = []fibRoute{{r: &model.Route{Dst: p}, dst: p}}
+			slot, fresh := tr.value(p, true)
+			if !fresh {
+				t.Fatalf("%s: added twice", p)
+			}
+			*slot = fibValue(p.Bits())
 		}
 		addrs := []string{"10.1.2.3", "10.1.2.200", "10.200.0.1", "11.1.1.1", "12.0.0.1"}
 		if fam == inet.V6 {
@@ -531,8 +535,11 @@ func TestFIBLPMIndex(t *testing.T) {
 			var got []netip.Prefix
 			var c lpmCursor
 			tr.find(ip(a), &c)
-			for e := c.next(); e != nil; e = c.next() {
-				got = append(got, e.prefix())
+			for v, bits, ok := c.next(); ok; v, bits, ok = c.next() {
+				if v != fibValue(bits) {
+					t.Errorf("%s: /%d holds the value of a /%d", a, bits, v)
+				}
+				got = append(got, netip.PrefixFrom(ip(a), bits).Masked())
 			}
 			if !slices.Equal(got, want) {
 				t.Errorf("%s: got %v, want %v", a, got, want)

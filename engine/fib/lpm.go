@@ -16,7 +16,8 @@ import (
 // in the node of its first two bytes: the common lengths (/16, /24, /32, /48, /64) need no node of
 // their own. Inside a node the prefix of length l (0..8 bits of the node's byte) has the index
 // 1<<l | byte>>(8-l), in 1..511, the layout of a complete binary tree; a set bit in pfx says the
-// index holds an entry, and the entry's position in entries is the number of set bits below it.
+// index holds a prefix, and the prefix's value in vals is at the number of set bits below it.
+// A value is 8 bytes (see fibRouteValue), so a node holds its prefixes without pointers.
 //
 // The kernel does not stop at the longest match: when none of the routes of the longest prefix
 // qualifies (tos, dead nexthops, oif) it backtracks to shorter ones (fib_trie.c fib_table_lookup,
@@ -27,26 +28,10 @@ type lpmTrie struct {
 }
 
 type lpmNode struct {
-	pfx      [8]uint64 // indexes 1..511 that hold an entry
-	entries  []lpmEntry
+	pfx      [8]uint64 // indexes 1..511 that hold a prefix
+	vals     []uint64  // the value of each prefix, in index order
 	kids     [4]uint64 // bytes that have a child node
 	children []*lpmNode
-}
-
-// lpmEntry is one prefix of a table and its routes in the kernel's order. It is kept small and
-// free of addresses (the prefix is its routes' destination) because nodes hold entries by value
-// and a lookup reads them.
-type lpmEntry struct {
-	routes []fibRoute
-	bits   int16 // the prefix length
-}
-
-// prefix returns the entry's prefix, which is the destination of each of its routes.
-func (e *lpmEntry) prefix() netip.Prefix {
-	if len(e.routes) == 0 {
-		return netip.Prefix{}
-	}
-	return netip.PrefixFrom(e.routes[0].dst.Addr().Unmap(), int(e.bits)).Masked()
 }
 
 func newLPMTrie(f inet.Family) *lpmTrie {
@@ -96,8 +81,10 @@ func rank256(s *[4]uint64, idx int) int {
 	return n
 }
 
-// entry returns the entry of a masked prefix, creating it when add is set.
-func (t *lpmTrie) entry(p netip.Prefix, add bool) *lpmEntry {
+// value returns the value slot of a masked prefix, creating it (zero, fresh) when add is set;
+// nil when the prefix is not there and add is not set. The slot is valid until the next
+// insertion.
+func (t *lpmTrie) value(p netip.Prefix, add bool) (slot *uint64, fresh bool) {
 	k := addrKey(p.Addr())
 	depth, l := position(p.Bits())
 	n := &t.root
@@ -107,7 +94,7 @@ func (t *lpmTrie) entry(p netip.Prefix, add bool) *lpmEntry {
 		r := rank256(&n.kids, int(b))
 		if !has {
 			if !add {
-				return nil
+				return nil, false
 			}
 			n.kids[b>>6] |= 1 << (b & 63)
 			n.children = slices.Insert(n.children, r, &lpmNode{})
@@ -117,14 +104,24 @@ func (t *lpmTrie) entry(p netip.Prefix, add bool) *lpmEntry {
 	idx := nodeIndex(l, k[depth])
 	r := rank512(&n.pfx, idx)
 	if n.pfx[idx>>6]&(1<<(idx&63)) != 0 {
-		return &n.entries[r]
+		return &n.vals[r], false
 	}
 	if !add {
-		return nil
+		return nil, false
 	}
 	n.pfx[idx>>6] |= 1 << (idx & 63)
-	n.entries = slices.Insert(n.entries, r, lpmEntry{bits: int16(p.Bits())})
-	return &n.entries[r] // valid until the next insertion into this node
+	n.vals = slices.Insert(n.vals, r, 0)
+	return &n.vals[r], true
+}
+
+// each calls fn with every value slot of the trie.
+func (n *lpmNode) each(fn func(*uint64)) {
+	for i := range n.vals {
+		fn(&n.vals[i])
+	}
+	for _, c := range n.children {
+		c.each(fn)
+	}
 }
 
 // lpmCursor walks the prefixes that contain one address, longest first.
@@ -153,8 +150,9 @@ func (t *lpmTrie) find(a netip.Addr, c *lpmCursor) {
 	c.depth, c.l = d, 8
 }
 
-// next returns the next shorter matching prefix, or nil when there is none.
-func (c *lpmCursor) next() *lpmEntry {
+// next returns the value of the next shorter matching prefix and its length; ok is false when
+// there is none.
+func (c *lpmCursor) next() (v uint64, bits int, ok bool) {
 	for c.depth >= 0 {
 		n := c.nodes[c.depth]
 		b := c.key[c.depth]
@@ -165,12 +163,13 @@ func (c *lpmCursor) next() *lpmEntry {
 		for ; c.l >= low; c.l-- {
 			idx := nodeIndex(c.l, b)
 			if n.pfx[idx>>6]&(1<<(idx&63)) != 0 {
+				bits = 8*c.depth + c.l
 				c.l--
-				return &n.entries[rank512(&n.pfx, idx)]
+				return n.vals[rank512(&n.pfx, idx)], bits, true
 			}
 		}
 		c.depth--
 		c.l = 8
 	}
-	return nil
+	return 0, 0, false
 }

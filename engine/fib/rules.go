@@ -3,6 +3,7 @@ package fib
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -96,11 +97,15 @@ type walkResult struct {
 	verdict string
 	rule    *fibRule
 	table   int
-	entry   *lpmEntry
 	route   *fibRoute
-	nh      int // index into route.nhs
+	ref     uint32       // the route's ref (fibValue)
+	pfx     netip.Prefix // the route's destination
+	nh      int          // index into route.nhs
 	steps   []Step
 }
+
+// model returns the route found as the state has it.
+func (w *walkResult) model(f *FIB) *model.Route { return f.modelRoute(w.route, w.ref, w.pfx) }
 
 // walk runs the policy rules for q and records in res the steps and the deciding rule. When
 // the walk ends without a route or at a reject route, res gets the verdict and walk reports
@@ -116,7 +121,7 @@ func (f *FIB) walk(q *query, res *Result) (walkResult, bool) {
 	}
 	res.Verdict = w.verdict
 	if w.route != nil {
-		res.Route, res.Table = w.route.model(), w.table
+		res.Route, res.Table = w.model(f), w.table
 		if w.route.typ == model.RouteNAT || w.route.typ == "xresolve" {
 			res.Verdict = VerdictBlackhole
 		}
@@ -239,44 +244,45 @@ func (f *FIB) walkRules(q *query) walkResult {
 			w.step(q, fr, true, fr.noRoute)
 			continue
 		}
+		pfx := netip.PrefixFrom(q.dst, tr.bits).Masked()
 		switch tr.route.typ {
 		case model.RouteThrow:
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+"throw "+tr.entry.prefix().String())
+				w.step(q, fr, true, fr.name+"throw "+pfx.String())
 			}
 			continue
 		case model.RouteBlackhole, model.RouteUnreachable, model.RouteProhibit:
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+tr.route.typ+" "+tr.entry.prefix().String())
+				w.step(q, fr, true, fr.name+tr.route.typ+" "+pfx.String())
 			}
 			w.verdict = tr.route.typ
 		case model.RouteNAT, "xresolve":
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+tr.route.typ+" "+tr.entry.prefix().String()+" (refused: blackhole)")
+				w.step(q, fr, true, fr.name+tr.route.typ+" "+pfx.String()+" (refused: blackhole)")
 			}
 			w.verdict = VerdictBlackhole
 		default:
 			// Only a successful lookup can be suppressed (fib_rules_lookup calls ->suppress
 			// when the action returned 0).
-			if plen := int(tr.entry.bits); plen <= fr.suppress {
+			if plen := tr.bits; plen <= fr.suppress {
 				if q.wantSteps {
-					w.step(q, fr, true, fr.name+tr.entry.prefix().String()+" suppressed (prefix length "+
+					w.step(q, fr, true, fr.name+pfx.String()+" suppressed (prefix length "+
 						strconv.Itoa(plen)+" <= "+strconv.Itoa(fr.suppress)+")")
 				}
 				continue
 			}
 			if fr.ifgroup == 0 && tr.route.npaths > 0 && tr.route.nh(0).link != nil {
 				if q.wantSteps {
-					w.step(q, fr, true, fr.name+tr.entry.prefix().String()+" suppressed (device "+tr.route.nh(0).dev+" is in interface group 0)")
+					w.step(q, fr, true, fr.name+pfx.String()+" suppressed (device "+tr.route.nh(0).dev+" is in interface group 0)")
 				}
 				continue
 			}
 			w.verdict = tr.route.typ
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+"chose "+describeRoute(tr.entry, tr.route, tr.nh))
+				w.step(q, fr, true, fr.name+"chose "+describeRoute(pfx, tr.route, tr.nh))
 			}
 		}
-		w.rule, w.table, w.entry, w.route, w.nh = fr, fr.table, tr.entry, tr.route, tr.nh
+		w.rule, w.table, w.route, w.ref, w.pfx, w.nh = fr, fr.table, tr.route, tr.ref, pfx, tr.nh
 		return w
 	}
 	w.verdict = VerdictNoRoute
