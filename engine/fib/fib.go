@@ -529,7 +529,8 @@ func (b *Builder) FIB() *FIB {
 	for fi := range f.fams {
 		v6 := f.fams[fi].fam == inet.V6
 		for _, t := range f.fams[fi].tables {
-			t.root.each(func(v *fibValue) {
+			t.compact()
+			t.each(func(v *fibValue) {
 				if *v&multiBit == 0 {
 					return
 				}

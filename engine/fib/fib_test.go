@@ -1,6 +1,7 @@
 package fib
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -604,5 +605,72 @@ func TestFIBResolveIsLookupWithoutSteps(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestLPMTrieGrowsAndCompacts: thousands of prefixes crowded into a few nodes (so that nodes
+// outgrow their blocks and move, children and values alike) keep their values, and every
+// address yields exactly the prefixes that contain it, longest first, before and after the
+// trie is compacted.
+func TestLPMTrieGrowsAndCompacts(t *testing.T) {
+	for _, fam := range []inet.Family{inet.V4, inet.V6} {
+		rng := rand.New(rand.NewPCG(5, uint64(fam)))
+		tr := newLPMTrie(fam)
+		want := map[netip.Prefix]fibValue{}
+		random := func() netip.Addr {
+			var b [16]byte
+			b[0], b[1], b[2] = 10, byte(rng.IntN(4)), byte(rng.IntN(256))
+			b[3] = byte(rng.IntN(256))
+			if fam == inet.V4 {
+				return netip.AddrFrom4([4]byte(b[:4]))
+			}
+			b[0], b[15] = 0x20, byte(rng.IntN(256))
+			return netip.AddrFrom16(b)
+		}
+		for len(want) < 4000 {
+			a := random()
+			p := netip.PrefixFrom(a, rng.IntN(a.BitLen()+1)).Masked()
+			slot, fresh := tr.value(p, true)
+			if _, ok := want[p]; ok == fresh {
+				t.Fatalf("%s: fresh %v, but added before: %v", p, fresh, ok)
+			}
+			if fresh {
+				want[p] = fibValue(rng.Uint64() &^ multiBit)
+				*slot = want[p]
+			}
+		}
+		check := func(stage string) {
+			for p, v := range want {
+				if slot, _ := tr.value(p, false); slot == nil || *slot != v {
+					t.Fatalf("%s %s: value %v, want %x", stage, p, slot, v)
+				}
+			}
+			for range 500 {
+				a := random()
+				var exp []netip.Prefix
+				for p := range want {
+					if p.Contains(a) {
+						exp = append(exp, p)
+					}
+				}
+				slices.SortFunc(exp, func(x, y netip.Prefix) int { return y.Bits() - x.Bits() })
+				var got []netip.Prefix
+				var c lpmCursor
+				tr.find(a, &c)
+				for v, bits, ok := c.next(); ok; v, bits, ok = c.next() {
+					p := netip.PrefixFrom(a, bits).Masked()
+					if want[p] != v {
+						t.Fatalf("%s %s: %s holds %x, want %x", stage, a, p, v, want[p])
+					}
+					got = append(got, p)
+				}
+				if !slices.Equal(got, exp) {
+					t.Fatalf("%s %s: got %v, want %v", stage, a, got, exp)
+				}
+			}
+		}
+		check("built")
+		tr.compactNow()
+		check("compacted")
 	}
 }
