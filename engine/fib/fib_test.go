@@ -674,3 +674,35 @@ func TestLPMTrieGrowsAndCompacts(t *testing.T) {
 		check("compacted")
 	}
 }
+
+// TestFIBStepOutcomes pins the words of the steps Lookup records for a chosen, a rejecting, a
+// thrown and a suppressed route: they are built by appending to a buffer.
+func TestFIBStepOutcomes(t *testing.T) {
+	s := fibHost()
+	zero := 0
+	s.Rules = append(s.Rules,
+		model.Rule{Family: inet.V4, Priority: 90, Action: model.ActionTable, Table: model.TableMain, SuppressPrefixLen: &zero},
+		model.Rule{Family: inet.V4, Priority: 100, Action: model.ActionTable, Table: 100})
+	bh := route(100, "10.61.0.0/16", "", "", 0)
+	bh.Type, bh.Dev = model.RouteBlackhole, ""
+	throw := route(100, "10.62.0.0/16", "", "", 0)
+	throw.Type, throw.Dev = model.RouteThrow, ""
+	s.Routes = append(s.Routes, route(100, "10.60.0.0/16", "10.1.0.254", "e1", 5), bh, throw,
+		route(model.TableMain, "0.0.0.0/0", "10.1.0.254", "e1", 0))
+	f := New(s)
+	for dst, want := range map[string]string{
+		"10.60.1.1": "table 100: chose 10.60.0.0/16 via 10.1.0.254 dev e1 metric 5",
+		"10.61.1.1": "table 100: blackhole 10.61.0.0/16",
+		"10.62.1.1": "table 100: throw 10.62.0.0/16",
+		"8.8.8.8":   "table main: 0.0.0.0/0 suppressed (prefix length 0 <= 0)",
+	} {
+		res := f.Lookup(Flow{Dst: ip(dst)})
+		found := false
+		for _, st := range res.Steps {
+			found = found || st.Outcome == want
+		}
+		if !found {
+			t.Errorf("%s: no step %q in\n%s", dst, want, stepsText(res))
+		}
+	}
+}

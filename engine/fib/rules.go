@@ -248,17 +248,17 @@ func (f *FIB) walkRules(q *query) walkResult {
 		switch tr.route.typ {
 		case model.RouteThrow:
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+"throw "+pfx.String())
+				w.step(q, fr, true, outcome(fr.name, "throw ", pfx, ""))
 			}
 			continue
 		case model.RouteBlackhole, model.RouteUnreachable, model.RouteProhibit:
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+tr.route.typ+" "+pfx.String())
+				w.step(q, fr, true, outcome(fr.name, tr.route.typ+" ", pfx, ""))
 			}
 			w.verdict = tr.route.typ
 		case model.RouteNAT, "xresolve":
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+tr.route.typ+" "+pfx.String()+" (refused: blackhole)")
+				w.step(q, fr, true, outcome(fr.name, tr.route.typ+" ", pfx, " (refused: blackhole)"))
 			}
 			w.verdict = VerdictBlackhole
 		default:
@@ -266,20 +266,26 @@ func (f *FIB) walkRules(q *query) walkResult {
 			// when the action returned 0).
 			if plen := tr.bits; plen <= fr.suppress {
 				if q.wantSteps {
-					w.step(q, fr, true, fr.name+pfx.String()+" suppressed (prefix length "+
-						strconv.Itoa(plen)+" <= "+strconv.Itoa(fr.suppress)+")")
+					var buf [128]byte
+					b := pfx.AppendTo(append(buf[:0], fr.name...))
+					b = append(b, " suppressed (prefix length "...)
+					b = append(strconv.AppendInt(b, int64(plen), 10), " <= "...)
+					b = append(strconv.AppendInt(b, int64(fr.suppress), 10), ')')
+					w.step(q, fr, true, string(b))
 				}
 				continue
 			}
 			if fr.ifgroup == 0 && tr.route.npaths > 0 && tr.route.nh(0).link != nil {
 				if q.wantSteps {
-					w.step(q, fr, true, fr.name+pfx.String()+" suppressed (device "+tr.route.nh(0).dev+" is in interface group 0)")
+					w.step(q, fr, true, outcome(fr.name, "", pfx, " suppressed (device "+tr.route.nh(0).dev+" is in interface group 0)"))
 				}
 				continue
 			}
 			w.verdict = tr.route.typ
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+"chose "+describeRoute(pfx, tr.route, tr.nh))
+				var buf [128]byte
+				b := append(append(buf[:0], fr.name...), "chose "...)
+				w.step(q, fr, true, string(describeRoute(b, pfx, tr.route, tr.nh)))
 			}
 		}
 		w.rule, w.table, w.route, w.ref, w.pfx, w.nh = fr, fr.table, tr.route, tr.ref, pfx, tr.nh
@@ -293,4 +299,12 @@ func (w *walkResult) step(q *query, fr *fibRule, matched bool, outcome string) {
 	if q.wantSteps {
 		w.steps = append(w.steps, Step{Rule: *fr.r, Matched: matched, Outcome: outcome})
 	}
+}
+
+// outcome builds the outcome "table T: " + what + prefix + rest in one allocation.
+func outcome(name, what string, p netip.Prefix, rest string) string {
+	var buf [128]byte
+	b := append(append(buf[:0], name...), what...)
+	b = p.AppendTo(b)
+	return string(append(b, rest...))
 }
