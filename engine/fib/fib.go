@@ -547,6 +547,12 @@ func (b *Builder) FIB() *FIB {
 			})
 		}
 	}
+	for fi := range f.fams {
+		for i := range f.fams[fi].rules {
+			r := &f.fams[fi].rules[i]
+			r.t = f.fams[fi].tables[r.table]
+		}
+	}
 	// Only a gateway inside an IPv4 route of host scope (a local address) needs the kernel's
 	// gateway resolution to be replayed. A class is its routes' table, scope and paths.
 	viaHost := func(gw netip.Addr) bool {

@@ -16,7 +16,8 @@ type fibRule struct {
 	detached bool // iif or oif names no link: the kernel stores ifindex -1, which never matches
 	target   int  // goto: index of the first rule with the target priority, -1 if none
 	table    int
-	noRoute  string // outcomes, made once
+	t        *lpmTrie // the table's routes (nil: none), set when the FIB is finished
+	noRoute  string   // outcomes, made once
 	name     string
 	gotoText string
 	suppress int // suppress_prefixlength, -1 when unset
@@ -231,7 +232,7 @@ func (f *FIB) walkRules(q *query) walkResult {
 			w.verdict, w.rule = VerdictBlackhole, fr
 			return w
 		}
-		t := fam.tables[fr.table]
+		t := fr.t
 		var tr tableResult
 		if t != nil {
 			if q.fam == inet.V6 {
