@@ -530,6 +530,7 @@ func (b *Builder) FIB() *FIB {
 		v6 := f.fams[fi].fam == inet.V6
 		for _, t := range f.fams[fi].tables {
 			t.compact()
+			t.index()
 			t.each(func(v *fibValue) {
 				if *v&multiBit == 0 {
 					return

@@ -672,6 +672,12 @@ func TestLPMTrieGrowsAndCompacts(t *testing.T) {
 		check("built")
 		tr.compactNow()
 		check("compacted")
+		defer func(n int) { lpmIndexMin = n }(lpmIndexMin)
+		lpmIndexMin = 1
+		if tr.index(); fam == inet.V4 && tr.top2 == nil {
+			t.Fatal("no top index")
+		}
+		check("indexed")
 	}
 }
 

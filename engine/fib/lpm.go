@@ -39,6 +39,52 @@ type lpmTrie struct {
 	// prefixes, in order, fill one node per depth at a time, which then is its chunk's last
 	// block and grows in place.
 	cur [16]int
+	// top indexes a large IPv4 table's nodes of depth 1 and 2 by the address's first byte
+	// and first two bytes (offset+1, 0: none), so that a lookup goes straight to the node it
+	// most often ends in: 256 KB, which stay in the cache, where the nodes of depth 1 hold
+	// twice as much (index).
+	top1 []uint32
+	top2 []uint32
+}
+
+// lpmIndexMin is the number of nodes of depth 2 from which an IPv4 table gets a top index.
+var lpmIndexMin = 4096
+
+// index makes the top index of an IPv4 table with many nodes; the table must not change
+// afterwards.
+func (t *lpmTrie) index() {
+	if t.bytes != 4 {
+		return
+	}
+	top1, top2 := make([]uint32, 256), make([]uint32, 1<<16)
+	n := 0
+	root := t.block(uint32(t.root))
+	for i := range 256 {
+		o1, ok := t.child(root, byte(i))
+		if !ok {
+			continue
+		}
+		top1[i] = o1 + 1
+		b1 := t.block(o1)
+		for j := range 256 {
+			if o2, ok := t.child(b1, byte(j)); ok {
+				top2[i<<8|j] = o2 + 1
+				n++
+			}
+		}
+	}
+	if n >= lpmIndexMin {
+		t.top1, t.top2 = top1, top2
+	}
+}
+
+// child returns the offset of a node's child for byte k.
+func (t *lpmTrie) child(b []uint64, k byte) (uint32, bool) {
+	kids := (*[4]uint64)(b[lpmKids:lpmHdr])
+	if kids[k>>6]&(1<<(k&63)) == 0 {
+		return 0, false
+	}
+	return uint32(b[lpmVals+int(uint32(b[lpmHdr]))+rank256(kids, int(k))]), true
 }
 
 // lpmBlock: the words of a node, from its offset.
@@ -278,6 +324,12 @@ func (t *lpmTrie) find(a netip.Addr, c *lpmCursor) {
 	o := uint32(t.root)
 	d := 0
 	c.nodes[0] = o
+	if t.top2 != nil {
+		if o2 := t.top2[int(c.key[0])<<8|int(c.key[1])]; o2 != 0 {
+			c.nodes[1], c.nodes[2] = t.top1[c.key[0]]-1, o2-1
+			o, d = o2-1, 2
+		}
+	}
 	for d+1 < t.bytes {
 		b := t.block(o)
 		k := c.key[d]
