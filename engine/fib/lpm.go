@@ -120,6 +120,9 @@ func (t *lpmTrie) alloc(d, n int) uint32 {
 		if ci >= 0 {
 			size = min(2*cap(t.chunks[ci]), 1<<lpmChunkBits)
 		}
+		if len(t.chunks) == 1<<(32-lpmChunkBits) {
+			panic("fib: a routing table too large for 32-bit node offsets (32 GB)")
+		}
 		t.chunks = append(t.chunks, make([]uint64, 0, max(size, n)))
 		ci = len(t.chunks) - 1
 		t.cur[d] = ci + 1
