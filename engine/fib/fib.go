@@ -111,6 +111,66 @@ type FIB struct {
 	fams    [2]fibFamily
 	// The IPv4 input path checks sources cheaply unless these are set (fib_validate_source).
 	customRules4, customLocal4 bool
+
+	// The routes, as the tables' prefixes refer to them (fibValue): each route's class, the
+	// routes of prefixes that have several, and where the routes themselves are.
+	classes []fibRoute
+	multi   []fibValue
+	routes0 []model.Route   // the state's routes when the FIB was made: route refs 1..len
+	chunks  [][]model.Route // routes a Builder added that share no template: refs after those
+}
+
+// fibValue is what a table holds for a prefix, 8 bytes without pointers, so that a lookup
+// reads the prefix's routes from the trie node's values and a class most lookups share
+// (BENCHMARKS.md, "Simulated lookups": every pointer followed is a cache miss at a full
+// table). A prefix of one route holds class<<32 | ref: class indexes FIB.classes, ref is 0
+// for a route that is its class's template with the prefix as destination (Builder.Add) and
+// otherwise 1 + the route's index in the FIB's store (FIB.route). A prefix of several routes
+// holds multiBit | n<<32 | start: FIB.multi[start:start+n] are its routes' values in the
+// order the kernel tries them.
+type fibValue = uint64
+
+const multiBit fibValue = 1 << 63
+
+func valueOf(class, ref uint32) fibValue { return fibValue(class)<<32 | fibValue(ref) }
+
+// routesOf returns the values of the routes of a prefix with several (v&multiBit set).
+func (f *FIB) routesOf(v fibValue) []fibValue {
+	start, n := uint32(v), uint32(v>>32)&(1<<31-1)
+	return f.multi[start : start+n]
+}
+
+// values returns the values of the routes of a prefix, however many; one holds a single one.
+func (f *FIB) values(v fibValue, one *[1]fibValue) []fibValue {
+	if v&multiBit != 0 {
+		return f.routesOf(v)
+	}
+	one[0] = v
+	return one[:]
+}
+
+// class returns the class of a route's value.
+func (f *FIB) class(v fibValue) *fibRoute { return &f.classes[v>>32] }
+
+// route returns the route a ref names (not 0).
+func (f *FIB) route(ref uint32) *model.Route {
+	i := int(ref) - 1
+	if i < len(f.routes0) {
+		return &f.routes0[i]
+	}
+	i -= len(f.routes0)
+	return &f.chunks[i/builderChunk][i%builderChunk]
+}
+
+// modelRoute returns the route of a value's class and ref as the state has it; a template's
+// copy is made here with the prefix as its destination.
+func (f *FIB) modelRoute(r *fibRoute, ref uint32, p netip.Prefix) *model.Route {
+	if ref != 0 {
+		return f.route(ref)
+	}
+	m := *r.r
+	m.Dst = p
+	return &m
 }
 
 type fibFamily struct {
@@ -133,46 +193,35 @@ type fibLink struct {
 	sendRedirects, routeLocalnet     bool
 }
 
-// fibRoute is a route as lookups read it. Routes are stored by value in their prefix's entry, so
-// that a lookup reaches a route's data in as few cache misses as possible; a single path is
-// shared by the routes whose path is the same (a full table has a few), so a route is small.
+// fibRoute is a class of routes as lookups read them: routes that differ only in their
+// destination (a full table's routes via a few gateways) share one, which holds everything a
+// lookup needs but the route's own pointer, so that the common lookup reads the trie and one
+// class, which stays in the cache. A multipath route has a class of its own.
 type fibRoute struct {
-	r *model.Route
-	// dst is the route's destination: r.Dst, except for a shared route (Builder), whose r is a
-	// template with no Dst.
-	dst    netip.Prefix
-	typ    string
-	metric int
+	tos    uint8
+	reject bool // blackhole, unreachable, prohibit, throw: the lookup answers an error
 	scope  int
 	npaths int
 	one    *fibNexthop  // the path of a single-path route; nil when it has none
 	multi  []fibNexthop // the paths of a multipath route
-	shared bool
-	reject bool // blackhole, unreachable, prohibit, throw: the lookup answers an error
-	tos    uint8
+	metric int
+	typ    string
+	// prefSrc is the routes' prefsrc, kept here so that a lookup need not read the route.
+	prefSrc netip.Addr
+	fam     inet.Family
+	table   int
+	// r is one route of the class; its fields but Dst are every route's of the class.
+	r *model.Route
 }
-
-// prefSrc is the route's prefsrc (in r: a template shares it).
-func (r *fibRoute) prefSrc() netip.Addr { return r.r.Src.Unmap() }
 
 // noNexthop is what nh returns for a route without a path, as the zero path it once held
 // inline. Nothing writes to it: only paths below npaths are resolved.
 var noNexthop fibNexthop
 
-// model returns the route as the state has it; a shared route's is made here.
-func (r *fibRoute) model() *model.Route {
-	if !r.shared {
-		return r.r
-	}
-	m := *r.r
-	m.Dst = r.dst
-	return &m
-}
-
-// sameAs reports whether a shared route is m.
-func (r *fibRoute) sameAs(m *model.Route) bool {
+// sameAs reports whether m is the route of the class with destination p that is its template.
+func (r *fibRoute) sameAs(m *model.Route, p netip.Prefix) bool {
 	t := r.r
-	return len(m.Nexthops) == 0 && m.Dst == r.dst && m.Family == t.Family && m.Table == t.Table &&
+	return len(m.Nexthops) == 0 && len(t.Nexthops) == 0 && m.Dst == p && m.Family == t.Family && m.Table == t.Table &&
 		m.Metric == t.Metric && m.Type == t.Type && m.Dev == t.Dev && m.Scope == t.Scope &&
 		m.Protocol == t.Protocol && m.TOS == t.TOS && m.Gateway == t.Gateway && m.Src == t.Src &&
 		m.OnLink == t.OnLink
@@ -194,6 +243,7 @@ type fibNexthop struct {
 	link   *fibLink
 	dev    string
 	index  int  // into Route.Nexthops, -1 for a single-path route
+	weight int  // a multipath route's path's weight (at least 1)
 	onlink bool // RTNH_F_ONLINK
 	// direct is set when the kernel does not use the gateway: it resolved to a route of host
 	// scope (a local address) when the route was added, which gives the nexthop host scope and
@@ -312,14 +362,15 @@ func (f *FIB) family(fam inet.Family) *fibFamily {
 // answers exactly as New's for a state with the same routes in the same order.
 type Builder struct {
 	f *FIB
-	// Routes added by Add that differ only in their destination (a full table's routes via a
-	// few gateways) share one model.Route, the template, whose Dst is zero; a Result gets a
-	// copy with its own Dst (FIB.modelRoute). Other routes are copied into chunks that never
-	// move.
-	templates map[routeTemplate]*model.Route
-	chunk     []model.Route
-	paths     nexthops
-	slab      []fibRoute
+	// classes finds the class of a route that has no multipath: routes added by Add that
+	// differ only in their destination are not stored, the class's route is their template
+	// (a Result gets a copy with its own Dst, FIB.modelRoute). Other routes are copied into
+	// chunks that never move.
+	classes map[routeTemplate]uint32
+	paths   nexthops
+	// pending holds the routes of prefixes with several, in the order they came; FIB sorts
+	// them into FIB.multi.
+	pending [][]fibValue
 	// host indexes the IPv4 routes of host scope: only a gateway inside one needs the kernel's
 	// gateway resolution replayed (resolveRouteGateways), and such routes are few.
 	host      *lpmTrie
@@ -328,8 +379,8 @@ type Builder struct {
 	t         *lpmTrie
 }
 
-// routeTemplate is what routes sharing a template have in common: everything but Dst (and
-// Nexthops: multipath routes are not shared).
+// routeTemplate is what routes of a class have in common: everything but Dst (and Nexthops:
+// multipath routes have a class each).
 type routeTemplate struct {
 	family                 inet.Family
 	table, metric          int
@@ -339,61 +390,106 @@ type routeTemplate struct {
 	onlink                 bool
 }
 
-// maxTemplates bounds the templates a Builder keeps: a table whose routes differ in more than
-// their destinations (a metric per route) gets a copy per route rather than a map as large.
+func templateOf(r *model.Route) routeTemplate {
+	return routeTemplate{family: r.Family, table: r.Table, metric: r.Metric, typ: r.Type, dev: r.Dev,
+		scope: r.Scope, proto: r.Protocol, tos: r.TOS, gateway: r.Gateway, src: r.Src, onlink: r.OnLink}
+}
+
+// maxTemplates bounds the classes a Builder shares: a table whose routes differ in more than
+// their destinations (a metric per route) gets a class per route rather than a map as large.
 const maxTemplates = 4096
 
 // NewBuilder indexes the links, addresses, rules and sysctls of s, and the routes s holds; Add
 // adds more routes after them.
 func NewBuilder(s *model.State) *Builder {
 	f := newFIB(s)
-	b := &Builder{f: f, host: newLPMTrie(inet.V4), lastTable: -1, slab: make([]fibRoute, 0, len(s.Routes))}
+	f.routes0 = s.Routes
+	b := &Builder{f: f, host: newLPMTrie(inet.V4), lastTable: -1}
 	for i := range s.Routes {
-		b.add(&s.Routes[i], &s.Routes[i], false)
+		if r := &s.Routes[i]; b.indexed(r) {
+			b.add(r, b.classOf(r), uint32(i+1))
+		}
 	}
 	return b
 }
 
-// builderChunk is the number of routes or indexed routes a Builder stores per allocation.
+// builderChunk is the number of routes a Builder stores per allocation.
 const builderChunk = 4096
 
 // Add adds a route after those added before, as if it were the next route of the state.
 func (b *Builder) Add(r model.Route) {
-	if len(r.Nexthops) == 0 && r.Dst.IsValid() && r.Dst == r.Dst.Masked() && !r.Dst.Addr().Is4In6() {
-		k := routeTemplate{family: r.Family, table: r.Table, metric: r.Metric, typ: r.Type, dev: r.Dev,
-			scope: r.Scope, proto: r.Protocol, tos: r.TOS, gateway: r.Gateway, src: r.Src, onlink: r.OnLink}
-		t := b.templates[k]
-		if t == nil && len(b.templates) < maxTemplates {
-			if b.templates == nil {
-				b.templates = map[routeTemplate]*model.Route{}
-			}
-			t = new(model.Route)
-			*t = r
-			t.Dst = netip.Prefix{}
-			b.templates[k] = t
-		}
-		if t != nil {
-			b.add(&r, t, true)
+	if !b.indexed(&r) {
+		return
+	}
+	if len(r.Nexthops) == 0 && r.Dst == r.Dst.Masked() && !r.Dst.Addr().Is4In6() {
+		if c, ok := b.templateClass(&r); ok {
+			b.add(&r, c, 0)
 			return
 		}
 	}
-	if len(b.chunk) == cap(b.chunk) {
-		b.chunk = make([]model.Route, 0, builderChunk)
+	f := b.f
+	if n := len(f.chunks); n == 0 || len(f.chunks[n-1]) == builderChunk {
+		f.chunks = append(f.chunks, make([]model.Route, 0, builderChunk))
 	}
-	b.chunk = append(b.chunk, r)
-	b.add(&r, &b.chunk[len(b.chunk)-1], false)
+	n := len(f.chunks) - 1
+	f.chunks[n] = append(f.chunks[n], r)
+	stored := &f.chunks[n][len(f.chunks[n])-1]
+	b.add(stored, b.classOf(stored), uint32(len(f.routes0)+n*builderChunk+len(f.chunks[n])))
 }
 
-// add indexes r; the indexed route refers to stored, which is r itself or, when shared, its
-// template.
-func (b *Builder) add(r, stored *model.Route, shared bool) {
-	f := b.f
+// indexed reports whether the FIB indexes r, and notes it when it is a route of host scope.
+func (b *Builder) indexed(r *model.Route) bool {
 	if r.Family == inet.V4 && r.Dst.IsValid() && parseScope(r.Scope, defaultRouteScope(r)) >= scopeHost {
-		b.host.entry(netip.PrefixFrom(r.Dst.Addr().Unmap(), r.Dst.Bits()).Masked(), true)
+		b.host.value(netip.PrefixFrom(r.Dst.Addr().Unmap(), r.Dst.Bits()).Masked(), true)
 	}
-	if r.Family != inet.V4 && r.Family != inet.V6 || !r.Dst.IsValid() {
-		return
+	return (r.Family == inet.V4 || r.Family == inet.V6) && r.Dst.IsValid()
+}
+
+// classOf returns the class of r, which stays where it is, making it when there is none.
+func (b *Builder) classOf(r *model.Route) uint32 {
+	if len(r.Nexthops) > 0 {
+		return b.newClass(r)
 	}
+	k := templateOf(r)
+	if c, ok := b.classes[k]; ok {
+		return c
+	}
+	c := b.newClass(r)
+	if len(b.classes) < maxTemplates {
+		if b.classes == nil {
+			b.classes = map[routeTemplate]uint32{}
+		}
+		b.classes[k] = c
+	}
+	return c
+}
+
+// templateClass returns the class whose template r is, a route without multipath that
+// need not be stored (its class keeps a copy as the template when it makes it); ok is false
+// when the classes are full and r has none.
+func (b *Builder) templateClass(r *model.Route) (uint32, bool) {
+	k := templateOf(r)
+	if c, ok := b.classes[k]; ok {
+		return c, true
+	}
+	if len(b.classes) >= maxTemplates {
+		return 0, false
+	}
+	t := new(model.Route)
+	*t = *r
+	t.Dst = netip.Prefix{}
+	return b.classOf(t), true
+}
+
+func (b *Builder) newClass(r *model.Route) uint32 {
+	f := b.f
+	f.classes = append(f.classes, f.fibRoute(r, &b.paths))
+	return uint32(len(f.classes) - 1)
+}
+
+// add indexes r as a route of class c stored at ref (0: the class's template).
+func (b *Builder) add(r *model.Route, c, ref uint32) {
+	f := b.f
 	if r.Family != b.lastFam || r.Table != b.lastTable {
 		fam := f.family(r.Family)
 		b.t = fam.tables[r.Table]
@@ -403,68 +499,83 @@ func (b *Builder) add(r, stored *model.Route, shared bool) {
 		}
 		b.lastFam, b.lastTable = r.Family, r.Table
 	}
-	fr := f.fibRoute(r, &b.paths)
-	fr.r, fr.shared = stored, shared
 	p := r.Dst
 	if p.Addr().Is4In6() {
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
-	if r.Family == inet.V4 && r.Table == model.TableLocal && fr.typ == model.RouteLocal && r.Protocol != "kernel" {
+	if r.Family == inet.V4 && r.Table == model.TableLocal && f.classes[c].typ == model.RouteLocal && r.Protocol != "kernel" {
 		f.customLocal4 = true // fib_has_custom_local_routes
 	}
-	e := b.t.entry(p.Masked(), true)
-	if e.routes == nil {
-		// Each prefix's first route sits in a slab: a million routes are then a few
-		// allocations, not a million.
-		if len(b.slab) == cap(b.slab) {
-			b.slab = make([]fibRoute, 0, builderChunk)
-		}
-		b.slab = append(b.slab, fr)
-		n := len(b.slab)
-		e.routes = b.slab[n-1 : n : n]
-	} else {
-		e.routes = append(e.routes, fr)
+	v := valueOf(c, ref)
+	slot, fresh := b.t.value(p.Masked(), true)
+	switch {
+	case fresh:
+		*slot = v
+	case *slot&multiBit == 0:
+		b.pending = append(b.pending, []fibValue{*slot, v})
+		*slot = multiBit | fibValue(len(b.pending)-1)
+	default:
+		i := uint32(*slot)
+		b.pending[i] = append(b.pending[i], v)
 	}
 }
 
 // FIB finishes the index; the builder must not be used afterwards.
 func (b *Builder) FIB() *FIB {
 	f := b.f
+	// The routes of each prefix in the order the kernel tries them: IPv4 aliases by TOS,
+	// highest first, then priority (fib_find_alias); IPv6 routes by metric
+	// (fib6_add_rt2node). Equal keys keep the order of the state, the kernel's dump order.
 	for fi := range f.fams {
 		v6 := f.fams[fi].fam == inet.V6
 		for _, t := range f.fams[fi].tables {
-			sortEntries(&t.root, v6)
+			t.compact()
+			t.index()
+			t.each(func(v *fibValue) {
+				if *v&multiBit == 0 {
+					return
+				}
+				rs := b.pending[uint32(*v)]
+				slices.SortStableFunc(rs, func(x, y fibValue) int {
+					a, b := f.class(x), f.class(y)
+					if !v6 && a.tos != b.tos {
+						return cmp.Compare(b.tos, a.tos)
+					}
+					return cmp.Compare(uint32(a.metric), uint32(b.metric))
+				})
+				*v = multiBit | fibValue(len(rs))<<32 | fibValue(len(f.multi))
+				f.multi = append(f.multi, rs...)
+			})
+		}
+	}
+	for fi := range f.fams {
+		for i := range f.fams[fi].rules {
+			r := &f.fams[fi].rules[i]
+			r.t = f.fams[fi].tables[r.table]
 		}
 	}
 	// Only a gateway inside an IPv4 route of host scope (a local address) needs the kernel's
-	// gateway resolution to be replayed.
+	// gateway resolution to be replayed. A class is its routes' table, scope and paths.
 	viaHost := func(gw netip.Addr) bool {
 		var c lpmCursor
 		b.host.find(gw, &c)
-		return c.next() != nil
+		_, _, ok := c.next()
+		return ok
 	}
 	cache := map[gatewayKey]bool{}
-	var walk func(table int, n *lpmNode)
-	walk = func(table int, n *lpmNode) {
-		for i := range n.entries {
-			for j := range n.entries[i].routes {
-				r := &n.entries[i].routes[j]
-				for k := 0; k < r.npaths; k++ {
-					if nh := r.nh(k); nh.gw.IsValid() && !nh.onlink && viaHost(nh.gw) {
-						f.resolveRouteGateways(cache, table, r)
-						break
-					}
-				}
+	for i := range f.classes {
+		r := &f.classes[i]
+		if r.fam != inet.V4 {
+			continue
+		}
+		for k := 0; k < r.npaths; k++ {
+			if nh := r.nh(k); nh.gw.IsValid() && !nh.onlink && viaHost(nh.gw) {
+				f.resolveRouteGateways(cache, r.table, r)
+				break
 			}
 		}
-		for _, c := range n.children {
-			walk(table, c)
-		}
 	}
-	for id, t := range f.fams[0].tables {
-		walk(id, &t.root)
-	}
-	b.f, b.chunk, b.slab, b.host, b.t, b.templates, b.paths = nil, nil, nil, nil, nil, nil, nexthops{}
+	b.f, b.host, b.t, b.classes, b.pending, b.paths = nil, nil, nil, nil, nil, nexthops{}
 	return f
 }
 
@@ -476,7 +587,7 @@ func (f *FIB) fibRoute(r *model.Route, paths *nexthops) fibRoute {
 		}
 		return f.links[name]
 	}
-	fr := fibRoute{r: r, dst: r.Dst, typ: r.Type, tos: r.TOS, metric: r.Metric}
+	fr := fibRoute{r: r, typ: r.Type, tos: r.TOS, metric: r.Metric, prefSrc: r.Src.Unmap(), fam: r.Family, table: r.Table}
 	if fr.typ == "" {
 		fr.typ = model.RouteUnicast
 	}
@@ -485,7 +596,7 @@ func (f *FIB) fibRoute(r *model.Route, paths *nexthops) fibRoute {
 	if len(r.Nexthops) > 0 {
 		fr.multi = make([]fibNexthop, len(r.Nexthops))
 		for j, nh := range r.Nexthops {
-			fr.multi[j] = fibNexthop{gw: nh.Gateway.Unmap(), link: link(nh.Dev), dev: nh.Dev, index: j, onlink: nh.OnLink || r.OnLink}
+			fr.multi[j] = fibNexthop{gw: nh.Gateway.Unmap(), link: link(nh.Dev), dev: nh.Dev, index: j, onlink: nh.OnLink || r.OnLink, weight: max(nh.Weight, 1)}
 		}
 		fr.npaths = len(fr.multi)
 	} else if r.Dev != "" || r.Gateway.IsValid() {
@@ -578,27 +689,6 @@ func (f *FIB) gatewayScope(k gatewayKey) int {
 		return scopeLink // the kernel would have refused the route
 	}
 	return tr.route.scope
-}
-
-// sortEntries orders the routes of each prefix as the kernel tries them. IPv4 aliases are
-// sorted by TOS, highest first, then priority (fib_find_alias); IPv6 routes by metric
-// (fib6_add_rt2node). Equal keys keep the order of the state, the kernel's dump order.
-func sortEntries(n *lpmNode, v6 bool) {
-	for i := range n.entries {
-		e := &n.entries[i]
-		if len(e.routes) < 2 {
-			continue
-		}
-		slices.SortStableFunc(e.routes, func(a, b fibRoute) int {
-			if !v6 && a.tos != b.tos {
-				return cmp.Compare(b.tos, a.tos)
-			}
-			return cmp.Compare(uint32(a.metric), uint32(b.metric))
-		})
-	}
-	for _, c := range n.children {
-		sortEntries(c, v6)
-	}
 }
 
 func defaultRouteScope(r *model.Route) int {
@@ -735,29 +825,36 @@ func (f *FIB) normalize(fl Flow) (query, Result, bool) {
 	return q, Result{}, true
 }
 
-func describeRoute(e *lpmEntry, r *fibRoute, nh int) string {
-	var b strings.Builder
+// describeRoute appends a route as a step's outcome shows it: type (unless unicast), prefix,
+// path, metric. Outcomes are built by appending to one buffer, so that Lookup's steps cost one
+// allocation each rather than one per word.
+func describeRoute(b []byte, p netip.Prefix, r *fibRoute, nh int) []byte {
 	if r.typ != model.RouteUnicast {
-		b.WriteString(r.typ + " ")
+		b = append(b, r.typ...)
+		b = append(b, ' ')
 	}
-	b.WriteString(e.prefix().String())
+	b = p.AppendTo(b)
 	if nh >= 0 && nh < r.npaths {
 		if p := r.nh(nh); p.gw.IsValid() {
-			b.WriteString(" via " + p.gw.String())
+			b = append(b, " via "...)
+			b = p.gw.AppendTo(b)
 		}
 		if p := r.nh(nh); p.dev != "" {
-			b.WriteString(" dev " + p.dev)
+			b = append(b, " dev "...)
+			b = append(b, p.dev...)
 		}
 	}
 	if r.metric != 0 {
-		b.WriteString(" metric " + strconv.Itoa(r.metric))
+		b = append(b, " metric "...)
+		b = strconv.AppendInt(b, int64(r.metric), 10)
 	}
-	return b.String()
+	return b
 }
 
 type tableResult struct {
-	entry *lpmEntry
 	route *fibRoute
+	ref   uint32 // the route's ref (fibValue)
+	bits  int    // the prefix length of the route's destination
 	nh    int
 }
 
@@ -784,7 +881,7 @@ func (f *FIB) PickNexthop(fl Flow, res Result, nh int) (Result, error) {
 		res.Gateway = netip.Addr{} // a broadcast is sent on the link, not to the gateway
 	}
 	if fl.IIF == "" {
-		if fr.r.Family == inet.V6 {
+		if fr.fam == inet.V6 {
 			res.PrefSrc = f.prefSrc6(fr, nh, fl.Dst)
 		} else {
 			res.PrefSrc = f.prefSrc4(fr, nh)
@@ -807,12 +904,15 @@ func (f *FIB) routeOf(r *model.Route) *fibRoute {
 	if p.Addr().Is4In6() {
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
-	e := t.entry(p.Masked(), false)
-	if e == nil {
+	p = p.Masked()
+	slot, _ := t.value(p, false)
+	if slot == nil {
 		return nil
 	}
-	for i := range e.routes {
-		if fr := &e.routes[i]; fr.r == r || fr.shared && fr.sameAs(r) {
+	var one [1]fibValue
+	for _, v := range f.values(*slot, &one) {
+		fr, ref := f.class(v), uint32(v)
+		if ref != 0 && f.route(ref) == r || ref == 0 && fr.sameAs(r, p) {
 			return fr
 		}
 	}

@@ -1,6 +1,7 @@
 package fib
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -514,7 +515,11 @@ func TestFIBLPMIndex(t *testing.T) {
 			}
 		}
 		for _, p := range prefixes {
-			tr.entry(p, true).routes = []fibRoute{{r: &model.Route{Dst: p}, dst: p}}
+			slot, fresh := tr.value(p, true)
+			if !fresh {
+				t.Fatalf("%s: added twice", p)
+			}
+			*slot = fibValue(p.Bits())
 		}
 		addrs := []string{"10.1.2.3", "10.1.2.200", "10.200.0.1", "11.1.1.1", "12.0.0.1"}
 		if fam == inet.V6 {
@@ -531,8 +536,11 @@ func TestFIBLPMIndex(t *testing.T) {
 			var got []netip.Prefix
 			var c lpmCursor
 			tr.find(ip(a), &c)
-			for e := c.next(); e != nil; e = c.next() {
-				got = append(got, e.prefix())
+			for v, bits, ok := c.next(); ok; v, bits, ok = c.next() {
+				if v != fibValue(bits) {
+					t.Errorf("%s: /%d holds the value of a /%d", a, bits, v)
+				}
+				got = append(got, netip.PrefixFrom(ip(a), bits).Masked())
 			}
 			if !slices.Equal(got, want) {
 				t.Errorf("%s: got %v, want %v", a, got, want)
@@ -596,6 +604,111 @@ func TestFIBResolveIsLookupWithoutSteps(t *testing.T) {
 					t.Errorf("%+v:\nLookup  %+v\nResolve %+v", fl, full, fast)
 				}
 			}
+		}
+	}
+}
+
+// TestLPMTrieGrowsAndCompacts: thousands of prefixes crowded into a few nodes (so that nodes
+// outgrow their blocks and move, children and values alike) keep their values, and every
+// address yields exactly the prefixes that contain it, longest first, before and after the
+// trie is compacted.
+func TestLPMTrieGrowsAndCompacts(t *testing.T) {
+	for _, fam := range []inet.Family{inet.V4, inet.V6} {
+		rng := rand.New(rand.NewPCG(5, uint64(fam)))
+		tr := newLPMTrie(fam)
+		want := map[netip.Prefix]fibValue{}
+		random := func() netip.Addr {
+			var b [16]byte
+			b[0], b[1], b[2] = 10, byte(rng.IntN(4)), byte(rng.IntN(256))
+			b[3] = byte(rng.IntN(256))
+			if fam == inet.V4 {
+				return netip.AddrFrom4([4]byte(b[:4]))
+			}
+			b[0], b[15] = 0x20, byte(rng.IntN(256))
+			return netip.AddrFrom16(b)
+		}
+		for len(want) < 4000 {
+			a := random()
+			p := netip.PrefixFrom(a, rng.IntN(a.BitLen()+1)).Masked()
+			slot, fresh := tr.value(p, true)
+			if _, ok := want[p]; ok == fresh {
+				t.Fatalf("%s: fresh %v, but added before: %v", p, fresh, ok)
+			}
+			if fresh {
+				want[p] = fibValue(rng.Uint64() &^ multiBit)
+				*slot = want[p]
+			}
+		}
+		check := func(stage string) {
+			for p, v := range want {
+				if slot, _ := tr.value(p, false); slot == nil || *slot != v {
+					t.Fatalf("%s %s: value %v, want %x", stage, p, slot, v)
+				}
+			}
+			for range 500 {
+				a := random()
+				var exp []netip.Prefix
+				for p := range want {
+					if p.Contains(a) {
+						exp = append(exp, p)
+					}
+				}
+				slices.SortFunc(exp, func(x, y netip.Prefix) int { return y.Bits() - x.Bits() })
+				var got []netip.Prefix
+				var c lpmCursor
+				tr.find(a, &c)
+				for v, bits, ok := c.next(); ok; v, bits, ok = c.next() {
+					p := netip.PrefixFrom(a, bits).Masked()
+					if want[p] != v {
+						t.Fatalf("%s %s: %s holds %x, want %x", stage, a, p, v, want[p])
+					}
+					got = append(got, p)
+				}
+				if !slices.Equal(got, exp) {
+					t.Fatalf("%s %s: got %v, want %v", stage, a, got, exp)
+				}
+			}
+		}
+		check("built")
+		tr.compactNow()
+		check("compacted")
+		defer func(n int) { lpmIndexMin = n }(lpmIndexMin)
+		lpmIndexMin = 1
+		if tr.index(); fam == inet.V4 && tr.top2 == nil {
+			t.Fatal("no top index")
+		}
+		check("indexed")
+	}
+}
+
+// TestFIBStepOutcomes pins the words of the steps Lookup records for a chosen, a rejecting, a
+// thrown and a suppressed route: they are built by appending to a buffer.
+func TestFIBStepOutcomes(t *testing.T) {
+	s := fibHost()
+	zero := 0
+	s.Rules = append(s.Rules,
+		model.Rule{Family: inet.V4, Priority: 90, Action: model.ActionTable, Table: model.TableMain, SuppressPrefixLen: &zero},
+		model.Rule{Family: inet.V4, Priority: 100, Action: model.ActionTable, Table: 100})
+	bh := route(100, "10.61.0.0/16", "", "", 0)
+	bh.Type, bh.Dev = model.RouteBlackhole, ""
+	throw := route(100, "10.62.0.0/16", "", "", 0)
+	throw.Type, throw.Dev = model.RouteThrow, ""
+	s.Routes = append(s.Routes, route(100, "10.60.0.0/16", "10.1.0.254", "e1", 5), bh, throw,
+		route(model.TableMain, "0.0.0.0/0", "10.1.0.254", "e1", 0))
+	f := New(s)
+	for dst, want := range map[string]string{
+		"10.60.1.1": "table 100: chose 10.60.0.0/16 via 10.1.0.254 dev e1 metric 5",
+		"10.61.1.1": "table 100: blackhole 10.61.0.0/16",
+		"10.62.1.1": "table 100: throw 10.62.0.0/16",
+		"8.8.8.8":   "table main: 0.0.0.0/0 suppressed (prefix length 0 <= 0)",
+	} {
+		res := f.Lookup(Flow{Dst: ip(dst)})
+		found := false
+		for _, st := range res.Steps {
+			found = found || st.Outcome == want
+		}
+		if !found {
+			t.Errorf("%s: no step %q in\n%s", dst, want, stepsText(res))
 		}
 	}
 }

@@ -44,23 +44,43 @@ func (q *query) goodNexthop4(r *fibRoute, nh *fibNexthop) bool {
 func (f *FIB) tableLookup4(t *lpmTrie, q *query) tableResult {
 	var c lpmCursor
 	t.find(q.dst, &c)
-	for e := c.next(); e != nil; e = c.next() {
-		for j := range e.routes {
-			r := &e.routes[j]
-			if r.tos != 0 && r.tos != q.tos || r.scope < q.scope {
-				continue
+	for {
+		v, bits, ok := c.next()
+		if !ok {
+			return tableResult{}
+		}
+		if v&multiBit == 0 {
+			if nh := q.select4(f.class(v)); nh != noMatch {
+				return tableResult{route: f.class(v), ref: uint32(v), bits: bits, nh: nh}
 			}
-			if r.reject {
-				return tableResult{entry: e, route: r, nh: -1}
-			}
-			for i := 0; i < r.npaths; i++ {
-				if q.goodNexthop4(r, r.nh(i)) {
-					return tableResult{entry: e, route: r, nh: i}
-				}
+			continue
+		}
+		for _, v := range f.routesOf(v) {
+			if nh := q.select4(f.class(v)); nh != noMatch {
+				return tableResult{route: f.class(v), ref: uint32(v), bits: bits, nh: nh}
 			}
 		}
 	}
-	return tableResult{}
+}
+
+// noMatch is what select4 returns for a route the lookup passes over.
+const noMatch = -2
+
+// select4 is the test fib_table_lookup makes of one alias: its TOS and scope, then its first
+// usable path (-1 for an error type, which answers at once).
+func (q *query) select4(r *fibRoute) int {
+	if r.tos != 0 && r.tos != q.tos || r.scope < q.scope {
+		return noMatch
+	}
+	if r.reject {
+		return -1
+	}
+	for i := 0; i < r.npaths; i++ {
+		if q.goodNexthop4(r, r.nh(i)) {
+			return i
+		}
+	}
+	return noMatch
 }
 
 func (f *FIB) lookup4(q *query) Result {
@@ -138,13 +158,13 @@ func (f *FIB) lookup4(q *query) Result {
 	}
 
 	r := w.route
-	res.Route, res.Table, res.Verdict = r.model(), w.table, r.typ
+	res.Route, res.Table, res.Verdict = w.model(f), w.table, r.typ
 	nh := w.nh
 	switch {
 	case r.typ == model.RouteLocal:
 		res.OIF = f.loName()
 		if !q.input {
-			res.PrefSrc = r.prefSrc()
+			res.PrefSrc = r.prefSrc
 			if !res.PrefSrc.IsValid() {
 				res.PrefSrc = q.dst
 			}
@@ -224,11 +244,11 @@ func pickCandidate(r *fibRoute, cands []int, q *query) int {
 	h.Write(d[:])
 	total := 0
 	for _, c := range cands {
-		total += max(r.r.Nexthops[c].Weight, 1)
+		total += r.multi[c].weight
 	}
 	x := int(h.Sum32() % uint32(total))
 	for _, c := range cands {
-		x -= max(r.r.Nexthops[c].Weight, 1)
+		x -= r.multi[c].weight
 		if x < 0 {
 			return c
 		}
@@ -239,7 +259,7 @@ func pickCandidate(r *fibRoute, cands []int, q *query) int {
 // prefSrc4 is fib_result_prefsrc: the route's prefsrc, else inet_select_addr on the nexthop's
 // device, preferring an address on the gateway's subnet, within the route's scope.
 func (f *FIB) prefSrc4(r *fibRoute, nh int) netip.Addr {
-	if ps := r.prefSrc(); ps.IsValid() {
+	if ps := r.prefSrc; ps.IsValid() {
 		return ps
 	}
 	n := r.nh(nh)

@@ -22,12 +22,17 @@ type fibAddr6 struct {
 func (f *FIB) tableLookup6(t *lpmTrie, q *query) tableResult {
 	var c lpmCursor
 	t.find(q.dst, &c)
-	for e := c.next(); e != nil; e = c.next() {
-		if r, nh := q.select6(e); r != nil {
-			return tableResult{entry: e, route: r, nh: nh}
+	for {
+		v, bits, ok := c.next()
+		if !ok {
+			return tableResult{}
+		}
+		var one [1]fibValue
+		vs := f.values(v, &one)
+		if i, nh := q.select6(f, vs); i >= 0 {
+			return tableResult{route: f.class(vs[i]), ref: uint32(vs[i]), bits: bits, nh: nh}
 		}
 	}
-	return tableResult{}
 }
 
 // score6 is find_match / rt6_score_route for one path: -1 when it cannot be used, else 2 when
@@ -56,33 +61,33 @@ func (q *query) score6(r *fibRoute, nh *fibNexthop) int {
 // select6 is rt6_select / find_rr_leaf: among the routes of the lowest metric the first with the
 // best score; when none qualifies, the first best among all the others. Each path of a
 // multipath route is a sibling route of its own in the kernel.
-func (q *query) select6(e *lpmEntry) (*fibRoute, int) {
-	if len(e.routes) == 0 {
-		return nil, -1
+func (q *query) select6(f *FIB, routes []fibValue) (best, bestNH int) {
+	if len(routes) == 0 {
+		return -1, -1
 	}
-	metric := e.routes[0].metric
-	best, bestNH, mpri := (*fibRoute)(nil), -1, -1
+	metric := f.class(routes[0]).metric
+	best, bestNH, mpri := -1, -1, -1
 	cont := -1
-	for i := range e.routes {
-		r := &e.routes[i]
+	for i, v := range routes {
+		r := f.class(v)
 		if r.metric != metric {
 			cont = i
 			break
 		}
 		for j := 0; j < r.npaths; j++ {
 			if m := q.score6(r, r.nh(j)); m > mpri {
-				best, bestNH, mpri = r, j, m
+				best, bestNH, mpri = i, j, m
 			}
 		}
 	}
-	if best != nil || cont < 0 {
+	if best >= 0 || cont < 0 {
 		return best, bestNH
 	}
-	for i := cont; i < len(e.routes); i++ {
-		r := &e.routes[i]
+	for i := cont; i < len(routes); i++ {
+		r := f.class(routes[i])
 		for j := 0; j < r.npaths; j++ {
 			if m := q.score6(r, r.nh(j)); m > mpri {
-				best, bestNH, mpri = r, j, m
+				best, bestNH, mpri = i, j, m
 			}
 		}
 	}
@@ -106,7 +111,7 @@ func (f *FIB) lookup6(q *query) Result {
 		return res
 	}
 	r := w.route
-	res.Route, res.Table, res.Verdict = r.model(), w.table, r.typ
+	res.Route, res.Table, res.Verdict = w.model(f), w.table, r.typ
 	nh := w.nh
 	if r.npaths > 1 {
 		// fib6_select_path: the hash picks a sibling whose upper bound it falls under; one
@@ -148,7 +153,7 @@ func (f *FIB) lookup6(q *query) Result {
 // prefSrc6 is ip6_route_get_saddr: the route's prefsrc, else source address selection on the
 // path's device.
 func (f *FIB) prefSrc6(r *fibRoute, nh int, dst netip.Addr) netip.Addr {
-	if ps := r.prefSrc(); ps.IsValid() {
+	if ps := r.prefSrc; ps.IsValid() {
 		return ps
 	}
 	var dev *fibLink

@@ -26,9 +26,11 @@ func (f *FIB) OnLink(table int, gw netip.Addr, dev string) bool {
 		}
 		var c lpmCursor
 		t.find(gw.Unmap(), &c)
-		for e := c.next(); e != nil; e = c.next() {
-			for i := range e.routes {
-				r, dst := e.routes[i].r, e.routes[i].dst
+		for v, bits, ok := c.next(); ok; v, bits, ok = c.next() {
+			dst := netip.PrefixFrom(gw.Unmap(), bits).Masked()
+			var one [1]fibValue
+			for _, v := range f.values(v, &one) {
+				r := f.class(v).r // every route of the class is r but for its destination
 				if r.Family != fam || !dst.Contains(gw) || r.Type != model.RouteUnicast && r.Type != "" ||
 					r.Gateway.IsValid() || len(r.Nexthops) > 0 {
 					continue
@@ -84,12 +86,14 @@ func (f *FIB) Covers(fam inet.Family, table int, p netip.Prefix) bool {
 	a := p.Addr()
 	var c lpmCursor
 	t.find(a.Unmap(), &c)
-	for e := c.next(); e != nil; e = c.next() {
-		if e.bits == 0 {
+	for v, bits, ok := c.next(); ok; v, bits, ok = c.next() {
+		if bits == 0 {
 			break // only the default route is left, which does not count
 		}
-		for i := range e.routes {
-			r, dst := e.routes[i].r, e.routes[i].dst
+		dst := netip.PrefixFrom(a.Unmap(), bits).Masked()
+		var one [1]fibValue
+		for _, v := range f.values(v, &one) {
+			r := f.class(v).r
 			if r.Family == fam && dst.Bits() > 0 && dst.Bits() <= p.Bits() && dst.Contains(a) {
 				return true
 			}

@@ -110,7 +110,7 @@ func (f *FIB) validateSource(q *query, dev *fibLink, dst netip.Addr, oif string)
 	mode := [...]string{"off", "strict", "loose"}[min(rpf, 2)]
 	if w.route == nil || isErrorType(w.route.typ) {
 		if w.route != nil {
-			rev.Route = w.route.model()
+			rev.Route = w.model(f)
 		}
 		if rpf != 0 {
 			return false, rev, fmt.Sprintf("rp_filter %s: no route back to %s (%s)", mode, q.src, w.verdict)
@@ -118,13 +118,13 @@ func (f *FIB) validateSource(q *query, dev *fibLink, dst netip.Addr, oif string)
 		return true, rev, fmt.Sprintf("rp_filter off: no route back to %s, accepted", q.src)
 	}
 	r := w.route
-	rev.Route = r.model()
+	rev.Route = w.model(f)
 	rev.Verdict = r.typ
 	if w.nh >= 0 {
 		rev.OIF, rev.Gateway, rev.Nexthop = r.nh(w.nh).dev, r.nh(w.nh).gateway(), r.nh(w.nh).index
 	}
 	if r.typ != model.RouteUnicast && (r.typ != model.RouteLocal || !dev.acceptLocal) {
-		return false, rev, fmt.Sprintf("martian source %s: the route back to it is %s %s in table %s", q.src, r.typ, w.entry.prefix(), f.state.TableName(w.table))
+		return false, rev, fmt.Sprintf("martian source %s: the route back to it is %s %s in table %s", q.src, r.typ, w.pfx, f.state.TableName(w.table))
 	}
 	for i := 0; i < r.npaths; i++ {
 		if r.nh(i).dev == dev.name {

@@ -3,6 +3,7 @@ package fib
 import (
 	"cmp"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strconv"
 
@@ -15,7 +16,8 @@ type fibRule struct {
 	detached bool // iif or oif names no link: the kernel stores ifindex -1, which never matches
 	target   int  // goto: index of the first rule with the target priority, -1 if none
 	table    int
-	noRoute  string // outcomes, made once
+	t        *lpmTrie // the table's routes (nil: none), set when the FIB is finished
+	noRoute  string   // outcomes, made once
 	name     string
 	gotoText string
 	suppress int // suppress_prefixlength, -1 when unset
@@ -96,11 +98,15 @@ type walkResult struct {
 	verdict string
 	rule    *fibRule
 	table   int
-	entry   *lpmEntry
 	route   *fibRoute
-	nh      int // index into route.nhs
+	ref     uint32       // the route's ref (fibValue)
+	pfx     netip.Prefix // the route's destination
+	nh      int          // index into route.nhs
 	steps   []Step
 }
+
+// model returns the route found as the state has it.
+func (w *walkResult) model(f *FIB) *model.Route { return f.modelRoute(w.route, w.ref, w.pfx) }
 
 // walk runs the policy rules for q and records in res the steps and the deciding rule. When
 // the walk ends without a route or at a reject route, res gets the verdict and walk reports
@@ -116,7 +122,7 @@ func (f *FIB) walk(q *query, res *Result) (walkResult, bool) {
 	}
 	res.Verdict = w.verdict
 	if w.route != nil {
-		res.Route, res.Table = w.route.model(), w.table
+		res.Route, res.Table = w.model(f), w.table
 		if w.route.typ == model.RouteNAT || w.route.typ == "xresolve" {
 			res.Verdict = VerdictBlackhole
 		}
@@ -226,7 +232,7 @@ func (f *FIB) walkRules(q *query) walkResult {
 			w.verdict, w.rule = VerdictBlackhole, fr
 			return w
 		}
-		t := fam.tables[fr.table]
+		t := fr.t
 		var tr tableResult
 		if t != nil {
 			if q.fam == inet.V6 {
@@ -239,44 +245,51 @@ func (f *FIB) walkRules(q *query) walkResult {
 			w.step(q, fr, true, fr.noRoute)
 			continue
 		}
+		pfx := netip.PrefixFrom(q.dst, tr.bits).Masked()
 		switch tr.route.typ {
 		case model.RouteThrow:
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+"throw "+tr.entry.prefix().String())
+				w.step(q, fr, true, outcome(fr.name, "throw ", pfx, ""))
 			}
 			continue
 		case model.RouteBlackhole, model.RouteUnreachable, model.RouteProhibit:
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+tr.route.typ+" "+tr.entry.prefix().String())
+				w.step(q, fr, true, outcome(fr.name, tr.route.typ+" ", pfx, ""))
 			}
 			w.verdict = tr.route.typ
 		case model.RouteNAT, "xresolve":
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+tr.route.typ+" "+tr.entry.prefix().String()+" (refused: blackhole)")
+				w.step(q, fr, true, outcome(fr.name, tr.route.typ+" ", pfx, " (refused: blackhole)"))
 			}
 			w.verdict = VerdictBlackhole
 		default:
 			// Only a successful lookup can be suppressed (fib_rules_lookup calls ->suppress
 			// when the action returned 0).
-			if plen := int(tr.entry.bits); plen <= fr.suppress {
+			if plen := tr.bits; plen <= fr.suppress {
 				if q.wantSteps {
-					w.step(q, fr, true, fr.name+tr.entry.prefix().String()+" suppressed (prefix length "+
-						strconv.Itoa(plen)+" <= "+strconv.Itoa(fr.suppress)+")")
+					var buf [128]byte
+					b := pfx.AppendTo(append(buf[:0], fr.name...))
+					b = append(b, " suppressed (prefix length "...)
+					b = append(strconv.AppendInt(b, int64(plen), 10), " <= "...)
+					b = append(strconv.AppendInt(b, int64(fr.suppress), 10), ')')
+					w.step(q, fr, true, string(b))
 				}
 				continue
 			}
 			if fr.ifgroup == 0 && tr.route.npaths > 0 && tr.route.nh(0).link != nil {
 				if q.wantSteps {
-					w.step(q, fr, true, fr.name+tr.entry.prefix().String()+" suppressed (device "+tr.route.nh(0).dev+" is in interface group 0)")
+					w.step(q, fr, true, outcome(fr.name, "", pfx, " suppressed (device "+tr.route.nh(0).dev+" is in interface group 0)"))
 				}
 				continue
 			}
 			w.verdict = tr.route.typ
 			if q.wantSteps {
-				w.step(q, fr, true, fr.name+"chose "+describeRoute(tr.entry, tr.route, tr.nh))
+				var buf [128]byte
+				b := append(append(buf[:0], fr.name...), "chose "...)
+				w.step(q, fr, true, string(describeRoute(b, pfx, tr.route, tr.nh)))
 			}
 		}
-		w.rule, w.table, w.entry, w.route, w.nh = fr, fr.table, tr.entry, tr.route, tr.nh
+		w.rule, w.table, w.route, w.ref, w.pfx, w.nh = fr, fr.table, tr.route, tr.ref, pfx, tr.nh
 		return w
 	}
 	w.verdict = VerdictNoRoute
@@ -287,4 +300,12 @@ func (w *walkResult) step(q *query, fr *fibRule, matched bool, outcome string) {
 	if q.wantSteps {
 		w.steps = append(w.steps, Step{Rule: *fr.r, Matched: matched, Outcome: outcome})
 	}
+}
+
+// outcome builds the outcome "table T: " + what + prefix + rest in one allocation.
+func outcome(name, what string, p netip.Prefix, rest string) string {
+	var buf [128]byte
+	b := append(append(buf[:0], name...), what...)
+	b = p.AppendTo(b)
+	return string(append(b, rest...))
 }
