@@ -111,6 +111,7 @@ type FIB struct {
 	fams    [2]fibFamily
 	// The IPv4 input path checks sources cheaply unless these are set (fib_validate_source).
 	customRules4, customLocal4 bool
+	lazy                       *lazyTables // tables a TableSource answers (lazy.go)
 }
 
 type fibFamily struct {
@@ -441,7 +442,7 @@ func (b *Builder) FIB() *FIB {
 	viaHost := func(gw netip.Addr) bool {
 		var c lpmCursor
 		b.host.find(gw, &c)
-		return c.next() != nil
+		return c.next() != nil || f.lazyHost(gw)
 	}
 	cache := map[gatewayKey]bool{}
 	var walk func(table int, n *lpmNode)
@@ -801,7 +802,7 @@ func (f *FIB) PickNexthop(fl Flow, res Result, nh int) (Result, error) {
 func (f *FIB) routeOf(r *model.Route) *fibRoute {
 	t := f.family(r.Family).tables[r.Table]
 	if t == nil {
-		return nil
+		return f.lazyRouteOf(r)
 	}
 	p := r.Dst
 	if p.Addr().Is4In6() {

@@ -1,0 +1,203 @@
+package fib
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"roundtrip/engine/inet"
+	"roundtrip/engine/model"
+)
+
+// TableSource answers the lookups of an IPv4 table that a FIB does not hold, so that a live
+// trace of a host with a full table need not dump it: the kernel answers each lookup in that
+// one table (kernel.TableOracle). Each answer must be the kernel's exactly; a source that cannot
+// be certain returns an error, the FIB records it (LazyErr) and the caller answers again from a
+// FIB that holds the table.
+type TableSource interface {
+	// LookupTable answers fib_table_lookup of the table for q.Flow's destination and TOS at
+	// q.Scope. Route is the route chosen (a throw route for a throw), nil when the table has
+	// none for the flow; Nexthop is the index of the first usable path the kernel found.
+	LookupTable(q TableQuery) (TableAnswer, error)
+	// HostRoute reports whether a route of host scope or narrower in the table covers addr: a
+	// gateway inside one is not used by the kernel (resolveRouteGateways).
+	HostRoute(table int, addr netip.Addr) (bool, error)
+}
+
+// TableQuery is one lookup in a table a TableSource answers.
+type TableQuery struct {
+	Table int
+	// Flow is the lookup as the FIB makes it (IIF set for an input lookup), for a source that
+	// asks the kernel the whole lookup to learn the chosen route's details.
+	Flow  Flow
+	Scope int // flowi4_scope: routes of a wider scope are skipped
+}
+
+// TableAnswer is a TableSource's answer.
+type TableAnswer struct {
+	Route   *model.Route
+	Nexthop int
+}
+
+// ErrLazyUncertain wraps every reason a FIB with lazy tables could not answer for certain.
+var ErrLazyUncertain = errors.New("a table left in the kernel could not answer for certain")
+
+// lazyTables is what a FIB keeps of the tables a TableSource answers.
+type lazyTables struct {
+	src     TableSource
+	tables  map[int]bool
+	entries map[*model.Route]*lpmEntry // the indexed form of each route a source returned
+	paths   nexthops
+	err     error // the first reason an answer was uncertain
+}
+
+// SetTableSource makes src answer the lookups of the IPv4 tables given, which the Builder must
+// not be given routes of. Live trace uses it for full tables (TableSource).
+func (b *Builder) SetTableSource(src TableSource, tables ...int) {
+	f := b.f
+	if f.lazy == nil {
+		f.lazy = &lazyTables{src: src, tables: map[int]bool{}, entries: map[*model.Route]*lpmEntry{}}
+	}
+	for _, t := range tables {
+		f.lazy.tables[t] = true
+	}
+}
+
+// LazyErr returns why an answer that involved a table left to a TableSource was uncertain
+// (wrapping ErrLazyUncertain), nil when every answer was certain. Answers given after an
+// uncertain one are not to be trusted: ask again with the table in the FIB.
+func (f *FIB) LazyErr() error {
+	if f.lazy == nil {
+		return nil
+	}
+	return f.lazy.err
+}
+
+// isLazy reports whether a table of the family is answered by a TableSource.
+func (f *FIB) isLazy(fam inet.Family, table int) bool {
+	return f.lazy != nil && fam == inet.V4 && f.lazy.tables[table]
+}
+
+func (f *FIB) uncertain(format string, args ...any) {
+	if f.lazy != nil && f.lazy.err == nil {
+		f.lazy.err = fmt.Errorf("%w: "+format, append([]any{ErrLazyUncertain}, args...)...)
+	}
+}
+
+// lazyLookup4 is tableLookup4 for a table a TableSource answers. The route the source returns
+// is checked the way tableLookup4 checks a route (TOS, scope, a usable path), and the path
+// found must be the kernel's.
+func (f *FIB) lazyLookup4(table int, q *query) tableResult {
+	if q.oif != "" || q.ignoreLS {
+		// NETLINK_FIB_LOOKUP has no output device and no FIB_LOOKUP_IGNORE_LINKSTATE.
+		f.uncertain("table %d: a lookup bound to a device", table)
+		return tableResult{}
+	}
+	fl := Flow{Family: inet.V4, Dst: q.dst, Mark: q.mark, Proto: q.proto, SPort: q.sport, DPort: q.dport, TOS: q.tos, UID: q.uid}
+	if q.input {
+		fl.IIF, fl.Src = q.iif, q.src
+	} else if q.hasSrc {
+		fl.Src = q.src
+	}
+	ans, err := f.lazy.src.LookupTable(TableQuery{Table: table, Flow: fl, Scope: q.scope})
+	if err != nil {
+		f.uncertain("table %d: %v", table, err)
+		return tableResult{}
+	}
+	if ans.Route == nil {
+		return tableResult{}
+	}
+	e := f.lazy.entries[ans.Route]
+	if e == nil {
+		r := ans.Route
+		if r.Family != inet.V4 || r.Table != table || !r.Dst.IsValid() || !r.Dst.Contains(q.dst) {
+			f.uncertain("table %d: the answer %s does not hold %s", table, r.Dst, q.dst)
+			return tableResult{}
+		}
+		fr := f.fibRoute(r, &f.lazy.paths)
+		// resolveRouteGateways: a gateway inside a route of host scope is not used. Such
+		// gateways are rare; rather than replay the kernel's resolution, ask with the table.
+		for i := 0; i < fr.npaths; i++ {
+			if nh := fr.nh(i); nh.gw.IsValid() && !nh.onlink {
+				host, err := f.hostRoute(nh.gw)
+				if err != nil || host {
+					f.uncertain("table %d: gateway %s is inside a route of host scope (%v)", table, nh.gw, err)
+					return tableResult{}
+				}
+			}
+		}
+		e = &lpmEntry{routes: []fibRoute{fr}, bits: int16(r.Dst.Bits())}
+		f.lazy.entries[r] = e
+	}
+	r := &e.routes[0]
+	if r.tos != 0 && r.tos != q.tos || r.scope < q.scope {
+		f.uncertain("table %d: route %s does not fit the lookup (tos %#x, scope %d)", table, r.dst, q.tos, q.scope)
+		return tableResult{}
+	}
+	if r.reject {
+		return tableResult{entry: e, route: r, nh: -1}
+	}
+	for i := 0; i < r.npaths; i++ {
+		if q.goodNexthop4(r, r.nh(i)) {
+			if i != ans.Nexthop {
+				f.uncertain("table %d: route %s: the model's path %d is not the kernel's %d", table, r.dst, i, ans.Nexthop)
+				return tableResult{}
+			}
+			return tableResult{entry: e, route: r, nh: i}
+		}
+	}
+	f.uncertain("table %d: route %s has no usable path in the model, but the kernel chose it", table, r.dst)
+	return tableResult{}
+}
+
+// hostRoute reports whether a route of host scope covers an IPv4 address, in a table the FIB
+// holds or in one a TableSource answers.
+func (f *FIB) hostRoute(a netip.Addr) (bool, error) {
+	for _, t := range f.fams[0].tables {
+		var c lpmCursor
+		t.find(a, &c)
+		for e := c.next(); e != nil; e = c.next() {
+			for i := range e.routes {
+				if e.routes[i].scope >= scopeHost {
+					return true, nil
+				}
+			}
+		}
+	}
+	if f.lazy == nil {
+		return false, nil
+	}
+	for t := range f.lazy.tables {
+		if host, err := f.lazy.src.HostRoute(t, a); err != nil || host {
+			return host, err
+		}
+	}
+	return false, nil
+}
+
+// lazyRouteOf is routeOf for a route a TableSource returned.
+func (f *FIB) lazyRouteOf(r *model.Route) *fibRoute {
+	if f.lazy == nil {
+		return nil
+	}
+	if e := f.lazy.entries[r]; e != nil {
+		return &e.routes[0]
+	}
+	return nil
+}
+
+// lazyHost reports whether a gateway of a route the FIB holds is inside a route of host scope
+// of a table a TableSource answers. The FIB would have to replay the kernel's resolution of
+// such a gateway in that table: it records the answers as uncertain instead.
+func (f *FIB) lazyHost(gw netip.Addr) bool {
+	if f.lazy == nil || !gw.Is4() {
+		return false
+	}
+	for t := range f.lazy.tables {
+		if host, err := f.lazy.src.HostRoute(t, gw); err != nil || host {
+			f.uncertain("table %d: gateway %s may be inside a route of host scope (%v)", t, gw, err)
+			return false
+		}
+	}
+	return false
+}
