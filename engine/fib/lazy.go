@@ -16,9 +16,12 @@ import (
 // FIB that holds the table.
 type TableSource interface {
 	// LookupTable answers fib_table_lookup of the table for q.Flow's destination and TOS at
-	// q.Scope. Route is the route chosen (a throw route for a throw), nil when the table has
-	// none for the flow; Nexthop is the index of the first usable path the kernel found.
+	// q.Scope: the prefix and type of the route chosen (a throw route for a throw), or no
+	// prefix when the table has none for the flow.
 	LookupTable(q TableQuery) (TableAnswer, error)
+	// RouteFor returns the route of an answer, which the FIB asks only when it uses more of
+	// the route than its prefix and type (a suppress_prefixlength rule needs no more).
+	RouteFor(q TableQuery, a TableAnswer) (*model.Route, error)
 	// HostRoute reports whether a route of host scope or narrower in the table covers addr: a
 	// gateway inside one is not used by the kernel (resolveRouteGateways).
 	HostRoute(table int, addr netip.Addr) (bool, error)
@@ -33,10 +36,14 @@ type TableQuery struct {
 	Scope int // flowi4_scope: routes of a wider scope are skipped
 }
 
-// TableAnswer is a TableSource's answer.
+// TableAnswer is a TableSource's answer to LookupTable.
 type TableAnswer struct {
-	Route   *model.Route
+	Prefix netip.Prefix // the chosen route's destination; invalid for no route
+	Type   string       // the chosen route's type (model.RouteUnicast, ...)
+	// Nexthop is the index of the route's first usable path, as fib_table_lookup found it.
 	Nexthop int
+	// Route is the chosen route when the source has it at hand (throw routes); else RouteFor.
+	Route *model.Route
 }
 
 // ErrLazyUncertain wraps every reason a FIB with lazy tables could not answer for certain.
@@ -84,10 +91,12 @@ func (f *FIB) uncertain(format string, args ...any) {
 	}
 }
 
-// lazyLookup4 is tableLookup4 for a table a TableSource answers. The route the source returns
-// is checked the way tableLookup4 checks a route (TOS, scope, a usable path), and the path
-// found must be the kernel's.
-func (f *FIB) lazyLookup4(table int, q *query) tableResult {
+// lazyLookup4 is tableLookup4 for the table of rule fr, which a TableSource answers. The route
+// is fetched only when the rule uses it: a route the rule suppresses for its prefix length is
+// known well enough by its prefix and type. The route is checked the way tableLookup4 checks a
+// route (TOS, scope, a usable path), and the path found must be the kernel's.
+func (f *FIB) lazyLookup4(fr *fibRule, q *query) tableResult {
+	table := fr.table
 	if q.oif != "" || q.ignoreLS {
 		// NETLINK_FIB_LOOKUP has no output device and no FIB_LOOKUP_IGNORE_LINKSTATE.
 		f.uncertain("table %d: a lookup bound to a device", table)
@@ -99,22 +108,39 @@ func (f *FIB) lazyLookup4(table int, q *query) tableResult {
 	} else if q.hasSrc {
 		fl.Src = q.src
 	}
-	ans, err := f.lazy.src.LookupTable(TableQuery{Table: table, Flow: fl, Scope: q.scope})
+	tq := TableQuery{Table: table, Flow: fl, Scope: q.scope}
+	ans, err := f.lazy.src.LookupTable(tq)
 	if err != nil {
 		f.uncertain("table %d: %v", table, err)
 		return tableResult{}
 	}
-	if ans.Route == nil {
+	if !ans.Prefix.IsValid() {
 		return tableResult{}
 	}
-	e := f.lazy.entries[ans.Route]
+	if ans.Route == nil && !isErrorType(ans.Type) && ans.Prefix.Bits() <= fr.suppress && fr.ifgroup != 0 {
+		// walkRules suppresses it, reading its prefix and type only.
+		r := &model.Route{Family: inet.V4, Table: table, Dst: ans.Prefix, Type: ans.Type}
+		e := &lpmEntry{routes: []fibRoute{{r: r, dst: r.Dst, typ: r.Type}}, bits: int16(r.Dst.Bits())}
+		return tableResult{entry: e, route: &e.routes[0], nh: ans.Nexthop}
+	}
+	r := ans.Route
+	if r == nil {
+		if r, err = f.lazy.src.RouteFor(tq, ans); err != nil {
+			f.uncertain("table %d: %v", table, err)
+			return tableResult{}
+		}
+	}
+	e := f.lazy.entries[r]
 	if e == nil {
-		r := ans.Route
-		if r.Family != inet.V4 || r.Table != table || !r.Dst.IsValid() || !r.Dst.Contains(q.dst) {
-			f.uncertain("table %d: the answer %s does not hold %s", table, r.Dst, q.dst)
+		if r.Family != inet.V4 || r.Table != table || r.Dst != ans.Prefix || !r.Dst.Contains(q.dst) {
+			f.uncertain("table %d: the route %s is not the answer %s for %s", table, r.Dst, ans.Prefix, q.dst)
 			return tableResult{}
 		}
 		fr := f.fibRoute(r, &f.lazy.paths)
+		if fr.typ != ans.Type {
+			f.uncertain("table %d: route %s is of type %s, the answer's is %s", table, r.Dst, fr.typ, ans.Type)
+			return tableResult{}
+		}
 		// resolveRouteGateways: a gateway inside a route of host scope is not used. Such
 		// gateways are rare; rather than replay the kernel's resolution, ask with the table.
 		for i := 0; i < fr.npaths; i++ {
@@ -129,24 +155,24 @@ func (f *FIB) lazyLookup4(table int, q *query) tableResult {
 		e = &lpmEntry{routes: []fibRoute{fr}, bits: int16(r.Dst.Bits())}
 		f.lazy.entries[r] = e
 	}
-	r := &e.routes[0]
-	if r.tos != 0 && r.tos != q.tos || r.scope < q.scope {
-		f.uncertain("table %d: route %s does not fit the lookup (tos %#x, scope %d)", table, r.dst, q.tos, q.scope)
+	rt := &e.routes[0]
+	if rt.tos != 0 && rt.tos != q.tos || rt.scope < q.scope {
+		f.uncertain("table %d: route %s does not fit the lookup (tos %#x, scope %d)", table, rt.dst, q.tos, q.scope)
 		return tableResult{}
 	}
-	if r.reject {
-		return tableResult{entry: e, route: r, nh: -1}
+	if rt.reject {
+		return tableResult{entry: e, route: rt, nh: -1}
 	}
-	for i := 0; i < r.npaths; i++ {
-		if q.goodNexthop4(r, r.nh(i)) {
+	for i := 0; i < rt.npaths; i++ {
+		if q.goodNexthop4(rt, rt.nh(i)) {
 			if i != ans.Nexthop {
-				f.uncertain("table %d: route %s: the model's path %d is not the kernel's %d", table, r.dst, i, ans.Nexthop)
+				f.uncertain("table %d: route %s: the model's path %d is not the kernel's %d", table, rt.dst, i, ans.Nexthop)
 				return tableResult{}
 			}
-			return tableResult{entry: e, route: r, nh: i}
+			return tableResult{entry: e, route: rt, nh: i}
 		}
 	}
-	f.uncertain("table %d: route %s has no usable path in the model, but the kernel chose it", table, r.dst)
+	f.uncertain("table %d: route %s has no usable path in the model, but the kernel chose it", table, rt.dst)
 	return tableResult{}
 }
 

@@ -229,7 +229,7 @@ func (f *FIB) walkRules(q *query) walkResult {
 		t := fam.tables[fr.table]
 		var tr tableResult
 		if t == nil && f.isLazy(q.fam, fr.table) {
-			tr = f.lazyLookup4(fr.table, q)
+			tr = f.lazyLookup4(fr, q)
 		} else if t != nil {
 			if q.fam == inet.V6 {
 				tr = f.tableLookup6(t, q)

@@ -99,6 +99,7 @@ type TableOracle struct {
 	routes map[aliasKey]*model.Route
 	throws map[int][]*model.Route
 	hosts  map[hostKey]bool
+	scopes map[answerKey]int
 	// Asked counts the kernel's answers by kind, for tests and measurements.
 	Asked struct{ Lookups, Matches, Dumps int }
 }
@@ -108,6 +109,13 @@ type aliasKey struct {
 	dst           netip.Prefix
 	tos           uint8
 	typ           string
+}
+
+// answerKey is an answer of LookupTable, whose route's scope RouteFor checks.
+type answerKey struct {
+	table int
+	dst   netip.Prefix
+	typ   string
 }
 
 type hostKey struct {
@@ -128,7 +136,7 @@ func OpenTableOracle(ns Namespace, names map[int]string) (*TableOracle, error) {
 		return nil, fmt.Errorf("opening NETLINK_FIB_LOOKUP in %s: %w", ns, err)
 	}
 	o := &TableOracle{ns: ns, names: names, index: map[string]int{}, host: host, fibSk: sk, seq: 1,
-		buf: make([]byte, 1<<16), routes: map[aliasKey]*model.Route{}, throws: map[int][]*model.Route{}, hosts: map[hostKey]bool{}}
+		buf: make([]byte, 1<<16), routes: map[aliasKey]*model.Route{}, throws: map[int][]*model.Route{}, hosts: map[hostKey]bool{}, scopes: map[answerKey]int{}}
 	for i, n := range names {
 		o.index[n] = i
 	}
@@ -210,15 +218,29 @@ func (o *TableOracle) LookupTable(q fib.TableQuery) (fib.TableAnswer, error) {
 	default:
 		return fib.TableAnswer{}, fmt.Errorf("the table answers %s for %s: a route of a reject type, whose details RTM_GETROUTE does not give", errnoName(a.err), dst)
 	}
-	want := netip.PrefixFrom(dst, int(a.plen)).Masked()
 	typ, ok := routeTypes[int(a.typ)]
 	if !ok {
 		return fib.TableAnswer{}, fmt.Errorf("table %d answers a route of type %d", q.Table, a.typ)
 	}
-	// The kernel's whole lookup of the same flow reaches the same alias whenever it ends in
-	// this table at this prefix: fib_table_lookup depends only on the destination, TOS, scope
-	// and output device, which are the same. First as the FIB made the lookup, then as an
-	// output lookup without a source (an input lookup can fail the source checks).
+	o.scopes[answerKey{q.Table, netip.PrefixFrom(dst, int(a.plen)).Masked(), typ}] = int(a.scope)
+	return fib.TableAnswer{Prefix: netip.PrefixFrom(dst, int(a.plen)).Masked(), Type: typ, Nexthop: int(a.nhSel)}, nil
+}
+
+// RouteFor returns the route of an answer of LookupTable (fib.TableSource). The kernel's whole
+// lookup of the same flow reaches the same route whenever it ends in this table at this
+// prefix: fib_table_lookup depends only on the destination, TOS, scope and output device,
+// which are the same. It is asked first as the FIB made the lookup, then as an output lookup
+// without a source (an input lookup can fail the source checks), and only an answer from that
+// table, prefix, type and scope is taken.
+func (o *TableOracle) RouteFor(q fib.TableQuery, a fib.TableAnswer) (*model.Route, error) {
+	if a.Route != nil {
+		return a.Route, nil
+	}
+	dst := q.Flow.Dst.Unmap()
+	scope, ok := o.scopes[answerKey{q.Table, a.Prefix, a.Type}]
+	if !ok {
+		return nil, fmt.Errorf("table %d: %s %s is no answer of this oracle", q.Table, a.Type, a.Prefix)
+	}
 	tries := []fib.Flow{q.Flow, {Family: inet.V4, Dst: dst, Mark: q.Flow.Mark, Proto: q.Flow.Proto, SPort: q.Flow.SPort, DPort: q.Flow.DPort, TOS: q.Flow.TOS, UID: q.Flow.UID}}
 	if q.Flow.IIF == "" && !q.Flow.Src.IsValid() {
 		tries = tries[:1]
@@ -230,20 +252,20 @@ func (o *TableOracle) LookupTable(q fib.TableQuery) (fib.TableAnswer, error) {
 			why = append(why, err.Error())
 			continue
 		}
-		if r.Table != q.Table || r.Dst != want || r.Type != typ || parseScope(r.Scope) != int(a.scope) {
+		if r.Table != q.Table || r.Dst != a.Prefix || r.Type != a.Type || parseScope(r.Scope) != scope {
 			why = append(why, fmt.Sprintf("the whole lookup ends at %s %s table %d", r.Type, r.Dst, r.Table))
 			continue
 		}
 		k := aliasKey{table: r.Table, metric: r.Metric, dst: r.Dst, tos: r.TOS, typ: r.Type}
 		if p := o.routes[k]; p != nil {
-			return fib.TableAnswer{Route: p, Nexthop: int(a.nhSel)}, nil
+			return p, nil
 		}
 		p := new(model.Route)
 		*p = r
 		o.routes[k] = p
-		return fib.TableAnswer{Route: p, Nexthop: int(a.nhSel)}, nil
+		return p, nil
 	}
-	return fib.TableAnswer{}, fmt.Errorf("table %d chooses %s %s for %s, whose details the kernel's whole lookup does not give (%s)", q.Table, typ, want, dst, strings.Join(why, "; "))
+	return nil, fmt.Errorf("table %d chooses %s %s for %s, whose details the kernel's whole lookup does not give (%s)", q.Table, a.Type, a.Prefix, dst, strings.Join(why, "; "))
 }
 
 // parseScope is the inverse of routeScope.
@@ -285,7 +307,10 @@ func (o *TableOracle) throwFor(q fib.TableQuery, dst netip.Addr) (fib.TableAnswe
 			best = r
 		}
 	}
-	return fib.TableAnswer{Route: best, Nexthop: -1}, nil
+	if best == nil {
+		return fib.TableAnswer{}, nil
+	}
+	return fib.TableAnswer{Prefix: best.Dst, Type: best.Type, Route: best, Nexthop: -1}, nil
 }
 
 // maxThrows bounds the throw routes read of a table: a table of mostly throw routes is dumped.

@@ -1,0 +1,254 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"roundtrip/engine/fib"
+	"roundtrip/engine/inet"
+	"roundtrip/engine/kernel"
+	"roundtrip/engine/lab"
+	"roundtrip/engine/trace"
+)
+
+// lazyRouter builds a router whose tables hold what a table lookup can meet: TOS routes,
+// reject routes of every kind, throw routes, multipath routes with a dead path, a route through
+// a link without carrier (ignore_routes_with_linkdown), routes differing by metric, a default
+// route a suppress_prefixlength rule suppresses, a fwmark rule, a table above 255.
+func lazyRouter(t *testing.T) *lab.NS {
+	t.Helper()
+	lab.RequireTool(t, "ip")
+	l := lab.NewPrefixed(t, "rtlv")
+	r := l.NS("r")
+	for _, v := range []struct{ dev, addr string }{
+		{"up0", "10.1.0.1/24"}, {"up1", "10.2.0.1/24"}, {"dn0", "10.3.0.1/24"}, {"lk0", "10.4.0.1/24"},
+		{"lan0", "10.98.0.1/24"}, {"lan1", "10.97.0.1/24"},
+	} {
+		r.IP("link", "add", v.dev, "type", "veth", "peer", "name", v.dev+"p")
+		r.IP("addr", "add", v.addr, "dev", v.dev)
+		r.IP("link", "set", v.dev, "up")
+		r.IP("link", "set", v.dev+"p", "up")
+	}
+	r.Sysctl("net.ipv4.ip_forward", "1")
+	r.Sysctl("net.ipv4.conf.lk0.ignore_routes_with_linkdown", "1")
+	for _, args := range [][]string{
+		{"route", "add", "default", "via", "10.1.0.2", "dev", "up0"},
+		{"route", "add", "10.77.0.0/16", "via", "10.98.0.254", "dev", "lan0"},
+		{"route", "add", "198.51.100.0/24", "via", "10.1.0.2", "dev", "up0", "table", "100"},
+		{"route", "add", "198.51.100.128/25", "via", "10.1.0.3", "dev", "up0", "tos", "0x10", "table", "100"},
+		{"route", "add", "198.51.0.0/16", "via", "10.2.0.2", "dev", "up1", "table", "100"},
+		{"route", "add", "203.0.113.0/24", "via", "10.97.0.254", "dev", "lan1", "table", "100"},
+		{"route", "add", "blackhole", "192.0.2.0/25", "table", "100"},
+		{"route", "add", "unreachable", "192.0.2.128/26", "table", "100"},
+		{"route", "add", "prohibit", "192.0.2.192/26", "table", "100"},
+		{"route", "add", "throw", "100.64.0.0/10", "table", "100"},
+		{"route", "add", "100.64.5.0/24", "via", "10.1.0.2", "dev", "up0", "table", "100"},
+		{"route", "add", "100.100.0.0/16", "table", "100", "nexthop", "via", "10.1.0.2", "dev", "up0", "nexthop", "via", "10.2.0.2", "dev", "up1"},
+		{"route", "add", "100.101.0.0/16", "table", "100", "nexthop", "via", "10.3.0.2", "dev", "dn0", "nexthop", "via", "10.1.0.3", "dev", "up0"},
+		{"route", "add", "198.18.5.0/24", "via", "10.4.0.2", "dev", "lk0", "table", "100"},
+		{"route", "add", "198.18.0.0/16", "via", "10.1.0.2", "dev", "up0", "table", "100"},
+		{"route", "add", "198.19.0.0/24", "via", "10.1.0.2", "dev", "up0", "metric", "10", "table", "100"},
+		{"route", "add", "198.19.0.0/24", "via", "10.2.0.2", "dev", "up1", "metric", "20", "table", "100"},
+		{"route", "add", "default", "via", "10.2.0.2", "dev", "up1", "table", "100"},
+		{"route", "add", "default", "via", "10.1.0.3", "dev", "up0", "table", "200"},
+		{"route", "add", "8.8.8.0/24", "via", "10.2.0.2", "dev", "up1", "table", "200"},
+		{"route", "add", "default", "via", "10.2.0.2", "dev", "up1", "table", "300"},
+		{"rule", "add", "pref", "100", "fwmark", "0x1", "lookup", "200"},
+		{"rule", "add", "pref", "200", "from", "10.96.0.0/24", "lookup", "300"},
+		{"rule", "add", "pref", "1000", "lookup", "100", "suppress_prefixlength", "0"},
+	} {
+		r.IP(args...)
+	}
+	// A dead path (the device is down) and a link without carrier (its peer is down).
+	r.IP("link", "set", "dn0", "down")
+	r.IP("link", "set", "lk0p", "down")
+	return r
+}
+
+// TestPrivilegedLiveTraceLazyTablesMatchFullDump traces flows that meet every kind of route
+// with the tables left in the kernel (every table but local is lazy here) and with every table
+// dumped, and checks that both give the same result, that the lazy answers were certain where
+// the kernel can say everything (so the lazy path really answered) and that they fell back
+// where it cannot (reject routes, whose details RTM_GETROUTE does not give).
+func TestPrivilegedLiveTraceLazyTablesMatchFullDump(t *testing.T) {
+	r := lazyRouter(t)
+	defer func(v int) { lazyTableMin = v }(lazyTableMin)
+	lazyTableMin = 1
+
+	inv := &Invocation{Factory: &Factory{Ctx: context.Background()}, NetNS: r.Name}
+	for _, c := range []struct {
+		name, proto, src, dst, iif string
+		mark                       uint32
+		fallback                   bool
+	}{
+		{name: "unicast", proto: "tcp", src: "10.98.0.50:40000", dst: "198.51.100.10:443", iif: "lan0"},
+		{name: "tos route skipped", proto: "tcp", src: "10.98.0.50:40000", dst: "198.51.100.200:443", iif: "lan0"},
+		{name: "shorter prefix", proto: "tcp", src: "10.98.0.50:40000", dst: "198.51.7.7:443", iif: "lan0"},
+		{name: "blackhole", proto: "tcp", src: "10.98.0.50:40000", dst: "192.0.2.10:443", iif: "lan0", fallback: true},
+		{name: "unreachable", proto: "tcp", src: "10.98.0.50:40000", dst: "192.0.2.130:443", iif: "lan0", fallback: true},
+		{name: "prohibit", proto: "udp", src: "10.98.0.50:40000", dst: "192.0.2.200:53", iif: "lan0", fallback: true},
+		{name: "throw", proto: "tcp", src: "10.98.0.50:40000", dst: "100.64.9.9:443", iif: "lan0"},
+		{name: "inside a throw", proto: "tcp", src: "10.98.0.50:40000", dst: "100.64.5.5:443", iif: "lan0"},
+		{name: "multipath", proto: "tcp", src: "10.98.0.50:40000", dst: "100.100.1.1:443", iif: "lan0"},
+		{name: "multipath with a dead path", proto: "tcp", src: "10.98.0.50:40000", dst: "100.101.1.1:443", iif: "lan0"},
+		{name: "linkdown backtracks", proto: "tcp", src: "10.98.0.50:40000", dst: "198.18.5.9:443", iif: "lan0"},
+		{name: "metrics", proto: "tcp", src: "10.98.0.50:40000", dst: "198.19.0.9:443", iif: "lan0"},
+		{name: "suppressed default", proto: "tcp", src: "10.98.0.50:40000", dst: "9.9.9.9:443", iif: "lan0"},
+		{name: "fwmark rule", proto: "tcp", src: "10.98.0.50:40000", dst: "8.8.8.8:443", iif: "lan0", mark: 1},
+		{name: "fwmark default", proto: "tcp", src: "10.98.0.50:40000", dst: "1.1.1.1:443", iif: "lan0", mark: 1},
+		{name: "table above 255", proto: "tcp", src: "10.96.0.5:40000", dst: "9.9.9.9:443", iif: "lan0"},
+		{name: "asymmetric reply (gateway on lan1 from table 100)", proto: "tcp", src: "198.51.100.10:40000", dst: "10.97.0.1:22", iif: "lan1"},
+		{name: "asymmetric reply (gateway on lan0 from main)", proto: "tcp", src: "198.51.100.10:40000", dst: "10.98.0.1:22", iif: "lan0"},
+		{name: "output", proto: "tcp", src: "0.0.0.0", dst: "198.51.100.10:443"},
+		{name: "output inside a throw", proto: "udp", src: "10.1.0.1:5000", dst: "100.64.9.9:53"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req, err := trace.ParseFlow(c.proto, c.src, c.dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.IIF, req.Mark = c.iif, c.mark
+			lazy, err := traceState(inv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lazy.close()
+			if lazy.oracle == nil {
+				t.Fatal("traceState read every table: the lazy path was not taken")
+			}
+			got := trace.RunWith(lazy.s, lazy.fib, req, lazy.opts)
+			uncertain := lazy.uncertain()
+			full, err := traceStateFull(inv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := trace.Run(full.s, full.fib, req)
+			if c.fallback {
+				if uncertain == nil || !errors.Is(uncertain, fib.ErrLazyUncertain) {
+					t.Fatalf("the lazy answers were taken as certain (%v); want a fallback", uncertain)
+				}
+				t.Logf("falls back: %v", uncertain)
+				return
+			}
+			if uncertain != nil {
+				t.Fatalf("the lazy answers were uncertain: %v", uncertain)
+			}
+			g, _ := json.MarshalIndent(got, "", " ")
+			w, _ := json.MarshalIndent(want, "", " ")
+			if string(g) != string(w) {
+				t.Errorf("lazy trace differs from the full dump's:\nlazy: %s\nfull: %s", g, w)
+			}
+			var gb, wb strings.Builder
+			got.Render(&gb, lazy.s)
+			want.Render(&wb, full.s)
+			if gb.String() != wb.String() {
+				t.Errorf("lazy trace renders differently:\n%s\nfull:\n%s", gb.String(), wb.String())
+			}
+		})
+	}
+
+	// The command itself, fallback included, prints what a full dump gives.
+	for _, args := range [][]string{
+		{"tcp", "10.98.0.50:40000", "198.51.100.10:443", "--iif", "lan0"},
+		{"tcp", "10.98.0.50:40000", "192.0.2.10:443", "--iif", "lan0"},
+		{"tcp", "198.51.100.10:40000", "10.97.0.1:22", "--iif", "lan1"},
+	} {
+		lazyTableMin = 1
+		codeL, outL, errL := runCLI(t, append(append([]string{"trace"}, args...), "--netns", r.Name, "--json")...)
+		lazyTableMin = 1 << 30
+		codeF, outF, errF := runCLI(t, append(append([]string{"trace"}, args...), "--netns", r.Name, "--json")...)
+		if codeL != codeF || outL != outF || errL != errF {
+			t.Errorf("trace %v: lazy exit %d differs from full %d:\n%s%s\nfull:\n%s%s", args, codeL, codeF, outL, errL, outF, errF)
+		}
+	}
+}
+
+// TestPrivilegedLazyGatewayOnAndSizes checks what the lazy path reads besides lookups against a
+// full read: the routing table sizes, and trace's gateway per interface (dump order across
+// tables, table 100's asked of the kernel) for every link.
+func TestPrivilegedLazyGatewayOnAndSizes(t *testing.T) {
+	r := lazyRouter(t)
+	ns := kernel.Namespace{Name: r.Name}
+	st, err := kernel.Read(context.Background(), ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sizes, err := kernel.TableSizes(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	count := map[int]int{}
+	var tables []int
+	for _, rt := range st.Routes {
+		if rt.Family == inet.V4 {
+			if count[rt.Table] == 0 {
+				tables = append(tables, rt.Table)
+			}
+			count[rt.Table]++
+		}
+	}
+	for _, id := range tables {
+		if sizes[id] != count[id] {
+			t.Errorf("table %d: fib_triestat counts %d routes, the dump lists %d", id, sizes[id], count[id])
+		}
+	}
+	order, ok := kernel.DumpOrder(tables)
+	if !ok {
+		t.Fatalf("tables %v share a hash bucket", tables)
+	}
+	for i, id := range order {
+		if id != tables[i] {
+			t.Fatalf("DumpOrder %v, the dump lists tables in order %v", order, tables)
+		}
+	}
+	oracle, err := kernel.OpenTableOracle(ns, kernel.LinkNames(st))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oracle.Close()
+	kept := *st
+	kept.Routes = nil
+	var keep trace.RouteKeeper
+	for _, rt := range st.Routes {
+		if rt.Table != 100 && keep.Keep(&rt) {
+			kept.Routes = append(kept.Routes, rt)
+		}
+	}
+	checked := 0
+	for _, l := range st.Links {
+		// trace's gatewayOn on every route of the state.
+		var want, any netip.Addr
+		for _, rt := range st.Routes {
+			if rt.Dev != l.Name || !rt.Gateway.IsValid() {
+				continue
+			}
+			if rt.Dst.Bits() == 0 {
+				want = rt.Gateway
+				break
+			}
+			if !any.IsValid() {
+				any = rt.Gateway
+			}
+		}
+		if !want.IsValid() {
+			want = any
+		}
+		got, err := gatewayOn(&kept, oracle, order, map[int]bool{100: true}, l.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want {
+			t.Errorf("gateway on %s: %v, want %v", l.Name, got, want)
+		}
+		if want.IsValid() {
+			checked++
+		}
+	}
+	if checked < 3 {
+		t.Errorf("only %d links have a gateway: the test does not test", checked)
+	}
+}
