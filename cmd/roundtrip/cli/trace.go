@@ -117,6 +117,7 @@ type traceInput struct {
 	fib    *fib.FIB
 	opts   trace.Options
 	oracle *kernel.TableOracle
+	lazy   []int // the tables oracle answers for
 	gwErr  error // a question of opts.GatewayOn that the kernel did not answer
 }
 
@@ -227,7 +228,7 @@ func traceStateLazy(inv *Invocation, s *model.State, order, lazy []int) (*traceI
 		return nil, err
 	}
 	b.SetTableSource(oracle, lazy...)
-	ts := &traceInput{s: s, fib: b.FIB(), oracle: oracle}
+	ts := &traceInput{s: s, fib: b.FIB(), oracle: oracle, lazy: lazy}
 	ts.opts.GatewayOn = func(iface string) netip.Addr {
 		gw, err := gatewayOn(s, oracle, order, isLazy, iface)
 		if err != nil && ts.gwErr == nil {
