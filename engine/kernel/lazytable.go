@@ -316,6 +316,40 @@ func (o *TableOracle) throwFor(q fib.TableQuery, dst netip.Addr) (fib.TableAnswe
 // maxThrows bounds the throw routes read of a table: a table of mostly throw routes is dumped.
 const maxThrows = 1 << 16
 
+// ThrowRoutes reads the IPv4 throw routes of every table of the namespace by one dump the
+// kernel filters by type, for TableOracle.SetThrows: live trace reads them while it reads the
+// rest of the state rather than when a lookup first needs them. Tables with more than
+// maxThrows are left out (the oracle reads them itself, and fails).
+func ThrowRoutes(ns Namespace) (map[int][]*model.Route, error) {
+	o := &TableOracle{ns: ns}
+	out := map[int][]*model.Route{}
+	err := o.dump(0, unix.RTN_THROW, 0, func(r model.Route) bool {
+		p := new(model.Route)
+		*p = r
+		out[r.Table] = append(out[r.Table], p)
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	for t, rs := range out {
+		if len(rs) > maxThrows {
+			delete(out, t)
+		}
+	}
+	return out, nil
+}
+
+// SetThrows gives the oracle the throw routes of the tables listed (ThrowRoutes), read by the
+// caller: a table missing from throws has none.
+func (o *TableOracle) SetThrows(tables []int, throws map[int][]*model.Route) {
+	for _, t := range tables {
+		if len(throws[t]) <= maxThrows {
+			o.throws[t] = throws[t]
+		}
+	}
+}
+
 // readThrows reads the throw routes of a table, by a dump the kernel filters by type.
 func (o *TableOracle) readThrows(table int) ([]*model.Route, error) {
 	var out []*model.Route
@@ -476,13 +510,13 @@ func (o *TableOracle) FirstGatewayRoutes(table int, dev string) (first, def mode
 	return first, def, err
 }
 
-// dump lists the IPv4 routes of one table that the kernel filters by type and output device
+// dump lists the IPv4 routes of one table (0: of every table) that the kernel filters by type and output device
 // (0: any) to fn until fn returns false, on a socket of its own that is closed afterwards, so
 // that a dump given up early costs no more of the kernel's time.
 func (o *TableOracle) dump(table int, typ uint8, oif int, fn func(model.Route) bool) error {
 	o.Asked.Dumps++
-	if table < 1 || table > 255 {
-		return fmt.Errorf("dumping table %d: only tables 1-255 are dumped this way", table)
+	if table < 0 || table > 255 {
+		return fmt.Errorf("dumping table %d: only tables 1-255 (0: every table) are dumped this way", table)
 	}
 	sk, err := o.ns.socket(unix.NETLINK_ROUTE)
 	if err != nil {
@@ -535,7 +569,7 @@ func (o *TableOracle) dump(table int, typ uint8, oif int, fn func(model.Route) b
 				}
 				return nil
 			case unix.RTM_NEWROUTE:
-				if r, ok := parseRoute(msg[unix.NLMSG_HDRLEN:], inet.V4, o.names); ok && r.Table == table && !fn(r) {
+				if r, ok := parseRoute(msg[unix.NLMSG_HDRLEN:], inet.V4, o.names); ok && (table == 0 || r.Table == table) && !fn(r) {
 					return nil
 				}
 			}

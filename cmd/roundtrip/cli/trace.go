@@ -154,13 +154,23 @@ func traceState(inv *Invocation) (*traceInput, error) {
 		sizes map[int]int
 		err   error
 	}
-	sc := make(chan sizesOf, 1)
+	type throwsOf struct {
+		throws map[int][]*model.Route
+		err    error
+	}
+	// The kernel walks every table to count its routes and again to find the throw routes;
+	// both walks run while the rest of the state is read.
+	sc, tc := make(chan sizesOf, 1), make(chan throwsOf, 1)
 	go func() {
 		sizes, err := kernel.TableSizes(ns)
 		sc <- sizesOf{sizes, err}
 	}()
+	go func() {
+		throws, err := kernel.ThrowRoutes(ns)
+		tc <- throwsOf{throws, err}
+	}()
 	s, err := kernel.ReadWith(inv.Ctx, ns, kernel.ReadOptions{NoRoutes: true})
-	sz := <-sc
+	sz, th := <-sc, <-tc
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +185,7 @@ func traceState(inv *Invocation) (*traceInput, error) {
 	if sz.err != nil || len(lazy) == 0 || !distinct {
 		return traceStateFullOf(inv, s)
 	}
-	ts, err := traceStateLazy(inv, s, order, lazy)
+	ts, err := traceStateLazy(inv, s, order, lazy, th.throws, th.err)
 	if err != nil {
 		return nil, err
 	}
@@ -188,12 +198,15 @@ func traceState(inv *Invocation) (*traceInput, error) {
 // traceStateLazy dumps the IPv4 tables but the lazy ones, in the order a dump of every table
 // lists them, then the IPv6 routes, and leaves the lazy tables to a kernel.TableOracle. It
 // returns nil when the tables changed while they were read.
-func traceStateLazy(inv *Invocation, s *model.State, order, lazy []int) (*traceInput, error) {
+func traceStateLazy(inv *Invocation, s *model.State, order, lazy []int, throws map[int][]*model.Route, throwsErr error) (*traceInput, error) {
 	ns := inv.Namespace()
 	names := kernel.LinkNames(s)
 	oracle, err := kernel.OpenTableOracle(ns, names)
 	if err != nil {
 		return nil, err
+	}
+	if throwsErr == nil {
+		oracle.SetThrows(lazy, throws)
 	}
 	s.Routes = nil
 	b, keep := fib.NewBuilder(s), trace.RouteKeeper{}
