@@ -144,6 +144,9 @@ func TestPrivilegedLiveTraceLazyTablesMatchFullDump(t *testing.T) {
 			if uncertain != nil {
 				t.Fatalf("the lazy answers were uncertain: %v", uncertain)
 			}
+			if lazy.oracle.Asked.Lookups == 0 {
+				t.Fatal("no lookup was asked of the kernel")
+			}
 			g, _ := json.MarshalIndent(got, "", " ")
 			w, _ := json.MarshalIndent(want, "", " ")
 			if string(g) != string(w) {
