@@ -13,6 +13,7 @@ import (
 	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/lab"
+	"roundtrip/engine/model"
 	"roundtrip/engine/trace"
 )
 
@@ -338,5 +339,60 @@ func TestPrivilegedLazyLookupsMatchFullDump(t *testing.T) {
 	t.Logf("%d lookups certain, %d uncertain", certain, uncertain)
 	if certain < 150 {
 		t.Errorf("only %d of 200 lookups were certain", certain)
+	}
+}
+
+// TestPrivilegedLiveTraceLazyMainWithoutRules leaves main in the kernel on a host without
+// policy rules, where the kernel keeps local and main in one trie (fib_unmerge has not run):
+// the traces must still be the full dump's.
+func TestPrivilegedLiveTraceLazyMainWithoutRules(t *testing.T) {
+	lab.RequireTool(t, "ip")
+	l := lab.NewPrefixed(t, "rtlv")
+	r := l.NS("m")
+	for _, v := range []struct{ dev, addr string }{{"up0", "10.1.0.1/24"}, {"lan0", "10.98.0.1/24"}} {
+		r.IP("link", "add", v.dev, "type", "veth", "peer", "name", v.dev+"p")
+		r.IP("addr", "add", v.addr, "dev", v.dev)
+		r.IP("link", "set", v.dev, "up")
+		r.IP("link", "set", v.dev+"p", "up")
+	}
+	r.Sysctl("net.ipv4.ip_forward", "1")
+	r.IP("route", "add", "default", "via", "10.1.0.2", "dev", "up0")
+	r.IP("route", "add", "198.51.100.0/24", "via", "10.1.0.3", "dev", "up0")
+	r.IP("route", "add", "throw", "100.64.0.0/10")
+	defer func(v int) { lazyTableMin = v }(lazyTableMin)
+	lazyTableMin = 1
+	inv := &Invocation{Factory: &Factory{Ctx: context.Background()}, NetNS: r.Name}
+	for _, c := range [][3]string{
+		{"10.98.0.50:40000", "198.51.100.10:443", "lan0"},
+		{"10.98.0.50:40000", "9.9.9.9:443", "lan0"},
+		{"10.98.0.50:40000", "100.64.1.1:443", "lan0"},
+		{"10.98.0.50:40000", "10.1.0.1:22", "lan0"},
+		{"0.0.0.0", "198.51.100.10:443", ""},
+	} {
+		req, err := trace.ParseFlow("tcp", c[0], c[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.IIF = c[2]
+		lazy, err := traceState(inv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := trace.RunWith(lazy.s, lazy.fib, req, lazy.opts)
+		uncertain := lazy.uncertain()
+		lazy.close()
+		full, err := traceStateFull(inv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := trace.Run(full.s, full.fib, req)
+		if !slices.Equal(lazy.lazy, []int{model.TableMain}) || uncertain != nil {
+			t.Fatalf("%v: lazy tables %v (want main), uncertain: %v", c, lazy.lazy, uncertain)
+		}
+		g, _ := json.Marshal(got)
+		w, _ := json.Marshal(want)
+		if string(g) != string(w) {
+			t.Errorf("%v: lazy trace differs from the full dump's:\nlazy: %s\nfull: %s", c, g, w)
+		}
 	}
 }
