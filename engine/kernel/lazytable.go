@@ -84,22 +84,23 @@ func parseTrieStat(data []byte) (map[int]int, error) {
 // the prefix length, type and scope of the route found and its first usable path; the route
 // itself (gateways, devices, metric, TOS) comes from RTM_GETROUTE with RTM_F_FIB_MATCH for the
 // same flow, taken only when the kernel's whole lookup ends at that same table and prefix.
-// Whatever cannot be made certain is an error, never a guess: a route of a reject type other
-// than throw (RTM_F_FIB_MATCH refuses those), a lookup that ends elsewhere, a table above 255.
-// Throw routes, which the table lookup cannot tell from no route, are read once per table by a
-// dump the kernel filters by type. It is not safe for concurrent use.
+// A lookup answered with an error (a throw, blackhole, unreachable or prohibit route, which
+// RTM_F_FIB_MATCH does not give) is answered from the table's routes of the types that give
+// that error, read once per table and type by a dump the kernel filters by type. Whatever
+// cannot be made certain is an error, never a guess: a lookup that ends elsewhere, two reject
+// routes that cannot be told apart, a table above 255. It is not safe for concurrent use.
 type TableOracle struct {
-	ns     Namespace
-	names  map[int]string
-	index  map[string]int
-	host   *LiveHost
-	fibSk  *nl.NetlinkSocket
-	seq    uint32
-	buf    []byte
-	routes map[aliasKey]*model.Route
-	throws map[int][]*model.Route
-	hosts  map[hostKey]bool
-	scopes map[answerKey]int
+	ns      Namespace
+	names   map[int]string
+	index   map[string]int
+	host    *LiveHost
+	fibSk   *nl.NetlinkSocket
+	seq     uint32
+	buf     []byte
+	routes  map[aliasKey]*model.Route
+	rejects map[rejectKey][]*model.Route
+	hosts   map[hostKey]bool
+	scopes  map[answerKey]int
 	// Asked counts the kernel's answers by kind, for tests and measurements.
 	Asked struct{ Lookups, Matches, Dumps int }
 }
@@ -136,7 +137,7 @@ func OpenTableOracle(ns Namespace, names map[int]string) (*TableOracle, error) {
 		return nil, fmt.Errorf("opening NETLINK_FIB_LOOKUP in %s: %w", ns, err)
 	}
 	o := &TableOracle{ns: ns, names: names, index: map[string]int{}, host: host, fibSk: sk, seq: 1,
-		buf: make([]byte, 1<<16), routes: map[aliasKey]*model.Route{}, throws: map[int][]*model.Route{}, hosts: map[hostKey]bool{}, scopes: map[answerKey]int{}}
+		buf: make([]byte, 1<<16), routes: map[aliasKey]*model.Route{}, rejects: map[rejectKey][]*model.Route{}, hosts: map[hostKey]bool{}, scopes: map[answerKey]int{}}
 	for i, n := range names {
 		o.index[n] = i
 	}
@@ -211,12 +212,8 @@ func (o *TableOracle) LookupTable(q fib.TableQuery) (fib.TableAnswer, error) {
 	if int(a.tbID) != q.Table {
 		return fib.TableAnswer{}, fmt.Errorf("NETLINK_FIB_LOOKUP answered for table %d, not %d", a.tbID, q.Table)
 	}
-	switch a.err {
-	case 0:
-	case unix.EAGAIN:
-		return o.throwFor(q, dst)
-	default:
-		return fib.TableAnswer{}, fmt.Errorf("the table answers %s for %s: a route of a reject type, whose details RTM_GETROUTE does not give", errnoName(a.err), dst)
+	if a.err != 0 {
+		return o.rejectFor(q, dst, a.err)
 	}
 	typ, ok := routeTypes[int(a.typ)]
 	if !ok {
@@ -286,85 +283,131 @@ func parseScope(s string) int {
 	return n
 }
 
-// throwFor answers a lookup the kernel answered EAGAIN: the longest throw route of the table
-// that holds dst and fits the lookup (the kernel stops at the first such), or no route.
-func (o *TableOracle) throwFor(q fib.TableQuery, dst netip.Addr) (fib.TableAnswer, error) {
-	throws, ok := o.throws[q.Table]
+// errTypes are the route types whose fib_table_lookup answer is each error (fib_props).
+var errTypes = map[syscall.Errno][]uint8{
+	unix.EAGAIN:       {unix.RTN_THROW},
+	unix.EINVAL:       {unix.RTN_BLACKHOLE, unix.RTN_NAT, unix.RTN_XRESOLVE},
+	unix.EHOSTUNREACH: {unix.RTN_UNREACHABLE},
+	unix.EACCES:       {unix.RTN_PROHIBIT},
+}
+
+// rejectFor answers a lookup the table answered with an error: the kernel stopped at the first
+// route of those types that holds dst and fits the lookup's TOS and scope, walking from the
+// longest prefix, and at one prefix by TOS (highest first), then metric; so that is the route,
+// read of the table's routes of those types (by dumps the kernel filters by type). EAGAIN
+// without such a throw route is no route at all. Two routes alike in all three cannot be told
+// apart: an error.
+func (o *TableOracle) rejectFor(q fib.TableQuery, dst netip.Addr, errno syscall.Errno) (fib.TableAnswer, error) {
+	types, ok := errTypes[errno]
 	if !ok {
-		var err error
-		if throws, err = o.readThrows(q.Table); err != nil {
-			return fib.TableAnswer{}, err
-		}
-		o.throws[q.Table] = throws
+		return fib.TableAnswer{}, fmt.Errorf("the table answers %s for %s", errnoName(errno), dst)
 	}
 	var best *model.Route
-	for _, r := range throws {
-		if !r.Dst.Contains(dst) || r.TOS != 0 && r.TOS != q.Flow.TOS&0x1c || parseScope(r.Scope) < q.Scope {
-			continue
+	tie := false
+	for _, typ := range types {
+		routes, err := o.routesOfType(q.Table, typ)
+		if err != nil {
+			return fib.TableAnswer{}, err
 		}
-		if best == nil || r.Dst.Bits() > best.Dst.Bits() ||
-			r.Dst.Bits() == best.Dst.Bits() && (r.TOS > best.TOS || r.TOS == best.TOS && uint32(r.Metric) < uint32(best.Metric)) {
-			best = r
+		for _, r := range routes {
+			if !r.Dst.Contains(dst) || r.TOS != 0 && r.TOS != q.Flow.TOS&0x1c || parseScope(r.Scope) < q.Scope {
+				continue
+			}
+			switch c := kernelOrder(r, best); {
+			case best == nil || c < 0:
+				best, tie = r, false
+			case c == 0:
+				tie = true
+			}
 		}
 	}
-	if best == nil {
+	switch {
+	case best == nil && errno == unix.EAGAIN:
 		return fib.TableAnswer{}, nil
+	case best == nil:
+		return fib.TableAnswer{}, fmt.Errorf("the table answers %s for %s but holds no route of that kind for it", errnoName(errno), dst)
+	case tie:
+		return fib.TableAnswer{}, fmt.Errorf("the table answers %s for %s, and two of its routes alike in prefix, TOS and metric may give it", errnoName(errno), dst)
 	}
 	return fib.TableAnswer{Prefix: best.Dst, Type: best.Type, Route: best, Nexthop: -1}, nil
 }
 
-// maxThrows bounds the throw routes read of a table: a table of mostly throw routes is dumped.
-const maxThrows = 1 << 16
+// kernelOrder compares two routes holding one address in the order fib_table_lookup tries
+// them: longer prefix, then higher TOS, then lower metric first.
+func kernelOrder(a, b *model.Route) int {
+	if b == nil {
+		return -1
+	}
+	if c := cmp.Compare(b.Dst.Bits(), a.Dst.Bits()); c != 0 {
+		return c
+	}
+	if c := cmp.Compare(b.TOS, a.TOS); c != 0 {
+		return c
+	}
+	return cmp.Compare(uint32(a.Metric), uint32(b.Metric))
+}
+
+// maxRejects bounds the routes of one reject type read of a table: a table of mostly such
+// routes is dumped.
+const maxRejects = 1 << 16
 
 // ThrowRoutes reads the IPv4 throw routes of every table of the namespace by one dump the
 // kernel filters by type, for TableOracle.SetThrows: live trace reads them while it reads the
-// rest of the state rather than when a lookup first needs them. Tables with more than
-// maxThrows are left out (the oracle reads them itself, and fails).
+// rest of the state rather than when a lookup first needs them.
 func ThrowRoutes(ns Namespace) (map[int][]*model.Route, error) {
 	o := &TableOracle{ns: ns}
 	out := map[int][]*model.Route{}
 	err := o.dump(0, unix.RTN_THROW, 0, func(r model.Route) bool {
-		p := new(model.Route)
-		*p = r
-		out[r.Table] = append(out[r.Table], p)
+		if len(out[r.Table]) <= maxRejects {
+			p := new(model.Route)
+			*p = r
+			out[r.Table] = append(out[r.Table], p)
+		}
 		return true
 	})
 	if err != nil {
 		return nil, err
 	}
-	for t, rs := range out {
-		if len(rs) > maxThrows {
-			delete(out, t)
-		}
-	}
 	return out, nil
 }
 
-// SetThrows gives the oracle the throw routes of the tables listed (ThrowRoutes), read by the
-// caller: a table missing from throws has none.
+// SetThrows gives the oracle the throw routes of the tables listed, as ThrowRoutes read them:
+// a table missing from throws has none. A table with more than the oracle takes is left for
+// it to read (and fail).
 func (o *TableOracle) SetThrows(tables []int, throws map[int][]*model.Route) {
 	for _, t := range tables {
-		if len(throws[t]) <= maxThrows {
-			o.throws[t] = throws[t]
+		if len(throws[t]) <= maxRejects {
+			o.rejects[rejectKey{t, unix.RTN_THROW}] = throws[t]
 		}
 	}
 }
 
-// readThrows reads the throw routes of a table, by a dump the kernel filters by type.
-func (o *TableOracle) readThrows(table int) ([]*model.Route, error) {
+type rejectKey struct {
+	table int
+	typ   uint8
+}
+
+// routesOfType returns the routes of one type of a table, read once by a dump the kernel
+// filters by type.
+func (o *TableOracle) routesOfType(table int, typ uint8) ([]*model.Route, error) {
+	k := rejectKey{table, typ}
+	if rs, ok := o.rejects[k]; ok {
+		return rs, nil
+	}
 	var out []*model.Route
-	err := o.dump(table, unix.RTN_THROW, 0, func(r model.Route) bool {
+	err := o.dump(table, typ, 0, func(r model.Route) bool {
 		p := new(model.Route)
 		*p = r
 		out = append(out, p)
-		return len(out) <= maxThrows
+		return len(out) <= maxRejects
 	})
 	if err != nil {
 		return nil, err
 	}
-	if len(out) > maxThrows {
-		return nil, fmt.Errorf("table %d has more than %d throw routes", table, maxThrows)
+	if len(out) > maxRejects {
+		return nil, fmt.Errorf("table %d has more than %d routes of type %d", table, maxRejects, typ)
 	}
+	o.rejects[k] = out
 	return out, nil
 }
 
