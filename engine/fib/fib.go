@@ -118,6 +118,8 @@ type FIB struct {
 	multi   []fibValue
 	routes0 []model.Route   // the state's routes when the FIB was made: route refs 1..len
 	chunks  [][]model.Route // routes a Builder added that share no template: refs after those
+
+	lazy *lazyTables // tables a TableSource answers (lazy.go)
 }
 
 // fibValue is what a table holds for a prefix, 8 bytes without pointers, so that a lookup
@@ -168,6 +170,9 @@ func (f *FIB) modelRoute(r *fibRoute, ref uint32, p netip.Prefix) *model.Route {
 	if ref != 0 {
 		return f.route(ref)
 	}
+	if r.own {
+		return r.r
+	}
 	m := *r.r
 	m.Dst = p
 	return &m
@@ -212,6 +217,8 @@ type fibRoute struct {
 	table   int
 	// r is one route of the class; its fields but Dst are every route's of the class.
 	r *model.Route
+	// own: r is the route itself, not a class's template (a TableSource's route, lazy.go).
+	own bool
 }
 
 // noNexthop is what nh returns for a route without a path, as the zero path it once held
@@ -560,7 +567,7 @@ func (b *Builder) FIB() *FIB {
 		var c lpmCursor
 		b.host.find(gw, &c)
 		_, _, ok := c.next()
-		return ok
+		return ok || f.lazyHost(gw)
 	}
 	cache := map[gatewayKey]bool{}
 	for i := range f.classes {
@@ -898,7 +905,7 @@ func (f *FIB) PickNexthop(fl Flow, res Result, nh int) (Result, error) {
 func (f *FIB) routeOf(r *model.Route) *fibRoute {
 	t := f.family(r.Family).tables[r.Table]
 	if t == nil {
-		return nil
+		return f.lazyRouteOf(r)
 	}
 	p := r.Dst
 	if p.Addr().Is4In6() {

@@ -20,6 +20,9 @@ func (f *FIB) OnLink(table int, gw netip.Addr, dev string) bool {
 	}
 	fam := inet.FamilyOf(gw)
 	direct := func(id int) bool {
+		if f.isLazy(fam, id) {
+			f.uncertain("OnLink asks table %d", id)
+		}
 		t := f.family(fam).tables[id]
 		if t == nil {
 			return false
@@ -79,6 +82,9 @@ func (f *FIB) OnLink(table int, gw netip.Addr, dev string) bool {
 // Covers reports whether a route of the table (of any type, the default route aside) covers a
 // prefix: its destination holds the prefix's address and is no longer than the prefix.
 func (f *FIB) Covers(fam inet.Family, table int, p netip.Prefix) bool {
+	if f.isLazy(fam, table) {
+		f.uncertain("Covers asks table %d", table)
+	}
 	t := f.family(fam).tables[table]
 	if t == nil || !p.IsValid() {
 		return false

@@ -234,7 +234,9 @@ func (f *FIB) walkRules(q *query) walkResult {
 		}
 		t := fr.t
 		var tr tableResult
-		if t != nil {
+		if t == nil && f.isLazy(q.fam, fr.table) {
+			tr = f.lazyLookup4(fr, q)
+		} else if t != nil {
 			if q.fam == inet.V6 {
 				tr = f.tableLookup6(t, q)
 			} else {

@@ -210,11 +210,26 @@ type tracer struct {
 	// natSetUp is set when an nft nat chain set up NAT in the current NAT core round, even
 	// one that changed nothing.
 	natSetUp bool
+	gwOn     func(string) netip.Addr // Options.GatewayOn
 }
 
 // Trace follows a flow through the host and back. It only reads the state: no kernel.
 func Run(s *model.State, f *fib.FIB, req Request) *Result {
-	t := &tracer{s: s, fib: f, nf: netfilter.New(s, f), res: &Result{}, seen: map[string]bool{}}
+	return RunWith(s, f, req, Options{})
+}
+
+// Options change where RunWith reads what it does not ask the FIB.
+type Options struct {
+	// GatewayOn, when set, answers which gateway this host uses on an interface (the first
+	// default route with a gateway through it in State.Routes' order, else the first route
+	// with one) instead of State.Routes: a live trace whose FIB leaves a full table in the
+	// kernel (fib.TableSource) holds none of that table's routes.
+	GatewayOn func(iface string) netip.Addr
+}
+
+// RunWith is Run with options.
+func RunWith(s *model.State, f *fib.FIB, req Request, opts Options) *Result {
+	t := &tracer{s: s, fib: f, nf: netfilter.New(s, f), res: &Result{}, seen: map[string]bool{}, gwOn: opts.GatewayOn}
 	return t.run(req)
 }
 
@@ -601,7 +616,7 @@ func (t *tracer) branchPath(key *iptables.Rule) string {
 	}
 	saved := t.nf.Force
 	t.nf.Force = map[*iptables.Rule]bool{key: true}
-	sub := &tracer{s: t.s, fib: t.fib, nf: t.nf, res: &Result{}, seen: map[string]bool{}, sub: true}
+	sub := &tracer{s: t.s, fib: t.fib, nf: t.nf, res: &Result{}, seen: map[string]bool{}, sub: true, gwOn: t.gwOn}
 	r := sub.run(t.req)
 	t.nf.Force = saved
 	l := r.Forward
@@ -1312,6 +1327,9 @@ func tupleText(tu netfilter.Tuple) string {
 
 // gatewayOn returns a gateway this host uses on an interface (its default route's there first).
 func (t *tracer) gatewayOn(iface string) netip.Addr {
+	if t.gwOn != nil {
+		return t.gwOn(iface)
+	}
 	var any netip.Addr
 	for _, r := range t.s.Routes {
 		if r.Dev != iface || !r.Gateway.IsValid() {

@@ -1,13 +1,16 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
 	"roundtrip/engine/fib"
 	"roundtrip/engine/finding"
+	"roundtrip/engine/inet"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/quote"
@@ -68,15 +71,27 @@ Examples:
 			if err != nil {
 				return err
 			}
-			s, fib, err := traceState(inv)
+			ts, err := traceState(inv)
 			if err != nil {
 				return err
 			}
+			defer ts.close()
+			s := ts.s
 			if iif != "" && s.LinkByName(iif) == nil {
 				return Usagef("interface %s does not exist; interfaces: %s", iif, linkNames(s))
 			}
 			req.IIF = iif
-			res := trace.Run(s, fib, req)
+			res := trace.RunWith(s, ts.fib, req, ts.opts)
+			if ts.uncertain() != nil {
+				// A table left in the kernel could not answer for certain: trace again with
+				// every table read whole, rather than risk a wrong answer.
+				ts.close()
+				if ts, err = traceStateFull(inv); err != nil {
+					return err
+				}
+				s = ts.s
+				res = trace.Run(s, ts.fib, req)
+			}
 			if inv.Live() {
 				compareWithKernel(inv, res)
 			}
@@ -95,22 +110,206 @@ Examples:
 	}
 }
 
-// traceState reads what trace needs and indexes it. Live, the routes go into the FIB as the
-// dump delivers them and the state keeps only the few that trace reads itself
+// traceInput is what a trace runs on: the state, its FIB, and, live, how the tables the
+// kernel answers for (kernel.TableOracle) are asked.
+type traceInput struct {
+	s      *model.State
+	fib    *fib.FIB
+	opts   trace.Options
+	oracle *kernel.TableOracle
+	lazy   []int // the tables oracle answers for
+	gwErr  error // a question of opts.GatewayOn that the kernel did not answer
+}
+
+// uncertain returns why an answer from a table left in the kernel cannot be trusted.
+func (ts *traceInput) uncertain() error {
+	if ts.gwErr != nil {
+		return ts.gwErr
+	}
+	return ts.fib.LazyErr()
+}
+
+func (ts *traceInput) close() {
+	if ts.oracle != nil {
+		ts.oracle.Close()
+		ts.oracle = nil
+	}
+}
+
+// lazyTableMin is the number of routes from which live trace leaves an IPv4 table in the
+// kernel and asks it (kernel.TableOracle) rather than dumping the table: below it a dump
+// costs less than the kernel's walk of the table for its throw routes.
+var lazyTableMin = 50000
+
+// traceState reads what trace needs and indexes it. Live, the small tables are dumped into
+// the FIB and the large IPv4 tables (lazyTableMin, by /proc/net/fib_triestat) are left in the
+// kernel, which answers each lookup in them (fib.TableSource, kernel.TableOracle); when that
+// cannot be done the whole state is read as traceStateFull reads it.
+func traceState(inv *Invocation) (*traceInput, error) {
+	if !inv.Live() {
+		return traceStateFull(inv)
+	}
+	ns := inv.Namespace()
+	type sizesOf struct {
+		sizes map[int]int
+		err   error
+	}
+	type throwsOf struct {
+		throws map[int][]*model.Route
+		err    error
+	}
+	// The kernel walks every table to count its routes and again to find the throw routes;
+	// both walks run while the rest of the state is read.
+	sc, tc := make(chan sizesOf, 1), make(chan throwsOf, 1)
+	go func() {
+		sizes, err := kernel.TableSizes(ns)
+		sc <- sizesOf{sizes, err}
+	}()
+	go func() {
+		throws, err := kernel.ThrowRoutes(ns)
+		tc <- throwsOf{throws, err}
+	}()
+	s, err := kernel.ReadWith(inv.Ctx, ns, kernel.ReadOptions{NoRoutes: true})
+	sz, th := <-sc, <-tc
+	if err != nil {
+		return nil, err
+	}
+	var lazy, tables []int
+	for id, n := range sz.sizes {
+		tables = append(tables, id)
+		if n >= lazyTableMin && id >= 1 && id <= 255 && id != model.TableLocal {
+			lazy = append(lazy, id)
+		}
+	}
+	order, distinct := kernel.DumpOrder(tables)
+	if sz.err != nil || len(lazy) == 0 || !distinct {
+		return traceStateFullOf(inv, s)
+	}
+	ts, err := traceStateLazy(inv, s, order, lazy, th.throws, th.err)
+	if err != nil {
+		return nil, err
+	}
+	if ts == nil {
+		return traceStateFull(inv)
+	}
+	return ts, nil
+}
+
+// traceStateLazy dumps the IPv4 tables but the lazy ones, in the order a dump of every table
+// lists them, then the IPv6 routes, and leaves the lazy tables to a kernel.TableOracle. It
+// returns nil when the tables changed while they were read.
+func traceStateLazy(inv *Invocation, s *model.State, order, lazy []int, throws map[int][]*model.Route, throwsErr error) (*traceInput, error) {
+	ns := inv.Namespace()
+	names := kernel.LinkNames(s)
+	oracle, err := kernel.OpenTableOracle(ns, names)
+	if err != nil {
+		return nil, err
+	}
+	if throwsErr == nil {
+		oracle.SetThrows(lazy, throws)
+	}
+	s.Routes = nil
+	b, keep := fib.NewBuilder(s), trace.RouteKeeper{}
+	add := func(r *model.Route) error {
+		b.Add(*r)
+		if keep.Keep(r) {
+			s.Routes = append(s.Routes, *r)
+		}
+		return nil
+	}
+	isLazy := map[int]bool{}
+	for _, t := range lazy {
+		isLazy[t] = true
+	}
+	for _, t := range order {
+		if isLazy[t] {
+			continue
+		}
+		if err := kernel.EachRouteOf(inv.Ctx, ns, inet.V4, t, names, add); err != nil {
+			oracle.Close()
+			if errors.Is(err, kernel.ErrDumpInterrupted) {
+				return nil, nil
+			}
+			return nil, err
+		}
+	}
+	if err := kernel.EachRouteOf(inv.Ctx, ns, inet.V6, 0, names, add); err != nil {
+		oracle.Close()
+		if errors.Is(err, kernel.ErrDumpInterrupted) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	b.SetTableSource(oracle, lazy...)
+	ts := &traceInput{s: s, fib: b.FIB(), oracle: oracle, lazy: lazy}
+	ts.opts.GatewayOn = func(iface string) netip.Addr {
+		gw, err := gatewayOn(s, oracle, order, isLazy, iface)
+		if err != nil && ts.gwErr == nil {
+			ts.gwErr = err
+		}
+		return gw
+	}
+	return ts, nil
+}
+
+// gatewayOn answers trace's gatewayOn as State.Routes would with every table read: the first
+// default route with a gateway through iface in dump order (IPv4 tables in order, then IPv6),
+// else the first route with a gateway through it; the lazy tables' are asked of the kernel.
+func gatewayOn(s *model.State, oracle *kernel.TableOracle, order []int, isLazy map[int]bool, iface string) (netip.Addr, error) {
+	for _, defaults := range []bool{true, false} {
+		match := func(r *model.Route) bool {
+			return r.Dev == iface && r.Gateway.IsValid() && (!defaults || r.Dst.Bits() == 0)
+		}
+		for _, t := range order {
+			if isLazy[t] {
+				first, def, err := oracle.FirstGatewayRoutes(t, iface)
+				if err != nil {
+					return netip.Addr{}, err
+				}
+				if defaults && def.Gateway.IsValid() {
+					return def.Gateway, nil
+				}
+				if !defaults && first.Gateway.IsValid() {
+					return first.Gateway, nil
+				}
+				continue
+			}
+			for i := range s.Routes {
+				if r := &s.Routes[i]; r.Family == inet.V4 && r.Table == t && match(r) {
+					return r.Gateway, nil
+				}
+			}
+		}
+		for i := range s.Routes {
+			if r := &s.Routes[i]; r.Family == inet.V6 && match(r) {
+				return r.Gateway, nil
+			}
+		}
+	}
+	return netip.Addr{}, nil
+}
+
+// traceStateFull reads what trace needs and indexes it. Live, the routes go into the FIB as
+// the dump delivers them and the state keeps only the few that trace reads itself
 // (trace.RouteKeeper), so a full table is held once, indexed, rather than also as a State.
-func traceState(inv *Invocation) (*model.State, *fib.FIB, error) {
+func traceStateFull(inv *Invocation) (*traceInput, error) {
 	if !inv.Live() {
 		s, err := inv.State()
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		return s, fib.New(s), nil
+		return &traceInput{s: s, fib: fib.New(s)}, nil
 	}
-	ns := inv.Namespace()
-	s, err := kernel.ReadWith(inv.Ctx, ns, kernel.ReadOptions{NoRoutes: true})
+	s, err := kernel.ReadWith(inv.Ctx, inv.Namespace(), kernel.ReadOptions{NoRoutes: true})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	return traceStateFullOf(inv, s)
+}
+
+// traceStateFullOf is traceStateFull with the state but its routes read.
+func traceStateFullOf(inv *Invocation, s *model.State) (*traceInput, error) {
+	ns := inv.Namespace()
 	var (
 		b    *fib.Builder
 		keep trace.RouteKeeper
@@ -121,7 +320,7 @@ func traceState(inv *Invocation) (*model.State, *fib.FIB, error) {
 		return nil
 	}
 	start()
-	err = kernel.EachRoute(inv.Ctx, ns, kernel.LinkNames(s), start, func(r *model.Route) error {
+	err := kernel.EachRoute(inv.Ctx, ns, kernel.LinkNames(s), start, func(r *model.Route) error {
 		b.Add(*r)
 		if keep.Keep(r) {
 			s.Routes = append(s.Routes, *r)
@@ -129,9 +328,9 @@ func traceState(inv *Invocation) (*model.State, *fib.FIB, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return s, b.FIB(), nil
+	return &traceInput{s: s, fib: b.FIB()}, nil
 }
 
 // parseTraceArgs checks the positional arguments and --mark; every mistake is a usage error
