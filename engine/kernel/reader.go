@@ -122,6 +122,17 @@ func LinkNames(st *model.State) map[int]string {
 // EachRoute calls restart, so that the caller drops what it got (or gives up: its error ends
 // EachRoute), and dumps both families again.
 func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart func() error, fn func(*model.Route) error) error {
+	return eachRouteRetrying(ctx, ns, 0, names, restart, fn)
+}
+
+// eachRouteRetrying dumps both families' routes of one table (every table when 0) to fn,
+// calling restart and dumping again when the kernel interrupts a dump (EachRoute,
+// EachRouteOfTable).
+func eachRouteRetrying(ctx context.Context, ns Namespace, table int, names map[int]string, restart func() error, fn func(*model.Route) error) error {
+	what := "the route dump"
+	if table != 0 {
+		what = fmt.Sprintf("the dump of table %d", table)
+	}
 	l, err := OpenHost(ns, nil)
 	if err != nil {
 		return err
@@ -135,8 +146,12 @@ func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart 
 		}
 		err = nil
 		for _, fam := range []inet.Family{inet.V4, inet.V6} {
-			if err = eachRouteOf(ctx, l, fam, 0, names, fn); err != nil {
-				err = fmt.Errorf("reading %s routes of %s: %w", fam, ns, err)
+			if err = eachRouteOf(ctx, l, fam, table, names, fn); err != nil {
+				if table != 0 {
+					err = fmt.Errorf("reading %s routes of table %d of %s: %w", fam, table, ns, err)
+				} else {
+					err = fmt.Errorf("reading %s routes of %s: %w", fam, ns, err)
+				}
 				break
 			}
 		}
@@ -144,7 +159,7 @@ func EachRoute(ctx context.Context, ns Namespace, names map[int]string, restart 
 			return err
 		}
 		if try+1 == dumpRetries {
-			return fmt.Errorf("the kernel interrupted the route dump %d times because the tables kept changing; try again: %w", dumpRetries, err)
+			return fmt.Errorf("the kernel interrupted %s %d times because the tables kept changing; try again: %w", what, dumpRetries, err)
 		}
 	}
 }
