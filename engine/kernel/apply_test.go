@@ -63,6 +63,7 @@ func newApplyHost(t *testing.T, l *lab.Lab, name string) *applyHost {
 	a.Run("iptables", "-t", "nat", "-A", "PREROUTING", "-j", "RT-TEST-PRE")
 	a.Sysctl("net.ipv4.ip_forward", "0")
 	a.Sysctl("net.ipv4.conf.a0.rp_filter", "1")
+	a.SettleIPv6() // reads before and after are compared: no local route may land between
 
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "rt_tables"), []byte("100\tclients\n"), 0o644); err != nil {

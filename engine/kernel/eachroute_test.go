@@ -45,6 +45,7 @@ func TestPrivilegedEachRouteMatchesRead(t *testing.T) {
 	a.IP("-6", "route", "add", "unreachable", "2001:db8:6::/48", "table", "200")
 	a.IP("route", "add", "10.55.0.0/16", "via", "inet6", "2001:db8:1::2", "dev", "v1") // RFC 5549
 
+	a.SettleIPv6() // the local routes of the addresses come from a work queue, later
 	ns := kernel.Namespace{Name: a.Name}
 	st, err := kernel.Read(t.Context(), ns)
 	if err != nil {

@@ -247,6 +247,38 @@ func (n *NS) NoDAD() {
 	n.Sysctl("net.ipv6.conf.default.accept_dad", "0")
 }
 
+// SettleIPv6 waits until every IPv6 address on an up link of the namespace is past DAD and
+// has its local route: the kernel adds those routes from a work queue, after the address
+// (even with nodad), so a test comparing two reads of the routes must not start before.
+func (n *NS) SettleIPv6() {
+	n.lab.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		addrs := n.IP("-6", "-o", "addr", "show", "up")
+		routes := n.IP("-6", "route", "show", "table", "local")
+		pending := ""
+		for _, line := range strings.Split(addrs, "\n") {
+			f := strings.Fields(line)
+			i := slices.Index(f, "inet6")
+			if i < 0 || i+1 >= len(f) {
+				continue
+			}
+			addr, _, _ := strings.Cut(f[i+1], "/")
+			if strings.Contains(line, "tentative") || !strings.Contains(routes, "local "+addr+" ") {
+				pending = addr
+				break
+			}
+		}
+		if pending == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			n.lab.t.Fatalf("in %s: IPv6 address %s has no local route after 5 s:\n%s\n%s", n.Name, pending, addrs, routes)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Veth connects namespace a (interface aIf) with namespace b (interface bIf) and brings both
 // ends up. The pair is created directly inside a with its peer in b, so the host's own
 // namespace is never touched.

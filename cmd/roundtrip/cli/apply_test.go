@@ -36,6 +36,9 @@ func applyTestHost(t *testing.T, l *lab.Lab, name string) *lab.NS {
 	a.Addr("a0", "10.89.0.1/24")
 	b.Addr("b0", "10.89.0.2/24")
 	a.IP("route", "add", "default", "via", "10.89.0.2")
+	// Tests compare reads of the host before and after: the IPv6 local routes the kernel adds
+	// from a work queue must not land between them.
+	a.SettleIPv6()
 	return a
 }
 
