@@ -120,6 +120,10 @@ type FIB struct {
 	chunks  [][]model.Route // routes a Builder added that share no template: refs after those
 
 	lazy *lazyTables // tables a TableSource answers (lazy.go)
+
+	// top4 are the IPv4 tables with a top index (lpmTrie.index): large enough that a lookup
+	// prefetches its node in each before the rule walk.
+	top4 []*lpmTrie
 }
 
 // fibValue is what a table holds for a prefix, 8 bytes without pointers, so that a lookup
@@ -553,6 +557,11 @@ func (b *Builder) FIB() *FIB {
 				*v = multiBit | fibValue(len(rs))<<32 | fibValue(len(f.multi))
 				f.multi = append(f.multi, rs...)
 			})
+		}
+	}
+	for _, t := range f.fams[0].tables {
+		if t.top2 != nil {
+			f.top4 = append(f.top4, t)
 		}
 	}
 	for fi := range f.fams {

@@ -84,6 +84,12 @@ func (q *query) select4(r *fibRoute) int {
 }
 
 func (f *FIB) lookup4(q *query) Result {
+	if len(f.top4) > 0 {
+		a := q.dst.As4()
+		for _, t := range f.top4 {
+			t.prefetch(a)
+		}
+	}
 	res := Result{Nexthop: -1}
 	if !q.input {
 		// ip_route_output_key_hash_rcu: checks of the source and of the bound device.
