@@ -83,26 +83,27 @@ func (q *query) select4(r *fibRoute) int {
 	return noMatch
 }
 
-func (f *FIB) lookup4(q *query) Result {
-	res := Result{Nexthop: -1}
+// lookup4 answers into res, which is zero.
+func (f *FIB) lookup4(q *query, res *Result) {
+	res.Nexthop = -1
 	if !q.input {
 		// ip_route_output_key_hash_rcu: checks of the source and of the bound device.
 		if q.hasSrc {
 			if q.src.IsMulticast() || q.src == ipv4Broadcast || isZeronet4(q.src) {
 				res.Verdict = VerdictInvalid
 				res.Note = fmt.Sprintf("source %s cannot be used for sending (EINVAL)", q.src)
-				return res
+				return
 			}
 			if !f.isLocal4(q.src) {
 				res.Verdict = VerdictNoRoute
 				res.Note = fmt.Sprintf("source %s is not an address of this host: the kernel refuses output lookups from it (ENETUNREACH)", q.src)
-				return res
+				return
 			}
 		}
 		if q.oifLink != nil && !q.oifLink.up {
 			res.Verdict = VerdictNoRoute
 			res.Note = fmt.Sprintf("bound device %s is down (ENETUNREACH)", q.oif)
-			return res
+			return
 		}
 		if q.dst == ipv4Broadcast && (q.oif != "" || q.hasSrc) {
 			// The limited broadcast leaves by the bound device, or else by the device of the
@@ -118,7 +119,7 @@ func (f *FIB) lookup4(q *query) Result {
 			}
 			res.PrefSrc = res.Src
 			res.Note = "limited broadcast: sent without a route lookup"
-			return res
+			return
 		}
 		if q.dst.IsUnspecified() {
 			res.Verdict, res.OIF = VerdictLocal, f.loName()
@@ -131,15 +132,15 @@ func (f *FIB) lookup4(q *query) Result {
 			}
 			res.PrefSrc = res.Src
 			res.Note = "destination 0.0.0.0 means this host"
-			return res
+			return
 		}
 	} else if q.dst == ipv4Broadcast {
 		res.Verdict, res.OIF = VerdictBroadcast, f.loName()
 		res.Note = "limited broadcast: delivered locally without a route lookup"
-		return res
+		return
 	}
 
-	w, stopped := f.walk(q, &res)
+	w, stopped := f.walk(q, res)
 	if stopped {
 		if !q.input && q.oifLink != nil {
 			// "Apparently, routing tables are wrong. Assume, that the destination is on
@@ -154,7 +155,7 @@ func (f *FIB) lookup4(q *query) Result {
 				res.Src = q.src
 			}
 		}
-		return res
+		return
 	}
 
 	r := w.route
@@ -207,7 +208,6 @@ func (f *FIB) lookup4(q *query) Result {
 			res.Verdict, res.Gateway = VerdictBroadcast, netip.Addr{}
 		}
 	}
-	return res
 }
 
 var ipv4Broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})

@@ -3,6 +3,7 @@ package fib
 import (
 	"math/bits"
 	"net/netip"
+	"unsafe"
 
 	"roundtrip/engine/inet"
 )
@@ -76,6 +77,19 @@ func (t *lpmTrie) index() {
 	if n >= lpmIndexMin {
 		t.top1, t.top2 = top1, top2
 	}
+}
+
+// prefetch starts loading the node of depth 2 a lookup of the IPv4 address a will read, when
+// the table has a top index: at a full table it is the lookup's one wait for memory, which
+// then overlaps the rules and tables read before this one.
+func (t *lpmTrie) prefetch(a [4]byte) {
+	o2 := t.top2[int(a[0])<<8|int(a[1])]
+	if o2 == 0 {
+		return
+	}
+	o := o2 - 1
+	c := t.chunks[o>>lpmChunkBits]
+	prefetch(uintptr(unsafe.Pointer(unsafe.SliceData(c))) + uintptr(o&(1<<lpmChunkBits-1))*8)
 }
 
 // child returns the offset of a node's child for byte k.
@@ -311,6 +325,17 @@ func (t *lpmTrie) copyNode(old *lpmTrie, o uint32) uint32 {
 	return no
 }
 
+// lpmShort holds, for the top five bits of a byte, the bits of the indexes of its prefixes of
+// lengths 0..5 (nodeIndex), all in a node's first bitmap word.
+var lpmShort = func() (m [32]uint64) {
+	for k := range 32 {
+		for l := 0; l <= 5; l++ {
+			m[k] |= 1 << nodeIndex(l, byte(k<<3))
+		}
+	}
+	return m
+}()
+
 // lpmCursor walks the prefixes that contain one address, longest first.
 type lpmCursor struct {
 	t     *lpmTrie
@@ -349,7 +374,7 @@ func (t *lpmTrie) find(a netip.Addr, c *lpmCursor) {
 
 // next returns the value of the next shorter matching prefix and its length; ok is false when
 // there is none.
-func (c *lpmCursor) next() (v uint64, bits int, ok bool) {
+func (c *lpmCursor) next() (v uint64, plen int, ok bool) {
 	for c.depth >= 0 {
 		b := c.t.block(c.nodes[c.depth])
 		pfx := (*[8]uint64)(b[:8])
@@ -358,12 +383,26 @@ func (c *lpmCursor) next() (v uint64, bits int, ok bool) {
 		if c.depth == 0 {
 			low = 0 // only the root holds length 0
 		}
-		for ; c.l >= low; c.l-- {
+		for ; c.l >= 6 && c.l >= low; c.l-- {
 			idx := nodeIndex(c.l, k)
 			if pfx[idx>>6]&(1<<(idx&63)) != 0 {
-				bits = 8*c.depth + c.l
+				plen = 8*c.depth + c.l
 				c.l--
-				return b[lpmVals+rank512(pfx, idx)], bits, true
+				return b[lpmVals+rank512(pfx, idx)], plen, true
+			}
+		}
+		if c.l >= low {
+			// Lengths 0..5 have their indexes (below 64) in the first word: the set bits
+			// among those of k's prefixes no longer than c.l, the highest the longest.
+			m := pfx[0] & lpmShort[k>>3] & (uint64(1)<<(2<<c.l) - 1)
+			if low > 0 {
+				m &^= 2 // index 1, length 0, is the root's only
+			}
+			if m != 0 {
+				idx := 63 - bits.LeadingZeros64(m)
+				l := bits.Len(uint(idx)) - 1
+				c.l = l - 1
+				return b[lpmVals+bits.OnesCount64(pfx[0]&(1<<idx-1))], 8*c.depth + l, true
 			}
 		}
 		c.depth--

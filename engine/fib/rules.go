@@ -22,6 +22,9 @@ type fibRule struct {
 	gotoText string
 	suppress int // suppress_prefixlength, -1 when unset
 	ifgroup  int // suppress_ifgroup, -1 when unset
+	// all: the rule has no selector and no not, so it matches every flow (the default rules
+	// and most lookup rules), which the walk need not check.
+	all bool
 }
 
 var defaultRules4 = []struct{ prio, table int }{{0, model.TableLocal}, {32766, model.TableMain}, {32767, model.TableDefault}}
@@ -56,6 +59,7 @@ func (f *FIB) buildRules(s *model.State) {
 		if r.SuppressIfGroup != nil {
 			fr.ifgroup = *r.SuppressIfGroup
 		}
+		fr.all = !fr.detached && !r.Not && r.Selectors() == "from all"
 		fr.name = "table " + s.TableName(fr.table) + ": "
 		fr.noRoute = fr.name + "no route"
 		fr.gotoText = fmt.Sprintf("goto %d", r.Goto)
@@ -206,9 +210,11 @@ func (f *FIB) walkRules(q *query) walkResult {
 	for i := 0; i < len(fam.rules); i++ {
 	jumped:
 		fr := &fam.rules[i]
-		if why := q.ruleMatch(fr); why != "" {
-			w.step(q, fr, false, why)
-			continue
+		if !fr.all {
+			if why := q.ruleMatch(fr); why != "" {
+				w.step(q, fr, false, why)
+				continue
+			}
 		}
 		switch fr.r.Action {
 		case model.ActionGoto:
