@@ -504,7 +504,7 @@ func (s *session) releaseKernel(upTo time.Time) {
 		if hold || ev.drop != nil && s.awaitsRule(&ev) {
 			// This and what follows wait, in order.
 			kw.waiting = true
-			kw.pending = slices.Delete(kw.pending, 0, n)
+			kw.dropFront(n)
 			return
 		}
 		n++
@@ -517,7 +517,19 @@ func (s *session) releaseKernel(upTo time.Time) {
 			}
 		}
 	}
-	kw.pending = slices.Delete(kw.pending, 0, n)
+	kw.dropFront(n)
+}
+
+// dropFront forgets the first n pending events. It reslices rather than shifting the rest
+// down: releaseKernel runs for every packet, and with many events read ahead of their
+// packets a shift per packet was a quarter of capture's CPU at 200k packets/s (perf). append
+// copies the live events into a new array when the old one is used up.
+func (kw *kernelWord) dropFront(n int) {
+	if n == 0 {
+		return
+	}
+	clear(kw.pending[:n]) // the events' pointers are not kept alive by the array
+	kw.pending = kw.pending[n:]
 }
 
 // noticeTraceLost says once, when it first happens, that rule trace messages were lost: the
