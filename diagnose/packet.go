@@ -43,11 +43,11 @@ type Packet struct {
 
 // TCP flags as in the TCP header.
 const (
-	tcpFIN = 0x01
-	tcpSYN = 0x02
-	tcpRST = 0x04
-	tcpPSH = 0x08
-	tcpACK = 0x10
+	tcpFIN = capture.TCPFIN
+	tcpSYN = capture.TCPSYN
+	tcpRST = capture.TCPRST
+	tcpPSH = capture.TCPPSH
+	tcpACK = capture.TCPACK
 )
 
 // Tuple is the packet's connection tuple, in conntrack's terms (ICMP echo ids as ports).
@@ -168,20 +168,7 @@ func (p *Packet) UnmarshalJSON(b []byte) error {
 	if j.Ack != nil {
 		p.Ack = *j.Ack
 	}
-	for _, c := range j.Flags {
-		switch c {
-		case 'S':
-			p.Flags |= tcpSYN
-		case 'F':
-			p.Flags |= tcpFIN
-		case 'R':
-			p.Flags |= tcpRST
-		case 'P':
-			p.Flags |= tcpPSH
-		case '.':
-			p.Flags |= tcpACK
-		}
-	}
+	p.Flags = capture.ParseTCPFlags(j.Flags)
 	if j.ICMPType != nil {
 		p.ICMPType = *j.ICMPType
 	}

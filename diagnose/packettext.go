@@ -104,22 +104,8 @@ func (p *Packet) appendWhat(b []byte, term bool) []byte {
 	return b
 }
 
-// appendFlags writes TCP flags as tcpdump does: S, F, R, P, and "." for ACK.
-func appendFlags(b []byte, f uint8) []byte {
-	n := len(b)
-	for _, x := range [...]struct {
-		bit uint8
-		c   byte
-	}{{tcpSYN, 'S'}, {tcpFIN, 'F'}, {tcpRST, 'R'}, {tcpPSH, 'P'}, {tcpACK, '.'}} {
-		if f&x.bit != 0 {
-			b = append(b, x.c)
-		}
-	}
-	if len(b) == n {
-		b = append(b, "none"...)
-	}
-	return b
-}
+// appendFlags writes TCP flags as tcpdump does (capture.AppendTCPFlags).
+func appendFlags(b []byte, f uint8) []byte { return capture.AppendTCPFlags(b, f) }
 
 func appendICMP(b []byte, p *Packet) []byte {
 	v6 := p.Proto == unix.IPPROTO_ICMPV6

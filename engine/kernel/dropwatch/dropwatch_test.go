@@ -13,6 +13,8 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/capture"
 )
 
 func TestFlowKey(t *testing.T) {
@@ -254,7 +256,7 @@ func TestUnsupportedError(t *testing.T) {
 // A drop written as JSON reads back the same: summaries are read back by scripts and tests.
 func TestDropJSONRoundTrip(t *testing.T) {
 	for _, p := range []Packet{
-		{L3: "ipv4", Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.0.0.1:5000"), Dst: netip.MustParseAddrPort("10.0.0.2:80"), Flags: tcpSYN | tcpACK, Length: 60},
+		{L3: "ipv4", Proto: unix.IPPROTO_TCP, Src: netip.MustParseAddrPort("10.0.0.1:5000"), Dst: netip.MustParseAddrPort("10.0.0.2:80"), Flags: capture.TCPSYN | capture.TCPACK, Length: 60},
 		{L3: "ipv6", Proto: unix.IPPROTO_ICMPV6, Src: netip.MustParseAddrPort("[fd00::1]:0"), Dst: netip.MustParseAddrPort("[fd00::2]:0"), ICMPType: 128, ICMPID: 7, Length: 64},
 		{L3: "ipv4", Proto: 47, Src: netip.MustParseAddrPort("10.0.0.1:0"), Dst: netip.MustParseAddrPort("10.0.0.2:0"), Length: 100},
 		{L3: "arp", Length: 42},

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"roundtrip/engine/capture"
 )
 
 // Packet is what the kernel's headers said about a dropped packet, in the shape of
@@ -28,31 +30,8 @@ type Packet struct {
 	Length int
 }
 
-// TCP flags as in the TCP header.
-const (
-	tcpFIN = 0x01
-	tcpSYN = 0x02
-	tcpRST = 0x04
-	tcpPSH = 0x08
-	tcpACK = 0x10
-)
-
 // FlagString writes TCP flags as tcpdump does: S, F, R, P, and "." for ACK.
-func FlagString(f uint8) string {
-	var b strings.Builder
-	for _, x := range []struct {
-		bit uint8
-		c   byte
-	}{{tcpSYN, 'S'}, {tcpFIN, 'F'}, {tcpRST, 'R'}, {tcpPSH, 'P'}, {tcpACK, '.'}} {
-		if f&x.bit != 0 {
-			b.WriteByte(x.c)
-		}
-	}
-	if b.Len() == 0 {
-		return "none"
-	}
-	return b.String()
-}
+func FlagString(f uint8) string { return string(capture.AppendTCPFlags(nil, f)) }
 
 func endpoint(proto uint8, ap netip.AddrPort) string {
 	if proto == unix.IPPROTO_TCP || proto == unix.IPPROTO_UDP {
@@ -160,20 +139,7 @@ func (p *Packet) UnmarshalJSON(b []byte) error {
 	if p.Dst, err = parseEndpoint(v.Dst); err != nil {
 		return err
 	}
-	for i := 0; i < len(v.Flags) && v.Flags != "none"; i++ {
-		switch v.Flags[i] {
-		case 'S':
-			p.Flags |= tcpSYN
-		case 'F':
-			p.Flags |= tcpFIN
-		case 'R':
-			p.Flags |= tcpRST
-		case 'P':
-			p.Flags |= tcpPSH
-		case '.':
-			p.Flags |= tcpACK
-		}
-	}
+	p.Flags = capture.ParseTCPFlags(v.Flags)
 	if v.ICMP != nil {
 		p.ICMPType, p.ICMPCode, p.ICMPID = v.ICMP.Type, v.ICMP.Code, v.ICMP.ID
 	}
