@@ -264,6 +264,9 @@ func (b *LiveBackend) ReadStateWithoutRoutes(ctx context.Context) (*model.State,
 	return kernel.ReadWith(ctx, b.NS, kernel.ReadOptions{NoRoutes: true})
 }
 
+// RouteCount implements common.RouteStreamer.
+func (b *LiveBackend) RouteCount(context.Context) int { return kernel.RouteCount(b.NS) }
+
 // EachRoute implements common.RouteStreamer.
 func (b *LiveBackend) EachRoute(ctx context.Context, s *model.State, table int, restart func(), fn func(*model.Route) error) error {
 	again := func() error { restart(); return nil }

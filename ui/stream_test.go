@@ -42,6 +42,13 @@ func (f *streamFake) ReadStateWithoutRoutes(ctx context.Context) (*model.State, 
 	return &c, nil
 }
 
+// RouteCount answers like the kernel's count: what the state holds now.
+func (f *streamFake) RouteCount(context.Context) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.state.Routes)
+}
+
 func (f *streamFake) EachRoute(ctx context.Context, _ *model.State, table int, restart func(), fn func(*model.Route) error) error {
 	f.smu.Lock()
 	f.asked = append(f.asked, table)
@@ -244,6 +251,11 @@ func TestStreamedRoutingFirstFrameBeforeAllRoutes(t *testing.T) {
 	listed(t, p, main)
 	if len(d.app.State().Routes) != len(s.Routes) {
 		t.Errorf("the app's state holds %d routes, want %d", len(d.app.State().Routes), len(s.Routes))
+	}
+	// Room for every route was made at once, from the backend's count (a large allocation is
+	// rounded up to a page: 36 routes; appending would have grown the slice past it).
+	if c := cap(d.app.State().Routes); c > len(s.Routes)+36 {
+		t.Errorf("the app's routes have room for %d, want about the %d counted", c, len(s.Routes))
 	}
 	d.press("end")
 	last := main[len(main)-1].Dst.String()

@@ -49,7 +49,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the scratch directory")
 	flag.StringVar(&o.label, "label", "", "describe the roundtrip measured as `TEXT` (default: the git commit of the working directory)")
 	flag.StringVar(&o.only, "only", strings.Join(sections, ","), "run only these `SECTIONS`")
-	flag.StringVar(&o.profile, "profile", "", "also run roundtrip's apply, snapshot and conntrack listing in-process with CPU and heap profiles written to `DIR`")
+	flag.StringVar(&o.profile, "profile", "", "also run roundtrip's apply, snapshot, doctor and conntrack listing in-process with CPU and heap profiles written to `DIR`")
 	flag.StringVar(&o.nsPrefix, "ns-prefix", "rtbench", "name the namespaces it creates `PREFIX`-PID-...")
 	flag.IntVar(&o.runs, "runs", 3, "measure each command `N` times and report the median")
 	flag.StringVar(&routes, "routes", "10000,100000,1000000", "route table `SIZES` to load; the largest is snapshotted and looked up")
@@ -211,6 +211,11 @@ func (b *bench) sections(r *report, o options, want func(string) bool) error {
 				}
 				if err := b.benchTUI(r, ns, n); err != nil {
 					return err
+				}
+				if o.profile != "" {
+					if err := b.profileDoctor(o.profile, ns); err != nil {
+						return err
+					}
 				}
 			}
 			if want("lookup") {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"roundtrip/diagnose"
+	"roundtrip/engine/doctor"
+	"roundtrip/engine/fib"
 	"roundtrip/engine/kernel"
 	"roundtrip/engine/model"
 	"roundtrip/engine/plan"
@@ -94,6 +96,18 @@ func (b *bench) profileSnapshot(dir, ns string) error {
 			return err
 		}
 		return safefile.WriteFile(filepath.Join(b.work, "profile.snapshot.json"), data, safefile.ModePrivate, nil)
+	})
+}
+
+// profileDoctor reads the namespace and checks it as `roundtrip doctor --netns NS` does.
+func (b *bench) profileDoctor(dir, ns string) error {
+	return b.profiled(dir, "doctor", func() error {
+		st, err := kernel.Read(b.ctx, kernel.Namespace{Name: ns})
+		if err != nil {
+			return err
+		}
+		_, err = doctor.RunContext(b.ctx, st, fib.New(st), nil)
+		return err
 	})
 }
 

@@ -14,6 +14,9 @@ import (
 // "synced").
 func SetFault(s *Store, f func(path, op string) error) { s.fault = f }
 
+// RouteCountsForTest exposes routeCounts: the kernel's own counts of each family's routes.
+func RouteCountsForTest(ns Namespace) (v4, v6 int) { return routeCounts(ns) }
+
 // EncodeBatchForTest and DecodeBatchForTest are the steps file's codec for batches.
 func EncodeBatchForTest(st *Step) []byte         { return encodeBatch(st) }
 func DecodeBatchForTest(b []byte) (*Step, error) { return decodeBatch(b) }

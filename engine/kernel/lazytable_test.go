@@ -50,6 +50,20 @@ func TestParseTrieStat(t *testing.T) {
 	}
 }
 
+func TestParseRT6Stats(t *testing.T) {
+	for in, want := range map[string]int{
+		"0027 0012 0000 0014 0000 0003 0000\n": 0x14,
+		"0001 0001 0000 ffff 0000 0000 0000":   0xffff,
+		"0001 0001 0000\n":                     0, // too short: unknown
+		"0001 0001 0000 zz 0000 0000 0000\n":   0,
+		"":                                     0,
+	} {
+		if got := parseRT6Stats([]byte(in)); got != want {
+			t.Errorf("parseRT6Stats(%q) = %d, want %d", in, got, want)
+		}
+	}
+}
+
 func TestDumpOrder(t *testing.T) {
 	got, ok := DumpOrder([]int{255, 100, 254, 300, 1})
 	if !ok || len(got) != 5 || got[0] != 1 || got[1] != 300 || got[2] != 100 || got[3] != 254 || got[4] != 255 {

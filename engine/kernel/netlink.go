@@ -378,8 +378,9 @@ func readRoutes(ctx context.Context, h *netlink.Handle, fam inet.Family, names m
 			}
 			if len(st.Routes) == cap(st.Routes) {
 				// Double: append's 1.25x growth for large slices would allocate about five
-				// times the final size of a full table on the way there.
-				st.Routes = slices.Grow(st.Routes, max(len(st.Routes), 256))
+				// times the final size of a full table on the way there. Read sizes the slice
+				// from the kernel's count; this is for routes added meanwhile.
+				st.Routes = growRoutes(st.Routes, max(len(st.Routes), 256))
 			}
 			st.Routes = append(st.Routes, convertRoute(&r, fam, names))
 			return true
@@ -389,6 +390,18 @@ func readRoutes(ctx context.Context, h *netlink.Handle, fam inet.Family, names m
 		}
 		return err
 	})
+}
+
+// maxRouteHint bounds the room made for routes on a count read from the kernel (64M routes,
+// 14 GB): a count beyond it is not believed.
+const maxRouteHint = 1 << 26
+
+// growRoutes makes room for n more routes, unless n is beyond belief.
+func growRoutes(rs []model.Route, n int) []model.Route {
+	if n <= 0 || n > maxRouteHint {
+		return rs
+	}
+	return slices.Grow(rs, n)
 }
 
 func convertRoute(r *netlink.Route, fam inet.Family, names map[int]string) model.Route {

@@ -134,6 +134,36 @@ func TestPrivilegedReadMatchesKernel(t *testing.T) {
 			}
 		}
 	})
+	t.Run("kernel's route counts size the read", func(t *testing.T) {
+		// Read makes room for the routes the kernel counts before it dumps them (one slice,
+		// no copies of a full table); the counts are right only if they are the dump's.
+		v4, v6 := kernel.RouteCountsForTest(kernel.Namespace{Name: a.Name})
+		fam := func(r model.Route) inet.Family { return r.Family }
+		if n := len(ofFamily(st.Routes, inet.V4, fam)); v4 != n {
+			t.Errorf("fib_triestat counts %d IPv4 routes, the dump gave %d", v4, n)
+		}
+		// IPv6 keeps a multipath route as sibling entries, one per nexthop, which the dump
+		// gives as one route: rt6_stats counts the siblings.
+		n6, siblings := 0, 0
+		for _, r := range ofFamily(st.Routes, inet.V6, fam) {
+			n6++
+			siblings += max(len(r.Nexthops)-1, 0)
+		}
+		if siblings == 0 {
+			t.Fatal("the namespace has no IPv6 multipath route; the count's siblings go untested")
+		}
+		if v6 != n6+siblings {
+			t.Errorf("rt6_stats counts %d IPv6 routes, the dump gave %d with %d sibling nexthops", v6, n6, siblings)
+		}
+		// Room for the count, rounded up to the allocator's size class (1/8 at most), where
+		// growing by doubling would start at 256.
+		if c := cap(st.Routes); c < v4+v6 || c > (v4+v6)*9/8+1 {
+			t.Errorf("the routes' slice has room for %d, want the %d counted", c, v4+v6)
+		}
+		if got := kernel.RouteCount(kernel.Namespace{Name: a.Name}); got != v4+v6 {
+			t.Errorf("RouteCount = %d, want %d", got, v4+v6)
+		}
+	})
 	t.Run("netfilter matches iptables-save", func(t *testing.T) {
 		for _, c := range []struct {
 			fam  inet.Family
