@@ -382,3 +382,34 @@ func TestStreamedReadCancelledBeforeEveryRoute(t *testing.T) {
 	}
 	close(be.gate)
 }
+
+// r reads a streamed table again: the cursor comes back to the route it was on, at its place on
+// the screen, once the stream reaches it (it used to end at the top of the table).
+func TestStreamedRoutingReloadKeepsCursor(t *testing.T) {
+	s := streamHost(t, 20000)
+	be := &streamFake{fakeBackend: newFake(t, s)}
+	d := newDriver(t, be, 100, 30)
+	d.press("2")
+	p := d.routing()
+	main := tableRoutes(s, model.TableMain)
+	d.until("main read", func() bool { return !p.Streaming() && d.app.State() != nil && !d.app.Loading() })
+	d.press("end", "up", "up", "up", "up", "up")
+	sel := "▸ " + main[len(main)-6].Dst.String()
+	pos := fmt.Sprintf("%d/%d", len(main)-5, len(main))
+	before := d.screen()
+	if !strings.Contains(before, sel) || !strings.Contains(before, pos) {
+		t.Fatalf("before r the cursor is not on %s (%s):\n%s", sel, pos, before)
+	}
+	be.gate, be.gateAt = make(chan struct{}), 500
+	d.press("r")
+	d.until("main streaming again", func() bool { return p.Streaming() && p.Listed() >= 256 })
+	close(be.gate)
+	d.until("main read again", func() bool { return !p.Streaming() && d.app.State() != nil && !d.app.Loading() })
+	after := d.screen()
+	if !strings.Contains(after, sel) || !strings.Contains(after, pos) {
+		t.Fatalf("after r the cursor is not back on %s (%s):\n%s", sel, pos, after)
+	}
+	if strings.Index(before, sel) != strings.Index(after, sel) {
+		t.Errorf("the cursor's row moved on the screen:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}

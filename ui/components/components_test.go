@@ -170,3 +170,71 @@ func TestPagerMarksWhatIsOffTheFrame(t *testing.T) {
 		t.Fatalf("top:\n%s", v)
 	}
 }
+
+// A table read again from the start (r on a streamed table) puts its cursor back on the row it
+// was on, at the same place on the screen, once the rows come back that far; a route inserted
+// before it moves it along; a key pressed meanwhile wins; a row gone leaves the cursor where
+// it was.
+func TestTableRefreshKeepsItsPlace(t *testing.T) {
+	names := make([]string, 100000)
+	for i := range names {
+		names[i] = fmt.Sprintf("r%d", i)
+	}
+	tb := NewTable(common.NewStyles(common.ModePlain), Column{Title: "ROUTE", Width: 20})
+	tb.Cell = func(i int) []string { return []string{names[i]} }
+	tb.Key = func(i int) string { return names[i] }
+	tb.SetRows(len(names))
+	tb.View(40, 21) // 20 rows of data
+	tb.MoveTo(60000)
+	tb.Update(tea.KeyPressMsg{Code: tea.KeyUp})
+	tb.Update(tea.KeyPressMsg{Code: tea.KeyUp})
+	cur, down := tb.Cursor, tb.Cursor-tb.Offset
+	if cur != 59998 || down != 17 {
+		t.Fatalf("cursor %d, %d rows below the top; want 59998, 17", cur, down)
+	}
+
+	// The rows come back in chunks, one more route before the selected one.
+	names = append([]string{"new"}, names...)
+	tb.Refresh()
+	for n := 0; n < 60000; n += 4096 {
+		tb.SetRows(n)
+		if tb.Cursor != max(n-1, 0) {
+			t.Fatalf("with %d rows back the cursor is on %d, want the last row read", n, tb.Cursor)
+		}
+	}
+	tb.SetRows(70000)
+	if tb.Cursor != cur+1 || tb.Selected() != "r59998" || tb.Cursor-tb.Offset != down {
+		t.Fatalf("cursor %d (%s), %d below the top; want %d (r59998), %d", tb.Cursor, tb.Selected(), tb.Cursor-tb.Offset, cur+1, down)
+	}
+	tb.SetRows(len(names))
+	if tb.Selected() != "r59998" {
+		t.Fatalf("the cursor left its row once every row was back: on %s", tb.Selected())
+	}
+
+	// A key pressed while the rows come back: the cursor is the operator's again.
+	tb.Refresh()
+	tb.SetRows(1000)
+	tb.Update(tea.KeyPressMsg{Code: tea.KeyHome})
+	tb.SetRows(len(names))
+	if tb.Cursor != 0 {
+		t.Fatalf("after home during the refresh the cursor is on %d, want 0", tb.Cursor)
+	}
+
+	// The row is gone: the cursor stays at its place.
+	tb.MoveTo(500)
+	names = append(names[:500:500], names[501:]...)
+	tb.Refresh()
+	tb.SetRows(len(names))
+	if tb.Cursor != 500 {
+		t.Fatalf("with its row gone the cursor went to %d, want 500", tb.Cursor)
+	}
+
+	// A table switch forgets the selection: no waiting for a row of another table.
+	tb.MoveTo(700)
+	tb.Reset()
+	tb.Refresh()
+	tb.SetRows(len(names))
+	if tb.Cursor != 0 {
+		t.Fatalf("after Reset the cursor is on %d, want 0", tb.Cursor)
+	}
+}

@@ -50,7 +50,15 @@ type Table struct {
 	styles *common.Styles
 	height int    // rows of data shown (without the header)
 	sel    string // Key of the cursor row, as last seen
+	// After Refresh, until the selected row is back (or cannot be): where the cursor was,
+	// and how far below the top of the screen.
+	waiting        bool
+	want, wantDown int
 }
+
+// refreshSlack is how far past its old position Refresh waits for the selected row: a
+// refresh moves rows by a few places.
+const refreshSlack = 64
 
 // keySearch bounds how far from the old position SetRows looks for the selected row: a
 // refresh moves rows by a few places, and a million-row table must not be walked per
@@ -66,20 +74,55 @@ func NewTable(st *common.Styles, cols ...Column) *Table {
 // was on (by Key, searched outward from the old position) or else in range.
 func (t *Table) SetRows(n int) {
 	t.Rows = n
+	at := t.Cursor
+	if t.waiting {
+		at = t.want
+	}
+	found := false
 	if t.Key != nil && t.sel != "" {
-		for d := 0; d < keySearch && (t.Cursor-d >= 0 || t.Cursor+d < n); d++ {
-			if i := t.Cursor - d; i >= 0 && i < n && t.Key(i) == t.sel {
-				t.Cursor = i
+		// Outward from at, asking Key only of the rows there are (a refresh may not have
+		// brought back as many as at yet).
+		for d := 0; d < keySearch && (at-d >= 0 || at+d < n); d++ {
+			if i := at - d; i >= 0 && i < n && t.Key(i) == t.sel {
+				t.Cursor, found = i, true
 				break
 			}
-			if i := t.Cursor + d; d > 0 && i < n && t.Key(i) == t.sel {
-				t.Cursor = i
+			if i := at + d; d > 0 && i < n && t.Key(i) == t.sel {
+				t.Cursor, found = i, true
 				break
 			}
 		}
 	}
+	if !t.waiting {
+		t.clamp()
+		t.remember()
+		return
+	}
+	if !found && n <= at+refreshSlack {
+		// The rows have not come back as far as the selected one: follow them down to where
+		// it was, keeping its name for when it comes.
+		t.Cursor = min(at, n-1)
+		t.clamp()
+		return
+	}
+	if !found {
+		t.Cursor = at // gone: stay where it was
+	}
+	t.waiting = false
+	t.Offset = t.Cursor - t.wantDown
 	t.clamp()
 	t.remember()
+}
+
+// Refresh empties the table for its source to be read again from the start, the rows coming
+// back through SetRows as they are read (a table streamed again on r): the cursor goes back to
+// its row, found by Key, and to its place on the screen once the rows reach it, rather than
+// staying at the top where the empty table put it.
+func (t *Table) Refresh() {
+	if !t.waiting && t.Key != nil && t.sel != "" && t.Rows > 0 {
+		t.waiting, t.want, t.wantDown = true, t.Cursor, t.Cursor-t.Offset
+	}
+	t.SetRows(0)
 }
 
 // remember notes the Key of the cursor row.
@@ -122,11 +165,13 @@ func (t *Table) clamp() {
 // Reset puts the cursor on the first row and forgets the selected row: for a new source (an
 // other table), where the old selection means nothing.
 func (t *Table) Reset() {
-	t.Cursor, t.Offset, t.sel = 0, 0, ""
+	t.Cursor, t.Offset, t.sel, t.waiting = 0, 0, "", false
 }
 
-// MoveTo puts the cursor on row i.
+// MoveTo puts the cursor on row i (the operator moved it: a refresh stops looking for the row
+// it was on).
 func (t *Table) MoveTo(i int) {
+	t.waiting = false
 	t.Cursor = i
 	t.clamp()
 	t.remember()

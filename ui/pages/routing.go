@@ -276,7 +276,7 @@ func (p *Routing) startStream() tea.Cmd {
 	store := common.NewRouteStore()
 	p.store, p.storeResets, p.streaming, p.streamErr = store, 0, true, nil
 	p.rows = nil
-	p.routes.SetRows(0)
+	p.routes.Refresh()
 	ready := make(chan struct{})
 	var once sync.Once
 	signal := func() { once.Do(func() { close(ready) }) }
