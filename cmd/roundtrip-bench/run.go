@@ -225,7 +225,7 @@ func (b *bench) signal(cmd *exec.Cmd, sig syscall.Signal) error {
 func usage(ps *os.ProcessState, wall time.Duration) measurement {
 	m := measurement{Wall: wall, User: ps.UserTime(), Sys: ps.SystemTime()}
 	if ru, ok := ps.SysUsage().(*syscall.Rusage); ok {
-		m.MaxRSS = ru.Maxrss << 10 // KiB on Linux
+		m.MaxRSS = int64(ru.Maxrss) << 10 // KiB on Linux
 	}
 	return m
 }

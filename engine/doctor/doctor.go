@@ -918,7 +918,7 @@ func (d *doctor) tablesMissingConnected() {
 			ids = append(ids, k.table)
 		}
 	}
-	slices.Sort(ids) // State.Tables' order
+	slices.SortFunc(ids, model.CompareTables) // State.Tables' order
 	isUplink := [2]map[string]bool{}
 	for fi, f := range []inet.Family{inet.V4, inet.V6} {
 		// The transfer networks of other uplinks are not LAN: only their own table needs them.

@@ -159,9 +159,23 @@ type ring struct {
 	received atomic.Uint64
 }
 
+// ErrCapture32 says that this build cannot capture: a 32-bit one.
+var ErrCapture32 = errors.New("capturing packets needs a 64-bit build of roundtrip: gopacket's afpacket ring (v1.7.7) makes a 64-bit atomic operation on a field that 32-bit platforms do not align, and panics at the first read (gopacket/gopacket#133); the rest of roundtrip works in this build")
+
+// capture32 refuses a capture in a 32-bit build (see ErrCapture32) before any ring is opened.
+func capture32() error {
+	if strconv.IntSize == 32 {
+		return ErrCapture32
+	}
+	return nil
+}
+
 // OpenCapture opens the capture rings inside the namespace and attaches the filter. Without
 // CAP_NET_RAW it returns a *CapabilityError.
 func OpenCapture(ns Namespace, cfg CaptureConfig) (*Capture, error) {
+	if err := capture32(); err != nil {
+		return nil, err
+	}
 	if cfg.SnapLen <= 0 {
 		cfg.SnapLen = DefaultSnapLen
 	}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -156,6 +157,11 @@ func (s *State) Tables() []int {
 			ids = append(ids, r.Table)
 		}
 	}
-	slices.Sort(ids)
+	slices.SortFunc(ids, CompareTables)
 	return ids
 }
+
+// CompareTables orders table ids as the kernel's unsigned 32-bit numbers: the same as the ints
+// in a 64-bit build; a 32-bit one holds an id above 2^31-1 as a negative int, which still
+// sorts last.
+func CompareTables(a, b int) int { return cmp.Compare(uint32(a), uint32(b)) }

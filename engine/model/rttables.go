@@ -46,8 +46,8 @@ func parseTableID(s string) (int, error) {
 		base, digits = 16, rest
 	}
 	id, err := strconv.ParseUint(digits, base, 32)
-	if err != nil || digits == "" {
-		return 0, fmt.Errorf("bad table number %q: want 0-4294967295 (decimal or 0x-hex)", s)
+	if err != nil || digits == "" || id > MaxU32 {
+		return 0, fmt.Errorf("bad table number %q: want 0-%d (decimal or 0x-hex)", s, MaxU32)
 	}
 	return int(id), nil
 }

@@ -172,5 +172,10 @@ func NumericTable(id int) string {
 	case TableDefault:
 		return "default"
 	}
-	return fmt.Sprint(id)
+	if id < 0 && strconv.IntSize == 32 {
+		// A 32-bit build keeps a table id above 2^31-1 (the kernel's are 32 bits unsigned)
+		// as the negative int of the same bits: shown as the kernel's number.
+		return strconv.FormatUint(uint64(uint32(id)), 10)
+	}
+	return strconv.Itoa(id)
 }

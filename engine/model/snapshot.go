@@ -248,7 +248,7 @@ func (s *State) Validate() error {
 	}
 	for id, name := range s.TableNames {
 		if id < 0 || id > MaxU32 {
-			add("table_names: table id %d out of range: want 0-4294967295", id)
+			add("table_names: table id %d out of range: want 0-%d", id, MaxU32)
 		}
 		if err := CheckTableName(name); err != nil {
 			add("table_names: table %d: %w", id, err)

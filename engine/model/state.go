@@ -5,7 +5,6 @@ package model
 import (
 	"fmt"
 	"maps"
-	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -160,8 +159,8 @@ func (s *State) TableID(name string) (int, error) {
 	if name != "" && strings.Trim(name, "0123456789") == "" {
 		// Table ids are 32 bits: a bigger number is no table, not one truncated into another.
 		id, err := strconv.ParseUint(name, 10, 32)
-		if err != nil {
-			return 0, fmt.Errorf("routing table %s is out of range: a table id is a number from 0 to %d", name, uint32(math.MaxUint32))
+		if err != nil || id > MaxU32 {
+			return 0, fmt.Errorf("routing table %s is out of range: a table id is a number from 0 to %d", name, MaxU32)
 		}
 		return int(id), nil
 	}

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"slices"
 	"strings"
 	"testing"
 )
@@ -24,5 +25,18 @@ func TestTableIDIs32Bits(t *testing.T) {
 		if _, err := s.TableID(name); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("TableID(%q) = %v, want an error with %q", name, err, want)
 		}
+	}
+}
+
+// Table ids sort as the kernel's unsigned numbers: a 32-bit build holds one above 2^31-1 as a
+// negative int, which still comes after every other.
+func TestCompareTables(t *testing.T) {
+	ids := []int{TableLocal, int(int32(-296)), 100, TableMain, 1}
+	slices.SortFunc(ids, CompareTables)
+	if want := []int{1, 100, TableMain, TableLocal, -296}; !slices.Equal(ids, want) {
+		t.Errorf("sorted %v, want %v", ids, want)
+	}
+	if CompareTables(7, 7) != 0 || CompareTables(3, 7) >= 0 {
+		t.Error("CompareTables is not an order of the ids")
 	}
 }

@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"path"
 	"strconv"
@@ -18,8 +19,11 @@ import (
 // without control characters. roundtrip runs as root and renders these values into scripts,
 // so a field that passes is one the renderers can quote, and one the kernel would accept.
 
-// Limits of numbers the kernel keeps in 32 bits (table ids, priorities, metrics, marks).
-const MaxU32 = 1<<32 - 1
+// MaxU32 limits the numbers the kernel keeps in 32 bits (table ids, priorities, metrics,
+// marks), as far as an int holds them: the model keeps them in ints, which on a 32-bit build
+// (a Raspberry Pi's armhf, a 386 or MIPS router) end at 2^31-1, so that such a build refuses
+// a table id or priority above that as out of range instead of not building at all.
+const MaxU32 = min(1<<32-1, math.MaxInt)
 
 // MaxText bounds free text (an intent, a why, a sysctl value): long enough for any sentence,
 // short enough that no field can carry a file.

@@ -339,7 +339,7 @@ func (c Change) check() error {
 			return errors.New(`table change without "table"`)
 		}
 		if t.ID <= 0 || t.ID > model.MaxU32 || t.ID == model.TableDefault || t.ID == model.TableMain || t.ID == model.TableLocal {
-			return fmt.Errorf("table: field id %d: want 1-4294967295 other than 253, 254, 255", t.ID)
+			return fmt.Errorf("table: field id %d: want 1-%d other than 253, 254, 255", t.ID, model.MaxU32)
 		}
 		if len(t.Name) > 255 || !tableNameRE.MatchString(t.Name) || slices.Contains([]string{"main", "local", "default", "unspec", "all"}, t.Name) {
 			return fmt.Errorf("table %d: field name %q: want a word of letters, digits, '_', '.', '-' that starts with a letter and is not main, local, default, unspec or all", t.ID, t.Name)
@@ -538,7 +538,7 @@ func checkRule(r model.Rule) error {
 		return fmt.Errorf("rule: %w", err)
 	}
 	if r.Priority <= 0 || r.Priority > model.MaxU32 {
-		return fmt.Errorf("rule %q needs an explicit priority 1-4294967295 (priority 0 belongs to the local table rule; engine.Allocator picks a free one)", r.Selectors())
+		return fmt.Errorf("rule %q needs an explicit priority 1-%d (priority 0 belongs to the local table rule; engine.Allocator picks a free one)", r.Selectors(), model.MaxU32)
 	}
 	if err := model.CheckRuleFields(r); err != nil {
 		return fmt.Errorf("rule %d: %w", r.Priority, err)

@@ -64,7 +64,7 @@ func SortTables(tables []int) {
 		if ra, rb := rank(a), rank(b); ra != rb {
 			return ra - rb
 		}
-		return a - b
+		return model.CompareTables(a, b)
 	})
 }
 

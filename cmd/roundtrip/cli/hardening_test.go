@@ -145,7 +145,7 @@ func TestPlanInputBounds(t *testing.T) {
 	if code != ExitError || !strings.Contains(errOut, "reading plan: /dev/zero is a character device, not a regular file: give a plan file, or - to read the plan from standard input") {
 		t.Errorf("apply /dev/zero: exit %d, %s", code, errOut)
 	}
-	defer func(old int) { maxPlanFile = old }(maxPlanFile)
+	defer func(old int64) { maxPlanFile = old }(maxPlanFile)
 	maxPlanFile = 1 << 20
 	var out, errb bytes.Buffer
 	code = Run(context.Background(), []string{"apply", "-"}, endless{}, &out, &errb)

@@ -19,7 +19,7 @@ import (
 // root and the operator could have changed the file: whoever can write a plan decides what
 // root runs.
 func loadPlan(inv *Invocation, path string, checkOwner bool) (*plan.Plan, error) {
-	limit := int64(maxPlanFile)
+	limit := maxPlanFile
 	var data []byte
 	if path == "-" {
 		var err error
@@ -54,7 +54,7 @@ func loadPlan(inv *Invocation, path string, checkOwner bool) (*plan.Plan, error)
 // same bytes, or standard input for "-" (read whole, under the limit). The same refusals and
 // warning as loadPlan with checkOwner.
 func openPlan(inv *Invocation, path string) (*plan.File, error) {
-	limit := int64(maxPlanFile)
+	limit := maxPlanFile
 	if path == "-" {
 		data, err := safefile.ReadAll(inv.Stdin, "the plan on standard input", limit)
 		if err != nil {
@@ -89,7 +89,7 @@ func warnIfOthersCanChange(inv *Invocation, path string, fi fs.FileInfo) {
 }
 
 // maxPlanFile is plan.MaxFileSize; tests lower it.
-var maxPlanFile = plan.MaxFileSize
+var maxPlanFile int64 = plan.MaxFileSize
 
 // sudoUID is the user who ran roundtrip through sudo (their own files are theirs to trust),
 // or -1.

@@ -318,7 +318,7 @@ func (x *routeIndex) add(i int, r *model.Route) {
 func (x *routeIndex) render(w io.Writer, tableName func(int) string,
 	each func(k routeKey, g *routeGroup, emit func(*model.Route)) (int, error)) error {
 	ids := x.ids
-	slices.Sort(ids)
+	slices.SortFunc(ids, model.CompareTables)
 	slices.SortStableFunc(ids, func(a, b int) int { return tableRank(a) - tableRank(b) })
 	for _, id := range ids {
 		for _, f := range []inet.Family{inet.V4, inet.V6} {
