@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -18,6 +19,7 @@ import (
 // Wireshark and tcpdump -r show where and which way every packet went.
 type pcapWriter struct {
 	w       *pcapgo.NgWriter
+	out     *asyncWriter
 	ids     map[int]int // ifindex -> pcapng interface id
 	filter  string
 	snaplen int
@@ -35,20 +37,109 @@ func newPcapWriter(out io.Writer, ifaces []capture.Interface, filter string, sna
 	if len(ifaces) == 0 {
 		return nil, fmt.Errorf("writing pcap: no interfaces to describe")
 	}
-	p := &pcapWriter{ids: map[int]int{}, filter: filter, snaplen: snaplen, start: time.Now()}
+	p := &pcapWriter{ids: map[int]int{}, filter: filter, snaplen: snaplen, start: time.Now(), out: newAsyncWriter(out)}
 	opts := pcapgo.NgWriterOptions{SectionInfo: pcapgo.NgSectionInfo{Hardware: runtime.GOARCH, OS: runtime.GOOS, Application: "roundtrip capture"}}
-	w, err := pcapgo.NewNgWriterInterface(out, p.ngInterface(ifaces[0]), opts)
+	w, err := pcapgo.NewNgWriterInterface(p.out, p.ngInterface(ifaces[0]), opts)
 	if err != nil {
+		p.out.Close()
 		return nil, fmt.Errorf("writing pcap: %w", err)
 	}
 	p.w = w
 	p.ids[ifaces[0].Index] = 0
 	for _, i := range ifaces[1:] {
 		if _, err := p.add(i); err != nil {
+			p.out.Close()
 			return nil, err
 		}
 	}
 	return p, nil
+}
+
+// asyncWriter hands what is written to a goroutine that writes it out in chunks, so that a
+// file system that stalls for a moment (writeback, a journal commit) holds up that goroutine
+// and not the capture, whose ring must be read on: with the pcap written in line, a stall of a
+// quarter second lost 2% of the packets at 300k packets/s where the text alone lost none.
+// Up to asyncQueue chunks wait (32 MiB, a second and a half at 300k packets/s); beyond that
+// Write blocks, as the file would.
+type asyncWriter struct {
+	out   io.Writer
+	cur   []byte
+	queue chan []byte
+	free  chan []byte
+	done  chan struct{}
+	mu    sync.Mutex
+	err   error // the first error of out, returned by every Write after it and by Close
+}
+
+const (
+	asyncChunk = 1 << 20
+	asyncQueue = 32
+)
+
+func newAsyncWriter(out io.Writer) *asyncWriter {
+	a := &asyncWriter{out: out, queue: make(chan []byte, asyncQueue), free: make(chan []byte, asyncQueue+1), done: make(chan struct{})}
+	go a.run()
+	return a
+}
+
+func (a *asyncWriter) run() {
+	defer close(a.done)
+	for b := range a.queue {
+		if a.failed() == nil {
+			if _, err := a.out.Write(b); err != nil {
+				a.mu.Lock()
+				a.err = err
+				a.mu.Unlock()
+			}
+		}
+		select {
+		case a.free <- b[:0]:
+		default:
+		}
+	}
+}
+
+func (a *asyncWriter) failed() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.err
+}
+
+// Write copies p into the chunk being filled and queues the chunks it fills. Not safe for
+// concurrent use (the capture writes with its lock held).
+func (a *asyncWriter) Write(p []byte) (int, error) {
+	if err := a.failed(); err != nil {
+		return 0, err
+	}
+	n := len(p)
+	for len(p) > 0 {
+		if a.cur == nil {
+			select {
+			case b := <-a.free:
+				a.cur = b
+			default:
+				a.cur = make([]byte, 0, asyncChunk)
+			}
+		}
+		k := copy(a.cur[len(a.cur):cap(a.cur)], p)
+		a.cur, p = a.cur[:len(a.cur)+k], p[k:]
+		if len(a.cur) == cap(a.cur) {
+			a.queue <- a.cur
+			a.cur = nil
+		}
+	}
+	return n, nil
+}
+
+// Close queues what is left, waits until everything is written and returns the first error.
+func (a *asyncWriter) Close() error {
+	if len(a.cur) > 0 {
+		a.queue <- a.cur
+		a.cur = nil
+	}
+	close(a.queue)
+	<-a.done
+	return a.failed()
 }
 
 func (p *pcapWriter) ngInterface(i capture.Interface) pcapgo.NgInterface {
@@ -107,6 +198,9 @@ func (p *pcapWriter) close(st capture.Stats) error {
 	})
 	if ferr := p.w.Flush(); err == nil {
 		err = ferr
+	}
+	if cerr := p.out.Close(); err == nil {
+		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("writing pcap: %w", err)
