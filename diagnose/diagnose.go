@@ -138,7 +138,8 @@ func Diagnose(ctx context.Context, opts DiagnoseOptions, emit func(Event) error)
 	}, emit)
 	var ce *kernel.CapabilityError
 	switch {
-	case errors.As(err, &ce):
+	case errors.As(err, &ce), errors.Is(err, kernel.ErrCapture32):
+		// Without a capture (no CAP_NET_RAW, a 32-bit build) the model's trace still answers.
 		v.Outcome, v.Notice = OutcomeModelOnly, err.Error()
 		v.Summary = "no live capture: " + err.Error() + "; the model says: " + traceSummary(tr)
 		return v, nil

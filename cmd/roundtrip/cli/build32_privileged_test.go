@@ -15,7 +15,8 @@ import (
 
 // A 32-bit build (armhf boards, 386, MIPS routers) shows and checks a host exactly as the
 // 64-bit one does, a table id above 2^31-1 included (a 32-bit int holds it as a negative
-// number), and refuses to capture with the reason instead of panicking in gopacket's ring.
+// number), and refuses to capture with the reason instead of panicking in gopacket's ring
+// (diagnose then answers from the model alone).
 // The 386 build runs here on the amd64 kernel's IA32 emulation.
 func TestPrivileged32BitBuild(t *testing.T) {
 	if runtime.GOARCH != "amd64" {
@@ -68,5 +69,10 @@ func TestPrivileged32BitBuild(t *testing.T) {
 	code, _, stderr := runCommand(t, "ip", "netns", "exec", gw.Name, bin32, "capture", "--duration", "1s")
 	if code == 0 || !strings.Contains(stderr, "needs a 64-bit build") || strings.Contains(stderr, "goroutine ") {
 		t.Errorf("capture in the 386 build: exit %d, want a refusal that says why:\n%s", code, stderr)
+	}
+	// diagnose gives the model's trace and says why there is no live capture.
+	code, out, stderr := runCommand(t, "ip", "netns", "exec", gw.Name, bin32, "diagnose", "tcp", "198.18.9.2:40000", "192.0.2.80:443", "--timeout", "1s")
+	if !strings.Contains(out, "no live capture: capturing packets needs a 64-bit build") || !strings.Contains(out, "wan0") || strings.Contains(stderr, "goroutine ") {
+		t.Errorf("diagnose in the 386 build: exit %d, want the trace and why nothing was captured:\n%s%s", code, out, stderr)
 	}
 }
