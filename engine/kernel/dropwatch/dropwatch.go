@@ -304,8 +304,8 @@ func (w *Watcher) Close() error {
 }
 
 // PollInterval is how long a reported drop may wait in the kernel's ring before the reader
-// finds it: the program wakes the reader only when an eighth of the ring (about 340 drops)
-// waits, so a few drops are read when the reader polls.
+// finds it: the program wakes the reader only each time another 32 KiB of the ring (about
+// 340 drops) waits, so a few drops are read when the reader polls.
 const PollInterval = 10 * time.Millisecond
 
 func (w *Watcher) read() {

@@ -79,7 +79,7 @@ func (n *loopNet) receive(t *testing.T, ports []uint16, limit time.Duration) tim
 	return time.Now()
 }
 
-// A few drops, far fewer than the eighth of the ring at which the program wakes the reader,
+// A few drops, far fewer than the 32 KiB of records at which the program wakes the reader,
 // are still reported, by the reader's poll, within a few poll intervals: the median over
 // bursts of the time from sending a burst (dropped in the send call) to the arrival of its
 // last drop in Events stays under 100 ms (10 poll intervals; a reader waiting for a wakeup
@@ -104,11 +104,11 @@ func TestPrivilegedDropFewArriveWithoutWakeup(t *testing.T) {
 	}
 }
 
-// Many drops at once, several eighths of the ring (the program wakes the reader at each), are
+// Many drops at once, several times 32 KiB (the program wakes the reader at each), are
 // all reported, each once, none counted lost.
 func TestPrivilegedDropBurstNoneLost(t *testing.T) {
 	n := newLoopNet(t)
-	// 2000 records of 96 bytes: 6 eighths of the 256 KiB ring, so that none is lost even if
+	// 2000 records of 96 bytes: 5 wakeups, 18% of the 1 MiB ring, so that none is lost even if
 	// the reader were scheduled late; what is tested is that every record is read.
 	ports := make([]uint16, 2000)
 	for i := range ports {
