@@ -303,12 +303,23 @@ func (w *Watcher) Close() error {
 	return err
 }
 
+// PollInterval is how long a reported drop may wait in the kernel's ring before the reader
+// finds it: the program wakes the reader only each time another 32 KiB of the ring (about
+// 340 drops) waits, so a few drops are read when the reader polls.
+const PollInterval = 10 * time.Millisecond
+
 func (w *Watcher) read() {
 	defer close(w.done)
 	defer close(w.events)
 	var rec ringbuf.Record
+	w.rd.SetDeadline(time.Now().Add(PollInterval))
 	for {
 		if err := w.rd.ReadInto(&rec); err != nil {
+			// The deadline passed and every record waiting then has been read: poll again.
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				w.rd.SetDeadline(time.Now().Add(PollInterval))
+				continue
+			}
 			if !errors.Is(err, os.ErrClosed) {
 				w.err = fmt.Errorf("reading dropped packets: %w", err)
 			}
