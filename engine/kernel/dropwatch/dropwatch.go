@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -98,17 +99,21 @@ type Watcher struct {
 
 	mu     sync.Mutex // config and the flows map
 	cfg    bpfFilterConfig
-	closed chan struct{}
-	once   sync.Once
-	done   chan struct{} // the reader has stopped
-	err    error
+	closed chan struct{} // Close was called: no more flows
+	// abandon: Close gave up waiting for Events to be read; the reader drops the rest.
+	abandon chan struct{}
+	once    sync.Once
+	done    chan struct{} // the reader has stopped
+	err     error
+	// draining: Close detached the program; the reader stops once the ring is empty.
+	draining atomic.Bool
 }
 
 // Start loads the BPF program, attaches it to skb:kfree_skb and starts reporting drops. It
 // stops when ctx ends or Close is called. Where the kernel or the privileges do not allow
 // it, the error wraps ErrUnsupported and says in one line why.
 func Start(ctx context.Context, o Options) (*Watcher, error) {
-	w := &Watcher{ifaces: newIfaces(), closed: make(chan struct{}), done: make(chan struct{})}
+	w := &Watcher{ifaces: newIfaces(), closed: make(chan struct{}), abandon: make(chan struct{}), done: make(chan struct{})}
 	if !o.AllNetns {
 		ino, err := NetnsInode(o.Netns)
 		if err != nil {
@@ -281,8 +286,14 @@ func (w *Watcher) Err() error {
 	}
 }
 
-// Close detaches the program and frees it; Events is closed once the last drop is delivered
-// or dropped.
+// closeDrain bounds how long Close waits for the drops still in the ring to be taken from
+// Events; after it they are dropped.
+const closeDrain = time.Second
+
+// Close detaches the program, delivers the drops it reported before that (the reader is not
+// woken for every drop, so up to PollInterval of them may still be in the ring) as long as
+// Events is read, then frees it; Events is closed once the last drop is delivered or, after
+// closeDrain without a reader, dropped.
 func (w *Watcher) Close() error {
 	var err error
 	w.once.Do(func() {
@@ -292,6 +303,16 @@ func (w *Watcher) Close() error {
 		if w.link != nil {
 			err = w.link.Close()
 		}
+		if w.rd != nil && w.events != nil {
+			// The reader reads what the ring holds, then stops at the deadline.
+			w.draining.Store(true)
+			w.rd.SetDeadline(time.Now())
+			select {
+			case <-w.done:
+			case <-time.After(closeDrain):
+			}
+		}
+		close(w.abandon)
 		if w.rd != nil {
 			w.rd.Close()
 		}
@@ -317,6 +338,9 @@ func (w *Watcher) read() {
 		if err := w.rd.ReadInto(&rec); err != nil {
 			// The deadline passed and every record waiting then has been read: poll again.
 			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if w.draining.Load() {
+					return // Close: the ring is read to its end
+				}
 				w.rd.SetDeadline(time.Now().Add(PollInterval))
 				continue
 			}
@@ -332,7 +356,7 @@ func (w *Watcher) read() {
 		}
 		select {
 		case w.events <- d:
-		case <-w.closed:
+		case <-w.abandon:
 			return
 		}
 	}

