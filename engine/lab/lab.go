@@ -157,6 +157,11 @@ func New(t testing.TB) *Lab {
 	t.Helper()
 	Require(t)
 	privateStateDir(t)
+	sweepOnce.Do(func() {
+		if swept := sweepStale(); len(swept) > 0 {
+			t.Logf("deleted %d namespaces left by test processes that died: %s", len(swept), strings.Join(swept, " "))
+		}
+	})
 	sum := sha256.Sum256(fmt.Appendf(nil, "%s/%d/%d/%d", t.Name(), os.Getpid(), labSeq.Add(1), time.Now().UnixNano()))
 	return &Lab{t: t, prefix: "rt" + hex.EncodeToString(sum[:])[:8]}
 }
@@ -180,14 +185,18 @@ type NS struct {
 func (l *Lab) NS(short string) *NS {
 	l.t.Helper()
 	name := l.prefix + "-" + short
+	note(name)
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		forget(name)
 		l.t.Fatalf("creating namespace %s: %v: %s", name, err, out)
 	}
 	n := &NS{Name: name, lab: l}
 	l.t.Cleanup(func() {
 		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
 			l.t.Errorf("deleting namespace %s: %v: %s", name, err, out)
+			return
 		}
+		forget(name)
 	})
 	l.mu.Lock()
 	l.nss = append(l.nss, n)
