@@ -176,9 +176,6 @@ func (a *App) load() tea.Cmd {
 	return tea.Batch(read, a.c.After(250*time.Millisecond, loadTick{seq}))
 }
 
-// maxRouteRoom bounds the room made for routes on a backend's count (64M routes).
-const maxRouteRoom = 1 << 26
-
 // readRoutes reads every route of a streaming backend into a copy of the state read without
 // them: the whole state the doctor, the FIB and the other pages work on.
 func (a *App) readRoutes(seq int, base *model.State) tea.Cmd {
@@ -194,7 +191,7 @@ func (a *App) readRoutes(seq int, base *model.State) tea.Cmd {
 		s := *base
 		// Room for every route at once: grown by append instead, the last copies of a full
 		// table are memmoves of a hundred MB that stall the garbage collector and the keys.
-		s.Routes = make([]model.Route, 0, min(max(rs.RouteCount(ctx), 0), maxRouteRoom))
+		s.Routes = make([]model.Route, 0, max(rs.RouteCount(ctx), 0))
 		err := rs.EachRoute(ctx, base, 0, func() { s.Routes = s.Routes[:0]; n.Store(0) }, func(r *model.Route) error {
 			s.Routes = append(s.Routes, *r)
 			n.Add(1)

@@ -43,11 +43,14 @@ func TableSizes(ns Namespace) (map[int]int, error) {
 }
 
 // RouteCount returns how many routes (both families, every table) the namespace holds as its
-// kernel counts them without a dump, or 0 when it cannot tell: the room to make before a
-// dump of every route (see routeCounts).
+// kernel counts them without a dump, or 0 when it cannot tell or the count is beyond belief
+// (maxRouteHint): the room to make before a dump of every route (see routeCounts).
 func RouteCount(ns Namespace) int {
 	v4, v6 := routeCounts(ns)
-	return v4 + v6
+	if n := v4 + v6; n <= maxRouteHint {
+		return n
+	}
+	return 0
 }
 
 // routeCounts returns how many IPv4 and IPv6 routes the namespace holds, as its kernel counts
@@ -56,14 +59,12 @@ func RouteCount(ns Namespace) int {
 // doubling instead, a full table's last copies are single memmoves of hundreds of MB that the
 // garbage collector spins waiting to preempt (a third of a 1M-route read's CPU).
 func routeCounts(ns Namespace) (v4, v6 int) {
-	_ = ns.Do(func() error {
-		if data, err := os.ReadFile("/proc/thread-self/net/fib_triestat"); err == nil {
-			if sizes, err := parseTrieStat(data); err == nil {
-				for _, n := range sizes {
-					v4 += n
-				}
-			}
+	if sizes, err := TableSizes(ns); err == nil {
+		for _, n := range sizes {
+			v4 += n
 		}
+	}
+	_ = ns.Do(func() error {
 		if data, err := os.ReadFile("/proc/thread-self/net/rt6_stats"); err == nil {
 			v6 = parseRT6Stats(data)
 		}

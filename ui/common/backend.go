@@ -77,7 +77,7 @@ type RouteStreamer interface {
 	// When the kernel interrupts the dump because the table changed, restart is called (the
 	// caller drops what it got) and the dump starts again.
 	EachRoute(ctx context.Context, s *model.State, table int, restart func(), fn func(*model.Route) error) error
-	// RouteCount is about how many routes EachRoute of every table gives (0: unknown), read
-	// without a dump: the room to make for them at once.
+	// RouteCount is about how many routes EachRoute of every table gives (0: unknown or
+	// beyond belief), read without a dump: the room to make for them at once.
 	RouteCount(ctx context.Context) int
 }
