@@ -139,17 +139,24 @@ func privateStateDir(t testing.TB) {
 // not a private directory of the user's.
 func testStateDir(t testing.TB) string {
 	dir := filepath.Join(os.TempDir(), fmt.Sprintf("roundtrip-test-state-%d", os.Geteuid()))
-	err := os.Mkdir(dir, 0o700)
-	var st unix.Stat_t
-	if (err == nil || errors.Is(err, os.ErrExist)) && unix.Lstat(dir, &st) == nil &&
-		st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Uid == uint32(os.Geteuid()) && st.Mode&0o077 == 0 {
+	if privateDir(dir) {
 		return dir
 	}
-	dir, err = os.MkdirTemp("", "roundtrip-test-state-")
+	dir, err := os.MkdirTemp("", "roundtrip-test-state-")
 	if err != nil {
 		t.Fatalf("creating the tests' state directory: %v", err)
 	}
 	return dir
+}
+
+// privateDir makes dir (mode 0700) unless it exists, and reports whether it is a directory of
+// this user's that nobody else can write to or read: a shared path in /tmp or /run may have
+// been made, or planted as a link, by someone else.
+func privateDir(dir string) bool {
+	err := os.Mkdir(dir, 0o700)
+	var st unix.Stat_t
+	return (err == nil || errors.Is(err, os.ErrExist)) && unix.Lstat(dir, &st) == nil &&
+		st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Uid == uint32(os.Geteuid()) && st.Mode&0o077 == 0
 }
 
 // New creates an empty lab whose namespaces are deleted when the test ends.

@@ -47,10 +47,7 @@ func processStart(pid int) string {
 // registry returns registryDir when it is a private directory of this user (created if
 // missing), or "" when it is not: then nothing is noted and nothing swept.
 func registry() string {
-	err := os.Mkdir(registryDir, 0o700)
-	var st unix.Stat_t
-	if (err == nil || os.IsExist(err)) && unix.Lstat(registryDir, &st) == nil &&
-		st.Mode&unix.S_IFMT == unix.S_IFDIR && st.Uid == uint32(os.Geteuid()) && st.Mode&0o077 == 0 {
+	if privateDir(registryDir) {
 		return registryDir
 	}
 	return ""
